@@ -1,0 +1,31 @@
+import type { AuditRecord, JournalRecord } from '../../proxy/audit/record.js';
+
+const PATH_COLUMN_CHARS = 28;
+
+/**
+ * One line per record for people, led by the sidecar that wrote it and the direction it saw:
+ * `20:15:02.114 inventory  in  #42   frontend → inventory  GET /items/7  200  3.1ms  trace 4bf92f35…`.
+ * Arrows read from the caller to the callee whichever sidecar wrote it.
+ */
+export function formatRecordLine(rec: AuditRecord | JournalRecord): string {
+  const time = new Date(rec['audit.start_unix_ms']).toISOString().slice(11, 23);
+  const seq = 'audit.seq' in rec ? `#${rec['audit.seq']}` : '';
+  const self = rec['audit.service'];
+  const peer = rec['peer.service'] ?? 'unknown';
+  const edge = rec['audit.direction'] === 'inbound' ? `${peer} → ${self}` : `${self} → ${peer}`;
+  const what =
+    rec['audit.kind'] === 'tunnel' || rec['audit.kind'] === 'tcp'
+      ? `${rec['audit.kind'].toUpperCase()} ${rec['server.address'] ?? ''}:${rec['server.port'] ?? ''} ${rec['audit.bytes_in'] ?? 0}B↑ ${rec['audit.bytes_out'] ?? 0}B↓`
+      : `${rec['http.request.method'] ?? ''} ${truncate(rec['url.path'] ?? '', PATH_COLUMN_CHARS)}`;
+  const status = rec['http.response.status_code'] ?? '-';
+  const duration = rec['audit.duration_ms'] === undefined ? '' : `${rec['audit.duration_ms'].toFixed(1)}ms`;
+  const error = rec['error.type'] === undefined ? '' : `  ${rec['error.type']}`;
+  const phase = rec['audit.phase'] === 'request' ? ' (request)' : '';
+  const trace = rec['trace.id'] === undefined ? '' : `  trace ${rec['trace.id'].slice(0, 8)}…`;
+  const by = `${self.slice(0, 12).padEnd(12)} ${rec['audit.direction'] === 'inbound' ? 'in ' : 'out'}`;
+  return `${time} ${by} ${seq.padEnd(6)} ${edge.padEnd(26)} ${what.padEnd(PATH_COLUMN_CHARS + 8)} ${String(status).padStart(3)} ${duration.padStart(8)}${error}${phase}${trace}`;
+}
+
+function truncate(text: string, max: number): string {
+  return text.length <= max ? text : text.slice(0, max - 1) + '…';
+}

@@ -1,0 +1,72 @@
+import http from 'node:http';
+import { formatHelp, parseFlags, UsageError, type FlagSpec } from '../../proxy/config/flags.js';
+import type { JournalRecord } from '../../proxy/audit/record.js';
+import { formatRecordLine } from './format-record.js';
+import type { CommandIO } from './io.js';
+
+const TAIL_FLAGS: readonly FlagSpec[] = [
+  { name: 'admin', type: 'string', help: "a sidecar's admin address, e.g. http://127.0.0.1:15020", env: false },
+  { name: 'output', short: 'o', type: 'string', choices: ['table', 'json'], default: 'table', help: 'json: one JSON record per line', env: false },
+];
+
+export const TAIL_HELP = formatHelp('auditmesh tail --admin URL [-o json]', 'Streams audit records live as the sidecar commits them, until interrupted.', TAIL_FLAGS);
+
+/** `auditmesh tail`: follows a sidecar's /tail server-sent events and prints each record. */
+export async function tailMain(argv: readonly string[], io: CommandIO): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    io.stdout.write(TAIL_HELP);
+    return 0;
+  }
+  let url: URL;
+  let json: boolean;
+  try {
+    const { values } = parseFlags(TAIL_FLAGS, argv, io.env);
+    if (values.admin === undefined) throw new UsageError('--admin URL is required');
+    url = new URL('/tail', String(values.admin).replace(/^(?!https?:\/\/)/, 'http://'));
+    json = values.output === 'json';
+  } catch (err) {
+    io.stderr.write(`auditmesh tail: ${(err as Error).message}\n`);
+    return 2;
+  }
+  return followSse(url, io, (data) => {
+    const rec = JSON.parse(data) as JournalRecord;
+    io.stdout.write((json ? JSON.stringify(rec) : formatRecordLine(rec)) + '\n');
+  });
+}
+
+/** Reads a server-sent event stream until it ends or the signal aborts; 0 on a clean stop, 1 on failure. */
+export function followSse(url: URL, io: CommandIO, onData: (data: string) => void): Promise<number> {
+  return new Promise((resolve) => {
+    const req = http.get(url, { signal: io.signal }, (res) => {
+      if (res.statusCode !== 200) {
+        io.stderr.write(`auditmesh tail: ${url.href} answered ${res.statusCode}\n`);
+        res.resume();
+        resolve(1);
+        return;
+      }
+      res.setEncoding('utf8');
+      let buffer = '';
+      res.on('data', (chunk: string) => {
+        buffer += chunk;
+        let end: number;
+        while ((end = buffer.indexOf('\n\n')) !== -1) {
+          const event = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const data = event
+            .split('\n')
+            .filter((l) => l.startsWith('data:'))
+            .map((l) => l.slice(5).trimStart())
+            .join('\n');
+          if (data !== '') onData(data);
+        }
+      });
+      res.on('end', () => resolve(io.signal.aborted ? 0 : 1));
+      res.on('error', () => resolve(io.signal.aborted ? 0 : 1));
+    });
+    req.on('error', (err) => {
+      if (io.signal.aborted) return resolve(0);
+      io.stderr.write(`auditmesh tail: cannot reach ${url.origin}: ${err.message}\n`);
+      resolve(1);
+    });
+  });
+}

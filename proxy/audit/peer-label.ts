@@ -1,0 +1,27 @@
+/** Upper bound on distinct peer label values: past it, new peers are labelled `other`. */
+export const MAX_PEER_LABELS = 200;
+const PEER_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+/**
+ * Bounded peer-service labels for metrics: only DNS-label-shaped names, at most
+ * MAX_PEER_LABELS of them per process, so a client inventing names cannot grow the series.
+ */
+export function createPeerLabels(max = MAX_PEER_LABELS): (peer: string | undefined) => string {
+  const seen = new Set<string>();
+  return (peer) => {
+    if (peer === undefined || !PEER_RE.test(peer)) return 'unknown';
+    if (seen.has(peer)) return peer;
+    if (seen.size >= max) return 'other';
+    seen.add(peer);
+    return peer;
+  };
+}
+
+const IPV4_RE = /^\d{1,3}(\.\d{1,3}){3}$/;
+
+/** The service a host name names: `inventory.shop.svc.cluster.local` → `inventory`; IPs are unknown. */
+export function serviceOfHost(host: string): string | undefined {
+  if (host === '' || IPV4_RE.test(host) || host.includes(':')) return undefined;
+  const first = host.split('.')[0]!.toLowerCase();
+  return PEER_RE.test(first) ? first : undefined;
+}

@@ -1,0 +1,213 @@
+import { availableParallelism } from 'node:os';
+import type { SidecarMetrics } from '../metrics/metrics.js';
+import { Journal, journalError, type CommittedBatch } from '../journal/journal.js';
+import type { BatchHeader, BatchReadOptions, RecordReadOptions } from '../journal/read-journal.js';
+import { createBatcher, MAX_BATCH_DELAY_MS, MAX_BATCH_RECORDS, type RecordBatch } from './batcher.js';
+import { createLiveFeed, type LiveFeed } from './live-feed.js';
+import { createSealPool, type SealPool } from './pool.js';
+import type { AuditRecord, JournalRecord } from './record.js';
+
+/**
+ * The audit pipeline, in the order a record travels it:
+ *   record() -> batcher (event loop) -> seal pool (worker: bytes, hashes, root)
+ *            -> journal (LMDB, FIFO commit) -> live feed and strict waiters.
+ */
+
+export interface AuditPipelineOptions {
+  /** LMDB folder, created if absent. */
+  journalDir: string;
+  /** Default MAX_BATCH_RECORDS (256). */
+  maxBatchRecords?: number;
+  /** Default MAX_BATCH_DELAY_MS (20): async records are committed well within 100 ms. */
+  maxBatchDelayMs?: number;
+  /** Sealing workers; default one per spare core, at most 2. */
+  poolThreads?: number;
+  metrics?: SidecarMetrics;
+  /** Structured log line sink; default no-op. */
+  log?: (line: Record<string, unknown>) => void;
+}
+
+export interface AuditPipeline {
+  /** Hot path: hands over a record. Never throws, never awaits, does no encoding, hashing or I/O. */
+  record(rec: AuditRecord): void;
+  /**
+   * Strict mode: resolves once the record's batch is committed and flushed to disk; rejects with
+   * code AUDITMESH_JOURNAL_WRITE if it cannot be. Concurrent strict records share one commit and
+   * one flush, and a strict record seals its batch after STRICT_BATCH_DELAY_MS, not the full delay.
+   */
+  recordDurable(rec: AuditRecord): Promise<void>;
+  /** Committed records with their sequence numbers, in order. Returns the unsubscribe function. */
+  subscribe(listener: (rec: JournalRecord) => void): () => void;
+  /** false while the journal cannot be written (the last commit failed). */
+  readonly writable: boolean;
+  /** Reads the journal through this pipeline's own environment: the in-process reader. */
+  read(opts?: RecordReadOptions): JournalRecord[];
+  readBatches(opts?: BatchReadOptions): BatchHeader[];
+  /** Seals what is pending, waits for it to commit, stops the pool, closes LMDB. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** How long a strict record waits for its committed batch to reach the disk before giving up. */
+export const FLUSH_TIMEOUT_MS = 10_000;
+
+type Log = (line: Record<string, unknown>) => void;
+const noop = (): void => {};
+
+/** Committed is not flushed (REFERENCES.md, lmdb-js): strict waiters wait for the flush too. */
+function flushedWithin(done: CommittedBatch, timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(journalError(`journal flush took over ${timeoutMs} ms`)), timeoutMs);
+    done.flushed.then(
+      () => (clearTimeout(timer), resolve()),
+      (err: unknown) => (clearTimeout(timer), reject(journalError('journal flush failed', err))),
+    );
+  });
+}
+
+function defaultThreads(): number {
+  // The event loop and lmdb-js's write thread need cores too.
+  return Math.max(1, Math.min(2, availableParallelism() - 1));
+}
+
+/**
+ * One JSON.stringify per batch. A record that cannot be encoded (a BigInt, a cycle: a bug
+ * upstream) is dropped alone, found by encoding the records one by one on this rare path.
+ */
+function encodeBatch(records: AuditRecord[]): { json: string; kept: AuditRecord[]; dropped: unknown[] } {
+  try {
+    return { json: JSON.stringify(records), kept: records, dropped: [] };
+  } catch {
+    const parts: string[] = [];
+    const kept: AuditRecord[] = [];
+    const dropped: unknown[] = [];
+    for (const rec of records) {
+      try {
+        parts.push(JSON.stringify(rec));
+        kept.push(rec);
+      } catch (err) {
+        dropped.push(err);
+      }
+    }
+    return { json: `[${parts.join(',')}]`, kept, dropped };
+  }
+}
+
+interface Stages {
+  journal: Journal;
+  pool: SealPool;
+  feed: LiveFeed<JournalRecord>;
+  metrics: SidecarMetrics | undefined;
+  log: Log;
+}
+
+async function openStages(opts: AuditPipelineOptions, log: Log): Promise<Stages> {
+  const journal = Journal.open(opts.journalDir, { metrics: opts.metrics, log });
+  const pool = createSealPool({ threads: opts.poolThreads ?? defaultThreads() });
+  try {
+    // Fails at boot, not at the first batch, if the worker cannot load; and takes the worker's
+    // start-up (~0.3 s under tsx) off the first real batch's commit latency.
+    await pool.seal('[{}]');
+  } catch (err) {
+    await Promise.all([pool.close(), journal.close()]);
+    throw err;
+  }
+  const feed = createLiveFeed<JournalRecord>({
+    onListenerError: (err) => log({ level: 'warn', msg: 'live feed listener threw; it keeps its subscription', err: (err as Error)?.message }),
+  });
+  return { journal, pool, feed, metrics: opts.metrics, log };
+}
+
+/** A sealed batch's way on: pool, journal, then live feed and strict waiters. */
+function createCommitStage({ journal, pool, feed, metrics, log }: Stages, batcherPending: () => number) {
+  const inFlight = new Set<Promise<void>>();
+  let inFlightRecords = 0;
+
+  function updateGauges(): void {
+    metrics?.poolQueue.set(pool.queueSize);
+    metrics?.batcherPending.set(batcherPending() + inFlightRecords);
+  }
+
+  function lose(count: number, reason: string, err: unknown): void {
+    metrics?.journalRecords.inc({ result: 'failed' }, count);
+    metrics?.journalUnrecorded.inc({ reason }, count);
+    log({ level: 'error', msg: 'audit records lost before the journal', reason, count, err: (err as Error)?.message });
+  }
+
+  async function settle(batch: RecordBatch, kept: AuditRecord[], committed: Promise<CommittedBatch>): Promise<void> {
+    let done: CommittedBatch;
+    try {
+      done = await committed;
+    } catch (err) {
+      batch.durability?.reject(err as Error);
+      return;
+    } finally {
+      // Before any waiter resumes: committed or failed, these records are no longer pending.
+      inFlightRecords -= kept.length;
+      updateGauges();
+    }
+    if (feed.size > 0) for (let i = 0; i < kept.length; i++) feed.publish({ 'audit.seq': done.firstSeq + i, ...kept[i] });
+    if (batch.durability !== null) await flushedWithin(done, FLUSH_TIMEOUT_MS).then(batch.durability.resolve, batch.durability.reject);
+  }
+
+  function seal(batch: RecordBatch): void {
+    // A boundary: this runs from record() and from a timer, where a throw would be fatal.
+    try {
+      const { json, kept, dropped } = encodeBatch(batch.records);
+      if (dropped.length > 0) {
+        lose(dropped.length, 'encode', dropped[0]);
+        // The batch's strict records share one answer, and the dropped record may be one of them.
+        batch.durability?.reject(journalError('audit record could not be encoded', dropped[0]));
+      }
+      if (kept.length === 0) return;
+      inFlightRecords += kept.length;
+      const info = { count: kept.length, sealedUnixMs: batch.sealedUnixMs, sealedAtMs: batch.sealedAtMs };
+      const task = settle(batch, kept, journal.append(pool.seal(json), info)).finally(() => inFlight.delete(task));
+      inFlight.add(task);
+      updateGauges();
+    } catch (err) {
+      lose(batch.records.length, 'internal', err);
+      batch.durability?.reject(journalError('audit batch failed', err));
+    }
+  }
+
+  return { seal, drain: () => Promise.all(inFlight) };
+}
+
+export async function createAuditPipeline(opts: AuditPipelineOptions): Promise<AuditPipeline> {
+  const log: Log = opts.log ?? noop;
+  // In the order a record travels. The batcher first: it checks its limits before anything opens.
+  const batcher = createBatcher({
+    maxRecords: opts.maxBatchRecords ?? MAX_BATCH_RECORDS,
+    maxDelayMs: opts.maxBatchDelayMs ?? MAX_BATCH_DELAY_MS,
+    onSeal: (batch) => commit.seal(batch),
+  });
+  const stages = await openStages(opts, log);
+  const commit = createCommitStage(stages, () => batcher.pending);
+  let closing: Promise<void> | undefined;
+
+  return {
+    record(rec) {
+      if (closing === undefined) batcher.add(rec);
+      else opts.metrics?.journalUnrecorded.inc({ reason: 'closed' });
+    },
+    recordDurable(rec) {
+      if (closing !== undefined) return Promise.reject(journalError('audit pipeline is closed'));
+      return batcher.addDurable(rec);
+    },
+    subscribe: (listener) => stages.feed.subscribe(listener),
+    get writable() {
+      return stages.journal.writable;
+    },
+    read: (readOpts) => stages.journal.read(readOpts),
+    readBatches: (readOpts) => stages.journal.readBatches(readOpts),
+    close() {
+      closing ??= (async () => {
+        batcher.flush();
+        await commit.drain();
+        await stages.journal.close();
+        await stages.pool.close();
+      })();
+      return closing;
+    },
+  };
+}

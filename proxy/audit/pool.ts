@@ -1,0 +1,81 @@
+import { extname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Piscina } from 'piscina';
+import type { SealOutcome } from './workers/seal-batch.js';
+
+/**
+ * The hashing pool: piscina workers that seal batches (canonical bytes, leaf hashes, Merkle
+ * root). One task per batch, never per record: a task round trip costs ~30-45 µs of main-thread
+ * time (DESIGN.md, costs table).
+ */
+
+/** A batch as the journal stores it. */
+export interface SealedBatch {
+  /** Each record's canonical bytes (UTF-8 JSON), views into one transferred buffer. */
+  readonly records: Buffer[];
+  /** Merkle root over the records' leaf hashes, lowercase hex. */
+  readonly root: string;
+}
+
+export interface SealPool {
+  /** Seals the JSON text of a record array. Rejects, with code AUDITMESH_SEAL_FAILED, if it cannot. */
+  seal(recordsJson: string): Promise<SealedBatch>;
+  /** Batches waiting for a worker. */
+  readonly queueSize: number;
+  /** Lets running tasks finish, then stops the workers. Idempotent. */
+  close(): Promise<void>;
+}
+
+export interface SealPoolOptions {
+  threads: number;
+}
+
+/**
+ * Piscina only finds a TypeScript worker by a path that exists, so the worker gets the calling
+ * module's own extension: `.ts` under tsx (tests, whose workers inherit `--import=tsx` through
+ * execArgv), `.js` when running from build/.
+ */
+function workerFilename(): string {
+  const ext = extname(fileURLToPath(import.meta.url));
+  return fileURLToPath(new URL(`./workers/seal-batch${ext}`, import.meta.url));
+}
+
+function sealError(message: string, cause?: unknown): Error {
+  return Object.assign(new Error(message, { cause }), { code: 'AUDITMESH_SEAL_FAILED' });
+}
+
+/** Rebuilds per-record views over the transferred buffer: no copy on the main thread. */
+function toSealedBatch(outcome: SealOutcome): SealedBatch {
+  if (!outcome.ok) throw sealError(`sealing worker refused the batch: ${outcome.error}`);
+  const { bytes, offsets, root } = outcome;
+  const records = new Array<Buffer>(offsets.length - 1);
+  for (let i = 0; i < records.length; i++) records[i] = Buffer.from(bytes, offsets[i], offsets[i + 1] - offsets[i]);
+  return { records, root };
+}
+
+export function createSealPool(opts: SealPoolOptions): SealPool {
+  const pool = new Piscina<string, SealOutcome>({
+    filename: workerFilename(),
+    minThreads: opts.threads,
+    maxThreads: opts.threads,
+    // Workers stay up for the life of the sidecar: starting one costs tens of milliseconds.
+    idleTimeout: Number.POSITIVE_INFINITY,
+  });
+  let closing: Promise<void> | undefined;
+  return {
+    seal(recordsJson) {
+      if (closing !== undefined) return Promise.reject(sealError('sealing pool is closed'));
+      // The one place anything thrown in a worker is wrapped (STYLE.md: errors at the pool boundary).
+      return pool.run(recordsJson).then(toSealedBatch, (err: unknown) => {
+        throw sealError('sealing worker failed', err);
+      });
+    },
+    get queueSize() {
+      return pool.queueSize;
+    },
+    close() {
+      closing ??= pool.close();
+      return closing;
+    },
+  };
+}

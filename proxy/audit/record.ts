@@ -1,0 +1,89 @@
+/**
+ * The audit record: one per exchange (an HTTP request/response, a WebSocket session, a CONNECT
+ * tunnel or an opaque TCP connection). A plain object, filled on the hot path and handed to the
+ * batcher; everything heavy (encoding, hashing, disk) happens per batch, elsewhere.
+ *
+ * Keys follow the OpenTelemetry semantic conventions where one exists (`http.request.method`,
+ * `url.path`, `server.address`, ...); auditmesh's own fields live under `audit.*`. This file is
+ * the one home of the type: the journal, the tail stream and (later) the wire protocol import it.
+ */
+
+/** What kind of exchange a record describes. */
+export type RecordKind = 'http' | 'websocket' | 'tunnel' | 'tcp' | 'grpc' | 'alert' | 'gap';
+
+/** `request`: written before forwarding in strict mode; `final`: written when the exchange ends. */
+export type RecordPhase = 'request' | 'final';
+
+export type Direction = 'inbound' | 'outbound';
+
+/**
+ * How an exchange failed, when it did. `refused`/`reset`/`timeout` are upstream failures,
+ * `aborted` is the client going away, `incomplete` is a response cut short after its headers
+ * were sent, `rejected` is the sidecar refusing the request itself (bad input, overload).
+ */
+export type ErrorKind =
+  | 'refused'
+  | 'reset'
+  | 'timeout'
+  | 'aborted'
+  | 'incomplete'
+  | 'rejected'
+  | 'unresolved'
+  | 'overload'
+  | 'upstream_protocol';
+
+export interface AuditRecord {
+  'audit.kind': RecordKind;
+  'audit.phase': RecordPhase;
+  'audit.direction': Direction;
+  /** The identity of the service this sidecar stands in front of. */
+  'audit.service': string;
+  /** The other side's service identity, when known (Host/authority for outbound, `unknown` otherwise). */
+  'peer.service'?: string;
+  /** Start of the exchange, milliseconds since the Unix epoch (fractional). */
+  'audit.start_unix_ms': number;
+  /** Whole exchange, from the first request byte to the last response byte or the failure. */
+  'audit.duration_ms'?: number;
+  /** From the start to the first response byte from upstream. */
+  'audit.ttfb_ms'?: number;
+
+  'network.protocol.name'?: string;
+  'network.protocol.version'?: string;
+  'client.address'?: string;
+  'client.port'?: number;
+  'server.address'?: string;
+  'server.port'?: number;
+
+  'http.request.method'?: string;
+  'url.scheme'?: string;
+  'url.path'?: string;
+  /** The query string with secret parameters replaced by fingerprints. */
+  'url.query'?: string;
+  'http.response.status_code'?: number;
+  /** Measured body bytes (not Content-Length). */
+  'http.request.body.size'?: number;
+  'http.response.body.size'?: number;
+  /** Raw bytes each way for tunnels, WebSockets and TCP relays. */
+  'audit.bytes_in'?: number;
+  'audit.bytes_out'?: number;
+
+  /** Selected request/response headers, secrets replaced by `hmac-sha256:<hex>` fingerprints. */
+  'http.request.header'?: Record<string, string>;
+  'http.response.header'?: Record<string, string>;
+
+  'trace.id'?: string;
+  'span.id'?: string;
+  'span.parent_id'?: string;
+  'audit.request_id'?: string;
+  /** A malformed `traceparent` the client sent, kept as claimed (it was replaced on the wire). */
+  'audit.claimed.traceparent'?: string;
+  /** Identity or forwarding claims from outside the mesh, kept as claimed and stripped from the wire. */
+  'audit.claimed.forwarded_for'?: string;
+
+  'error.type'?: ErrorKind;
+  /** A short human-readable reason, never containing secrets. */
+  'audit.error_message'?: string;
+}
+
+/** A record as read back from the journal: the record plus its journal sequence number. */
+export type JournalRecord = AuditRecord & { 'audit.seq': number };

@@ -1,0 +1,62 @@
+import http from 'node:http';
+import type { Socket } from 'node:net';
+import type { ExchangeHandler } from '../http1/exchange.js';
+
+export interface ListenerTimeouts {
+  /** Time allowed for a client to send its request headers (slowloris bound): 408 after it. */
+  headersTimeoutMs: number;
+  /** A client keep-alive connection idle this long is closed. */
+  keepAliveTimeoutMs: number;
+  /** Any connection with no bytes either way for this long is closed. */
+  idleTimeoutMs: number;
+}
+
+export const DEFAULT_LISTENER_TIMEOUTS: ListenerTimeouts = {
+  headersTimeoutMs: 20_000,
+  keepAliveTimeoutMs: 5_000,
+  idleTimeoutMs: 300_000,
+};
+
+/** Node's parser error codes → the answer a client gets before the connection closes. */
+const CLIENT_ERROR_STATUS: Record<string, number> = {
+  HPE_HEADER_OVERFLOW: 431,
+  ERR_HTTP_REQUEST_TIMEOUT: 408,
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: 413,
+};
+
+/**
+ * An HTTP/1.1 listener in front of an exchange handler. Malformed requests get a clear 4xx and
+ * the connection is closed; the listener keeps serving everyone else. `Expect: 100-continue` is
+ * answered here (a proxy may do so, RFC 9110 §10.1.1) and not forwarded, so the upstream never
+ * waits for a 100 the client already got.
+ */
+export function createHttpListener(handler: ExchangeHandler, timeouts: ListenerTimeouts, onConnect?: (req: http.IncomingMessage, socket: Socket, head: Buffer) => void): http.Server {
+  const server = http.createServer({
+    headersTimeout: timeouts.headersTimeoutMs,
+    // Whole-request timeout off: large bodies stream for as long as bytes keep flowing.
+    requestTimeout: 0,
+    keepAliveTimeout: timeouts.keepAliveTimeoutMs,
+    connectionsCheckingInterval: Math.min(1000, timeouts.headersTimeoutMs),
+  });
+  server.timeout = timeouts.idleTimeoutMs;
+  server.on('request', (req, res) => handler.request(req, res));
+  server.on('checkContinue', (req, res) => {
+    res.writeContinue();
+    delete req.headers.expect;
+    handler.request(req, res);
+  });
+  server.on('upgrade', (req, socket, head) => {
+    socket.on('error', () => {});
+    handler.upgrade(req, socket, head);
+  });
+  if (onConnect !== undefined) server.on('connect', (req, socket, head) => onConnect(req, socket as Socket, head));
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    if (!socket.writable || (err.code === 'ECONNRESET' && (socket as Socket).bytesWritten === 0)) {
+      socket.destroy();
+      return;
+    }
+    const status = CLIENT_ERROR_STATUS[err.code ?? ''] ?? 400;
+    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+  });
+  return server;
+}

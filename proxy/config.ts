@@ -1,0 +1,115 @@
+import { type FlagSpec, type FlagValues, UsageError, parseFlags, port } from './config/flags.js';
+import { parseResolveTable, type ResolveTable } from './http1/target.js';
+import { DEFAULT_SECRET_HEADERS, DEFAULT_SECRET_PARAMS } from './audit/redact.js';
+
+export type AuditMode = 'async' | 'strict' | 'off';
+
+/** The sidecar's whole configuration: typed, validated at boot, frozen. */
+export interface SidecarConfig {
+  service: string;
+  appPort: number | undefined;
+  appHost: string;
+  inboundPort: number;
+  outboundPort: number;
+  adminPort: number;
+  bind: string;
+  journalDir: string;
+  keyFile: string;
+  redactionKeyFile: string;
+  collector: string | undefined;
+  collectorTokenFile: string | undefined;
+  auditMode: AuditMode;
+  connectTimeoutMs: number;
+  responseTimeoutMs: number;
+  idleTimeoutMs: number;
+  upstreamKeepAliveMs: number;
+  maxSocketsPerUpstream: number;
+  secretHeaders: readonly string[];
+  secretParams: readonly string[];
+  logLevel: 'info' | 'warn' | 'error' | 'silent';
+  /** Static outbound name resolution for local runs (`--resolve inventory:80=127.0.0.1:8081`). */
+  resolve: ResolveTable;
+}
+
+export const SIDECAR_FLAGS: readonly FlagSpec[] = [
+  { name: 'service', type: 'string', help: 'service identity stamped on records (default: derived from $HOSTNAME)' },
+  { name: 'app-port', type: 'int', help: "the app's port on 127.0.0.1; required for inbound" },
+  { name: 'app-host', type: 'string', default: '127.0.0.1', help: 'where the app listens' },
+  { name: 'inbound-port', type: 'int', default: '15006', help: 'inbound listener; forwards to the app' },
+  { name: 'outbound-port', type: 'int', default: '15001', help: 'outbound listener: HTTP proxy (HTTP_PROXY) and redirected traffic' },
+  { name: 'admin-port', type: 'int', default: '15020', help: '/metrics, /livez, /readyz, /tail' },
+  { name: 'bind', type: 'string', default: '127.0.0.1', help: 'listen address (0.0.0.0 in Kubernetes)' },
+  { name: 'journal', type: 'string', default: './.auditmesh/journal', help: 'LMDB journal folder' },
+  { name: 'key', type: 'string', default: './.auditmesh/sidecar.key', help: "the sidecar's Ed25519 signing key; created 0600 if absent" },
+  { name: 'redaction-key', type: 'string', default: './.auditmesh/redaction.key', help: 'HMAC key for secret fingerprints; share it to match secrets across sidecars' },
+  { name: 'collector', type: 'string', help: 'HOST:PORT of the collector (none: journal only)' },
+  { name: 'collector-token-file', type: 'string', help: 'credential presented to the collector' },
+  { name: 'audit-mode', type: 'string', default: 'async', choices: ['async', 'strict', 'off'], help: 'strict: forward only once the request record is durable; off: proxy without auditing (for measurement)' },
+  { name: 'connect-timeout-ms', type: 'int', default: '5000', help: 'upstream TCP connect timeout (504)' },
+  { name: 'response-timeout-ms', type: 'int', default: '30000', help: 'time to upstream response headers (504)' },
+  { name: 'idle-timeout-ms', type: 'int', default: '300000', help: 'a proxied connection idle for this long is closed' },
+  { name: 'upstream-keepalive-ms', type: 'int', default: '4000', help: 'idle pooled upstream sockets close after this (keep below the app keep-alive timeout)' },
+  { name: 'max-sockets-per-upstream', type: 'int', default: '256', help: 'connection pool size per upstream' },
+  { name: 'secret-headers', type: 'list', default: DEFAULT_SECRET_HEADERS.join(','), help: 'headers recorded only as HMAC fingerprints' },
+  { name: 'secret-params', type: 'list', default: DEFAULT_SECRET_PARAMS.join(','), help: 'query parameters recorded only as HMAC fingerprints' },
+  { name: 'resolve', type: 'list', help: 'static outbound resolution NAME:PORT=HOST:PORT, comma-separated (local runs without DNS)' },
+  { name: 'log-level', type: 'string', default: 'info', choices: ['info', 'warn', 'error', 'silent'], help: 'structured log verbosity (stderr)' },
+];
+
+function resolveTable(entries: string[]): ResolveTable {
+  try {
+    return parseResolveTable(entries);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
+
+/** Kubernetes pod names end in -<replicaset hash>-<5 chars>; the service is what comes before. */
+export function serviceFromHostname(hostname: string | undefined): string {
+  if (hostname === undefined || hostname === '') return 'unknown';
+  return hostname.replace(/-[a-z0-9]{6,10}-[a-z0-9]{5}$/, '').replace(/-[a-z0-9]{5}$/, '') || hostname;
+}
+
+export function sidecarConfigFromFlags(values: FlagValues, env: Readonly<Record<string, string | undefined>>): SidecarConfig {
+  const cfg: SidecarConfig = {
+    service: (values.service as string | undefined) ?? serviceFromHostname(env.HOSTNAME),
+    appPort: values['app-port'] === undefined ? undefined : port(values, 'app-port'),
+    appHost: values['app-host'] as string,
+    inboundPort: port(values, 'inbound-port'),
+    outboundPort: port(values, 'outbound-port'),
+    adminPort: port(values, 'admin-port'),
+    bind: values.bind as string,
+    journalDir: values.journal as string,
+    keyFile: values.key as string,
+    redactionKeyFile: values['redaction-key'] as string,
+    collector: values.collector as string | undefined,
+    collectorTokenFile: values['collector-token-file'] as string | undefined,
+    auditMode: values['audit-mode'] as AuditMode,
+    connectTimeoutMs: values['connect-timeout-ms'] as number,
+    responseTimeoutMs: values['response-timeout-ms'] as number,
+    idleTimeoutMs: values['idle-timeout-ms'] as number,
+    upstreamKeepAliveMs: values['upstream-keepalive-ms'] as number,
+    maxSocketsPerUpstream: values['max-sockets-per-upstream'] as number,
+    secretHeaders: values['secret-headers'] as string[],
+    secretParams: values['secret-params'] as string[],
+    logLevel: values['log-level'] as SidecarConfig['logLevel'],
+    resolve: resolveTable((values.resolve as string[] | undefined) ?? []),
+  };
+  if (cfg.collector !== undefined && !/^[^:\s]+:\d+$/.test(cfg.collector)) {
+    throw new UsageError(`--collector: expected HOST:PORT, got ${JSON.stringify(cfg.collector)}`);
+  }
+  return Object.freeze(cfg);
+}
+
+/** Flags + environment → the sidecar's config; throws UsageError naming the flag at fault. */
+export function parseSidecarConfig(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): SidecarConfig {
+  const { values, positionals } = parseFlags(SIDECAR_FLAGS, argv, env);
+  if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
+  return sidecarConfigFromFlags(values, env);
+}
+
+/** Defaults for an embedded sidecar (demo, tests): every port 0 unless given. */
+export function sidecarConfig(overrides: Partial<SidecarConfig>): SidecarConfig {
+  const { values } = parseFlags(SIDECAR_FLAGS, [], {});
+  return Object.freeze({ ...sidecarConfigFromFlags(values, {}), inboundPort: 0, outboundPort: 0, adminPort: 0, logLevel: 'silent' as const, ...overrides });
+}

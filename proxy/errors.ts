@@ -1,0 +1,76 @@
+import type { ErrorKind } from './audit/record.js';
+
+/** Stable error codes of the proxy. The original error stays as `cause`. */
+export type ProxyErrorCode =
+  | 'AUDITMESH_UPSTREAM_REFUSED'
+  | 'AUDITMESH_UPSTREAM_RESET'
+  | 'AUDITMESH_UPSTREAM_CONNECT_TIMEOUT'
+  | 'AUDITMESH_UPSTREAM_TIMEOUT'
+  | 'AUDITMESH_UPSTREAM_UNRESOLVED'
+  | 'AUDITMESH_UPSTREAM_PROTOCOL'
+  | 'AUDITMESH_NO_ROUTE'
+  | 'AUDITMESH_JOURNAL_WRITE'
+  | 'AUDITMESH_OVERLOAD'
+  | 'AUDITMESH_CLIENT_ABORTED';
+
+export class ProxyError extends Error {
+  constructor(
+    readonly code: ProxyErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** What the client gets and what the record says, for one failure. */
+export interface Rescue {
+  status: number;
+  kind: ErrorKind;
+  message: string;
+}
+
+/**
+ * The one rescue table: an error before response headers were sent becomes a synthetic response.
+ * After headers, the caller destroys the client socket instead (never a truncated "success").
+ */
+const RESCUES: Record<ProxyErrorCode, Rescue> = {
+  AUDITMESH_UPSTREAM_REFUSED: { status: 502, kind: 'refused', message: 'upstream refused the connection' },
+  AUDITMESH_UPSTREAM_RESET: { status: 502, kind: 'reset', message: 'upstream reset the connection' },
+  AUDITMESH_UPSTREAM_CONNECT_TIMEOUT: { status: 504, kind: 'timeout', message: 'upstream connect timed out' },
+  AUDITMESH_UPSTREAM_TIMEOUT: { status: 504, kind: 'timeout', message: 'upstream response timed out' },
+  AUDITMESH_UPSTREAM_UNRESOLVED: { status: 502, kind: 'unresolved', message: 'upstream host could not be resolved' },
+  AUDITMESH_UPSTREAM_PROTOCOL: { status: 502, kind: 'upstream_protocol', message: 'upstream sent an invalid response' },
+  AUDITMESH_NO_ROUTE: { status: 400, kind: 'rejected', message: 'no upstream for this request' },
+  AUDITMESH_JOURNAL_WRITE: { status: 503, kind: 'overload', message: 'audit journal unavailable' },
+  AUDITMESH_OVERLOAD: { status: 503, kind: 'overload', message: 'sidecar overloaded' },
+  AUDITMESH_CLIENT_ABORTED: { status: 499, kind: 'aborted', message: 'client went away' },
+};
+
+const SOCKET_CODES: Record<string, ProxyErrorCode> = {
+  ECONNREFUSED: 'AUDITMESH_UPSTREAM_REFUSED',
+  ECONNRESET: 'AUDITMESH_UPSTREAM_RESET',
+  EPIPE: 'AUDITMESH_UPSTREAM_RESET',
+  ECONNABORTED: 'AUDITMESH_UPSTREAM_RESET',
+  EHOSTUNREACH: 'AUDITMESH_UPSTREAM_REFUSED',
+  ENETUNREACH: 'AUDITMESH_UPSTREAM_REFUSED',
+  EADDRNOTAVAIL: 'AUDITMESH_UPSTREAM_REFUSED',
+  ENOTFOUND: 'AUDITMESH_UPSTREAM_UNRESOLVED',
+  EAI_AGAIN: 'AUDITMESH_UPSTREAM_UNRESOLVED',
+  ETIMEDOUT: 'AUDITMESH_UPSTREAM_CONNECT_TIMEOUT',
+  HPE_INVALID_HEADER_TOKEN: 'AUDITMESH_UPSTREAM_PROTOCOL',
+  ERR_INVALID_CHAR: 'AUDITMESH_UPSTREAM_PROTOCOL',
+  ERR_INVALID_HTTP_TOKEN: 'AUDITMESH_UPSTREAM_PROTOCOL',
+};
+
+/** Maps any error from the forwarding path to a ProxyError with a stable code. */
+export function classify(err: unknown): ProxyError {
+  if (err instanceof ProxyError) return err;
+  const code = (err as { code?: string } | null)?.code ?? '';
+  const mapped = SOCKET_CODES[code] ?? (code.startsWith('HPE_') ? 'AUDITMESH_UPSTREAM_PROTOCOL' : 'AUDITMESH_UPSTREAM_RESET');
+  return new ProxyError(mapped, RESCUES[mapped].message, { cause: err });
+}
+
+export function rescue(err: ProxyError): Rescue {
+  return RESCUES[err.code];
+}

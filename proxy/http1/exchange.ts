@@ -1,0 +1,185 @@
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { AuditRecord, Direction } from '../audit/record.js';
+import type { AuditPipeline } from '../audit/pipeline.js';
+import type { Redactor } from '../audit/redact.js';
+import type { SidecarMetrics } from '../metrics/metrics.js';
+import type { AuditMode } from '../config.js';
+import type { Logger } from '../log.js';
+import { methodLabel, statusClass } from '../metrics/metrics.js';
+import { correlate, type Correlation } from '../correlation/correlate.js';
+import { serviceOfHost } from '../audit/peer-label.js';
+import { stripRequestHopHeaders } from './hop-headers.js';
+import { ProxyError } from '../errors.js';
+import type { ForwardOutcome, HttpForwarder, UpgradeOutcome } from './forwarder.js';
+import type { Route } from './target.js';
+
+/** The header a sidecar stamps on outbound requests with its own service; read by the peer's inbound sidecar. */
+export const CLIENT_SERVICE_HEADER = 'x-auditmesh-client';
+const MAX_RECORDED_PATH_CHARS = 2048;
+
+export interface ExchangeDeps {
+  direction: Direction;
+  service: string;
+  mode: AuditMode;
+  route: (req: IncomingMessage) => Route | null;
+  forwarder: HttpForwarder;
+  audit: AuditPipeline | null;
+  redactor: Redactor;
+  metrics: SidecarMetrics;
+  peerLabel: (peer: string | undefined) => string;
+  log: Logger;
+}
+
+/** Handles each HTTP exchange of one listener: correlate, record, forward, complete the record. */
+export interface ExchangeHandler {
+  request(req: IncomingMessage, res: ServerResponse): void;
+  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
+}
+
+export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
+  const auditing = deps.audit !== null && deps.mode !== 'off';
+
+  /** Rewrites the request for the upstream; returns the record as far as the request knows it. */
+  function prepare(req: IncomingMessage, route: Route, correlation: Correlation): AuditRecord {
+    const claimedClient = req.headers[CLIENT_SERVICE_HEADER];
+    const peer = deps.direction === 'inbound' ? (typeof claimedClient === 'string' ? claimedClient : undefined) : serviceOfHost(route.host);
+    const record = baseRecord(deps, req, route, correlation, peer);
+    const headers = stripRequestHopHeaders(req.headers);
+    headers.traceparent = correlation.traceparent;
+    headers['x-request-id'] = correlation.requestId;
+    if (deps.direction === 'inbound') {
+      // Forwarding claims from the caller are kept in the record, not trusted on the wire.
+      const claimed = req.headers['x-forwarded-for'];
+      if (claimed !== undefined) record['audit.claimed.forwarded_for'] = String(claimed).slice(0, 256);
+      headers['x-forwarded-for'] = req.socket.remoteAddress ?? '';
+      headers['x-forwarded-proto'] = 'http';
+      delete headers[CLIENT_SERVICE_HEADER];
+    } else {
+      headers[CLIENT_SERVICE_HEADER] = deps.service;
+    }
+    req.headers = headers;
+    req.url = route.path;
+    return record;
+  }
+
+  function complete(record: AuditRecord, t0: number, outcome: ForwardOutcome): void {
+    record['audit.duration_ms'] = round(performance.now() - t0);
+    if (outcome.ttfbMs !== undefined) record['audit.ttfb_ms'] = round(outcome.ttfbMs);
+    if (outcome.status !== undefined) record['http.response.status_code'] = outcome.status;
+    record['http.request.body.size'] = outcome.requestBytes;
+    record['http.response.body.size'] = outcome.responseBytes;
+    if (outcome.responseHeaders !== undefined) record['http.response.header'] = deps.redactor.headers(outcome.responseHeaders);
+    if (outcome.errorKind !== undefined) {
+      record['error.type'] = outcome.errorKind;
+      record['audit.error_message'] = outcome.error?.message ?? outcome.errorKind;
+    }
+    observe(deps, record, outcome.requestBytes, outcome.responseBytes);
+    if (auditing) deps.audit!.record(record);
+  }
+
+  function reject(res: ServerResponse, record: AuditRecord, t0: number, status: number, error: ProxyError): void {
+    res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'x-auditmesh-error': error.code, 'x-request-id': record['audit.request_id'] ?? '' });
+    res.end(`auditmesh: ${error.message}\n`);
+    complete(record, t0, { status, error, upstreamResponded: false, requestBytes: 0, responseBytes: 0, errorKind: 'rejected' });
+  }
+
+  return {
+    request(req, res) {
+      const t0 = performance.now();
+      const correlation = correlate(req.headers);
+      const route = deps.route(req);
+      if (route === null) {
+        const record = baseRecord(deps, req, null, correlation, undefined);
+        reject(res, record, t0, 400, new ProxyError('AUDITMESH_NO_ROUTE', 'no upstream for this request (absolute-form URL or Host header required)'));
+        return;
+      }
+      const record = prepare(req, route, correlation);
+      const responseHeaders = { 'x-request-id': correlation.requestId };
+      const forward = (): void => deps.forwarder.web(req, res, route.target, responseHeaders, (outcome) => complete(record, t0, outcome));
+      if (!auditing || deps.mode !== 'strict') {
+        forward();
+        return;
+      }
+      // Strict: the request is forwarded only once its request record is durable.
+      deps.audit!.recordDurable({ ...record, 'audit.phase': 'request' }).then(forward, (err: Error) => {
+        deps.log('error', 'strict mode: request record not durable, refusing request', { error: err.message });
+        deps.metrics.journalUnrecorded.inc({ reason: 'strict_refused' });
+        reject(res, record, t0, 503, new ProxyError('AUDITMESH_JOURNAL_WRITE', 'audit journal unavailable (strict mode)', { cause: err }));
+      });
+    },
+
+    upgrade(req, socket, head) {
+      const t0 = performance.now();
+      const correlation = correlate(req.headers);
+      const route = deps.route(req);
+      if (route === null) {
+        socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+        return;
+      }
+      const protocol = req.headers.upgrade;
+      const record = prepare(req, route, correlation);
+      // An upgrade keeps its Connection/Upgrade fields: they are what asks the upstream to switch.
+      req.headers.connection = 'upgrade';
+      req.headers.upgrade = protocol;
+      record['audit.kind'] = 'websocket';
+      const labels = { direction: deps.direction, kind: 'websocket' };
+      deps.metrics.connections.inc(labels);
+      deps.forwarder.upgrade(req, socket, head, route.target, (outcome: UpgradeOutcome) => {
+        deps.metrics.connections.dec(labels);
+        record['audit.bytes_in'] = outcome.bytesIn;
+        record['audit.bytes_out'] = outcome.bytesOut;
+        complete(record, t0, { ...outcome, upstreamResponded: outcome.status === 101, requestBytes: outcome.bytesIn, responseBytes: outcome.bytesOut });
+      });
+    },
+  };
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
+}
+
+function baseRecord(deps: ExchangeDeps, req: IncomingMessage, route: Route | null, c: Correlation, peer: string | undefined): AuditRecord {
+  const rawUrl = route?.path ?? req.url ?? '';
+  const q = rawUrl.indexOf('?');
+  const record: AuditRecord = {
+    'audit.kind': 'http',
+    'audit.phase': 'final',
+    'audit.direction': deps.direction,
+    'audit.service': deps.service,
+    'peer.service': peer ?? 'unknown',
+    'audit.start_unix_ms': Date.now(),
+    'network.protocol.name': 'http',
+    'network.protocol.version': req.httpVersion,
+    'client.address': req.socket.remoteAddress ?? '',
+    'client.port': req.socket.remotePort ?? 0,
+    'http.request.method': (req.method ?? '').slice(0, 32),
+    'url.scheme': 'http',
+    'url.path': (q === -1 ? rawUrl : rawUrl.slice(0, q)).slice(0, MAX_RECORDED_PATH_CHARS),
+    'http.request.header': deps.redactor.headers(req.headers as IncomingHttpHeaders),
+    'trace.id': c.traceId,
+    'span.id': c.spanId,
+    'audit.request_id': c.requestId,
+  };
+  if (q !== -1) record['url.query'] = deps.redactor.query(rawUrl.slice(q + 1)).slice(0, MAX_RECORDED_PATH_CHARS);
+  if (route !== null) {
+    record['server.address'] = route.host;
+    record['server.port'] = route.target.port;
+  }
+  if (c.claimedTraceparent !== undefined) record['audit.claimed.traceparent'] = c.claimedTraceparent;
+  return record;
+}
+
+function observe(deps: ExchangeDeps, record: AuditRecord, bytesIn: number, bytesOut: number): void {
+  const m = deps.metrics;
+  m.requests.inc({
+    direction: deps.direction,
+    protocol: record['audit.kind'] === 'websocket' ? 'websocket' : 'http1',
+    method: methodLabel(record['http.request.method']),
+    status_class: statusClass(record['http.response.status_code']),
+    peer: deps.peerLabel(record['peer.service']),
+  });
+  m.requestDuration.observe({ direction: deps.direction, protocol: 'http1' }, (record['audit.duration_ms'] ?? 0) / 1000);
+  m.bytes.inc({ direction: deps.direction, way: 'request' }, bytesIn);
+  m.bytes.inc({ direction: deps.direction, way: 'response' }, bytesOut);
+}

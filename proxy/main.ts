@@ -1,0 +1,35 @@
+import { formatHelp, UsageError } from './config/flags.js';
+import { parseSidecarConfig, SIDECAR_FLAGS } from './config.js';
+import { startSidecar } from './sidecar.js';
+import { createLogger } from './log.js';
+import { untilAborted, type CommandIO } from '../control/cli/io.js';
+
+export const SIDECAR_HELP = formatHelp(
+  'auditmesh sidecar [flags]',
+  'Runs the sidecar in front of one app: inbound listener → app, outbound listener as HTTP proxy,\nevery exchange recorded in the local journal. Each flag is also an environment variable.',
+  SIDECAR_FLAGS,
+);
+
+/** `auditmesh sidecar`: config from flags and env, run until aborted (SIGTERM/SIGINT), drain, exit 0. */
+export async function sidecarMain(argv: readonly string[], io: CommandIO): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    io.stdout.write(SIDECAR_HELP);
+    return 0;
+  }
+  let config;
+  try {
+    config = parseSidecarConfig(argv, io.env);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      io.stderr.write(`auditmesh sidecar: ${err.message}\n(see auditmesh sidecar --help)\n`);
+      return 2;
+    }
+    throw err;
+  }
+  const log = createLogger(config.logLevel, (line) => io.stderr.write(line));
+  const sidecar = await startSidecar(config, log);
+  await untilAborted(io.signal);
+  log('info', 'stopping: draining connections and flushing the journal');
+  await sidecar.close();
+  return 0;
+}

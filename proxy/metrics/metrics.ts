@@ -1,0 +1,97 @@
+import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * Every metric the sidecar exposes, defined once. Labels are bounded by construction: the
+ * callers pass a method from a fixed set, a status class, a peer service name (never a raw
+ * path, id or address).
+ */
+export interface SidecarMetrics {
+  readonly registry: Registry;
+  readonly requests: Counter<'direction' | 'protocol' | 'method' | 'status_class' | 'peer'>;
+  readonly requestDuration: Histogram<'direction' | 'protocol'>;
+  readonly bytes: Counter<'direction' | 'way'>;
+  readonly connections: Gauge<'direction' | 'kind'>;
+  readonly journalRecords: Counter<'result'>;
+  readonly journalCommitDuration: Histogram;
+  readonly journalUnrecorded: Counter<'reason'>;
+  readonly poolQueue: Gauge;
+  readonly batcherPending: Gauge;
+}
+
+/** OpenTelemetry's advisory buckets for http.server.request.duration, in seconds. */
+const DURATION_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
+const COMMIT_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
+
+export function createSidecarMetrics(): SidecarMetrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  return {
+    registry,
+    requests: new Counter({
+      name: 'auditmesh_requests_total',
+      help: 'Exchanges proxied, by direction, protocol, method, status class and peer service',
+      labelNames: ['direction', 'protocol', 'method', 'status_class', 'peer'],
+      registers: [registry],
+    }),
+    requestDuration: new Histogram({
+      name: 'auditmesh_request_duration_seconds',
+      help: 'Duration of proxied exchanges, first request byte to last response byte',
+      labelNames: ['direction', 'protocol'],
+      buckets: DURATION_BUCKETS_S,
+      registers: [registry],
+    }),
+    bytes: new Counter({
+      name: 'auditmesh_bytes_total',
+      help: 'Body bytes proxied, by direction and way (request or response)',
+      labelNames: ['direction', 'way'],
+      registers: [registry],
+    }),
+    connections: new Gauge({
+      name: 'auditmesh_connections_active',
+      help: 'Open tunnels and WebSocket sessions',
+      labelNames: ['direction', 'kind'],
+      registers: [registry],
+    }),
+    journalRecords: new Counter({
+      name: 'auditmesh_journal_records_total',
+      help: 'Audit records by journal outcome (written, failed)',
+      labelNames: ['result'],
+      registers: [registry],
+    }),
+    journalCommitDuration: new Histogram({
+      name: 'auditmesh_journal_commit_duration_seconds',
+      help: 'Time from a batch being sealed to its journal commit',
+      buckets: COMMIT_BUCKETS_S,
+      registers: [registry],
+    }),
+    journalUnrecorded: new Counter({
+      name: 'auditmesh_journal_unrecorded_total',
+      help: 'Exchanges whose audit record could not be written, by reason',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
+    poolQueue: new Gauge({
+      name: 'auditmesh_pool_queue_length',
+      help: 'Batches waiting for a worker of the hashing pool',
+      registers: [registry],
+    }),
+    batcherPending: new Gauge({
+      name: 'auditmesh_batcher_pending_records',
+      help: 'Records handed over but not yet committed to the journal',
+      registers: [registry],
+    }),
+  };
+}
+
+/** `2xx`, `4xx`, ... for a status code; `error` when the exchange had no response. */
+export function statusClass(status: number | undefined): string {
+  if (status === undefined || status < 100 || status > 599) return 'error';
+  return `${Math.floor(status / 100)}xx`;
+}
+
+const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH']);
+
+/** Methods outside RFC 9110's set become `_OTHER`, as OpenTelemetry prescribes. */
+export function methodLabel(method: string | undefined): string {
+  return method !== undefined && KNOWN_METHODS.has(method) ? method : '_OTHER';
+}

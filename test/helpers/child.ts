@@ -1,0 +1,72 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { ExecutionContext } from 'ava';
+
+export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const CLI_FROM_SOURCE = fileURLToPath(new URL('./auditmesh-cli.ts', import.meta.url));
+
+export interface Finished {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `auditmesh ARGS` from source to completion. */
+export function runCli(args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<Finished> {
+  return finish(spawn(process.execPath, ['--import=tsx', CLI_FROM_SOURCE, ...args], { cwd: ROOT, env: { ...process.env, ...opts.env } }), opts.timeoutMs ?? 30_000);
+}
+
+/** Runs the built CLI (`bin/auditmesh.js`, what `npx auditmesh` runs) to completion. */
+export function runBuiltCli(args: string[]): Promise<Finished> {
+  return finish(spawn(process.execPath, ['bin/auditmesh.js', ...args], { cwd: ROOT }), 30_000);
+}
+
+function finish(child: ChildProcess, timeoutMs: number): Promise<Finished> {
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (c) => (stdout += c));
+  child.stderr!.on('data', (c) => (stderr += c));
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  return new Promise((resolve) =>
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    }),
+  );
+}
+
+/** Starts `auditmesh ARGS` from source in the background; killed when the test ends. */
+export function startCli(t: ExecutionContext, args: string[]): { child: ChildProcess; output: () => { stdout: string; stderr: string }; waitFor: (re: RegExp, timeoutMs?: number) => Promise<RegExpMatchArray>; done: Promise<Finished> } {
+  const child = spawn(process.execPath, ['--import=tsx', CLI_FROM_SOURCE, ...args], { cwd: ROOT, env: process.env });
+  t.teardown(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  let stdout = '';
+  let stderr = '';
+  const listeners = new Set<() => void>();
+  child.stdout!.on('data', (c) => ((stdout += c), listeners.forEach((l) => l())));
+  child.stderr!.on('data', (c) => ((stderr += c), listeners.forEach((l) => l())));
+  const done = new Promise<Finished>((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
+  return {
+    child,
+    output: () => ({ stdout, stderr }),
+    done,
+    waitFor(re, timeoutMs = 20_000) {
+      return new Promise((resolve, reject) => {
+        const check = (): void => {
+          const m = (stdout + stderr).match(re);
+          if (m === null) return;
+          listeners.delete(check);
+          clearTimeout(timer);
+          resolve(m);
+        };
+        const timer = setTimeout(() => {
+          listeners.delete(check);
+          reject(new Error(`no ${re} within ${timeoutMs} ms; output:\n${stdout}\n${stderr}`));
+        }, timeoutMs);
+        listeners.add(check);
+        check();
+      });
+    },
+  };
+}

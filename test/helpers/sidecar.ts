@@ -1,0 +1,97 @@
+import http from 'node:http';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { ExecutionContext } from 'ava';
+import { sidecarConfig, type SidecarConfig } from '../../proxy/config.js';
+import { startSidecar, type Sidecar } from '../../proxy/sidecar.js';
+import type { JournalRecord } from '../../proxy/audit/record.js';
+
+/** A temp folder removed when the test ends. */
+export async function tempDir(t: ExecutionContext, prefix = 'auditmesh-'): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** A real sidecar on 127.0.0.1 with its journal in a temp folder, closed when the test ends. */
+export async function startTestSidecar(t: ExecutionContext, overrides: Partial<SidecarConfig> = {}): Promise<Sidecar & { dir: string }> {
+  const dir = await tempDir(t);
+  const sidecar = await startSidecar(
+    sidecarConfig({ service: 'svc', journalDir: join(dir, 'journal'), keyFile: join(dir, 'sidecar.key'), redactionKeyFile: join(dir, 'redaction.key'), ...overrides }),
+  );
+  t.teardown(() => sidecar.close());
+  return Object.assign(sidecar, { dir });
+}
+
+/**
+ * Follows a sidecar's /tail over HTTP, as `auditmesh tail` does: the records a user would see.
+ * `next(pred)` resolves with the first record (already seen or arriving) matching pred.
+ */
+export async function followTail(t: ExecutionContext, adminPort: number) {
+  const records: JournalRecord[] = [];
+  const waiters: Array<{ pred: (r: JournalRecord) => boolean; resolve: (r: JournalRecord) => void }> = [];
+  const controller = new AbortController();
+  t.teardown(() => controller.abort());
+  await new Promise<void>((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port: adminPort, path: '/tail', signal: controller.signal }, (res) => {
+      res.setEncoding('utf8');
+      let buffer = '';
+      res.on('data', (chunk: string) => {
+        buffer += chunk;
+        let end: number;
+        while ((end = buffer.indexOf('\n\n')) !== -1) {
+          const event = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const data = event.split('\n').find((l) => l.startsWith('data: '));
+          if (data === undefined) continue;
+          const rec = JSON.parse(data.slice(6)) as JournalRecord;
+          records.push(rec);
+          for (const w of [...waiters]) {
+            if (w.pred(rec)) {
+              waiters.splice(waiters.indexOf(w), 1);
+              w.resolve(rec);
+            }
+          }
+        }
+      });
+      res.on('error', () => {});
+      resolve();
+    });
+    req.on('error', (err) => (controller.signal.aborted ? undefined : reject(err)));
+  });
+  return {
+    records,
+    next(pred: (r: JournalRecord) => boolean, timeoutMs = 5000): Promise<JournalRecord> {
+      const found = records.find(pred);
+      if (found !== undefined) return Promise.resolve(found);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no matching record within ${timeoutMs} ms; saw ${records.length}`)), timeoutMs);
+        waiters.push({ pred, resolve: (r) => (clearTimeout(timer), resolve(r)) });
+      });
+    },
+  };
+}
+
+/** Scrapes /metrics over HTTP and returns the text. */
+export async function scrape(adminPort: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    http
+      .get({ host: '127.0.0.1', port: adminPort, path: '/metrics' }, (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (text += c));
+        res.on('end', () => resolve(text));
+      })
+      .on('error', reject);
+  });
+}
+
+/** The value of one metric series in Prometheus text, or 0 if absent. */
+export function metricValue(text: string, name: string, labels: Record<string, string> = {}): number {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name + '{') && !line.startsWith(name + ' ')) continue;
+    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) return Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return 0;
+}
