@@ -8,10 +8,11 @@ import { HEAD_KEY, openJournalStores, readHeadFrom, readHeadersFrom, readRecords
 import type { BatchHeader, BatchReadOptions, JournalHead, JournalStores, RecordReadOptions } from './read-journal.js';
 
 /**
- * The LMDB journal, single writer. Batches commit strictly in the order they were sealed, each
- * batch's records, header and the new head in one transaction, so a batch is all there or not at
- * all. Sequence numbers are assigned here, at commit, so they stay contiguous across failures
- * and restarts.
+ * The LMDB journal, single writer. Batches commit strictly in the order they were sealed, a
+ * batch's records, its header and the new head in one transaction, so a batch is all there or
+ * not at all. One commit at a time; batches that become ready meanwhile share the next one (group
+ * commit). Sequence numbers are assigned at commit, so they stay contiguous across failed
+ * commits and restarts.
  */
 
 /** lmdb-js settles a failed commit's `commitError` right after the rejection; bounded anyway. */
@@ -89,6 +90,7 @@ export class Journal {
   #failing = new Set<FailureReason>();
   #tail: Promise<unknown> = Promise.resolve();
   #closing: Promise<void> | undefined;
+  #closed = false;
 
   private constructor(stores: JournalStores, realDir: string, opts: JournalOptions) {
     this.#stores = stores;
@@ -158,11 +160,16 @@ export class Journal {
 
   /** Reads through this environment: use this (or readJournal, which detects it) in-process. */
   read(opts?: RecordReadOptions): JournalRecord[] {
-    return readRecordsFrom(this.#stores, opts);
+    return readRecordsFrom(this.#openStores(), opts);
   }
 
   readBatches(opts?: BatchReadOptions): BatchHeader[] {
-    return readHeadersFrom(this.#stores, opts);
+    return readHeadersFrom(this.#openStores(), opts);
+  }
+
+  #openStores(): JournalStores {
+    if (this.#closed) throw new Error(`journal ${this.#realDir} is closed: read it with readJournal(dir)`);
+    return this.#stores;
   }
 
   /** Commits what is queued, then closes the environment. Idempotent. */
@@ -170,6 +177,7 @@ export class Journal {
     this.#closing ??= (async () => {
       await this.#tail;
       await this.#stores.env.close();
+      this.#closed = true;
       unregisterWriter(this.#realDir);
     })();
     return this.#closing;
