@@ -29,6 +29,11 @@ export interface SidecarConfig {
   logLevel: 'info' | 'warn' | 'error' | 'silent';
   /** Static outbound name resolution for local runs (`--resolve inventory:80=127.0.0.1:8081`). */
   resolve: ResolveTable;
+  /** Destination ports relayed as opaque TCP without protocol detection (server-first protocols). */
+  opaquePorts: ReadonlySet<number>;
+  detectTimeoutMs: number;
+  /** Interim records for long-lived HTTP/2 streams at this interval; 0 turns them off. */
+  interimRecordMs: number;
 }
 
 export const SIDECAR_FLAGS: readonly FlagSpec[] = [
@@ -53,6 +58,9 @@ export const SIDECAR_FLAGS: readonly FlagSpec[] = [
   { name: 'secret-headers', type: 'list', default: DEFAULT_SECRET_HEADERS.join(','), help: 'headers recorded only as HMAC fingerprints' },
   { name: 'secret-params', type: 'list', default: DEFAULT_SECRET_PARAMS.join(','), help: 'query parameters recorded only as HMAC fingerprints' },
   { name: 'resolve', type: 'list', help: 'static outbound resolution NAME:PORT=HOST:PORT, comma-separated (local runs without DNS)' },
+  { name: 'opaque-ports', type: 'list', default: '25,587,3306,4444,5432,6379,9300,11211,27017', help: 'destination ports relayed as opaque TCP, skipping protocol detection (server-first protocols)' },
+  { name: 'detect-timeout-ms', type: 'int', default: '1000', help: 'a client silent this long after connecting is relayed as opaque TCP' },
+  { name: 'interim-record-ms', type: 'int', default: '60000', help: 'interim records for long-lived HTTP/2 and gRPC streams at this interval (0: off)' },
   { name: 'log-level', type: 'string', default: 'info', choices: ['info', 'warn', 'error', 'silent'], help: 'structured log verbosity (stderr)' },
 ];
 
@@ -62,6 +70,12 @@ function resolveTable(entries: string[]): ResolveTable {
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
+}
+
+function portNumber(text: string, flag: string): number {
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n < 1 || n > 65535) throw new UsageError(`${flag}: ${JSON.stringify(text)} is not a TCP port`);
+  return n;
 }
 
 /** Kubernetes pod names end in -<replicaset hash>-<5 chars>; the service is what comes before. */
@@ -94,6 +108,9 @@ export function sidecarConfigFromFlags(values: FlagValues, env: Readonly<Record<
     secretParams: values['secret-params'] as string[],
     logLevel: values['log-level'] as SidecarConfig['logLevel'],
     resolve: resolveTable((values.resolve as string[] | undefined) ?? []),
+    opaquePorts: new Set((values['opaque-ports'] as string[]).map((p) => portNumber(p, '--opaque-ports'))),
+    detectTimeoutMs: values['detect-timeout-ms'] as number,
+    interimRecordMs: values['interim-record-ms'] as number,
   };
   if (cfg.collector !== undefined && !/^[^:\s]+:\d+$/.test(cfg.collector)) {
     throw new UsageError(`--collector: expected HOST:PORT, got ${JSON.stringify(cfg.collector)}`);

@@ -66,7 +66,9 @@ const SOCKET_CODES: Record<string, ProxyErrorCode> = {
 /** Maps any error from the forwarding path to a ProxyError with a stable code. */
 export function classify(err: unknown): ProxyError {
   if (err instanceof ProxyError) return err;
-  const code = (err as { code?: string } | null)?.code ?? '';
+  const e = err as { code?: string; cause?: { code?: string } } | null;
+  // node:http2 wraps a session's socket error in ERR_HTTP2_* errors on its streams.
+  const code = (e?.code?.startsWith('ERR_HTTP2_') ? e.cause?.code : undefined) ?? e?.code ?? '';
   const mapped = SOCKET_CODES[code] ?? (code.startsWith('HPE_') ? 'AUDITMESH_UPSTREAM_PROTOCOL' : 'AUDITMESH_UPSTREAM_RESET');
   return new ProxyError(mapped, RESCUES[mapped].message, { cause: err });
 }

@@ -1,17 +1,22 @@
-import type { Server } from 'node:http';
+import type net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import type { SidecarConfig } from './config.js';
+import type { AuditRecord, Direction } from './audit/record.js';
 import { createSidecarMetrics, type SidecarMetrics } from './metrics/metrics.js';
+import { observeExchange } from './metrics/observe-exchange.js';
 import { createAdminServer } from './metrics/admin-server.js';
-import type { AuditRecord } from './audit/record.js';
 import { createAuditPipeline, type AuditPipeline } from './audit/pipeline.js';
 import { createRedactor } from './audit/redact.js';
 import { createPeerLabels } from './audit/peer-label.js';
 import { createHttpProxyForwarder } from './http1/http-proxy-forwarder.js';
 import { createExchangeHandler } from './http1/exchange.js';
-import { routeOutbound } from './http1/target.js';
+import { routeByAuthority, routeOutbound, type Route } from './http1/target.js';
 import { createHttpListener, DEFAULT_LISTENER_TIMEOUTS } from './capture/http-listener.js';
+import { createCaptureListener } from './capture/capture-listener.js';
 import { relayConnect } from './capture/connect-tunnel.js';
+import { relayOpaque } from './capture/tcp-relay.js';
+import { createH2Listener } from './h2/h2-listener.js';
+import { createSessionPool } from './h2/session-pool.js';
 import { loadOrCreateSecret } from './keys.js';
 import { createLogger, type Logger } from './log.js';
 
@@ -25,34 +30,53 @@ export interface Sidecar {
 }
 
 /**
- * Wires one sidecar, top to bottom: keys → audit pipeline → forwarder → inbound and outbound
- * listeners → admin server. Nothing here reads process.env or installs signal handlers.
+ * Wires one sidecar, top to bottom: keys → audit pipeline → forwarders → capture listeners
+ * (protocol detection → HTTP/1.1 | HTTP/2 and gRPC | opaque TCP) → admin server. Nothing here
+ * reads process.env or installs signal handlers.
  */
 export async function startSidecar(config: SidecarConfig, log: Logger = createLogger(config.logLevel)): Promise<Sidecar> {
   const metrics = createSidecarMetrics();
   const redactor = createRedactor({ key: await loadOrCreateSecret(config.redactionKeyFile), secretHeaders: config.secretHeaders, secretParams: config.secretParams });
   const audit = config.auditMode === 'off' ? null : await createAuditPipeline({ journalDir: config.journalDir, metrics, log: (line: Record<string, unknown>) => log('info', String(line.msg ?? 'journal'), line) });
   const forwarder = createHttpProxyForwarder(config);
+  const sessions = createSessionPool({ connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs });
   const peerLabel = createPeerLabels();
   const listenerTimeouts = { ...DEFAULT_LISTENER_TIMEOUTS, idleTimeoutMs: config.idleTimeoutMs };
-  const common = { service: config.service, mode: config.auditMode, forwarder, audit, redactor, metrics, peerLabel, log };
-  const servers: Server[] = [];
+  const common = { service: config.service, mode: config.auditMode, audit, redactor, metrics, peerLabel, log };
+  const recordOpaque = (protocol: 'tunnel' | 'tcp') => (record: AuditRecord) => {
+    observeExchange(metrics, peerLabel, protocol, record, record['audit.bytes_in'] ?? 0, record['audit.bytes_out'] ?? 0);
+    audit?.record(record);
+  };
+  const opaque = (direction: Direction, target: (socket: net.Socket, sni: string | null) => Route | null) => (socket: net.Socket, sni: string | null) =>
+    relayOpaque({ direction, service: config.service, connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs, target, onRecord: recordOpaque('tcp') }, socket, sni);
+  const h2 = (direction: Direction, route: (authority: string | undefined, path: string) => Route | null) =>
+    createH2Listener({ ...common, direction, route, sessions, responseTimeoutMs: config.responseTimeoutMs, interimRecordMs: config.interimRecordMs });
+  const capture = { detectTimeoutMs: config.detectTimeoutMs };
+  const servers: net.Server[] = [];
 
-  let inbound: Server | undefined;
+  let inbound: net.Server | undefined;
   if (config.appPort !== undefined) {
-    const app = { host: config.appHost, port: config.appPort };
-    const handler = createExchangeHandler({ ...common, direction: 'inbound', route: (req) => ({ target: app, host: config.appHost, path: req.url ?? '/' }) });
-    inbound = createHttpListener(handler, listenerTimeouts);
+    const app = { target: { host: config.appHost, port: config.appPort }, host: config.appHost };
+    const toApp = (path: string): Route => ({ ...app, path });
+    const handler = createExchangeHandler({ ...common, forwarder, direction: 'inbound', route: (req) => toApp(req.url ?? '/') });
+    const appIsOpaque = config.opaquePorts.has(config.appPort);
+    inbound = createCaptureListener(
+      { http1: createHttpListener(handler, listenerTimeouts), h2: h2('inbound', (_authority, path) => toApp(path)), opaque: opaque('inbound', () => toApp('')) },
+      { ...capture, isOpaque: () => appIsOpaque },
+    );
     servers.push(inbound);
   }
-  const outboundHandler = createExchangeHandler({ ...common, direction: 'outbound', route: (req) => routeOutbound(req, config.resolve) });
-  const tunnelDeps = {
-    service: config.service,
-    connectTimeoutMs: config.connectTimeoutMs,
-    idleTimeoutMs: config.idleTimeoutMs,
-    onRecord: (record: AuditRecord) => audit?.record(record),
-  };
-  const outbound = createHttpListener(outboundHandler, listenerTimeouts, (req, socket, head) => relayConnect(tunnelDeps, req, socket, head));
+  const outboundHandler = createExchangeHandler({ ...common, forwarder, direction: 'outbound', route: (req) => routeOutbound(req, config.resolve) });
+  const tunnelDeps = { service: config.service, connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs, onRecord: recordOpaque('tunnel') };
+  const outbound = createCaptureListener(
+    {
+      http1: createHttpListener(outboundHandler, listenerTimeouts, (req, socket, head) => relayConnect(tunnelDeps, req, socket, head)),
+      h2: h2('outbound', (authority, path) => routeByAuthority(authority, path, config.resolve)),
+      // Without the original destination, a TLS connection can still be routed by its SNI.
+      opaque: opaque('outbound', (_socket, sni) => (sni === null ? null : routeByAuthority(sni, '', config.resolve, 443))),
+    },
+    { ...capture, isOpaque: () => false },
+  );
   servers.push(outbound);
   const admin = createAdminServer({
     registry: metrics.registry,
@@ -61,7 +85,7 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
   });
   servers.push(admin);
 
-  const listen = (server: Server, port: number): Promise<number> =>
+  const listen = (server: net.Server, port: number): Promise<number> =>
     new Promise((resolve, reject) => {
       server.once('error', reject);
       server.listen(port, config.bind, () => {
@@ -76,6 +100,8 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
   };
   log('info', 'sidecar listening', { service: config.service, ...ports, app_port: config.appPort, audit_mode: config.auditMode, journal: config.journalDir });
 
+  const connections = new Set<net.Socket>();
+  for (const s of servers) s.on('connection', (socket: net.Socket) => (connections.add(socket), socket.once('close', () => connections.delete(socket))));
   let closing: Promise<void> | undefined;
   return {
     config,
@@ -84,15 +110,10 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
     metrics,
     close() {
       closing ??= (async () => {
-        await Promise.all(
-          servers.map(
-            (s) =>
-              new Promise<void>((resolve) => {
-                s.close(() => resolve());
-                s.closeAllConnections();
-              }),
-          ),
-        );
+        const closed = Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+        for (const socket of connections) socket.destroy();
+        await closed;
+        sessions.close();
         forwarder.close();
         await audit?.close();
       })();

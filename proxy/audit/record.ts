@@ -11,8 +11,11 @@
 /** What kind of exchange a record describes. */
 export type RecordKind = 'http' | 'websocket' | 'tunnel' | 'tcp' | 'grpc' | 'alert' | 'gap';
 
-/** `request`: written before forwarding in strict mode; `final`: written when the exchange ends. */
-export type RecordPhase = 'request' | 'final';
+/**
+ * `request`: written before forwarding in strict mode; `interim`: progress of a long-lived
+ * stream, at a configured interval; `final`: written when the exchange ends.
+ */
+export type RecordPhase = 'request' | 'interim' | 'final';
 
 export type Direction = 'inbound' | 'outbound';
 
@@ -70,6 +73,20 @@ export interface AuditRecord {
   /** Selected request/response headers, secrets replaced by `hmac-sha256:<hex>` fingerprints. */
   'http.request.header'?: Record<string, string>;
   'http.response.header'?: Record<string, string>;
+
+  'rpc.system'?: 'grpc';
+  'rpc.service'?: string;
+  'rpc.method'?: string;
+  'rpc.grpc.status_code'?: number;
+  /** The `grpc-message` of the call's status, decoded and truncated. */
+  'rpc.grpc.status_message'?: string;
+  /** gRPC messages each way, counted from the length-prefixed framing. */
+  'audit.messages_in'?: number;
+  'audit.messages_out'?: number;
+  /** For interim records: how many came before this one for the same stream. */
+  'audit.interim_index'?: number;
+  /** The TLS server name (SNI) an opaque connection's ClientHello asked for. */
+  'tls.client.server_name'?: string;
 
   'trace.id'?: string;
   'span.id'?: string;

@@ -1,11 +1,11 @@
-import net from 'node:net';
 import { STATUS_CODES, type IncomingMessage } from 'node:http';
+import type net from 'node:net';
 import type { AuditRecord } from '../audit/record.js';
-import type { ErrorKind } from '../audit/record.js';
-import { classify, rescue } from '../errors.js';
 import { parseAuthority } from '../http1/target.js';
 import { serviceOfHost } from '../audit/peer-label.js';
 import { correlate } from '../correlation/correlate.js';
+import { relayBytes } from './byte-relay.js';
+import { completeOpaqueRecord } from './opaque-record.js';
 
 export interface TunnelDeps {
   service: string;
@@ -38,64 +38,24 @@ export function relayConnect(deps: TunnelDeps, req: IncomingMessage, client: net
     'trace.id': correlation.traceId,
     'audit.request_id': correlation.requestId,
   };
-  let bytesIn = head.length;
-  let bytesOut = 0;
-  let ended = false;
-  const end = (kind?: ErrorKind, message?: string): void => {
-    if (ended) return;
-    ended = true;
-    record['audit.duration_ms'] = Math.round((performance.now() - t0) * 1000) / 1000;
-    record['audit.bytes_in'] = bytesIn;
-    record['audit.bytes_out'] = bytesOut;
-    if (kind !== undefined) {
-      record['error.type'] = kind;
-      if (message !== undefined) record['audit.error_message'] = message;
-    }
-    deps.onRecord(record);
-  };
   client.on('error', () => {});
   if (target === null) {
     record['http.response.status_code'] = 400;
     client.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
-    end('rejected', 'CONNECT target is not host:port');
+    deps.onRecord(completeOpaqueRecord(record, t0, { connected: false, bytesIn: head.length, bytesOut: 0, errorKind: 'rejected', errorMessage: 'CONNECT target is not host:port' }));
     return;
   }
   record['server.address'] = target.host;
   record['server.port'] = target.port;
-  const upstream = net.connect({ host: target.host, port: target.port });
-  const connectTimer = setTimeout(() => upstream.destroy(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' })), deps.connectTimeoutMs);
-  upstream.setTimeout(deps.idleTimeoutMs, () => upstream.destroy());
-  client.setTimeout(deps.idleTimeoutMs, () => client.destroy());
-  upstream.once('connect', () => {
-    clearTimeout(connectTimer);
+  const onConnect = (): void => {
     record['http.response.status_code'] = 200;
-    record['audit.ttfb_ms'] = Math.round((performance.now() - t0) * 1000) / 1000;
     client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
-    if (head.length > 0) upstream.write(head);
-    client.on('data', (c: Buffer) => (bytesIn += c.length));
-    upstream.on('data', (c: Buffer) => (bytesOut += c.length));
-    client.pipe(upstream);
-    upstream.pipe(client);
-  });
-  upstream.on('error', (err) => {
-    clearTimeout(connectTimer);
-    if (record['http.response.status_code'] === undefined) {
-      const r = rescue(classify(err));
-      record['http.response.status_code'] = r.status;
-      client.end(`HTTP/1.1 ${r.status} ${STATUS_CODES[r.status]}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
-      end(r.kind, r.message);
-    } else {
-      client.destroy();
-      end('reset', 'upstream reset the tunnel');
+  };
+  relayBytes(client, target, { connectTimeoutMs: deps.connectTimeoutMs, idleTimeoutMs: deps.idleTimeoutMs, head, onConnect }, (outcome) => {
+    if (outcome.rescue !== undefined) {
+      record['http.response.status_code'] = outcome.rescue.status;
+      client.end(`HTTP/1.1 ${outcome.rescue.status} ${STATUS_CODES[outcome.rescue.status]}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
     }
-  });
-  upstream.on('close', () => {
-    clearTimeout(connectTimer);
-    client.end();
-    end();
-  });
-  client.on('close', () => {
-    upstream.destroy();
-    end();
+    deps.onRecord(completeOpaqueRecord(record, t0, outcome));
   });
 }

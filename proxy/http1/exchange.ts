@@ -6,7 +6,7 @@ import type { Redactor } from '../audit/redact.js';
 import type { SidecarMetrics } from '../metrics/metrics.js';
 import type { AuditMode } from '../config.js';
 import type { Logger } from '../log.js';
-import { methodLabel, statusClass } from '../metrics/metrics.js';
+import { observeExchange } from '../metrics/observe-exchange.js';
 import { correlate, type Correlation } from '../correlation/correlate.js';
 import { serviceOfHost } from '../audit/peer-label.js';
 import { stripRequestHopHeaders } from './hop-headers.js';
@@ -74,7 +74,7 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
       record['error.type'] = outcome.errorKind;
       record['audit.error_message'] = outcome.error?.message ?? outcome.errorKind;
     }
-    observe(deps, record, outcome.requestBytes, outcome.responseBytes);
+    observeExchange(deps.metrics, deps.peerLabel, record['audit.kind'] === 'websocket' ? 'websocket' : 'http1', record, outcome.requestBytes, outcome.responseBytes);
     if (auditing) deps.audit!.record(record);
   }
 
@@ -168,18 +168,4 @@ function baseRecord(deps: ExchangeDeps, req: IncomingMessage, route: Route | nul
   }
   if (c.claimedTraceparent !== undefined) record['audit.claimed.traceparent'] = c.claimedTraceparent;
   return record;
-}
-
-function observe(deps: ExchangeDeps, record: AuditRecord, bytesIn: number, bytesOut: number): void {
-  const m = deps.metrics;
-  m.requests.inc({
-    direction: deps.direction,
-    protocol: record['audit.kind'] === 'websocket' ? 'websocket' : 'http1',
-    method: methodLabel(record['http.request.method']),
-    status_class: statusClass(record['http.response.status_code']),
-    peer: deps.peerLabel(record['peer.service']),
-  });
-  m.requestDuration.observe({ direction: deps.direction, protocol: 'http1' }, (record['audit.duration_ms'] ?? 0) / 1000);
-  m.bytes.inc({ direction: deps.direction, way: 'request' }, bytesIn);
-  m.bytes.inc({ direction: deps.direction, way: 'response' }, bytesOut);
 }

@@ -33,15 +33,23 @@ export function parseAuthority(authority: string | undefined, defaultPort: numbe
  */
 export function routeOutbound(req: IncomingMessage, resolve: ResolveTable = new Map()): Route | null {
   const url = req.url ?? '/';
-  const routed = (asked: UpstreamTarget | null, path: string): Route | null =>
-    asked === null ? null : { target: resolve.get(`${asked.host}:${asked.port}`) ?? asked, host: asked.host, path };
-  if (url.startsWith('/')) return routed(parseAuthority(req.headers.host, 80), url);
+  if (url.startsWith('/')) return routeByAuthority(req.headers.host, url, resolve);
   if (!/^http:\/\//i.test(url)) return null;
   const rest = url.slice('http://'.length);
   const slash = rest.search(/[/?]/);
   const authority = slash === -1 ? rest : rest.slice(0, slash);
   const path = slash === -1 ? '/' : rest[slash] === '?' ? '/' + rest.slice(slash) : rest.slice(slash);
-  return routed(parseAuthority(authority, 80), path);
+  return routeByAuthority(authority, path, resolve);
+}
+
+/**
+ * Routes by an authority (`Host` header, HTTP/2 `:authority`, a TLS server name): where the
+ * client asked to go, through the static resolve table when it has an entry. Null when malformed.
+ */
+export function routeByAuthority(authority: string | undefined, path: string, resolve: ResolveTable, defaultPort = 80): Route | null {
+  const asked = parseAuthority(authority, defaultPort);
+  if (asked === null) return null;
+  return { target: resolve.get(`${asked.host}:${asked.port}`) ?? asked, host: asked.host, path };
 }
 
 /** Parses `--resolve` entries `name:port=host:port`; throws naming the bad entry. */

@@ -7,7 +7,7 @@ import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom
  */
 export interface SidecarMetrics {
   readonly registry: Registry;
-  readonly requests: Counter<'direction' | 'protocol' | 'method' | 'status_class' | 'peer'>;
+  readonly requests: Counter<'direction' | 'protocol' | 'method' | 'status_class' | 'grpc_status' | 'peer'>;
   readonly requestDuration: Histogram<'direction' | 'protocol'>;
   readonly bytes: Counter<'direction' | 'way'>;
   readonly connections: Gauge<'direction' | 'kind'>;
@@ -29,8 +29,8 @@ export function createSidecarMetrics(): SidecarMetrics {
     registry,
     requests: new Counter({
       name: 'auditmesh_requests_total',
-      help: 'Exchanges proxied, by direction, protocol, method, status class and peer service',
-      labelNames: ['direction', 'protocol', 'method', 'status_class', 'peer'],
+      help: 'Exchanges proxied, by direction, protocol, method, status class, gRPC status and peer service',
+      labelNames: ['direction', 'protocol', 'method', 'status_class', 'grpc_status', 'peer'],
       registers: [registry],
     }),
     requestDuration: new Histogram({

@@ -1,0 +1,87 @@
+import net from 'node:net';
+import type { Server as HttpServer } from 'node:http';
+import type { Http2Server } from 'node:http2';
+import { detectProtocol, type Detected } from './detect.js';
+import { parseSni } from './tls-sni.js';
+
+/** Bytes read to decide a protocol (and find a TLS server name) before giving up and relaying. */
+const MAX_SNIFF_BYTES = 16 * 1024;
+const TLS_RECORD_HEADER_BYTES = 5;
+
+export interface CaptureHandlers {
+  /** Receives HTTP/1.x connections (never listens itself). */
+  http1: HttpServer;
+  /** Receives HTTP/2 prior-knowledge (h2c) connections, gRPC among them. */
+  h2: Http2Server;
+  /** Everything else, TLS included: relayed byte for byte and recorded. */
+  opaque: (socket: net.Socket, sni: string | null) => void;
+}
+
+export interface CaptureOptions {
+  /** A client that sends nothing for this long is relayed as opaque TCP (server-first protocols). */
+  detectTimeoutMs: number;
+  /** True when this connection's destination port is configured opaque: no detection at all. */
+  isOpaque: (socket: net.Socket) => boolean;
+}
+
+/**
+ * One listening port for every protocol: the first bytes of each connection pick the path
+ * (DESIGN.md, Capture). The bytes read to decide are put back, so each path sees the
+ * connection from its first byte.
+ */
+export function createCaptureListener(handlers: CaptureHandlers, opts: CaptureOptions): net.Server {
+  // The HTTP/1 server never listens, so its connection tracking (which enforces headersTimeout,
+  // the slowloris bound) must be started by hand: Node starts it on 'listening'.
+  handlers.http1.emit('listening');
+  const server = net.createServer({ pauseOnConnect: true }, (socket) => {
+    socket.on('error', () => {});
+    if (opts.isOpaque(socket)) return handlers.opaque(socket, null);
+    sniff(socket, opts.detectTimeoutMs, (detected, bytes) => {
+      socket.unshift(bytes);
+      switch (detected) {
+        case 'h2':
+          handlers.h2.emit('connection', socket);
+          socket.resume();
+          return;
+        case 'http1':
+          handlers.http1.emit('connection', socket);
+          socket.resume();
+          return;
+        default:
+          handlers.opaque(socket, detected === 'tls' ? parseSni(bytes) : null);
+      }
+    });
+  });
+  server.on('close', () => handlers.http1.close());
+  return server;
+}
+
+/** Reads until the protocol is known (and, for TLS, the ClientHello record is whole), then pauses. */
+function sniff(socket: net.Socket, timeoutMs: number, decided: (detected: Detected, bytes: Buffer) => void): void {
+  const chunks: Buffer[] = [];
+  let length = 0;
+  let done = false;
+  const finish = (detected: Detected): void => {
+    if (done) return;
+    done = true;
+    clearTimeout(timer);
+    socket.off('data', onData);
+    socket.off('end', onEnd);
+    socket.pause();
+    decided(detected, Buffer.concat(chunks, length));
+  };
+  const timer = setTimeout(() => finish('tcp'), timeoutMs);
+  const onEnd = (): void => finish('tcp');
+  const onData = (chunk: Buffer): void => {
+    chunks.push(chunk);
+    length += chunk.length;
+    const bytes = chunks.length === 1 ? chunk : Buffer.concat(chunks, length);
+    const detected = detectProtocol(bytes);
+    if (detected === 'tls' && length < MAX_SNIFF_BYTES && length < TLS_RECORD_HEADER_BYTES + (length >= TLS_RECORD_HEADER_BYTES ? bytes.readUInt16BE(3) : MAX_SNIFF_BYTES)) return;
+    if (detected !== null) return finish(detected);
+    if (length >= MAX_SNIFF_BYTES) finish('tcp');
+  };
+  socket.on('data', onData);
+  socket.once('end', onEnd);
+  socket.resume();
+}

@@ -1,0 +1,301 @@
+import { constants, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
+import type { AuditRecord, Direction } from '../audit/record.js';
+import type { AuditPipeline } from '../audit/pipeline.js';
+import type { Redactor } from '../audit/redact.js';
+import type { SidecarMetrics } from '../metrics/metrics.js';
+import type { AuditMode } from '../config.js';
+import type { Logger } from '../log.js';
+import type { Route } from '../http1/target.js';
+import { correlate, type Correlation } from '../correlation/correlate.js';
+import { serviceOfHost } from '../audit/peer-label.js';
+import { observeExchange } from '../metrics/observe-exchange.js';
+import { CLIENT_SERVICE_HEADER } from '../http1/exchange.js';
+import { ProxyError, classify, rescue } from '../errors.js';
+import type { SessionPool } from './session-pool.js';
+import { createGrpcMessageCounter, parseGrpcPath, parseGrpcTimeout } from './grpc-framing.js';
+import { NO_PSEUDO, REQUEST_PSEUDO, RESPONSE_PSEUDO, forwardableH2Headers } from './h2-headers.js';
+import { grpcErrorTrailers, rescueToGrpcStatus } from './grpc-status.js';
+
+const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_FLAG_END_STREAM } = constants;
+/** After a call's deadline the sidecar gives the endpoints this long to end it themselves. */
+const DEADLINE_GRACE_MS = 100;
+const MAX_GRPC_MESSAGE_CHARS = 256;
+
+export interface H2Deps {
+  direction: Direction;
+  service: string;
+  mode: AuditMode;
+  route: (authority: string | undefined, path: string) => Route | null;
+  sessions: SessionPool;
+  audit: AuditPipeline | null;
+  redactor: Redactor;
+  metrics: SidecarMetrics;
+  peerLabel: (peer: string | undefined) => string;
+  log: Logger;
+  responseTimeoutMs: number;
+  /** Interim records for long-lived streams at this interval; 0: none. */
+  interimRecordMs: number;
+}
+
+/** Everything one proxied HTTP/2 stream tracks until it closes. */
+interface Call {
+  deps: H2Deps;
+  stream: ServerHttp2Stream;
+  req?: ClientHttp2Stream;
+  record: AuditRecord;
+  grpc: boolean;
+  t0: number;
+  requestCounter: ReturnType<typeof createGrpcMessageCounter>;
+  responseCounter: ReturnType<typeof createGrpcMessageCounter>;
+  trailers?: IncomingHttpHeaders;
+  timers: NodeJS.Timeout[];
+  /** Plain HTTP/2 only: time allowed for the upstream's response headers (gRPC uses deadlines). */
+  responseTimer?: NodeJS.Timeout;
+  interims: number;
+  done: boolean;
+}
+
+/** Proxies one HTTP/2 stream (a gRPC call of any kind, or plain h2) and records it when it closes. */
+export function handleH2Stream(deps: H2Deps, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number): void {
+  stream.on('error', () => {});
+  const correlation = correlate(headers);
+  const path = headers[':path'] ?? '/';
+  const authority = headers[':authority'] ?? headers.host;
+  const grpc = String(headers['content-type'] ?? '').startsWith('application/grpc');
+  const route = deps.route(authority, path);
+  const call: Call = {
+    deps,
+    stream,
+    record: baseRecord(deps, stream, headers, route, correlation, grpc),
+    grpc,
+    t0: performance.now(),
+    requestCounter: createGrpcMessageCounter(),
+    responseCounter: createGrpcMessageCounter(),
+    timers: [],
+    interims: 0,
+    done: false,
+  };
+  stream.on('data', (chunk: Buffer) => call.requestCounter.push(chunk));
+  stream.once('close', () => finish(call));
+  if (route === null) return answerError(call, new ProxyError('AUDITMESH_NO_ROUTE', 'no upstream for this :authority'));
+  const auditing = deps.audit !== null && deps.mode !== 'off';
+  const start = (): void => forward(call, route, upstreamHeaders(deps, stream, headers, correlation), (flags & NGHTTP2_FLAG_END_STREAM) !== 0);
+  if (!auditing || deps.mode !== 'strict') return start();
+  stream.pause();
+  deps.audit!.recordDurable({ ...call.record, 'audit.phase': 'request' }).then(
+    () => {
+      stream.resume();
+      if (!stream.closed) start();
+    },
+    (err: Error) => {
+      deps.metrics.journalUnrecorded.inc({ reason: 'strict_refused' });
+      answerError(call, new ProxyError('AUDITMESH_JOURNAL_WRITE', 'audit journal unavailable (strict mode)', { cause: err }));
+    },
+  );
+}
+
+function forward(call: Call, route: Route, headers: OutgoingHttpHeaders, endStream: boolean): void {
+  const { deps, stream } = call;
+  const deadlineMs = parseGrpcTimeout(headers['grpc-timeout'] as string | undefined);
+  if (deadlineMs !== null) {
+    // Propagate what is left of the deadline, and end the call if neither side does.
+    const left = Math.max(0, deadlineMs - (performance.now() - call.t0));
+    headers['grpc-timeout'] = `${Math.ceil(left)}m`;
+    call.timers.push(setTimeout(() => expire(call), left + DEADLINE_GRACE_MS));
+  }
+  let req: ClientHttp2Stream;
+  try {
+    req = deps.sessions.get(route.target).request(headers, { endStream });
+  } catch (err) {
+    return answerError(call, classify(err));
+  }
+  call.req = req;
+  if (!call.grpc) {
+    call.responseTimer = setTimeout(() => {
+      answerError(call, new ProxyError('AUDITMESH_UPSTREAM_TIMEOUT', 'upstream response timed out'));
+      req.close(NGHTTP2_CANCEL);
+    }, deps.responseTimeoutMs);
+  }
+  if (!endStream) stream.pipe(req);
+  req.on('response', (resHeaders, resFlags) => relayResponse(call, req, resHeaders, resFlags));
+  req.on('trailers', (trailers) => (call.trailers = trailers));
+  req.on('error', (err) => {
+    if (!stream.headersSent) answerError(call, classify(err));
+  });
+  req.once('close', () => {
+    // A reset from the upstream reaches the client with the same code (linkerd2-proxy's
+    // http2_rst_stream_is_propagated); REFUSED_STREAM lets gRPC clients retry transparently.
+    if (req.rstCode !== undefined && req.rstCode !== 0 && !stream.closed) {
+      if (!stream.headersSent && req.rstCode !== NGHTTP2_REFUSED_STREAM && !call.done) return answerError(call, new ProxyError('AUDITMESH_UPSTREAM_RESET', `upstream reset the stream (code ${req.rstCode})`));
+      call.record['error.type'] ??= 'reset';
+      stream.close(req.rstCode);
+    }
+  });
+  // A client reset or disappearance cancels the upstream call (no MadeYouReset-style orphan work).
+  stream.once('close', () => {
+    if (!req.closed) req.close(stream.rstCode && stream.rstCode !== 0 ? stream.rstCode : NGHTTP2_CANCEL);
+  });
+  if (deps.interimRecordMs > 0) call.timers.push(setInterval(() => interim(call), deps.interimRecordMs));
+}
+
+function relayResponse(call: Call, req: ClientHttp2Stream, resHeaders: IncomingHttpHeaders, resFlags: number): void {
+  const { stream, record } = call;
+  clearResponseTimer(call);
+  if (stream.closed) return;
+  record['audit.ttfb_ms'] = round(performance.now() - call.t0);
+  record['http.response.status_code'] = Number(resHeaders[':status']);
+  const out = forwardableH2Headers(resHeaders, RESPONSE_PSEUDO);
+  out['x-request-id'] = record['audit.request_id'];
+  if ((resFlags & NGHTTP2_FLAG_END_STREAM) !== 0) {
+    // Trailers-only: one HEADERS frame carrying grpc-status.
+    call.trailers = resHeaders;
+    stream.respond(out, { endStream: true });
+    return;
+  }
+  const grpcResponse = String(resHeaders['content-type'] ?? '').startsWith('application/grpc');
+  stream.respond(out, { waitForTrailers: grpcResponse });
+  if (grpcResponse) {
+    stream.once('wantTrailers', () => {
+      const trailers = call.trailers !== undefined ? forwardableH2Headers(call.trailers, NO_PSEUDO) : grpcErrorTrailers(13, 'upstream ended the call without a status');
+      stream.sendTrailers(trailers);
+    });
+  }
+  req.on('data', (chunk: Buffer) => call.responseCounter.push(chunk));
+  req.pipe(stream);
+}
+
+/** The call's deadline passed and neither side ended it: cancel upstream, tell the client. */
+function expire(call: Call): void {
+  call.record['error.type'] = 'timeout';
+  call.req?.close(NGHTTP2_CANCEL);
+  if (!call.stream.headersSent) answerError(call, new ProxyError('AUDITMESH_UPSTREAM_TIMEOUT', 'deadline exceeded'), 4);
+  else if (!call.stream.closed) call.stream.close(NGHTTP2_CANCEL);
+}
+
+/** Before response headers: a gRPC trailers-only status, or the rescue table's HTTP answer. */
+function answerError(call: Call, error: ProxyError, grpcStatus?: number): void {
+  const { stream, record } = call;
+  const r = rescue(error);
+  record['error.type'] ??= r.kind;
+  record['audit.error_message'] = error.message;
+  if (stream.closed || stream.headersSent) return;
+  if (call.grpc) {
+    const status = grpcStatus ?? rescueToGrpcStatus(r.status);
+    call.trailers = { 'grpc-status': String(status), 'grpc-message': `auditmesh: ${error.message}` };
+    stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'x-auditmesh-error': error.code, ...grpcErrorTrailers(status, `auditmesh: ${error.message}`) }, { endStream: true });
+  } else {
+    record['http.response.status_code'] = r.status;
+    stream.respond({ ':status': r.status, 'content-type': 'text/plain; charset=utf-8', 'x-auditmesh-error': error.code });
+    stream.end(`auditmesh: ${r.message}\n`);
+  }
+}
+
+function clearResponseTimer(call: Call): void {
+  clearTimeout(call.responseTimer);
+}
+
+function fillProgress(call: Call, record: AuditRecord): void {
+  record['audit.duration_ms'] = round(performance.now() - call.t0);
+  record['http.request.body.size'] = call.requestCounter.bytes;
+  record['http.response.body.size'] = call.responseCounter.bytes;
+  if (call.grpc) {
+    record['audit.messages_in'] = call.requestCounter.messages;
+    record['audit.messages_out'] = call.responseCounter.messages;
+  }
+}
+
+function interim(call: Call): void {
+  if (call.done || call.deps.audit === null || call.deps.mode === 'off') return;
+  const snapshot: AuditRecord = { ...call.record, 'audit.phase': 'interim', 'audit.interim_index': call.interims++ };
+  fillProgress(call, snapshot);
+  call.deps.audit.record(snapshot);
+}
+
+function finish(call: Call): void {
+  if (call.done) return;
+  call.done = true;
+  for (const t of call.timers) clearTimeout(t);
+  clearResponseTimer(call);
+  const { record, stream, deps } = call;
+  fillProgress(call, record);
+  if (call.trailers !== undefined && call.trailers['grpc-status'] !== undefined) {
+    record['rpc.grpc.status_code'] = Number(call.trailers['grpc-status']);
+    const message = call.trailers['grpc-message'];
+    if (typeof message === 'string' && message !== '') record['rpc.grpc.status_message'] = decodeGrpcMessage(message);
+  }
+  if (record['error.type'] === undefined && stream.rstCode !== undefined && stream.rstCode !== 0 && (call.req === undefined || !call.req.closed || call.req.rstCode === 0 || call.req.rstCode === undefined)) {
+    record['error.type'] = 'aborted';
+    record['audit.error_message'] = `client reset the stream (code ${stream.rstCode})`;
+  }
+  if (call.interims > 0) record['audit.interim_index'] = call.interims;
+  observeExchange(deps.metrics, deps.peerLabel, call.grpc ? 'grpc' : 'h2', record, call.requestCounter.bytes, call.responseCounter.bytes);
+  if (deps.audit !== null && deps.mode !== 'off') deps.audit.record(record);
+}
+
+function decodeGrpcMessage(message: string): string {
+  let text: string;
+  try {
+    text = decodeURIComponent(message);
+  } catch {
+    text = message;
+  }
+  return text.slice(0, MAX_GRPC_MESSAGE_CHARS);
+}
+
+function upstreamHeaders(deps: H2Deps, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, c: Correlation): OutgoingHttpHeaders {
+  const out = forwardableH2Headers(headers, REQUEST_PSEUDO);
+  out.traceparent = c.traceparent;
+  out['x-request-id'] = c.requestId;
+  if (deps.direction === 'inbound') {
+    delete out[CLIENT_SERVICE_HEADER];
+    out['x-forwarded-for'] = stream.session?.socket?.remoteAddress ?? '';
+  } else {
+    out[CLIENT_SERVICE_HEADER] = deps.service;
+  }
+  return out;
+}
+
+function baseRecord(deps: H2Deps, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, route: Route | null, c: Correlation, grpc: boolean): AuditRecord {
+  const path = headers[':path'] ?? '/';
+  const q = path.indexOf('?');
+  const claimedClient = headers[CLIENT_SERVICE_HEADER];
+  const peer = deps.direction === 'inbound' ? (typeof claimedClient === 'string' ? claimedClient : undefined) : route === null ? undefined : serviceOfHost(route.host);
+  const socket = stream.session?.socket;
+  const record: AuditRecord = {
+    'audit.kind': grpc ? 'grpc' : 'http',
+    'audit.phase': 'final',
+    'audit.direction': deps.direction,
+    'audit.service': deps.service,
+    'peer.service': peer ?? 'unknown',
+    'audit.start_unix_ms': Date.now(),
+    'network.protocol.name': 'http',
+    'network.protocol.version': '2',
+    'client.address': socket?.remoteAddress ?? '',
+    'client.port': socket?.remotePort ?? 0,
+    'http.request.method': String(headers[':method'] ?? '').slice(0, 32),
+    'url.scheme': String(headers[':scheme'] ?? 'http').slice(0, 16),
+    'url.path': (q === -1 ? path : path.slice(0, q)).slice(0, 2048),
+    'http.request.header': deps.redactor.headers(headers),
+    'trace.id': c.traceId,
+    'span.id': c.spanId,
+    'audit.request_id': c.requestId,
+  };
+  if (q !== -1) record['url.query'] = deps.redactor.query(path.slice(q + 1)).slice(0, 2048);
+  if (route !== null) {
+    record['server.address'] = route.host;
+    record['server.port'] = route.target.port;
+  }
+  const rpc = grpc ? parseGrpcPath(path) : null;
+  if (rpc !== null) {
+    record['rpc.system'] = 'grpc';
+    record['rpc.service'] = rpc.service.slice(0, 256);
+    record['rpc.method'] = rpc.method.slice(0, 256);
+  }
+  if (c.claimedTraceparent !== undefined) record['audit.claimed.traceparent'] = c.claimedTraceparent;
+  return record;
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
+}
+
