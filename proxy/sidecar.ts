@@ -56,7 +56,7 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
 
   let inbound: net.Server | undefined;
   if (config.appPort !== undefined) {
-    const app = { target: { host: config.appHost, port: config.appPort }, host: config.appHost };
+    const app = { target: { host: config.appHost, port: config.appPort }, host: config.appHost, port: config.appPort };
     const toApp = (path: string): Route => ({ ...app, path });
     const handler = createExchangeHandler({ ...common, forwarder, direction: 'inbound', route: (req) => toApp(req.url ?? '/') });
     const appIsOpaque = config.opaquePorts.has(config.appPort);

@@ -40,8 +40,9 @@ export function createCaptureListener(handlers: CaptureHandlers, opts: CaptureOp
       socket.unshift(bytes);
       switch (detected) {
         case 'h2':
+          // node:http2 takes over the socket's handle and reads the put-back bytes itself;
+          // resuming here would let them flow past it.
           handlers.h2.emit('connection', socket);
-          socket.resume();
           return;
         case 'http1':
           handlers.http1.emit('connection', socket);

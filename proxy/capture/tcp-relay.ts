@@ -1,6 +1,6 @@
 import type net from 'node:net';
 import type { AuditRecord, Direction } from '../audit/record.js';
-import type { UpstreamTarget } from '../http1/forwarder.js';
+import type { Route } from '../http1/target.js';
 import { serviceOfHost } from '../audit/peer-label.js';
 import { relayBytes } from './byte-relay.js';
 import { completeOpaqueRecord } from './opaque-record.js';
@@ -11,7 +11,7 @@ export interface OpaqueDeps {
   connectTimeoutMs: number;
   idleTimeoutMs: number;
   /** Where an opaque connection goes: the app (inbound), the original destination (outbound). */
-  target: (socket: net.Socket, sni: string | null) => { target: UpstreamTarget; host: string } | null;
+  target: (socket: net.Socket, sni: string | null) => Route | null;
   onRecord: (record: AuditRecord) => void;
 }
 
@@ -37,7 +37,7 @@ export function relayOpaque(deps: OpaqueDeps, socket: net.Socket, sni: string | 
     return;
   }
   record['server.address'] = routed.host;
-  record['server.port'] = routed.target.port;
+  record['server.port'] = routed.port;
   relayBytes(socket, routed.target, { connectTimeoutMs: deps.connectTimeoutMs, idleTimeoutMs: deps.idleTimeoutMs }, (outcome) => {
     if (outcome.rescue !== undefined) socket.destroy();
     deps.onRecord(completeOpaqueRecord(record, t0, outcome));

@@ -12,7 +12,11 @@ export function rescueToGrpcStatus(httpStatus: number): number {
   }
 }
 
-/** `grpc-status` and a percent-encoded `grpc-message` (gRPC over HTTP/2 spec). */
+/**
+ * `grpc-status` and its `grpc-message`, percent-encoded as the gRPC over HTTP/2 spec says: only
+ * bytes outside printable ASCII, and `%` itself.
+ */
 export function grpcErrorTrailers(status: number, message: string): OutgoingHttpHeaders {
-  return { 'grpc-status': String(status), 'grpc-message': encodeURIComponent(message) };
+  const encoded = Array.from(Buffer.from(message, 'utf8'), (b) => (b >= 0x20 && b <= 0x7e && b !== 0x25 ? String.fromCharCode(b) : '%' + b.toString(16).toUpperCase().padStart(2, '0'))).join('');
+  return { 'grpc-status': String(status), 'grpc-message': encoded };
 }

@@ -283,7 +283,7 @@ function baseRecord(deps: H2Deps, stream: ServerHttp2Stream, headers: IncomingHt
   if (q !== -1) record['url.query'] = deps.redactor.query(path.slice(q + 1)).slice(0, 2048);
   if (route !== null) {
     record['server.address'] = route.host;
-    record['server.port'] = route.target.port;
+    record['server.port'] = route.port;
   }
   const rpc = grpc ? parseGrpcPath(path) : null;
   if (rpc !== null) {

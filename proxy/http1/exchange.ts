@@ -164,7 +164,7 @@ function baseRecord(deps: ExchangeDeps, req: IncomingMessage, route: Route | nul
   if (q !== -1) record['url.query'] = deps.redactor.query(rawUrl.slice(q + 1)).slice(0, MAX_RECORDED_PATH_CHARS);
   if (route !== null) {
     record['server.address'] = route.host;
-    record['server.port'] = route.target.port;
+    record['server.port'] = route.port;
   }
   if (c.claimedTraceparent !== undefined) record['audit.claimed.traceparent'] = c.claimedTraceparent;
   return record;

@@ -5,8 +5,9 @@ import type { UpstreamTarget } from './forwarder.js';
 export interface Route {
   /** Where the request is sent. */
   target: UpstreamTarget;
-  /** The host the client asked for (differs from target.host when a static resolve entry applies). */
+  /** The host and port the client asked for (they differ from target when a static resolve entry applies). */
   host: string;
+  port: number;
   path: string;
 }
 
@@ -49,7 +50,7 @@ export function routeOutbound(req: IncomingMessage, resolve: ResolveTable = new 
 export function routeByAuthority(authority: string | undefined, path: string, resolve: ResolveTable, defaultPort = 80): Route | null {
   const asked = parseAuthority(authority, defaultPort);
   if (asked === null) return null;
-  return { target: resolve.get(`${asked.host}:${asked.port}`) ?? asked, host: asked.host, path };
+  return { target: resolve.get(`${asked.host}:${asked.port}`) ?? asked, host: asked.host, port: asked.port, path };
 }
 
 /** Parses `--resolve` entries `name:port=host:port`; throws naming the bad entry. */

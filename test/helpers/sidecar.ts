@@ -62,7 +62,7 @@ export async function followTail(t: ExecutionContext, adminPort: number) {
   });
   return {
     records,
-    next(pred: (r: JournalRecord) => boolean, timeoutMs = 5000): Promise<JournalRecord> {
+    next(pred: (r: JournalRecord) => boolean, timeoutMs = 15_000): Promise<JournalRecord> {
       const found = records.find(pred);
       if (found !== undefined) return Promise.resolve(found);
       return new Promise((resolve, reject) => {
