@@ -15,6 +15,12 @@ test('auditmesh demo drives service-to-service traffic and prints both sidecars�
   t.true(edge('frontend', 'inventory', 'outbound').length >= 2, 'frontend → inventory recorded by frontend’s sidecar');
   t.true(edge('frontend', 'inventory', 'inbound').length >= 2, 'frontend → inventory recorded by inventory’s sidecar');
   t.true(records.some((x) => x['audit.service'] === 'frontend' && x['audit.direction'] === 'inbound'), 'client → frontend');
+  const grpcHop = records.filter((x) => x['audit.kind'] === 'grpc' && x['rpc.service'] === 'demo.Pricing' && x['rpc.method'] === 'Quote');
+  t.true(grpcHop.some((x) => x['audit.service'] === 'inventory' && x['audit.direction'] === 'outbound' && x['peer.service'] === 'pricing'), 'inventory → pricing (gRPC) by inventory’s sidecar');
+  t.true(grpcHop.some((x) => x['audit.service'] === 'pricing' && x['audit.direction'] === 'inbound' && x['peer.service'] === 'inventory'), 'inventory → pricing (gRPC) by pricing’s sidecar');
+  // One checkout is one trace across all three hops.
+  const trace = grpcHop[0]!['trace.id'];
+  t.true(records.filter((x) => x['trace.id'] === trace).length >= 5);
   // The client's bearer token is a fingerprint in the record.
   t.false(r.stdout.includes('demo-secret-token'));
 });

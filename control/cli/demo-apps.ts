@@ -24,14 +24,21 @@ function json(res: http.ServerResponse, status: number, body: unknown): void {
   res.end(JSON.stringify(body));
 }
 
-/** inventory: GET /items/:id (404 for every 7th id), POST /reservations. */
-export function startInventory(): Promise<DemoApp> {
+/**
+ * inventory: GET /items/:id (404 for every 7th id; asks pricing over gRPC for the price),
+ * POST /reservations.
+ */
+export function startInventory(quote: (item: number, headers: Record<string, string>) => Promise<number | null>): Promise<DemoApp> {
   return listen(
     http.createServer((req, res) => {
       const item = /^\/items\/(\d+)$/.exec(req.url ?? '');
       if (req.method === 'GET' && item !== null) {
         const id = Number(item[1]);
-        return id % 7 === 0 ? json(res, 404, { error: 'no such item' }) : json(res, 200, { id, name: `item-${id}`, stock: id % 5 });
+        if (id % 7 === 0) return json(res, 404, { error: 'no such item' });
+        void quote(id, { traceparent: String(req.headers.traceparent ?? ''), 'x-request-id': String(req.headers['x-request-id'] ?? '') }).then((cents) =>
+          json(res, 200, { id, name: `item-${id}`, stock: id % 5, cents }),
+        );
+        return;
       }
       if (req.method === 'POST' && req.url === '/reservations') {
         req.resume();

@@ -6,6 +6,7 @@ import { startSidecar, type Sidecar } from '../../proxy/sidecar.js';
 import { createLogger } from '../../proxy/log.js';
 import { formatRecordLine } from './format-record.js';
 import { startFrontend, startInventory, type DemoApp } from './demo-apps.js';
+import { pricingClient, startPricing } from './demo-pricing.js';
 import { untilAborted, type CommandIO } from './io.js';
 
 const DEMO_FLAGS: readonly FlagSpec[] = [
@@ -17,7 +18,7 @@ const DEMO_FLAGS: readonly FlagSpec[] = [
 
 export const DEMO_HELP = formatHelp(
   'auditmesh demo [flags]',
-  'A whole local mesh on embedded defaults: two services (frontend, inventory), each behind its own\nsidecar; a client drives checkouts, frontend calls inventory; every record is printed as it is committed.',
+  'A whole local mesh on embedded defaults: three services (frontend, inventory, pricing), each behind\nits own sidecar; a client drives checkouts, frontend calls inventory over HTTP/1.1, inventory calls\npricing over gRPC; every record is printed as it is committed.',
   DEMO_FLAGS,
 );
 
@@ -50,15 +51,19 @@ export async function demoMain(argv: readonly string[], io: CommandIO): Promise<
     };
     const track = (app: DemoApp): DemoApp => (cleanups.unshift(() => app.close()), app);
 
-    const inventoryApp = track(await startInventory());
-    const inventory = await sidecarFor('inventory', inventoryApp.port);
+    const pricingApp = track(await startPricing());
+    const pricing = await sidecarFor('pricing', pricingApp.port);
+    const quotes = pricingClient(() => inventory.ports.outbound);
+    cleanups.unshift(async () => quotes.close());
+    const inventoryApp = track(await startInventory((item, headers) => quotes.quote(item, headers)));
+    const inventory = await sidecarFor('inventory', inventoryApp.port, new Map([['pricing:50051', { host: '127.0.0.1', port: pricing.ports.inbound! }]]));
     // The app is called only once its sidecar is up, so the closure reads a bound port.
     const frontendApp = track(await startFrontend(() => frontend.ports.outbound));
     const frontend = await sidecarFor('frontend', frontendApp.port, new Map([['inventory:80', { host: '127.0.0.1', port: inventory.ports.inbound! }]]));
 
     if (!json) {
       io.stdout.write(
-        `auditmesh demo: client → frontend (sidecar :${frontend.ports.inbound}) → inventory (sidecar :${inventory.ports.inbound})\n` +
+        `auditmesh demo: client → frontend (sidecar :${frontend.ports.inbound}) → inventory (sidecar :${inventory.ports.inbound}) → pricing, gRPC (sidecar :${pricing.ports.inbound})\n` +
           `  journals in ${dir}; metrics at http://127.0.0.1:${frontend.ports.admin}/metrics and http://127.0.0.1:${inventory.ports.admin}/metrics\n` +
           `  tail from another terminal: npx auditmesh tail --admin http://127.0.0.1:${inventory.ports.admin}\n` +
           `  Ctrl-C to stop.\n\n`,
