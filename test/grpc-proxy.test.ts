@@ -1,6 +1,7 @@
 import test from 'ava';
 import * as grpc from '@grpc/grpc-js';
 import net from 'node:net';
+import http2 from 'node:http2';
 import { closeServer, listen } from './helpers/net.js';
 import { followTail, startTestSidecar } from './helpers/sidecar.js';
 import { echoClient, startEchoServer, unary, type EchoReply } from './helpers/grpc.js';
@@ -250,4 +251,37 @@ test('interim records mark a long-lived stream while it runs, tied to its final 
   );
   t.is(final['audit.interim_index'], interims.length);
   t.true(interims[0]!['audit.messages_out']! < final['audit.messages_out']!);
+});
+
+test('an upstream that sends GOAWAY after every few streams fails no call: new calls move to a new session', async (t) => {
+  // A raw HTTP/2 gRPC upstream: answers each call with an empty message and OK, and asks its
+  // client to go away after every third stream, as a server rolling its connections does.
+  const upstream = http2.createServer();
+  let sessions = 0;
+  const open = new Set<http2.ServerHttp2Session>();
+  upstream.on('session', (session) => {
+    sessions++;
+    open.add(session);
+    let streams = 0;
+    session.on('error', () => {});
+    session.on('stream', (stream) => {
+      stream.on('error', () => {});
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+      stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
+      stream.end(Buffer.alloc(5));
+      if (++streams === 3) session.goaway(http2.constants.NGHTTP2_NO_ERROR);
+    });
+  });
+  const port = await listen(upstream);
+  // An http2 server's close() waits for its sessions: end them first.
+  t.teardown(() => (open.forEach((s) => s.destroy()), closeServer(upstream)));
+  const sidecar = await startTestSidecar(t, { appPort: port });
+  const client = echoClient(t, sidecar.ports.inbound!);
+  const results = [];
+  for (let i = 0; i < 12; i++) results.push(await unary(client, { text: `g${i}` }));
+  t.deepEqual(
+    results.map((r) => r.error?.code ?? 0),
+    new Array(12).fill(0),
+  );
+  t.true(sessions >= 4, `${sessions} upstream sessions`);
 });
