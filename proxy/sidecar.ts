@@ -3,7 +3,8 @@ import type { AddressInfo } from 'node:net';
 import type { SidecarConfig } from './config.js';
 import type { AuditRecord, Direction } from './audit/record.js';
 import { createSidecarMetrics, type SidecarMetrics } from './metrics/metrics.js';
-import { observeExchange } from './metrics/observe-exchange.js';
+import { createExchangeSink } from './exchange-sink.js';
+import { createAlerting } from './alerts/alerting.js';
 import { createAdminServer } from './metrics/admin-server.js';
 import { createAuditPipeline, type AuditPipeline } from './audit/pipeline.js';
 import { createRedactor } from './audit/redact.js';
@@ -41,14 +42,23 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
   const forwarder = createHttpProxyForwarder(config);
   const sessions = createSessionPool({ connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs });
   const peerLabel = createPeerLabels();
+  const alerting = config.alerts.intervalMs > 0 ? createAlerting({ service: config.service, options: config.alerts, metrics, peerLabel, audit, log }) : null;
+  const onExchange = createExchangeSink({ metrics, peerLabel, alerting, audit });
   const listenerTimeouts = { ...DEFAULT_LISTENER_TIMEOUTS, idleTimeoutMs: config.idleTimeoutMs };
-  const common = { service: config.service, mode: config.auditMode, audit, redactor, metrics, peerLabel, log };
-  const recordOpaque = (protocol: 'tunnel' | 'tcp') => (record: AuditRecord) => {
-    observeExchange(metrics, peerLabel, protocol, record, record['audit.bytes_in'] ?? 0, record['audit.bytes_out'] ?? 0);
-    audit?.record(record);
+  const common = { service: config.service, mode: config.auditMode, audit, redactor, metrics, onExchange, log };
+  // Opaque connections (tunnels, TCP) are counted when they open and recorded when they close.
+  const opened = (direction: Direction, kind: 'tunnel' | 'tcp'): void => {
+    metrics.connectionsOpened.inc({ direction, kind });
+    metrics.connections.inc({ direction, kind });
   };
-  const opaque = (direction: Direction, target: (socket: net.Socket, sni: string | null) => Route | null) => (socket: net.Socket, sni: string | null) =>
+  const recordOpaque = (kind: 'tunnel' | 'tcp') => (record: AuditRecord) => {
+    metrics.connections.dec({ direction: record['audit.direction'], kind });
+    onExchange(kind, record, record['audit.bytes_in'] ?? 0, record['audit.bytes_out'] ?? 0);
+  };
+  const opaque = (direction: Direction, target: (socket: net.Socket, sni: string | null) => Route | null) => (socket: net.Socket, sni: string | null) => {
+    opened(direction, 'tcp');
     relayOpaque({ direction, service: config.service, connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs, target, onRecord: recordOpaque('tcp') }, socket, sni);
+  };
   const h2 = (direction: Direction, route: (authority: string | undefined, path: string) => Route | null) =>
     createH2Listener({ ...common, direction, route, sessions, responseTimeoutMs: config.responseTimeoutMs, interimRecordMs: config.interimRecordMs });
   const capture = { detectTimeoutMs: config.detectTimeoutMs };
@@ -70,7 +80,7 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
   const tunnelDeps = { service: config.service, connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs, onRecord: recordOpaque('tunnel') };
   const outbound = createCaptureListener(
     {
-      http1: createHttpListener(outboundHandler, listenerTimeouts, (req, socket, head) => relayConnect(tunnelDeps, req, socket, head)),
+      http1: createHttpListener(outboundHandler, listenerTimeouts, (req, socket, head) => (opened('outbound', 'tunnel'), relayConnect(tunnelDeps, req, socket, head))),
       h2: h2('outbound', (authority, path) => routeByAuthority(authority, path, config.resolve)),
       // Without the original destination, a TLS connection can still be routed by its SNI.
       opaque: opaque('outbound', (_socket, sni) => (sni === null ? null : routeByAuthority(sni, '', config.resolve, 443))),
@@ -113,6 +123,7 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
         const closed = Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
         for (const socket of connections) socket.destroy();
         await closed;
+        alerting?.close();
         sessions.close();
         forwarder.close();
         await audit?.close();

@@ -88,6 +88,13 @@ export interface AuditRecord {
   /** The TLS server name (SNI) an opaque connection's ClientHello asked for. */
   'tls.client.server_name'?: string;
 
+  /** Alert records: what was detected, raised or cleared, and the numbers behind it. */
+  'audit.alert.kind'?: string;
+  'audit.alert.state'?: 'raised' | 'cleared';
+  'audit.alert.message'?: string;
+  'audit.alert.observed'?: number;
+  'audit.alert.baseline'?: number;
+
   'trace.id'?: string;
   'span.id'?: string;
   'span.parent_id'?: string;

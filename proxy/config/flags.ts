@@ -8,7 +8,7 @@ export class UsageError extends Error {
 /** One flag of a command, also settable as an environment variable. */
 export interface FlagSpec {
   name: string;
-  type: 'string' | 'int' | 'boolean' | 'list';
+  type: 'string' | 'int' | 'number' | 'boolean' | 'list';
   /** Default, as the string a user would type. */
   default?: string;
   help: string;
@@ -72,6 +72,10 @@ function convert(spec: FlagSpec, raw: string | boolean, source: string): string 
     if (!/^\d+$/.test(text)) throw new UsageError(`${source}: expected a whole number, got ${JSON.stringify(text)}`);
     return Number(text);
   }
+  if (spec.type === 'number') {
+    if (!/^\d+(\.\d+)?$/.test(text)) throw new UsageError(`${source}: expected a number, got ${JSON.stringify(text)}`);
+    return Number(text);
+  }
   if (spec.type === 'list') return text.split(',').map((s) => s.trim()).filter((s) => s !== '');
   if (spec.choices !== undefined && !spec.choices.includes(text)) {
     throw new UsageError(`${source}: expected one of ${spec.choices.join(', ')}, got ${JSON.stringify(text)}`);
@@ -82,7 +86,7 @@ function convert(spec: FlagSpec, raw: string | boolean, source: string): string 
 /** `--help` text for a command: usage line, then one line per flag with its env var and default. */
 export function formatHelp(usage: string, summary: string, specs: readonly FlagSpec[]): string {
   const rows = specs.map((s) => {
-    const arg = s.type === 'boolean' ? '' : s.choices ? ` ${s.choices.join('|')}` : s.type === 'int' ? ' N' : ' VALUE';
+    const arg = s.type === 'boolean' ? '' : s.choices ? ` ${s.choices.join('|')}` : s.type === 'int' || s.type === 'number' ? ' N' : ' VALUE';
     const left = `  --${s.name}${arg}`;
     const extra = [envName(s) ? `env ${envName(s)}` : '', s.default !== undefined ? `default ${s.default}` : '']
       .filter(Boolean)

@@ -8,7 +8,7 @@ import type { Logger } from '../log.js';
 import type { Route } from '../http1/target.js';
 import { correlate, type Correlation } from '../correlation/correlate.js';
 import { serviceOfHost } from '../audit/peer-label.js';
-import { observeExchange } from '../metrics/observe-exchange.js';
+import type { ExchangeSink } from '../exchange-sink.js';
 import { CLIENT_SERVICE_HEADER } from '../http1/exchange.js';
 import { ProxyError, classify, rescue } from '../errors.js';
 import type { SessionPool } from './session-pool.js';
@@ -20,6 +20,12 @@ const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_FLAG_END_STREAM } = cons
 /** After a call's deadline the sidecar gives the endpoints this long to end it themselves. */
 const DEADLINE_GRACE_MS = 100;
 const MAX_GRPC_MESSAGE_CHARS = 256;
+/**
+ * The sidecar starts a call's clock when it gets to the stream, a little after the client did
+ * (transit, a busy event loop): a reset this close to the deadline counts as reaching it.
+ */
+const DEADLINE_SLACK_MS = 50;
+const DEADLINE_SLACK_RATIO = 0.1;
 
 export interface H2Deps {
   direction: Direction;
@@ -30,7 +36,8 @@ export interface H2Deps {
   audit: AuditPipeline | null;
   redactor: Redactor;
   metrics: SidecarMetrics;
-  peerLabel: (peer: string | undefined) => string;
+  /** Where every finished exchange goes: metrics, alerts, the journal. */
+  onExchange: ExchangeSink;
   log: Logger;
   responseTimeoutMs: number;
   /** Interim records for long-lived streams at this interval; 0: none. */
@@ -51,6 +58,8 @@ interface Call {
   timers: NodeJS.Timeout[];
   /** Plain HTTP/2 only: time allowed for the upstream's response headers (gRPC uses deadlines). */
   responseTimer?: NodeJS.Timeout;
+  /** performance.now() from which a client reset counts as the call's deadline (less slack). */
+  deadlineAt?: number;
   interims: number;
   done: boolean;
 }
@@ -100,9 +109,11 @@ function forward(call: Call, route: Route, headers: OutgoingHttpHeaders, endStre
   if (deadlineMs !== null) {
     // Propagate what is left of the deadline, and end the call if neither side does.
     const left = Math.max(0, deadlineMs - (performance.now() - call.t0));
+    call.deadlineAt = call.t0 + deadlineMs - Math.max(DEADLINE_SLACK_MS, deadlineMs * DEADLINE_SLACK_RATIO);
     headers['grpc-timeout'] = `${Math.ceil(left)}m`;
     call.timers.push(setTimeout(() => expire(call), left + DEADLINE_GRACE_MS));
   }
+  deps.metrics.proxyOverhead.observe({ direction: deps.direction, protocol: call.grpc ? 'grpc' : 'h2' }, (performance.now() - call.t0) / 1000);
   let req: ClientHttp2Stream;
   try {
     req = deps.sessions.get(route.target).request(headers, { endStream });
@@ -224,12 +235,13 @@ function finish(call: Call): void {
     if (typeof message === 'string' && message !== '') record['rpc.grpc.status_message'] = decodeGrpcMessage(message);
   }
   if (record['error.type'] === undefined && stream.rstCode !== undefined && stream.rstCode !== 0 && (call.req === undefined || !call.req.closed || call.req.rstCode === 0 || call.req.rstCode === undefined)) {
-    record['error.type'] = 'aborted';
-    record['audit.error_message'] = `client reset the stream (code ${stream.rstCode})`;
+    // A client cancelling at its own deadline is a timeout, not a change of mind.
+    const atDeadline = call.deadlineAt !== undefined && performance.now() >= call.deadlineAt;
+    record['error.type'] = atDeadline ? 'timeout' : 'aborted';
+    record['audit.error_message'] = atDeadline ? 'deadline exceeded: the client cancelled at its deadline' : `client reset the stream (code ${stream.rstCode})`;
   }
   if (call.interims > 0) record['audit.interim_index'] = call.interims;
-  observeExchange(deps.metrics, deps.peerLabel, call.grpc ? 'grpc' : 'h2', record, call.requestCounter.bytes, call.responseCounter.bytes);
-  if (deps.audit !== null && deps.mode !== 'off') deps.audit.record(record);
+  deps.onExchange(call.grpc ? 'grpc' : 'h2', record, call.requestCounter.bytes, call.responseCounter.bytes);
 }
 
 function decodeGrpcMessage(message: string): string {

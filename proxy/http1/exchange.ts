@@ -6,7 +6,7 @@ import type { Redactor } from '../audit/redact.js';
 import type { SidecarMetrics } from '../metrics/metrics.js';
 import type { AuditMode } from '../config.js';
 import type { Logger } from '../log.js';
-import { observeExchange } from '../metrics/observe-exchange.js';
+import type { ExchangeSink } from '../exchange-sink.js';
 import { correlate, type Correlation } from '../correlation/correlate.js';
 import { serviceOfHost } from '../audit/peer-label.js';
 import { stripRequestHopHeaders } from './hop-headers.js';
@@ -27,7 +27,8 @@ export interface ExchangeDeps {
   audit: AuditPipeline | null;
   redactor: Redactor;
   metrics: SidecarMetrics;
-  peerLabel: (peer: string | undefined) => string;
+  /** Where every finished exchange goes: metrics, alerts, the journal. */
+  onExchange: ExchangeSink;
   log: Logger;
 }
 
@@ -74,8 +75,7 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
       record['error.type'] = outcome.errorKind;
       record['audit.error_message'] = outcome.error?.message ?? outcome.errorKind;
     }
-    observeExchange(deps.metrics, deps.peerLabel, record['audit.kind'] === 'websocket' ? 'websocket' : 'http1', record, outcome.requestBytes, outcome.responseBytes);
-    if (auditing) deps.audit!.record(record);
+    deps.onExchange(record['audit.kind'] === 'websocket' ? 'websocket' : 'http1', record, outcome.requestBytes, outcome.responseBytes);
   }
 
   function reject(res: ServerResponse, record: AuditRecord, t0: number, status: number, error: ProxyError): void {
@@ -96,7 +96,10 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
       }
       const record = prepare(req, route, correlation);
       const responseHeaders = { 'x-request-id': correlation.requestId };
-      const forward = (): void => deps.forwarder.web(req, res, route.target, responseHeaders, (outcome) => complete(record, t0, outcome));
+      const forward = (): void => {
+        deps.metrics.proxyOverhead.observe({ direction: deps.direction, protocol: 'http1' }, (performance.now() - t0) / 1000);
+        deps.forwarder.web(req, res, route.target, responseHeaders, (outcome) => complete(record, t0, outcome));
+      };
       if (!auditing || deps.mode !== 'strict') {
         forward();
         return;
@@ -124,6 +127,7 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
       req.headers.upgrade = protocol;
       record['audit.kind'] = 'websocket';
       const labels = { direction: deps.direction, kind: 'websocket' };
+      deps.metrics.connectionsOpened.inc(labels);
       deps.metrics.connections.inc(labels);
       deps.forwarder.upgrade(req, socket, head, route.target, (outcome: UpgradeOutcome) => {
         deps.metrics.connections.dec(labels);

@@ -1,5 +1,8 @@
 import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client';
 
+/** The version `auditmesh --version` prints. */
+export const BUILD_VERSION = '0.1.0';
+
 /**
  * Every metric the sidecar exposes, defined once. Labels are bounded by construction: the
  * callers pass a method from a fixed set, a status class, a peer service name (never a raw
@@ -16,15 +19,27 @@ export interface SidecarMetrics {
   readonly journalUnrecorded: Counter<'reason'>;
   readonly poolQueue: Gauge;
   readonly batcherPending: Gauge;
+  readonly anomalies: Counter<'kind'>;
+  readonly anomalyActive: Gauge<'kind' | 'peer'>;
+  readonly proxyOverhead: Histogram<'direction' | 'protocol'>;
+  readonly connectionsOpened: Counter<'direction' | 'kind'>;
 }
 
 /** OpenTelemetry's advisory buckets for http.server.request.duration, in seconds. */
 const DURATION_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
+/** The sidecar's own share of a request's latency is microseconds to milliseconds. */
+const OVERHEAD_BUCKETS_S = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1];
 const COMMIT_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
 
 export function createSidecarMetrics(): SidecarMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
+  new Gauge({
+    name: 'auditmesh_build_info',
+    help: 'Always 1; the labels say which build and runtime this is',
+    labelNames: ['version', 'node_version'],
+    registers: [registry],
+  }).set({ version: BUILD_VERSION, node_version: process.version }, 1);
   return {
     registry,
     requests: new Counter({
@@ -73,6 +88,31 @@ export function createSidecarMetrics(): SidecarMetrics {
     poolQueue: new Gauge({
       name: 'auditmesh_pool_queue_length',
       help: 'Batches waiting for a worker of the hashing pool',
+      registers: [registry],
+    }),
+    anomalies: new Counter({
+      name: 'auditmesh_anomalies_total',
+      help: 'Anomalies raised (rate_spike, error_spike, first_seen_peer, first_seen_method)',
+      labelNames: ['kind'],
+      registers: [registry],
+    }),
+    anomalyActive: new Gauge({
+      name: 'auditmesh_anomaly_active',
+      help: '1 while a spike anomaly is active on an edge',
+      labelNames: ['kind', 'peer'],
+      registers: [registry],
+    }),
+    proxyOverhead: new Histogram({
+      name: 'auditmesh_proxy_overhead_seconds',
+      help: 'Latency the sidecar itself adds before forwarding a request (correlation, routing, strict-mode durability)',
+      labelNames: ['direction', 'protocol'],
+      buckets: OVERHEAD_BUCKETS_S,
+      registers: [registry],
+    }),
+    connectionsOpened: new Counter({
+      name: 'auditmesh_connections_opened_total',
+      help: 'Tunnels, WebSocket sessions and opaque TCP connections opened',
+      labelNames: ['direction', 'kind'],
       registers: [registry],
     }),
     batcherPending: new Gauge({

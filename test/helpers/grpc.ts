@@ -102,6 +102,9 @@ export function echoClient(t: ExecutionContext, port: number, options: grpc.Chan
   const client = new EchoClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), {
     'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
     'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
+    // Each test's client gets its own connections: grpc-js otherwise shares subchannels by
+    // address across clients, and a port reused by another test's server would be reached.
+    'grpc.use_local_subchannel_pool': 1,
     ...options,
   });
   t.teardown(() => client.close());

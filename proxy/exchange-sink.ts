@@ -1,0 +1,25 @@
+import type { AuditRecord } from './audit/record.js';
+import type { AuditPipeline } from './audit/pipeline.js';
+import type { SidecarMetrics } from './metrics/metrics.js';
+import { observeExchange, type ProtocolLabel } from './metrics/observe-exchange.js';
+import type { Alerting } from './alerts/alerting.js';
+
+/** Takes every finished exchange, whatever its protocol. */
+export type ExchangeSink = (protocol: ProtocolLabel, record: AuditRecord, bytesIn: number, bytesOut: number) => void;
+
+/**
+ * What happens to a finished exchange, in order: counted in the metrics, seen by the anomaly
+ * detector, handed to the journal. One place, so no protocol path forgets a step.
+ */
+export function createExchangeSink(deps: {
+  metrics: SidecarMetrics;
+  peerLabel: (peer: string | undefined) => string;
+  alerting: Alerting | null;
+  audit: AuditPipeline | null;
+}): ExchangeSink {
+  return (protocol, record, bytesIn, bytesOut) => {
+    observeExchange(deps.metrics, deps.peerLabel, protocol, record, bytesIn, bytesOut);
+    deps.alerting?.observe(record);
+    deps.audit?.record(record);
+  };
+}
