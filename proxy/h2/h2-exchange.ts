@@ -61,6 +61,8 @@ interface Call {
   /** performance.now() from which a client reset counts as the call's deadline (less slack). */
   deadlineAt?: number;
   interims: number;
+  /** The sidecar answered the client itself (an error): the upstream's reset is not relayed. */
+  answered: boolean;
   done: boolean;
 }
 
@@ -82,6 +84,7 @@ export function handleH2Stream(deps: H2Deps, stream: ServerHttp2Stream, headers:
     responseCounter: createGrpcMessageCounter(),
     timers: [],
     interims: 0,
+    answered: false,
     done: false,
   };
   stream.on('data', (chunk: Buffer) => call.requestCounter.push(chunk));
@@ -136,7 +139,7 @@ function forward(call: Call, route: Route, headers: OutgoingHttpHeaders, endStre
   req.once('close', () => {
     // A reset from the upstream reaches the client with the same code (linkerd2-proxy's
     // http2_rst_stream_is_propagated); REFUSED_STREAM lets gRPC clients retry transparently.
-    if (req.rstCode !== undefined && req.rstCode !== 0 && !stream.closed) {
+    if (req.rstCode !== undefined && req.rstCode !== 0 && !stream.closed && !call.answered) {
       if (!stream.headersSent && req.rstCode !== NGHTTP2_REFUSED_STREAM && !call.done) return answerError(call, new ProxyError('AUDITMESH_UPSTREAM_RESET', `upstream reset the stream (code ${req.rstCode})`));
       call.record['error.type'] ??= 'reset';
       stream.close(req.rstCode);
@@ -190,6 +193,7 @@ function answerError(call: Call, error: ProxyError, grpcStatus?: number): void {
   record['error.type'] ??= r.kind;
   record['audit.error_message'] = error.message;
   if (stream.closed || stream.headersSent) return;
+  call.answered = true;
   if (call.grpc) {
     const status = grpcStatus ?? rescueToGrpcStatus(r.status);
     call.trailers = { 'grpc-status': String(status), 'grpc-message': `auditmesh: ${error.message}` };
