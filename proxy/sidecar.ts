@@ -9,7 +9,8 @@ import { createRedactor } from './audit/redact.js';
 import { createPeerLabels } from './audit/peer-label.js';
 import { createHttpProxyForwarder } from './http1/http-proxy-forwarder.js';
 import { createExchangeHandler } from './http1/exchange.js';
-import { routeOutbound } from './http1/target.js';
+import { routeInbound, routeOutbound } from './http1/target.js';
+import { assertOriginalDstAvailable, redirectedDestination } from './capture/original-dst.js';
 import { createHttpListener, DEFAULT_LISTENER_TIMEOUTS } from './capture/http-listener.js';
 import { relayConnect } from './capture/connect-tunnel.js';
 import { loadOrCreateSecret } from './keys.js';
@@ -29,6 +30,8 @@ export interface Sidecar {
  * listeners → admin server. Nothing here reads process.env or installs signal handlers.
  */
 export async function startSidecar(config: SidecarConfig, log: Logger = createLogger(config.logLevel)): Promise<Sidecar> {
+  // Redirected traffic is routed by its original destination: fail at boot, not on the first connection.
+  assertOriginalDstAvailable();
   const metrics = createSidecarMetrics();
   const redactor = createRedactor({ key: await loadOrCreateSecret(config.redactionKeyFile), secretHeaders: config.secretHeaders, secretParams: config.secretParams });
   const audit = config.auditMode === 'off' ? null : await createAuditPipeline({ journalDir: config.journalDir, metrics, log: (line: Record<string, unknown>) => log('info', String(line.msg ?? 'journal'), line) });
@@ -37,15 +40,17 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
   const listenerTimeouts = { ...DEFAULT_LISTENER_TIMEOUTS, idleTimeoutMs: config.idleTimeoutMs };
   const common = { service: config.service, mode: config.auditMode, forwarder, audit, redactor, metrics, peerLabel, log };
   const servers: Server[] = [];
+  /** The ports this sidecar listens on, once bound: never a destination for redirected inbound traffic. */
+  const ownPorts = new Set<number>();
 
   let inbound: Server | undefined;
   if (config.appPort !== undefined) {
     const app = { host: config.appHost, port: config.appPort };
-    const handler = createExchangeHandler({ ...common, direction: 'inbound', route: (req) => ({ target: app, host: config.appHost, path: req.url ?? '/' }) });
+    const handler = createExchangeHandler({ ...common, direction: 'inbound', route: (req) => routeInbound(req, app, ownPorts, redirectedDestination(req.socket)) });
     inbound = createHttpListener(handler, listenerTimeouts);
     servers.push(inbound);
   }
-  const outboundHandler = createExchangeHandler({ ...common, direction: 'outbound', route: (req) => routeOutbound(req, config.resolve) });
+  const outboundHandler = createExchangeHandler({ ...common, direction: 'outbound', route: (req) => routeOutbound(req, config.resolve, redirectedDestination(req.socket)) });
   const tunnelDeps = {
     service: config.service,
     connectTimeoutMs: config.connectTimeoutMs,
@@ -74,6 +79,7 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
     outbound: await listen(outbound, config.outboundPort),
     admin: await listen(admin, config.adminPort),
   };
+  for (const p of Object.values(ports)) if (p !== undefined) ownPorts.add(p);
   log('info', 'sidecar listening', { service: config.service, ...ports, app_port: config.appPort, audit_mode: config.auditMode, journal: config.journalDir });
 
   let closing: Promise<void> | undefined;

@@ -28,13 +28,20 @@ export function parseAuthority(authority: string | undefined, defaultPort: numbe
 
 /**
  * Routes an outbound request: absolute-form (`GET http://host/path`, the app used HTTP_PROXY) by
- * its URL, origin-form (iptables redirected it here) by its Host header. Null when neither names
- * a usable upstream. Only plain http is proxied this way; https goes through CONNECT.
+ * its URL, origin-form by its Host header. Null when neither names a usable upstream. Only plain
+ * http is proxied this way; https goes through CONNECT.
+ *
+ * `redirected` is the connection's original destination when iptables redirected it here: the
+ * address the app itself resolved and dialled, so it is where the request goes, whatever the Host
+ * header says (IP literals, non-default ports, names only the app's resolver knows). The Host
+ * header still names the peer in the record.
  */
-export function routeOutbound(req: IncomingMessage, resolve: ResolveTable = new Map()): Route | null {
+export function routeOutbound(req: IncomingMessage, resolve: ResolveTable = new Map(), redirected: UpstreamTarget | null = null): Route | null {
   const url = req.url ?? '/';
-  const routed = (asked: UpstreamTarget | null, path: string): Route | null =>
-    asked === null ? null : { target: resolve.get(`${asked.host}:${asked.port}`) ?? asked, host: asked.host, path };
+  const routed = (asked: UpstreamTarget | null, path: string): Route | null => {
+    if (redirected !== null) return { target: redirected, host: asked?.host ?? redirected.host, path };
+    return asked === null ? null : { target: resolve.get(`${asked.host}:${asked.port}`) ?? asked, host: asked.host, path };
+  };
   if (url.startsWith('/')) return routed(parseAuthority(req.headers.host, 80), url);
   if (!/^http:\/\//i.test(url)) return null;
   const rest = url.slice('http://'.length);
@@ -55,4 +62,17 @@ export function parseResolveTable(entries: readonly string[]): ResolveTable {
     table.set(`${a.host}:${a.port}`, b);
   }
   return table;
+}
+
+/**
+ * Routes an inbound request to the app: to the port the client dialled when iptables redirected
+ * the connection (a pod may serve several ports), else to `--app-port`. A redirected connection
+ * aimed at one of the sidecar's own ports gets no route: forwarding it would expose the outbound
+ * listener to callers outside the pod.
+ */
+export function routeInbound(req: IncomingMessage, app: UpstreamTarget, ownPorts: ReadonlySet<number>, redirected: UpstreamTarget | null = null): Route | null {
+  const path = req.url ?? '/';
+  if (redirected === null) return { target: app, host: app.host, path };
+  if (ownPorts.has(redirected.port)) return null;
+  return { target: { host: app.host, port: redirected.port }, host: app.host, path };
 }
