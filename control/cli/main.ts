@@ -1,6 +1,7 @@
 import { sidecarMain } from '../../proxy/main.js';
 import { tailMain } from './tail.js';
 import { demoMain } from './demo.js';
+import { injectorMain } from './injector.js';
 import type { CommandIO, CommandRun } from './io.js';
 
 interface Command {
@@ -12,6 +13,7 @@ const COMMANDS: Record<string, Command> = {
   sidecar: { summary: 'run the sidecar in front of one app', run: sidecarMain },
   tail: { summary: 'stream records live from a sidecar (--admin URL)', run: tailMain },
   demo: { summary: 'a whole local mesh on embedded defaults: services with sidecars, traffic, live records', run: demoMain },
+  injector: { summary: 'run the sidecar-injection admission webhook (HTTPS)', run: injectorMain },
 };
 
 export const USAGE = `auditmesh: the audit layer for service-to-service traffic
