@@ -3,6 +3,8 @@ import { join } from 'node:path';
 import { request, startUpstream } from './helpers/net.js';
 import { runBuiltCli, runCli, startCli } from './helpers/child.js';
 import { tempDir } from './helpers/sidecar.js';
+import { readFileSync } from 'node:fs';
+import { VERSION } from '../control/version.js';
 
 test('the built CLI (npx auditmesh) prints help and exits 0; no command exits 2', async (t) => {
   const help = await runBuiltCli(['--help']);
@@ -25,11 +27,12 @@ test('an unknown command or a bad flag is a usage error: exit 2 and a message na
 });
 
 test('every command answers --help with exit 0', async (t) => {
-  for (const command of ['sidecar', 'tail', 'demo']) {
-    const r = await runCli([command, '--help']);
-    t.is(r.code, 0, command);
-    t.regex(r.stdout, new RegExp(`Usage: auditmesh ${command}`));
-  }
+  const commands = ['sidecar', 'tail', 'demo', 'injector', 'install', 'inject'];
+  const results = await Promise.all(commands.map((command) => runCli([command, '--help'])));
+  commands.forEach((command, i) => {
+    t.is(results[i]!.code, 0, command);
+    t.regex(results[i]!.stdout, new RegExp(`Usage: auditmesh ${command}`));
+  });
 });
 
 test('auditmesh sidecar runs from flags and env, and auditmesh tail -o json prints its records', async (t) => {
@@ -62,4 +65,9 @@ test('auditmesh tail against nothing listening fails with exit 1 and says why', 
   const r = await runCli(['tail', '--admin', 'http://127.0.0.1:1']);
   t.is(r.code, 1);
   t.regex(r.stderr, /cannot reach http:\/\/127\.0\.0\.1:1/);
+});
+
+test('the version the CLI prints and stamps on injected pods is package.json\'s', async (t) => {
+  t.is(JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version, VERSION);
+  t.is((await runBuiltCli(['--version'])).stdout, `auditmesh ${VERSION}\n`);
 });

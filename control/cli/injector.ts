@@ -10,7 +10,7 @@ import { INJECT_FLAGS, injectOptionsFromFlags } from '../injector/inject-flags.j
 import type { InjectOptions } from '../injector/sidecar-containers.js';
 import { untilAborted, type CommandIO } from './io.js';
 
-const INJECTOR_FLAGS: readonly FlagSpec[] = [
+export const INJECTOR_FLAGS: readonly FlagSpec[] = [
   { name: 'port', type: 'int', default: '9443', help: 'HTTPS port of the admission webhook', env: 'AUDITMESH_INJECTOR_PORT' },
   { name: 'admin-port', type: 'int', default: '9444', help: 'plain HTTP /metrics, /livez, /readyz', env: 'AUDITMESH_INJECTOR_ADMIN_PORT' },
   { name: 'bind', type: 'string', default: '0.0.0.0', help: 'listen address', env: 'AUDITMESH_INJECTOR_BIND' },

@@ -102,16 +102,24 @@ export function proxyContainer(options: InjectOptions, settings: PodSettings, se
     readinessProbe: probe('/readyz', { periodSeconds: 5, failureThreshold: 3, timeoutSeconds: 1 }),
     livenessProbe: probe('/livez', { periodSeconds: 10, failureThreshold: 3, timeoutSeconds: 1 }),
     resources: { requests: { cpu: cpuRequest, memory: memoryRequest }, ...(Object.keys(limits).length > 0 ? { limits } : {}) },
-    securityContext: {
-      runAsUser: options.proxyUid,
-      runAsGroup: options.proxyUid,
-      runAsNonRoot: true,
-      allowPrivilegeEscalation: false,
-      readOnlyRootFilesystem: true,
-      capabilities: { drop: ['ALL'] },
-      seccompProfile: { type: 'RuntimeDefault' },
-    },
+    securityContext: restrictedSecurityContext(options.proxyUid),
     volumeMounts: [{ name: DATA_VOLUME, mountPath: DATA_DIR }],
+  };
+}
+
+/**
+ * A container security context that meets Pod Security "restricted" on its own (whatever the
+ * pod's), plus a read-only root filesystem: fixed non-root uid, no capabilities, no escalation.
+ */
+export function restrictedSecurityContext(uid: number): Record<string, unknown> {
+  return {
+    runAsUser: uid,
+    runAsGroup: uid,
+    runAsNonRoot: true,
+    allowPrivilegeEscalation: false,
+    readOnlyRootFilesystem: true,
+    capabilities: { drop: ['ALL'] },
+    seccompProfile: { type: 'RuntimeDefault' },
   };
 }
 

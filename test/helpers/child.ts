@@ -83,3 +83,13 @@ export function startProcess(t: ExecutionContext, command: string, args: string[
     },
   };
 }
+
+/** Runs `auditmesh ARGS` in this process (the same dispatch as the CLI), for commands that only print. */
+export async function runInProcess(args: string[]): Promise<Finished> {
+  const { dispatch } = await import('../../control/cli/main.js');
+  let stdout = '';
+  let stderr = '';
+  const io = { stdout: { write: (c: string) => (stdout += c) }, stderr: { write: (c: string) => (stderr += c) }, env: {}, signal: new AbortController().signal };
+  const code = await dispatch(args, io);
+  return { code, stdout, stderr };
+}
