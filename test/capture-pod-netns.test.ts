@@ -74,7 +74,7 @@ test('a pod built from network namespaces: inbound and outbound traffic of an un
     AUDITMESH_KEY: join(data, 'sidecar.key'),
     AUDITMESH_REDACTION_KEY: join(data, 'redaction.key'),
   });
-  await sidecar.waitFor(/"msg":"sidecar listening"/, 30_000);
+  await sidecar.waitFor(/"msg":"sidecar listening"/, 45_000);
 
   const client = await startAgent(t, ns.client, null);
   const fromApp = await startAgent(t, ns.pod, APP_UID);
