@@ -56,14 +56,14 @@ test('a pod built from network namespaces: inbound and outbound traffic of an un
   await sh('ip', '-n', ns.pod, 'route', 'add', '10.77.3.0/24', 'dev', podToServer);
 
   const server = startIn(t, ns.server, null, [process.execPath, 'test/fixtures/netns/echo-server.mjs', '80', '8081', '9000']);
-  await server.waitFor(/server listening 9000/);
+  await server.waitFor(/server listening 9000/, 45_000);
 
   // auditmesh-init: the script from deploy/, with exactly the env the injector gave it.
   const init = await sh('ip', 'netns', 'exec', ns.pod, 'env', '-i', `PATH=${process.env.PATH}`, ...Object.entries(initEnv).map(([k, v]) => `${k}=${v}`), 'sh', 'deploy/init/iptables.sh');
   t.regex(init, /auditmesh-init: inbound -> :15006, outbound -> :15001, uid 1337 exempt/);
 
   const app = startIn(t, ns.pod, APP_UID, [process.execPath, 'test/fixtures/netns/pod-app.mjs', '8080', '8090', '8091']);
-  await app.waitFor(/app listening 8091/);
+  await app.waitFor(/app listening 8091/, 45_000);
 
   // auditmesh-proxy, as its own uid with the injected env; only its files move to a temp folder.
   const data = await tempDir(t);

@@ -40,7 +40,8 @@ test('auditmesh sidecar runs from flags and env, and auditmesh tail -o json prin
   t.teardown(app.close);
   const dir = await tempDir(t);
   const sidecar = startCli(t, ['sidecar', '--app-port', String(app.port), '--inbound-port', '0', '--outbound-port', '0', '--admin-port', '0', '--journal', join(dir, 'j'), '--key', join(dir, 'k'), '--redaction-key', join(dir, 'rk'), '--service', 'billing']);
-  const listening = await sidecar.waitFor(/"msg":"sidecar listening".*"inbound":(\d+),"outbound":\d+,"admin":(\d+)/);
+  // Generous: the whole suite shares two cores, and a cold tsx start of the sidecar is the slowest thing in it.
+  const listening = await sidecar.waitFor(/"msg":"sidecar listening".*"inbound":(\d+),"outbound":\d+,"admin":(\d+)/, 45_000);
   const [inbound, admin] = [Number(listening[1]), Number(listening[2])];
 
   const tail = startCli(t, ['tail', '--admin', `http://127.0.0.1:${admin}`, '-o', 'json']);

@@ -49,7 +49,7 @@ async function startInjector(t: import('ava').ExecutionContext): Promise<{ port:
   const pair = await certs;
   const files = await writePair(await tempDir(t), pair);
   const injector = startCli(t, ['injector', '--port', '0', '--admin-port', '0', '--bind', '127.0.0.1', '--tls-cert', files.cert, '--tls-key', files.key, '--max-body-bytes', '65536']);
-  const m = await injector.waitFor(/"msg":"injector listening","port":(\d+),"admin":(\d+)/);
+  const m = await injector.waitFor(/"msg":"injector listening","port":(\d+),"admin":(\d+)/, 45_000);
   return { port: Number(m[1]), admin: Number(m[2]), ca: pair.caCert };
 }
 

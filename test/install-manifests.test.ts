@@ -73,7 +73,7 @@ test('self-signed mode: the injector serves the rendered Secret’s pair, which 
   await writeFile(join(dir, 'tls.crt'), decode(secret.data['tls.crt']!));
   await writeFile(join(dir, 'tls.key'), decode(secret.data['tls.key']!));
   const injector = startCli(t, ['injector', '--port', '0', '--admin-port', '0', '--bind', '127.0.0.1', '--tls-cert', join(dir, 'tls.crt'), '--tls-key', join(dir, 'tls.key')]);
-  const port = Number((await injector.waitFor(/"msg":"injector listening","port":(\d+)/))[1]);
+  const port = Number((await injector.waitFor(/"msg":"injector listening","port":(\d+)/, 45_000))[1]);
   const review = readFileSync(new URL('./fixtures/admission/deployment-pod.json', import.meta.url), 'utf8');
   for (const w of webhook.webhooks) {
     const status = await new Promise<number>((resolve, reject) => {

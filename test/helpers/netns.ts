@@ -102,7 +102,7 @@ export function startIn(t: ExecutionContext, ns: string, uid: number | null, arg
 /** An HTTP client living in a namespace (test/fixtures/netns/http-agent.mjs): one process, many requests. */
 export async function startAgent(t: ExecutionContext, ns: string, uid: number | null): Promise<(url: string, host?: string) => Promise<{ status?: number; body?: string; error?: string }>> {
   const agent = startIn(t, ns, uid, [process.execPath, 'test/fixtures/netns/http-agent.mjs']);
-  await agent.waitFor(/agent ready/);
+  await agent.waitFor(/agent ready/, 45_000);
   let next = 0;
   return async (url, host) => {
     const id = ++next;
