@@ -11,12 +11,14 @@ import { createRedactor } from './audit/redact.js';
 import { createPeerLabels } from './audit/peer-label.js';
 import { createHttpProxyForwarder } from './http1/http-proxy-forwarder.js';
 import { createExchangeHandler } from './http1/exchange.js';
-import { routeByAuthority, routeOutbound, type Route } from './http1/target.js';
+import { routeByAuthority, routeInbound, routeOutbound, type Route } from './http1/target.js';
+import { assertOriginalDstAvailable, redirectedDestination } from './capture/original-dst.js';
 import { createHttpListener, DEFAULT_LISTENER_TIMEOUTS } from './capture/http-listener.js';
 import { createCaptureListener } from './capture/capture-listener.js';
 import { relayConnect } from './capture/connect-tunnel.js';
 import { relayOpaque } from './capture/tcp-relay.js';
 import { createH2Listener } from './h2/h2-listener.js';
+import type { H2Deps } from './h2/h2-exchange.js';
 import { createSessionPool } from './h2/session-pool.js';
 import { loadOrCreateSecret } from './keys.js';
 import { createLogger, type Logger } from './log.js';
@@ -36,6 +38,8 @@ export interface Sidecar {
  * reads process.env or installs signal handlers.
  */
 export async function startSidecar(config: SidecarConfig, log: Logger = createLogger(config.logLevel)): Promise<Sidecar> {
+  // Redirected traffic is routed by its original destination: fail at boot, not on the first connection.
+  assertOriginalDstAvailable();
   const metrics = createSidecarMetrics();
   const redactor = createRedactor({ key: await loadOrCreateSecret(config.redactionKeyFile), secretHeaders: config.secretHeaders, secretParams: config.secretParams });
   const audit = config.auditMode === 'off' ? null : await createAuditPipeline({ journalDir: config.journalDir, metrics, log: (line: Record<string, unknown>) => log('info', String(line.msg ?? 'journal'), line) });
@@ -59,33 +63,35 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
     opened(direction, 'tcp');
     relayOpaque({ direction, service: config.service, connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs, target, onRecord: recordOpaque('tcp') }, socket, sni);
   };
-  const h2 = (direction: Direction, route: (authority: string | undefined, path: string) => Route | null) =>
+  const h2 = (direction: Direction, route: H2Deps['route']) =>
     createH2Listener({ ...common, direction, route, sessions, responseTimeoutMs: config.responseTimeoutMs, interimRecordMs: config.interimRecordMs });
   const capture = { detectTimeoutMs: config.detectTimeoutMs };
   const servers: net.Server[] = [];
+  /** The ports this sidecar listens on, once bound: never a destination for redirected inbound traffic. */
+  const ownPorts = new Set<number>();
 
   let inbound: net.Server | undefined;
   if (config.appPort !== undefined) {
-    const app = { target: { host: config.appHost, port: config.appPort }, host: config.appHost, port: config.appPort };
-    const toApp = (path: string): Route => ({ ...app, path });
-    const handler = createExchangeHandler({ ...common, forwarder, direction: 'inbound', route: (req) => toApp(req.url ?? '/') });
-    const appIsOpaque = config.opaquePorts.has(config.appPort);
+    const app = { host: config.appHost, port: config.appPort };
+    const toApp = (path: string, socket: net.Socket | undefined): Route | null => routeInbound(path, app, ownPorts, socket === undefined ? null : redirectedDestination(socket));
+    const handler = createExchangeHandler({ ...common, forwarder, direction: 'inbound', route: (req) => toApp(req.url ?? '/', req.socket) });
     inbound = createCaptureListener(
-      { http1: createHttpListener(handler, listenerTimeouts), h2: h2('inbound', (_authority, path) => toApp(path)), opaque: opaque('inbound', () => toApp('')) },
-      { ...capture, isOpaque: () => appIsOpaque },
+      { http1: createHttpListener(handler, listenerTimeouts), h2: h2('inbound', (_authority, path, socket) => toApp(path, socket)), opaque: opaque('inbound', (socket) => toApp('', socket)) },
+      { ...capture, isOpaque: (socket) => config.opaquePorts.has(redirectedDestination(socket)?.port ?? config.appPort!) },
     );
     servers.push(inbound);
   }
-  const outboundHandler = createExchangeHandler({ ...common, forwarder, direction: 'outbound', route: (req) => routeOutbound(req, config.resolve) });
+  const outboundHandler = createExchangeHandler({ ...common, forwarder, direction: 'outbound', route: (req) => routeOutbound(req, config.resolve, redirectedDestination(req.socket)) });
   const tunnelDeps = { service: config.service, connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs, onRecord: recordOpaque('tunnel') };
   const outbound = createCaptureListener(
     {
       http1: createHttpListener(outboundHandler, listenerTimeouts, (req, socket, head) => (opened('outbound', 'tunnel'), relayConnect(tunnelDeps, req, socket, head))),
-      h2: h2('outbound', (authority, path) => routeByAuthority(authority, path, config.resolve)),
-      // Without the original destination, a TLS connection can still be routed by its SNI.
-      opaque: opaque('outbound', (_socket, sni) => (sni === null ? null : routeByAuthority(sni, '', config.resolve, 443))),
+      h2: h2('outbound', (authority, path, socket) => routeByAuthority(authority, path, config.resolve, 80, socket === undefined ? null : redirectedDestination(socket))),
+      // A redirected connection goes to its original destination; otherwise a TLS one can still
+      // be routed by its SNI. The SNI, when there is one, names the peer.
+      opaque: opaque('outbound', (socket, sni) => routeByAuthority(sni ?? undefined, '', config.resolve, 443, redirectedDestination(socket))),
     },
-    { ...capture, isOpaque: () => false },
+    { ...capture, isOpaque: (socket) => config.opaquePorts.has(redirectedDestination(socket)?.port ?? 0) },
   );
   servers.push(outbound);
   const admin = createAdminServer({
@@ -108,6 +114,7 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
     outbound: await listen(outbound, config.outboundPort),
     admin: await listen(admin, config.adminPort),
   };
+  for (const p of Object.values(ports)) if (p !== undefined) ownPorts.add(p);
   log('info', 'sidecar listening', { service: config.service, ...ports, app_port: config.appPort, audit_mode: config.auditMode, journal: config.journalDir });
 
   const connections = new Set<net.Socket>();

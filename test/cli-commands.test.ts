@@ -3,6 +3,8 @@ import { join } from 'node:path';
 import { request, startUpstream } from './helpers/net.js';
 import { runBuiltCli, runCli, startCli } from './helpers/child.js';
 import { tempDir } from './helpers/sidecar.js';
+import { readFileSync } from 'node:fs';
+import { VERSION } from '../control/version.js';
 
 test('the built CLI (npx auditmesh) prints help and exits 0; no command exits 2', async (t) => {
   const help = await runBuiltCli(['--help']);
@@ -25,11 +27,12 @@ test('an unknown command or a bad flag is a usage error: exit 2 and a message na
 });
 
 test('every command answers --help with exit 0', async (t) => {
-  for (const command of ['sidecar', 'tail', 'demo']) {
-    const r = await runCli([command, '--help']);
-    t.is(r.code, 0, command);
-    t.regex(r.stdout, new RegExp(`Usage: auditmesh ${command}`));
-  }
+  const commands = ['sidecar', 'tail', 'demo', 'injector', 'install', 'inject'];
+  const results = await Promise.all(commands.map((command) => runCli([command, '--help'])));
+  commands.forEach((command, i) => {
+    t.is(results[i]!.code, 0, command);
+    t.regex(results[i]!.stdout, new RegExp(`Usage: auditmesh ${command}`));
+  });
 });
 
 test('auditmesh sidecar runs from flags and env, and auditmesh tail -o json prints its records', async (t) => {
@@ -37,7 +40,8 @@ test('auditmesh sidecar runs from flags and env, and auditmesh tail -o json prin
   t.teardown(app.close);
   const dir = await tempDir(t);
   const sidecar = startCli(t, ['sidecar', '--app-port', String(app.port), '--inbound-port', '0', '--outbound-port', '0', '--admin-port', '0', '--journal', join(dir, 'j'), '--key', join(dir, 'k'), '--redaction-key', join(dir, 'rk'), '--service', 'billing']);
-  const listening = await sidecar.waitFor(/"msg":"sidecar listening".*"inbound":(\d+),"outbound":\d+,"admin":(\d+)/);
+  // Generous: the whole suite shares two cores, and a cold tsx start of the sidecar is the slowest thing in it.
+  const listening = await sidecar.waitFor(/"msg":"sidecar listening".*"inbound":(\d+),"outbound":\d+,"admin":(\d+)/, 45_000);
   const [inbound, admin] = [Number(listening[1]), Number(listening[2])];
 
   const tail = startCli(t, ['tail', '--admin', `http://127.0.0.1:${admin}`, '-o', 'json']);
@@ -63,4 +67,9 @@ test('auditmesh tail against nothing listening fails with exit 1 and says why', 
   const r = await runCli(['tail', '--admin', 'http://127.0.0.1:1']);
   t.is(r.code, 1);
   t.regex(r.stderr, /cannot reach http:\/\/127\.0\.0\.1:1/);
+});
+
+test('the version the CLI prints and stamps on injected pods is package.json\'s', async (t) => {
+  t.is(JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version, VERSION);
+  t.is((await runBuiltCli(['--version'])).stdout, `auditmesh ${VERSION}\n`);
 });

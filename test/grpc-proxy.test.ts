@@ -1,8 +1,7 @@
 import test from 'ava';
 import * as grpc from '@grpc/grpc-js';
-import net from 'node:net';
 import http2 from 'node:http2';
-import { closeServer, listen } from './helpers/net.js';
+import { closeServer, listen, refusedPort } from './helpers/net.js';
 import { followTail, startTestSidecar } from './helpers/sidecar.js';
 import { echoClient, startEchoServer, unary, type EchoReply } from './helpers/grpc.js';
 
@@ -71,9 +70,7 @@ test('a deadline exceeded in the upstream: the client gets DEADLINE_EXCEEDED, th
 });
 
 test('an unreachable upstream gives UNAVAILABLE at once (trailers-only), never a hang, and is recorded as refused', async (t) => {
-  const closed = net.createServer();
-  const port = await listen(closed);
-  await closeServer(closed);
+  const port = await refusedPort();
   const sidecar = await startTestSidecar(t, { appPort: port });
   const tail = await followTail(t, sidecar.ports.admin);
   const { error } = await unary(echoClient(t, sidecar.ports.inbound!), { text: 'x' }, { deadlineMs: 5000 });

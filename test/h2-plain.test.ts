@@ -1,7 +1,6 @@
 import test from 'ava';
 import http2 from 'node:http2';
-import net from 'node:net';
-import { closeServer, listen } from './helpers/net.js';
+import { closeServer, listen, refusedPort } from './helpers/net.js';
 import { followTail, startTestSidecar } from './helpers/sidecar.js';
 
 /** One h2c request; resolves with status, headers and body. */
@@ -50,9 +49,7 @@ test('plain HTTP/2 (not gRPC) is proxied and recorded as http over version 2', a
 });
 
 test('plain HTTP/2 to a refused upstream gets 502 with the error code', async (t) => {
-  const closed = net.createServer();
-  const port = await listen(closed);
-  await closeServer(closed);
+  const port = await refusedPort();
   const sidecar = await startTestSidecar(t, { appPort: port });
   const tail = await followTail(t, sidecar.ports.admin);
   const reply = await h2get(sidecar.ports.inbound!, '/down', { 'x-request-id': 'h2-down' });

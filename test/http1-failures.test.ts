@@ -1,13 +1,11 @@
 import test from 'ava';
 import http from 'node:http';
 import net from 'node:net';
-import { closeServer, listen, request, startUpstream } from './helpers/net.js';
+import { closeServer, listen, request, startUpstream, refusedPort } from './helpers/net.js';
 import { followTail, startTestSidecar } from './helpers/sidecar.js';
 
 test('a refused upstream gets 502 and is recorded as refused', async (t) => {
-  const closed = net.createServer();
-  const port = await listen(closed);
-  await closeServer(closed);
+  const port = await refusedPort();
   const sidecar = await startTestSidecar(t, { appPort: port });
   const tail = await followTail(t, sidecar.ports.admin);
 

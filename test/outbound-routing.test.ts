@@ -1,7 +1,7 @@
 import test from 'ava';
 import http from 'node:http';
 import net from 'node:net';
-import { closeServer, listen, rawExchange, startUpstream } from './helpers/net.js';
+import { closeServer, listen, rawExchange, startUpstream, refusedPort } from './helpers/net.js';
 import { followTail, startTestSidecar } from './helpers/sidecar.js';
 
 test('outbound: an absolute-form request (the app uses HTTP_PROXY) goes to the URL host and is recorded', async (t) => {
@@ -100,9 +100,7 @@ test('CONNECT is relayed byte for byte and recorded as a tunnel with its authori
 });
 
 test('CONNECT to a closed port gets 502 and is recorded as refused', async (t) => {
-  const closed = net.createServer();
-  const port = await listen(closed);
-  await closeServer(closed);
+  const port = await refusedPort();
   const sidecar = await startTestSidecar(t);
   const tail = await followTail(t, sidecar.ports.admin);
   const raw = await rawExchange(sidecar.ports.outbound, `CONNECT 127.0.0.1:${port} HTTP/1.1\r\nHost: x\r\n\r\n`);

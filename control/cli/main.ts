@@ -2,6 +2,7 @@ import { sidecarMain } from '../../proxy/main.js';
 import { tailMain } from './tail.js';
 import { demoMain } from './demo.js';
 import type { CommandIO, CommandRun } from './io.js';
+import { VERSION } from '../version.js';
 
 interface Command {
   summary: string;
@@ -12,6 +13,10 @@ const COMMANDS: Record<string, Command> = {
   sidecar: { summary: 'run the sidecar in front of one app', run: sidecarMain },
   tail: { summary: 'stream records live from a sidecar (--admin URL)', run: tailMain },
   demo: { summary: 'a whole local mesh on embedded defaults: services with sidecars, traffic, live records', run: demoMain },
+  // Loaded on use: their dependencies (TLS certificates, YAML) would slow every other command's start.
+  injector: { summary: 'run the sidecar-injection admission webhook (HTTPS)', run: async (argv, io) => (await import('./injector.js')).injectorMain(argv, io) },
+  inject: { summary: 'inject the sidecar into the pods of a manifest offline (-f FILE, to stdout)', run: async (argv, io) => (await import('./inject.js')).injectMain(argv, io) },
+  install: { summary: "print the control plane's Kubernetes manifests (| kubectl apply -f -)", run: async (argv, io) => (await import('./install.js')).installMain(argv, io) },
 };
 
 export const USAGE = `auditmesh: the audit layer for service-to-service traffic
@@ -50,7 +55,7 @@ export async function dispatch(argv: readonly string[], io: CommandIO): Promise<
     return name === undefined ? 2 : 0;
   }
   if (name === '--version' || name === 'version') {
-    io.stdout.write('auditmesh 0.1.0\n');
+    io.stdout.write(`auditmesh ${VERSION}\n`);
     return 0;
   }
   const command = COMMANDS[name];

@@ -1,4 +1,5 @@
 import { constants, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
+import type { Socket } from 'node:net';
 import type { AuditRecord, Direction } from '../audit/record.js';
 import type { AuditPipeline } from '../audit/pipeline.js';
 import type { Redactor } from '../audit/redact.js';
@@ -31,7 +32,8 @@ export interface H2Deps {
   direction: Direction;
   service: string;
   mode: AuditMode;
-  route: (authority: string | undefined, path: string) => Route | null;
+  /** The socket (HTTP/2's proxy of it) lets a route find a redirected connection's original destination. */
+  route: (authority: string | undefined, path: string, socket: Socket | undefined) => Route | null;
   sessions: SessionPool;
   audit: AuditPipeline | null;
   redactor: Redactor;
@@ -73,7 +75,7 @@ export function handleH2Stream(deps: H2Deps, stream: ServerHttp2Stream, headers:
   const path = headers[':path'] ?? '/';
   const authority = headers[':authority'] ?? headers.host;
   const grpc = String(headers['content-type'] ?? '').startsWith('application/grpc');
-  const route = deps.route(authority, path);
+  const route = deps.route(authority, path, stream.session?.socket as Socket | undefined);
   const call: Call = {
     deps,
     stream,

@@ -29,26 +29,34 @@ export function parseAuthority(authority: string | undefined, defaultPort: numbe
 
 /**
  * Routes an outbound request: absolute-form (`GET http://host/path`, the app used HTTP_PROXY) by
- * its URL, origin-form (iptables redirected it here) by its Host header. Null when neither names
- * a usable upstream. Only plain http is proxied this way; https goes through CONNECT.
+ * its URL, origin-form by its Host header. Null when neither names a usable upstream. Only plain
+ * http is proxied this way; https goes through CONNECT.
+ *
+ * `redirected` is the connection's original destination when iptables redirected it here: the
+ * address the app itself resolved and dialled, so it is where the request goes, whatever the Host
+ * header says (IP literals, non-default ports, names only the app's resolver knows). The Host
+ * header still names the peer in the record.
  */
-export function routeOutbound(req: IncomingMessage, resolve: ResolveTable = new Map()): Route | null {
+export function routeOutbound(req: IncomingMessage, resolve: ResolveTable = new Map(), redirected: UpstreamTarget | null = null): Route | null {
   const url = req.url ?? '/';
-  if (url.startsWith('/')) return routeByAuthority(req.headers.host, url, resolve);
+  if (url.startsWith('/')) return routeByAuthority(req.headers.host, url, resolve, 80, redirected);
   if (!/^http:\/\//i.test(url)) return null;
   const rest = url.slice('http://'.length);
   const slash = rest.search(/[/?]/);
   const authority = slash === -1 ? rest : rest.slice(0, slash);
   const path = slash === -1 ? '/' : rest[slash] === '?' ? '/' + rest.slice(slash) : rest.slice(slash);
-  return routeByAuthority(authority, path, resolve);
+  return routeByAuthority(authority, path, resolve, 80, redirected);
 }
 
 /**
  * Routes by an authority (`Host` header, HTTP/2 `:authority`, a TLS server name): where the
  * client asked to go, through the static resolve table when it has an entry. Null when malformed.
+ * A redirected connection goes to its original destination whatever the authority says; the
+ * authority still names the peer.
  */
-export function routeByAuthority(authority: string | undefined, path: string, resolve: ResolveTable, defaultPort = 80): Route | null {
+export function routeByAuthority(authority: string | undefined, path: string, resolve: ResolveTable, defaultPort = 80, redirected: UpstreamTarget | null = null): Route | null {
   const asked = parseAuthority(authority, defaultPort);
+  if (redirected !== null) return { target: redirected, host: asked?.host ?? redirected.host, port: redirected.port, path };
   if (asked === null) return null;
   return { target: resolve.get(`${asked.host}:${asked.port}`) ?? asked, host: asked.host, port: asked.port, path };
 }
@@ -64,4 +72,16 @@ export function parseResolveTable(entries: readonly string[]): ResolveTable {
     table.set(`${a.host}:${a.port}`, b);
   }
   return table;
+}
+
+/**
+ * Routes an inbound request to the app: to the port the client dialled when iptables redirected
+ * the connection (a pod may serve several ports), else to `--app-port`. A redirected connection
+ * aimed at one of the sidecar's own ports gets no route: forwarding it would expose the outbound
+ * listener to callers outside the pod.
+ */
+export function routeInbound(path: string, app: UpstreamTarget, ownPorts: ReadonlySet<number>, redirected: UpstreamTarget | null = null): Route | null {
+  if (redirected === null) return { target: app, host: app.host, port: app.port, path };
+  if (ownPorts.has(redirected.port)) return null;
+  return { target: { host: app.host, port: redirected.port }, host: app.host, port: redirected.port, path };
 }

@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import type { ExecutionContext } from 'ava';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const CLI_FROM_SOURCE = fileURLToPath(new URL('./auditmesh-cli.ts', import.meta.url));
+export const CLI_FROM_SOURCE = fileURLToPath(new URL('./auditmesh-cli.ts', import.meta.url));
 
 export interface Finished {
   code: number | null;
@@ -35,11 +35,24 @@ function finish(child: ChildProcess, timeoutMs: number): Promise<Finished> {
   );
 }
 
+/** A background process: its output so far, a wait for a line, and its end. */
+export interface Running {
+  child: ChildProcess;
+  output: () => { stdout: string; stderr: string };
+  waitFor: (re: RegExp, timeoutMs?: number) => Promise<RegExpMatchArray>;
+  done: Promise<Finished>;
+}
+
 /** Starts `auditmesh ARGS` from source in the background; killed when the test ends. */
-export function startCli(t: ExecutionContext, args: string[]): { child: ChildProcess; output: () => { stdout: string; stderr: string }; waitFor: (re: RegExp, timeoutMs?: number) => Promise<RegExpMatchArray>; done: Promise<Finished> } {
-  const child = spawn(process.execPath, ['--import=tsx', CLI_FROM_SOURCE, ...args], { cwd: ROOT, env: process.env });
+export function startCli(t: ExecutionContext, args: string[]): Running {
+  return startProcess(t, process.execPath, ['--import=tsx', CLI_FROM_SOURCE, ...args]);
+}
+
+/** Starts any command in the background, from the repository root; killed when the test ends. */
+export function startProcess(t: ExecutionContext, command: string, args: string[], env: NodeJS.ProcessEnv = process.env): Running {
+  const child = spawn(command, args, { cwd: ROOT, env });
   t.teardown(() => {
-    if (child.exitCode === null) child.kill('SIGKILL');
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   });
   let stdout = '';
   let stderr = '';
@@ -69,4 +82,14 @@ export function startCli(t: ExecutionContext, args: string[]): { child: ChildPro
       });
     },
   };
+}
+
+/** Runs `auditmesh ARGS` in this process (the same dispatch as the CLI), for commands that only print. */
+export async function runInProcess(args: string[]): Promise<Finished> {
+  const { dispatch } = await import('../../control/cli/main.js');
+  let stdout = '';
+  let stderr = '';
+  const io = { stdout: { write: (c: string) => (stdout += c) }, stderr: { write: (c: string) => (stderr += c) }, env: {}, signal: new AbortController().signal };
+  const code = await dispatch(args, io);
+  return { code, stdout, stderr };
 }

@@ -88,3 +88,19 @@ export function rawExchange(port: number, bytes: string | Buffer, waitMs = 2000)
     socket.write(bytes);
   });
 }
+
+/**
+ * A port where connections are refused, for as long as the test runs. A port freed by closing a
+ * listener is not that: another test in the same process may bind it again at once. Port 1
+ * (tcpmux) is never an ephemeral port and nothing listens there on a test machine; this checks.
+ */
+export async function refusedPort(): Promise<number> {
+  const port = 1;
+  const refused = await new Promise<boolean>((resolve) => {
+    const s = net.connect(port, '127.0.0.1');
+    s.once('connect', () => (s.destroy(), resolve(false)));
+    s.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'ECONNREFUSED'));
+  });
+  if (!refused) throw new Error(`something listens on 127.0.0.1:${port}; the refused-upstream tests need it closed`);
+  return port;
+}

@@ -1,0 +1,68 @@
+import { readFile } from 'node:fs/promises';
+import { parseAllDocuments } from 'yaml';
+import { formatHelp, parseFlags, UsageError, type FlagSpec } from '../../proxy/config/flags.js';
+import { INJECT_FLAGS, injectOptionsFromFlags } from '../injector/inject-flags.js';
+import { injectManifest } from '../injector/inject-manifest.js';
+import type { InjectOptions } from '../injector/sidecar-containers.js';
+import type { CommandIO } from './io.js';
+import { OUTPUT_FLAG, writeObjects } from './manifest-output.js';
+
+const INJECT_COMMAND_FLAGS: readonly FlagSpec[] = [
+  { name: 'filename', short: 'f', type: 'string', help: 'the manifest (YAML or JSON, several documents allowed); - reads stdin', env: false },
+  OUTPUT_FLAG,
+  ...INJECT_FLAGS,
+];
+
+export const INJECT_HELP = formatHelp(
+  'auditmesh inject -f FILE [flags] > injected.yaml',
+  'Injects auditmesh-init and auditmesh-proxy into the pods of the Pods, Deployments, StatefulSets,\nDaemonSets, ReplicaSets, Jobs and CronJobs in a manifest, offline, with the same policy as the\nwebhook (pods labelled auditmesh.io/inject=false are left alone). Other objects pass through.\nWhat was done to each object is reported on stderr.',
+  INJECT_COMMAND_FLAGS,
+);
+
+/** `auditmesh inject -f FILE`: 0 when the manifest was read (whatever was injected), 1 when it could not be, 2 on bad usage. */
+export async function injectMain(argv: readonly string[], io: CommandIO, stdin: () => Promise<string> = readStdin): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    io.stdout.write(INJECT_HELP);
+    return 0;
+  }
+  let file: string;
+  let options: InjectOptions;
+  let format: 'yaml' | 'json';
+  try {
+    const { values, positionals } = parseFlags(INJECT_COMMAND_FLAGS, argv, io.env);
+    if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
+    if (values.filename === undefined) throw new UsageError('-f FILE is required');
+    file = values.filename as string;
+    options = injectOptionsFromFlags(values);
+    format = values.output as 'yaml' | 'json';
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    io.stderr.write(`auditmesh inject: ${err.message}\n(see auditmesh inject --help)\n`);
+    return 2;
+  }
+  let objects: unknown[];
+  try {
+    const text = file === '-' ? await stdin() : await readFile(file, 'utf8');
+    const docs = parseAllDocuments(text);
+    const broken = docs.find((d) => d.errors.length > 0);
+    if (broken !== undefined) throw new Error(broken.errors[0]!.message);
+    objects = docs.map((d) => d.toJS() as unknown).filter((o) => o !== null && o !== undefined);
+  } catch (err) {
+    io.stderr.write(`auditmesh inject: cannot read ${file === '-' ? 'stdin' : file}: ${(err as Error).message}\n`);
+    return 1;
+  }
+  const { objects: injected, entries } = injectManifest(objects, options);
+  for (const e of entries) {
+    if (e.result === null) continue;
+    io.stderr.write(`auditmesh inject: ${e.object}: ${e.result.injected ? 'injected' : `not injected (${e.result.reason})`}\n`);
+    for (const w of e.result.warnings) io.stderr.write(`  ${w}\n`);
+  }
+  writeObjects(io, injected, format);
+  return 0;
+}
+
+async function readStdin(): Promise<string> {
+  let text = '';
+  for await (const chunk of process.stdin) text += chunk;
+  return text;
+}

@@ -1,0 +1,83 @@
+import { formatHelp, parseFlags, UsageError, type FlagSpec, type FlagValues } from '../../proxy/config/flags.js';
+import { INJECT_FLAGS, injectOptionsFromFlags } from '../injector/inject-flags.js';
+import { COLLECTOR, COLLECTOR_GRPC_PORT, type InstallOptions } from '../install/install-options.js';
+import { renderInstall } from '../install/render-install.js';
+import { VERSION } from '../version.js';
+import type { CommandIO } from './io.js';
+import { OUTPUT_FLAG, writeObjects } from './manifest-output.js';
+
+// No environment fallbacks: the same command line must always render the same manifests.
+const POLICY_FLAGS: readonly FlagSpec[] = INJECT_FLAGS.map((f) => ({ ...f, env: false }));
+
+const INSTALL_FLAGS: readonly FlagSpec[] = [
+  { name: 'namespace', short: 'n', type: 'string', default: 'auditmesh-system', help: "the control plane's namespace", env: false },
+  { name: 'replicas', type: 'int', default: '2', help: 'injector replicas', env: false },
+  { name: 'certs', type: 'string', default: 'cert-manager', choices: ['cert-manager', 'self-signed'], help: "webhook certificate: cert-manager issues and renews it; self-signed makes a CA now and embeds it (re-run to renew)", env: false },
+  { name: 'cert-valid-days', type: 'int', default: '365', help: "the webhook certificate's lifetime", env: false },
+  { name: 'injector-cpu', type: 'string', default: '50m', help: 'injector CPU request', env: false },
+  { name: 'injector-memory', type: 'string', default: '128Mi', help: 'injector memory request and limit', env: false },
+  { name: 'collector-cpu', type: 'string', default: '250m', help: 'collector CPU request', env: false },
+  { name: 'collector-memory', type: 'string', default: '1Gi', help: 'collector memory request and limit', env: false },
+  { name: 'collector-storage', type: 'string', default: '20Gi', help: "size of the collector store's PersistentVolumeClaim", env: false },
+  { name: 'storage-class', type: 'string', help: "the claim's StorageClass (default: the cluster's)", env: false },
+  { name: 'monitoring', type: 'boolean', help: 'add PodMonitor, ServiceMonitor and PrometheusRule (needs the Prometheus Operator)', env: false },
+  { name: 'mandatory-audit-policy', type: 'boolean', help: 'add a ValidatingAdmissionPolicy refusing pods without the sidecar in namespaces labelled auditmesh.io/audit=mandatory (Kubernetes >= 1.30)', env: false },
+  OUTPUT_FLAG,
+  ...POLICY_FLAGS,
+];
+
+export const INSTALL_HELP = formatHelp(
+  'auditmesh install [flags] | kubectl apply -f -',
+  "Prints the control plane's Kubernetes manifests: namespace, service accounts, collector (with its\nstore's PersistentVolumeClaim), injector, its MutatingWebhookConfiguration and certificate, and\noptionally monitoring and a mandatory-audit policy. The --image ... --collector flags configure\nthe sidecars the injector adds (default collector: the one installed here).",
+  INSTALL_FLAGS,
+);
+
+/** `auditmesh install`: renders the manifests to stdout; exit 2 on bad flags. */
+export async function installMain(argv: readonly string[], io: CommandIO): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    io.stdout.write(INSTALL_HELP);
+    return 0;
+  }
+  let options: InstallOptions;
+  let format: 'yaml' | 'json';
+  try {
+    const { values, positionals } = parseFlags(INSTALL_FLAGS, argv, io.env);
+    if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
+    options = installOptionsFromFlags(values);
+    format = values.output as 'yaml' | 'json';
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    io.stderr.write(`auditmesh install: ${err.message}\n(see auditmesh install --help)\n`);
+    return 2;
+  }
+  const header = `# auditmesh ${VERSION} control plane, rendered by: auditmesh install ${argv.join(' ')}\n`.replace(/ \n$/, '\n');
+  writeObjects(io, await renderInstall(options), format, header);
+  return 0;
+}
+
+export function installOptionsFromFlags(values: FlagValues): InstallOptions {
+  const namespace = values.namespace as string;
+  if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(namespace)) throw new UsageError(`--namespace: not a namespace name: ${JSON.stringify(namespace)}`);
+  const replicas = values.replicas as number;
+  if (replicas < 1) throw new UsageError('--replicas: at least 1');
+  // The sidecars ship to the collector installed here unless told otherwise.
+  const policyValues: FlagValues = { ...values, collector: values.collector ?? `${COLLECTOR}.${namespace}.svc:${COLLECTOR_GRPC_PORT}` };
+  const inject = injectOptionsFromFlags(policyValues);
+  const injectArgs = POLICY_FLAGS.flatMap((f) => (policyValues[f.name] === undefined ? [] : [`--${f.name}`, String(policyValues[f.name])]));
+  return {
+    namespace,
+    image: inject.image,
+    imagePullPolicy: inject.imagePullPolicy,
+    injectorReplicas: replicas,
+    injectorResources: { cpu: values['injector-cpu'] as string, memory: values['injector-memory'] as string },
+    collectorResources: { cpu: values['collector-cpu'] as string, memory: values['collector-memory'] as string },
+    collectorStorage: values['collector-storage'] as string,
+    storageClass: values['storage-class'] as string | undefined,
+    certs: values.certs as InstallOptions['certs'],
+    certValidDays: values['cert-valid-days'] as number,
+    monitoring: values.monitoring === true,
+    mandatoryAuditPolicy: values['mandatory-audit-policy'] === true,
+    inject,
+    injectArgs,
+  };
+}

@@ -1,0 +1,106 @@
+import { isIP } from 'node:net';
+import type { Pod } from './pod.js';
+
+/** Every per-pod setting lives under this annotation prefix (INTERFACE.md, Kubernetes). */
+export const ANNOTATION_PREFIX = 'auditmesh.io/';
+
+export const ANNOTATIONS = {
+  excludeInboundPorts: 'auditmesh.io/exclude-inbound-ports',
+  excludeOutboundPorts: 'auditmesh.io/exclude-outbound-ports',
+  excludeOutboundCidrs: 'auditmesh.io/exclude-outbound-cidrs',
+  auditMode: 'auditmesh.io/audit-mode',
+  appPort: 'auditmesh.io/app-port',
+  sidecarMode: 'auditmesh.io/sidecar-mode',
+  proxyCpuRequest: 'auditmesh.io/proxy-cpu-request',
+  proxyCpuLimit: 'auditmesh.io/proxy-cpu-limit',
+  proxyMemoryRequest: 'auditmesh.io/proxy-memory-request',
+  proxyMemoryLimit: 'auditmesh.io/proxy-memory-limit',
+  journalSizeLimit: 'auditmesh.io/journal-size-limit',
+} as const;
+
+export type SidecarMode = 'native' | 'container';
+export type PodAuditMode = 'async' | 'strict' | 'off';
+
+/** The sidecar's resources, as Kubernetes quantities; an absent limit is not set. */
+export interface ProxyResources {
+  cpuRequest: string;
+  memoryRequest: string;
+  cpuLimit?: string;
+  memoryLimit?: string;
+}
+
+/** What one pod gets, after its annotations are applied over the injector's defaults. */
+export interface PodSettings {
+  excludeInboundPorts: string;
+  excludeOutboundPorts: string;
+  excludeOutboundCidrs: string;
+  auditMode: PodAuditMode;
+  appPort: number | undefined;
+  sidecarMode: SidecarMode;
+  resources: ProxyResources;
+  journalSizeLimit: string;
+}
+
+export interface SettingDefaults {
+  auditMode: PodAuditMode;
+  sidecarMode: SidecarMode;
+  resources: ProxyResources;
+  journalSizeLimit: string;
+}
+
+// A Kubernetes resource.Quantity, as apimachinery's regular expression accepts it.
+const QUANTITY_RE = /^[+-]?(\d+(\.\d*)?|\.\d+)(([KMGTPE]i)|[numkMGTPE]|[eE][+-]?\d+)?$/;
+
+/**
+ * Reads the pod's `auditmesh.io/*` annotations over the defaults. Returns the settings, or the
+ * list of annotations that are wrong: a pod whose exclusions cannot be honoured is better left
+ * uninjected (and told why) than captured in a way its owner ruled out.
+ */
+export function podSettings(pod: Pod, defaults: SettingDefaults): { settings: PodSettings } | { errors: string[] } {
+  const a = pod.metadata?.annotations ?? {};
+  const errors: string[] = [];
+  const check = (key: string, ok: (v: string) => boolean, expected: string): string | undefined => {
+    const v = a[key]?.trim();
+    if (v === undefined || v === '') return undefined;
+    if (ok(v)) return v;
+    errors.push(`${key}: expected ${expected}, got ${JSON.stringify(a[key])}`);
+    return undefined;
+  };
+  const ports = (v: string): boolean => v.split(',').every((p) => isPort(p.trim()));
+  const cidrs = (v: string): boolean => v.split(',').every((c) => isCidr(c.trim()));
+  const quantity = (v: string): boolean => QUANTITY_RE.test(v);
+  const appPort = check(ANNOTATIONS.appPort, isPort, 'a TCP port');
+  const settings: PodSettings = {
+    excludeInboundPorts: list(check(ANNOTATIONS.excludeInboundPorts, (v) => v === '*' || ports(v), 'comma-separated ports, or *')),
+    excludeOutboundPorts: list(check(ANNOTATIONS.excludeOutboundPorts, ports, 'comma-separated ports')),
+    excludeOutboundCidrs: list(check(ANNOTATIONS.excludeOutboundCidrs, cidrs, 'comma-separated CIDRs')),
+    auditMode: (check(ANNOTATIONS.auditMode, (v) => ['async', 'strict', 'off'].includes(v), 'async, strict or off') as PodAuditMode | undefined) ?? defaults.auditMode,
+    appPort: appPort === undefined ? undefined : Number(appPort),
+    sidecarMode: (check(ANNOTATIONS.sidecarMode, (v) => v === 'native' || v === 'container', 'native or container') as SidecarMode | undefined) ?? defaults.sidecarMode,
+    resources: {
+      cpuRequest: check(ANNOTATIONS.proxyCpuRequest, quantity, 'a quantity such as 100m') ?? defaults.resources.cpuRequest,
+      memoryRequest: check(ANNOTATIONS.proxyMemoryRequest, quantity, 'a quantity such as 128Mi') ?? defaults.resources.memoryRequest,
+      cpuLimit: check(ANNOTATIONS.proxyCpuLimit, quantity, 'a quantity such as 1') ?? defaults.resources.cpuLimit,
+      memoryLimit: check(ANNOTATIONS.proxyMemoryLimit, quantity, 'a quantity such as 256Mi') ?? defaults.resources.memoryLimit,
+    },
+    journalSizeLimit: check(ANNOTATIONS.journalSizeLimit, quantity, 'a quantity such as 1Gi') ?? defaults.journalSizeLimit,
+  };
+  return errors.length > 0 ? { errors } : { settings };
+}
+
+function list(v: string | undefined): string {
+  return v === undefined ? '' : v.split(',').map((s) => s.trim()).filter((s) => s !== '').join(',');
+}
+
+function isPort(v: string): boolean {
+  return /^\d{1,5}$/.test(v) && Number(v) >= 1 && Number(v) <= 65535;
+}
+
+function isCidr(v: string): boolean {
+  const [ip, bits, extra] = v.split('/');
+  if (ip === undefined || extra !== undefined) return false;
+  const family = isIP(ip);
+  if (family === 0) return false;
+  if (bits === undefined) return true;
+  return /^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128);
+}

@@ -1,0 +1,129 @@
+import type { Container } from './pod.js';
+import type { PodSettings, SettingDefaults } from './pod-settings.js';
+
+/** Names of what the injector adds to a pod (INTERFACE.md, Kubernetes). */
+export const PROXY_CONTAINER = 'auditmesh-proxy';
+export const INIT_CONTAINER = 'auditmesh-init';
+export const DATA_VOLUME = 'auditmesh-data';
+/** Where the image keeps the init script (deploy/init/iptables.sh) and the CLI. */
+export const IMAGE_APP_DIR = '/opt/auditmesh';
+const DATA_DIR = '/var/lib/auditmesh';
+/** Container port names are at most 15 characters. */
+export const ADMIN_PORT_NAME = 'auditmesh-admin';
+
+/** The injector's configuration: the image and ports every injected pod shares, and the per-pod defaults. */
+export interface InjectOptions extends SettingDefaults {
+  image: string;
+  imagePullPolicy: 'Always' | 'IfNotPresent' | 'Never';
+  /** The proxy's uid: the init script's owner match exempts its traffic. */
+  proxyUid: number;
+  inboundPort: number;
+  outboundPort: number;
+  adminPort: number;
+  /** HOST:PORT of the collector, or undefined to journal only. */
+  collector: string | undefined;
+  /** Recorded in the status annotation, so an upgrade can tell old injections from new. */
+  version: string;
+}
+
+type EnvVar = { name: string; value: string };
+
+const env = (vars: Record<string, string | number | undefined>): EnvVar[] =>
+  Object.entries(vars)
+    .filter((e): e is [string, string | number] => e[1] !== undefined && e[1] !== '')
+    .map(([name, value]) => ({ name, value: String(value) }));
+
+/**
+ * `auditmesh-init`: runs deploy/init/iptables.sh in the pod's network namespace. The only
+ * container that needs privileges, and only NET_ADMIN and NET_RAW, as root, once.
+ */
+export function initContainer(options: InjectOptions, settings: PodSettings): Container {
+  return {
+    name: INIT_CONTAINER,
+    image: options.image,
+    imagePullPolicy: options.imagePullPolicy,
+    command: ['/bin/sh', `${IMAGE_APP_DIR}/deploy/init/iptables.sh`],
+    env: env({
+      AUDITMESH_INBOUND_PORT: options.inboundPort,
+      AUDITMESH_OUTBOUND_PORT: options.outboundPort,
+      AUDITMESH_PROXY_UID: options.proxyUid,
+      AUDITMESH_ADMIN_PORT: options.adminPort,
+      AUDITMESH_EXCLUDE_INBOUND_PORTS: settings.appPort === undefined ? '*' : settings.excludeInboundPorts,
+      AUDITMESH_EXCLUDE_OUTBOUND_PORTS: settings.excludeOutboundPorts,
+      AUDITMESH_EXCLUDE_OUTBOUND_CIDRS: settings.excludeOutboundCidrs,
+    }),
+    resources: { requests: { cpu: '10m', memory: '16Mi' }, limits: { memory: '64Mi' } },
+    securityContext: {
+      runAsUser: 0,
+      runAsGroup: 0,
+      runAsNonRoot: false,
+      privileged: false,
+      allowPrivilegeEscalation: false,
+      // iptables takes its lock file under /run.
+      readOnlyRootFilesystem: false,
+      capabilities: { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW'] },
+      seccompProfile: { type: 'RuntimeDefault' },
+    },
+  };
+}
+
+/**
+ * `auditmesh-proxy`: the sidecar, Pod Security "restricted" as it stands: non-root fixed uid, no
+ * capabilities, read-only root filesystem, RuntimeDefault seccomp; its journal and keys on the
+ * size-limited `auditmesh-data` emptyDir. Native mode adds `restartPolicy: Always` (an init
+ * container that keeps running: Kubernetes >= 1.29).
+ */
+export function proxyContainer(options: InjectOptions, settings: PodSettings, service: string | undefined): Container {
+  const probe = (path: string, extra: Record<string, number>): Record<string, unknown> => ({ httpGet: { path, port: options.adminPort }, ...extra });
+  const { cpuRequest, memoryRequest, cpuLimit, memoryLimit } = settings.resources;
+  const limits = { ...(cpuLimit !== undefined ? { cpu: cpuLimit } : {}), ...(memoryLimit !== undefined ? { memory: memoryLimit } : {}) };
+  return {
+    name: PROXY_CONTAINER,
+    image: options.image,
+    imagePullPolicy: options.imagePullPolicy,
+    args: ['sidecar'],
+    ...(settings.sidecarMode === 'native' ? { restartPolicy: 'Always' } : {}),
+    env: env({
+      AUDITMESH_SERVICE: service,
+      AUDITMESH_APP_PORT: settings.appPort,
+      AUDITMESH_INBOUND_PORT: options.inboundPort,
+      AUDITMESH_OUTBOUND_PORT: options.outboundPort,
+      AUDITMESH_ADMIN_PORT: options.adminPort,
+      AUDITMESH_BIND: '0.0.0.0',
+      AUDITMESH_AUDIT_MODE: settings.auditMode,
+      AUDITMESH_JOURNAL: `${DATA_DIR}/journal`,
+      AUDITMESH_KEY: `${DATA_DIR}/sidecar.key`,
+      AUDITMESH_REDACTION_KEY: `${DATA_DIR}/redaction.key`,
+      AUDITMESH_COLLECTOR: options.collector,
+    }),
+    ports: [{ name: ADMIN_PORT_NAME, containerPort: options.adminPort, protocol: 'TCP' }],
+    // Later init containers and the app start only once this passes, so their traffic is captured.
+    startupProbe: probe('/readyz', { periodSeconds: 1, failureThreshold: 120, timeoutSeconds: 1 }),
+    readinessProbe: probe('/readyz', { periodSeconds: 5, failureThreshold: 3, timeoutSeconds: 1 }),
+    livenessProbe: probe('/livez', { periodSeconds: 10, failureThreshold: 3, timeoutSeconds: 1 }),
+    resources: { requests: { cpu: cpuRequest, memory: memoryRequest }, ...(Object.keys(limits).length > 0 ? { limits } : {}) },
+    securityContext: restrictedSecurityContext(options.proxyUid),
+    volumeMounts: [{ name: DATA_VOLUME, mountPath: DATA_DIR }],
+  };
+}
+
+/**
+ * A container security context that meets Pod Security "restricted" on its own (whatever the
+ * pod's), plus a read-only root filesystem: fixed non-root uid, no capabilities, no escalation.
+ */
+export function restrictedSecurityContext(uid: number): Record<string, unknown> {
+  return {
+    runAsUser: uid,
+    runAsGroup: uid,
+    runAsNonRoot: true,
+    allowPrivilegeEscalation: false,
+    readOnlyRootFilesystem: true,
+    capabilities: { drop: ['ALL'] },
+    seccompProfile: { type: 'RuntimeDefault' },
+  };
+}
+
+/** The journal's emptyDir: bounded, so a collector outage cannot fill the node's disk. */
+export function dataVolume(settings: PodSettings): { name: string; emptyDir: { sizeLimit: string } } {
+  return { name: DATA_VOLUME, emptyDir: { sizeLimit: settings.journalSizeLimit } };
+}

@@ -1,0 +1,155 @@
+import { restrictedSecurityContext } from '../injector/sidecar-containers.js';
+import {
+  COLLECTOR,
+  COLLECTOR_GRPC_PORT,
+  COLLECTOR_HTTP_PORT,
+  COLLECTOR_TOKENS_SECRET,
+  componentLabels,
+  CONTROL_PLANE_UID,
+  INJECTOR,
+  INJECTOR_ADMIN_PORT,
+  INJECTOR_PORT,
+  INJECTOR_TLS_SECRET,
+  type InstallOptions,
+  type KubeObject,
+  type Resources,
+} from './install-options.js';
+
+const TLS_DIR = '/etc/auditmesh/tls';
+const TOKENS_DIR = '/etc/auditmesh/collector-tokens';
+const STORE_DIR = '/var/lib/auditmesh/collector';
+
+/** The control plane's namespace: Pod Security "restricted" enforced, never injected itself. */
+export function namespace(o: InstallOptions): KubeObject {
+  return {
+    apiVersion: 'v1',
+    kind: 'Namespace',
+    metadata: {
+      name: o.namespace,
+      labels: { 'app.kubernetes.io/part-of': 'auditmesh', 'auditmesh.io/inject': 'disabled', 'pod-security.kubernetes.io/enforce': 'restricted', 'pod-security.kubernetes.io/enforce-version': 'latest' },
+    },
+  };
+}
+
+/**
+ * The control plane's identities. Neither component calls the Kubernetes API (the injector reads
+ * namespace opt-in from the webhook path; certificates come from a mounted Secret), so they get no
+ * Role and no token: least privilege is none.
+ */
+export function serviceAccounts(o: InstallOptions): KubeObject[] {
+  return [INJECTOR, COLLECTOR].map((name) => ({
+    apiVersion: 'v1',
+    kind: 'ServiceAccount',
+    metadata: { name, namespace: o.namespace, labels: componentLabels(name) },
+    automountServiceAccountToken: false,
+  }));
+}
+
+function container(o: InstallOptions, name: string, args: readonly string[], resources: Resources, adminPort: number, ports: Array<{ name: string; containerPort: number }>, mounts: Array<{ name: string; mountPath: string; readOnly?: boolean }>): Record<string, unknown> {
+  const probe = (path: string, periodSeconds: number): Record<string, unknown> => ({ httpGet: { path, port: adminPort }, periodSeconds, timeoutSeconds: 2, failureThreshold: 3 });
+  return {
+    name,
+    image: o.image,
+    imagePullPolicy: o.imagePullPolicy,
+    args: [...args],
+    ports: ports.map((p) => ({ ...p, protocol: 'TCP' })),
+    readinessProbe: probe('/readyz', 5),
+    livenessProbe: probe('/livez', 10),
+    resources: { requests: { cpu: resources.cpu, memory: resources.memory }, limits: { memory: resources.memory } },
+    securityContext: restrictedSecurityContext(CONTROL_PLANE_UID),
+    volumeMounts: mounts,
+  };
+}
+
+function deployment(o: InstallOptions, name: string, replicas: number, podSpec: Record<string, unknown>, extra: Record<string, unknown> = {}): KubeObject {
+  const labels = componentLabels(name);
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: { name, namespace: o.namespace, labels },
+    spec: {
+      replicas,
+      selector: { matchLabels: { 'app.kubernetes.io/name': name } },
+      ...extra,
+      template: {
+        metadata: { labels: { ...labels, 'auditmesh.io/inject': 'false' } },
+        spec: {
+          serviceAccountName: name,
+          automountServiceAccountToken: false,
+          securityContext: { runAsNonRoot: true, runAsUser: CONTROL_PLANE_UID, runAsGroup: CONTROL_PLANE_UID, fsGroup: CONTROL_PLANE_UID, seccompProfile: { type: 'RuntimeDefault' } },
+          ...podSpec,
+        },
+      },
+    },
+  };
+}
+
+function service(o: InstallOptions, name: string, ports: Array<{ name: string; port: number; targetPort: number | string }>): KubeObject {
+  return {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name, namespace: o.namespace, labels: componentLabels(name) },
+    spec: { selector: { 'app.kubernetes.io/name': name }, ports: ports.map((p) => ({ ...p, protocol: 'TCP' })) },
+  };
+}
+
+/** The injector: Deployment (spread over nodes, disruption-budgeted when replicated) and its Service. */
+export function injector(o: InstallOptions): KubeObject[] {
+  const args = ['injector', '--port', String(INJECTOR_PORT), '--admin-port', String(INJECTOR_ADMIN_PORT), '--tls-cert', `${TLS_DIR}/tls.crt`, '--tls-key', `${TLS_DIR}/tls.key`, ...o.injectArgs];
+  const objects: KubeObject[] = [
+    deployment(o, INJECTOR, o.injectorReplicas, {
+      containers: [
+        container(o, 'injector', args, o.injectorResources, INJECTOR_ADMIN_PORT, [{ name: 'https-webhook', containerPort: INJECTOR_PORT }, { name: 'http-metrics', containerPort: INJECTOR_ADMIN_PORT }], [{ name: 'tls', mountPath: TLS_DIR, readOnly: true }]),
+      ],
+      volumes: [{ name: 'tls', secret: { secretName: INJECTOR_TLS_SECRET } }],
+      topologySpreadConstraints: [{ maxSkew: 1, topologyKey: 'kubernetes.io/hostname', whenUnsatisfiable: 'ScheduleAnyway', labelSelector: { matchLabels: { 'app.kubernetes.io/name': INJECTOR } } }],
+    }),
+    service(o, INJECTOR, [
+      { name: 'https-webhook', port: 443, targetPort: 'https-webhook' },
+      { name: 'http-metrics', port: INJECTOR_ADMIN_PORT, targetPort: 'http-metrics' },
+    ]),
+  ];
+  if (o.injectorReplicas > 1) {
+    objects.push({ apiVersion: 'policy/v1', kind: 'PodDisruptionBudget', metadata: { name: INJECTOR, namespace: o.namespace, labels: componentLabels(INJECTOR) }, spec: { minAvailable: 1, selector: { matchLabels: { 'app.kubernetes.io/name': INJECTOR } } } });
+  }
+  return objects;
+}
+
+/**
+ * The collector (`auditmesh collector`, its own issue): one replica, as its embedded LMDB store
+ * has a single writer, on a PersistentVolumeClaim, replaced with Recreate so two never share it.
+ * Sidecars' tokens come from the Secret auditmesh-collector-tokens, which the operator creates.
+ */
+export function collector(o: InstallOptions): KubeObject[] {
+  const args = ['collector', '--grpc-port', String(COLLECTOR_GRPC_PORT), '--http-port', String(COLLECTOR_HTTP_PORT), '--store', STORE_DIR, '--token-file', `${TOKENS_DIR}/tokens`];
+  return [
+    {
+      apiVersion: 'v1',
+      kind: 'PersistentVolumeClaim',
+      metadata: { name: `${COLLECTOR}-store`, namespace: o.namespace, labels: componentLabels(COLLECTOR) },
+      spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: o.collectorStorage } }, ...(o.storageClass !== undefined ? { storageClassName: o.storageClass } : {}) },
+    },
+    deployment(
+      o,
+      COLLECTOR,
+      1,
+      {
+        containers: [
+          container(o, 'collector', args, o.collectorResources, COLLECTOR_HTTP_PORT, [{ name: 'grpc', containerPort: COLLECTOR_GRPC_PORT }, { name: 'http', containerPort: COLLECTOR_HTTP_PORT }], [
+            { name: 'store', mountPath: STORE_DIR },
+            { name: 'tokens', mountPath: TOKENS_DIR, readOnly: true },
+          ]),
+        ],
+        volumes: [
+          { name: 'store', persistentVolumeClaim: { claimName: `${COLLECTOR}-store` } },
+          { name: 'tokens', secret: { secretName: COLLECTOR_TOKENS_SECRET } },
+        ],
+      },
+      { strategy: { type: 'Recreate' } },
+    ),
+    service(o, COLLECTOR, [
+      { name: 'grpc', port: COLLECTOR_GRPC_PORT, targetPort: 'grpc' },
+      { name: 'http', port: COLLECTOR_HTTP_PORT, targetPort: 'http' },
+    ]),
+  ];
+}

@@ -1,0 +1,25 @@
+import { collector, injector, namespace, serviceAccounts } from './control-plane.js';
+import type { InstallOptions, KubeObject } from './install-options.js';
+import { monitoring } from './monitoring.js';
+import { mandatoryAuditPolicy, webhookObjects } from './webhook-config.js';
+
+/**
+ * The control plane's manifests, in the order `kubectl apply` should meet them: the namespace and
+ * identities, certificates, the collector and the injector, then the webhook configuration last
+ * (with failurePolicy Ignore it is harmless before the injector is up, but there is no point
+ * calling it earlier), then the optional policy and monitoring objects.
+ */
+export async function renderInstall(o: InstallOptions): Promise<KubeObject[]> {
+  const webhook = await webhookObjects(o);
+  const config = webhook.filter((x) => x.kind === 'MutatingWebhookConfiguration');
+  return [
+    namespace(o),
+    ...serviceAccounts(o),
+    ...webhook.filter((x) => x.kind !== 'MutatingWebhookConfiguration'),
+    ...collector(o),
+    ...injector(o),
+    ...config,
+    ...(o.mandatoryAuditPolicy ? mandatoryAuditPolicy() : []),
+    ...(o.monitoring ? monitoring(o) : []),
+  ];
+}

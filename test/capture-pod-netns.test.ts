@@ -1,0 +1,141 @@
+import test from 'ava';
+import { chown } from 'node:fs/promises';
+import { join } from 'node:path';
+import { inject } from '../control/injector/inject.js';
+import { applyPatch } from '../control/injector/json-patch.js';
+import { INJECT_FLAGS, injectOptionsFromFlags } from '../control/injector/inject-flags.js';
+import type { Container, Pod } from '../control/injector/pod.js';
+import { parseFlags } from '../proxy/config/flags.js';
+import { readJournal } from '../proxy/journal/read-journal.js';
+import type { JournalRecord } from '../proxy/audit/record.js';
+import { CLI_FROM_SOURCE } from './helpers/child.js';
+import { tempDir } from './helpers/sidecar.js';
+import { createNamespaces, link, requireInterception, sh, startAgent, startIn } from './helpers/netns.js';
+
+const PROXY_UID = 1337;
+const APP_UID = 1001;
+// Private addresses that exist only inside the namespaces this test creates.
+const POD_TO_CLIENT = '10.77.1.1';
+const CLIENT = '10.77.1.2';
+const SERVER = '10.77.2.2';
+const SERVER_EXCLUDED_CIDR_ADDRESS = '10.77.3.2';
+
+/** The pod as a user would write it; the test applies exactly what the injector makes of it. */
+const POD: Pod = {
+  apiVersion: 'v1',
+  kind: 'Pod',
+  metadata: {
+    name: 'orders-6c9f7d8b4-x2x7q',
+    labels: { app: 'orders' },
+    annotations: {
+      'auditmesh.io/exclude-inbound-ports': '8090',
+      'auditmesh.io/exclude-outbound-ports': '9000',
+      'auditmesh.io/exclude-outbound-cidrs': '10.77.3.0/24',
+    },
+  },
+  spec: { containers: [{ name: 'orders', image: 'orders:1', ports: [{ containerPort: 8080 }, { containerPort: 8090 }, { containerPort: 8091 }] }] },
+};
+
+const envOf = (c: Container): Record<string, string> => Object.fromEntries((c.env as Array<{ name: string; value: string }>).map((e) => [e.name, e.value]));
+
+test('a pod built from network namespaces: inbound and outbound traffic of an unmodified app is captured by the init script and audited by the sidecar', async (t) => {
+  if (!requireInterception(t)) return;
+  const started = performance.now();
+
+  // The injector's view of the pod: its init container's env and its proxy container's env.
+  const options = injectOptionsFromFlags(parseFlags(INJECT_FLAGS, [], {}).values);
+  const injected = applyPatch(POD, inject(POD, { name: 'shop', labels: { 'auditmesh.io/inject': 'enabled' } }, options).patch);
+  const initEnv = envOf(injected.spec.initContainers!.find((c) => c.name === 'auditmesh-init')!);
+  const proxyEnv = envOf(injected.spec.initContainers!.find((c) => c.name === 'auditmesh-proxy')!);
+
+  // client ⇄ pod ⇄ server, each a network namespace.
+  const ns = await createNamespaces(t, ['pod', 'client', 'server']);
+  await link(ns.pod, `${POD_TO_CLIENT}/24`, ns.client, `${CLIENT}/24`, 'c');
+  const [podToServer, serverToPod] = await link(ns.pod, '10.77.2.1/24', ns.server, `${SERVER}/24`, 's');
+  await sh('ip', '-n', ns.server, 'addr', 'add', `${SERVER_EXCLUDED_CIDR_ADDRESS}/24`, 'dev', serverToPod);
+  await sh('ip', '-n', ns.pod, 'route', 'add', '10.77.3.0/24', 'dev', podToServer);
+
+  const server = startIn(t, ns.server, null, [process.execPath, 'test/fixtures/netns/echo-server.mjs', '80', '8081', '9000']);
+  await server.waitFor(/server listening 9000/, 45_000);
+
+  // auditmesh-init: the script from deploy/, with exactly the env the injector gave it.
+  const init = await sh('ip', 'netns', 'exec', ns.pod, 'env', '-i', `PATH=${process.env.PATH}`, ...Object.entries(initEnv).map(([k, v]) => `${k}=${v}`), 'sh', 'deploy/init/iptables.sh');
+  t.regex(init, /auditmesh-init: inbound -> :15006, outbound -> :15001, uid 1337 exempt/);
+
+  const app = startIn(t, ns.pod, APP_UID, [process.execPath, 'test/fixtures/netns/pod-app.mjs', '8080', '8090', '8091']);
+  await app.waitFor(/app listening 8091/, 45_000);
+
+  // auditmesh-proxy, as its own uid with the injected env; only its files move to a temp folder.
+  const data = await tempDir(t);
+  await chown(data, PROXY_UID, PROXY_UID);
+  const sidecar = startIn(t, ns.pod, PROXY_UID, [process.execPath, '--import=tsx', CLI_FROM_SOURCE, 'sidecar'], {
+    ...proxyEnv,
+    AUDITMESH_JOURNAL: join(data, 'journal'),
+    AUDITMESH_KEY: join(data, 'sidecar.key'),
+    AUDITMESH_REDACTION_KEY: join(data, 'redaction.key'),
+  });
+  await sidecar.waitFor(/"msg":"sidecar listening"/, 45_000);
+
+  const client = await startAgent(t, ns.client, null);
+  const fromApp = await startAgent(t, ns.pod, APP_UID);
+  const asProxy = await startAgent(t, ns.pod, PROXY_UID);
+  const viaApp = async (url: string, host?: string): Promise<{ status: number; headers: Record<string, string>; body: string }> => {
+    const r = await client(`http://${POD_TO_CLIENT}:8080/call?url=${encodeURIComponent(url)}${host ? `&host=${host}` : ''}`);
+    t.is(r.status, 200, JSON.stringify(r));
+    return JSON.parse(r.body!);
+  };
+  const seenByServer = (): Array<{ port: number; url: string; headers: Record<string, string>; local: string }> =>
+    server.output().stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+
+  // Inbound: the client calls the app's port; the sidecar answers in its place and the app sees who called.
+  const hello = await client(`http://${POD_TO_CLIENT}:8080/hello`);
+  const helloSeen = JSON.parse(hello.body!);
+  t.is(helloSeen.port, 8080);
+  t.is(helloSeen.headers['x-forwarded-for'], CLIENT);
+  t.regex(helloSeen.headers.traceparent, /^00-[0-9a-f]{32}-/);
+  // Another declared port goes to that port (original destination), not to the app port.
+  t.is(JSON.parse((await client(`http://${POD_TO_CLIENT}:8091/other-port`)).body!).port, 8091);
+  // An excluded inbound port reaches the app untouched.
+  const direct = JSON.parse((await client(`http://${POD_TO_CLIENT}:8090/excluded-inbound`)).body!);
+  t.is(direct.headers.traceparent, undefined);
+
+  // Outbound, by name: Host says a service name the pod cannot resolve here; the original destination routes it.
+  const byName = await viaApp(`http://${SERVER}:80/items/1`, 'inventory.shop.svc.cluster.local');
+  t.is(byName.status, 200);
+  t.is(JSON.parse(byName.body).headers['x-auditmesh-client'], 'orders');
+  // Outbound to an IP literal on a non-default port.
+  const literal = await viaApp(`http://${SERVER}:8081/stock?sku=42`);
+  t.like(JSON.parse(literal.body), { port: 8081, url: '/stock?sku=42', local: SERVER });
+  t.is(JSON.parse(literal.body).headers['x-auditmesh-client'], 'orders');
+  // Excluded outbound port and CIDR: the server is reached directly, without the sidecar.
+  t.is(JSON.parse((await viaApp(`http://${SERVER}:9000/excluded-port`)).body).headers['x-auditmesh-client'], undefined);
+  t.is(JSON.parse((await viaApp(`http://${SERVER_EXCLUDED_CIDR_ADDRESS}:80/excluded-cidr`)).body).headers['x-auditmesh-client'], undefined);
+  // The app's own outbound call, straight from the pod (not triggered by an inbound request).
+  t.is(JSON.parse((await fromApp(`http://${SERVER}:80/from-app`)).body!).headers['x-auditmesh-client'], 'orders');
+  // The proxy uid is never redirected: no loop, no record.
+  t.is(JSON.parse((await asProxy(`http://${SERVER}:80/as-proxy-uid`)).body!).headers['x-auditmesh-client'], undefined);
+
+  // Each outbound request reached the server exactly once: the sidecar's own connection was not captured again.
+  const seen = seenByServer();
+  for (const path of ['/items/1', '/stock?sku=42', '/from-app']) t.is(seen.filter((s) => s.url === path).length, 1, path);
+
+  sidecar.child.kill('SIGTERM');
+  const exit = await sidecar.done;
+  t.is(exit.code, 0, exit.stderr);
+  const records = await readJournal(join(data, 'journal'));
+  const only = (direction: string, path: string): JournalRecord[] => records.filter((r) => r['audit.direction'] === direction && r['url.path'] === path);
+
+  const inbound = only('inbound', '/hello');
+  t.is(inbound.length, 1);
+  t.like(inbound[0], { 'audit.service': 'orders', 'client.address': CLIENT, 'server.port': 8080, 'http.response.status_code': 200 });
+  t.like(only('inbound', '/other-port')[0], { 'server.port': 8091 });
+  t.is(only('inbound', '/excluded-inbound').length, 0);
+
+  t.is(only('outbound', '/items/1').length, 1);
+  t.like(only('outbound', '/items/1')[0], { 'peer.service': 'inventory', 'server.address': 'inventory.shop.svc.cluster.local', 'server.port': 80, 'http.response.status_code': 200 });
+  t.like(only('outbound', '/stock')[0], { 'server.address': SERVER, 'server.port': 8081, 'url.query': 'sku=42', 'http.response.status_code': 200 });
+  t.is(only('outbound', '/from-app').length, 1);
+  for (const path of ['/excluded-port', '/excluded-cidr', '/as-proxy-uid']) t.is(only('outbound', path).length, 0, path);
+  t.log(records.map((r) => `${r['audit.direction']} ${r['url.path']} ${r['server.address']}:${r['server.port']} ${r['http.response.status_code']}`).join('\n'));
+  t.log(`pod built, captured and checked in ${Math.round(performance.now() - started)} ms; ${records.length} records`);
+});

@@ -1,0 +1,100 @@
+import test from 'ava';
+import https from 'node:https';
+import { existsSync, readFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parseFlags } from '../proxy/config/flags.js';
+import { INJECTOR_FLAGS } from '../control/cli/injector.js';
+import { IMAGE_APP_DIR } from '../control/injector/sidecar-containers.js';
+import { ROOT, runCli, runInProcess, startCli } from './helpers/child.js';
+import { tempDir } from './helpers/sidecar.js';
+import { schemaErrors } from './helpers/kube-schema.js';
+
+type Obj = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string }; [k: string]: unknown };
+
+async function install(args: string[]): Promise<Obj[]> {
+  const r = await runInProcess(['install', '-o', 'json', ...args]);
+  if (r.code !== 0) throw new Error(`auditmesh install ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+  return r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Obj);
+}
+
+const find = (objects: Obj[], kind: string, name?: string): Obj => {
+  const found = objects.find((o) => o.kind === kind && (name === undefined || o.metadata.name === name));
+  if (found === undefined) throw new Error(`no ${kind} ${name ?? ''} among ${objects.map((o) => o.kind).join(', ')}`);
+  return found;
+};
+
+test('auditmesh install: every object of every mode validates against the Kubernetes schemas', async (t) => {
+  for (const args of [[], ['--certs', 'self-signed', '--monitoring', '--mandatory-audit-policy'], ['--sidecar-mode', 'container', '--replicas', '1', '--storage-class', 'fast-ssd']]) {
+    const objects = await install(args);
+    t.deepEqual(objects.map(schemaErrors).filter((e) => e !== null), [], args.join(' '));
+  }
+  const kinds = new Set((await install(['--certs', 'self-signed', '--monitoring', '--mandatory-audit-policy'])).map((o) => o.kind));
+  for (const kind of ['Namespace', 'ServiceAccount', 'Secret', 'PersistentVolumeClaim', 'Deployment', 'Service', 'PodDisruptionBudget', 'MutatingWebhookConfiguration', 'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding', 'PodMonitor', 'ServiceMonitor', 'PrometheusRule']) {
+    t.true(kinds.has(kind), kind);
+  }
+  const certManager = new Set((await install([])).map((o) => o.kind));
+  t.true(certManager.has('Certificate') && certManager.has('Issuer') && !certManager.has('Secret'));
+});
+
+test('deploy/install.yaml is the rendered default install (npm run render-deploy refreshes it)', async (t) => {
+  const rendered = await runCli(['install']);
+  t.is(rendered.code, 0, rendered.stderr);
+  const committed = readFileSync(join(ROOT, 'deploy/install.yaml'), 'utf8');
+  t.true(committed === rendered.stdout, 'deploy/install.yaml is stale: run `npm run render-deploy` and commit the result');
+});
+
+test('install options reach the objects: namespace, image, replicas, resources, storage, collector address', async (t) => {
+  const objects = await install(['-n', 'audit', '--image', 'registry.example/auditmesh:9', '--replicas', '3', '--injector-memory', '256Mi', '--collector-storage', '100Gi', '--proxy-memory-limit', '1Gi']);
+  t.true(objects.filter((o) => o.kind !== 'Namespace' && o.kind !== 'MutatingWebhookConfiguration').every((o) => o.metadata.namespace === 'audit'));
+  const injector = find(objects, 'Deployment', 'auditmesh-injector') as Obj & { spec: { replicas: number; template: { spec: { containers: Array<{ image: string; args: string[]; resources: unknown }> } } } };
+  t.is(injector.spec.replicas, 3);
+  const container = injector.spec.template.spec.containers[0]!;
+  t.is(container.image, 'registry.example/auditmesh:9');
+  t.deepEqual(container.resources, { requests: { cpu: '50m', memory: '256Mi' }, limits: { memory: '256Mi' } });
+  // The injector's arguments are ones `auditmesh injector` accepts, and carry the sidecars' settings.
+  const { values } = parseFlags(INJECTOR_FLAGS, container.args.slice(1), {});
+  t.like(values, { image: 'registry.example/auditmesh:9', collector: 'auditmesh-collector.audit.svc:9400', 'proxy-memory-limit': '1Gi', 'tls-cert': '/etc/auditmesh/tls/tls.crt' });
+  t.deepEqual((find(objects, 'PersistentVolumeClaim') as Obj & { spec: { resources: unknown } }).spec.resources, { requests: { storage: '100Gi' } });
+  const webhook = find(objects, 'MutatingWebhookConfiguration') as Obj & { webhooks: Array<{ failurePolicy: string; clientConfig: { service: { namespace: string } }; namespaceSelector: { matchExpressions: Array<{ values: string[] }> } }> };
+  for (const w of webhook.webhooks) {
+    t.is(w.failurePolicy, 'Ignore');
+    t.is(w.clientConfig.service.namespace, 'audit');
+    t.true(w.namespaceSelector.matchExpressions.some((e) => e.values.includes('audit')), 'the control plane namespace is never injected');
+  }
+});
+
+test('self-signed mode: the injector serves the rendered Secret’s pair, which the caBundle verifies for the Service name', async (t) => {
+  const objects = await install(['--certs', 'self-signed', '--cert-valid-days', '30']);
+  const secret = find(objects, 'Secret', 'auditmesh-injector-tls') as Obj & { data: Record<string, string> };
+  const webhook = find(objects, 'MutatingWebhookConfiguration') as Obj & { webhooks: Array<{ clientConfig: { caBundle: string } }> };
+  const dir = await tempDir(t);
+  const decode = (b64: string): string => Buffer.from(b64, 'base64').toString('utf8');
+  await writeFile(join(dir, 'tls.crt'), decode(secret.data['tls.crt']!));
+  await writeFile(join(dir, 'tls.key'), decode(secret.data['tls.key']!));
+  const injector = startCli(t, ['injector', '--port', '0', '--admin-port', '0', '--bind', '127.0.0.1', '--tls-cert', join(dir, 'tls.crt'), '--tls-key', join(dir, 'tls.key')]);
+  const port = Number((await injector.waitFor(/"msg":"injector listening","port":(\d+)/, 45_000))[1]);
+  const review = readFileSync(new URL('./fixtures/admission/deployment-pod.json', import.meta.url), 'utf8');
+  for (const w of webhook.webhooks) {
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = https.request({ host: '127.0.0.1', port, method: 'POST', path: '/inject', ca: decode(w.clientConfig.caBundle), servername: 'auditmesh-injector.auditmesh-system.svc', agent: false }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on('error', reject);
+      req.end(review);
+    });
+    t.is(status, 200);
+  }
+});
+
+test('deploy/: the container build file uses a glibc Node 20 base and copies only paths that exist; the init script is where the injector runs it', (t) => {
+  const dockerfile = readFileSync(join(ROOT, 'deploy/Dockerfile'), 'utf8');
+  const bases = [...dockerfile.matchAll(/^FROM\s+(\S+)/gm)].map((m) => m[1]!);
+  t.true(bases.length > 0 && bases.every((b) => /^node:20-(bookworm|bullseye)(-slim)?$/.test(b)), bases.join(', '));
+  for (const m of dockerfile.matchAll(/^COPY\s+(?!--from)(.+)\s+\S+$/gm)) {
+    for (const source of m[1]!.trim().split(/\s+/)) t.true(existsSync(join(ROOT, source)), `COPY source ${source}`);
+  }
+  t.regex(dockerfile, /COPY deploy\/init\/iptables\.sh deploy\/init\/iptables\.sh/);
+  t.true(dockerfile.includes(`\nWORKDIR ${IMAGE_APP_DIR}\n`), `the image keeps the app in ${IMAGE_APP_DIR}`);
+});
