@@ -9,6 +9,7 @@ export const DEFAULT_SECRET_PARAMS = ['token', 'access_token', 'id_token', 'refr
 export const DEFAULT_RECORDED_HEADERS = ['host', 'user-agent', 'content-type', 'accept', 'x-forwarded-for', 'grpc-timeout'];
 
 const MAX_HEADER_VALUE_CHARS = 256;
+const MAX_REMEMBERED_FINGERPRINTS = 1024;
 
 export interface RedactorOptions {
   /** HMAC key: the same key across sidecars makes equal secrets match in the store. */
@@ -29,9 +30,18 @@ export function createRedactor(opts: RedactorOptions): Redactor {
   const secretHeaders = new Set((opts.secretHeaders ?? DEFAULT_SECRET_HEADERS).map((h) => h.toLowerCase()));
   const secretParams = new Set((opts.secretParams ?? DEFAULT_SECRET_PARAMS).map((p) => p.toLowerCase()));
   const recorded = [...new Set([...(opts.recordedHeaders ?? DEFAULT_RECORDED_HEADERS), ...secretHeaders].map((h) => h.toLowerCase()))];
-  const fingerprint = (secret: string): string =>
+  // The same credentials come back request after request: remember recent fingerprints rather
+  // than computing an HMAC per request. Bounded, and only ever holding values already hashed.
+  const recent = new Map<string, string>();
+  const fingerprint = (secret: string): string => {
+    const known = recent.get(secret);
+    if (known !== undefined) return known;
     // A truncated HMAC: enough to match equal secrets, useless to recover them without the key.
-    'hmac-sha256:' + createHmac('sha256', opts.key).update(secret).digest('hex').slice(0, 32);
+    const value = 'hmac-sha256:' + createHmac('sha256', opts.key).update(secret).digest('hex').slice(0, 32);
+    if (recent.size >= MAX_REMEMBERED_FINGERPRINTS) recent.delete(recent.keys().next().value!);
+    recent.set(secret, value);
+    return value;
+  };
 
   return {
     fingerprint,

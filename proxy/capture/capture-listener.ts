@@ -33,7 +33,9 @@ export function createCaptureListener(handlers: CaptureHandlers, opts: CaptureOp
   // The HTTP/1 server never listens, so its connection tracking (which enforces headersTimeout,
   // the slowloris bound) must be started by hand: Node starts it on 'listening'.
   handlers.http1.emit('listening');
-  const server = net.createServer({ pauseOnConnect: true }, (socket) => {
+  // noDelay as node:http sets it on its own sockets: without it, a response written in two parts
+  // waits on Nagle and delayed ACKs (tens of milliseconds per request).
+  const server = net.createServer({ pauseOnConnect: true, noDelay: true }, (socket) => {
     socket.on('error', () => {});
     if (opts.isOpaque(socket)) return handlers.opaque(socket, null);
     sniff(socket, opts.detectTimeoutMs, (detected, bytes) => {

@@ -1,7 +1,6 @@
 import http from 'node:http';
 import type { ClientRequest, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { pipeline } from 'node:stream';
 import httpProxy from 'http-proxy';
 import { ProxyError, classify, rescue } from '../errors.js';
 import { forwardableResponseHeaders } from './hop-headers.js';
@@ -146,16 +145,22 @@ function relayResponse(ex: Exchange, proxyRes: IncomingMessage): void {
   proxyRes.on('data', (chunk: Buffer) => {
     outcome.responseBytes += chunk.length;
   });
-  // Registered before pipeline's own 'end' handler, so trailers are set before res.end().
+  // Registered before pipe()'s own 'end' handler, so trailers are set before res.end().
   proxyRes.once('end', () => {
     if (Object.keys(proxyRes.trailers).length > 0) res.addTrailers(proxyRes.rawTrailers.length > 0 ? pairs(proxyRes.rawTrailers) : proxyRes.trailers);
   });
-  // pipeline destroys res when the upstream fails mid-body: the client sees an abort, never a
-  // truncated body that looks complete (http-proxy's pipe() has no error path).
-  pipeline(proxyRes, res, (err) => {
-    if (err === undefined || err === null) finish(ex);
-    else if (!ex.finished) fail(ex, err, res.writableFinished ? undefined : 'incomplete');
-  });
+  // pipe() with both failure paths wired by hand rather than stream.pipeline(), which costs an
+  // AbortController and a DOMException per response. An upstream that fails mid-body destroys
+  // res: the client sees an abort, never a truncated body that looks complete (http-proxy's own
+  // pipe() has no error path).
+  proxyRes.pipe(res);
+  const cutShort = (err?: Error): void => {
+    if (ex.finished || proxyRes.complete) return;
+    fail(ex, err ?? new ProxyError('AUDITMESH_UPSTREAM_RESET', 'upstream closed mid-response'), 'incomplete');
+  };
+  proxyRes.once('error', cutShort);
+  proxyRes.once('close', () => cutShort());
+  res.once('finish', () => finish(ex));
 }
 
 function pairs(raw: readonly string[]): Array<[string, string]> {
