@@ -93,7 +93,9 @@ test('a real spike through the sidecar raises the metric, one log line and an al
       journalDir: join(dir, 'j'),
       keyFile: join(dir, 'k'),
       redactionKeyFile: join(dir, 'rk'),
-      alerts: { ...OPTIONS, intervalMs: 300, warmupMs: 1200 },
+      // The steady caller below can never pass 50 req/s (one call, then a 30 ms pause): a spike
+      // must come from the burst, however slowly this machine starts the baselines.
+      alerts: { ...OPTIONS, intervalMs: 300, warmupMs: 2000, minRate: 50 },
     }),
     createLogger('info', (line) => logs.push(JSON.parse(line))),
   );
@@ -103,8 +105,8 @@ test('a real spike through the sidecar raises the metric, one log line and an al
   t.teardown(() => agent.destroy());
   const call = (): Promise<unknown> => request(sidecar.ports.inbound!, { headers: { 'x-auditmesh-client': 'frontend' }, agent });
 
-  // Steady: one request every 30 ms for 2 s (warm-up and a settled baseline of ~33 req/s).
-  const steadyUntil = Date.now() + 2000;
+  // Steady: one request every 30 ms for 3 s (warm-up and a settled baseline of ~33 req/s).
+  const steadyUntil = Date.now() + 3000;
   while (Date.now() < steadyUntil) {
     await call();
     await new Promise((r) => setTimeout(r, 30));

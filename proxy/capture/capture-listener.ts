@@ -7,6 +7,8 @@ import { parseSni } from './tls-sni.js';
 /** Bytes read to decide a protocol (and find a TLS server name) before giving up and relaying. */
 const MAX_SNIFF_BYTES = 16 * 1024;
 const TLS_RECORD_HEADER_BYTES = 5;
+/** How much longer a client that sent part of its first bytes gets before it is relayed as TCP. */
+const PARTIAL_DETECT_FACTOR = 10;
 
 export interface CaptureHandlers {
   /** Receives HTTP/1.x connections (never listens itself). */
@@ -73,7 +75,20 @@ function sniff(socket: net.Socket, timeoutMs: number, decided: (detected: Detect
     socket.pause();
     decided(detected, Buffer.concat(chunks, length));
   };
-  const timer = setTimeout(() => finish('tcp'), timeoutMs);
+  // Timers run before the event loop polls for I/O: after a stall longer than the timeout, the
+  // client's first bytes may be waiting unread. Decide only after the next poll has read them.
+  // A client that has begun to speak is not server-first: it gets longer to finish its first line.
+  let extended = false;
+  const expire = (): void => {
+    if (done) return;
+    if (length > 0 && !extended) {
+      extended = true;
+      timer = setTimeout(expire, timeoutMs * PARTIAL_DETECT_FACTOR);
+      return;
+    }
+    finish('tcp');
+  };
+  let timer = setTimeout(() => setImmediate(expire), timeoutMs);
   const onEnd = (): void => finish('tcp');
   const onData = (chunk: Buffer): void => {
     chunks.push(chunk);

@@ -74,7 +74,7 @@ export async function startUpstream(
 }
 
 /** Raw bytes over TCP; resolves with everything the server sent until it closed or `waitMs` passed. */
-export function rawExchange(port: number, bytes: string | Buffer, waitMs = 2000): Promise<string> {
+export function rawExchange(port: number, bytes: string | Buffer, waitMs = 10_000): Promise<string> {
   return new Promise((resolve) => {
     const socket = net.connect(port, '127.0.0.1');
     const chunks: Buffer[] = [];
