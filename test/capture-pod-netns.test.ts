@@ -38,7 +38,7 @@ const POD: Pod = {
 
 const envOf = (c: Container): Record<string, string> => Object.fromEntries((c.env as Array<{ name: string; value: string }>).map((e) => [e.name, e.value]));
 
-test('a pod built from network namespaces: inbound and outbound traffic of an unmodified app is captured by the init script and audited by the sidecar', async (t) => {
+test('a pod built from network namespaces: inbound and outbound traffic of an unmodified app (HTTP and opaque TCP) is captured by the init script and audited by the sidecar', async (t) => {
   if (!requireInterception(t)) return;
   const started = performance.now();
 
@@ -112,6 +112,9 @@ test('a pod built from network namespaces: inbound and outbound traffic of an un
   t.is(JSON.parse((await viaApp(`http://${SERVER_EXCLUDED_CIDR_ADDRESS}:80/excluded-cidr`)).body).headers['x-auditmesh-client'], undefined);
   // The app's own outbound call, straight from the pod (not triggered by an inbound request).
   t.is(JSON.parse((await fromApp(`http://${SERVER}:80/from-app`)).body!).headers['x-auditmesh-client'], 'orders');
+  // Opaque TCP from the app (6379, an opaque port): relayed to its original destination and recorded.
+  const tcpEcho = JSON.parse((await client(`http://${POD_TO_CLIENT}:8080/tcp?host=${SERVER}&port=6379`)).body!);
+  t.is(tcpEcho.echoed, 'PING 42\r\n');
   // The proxy uid is never redirected: no loop, no record.
   t.is(JSON.parse((await asProxy(`http://${SERVER}:80/as-proxy-uid`)).body!).headers['x-auditmesh-client'], undefined);
 
@@ -136,6 +139,9 @@ test('a pod built from network namespaces: inbound and outbound traffic of an un
   t.like(only('outbound', '/stock')[0], { 'server.address': SERVER, 'server.port': 8081, 'url.query': 'sku=42', 'http.response.status_code': 200 });
   t.is(only('outbound', '/from-app').length, 1);
   for (const path of ['/excluded-port', '/excluded-cidr', '/as-proxy-uid']) t.is(only('outbound', path).length, 0, path);
+  const tcpRecords = records.filter((r) => r['audit.kind'] === 'tcp' && r['audit.direction'] === 'outbound');
+  t.is(tcpRecords.length, 1);
+  t.like(tcpRecords[0], { 'server.address': SERVER, 'server.port': 6379, 'audit.bytes_in': 9, 'audit.bytes_out': 9 });
   t.log(records.map((r) => `${r['audit.direction']} ${r['url.path']} ${r['server.address']}:${r['server.port']} ${r['http.response.status_code']}`).join('\n'));
   t.log(`pod built, captured and checked in ${Math.round(performance.now() - started)} ms; ${records.length} records`);
 });
