@@ -51,7 +51,7 @@ export function startCli(t: ExecutionContext, args: string[]): { child: ChildPro
     child,
     output: () => ({ stdout, stderr }),
     done,
-    waitFor(re, timeoutMs = 20_000) {
+    waitFor(re, timeoutMs = 45_000) {
       return new Promise((resolve, reject) => {
         const check = (): void => {
           const m = (stdout + stderr).match(re);
