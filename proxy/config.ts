@@ -1,4 +1,6 @@
-import { type FlagSpec, type FlagValues, UsageError, parseFlags, port } from './config/flags.js';
+import { isAbsolute, relative, resolve } from 'node:path';
+import { type FlagSpec, type FlagValues, UsageError, durationMs, parseFlags, port } from './config/flags.js';
+import type { JournalFullPolicy } from './audit/full-policy.js';
 import { parseResolveTable, type ResolveTable } from './http1/target.js';
 import { DEFAULT_SECRET_HEADERS, DEFAULT_SECRET_PARAMS } from './audit/redact.js';
 
@@ -29,6 +31,11 @@ export interface SidecarConfig {
   logLevel: 'info' | 'warn' | 'error' | 'silent';
   /** Static outbound name resolution for local runs (`--resolve inventory:80=127.0.0.1:8081`). */
   resolve: ResolveTable;
+  checkpointIntervalMs: number;
+  journalLimitBytes: number;
+  onJournalFull: JournalFullPolicy;
+  /** 0: never pruned by age. */
+  journalRetentionMs: number;
 }
 
 export const SIDECAR_FLAGS: readonly FlagSpec[] = [
@@ -54,6 +61,10 @@ export const SIDECAR_FLAGS: readonly FlagSpec[] = [
   { name: 'secret-params', type: 'list', default: DEFAULT_SECRET_PARAMS.join(','), help: 'query parameters recorded only as HMAC fingerprints' },
   { name: 'resolve', type: 'list', help: 'static outbound resolution NAME:PORT=HOST:PORT, comma-separated (local runs without DNS)' },
   { name: 'log-level', type: 'string', default: 'info', choices: ['info', 'warn', 'error', 'silent'], help: 'structured log verbosity (stderr)' },
+  { name: 'checkpoint-interval-ms', type: 'int', default: '5000', help: 'a signed checkpoint at least this often, even with no traffic' },
+  { name: 'journal-limit-bytes', type: 'int', default: String(1024 ** 3), help: 'journal bound (bytes of LMDB pages in use); at it, --on-journal-full applies' },
+  { name: 'on-journal-full', type: 'string', default: 'reject', choices: ['reject', 'pass'], help: 'journal full or unwritable: reject new requests with 503, or pass them unrecorded, counted in signed gap records' },
+  { name: 'journal-retention', type: 'string', default: '7d', help: 'records older than this are pruned (30m, 12h, 7d; 0: never)' },
 ];
 
 function resolveTable(entries: string[]): ResolveTable {
@@ -94,7 +105,16 @@ export function sidecarConfigFromFlags(values: FlagValues, env: Readonly<Record<
     secretParams: values['secret-params'] as string[],
     logLevel: values['log-level'] as SidecarConfig['logLevel'],
     resolve: resolveTable((values.resolve as string[] | undefined) ?? []),
+    checkpointIntervalMs: values['checkpoint-interval-ms'] as number,
+    journalLimitBytes: values['journal-limit-bytes'] as number,
+    onJournalFull: values['on-journal-full'] as JournalFullPolicy,
+    journalRetentionMs: durationMs(values, 'journal-retention'),
   };
+  if (cfg.checkpointIntervalMs < 10) throw new UsageError('--checkpoint-interval-ms: at least 10');
+  if (cfg.journalLimitBytes < 1) throw new UsageError('--journal-limit-bytes: at least 1');
+  // Whoever can read the journal (a backup, a support bundle) must not get the key with it.
+  const fromJournal = relative(resolve(cfg.journalDir), resolve(cfg.keyFile));
+  if (fromJournal === '' || (!fromJournal.startsWith('..') && !isAbsolute(fromJournal))) throw new UsageError(`--key: ${cfg.keyFile} is inside the journal folder ${cfg.journalDir}; keep the key apart from it`);
   if (cfg.collector !== undefined && !/^[^:\s]+:\d+$/.test(cfg.collector)) {
     throw new UsageError(`--collector: expected HOST:PORT, got ${JSON.stringify(cfg.collector)}`);
   }

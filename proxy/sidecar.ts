@@ -4,7 +4,8 @@ import type { SidecarConfig } from './config.js';
 import { createSidecarMetrics, type SidecarMetrics } from './metrics/metrics.js';
 import { createAdminServer } from './metrics/admin-server.js';
 import type { AuditRecord } from './audit/record.js';
-import { createAuditPipeline, type AuditPipeline } from './audit/pipeline.js';
+import type { AuditPipeline } from './audit/pipeline.js';
+import { openAudit } from './audit/open-audit.js';
 import { createRedactor } from './audit/redact.js';
 import { createPeerLabels } from './audit/peer-label.js';
 import { createHttpProxyForwarder } from './http1/http-proxy-forwarder.js';
@@ -31,7 +32,7 @@ export interface Sidecar {
 export async function startSidecar(config: SidecarConfig, log: Logger = createLogger(config.logLevel)): Promise<Sidecar> {
   const metrics = createSidecarMetrics();
   const redactor = createRedactor({ key: await loadOrCreateSecret(config.redactionKeyFile), secretHeaders: config.secretHeaders, secretParams: config.secretParams });
-  const audit = config.auditMode === 'off' ? null : await createAuditPipeline({ journalDir: config.journalDir, metrics, log: (line: Record<string, unknown>) => log('info', String(line.msg ?? 'journal'), line) });
+  const audit = await openAudit(config, metrics, log);
   const forwarder = createHttpProxyForwarder(config);
   const peerLabel = createPeerLabels();
   const listenerTimeouts = { ...DEFAULT_LISTENER_TIMEOUTS, idleTimeoutMs: config.idleTimeoutMs };
@@ -56,7 +57,7 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
   servers.push(outbound);
   const admin = createAdminServer({
     registry: metrics.registry,
-    ready: () => (audit === null || audit.writable ? { ok: true } : { ok: false, reason: 'audit journal is not writable' }),
+    ready: () => (audit === null ? { ok: true } : audit.readiness()),
     subscribe: audit === null ? null : (listener) => audit.subscribe(listener),
   });
   servers.push(admin);

@@ -63,7 +63,7 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
     return record;
   }
 
-  function complete(record: AuditRecord, t0: number, outcome: ForwardOutcome): void {
+  function complete(record: AuditRecord, t0: number, outcome: ForwardOutcome, recorded = true): void {
     record['audit.duration_ms'] = round(performance.now() - t0);
     if (outcome.ttfbMs !== undefined) record['audit.ttfb_ms'] = round(outcome.ttfbMs);
     if (outcome.status !== undefined) record['http.response.status_code'] = outcome.status;
@@ -75,13 +75,20 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
       record['audit.error_message'] = outcome.error?.message ?? outcome.errorKind;
     }
     observe(deps, record, outcome.requestBytes, outcome.responseBytes);
-    if (auditing) deps.audit!.record(record);
+    if (auditing && recorded) deps.audit!.record(record);
   }
 
-  function reject(res: ServerResponse, record: AuditRecord, t0: number, status: number, error: ProxyError): void {
+  function reject(res: ServerResponse, record: AuditRecord, t0: number, status: number, error: ProxyError, recorded = true): void {
     res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'x-auditmesh-error': error.code, 'x-request-id': record['audit.request_id'] ?? '' });
     res.end(`auditmesh: ${error.message}\n`);
-    complete(record, t0, { status, error, upstreamResponded: false, requestBytes: 0, responseBytes: 0, errorKind: 'rejected' });
+    complete(record, t0, { status, error, upstreamResponded: false, requestBytes: 0, responseBytes: 0, errorKind: 'rejected' }, recorded);
+  }
+
+  /** --on-journal-full reject: nothing goes through unrecorded, and the refusal is not recorded either (the journal is what is full). */
+  function admitted(): boolean {
+    if (!auditing || deps.audit!.admits()) return true;
+    deps.metrics.journalRejected.inc();
+    return false;
   }
 
   return {
@@ -95,6 +102,7 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
         return;
       }
       const record = prepare(req, route, correlation);
+      if (!admitted()) return reject(res, record, t0, 503, new ProxyError('AUDITMESH_JOURNAL_WRITE', 'audit journal full or unwritable (on-journal-full reject)'), false);
       const responseHeaders = { 'x-request-id': correlation.requestId };
       const forward = (): void => deps.forwarder.web(req, res, route.target, responseHeaders, (outcome) => complete(record, t0, outcome));
       if (!auditing || deps.mode !== 'strict') {
@@ -115,6 +123,10 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
       const route = deps.route(req);
       if (route === null) {
         socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+        return;
+      }
+      if (!admitted()) {
+        socket.end('HTTP/1.1 503 Service Unavailable\r\nx-auditmesh-error: AUDITMESH_JOURNAL_WRITE\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
         return;
       }
       const protocol = req.headers.upgrade;
