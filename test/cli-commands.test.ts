@@ -25,7 +25,7 @@ test('an unknown command or a bad flag is a usage error: exit 2 and a message na
 });
 
 test('every command answers --help with exit 0', async (t) => {
-  for (const command of ['sidecar', 'tail', 'demo']) {
+  for (const command of ['sidecar', 'tail', 'demo', 'verify']) {
     const r = await runCli([command, '--help']);
     t.is(r.code, 0, command);
     t.regex(r.stdout, new RegExp(`Usage: auditmesh ${command}`));
