@@ -8,7 +8,7 @@ import { ephemeralSigningKey, type SigningKey } from '../keys.js';
 import { HEAD_KEY, PRUNED_KEY, openJournalStores, readHeadFrom, readHeadersFrom, readRecordsFrom, registerWriter, unregisterWriter, writerFor } from './read-journal.js';
 import type { BatchHeader, BatchReadOptions, JournalHead, JournalStores, RecordReadOptions } from './read-journal.js';
 import { planCommit, type CommitPlan } from './plan-commit.js';
-import { applyPrune, planPrune, usedBytes, type PrunePlan } from './retention.js';
+import { applyPrune, headroomBytes, planPrune, usedBytes, type PrunePlan } from './retention.js';
 
 /**
  * The LMDB journal, single writer. Batches commit strictly in the order they were sealed, a
@@ -34,6 +34,8 @@ const MAX_MAINTENANCE_TICK_MS = 1_000;
 export const PRUNE_MAX_RECORDS_PER_COMMIT = 20_000;
 /** After commits, the in-use size is sampled at most this often (each sample costs ~0.1 ms). */
 const USAGE_SAMPLE_MS = 50;
+/** After a failed commit, the journal is writable again once it has this much room (retention.ts, headroomBytes). */
+export const RECOVERY_HEADROOM_BYTES = 512 * 1024;
 
 export interface JournalOptions {
   /** Signs the last head of every commit. Default: a key in memory only (tests, benchmarks). */
@@ -390,17 +392,31 @@ export class Journal {
   }
 
   #succeeded(entries: Sealed[], headers: BatchHeader[], flushed: PromiseLike<unknown>): void {
-    const { metrics, log } = this.#opts;
+    const { metrics } = this.#opts;
     const now = performance.now();
-    if (!this.#writable) log?.({ level: 'info', msg: 'journal writable again', last_seq: this.#head.last_seq });
-    this.#writable = true;
-    this.#failing.clear();
+    if (!this.#writable) this.#recover();
+    else this.#failing.clear();
     for (let b = 0; b < entries.length; b++) {
       const { count, first_seq, batch } = headers[b];
       metrics?.journalRecords.inc({ result: 'written' }, count);
       metrics?.journalCommitDuration.observe((now - entries[b].entry.info.sealedAtMs) / 1000);
       entries[b].entry.resolve({ batch, firstSeq: first_seq, count, flushed });
     }
+  }
+
+  /** A commit landed after failures: writable again if there is room to stay so. */
+  #recover(): void {
+    this.#sampleUsage(true);
+    let room: number;
+    try {
+      room = headroomBytes(this.#realDir, this.#usedBytes);
+    } catch {
+      room = 0;
+    }
+    if (room < RECOVERY_HEADROOM_BYTES) return;
+    this.#writable = true;
+    this.#failing.clear();
+    this.#opts.log?.({ level: 'info', msg: 'journal writable again', last_seq: this.#head.last_seq, headroom_bytes: room });
   }
 
   #fail(entries: Entry[], reason: FailureReason, cause: unknown): void {

@@ -1,3 +1,5 @@
+import { statfsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { headerEntries, type BatchHeader, type JournalStores, type PrunedMark } from './read-journal.js';
 
 /**
@@ -56,4 +58,17 @@ export function usedBytes(stores: JournalStores): number {
     pageSize = s.pageSize;
   }
   return pages * pageSize;
+}
+
+/**
+ * Room for the journal to grow: free space on its filesystem plus the free pages inside its
+ * data file (the file minus the pages in use). After a failed commit the journal takes new work
+ * again only with this much room: on a nearly full disk a small commit (a checkpoint) still fits
+ * in a page LMDB had free, and treating that as recovered would flap between admitting traffic
+ * and losing its records.
+ */
+export function headroomBytes(dir: string, inUseBytes: number): number {
+  const fs = statfsSync(dir);
+  const fileBytes = statSync(join(dir, 'data.mdb')).size;
+  return fs.bavail * fs.bsize + Math.max(0, fileBytes - inUseBytes);
 }
