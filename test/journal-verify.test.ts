@@ -3,6 +3,7 @@ import { cp, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
+import { createAuditPipeline } from '../proxy/audit/pipeline.js';
 import { ephemeralSigningKey, type SigningKey } from '../proxy/keys.js';
 import { epochRoot, GENESIS_HEAD, linkHead } from '../proxy/journal/chain.js';
 import { HEAD_KEY, readBatches, type BatchHeader, type JournalHead, type JournalStores } from '../proxy/journal/read-journal.js';
@@ -152,9 +153,13 @@ test('a cut that keeps the old head entry, or ends at an unsigned link, is found
 test('a later checkpoint from the log finds a cut tail', async (t) => {
   const journalDir = join(await tempDir(t), 'journal');
   const lines: Record<string, unknown>[] = [];
-  await writeJournal({ journalDir, signingKey: key, checkpointIntervalMs: 40, log: (line) => lines.push(line) }, 2, 5);
-  const checkpoint = lines.filter((l) => l.msg === 'journal checkpoint').at(-1)!;
-  t.truthy(checkpoint, 'a checkpoint line while the journal ran');
+  const pipeline = await createAuditPipeline({ journalDir, signingKey: key, checkpointIntervalMs: 40, log: (line) => lines.push(line) });
+  t.teardown(() => pipeline.close());
+  await Promise.all(Array.from({ length: 5 }, (_, i) => pipeline.recordDurable(makeRecord(i))));
+  const announced = (): Record<string, unknown>[] => lines.filter((l) => l.msg === 'journal checkpoint' && l.seq === 5);
+  while (announced().length === 0) await new Promise((resolve) => setTimeout(resolve, 10));
+  await pipeline.close();
+  const checkpoint = announced().at(-1)!;
   const headers = await readBatches(journalDir);
   await tamper(journalDir, cutAfter(headers.find((h) => h.sig !== undefined)!));
   const report = await verifyDir(journalDir, { expectHead: checkpoint.head as string });
