@@ -7,7 +7,7 @@ import { createBatcher, MAX_BATCH_DELAY_MS, MAX_BATCH_RECORDS, type Batcher, typ
 import { createFullPolicy, type JournalFullPolicy } from './full-policy.js';
 import { createGapTracker, type GapTracker } from './gap-tracker.js';
 import { createLiveFeed, type LiveFeed } from './live-feed.js';
-import { createSealPool, type SealPool } from './pool.js';
+import { createSealPool, encodeRecords, type SealPool } from './pool.js';
 import type { AuditRecord, JournalRecord } from './record.js';
 
 /**
@@ -93,29 +93,6 @@ function defaultThreads(): number {
   return Math.max(1, Math.min(2, availableParallelism() - 1));
 }
 
-/**
- * One JSON.stringify per batch. A record that cannot be encoded (a BigInt, a cycle: a bug
- * upstream) is dropped alone, found by encoding the records one by one on this rare path.
- */
-function encodeBatch(records: AuditRecord[]): { json: string; kept: AuditRecord[]; dropped: unknown[] } {
-  try {
-    return { json: JSON.stringify(records), kept: records, dropped: [] };
-  } catch {
-    const parts: string[] = [];
-    const kept: AuditRecord[] = [];
-    const dropped: unknown[] = [];
-    for (const rec of records) {
-      try {
-        parts.push(JSON.stringify(rec));
-        kept.push(rec);
-      } catch (err) {
-        dropped.push(err);
-      }
-    }
-    return { json: `[${parts.join(',')}]`, kept, dropped };
-  }
-}
-
 interface Stages {
   journal: Journal;
   pool: SealPool;
@@ -131,7 +108,7 @@ async function openStages(opts: AuditPipelineOptions, log: Log): Promise<Stages>
   try {
     // Fails at boot, not at the first batch, if the worker cannot load; and takes the worker's
     // start-up (~0.3 s under tsx) off the first real batch's commit latency.
-    await pool.seal('[{}]');
+    await pool.seal('\n{}');
   } catch (err) {
     await Promise.all([pool.close(), journal.close()]);
     throw err;
@@ -185,7 +162,7 @@ function createCommitStage({ journal, pool, feed, metrics, log }: Stages, batche
   function seal(batch: RecordBatch): void {
     // A boundary: this runs from record() and from a timer, where a throw would be fatal.
     try {
-      const { json, kept, dropped } = encodeBatch(batch.records);
+      const { text, kept, dropped } = encodeRecords(batch.records);
       if (dropped.length > 0) {
         lose(dropped.length, 'encode', dropped[0]);
         // The batch's strict records share one answer, and the dropped record may be one of them.
@@ -194,7 +171,7 @@ function createCommitStage({ journal, pool, feed, metrics, log }: Stages, batche
       if (kept.length === 0) return;
       inFlightRecords += kept.length;
       const info = { count: kept.length, sealedUnixMs: batch.sealedUnixMs, sealedAtMs: batch.sealedAtMs };
-      const task = settle(batch, kept, journal.append(pool.seal(json), info)).finally(() => inFlight.delete(task));
+      const task = settle(batch, kept, journal.append(pool.seal(text), info)).finally(() => inFlight.delete(task));
       inFlight.add(task);
       updateGauges();
     } catch (err) {

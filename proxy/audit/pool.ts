@@ -18,8 +18,11 @@ export interface SealedBatch {
 }
 
 export interface SealPool {
-  /** Seals the JSON text of a record array. Rejects, with code AUDITMESH_SEAL_FAILED, if it cannot. */
-  seal(recordsJson: string): Promise<SealedBatch>;
+  /**
+   * Seals a batch given as its records' JSON texts, each preceded by a newline (encodeRecords).
+   * Rejects, with code AUDITMESH_SEAL_FAILED, if it cannot.
+   */
+  seal(recordsText: string): Promise<SealedBatch>;
   /** Batches waiting for a worker. */
   readonly queueSize: number;
   /** Lets running tasks finish, then stops the workers. Idempotent. */
@@ -49,8 +52,29 @@ function toSealedBatch(outcome: SealOutcome): SealedBatch {
   if (!outcome.ok) throw sealError(`sealing worker refused the batch: ${outcome.error}`);
   const { bytes, offsets, root } = outcome;
   const records = new Array<Buffer>(offsets.length - 1);
-  for (let i = 0; i < records.length; i++) records[i] = Buffer.from(bytes, offsets[i], offsets[i + 1] - offsets[i]);
+  // Each record starts after its separator byte (seal-batch.ts).
+  for (let i = 0; i < records.length; i++) records[i] = Buffer.from(bytes, offsets[i] + 1, offsets[i + 1] - offsets[i] - 1);
   return { records, root };
+}
+
+/**
+ * A batch as the sealing worker takes it: each record's canonical bytes (JSON.stringify, keys in
+ * insertion order) preceded by a newline. A record that cannot be encoded (a BigInt, a cycle: a
+ * bug upstream) is left out alone and reported in `dropped`.
+ */
+export function encodeRecords<T>(records: readonly T[]): { text: string; kept: T[]; dropped: unknown[] } {
+  let text = '';
+  const kept: T[] = [];
+  const dropped: unknown[] = [];
+  for (const rec of records) {
+    try {
+      text += '\n' + JSON.stringify(rec);
+      kept.push(rec);
+    } catch (err) {
+      dropped.push(err);
+    }
+  }
+  return { text, kept, dropped };
 }
 
 export function createSealPool(opts: SealPoolOptions): SealPool {
@@ -63,10 +87,10 @@ export function createSealPool(opts: SealPoolOptions): SealPool {
   });
   let closing: Promise<void> | undefined;
   return {
-    seal(recordsJson) {
+    seal(recordsText) {
       if (closing !== undefined) return Promise.reject(sealError('sealing pool is closed'));
       // The one place anything thrown in a worker is wrapped (STYLE.md: errors at the pool boundary).
-      return pool.run(recordsJson).then(toSealedBatch, (err: unknown) => {
+      return pool.run(recordsText).then(toSealedBatch, (err: unknown) => {
         throw sealError('sealing worker failed', err);
       });
     },
