@@ -8,7 +8,8 @@ import { ephemeralSigningKey, type SigningKey } from '../keys.js';
 import { HEAD_KEY, PRUNED_KEY, openJournalStores, readHeadFrom, readHeadersFrom, readRecordsFrom, registerWriter, unregisterWriter, writerFor } from './read-journal.js';
 import type { BatchHeader, BatchReadOptions, JournalHead, JournalStores, RecordReadOptions } from './read-journal.js';
 import { planCommit, type CommitPlan } from './plan-commit.js';
-import { applyPrune, headroomBytes, planPrune, usedBytes, type PrunePlan } from './retention.js';
+import { applyPrune, planPrune, type PrunePlan } from './retention.js';
+import { createJournalSize, type JournalSize } from './journal-size.js';
 
 /**
  * The LMDB journal, single writer. Batches commit strictly in the order they were sealed, a
@@ -32,10 +33,6 @@ export const CHECKPOINT_INTERVAL_MS = 5_000;
 const MAX_MAINTENANCE_TICK_MS = 1_000;
 /** Pruning deletes at most about this many records per commit, so no one commit stalls the rest. */
 export const PRUNE_MAX_RECORDS_PER_COMMIT = 20_000;
-/** After commits, the in-use size is sampled at most this often (each sample costs ~0.1 ms). */
-const USAGE_SAMPLE_MS = 50;
-/** After a failed commit, the journal is writable again once it has this much room (retention.ts, headroomBytes). */
-export const RECOVERY_HEADROOM_BYTES = 512 * 1024;
 
 export interface JournalOptions {
   /** Signs the last head of every commit. Default: a key in memory only (tests, benchmarks). */
@@ -128,9 +125,7 @@ export class Journal {
   #lastSignedAtMs = Number.NEGATIVE_INFINITY;
   #announcedAtMs = Number.NEGATIVE_INFINITY;
   #prune: PrunePlan | null = null;
-  #usedBytes = 0;
-  #sampledAtMs = Number.NEGATIVE_INFINITY;
-  #full = false;
+  #size: JournalSize;
   #writable = true;
   #failing = new Set<FailureReason>();
   #tail: Promise<unknown> = Promise.resolve();
@@ -145,8 +140,7 @@ export class Journal {
     this.#checkpointIntervalMs = opts.checkpointIntervalMs ?? CHECKPOINT_INTERVAL_MS;
     this.#head = readHeadFrom(stores);
     this.#epoch = (this.#head.epoch ?? 0) + 1;
-    opts.metrics?.journalLimitBytes.set(opts.limitBytes ?? 0);
-    this.#sampleUsage(true);
+    this.#size = createJournalSize(stores, realDir, opts);
   }
 
   /**
@@ -186,12 +180,12 @@ export class Journal {
 
   /** true while the in-use size is at or over the limit. */
   get full(): boolean {
-    return this.#full;
+    return this.#size.full;
   }
 
   /** In-use bytes at the last sample. */
   get usedBytes(): number {
-    return this.#usedBytes;
+    return this.#size.usedBytes;
   }
 
   /** The last committed sequence and batch numbers, chain head and epoch. */
@@ -237,7 +231,7 @@ export class Journal {
     if (this.#closing !== undefined) return;
     const { retentionMs } = this.#opts;
     if (retentionMs !== undefined && this.#prune === null) this.#prune = planPrune(this.#stores, nowUnixMs - retentionMs, PRUNE_MAX_RECORDS_PER_COMMIT);
-    this.#sampleUsage(true);
+    this.#size.sample(true);
     const now = performance.now();
     const dueMs = this.#checkpointIntervalMs - maintenanceTickMs(this.#checkpointIntervalMs);
     if (!this.#writable || this.#prune !== null || now - this.#lastSignedAtMs >= dueMs) this.#requestLink();
@@ -366,29 +360,10 @@ export class Journal {
       this.#prune = null;
       metrics?.journalPrunedRecords.inc(prune.records);
       log?.({ level: 'info', msg: 'journal pruned by retention', records: prune.records, through_batch: prune.mark.last_batch, through_seq: prune.mark.last_seq });
-      this.#sampleUsage(true);
+      this.#size.sample(true);
     } else {
-      this.#sampleUsage(false);
+      this.#size.sample(false);
     }
-  }
-
-  /** Samples the in-use size (throttled unless forced) and reports crossing the limit, both ways. */
-  #sampleUsage(force: boolean): void {
-    const now = performance.now();
-    if (!force && now - this.#sampledAtMs < USAGE_SAMPLE_MS) return;
-    this.#sampledAtMs = now;
-    const { metrics, log, limitBytes } = this.#opts;
-    this.#usedBytes = usedBytes(this.#stores);
-    metrics?.journalBytes.set(this.#usedBytes);
-    const full = limitBytes !== undefined && this.#usedBytes >= limitBytes;
-    if (full === this.#full) return;
-    this.#full = full;
-    metrics?.journalFull.set(full ? 1 : 0);
-    log?.(
-      full
-        ? { level: 'error', msg: 'journal full: the on-journal-full policy applies', used_bytes: this.#usedBytes, limit_bytes: limitBytes }
-        : { level: 'info', msg: 'journal below its limit again', used_bytes: this.#usedBytes, limit_bytes: limitBytes },
-    );
   }
 
   #succeeded(entries: Sealed[], headers: BatchHeader[], flushed: PromiseLike<unknown>): void {
@@ -406,17 +381,10 @@ export class Journal {
 
   /** A commit landed after failures: writable again if there is room to stay so. */
   #recover(): void {
-    this.#sampleUsage(true);
-    let room: number;
-    try {
-      room = headroomBytes(this.#realDir, this.#usedBytes);
-    } catch {
-      room = 0;
-    }
-    if (room < RECOVERY_HEADROOM_BYTES) return;
+    if (!this.#size.hasRecoveryRoom()) return;
     this.#writable = true;
     this.#failing.clear();
-    this.#opts.log?.({ level: 'info', msg: 'journal writable again', last_seq: this.#head.last_seq, headroom_bytes: room });
+    this.#opts.log?.({ level: 'info', msg: 'journal writable again', last_seq: this.#head.last_seq, used_bytes: this.#size.usedBytes });
   }
 
   #fail(entries: Entry[], reason: FailureReason, cause: unknown): void {
