@@ -11,6 +11,8 @@ import { verifyDir } from './helpers/journal.js';
 
 // Records of ~2.5 KB (a long path) against a bound of 256 KiB: full after about a hundred.
 const LIMIT_BYTES = 256 * 1024;
+// Long enough that nothing is pruned while a loaded machine fills the journal.
+const RETENTION_MS = 8_000;
 const LONG = '/fill/' + 'x'.repeat(2000);
 
 async function boundedSidecar(t: ExecutionContext, onJournalFull: 'reject' | 'pass', journalRetentionMs = 0) {
@@ -40,9 +42,12 @@ async function fillUntilFull(sidecar: { ports: { admin: number } }, send: (i: nu
 const idOf = (rec: JournalRecord): string | undefined => rec['audit.request_id'];
 
 test('reject: at the bound new requests get 503 before the upstream, counted, logged, not ready; retention makes room again', async (t) => {
-  const { app, sidecar, send, logged } = await boundedSidecar(t, 'reject', 2_500);
+  const { app, sidecar, send, logged } = await boundedSidecar(t, 'reject', RETENTION_MS);
   const { replies, next } = await fillUntilFull(sidecar, send);
-  t.true(replies.every((r) => r.status === 200), 'below the bound everything went through');
+  // The bound is sampled as commits land: the last few sent may already have met it.
+  const firstRefused = replies.findIndex((r) => r.status !== 200);
+  t.true(firstRefused === -1 || replies.slice(firstRefused).every((r) => r.status === 503), 'below the bound everything went through');
+  t.true(replies.filter((r) => r.status === 200).length >= 50);
 
   const refused = await send(next);
   t.is(refused.status, 503);
@@ -52,14 +57,14 @@ test('reject: at the bound new requests get 503 before the upstream, counted, lo
   t.is(ready.status, 503);
   t.regex(ready.body.toString(), /audit journal is full \(\d+ of 262144 bytes\); on-journal-full reject/);
   const metrics = await scrape(sidecar.ports.admin);
-  t.is(metricValue(metrics, 'auditmesh_journal_rejected_total'), 1);
+  t.is(metricValue(metrics, 'auditmesh_journal_rejected_total'), 1 + replies.filter((r) => r.status === 503).length);
   t.true(metricValue(metrics, 'auditmesh_journal_bytes') >= LIMIT_BYTES);
   t.is(metricValue(metrics, 'auditmesh_journal_limit_bytes'), LIMIT_BYTES);
   t.is(logged.filter((l) => l === 'error journal full: the on-journal-full policy applies').length, 1);
 
-  // Retention (2.5 s here) prunes the oldest records, the journal drops below its bound, traffic flows again.
+  // Retention prunes the oldest records, the journal drops below its bound, traffic flows again.
   let after: Reply | undefined;
-  for (let tries = 0; tries < 100 && after?.status !== 200; tries++) {
+  for (let tries = 0; tries < 300 && after?.status !== 200; tries++) {
     await new Promise((resolve) => setTimeout(resolve, 100));
     after = await send(next + 1 + tries);
   }
