@@ -108,7 +108,7 @@ async function openStages(opts: AuditPipelineOptions, log: Log): Promise<Stages>
   try {
     // Fails at boot, not at the first batch, if the worker cannot load; and takes the worker's
     // start-up (~0.3 s under tsx) off the first real batch's commit latency.
-    await pool.seal('\n{}');
+    await pool.seal(encodeRecords([{}]).bytes);
   } catch (err) {
     await Promise.all([pool.close(), journal.close()]);
     throw err;
@@ -162,7 +162,7 @@ function createCommitStage({ journal, pool, feed, metrics, log }: Stages, batche
   function seal(batch: RecordBatch): void {
     // A boundary: this runs from record() and from a timer, where a throw would be fatal.
     try {
-      const { text, kept, dropped } = encodeRecords(batch.records);
+      const { bytes, kept, dropped } = encodeRecords(batch.records);
       if (dropped.length > 0) {
         lose(dropped.length, 'encode', dropped[0]);
         // The batch's strict records share one answer, and the dropped record may be one of them.
@@ -171,7 +171,7 @@ function createCommitStage({ journal, pool, feed, metrics, log }: Stages, batche
       if (kept.length === 0) return;
       inFlightRecords += kept.length;
       const info = { count: kept.length, sealedUnixMs: batch.sealedUnixMs, sealedAtMs: batch.sealedAtMs };
-      const task = settle(batch, kept, journal.append(pool.seal(text), info)).finally(() => inFlight.delete(task));
+      const task = settle(batch, kept, journal.append(pool.seal(bytes), info)).finally(() => inFlight.delete(task));
       inFlight.add(task);
       updateGauges();
     } catch (err) {

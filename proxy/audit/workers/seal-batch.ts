@@ -2,20 +2,20 @@ import { move, transferableSymbol, valueSymbol } from 'piscina';
 import { leafHashAt, merkleRoot } from '../merkle.js';
 
 /**
- * Piscina worker: turns one batch of records into the bytes the journal stores and the batch's
- * Merkle root. Runs off the event loop, so the hot path never hashes.
+ * Piscina worker: computes a batch's leaf hashes and Merkle root from the bytes the journal
+ * stores. Runs off the event loop, so the hot path never hashes.
  *
- * Input is the batch's records as the main thread encoded them, each record's canonical bytes
- * (its UTF-8 JSON text) preceded by a newline: "\n{...}\n{...}". JSON text never holds a raw
- * newline (JSON.stringify escapes control characters and adds no whitespace), and no byte of a
- * multi-byte UTF-8 sequence is 0x0A, so the newlines split the records exactly, with no parse.
+ * Input is the batch as the main thread encoded it (pool.ts, encodeRecords), transferred, not
+ * copied: each record's canonical bytes (its UTF-8 JSON) preceded by a newline byte. JSON text
+ * never holds a raw newline (JSON.stringify escapes control characters and adds no whitespace),
+ * and no byte of a multi-byte UTF-8 sequence is 0x0A, so the newlines split the records exactly.
  */
 
 /** Sealed output, or an expected failure as a value: piscina does not carry error codes back. */
 export type SealOutcome =
   | {
       ok: true;
-      /** The input's UTF-8 bytes, separators included; transferred, not copied. */
+      /** The input bytes, transferred back; the separators now hold the leaf prefix (0x00). */
       bytes: ArrayBuffer;
       /**
        * count + 1 byte positions: offsets[i] is the separator before record i, offsets[count]
@@ -30,11 +30,10 @@ export type SealOutcome =
 const SEPARATOR = 0x0a;
 
 /** The task handler. The pool receives a SealOutcome: piscina unwraps the movable wrapper. */
-export default function sealBatch(text: string): unknown {
-  if (typeof text !== 'string' || text.length < 2 || text.charCodeAt(0) !== SEPARATOR) return { ok: false, error: 'batch is not newline-separated records' };
-  // allocUnsafeSlow: a dedicated ArrayBuffer (not the shared pool slab), so it can be transferred.
-  const bytes = Buffer.allocUnsafeSlow(Buffer.byteLength(text));
-  bytes.write(text, 0, 'utf8');
+export default function sealBatch(input: ArrayBuffer): unknown {
+  if (!(input instanceof ArrayBuffer) || input.byteLength < 2) return { ok: false, error: 'batch is not a buffer of records' };
+  const bytes = Buffer.from(input);
+  if (bytes[0] !== SEPARATOR) return { ok: false, error: 'batch does not start with a record separator' };
   const starts: number[] = [];
   for (let at = 0; at !== -1; at = bytes.indexOf(SEPARATOR, at + 1)) starts.push(at);
   const offsets = new Uint32Array(starts.length + 1);
@@ -43,6 +42,6 @@ export default function sealBatch(text: string): unknown {
   const leaves = new Array<Buffer>(starts.length);
   // Each record's separator byte is the spare byte its leaf hash's 0x00 prefix is written into.
   for (let i = 0; i < leaves.length; i++) leaves[i] = leafHashAt(bytes, offsets[i], offsets[i + 1]);
-  const outcome: SealOutcome = { ok: true, bytes: bytes.buffer as ArrayBuffer, offsets, root: merkleRoot(leaves).toString('hex') };
-  return move({ [transferableSymbol]: [outcome.bytes, offsets.buffer], [valueSymbol]: outcome });
+  const outcome: SealOutcome = { ok: true, bytes: input, offsets, root: merkleRoot(leaves).toString('hex') };
+  return move({ [transferableSymbol]: [input, offsets.buffer], [valueSymbol]: outcome });
 }
