@@ -1,13 +1,16 @@
 import test from 'ava';
 import http from 'node:http';
+import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
 import type { JournalRecord } from '../proxy/audit/record.js';
 import type { Logger } from '../proxy/log.js';
+import { createAuditPipeline } from '../proxy/audit/pipeline.js';
 import { parseSidecarConfig } from '../proxy/config.js';
 import { readJournal } from '../proxy/journal/read-journal.js';
 import { request, startUpstream, type Reply } from './helpers/net.js';
 import { metricValue, scrape, startTestSidecar } from './helpers/sidecar.js';
-import { verifyDir } from './helpers/journal.js';
+import { makeRecord, verifyDir } from './helpers/journal.js';
+import { tempDir } from './helpers/sidecar.js';
 
 // Records of ~2.5 KB (a long path) against a bound of 256 KiB: full after about a hundred.
 const LIMIT_BYTES = 256 * 1024;
@@ -120,4 +123,35 @@ test('the journal flags are checked at boot, naming the flag or variable at faul
   t.throws(() => parseSidecarConfig(['--journal-retention', '15'], {}), { message: /--journal-retention: expected a duration/ });
   t.throws(() => parseSidecarConfig([], { AUDITMESH_ON_JOURNAL_FULL: 'drop' }), { message: /AUDITMESH_ON_JOURNAL_FULL: expected one of reject, pass/ });
   t.throws(() => parseSidecarConfig(['--checkpoint-interval-ms', '0'], {}), { message: /--checkpoint-interval-ms: at least 10/ });
+});
+
+// Memory is bounded too: a journal that cannot keep up is treated like a full one.
+test('a journal too far behind applies the policy: reject refuses until it catches up, pass sheds into a gap record', async (t) => {
+  for (const onJournalFull of ['reject', 'pass'] as const) {
+    const journalDir = join(await tempDir(t), 'journal');
+    const pipeline = await createAuditPipeline({ journalDir, onJournalFull, maxPendingRecords: 500, checkpointIntervalMs: 50 });
+    t.teardown(() => pipeline.close());
+    // 5,000 records handed over in one turn: none can be committed before the loop ends.
+    for (let i = 0; i < 5000; i++) pipeline.record(makeRecord(i));
+    const readiness = pipeline.readiness();
+    t.regex(readiness.reason ?? '', /audit journal is behind \(\d+ records waiting, at most 500\)/, onJournalFull);
+    t.is(readiness.ok, onJournalFull === 'pass');
+    t.is(pipeline.admits(), onJournalFull === 'pass');
+    const started = Date.now();
+    while (!pipeline.admits() || pipeline.readiness().reason !== undefined) {
+      if (Date.now() - started > 20_000) return t.fail('the journal never caught up');
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    await pipeline.close();
+    const records = await readJournal(journalDir);
+    const kept = records.filter((r) => r['audit.kind'] === 'http').length;
+    const covered = records.filter((r) => r['audit.kind'] === 'gap').reduce((sum, g) => sum + g['audit.gap.exchanges']!, 0);
+    if (onJournalFull === 'reject') t.is(kept, 5000, 'admitted records are all kept');
+    else {
+      t.true(kept >= 500 && kept < 5000, `${kept} kept`);
+      t.is(kept + covered, 5000, 'every record shed is counted in a gap record');
+      t.true(records.some((r) => r['audit.gap.reason'] === 'journal_behind'));
+    }
+    t.true((await verifyDir(journalDir)).ok);
+  }
 });

@@ -27,13 +27,15 @@ export interface AuditPipelineOptions {
   maxBatchDelayMs?: number;
   /** Sealing workers; default one per spare core, at most 2. */
   poolThreads?: number;
+  /** Records handed over and not yet committed, at most; beyond, the full policy applies. Default MAX_PENDING_RECORDS. */
+  maxPendingRecords?: number;
   /** Signs the journal's heads; default a key in memory only (tests, benchmarks). */
   signingKey?: SigningKey;
   /** Longest time between signed checkpoints, traffic or not; default CHECKPOINT_INTERVAL_MS. */
   checkpointIntervalMs?: number;
   /** Journal bound, bytes of LMDB pages in use; default none. */
   journalLimitBytes?: number;
-  /** At the bound, or while commits fail; default `reject`. */
+  /** At the bound, while commits fail, or with maxPendingRecords waiting; default `reject`. */
   onJournalFull?: JournalFullPolicy;
   /** Links older than this are pruned; default never. */
   retentionMs?: number;
@@ -73,6 +75,11 @@ export interface AuditPipeline {
 
 /** How long a strict record waits for its committed batch to reach the disk before giving up. */
 export const FLUSH_TIMEOUT_MS = 10_000;
+/**
+ * A journal that cannot keep up must not turn into memory without bound: with this many records
+ * waiting (half a second at full speed, some 50-100 MB), the full policy applies as if the journal were full.
+ */
+export const MAX_PENDING_RECORDS = 50_000;
 
 type Log = (line: Record<string, unknown>) => void;
 const noop = (): void => {};
@@ -180,7 +187,7 @@ function createCommitStage({ journal, pool, feed, metrics, log }: Stages, batche
     }
   }
 
-  return { seal, drain: () => Promise.all(inFlight) };
+  return { seal, drain: () => Promise.all(inFlight), pending: () => batcherPending() + inFlightRecords };
 }
 
 export async function createAuditPipeline(opts: AuditPipelineOptions): Promise<AuditPipeline> {
@@ -193,9 +200,10 @@ export async function createAuditPipeline(opts: AuditPipelineOptions): Promise<A
   });
   const stages = await openStages(opts, log);
   const { journal } = stages;
-  const policy = createFullPolicy(opts.onJournalFull ?? 'reject', journal, opts.journalLimitBytes);
   const gap = createGapTracker(opts.service ?? 'unknown', (n, reason) => opts.metrics?.journalGapExchanges.inc({ reason }, n));
   const commit = createCommitStage(stages, () => batcher.pending, gap);
+  const backlog = { pending: commit.pending, maxPending: opts.maxPendingRecords ?? MAX_PENDING_RECORDS };
+  const policy = createFullPolicy(opts.onJournalFull ?? 'reject', journal, opts.journalLimitBytes, backlog);
   const maintenance = startMaintenance(journal, batcher, gap, opts.checkpointIntervalMs ?? CHECKPOINT_INTERVAL_MS);
   let closing: Promise<void> | undefined;
 

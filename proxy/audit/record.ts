@@ -16,8 +16,11 @@ export type RecordPhase = 'request' | 'final';
 
 export type Direction = 'inbound' | 'outbound';
 
-/** Why exchanges went unrecorded: the journal at its bound (`pass` policy), or a failed commit. */
-export type GapReason = 'journal_full' | 'journal_write';
+/**
+ * Why exchanges went unrecorded: the journal at its bound or too far behind (`pass` policy), or
+ * a failed commit.
+ */
+export type GapReason = 'journal_full' | 'journal_write' | 'journal_behind';
 
 /**
  * How an exchange failed, when it did. `refused`/`reset`/`timeout` are upstream failures,
