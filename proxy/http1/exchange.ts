@@ -84,7 +84,7 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
     complete(record, t0, { status, error, upstreamResponded: false, requestBytes: 0, responseBytes: 0, errorKind: 'rejected' }, recorded);
   }
 
-  /** --on-journal-full reject: nothing goes through unrecorded, and the refusal is not recorded either (the journal is what is full). */
+  /** --on-journal-full reject: nothing goes through unrecorded, and the refusal is not recorded either (the journal is what cannot take it). */
   function admitted(): boolean {
     if (!auditing || deps.audit!.admits()) return true;
     deps.metrics.journalRejected.inc();
@@ -102,7 +102,7 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
         return;
       }
       const record = prepare(req, route, correlation);
-      if (!admitted()) return reject(res, record, t0, 503, new ProxyError('AUDITMESH_JOURNAL_WRITE', 'audit journal full or unwritable (on-journal-full reject)'), false);
+      if (!admitted()) return reject(res, record, t0, 503, new ProxyError('AUDITMESH_JOURNAL_WRITE', 'audit journal full, unwritable or behind (on-journal-full reject)'), false);
       const responseHeaders = { 'x-request-id': correlation.requestId };
       const forward = (): void => deps.forwarder.web(req, res, route.target, responseHeaders, (outcome) => complete(record, t0, outcome));
       if (!auditing || deps.mode !== 'strict') {
