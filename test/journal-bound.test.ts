@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
 import type { JournalRecord } from '../proxy/audit/record.js';
 import type { Logger } from '../proxy/log.js';
+import { formatRecordLine } from '../control/cli/format-record.js';
 import { createAuditPipeline } from '../proxy/audit/pipeline.js';
 import { parseSidecarConfig } from '../proxy/config.js';
 import { readJournal } from '../proxy/journal/read-journal.js';
@@ -110,6 +111,7 @@ test('pass: at the bound requests go through unrecorded, degraded but ready, and
   t.true(unrecorded >= 20);
   t.is(gaps.reduce((sum, g) => sum + g['audit.gap.exchanges']!, 0), unrecorded);
   t.like(gaps[0], { 'audit.gap.reason': 'journal_full', 'audit.direction': 'inbound', 'audit.service': 'svc' });
+  t.regex(formatRecordLine(gaps[0]), new RegExp(`GAP ${gaps[0]['audit.gap.exchanges']} unrecorded \\(journal_full\\)`), 'as auditmesh tail shows it');
   t.true(gaps.every((g) => g['audit.start_unix_ms'] + g['audit.duration_ms']! <= Date.now()));
 });
 
