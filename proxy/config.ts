@@ -1,4 +1,6 @@
-import { type FlagSpec, type FlagValues, UsageError, parseFlags, port } from './config/flags.js';
+import { isAbsolute, relative, resolve } from 'node:path';
+import { type FlagSpec, type FlagValues, UsageError, durationMs, parseFlags, port } from './config/flags.js';
+import type { JournalFullPolicy } from './audit/full-policy.js';
 import { parseResolveTable, type ResolveTable } from './http1/target.js';
 import type { AlertOptions } from './alerts/alerting.js';
 import { DEFAULT_SECRET_HEADERS, DEFAULT_SECRET_PARAMS } from './audit/redact.js';
@@ -42,6 +44,11 @@ export interface SidecarConfig {
   interimRecordMs: number;
   /** Spike and first-seen detection; intervalMs 0 turns it off. */
   alerts: AlertOptions;
+  checkpointIntervalMs: number;
+  journalLimitBytes: number;
+  onJournalFull: JournalFullPolicy;
+  /** 0: never pruned by age. */
+  journalRetentionMs: number;
 }
 
 export const SIDECAR_FLAGS: readonly FlagSpec[] = [
@@ -76,6 +83,10 @@ export const SIDECAR_FLAGS: readonly FlagSpec[] = [
   { name: 'alert-error-ratio-delta', type: 'number', default: '0.2', help: 'an error ratio this far above its baseline is an error spike' },
   { name: 'alert-min-requests', type: 'int', default: '20', help: 'windows with fewer requests raise no error spike' },
   { name: 'log-level', type: 'string', default: 'info', choices: ['info', 'warn', 'error', 'silent'], help: 'structured log verbosity (stderr)' },
+  { name: 'checkpoint-interval-ms', type: 'int', default: '5000', help: 'a signed checkpoint at least this often, even with no traffic' },
+  { name: 'journal-limit-bytes', type: 'int', default: String(1024 ** 3), help: 'journal bound (bytes of LMDB pages in use); at it, --on-journal-full applies' },
+  { name: 'on-journal-full', type: 'string', default: 'reject', choices: ['reject', 'pass'], help: 'journal full or unwritable: reject new requests with 503, or pass them unrecorded, counted in signed gap records' },
+  { name: 'journal-retention', type: 'string', default: '7d', help: 'records older than this are pruned (30m, 12h, 7d; 0: never)' },
 ];
 
 function resolveTable(entries: string[]): ResolveTable {
@@ -135,7 +146,16 @@ export function sidecarConfigFromFlags(values: FlagValues, env: Readonly<Record<
       alpha: ALERT_EWMA_ALPHA,
       maxKeys: ALERT_MAX_KEYS,
     },
+    checkpointIntervalMs: values['checkpoint-interval-ms'] as number,
+    journalLimitBytes: values['journal-limit-bytes'] as number,
+    onJournalFull: values['on-journal-full'] as JournalFullPolicy,
+    journalRetentionMs: durationMs(values, 'journal-retention'),
   };
+  if (cfg.checkpointIntervalMs < 10) throw new UsageError('--checkpoint-interval-ms: at least 10');
+  if (cfg.journalLimitBytes < 1) throw new UsageError('--journal-limit-bytes: at least 1');
+  // Whoever can read the journal (a backup, a support bundle) must not get the key with it.
+  const fromJournal = relative(resolve(cfg.journalDir), resolve(cfg.keyFile));
+  if (fromJournal === '' || (!fromJournal.startsWith('..') && !isAbsolute(fromJournal))) throw new UsageError(`--key: ${cfg.keyFile} is inside the journal folder ${cfg.journalDir}; keep the key apart from it`);
   if (cfg.collector !== undefined && !/^[^:\s]+:\d+$/.test(cfg.collector)) {
     throw new UsageError(`--collector: expected HOST:PORT, got ${JSON.stringify(cfg.collector)}`);
   }

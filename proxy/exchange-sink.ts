@@ -4,8 +4,11 @@ import type { SidecarMetrics } from './metrics/metrics.js';
 import { observeExchange, type ProtocolLabel } from './metrics/observe-exchange.js';
 import type { Alerting } from './alerts/alerting.js';
 
-/** Takes every finished exchange, whatever its protocol. */
-export type ExchangeSink = (protocol: ProtocolLabel, record: AuditRecord, bytesIn: number, bytesOut: number) => void;
+/**
+ * Takes every finished exchange, whatever its protocol. `journal` false: counted and watched
+ * but not written (a request refused because the journal cannot take it).
+ */
+export type ExchangeSink = (protocol: ProtocolLabel, record: AuditRecord, bytesIn: number, bytesOut: number, journal?: boolean) => void;
 
 /**
  * What happens to a finished exchange, in order: counted in the metrics, seen by the anomaly
@@ -17,9 +20,9 @@ export function createExchangeSink(deps: {
   alerting: Alerting | null;
   audit: AuditPipeline | null;
 }): ExchangeSink {
-  return (protocol, record, bytesIn, bytesOut) => {
+  return (protocol, record, bytesIn, bytesOut, journal = true) => {
     observeExchange(deps.metrics, deps.peerLabel, protocol, record, bytesIn, bytesOut);
     deps.alerting?.observe(record);
-    deps.audit?.record(record);
+    if (journal) deps.audit?.record(record);
   };
 }

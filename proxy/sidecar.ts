@@ -6,7 +6,8 @@ import { createSidecarMetrics, type SidecarMetrics } from './metrics/metrics.js'
 import { createExchangeSink } from './exchange-sink.js';
 import { createAlerting } from './alerts/alerting.js';
 import { createAdminServer } from './metrics/admin-server.js';
-import { createAuditPipeline, type AuditPipeline } from './audit/pipeline.js';
+import type { AuditPipeline } from './audit/pipeline.js';
+import { openAudit } from './audit/open-audit.js';
 import { createRedactor } from './audit/redact.js';
 import { createPeerLabels } from './audit/peer-label.js';
 import { createHttpProxyForwarder } from './http1/http-proxy-forwarder.js';
@@ -42,7 +43,7 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
   assertOriginalDstAvailable();
   const metrics = createSidecarMetrics();
   const redactor = createRedactor({ key: await loadOrCreateSecret(config.redactionKeyFile), secretHeaders: config.secretHeaders, secretParams: config.secretParams });
-  const audit = config.auditMode === 'off' ? null : await createAuditPipeline({ journalDir: config.journalDir, metrics, log: (line: Record<string, unknown>) => log('info', String(line.msg ?? 'journal'), line) });
+  const audit = await openAudit(config, metrics, log);
   const forwarder = createHttpProxyForwarder(config);
   const sessions = createSessionPool({ connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs });
   const peerLabel = createPeerLabels();
@@ -59,7 +60,14 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
     metrics.connections.dec({ direction: record['audit.direction'], kind });
     onExchange(kind, record, record['audit.bytes_in'] ?? 0, record['audit.bytes_out'] ?? 0);
   };
+  // --on-journal-full reject holds for connections too: refused (closed), counted, not journalled.
+  const admits = (): boolean => {
+    if (audit === null || audit.admits()) return true;
+    metrics.journalRejected.inc();
+    return false;
+  };
   const opaque = (direction: Direction, target: (socket: net.Socket, sni: string | null) => Route | null) => (socket: net.Socket, sni: string | null) => {
+    if (!admits()) return void socket.destroy();
     opened(direction, 'tcp');
     relayOpaque({ direction, service: config.service, connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs, target, onRecord: recordOpaque('tcp') }, socket, sni);
   };
@@ -85,7 +93,11 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
   const tunnelDeps = { service: config.service, connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs, onRecord: recordOpaque('tunnel') };
   const outbound = createCaptureListener(
     {
-      http1: createHttpListener(outboundHandler, listenerTimeouts, (req, socket, head) => (opened('outbound', 'tunnel'), relayConnect(tunnelDeps, req, socket, head))),
+      http1: createHttpListener(outboundHandler, listenerTimeouts, (req, socket, head) => {
+        if (!admits()) return void socket.end('HTTP/1.1 503 Service Unavailable\r\nx-auditmesh-error: AUDITMESH_JOURNAL_WRITE\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+        opened('outbound', 'tunnel');
+        relayConnect(tunnelDeps, req, socket, head);
+      }),
       h2: h2('outbound', (authority, path, socket) => routeByAuthority(authority, path, config.resolve, 80, socket === undefined ? null : redirectedDestination(socket))),
       // A redirected connection goes to its original destination; otherwise a TLS one can still
       // be routed by its SNI. The SNI, when there is one, names the peer.
@@ -96,7 +108,7 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
   servers.push(outbound);
   const admin = createAdminServer({
     registry: metrics.registry,
-    ready: () => (audit === null || audit.writable ? { ok: true } : { ok: false, reason: 'audit journal is not writable' }),
+    ready: () => (audit === null ? { ok: true } : audit.readiness()),
     subscribe: audit === null ? null : (listener) => audit.subscribe(listener),
   });
   servers.push(admin);

@@ -27,7 +27,7 @@ test('an unknown command or a bad flag is a usage error: exit 2 and a message na
 });
 
 test('every command answers --help with exit 0', async (t) => {
-  const commands = ['sidecar', 'tail', 'demo', 'injector', 'install', 'inject'];
+  const commands = ['sidecar', 'tail', 'demo', 'injector', 'install', 'inject', 'verify'];
   const results = await Promise.all(commands.map((command) => runCli([command, '--help'])));
   commands.forEach((command, i) => {
     t.is(results[i]!.code, 0, command);

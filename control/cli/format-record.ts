@@ -16,11 +16,13 @@ export function formatRecordLine(rec: AuditRecord | JournalRecord): string {
   const edge = rec['audit.direction'] === 'inbound' ? `${peer} → ${self}` : `${self} → ${peer}`;
   const grpcStatus = rec['rpc.grpc.status_code'];
   const what =
-    rec['audit.kind'] === 'tunnel' || rec['audit.kind'] === 'tcp'
-      ? `${rec['audit.kind'].toUpperCase()} ${rec['server.address'] ?? ''}:${rec['server.port'] ?? ''} ${rec['audit.bytes_in'] ?? 0}B↑ ${rec['audit.bytes_out'] ?? 0}B↓`
-      : rec['audit.kind'] === 'grpc'
-        ? `gRPC ${truncate(`${rec['rpc.service'] ?? ''}/${rec['rpc.method'] ?? ''}`, PATH_COLUMN_CHARS)}`
-        : `${rec['http.request.method'] ?? ''} ${truncate(rec['url.path'] ?? '', PATH_COLUMN_CHARS)}`;
+    rec['audit.kind'] === 'gap'
+      ? `GAP ${rec['audit.gap.exchanges'] ?? 0} unrecorded (${rec['audit.gap.reason'] ?? '?'})`
+      : rec['audit.kind'] === 'tunnel' || rec['audit.kind'] === 'tcp'
+        ? `${rec['audit.kind'].toUpperCase()} ${rec['server.address'] ?? ''}:${rec['server.port'] ?? ''} ${rec['audit.bytes_in'] ?? 0}B↑ ${rec['audit.bytes_out'] ?? 0}B↓`
+        : rec['audit.kind'] === 'grpc'
+          ? `gRPC ${truncate(`${rec['rpc.service'] ?? ''}/${rec['rpc.method'] ?? ''}`, PATH_COLUMN_CHARS)}`
+          : `${rec['http.request.method'] ?? ''} ${truncate(rec['url.path'] ?? '', PATH_COLUMN_CHARS)}`;
   const status = grpcStatus !== undefined ? (GRPC_STATUS[grpcStatus] ?? String(grpcStatus)) : (rec['http.response.status_code'] ?? '-');
   const duration = rec['audit.duration_ms'] === undefined ? '' : `${rec['audit.duration_ms'].toFixed(1)}ms`;
   const error = rec['error.type'] === undefined ? '' : `  ${rec['error.type']}`;

@@ -1,6 +1,7 @@
 import { sidecarMain } from '../../proxy/main.js';
 import { tailMain } from './tail.js';
 import { demoMain } from './demo.js';
+import { verifyMain } from './verify.js';
 import type { CommandIO, CommandRun } from './io.js';
 import { VERSION } from '../version.js';
 
@@ -12,6 +13,7 @@ interface Command {
 const COMMANDS: Record<string, Command> = {
   sidecar: { summary: 'run the sidecar in front of one app', run: sidecarMain },
   tail: { summary: 'stream records live from a sidecar (--admin URL)', run: tailMain },
+  verify: { summary: 'verify a journal offline: records, Merkle roots, hash chain, signatures', run: verifyMain },
   demo: { summary: 'a whole local mesh on embedded defaults: services with sidecars, traffic, live records', run: demoMain },
   // Loaded on use: their dependencies (TLS certificates, YAML) would slow every other command's start.
   injector: { summary: 'run the sidecar-injection admission webhook (HTTPS)', run: async (argv, io) => (await import('./injector.js')).injectorMain(argv, io) },

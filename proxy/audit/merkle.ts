@@ -17,9 +17,25 @@ export function leafHash(bytes: Uint8Array): Buffer {
   return hash('sha256', Buffer.concat([LEAF_PREFIX, bytes]), 'buffer');
 }
 
+/**
+ * leafHash of buf(slot, end) without copying it: writes the 0x00 prefix into buf[slot], a spare
+ * byte the caller keeps before each record (the sealing worker's separators), and hashes in place.
+ */
+export function leafHashAt(buf: Buffer, slot: number, end: number): Buffer {
+  buf[slot] = LEAF_PREFIX[0];
+  return hash('sha256', buf.subarray(slot, end), 'buffer');
+}
+
+// One scratch buffer per thread (module instance) for node inputs: no allocation per node.
+const nodeInput = Buffer.alloc(65);
+nodeInput[0] = NODE_PREFIX[0];
+
 /** SHA-256(0x01 || left || right): an interior node. */
 export function nodeHash(left: Uint8Array, right: Uint8Array): Buffer {
-  return hash('sha256', Buffer.concat([NODE_PREFIX, left, right]), 'buffer');
+  if (left.length !== 32 || right.length !== 32) return hash('sha256', Buffer.concat([NODE_PREFIX, left, right]), 'buffer');
+  nodeInput.set(left, 1);
+  nodeInput.set(right, 33);
+  return hash('sha256', nodeInput, 'buffer');
 }
 
 /** The largest power of two strictly below n (n >= 2): the RFC's split point. */

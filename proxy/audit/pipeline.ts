@@ -1,16 +1,21 @@
 import { availableParallelism } from 'node:os';
 import type { SidecarMetrics } from '../metrics/metrics.js';
-import { Journal, journalError, type CommittedBatch } from '../journal/journal.js';
+import type { SigningKey } from '../keys.js';
+import { CHECKPOINT_INTERVAL_MS, Journal, journalError, maintenanceTickMs, type CommittedBatch } from '../journal/journal.js';
 import type { BatchHeader, BatchReadOptions, RecordReadOptions } from '../journal/read-journal.js';
-import { createBatcher, MAX_BATCH_DELAY_MS, MAX_BATCH_RECORDS, type RecordBatch } from './batcher.js';
+import { createBatcher, MAX_BATCH_DELAY_MS, MAX_BATCH_RECORDS, type Batcher, type RecordBatch } from './batcher.js';
+import { createFullPolicy, type JournalFullPolicy } from './full-policy.js';
+import { createGapTracker, type GapTracker } from './gap-tracker.js';
 import { createLiveFeed, type LiveFeed } from './live-feed.js';
-import { createSealPool, type SealPool } from './pool.js';
+import { createSealPool, encodeRecords, type SealPool } from './pool.js';
 import type { AuditRecord, JournalRecord } from './record.js';
 
 /**
  * The audit pipeline, in the order a record travels it:
- *   record() -> batcher (event loop) -> seal pool (worker: bytes, hashes, root)
- *            -> journal (LMDB, FIFO commit) -> live feed and strict waiters.
+ *   record() -> full policy -> batcher (event loop) -> seal pool (worker: bytes, hashes, root)
+ *            -> journal (LMDB, FIFO commit, chain, signature) -> live feed and strict waiters.
+ * A maintenance tick writes gap records for what went unrecorded and keeps the journal's upkeep
+ * (signed checkpoints, retention, size, probing an unwritable journal).
  */
 
 export interface AuditPipelineOptions {
@@ -22,6 +27,20 @@ export interface AuditPipelineOptions {
   maxBatchDelayMs?: number;
   /** Sealing workers; default one per spare core, at most 2. */
   poolThreads?: number;
+  /** Records handed over and not yet committed, at most; beyond, the full policy applies. Default MAX_PENDING_RECORDS. */
+  maxPendingRecords?: number;
+  /** Signs the journal's heads; default a key in memory only (tests, benchmarks). */
+  signingKey?: SigningKey;
+  /** Longest time between signed checkpoints, traffic or not; default CHECKPOINT_INTERVAL_MS. */
+  checkpointIntervalMs?: number;
+  /** Journal bound, bytes of LMDB pages in use; default none. */
+  journalLimitBytes?: number;
+  /** At the bound, while commits fail, or with maxPendingRecords waiting; default `reject`. */
+  onJournalFull?: JournalFullPolicy;
+  /** Links older than this are pruned; default never. */
+  retentionMs?: number;
+  /** The service stamped on gap records. */
+  service?: string;
   metrics?: SidecarMetrics;
   /** Structured log line sink; default no-op. */
   log?: (line: Record<string, unknown>) => void;
@@ -34,12 +53,19 @@ export interface AuditPipeline {
    * Strict mode: resolves once the record's batch is committed and flushed to disk; rejects with
    * code AUDITMESH_JOURNAL_WRITE if it cannot be. Concurrent strict records share one commit and
    * one flush, and a strict record seals its batch after STRICT_BATCH_DELAY_MS, not the full delay.
+   * Under `pass` it resolves instead of rejecting, at once while the journal cannot take records:
+   * the request goes through, and its exchange is counted in a gap record if its final record
+   * cannot be written either.
    */
   recordDurable(rec: AuditRecord): Promise<void>;
   /** Committed records with their sequence numbers, in order. Returns the unsubscribe function. */
   subscribe(listener: (rec: JournalRecord) => void): () => void;
   /** false while the journal cannot be written (the last commit failed). */
   readonly writable: boolean;
+  /** false when a new exchange must be refused with 503: journal full or unwritable under `reject`. */
+  admits(): boolean;
+  /** For /readyz (full-policy.ts). */
+  readiness(): { ok: boolean; reason?: string };
   /** Reads the journal through this pipeline's own environment: the in-process reader. */
   read(opts?: RecordReadOptions): JournalRecord[];
   readBatches(opts?: BatchReadOptions): BatchHeader[];
@@ -49,6 +75,11 @@ export interface AuditPipeline {
 
 /** How long a strict record waits for its committed batch to reach the disk before giving up. */
 export const FLUSH_TIMEOUT_MS = 10_000;
+/**
+ * A journal that cannot keep up must not turn into memory without bound: with this many records
+ * waiting (half a second at full speed, some 50-100 MB), the full policy applies as if the journal were full.
+ */
+export const MAX_PENDING_RECORDS = 50_000;
 
 type Log = (line: Record<string, unknown>) => void;
 const noop = (): void => {};
@@ -69,29 +100,6 @@ function defaultThreads(): number {
   return Math.max(1, Math.min(2, availableParallelism() - 1));
 }
 
-/**
- * One JSON.stringify per batch. A record that cannot be encoded (a BigInt, a cycle: a bug
- * upstream) is dropped alone, found by encoding the records one by one on this rare path.
- */
-function encodeBatch(records: AuditRecord[]): { json: string; kept: AuditRecord[]; dropped: unknown[] } {
-  try {
-    return { json: JSON.stringify(records), kept: records, dropped: [] };
-  } catch {
-    const parts: string[] = [];
-    const kept: AuditRecord[] = [];
-    const dropped: unknown[] = [];
-    for (const rec of records) {
-      try {
-        parts.push(JSON.stringify(rec));
-        kept.push(rec);
-      } catch (err) {
-        dropped.push(err);
-      }
-    }
-    return { json: `[${parts.join(',')}]`, kept, dropped };
-  }
-}
-
 interface Stages {
   journal: Journal;
   pool: SealPool;
@@ -101,12 +109,13 @@ interface Stages {
 }
 
 async function openStages(opts: AuditPipelineOptions, log: Log): Promise<Stages> {
-  const journal = Journal.open(opts.journalDir, { metrics: opts.metrics, log });
+  const { signingKey: signer, checkpointIntervalMs, journalLimitBytes: limitBytes, retentionMs, metrics } = opts;
+  const journal = Journal.open(opts.journalDir, { signer, checkpointIntervalMs, limitBytes, retentionMs, metrics, log });
   const pool = createSealPool({ threads: opts.poolThreads ?? defaultThreads() });
   try {
     // Fails at boot, not at the first batch, if the worker cannot load; and takes the worker's
     // start-up (~0.3 s under tsx) off the first real batch's commit latency.
-    await pool.seal('[{}]');
+    await pool.seal(encodeRecords([{}]).bytes);
   } catch (err) {
     await Promise.all([pool.close(), journal.close()]);
     throw err;
@@ -117,8 +126,8 @@ async function openStages(opts: AuditPipelineOptions, log: Log): Promise<Stages>
   return { journal, pool, feed, metrics: opts.metrics, log };
 }
 
-/** A sealed batch's way on: pool, journal, then live feed and strict waiters. */
-function createCommitStage({ journal, pool, feed, metrics, log }: Stages, batcherPending: () => number) {
+/** A sealed batch's way on: pool, journal, then live feed and strict waiters; or the gap tracker. */
+function createCommitStage({ journal, pool, feed, metrics, log }: Stages, batcherPending: () => number, gap: GapTracker) {
   const inFlight = new Set<Promise<void>>();
   let inFlightRecords = 0;
 
@@ -138,6 +147,7 @@ function createCommitStage({ journal, pool, feed, metrics, log }: Stages, batche
     try {
       done = await committed;
     } catch (err) {
+      for (const rec of kept) gap.lose(rec, 'journal_write');
       batch.durability?.reject(err as Error);
       return;
     } finally {
@@ -145,14 +155,21 @@ function createCommitStage({ journal, pool, feed, metrics, log }: Stages, batche
       inFlightRecords -= kept.length;
       updateGauges();
     }
+    for (const rec of kept) if (rec['audit.kind'] === 'gap') gapWritten(rec);
     if (feed.size > 0) for (let i = 0; i < kept.length; i++) feed.publish({ 'audit.seq': done.firstSeq + i, ...kept[i] });
     if (batch.durability !== null) await flushedWithin(done, FLUSH_TIMEOUT_MS).then(batch.durability.resolve, batch.durability.reject);
+  }
+
+  function gapWritten(rec: AuditRecord): void {
+    const reason = rec['audit.gap.reason'] ?? 'journal_write';
+    metrics?.journalGapRecords.inc({ reason });
+    log({ level: 'warn', msg: 'gap record written: exchanges went through unrecorded', reason, direction: rec['audit.direction'], exchanges: rec['audit.gap.exchanges'], since_unix_ms: rec['audit.start_unix_ms'] });
   }
 
   function seal(batch: RecordBatch): void {
     // A boundary: this runs from record() and from a timer, where a throw would be fatal.
     try {
-      const { json, kept, dropped } = encodeBatch(batch.records);
+      const { bytes, kept, dropped } = encodeRecords(batch.records);
       if (dropped.length > 0) {
         lose(dropped.length, 'encode', dropped[0]);
         // The batch's strict records share one answer, and the dropped record may be one of them.
@@ -161,7 +178,7 @@ function createCommitStage({ journal, pool, feed, metrics, log }: Stages, batche
       if (kept.length === 0) return;
       inFlightRecords += kept.length;
       const info = { count: kept.length, sealedUnixMs: batch.sealedUnixMs, sealedAtMs: batch.sealedAtMs };
-      const task = settle(batch, kept, journal.append(pool.seal(json), info)).finally(() => inFlight.delete(task));
+      const task = settle(batch, kept, journal.append(pool.seal(bytes), info)).finally(() => inFlight.delete(task));
       inFlight.add(task);
       updateGauges();
     } catch (err) {
@@ -170,7 +187,7 @@ function createCommitStage({ journal, pool, feed, metrics, log }: Stages, batche
     }
   }
 
-  return { seal, drain: () => Promise.all(inFlight) };
+  return { seal, drain: () => Promise.all(inFlight), pending: () => batcherPending() + inFlightRecords };
 }
 
 export async function createAuditPipeline(opts: AuditPipelineOptions): Promise<AuditPipeline> {
@@ -182,32 +199,70 @@ export async function createAuditPipeline(opts: AuditPipelineOptions): Promise<A
     onSeal: (batch) => commit.seal(batch),
   });
   const stages = await openStages(opts, log);
-  const commit = createCommitStage(stages, () => batcher.pending);
+  const { journal } = stages;
+  const gap = createGapTracker(opts.service ?? 'unknown', (n, reason) => opts.metrics?.journalGapExchanges.inc({ reason }, n));
+  const commit = createCommitStage(stages, () => batcher.pending, gap);
+  const backlog = { pending: commit.pending, maxPending: opts.maxPendingRecords ?? MAX_PENDING_RECORDS };
+  const policy = createFullPolicy(opts.onJournalFull ?? 'reject', journal, opts.journalLimitBytes, backlog);
+  const maintenance = startMaintenance(journal, batcher, gap, opts.checkpointIntervalMs ?? CHECKPOINT_INTERVAL_MS);
   let closing: Promise<void> | undefined;
 
   return {
     record(rec) {
-      if (closing === undefined) batcher.add(rec);
-      else opts.metrics?.journalUnrecorded.inc({ reason: 'closed' });
+      if (closing !== undefined) return void opts.metrics?.journalUnrecorded.inc({ reason: 'closed' });
+      const shed = policy.shedding();
+      if (shed === null) return batcher.add(rec);
+      opts.metrics?.journalUnrecorded.inc({ reason: shed });
+      gap.lose(rec, shed);
     },
     recordDurable(rec) {
       if (closing !== undefined) return Promise.reject(journalError('audit pipeline is closed'));
-      return batcher.addDurable(rec);
+      if (policy.shedding() !== null) return Promise.resolve();
+      const durable = batcher.addDurable(rec);
+      return policy.name === 'pass' ? durable.catch(noop) : durable;
     },
+    admits: () => policy.admits(),
+    readiness: () => policy.readiness(),
     subscribe: (listener) => stages.feed.subscribe(listener),
     get writable() {
-      return stages.journal.writable;
+      return journal.writable;
     },
-    read: (readOpts) => stages.journal.read(readOpts),
-    readBatches: (readOpts) => stages.journal.readBatches(readOpts),
+    read: (readOpts) => journal.read(readOpts),
+    readBatches: (readOpts) => journal.readBatches(readOpts),
     close() {
       closing ??= (async () => {
+        maintenance.stop();
         batcher.flush();
         await commit.drain();
-        await stages.journal.close();
+        if (gap.pending > 0) log({ level: 'error', msg: 'closing with unrecorded exchanges that no gap record could cover', exchanges: gap.pending });
+        await journal.close();
         await stages.pool.close();
       })();
       return closing;
+    },
+  };
+}
+
+/**
+ * The maintenance tick: first the gap records for what went unrecorded (they are signed with the
+ * commit that carries them, and are written even at the bound), then the journal's own upkeep.
+ * stop() clears the timer and hands over the last gap records, writable or not: one last try.
+ */
+function startMaintenance(journal: Journal, batcher: Batcher, gap: GapTracker, checkpointIntervalMs: number): { stop(): void } {
+  const writeGaps = (): void => {
+    for (const rec of gap.take()) batcher.add(rec);
+  };
+  const timer = setInterval(() => {
+    // While the journal is unwritable, the journal's probe goes first; the gap records wait for it.
+    if (journal.writable) writeGaps();
+    journal.maintain();
+  }, maintenanceTickMs(checkpointIntervalMs));
+  // The journal's owner keeps the process alive; upkeep alone must not.
+  timer.unref();
+  return {
+    stop() {
+      clearInterval(timer);
+      writeGaps();
     },
   };
 }

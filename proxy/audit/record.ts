@@ -20,6 +20,12 @@ export type RecordPhase = 'request' | 'interim' | 'final';
 export type Direction = 'inbound' | 'outbound';
 
 /**
+ * Why exchanges went unrecorded: the journal at its bound or too far behind (`pass` policy), or
+ * a failed commit.
+ */
+export type GapReason = 'journal_full' | 'journal_write' | 'journal_behind';
+
+/**
  * How an exchange failed, when it did. `refused`/`reset`/`timeout` are upstream failures,
  * `aborted` is the client going away, `incomplete` is a response cut short after its headers
  * were sent, `rejected` is the sidecar refusing the request itself (bad input, overload).
@@ -107,6 +113,14 @@ export interface AuditRecord {
   'error.type'?: ErrorKind;
   /** A short human-readable reason, never containing secrets. */
   'audit.error_message'?: string;
+
+  /**
+   * Gap records (`audit.kind` `gap`): this many exchanges in this direction went through without
+   * a record of their own, the first starting at `audit.start_unix_ms`, the last
+   * `audit.duration_ms` later.
+   */
+  'audit.gap.exchanges'?: number;
+  'audit.gap.reason'?: GapReason;
 }
 
 /** A record as read back from the journal: the record plus its journal sequence number. */

@@ -102,3 +102,13 @@ export function port(values: FlagValues, name: string): number {
   if (n > 65535) throw new UsageError(`--${name}: ${n} is not a TCP port (0-65535)`);
   return n;
 }
+
+const DURATION_UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** A duration flag (`90s`, `30m`, `12h`, `7d`, `0`), in milliseconds. */
+export function durationMs(values: FlagValues, name: string): number {
+  const text = String(values[name]);
+  const m = /^(\d+)(ms|s|m|h|d)?$/.exec(text);
+  if (m === null || (m[2] === undefined && m[1] !== '0')) throw new UsageError(`--${name}: expected a duration such as 90s, 30m, 12h or 7d (or 0), got ${JSON.stringify(text)}`);
+  return Number(m[1]) * DURATION_UNITS_MS[m[2] ?? 'ms'];
+}

@@ -65,6 +65,8 @@ interface Call {
   interims: number;
   /** The sidecar answered the client itself (an error): the upstream's reset is not relayed. */
   answered: boolean;
+  /** False for a call refused because the journal cannot take it: counted, not journalled. */
+  journal: boolean;
   done: boolean;
 }
 
@@ -87,12 +89,20 @@ export function handleH2Stream(deps: H2Deps, stream: ServerHttp2Stream, headers:
     timers: [],
     interims: 0,
     answered: false,
+    journal: true,
     done: false,
   };
   stream.on('data', (chunk: Buffer) => call.requestCounter.push(chunk));
   stream.once('close', () => finish(call));
   if (route === null) return answerError(call, new ProxyError('AUDITMESH_NO_ROUTE', 'no upstream for this :authority'));
   const auditing = deps.audit !== null && deps.mode !== 'off';
+  // --on-journal-full reject: nothing goes through unrecorded, and the refusal is not journalled
+  // either (the journal is what cannot take it); it is counted.
+  if (auditing && !deps.audit!.admits()) {
+    deps.metrics.journalRejected.inc();
+    call.journal = false;
+    return answerError(call, new ProxyError('AUDITMESH_JOURNAL_WRITE', 'audit journal full, unwritable or behind (on-journal-full reject)'));
+  }
   const start = (): void => forward(call, route, upstreamHeaders(deps, stream, headers, correlation), (flags & NGHTTP2_FLAG_END_STREAM) !== 0);
   if (!auditing || deps.mode !== 'strict') return start();
   stream.pause();
@@ -247,7 +257,7 @@ function finish(call: Call): void {
     record['audit.error_message'] = atDeadline ? 'deadline exceeded: the client cancelled at its deadline' : `client reset the stream (code ${stream.rstCode})`;
   }
   if (call.interims > 0) record['audit.interim_index'] = call.interims;
-  deps.onExchange(call.grpc ? 'grpc' : 'h2', record, call.requestCounter.bytes, call.responseCounter.bytes);
+  deps.onExchange(call.grpc ? 'grpc' : 'h2', record, call.requestCounter.bytes, call.responseCounter.bytes, call.journal);
 }
 
 function decodeGrpcMessage(message: string): string {

@@ -64,7 +64,7 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
     return record;
   }
 
-  function complete(record: AuditRecord, t0: number, outcome: ForwardOutcome): void {
+  function complete(record: AuditRecord, t0: number, outcome: ForwardOutcome, recorded = true): void {
     record['audit.duration_ms'] = round(performance.now() - t0);
     if (outcome.ttfbMs !== undefined) record['audit.ttfb_ms'] = round(outcome.ttfbMs);
     if (outcome.status !== undefined) record['http.response.status_code'] = outcome.status;
@@ -75,13 +75,20 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
       record['error.type'] = outcome.errorKind;
       record['audit.error_message'] = outcome.error?.message ?? outcome.errorKind;
     }
-    deps.onExchange(record['audit.kind'] === 'websocket' ? 'websocket' : 'http1', record, outcome.requestBytes, outcome.responseBytes);
+    deps.onExchange(record['audit.kind'] === 'websocket' ? 'websocket' : 'http1', record, outcome.requestBytes, outcome.responseBytes, recorded);
   }
 
-  function reject(res: ServerResponse, record: AuditRecord, t0: number, status: number, error: ProxyError): void {
+  function reject(res: ServerResponse, record: AuditRecord, t0: number, status: number, error: ProxyError, recorded = true): void {
     res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'x-auditmesh-error': error.code, 'x-request-id': record['audit.request_id'] ?? '' });
     res.end(`auditmesh: ${error.message}\n`);
-    complete(record, t0, { status, error, upstreamResponded: false, requestBytes: 0, responseBytes: 0, errorKind: 'rejected' });
+    complete(record, t0, { status, error, upstreamResponded: false, requestBytes: 0, responseBytes: 0, errorKind: 'rejected' }, recorded);
+  }
+
+  /** --on-journal-full reject: nothing goes through unrecorded, and the refusal is not recorded either (the journal is what cannot take it). */
+  function admitted(): boolean {
+    if (!auditing || deps.audit!.admits()) return true;
+    deps.metrics.journalRejected.inc();
+    return false;
   }
 
   return {
@@ -95,6 +102,7 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
         return;
       }
       const record = prepare(req, route, correlation);
+      if (!admitted()) return reject(res, record, t0, 503, new ProxyError('AUDITMESH_JOURNAL_WRITE', 'audit journal full, unwritable or behind (on-journal-full reject)'), false);
       const responseHeaders = { 'x-request-id': correlation.requestId };
       const forward = (): void => {
         deps.metrics.proxyOverhead.observe({ direction: deps.direction, protocol: 'http1' }, (performance.now() - t0) / 1000);
@@ -118,6 +126,10 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
       const route = deps.route(req);
       if (route === null) {
         socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+        return;
+      }
+      if (!admitted()) {
+        socket.end('HTTP/1.1 503 Service Unavailable\r\nx-auditmesh-error: AUDITMESH_JOURNAL_WRITE\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
         return;
       }
       const protocol = req.headers.upgrade;

@@ -4,8 +4,12 @@ import { ProxyError } from '../errors.js';
 import type { SidecarMetrics } from '../metrics/metrics.js';
 import type { SealedBatch } from '../audit/pool.js';
 import type { JournalRecord } from '../audit/record.js';
-import { HEAD_KEY, openJournalStores, readHeadFrom, readHeadersFrom, readRecordsFrom, registerWriter, unregisterWriter, writerFor } from './read-journal.js';
+import { ephemeralSigningKey, type SigningKey } from '../keys.js';
+import { HEAD_KEY, PRUNED_KEY, openJournalStores, readHeadFrom, readHeadersFrom, readRecordsFrom, registerWriter, unregisterWriter, writerFor } from './read-journal.js';
 import type { BatchHeader, BatchReadOptions, JournalHead, JournalStores, RecordReadOptions } from './read-journal.js';
+import { planCommit, type CommitPlan } from './plan-commit.js';
+import { applyPrune, planPrune, type PrunePlan } from './retention.js';
+import { createJournalSize, type JournalSize } from './journal-size.js';
 
 /**
  * The LMDB journal, single writer. Batches commit strictly in the order they were sealed, a
@@ -13,14 +17,39 @@ import type { BatchHeader, BatchReadOptions, JournalHead, JournalStores, RecordR
  * not at all. One commit at a time; batches that become ready meanwhile share the next one (group
  * commit). Sequence numbers are assigned at commit, so they stay contiguous across failed
  * commits and restarts.
+ *
+ * Each commit links its batches into the hash chain and signs the last head (plan-commit.ts,
+ * chain.ts): one hash per batch and one signature per commit, on this thread. Every open starts
+ * a boot epoch whose link is the first of its commits. maintain(), called every
+ * maintenanceTickMs(), prunes by retention, samples the journal's size and, when nothing was
+ * signed for a checkpoint interval, commits a signed checkpoint link.
  */
 
 /** lmdb-js settles a failed commit's `commitError` right after the rejection; bounded anyway. */
 const COMMIT_ERROR_WAIT_MS = 100;
+/** Default longest time between two signed heads, with or without traffic. */
+export const CHECKPOINT_INTERVAL_MS = 5_000;
+/** maintain() runs at least this often: it is also how an unwritable journal is probed. */
+const MAX_MAINTENANCE_TICK_MS = 1_000;
+/** Pruning deletes at most about this many records per commit, so no one commit stalls the rest. */
+export const PRUNE_MAX_RECORDS_PER_COMMIT = 20_000;
 
 export interface JournalOptions {
+  /** Signs the last head of every commit. Default: a key in memory only (tests, benchmarks). */
+  signer?: SigningKey;
+  /** Longest time between signed heads; default CHECKPOINT_INTERVAL_MS. */
+  checkpointIntervalMs?: number;
+  /** In-use bytes (retention.ts, usedBytes) at which the journal counts as full; default none. */
+  limitBytes?: number;
+  /** Links sealed longer ago than this are pruned; default never. */
+  retentionMs?: number;
   metrics?: SidecarMetrics;
   log?: (line: Record<string, unknown>) => void;
+}
+
+/** How often the journal's owner calls maintain() for a given checkpoint interval. */
+export function maintenanceTickMs(checkpointIntervalMs: number): number {
+  return Math.max(1, Math.min(MAX_MAINTENANCE_TICK_MS, Math.floor(checkpointIntervalMs / 2)));
 }
 
 /** Facts about a sealed batch that are known before the worker is done with it. */
@@ -83,9 +112,20 @@ export class Journal {
   #stores: JournalStores;
   #realDir: string;
   #opts: JournalOptions;
+  #signer: SigningKey;
+  #checkpointIntervalMs: number;
   #head: JournalHead;
+  /** This boot's epoch, and whether its link is committed yet. */
+  #epoch: number;
+  #epochLinked = false;
   #queue: Entry[] = [];
-  #writing = false;
+  #writing: Promise<void> | undefined;
+  /** A commit is wanted even with no batch ready: the epoch link, a checkpoint, a probe. */
+  #linkWanted = false;
+  #lastSignedAtMs = Number.NEGATIVE_INFINITY;
+  #announcedAtMs = Number.NEGATIVE_INFINITY;
+  #prune: PrunePlan | null = null;
+  #size: JournalSize;
   #writable = true;
   #failing = new Set<FailureReason>();
   #tail: Promise<unknown> = Promise.resolve();
@@ -96,10 +136,17 @@ export class Journal {
     this.#stores = stores;
     this.#realDir = realDir;
     this.#opts = opts;
+    this.#signer = opts.signer ?? ephemeralSigningKey();
+    this.#checkpointIntervalMs = opts.checkpointIntervalMs ?? CHECKPOINT_INTERVAL_MS;
     this.#head = readHeadFrom(stores);
+    this.#epoch = (this.#head.epoch ?? 0) + 1;
+    this.#size = createJournalSize(stores, realDir, opts);
   }
 
-  /** Opens (creating if absent) the journal in `dir`. Throws AUDITMESH_JOURNAL_OPEN if it cannot. */
+  /**
+   * Opens (creating if absent) the journal in `dir` and starts a boot epoch: its link, chained to
+   * the last committed head, is committed at once. Throws AUDITMESH_JOURNAL_OPEN if it cannot open.
+   */
   static open(dir: string, opts: JournalOptions = {}): Journal {
     let realDir: string;
     try {
@@ -121,7 +168,9 @@ export class Journal {
       throw openError(`cannot open journal ${realDir}`, err);
     }
     registerWriter(realDir, stores);
-    return new Journal(stores, realDir, opts);
+    const journal = new Journal(stores, realDir, opts);
+    journal.#requestLink();
+    return journal;
   }
 
   /** false while the journal cannot be written: the last commit failed. */
@@ -129,9 +178,23 @@ export class Journal {
     return this.#writable;
   }
 
-  /** The last committed sequence and batch numbers. */
+  /** true while the in-use size is at or over the limit. */
+  get full(): boolean {
+    return this.#size.full;
+  }
+
+  /** In-use bytes at the last sample. */
+  get usedBytes(): number {
+    return this.#size.usedBytes;
+  }
+
+  /** The last committed sequence and batch numbers, chain head and epoch. */
   get head(): JournalHead {
     return this.#head;
+  }
+
+  get keyId(): string {
+    return this.#signer.keyId;
   }
 
   /**
@@ -158,6 +221,29 @@ export class Journal {
     return committed;
   }
 
+  /**
+   * Upkeep, every maintenanceTickMs(checkpoint interval): plans a retention prune (it rides on the
+   * next commit), samples the size, and commits a signed checkpoint when the interval would
+   * otherwise pass without one, or a prune is due, or the journal is unwritable (the probe that
+   * finds out it can be written again).
+   */
+  maintain(nowUnixMs = Date.now()): void {
+    if (this.#closing !== undefined) return;
+    const { retentionMs } = this.#opts;
+    if (retentionMs !== undefined && this.#prune === null) this.#prune = planPrune(this.#stores, nowUnixMs - retentionMs, PRUNE_MAX_RECORDS_PER_COMMIT);
+    this.#size.sample(true);
+    const now = performance.now();
+    const dueMs = this.#checkpointIntervalMs - maintenanceTickMs(this.#checkpointIntervalMs);
+    if (!this.#writable || this.#prune !== null || now - this.#lastSignedAtMs >= dueMs) this.#requestLink();
+    if (now - this.#announcedAtMs >= dueMs) {
+      this.#announcedAtMs = now;
+      const { last_batch, last_seq, head } = this.#head;
+      // The signed head, once per interval, where logs take it away from the journal: a later
+      // checkpoint to verify against (`auditmesh verify --expect-head`) should the tail be cut.
+      this.#opts.log?.({ level: 'info', msg: 'journal checkpoint', batch: last_batch, seq: last_seq, head, key: this.#signer.keyId });
+    }
+  }
+
   /** Reads through this environment: use this (or readJournal, which detects it) in-process. */
   read(opts?: RecordReadOptions): JournalRecord[] {
     return readRecordsFrom(this.#openStores(), opts);
@@ -176,6 +262,7 @@ export class Journal {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       await this.#tail;
+      while (this.#writing !== undefined) await this.#writing;
       await this.#stores.env.close();
       this.#closed = true;
       unregisterWriter(this.#realDir);
@@ -183,87 +270,121 @@ export class Journal {
     return this.#closing;
   }
 
+  #requestLink(): void {
+    this.#linkWanted = true;
+    this.#pump();
+  }
+
   /** Commits the ready prefix of the queue as one group, one commit at a time (FIFO). */
   #pump(): void {
-    if (this.#writing) return;
+    if (this.#writing !== undefined) return;
     let n = 0;
     while (n < this.#queue.length && this.#queue[n].ready) n++;
-    if (n === 0) return;
+    if (n === 0 && !this.#linkWanted) return;
+    const wanted = this.#linkWanted;
+    this.#linkWanted = false;
     const group = this.#queue.splice(0, n);
-    this.#writing = true;
-    this.#commitGroup(group)
+    this.#writing = this.#commitGroup(group, wanted)
       .catch((err: unknown) => {
         // A bug, not a disk failure: still settle every waiter (settling twice is a no-op).
         this.#opts.log?.({ level: 'error', msg: 'journal commit crashed', err: (err as Error)?.message });
         for (const entry of group) entry.reject(journalError('journal commit crashed', err));
       })
       .finally(() => {
-        this.#writing = false;
+        this.#writing = undefined;
         this.#pump();
       });
   }
 
-  async #commitGroup(group: Entry[]): Promise<void> {
+  async #commitGroup(group: Entry[], linkWanted: boolean): Promise<void> {
     const entries: Sealed[] = [];
     for (const entry of group) {
       if (entry.sealed !== undefined) entries.push({ entry, sealed: entry.sealed });
       else this.#fail([entry], 'seal', entry.sealError);
     }
-    if (entries.length === 0) return;
-    const headers = this.#plan(entries);
-    const last = headers[headers.length - 1];
-    const head: JournalHead = { last_seq: last.first_seq + last.count - 1, last_batch: last.batch };
+    if (entries.length === 0 && !linkWanted) return;
+    const plan = planCommit({
+      head: this.#head,
+      epoch: this.#epoch,
+      openEpoch: !this.#epochLinked,
+      sealed: entries.map(({ sealed, entry }) => ({ count: sealed.records.length, root: sealed.root, sealedUnixMs: entry.info.sealedUnixMs })),
+      nowUnixMs: Date.now(),
+      signer: this.#signer,
+    });
+    const prune = this.#prune;
     let write: Promise<boolean> & { flushed?: PromiseLike<unknown> };
     try {
-      write = this.#write(entries, headers, head);
+      write = this.#write(entries, plan, prune);
       await write;
     } catch (err) {
       const cause = await rejectionOf((err as { commitError?: Promise<unknown> }).commitError, err, COMMIT_ERROR_WAIT_MS);
       this.#fail(entries.map((s) => s.entry), 'journal_write', cause);
       return;
     }
-    this.#head = head;
-    this.#succeeded(entries, headers, write.flushed ?? this.#stores.env.flushed);
-  }
-
-  /** Numbers the batches of a group, continuing from the last committed head. */
-  #plan(entries: Sealed[]): BatchHeader[] {
-    let seq = this.#head.last_seq;
-    let batch = this.#head.last_batch;
-    return entries.map(({ sealed, entry }) => {
-      const count = sealed.records.length;
-      const header: BatchHeader = { batch: ++batch, first_seq: seq + 1, count, root: sealed.root, sealed_unix_ms: entry.info.sealedUnixMs };
-      seq += count;
-      return header;
-    });
+    this.#linked(plan, prune);
+    this.#succeeded(entries, plan.headers.filter((h) => h.kind === 'records'), write.flushed ?? this.#stores.env.flushed);
   }
 
   /** One lmdb-js batch(): every put in the callback lands in the same LMDB transaction. */
-  #write(entries: Sealed[], headers: BatchHeader[], head: JournalHead): Promise<boolean> {
-    const { env, records, batches, meta } = this.#stores;
-    return env.batch(() => {
-      for (let b = 0; b < entries.length; b++) {
-        const bytes = entries[b].sealed.records;
-        const first = headers[b].first_seq;
-        for (let i = 0; i < bytes.length; i++) void records.put(first + i, bytes[i]);
-        void batches.put(headers[b].batch, headers[b]);
+  #write(entries: Sealed[], plan: CommitPlan, prune: PrunePlan | null): Promise<boolean> {
+    const stores = this.#stores;
+    return stores.env.batch(() => {
+      let b = 0;
+      for (const header of plan.headers) {
+        if (header.kind === 'records') {
+          const bytes = entries[b++].sealed.records;
+          for (let i = 0; i < bytes.length; i++) void stores.records.put(header.first_seq + i, bytes[i]);
+        } else if (header.kind === 'epoch') {
+          void stores.keys.put(this.#signer.keyId, { public_key: this.#signer.publicKeySpki.toString('base64') });
+        }
+        void stores.batches.put(header.batch, header);
       }
-      void meta.put(HEAD_KEY, head);
+      void stores.meta.put(HEAD_KEY, plan.head);
+      if (prune !== null) {
+        applyPrune(stores, prune);
+        void stores.meta.put(PRUNED_KEY, prune.mark);
+      }
     });
   }
 
-  #succeeded(entries: Sealed[], headers: BatchHeader[], flushed: PromiseLike<unknown>): void {
+  /** The chain moved on: new head, epoch linked, prune done, a fresh signature. */
+  #linked(plan: CommitPlan, prune: PrunePlan | null): void {
     const { metrics, log } = this.#opts;
+    this.#head = plan.head;
+    this.#lastSignedAtMs = performance.now();
+    if (!this.#epochLinked) {
+      this.#epochLinked = true;
+      log?.({ level: 'info', msg: 'journal epoch opened', epoch: this.#epoch, key: this.#signer.keyId, batch: plan.headers[0].batch, next_seq: plan.headers[0].first_seq });
+    }
+    if (prune !== null && prune === this.#prune) {
+      this.#prune = null;
+      metrics?.journalPrunedRecords.inc(prune.records);
+      log?.({ level: 'info', msg: 'journal pruned by retention', records: prune.records, through_batch: prune.mark.last_batch, through_seq: prune.mark.last_seq });
+      this.#size.sample(true);
+    } else {
+      this.#size.sample(false);
+    }
+  }
+
+  #succeeded(entries: Sealed[], headers: BatchHeader[], flushed: PromiseLike<unknown>): void {
+    const { metrics } = this.#opts;
     const now = performance.now();
-    if (!this.#writable) log?.({ level: 'info', msg: 'journal writable again', last_seq: this.#head.last_seq });
-    this.#writable = true;
-    this.#failing.clear();
+    if (!this.#writable) this.#recover();
+    else this.#failing.clear();
     for (let b = 0; b < entries.length; b++) {
       const { count, first_seq, batch } = headers[b];
       metrics?.journalRecords.inc({ result: 'written' }, count);
       metrics?.journalCommitDuration.observe((now - entries[b].entry.info.sealedAtMs) / 1000);
       entries[b].entry.resolve({ batch, firstSeq: first_seq, count, flushed });
     }
+  }
+
+  /** A commit landed after failures: writable again if there is room to stay so. */
+  #recover(): void {
+    if (!this.#size.hasRecoveryRoom()) return;
+    this.#writable = true;
+    this.#failing.clear();
+    this.#opts.log?.({ level: 'info', msg: 'journal writable again', last_seq: this.#head.last_seq, used_bytes: this.#size.usedBytes });
   }
 
   #fail(entries: Entry[], reason: FailureReason, cause: unknown): void {
@@ -273,7 +394,7 @@ export class Journal {
       this.#failing.add(reason);
       const err = cause as { message?: string; code?: unknown } | undefined;
       // Once per failure streak: a broken disk must not turn into a log flood at the record rate.
-      log?.({ level: 'error', msg: 'audit records lost: journal batch not written', reason, err: err?.message, code: err?.code });
+      log?.({ level: 'error', msg: 'journal commit failed: audit records in it are lost', reason, err: err?.message, code: err?.code });
     }
     for (const entry of entries) {
       metrics?.journalRecords.inc({ result: 'failed' }, entry.info.count);

@@ -1,6 +1,7 @@
 import { realpathSync } from 'node:fs';
-import { open, type Database, type RootDatabase } from 'lmdb';
+import { open, type Database, type RootDatabase, type Transaction } from 'lmdb';
 import type { JournalRecord } from '../audit/record.js';
+import type { LinkKind } from './chain.js';
 
 /**
  * The journal's on-disk layout and its readers. The layout lives here, not in journal.ts, so that
@@ -8,15 +9,17 @@ import type { JournalRecord } from '../audit/record.js';
  * encodings, and journal.ts can import this file without an import cycle.
  *
  * Which reader to use:
- * - another process (the `tail` and `verify` tools): readJournal/readBatches open the environment
- *   read-only for the call;
+ * - another process (the `tail` and `verify` tools): readJournal/readBatches/withSnapshot open the
+ *   environment read-only for the call;
  * - the process that runs the journal (a test reading its own sidecar): the same functions
  *   detect the open writer and read through it, because lmdb-js misbehaves when one process
  *   opens an environment twice (lmdb-js#164). Journal#read and AuditPipeline#read are the same.
  */
 
-/** One batch header, stored under its batch number. Later fields (hash chain, signature, boot
- * epoch) are added to this object; readers ignore what they do not know. */
+/**
+ * One link of the chain (journal/chain.ts), stored under its batch number: a batch of records,
+ * the opening of a boot epoch, or a checkpoint. Readers ignore fields they do not know.
+ */
 export interface BatchHeader {
   batch: number;
   first_seq: number;
@@ -24,12 +27,39 @@ export interface BatchHeader {
   /** Merkle root over the batch's records, lowercase hex (RFC 9162, see audit/merkle.ts). */
   root: string;
   sealed_unix_ms: number;
+  kind: LinkKind;
+  /** The boot epoch the link was written in; a new one each time the journal is opened for writing. */
+  epoch: number;
+  /** Chain head after this link, lowercase hex. */
+  head: string;
+  /** On the last link of every commit and on epoch links: the id of the key below. */
+  key?: string;
+  /** On the last link of every commit: Ed25519 signature over the head, lowercase hex. */
+  sig?: string;
 }
 
-/** Where the journal ends; 0 for an empty journal. Sequence and batch numbers start at 1. */
+/** Where the journal ends; all 0 (and the genesis head) for an empty journal. Numbers start at 1. */
 export interface JournalHead {
   last_seq: number;
   last_batch: number;
+  /** Chain head of the last link, lowercase hex (journals written before the chain have none). */
+  head?: string;
+  /** The last boot epoch opened. */
+  epoch?: number;
+}
+
+/** The last link removed by retention: the oldest link still present chains from its head. */
+export interface PrunedMark {
+  last_batch: number;
+  last_seq: number;
+  head: string;
+  sealed_unix_ms: number;
+}
+
+/** A public key the journal's heads are signed with, stored under its key id. */
+export interface KeyEntry {
+  /** DER SubjectPublicKeyInfo, base64. */
+  public_key: string;
 }
 
 export interface JournalStores {
@@ -38,8 +68,16 @@ export interface JournalStores {
   readonly records: Database<Buffer, number>;
   /** batch number -> header. */
   readonly batches: Database<BatchHeader, number>;
-  /** HEAD_KEY -> JournalHead. */
-  readonly meta: Database<JournalHead, string>;
+  /** HEAD_KEY -> JournalHead, PRUNED_KEY -> PrunedMark. */
+  readonly meta: Database<JournalHead | PrunedMark, string>;
+  /** key id -> public key; never pruned, so every retained signature can be checked. */
+  readonly keys: Database<KeyEntry, string>;
+}
+
+/** Stores plus one read transaction: everything read through it is one consistent snapshot. */
+export interface JournalSnapshot {
+  readonly stores: JournalStores;
+  readonly transaction: Transaction;
 }
 
 export interface RecordReadOptions {
@@ -57,6 +95,7 @@ export interface BatchReadOptions {
 }
 
 export const HEAD_KEY = 'head';
+export const PRUNED_KEY = 'pruned';
 const EMPTY_HEAD: JournalHead = { last_seq: 0, last_batch: 0 };
 
 export function openJournalStores(env: RootDatabase): JournalStores {
@@ -64,34 +103,42 @@ export function openJournalStores(env: RootDatabase): JournalStores {
     env,
     records: env.openDB<Buffer, number>('records', { encoding: 'binary', compression: false }),
     batches: env.openDB<BatchHeader, number>('batches', { encoding: 'msgpack' }),
-    meta: env.openDB<JournalHead, string>('meta', { encoding: 'msgpack' }),
+    meta: env.openDB<JournalHead | PrunedMark, string>('meta', { encoding: 'msgpack' }),
+    keys: env.openDB<KeyEntry, string>('keys', { encoding: 'msgpack' }),
   };
+}
+
+/** Record bytes by sequence, from `fromSeq` on, through the snapshot (or the current state). */
+export function recordEntries(stores: JournalStores, opts: RecordReadOptions = {}, transaction?: Transaction): Iterable<{ key: number; value: Buffer }> {
+  return stores.records.getRange({ start: opts.fromSeq, limit: opts.limit, transaction });
+}
+
+export function headerEntries(stores: JournalStores, opts: BatchReadOptions = {}, transaction?: Transaction): Iterable<{ key: number; value: BatchHeader }> {
+  return stores.batches.getRange({ start: opts.fromBatch, limit: opts.limit, transaction });
 }
 
 /** Records in sequence order, from one snapshot (a range read holds one read transaction). */
 export function readRecordsFrom(stores: JournalStores, opts: RecordReadOptions = {}): JournalRecord[] {
   const out: JournalRecord[] = [];
-  for (const { key, value } of stores.records.getRange({ start: opts.fromSeq ?? 1, limit: opts.limit })) {
-    out.push({ 'audit.seq': key, ...(JSON.parse(value.toString('utf8')) as object) } as JournalRecord);
-  }
+  for (const { key, value } of recordEntries(stores, opts)) out.push({ 'audit.seq': key, ...(JSON.parse(value.toString('utf8')) as object) } as JournalRecord);
   return out;
 }
 
 /** The stored bytes of records, by sequence, for verification: exactly what was hashed. */
 export function readRecordBytesFrom(stores: JournalStores, opts: RecordReadOptions = {}): { seq: number; bytes: Buffer }[] {
-  const out: { seq: number; bytes: Buffer }[] = [];
-  for (const { key, value } of stores.records.getRange({ start: opts.fromSeq ?? 1, limit: opts.limit })) out.push({ seq: key, bytes: value });
-  return out;
+  return Array.from(recordEntries(stores, opts), ({ key, value }) => ({ seq: key, bytes: value }));
 }
 
 export function readHeadersFrom(stores: JournalStores, opts: BatchReadOptions = {}): BatchHeader[] {
-  const out: BatchHeader[] = [];
-  for (const { value } of stores.batches.getRange({ start: opts.fromBatch ?? 1, limit: opts.limit })) out.push(value);
-  return out;
+  return Array.from(headerEntries(stores, opts), ({ value }) => value);
 }
 
-export function readHeadFrom(stores: JournalStores): JournalHead {
-  return stores.meta.get(HEAD_KEY) ?? EMPTY_HEAD;
+export function readHeadFrom(stores: JournalStores, transaction?: Transaction): JournalHead {
+  return (stores.meta.get(HEAD_KEY, { transaction }) as JournalHead | undefined) ?? EMPTY_HEAD;
+}
+
+export function readPrunedFrom(stores: JournalStores, transaction?: Transaction): PrunedMark | undefined {
+  return stores.meta.get(PRUNED_KEY, { transaction }) as PrunedMark | undefined;
 }
 
 // Environments this process has open for writing, by real path (see the comment at the top).
@@ -120,6 +167,22 @@ async function withStores<T>(dir: string, read: (stores: JournalStores) => T): P
   } finally {
     await env.close();
   }
+}
+
+/**
+ * Runs `read` over one read transaction of the journal in `dir`: records, headers, head and keys
+ * all from the same committed state, however the writer (this process or another) moves on
+ * meanwhile. `read` must be synchronous: the snapshot ends when it returns.
+ */
+export function withSnapshot<T>(dir: string, read: (snapshot: JournalSnapshot) => T): Promise<T> {
+  return withStores(dir, (stores) => {
+    const transaction = stores.env.useReadTransaction();
+    try {
+      return read({ stores, transaction });
+    } finally {
+      transaction.done();
+    }
+  });
 }
 
 /** Records of the journal in `dir`, in sequence order, with their sequence numbers. */

@@ -4,7 +4,7 @@ import type { JournalRecord } from '../audit/record.js';
 
 export interface AdminDeps {
   registry: Registry;
-  /** Ready to take traffic: listeners up and the journal writable. */
+  /** Ready to take traffic: listeners up and the journal writable; a reason with ok is shown as degraded. */
   ready: () => { ok: boolean; reason?: string };
   /** Live feed of committed records; null when auditing is off. */
   subscribe: ((listener: (rec: JournalRecord) => void) => () => void) | null;
@@ -33,7 +33,8 @@ export function createAdminServer(deps: AdminDeps): http.Server {
         return text(res, 200, 'ok\n');
       case '/readyz': {
         const r = deps.ready();
-        return text(res, r.ok ? 200 : 503, r.ok ? 'ready\n' : `not ready: ${r.reason}\n`);
+        // Ready with a reason is degraded: taking traffic, but something is off (a journal-full `pass`).
+        return text(res, r.ok ? 200 : 503, r.ok ? (r.reason === undefined ? 'ready\n' : `ready, degraded: ${r.reason}\n`) : `not ready: ${r.reason}\n`);
       }
       case '/tail':
         return tail(deps, res);

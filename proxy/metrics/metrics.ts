@@ -23,6 +23,13 @@ export interface SidecarMetrics {
   readonly anomalyActive: Gauge<'kind' | 'peer'>;
   readonly proxyOverhead: Histogram<'direction' | 'protocol'>;
   readonly connectionsOpened: Counter<'direction' | 'kind'>;
+  readonly journalBytes: Gauge;
+  readonly journalLimitBytes: Gauge;
+  readonly journalFull: Gauge;
+  readonly journalPrunedRecords: Counter;
+  readonly journalRejected: Counter;
+  readonly journalGapRecords: Counter<'reason'>;
+  readonly journalGapExchanges: Counter<'reason'>;
 }
 
 /** OpenTelemetry's advisory buckets for http.server.request.duration, in seconds. */
@@ -118,6 +125,34 @@ export function createSidecarMetrics(): SidecarMetrics {
     batcherPending: new Gauge({
       name: 'auditmesh_batcher_pending_records',
       help: 'Records handed over but not yet committed to the journal',
+      registers: [registry],
+    }),
+    ...createJournalBoundMetrics(registry),
+  };
+}
+
+/** The journal's bound and what happens at it (--journal-limit-bytes, --on-journal-full). */
+function createJournalBoundMetrics(registry: Registry) {
+  return {
+    journalBytes: new Gauge({ name: 'auditmesh_journal_bytes', help: 'Bytes of LMDB pages the journal has in use', registers: [registry] }),
+    journalLimitBytes: new Gauge({ name: 'auditmesh_journal_limit_bytes', help: 'The journal bound (--journal-limit-bytes); 0 for none', registers: [registry] }),
+    journalFull: new Gauge({ name: 'auditmesh_journal_full', help: '1 while the journal is at its bound', registers: [registry] }),
+    journalPrunedRecords: new Counter({ name: 'auditmesh_journal_pruned_records_total', help: 'Records pruned from the journal by retention', registers: [registry] }),
+    journalRejected: new Counter({
+      name: 'auditmesh_journal_rejected_total',
+      help: 'Requests answered 503 because the journal was full or unwritable (--on-journal-full reject)',
+      registers: [registry],
+    }),
+    journalGapRecords: new Counter({
+      name: 'auditmesh_journal_gap_records_total',
+      help: 'Signed gap records written, by reason',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
+    journalGapExchanges: new Counter({
+      name: 'auditmesh_journal_gap_exchanges_total',
+      help: 'Exchanges that went through without a record of their own, covered by a gap record, by reason',
+      labelNames: ['reason'],
       registers: [registry],
     }),
   };

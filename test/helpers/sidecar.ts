@@ -6,6 +6,7 @@ import type { ExecutionContext } from 'ava';
 import { sidecarConfig, type SidecarConfig } from '../../proxy/config.js';
 import { startSidecar, type Sidecar } from '../../proxy/sidecar.js';
 import type { JournalRecord } from '../../proxy/audit/record.js';
+import type { Logger } from '../../proxy/log.js';
 
 /** A temp folder removed when the test ends. */
 export async function tempDir(t: ExecutionContext, prefix = 'auditmesh-'): Promise<string> {
@@ -15,10 +16,11 @@ export async function tempDir(t: ExecutionContext, prefix = 'auditmesh-'): Promi
 }
 
 /** A real sidecar on 127.0.0.1 with its journal in a temp folder, closed when the test ends. */
-export async function startTestSidecar(t: ExecutionContext, overrides: Partial<SidecarConfig> = {}): Promise<Sidecar & { dir: string }> {
+export async function startTestSidecar(t: ExecutionContext, overrides: Partial<SidecarConfig> = {}, log?: Logger): Promise<Sidecar & { dir: string }> {
   const dir = await tempDir(t);
   const sidecar = await startSidecar(
     sidecarConfig({ service: 'svc', journalDir: join(dir, 'journal'), keyFile: join(dir, 'sidecar.key'), redactionKeyFile: join(dir, 'redaction.key'), ...overrides }),
+    log,
   );
   t.teardown(() => sidecar.close());
   return Object.assign(sidecar, { dir });

@@ -1,60 +1,47 @@
 import { move, transferableSymbol, valueSymbol } from 'piscina';
-import { leafHash, merkleRoot } from '../merkle.js';
+import { leafHashAt, merkleRoot } from '../merkle.js';
 
 /**
- * Piscina worker: turns one batch of records into the bytes the journal stores and the batch's
- * Merkle root. Runs off the event loop, so the hot path never encodes or hashes.
+ * Piscina worker: computes a batch's leaf hashes and Merkle root from the bytes the journal
+ * stores. Runs off the event loop, so the hot path never hashes.
  *
- * Input is the JSON text of the record array (one JSON.stringify per batch on the main thread,
- * cheaper to post than a structured clone of many small objects).
+ * Input is the batch as the main thread encoded it (pool.ts, encodeRecords), transferred, not
+ * copied: each record's canonical bytes (its UTF-8 JSON) preceded by a newline byte. JSON text
+ * never holds a raw newline (JSON.stringify escapes control characters and adds no whitespace),
+ * and no byte of a multi-byte UTF-8 sequence is 0x0A, so the newlines split the records exactly.
  */
 
 /** Sealed output, or an expected failure as a value: piscina does not carry error codes back. */
 export type SealOutcome =
   | {
       ok: true;
-      /** Every record's canonical bytes, back to back; transferred, not copied. */
+      /** The input bytes, transferred back; the separators now hold the leaf prefix (0x00). */
       bytes: ArrayBuffer;
-      /** count + 1 byte offsets into `bytes`: record i is bytes[offsets[i], offsets[i + 1]). */
+      /**
+       * count + 1 byte positions: offsets[i] is the separator before record i, offsets[count]
+       * the end. Record i is bytes(offsets[i], offsets[i + 1]), both ends exclusive.
+       */
       offsets: Uint32Array;
       /** Merkle root (RFC 9162) over the records' leaf hashes, lowercase hex. */
       root: string;
     }
   | { ok: false; error: string };
 
-function parseBatch(json: string): unknown[] | string {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(json);
-  } catch (err) {
-    return `batch is not JSON: ${(err as Error).message}`;
-  }
-  if (!Array.isArray(parsed) || parsed.length === 0) return 'batch is not a non-empty array';
-  return parsed;
-}
-
-/**
- * Canonical bytes of a record: UTF-8 JSON of the object with keys in insertion order. JSON.parse
- * keeps insertion order and JSON.stringify is deterministic, so re-stringifying the parsed
- * record gives exactly the text the main thread produced for it.
- */
-function encodeRecords(records: readonly unknown[]): { bytes: Buffer; offsets: Uint32Array } {
-  const texts = records.map((rec) => JSON.stringify(rec));
-  const offsets = new Uint32Array(texts.length + 1);
-  for (let i = 0; i < texts.length; i++) offsets[i + 1] = offsets[i] + Buffer.byteLength(texts[i]);
-  // allocUnsafeSlow: a dedicated ArrayBuffer (not the shared pool slab), so it can be transferred.
-  const bytes = Buffer.allocUnsafeSlow(offsets[texts.length]);
-  for (let i = 0; i < texts.length; i++) bytes.write(texts[i], offsets[i], 'utf8');
-  return { bytes, offsets };
-}
+const SEPARATOR = 0x0a;
 
 /** The task handler. The pool receives a SealOutcome: piscina unwraps the movable wrapper. */
-export default function sealBatch(json: string): unknown {
-  const records = parseBatch(json);
-  if (typeof records === 'string') return { ok: false, error: records };
-  const { bytes, offsets } = encodeRecords(records);
-  const leaves = new Array<Buffer>(records.length);
-  for (let i = 0; i < records.length; i++) leaves[i] = leafHash(bytes.subarray(offsets[i], offsets[i + 1]));
-  const outcome: SealOutcome = { ok: true, bytes: bytes.buffer as ArrayBuffer, offsets, root: merkleRoot(leaves).toString('hex') };
-  return move({ [transferableSymbol]: [outcome.bytes, offsets.buffer], [valueSymbol]: outcome });
+export default function sealBatch(input: ArrayBuffer): unknown {
+  if (!(input instanceof ArrayBuffer) || input.byteLength < 2) return { ok: false, error: 'batch is not a buffer of records' };
+  const bytes = Buffer.from(input);
+  if (bytes[0] !== SEPARATOR) return { ok: false, error: 'batch does not start with a record separator' };
+  const starts: number[] = [];
+  for (let at = 0; at !== -1; at = bytes.indexOf(SEPARATOR, at + 1)) starts.push(at);
+  const offsets = new Uint32Array(starts.length + 1);
+  offsets.set(starts);
+  offsets[starts.length] = bytes.length;
+  const leaves = new Array<Buffer>(starts.length);
+  // Each record's separator byte is the spare byte its leaf hash's 0x00 prefix is written into.
+  for (let i = 0; i < leaves.length; i++) leaves[i] = leafHashAt(bytes, offsets[i], offsets[i + 1]);
+  const outcome: SealOutcome = { ok: true, bytes: input, offsets, root: merkleRoot(leaves).toString('hex') };
+  return move({ [transferableSymbol]: [input, offsets.buffer], [valueSymbol]: outcome });
 }

@@ -1,0 +1,80 @@
+import { existsSync } from 'node:fs';
+import { formatHelp, parseFlags, UsageError, type FlagSpec } from '../../proxy/config/flags.js';
+import { withSnapshot } from '../../proxy/journal/read-journal.js';
+import { verifySnapshot, type VerifyOptions, type VerifyReport } from '../../proxy/journal/verify-journal.js';
+import type { CommandIO } from './io.js';
+
+const VERIFY_FLAGS: readonly FlagSpec[] = [
+  { name: 'expect-head', type: 'string', help: 'a head seen elsewhere (an earlier verify, a "journal checkpoint" log line): it must be in the chain', env: false },
+  { name: 'expect-key', type: 'string', help: 'key id every head must be signed with', env: false },
+  { name: 'record', type: 'int', help: "also print record SEQ, its Merkle inclusion path and the head it proves against, and check them", env: false },
+  { name: 'output', short: 'o', type: 'string', choices: ['table', 'json'], default: 'table', help: 'json: the result as one JSON object', env: false },
+];
+
+export const VERIFY_HELP = formatHelp(
+  'auditmesh verify PATH [--expect-head HASH] [--expect-key ID] [--record SEQ] [-o json]',
+  'Verifies a sidecar journal offline: every record, Merkle root, chain link and signature, and that\nsequence numbers run on without a hole. Reads one consistent snapshot, so a journal being written\nmeanwhile is fine. Exit 0 if everything verifies, 1 naming the first batch or record that does not.',
+  VERIFY_FLAGS,
+);
+
+const HEX_HEAD = /^[0-9a-f]{64}$/;
+
+function parseVerifyArgs(argv: readonly string[], env: CommandIO['env']): { path: string; opts: VerifyOptions; json: boolean } {
+  const { values, positionals } = parseFlags(VERIFY_FLAGS, argv, env);
+  if (positionals.length !== 1) throw new UsageError(positionals.length === 0 ? 'PATH (the journal folder) is required' : `unexpected argument ${JSON.stringify(positionals[1])}`);
+  const expectHead = values['expect-head'] as string | undefined;
+  if (expectHead !== undefined && !HEX_HEAD.test(expectHead)) throw new UsageError('--expect-head: expected 64 lowercase hex digits');
+  const record = values.record as number | undefined;
+  if (record !== undefined && record < 1) throw new UsageError('--record: sequence numbers start at 1');
+  if (!existsSync(positionals[0])) throw new UsageError(`no journal at ${positionals[0]}`);
+  return { path: positionals[0], opts: { expectHead, expectKey: values['expect-key'] as string | undefined, record }, json: values.output === 'json' };
+}
+
+/** `auditmesh verify PATH`: exit 0 verified, 1 not (names the first failure), 2 bad usage. */
+export async function verifyMain(argv: readonly string[], io: CommandIO): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    io.stdout.write(VERIFY_HELP);
+    return 0;
+  }
+  let args;
+  try {
+    args = parseVerifyArgs(argv, io.env);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    io.stderr.write(`auditmesh verify: ${err.message}\n(see auditmesh verify --help)\n`);
+    return 2;
+  }
+  let report: VerifyReport;
+  try {
+    report = await withSnapshot(args.path, (snapshot) => verifySnapshot(snapshot, args.opts));
+  } catch (err) {
+    io.stderr.write(`auditmesh verify: cannot read a journal at ${args.path}: ${(err as Error).message}\n`);
+    return 1;
+  }
+  io.stdout.write(args.json ? JSON.stringify(report) + '\n' : formatReport(report));
+  return report.ok ? 0 : 1;
+}
+
+/** The report for people: the inclusion proof if asked for, then one summary line. */
+export function formatReport(r: VerifyReport): string {
+  const lines: string[] = [];
+  const p = r.inclusion;
+  if (p !== undefined) {
+    lines.push(`record ${p.seq}: leaf ${p.index} of ${p.tree_size} in batch ${p.batch}`, p.record, `leaf        ${p.leaf}`);
+    for (const [i, node] of p.path.entries()) lines.push(`path ${String(i).padEnd(6)} ${node}`);
+    lines.push(`root        ${p.root} (batch ${p.batch})`, `batch head  ${p.batch_head}`);
+    if (r.ok) lines.push(`head        ${r.head} (batch ${r.last_batch}, seq ${r.last_seq}): batch ${p.batch}'s head chains to it`);
+  }
+  if (!r.ok) {
+    const { seq, batch } = r.failure!;
+    const where = seq !== undefined ? `record ${seq}` : batch !== undefined ? `batch ${batch}` : 'journal';
+    lines.push(`verification FAILED at ${where}: ${r.failure!.problem}`);
+    lines.push(`verified before it: ${r.records} records in ${r.batches} batches, up to batch ${r.last_batch} (seq ${r.last_seq})`);
+    return lines.join('\n') + '\n';
+  }
+  const pruned = r.pruned_through === undefined ? '' : `, from seq ${r.first_seq} (batches up to ${r.pruned_through.batch} pruned)`;
+  const proved = p === undefined ? '' : `; record ${p.seq} is included, proved against that head`;
+  const signed = r.keys.length === 0 ? 'unsigned' : `signed by ${r.keys.join(', ')}`;
+  lines.push(`${r.records} records in ${r.batches} batches verified, head ${r.head} (seq ${r.last_seq}), ${signed}${pruned}; ${r.epochs} boot epochs, ${r.checkpoints} checkpoints${proved}`);
+  return lines.join('\n') + '\n';
+}

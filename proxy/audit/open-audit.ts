@@ -1,0 +1,28 @@
+import type { SidecarConfig } from '../config.js';
+import type { SidecarMetrics } from '../metrics/metrics.js';
+import type { Logger } from '../log.js';
+import { loadOrCreateSigningKey } from '../keys.js';
+import { createAuditPipeline, type AuditPipeline } from './pipeline.js';
+
+/**
+ * The sidecar's audit pipeline from its config: signing key (created at first start, apart from
+ * the journal), journal bound, policy, retention and checkpoints. null when auditing is off.
+ */
+export async function openAudit(config: SidecarConfig, metrics: SidecarMetrics, log: Logger): Promise<AuditPipeline | null> {
+  if (config.auditMode === 'off') return null;
+  const signingKey = await loadOrCreateSigningKey(config.keyFile);
+  if (signingKey.looseMode) log('warn', 'the signing key file is readable or writable by group or others: chmod 600 it', { key_file: config.keyFile });
+  const audit = await createAuditPipeline({
+    journalDir: config.journalDir,
+    signingKey,
+    checkpointIntervalMs: config.checkpointIntervalMs,
+    journalLimitBytes: config.journalLimitBytes,
+    onJournalFull: config.onJournalFull,
+    retentionMs: config.journalRetentionMs === 0 ? undefined : config.journalRetentionMs,
+    service: config.service,
+    metrics,
+    log: ({ level, msg, ...fields }) => log((level as 'info' | 'warn' | 'error' | undefined) ?? 'info', String(msg ?? 'journal'), fields),
+  });
+  log('info', 'audit journal open', { journal: config.journalDir, key: signingKey.keyId, limit_bytes: config.journalLimitBytes, on_journal_full: config.onJournalFull, retention_ms: config.journalRetentionMs });
+  return audit;
+}

@@ -1,0 +1,74 @@
+import { statfsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { headerEntries, type BatchHeader, type JournalStores, type PrunedMark } from './read-journal.js';
+
+/**
+ * What the journal may drop and how big it is. Until shipping exists, a link is prunable once it
+ * is older than the retention period; later, once the collector has acknowledged it.
+ */
+
+/** Whole links to delete, oldest first, and the mark the oldest remaining link chains from. */
+export interface PrunePlan {
+  headers: BatchHeader[];
+  records: number;
+  mark: PrunedMark;
+}
+
+/**
+ * The oldest links sealed before `cutoffUnixMs`, at most about `maxRecords` records' worth (one
+ * commit's share of the deleting), never the last link: the chain keeps a head to continue from.
+ * null when nothing is due.
+ */
+export function planPrune(stores: JournalStores, cutoffUnixMs: number, maxRecords: number): PrunePlan | null {
+  const headers: BatchHeader[] = [];
+  let records = 0;
+  let last: BatchHeader | undefined;
+  for (const { value } of headerEntries(stores)) {
+    if (last !== undefined) headers.push(last);
+    last = undefined;
+    if (value.sealed_unix_ms >= cutoffUnixMs || (records > 0 && records + value.count > maxRecords)) break;
+    records += value.count;
+    last = value;
+  }
+  // `last` (if still set) is the newest link of the journal: it stays.
+  if (headers.length === 0) return null;
+  const end = headers[headers.length - 1];
+  return { headers, records, mark: { last_batch: end.batch, last_seq: end.first_seq + end.count - 1, head: end.head, sealed_unix_ms: end.sealed_unix_ms } };
+}
+
+/** Deletes a planned prune's links and records; call inside the write transaction. */
+export function applyPrune(stores: JournalStores, plan: PrunePlan): void {
+  for (const header of plan.headers) {
+    for (let seq = header.first_seq; seq < header.first_seq + header.count; seq++) void stores.records.remove(seq);
+    void stores.batches.remove(header.batch);
+  }
+}
+
+/**
+ * Bytes of LMDB pages in use by the journal's databases: what the bound (`--journal-limit-bytes`)
+ * is about. The data file can be larger: LMDB keeps freed pages in the file for reuse, it never
+ * shrinks it. A few tens of microseconds per database: callers sample it, not per record.
+ */
+export function usedBytes(stores: JournalStores): number {
+  let pages = 0;
+  let pageSize = 4096;
+  for (const db of [stores.records, stores.batches, stores.meta, stores.keys]) {
+    const s = db.getStats() as { pageSize: number; treeBranchPageCount: number; treeLeafPageCount: number; overflowPages: number };
+    pages += s.treeBranchPageCount + s.treeLeafPageCount + s.overflowPages;
+    pageSize = s.pageSize;
+  }
+  return pages * pageSize;
+}
+
+/**
+ * Room for the journal to grow: free space on its filesystem plus the free pages inside its
+ * data file (the file minus the pages in use). After a failed commit the journal takes new work
+ * again only with this much room: on a nearly full disk a small commit (a checkpoint) still fits
+ * in a page LMDB had free, and treating that as recovered would flap between admitting traffic
+ * and losing its records.
+ */
+export function headroomBytes(dir: string, inUseBytes: number): number {
+  const fs = statfsSync(dir);
+  const fileBytes = statSync(join(dir, 'data.mdb')).size;
+  return fs.bavail * fs.bsize + Math.max(0, fileBytes - inUseBytes);
+}

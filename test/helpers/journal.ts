@@ -1,0 +1,53 @@
+import { open } from 'lmdb';
+import { createAuditPipeline, type AuditPipelineOptions } from '../../proxy/audit/pipeline.js';
+import type { AuditRecord } from '../../proxy/audit/record.js';
+import { openJournalStores, withSnapshot, type JournalStores } from '../../proxy/journal/read-journal.js';
+import { verifySnapshot, type VerifyOptions, type VerifyReport } from '../../proxy/journal/verify-journal.js';
+
+export function makeRecord(i: number, extra: Partial<AuditRecord> = {}): AuditRecord {
+  return {
+    'audit.kind': 'http',
+    'audit.phase': 'final',
+    'audit.direction': 'inbound',
+    'audit.service': 'ledger',
+    'audit.start_unix_ms': Date.now(),
+    'http.request.method': 'GET',
+    'url.path': `/items/${i}`,
+    'http.response.status_code': 200,
+    ...extra,
+  };
+}
+
+/**
+ * Writes a real journal: `commits` rounds of `perCommit` records, each round awaited, so the
+ * journal holds several commits, each with its own signed head. Returns after close.
+ */
+export async function writeJournal(opts: Partial<AuditPipelineOptions> & { journalDir: string }, commits = 4, perCommit = 10): Promise<void> {
+  const pipeline = await createAuditPipeline(opts);
+  try {
+    for (let c = 0; c < commits; c++) {
+      const round = Array.from({ length: perCommit }, (_, i) => makeRecord(c * perCommit + i));
+      await Promise.all(round.map((rec) => pipeline.recordDurable(rec)));
+    }
+  } finally {
+    await pipeline.close();
+  }
+}
+
+/** Verifies the journal in `dir` in one snapshot, as `auditmesh verify` does. */
+export function verifyDir(dir: string, opts: VerifyOptions = {}): Promise<VerifyReport> {
+  return withSnapshot(dir, (snapshot) => verifySnapshot(snapshot, opts));
+}
+
+/**
+ * Edits a closed journal's files directly, as an attacker with write access would: opens the
+ * LMDB environment itself, runs `edit` in one write transaction, closes it.
+ */
+export async function tamper(dir: string, edit: (stores: JournalStores) => void): Promise<void> {
+  const stores = openJournalStores(open({ path: dir }));
+  try {
+    stores.env.transactionSync(() => edit(stores));
+  } finally {
+    await stores.env.close();
+  }
+}
