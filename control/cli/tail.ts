@@ -2,6 +2,7 @@ import http from 'node:http';
 import { formatHelp, parseFlags, UsageError, type FlagSpec } from '../../proxy/config/flags.js';
 import type { JournalRecord } from '../../proxy/audit/record.js';
 import { formatRecordLine } from './format-record.js';
+import { takeSseEvents } from './sse.js';
 import type { CommandIO } from './io.js';
 
 const TAIL_FLAGS: readonly FlagSpec[] = [
@@ -47,18 +48,9 @@ export function followSse(url: URL, io: CommandIO, onData: (data: string) => voi
       res.setEncoding('utf8');
       let buffer = '';
       res.on('data', (chunk: string) => {
-        buffer += chunk;
-        let end: number;
-        while ((end = buffer.indexOf('\n\n')) !== -1) {
-          const event = buffer.slice(0, end);
-          buffer = buffer.slice(end + 2);
-          const data = event
-            .split('\n')
-            .filter((l) => l.startsWith('data:'))
-            .map((l) => l.slice(5).trimStart())
-            .join('\n');
-          if (data !== '') onData(data);
-        }
+        const { data, rest } = takeSseEvents(buffer + chunk);
+        buffer = rest;
+        for (const d of data) onData(d);
       });
       res.on('end', () => resolve(io.signal.aborted ? 0 : 1));
       res.on('error', () => resolve(io.signal.aborted ? 0 : 1));

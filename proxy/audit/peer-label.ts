@@ -25,3 +25,13 @@ export function serviceOfHost(host: string): string | undefined {
   const first = host.split('.')[0]!.toLowerCase();
   return PEER_RE.test(first) ? first : undefined;
 }
+
+/**
+ * The other side's service: for inbound traffic what the calling sidecar stamped in
+ * `x-auditmesh-client` (a claim until identities are authenticated), for outbound the service the
+ * host name names.
+ */
+export function peerOf(direction: 'inbound' | 'outbound', claimedClient: string | string[] | undefined, host: string | undefined): string | undefined {
+  if (direction === 'inbound') return typeof claimedClient === 'string' ? claimedClient : undefined;
+  return host === undefined ? undefined : serviceOfHost(host);
+}

@@ -8,7 +8,7 @@ import type { AuditMode } from '../config.js';
 import type { Logger } from '../log.js';
 import type { Route } from '../http1/target.js';
 import { correlate, type Correlation } from '../correlation/correlate.js';
-import { serviceOfHost } from '../audit/peer-label.js';
+import { peerOf } from '../audit/peer-label.js';
 import type { ExchangeSink } from '../exchange-sink.js';
 import { CLIENT_SERVICE_HEADER } from '../http1/exchange.js';
 import { ProxyError, classify, rescue } from '../errors.js';
@@ -286,8 +286,7 @@ function upstreamHeaders(deps: H2Deps, stream: ServerHttp2Stream, headers: Incom
 function baseRecord(deps: H2Deps, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, route: Route | null, c: Correlation, grpc: boolean): AuditRecord {
   const path = headers[':path'] ?? '/';
   const q = path.indexOf('?');
-  const claimedClient = headers[CLIENT_SERVICE_HEADER];
-  const peer = deps.direction === 'inbound' ? (typeof claimedClient === 'string' ? claimedClient : undefined) : route === null ? undefined : serviceOfHost(route.host);
+  const peer = peerOf(deps.direction, headers[CLIENT_SERVICE_HEADER], route?.host);
   const socket = stream.session?.socket;
   const record: AuditRecord = {
     'audit.kind': grpc ? 'grpc' : 'http',

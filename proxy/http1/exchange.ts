@@ -8,7 +8,7 @@ import type { AuditMode } from '../config.js';
 import type { Logger } from '../log.js';
 import type { ExchangeSink } from '../exchange-sink.js';
 import { correlate, type Correlation } from '../correlation/correlate.js';
-import { serviceOfHost } from '../audit/peer-label.js';
+import { peerOf } from '../audit/peer-label.js';
 import { stripRequestHopHeaders } from './hop-headers.js';
 import { ProxyError } from '../errors.js';
 import type { ForwardOutcome, HttpForwarder, UpgradeOutcome } from './forwarder.js';
@@ -43,8 +43,7 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
 
   /** Rewrites the request for the upstream; returns the record as far as the request knows it. */
   function prepare(req: IncomingMessage, route: Route, correlation: Correlation): AuditRecord {
-    const claimedClient = req.headers[CLIENT_SERVICE_HEADER];
-    const peer = deps.direction === 'inbound' ? (typeof claimedClient === 'string' ? claimedClient : undefined) : serviceOfHost(route.host);
+    const peer = peerOf(deps.direction, req.headers[CLIENT_SERVICE_HEADER], route.host);
     const record = baseRecord(deps, req, route, correlation, peer);
     const headers = stripRequestHopHeaders(req.headers);
     headers.traceparent = correlation.traceparent;

@@ -13,12 +13,12 @@ export interface Finished {
 
 /** Runs `auditmesh ARGS` from source to completion. */
 export function runCli(args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<Finished> {
-  return finish(spawn(process.execPath, ['--import=tsx', CLI_FROM_SOURCE, ...args], { cwd: ROOT, env: { ...process.env, ...opts.env } }), opts.timeoutMs ?? 30_000);
+  return finish(spawn(process.execPath, ['--import=tsx', CLI_FROM_SOURCE, ...args], { cwd: ROOT, env: { ...process.env, ...opts.env } }), opts.timeoutMs ?? 90_000);
 }
 
 /** Runs the built CLI (`bin/auditmesh.js`, what `npx auditmesh` runs) to completion. */
 export function runBuiltCli(args: string[]): Promise<Finished> {
-  return finish(spawn(process.execPath, ['bin/auditmesh.js', ...args], { cwd: ROOT }), 30_000);
+  return finish(spawn(process.execPath, ['bin/auditmesh.js', ...args], { cwd: ROOT }), 90_000);
 }
 
 function finish(child: ChildProcess, timeoutMs: number): Promise<Finished> {

@@ -6,6 +6,7 @@ import type { ExecutionContext } from 'ava';
 import { sidecarConfig, type SidecarConfig } from '../../proxy/config.js';
 import { startSidecar, type Sidecar } from '../../proxy/sidecar.js';
 import type { JournalRecord } from '../../proxy/audit/record.js';
+import { takeSseEvents } from '../../control/cli/sse.js';
 import type { Logger } from '../../proxy/log.js';
 
 /** A temp folder removed when the test ends. */
@@ -40,14 +41,10 @@ export async function followTail(t: ExecutionContext, adminPort: number) {
       res.setEncoding('utf8');
       let buffer = '';
       res.on('data', (chunk: string) => {
-        buffer += chunk;
-        let end: number;
-        while ((end = buffer.indexOf('\n\n')) !== -1) {
-          const event = buffer.slice(0, end);
-          buffer = buffer.slice(end + 2);
-          const data = event.split('\n').find((l) => l.startsWith('data: '));
-          if (data === undefined) continue;
-          const rec = JSON.parse(data.slice(6)) as JournalRecord;
+        const { data, rest } = takeSseEvents(buffer + chunk);
+        buffer = rest;
+        for (const d of data) {
+          const rec = JSON.parse(d) as JournalRecord;
           records.push(rec);
           for (const w of [...waiters]) {
             if (w.pred(rec)) {
