@@ -1,0 +1,138 @@
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import type { Options, Result } from 'autocannon';
+import type { LoadReply } from './load.js';
+import type { ServerKind } from './server-kind.js';
+
+const SERVER_START_TIMEOUT_MS = 30_000;
+const STOP_GRACE_MS = 10_000;
+const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
+const SERVE_SCRIPT = fileURLToPath(new URL('./serve.ts', import.meta.url));
+const LOAD_SCRIPT = fileURLToPath(new URL('./load.ts', import.meta.url));
+
+/** Which CPUs the load generator and the servers run on; null: not pinned. */
+export interface Pinning {
+  load: string | null;
+  servers: string | null;
+  note: string;
+}
+
+function parseCpuList(list: string): number[] {
+  return list.split(',').flatMap((part) => {
+    const [from, to] = part.split('-').map(Number) as [number, number | undefined];
+    return Array.from({ length: (to ?? from) - from + 1 }, (_, i) => from + i);
+  });
+}
+
+/**
+ * The load generator gets the first CPU this process may use, every server (upstream and the
+ * proxy under test) the others, so autocannon never takes CPU from what it measures.
+ */
+export function choosePinning(wanted: boolean): Pinning {
+  if (!wanted) return { load: null, servers: null, note: 'not pinned (PIN=0)' };
+  let cpus: number[];
+  try {
+    const out = execFileSync('taskset', ['-pc', String(process.pid)], { encoding: 'utf8' });
+    cpus = parseCpuList(out.slice(out.lastIndexOf(':') + 1).trim());
+  } catch {
+    return { load: null, servers: null, note: 'not pinned (no taskset)' };
+  }
+  if (cpus.length < 2) return { load: null, servers: null, note: `not pinned (only CPU ${cpus.join(',')} available)` };
+  const [load, ...servers] = cpus.map(String);
+  return { load: load!, servers: servers.join(','), note: `autocannon on CPU ${load}, upstream and server under test on CPU ${servers.join(',')} (taskset)` };
+}
+
+function spawnNode(cpus: string | null, args: string[], stdio: 'pipe' | 'ipc'): ChildProcess {
+  const node = [process.execPath, '--import=tsx', ...args];
+  const [command, ...rest] = cpus === null ? node : ['taskset', '-c', cpus, ...node];
+  // taskset execs node in place, so the child's pid is the node process /proc is read for.
+  return spawn(command!, rest, {
+    cwd: REPO_ROOT,
+    stdio: stdio === 'pipe' ? ['ignore', 'pipe', 'inherit'] : ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = once(child, 'exit');
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** One server (bench/serve.ts) in its own process. */
+export interface ServerChild {
+  readonly kind: ServerKind;
+  readonly pid: number;
+  readonly port: number;
+  stop(): Promise<void>;
+}
+
+export function startServerChild(kind: ServerKind, upstreamPort: number | null, cpus: string | null, nodeFlags: readonly string[]): Promise<ServerChild> {
+  const args = [...nodeFlags, SERVE_SCRIPT, kind, ...(upstreamPort === null ? [] : [String(upstreamPort)])];
+  const child = spawnNode(cpus, args, 'pipe');
+  return new Promise((resolve, reject) => {
+    const lines = createInterface({ input: child.stdout! });
+    const timer = setTimeout(() => {
+      void stopChild(child);
+      reject(new Error(`${kind}: no port within ${SERVER_START_TIMEOUT_MS} ms`));
+    }, SERVER_START_TIMEOUT_MS);
+    const onExit = (code: number | null): void => {
+      clearTimeout(timer);
+      reject(new Error(`${kind}: exited with ${code} before listening (its stderr is above)`));
+    };
+    child.once('exit', onExit);
+    child.once('error', onExit.bind(null, null));
+    lines.on('line', (line) => {
+      let port: unknown;
+      try {
+        port = (JSON.parse(line) as { port?: unknown }).port;
+      } catch {
+        return;
+      }
+      if (typeof port !== 'number') return;
+      clearTimeout(timer);
+      child.off('exit', onExit);
+      lines.close();
+      child.stdout!.resume();
+      resolve({ kind, pid: child.pid!, port, stop: () => stopChild(child) });
+    });
+  });
+}
+
+/** autocannon in its own process (bench/load.ts), run over IPC one measurement at a time. */
+export interface LoadChild {
+  readonly pid: number;
+  run(options: Options): Promise<Result>;
+  close(): Promise<void>;
+}
+
+export function startLoadChild(cpus: string | null): LoadChild {
+  const child = spawnNode(cpus, [LOAD_SCRIPT], 'ipc');
+  child.on('error', () => {});
+  return {
+    pid: child.pid ?? -1,
+    async run(options) {
+      if (!child.connected) throw new Error('load generator is not running');
+      // The signal drops whichever listener did not fire, so none pile up across runs.
+      const settled = new AbortController();
+      const reply = Promise.race([
+        once(child, 'message', { signal: settled.signal }) as Promise<[LoadReply]>,
+        once(child, 'exit', { signal: settled.signal }).then(([code]) => {
+          throw new Error(`load generator exited with ${String(code)}`);
+        }),
+      ]);
+      child.send(options);
+      const [answer] = await reply.finally(() => settled.abort());
+      if (!answer.ok) throw new Error(`autocannon: ${answer.error}`);
+      return answer.result;
+    },
+    async close() {
+      if (child.connected) child.disconnect();
+      await stopChild(child);
+    },
+  };
+}

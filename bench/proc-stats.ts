@@ -1,0 +1,69 @@
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+
+function clockTicksPerSecond(): number {
+  try {
+    const ticks = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
+    return ticks > 0 ? ticks : 100;
+  } catch {
+    return 100;
+  }
+}
+
+const CLK_TCK = clockTicksPerSecond();
+
+/**
+ * CPU time (user + system, all threads: piscina workers and libuv included) a process has used
+ * so far, in ms, from /proc/<pid>/stat; null where there is no /proc. Resolution is one clock
+ * tick (10 ms), which is why run.ts reads it over a whole measurement.
+ */
+export function cpuTimeMs(pid: number): number | null {
+  return statCpuMs(`/proc/${pid}/stat`);
+}
+
+/**
+ * CPU time of a process's main thread only (its event loop and what runs on it, main-thread GC
+ * included), in ms: the rest of cpuTimeMs is worker threads, V8's GC helpers and libuv's pool.
+ */
+export function mainThreadCpuTimeMs(pid: number): number | null {
+  return statCpuMs(`/proc/${pid}/task/${pid}/stat`);
+}
+
+function statCpuMs(file: string): number | null {
+  try {
+    const stat = readFileSync(file, 'utf8');
+    // The command name (field 2) may hold spaces and parentheses: count fields after the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const utime = Number(fields[11]);
+    const stime = Number(fields[12]);
+    return ((utime + stime) * 1000) / CLK_TCK;
+  } catch {
+    return null;
+  }
+}
+
+/** Peak resident set size of a process so far (VmHWM), in bytes; null where there is no /proc. */
+export function peakRssBytes(pid: number): number | null {
+  try {
+    const match = /^VmHWM:\s+(\d+)\s+kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return match === null ? null : Number(match[1]) * 1024;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * CPU time the whole machine has spent busy so far (every CPU, every process, kernel included),
+ * in ms, from /proc/stat; null where there is no /proc. Compared with the benchmark's own
+ * processes, it shows how much other work shared the machine during a measurement.
+ */
+export function machineBusyMs(): number | null {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!;
+    // cpu  user nice system idle iowait irq softirq steal guest guest_nice (guest is inside user)
+    const [user, nice, system, , , irq, softirq, steal] = line.trim().split(/\s+/).slice(1).map(Number);
+    return (((user ?? 0) + (nice ?? 0) + (system ?? 0) + (irq ?? 0) + (softirq ?? 0) + (steal ?? 0)) * 1000) / CLK_TCK;
+  } catch {
+    return null;
+  }
+}
