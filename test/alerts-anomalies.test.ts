@@ -117,14 +117,21 @@ test('a real spike through the sidecar raises the metric, one log line and an al
   const spike = Promise.all(Array.from({ length: 16 }, async () => {
     while (spiking) await call();
   }));
+  // The gauge is 1 while the spike lasts; scraped as a user would, until it shows (a spike that
+  // the baseline catches up with clears a window later, so a single scrape could miss it).
+  let activeSeen = false;
+  for (const until = Date.now() + 15_000; !activeSeen && Date.now() < until; ) {
+    activeSeen = metricValue(await scrape(sidecar.ports.admin), 'auditmesh_anomaly_active', { kind: 'rate_spike', peer: 'frontend' }) === 1;
+    if (!activeSeen) await new Promise((r) => setTimeout(r, 50));
+  }
   const alert = await tail.next((r) => r['audit.kind'] === 'alert' && r['audit.alert.kind'] === 'rate_spike');
   const metrics = await scrape(sidecar.ports.admin);
   spiking = false;
   await spike;
+  t.true(activeSeen, 'auditmesh_anomaly_active{kind="rate_spike",peer="frontend"} was 1 during the spike');
   t.is(alert['peer.service'], 'frontend');
   t.is(alert['audit.alert.state'], 'raised');
   t.true(alert['audit.alert.observed']! > 3 * alert['audit.alert.baseline']!);
-  t.is(metricValue(metrics, 'auditmesh_anomaly_active', { kind: 'rate_spike', peer: 'frontend' }), 1);
   t.true(metricValue(metrics, 'auditmesh_anomalies_total', { kind: 'rate_spike' }) >= 1);
   // One log line per raised anomaly, each also in the journal.
   const raisedRecords = (): number => tail.records.filter((r) => r['audit.alert.kind'] === 'rate_spike' && r['audit.alert.state'] === 'raised').length;
