@@ -9,6 +9,7 @@ import type { Logger } from '../log.js';
 import type { Route } from '../http1/target.js';
 import { correlate, type Correlation } from '../correlation/correlate.js';
 import { peerOf } from '../audit/peer-label.js';
+import { httpRequestRecord, roundMs } from '../audit/http-record.js';
 import type { ExchangeSink } from '../exchange-sink.js';
 import { CLIENT_SERVICE_HEADER } from '../http1/exchange.js';
 import { ProxyError, classify, rescue } from '../errors.js';
@@ -168,7 +169,7 @@ function relayResponse(call: Call, req: ClientHttp2Stream, resHeaders: IncomingH
   const { stream, record } = call;
   clearResponseTimer(call);
   if (stream.closed) return;
-  record['audit.ttfb_ms'] = round(performance.now() - call.t0);
+  record['audit.ttfb_ms'] = roundMs(performance.now() - call.t0);
   record['http.response.status_code'] = Number(resHeaders[':status']);
   const out = forwardableH2Headers(resHeaders, RESPONSE_PSEUDO);
   out['x-request-id'] = record['audit.request_id'];
@@ -222,7 +223,7 @@ function clearResponseTimer(call: Call): void {
 }
 
 function fillProgress(call: Call, record: AuditRecord): void {
-  record['audit.duration_ms'] = round(performance.now() - call.t0);
+  record['audit.duration_ms'] = roundMs(performance.now() - call.t0);
   record['http.request.body.size'] = call.requestCounter.bytes;
   record['http.response.body.size'] = call.responseCounter.bytes;
   if (call.grpc) {
@@ -285,44 +286,32 @@ function upstreamHeaders(deps: H2Deps, stream: ServerHttp2Stream, headers: Incom
 
 function baseRecord(deps: H2Deps, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, route: Route | null, c: Correlation, grpc: boolean): AuditRecord {
   const path = headers[':path'] ?? '/';
-  const q = path.indexOf('?');
-  const peer = peerOf(deps.direction, headers[CLIENT_SERVICE_HEADER], route?.host);
   const socket = stream.session?.socket;
-  const record: AuditRecord = {
-    'audit.kind': grpc ? 'grpc' : 'http',
-    'audit.phase': 'final',
-    'audit.direction': deps.direction,
-    'audit.service': deps.service,
-    'peer.service': peer ?? 'unknown',
-    'audit.start_unix_ms': Date.now(),
-    'network.protocol.name': 'http',
-    'network.protocol.version': '2',
-    'client.address': socket?.remoteAddress ?? '',
-    'client.port': socket?.remotePort ?? 0,
-    'http.request.method': String(headers[':method'] ?? '').slice(0, 32),
-    'url.scheme': String(headers[':scheme'] ?? 'http').slice(0, 16),
-    'url.path': (q === -1 ? path : path.slice(0, q)).slice(0, 2048),
-    'http.request.header': deps.redactor.headers(headers),
-    'trace.id': c.traceId,
-    'span.id': c.spanId,
-    'audit.request_id': c.requestId,
-  };
-  if (q !== -1) record['url.query'] = deps.redactor.query(path.slice(q + 1)).slice(0, 2048);
-  if (route !== null) {
-    record['server.address'] = route.host;
-    record['server.port'] = route.port;
-  }
+  const record = httpRequestRecord(
+    {
+      kind: grpc ? 'grpc' : 'http',
+      direction: deps.direction,
+      service: deps.service,
+      peer: peerOf(deps.direction, headers[CLIENT_SERVICE_HEADER], route?.host),
+      protocolVersion: '2',
+      clientAddress: socket?.remoteAddress,
+      clientPort: socket?.remotePort,
+      method: String(headers[':method'] ?? ''),
+      scheme: String(headers[':scheme'] ?? 'http'),
+      path,
+      headers,
+      route,
+      correlation: c,
+    },
+    deps.redactor,
+  );
   const rpc = grpc ? parseGrpcPath(path) : null;
   if (rpc !== null) {
     record['rpc.system'] = 'grpc';
     record['rpc.service'] = rpc.service.slice(0, 256);
     record['rpc.method'] = rpc.method.slice(0, 256);
   }
-  if (c.claimedTraceparent !== undefined) record['audit.claimed.traceparent'] = c.claimedTraceparent;
   return record;
 }
 
-function round(ms: number): number {
-  return Math.round(ms * 1000) / 1000;
-}
 

@@ -1,4 +1,4 @@
-import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { AuditRecord, Direction } from '../audit/record.js';
 import type { AuditPipeline } from '../audit/pipeline.js';
@@ -9,6 +9,7 @@ import type { Logger } from '../log.js';
 import type { ExchangeSink } from '../exchange-sink.js';
 import { correlate, type Correlation } from '../correlation/correlate.js';
 import { peerOf } from '../audit/peer-label.js';
+import { httpRequestRecord, roundMs } from '../audit/http-record.js';
 import { stripRequestHopHeaders } from './hop-headers.js';
 import { ProxyError } from '../errors.js';
 import type { ForwardOutcome, HttpForwarder, UpgradeOutcome } from './forwarder.js';
@@ -16,7 +17,6 @@ import type { Route } from './target.js';
 
 /** The header a sidecar stamps on outbound requests with its own service; read by the peer's inbound sidecar. */
 export const CLIENT_SERVICE_HEADER = 'x-auditmesh-client';
-const MAX_RECORDED_PATH_CHARS = 2048;
 
 export interface ExchangeDeps {
   direction: Direction;
@@ -64,8 +64,8 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
   }
 
   function complete(record: AuditRecord, t0: number, outcome: ForwardOutcome, recorded = true): void {
-    record['audit.duration_ms'] = round(performance.now() - t0);
-    if (outcome.ttfbMs !== undefined) record['audit.ttfb_ms'] = round(outcome.ttfbMs);
+    record['audit.duration_ms'] = roundMs(performance.now() - t0);
+    if (outcome.ttfbMs !== undefined) record['audit.ttfb_ms'] = roundMs(outcome.ttfbMs);
     if (outcome.status !== undefined) record['http.response.status_code'] = outcome.status;
     record['http.request.body.size'] = outcome.requestBytes;
     record['http.response.body.size'] = outcome.responseBytes;
@@ -150,37 +150,24 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
   };
 }
 
-function round(ms: number): number {
-  return Math.round(ms * 1000) / 1000;
-}
 
 function baseRecord(deps: ExchangeDeps, req: IncomingMessage, route: Route | null, c: Correlation, peer: string | undefined): AuditRecord {
-  const rawUrl = route?.path ?? req.url ?? '';
-  const q = rawUrl.indexOf('?');
-  const record: AuditRecord = {
-    'audit.kind': 'http',
-    'audit.phase': 'final',
-    'audit.direction': deps.direction,
-    'audit.service': deps.service,
-    'peer.service': peer ?? 'unknown',
-    'audit.start_unix_ms': Date.now(),
-    'network.protocol.name': 'http',
-    'network.protocol.version': req.httpVersion,
-    'client.address': req.socket.remoteAddress ?? '',
-    'client.port': req.socket.remotePort ?? 0,
-    'http.request.method': (req.method ?? '').slice(0, 32),
-    'url.scheme': 'http',
-    'url.path': (q === -1 ? rawUrl : rawUrl.slice(0, q)).slice(0, MAX_RECORDED_PATH_CHARS),
-    'http.request.header': deps.redactor.headers(req.headers as IncomingHttpHeaders),
-    'trace.id': c.traceId,
-    'span.id': c.spanId,
-    'audit.request_id': c.requestId,
-  };
-  if (q !== -1) record['url.query'] = deps.redactor.query(rawUrl.slice(q + 1)).slice(0, MAX_RECORDED_PATH_CHARS);
-  if (route !== null) {
-    record['server.address'] = route.host;
-    record['server.port'] = route.port;
-  }
-  if (c.claimedTraceparent !== undefined) record['audit.claimed.traceparent'] = c.claimedTraceparent;
-  return record;
+  return httpRequestRecord(
+    {
+      kind: 'http',
+      direction: deps.direction,
+      service: deps.service,
+      peer,
+      protocolVersion: req.httpVersion,
+      clientAddress: req.socket.remoteAddress,
+      clientPort: req.socket.remotePort,
+      method: req.method ?? '',
+      scheme: 'http',
+      path: route?.path ?? req.url ?? '',
+      headers: req.headers,
+      route,
+      correlation: c,
+    },
+    deps.redactor,
+  );
 }

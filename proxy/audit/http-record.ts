@@ -1,0 +1,65 @@
+import type { IncomingHttpHeaders } from 'node:http';
+import type { AuditRecord, Direction, RecordKind } from './record.js';
+import type { Redactor } from './redact.js';
+import type { Correlation } from '../correlation/correlate.js';
+import type { Route } from '../http1/target.js';
+
+const MAX_RECORDED_PATH_CHARS = 2048;
+
+/** Milliseconds rounded to the microsecond, as records carry durations. */
+export function roundMs(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
+}
+
+/** What an HTTP request (HTTP/1.1 or HTTP/2) says about itself before it is forwarded. */
+export interface HttpRequestFacts {
+  kind: RecordKind;
+  direction: Direction;
+  service: string;
+  peer: string | undefined;
+  protocolVersion: string;
+  clientAddress: string | undefined;
+  clientPort: number | undefined;
+  method: string;
+  scheme: string;
+  /** Origin-form path with its query. */
+  path: string;
+  headers: IncomingHttpHeaders;
+  route: Route | null;
+  correlation: Correlation;
+}
+
+/**
+ * The record of an HTTP exchange as far as its request knows it, the same for both HTTP
+ * versions: path and query split (the query redacted), selected headers redacted, bounded sizes.
+ */
+export function httpRequestRecord(facts: HttpRequestFacts, redactor: Redactor): AuditRecord {
+  const { path, route, correlation: c } = facts;
+  const q = path.indexOf('?');
+  const record: AuditRecord = {
+    'audit.kind': facts.kind,
+    'audit.phase': 'final',
+    'audit.direction': facts.direction,
+    'audit.service': facts.service,
+    'peer.service': facts.peer ?? 'unknown',
+    'audit.start_unix_ms': Date.now(),
+    'network.protocol.name': 'http',
+    'network.protocol.version': facts.protocolVersion,
+    'client.address': facts.clientAddress ?? '',
+    'client.port': facts.clientPort ?? 0,
+    'http.request.method': facts.method.slice(0, 32),
+    'url.scheme': facts.scheme.slice(0, 16),
+    'url.path': (q === -1 ? path : path.slice(0, q)).slice(0, MAX_RECORDED_PATH_CHARS),
+    'http.request.header': redactor.headers(facts.headers),
+    'trace.id': c.traceId,
+    'span.id': c.spanId,
+    'audit.request_id': c.requestId,
+  };
+  if (q !== -1) record['url.query'] = redactor.query(path.slice(q + 1)).slice(0, MAX_RECORDED_PATH_CHARS);
+  if (route !== null) {
+    record['server.address'] = route.host;
+    record['server.port'] = route.port;
+  }
+  if (c.claimedTraceparent !== undefined) record['audit.claimed.traceparent'] = c.claimedTraceparent;
+  return record;
+}
