@@ -47,6 +47,8 @@ export interface SigningKey {
   readonly publicKeySpki: Buffer;
   /** Ed25519 signature over `0x03 || head` (journal/chain.ts), lowercase hex. */
   signHead(head: string): string;
+  /** Ed25519 signature over already tagged signing input (chain.ts), lowercase hex. */
+  sign(input: Buffer): string;
 }
 
 function signingKeyFrom(privateKey: KeyObject): SigningKey {
@@ -55,6 +57,7 @@ function signingKeyFrom(privateKey: KeyObject): SigningKey {
     keyId: keyIdOf(publicKeySpki),
     publicKeySpki,
     signHead: (head) => sign(null, headSigningInput(head), privateKey).toString('hex'),
+    sign: (input) => sign(null, input, privateKey).toString('hex'),
   };
 }
 

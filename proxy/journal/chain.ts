@@ -22,6 +22,8 @@ import { merkleRoot } from '../audit/merkle.js';
  *   epoch       4 bytes  big-endian unsigned; the boot epoch the link was written in
  *   kind        1 byte   0 records, 1 epoch, 2 checkpoint
  *
+ * Tags 0x04 and 0x05 are the epoch-key root and heartbeats, below.
+ *
  * A head is signed with Ed25519 over `0x03 || head` (the tag keeps a signature over a head from
  * ever being valid for anything else the key signs). Keys are named by their id: the first 16 hex
  * digits of SHA-256 over the public key's DER SubjectPublicKeyInfo.
@@ -50,6 +52,7 @@ export const EMPTY_ROOT = merkleRoot([]).toString('hex');
 const CHAIN_TAG = 0x02;
 const HEAD_SIGNATURE_TAG = 0x03;
 const EPOCH_KEY_TAG = 0x04;
+const HEARTBEAT_TAG = 0x05;
 const KIND_CODES: Record<LinkKind, number> = { records: 0, epoch: 1, checkpoint: 2 };
 const LINK_BYTES = 1 + 32 + 32 + 8 + 4 + 8 + 8 + 4 + 1;
 const TWO_32 = 2 ** 32;
@@ -106,6 +109,30 @@ export function headSigningInput(head: string): Buffer {
   return Buffer.concat([Buffer.from([HEAD_SIGNATURE_TAG]), hex32(head, 'head')]);
 }
 
+/**
+ * The bytes a heartbeat's Ed25519 signature covers (control/proto/sync.proto):
+ * `0x05 || unix_ms (8 bytes BE) || last_batch (8 bytes BE) || head (32 bytes) || sidecar_id (UTF-8)`.
+ */
+export function heartbeatSigningInput(sidecarId: string, unixMs: number, lastBatch: number, head: string): Buffer {
+  const id = Buffer.from(sidecarId, 'utf8');
+  const buf = Buffer.allocUnsafe(1 + 8 + 8 + 32 + id.length);
+  buf[0] = HEARTBEAT_TAG;
+  writeU64(buf, unixMs, 1);
+  writeU64(buf, lastBatch, 9);
+  hex32(head, 'head').copy(buf, 17);
+  id.copy(buf, 49);
+  return buf;
+}
+
+/** Checks an Ed25519 signature (hex) over arbitrary signing input. Returns false, never throws. */
+export function verifySignature(input: Buffer, signatureHex: string, key: KeyObject): boolean {
+  try {
+    return verify(null, input, key, Buffer.from(signatureHex, 'hex'));
+  } catch {
+    return false;
+  }
+}
+
 /** An Ed25519 public key from its DER SPKI, or null if the bytes are not one. */
 export function publicKeyFromSpki(spkiDer: Uint8Array): KeyObject | null {
   try {
@@ -119,8 +146,8 @@ export function publicKeyFromSpki(spkiDer: Uint8Array): KeyObject | null {
 /** Checks an Ed25519 signature (hex) over a head. Returns false, never throws, on bad input. */
 export function verifyHeadSignature(head: string, signatureHex: string, key: KeyObject): boolean {
   try {
-    return verify(null, headSigningInput(head), key, Buffer.from(signatureHex, 'hex'));
+    return verifySignature(headSigningInput(head), signatureHex, key);
   } catch {
-    return false;
+    return false; // a malformed head
   }
 }
