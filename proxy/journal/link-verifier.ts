@@ -12,15 +12,19 @@ import type { BatchHeader } from './read-journal.js';
  * epoch, its head recomputed from the previous head, and its signature if it is signed.
  */
 
-/** Machine-readable kind of failure; the collector sends it as the Refusal code (sync.proto). */
-export type LinkProblem = 'gap' | 'bad-root' | 'bad-chain' | 'bad-signature' | 'key-mismatch' | 'malformed';
+/**
+ * Machine-readable kind of failure: the Refusal codes of control/proto/sync.proto. The link
+ * checks here raise the first six; the collector adds a resent batch that differs from the one it
+ * holds (`fork`) and a stream without an accepted credential (`unauthenticated`).
+ */
+export type FailureCode = 'gap' | 'bad-root' | 'bad-chain' | 'bad-signature' | 'key-mismatch' | 'malformed' | 'fork' | 'unauthenticated';
 
 /** Where and what: the first thing that did not verify. */
 export interface VerifyFailure {
   batch?: number;
   seq?: number;
   problem: string;
-  code?: LinkProblem;
+  code?: FailureCode;
 }
 
 /** Thrown by the verifiers at the first failure; carries it. */
