@@ -87,6 +87,8 @@ export interface CollectorStore {
   /** Stores the sidecar's state alone (first contact, last seen). */
   putSidecar(state: SidecarState): Promise<void>;
   keepEvidence(evidence: Evidence): Promise<void>;
+  /** The evidence kept, oldest first. */
+  evidence(): Promise<Evidence[]>;
   /** Matching records, newest first. */
   query(q: RecordQuery): AsyncIterable<StoredRecord> | Iterable<StoredRecord>;
   /** Bytes the store has in use. */

@@ -60,11 +60,6 @@ export function openCollectorStores(env: RootDatabase): CollectorStores {
   };
 }
 
-/** true if `dir` holds a collector store (its `sidecars` database exists). */
-export function isCollectorStore(env: RootDatabase): boolean {
-  return env.openDB('sidecars', { create: false } as never) != null;
-}
-
 /** Opens (creating if absent) the store in `dir`. Never open one environment twice in a process (lmdb-js#164). */
 export function openLmdbStore(dir: string): CollectorStore & { readonly stores: CollectorStores } {
   mkdirSync(dir, { recursive: true });
@@ -98,6 +93,9 @@ export function openLmdbStore(dir: string): CollectorStore & { readonly stores: 
           }
         })
         .then(() => undefined);
+    },
+    async evidence() {
+      return Array.from(stores.evidence.getRange(), ({ value }) => value);
     },
     query: (q) => candidates(stores, q),
     usedBytes() {
