@@ -6,6 +6,7 @@ import type { Logger } from '../../proxy/log.js';
 import { COLLECTOR_SERVICE } from '../proto/sync-wire.js';
 import { createCollectorMetrics, type CollectorMetrics } from './collector-metrics.js';
 import type { CollectorStore } from './collector-store.js';
+import { createHashPool } from './hash-pool.js';
 import { createHttpApi } from './http-api.js';
 import { Ingest } from './ingest.js';
 import { openLmdbStore } from './lmdb-store.js';
@@ -31,6 +32,8 @@ export interface CollectorConfig {
   insecure: boolean;
   /** The sidecars' heartbeat (checkpoint) interval: heartbeats older than 3 of these are stale. */
   heartbeatIntervalMs?: number;
+  /** Workers that hash and index records; default defaultHashThreads(). */
+  hashThreads?: number;
   /** Largest Sync message accepted (a Segment), bytes. */
   maxMessageBytes?: number;
 }
@@ -70,7 +73,8 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   const heartbeatIntervalMs = config.heartbeatIntervalMs ?? CHECKPOINT_INTERVAL_MS;
   const store = openLmdbStore(config.storeDir);
   const feed = createLiveFeed<StoredRun>({ onListenerError: (err) => log('error', 'collector onStored listener threw', { err: (err as Error)?.message }) });
-  const ingest = await Ingest.open(store, (run) => feed.publish(run));
+  const hasher = createHashPool(config.hashThreads);
+  const ingest = await Ingest.open(store, hasher, (run) => feed.publish(run));
   const metrics = createCollectorMetrics({ storeBytes: () => store.usedBytes(), sidecars: () => heartbeatTally(ingest.chains.values(), heartbeatIntervalMs, Date.now()) });
   const sidecars = (): SidecarStatus[] => Array.from(ingest.chains.values(), (c) => sidecarStatus(c, heartbeatIntervalMs, Date.now()));
 
@@ -90,6 +94,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     httpPort = await listen(httpServer, config.httpPort, config.bind);
   } catch (err) {
     grpcServer.forceShutdown();
+    await hasher.close();
     await store.close();
     throw err;
   }
@@ -118,6 +123,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
         httpServer.closeAllConnections();
         await new Promise<void>((resolve) => httpServer.close(() => resolve()));
         await Promise.all(Array.from(ingest.chains.values(), (c) => c.settled()));
+        await hasher.close();
         await store.close();
       })();
       return closing;

@@ -3,7 +3,7 @@ import { ChainBroken, fail, LinkVerifier, recordsRoot, type ResolvedKey } from '
 import type { BatchHeader } from '../../proxy/journal/read-journal.js';
 import type { Hello, Heartbeat, Segment, WireLink } from '../proto/sync-wire.js';
 import type { CollectorStore, IncomingRecord, SidecarState, StoredLink } from './collector-store.js';
-import { indexRecord } from './record-index.js';
+import type { HashPool } from './hash-pool.js';
 import { SidecarChain, type StoredRun } from './sidecar-chain.js';
 import { segmentHeaders } from './wire-links.js';
 
@@ -33,16 +33,18 @@ export interface SegmentOutcome {
 export class Ingest {
   readonly chains = new Map<string, SidecarChain>();
   #store: CollectorStore;
+  #hasher: HashPool;
   #onStored: (run: StoredRun) => void;
 
-  private constructor(store: CollectorStore, onStored: (run: StoredRun) => void) {
+  private constructor(store: CollectorStore, hasher: HashPool, onStored: (run: StoredRun) => void) {
     this.#store = store;
+    this.#hasher = hasher;
     this.#onStored = onStored;
   }
 
   /** Loads every stored sidecar's chain state. */
-  static async open(store: CollectorStore, onStored: (run: StoredRun) => void): Promise<Ingest> {
-    const ingest = new Ingest(store, onStored);
+  static async open(store: CollectorStore, hasher: HashPool, onStored: (run: StoredRun) => void): Promise<Ingest> {
+    const ingest = new Ingest(store, hasher, onStored);
     for (const state of await store.sidecars()) ingest.chains.set(state.id, new SidecarChain(state, store, onStored));
     return ingest;
   }
@@ -93,17 +95,22 @@ export class Ingest {
     const fresh = headers.length - held.length;
     const last = headers[headers.length - 1];
     if (fresh === 0) return { stored: chain.settled(), through_batch: last.batch, head: last.head, links: headers.length, duplicates: held.length, records: 0 };
+    // Leaf hashes, roots and index entries in a worker; here only roots and heads are compared.
+    const hashed = await this.#hasher.hash(wire.slice(held.length).flatMap((w) => (w.kind === 'records' ? [w.records] : [])));
     const verifier = new LinkVerifier(chain.tip, { keyFor: (keyId, batch) => pinnedKey(chain, keyId, batch) });
     const records: IncomingRecord[] = [];
     const links: StoredLink[] = [];
-    for (let i = held.length; i < headers.length; i++) {
+    for (let i = held.length, k = 0; i < headers.length; i++) {
       const h = headers[i];
-      const leaves = verifier.next(h, wire[i].records);
-      links.push(leaves === undefined ? h : { ...h, leaves: Buffer.concat(leaves) });
-      for (let r = 0; r < wire[i].records.length; r++) {
-        const bytes = wire[i].records[r];
-        records.push({ seq: h.first_seq + r, bytes, index: indexRecord(bytes) });
+      if (h.kind !== 'records') {
+        verifier.next(h, []);
+        links.push(h);
+        continue;
       }
+      verifier.next(h, { root: hashed.roots[k] });
+      links.push({ ...h, leaves: hashed.leaves[k++] });
+      // hashed.index runs over every record of the fresh links, in order: records.length is the position.
+      wire[i].records.forEach((bytes, j) => records.push({ seq: h.first_seq + j, bytes, index: hashed.index[records.length] }));
     }
     chain.tip = { ...verifier.position };
     const sidecar: SidecarState = { ...chain.state, position: chain.tip, last_seen_unix_ms: Date.now() };
