@@ -145,7 +145,8 @@ test('/v1/tail streams each record as it is stored, one event each', async (t) =
 });
 
 test('a sidecar whose signed heartbeats stop shows as stale in /v1/sidecars and the gauge; a badly signed heartbeat is refused', async (t) => {
-  const intervalMs = 100;
+  // Generous: a loaded machine may stall the event loop, and a stall must not read as stale.
+  const intervalMs = 1000;
   const c = await startTestCollector(t, { heartbeatIntervalMs: intervalMs });
   const key = ephemeralSigningKey();
   const s = await sideShipment(t, 'frontend', key);
@@ -155,24 +156,23 @@ test('a sidecar whose signed heartbeats stop shows as stale in /v1/sidecars and 
   const sidecar = async (): Promise<{ heartbeat_current: boolean; last_heartbeat: string | null }> => JSON.parse((await get(c, '/v1/sidecars')).body)[0];
   const gauge = async (state: string): Promise<number> => metricValue((await get(c, '/metrics')).body, 'auditmesh_collector_sidecars', { state });
   t.like(await sidecar(), { heartbeat_current: false, last_heartbeat: null });
+  t.is(await gauge('stale'), 0, 'never seen alive: not stale');
 
   // Heartbeats keep coming: current. (Each wait is for a condition, with a generous bound.)
   const beating = setInterval(() => peer.send({ heartbeat: heartbeat(Date.now()) }), intervalMs / 2);
   t.teardown(() => clearInterval(beating));
-  await until(async () => (await sidecar()).heartbeat_current);
-  t.is(await gauge('current'), 1);
-  // They stop while the stream stays open: stale within 3 intervals, and counted.
+  await until(async () => (await sidecar()).heartbeat_current && (await gauge('current')) === 1);
+  // They stop while the stream stays open: stale after 3 intervals, and counted.
   clearInterval(beating);
   await until(async () => !(await sidecar()).heartbeat_current);
-  t.is(await gauge('stale'), 1);
-  t.is(await gauge('current'), 0);
+  await until(async () => (await gauge('stale')) === 1 && (await gauge('current')) === 0);
 
   peer.send({ heartbeat: { ...heartbeat(Date.now()), sig: 'ab'.repeat(64) } });
   const refusal = await peer.next();
   t.like(refusal, { body: 'refusal', refusal: { code: 'bad-signature' } });
 });
 
-async function until(cond: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+async function until(cond: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await cond())) {
     if (Date.now() > deadline) throw new Error('condition not met in time');
