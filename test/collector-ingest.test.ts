@@ -49,8 +49,13 @@ test('a valid stream is verified, stored and acked segment by segment, in order'
   const metrics = await scrapeCollector(collector.httpUrl);
   t.is(metricValue(metrics, 'auditmesh_collector_records_stored_total'), 24);
   t.is(metricValue(metrics, 'auditmesh_collector_batches_received_total'), s.links.length);
+  t.is(metricValue(metrics, 'auditmesh_collector_streams_active'), 1);
   const [sidecar] = collector.sidecars();
   t.like(sidecar, { id: 'pod-a', last_batch: s.links.at(-1)!.batch, last_seq: 24, chain_head: s.links.at(-1)!.head, verified: true });
+  peer.close();
+  const deadline = Date.now() + 30_000;
+  while (metricValue(await scrapeCollector(collector.httpUrl), 'auditmesh_collector_streams_active') !== 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  t.is(metricValue(await scrapeCollector(collector.httpUrl), 'auditmesh_collector_streams_active'), 0, 'a closed stream is no longer counted');
 });
 
 test('segments sent twice are stored once and acked again; the restarted collector welcomes from what it holds', async (t) => {
