@@ -17,8 +17,8 @@ import type { TokenCheck } from './token-auth.js';
 
 /** Segments received but not yet acked on one stream; past this the stream stops reading (backpressure). */
 const MAX_UNACKED_SEGMENTS = 64;
-/** Record bytes kept per refused segment as evidence. */
-const EVIDENCE_MAX_RECORD_BYTES = 1024 * 1024;
+/** Record bytes kept per refused segment as evidence: with EVIDENCE_MAX_ENTRIES, at most 64 MiB of evidence. */
+const EVIDENCE_MAX_RECORD_BYTES = 64 * 1024;
 
 const STATUS_OF: Record<RefusalCode, grpc.status> = {
   unauthenticated: grpc.status.UNAUTHENTICATED,
