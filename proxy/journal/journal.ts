@@ -313,6 +313,8 @@ export class Journal {
     this.#closing ??= (async () => {
       await this.#tail;
       while (this.#writing !== undefined) await this.#writing;
+      // The last acknowledgements, so the next start does not ship them again.
+      await this.#writeShipped();
       await this.#stores.env.close();
       this.#closed = true;
       unregisterWriter(this.#realDir);

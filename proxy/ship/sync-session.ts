@@ -158,14 +158,13 @@ export function runSyncSession(deps: SessionDeps): Promise<SessionOutcome> {
     };
 
     call.on('data', (msg: CollectorMessage) => {
-      if (msg.welcome != null) onWelcome(msg.welcome);
-      else if (!welcomed) finish({ kind: 'failed', reason: `collector sent ${msg.body ?? 'an empty message'} before its Welcome` });
-      else if (msg.ack != null) onAck(msg.ack);
-      else if (msg.refusal != null) {
-        // The collector ends the stream after a Refusal; no need to wait for it to.
+      if (msg.refusal != null) {
+        // The collector ends the stream after a Refusal (in answer to the Hello or to a segment).
         refusal = msg.refusal;
         finish({ kind: 'closed' });
-      }
+      } else if (msg.welcome != null) onWelcome(msg.welcome);
+      else if (!welcomed) finish({ kind: 'failed', reason: `collector sent ${msg.body ?? 'an empty message'} before its Welcome` });
+      else if (msg.ack != null) onAck(msg.ack);
     });
     call.on('error', (err: grpc.ServiceError) => finish({ kind: 'failed', reason: `stream failed: ${grpc.status[err.code] ?? err.code} ${err.details ?? err.message}` }));
     call.on('end', () => finish({ kind: 'failed', reason: 'collector ended the stream' }));

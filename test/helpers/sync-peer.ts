@@ -100,8 +100,7 @@ export async function startSyncPeer(t: ExecutionContext, opts: { port?: number; 
         if (peer.mode === 'silent') return;
         if (msg.hello != null) {
           if (peer.mode === 'refuse') {
-            call.write({ refusal: { ...peer.refusal, batch: 0 } });
-            return void call.destroy(Object.assign(new Error(peer.refusal.reason), { code: grpc.status.UNAUTHENTICATED }));
+            return refuse(call, { ...peer.refusal, batch: 0 }, grpc.status.UNAUTHENTICATED);
           }
           const hello = msg.hello;
           sidecar = peer.store.get(hello.sidecar_id);
@@ -131,8 +130,7 @@ export async function startSyncPeer(t: ExecutionContext, opts: { port?: number; 
       const problem = verifySegment(sidecar, links);
       if (problem !== null) {
         peer.errors.push(problem);
-        call.write({ refusal: { code: 'bad-chain', reason: problem, batch: links[0].batch } });
-        return void call.destroy(Object.assign(new Error(problem), { code: grpc.status.FAILED_PRECONDITION }));
+        return refuse(call, { code: 'bad-chain', reason: problem, batch: links[0].batch }, grpc.status.FAILED_PRECONDITION);
       }
       for (const l of links) sidecar.byBatch.set(l.batch, sidecar.links.push(l) - 1);
       sidecar.head = links[links.length - 1].head;
@@ -154,6 +152,11 @@ export async function startSyncPeer(t: ExecutionContext, opts: { port?: number; 
   );
   t.teardown(() => server.forceShutdown());
   return peer;
+}
+
+/** A Refusal, then the stream ends with an error status once the Refusal is written. */
+function refuse(call: grpc.ServerDuplexStream<SidecarMessage, CollectorMessage>, refusal: { code: string; reason: string; batch: number }, code: grpc.status): void {
+  call.write({ refusal }, () => call.destroy(Object.assign(new Error(refusal.reason), { code })));
 }
 
 /** All records a sidecar's links delivered to the peer, in batch order, parsed. */
