@@ -5,7 +5,7 @@ import { headerEntries, readPrunedFrom, type BatchHeader, type JournalSnapshot }
 import type { ShipperBacklog, ShipperMetrics } from '../metrics/metrics.js';
 import type { Logger } from '../log.js';
 import { BUILD_VERSION } from '../metrics/metrics.js';
-import type { Hello, Welcome } from '../../control/proto/sync.js';
+import type { Hello, Welcome } from '../../control/proto/sync-wire.js';
 import { readSegment, type SegmentLimits } from './read-segment.js';
 import { runSyncSession, type SessionOutcome, type SessionTimeouts, type SessionWindow } from './sync-session.js';
 import { fullJitterMs, refusalDelayMs, sleep } from './backoff.js';

@@ -1,5 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
-import { CollectorService, type Ack, type CollectorMessage, type Heartbeat, type Hello, type Refusal, type SidecarMessage, type Welcome } from '../../control/proto/sync.js';
+import { CollectorClient, type Ack, type CollectorMessage, type Heartbeat, type Hello, type Refusal, type SyncClientStream, type Welcome } from '../../control/proto/sync-wire.js';
 import type { ReadSegment } from './read-segment.js';
 
 /**
@@ -76,10 +76,10 @@ function channelOptions(t: SessionTimeouts): grpc.ChannelOptions {
 export function runSyncSession(deps: SessionDeps): Promise<SessionOutcome> {
   return new Promise((resolve) => {
     const { timeouts, window } = deps;
-    const client = new CollectorService(deps.target, grpc.credentials.createInsecure(), channelOptions(timeouts));
+    const client = new CollectorClient(deps.target, grpc.credentials.createInsecure(), channelOptions(timeouts));
     const metadata = new grpc.Metadata();
     if (deps.token !== undefined) metadata.set('authorization', `Bearer ${deps.token}`);
-    const call = (client as unknown as { Sync(md: grpc.Metadata): grpc.ClientDuplexStream<SidecarMessage, CollectorMessage> }).Sync(metadata);
+    const call = (client as unknown as { Sync(md: grpc.Metadata): SyncClientStream }).Sync(metadata);
     const inFlight: SentSegment[] = [];
     let inFlightBytes = 0;
     let next = 0;
@@ -157,14 +157,15 @@ export function runSyncSession(deps: SessionDeps): Promise<SessionOutcome> {
       pump();
     };
 
+    // proto-loader's `oneofs` names the member that is set in `body`.
     call.on('data', (msg: CollectorMessage) => {
-      if (msg.refusal != null) {
+      if ('refusal' in msg && msg.body === 'refusal') {
         // The collector ends the stream after a Refusal (in answer to the Hello or to a segment).
         refusal = msg.refusal;
         finish({ kind: 'closed' });
-      } else if (msg.welcome != null) onWelcome(msg.welcome);
+      } else if ('welcome' in msg && msg.body === 'welcome') onWelcome(msg.welcome);
       else if (!welcomed) finish({ kind: 'failed', reason: `collector sent ${msg.body ?? 'an empty message'} before its Welcome` });
-      else if (msg.ack != null) onAck(msg.ack);
+      else if ('ack' in msg && msg.body === 'ack') onAck(msg.ack);
     });
     call.on('error', (err: grpc.ServiceError) => finish({ kind: 'failed', reason: `stream failed: ${grpc.status[err.code] ?? err.code} ${err.details ?? err.message}` }));
     call.on('end', () => finish({ kind: 'failed', reason: 'collector ended the stream' }));

@@ -1,7 +1,7 @@
 import net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import type { ExecutionContext } from 'ava';
-import { CollectorService, type CollectorMessage, type Heartbeat, type Hello, type SidecarMessage, type WireLink } from '../../control/proto/sync.js';
+import { COLLECTOR_SERVICE, type Heartbeat, type Hello, type SidecarMessage, type WireLink, type SyncServerStream, type Refusal } from '../../control/proto/sync-wire.js';
 import { GENESIS_HEAD, linkHead, publicKeyFromSpki, verifyHeadSignature, type LinkKind } from '../../proxy/journal/chain.js';
 import { leafHash, merkleRoot } from '../../proxy/audit/merkle.js';
 import { listen, closeServer } from './net.js';
@@ -43,7 +43,7 @@ export interface SyncPeer {
   port: number;
   store: PeerStore;
   mode: PeerMode;
-  refusal: { code: string; reason: string };
+  refusal: Pick<Refusal, 'code' | 'reason'>;
   /** authorization metadata of each stream, in order. */
   authorizations: (string | undefined)[];
   streams: number;
@@ -89,8 +89,8 @@ export async function startSyncPeer(t: ExecutionContext, opts: { port?: number; 
     releaseAcks: () => held.splice(0).forEach((send) => send()),
     close: () => new Promise<void>((resolve) => server.tryShutdown(() => resolve())).then(() => server.forceShutdown()),
   };
-  server.addService(CollectorService.service, {
-    Sync(call: grpc.ServerDuplexStream<SidecarMessage, CollectorMessage>) {
+  server.addService(COLLECTOR_SERVICE, {
+    Sync(call: SyncServerStream) {
       peer.streams++;
       peer.unackedOnStream = 0;
       peer.authorizations.push(call.metadata.get('authorization')[0] as string | undefined);
@@ -119,7 +119,7 @@ export async function startSyncPeer(t: ExecutionContext, opts: { port?: number; 
     },
   });
 
-  function onSegment(sidecar: PeerSidecar, links: WireLink[], call: grpc.ServerDuplexStream<SidecarMessage, CollectorMessage>): void {
+  function onSegment(sidecar: PeerSidecar, links: WireLink[], call: SyncServerStream): void {
     peer.unackedOnStream++;
     peer.maxUnackedOnStream = Math.max(peer.maxUnackedOnStream, peer.unackedOnStream);
     const through = links[links.length - 1].batch;
@@ -155,7 +155,7 @@ export async function startSyncPeer(t: ExecutionContext, opts: { port?: number; 
 }
 
 /** A Refusal, then the stream ends with an error status once the Refusal is written. */
-function refuse(call: grpc.ServerDuplexStream<SidecarMessage, CollectorMessage>, refusal: { code: string; reason: string; batch: number }, code: grpc.status): void {
+function refuse(call: SyncServerStream, refusal: Refusal, code: grpc.status): void {
   call.write({ refusal }, () => call.destroy(Object.assign(new Error(refusal.reason), { code })));
 }
 
@@ -180,4 +180,34 @@ export async function startMutePeer(t: ExecutionContext): Promise<{ port: number
     await closeServer(server);
   });
   return { port, connections: () => total, open: () => sockets.size };
+}
+
+/**
+ * A TCP relay in front of `targetPort`: what the shipper reaches instead of the collector, so a
+ * test can cut the connection at a chosen moment (after the collector stored, before its Ack).
+ */
+export async function startRelay(t: ExecutionContext, targetPort: number): Promise<{ port: number; cut: () => number }> {
+  const pairs = new Set<[net.Socket, net.Socket]>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(targetPort, '127.0.0.1');
+    const pair: [net.Socket, net.Socket] = [client, upstream];
+    pairs.add(pair);
+    for (const s of pair) {
+      s.on('error', () => {});
+      s.on('close', () => (pairs.delete(pair), client.destroy(), upstream.destroy()));
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  const port = await listen(server);
+  const cut = (): number => {
+    const n = pairs.size;
+    for (const pair of pairs) for (const socket of pair) socket.destroy();
+    return n;
+  };
+  t.teardown(async () => {
+    cut();
+    await closeServer(server);
+  });
+  return { port, cut };
 }
