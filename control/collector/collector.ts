@@ -46,6 +46,8 @@ export interface Collector {
   readonly store: CollectorStore;
   /** Called with every run of verified records once it is durably stored; returns unsubscribe. For fleet-wide detection. */
   onStored(listener: (run: StoredRun) => void): () => void;
+  /** Listeners attached now: open /v1/tail streams plus onStored listeners. */
+  readonly liveListeners: number;
   sidecars(): SidecarStatus[];
   close(): Promise<void>;
 }
@@ -103,6 +105,9 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     metrics,
     store,
     onStored: (listener) => feed.subscribe(listener),
+    get liveListeners() {
+      return feed.size;
+    },
     sidecars,
     close() {
       closing ??= (async () => {

@@ -75,7 +75,9 @@ class SyncSession {
       return this.#refuse({ code: 'unauthenticated', problem: 'no accepted bearer token in the authorization metadata' });
     }
     try {
-      for await (const msg of this.#call as AsyncIterable<SidecarMessage>) {
+      // destroyOnReturn off: leaving the loop on a refusal must not destroy the call before the
+      // Refusal and its status are flushed (the default iterator's return() does).
+      for await (const msg of this.#call.iterator({ destroyOnReturn: false }) as AsyncIterable<SidecarMessage>) {
         if (this.#over) return;
         await this.#handle(msg);
         if (this.#unacked >= MAX_UNACKED_SEGMENTS) await this.#acks;

@@ -93,7 +93,7 @@ export class LinkVerifier {
   next(h: BatchHeader, records: readonly Uint8Array[] | { root: string }): Buffer[] | undefined {
     const pos = this.#pos;
     const expected = pos.last_batch + 1;
-    if (h.batch !== expected) fail({ code: 'gap', batch: expected, problem: h.batch > expected ? `batches ${expected}-${h.batch - 1} are missing` : `batch ${h.batch} is out of order` });
+    if (h.batch !== expected) fail({ code: 'gap', batch: expected, problem: h.batch === expected + 1 ? `batch ${expected} is missing` : h.batch > expected ? `batches ${expected}-${h.batch - 1} are missing` : `batch ${h.batch} is out of order` });
     if (pos.last_seq !== undefined && h.first_seq !== pos.last_seq + 1) {
       fail({ code: 'gap', batch: h.batch, problem: `batch ${h.batch} starts at seq ${h.first_seq}, but the batch before it ends at seq ${pos.last_seq}` });
     }
