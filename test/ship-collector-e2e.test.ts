@@ -5,6 +5,7 @@ import { startTestCollector, type TestCollector } from './helpers/collector.js';
 import { startRelay } from './helpers/sync-peer.js';
 import { eventually, sidecarMetric, startShippingSidecar, type ShippingSidecar } from './helpers/shipping.js';
 import { verifyDir } from './helpers/journal.js';
+import { runCli } from './helpers/child.js';
 import { join } from 'node:path';
 import { writeFile } from 'node:fs/promises';
 import type { SidecarConfig } from '../proxy/config.js';
@@ -86,6 +87,10 @@ async function assertDelivered(t: ExecutionContext, collector: TestCollector, s:
   t.is(view.chain_head, link.head, "the collector's chain ends on the journal's head");
   const report = await verifyDir(join(s.dir, 'journal'));
   t.true(report.ok, JSON.stringify(report.failure));
+  // The store, checked by the command users have, in a process of its own (lmdb-js#164).
+  const verify = await runCli(['verify', collector.storeDir]);
+  t.is(verify.code, 0, verify.stdout + verify.stderr);
+  t.regex(verify.stdout, /collector store verified/);
 }
 
 test('collector down while thousands of batches queue: the sidecar serves, the journal buffers, then every record arrives once', async (t) => {

@@ -10,6 +10,8 @@ import { formatRecordLine } from './format-record.js';
 import { startFrontend, startInventory, type DemoApp } from './demo-apps.js';
 import { pricingClient, startPricing } from './demo-pricing.js';
 import { followSse } from './tail.js';
+import { formatStoreReport } from './verify.js';
+import { verifyStoreDir } from '../collector/verify-store.js';
 import { untilAborted, type CommandIO } from './io.js';
 
 const DEMO_FLAGS: readonly FlagSpec[] = [
@@ -95,12 +97,16 @@ export async function demoMain(argv: readonly string[], io: CommandIO): Promise<
     await driver;
     // What the sidecars still hold goes to the collector before they stop, so its store is whole.
     await Promise.all(sidecars.map((s) => shipped(s, SHIP_DRAIN_MS)));
-    return 0;
   } finally {
     for (const cleanup of cleanups) await cleanup();
     await collector?.close();
     if (!json) io.stdout.write(`\nauditmesh demo: stopped; journals kept in ${dir}\n`);
   }
+  // The collector is closed: its store is verified offline, as `auditmesh verify STORE` does.
+  const report = await verifyStoreDir(join(dir, 'collector'));
+  // With -o json, stdout carries records only.
+  (json ? io.stderr : io.stdout).write(formatStoreReport(report));
+  return report.ok ? 0 : 1;
 }
 
 /** On stop, how long the demo waits for the sidecars to ship what they hold. */
