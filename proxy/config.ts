@@ -1,6 +1,7 @@
 import { isAbsolute, relative, resolve } from 'node:path';
 import { type FlagSpec, type FlagValues, UsageError, durationMs, parseFlags, port } from './config/flags.js';
 import type { JournalFullPolicy } from './audit/full-policy.js';
+import { MAX_BATCH_RECORDS } from './audit/batcher.js';
 import { parseResolveTable, type ResolveTable } from './http1/target.js';
 import type { AlertOptions } from './alerts/alerting.js';
 import { DEFAULT_SECRET_HEADERS, DEFAULT_SECRET_PARAMS } from './audit/redact.js';
@@ -59,6 +60,8 @@ export interface SidecarConfig {
   /** Spike and first-seen detection; intervalMs 0 turns it off. */
   alerts: AlertOptions;
   checkpointIntervalMs: number;
+  /** Records per audit batch (one chain link), at most. */
+  batchMaxRecords: number;
   journalLimitBytes: number;
   onJournalFull: JournalFullPolicy;
   /** 0: never pruned by age. */
@@ -106,6 +109,7 @@ export const SIDECAR_FLAGS: readonly FlagSpec[] = [
   { name: 'alert-min-requests', type: 'int', default: '20', help: 'windows with fewer requests raise no error spike' },
   { name: 'log-level', type: 'string', default: 'info', choices: ['info', 'warn', 'error', 'silent'], help: 'structured log verbosity (stderr)' },
   { name: 'checkpoint-interval-ms', type: 'int', default: '5000', help: 'a signed checkpoint at least this often, even with no traffic' },
+  { name: 'batch-max-records', type: 'int', default: String(MAX_BATCH_RECORDS), help: 'records per audit batch (one chain link), at most' },
   { name: 'journal-limit-bytes', type: 'int', default: String(1024 ** 3), help: 'journal bound (bytes of LMDB pages in use); at it, --on-journal-full applies' },
   { name: 'on-journal-full', type: 'string', default: 'reject', choices: ['reject', 'pass'], help: 'journal full or unwritable: reject new requests with 503, or pass them unrecorded, counted in signed gap records' },
   { name: 'journal-retention', type: 'string', default: '7d', help: 'records older than this are pruned (30m, 12h, 7d; 0: never)' },
@@ -192,12 +196,14 @@ export function sidecarConfigFromFlags(values: FlagValues, env: Readonly<Record<
       maxKeys: ALERT_MAX_KEYS,
     },
     checkpointIntervalMs: values['checkpoint-interval-ms'] as number,
+    batchMaxRecords: values['batch-max-records'] as number,
     journalLimitBytes: values['journal-limit-bytes'] as number,
     onJournalFull: values['on-journal-full'] as JournalFullPolicy,
     journalRetentionMs: durationMs(values, 'journal-retention'),
   };
   cfg.sidecarId = (values['sidecar-id'] as string | undefined) || env.HOSTNAME || cfg.service;
   if (cfg.checkpointIntervalMs < 10) throw new UsageError('--checkpoint-interval-ms: at least 10');
+  if (cfg.batchMaxRecords < 1) throw new UsageError('--batch-max-records: at least 1');
   if (cfg.journalLimitBytes < 1) throw new UsageError('--journal-limit-bytes: at least 1');
   // Whoever can read the journal (a backup, a support bundle) must not get the key with it.
   const fromJournal = relative(resolve(cfg.journalDir), resolve(cfg.keyFile));
