@@ -9,6 +9,7 @@ import type { Hello, Welcome } from '../../control/proto/sync-wire.js';
 import { readSegment, type SegmentLimits } from './read-segment.js';
 import { runSyncSession, type SessionOutcome, type SessionTimeouts, type SessionWindow } from './sync-session.js';
 import { fullJitterMs, refusalDelayMs, sleep } from './backoff.js';
+import { h2Preflight } from './h2-preflight.js';
 
 /**
  * The shipper: streams the journal to the collector, one sync stream at a time, for as long as
@@ -92,8 +93,9 @@ export function startShipper(opts: ShipperOptions): Shipper {
     return { unix_ms: unixMs, last_batch, head, sig: journal.signer.sign(heartbeatSigningInput(opts.sidecarId, unixMs, last_batch, head)) };
   };
 
-  const session = async (token: string | undefined): Promise<SessionOutcome> =>
-    runSyncSession({
+  const session = async (token: string | undefined): Promise<SessionOutcome> => {
+    await h2Preflight(opts.target, opts.timeouts.welcomeMs);
+    return runSyncSession({
       target: opts.target,
       token,
       hello: hello(),
@@ -112,6 +114,7 @@ export function startShipper(opts: ShipperOptions): Shipper {
       heartbeat,
       signal: controller.signal,
     });
+  };
 
   const disconnected = (outcome: SessionOutcome): void => {
     if (connected) downSinceMs = Date.now();

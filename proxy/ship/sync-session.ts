@@ -113,7 +113,13 @@ export function runSyncSession(deps: SessionDeps): Promise<SessionOutcome> {
     const pump = (): void => {
       if (done || !welcomed || blocked) return;
       while (inFlight.length < window.segments) {
-        const segment = deps.readSegment(next);
+        let segment: ReadSegment | null;
+        try {
+          segment = deps.readSegment(next);
+        } catch (err) {
+          // Runs from stream and journal events, where a throw would be uncaught.
+          return finish({ kind: 'failed', reason: `cannot read the journal from batch ${next}: ${(err as Error).message}` });
+        }
         if (segment === null) return;
         if (inFlight.length > 0 && inFlightBytes + segment.bytes > window.bytes) return;
         const sent = { first: next, through: segment.through, records: segment.records, bytes: segment.bytes };
@@ -163,7 +169,13 @@ export function runSyncSession(deps: SessionDeps): Promise<SessionOutcome> {
         // The collector ends the stream after a Refusal (in answer to the Hello or to a segment).
         refusal = msg.refusal;
         finish({ kind: 'closed' });
-      } else if ('welcome' in msg && msg.body === 'welcome') onWelcome(msg.welcome);
+      } else if ('welcome' in msg && msg.body === 'welcome') {
+        try {
+          onWelcome(msg.welcome);
+        } catch (err) {
+          finish({ kind: 'failed', reason: `cannot resume from the Welcome: ${(err as Error).message}` });
+        }
+      }
       else if (!welcomed) finish({ kind: 'failed', reason: `collector sent ${msg.body ?? 'an empty message'} before its Welcome` });
       else if ('ack' in msg && msg.body === 'ack') onAck(msg.ack);
     });

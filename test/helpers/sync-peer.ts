@@ -173,6 +173,8 @@ export async function startMutePeer(t: ExecutionContext): Promise<{ port: number
     sockets.add(socket);
     socket.on('error', () => {});
     socket.on('close', () => sockets.delete(socket));
+    // Reads (and drops) what it is sent, so it notices the client closing; never writes a byte.
+    socket.resume();
   });
   const port = await listen(server);
   t.teardown(async () => {
