@@ -1,6 +1,7 @@
 import { isAbsolute, relative, resolve } from 'node:path';
 import { type FlagSpec, type FlagValues, UsageError, durationMs, parseFlags, port } from './config/flags.js';
 import type { JournalFullPolicy } from './audit/full-policy.js';
+import { MAX_BATCH_RECORDS } from './audit/batcher.js';
 import { parseResolveTable, type ResolveTable } from './http1/target.js';
 import type { AlertOptions } from './alerts/alerting.js';
 import { DEFAULT_SECRET_HEADERS, DEFAULT_SECRET_PARAMS } from './audit/redact.js';
@@ -11,6 +12,16 @@ export type AuditMode = 'async' | 'strict' | 'off';
 const ALERT_EWMA_ALPHA = 0.2;
 /** Edges and methods remembered for first-seen detection. */
 const ALERT_MAX_KEYS = 10_000;
+
+export interface ShipSettings {
+  windowSegments: number;
+  windowBytes: number;
+  welcomeTimeoutMs: number;
+  ackTimeoutMs: number;
+  keepaliveMs: number;
+  keepaliveTimeoutMs: number;
+  backoffMaxMs: number;
+}
 
 /** The sidecar's whole configuration: typed, validated at boot, frozen. */
 export interface SidecarConfig {
@@ -26,6 +37,10 @@ export interface SidecarConfig {
   redactionKeyFile: string;
   collector: string | undefined;
   collectorTokenFile: string | undefined;
+  /** Stable name of this sidecar at the collector: the pod name (default $HOSTNAME, else the service). */
+  sidecarId: string;
+  /** How the shipper talks to the collector (proxy/ship/). */
+  ship: ShipSettings;
   auditMode: AuditMode;
   connectTimeoutMs: number;
   responseTimeoutMs: number;
@@ -45,6 +60,8 @@ export interface SidecarConfig {
   /** Spike and first-seen detection; intervalMs 0 turns it off. */
   alerts: AlertOptions;
   checkpointIntervalMs: number;
+  /** Records per audit batch (one chain link), at most. */
+  batchMaxRecords: number;
   journalLimitBytes: number;
   onJournalFull: JournalFullPolicy;
   /** 0: never pruned by age. */
@@ -63,7 +80,15 @@ export const SIDECAR_FLAGS: readonly FlagSpec[] = [
   { name: 'key', type: 'string', default: './.auditmesh/sidecar.key', help: "the sidecar's Ed25519 signing key; created 0600 if absent" },
   { name: 'redaction-key', type: 'string', default: './.auditmesh/redaction.key', help: 'HMAC key for secret fingerprints; share it to match secrets across sidecars' },
   { name: 'collector', type: 'string', help: 'HOST:PORT of the collector (none: journal only)' },
-  { name: 'collector-token-file', type: 'string', help: 'credential presented to the collector' },
+  { name: 'collector-token-file', type: 'string', help: 'credential presented to the collector (read at each connect, trimmed)' },
+  { name: 'sidecar-id', type: 'string', help: "this sidecar's stable name at the collector (default: $HOSTNAME, else the service)" },
+  { name: 'ship-window-segments', type: 'int', default: '16', help: 'segments sent to the collector and not yet acknowledged, at most' },
+  { name: 'ship-window-bytes', type: 'int', default: String(8 * 1024 * 1024), help: 'record bytes sent to the collector and not yet acknowledged, at most' },
+  { name: 'ship-welcome-timeout-ms', type: 'int', default: '10000', help: 'connect and Welcome from the collector within this, or reconnect' },
+  { name: 'ship-ack-timeout-ms', type: 'int', default: '30000', help: 'a sent segment unacknowledged this long: reconnect' },
+  { name: 'ship-keepalive-ms', type: 'int', default: '30000', help: 'gRPC keepalive ping interval to the collector (keep at or above its minimum ping interval)' },
+  { name: 'ship-keepalive-timeout-ms', type: 'int', default: '10000', help: 'a keepalive ping unanswered this long drops the connection' },
+  { name: 'ship-backoff-max-ms', type: 'int', default: '30000', help: 'reconnect backoff cap (exponential, full jitter)' },
   { name: 'audit-mode', type: 'string', default: 'async', choices: ['async', 'strict', 'off'], help: 'strict: forward only once the request record is durable; off: proxy without auditing (for measurement)' },
   { name: 'connect-timeout-ms', type: 'int', default: '5000', help: 'upstream TCP connect timeout (504)' },
   { name: 'response-timeout-ms', type: 'int', default: '30000', help: 'time to upstream response headers (504)' },
@@ -84,6 +109,7 @@ export const SIDECAR_FLAGS: readonly FlagSpec[] = [
   { name: 'alert-min-requests', type: 'int', default: '20', help: 'windows with fewer requests raise no error spike' },
   { name: 'log-level', type: 'string', default: 'info', choices: ['info', 'warn', 'error', 'silent'], help: 'structured log verbosity (stderr)' },
   { name: 'checkpoint-interval-ms', type: 'int', default: '5000', help: 'a signed checkpoint at least this often, even with no traffic' },
+  { name: 'batch-max-records', type: 'int', default: String(MAX_BATCH_RECORDS), help: 'records per audit batch (one chain link), at most' },
   { name: 'journal-limit-bytes', type: 'int', default: String(1024 ** 3), help: 'journal bound (bytes of LMDB pages in use); at it, --on-journal-full applies' },
   { name: 'on-journal-full', type: 'string', default: 'reject', choices: ['reject', 'pass'], help: 'journal full or unwritable: reject new requests with 503, or pass them unrecorded, counted in signed gap records' },
   { name: 'journal-retention', type: 'string', default: '7d', help: 'records older than this are pruned (30m, 12h, 7d; 0: never)' },
@@ -109,6 +135,27 @@ export function serviceFromHostname(hostname: string | undefined): string {
   return hostname.replace(/-[a-z0-9]{6,10}-[a-z0-9]{5}$/, '').replace(/-[a-z0-9]{5}$/, '') || hostname;
 }
 
+/** Each shipper setting and its flag. */
+const SHIP_FLAGS: Record<keyof ShipSettings, string> = {
+  windowSegments: 'ship-window-segments',
+  windowBytes: 'ship-window-bytes',
+  welcomeTimeoutMs: 'ship-welcome-timeout-ms',
+  ackTimeoutMs: 'ship-ack-timeout-ms',
+  keepaliveMs: 'ship-keepalive-ms',
+  keepaliveTimeoutMs: 'ship-keepalive-timeout-ms',
+  backoffMaxMs: 'ship-backoff-max-ms',
+};
+
+function shipSettings(values: FlagValues): ShipSettings {
+  const settings = {} as ShipSettings;
+  for (const [key, flag] of Object.entries(SHIP_FLAGS) as [keyof ShipSettings, string][]) {
+    const value = values[flag] as number;
+    if (value < 1) throw new UsageError(`--${flag}: at least 1`);
+    settings[key] = value;
+  }
+  return settings;
+}
+
 export function sidecarConfigFromFlags(values: FlagValues, env: Readonly<Record<string, string | undefined>>): SidecarConfig {
   const cfg: SidecarConfig = {
     service: (values.service as string | undefined) ?? serviceFromHostname(env.HOSTNAME),
@@ -123,6 +170,8 @@ export function sidecarConfigFromFlags(values: FlagValues, env: Readonly<Record<
     redactionKeyFile: values['redaction-key'] as string,
     collector: values.collector as string | undefined,
     collectorTokenFile: values['collector-token-file'] as string | undefined,
+    sidecarId: '',
+    ship: shipSettings(values),
     auditMode: values['audit-mode'] as AuditMode,
     connectTimeoutMs: values['connect-timeout-ms'] as number,
     responseTimeoutMs: values['response-timeout-ms'] as number,
@@ -147,11 +196,14 @@ export function sidecarConfigFromFlags(values: FlagValues, env: Readonly<Record<
       maxKeys: ALERT_MAX_KEYS,
     },
     checkpointIntervalMs: values['checkpoint-interval-ms'] as number,
+    batchMaxRecords: values['batch-max-records'] as number,
     journalLimitBytes: values['journal-limit-bytes'] as number,
     onJournalFull: values['on-journal-full'] as JournalFullPolicy,
     journalRetentionMs: durationMs(values, 'journal-retention'),
   };
+  cfg.sidecarId = (values['sidecar-id'] as string | undefined) || env.HOSTNAME || cfg.service;
   if (cfg.checkpointIntervalMs < 10) throw new UsageError('--checkpoint-interval-ms: at least 10');
+  if (cfg.batchMaxRecords < 1) throw new UsageError('--batch-max-records: at least 1');
   if (cfg.journalLimitBytes < 1) throw new UsageError('--journal-limit-bytes: at least 1');
   // Whoever can read the journal (a backup, a support bundle) must not get the key with it.
   const fromJournal = relative(resolve(cfg.journalDir), resolve(cfg.keyFile));
@@ -172,5 +224,6 @@ export function parseSidecarConfig(argv: readonly string[], env: Readonly<Record
 /** Defaults for an embedded sidecar (demo, tests): every port 0 unless given. */
 export function sidecarConfig(overrides: Partial<SidecarConfig>): SidecarConfig {
   const { values } = parseFlags(SIDECAR_FLAGS, [], {});
-  return Object.freeze({ ...sidecarConfigFromFlags(values, {}), inboundPort: 0, outboundPort: 0, adminPort: 0, logLevel: 'silent' as const, ...overrides });
+  const base = sidecarConfigFromFlags(values, {});
+  return Object.freeze({ ...base, inboundPort: 0, outboundPort: 0, adminPort: 0, logLevel: 'silent' as const, sidecarId: overrides.service ?? base.sidecarId, ...overrides });
 }

@@ -22,6 +22,8 @@ import { createH2Listener } from './h2/h2-listener.js';
 import type { H2Deps } from './h2/h2-exchange.js';
 import { createSessionPool } from './h2/session-pool.js';
 import { loadOrCreateSecret } from './keys.js';
+import { openShipper } from './ship/open-shipper.js';
+import type { Shipper } from './ship/shipper.js';
 import { createLogger, type Logger } from './log.js';
 
 /** A running sidecar: its bound ports, its audit pipeline and metrics, and a way to stop it. */
@@ -30,11 +32,13 @@ export interface Sidecar {
   readonly ports: { inbound: number | undefined; outbound: number; admin: number };
   readonly audit: AuditPipeline | null;
   readonly metrics: SidecarMetrics;
+  /** Ships the journal to --collector; null without one. */
+  readonly shipper: Shipper | null;
   close(): Promise<void>;
 }
 
 /**
- * Wires one sidecar, top to bottom: keys → audit pipeline → forwarders → capture listeners
+ * Wires one sidecar, top to bottom: keys → audit pipeline → shipper → forwarders → capture listeners
  * (protocol detection → HTTP/1.1 | HTTP/2 and gRPC | opaque TCP) → admin server. Nothing here
  * reads process.env or installs signal handlers.
  */
@@ -44,6 +48,7 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
   const metrics = createSidecarMetrics();
   const redactor = createRedactor({ key: await loadOrCreateSecret(config.redactionKeyFile), secretHeaders: config.secretHeaders, secretParams: config.secretParams });
   const audit = await openAudit(config, metrics, log);
+  const shipper = openShipper(config, audit, metrics, log);
   const forwarder = createHttpProxyForwarder(config);
   const sessions = createSessionPool({ connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs });
   const peerLabel = createPeerLabels();
@@ -108,7 +113,7 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
   servers.push(outbound);
   const admin = createAdminServer({
     registry: metrics.registry,
-    ready: () => (audit === null ? { ok: true } : audit.readiness()),
+    ready: () => readiness(audit, shipper),
     subscribe: audit === null ? null : (listener) => audit.subscribe(listener),
   });
   servers.push(admin);
@@ -137,6 +142,7 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
     ports,
     audit,
     metrics,
+    shipper,
     close() {
       closing ??= (async () => {
         const closed = Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
@@ -145,9 +151,22 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
         alerting?.close();
         sessions.close();
         forwarder.close();
+        // The journal's last commits go out with the audit's close; the shipper stops before it.
+        await shipper?.close();
         await audit?.close();
       })();
       return closing;
     },
   };
+}
+
+/**
+ * /readyz: the journal decides (full-policy.ts). A collector that is away does not make the
+ * sidecar unready, the journal is the buffer, but the body says so.
+ */
+function readiness(audit: AuditPipeline | null, shipper: Shipper | null): { ok: boolean; reason?: string } {
+  const journal = audit === null ? { ok: true } : audit.readiness();
+  const shipping = shipper?.status();
+  if (shipping === undefined || shipping.connected) return journal;
+  return { ok: journal.ok, reason: journal.reason === undefined ? shipping.detail : `${journal.reason}; ${shipping.detail}` };
 }

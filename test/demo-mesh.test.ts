@@ -1,12 +1,13 @@
 import test from 'ava';
-import { startCli } from './helpers/child.js';
+import { join } from 'node:path';
+import { runCli, startCli } from './helpers/child.js';
 import { tempDir } from './helpers/sidecar.js';
 
 interface Rec {
   [key: string]: unknown;
 }
 
-test('auditmesh demo drives service-to-service traffic (HTTP and gRPC) and prints every sidecar’s records live', async (t) => {
+test('auditmesh demo drives service-to-service traffic (HTTP and gRPC) and prints every sidecar’s records as the collector stores them', async (t) => {
   const dir = await tempDir(t);
   const demo = startCli(t, ['demo', '--dir', dir, '--rate', '10', '-o', 'json']);
   // Each edge, as seen by both of its sidecars, shows up in the live output.
@@ -32,6 +33,12 @@ test('auditmesh demo drives service-to-service traffic (HTTP and gRPC) and print
   for (const hop of ['frontend:inbound', 'frontend:outbound', 'inventory:inbound', 'inventory:outbound', 'pricing:inbound']) t.true(hops.has(hop), `${hop} in trace ${trace}`);
   // The client's bearer token is a fingerprint in the record.
   t.false(exit.stdout.includes('demo-secret-token'));
+  // Printed from the collector's tail: every record came through its store, from all three sidecars.
+  t.deepEqual([...new Set(records.map((x) => String(x['audit.service'])))].sort(), ['frontend', 'inventory', 'pricing']);
+  t.regex(exit.stderr, /collector store verified: \d+ records of 3 sidecars, every chain end to end/);
+  // The store is there to check again, with the command users have.
+  const verify = await runCli(['verify', join(dir, 'collector')]);
+  t.is(verify.code, 0, verify.stdout + verify.stderr);
 });
 
 test('auditmesh demo stops cleanly on SIGINT, and --duration stops it by itself', async (t) => {
@@ -42,6 +49,8 @@ test('auditmesh demo stops cleanly on SIGINT, and --duration stops it by itself'
   const exit = await demo.done;
   t.is(exit.code, 0, exit.stderr);
   t.regex(exit.stdout, /auditmesh demo: stopped; journals kept in/);
+  t.regex(exit.stdout, /^ok +frontend .* records in \d+ links/m);
+  t.regex(exit.stdout, /collector store verified: \d+ records of 3 sidecars/);
   const timed = startCli(t, ['demo', '--dir', dir, '--duration', '1']);
   const timedExit = await timed.done;
   t.is(timedExit.code, 0, timedExit.stderr);

@@ -4,13 +4,18 @@ import { formatHelp, parseFlags, type FlagSpec } from '../../proxy/config/flags.
 import { sidecarConfig } from '../../proxy/config.js';
 import { startSidecar, type Sidecar } from '../../proxy/sidecar.js';
 import { createLogger } from '../../proxy/log.js';
+import type { JournalRecord } from '../../proxy/audit/record.js';
+import { createCollector, type Collector } from '../collector/collector.js';
 import { formatRecordLine } from './format-record.js';
 import { startFrontend, startInventory, type DemoApp } from './demo-apps.js';
 import { pricingClient, startPricing } from './demo-pricing.js';
+import { followSse } from './tail.js';
+import { formatStoreReport } from './verify.js';
+import { verifyStoreDir } from '../collector/verify-store.js';
 import { untilAborted, type CommandIO } from './io.js';
 
 const DEMO_FLAGS: readonly FlagSpec[] = [
-  { name: 'dir', type: 'string', default: './.auditmesh/demo', help: "where the demo's journals and keys go", env: false },
+  { name: 'dir', type: 'string', default: './.auditmesh/demo', help: "where the demo's journals, keys and collector store go", env: false },
   { name: 'rate', type: 'int', default: '2', help: 'checkouts per second driven through the mesh', env: false },
   { name: 'duration', type: 'int', default: '0', help: 'stop after this many seconds (0: until Ctrl-C)', env: false },
   { name: 'output', short: 'o', type: 'string', choices: ['table', 'json'], default: 'table', help: 'json: one JSON record per line', env: false },
@@ -18,7 +23,7 @@ const DEMO_FLAGS: readonly FlagSpec[] = [
 
 export const DEMO_HELP = formatHelp(
   'auditmesh demo [flags]',
-  'A whole local mesh on embedded defaults: three services (frontend, inventory, pricing), each behind\nits own sidecar; a client drives checkouts, frontend calls inventory over HTTP/1.1, inventory calls\npricing over gRPC; every record is printed as it is committed.',
+  'A whole local mesh on embedded defaults: a collector and three services (frontend, inventory,\npricing), each behind its own sidecar shipping to the collector; a client drives checkouts, frontend\ncalls inventory over HTTP/1.1, inventory calls pricing over gRPC; every record is printed as the\ncollector verifies and stores it. On stop, the collector\'s store is verified and the result printed.',
   DEMO_FLAGS,
 );
 
@@ -39,14 +44,30 @@ export async function demoMain(argv: readonly string[], io: CommandIO): Promise<
   const json = values.output === 'json';
   const log = createLogger('warn', (line) => io.stderr.write(line));
   const cleanups: Array<() => Promise<void>> = [];
+  const sidecars: Sidecar[] = [];
+  let collector: Collector | undefined;
   try {
+    // Embedded and local: no token to hand out, so --insecure, on 127.0.0.1 only.
+    collector = await createCollector({ grpcPort: 0, httpPort: 0, bind: '127.0.0.1', storeDir: join(dir, 'collector'), insecure: true }, log);
+    const tail = followCollector(collector, io, json);
+    cleanups.unshift(() => tail.stop());
+    const collectorAddress = collector.grpcAddress;
     const sidecarFor = async (service: string, appPort: number, resolveTable = new Map()): Promise<Sidecar> => {
       const sidecar = await startSidecar(
-        sidecarConfig({ service, appPort, journalDir: join(dir, service, 'journal'), redactionKeyFile: join(dir, 'redaction.key'), keyFile: join(dir, service, 'sidecar.key'), resolve: resolveTable }),
+        sidecarConfig({
+          service,
+          sidecarId: service,
+          appPort,
+          journalDir: join(dir, service, 'journal'),
+          redactionKeyFile: join(dir, 'redaction.key'),
+          keyFile: join(dir, service, 'sidecar.key'),
+          resolve: resolveTable,
+          collector: collectorAddress,
+        }),
         log,
       );
       cleanups.unshift(() => sidecar.close());
-      sidecar.audit?.subscribe((rec) => io.stdout.write((json ? JSON.stringify(rec) : formatRecordLine(rec)) + '\n'));
+      sidecars.push(sidecar);
       return sidecar;
     };
     const track = (app: DemoApp): DemoApp => (cleanups.unshift(() => app.close()), app);
@@ -64,8 +85,9 @@ export async function demoMain(argv: readonly string[], io: CommandIO): Promise<
     if (!json) {
       io.stdout.write(
         `auditmesh demo: client → frontend (sidecar :${frontend.ports.inbound}) → inventory (sidecar :${inventory.ports.inbound}) → pricing, gRPC (sidecar :${pricing.ports.inbound})\n` +
+          `  collector ${collector.grpcAddress} (gRPC), ${collector.httpUrl} (query, tail, metrics); store in ${join(dir, 'collector')}\n` +
           `  journals in ${dir}; metrics at http://127.0.0.1:${frontend.ports.admin}/metrics and http://127.0.0.1:${inventory.ports.admin}/metrics\n` +
-          `  tail from another terminal: npx auditmesh tail --admin http://127.0.0.1:${inventory.ports.admin}\n` +
+          `  from another terminal: npx auditmesh tail --admin http://127.0.0.1:${inventory.ports.admin}, or curl '${collector.httpUrl}/v1/records?service=pricing'\n` +
           `  Ctrl-C to stop.\n\n`,
       );
     }
@@ -73,11 +95,45 @@ export async function demoMain(argv: readonly string[], io: CommandIO): Promise<
     const driver = driveTraffic(frontend.ports.inbound!, Number(values.rate), stop);
     await untilAborted(stop);
     await driver;
-    return 0;
+    // What the sidecars still hold goes to the collector before they stop, so its store is whole.
+    await Promise.all(sidecars.map((s) => shipped(s, SHIP_DRAIN_MS)));
   } finally {
     for (const cleanup of cleanups) await cleanup();
+    await collector?.close();
     if (!json) io.stdout.write(`\nauditmesh demo: stopped; journals kept in ${dir}\n`);
   }
+  // The collector is closed: its store is verified offline, as `auditmesh verify STORE` does.
+  const report = await verifyStoreDir(join(dir, 'collector'));
+  // With -o json, stdout carries records only.
+  (json ? io.stderr : io.stdout).write(formatStoreReport(report));
+  return report.ok ? 0 : 1;
+}
+
+/** On stop, how long the demo waits for the sidecars to ship what they hold. */
+const SHIP_DRAIN_MS = 5_000;
+
+/** Resolves once the collector acknowledged everything the sidecar's journal held on the call, or after `timeoutMs`. */
+async function shipped(sidecar: Sidecar, timeoutMs: number): Promise<void> {
+  const journal = sidecar.audit?.journal;
+  if (journal === undefined) return;
+  const target = journal.head.last_batch;
+  const deadline = Date.now() + timeoutMs;
+  while (journal.shippedBatch < target && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+}
+
+/** Prints every record the collector stores, from its /v1/tail, as `auditmesh tail --collector` does. */
+function followCollector(collector: Collector, io: CommandIO, json: boolean): { stop(): Promise<void> } {
+  const controller = new AbortController();
+  const following = followSse(new URL('/v1/tail', collector.httpUrl), { ...io, signal: controller.signal }, (data) => {
+    const rec = JSON.parse(data) as JournalRecord;
+    io.stdout.write((json ? JSON.stringify(rec) : formatRecordLine(rec)) + '\n');
+  });
+  return {
+    async stop() {
+      controller.abort();
+      await following;
+    },
+  };
 }
 
 /** A client calling frontend's inbound sidecar at `rate` checkouts per second until stopped. */

@@ -39,6 +39,8 @@ export interface AuditPipelineOptions {
   onJournalFull?: JournalFullPolicy;
   /** Links older than this are pruned; default never. */
   retentionMs?: number;
+  /** A collector is configured: only links it acknowledged are pruned (journal.ts). */
+  pruneOnlyShipped?: boolean;
   /** The service stamped on gap records. */
   service?: string;
   metrics?: SidecarMetrics;
@@ -69,6 +71,8 @@ export interface AuditPipeline {
   /** Reads the journal through this pipeline's own environment: the in-process reader. */
   read(opts?: RecordReadOptions): JournalRecord[];
   readBatches(opts?: BatchReadOptions): BatchHeader[];
+  /** The journal itself, for the shipper: its reads, cursor and commit notifications. */
+  readonly journal: Journal;
   /** Seals what is pending, waits for it to commit, stops the pool, closes LMDB. Idempotent. */
   close(): Promise<void>;
 }
@@ -109,8 +113,8 @@ interface Stages {
 }
 
 async function openStages(opts: AuditPipelineOptions, log: Log): Promise<Stages> {
-  const { signingKey: signer, checkpointIntervalMs, journalLimitBytes: limitBytes, retentionMs, metrics } = opts;
-  const journal = Journal.open(opts.journalDir, { signer, checkpointIntervalMs, limitBytes, retentionMs, metrics, log });
+  const { signingKey: signer, checkpointIntervalMs, journalLimitBytes: limitBytes, retentionMs, pruneOnlyShipped, metrics } = opts;
+  const journal = Journal.open(opts.journalDir, { signer, checkpointIntervalMs, limitBytes, retentionMs, pruneOnlyShipped, metrics, log });
   const pool = createSealPool({ threads: opts.poolThreads ?? defaultThreads() });
   try {
     // Fails at boot, not at the first batch, if the worker cannot load; and takes the worker's
@@ -229,6 +233,7 @@ export async function createAuditPipeline(opts: AuditPipelineOptions): Promise<A
     },
     read: (readOpts) => journal.read(readOpts),
     readBatches: (readOpts) => journal.readBatches(readOpts),
+    journal,
     close() {
       closing ??= (async () => {
         maintenance.stop();

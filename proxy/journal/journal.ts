@@ -5,8 +5,8 @@ import type { SidecarMetrics } from '../metrics/metrics.js';
 import type { SealedBatch } from '../audit/pool.js';
 import type { JournalRecord } from '../audit/record.js';
 import { ephemeralSigningKey, type SigningKey } from '../keys.js';
-import { HEAD_KEY, PRUNED_KEY, openJournalStores, readHeadFrom, readHeadersFrom, readRecordsFrom, registerWriter, unregisterWriter, writerFor } from './read-journal.js';
-import type { BatchHeader, BatchReadOptions, JournalHead, JournalStores, RecordReadOptions } from './read-journal.js';
+import { HEAD_KEY, PRUNED_KEY, SHIPPED_KEY, openJournalStores, readHeadFrom, readHeadersFrom, readRecordsFrom, readShippedFrom, registerWriter, unregisterWriter, writerFor } from './read-journal.js';
+import type { BatchHeader, BatchReadOptions, JournalHead, JournalSnapshot, JournalStores, RecordReadOptions } from './read-journal.js';
 import { planCommit, type CommitPlan } from './plan-commit.js';
 import { applyPrune, planPrune, type PrunePlan } from './retention.js';
 import { createJournalSize, type JournalSize } from './journal-size.js';
@@ -23,6 +23,10 @@ import { createJournalSize, type JournalSize } from './journal-size.js';
  * a boot epoch whose link is the first of its commits. maintain(), called every
  * maintenanceTickMs(), prunes by retention, samples the journal's size and, when nothing was
  * signed for a checkpoint interval, commits a signed checkpoint link.
+ *
+ * The shipper's cursor (markShipped) is written here too, by the one writer: it rides on the next
+ * commit, or on a commit of its own (no link) at the next maintenance tick, so acknowledgements
+ * never cost a transaction each and never add links that would themselves need shipping.
  */
 
 /** lmdb-js settles a failed commit's `commitError` right after the rejection; bounded anyway. */
@@ -43,6 +47,8 @@ export interface JournalOptions {
   limitBytes?: number;
   /** Links sealed longer ago than this are pruned; default never. */
   retentionMs?: number;
+  /** A collector is configured: retention prunes only links it has acknowledged (markShipped). */
+  pruneOnlyShipped?: boolean;
   metrics?: SidecarMetrics;
   log?: (line: Record<string, unknown>) => void;
 }
@@ -129,6 +135,10 @@ export class Journal {
   #writable = true;
   #failing = new Set<FailureReason>();
   #tail: Promise<unknown> = Promise.resolve();
+  /** The collector's acknowledged batch, and whether it changed since it was last written. */
+  #shipped: number;
+  #shippedDirty = false;
+  #commitListeners = new Set<(head: JournalHead) => void>();
   #closing: Promise<void> | undefined;
   #closed = false;
 
@@ -140,6 +150,7 @@ export class Journal {
     this.#checkpointIntervalMs = opts.checkpointIntervalMs ?? CHECKPOINT_INTERVAL_MS;
     this.#head = readHeadFrom(stores);
     this.#epoch = (this.#head.epoch ?? 0) + 1;
+    this.#shipped = readShippedFrom(stores)?.batch ?? 0;
     this.#size = createJournalSize(stores, realDir, opts);
   }
 
@@ -197,6 +208,43 @@ export class Journal {
     return this.#signer.keyId;
   }
 
+  /** The key the journal's heads are signed with: the shipper signs its heartbeats with it too. */
+  get signer(): SigningKey {
+    return this.#signer;
+  }
+
+  /** The last batch the collector acknowledged (0: none), as the shipper last reported it. */
+  get shippedBatch(): number {
+    return this.#shipped;
+  }
+
+  /**
+   * The shipper's cursor: the collector holds every link through `batch`. It may move back (a
+   * collector that lost data says so in its Welcome). Written with the next commit.
+   */
+  markShipped(batch: number): void {
+    if (batch === this.#shipped) return;
+    this.#shipped = batch;
+    this.#shippedDirty = true;
+  }
+
+  /** Calls `listener` after every commit that moved the chain; returns the unsubscribe function. */
+  onCommit(listener: (head: JournalHead) => void): () => void {
+    this.#commitListeners.add(listener);
+    return () => this.#commitListeners.delete(listener);
+  }
+
+  /** Runs a synchronous `read` over one read transaction of this environment (the in-process reader). */
+  snapshot<T>(read: (snapshot: JournalSnapshot) => T): T {
+    const stores = this.#openStores();
+    const transaction = stores.env.useReadTransaction();
+    try {
+      return read({ stores, transaction });
+    } finally {
+      transaction.done();
+    }
+  }
+
   /**
    * Queues a batch, in sealing order, while its worker may still be busy with it. Resolves once
    * committed; rejects with AUDITMESH_JOURNAL_WRITE if the batch could not be sealed or written.
@@ -229,12 +277,14 @@ export class Journal {
    */
   maintain(nowUnixMs = Date.now()): void {
     if (this.#closing !== undefined) return;
-    const { retentionMs } = this.#opts;
-    if (retentionMs !== undefined && this.#prune === null) this.#prune = planPrune(this.#stores, nowUnixMs - retentionMs, PRUNE_MAX_RECORDS_PER_COMMIT);
+    const { retentionMs, pruneOnlyShipped } = this.#opts;
+    const through = pruneOnlyShipped === true ? this.#shipped : Number.POSITIVE_INFINITY;
+    if (retentionMs !== undefined && this.#prune === null) this.#prune = planPrune(this.#stores, nowUnixMs - retentionMs, PRUNE_MAX_RECORDS_PER_COMMIT, through);
     this.#size.sample(true);
     const now = performance.now();
     const dueMs = this.#checkpointIntervalMs - maintenanceTickMs(this.#checkpointIntervalMs);
     if (!this.#writable || this.#prune !== null || now - this.#lastSignedAtMs >= dueMs) this.#requestLink();
+    else if (this.#shippedDirty) this.#pump();
     if (now - this.#announcedAtMs >= dueMs) {
       this.#announcedAtMs = now;
       const { last_batch, last_seq, head } = this.#head;
@@ -263,6 +313,8 @@ export class Journal {
     this.#closing ??= (async () => {
       await this.#tail;
       while (this.#writing !== undefined) await this.#writing;
+      // The last acknowledgements, so the next start does not ship them again.
+      await this.#writeShipped();
       await this.#stores.env.close();
       this.#closed = true;
       unregisterWriter(this.#realDir);
@@ -280,7 +332,7 @@ export class Journal {
     if (this.#writing !== undefined) return;
     let n = 0;
     while (n < this.#queue.length && this.#queue[n].ready) n++;
-    if (n === 0 && !this.#linkWanted) return;
+    if (n === 0 && !this.#linkWanted && !this.#shippedDirty) return;
     const wanted = this.#linkWanted;
     this.#linkWanted = false;
     const group = this.#queue.splice(0, n);
@@ -302,7 +354,7 @@ export class Journal {
       if (entry.sealed !== undefined) entries.push({ entry, sealed: entry.sealed });
       else this.#fail([entry], 'seal', entry.sealError);
     }
-    if (entries.length === 0 && !linkWanted) return;
+    if (entries.length === 0 && !linkWanted) return this.#writeShipped();
     const plan = planCommit({
       head: this.#head,
       epoch: this.#epoch,
@@ -311,12 +363,15 @@ export class Journal {
       nowUnixMs: Date.now(),
       signer: this.#signer,
     });
-    const prune = this.#prune;
+    let prune = this.#prune;
+    // The cursor moved back since the plan (a collector that lost data): keep what it lacks.
+    if (prune !== null && this.#opts.pruneOnlyShipped === true && prune.mark.last_batch > this.#shipped) prune = this.#prune = null;
     let write: Promise<boolean> & { flushed?: PromiseLike<unknown> };
     try {
       write = this.#write(entries, plan, prune);
       await write;
     } catch (err) {
+      this.#shippedDirty ||= this.#shipped !== readShippedFrom(this.#stores)?.batch;
       const cause = await rejectionOf((err as { commitError?: Promise<unknown> }).commitError, err, COMMIT_ERROR_WAIT_MS);
       this.#fail(entries.map((s) => s.entry), 'journal_write', cause);
       return;
@@ -340,11 +395,31 @@ export class Journal {
         void stores.batches.put(header.batch, header);
       }
       void stores.meta.put(HEAD_KEY, plan.head);
+      this.#putShipped();
       if (prune !== null) {
         applyPrune(stores, prune);
         void stores.meta.put(PRUNED_KEY, prune.mark);
       }
     });
+  }
+
+  /** Puts the shipper's cursor if it changed; inside a write transaction (before it commits). */
+  #putShipped(): void {
+    if (!this.#shippedDirty) return;
+    this.#shippedDirty = false;
+    void this.#stores.meta.put(SHIPPED_KEY, { batch: this.#shipped });
+  }
+
+  /** A commit that carries only the shipper's cursor: no link, so nothing new to ship. */
+  async #writeShipped(): Promise<void> {
+    if (!this.#shippedDirty) return;
+    try {
+      await this.#stores.env.batch(() => this.#putShipped());
+    } catch (err) {
+      // The cursor only spares re-shipping after a restart; the collector's Welcome is authoritative.
+      this.#shippedDirty = true;
+      this.#opts.log?.({ level: 'warn', msg: 'journal could not write the shipped cursor', err: (err as Error)?.message });
+    }
   }
 
   /** The chain moved on: new head, epoch linked, prune done, a fresh signature. */
@@ -355,6 +430,13 @@ export class Journal {
     if (!this.#epochLinked) {
       this.#epochLinked = true;
       log?.({ level: 'info', msg: 'journal epoch opened', epoch: this.#epoch, key: this.#signer.keyId, batch: plan.headers[0].batch, next_seq: plan.headers[0].first_seq });
+    }
+    for (const listener of this.#commitListeners) {
+      try {
+        listener(plan.head);
+      } catch (err) {
+        log?.({ level: 'error', msg: 'journal commit listener threw', err: (err as Error)?.message });
+      }
     }
     if (prune !== null && prune === this.#prune) {
       this.#prune = null;

@@ -56,6 +56,14 @@ export interface PrunedMark {
   sealed_unix_ms: number;
 }
 
+/**
+ * How far the collector has acknowledged the chain (proxy/ship/): every link up to and including
+ * `batch` is stored there. With a collector, retention prunes only links at or below it.
+ */
+export interface ShippedMark {
+  batch: number;
+}
+
 /** A public key the journal's heads are signed with, stored under its key id. */
 export interface KeyEntry {
   /** DER SubjectPublicKeyInfo, base64. */
@@ -68,8 +76,8 @@ export interface JournalStores {
   readonly records: Database<Buffer, number>;
   /** batch number -> header. */
   readonly batches: Database<BatchHeader, number>;
-  /** HEAD_KEY -> JournalHead, PRUNED_KEY -> PrunedMark. */
-  readonly meta: Database<JournalHead | PrunedMark, string>;
+  /** HEAD_KEY -> JournalHead, PRUNED_KEY -> PrunedMark, SHIPPED_KEY -> ShippedMark. */
+  readonly meta: Database<JournalHead | PrunedMark | ShippedMark, string>;
   /** key id -> public key; never pruned, so every retained signature can be checked. */
   readonly keys: Database<KeyEntry, string>;
 }
@@ -96,6 +104,7 @@ export interface BatchReadOptions {
 
 export const HEAD_KEY = 'head';
 export const PRUNED_KEY = 'pruned';
+export const SHIPPED_KEY = 'shipped';
 const EMPTY_HEAD: JournalHead = { last_seq: 0, last_batch: 0 };
 
 export function openJournalStores(env: RootDatabase): JournalStores {
@@ -103,7 +112,7 @@ export function openJournalStores(env: RootDatabase): JournalStores {
     env,
     records: env.openDB<Buffer, number>('records', { encoding: 'binary', compression: false }),
     batches: env.openDB<BatchHeader, number>('batches', { encoding: 'msgpack' }),
-    meta: env.openDB<JournalHead | PrunedMark, string>('meta', { encoding: 'msgpack' }),
+    meta: env.openDB<JournalHead | PrunedMark | ShippedMark, string>('meta', { encoding: 'msgpack' }),
     keys: env.openDB<KeyEntry, string>('keys', { encoding: 'msgpack' }),
   };
 }
@@ -139,6 +148,10 @@ export function readHeadFrom(stores: JournalStores, transaction?: Transaction): 
 
 export function readPrunedFrom(stores: JournalStores, transaction?: Transaction): PrunedMark | undefined {
   return stores.meta.get(PRUNED_KEY, { transaction }) as PrunedMark | undefined;
+}
+
+export function readShippedFrom(stores: JournalStores, transaction?: Transaction): ShippedMark | undefined {
+  return stores.meta.get(SHIPPED_KEY, { transaction }) as ShippedMark | undefined;
 }
 
 // Environments this process has open for writing, by real path (see the comment at the top).

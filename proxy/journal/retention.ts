@@ -4,8 +4,9 @@ import type { Database } from 'lmdb';
 import { headerEntries, type BatchHeader, type JournalStores, type PrunedMark } from './read-journal.js';
 
 /**
- * What the journal may drop and how big it is. Until shipping exists, a link is prunable once it
- * is older than the retention period; later, once the collector has acknowledged it.
+ * What the journal may drop and how big it is. A link is prunable once it is older than the
+ * retention period and, when a collector is configured, once the collector has acknowledged it:
+ * an unacknowledged link is never pruned by age (the journal bound still protects the disk).
  */
 
 /** Whole links to delete, oldest first, and the mark the oldest remaining link chains from. */
@@ -16,18 +17,19 @@ export interface PrunePlan {
 }
 
 /**
- * The oldest links sealed before `cutoffUnixMs`, at most about `maxRecords` records' worth (one
- * commit's share of the deleting), never the last link: the chain keeps a head to continue from.
+ * The oldest links sealed before `cutoffUnixMs` and numbered at most `throughBatch` (the shipped
+ * cursor; Infinity without a collector), at most about `maxRecords` records' worth (one commit's
+ * share of the deleting), never the last link: the chain keeps a head to continue from.
  * null when nothing is due.
  */
-export function planPrune(stores: JournalStores, cutoffUnixMs: number, maxRecords: number): PrunePlan | null {
+export function planPrune(stores: JournalStores, cutoffUnixMs: number, maxRecords: number, throughBatch = Number.POSITIVE_INFINITY): PrunePlan | null {
   const headers: BatchHeader[] = [];
   let records = 0;
   let last: BatchHeader | undefined;
   for (const { value } of headerEntries(stores)) {
     if (last !== undefined) headers.push(last);
     last = undefined;
-    if (value.sealed_unix_ms >= cutoffUnixMs || (records > 0 && records + value.count > maxRecords)) break;
+    if (value.sealed_unix_ms >= cutoffUnixMs || value.batch > throughBatch || (records > 0 && records + value.count > maxRecords)) break;
     records += value.count;
     last = value;
   }

@@ -30,6 +30,25 @@ export interface SidecarMetrics {
   readonly journalRejected: Counter;
   readonly journalGapRecords: Counter<'reason'>;
   readonly journalGapExchanges: Counter<'reason'>;
+  readonly shipper: ShipperMetrics;
+}
+
+/** What the shipper reports about the journal's backlog, read at scrape time. */
+export interface ShipperBacklog {
+  records: number;
+  lagSeconds: number;
+}
+
+/** Shipping to the collector (proxy/ship/); names fixed: alert rules and dashboards use them. */
+export interface ShipperMetrics {
+  readonly batchesShipped: Counter;
+  readonly recordsShipped: Counter;
+  readonly batchesRefused: Counter<'code'>;
+  readonly batchesLost: Counter;
+  readonly connected: Gauge;
+  readonly reconnects: Counter;
+  /** The running shipper's backlog, read at scrape time; unset without a collector. */
+  setBacklogProbe(probe: (() => ShipperBacklog) | null): void;
 }
 
 /** OpenTelemetry's advisory buckets for http.server.request.duration, in seconds. */
@@ -134,6 +153,47 @@ export function createSidecarMetrics(): SidecarMetrics {
       registers: [registry],
     }),
     ...createJournalBoundMetrics(registry),
+    shipper: createShipperMetrics(registry),
+  };
+}
+
+function createShipperMetrics(registry: Registry): ShipperMetrics {
+  let probe: (() => ShipperBacklog) | null = null;
+  const none: ShipperBacklog = { records: 0, lagSeconds: 0 };
+  // Both gauges are read at scrape time from the running shipper: no timer keeps them fresh.
+  new Gauge({
+    name: 'auditmesh_shipper_unshipped_records',
+    help: 'Records in the journal the collector has not acknowledged',
+    registers: [registry],
+    collect() {
+      this.set((probe?.() ?? none).records);
+    },
+  });
+  new Gauge({
+    name: 'auditmesh_shipper_lag_seconds',
+    help: 'Age of the oldest record the collector has not acknowledged; 0 when none',
+    registers: [registry],
+    collect() {
+      this.set((probe?.() ?? none).lagSeconds);
+    },
+  });
+  return {
+    batchesShipped: new Counter({ name: 'auditmesh_shipper_batches_shipped_total', help: 'Journal links (batches) the collector acknowledged', registers: [registry] }),
+    recordsShipped: new Counter({ name: 'auditmesh_shipper_records_shipped_total', help: 'Audit records the collector acknowledged', registers: [registry] }),
+    batchesRefused: new Counter({
+      name: 'auditmesh_shipper_batches_refused_total',
+      help: 'Segments the collector refused, by refusal code (gap, fork, bad-signature, unauthenticated, ...)',
+      labelNames: ['code'],
+      registers: [registry],
+    }),
+    batchesLost: new Counter({
+      name: 'auditmesh_shipper_batches_lost_total',
+      help: 'Links the collector no longer holds and the journal no longer retains: they will never reach it',
+      registers: [registry],
+    }),
+    connected: new Gauge({ name: 'auditmesh_shipper_connected', help: '1 while a sync stream to the collector is open and welcomed', registers: [registry] }),
+    reconnects: new Counter({ name: 'auditmesh_shipper_reconnects_total', help: 'Sync streams opened again after the previous one ended or failed', registers: [registry] }),
+    setBacklogProbe: (next) => void (probe = next),
   };
 }
 

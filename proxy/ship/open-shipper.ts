@@ -1,0 +1,38 @@
+import type { SidecarConfig } from '../config.js';
+import type { AuditPipeline } from '../audit/pipeline.js';
+import type { SidecarMetrics } from '../metrics/metrics.js';
+import type { Logger } from '../log.js';
+import { startShipper, type Shipper } from './shipper.js';
+
+/** First reconnect delay ceiling; it doubles per failed attempt up to --ship-backoff-max-ms. */
+const BACKOFF_BASE_MS = 200;
+/** A segment closes at the first signed link past either size (one commit is never split). */
+const SEGMENT_TARGET_BYTES = 512 * 1024;
+const SEGMENT_TARGET_LINKS = 512;
+
+/** The sidecar's shipper from its config; null without --collector or without auditing. */
+export function openShipper(config: SidecarConfig, audit: AuditPipeline | null, metrics: SidecarMetrics, log: Logger): Shipper | null {
+  if (config.collector === undefined || audit === null) return null;
+  const { ship } = config;
+  log('info', 'shipper started', { collector: config.collector, sidecar_id: config.sidecarId, window_segments: ship.windowSegments, window_bytes: ship.windowBytes });
+  return startShipper({
+    target: config.collector,
+    tokenFile: config.collectorTokenFile,
+    sidecarId: config.sidecarId,
+    service: config.service,
+    journal: audit.journal,
+    metrics: metrics.shipper,
+    log,
+    timeouts: {
+      welcomeMs: ship.welcomeTimeoutMs,
+      ackMs: ship.ackTimeoutMs,
+      heartbeatMs: config.checkpointIntervalMs,
+      keepaliveMs: ship.keepaliveMs,
+      keepaliveTimeoutMs: ship.keepaliveTimeoutMs,
+    },
+    window: { segments: ship.windowSegments, bytes: ship.windowBytes },
+    segment: { targetBytes: SEGMENT_TARGET_BYTES, targetLinks: SEGMENT_TARGET_LINKS },
+    backoffBaseMs: BACKOFF_BASE_MS,
+    backoffMaxMs: ship.backoffMaxMs,
+  });
+}
