@@ -42,6 +42,8 @@ export interface SidecarConfig {
   detectTimeoutMs: number;
   /** Interim records for long-lived HTTP/2 streams at this interval; 0 turns them off. */
   interimRecordMs: number;
+  /** Per-exchange request metrics (counts, durations, bytes, added latency); off only to measure their cost. */
+  requestMetrics: boolean;
   /** Spike and first-seen detection; intervalMs 0 turns it off. */
   alerts: AlertOptions;
   checkpointIntervalMs: number;
@@ -76,6 +78,7 @@ export const SIDECAR_FLAGS: readonly FlagSpec[] = [
   { name: 'opaque-ports', type: 'list', default: '25,587,3306,4444,5432,6379,9300,11211,27017', help: 'destination ports relayed as opaque TCP, skipping protocol detection (server-first protocols)' },
   { name: 'detect-timeout-ms', type: 'int', default: '1000', help: 'a client silent this long after connecting is relayed as opaque TCP' },
   { name: 'interim-record-ms', type: 'int', default: '60000', help: 'interim records for long-lived HTTP/2 and gRPC streams at this interval (0: off)' },
+  { name: 'request-metrics', type: 'string', default: 'on', choices: ['on', 'off'], help: 'off: exchanges are not counted or timed in /metrics (process and journal metrics stay; for measuring their cost)' },
   { name: 'alert-interval-ms', type: 'int', default: '10000', help: 'anomaly detection window (0: alerts off)' },
   { name: 'alert-warmup-ms', type: 'int', default: '300000', help: 'no alerts until baselines have had this long to settle' },
   { name: 'alert-rate-factor', type: 'number', default: '3', help: 'a window above this many times its edge baseline rate is a spike' },
@@ -136,6 +139,7 @@ export function sidecarConfigFromFlags(values: FlagValues, env: Readonly<Record<
     opaquePorts: new Set((values['opaque-ports'] as string[]).map((p) => portNumber(p, '--opaque-ports'))),
     detectTimeoutMs: values['detect-timeout-ms'] as number,
     interimRecordMs: values['interim-record-ms'] as number,
+    requestMetrics: values['request-metrics'] === 'on',
     alerts: {
       intervalMs: values['alert-interval-ms'] as number,
       warmupMs: values['alert-warmup-ms'] as number,
