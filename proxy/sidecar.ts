@@ -42,7 +42,7 @@ export interface Sidecar {
 export async function startSidecar(config: SidecarConfig, log: Logger = createLogger(config.logLevel)): Promise<Sidecar> {
   // Redirected traffic is routed by its original destination: fail at boot, not on the first connection.
   assertOriginalDstAvailable();
-  const metrics = createSidecarMetrics({ perRequest: config.requestMetrics });
+  const metrics = createSidecarMetrics({ perRequest: config.requestMetrics, service: config.service });
   const redactor = createRedactor({ key: await loadOrCreateSecret(config.redactionKeyFile), secretHeaders: config.secretHeaders, secretParams: config.secretParams });
   const audit = await openAudit(config, metrics, log);
   const forwarder = createHttpProxyForwarder(config);

@@ -1,4 +1,5 @@
-import { Counter, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Registry } from 'prom-client';
+import { registerProcessMetrics } from '../../proxy/metrics/metrics.js';
 
 /** Every metric the injector exposes, defined once; labels come from fixed sets. */
 export interface InjectorMetrics {
@@ -10,7 +11,7 @@ export interface InjectorMetrics {
 
 export function createInjectorMetrics(): InjectorMetrics {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
+  registerProcessMetrics(registry);
   return {
     registry,
     admissions: new Counter({

@@ -44,8 +44,12 @@ const DURATION_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.7
 const OVERHEAD_BUCKETS_S = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1];
 const COMMIT_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
 
-export function createSidecarMetrics(opts: { perRequest?: boolean } = {}): SidecarMetrics {
-  const registry = new Registry();
+/**
+ * prom-client's default process and Node metrics (event-loop lag above all, for a Node proxy)
+ * and `auditmesh_build_info`, which every auditmesh process exposes: rules select auditmesh's
+ * own targets by it (`and on (job, instance) auditmesh_build_info`).
+ */
+export function registerProcessMetrics(registry: Registry): void {
   collectDefaultMetrics({ register: registry });
   new Gauge({
     name: 'auditmesh_build_info',
@@ -53,6 +57,16 @@ export function createSidecarMetrics(opts: { perRequest?: boolean } = {}): Sidec
     labelNames: ['version', 'node_version'],
     registers: [registry],
   }).set({ version: BUILD_VERSION, node_version: process.version }, 1);
+}
+
+/**
+ * `service`, the sidecar's own identity, is a label on every series it exposes: an edge on a
+ * dashboard is service → peer, and the scrape target's labels (pod, namespace) do not name it.
+ */
+export function createSidecarMetrics(opts: { perRequest?: boolean; service?: string } = {}): SidecarMetrics {
+  const registry = new Registry();
+  if (opts.service !== undefined) registry.setDefaultLabels({ service: opts.service });
+  registerProcessMetrics(registry);
   const journalRecords = new Counter({
     name: 'auditmesh_journal_records_total',
     help: 'Audit records by journal outcome (written, failed)',
