@@ -1,10 +1,12 @@
-/**
+import { GRPC_SERVER_ERROR_CODES } from '../../proxy/alerts/alerting.js';
+
+/*
  * PromQL over the sidecars' exchange counter, shared by the alert rules and the dashboards so an
  * alert and the panel that explains it count failures the same way.
  */
 
-/** gRPC statuses that mean the server failed (UNKNOWN, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, INTERNAL, UNAVAILABLE, DATA_LOSS), as the sidecar's own alerting counts them. */
-export const GRPC_SERVER_ERRORS = '2|4|8|13|14|15';
+/** The grpc_status values that count as failures, as the sidecar's own alerting counts them. */
+const GRPC_SERVER_ERRORS = GRPC_SERVER_ERROR_CODES.join('|');
 
 const selector = (matchers: string[]): string => (matchers.length === 0 ? '' : `{${matchers.join(', ')}}`);
 const sum = (by: string): string => (by === '' ? 'sum' : `sum by (${by})`);
