@@ -1,5 +1,5 @@
-import { Counter, Registry } from 'prom-client';
-import { registerProcessMetrics } from '../../proxy/metrics/metrics.js';
+import { Counter, type Registry } from 'prom-client';
+import { createRegistry } from '../../proxy/metrics/metrics.js';
 
 /** Every metric the injector exposes, defined once; labels come from fixed sets. */
 export interface InjectorMetrics {
@@ -10,8 +10,7 @@ export interface InjectorMetrics {
 }
 
 export function createInjectorMetrics(): InjectorMetrics {
-  const registry = new Registry();
-  registerProcessMetrics(registry);
+  const registry = createRegistry();
   return {
     registry,
     admissions: new Counter({

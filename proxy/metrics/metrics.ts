@@ -45,11 +45,14 @@ const OVERHEAD_BUCKETS_S = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.0
 const COMMIT_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
 
 /**
- * prom-client's default process and Node metrics (event-loop lag above all, for a Node proxy)
- * and `auditmesh_build_info`, which every auditmesh process exposes: rules select auditmesh's
- * own targets by it (`and on (job, instance) auditmesh_build_info`).
+ * A registry with prom-client's default process and Node metrics (event-loop lag above all, for a
+ * Node proxy) and `auditmesh_build_info`: every auditmesh process starts from this, and rules
+ * select auditmesh's own targets by it (`and on (job, instance) auditmesh_build_info`).
+ * `defaultLabels` go on every series the registry exposes.
  */
-export function registerProcessMetrics(registry: Registry): void {
+export function createRegistry(defaultLabels: Record<string, string> = {}): Registry {
+  const registry = new Registry();
+  registry.setDefaultLabels(defaultLabels);
   collectDefaultMetrics({ register: registry });
   new Gauge({
     name: 'auditmesh_build_info',
@@ -57,6 +60,7 @@ export function registerProcessMetrics(registry: Registry): void {
     labelNames: ['version', 'node_version'],
     registers: [registry],
   }).set({ version: BUILD_VERSION, node_version: process.version }, 1);
+  return registry;
 }
 
 /**
@@ -64,9 +68,7 @@ export function registerProcessMetrics(registry: Registry): void {
  * dashboard is service → peer, and the scrape target's labels (pod, namespace) do not name it.
  */
 export function createSidecarMetrics(opts: { perRequest?: boolean; service?: string } = {}): SidecarMetrics {
-  const registry = new Registry();
-  if (opts.service !== undefined) registry.setDefaultLabels({ service: opts.service });
-  registerProcessMetrics(registry);
+  const registry = createRegistry(opts.service === undefined ? {} : { service: opts.service });
   const journalRecords = new Counter({
     name: 'auditmesh_journal_records_total',
     help: 'Audit records by journal outcome (written, failed)',
