@@ -3,14 +3,10 @@ import { type FlagSpec, type FlagValues, UsageError, durationMs, parseFlags, por
 import type { JournalFullPolicy } from './audit/full-policy.js';
 import { parseResolveTable, type ResolveTable } from './http1/target.js';
 import type { AlertOptions } from './alerts/alerting.js';
+import { ALERT_FLAGS, alertOptionsFromFlags } from './alerts/alert-flags.js';
 import { DEFAULT_SECRET_HEADERS, DEFAULT_SECRET_PARAMS } from './audit/redact.js';
 
 export type AuditMode = 'async' | 'strict' | 'off';
-
-/** Weight of the newest window in an edge's baseline: about the last 5 windows count. */
-const ALERT_EWMA_ALPHA = 0.2;
-/** Edges and methods remembered for first-seen detection. */
-const ALERT_MAX_KEYS = 10_000;
 
 /** The sidecar's whole configuration: typed, validated at boot, frozen. */
 export interface SidecarConfig {
@@ -79,12 +75,7 @@ export const SIDECAR_FLAGS: readonly FlagSpec[] = [
   { name: 'detect-timeout-ms', type: 'int', default: '1000', help: 'a client silent this long after connecting is relayed as opaque TCP' },
   { name: 'interim-record-ms', type: 'int', default: '60000', help: 'interim records for long-lived HTTP/2 and gRPC streams at this interval (0: off)' },
   { name: 'request-metrics', type: 'string', default: 'on', choices: ['on', 'off'], help: 'off: exchanges are not counted or timed in /metrics (process and journal metrics stay; for measuring their cost)' },
-  { name: 'alert-interval-ms', type: 'int', default: '10000', help: 'anomaly detection window (0: alerts off)' },
-  { name: 'alert-warmup-ms', type: 'int', default: '300000', help: 'no alerts until baselines have had this long to settle' },
-  { name: 'alert-rate-factor', type: 'number', default: '3', help: 'a window above this many times its edge baseline rate is a spike' },
-  { name: 'alert-min-rate', type: 'number', default: '1', help: 'rate spikes below this many req/s are ignored' },
-  { name: 'alert-error-ratio-delta', type: 'number', default: '0.2', help: 'an error ratio this far above its baseline is an error spike' },
-  { name: 'alert-min-requests', type: 'int', default: '20', help: 'windows with fewer requests raise no error spike' },
+  ...ALERT_FLAGS,
   { name: 'log-level', type: 'string', default: 'info', choices: ['info', 'warn', 'error', 'silent'], help: 'structured log verbosity (stderr)' },
   { name: 'checkpoint-interval-ms', type: 'int', default: '5000', help: 'a signed checkpoint at least this often, even with no traffic' },
   { name: 'journal-limit-bytes', type: 'int', default: String(1024 ** 3), help: 'journal bound (bytes of LMDB pages in use); at it, --on-journal-full applies' },
@@ -140,16 +131,7 @@ export function sidecarConfigFromFlags(values: FlagValues, env: Readonly<Record<
     detectTimeoutMs: values['detect-timeout-ms'] as number,
     interimRecordMs: values['interim-record-ms'] as number,
     requestMetrics: values['request-metrics'] === 'on',
-    alerts: {
-      intervalMs: values['alert-interval-ms'] as number,
-      warmupMs: values['alert-warmup-ms'] as number,
-      rateFactor: values['alert-rate-factor'] as number,
-      minRate: values['alert-min-rate'] as number,
-      errorRatioDelta: values['alert-error-ratio-delta'] as number,
-      minRequests: values['alert-min-requests'] as number,
-      alpha: ALERT_EWMA_ALPHA,
-      maxKeys: ALERT_MAX_KEYS,
-    },
+    alerts: alertOptionsFromFlags(values),
     checkpointIntervalMs: values['checkpoint-interval-ms'] as number,
     journalLimitBytes: values['journal-limit-bytes'] as number,
     onJournalFull: values['on-journal-full'] as JournalFullPolicy,

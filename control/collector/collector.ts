@@ -7,6 +7,10 @@ import { COLLECTOR_SERVICE } from '../proto/sync-wire.js';
 import { createCollectorMetrics, type CollectorMetrics } from './collector-metrics.js';
 import type { CollectorStore } from './collector-store.js';
 import { createHttpApi } from './http-api.js';
+import { createFleetAlerts, type FleetAlerts } from './fleet-alerts.js';
+import { collectedRecord } from './record-query.js';
+import type { AlertOptions } from '../../proxy/alerts/alerting.js';
+import { defaultAlertOptions } from '../../proxy/alerts/alert-flags.js';
 import { Ingest } from './ingest.js';
 import { openLmdbStore } from './lmdb-store.js';
 import type { StoredRun } from './sidecar-chain.js';
@@ -33,6 +37,8 @@ export interface CollectorConfig {
   heartbeatIntervalMs?: number;
   /** Largest Sync message accepted (a Segment), bytes. */
   maxMessageBytes?: number;
+  /** Fleet-wide spike and first-seen detection over stored records (default: the sidecar's defaults); intervalMs 0 turns it off. */
+  alerts?: AlertOptions;
 }
 
 export interface Collector {
@@ -46,6 +52,8 @@ export interface Collector {
   readonly store: CollectorStore;
   /** Called with every run of verified records once it is durably stored; returns unsubscribe. For fleet-wide detection. */
   onStored(listener: (run: StoredRun) => void): () => void;
+  /** Fleet-wide anomalies; null when --alert-interval-ms is 0. */
+  readonly fleetAlerts: FleetAlerts | null;
   sidecars(): SidecarStatus[];
   close(): Promise<void>;
 }
@@ -71,6 +79,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   const ingest = await Ingest.open(store, (run) => feed.publish(run));
   const metrics = createCollectorMetrics({ storeBytes: () => store.usedBytes(), sidecars: () => heartbeatTally(ingest.chains.values(), heartbeatIntervalMs, Date.now()) });
   const sidecars = (): SidecarStatus[] => Array.from(ingest.chains.values(), (c) => sidecarStatus(c, heartbeatIntervalMs, Date.now()));
+  const fleetAlerts = watchFleet(config.alerts ?? defaultAlertOptions(), metrics, log, (l) => feed.subscribe(l));
 
   const maxBytes = config.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
   const grpcServer = new grpc.Server({
@@ -82,7 +91,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   const grpcPort = await new Promise<number>((resolve, reject) =>
     grpcServer.bindAsync(`${config.bind}:${config.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
   );
-  const httpServer = createHttpApi({ store, metrics, sidecars, subscribe: (l) => feed.subscribe(l), ready: () => ({ ok: true }) });
+  const httpServer = createHttpApi({ store, metrics, sidecars, subscribe: (l) => feed.subscribe(l), ready: () => ({ ok: true }), anomalies: () => ({ active: fleetAlerts?.active() ?? [], recent: fleetAlerts?.recent() ?? [] }) });
   let httpPort: number;
   try {
     httpPort = await listen(httpServer, config.httpPort, config.bind);
@@ -103,6 +112,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     metrics,
     store,
     onStored: (listener) => feed.subscribe(listener),
+    fleetAlerts,
     sidecars,
     close() {
       closing ??= (async () => {
@@ -113,11 +123,25 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
         httpServer.closeAllConnections();
         await new Promise<void>((resolve) => httpServer.close(() => resolve()));
         await Promise.all(Array.from(ingest.chains.values(), (c) => c.settled()));
+        fleetAlerts?.close();
         await store.close();
       })();
       return closing;
     },
   };
+}
+
+/** Every record stored from now on goes through the fleet's anomaly detector, under its sidecar's service. */
+function watchFleet(options: AlertOptions, metrics: CollectorMetrics, log: Logger, subscribe: (l: (run: StoredRun) => void) => () => void): FleetAlerts | null {
+  if (options.intervalMs === 0) return null;
+  const fleet = createFleetAlerts({ options, metrics, log });
+  subscribe((run) => {
+    for (const r of run.records) {
+      const rec = collectedRecord({ sidecar: run.sidecar.id, seq: r.seq, bytes: r.bytes });
+      if (rec !== null) fleet.observe(run.sidecar.service, rec);
+    }
+  });
+  return fleet;
 }
 
 function listen(server: http.Server, port: number, host: string): Promise<number> {

@@ -44,10 +44,18 @@ const sidecarRules: AlertRule[] = [
   },
   {
     alert: 'AuditmeshAnomalyActive',
-    expr: 'max by (namespace, service, kind, peer) (auditmesh_anomaly_active) == 1',
+    // The sidecars' series have no direction; the collector's fleet-wide ones do.
+    expr: 'max by (namespace, service, kind, peer) (auditmesh_anomaly_active{direction=""}) == 1',
     for: '0m',
     severity: 'warning',
     description: 'The sidecar of {{ $labels.service }} sees a {{ $labels.kind }} on its edge with {{ $labels.peer }} against its baseline; the alert record is in the journal.',
+  },
+  {
+    alert: 'AuditmeshFleetAnomalyActive',
+    expr: 'max by (namespace, service, kind, peer, direction) (auditmesh_anomaly_active{direction!=""}) == 1',
+    for: '0m',
+    severity: 'warning',
+    description: 'Across all replicas of {{ $labels.service }}, the collector sees a {{ $labels.kind }} on the {{ $labels.direction }} edge with {{ $labels.peer }}; GET /v1/anomalies on the collector lists it.',
   },
   {
     alert: 'AuditmeshFirstSeenEdge',

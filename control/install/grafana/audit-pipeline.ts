@@ -60,7 +60,10 @@ export function auditPipeline(): Json {
       {
         row: 'Anomalies',
         panels: [
-          { title: 'Active anomalies', description: 'Rate and error spikes active now per edge (sidecar view, against each edge’s own baseline).', unit: 'short', targets: [{ expr: `max by (service, kind, peer) (auditmesh_anomaly_active{${SIDECAR}}) > 0`, legend: '{{service}} ↔ {{peer}}: {{kind}}' }] },
+          { title: 'Active anomalies', description: 'Rate and error spikes active now per edge: as one sidecar sees it against its own baseline, and fleet-wide (the collector, all replicas summed).', unit: 'short', targets: [
+            { expr: `max by (service, kind, peer) (auditmesh_anomaly_active{${SIDECAR}, direction=""}) > 0`, legend: 'sidecar: {{service}} ↔ {{peer}} {{kind}}' },
+            { expr: `max by (service, kind, peer, direction) (auditmesh_anomaly_active{${SIDECAR}, direction!=""}) > 0`, legend: 'fleet: {{service}} ↔ {{peer}} {{direction}} {{kind}}' },
+          ] },
           { title: 'Anomalies raised', description: 'Spikes and first-seen peers and methods, by kind; each is an alert record in the journal.', unit: 'short', targets: [{ expr: `sum by (kind) (increase(auditmesh_anomalies_total{${SIDECAR}}[${RATE}]))`, legend: '{{kind}}' }] },
         ],
       },
