@@ -29,6 +29,9 @@ test('/metrics counts requests by direction, method, status class and bounded pe
   t.is(metricValue(text, 'auditmesh_requests_total', { method: '_OTHER' }), 1);
   t.is(metricValue(text, 'auditmesh_request_duration_seconds_count', { direction: 'inbound' }), 5);
   t.regex(text, /nodejs_eventloop_lag_seconds/);
+  // The sidecar's own identity is on every series, process metrics included: dashboards group by it.
+  const samples = text.split('\n').filter((l) => l !== '' && !l.startsWith('#'));
+  t.deepEqual(samples.filter((l) => !l.includes('service="svc"')), []);
   // No raw path reaches a label.
   t.false(text.includes('/ok/1'));
 });
