@@ -10,6 +10,13 @@ import type { RecordIndex } from './record-index.js';
  * consumers building the indexes) fits behind it as well as the embedded LMDB one (lmdb-store.ts).
  */
 
+/**
+ * A link as stored: the header exactly as verified, plus its records' leaf hashes (32 bytes each,
+ * in order), which the root was verified against. With them, an offline check can name the one
+ * record whose bytes changed, not only its batch.
+ */
+export type StoredLink = BatchHeader & { leaves?: Buffer };
+
 /** What the collector knows of one sidecar: its pinned key and how far its chain is stored. */
 export interface SidecarState {
   id: string;
@@ -38,7 +45,7 @@ export interface IncomingRecord {
 export interface VerifiedAppend {
   /** The sidecar's state once this append is stored. */
   sidecar: SidecarState;
-  links: BatchHeader[];
+  links: StoredLink[];
   records: IncomingRecord[];
 }
 
@@ -81,7 +88,7 @@ export interface CollectorStore {
   /** Every sidecar known, as stored. */
   sidecars(): Promise<SidecarState[]>;
   /** The stored link `batch` of a sidecar (for dedupe), or undefined. */
-  link(sidecarId: string, batch: number): Promise<BatchHeader | undefined>;
+  link(sidecarId: string, batch: number): Promise<StoredLink | undefined>;
   /** Stores a verified run durably; resolves once it is. */
   append(run: VerifiedAppend): Promise<void>;
   /** Stores the sidecar's state alone (first contact, last seen). */

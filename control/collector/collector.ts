@@ -54,6 +54,8 @@ export interface Collector {
   onStored(listener: (run: StoredRun) => void): () => void;
   /** Fleet-wide anomalies; null when --alert-interval-ms is 0. */
   readonly fleetAlerts: FleetAlerts | null;
+  /** Listeners attached now: open /v1/tail streams plus onStored listeners. */
+  readonly liveListeners: number;
   sidecars(): SidecarStatus[];
   close(): Promise<void>;
 }
@@ -76,10 +78,21 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   const heartbeatIntervalMs = config.heartbeatIntervalMs ?? CHECKPOINT_INTERVAL_MS;
   const store = openLmdbStore(config.storeDir);
   const feed = createLiveFeed<StoredRun>({ onListenerError: (err) => log('error', 'collector onStored listener threw', { err: (err as Error)?.message }) });
-  const ingest = await Ingest.open(store, (run) => feed.publish(run));
+  // Fleet detection is a stage of the collector, not a listener: it sees every stored run first.
+  let fleetAlerts: FleetAlerts | null = null;
+  const ingest = await Ingest.open(store, (run) => {
+    try {
+      if (fleetAlerts !== null) observeRun(fleetAlerts, run);
+    } catch (err) {
+      // Records are stored and verified; a record the detector cannot read must not fail the ack.
+      log('error', 'fleet anomaly detection failed on a stored run', { sidecar: run.sidecar.id, err: (err as Error).message });
+    }
+    feed.publish(run);
+  });
   const metrics = createCollectorMetrics({ storeBytes: () => store.usedBytes(), sidecars: () => heartbeatTally(ingest.chains.values(), heartbeatIntervalMs, Date.now()) });
   const sidecars = (): SidecarStatus[] => Array.from(ingest.chains.values(), (c) => sidecarStatus(c, heartbeatIntervalMs, Date.now()));
-  const fleetAlerts = watchFleet(config.alerts ?? defaultAlertOptions(), metrics, log, (l) => feed.subscribe(l));
+  const alerts = config.alerts ?? defaultAlertOptions();
+  if (alerts.intervalMs > 0) fleetAlerts = createFleetAlerts({ options: alerts, metrics, log });
 
   const maxBytes = config.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
   const grpcServer = new grpc.Server({
@@ -113,6 +126,9 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     store,
     onStored: (listener) => feed.subscribe(listener),
     fleetAlerts,
+    get liveListeners() {
+      return feed.size;
+    },
     sidecars,
     close() {
       closing ??= (async () => {
@@ -131,17 +147,12 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   };
 }
 
-/** Every record stored from now on goes through the fleet's anomaly detector, under its sidecar's service. */
-function watchFleet(options: AlertOptions, metrics: CollectorMetrics, log: Logger, subscribe: (l: (run: StoredRun) => void) => () => void): FleetAlerts | null {
-  if (options.intervalMs === 0) return null;
-  const fleet = createFleetAlerts({ options, metrics, log });
-  subscribe((run) => {
-    for (const r of run.records) {
-      const rec = collectedRecord({ sidecar: run.sidecar.id, seq: r.seq, bytes: r.bytes });
-      if (rec !== null) fleet.observe(run.sidecar.service, rec);
-    }
-  });
-  return fleet;
+/** Every record of a stored run goes through the fleet's anomaly detector, under its sidecar's service. */
+function observeRun(fleet: FleetAlerts, run: StoredRun): void {
+  for (const r of run.records) {
+    const rec = collectedRecord({ sidecar: run.sidecar.id, seq: r.seq, bytes: r.bytes });
+    if (rec !== null) fleet.observe(run.sidecar.service, rec);
+  }
 }
 
 function listen(server: http.Server, port: number, host: string): Promise<number> {

@@ -2,7 +2,7 @@ import { GENESIS_HEAD, heartbeatSigningInput, keyIdOf, publicKeyFromSpki, verify
 import { ChainBroken, fail, LinkVerifier, recordsRoot, type ResolvedKey } from '../../proxy/journal/link-verifier.js';
 import type { BatchHeader } from '../../proxy/journal/read-journal.js';
 import type { Hello, Heartbeat, Segment, WireLink } from '../proto/sync-wire.js';
-import type { CollectorStore, IncomingRecord, SidecarState } from './collector-store.js';
+import type { CollectorStore, IncomingRecord, SidecarState, StoredLink } from './collector-store.js';
 import { indexRecord } from './record-index.js';
 import { SidecarChain, type StoredRun } from './sidecar-chain.js';
 import { segmentHeaders } from './wire-links.js';
@@ -95,11 +95,11 @@ export class Ingest {
     if (fresh === 0) return { stored: chain.settled(), through_batch: last.batch, head: last.head, links: headers.length, duplicates: held.length, records: 0 };
     const verifier = new LinkVerifier(chain.tip, { keyFor: (keyId, batch) => pinnedKey(chain, keyId, batch) });
     const records: IncomingRecord[] = [];
-    const links: BatchHeader[] = [];
+    const links: StoredLink[] = [];
     for (let i = held.length; i < headers.length; i++) {
       const h = headers[i];
-      verifier.next(h, wire[i].records);
-      links.push(h);
+      const leaves = verifier.next(h, wire[i].records);
+      links.push(leaves === undefined ? h : { ...h, leaves: Buffer.concat(leaves) });
       for (let r = 0; r < wire[i].records.length; r++) {
         const bytes = wire[i].records[r];
         records.push({ seq: h.first_seq + r, bytes, index: indexRecord(bytes) });

@@ -1,8 +1,7 @@
 import { mkdirSync, realpathSync } from 'node:fs';
 import { open, type Database, type Key, type RootDatabase } from 'lmdb';
-import type { BatchHeader } from '../../proxy/journal/read-journal.js';
 import { databaseBytes } from '../../proxy/journal/retention.js';
-import type { CollectorStore, Evidence, RecordQuery, SidecarState, StoredRecord, VerifiedAppend } from './collector-store.js';
+import type { CollectorStore, Evidence, RecordQuery, SidecarState, StoredLink, StoredRecord, VerifiedAppend } from './collector-store.js';
 
 /**
  * The collector's embedded store: one LMDB environment (--store), so a collector runs with no
@@ -10,7 +9,7 @@ import type { CollectorStore, Evidence, RecordQuery, SidecarState, StoredRecord,
  * sidecar, then number or time):
  *
  *   sidecars        sidecar id -> SidecarState
- *   links           [sidecar, batch] -> BatchHeader, exactly as verified
+ *   links           [sidecar, batch] -> StoredLink: the header exactly as verified, and its leaf hashes
  *   records         [sidecar, seq] -> canonical record bytes, exactly as hashed
  *   by_time         [start_ms, sidecar, seq]            every record
  *   by_service      [service, start_ms, sidecar, seq]   under its own service and under its peer
@@ -33,7 +32,7 @@ const HIGH = '\uffff';
 export interface CollectorStores {
   readonly env: RootDatabase;
   readonly sidecars: Database<SidecarState, string>;
-  readonly links: Database<BatchHeader, [string, number]>;
+  readonly links: Database<StoredLink, [string, number]>;
   readonly records: Database<Buffer, [string, number]>;
   readonly byTime: Database<Buffer, Key>;
   readonly byService: Database<Buffer, Key>;
@@ -49,7 +48,7 @@ export function openCollectorStores(env: RootDatabase): CollectorStores {
   return {
     env,
     sidecars: env.openDB<SidecarState, string>('sidecars', { encoding: 'msgpack' }),
-    links: env.openDB<BatchHeader, [string, number]>('links', { encoding: 'msgpack' }),
+    links: env.openDB<StoredLink, [string, number]>('links', { encoding: 'msgpack' }),
     records: env.openDB<Buffer, [string, number]>('records', { encoding: 'binary', compression: false }),
     byTime: index('by_time'),
     byService: index('by_service'),

@@ -1,8 +1,7 @@
 import type { KeyObject } from 'node:crypto';
 import { publicKeyFromSpki } from '../../proxy/journal/chain.js';
 import type { ChainPosition } from '../../proxy/journal/link-verifier.js';
-import type { BatchHeader } from '../../proxy/journal/read-journal.js';
-import type { CollectorStore, IncomingRecord, SidecarState, VerifiedAppend } from './collector-store.js';
+import type { CollectorStore, IncomingRecord, SidecarState, StoredLink, VerifiedAppend } from './collector-store.js';
 
 /**
  * One sidecar's chain as the collector holds it: what is stored (`state`), how far it is verified
@@ -23,7 +22,7 @@ export interface HeartbeatSeen {
 /** A run the store committed: what listeners (tail, anomaly detection) are told. */
 export interface StoredRun {
   sidecar: SidecarState;
-  links: BatchHeader[];
+  links: StoredLink[];
   records: IncomingRecord[];
 }
 
