@@ -1,5 +1,5 @@
 /** The paths one run can measure, in the order they run and print. */
-export const PATH_NAMES = ['direct', 'http-proxy', 'undici', 'sidecar-off', 'sidecar-async', 'sidecar-strict'] as const;
+export const PATH_NAMES = ['direct', 'http-proxy', 'undici', 'sidecar-off', 'sidecar-async', 'sidecar-async-no-metrics', 'sidecar-strict'] as const;
 export type PathName = (typeof PATH_NAMES)[number];
 
 /** Everything a run can be told from the environment. */

@@ -56,11 +56,15 @@ function targetChecks(outcomes: ReadonlyMap<PathName, Outcome>): string[] {
   const on = rps('sidecar-async');
   const reference = rps('http-proxy');
   const off = rps('sidecar-off');
+  const bare = rps('sidecar-async-no-metrics');
   return [
     on === undefined || reference === undefined
       ? 'auditing on vs http-proxy: n/a (needs sidecar-async and http-proxy)'
       : `auditing on vs http-proxy: ${percent(on, reference)} of throughput (target >= ${THROUGHPUT_TARGET * 100}%)`,
     on === undefined || off === undefined ? 'auditing on vs auditing off: n/a (needs sidecar-async and sidecar-off)' : `auditing on vs auditing off: ${percent(on, off)}`,
+    on === undefined || bare === undefined
+      ? 'metrics and alerts on vs off: n/a (needs sidecar-async and sidecar-async-no-metrics)'
+      : `metrics and alerts on vs off: ${percent(on, bare)} of throughput`,
   ];
 }
 

@@ -31,7 +31,8 @@ function listen(server: http.Server): Promise<Served> {
   });
 }
 
-async function startSidecarServer(mode: 'off' | 'async' | 'strict', upstreamPort: number): Promise<Served> {
+/** `metrics` false: no request metrics and no anomaly detection, to measure what they cost. */
+async function startSidecarServer(mode: 'off' | 'async' | 'strict', upstreamPort: number, metrics = true): Promise<Served> {
   // Imported here, not at the top, so the baselines still run while proxy/ does not load.
   const { sidecarConfig } = await import('../proxy/config.js');
   const { startSidecar } = await import('../proxy/sidecar.js');
@@ -44,6 +45,7 @@ async function startSidecarServer(mode: 'off' | 'async' | 'strict', upstreamPort
       journalDir: join(dir, 'journal'),
       redactionKeyFile: join(dir, 'redaction.key'),
       keyFile: join(dir, 'sidecar.key'),
+      ...(metrics ? {} : { requestMetrics: false, alerts: { ...sidecarConfig({}).alerts, intervalMs: 0 } }),
     }),
   );
   if (sidecar.ports.inbound === undefined) throw new Error('sidecar started without an inbound listener');
@@ -68,6 +70,8 @@ function start(kind: ServerKind, upstreamPort: number): Promise<Served> {
       return startSidecarServer('off', upstreamPort);
     case 'sidecar-async':
       return startSidecarServer('async', upstreamPort);
+    case 'sidecar-async-no-metrics':
+      return startSidecarServer('async', upstreamPort, false);
     case 'sidecar-strict':
       return startSidecarServer('strict', upstreamPort);
   }

@@ -4,14 +4,10 @@ import type { JournalFullPolicy } from './audit/full-policy.js';
 import { MAX_BATCH_RECORDS } from './audit/batcher.js';
 import { parseResolveTable, type ResolveTable } from './http1/target.js';
 import type { AlertOptions } from './alerts/alerting.js';
+import { ALERT_FLAGS, alertOptionsFromFlags } from './alerts/alert-flags.js';
 import { DEFAULT_SECRET_HEADERS, DEFAULT_SECRET_PARAMS } from './audit/redact.js';
 
 export type AuditMode = 'async' | 'strict' | 'off';
-
-/** Weight of the newest window in an edge's baseline: about the last 5 windows count. */
-const ALERT_EWMA_ALPHA = 0.2;
-/** Edges and methods remembered for first-seen detection. */
-const ALERT_MAX_KEYS = 10_000;
 
 export interface ShipSettings {
   windowSegments: number;
@@ -57,6 +53,8 @@ export interface SidecarConfig {
   detectTimeoutMs: number;
   /** Interim records for long-lived HTTP/2 streams at this interval; 0 turns them off. */
   interimRecordMs: number;
+  /** Per-exchange request metrics (counts, durations, bytes, added latency); off only to measure their cost. */
+  requestMetrics: boolean;
   /** Spike and first-seen detection; intervalMs 0 turns it off. */
   alerts: AlertOptions;
   checkpointIntervalMs: number;
@@ -101,12 +99,8 @@ export const SIDECAR_FLAGS: readonly FlagSpec[] = [
   { name: 'opaque-ports', type: 'list', default: '25,587,3306,4444,5432,6379,9300,11211,27017', help: 'destination ports relayed as opaque TCP, skipping protocol detection (server-first protocols)' },
   { name: 'detect-timeout-ms', type: 'int', default: '1000', help: 'a client silent this long after connecting is relayed as opaque TCP' },
   { name: 'interim-record-ms', type: 'int', default: '60000', help: 'interim records for long-lived HTTP/2 and gRPC streams at this interval (0: off)' },
-  { name: 'alert-interval-ms', type: 'int', default: '10000', help: 'anomaly detection window (0: alerts off)' },
-  { name: 'alert-warmup-ms', type: 'int', default: '300000', help: 'no alerts until baselines have had this long to settle' },
-  { name: 'alert-rate-factor', type: 'number', default: '3', help: 'a window above this many times its edge baseline rate is a spike' },
-  { name: 'alert-min-rate', type: 'number', default: '1', help: 'rate spikes below this many req/s are ignored' },
-  { name: 'alert-error-ratio-delta', type: 'number', default: '0.2', help: 'an error ratio this far above its baseline is an error spike' },
-  { name: 'alert-min-requests', type: 'int', default: '20', help: 'windows with fewer requests raise no error spike' },
+  { name: 'request-metrics', type: 'string', default: 'on', choices: ['on', 'off'], help: 'off: exchanges are not counted or timed in /metrics (process and journal metrics stay; for measuring their cost)' },
+  ...ALERT_FLAGS,
   { name: 'log-level', type: 'string', default: 'info', choices: ['info', 'warn', 'error', 'silent'], help: 'structured log verbosity (stderr)' },
   { name: 'checkpoint-interval-ms', type: 'int', default: '5000', help: 'a signed checkpoint at least this often, even with no traffic' },
   { name: 'batch-max-records', type: 'int', default: String(MAX_BATCH_RECORDS), help: 'records per audit batch (one chain link), at most' },
@@ -185,16 +179,8 @@ export function sidecarConfigFromFlags(values: FlagValues, env: Readonly<Record<
     opaquePorts: new Set((values['opaque-ports'] as string[]).map((p) => portNumber(p, '--opaque-ports'))),
     detectTimeoutMs: values['detect-timeout-ms'] as number,
     interimRecordMs: values['interim-record-ms'] as number,
-    alerts: {
-      intervalMs: values['alert-interval-ms'] as number,
-      warmupMs: values['alert-warmup-ms'] as number,
-      rateFactor: values['alert-rate-factor'] as number,
-      minRate: values['alert-min-rate'] as number,
-      errorRatioDelta: values['alert-error-ratio-delta'] as number,
-      minRequests: values['alert-min-requests'] as number,
-      alpha: ALERT_EWMA_ALPHA,
-      maxKeys: ALERT_MAX_KEYS,
-    },
+    requestMetrics: values['request-metrics'] === 'on',
+    alerts: alertOptionsFromFlags(values),
     checkpointIntervalMs: values['checkpoint-interval-ms'] as number,
     batchMaxRecords: values['batch-max-records'] as number,
     journalLimitBytes: values['journal-limit-bytes'] as number,

@@ -4,6 +4,7 @@ import type { SidecarConfig } from './config.js';
 import type { AuditRecord, Direction } from './audit/record.js';
 import { createSidecarMetrics, type SidecarMetrics } from './metrics/metrics.js';
 import { createExchangeSink } from './exchange-sink.js';
+import { countTcpConnections, sessionClosed, sessionOpened } from './metrics/observe-connections.js';
 import { createAlerting } from './alerts/alerting.js';
 import { createAdminServer } from './metrics/admin-server.js';
 import type { AuditPipeline } from './audit/pipeline.js';
@@ -45,7 +46,7 @@ export interface Sidecar {
 export async function startSidecar(config: SidecarConfig, log: Logger = createLogger(config.logLevel)): Promise<Sidecar> {
   // Redirected traffic is routed by its original destination: fail at boot, not on the first connection.
   assertOriginalDstAvailable();
-  const metrics = createSidecarMetrics();
+  const metrics = createSidecarMetrics({ perRequest: config.requestMetrics, service: config.service });
   const redactor = createRedactor({ key: await loadOrCreateSecret(config.redactionKeyFile), secretHeaders: config.secretHeaders, secretParams: config.secretParams });
   const audit = await openAudit(config, metrics, log);
   const shipper = openShipper(config, audit, metrics, log);
@@ -57,12 +58,9 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
   const listenerTimeouts = { ...DEFAULT_LISTENER_TIMEOUTS, idleTimeoutMs: config.idleTimeoutMs };
   const common = { service: config.service, mode: config.auditMode, audit, redactor, metrics, onExchange, log };
   // Opaque connections (tunnels, TCP) are counted when they open and recorded when they close.
-  const opened = (direction: Direction, kind: 'tunnel' | 'tcp'): void => {
-    metrics.connectionsOpened.inc({ direction, kind });
-    metrics.connections.inc({ direction, kind });
-  };
+  const opened = (direction: Direction, kind: 'tunnel' | 'tcp'): void => sessionOpened(metrics, direction, kind);
   const recordOpaque = (kind: 'tunnel' | 'tcp') => (record: AuditRecord) => {
-    metrics.connections.dec({ direction: record['audit.direction'], kind });
+    sessionClosed(metrics, record['audit.direction'], kind);
     onExchange(kind, record, record['audit.bytes_in'] ?? 0, record['audit.bytes_out'] ?? 0);
   };
   // --on-journal-full reject holds for connections too: refused (closed), counted, not journalled.
@@ -92,6 +90,7 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
       { http1: createHttpListener(handler, listenerTimeouts), h2: h2('inbound', (_authority, path, socket) => toApp(path, socket)), opaque: opaque('inbound', (socket) => toApp('', socket)) },
       { ...capture, isOpaque: (socket) => config.opaquePorts.has(redirectedDestination(socket)?.port ?? config.appPort!) },
     );
+    countTcpConnections(metrics, inbound, 'inbound');
     servers.push(inbound);
   }
   const outboundHandler = createExchangeHandler({ ...common, forwarder, direction: 'outbound', route: (req) => routeOutbound(req, config.resolve, redirectedDestination(req.socket)) });
@@ -110,6 +109,7 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
     },
     { ...capture, isOpaque: (socket) => config.opaquePorts.has(redirectedDestination(socket)?.port ?? 0) },
   );
+  countTcpConnections(metrics, outbound, 'outbound');
   servers.push(outbound);
   const admin = createAdminServer({
     registry: metrics.registry,

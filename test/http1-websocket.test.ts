@@ -2,7 +2,7 @@ import test from 'ava';
 import http from 'node:http';
 import { WebSocketServer, WebSocket } from 'ws';
 import { closeServer, listen } from './helpers/net.js';
-import { followTail, startTestSidecar } from './helpers/sidecar.js';
+import { followTail, metricValue, scrape, startTestSidecar } from './helpers/sidecar.js';
 
 test('proxies a WebSocket echo session and records it with bytes each way', async (t) => {
   const server = http.createServer();
@@ -33,6 +33,9 @@ test('proxies a WebSocket echo session and records it with bytes each way', asyn
   t.true(rec['audit.bytes_in']! >= 6 * 3 + 'onetwothree'.length, `bytes in ${rec['audit.bytes_in']}`);
   t.true(rec['audit.bytes_out']! >= 'HTTP/1.1 101 Switching Protocols\r\n'.length + 2 * 3 + 'onetwothree'.length, `bytes out ${rec['audit.bytes_out']}`);
   t.truthy(rec['trace.id']);
+  const metrics = await scrape(sidecar.ports.admin);
+  const session = { direction: 'inbound', kind: 'websocket' };
+  t.deepEqual(['opened_total', 'closed_total', 'active'].map((m) => metricValue(metrics, `auditmesh_connections_${m}`, session)), [1, 1, 0]);
 });
 
 test('a WebSocket upgrade the upstream refuses is relayed as its response', async (t) => {

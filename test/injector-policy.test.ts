@@ -96,7 +96,11 @@ const CASES: Case[] = [
   {
     fixture: 'annotated-pod',
     reason: 'injected',
+    warning: /sets its own prometheus.io\/scrape/,
     check(t, pod) {
+      // The app's own scrape annotations are kept: they can name one port only.
+      t.like(pod.metadata!.annotations, { 'prometheus.io/scrape': 'true', 'prometheus.io/port': '9090' });
+      t.false('prometheus.io/path' in pod.metadata!.annotations!);
       const [init, proxy] = pod.spec.initContainers!;
       t.like(envOf(init), { AUDITMESH_EXCLUDE_INBOUND_PORTS: '9090', AUDITMESH_EXCLUDE_OUTBOUND_PORTS: '5432,6379', AUDITMESH_EXCLUDE_OUTBOUND_CIDRS: '10.96.0.0/12,fd00::/8' });
       t.like(envOf(proxy), { AUDITMESH_AUDIT_MODE: 'strict', AUDITMESH_APP_PORT: '8443' });
@@ -128,6 +132,9 @@ for (const c of CASES) {
     t.deepEqual(restrictedViolations(proxy, patched), []);
     t.deepEqual(init.securityContext!.capabilities, { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW'] });
     t.is(JSON.parse(patched.metadata!.annotations![STATUS_ANNOTATION]!).mode, mode);
+    if (pod.metadata?.annotations?.['prometheus.io/scrape'] === undefined) {
+      t.like(patched.metadata!.annotations, { 'prometheus.io/scrape': 'true', 'prometheus.io/port': String(OPTIONS.adminPort), 'prometheus.io/path': '/metrics' });
+    }
     // Injecting the injected pod again changes nothing.
     t.is(inject(patched, c.namespace ?? ENABLED, { ...OPTIONS, ...c.options }).reason, 'already-injected');
     c.check?.(t, patched);

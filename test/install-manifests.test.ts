@@ -9,6 +9,7 @@ import { IMAGE_APP_DIR } from '../control/injector/sidecar-containers.js';
 import { ROOT, runCli, runInProcess, startCli } from './helpers/child.js';
 import { tempDir } from './helpers/sidecar.js';
 import { schemaErrors } from './helpers/kube-schema.js';
+import { parsePromQL } from './helpers/promql.js';
 
 type Obj = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string }; [k: string]: unknown };
 
@@ -30,7 +31,7 @@ test('auditmesh install: every object of every mode validates against the Kubern
     t.deepEqual(objects.map(schemaErrors).filter((e) => e !== null), [], args.join(' '));
   }
   const kinds = new Set((await install(['--certs', 'self-signed', '--monitoring', '--mandatory-audit-policy'])).map((o) => o.kind));
-  for (const kind of ['Namespace', 'ServiceAccount', 'Secret', 'PersistentVolumeClaim', 'Deployment', 'Service', 'PodDisruptionBudget', 'MutatingWebhookConfiguration', 'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding', 'PodMonitor', 'ServiceMonitor', 'PrometheusRule']) {
+  for (const kind of ['Namespace', 'ServiceAccount', 'Secret', 'PersistentVolumeClaim', 'Deployment', 'Service', 'PodDisruptionBudget', 'MutatingWebhookConfiguration', 'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding', 'PodMonitor', 'ServiceMonitor', 'PrometheusRule', 'ConfigMap']) {
     t.true(kinds.has(kind), kind);
   }
   const certManager = new Set((await install([])).map((o) => o.kind));
@@ -42,6 +43,53 @@ test('deploy/install.yaml is the rendered default install (npm run render-deploy
   t.is(rendered.code, 0, rendered.stderr);
   const committed = readFileSync(join(ROOT, 'deploy/install.yaml'), 'utf8');
   t.true(committed === rendered.stdout, 'deploy/install.yaml is stale: run `npm run render-deploy` and commit the result');
+});
+
+test('--monitoring-only: PodMonitor, ServiceMonitor, PrometheusRule and dashboard ConfigMaps, valid, with rules that parse as PromQL', async (t) => {
+  const objects = await install(['--monitoring-only', '-n', 'obs']);
+  t.deepEqual(objects.map((o) => o.kind), ['PodMonitor', 'ServiceMonitor', 'PrometheusRule', 'ConfigMap', 'ConfigMap', 'ConfigMap']);
+  t.deepEqual(objects.map(schemaErrors).filter((e) => e !== null), []);
+  t.true(objects.every((o) => o.metadata.namespace === 'obs'));
+  const rule = find(objects, 'PrometheusRule') as Obj & { spec: { groups: Array<{ rules: Array<{ alert: string; expr: string; labels: { severity: string } }> }> } };
+  const rules = rule.spec.groups.flatMap((g) => g.rules);
+  for (const r of rules) t.deepEqual(parsePromQL(r.expr).errors, [], `${r.alert}: ${r.expr}`);
+  const alerts = new Set(rules.map((r) => r.alert));
+  t.is(alerts.size, rules.length, 'alert names repeat');
+  // One alert at least for each thing the platform team must hear about.
+  const uses = (metric: string): boolean => rules.some((r) => parsePromQL(r.expr).metricNames.has(metric));
+  for (const metric of ['auditmesh_requests_total', 'auditmesh_shipper_lag_seconds', 'auditmesh_journal_limit_bytes', 'auditmesh_journal_unrecorded_total', 'auditmesh_collector_verification_failures_total', 'nodejs_eventloop_lag_p99_seconds', 'auditmesh_anomaly_active', 'auditmesh_collector_sidecars']) {
+    t.true(uses(metric), `no alert on ${metric}`);
+  }
+  for (const cm of objects.filter((o) => o.kind === 'ConfigMap') as Array<Obj & { metadata: { labels: Record<string, string> }; data: Record<string, string> }>) {
+    t.is(cm.metadata.labels.grafana_dashboard, '1', cm.metadata.name);
+    const [file, text] = Object.entries(cm.data)[0]!;
+    t.regex(file, /^auditmesh-[a-z-]+\.json$/);
+    t.regex((JSON.parse(text) as { uid: string }).uid, /^auditmesh-/);
+    t.true(Buffer.byteLength(text) < 256 * 1024, `${cm.metadata.name} is too big for a client-side kubectl apply`);
+  }
+});
+
+test('deploy/monitoring.yaml is the rendered monitoring (npm run render-deploy refreshes it)', async (t) => {
+  const dir = await tempDir(t);
+  const rendered = await runCli(['install', '--monitoring-only', '--dashboards-dir', 'deploy/dashboards']);
+  t.is(rendered.code, 0, rendered.stderr);
+  t.true(readFileSync(join(ROOT, 'deploy/monitoring.yaml'), 'utf8') === rendered.stdout, 'deploy/monitoring.yaml is stale: run `npm run render-deploy` and commit the result');
+  // --dashboards-dir writes the same dashboards the ConfigMaps carry.
+  t.is((await runCli(['install', '--monitoring-only', '--dashboards-dir', dir])).code, 0);
+  const objects = await install(['--monitoring-only']);
+  for (const cm of objects.filter((o) => o.kind === 'ConfigMap') as Array<Obj & { data: Record<string, string> }>) {
+    for (const [file, text] of Object.entries(cm.data)) t.true(readFileSync(join(dir, file), 'utf8') === text, file);
+  }
+});
+
+test('control-plane pods announce their /metrics port with prometheus.io annotations, a port the pod declares', async (t) => {
+  for (const name of ['auditmesh-collector', 'auditmesh-injector']) {
+    const deployment = find(await install([]), 'Deployment', name) as Obj & { spec: { template: { metadata: { annotations: Record<string, string> }; spec: { containers: Array<{ ports: Array<{ containerPort: number }> }> } } } };
+    const { annotations } = deployment.spec.template.metadata;
+    t.is(annotations['prometheus.io/scrape'], 'true', name);
+    t.is(annotations['prometheus.io/path'], '/metrics', name);
+    t.true(deployment.spec.template.spec.containers[0]!.ports.some((p) => String(p.containerPort) === annotations['prometheus.io/port']), name);
+  }
 });
 
 test('install options reach the objects: namespace, image, replicas, resources, storage, collector address', async (t) => {

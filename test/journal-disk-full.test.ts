@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { readJournal } from '../proxy/journal/read-journal.js';
 import { request, startUpstream, type Reply } from './helpers/net.js';
-import { metricValue, scrape, startTestSidecar } from './helpers/sidecar.js';
+import { metricValue, scrape, startTestSidecar, until } from './helpers/sidecar.js';
 import { verifyDir } from './helpers/journal.js';
 
 // A real full disk: the journal on a 2 MiB tmpfs, half of it taken by a filler file. Mounting
@@ -66,14 +66,6 @@ async function fillDisk(admin: number, send: () => Promise<Reply>): Promise<void
     if (rounds > 1000) throw new Error('the disk never filled up');
     await Promise.all(Array.from({ length: 8 }, () => send()));
   }
-}
-
-async function until(check: () => Promise<boolean>, what: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    if (await check()) return;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  throw new Error(`timed out waiting until ${what}`);
 }
 
 /** Every exchange the upstream saw has its record, or is counted in a gap record. */

@@ -1,6 +1,7 @@
 import { formatHelp, parseFlags, port, UsageError, type FlagSpec } from '../../proxy/config/flags.js';
 import { createLogger } from '../../proxy/log.js';
 import { CHECKPOINT_INTERVAL_MS } from '../../proxy/journal/journal.js';
+import { ALERT_FLAGS, alertOptionsFromFlags } from '../../proxy/alerts/alert-flags.js';
 import { createCollector, CollectorConfigError, type Collector } from '../collector/collector.js';
 import { untilAborted, type CommandIO } from './io.js';
 
@@ -13,6 +14,8 @@ export const COLLECTOR_FLAGS: readonly FlagSpec[] = [
   { name: 'bind', type: 'string', help: 'listen address (default 127.0.0.1; 0.0.0.0 in Kubernetes)' },
   { name: 'heartbeat-interval-ms', type: 'int', default: String(CHECKPOINT_INTERVAL_MS), help: "the sidecars' heartbeat interval (their --checkpoint-interval-ms): 3 missed is stale" },
   { name: 'log-level', type: 'string', default: 'info', choices: ['info', 'warn', 'error', 'silent'], help: 'structured log verbosity (stderr)' },
+  // Fleet-wide spike and first-seen detection (GET /v1/anomalies), tuned like the sidecar's.
+  ...ALERT_FLAGS,
 ];
 
 export const COLLECTOR_HELP = formatHelp(
@@ -54,6 +57,7 @@ export async function collectorMain(argv: readonly string[], io: CommandIO): Pro
         tokenFile: values['token-file'] as string | undefined,
         insecure: values.insecure === true,
         heartbeatIntervalMs: values['heartbeat-interval-ms'] as number,
+        alerts: alertOptionsFromFlags(values),
       },
       log,
     );

@@ -1,7 +1,11 @@
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { formatHelp, parseFlags, UsageError, type FlagSpec, type FlagValues } from '../../proxy/config/flags.js';
 import { INJECT_FLAGS, injectOptionsFromFlags } from '../injector/inject-flags.js';
 import { COLLECTOR, COLLECTOR_GRPC_PORT, type InstallOptions } from '../install/install-options.js';
 import { renderInstall } from '../install/render-install.js';
+import { monitoring } from '../install/monitoring.js';
+import { dashboardFiles } from '../install/grafana/dashboards.js';
 import { VERSION } from '../version.js';
 import type { CommandIO } from './io.js';
 import { OUTPUT_FLAG, writeObjects } from './manifest-output.js';
@@ -20,7 +24,9 @@ const INSTALL_FLAGS: readonly FlagSpec[] = [
   { name: 'collector-memory', type: 'string', default: '1Gi', help: 'collector memory request and limit', env: false },
   { name: 'collector-storage', type: 'string', default: '20Gi', help: "size of the collector store's PersistentVolumeClaim", env: false },
   { name: 'storage-class', type: 'string', help: "the claim's StorageClass (default: the cluster's)", env: false },
-  { name: 'monitoring', type: 'boolean', help: 'add PodMonitor, ServiceMonitor and PrometheusRule (needs the Prometheus Operator)', env: false },
+  { name: 'monitoring', type: 'boolean', help: 'add PodMonitor, ServiceMonitor, PrometheusRule (needs the Prometheus Operator) and Grafana dashboard ConfigMaps', env: false },
+  { name: 'monitoring-only', type: 'boolean', help: 'print only the monitoring objects, to add them to an existing install', env: false },
+  { name: 'dashboards-dir', type: 'string', help: 'also write the Grafana dashboards into this folder as JSON files, to import them by hand', env: false },
   { name: 'mandatory-audit-policy', type: 'boolean', help: 'add a ValidatingAdmissionPolicy refusing pods without the sidecar in namespaces labelled auditmesh.io/audit=mandatory (Kubernetes >= 1.30)', env: false },
   OUTPUT_FLAG,
   ...POLICY_FLAGS,
@@ -40,18 +46,23 @@ export async function installMain(argv: readonly string[], io: CommandIO): Promi
   }
   let options: InstallOptions;
   let format: 'yaml' | 'json';
+  let monitoringOnly: boolean;
+  let dashboardsDir: string | undefined;
   try {
     const { values, positionals } = parseFlags(INSTALL_FLAGS, argv, io.env);
     if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
     options = installOptionsFromFlags(values);
     format = values.output as 'yaml' | 'json';
+    monitoringOnly = values['monitoring-only'] === true;
+    dashboardsDir = values['dashboards-dir'] as string | undefined;
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
     io.stderr.write(`auditmesh install: ${err.message}\n(see auditmesh install --help)\n`);
     return 2;
   }
   const header = `# auditmesh ${VERSION} control plane, rendered by: auditmesh install ${argv.join(' ')}\n`.replace(/ \n$/, '\n');
-  writeObjects(io, await renderInstall(options), format, header);
+  if (dashboardsDir !== undefined) await writeDashboards(dashboardsDir);
+  writeObjects(io, monitoringOnly ? monitoring(options) : await renderInstall(options), format, header);
   return 0;
 }
 
@@ -80,4 +91,10 @@ export function installOptionsFromFlags(values: FlagValues): InstallOptions {
     inject,
     injectArgs,
   };
+}
+
+/** One `auditmesh-<name>.json` per dashboard, the same text the ConfigMaps carry. */
+async function writeDashboards(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  for (const { file, text } of dashboardFiles()) await writeFile(join(dir, file), text);
 }

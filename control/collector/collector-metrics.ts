@@ -16,6 +16,9 @@ export interface CollectorMetrics {
   readonly storeBytes: Gauge;
   readonly sidecars: Gauge<'state'>;
   readonly streamsActive: Gauge;
+  /** Fleet-wide anomalies (fleet-alerts.ts): the sidecar's names, with the edge's service and direction. */
+  readonly anomalyActive: Gauge<'kind' | 'service' | 'peer' | 'direction'>;
+  readonly anomalies: Counter<'kind'>;
 }
 
 /** A segment is verified and committed in well under a millisecond to a few hundred. */
@@ -55,5 +58,12 @@ export function createCollectorMetrics(sample: { storeBytes(): number; sidecars(
       },
     }),
     streamsActive: new Gauge({ name: 'auditmesh_collector_streams_active', help: 'Open Sync streams from sidecars', registers: [registry] }),
+    anomalyActive: new Gauge({
+      name: 'auditmesh_anomaly_active',
+      help: '1 while a fleet-wide spike is active on an edge (service, peer, direction), summed over every replica',
+      labelNames: ['kind', 'service', 'peer', 'direction'],
+      registers: [registry],
+    }),
+    anomalies: new Counter({ name: 'auditmesh_anomalies_total', help: 'Fleet-wide anomalies raised (rate_spike, error_spike, first_seen_peer, first_seen_method)', labelNames: ['kind'], registers: [registry] }),
   };
 }

@@ -8,6 +8,10 @@ import { createCollectorMetrics, type CollectorMetrics } from './collector-metri
 import type { CollectorStore } from './collector-store.js';
 import { createHashPool } from './hash-pool.js';
 import { createHttpApi } from './http-api.js';
+import { createFleetAlerts, type FleetAlerts } from './fleet-alerts.js';
+import { collectedRecord } from './record-query.js';
+import type { AlertOptions } from '../../proxy/alerts/alerting.js';
+import { defaultAlertOptions } from '../../proxy/alerts/alert-flags.js';
 import { Ingest } from './ingest.js';
 import { openLmdbStore } from './lmdb-store.js';
 import type { StoredRun } from './sidecar-chain.js';
@@ -36,6 +40,8 @@ export interface CollectorConfig {
   hashThreads?: number;
   /** Largest Sync message accepted (a Segment), bytes. */
   maxMessageBytes?: number;
+  /** Fleet-wide spike and first-seen detection over stored records (default: the sidecar's defaults); intervalMs 0 turns it off. */
+  alerts?: AlertOptions;
 }
 
 export interface Collector {
@@ -49,6 +55,8 @@ export interface Collector {
   readonly store: CollectorStore;
   /** Called with every run of verified records once it is durably stored; returns unsubscribe. For fleet-wide detection. */
   onStored(listener: (run: StoredRun) => void): () => void;
+  /** Fleet-wide anomalies; null when --alert-interval-ms is 0. */
+  readonly fleetAlerts: FleetAlerts | null;
   /** Listeners attached now: open /v1/tail streams plus onStored listeners. */
   readonly liveListeners: number;
   sidecars(): SidecarStatus[];
@@ -74,9 +82,21 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   const store = openLmdbStore(config.storeDir);
   const feed = createLiveFeed<StoredRun>({ onListenerError: (err) => log('error', 'collector onStored listener threw', { err: (err as Error)?.message }) });
   const hasher = createHashPool(config.hashThreads);
-  const ingest = await Ingest.open(store, hasher, (run) => feed.publish(run));
+  // Fleet detection is a stage of the collector, not a listener: it sees every stored run first.
+  let fleetAlerts: FleetAlerts | null = null;
+  const ingest = await Ingest.open(store, hasher, (run) => {
+    try {
+      if (fleetAlerts !== null) observeRun(fleetAlerts, run);
+    } catch (err) {
+      // Records are stored and verified; a record the detector cannot read must not fail the ack.
+      log('error', 'fleet anomaly detection failed on a stored run', { sidecar: run.sidecar.id, err: (err as Error).message });
+    }
+    feed.publish(run);
+  });
   const metrics = createCollectorMetrics({ storeBytes: () => store.usedBytes(), sidecars: () => heartbeatTally(ingest.chains.values(), heartbeatIntervalMs, Date.now()) });
   const sidecars = (): SidecarStatus[] => Array.from(ingest.chains.values(), (c) => sidecarStatus(c, heartbeatIntervalMs, Date.now()));
+  const alerts = config.alerts ?? defaultAlertOptions();
+  if (alerts.intervalMs > 0) fleetAlerts = createFleetAlerts({ options: alerts, metrics, log });
 
   const maxBytes = config.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
   const grpcServer = new grpc.Server({
@@ -88,7 +108,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   const grpcPort = await new Promise<number>((resolve, reject) =>
     grpcServer.bindAsync(`${config.bind}:${config.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
   );
-  const httpServer = createHttpApi({ store, metrics, sidecars, subscribe: (l) => feed.subscribe(l), ready: () => ({ ok: true }) });
+  const httpServer = createHttpApi({ store, metrics, sidecars, subscribe: (l) => feed.subscribe(l), ready: () => ({ ok: true }), anomalies: () => ({ active: fleetAlerts?.active() ?? [], recent: fleetAlerts?.recent() ?? [] }) });
   let httpPort: number;
   try {
     httpPort = await listen(httpServer, config.httpPort, config.bind);
@@ -110,6 +130,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     metrics,
     store,
     onStored: (listener) => feed.subscribe(listener),
+    fleetAlerts,
     get liveListeners() {
       return feed.size;
     },
@@ -124,11 +145,20 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
         await new Promise<void>((resolve) => httpServer.close(() => resolve()));
         await Promise.all(Array.from(ingest.chains.values(), (c) => c.settled()));
         await hasher.close();
+        fleetAlerts?.close();
         await store.close();
       })();
       return closing;
     },
   };
+}
+
+/** Every record of a stored run goes through the fleet's anomaly detector, under its sidecar's service. */
+function observeRun(fleet: FleetAlerts, run: StoredRun): void {
+  for (const r of run.records) {
+    const rec = collectedRecord({ sidecar: run.sidecar.id, seq: r.seq, bytes: r.bytes });
+    if (rec !== null) fleet.observe(run.sidecar.service, rec);
+  }
 }
 
 function listen(server: http.Server, port: number, host: string): Promise<number> {

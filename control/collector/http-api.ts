@@ -2,14 +2,16 @@ import http from 'node:http';
 import { serveEventStream, serveMetrics, text } from '../../proxy/metrics/admin-server.js';
 import type { CollectorMetrics } from './collector-metrics.js';
 import type { CollectorStore } from './collector-store.js';
+import type { FleetAnomaly } from './fleet-alerts.js';
 import { collectedRecord, parseRecordQuery, QueryError, runQuery } from './record-query.js';
 import type { StoredRun } from './sidecar-chain.js';
 import type { SidecarStatus } from './sidecar-status.js';
 
 /**
  * The collector's HTTP API (INTERFACE.md): /v1/records (NDJSON, newest first), /v1/tail
- * (server-sent events, one record each, as stored), /v1/sidecars (JSON), /metrics, /livez,
- * /readyz. Read-only: nothing here changes the store.
+ * (server-sent events, one record each, as stored), /v1/sidecars (JSON), /v1/anomalies (JSON:
+ * fleet-wide spikes active and the latest raised), /metrics, /livez, /readyz. Read-only:
+ * nothing here changes the store.
  */
 
 export interface HttpApiDeps {
@@ -19,9 +21,11 @@ export interface HttpApiDeps {
   /** Runs stored from now on; returns the unsubscribe function. */
   subscribe(listener: (run: StoredRun) => void): () => void;
   ready(): { ok: boolean; reason?: string };
+  /** Fleet-wide anomalies: spikes active now, and the latest raised. */
+  anomalies(): { active: FleetAnomaly[]; recent: FleetAnomaly[] };
 }
 
-const ROUTES = '/v1/records, /v1/tail, /v1/sidecars, /metrics, /livez, /readyz';
+const ROUTES = '/v1/records, /v1/tail, /v1/sidecars, /v1/anomalies, /metrics, /livez, /readyz';
 
 export function createHttpApi(deps: HttpApiDeps): http.Server {
   const server = http.createServer((req, res) => {
@@ -35,6 +39,9 @@ export function createHttpApi(deps: HttpApiDeps): http.Server {
       case '/v1/sidecars':
         res.writeHead(200, { 'content-type': 'application/json' });
         return void res.end(JSON.stringify(deps.sidecars()) + '\n');
+      case '/v1/anomalies':
+        res.writeHead(200, { 'content-type': 'application/json' });
+        return void res.end(JSON.stringify(deps.anomalies()) + '\n');
       case '/metrics':
         return serveMetrics(deps.metrics.registry, res);
       case '/livez':

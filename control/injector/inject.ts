@@ -1,6 +1,7 @@
 import type { NamespaceInfo, Pod } from './pod.js';
 import { append, prepend, setInMap, type JsonPatchOp } from './json-patch.js';
 import { podSettings, type PodSettings } from './pod-settings.js';
+import { PROMETHEUS_SCRAPE, prometheusScrapeAnnotations } from './scrape-annotations.js';
 import { dataVolume, initContainer, INIT_CONTAINER, proxyContainer, PROXY_CONTAINER, type InjectOptions } from './sidecar-containers.js';
 
 /** Opt-in label, on the namespace (`enabled`) and on the pod (`true`/`false` overrides). */
@@ -64,9 +65,11 @@ function buildPatch(pod: Pod, settings: PodSettings, options: InjectOptions): Js
   }
   append(ops, '/spec/volumes', pod.spec.volumes, [dataVolume(settings)]);
   if (pod.metadata === undefined) ops.push({ op: 'add', path: '/metadata', value: {} });
-  setInMap(ops, '/metadata/labels', meta.labels, SIDECAR_LABEL, 'true');
+  setInMap(ops, '/metadata/labels', meta.labels, { [SIDECAR_LABEL]: 'true' });
   const status = { version: options.version, mode: settings.sidecarMode, initContainers: settings.sidecarMode === 'native' ? [INIT_CONTAINER, PROXY_CONTAINER] : [INIT_CONTAINER], containers: settings.sidecarMode === 'native' ? [] : [PROXY_CONTAINER], volumes: [dataVolume(settings).name] };
-  setInMap(ops, '/metadata/annotations', meta.annotations, STATUS_ANNOTATION, JSON.stringify(status));
+  // The app's own prometheus.io annotations win: they can name one port only, and theirs is theirs.
+  const scrape = meta.annotations?.[PROMETHEUS_SCRAPE] === undefined ? prometheusScrapeAnnotations(options.adminPort) : {};
+  setInMap(ops, '/metadata/annotations', meta.annotations, { [STATUS_ANNOTATION]: JSON.stringify(status), ...scrape });
   return ops;
 }
 
@@ -92,6 +95,9 @@ function warningsFor(pod: Pod, settings: PodSettings, options: InjectOptions): s
   const podUid = pod.spec.securityContext?.runAsUser;
   if (pod.spec.containers.some((c) => (c.securityContext?.runAsUser ?? podUid) === options.proxyUid)) {
     warnings.push(`auditmesh: a container runs as uid ${options.proxyUid}, the proxy's uid: its outbound traffic bypasses the audit`);
+  }
+  if (pod.metadata?.annotations?.[PROMETHEUS_SCRAPE] !== undefined) {
+    warnings.push(`auditmesh: the pod sets its own ${PROMETHEUS_SCRAPE}, so the sidecar's metrics (port ${options.adminPort}) are scraped only through the auditmesh-sidecars PodMonitor`);
   }
   const isJob = pod.metadata?.ownerReferences?.some((o) => o.kind === 'Job') ?? false;
   if (isJob && settings.sidecarMode === 'container') {

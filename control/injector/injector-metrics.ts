@@ -1,4 +1,5 @@
-import { Counter, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, type Registry } from 'prom-client';
+import { createRegistry } from '../../proxy/metrics/metrics.js';
 
 /** Every metric the injector exposes, defined once; labels come from fixed sets. */
 export interface InjectorMetrics {
@@ -9,8 +10,7 @@ export interface InjectorMetrics {
 }
 
 export function createInjectorMetrics(): InjectorMetrics {
-  const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
+  const registry = createRegistry();
   return {
     registry,
     admissions: new Counter({

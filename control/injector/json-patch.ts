@@ -11,15 +11,16 @@ export function pointerSegment(key: string): string {
 }
 
 /**
- * Ops that set `key` in the map at `path` (labels, annotations), creating the map when the
- * object has none: `add` on a missing parent fails in the API server.
+ * Ops that set `entries` in the map at `path` (labels, annotations), creating the map when the
+ * object has none: `add` on a missing parent fails in the API server, and a second `add` of the
+ * whole map would replace the first.
  */
-export function setInMap(ops: JsonPatchOp[], path: string, existing: Record<string, string> | undefined, key: string, value: string): void {
+export function setInMap(ops: JsonPatchOp[], path: string, existing: Record<string, string> | undefined, entries: Record<string, string>): void {
   if (existing === undefined) {
-    ops.push({ op: 'add', path, value: { [key]: value } });
+    ops.push({ op: 'add', path, value: { ...entries } });
     return;
   }
-  ops.push({ op: 'add', path: `${path}/${pointerSegment(key)}`, value });
+  for (const [key, value] of Object.entries(entries)) ops.push({ op: 'add', path: `${path}/${pointerSegment(key)}`, value });
 }
 
 /** Ops that insert `items` at the front of the array at `path` (in order), or create it. */

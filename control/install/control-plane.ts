@@ -1,4 +1,5 @@
 import { restrictedSecurityContext } from '../injector/sidecar-containers.js';
+import { prometheusScrapeAnnotations } from '../injector/scrape-annotations.js';
 import {
   COLLECTOR,
   COLLECTOR_GRPC_PORT,
@@ -61,7 +62,8 @@ function container(o: InstallOptions, name: string, args: readonly string[], res
   };
 }
 
-function deployment(o: InstallOptions, name: string, replicas: number, podSpec: Record<string, unknown>, extra: Record<string, unknown> = {}): KubeObject {
+/** `metricsPort`: where the pod serves /metrics, announced with prometheus.io annotations for Prometheus setups without the Operator. */
+function deployment(o: InstallOptions, name: string, replicas: number, metricsPort: number, podSpec: Record<string, unknown>, extra: Record<string, unknown> = {}): KubeObject {
   const labels = componentLabels(name);
   return {
     apiVersion: 'apps/v1',
@@ -72,7 +74,7 @@ function deployment(o: InstallOptions, name: string, replicas: number, podSpec: 
       selector: { matchLabels: { 'app.kubernetes.io/name': name } },
       ...extra,
       template: {
-        metadata: { labels: { ...labels, 'auditmesh.io/inject': 'false' } },
+        metadata: { labels: { ...labels, 'auditmesh.io/inject': 'false' }, annotations: prometheusScrapeAnnotations(metricsPort) },
         spec: {
           serviceAccountName: name,
           automountServiceAccountToken: false,
@@ -97,7 +99,7 @@ function service(o: InstallOptions, name: string, ports: Array<{ name: string; p
 export function injector(o: InstallOptions): KubeObject[] {
   const args = ['injector', '--port', String(INJECTOR_PORT), '--admin-port', String(INJECTOR_ADMIN_PORT), '--tls-cert', `${TLS_DIR}/tls.crt`, '--tls-key', `${TLS_DIR}/tls.key`, ...o.injectArgs];
   const objects: KubeObject[] = [
-    deployment(o, INJECTOR, o.injectorReplicas, {
+    deployment(o, INJECTOR, o.injectorReplicas, INJECTOR_ADMIN_PORT, {
       containers: [
         container(o, 'injector', args, o.injectorResources, INJECTOR_ADMIN_PORT, [{ name: 'https-webhook', containerPort: INJECTOR_PORT }, { name: 'http-metrics', containerPort: INJECTOR_ADMIN_PORT }], [{ name: 'tls', mountPath: TLS_DIR, readOnly: true }]),
       ],
@@ -133,6 +135,7 @@ export function collector(o: InstallOptions): KubeObject[] {
       o,
       COLLECTOR,
       1,
+      COLLECTOR_HTTP_PORT,
       {
         containers: [
           container(o, 'collector', args, o.collectorResources, COLLECTOR_HTTP_PORT, [{ name: 'grpc', containerPort: COLLECTOR_GRPC_PORT }, { name: 'http', containerPort: COLLECTOR_HTTP_PORT }], [

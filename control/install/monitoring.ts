@@ -1,11 +1,17 @@
 import { SIDECAR_LABEL } from '../injector/inject.js';
 import { ADMIN_PORT_NAME } from '../injector/sidecar-containers.js';
+import { promRule, RULE_GROUPS } from './alert-rules.js';
+import { dashboardFiles } from './grafana/dashboards.js';
 import { componentLabels, type InstallOptions, type KubeObject } from './install-options.js';
+
+/** The label Grafana's dashboard sidecar (kube-prometheus-stack, grafana helm chart) watches ConfigMaps for. */
+export const GRAFANA_DASHBOARD_LABEL = 'grafana_dashboard';
+const SCRAPE_INTERVAL = '30s';
 
 /**
  * Prometheus Operator objects: a PodMonitor for every injected sidecar (any namespace), a
- * ServiceMonitor for the control plane, and alerts on metrics that exist today. No Grafana
- * dashboard ships yet, so no dashboard ConfigMap is rendered.
+ * ServiceMonitor for the control plane (collector and injector), the alerting rules; and the
+ * Grafana dashboards, one ConfigMap each (well under the 256 KiB a client-side apply can annotate).
  */
 export function monitoring(o: InstallOptions): KubeObject[] {
   const labels = { 'app.kubernetes.io/part-of': 'auditmesh' };
@@ -14,7 +20,7 @@ export function monitoring(o: InstallOptions): KubeObject[] {
       apiVersion: 'monitoring.coreos.com/v1',
       kind: 'PodMonitor',
       metadata: { name: 'auditmesh-sidecars', namespace: o.namespace, labels },
-      spec: { namespaceSelector: { any: true }, selector: { matchLabels: { [SIDECAR_LABEL]: 'true' } }, podMetricsEndpoints: [{ port: ADMIN_PORT_NAME, path: '/metrics', interval: '30s' }] },
+      spec: { namespaceSelector: { any: true }, selector: { matchLabels: { [SIDECAR_LABEL]: 'true' } }, podMetricsEndpoints: [{ port: ADMIN_PORT_NAME, path: '/metrics', interval: SCRAPE_INTERVAL }] },
     },
     {
       apiVersion: 'monitoring.coreos.com/v1',
@@ -22,9 +28,10 @@ export function monitoring(o: InstallOptions): KubeObject[] {
       metadata: { name: 'auditmesh-control-plane', namespace: o.namespace, labels },
       spec: {
         selector: { matchLabels: { 'app.kubernetes.io/part-of': 'auditmesh' } },
+        // The injector's admin port, and the collector's HTTP port that also serves /metrics.
         endpoints: [
-          { port: 'http-metrics', path: '/metrics', interval: '30s' },
-          { port: 'http', path: '/metrics', interval: '30s' },
+          { port: 'http-metrics', path: '/metrics', interval: SCRAPE_INTERVAL },
+          { port: 'http', path: '/metrics', interval: SCRAPE_INTERVAL },
         ],
       },
     },
@@ -32,23 +39,13 @@ export function monitoring(o: InstallOptions): KubeObject[] {
       apiVersion: 'monitoring.coreos.com/v1',
       kind: 'PrometheusRule',
       metadata: { name: 'auditmesh', namespace: o.namespace, labels: componentLabels('auditmesh') },
-      spec: {
-        groups: [
-          {
-            name: 'auditmesh',
-            rules: [
-              alert('AuditmeshExchangesNotRecorded', 'sum by (namespace, pod, reason) (increase(auditmesh_journal_unrecorded_total[5m])) > 0', '0m', 'critical', 'Sidecar {{ $labels.pod }} could not record exchanges ({{ $labels.reason }}): the audit trail has gaps.'),
-              alert('AuditmeshJournalWriteFailures', 'sum by (namespace, pod) (increase(auditmesh_journal_records_total{result="failed"}[5m])) > 0', '0m', 'critical', 'Sidecar {{ $labels.pod }} failed to write audit records to its journal.'),
-              alert('AuditmeshInjectorErrors', 'sum(increase(auditmesh_injector_admissions_total{result="error"}[15m])) > 0', '0m', 'warning', 'The injector failed on some pods; they were admitted without the audit sidecar.'),
-              alert('AuditmeshInjectorCertReloadFailing', 'sum(increase(auditmesh_injector_cert_reloads_total{result="failed"}[30m])) > 0', '30m', 'warning', 'The injector cannot load its renewed serving certificate; it keeps serving the old one until it expires.'),
-            ],
-          },
-        ],
-      },
+      spec: { groups: RULE_GROUPS.map((g) => ({ name: g.name, rules: g.rules.map(promRule) })) },
     },
+    ...dashboardFiles().map(({ name, file, text }): KubeObject => ({
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      metadata: { name: `auditmesh-dashboard-${name}`, namespace: o.namespace, labels: { ...labels, [GRAFANA_DASHBOARD_LABEL]: '1' }, annotations: { grafana_folder: 'auditmesh' } },
+      data: { [file]: text },
+    })),
   ];
-}
-
-function alert(name: string, expr: string, forDuration: string, severity: string, description: string): Record<string, unknown> {
-  return { alert: name, expr, for: forDuration, labels: { severity }, annotations: { summary: name.replace(/([a-z])([A-Z])/g, '$1 $2'), description } };
 }

@@ -12,17 +12,20 @@ export interface Alerting {
   close(): void;
 }
 
-/** gRPC statuses that mean the server failed, not that the caller asked wrongly. */
-const GRPC_SERVER_ERRORS = new Set([2, 4, 8, 13, 14, 15]);
+/** gRPC statuses that mean the server failed, not that the caller asked wrongly (UNKNOWN, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, INTERNAL, UNAVAILABLE, DATA_LOSS). */
+export const GRPC_SERVER_ERROR_CODES: readonly number[] = [2, 4, 8, 13, 14, 15];
+const GRPC_SERVER_ERRORS = new Set(GRPC_SERVER_ERROR_CODES);
 
-function isError(record: AuditRecord): boolean {
+/** A failed exchange for error ratios: a 5xx, a gRPC server error, or no response (a client aborting is not one). */
+export function isFailedExchange(record: AuditRecord): boolean {
   const grpc = record['rpc.grpc.status_code'];
   if (grpc !== undefined) return GRPC_SERVER_ERRORS.has(grpc);
   const status = record['http.response.status_code'];
   return (status !== undefined && status >= 500) || (record['error.type'] !== undefined && record['error.type'] !== 'aborted');
 }
 
-function methodOf(record: AuditRecord): string {
+/** What first-seen-method tracks: gRPC `service/method`, else the HTTP method, else the kind. */
+export function methodOf(record: AuditRecord): string {
   if (record['rpc.service'] !== undefined) return `${record['rpc.service']}/${record['rpc.method'] ?? ''}`;
   return record['http.request.method'] ?? record['audit.kind'];
 }
@@ -77,7 +80,7 @@ export function createAlerting(deps: {
   return {
     observe(record) {
       if (record['audit.phase'] !== 'final' || record['audit.kind'] === 'alert') return;
-      detector.observe(record['peer.service'] ?? 'unknown', record['audit.direction'], methodOf(record), isError(record));
+      detector.observe(record['peer.service'] ?? 'unknown', record['audit.direction'], methodOf(record), isFailedExchange(record));
     },
     close: () => detector.close(),
   };

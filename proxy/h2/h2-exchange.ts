@@ -11,6 +11,7 @@ import { correlate, type Correlation } from '../correlation/correlate.js';
 import { peerOf } from '../audit/peer-label.js';
 import { httpRequestRecord, roundMs } from '../audit/http-record.js';
 import type { ExchangeSink } from '../exchange-sink.js';
+import { observeOverhead } from '../metrics/observe-exchange.js';
 import { CLIENT_SERVICE_HEADER } from '../http1/exchange.js';
 import { ProxyError, classify, rescue } from '../errors.js';
 import type { SessionPool } from './session-pool.js';
@@ -129,7 +130,7 @@ function forward(call: Call, route: Route, headers: OutgoingHttpHeaders, endStre
     headers['grpc-timeout'] = `${Math.ceil(left)}m`;
     call.timers.push(setTimeout(() => expire(call), left + DEADLINE_GRACE_MS));
   }
-  deps.metrics.proxyOverhead.observe({ direction: deps.direction, protocol: call.grpc ? 'grpc' : 'h2' }, (performance.now() - call.t0) / 1000);
+  observeOverhead(deps.metrics, deps.direction, call.grpc ? 'grpc' : 'h2', call.t0);
   let req: ClientHttp2Stream;
   try {
     req = deps.sessions.get(route.target).request(headers, { endStream });

@@ -7,6 +7,8 @@ import type { SidecarMetrics } from '../metrics/metrics.js';
 import type { AuditMode } from '../config.js';
 import type { Logger } from '../log.js';
 import type { ExchangeSink } from '../exchange-sink.js';
+import { observeOverhead } from '../metrics/observe-exchange.js';
+import { sessionClosed, sessionOpened } from '../metrics/observe-connections.js';
 import { correlate, type Correlation } from '../correlation/correlate.js';
 import { peerOf } from '../audit/peer-label.js';
 import { httpRequestRecord, roundMs } from '../audit/http-record.js';
@@ -104,7 +106,7 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
       if (!admitted()) return reject(res, record, t0, 503, new ProxyError('AUDITMESH_JOURNAL_WRITE', 'audit journal full, unwritable or behind (on-journal-full reject)'), false);
       const responseHeaders = { 'x-request-id': correlation.requestId };
       const forward = (): void => {
-        deps.metrics.proxyOverhead.observe({ direction: deps.direction, protocol: 'http1' }, (performance.now() - t0) / 1000);
+        observeOverhead(deps.metrics, deps.direction, 'http1', t0);
         deps.forwarder.web(req, res, route.target, responseHeaders, (outcome) => complete(record, t0, outcome));
       };
       if (!auditing || deps.mode !== 'strict') {
@@ -137,11 +139,9 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
       req.headers.connection = 'upgrade';
       req.headers.upgrade = protocol;
       record['audit.kind'] = 'websocket';
-      const labels = { direction: deps.direction, kind: 'websocket' };
-      deps.metrics.connectionsOpened.inc(labels);
-      deps.metrics.connections.inc(labels);
+      sessionOpened(deps.metrics, deps.direction, 'websocket');
       deps.forwarder.upgrade(req, socket, head, route.target, (outcome: UpgradeOutcome) => {
-        deps.metrics.connections.dec(labels);
+        sessionClosed(deps.metrics, deps.direction, 'websocket');
         record['audit.bytes_in'] = outcome.bytesIn;
         record['audit.bytes_out'] = outcome.bytesOut;
         complete(record, t0, { ...outcome, upstreamResponded: outcome.status === 101, requestBytes: outcome.bytesIn, responseBytes: outcome.bytesOut });

@@ -10,8 +10,10 @@ export const BUILD_VERSION = '0.1.0';
  */
 export interface SidecarMetrics {
   readonly registry: Registry;
+  /** False with --request-metrics off: exchanges are not counted or timed (to measure what that costs). */
+  readonly perRequest: boolean;
   readonly requests: Counter<'direction' | 'protocol' | 'method' | 'status_class' | 'grpc_status' | 'peer'>;
-  readonly requestDuration: Histogram<'direction' | 'protocol'>;
+  readonly requestDuration: Histogram<'direction' | 'protocol' | 'peer'>;
   readonly bytes: Counter<'direction' | 'way'>;
   readonly connections: Gauge<'direction' | 'kind'>;
   readonly journalRecords: Counter<'result'>;
@@ -23,6 +25,10 @@ export interface SidecarMetrics {
   readonly anomalyActive: Gauge<'kind' | 'peer'>;
   readonly proxyOverhead: Histogram<'direction' | 'protocol'>;
   readonly connectionsOpened: Counter<'direction' | 'kind'>;
+  readonly connectionsClosed: Counter<'direction' | 'kind'>;
+  readonly tcpOpened: Counter<'direction'>;
+  readonly tcpClosed: Counter<'direction'>;
+  readonly tcpActive: Gauge<'direction'>;
   readonly journalBytes: Gauge;
   readonly journalLimitBytes: Gauge;
   readonly journalFull: Gauge;
@@ -57,9 +63,15 @@ const DURATION_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.7
 const OVERHEAD_BUCKETS_S = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1];
 const COMMIT_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
 
-/** A registry with the default process metrics and auditmesh_build_info: every auditmesh process starts from this. */
-export function createRegistry(): Registry {
+/**
+ * A registry with prom-client's default process and Node metrics (event-loop lag above all, for a
+ * Node proxy) and `auditmesh_build_info`: every auditmesh process starts from this, and rules
+ * select auditmesh's own targets by it (`and on (job, instance) auditmesh_build_info`).
+ * `defaultLabels` go on every series the registry exposes.
+ */
+export function createRegistry(defaultLabels: Record<string, string> = {}): Registry {
   const registry = new Registry();
+  registry.setDefaultLabels(defaultLabels);
   collectDefaultMetrics({ register: registry });
   new Gauge({
     name: 'auditmesh_build_info',
@@ -70,10 +82,24 @@ export function createRegistry(): Registry {
   return registry;
 }
 
-export function createSidecarMetrics(): SidecarMetrics {
-  const registry = createRegistry();
+/**
+ * `service`, the sidecar's own identity, is a label on every series it exposes: an edge on a
+ * dashboard is service → peer, and the scrape target's labels (pod, namespace) do not name it.
+ */
+export function createSidecarMetrics(opts: { perRequest?: boolean; service?: string } = {}): SidecarMetrics {
+  const registry = createRegistry(opts.service === undefined ? {} : { service: opts.service });
+  const journalRecords = new Counter({
+    name: 'auditmesh_journal_records_total',
+    help: 'Audit records by journal outcome (written, failed)',
+    labelNames: ['result'],
+    registers: [registry],
+  });
+  // Both outcomes exist from the start, so rate() and alerts see a 0 rather than no series.
+  for (const result of ['written', 'failed']) journalRecords.inc({ result }, 0);
   return {
     registry,
+    perRequest: opts.perRequest ?? true,
+    journalRecords,
     requests: new Counter({
       name: 'auditmesh_requests_total',
       help: 'Exchanges proxied, by direction, protocol, method, status class, gRPC status and peer service',
@@ -82,8 +108,8 @@ export function createSidecarMetrics(): SidecarMetrics {
     }),
     requestDuration: new Histogram({
       name: 'auditmesh_request_duration_seconds',
-      help: 'Duration of proxied exchanges, first request byte to last response byte',
-      labelNames: ['direction', 'protocol'],
+      help: 'Duration of proxied exchanges, first request byte to last response byte, by direction, protocol and peer service',
+      labelNames: ['direction', 'protocol', 'peer'],
       buckets: DURATION_BUCKETS_S,
       registers: [registry],
     }),
@@ -95,14 +121,8 @@ export function createSidecarMetrics(): SidecarMetrics {
     }),
     connections: new Gauge({
       name: 'auditmesh_connections_active',
-      help: 'Open tunnels and WebSocket sessions',
+      help: 'Open tunnels, WebSocket sessions and opaque TCP connections',
       labelNames: ['direction', 'kind'],
-      registers: [registry],
-    }),
-    journalRecords: new Counter({
-      name: 'auditmesh_journal_records_total',
-      help: 'Audit records by journal outcome (written, failed)',
-      labelNames: ['result'],
       registers: [registry],
     }),
     journalCommitDuration: new Histogram({
@@ -147,6 +167,13 @@ export function createSidecarMetrics(): SidecarMetrics {
       labelNames: ['direction', 'kind'],
       registers: [registry],
     }),
+    connectionsClosed: new Counter({
+      name: 'auditmesh_connections_closed_total',
+      help: 'Tunnels, WebSocket sessions and opaque TCP connections closed',
+      labelNames: ['direction', 'kind'],
+      registers: [registry],
+    }),
+    ...createTcpMetrics(registry),
     batcherPending: new Gauge({
       name: 'auditmesh_batcher_pending_records',
       help: 'Records handed over but not yet committed to the journal',
@@ -197,6 +224,16 @@ function createShipperMetrics(registry: Registry): ShipperMetrics {
   };
 }
 
+/** Every client connection the capture listeners accept, whatever protocol it turns out to speak. */
+function createTcpMetrics(registry: Registry) {
+  const labelNames = ['direction'] as const;
+  return {
+    tcpOpened: new Counter({ name: 'auditmesh_tcp_connections_opened_total', help: 'Client TCP connections accepted by the inbound and outbound listeners', labelNames, registers: [registry] }),
+    tcpClosed: new Counter({ name: 'auditmesh_tcp_connections_closed_total', help: 'Client TCP connections closed', labelNames, registers: [registry] }),
+    tcpActive: new Gauge({ name: 'auditmesh_tcp_connections_active', help: 'Client TCP connections open now', labelNames, registers: [registry] }),
+  };
+}
+
 /** The journal's bound and what happens at it (--journal-limit-bytes, --on-journal-full). */
 function createJournalBoundMetrics(registry: Registry) {
   return {
@@ -235,4 +272,10 @@ const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT'
 /** Methods outside RFC 9110's set become `_OTHER`, as OpenTelemetry prescribes. */
 export function methodLabel(method: string | undefined): string {
   return method !== undefined && KNOWN_METHODS.has(method) ? method : '_OTHER';
+}
+
+/** gRPC's status codes are 0..16; anything else an upstream sends becomes `_OTHER`; '' for no gRPC status. */
+export function grpcStatusLabel(code: number | undefined): string {
+  if (code === undefined) return '';
+  return Number.isInteger(code) && code >= 0 && code <= 16 ? String(code) : '_OTHER';
 }
