@@ -3,6 +3,7 @@ import type { ClientRequest, IncomingMessage, OutgoingHttpHeaders, ServerRespons
 import type { Duplex } from 'node:stream';
 import httpProxy from 'http-proxy';
 import { ProxyError, classify, rescue } from '../errors.js';
+import { ForwardedRequest, hasBody, headerPairs } from './forwarded-request.js';
 import { forwardableResponseHeaders } from './hop-headers.js';
 import type { ForwardOutcome, ForwarderTimeouts, HttpForwarder, UpgradeOutcome, UpstreamTarget } from './forwarder.js';
 import { createDeadlineSweep, sweepTickMs, type Swept } from './deadline-sweep.js';
@@ -12,18 +13,12 @@ const EXCHANGE = Symbol('auditmesh.exchange');
 type Carrier = { [EXCHANGE]?: Exchange };
 const exchangeOf = (emitter: unknown): Exchange => (emitter as Carrier)[EXCHANGE]!;
 
-const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
-
 /**
  * State of one forwarded request. Its listeners are module-level functions that find it through
  * EXCHANGE, and its response and idle deadlines are checked by the forwarder's one sweep: no
  * closure, once() wrapper or timer is allocated per request for them.
  */
-class Exchange implements Swept {
-  readonly startedAt = performance.now();
-  readonly outcome: ForwardOutcome = { upstreamResponded: false, requestBytes: 0, responseBytes: 0 };
-  finished = false;
-  retried = false;
+class Exchange extends ForwardedRequest implements Swept {
   proxyReq: ClientRequest | null = null;
   /** When the request was fully sent upstream: the response deadline runs from here; 0 before. */
   sentAtMs = 0;
@@ -31,14 +26,9 @@ class Exchange implements Swept {
   lastBytes = -1;
   lastActiveMs = 0;
 
-  constructor(
-    readonly req: IncomingMessage,
-    readonly res: ServerResponse,
-    readonly target: UpstreamTarget,
-    readonly responseHeaders: OutgoingHttpHeaders,
-    readonly done: (outcome: ForwardOutcome) => void,
-    readonly timeouts: ForwarderTimeouts,
-  ) {}
+  constructor(req: IncomingMessage, res: ServerResponse, target: UpstreamTarget, responseHeaders: OutgoingHttpHeaders, done: (outcome: ForwardOutcome) => void, readonly timeouts: ForwarderTimeouts) {
+    super(req, res, target, responseHeaders, done);
+  }
 
   check(nowMs: number): boolean {
     const proxyReq = this.proxyReq;
@@ -99,8 +89,7 @@ export function createHttpProxyForwarder(timeouts: ForwarderTimeouts): HttpForwa
   /** http-proxy calls back with (err, req) when forwarding failed. */
   function onForwardError(err: Error, req: IncomingMessage): void {
     const ex = exchangeOf(req);
-    const reused = ex.proxyReq?.reusedSocket === true;
-    if (!ex.finished && !ex.outcome.upstreamResponded && reused && canRetry(req, err) && !ex.retried) {
+    if (ex.proxyReq?.reusedSocket === true && (err as { code?: string }).code === 'ECONNRESET' && ex.replayable()) {
       // The keep-alive race: a pooled socket closed as it was reused. Safe to replay once.
       ex.retried = true;
       ex.proxyReq = null;
@@ -109,7 +98,7 @@ export function createHttpProxyForwarder(timeouts: ForwarderTimeouts): HttpForwa
       forward(ex);
       return;
     }
-    fail(ex, err);
+    ex.fail(err);
   }
 
   function forward(ex: Exchange): void {
@@ -122,7 +111,7 @@ export function createHttpProxyForwarder(timeouts: ForwarderTimeouts): HttpForwa
       (req as Carrier)[EXCHANGE] = ex;
       (res as Carrier)[EXCHANGE] = ex;
       // A request with neither Content-Length nor Transfer-Encoding has no body (RFC 9112 §6.3).
-      if (req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined) req.on('data', onRequestData);
+      if (hasBody(req)) req.on('data', onRequestData);
       // http-proxy no longer cancels the upstream request when the client goes away (#1586).
       res.on('close', onClientClose);
       res.on('finish', onClientFinish);
@@ -149,19 +138,13 @@ function onClientClose(this: ServerResponse): void {
   if (this.writableFinished) return;
   const ex = exchangeOf(this);
   ex.proxyReq?.destroy();
-  fail(ex, new ProxyError('AUDITMESH_CLIENT_ABORTED', 'client closed the connection'), 'aborted');
+  ex.fail(new ProxyError('AUDITMESH_CLIENT_ABORTED', 'client closed the connection'), 'aborted');
 }
 
 /** The client has the whole response; only a relayed upstream response counts (a rescue answer finishes in fail()). */
 function onClientFinish(this: ServerResponse): void {
   const ex = exchangeOf(this);
-  if (ex.outcome.upstreamResponded) finish(ex);
-}
-
-function canRetry(req: IncomingMessage, err: unknown): boolean {
-  const code = (err as { code?: string }).code;
-  const hasBody = req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0';
-  return code === 'ECONNRESET' && IDEMPOTENT.has(req.method ?? '') && !hasBody && req.headers['transfer-encoding'] === undefined;
+  if (ex.outcome.upstreamResponded) ex.finish();
 }
 
 /** The connect deadline of a new upstream connection; the response and idle deadlines are the sweep's. */
@@ -190,7 +173,7 @@ function relayResponse(ex: Exchange, proxyRes: IncomingMessage): void {
   const headers = forwardableResponseHeaders(proxyRes.rawHeaders, proxyRes.headers.connection);
   if (headers === null || res.headersSent || res.destroyed) {
     proxyRes.destroy();
-    fail(ex, new ProxyError('AUDITMESH_UPSTREAM_PROTOCOL', 'upstream sent invalid response headers'));
+    ex.fail(new ProxyError('AUDITMESH_UPSTREAM_PROTOCOL', 'upstream sent invalid response headers'));
     return;
   }
   Object.assign(headers, ex.responseHeaders);
@@ -216,45 +199,13 @@ function onResponseData(this: IncomingMessage, chunk: Buffer): void {
 }
 
 function onResponseEnd(this: IncomingMessage): void {
-  if (Object.keys(this.trailers).length > 0) exchangeOf(this).res.addTrailers(this.rawTrailers.length > 0 ? pairs(this.rawTrailers) : this.trailers);
+  if (Object.keys(this.trailers).length > 0) exchangeOf(this).res.addTrailers(this.rawTrailers.length > 0 ? headerPairs(this.rawTrailers) : this.trailers);
 }
 
 function onResponseCutShort(this: IncomingMessage, err?: Error): void {
   const ex = exchangeOf(this);
   if (ex.finished || this.complete) return;
-  fail(ex, err ?? new ProxyError('AUDITMESH_UPSTREAM_RESET', 'upstream closed mid-response'), 'incomplete');
-}
-
-function pairs(raw: readonly string[]): Array<[string, string]> {
-  const out: Array<[string, string]> = [];
-  for (let i = 0; i + 1 < raw.length; i += 2) out.push([raw[i]!, raw[i + 1]!]);
-  return out;
-}
-
-function finish(ex: Exchange): void {
-  if (ex.finished) return;
-  ex.finished = true;
-  ex.done(ex.outcome);
-}
-
-/** Records a failure; before headers the client gets the rescue table's answer, after them an abort. */
-function fail(ex: Exchange, err: unknown, kind?: ForwardOutcome['errorKind']): void {
-  if (ex.finished) return;
-  const error = classify(err);
-  const r = rescue(error);
-  ex.outcome.error = error;
-  ex.outcome.errorKind = kind ?? (ex.outcome.upstreamResponded ? 'incomplete' : r.kind);
-  const { res } = ex;
-  if (kind === 'aborted') {
-    // Nobody to answer.
-  } else if (!res.headersSent && !res.destroyed) {
-    ex.outcome.status = r.status;
-    res.writeHead(r.status, { ...ex.responseHeaders, 'content-type': 'text/plain; charset=utf-8', 'x-auditmesh-error': error.code, connection: 'close' });
-    res.end(`auditmesh: ${r.message}\n`);
-  } else {
-    res.destroy();
-  }
-  finish(ex);
+  ex.fail(err ?? new ProxyError('AUDITMESH_UPSTREAM_RESET', 'upstream closed mid-response'), 'incomplete');
 }
 
 function forwardUpgrade(
