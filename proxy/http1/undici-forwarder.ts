@@ -102,10 +102,14 @@ function upstreamHeaders(headers: IncomingHttpHeaders): string[] {
 /** The headers object node:http builds from a raw list (its rules for repeated fields), for the record. */
 function incomingHeaders(raw: readonly string[]): IncomingHttpHeaders {
   const headers: IncomingHttpHeaders = {};
-  const add = (http.IncomingMessage.prototype as unknown as { _addHeaderLine(this: object, name: string, value: string, dest: object): void })._addHeaderLine;
-  for (let i = 0; i + 1 < raw.length; i += 2) add.call({}, raw[i]!, raw[i + 1]!, headers);
+  for (let i = 0; i + 1 < raw.length; i += 2) addHeaderLine.call(NODE_DEFAULTS, raw[i]!, raw[i + 1]!, headers);
   return headers;
 }
+
+/** node:http's own rule for one header line (which repeated fields join, which keep the first). */
+const addHeaderLine = (http.IncomingMessage.prototype as unknown as { _addHeaderLine(this: object, name: string, value: string, dest: object): void })._addHeaderLine;
+/** The `this` it reads its options from: joinDuplicateHeaders off, node:http's default. */
+const NODE_DEFAULTS = Object.freeze({});
 
 /** One forwarded request, and undici's handler for it (undici's legacy handler API, its native one). */
 class UndiciExchange extends ForwardedRequest implements Dispatcher.DispatchHandler {
