@@ -37,8 +37,12 @@ async function startSidecarServer(mode: 'off' | 'async' | 'strict', upstreamPort
   const { sidecarConfig } = await import('../proxy/config.js');
   const { startSidecar } = await import('../proxy/sidecar.js');
   const dir = await mkdtemp(join(tmpdir(), 'auditmesh-bench-'));
+  // FORWARD_ENGINE (bench/README.md): the sidecar's --forward-engine; unset, the sidecar's default.
+  const engine = process.env.FORWARD_ENGINE;
+  if (engine !== undefined && engine !== '' && engine !== 'http-proxy' && engine !== 'undici') throw new Error(`FORWARD_ENGINE: expected http-proxy or undici, got ${JSON.stringify(engine)}`);
   const sidecar = await startSidecar(
     sidecarConfig({
+      ...(engine === 'http-proxy' || engine === 'undici' ? { forwardEngine: engine } : {}),
       service: 'bench',
       appPort: upstreamPort,
       auditMode: mode,

@@ -8,6 +8,7 @@ import { ALERT_FLAGS, alertOptionsFromFlags } from './alerts/alert-flags.js';
 import { DEFAULT_SECRET_HEADERS, DEFAULT_SECRET_PARAMS } from './audit/redact.js';
 
 export type AuditMode = 'async' | 'strict' | 'off';
+export type ForwardEngine = 'http-proxy' | 'undici';
 
 export interface ShipSettings {
   windowSegments: number;
@@ -43,6 +44,8 @@ export interface SidecarConfig {
   idleTimeoutMs: number;
   upstreamKeepAliveMs: number;
   maxSocketsPerUpstream: number;
+  /** The HTTP/1.1 forwarding engine (proxy/http1/forwarder.ts); WebSocket upgrades always go through http-proxy. */
+  forwardEngine: ForwardEngine;
   secretHeaders: readonly string[];
   secretParams: readonly string[];
   logLevel: 'info' | 'warn' | 'error' | 'silent';
@@ -93,6 +96,7 @@ export const SIDECAR_FLAGS: readonly FlagSpec[] = [
   { name: 'idle-timeout-ms', type: 'int', default: '300000', help: 'a proxied connection idle for this long is closed' },
   { name: 'upstream-keepalive-ms', type: 'int', default: '4000', help: 'idle pooled upstream sockets close after this (keep below the app keep-alive timeout)' },
   { name: 'max-sockets-per-upstream', type: 'int', default: '256', help: 'connection pool size per upstream' },
+  { name: 'forward-engine', type: 'string', default: 'http-proxy', choices: ['http-proxy', 'undici'], help: 'HTTP/1.1 forwarding engine: http-proxy, or undici (about half the CPU per request)' },
   { name: 'secret-headers', type: 'list', default: DEFAULT_SECRET_HEADERS.join(','), help: 'headers recorded only as HMAC fingerprints' },
   { name: 'secret-params', type: 'list', default: DEFAULT_SECRET_PARAMS.join(','), help: 'query parameters recorded only as HMAC fingerprints' },
   { name: 'resolve', type: 'list', help: 'static outbound resolution NAME:PORT=HOST:PORT, comma-separated (local runs without DNS)' },
@@ -172,6 +176,7 @@ export function sidecarConfigFromFlags(values: FlagValues, env: Readonly<Record<
     idleTimeoutMs: values['idle-timeout-ms'] as number,
     upstreamKeepAliveMs: values['upstream-keepalive-ms'] as number,
     maxSocketsPerUpstream: values['max-sockets-per-upstream'] as number,
+    forwardEngine: values['forward-engine'] as ForwardEngine,
     secretHeaders: values['secret-headers'] as string[],
     secretParams: values['secret-params'] as string[],
     logLevel: values['log-level'] as SidecarConfig['logLevel'],

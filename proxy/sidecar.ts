@@ -12,6 +12,7 @@ import { openAudit } from './audit/open-audit.js';
 import { createRedactor } from './audit/redact.js';
 import { createPeerLabels } from './audit/peer-label.js';
 import { createHttpProxyForwarder } from './http1/http-proxy-forwarder.js';
+import { createUndiciForwarder } from './http1/undici-forwarder.js';
 import { createExchangeHandler } from './http1/exchange.js';
 import { routeByAuthority, routeInbound, routeOutbound, type Route } from './http1/target.js';
 import { assertOriginalDstAvailable, redirectedDestination } from './capture/original-dst.js';
@@ -50,7 +51,7 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
   const redactor = createRedactor({ key: await loadOrCreateSecret(config.redactionKeyFile), secretHeaders: config.secretHeaders, secretParams: config.secretParams });
   const audit = await openAudit(config, metrics, log);
   const shipper = openShipper(config, audit, metrics, log);
-  const forwarder = createHttpProxyForwarder(config);
+  const forwarder = config.forwardEngine === 'undici' ? createUndiciForwarder(config, createHttpProxyForwarder(config)) : createHttpProxyForwarder(config);
   const sessions = createSessionPool({ connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs });
   const peerLabel = createPeerLabels();
   const alerting = config.alerts.intervalMs > 0 ? createAlerting({ service: config.service, options: config.alerts, metrics, peerLabel, audit, log }) : null;

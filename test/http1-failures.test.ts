@@ -39,8 +39,10 @@ test('a hanging upstream gets 504 after the configured response timeout and is r
 test('a client abort mid-upload aborts the upstream request and is recorded as aborted', async (t) => {
   let upstreamSawAbort!: () => void;
   const aborted = new Promise<void>((resolve) => (upstreamSawAbort = resolve));
+  let upstreamSawBody!: () => void;
+  const bodyArrived = new Promise<void>((resolve) => (upstreamSawBody = resolve));
   const app = http.createServer((req) => {
-    req.on('data', () => {});
+    req.on('data', () => upstreamSawBody());
     req.on('close', () => {
       if (!req.complete) upstreamSawAbort();
     });
@@ -53,7 +55,9 @@ test('a client abort mid-upload aborts the upstream request and is recorded as a
   const client = net.connect(sidecar.ports.inbound!, '127.0.0.1');
   client.on('error', () => {});
   client.write('POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n' + 'a'.repeat(1000));
-  setTimeout(() => client.destroy(), 100);
+  // Mid-upload for the upstream too: it has the request and part of its body when the client goes.
+  await bodyArrived;
+  client.destroy();
 
   await aborted;
   const rec = await tail.next((r) => r['url.path'] === '/upload');

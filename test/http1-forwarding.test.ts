@@ -75,14 +75,13 @@ test('a chunked DELETE body is forwarded chunked, never with content-length 0 (h
     'DELETE /thing HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
   );
   t.regex(raw, /deleted/);
-  t.is(app.seen[0]!.method, 'DELETE');
-  t.is(app.seen[0]!.body.toString(), 'body');
-  t.not(app.seen[0]!.headers['content-length'], '0');
-  // The second request on the connection reaches the app as its own request, not hidden in a body.
-  t.deepEqual(
-    app.seen.map((s) => s.url),
-    ['/thing', '/smuggled'],
-  );
+  const deleted = app.seen.find((s) => s.url === '/thing')!;
+  t.is(deleted.method, 'DELETE');
+  t.is(deleted.body.toString(), 'body');
+  t.not(deleted.headers['content-length'], '0');
+  // The second request on the connection reaches the app as its own request, not hidden in a
+  // body. (Forwarded over two pooled upstream connections, the two may arrive in either order.)
+  t.deepEqual(app.seen.map((s) => s.url).sort(), ['/smuggled', '/thing']);
 });
 
 test('strips hop-by-hop and Connection-listed headers both ways', async (t) => {

@@ -3,23 +3,52 @@ import type { ClientRequest, IncomingMessage, OutgoingHttpHeaders, ServerRespons
 import type { Duplex } from 'node:stream';
 import httpProxy from 'http-proxy';
 import { ProxyError, classify, rescue } from '../errors.js';
+import { ForwardedRequest, hasBody, headerPairs } from './forwarded-request.js';
 import { forwardableResponseHeaders } from './hop-headers.js';
 import type { ForwardOutcome, ForwarderTimeouts, HttpForwarder, UpgradeOutcome, UpstreamTarget } from './forwarder.js';
+import { createDeadlineSweep, sweepTickMs, type Swept } from './deadline-sweep.js';
 
-/** State of one forwarded request, shared between http-proxy's server-level events and web()'s callback. */
-interface Exchange {
-  res: ServerResponse;
-  startedAt: number;
-  outcome: ForwardOutcome;
-  finished: boolean;
-  retried: boolean;
-  proxyReq?: ClientRequest;
-  timers: NodeJS.Timeout[];
-  responseHeaders: OutgoingHttpHeaders;
-  done: (outcome: ForwardOutcome) => void;
+/** Set on the request, the response and both upstream messages: shared listeners find their exchange here. */
+const EXCHANGE = Symbol('auditmesh.exchange');
+type Carrier = { [EXCHANGE]?: Exchange };
+const exchangeOf = (emitter: unknown): Exchange => (emitter as Carrier)[EXCHANGE]!;
+
+/**
+ * State of one forwarded request. Its listeners are module-level functions that find it through
+ * EXCHANGE, and its response and idle deadlines are checked by the forwarder's one sweep: no
+ * closure, once() wrapper or timer is allocated per request for them.
+ */
+class Exchange extends ForwardedRequest implements Swept {
+  proxyReq: ClientRequest | null = null;
+  /** When the request was fully sent upstream: the response deadline runs from here; 0 before. */
+  sentAtMs = 0;
+  /** Upstream socket bytes both ways at the last sweep, and when they last changed (idle deadline). */
+  lastBytes = -1;
+  lastActiveMs = 0;
+
+  constructor(req: IncomingMessage, res: ServerResponse, target: UpstreamTarget, responseHeaders: OutgoingHttpHeaders, done: (outcome: ForwardOutcome) => void, readonly timeouts: ForwarderTimeouts) {
+    super(req, res, target, responseHeaders, done);
+  }
+
+  check(nowMs: number): boolean {
+    const proxyReq = this.proxyReq;
+    if (this.finished || proxyReq === null) return false;
+    if (this.sentAtMs > 0 && !this.outcome.upstreamResponded && nowMs - this.sentAtMs >= this.timeouts.responseTimeoutMs) {
+      proxyReq.destroy(new ProxyError('AUDITMESH_UPSTREAM_TIMEOUT', 'upstream response timed out'));
+      return false;
+    }
+    const socket = proxyReq.socket;
+    const bytes = socket === null ? 0 : socket.bytesRead + socket.bytesWritten;
+    if (bytes !== this.lastBytes) {
+      this.lastBytes = bytes;
+      this.lastActiveMs = nowMs;
+    } else if (nowMs - this.lastActiveMs >= this.timeouts.idleTimeoutMs) {
+      proxyReq.destroy(new ProxyError('AUDITMESH_UPSTREAM_TIMEOUT', 'upstream idle timed out'));
+      return false;
+    }
+    return true;
+  }
 }
-
-const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 
 /**
  * HTTP/1.1 forwarding on http-proxy 1.18.1, without its known defects (see REFERENCES.md):
@@ -40,57 +69,53 @@ export function createHttpProxyForwarder(timeouts: ForwarderTimeouts): HttpForwa
   // pipes the body: request smuggling (#1720). Framing is forwarded intact instead.
   const passes = proxy as unknown as { webPasses: Array<{ name: string }> };
   passes.webPasses = passes.webPasses.filter((p) => p.name !== 'deleteLength');
-  const exchanges = new WeakMap<IncomingMessage, Exchange>();
+  const sweep = createDeadlineSweep(sweepTickMs(timeouts.responseTimeoutMs, timeouts.idleTimeoutMs));
 
   // http-proxy emits 'error' on the server when a call has no callback; every call has one, but
   // an 'error' listener keeps a stray one from throwing (its onError rethrows without listeners).
   proxy.on('error', () => {});
-  proxy.on('proxyReq', (proxyReq, req) => {
-    const ex = exchanges.get(req);
-    if (ex !== undefined) watchUpstreamRequest(ex, proxyReq, timeouts);
+  // Emitted once the upstream request has its socket.
+  proxy.on('proxyReq', (proxyReq: ClientRequest, req: IncomingMessage) => {
+    const ex = (req as Carrier)[EXCHANGE];
+    if (ex === undefined) return;
+    watchUpstreamRequest(ex, proxyReq, timeouts);
+    sweep.add(ex);
   });
-  proxy.on('proxyRes', (proxyRes, req) => {
-    const ex = exchanges.get(req);
+  proxy.on('proxyRes', (proxyRes: IncomingMessage, req: IncomingMessage) => {
+    const ex = (req as Carrier)[EXCHANGE];
     if (ex !== undefined) relayResponse(ex, proxyRes);
   });
 
-  function forward(req: IncomingMessage, ex: Exchange, target: UpstreamTarget): void {
-    proxy.web(req, ex.res, { target: { host: target.host, port: target.port, protocol: 'http:' } }, (err) => {
-      const reused = ex.proxyReq?.reusedSocket === true;
-      if (!ex.finished && !ex.outcome.upstreamResponded && reused && canRetry(req, err) && !ex.retried) {
-        // The keep-alive race: a pooled socket closed as it was reused. Safe to replay once.
-        ex.retried = true;
-        clearTimers(ex);
-        forward(req, ex, target);
-        return;
-      }
-      fail(ex, err);
-    });
+  /** http-proxy calls back with (err, req) when forwarding failed. */
+  function onForwardError(err: Error, req: IncomingMessage): void {
+    const ex = exchangeOf(req);
+    if (ex.proxyReq?.reusedSocket === true && (err as { code?: string }).code === 'ECONNRESET' && ex.replayable()) {
+      // The keep-alive race: a pooled socket closed as it was reused. Safe to replay once.
+      ex.retried = true;
+      ex.proxyReq = null;
+      ex.sentAtMs = 0;
+      ex.lastBytes = -1;
+      forward(ex);
+      return;
+    }
+    ex.fail(err);
+  }
+
+  function forward(ex: Exchange): void {
+    proxy.web(ex.req, ex.res, { target: { host: ex.target.host, port: ex.target.port, protocol: 'http:' } }, onForwardError);
   }
 
   return {
     web(req, res, target, responseHeaders, done) {
-      const ex: Exchange = {
-        res,
-        startedAt: performance.now(),
-        outcome: { upstreamResponded: false, requestBytes: 0, responseBytes: 0 },
-        finished: false,
-        retried: false,
-        timers: [],
-        responseHeaders,
-        done,
-      };
-      exchanges.set(req, ex);
-      req.on('data', (chunk: Buffer) => {
-        ex.outcome.requestBytes += chunk.length;
-      });
+      const ex = new Exchange(req, res, target, responseHeaders, done, timeouts);
+      (req as Carrier)[EXCHANGE] = ex;
+      (res as Carrier)[EXCHANGE] = ex;
+      // A request with neither Content-Length nor Transfer-Encoding has no body (RFC 9112 §6.3).
+      if (hasBody(req)) req.on('data', onRequestData);
       // http-proxy no longer cancels the upstream request when the client goes away (#1586).
-      res.on('close', () => {
-        if (res.writableFinished) return;
-        ex.proxyReq?.destroy();
-        fail(ex, new ProxyError('AUDITMESH_CLIENT_ABORTED', 'client closed the connection'), 'aborted');
-      });
-      forward(req, ex, target);
+      res.on('close', onClientClose);
+      res.on('finish', onClientFinish);
+      forward(ex);
     },
 
     upgrade(req, socket, head, target, done) {
@@ -98,43 +123,57 @@ export function createHttpProxyForwarder(timeouts: ForwarderTimeouts): HttpForwa
     },
 
     close() {
+      sweep.close();
       proxy.close();
       agent.destroy();
     },
   };
 }
 
-function canRetry(req: IncomingMessage, err: unknown): boolean {
-  const code = (err as { code?: string }).code;
-  const hasBody = req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0';
-  return code === 'ECONNRESET' && IDEMPOTENT.has(req.method ?? '') && !hasBody && req.headers['transfer-encoding'] === undefined;
+function onRequestData(this: IncomingMessage, chunk: Buffer): void {
+  exchangeOf(this).outcome.requestBytes += chunk.length;
 }
 
-/** Connect, response and idle timers for one upstream request, each cleared when it is done. */
+function onClientClose(this: ServerResponse): void {
+  if (this.writableFinished) return;
+  const ex = exchangeOf(this);
+  ex.proxyReq?.destroy();
+  ex.fail(new ProxyError('AUDITMESH_CLIENT_ABORTED', 'client closed the connection'), 'aborted');
+}
+
+/** The client has the whole response; only a relayed upstream response counts (a rescue answer finishes in fail()). */
+function onClientFinish(this: ServerResponse): void {
+  const ex = exchangeOf(this);
+  if (ex.outcome.upstreamResponded) ex.finish();
+}
+
+/** The connect deadline of a new upstream connection; the response and idle deadlines are the sweep's. */
 function watchUpstreamRequest(ex: Exchange, proxyReq: ClientRequest, timeouts: ForwarderTimeouts): void {
   ex.proxyReq = proxyReq;
+  (proxyReq as Carrier)[EXCHANGE] = ex;
   const socket = proxyReq.socket;
   if (socket?.connecting) {
+    // Once per new pooled connection, not per request: a timer of its own is fine.
     const t = setTimeout(() => proxyReq.destroy(new ProxyError('AUDITMESH_UPSTREAM_CONNECT_TIMEOUT', 'upstream connect timed out')), timeouts.connectTimeoutMs);
-    ex.timers.push(t);
     socket.once('connect', () => clearTimeout(t));
+    proxyReq.once('close', () => clearTimeout(t));
   }
-  // The response timer starts once the request is fully sent: a slow upload is not a slow upstream.
-  proxyReq.once('finish', () => {
-    if (ex.finished || ex.outcome.upstreamResponded) return;
-    ex.timers.push(setTimeout(() => proxyReq.destroy(new ProxyError('AUDITMESH_UPSTREAM_TIMEOUT', 'upstream response timed out')), timeouts.responseTimeoutMs));
-  });
-  proxyReq.setTimeout(timeouts.idleTimeoutMs, () => proxyReq.destroy(new ProxyError('AUDITMESH_UPSTREAM_TIMEOUT', 'upstream idle timed out')));
+  // The response deadline runs once the request is fully sent: a slow upload is not a slow upstream.
+  proxyReq.on('finish', onUpstreamRequestSent);
+}
+
+function onUpstreamRequestSent(this: ClientRequest): void {
+  const ex = exchangeOf(this);
+  if (ex.proxyReq === this && !ex.finished && !ex.outcome.upstreamResponded) ex.sentAtMs = performance.now();
 }
 
 function relayResponse(ex: Exchange, proxyRes: IncomingMessage): void {
-  clearTimers(ex);
   const { res, outcome } = ex;
   outcome.ttfbMs = performance.now() - ex.startedAt;
   const headers = forwardableResponseHeaders(proxyRes.rawHeaders, proxyRes.headers.connection);
   if (headers === null || res.headersSent || res.destroyed) {
     proxyRes.destroy();
-    fail(ex, new ProxyError('AUDITMESH_UPSTREAM_PROTOCOL', 'upstream sent invalid response headers'));
+    ex.fail(new ProxyError('AUDITMESH_UPSTREAM_PROTOCOL', 'upstream sent invalid response headers'));
     return;
   }
   Object.assign(headers, ex.responseHeaders);
@@ -142,63 +181,31 @@ function relayResponse(ex: Exchange, proxyRes: IncomingMessage): void {
   outcome.status = proxyRes.statusCode ?? 502;
   outcome.responseHeaders = proxyRes.headers;
   res.writeHead(outcome.status, proxyRes.statusMessage, headers);
-  proxyRes.on('data', (chunk: Buffer) => {
-    outcome.responseBytes += chunk.length;
-  });
+  (proxyRes as Carrier)[EXCHANGE] = ex;
+  proxyRes.on('data', onResponseData);
   // Registered before pipe()'s own 'end' handler, so trailers are set before res.end().
-  proxyRes.once('end', () => {
-    if (Object.keys(proxyRes.trailers).length > 0) res.addTrailers(proxyRes.rawTrailers.length > 0 ? pairs(proxyRes.rawTrailers) : proxyRes.trailers);
-  });
+  proxyRes.on('end', onResponseEnd);
   // pipe() with both failure paths wired by hand rather than stream.pipeline(), which costs an
   // AbortController and a DOMException per response. An upstream that fails mid-body destroys
   // res: the client sees an abort, never a truncated body that looks complete (http-proxy's own
   // pipe() has no error path).
   proxyRes.pipe(res);
-  const cutShort = (err?: Error): void => {
-    if (ex.finished || proxyRes.complete) return;
-    fail(ex, err ?? new ProxyError('AUDITMESH_UPSTREAM_RESET', 'upstream closed mid-response'), 'incomplete');
-  };
-  proxyRes.once('error', cutShort);
-  proxyRes.once('close', () => cutShort());
-  res.once('finish', () => finish(ex));
+  proxyRes.on('error', onResponseCutShort);
+  proxyRes.on('close', onResponseCutShort);
 }
 
-function pairs(raw: readonly string[]): Array<[string, string]> {
-  const out: Array<[string, string]> = [];
-  for (let i = 0; i + 1 < raw.length; i += 2) out.push([raw[i]!, raw[i + 1]!]);
-  return out;
+function onResponseData(this: IncomingMessage, chunk: Buffer): void {
+  exchangeOf(this).outcome.responseBytes += chunk.length;
 }
 
-function clearTimers(ex: Exchange): void {
-  for (const t of ex.timers) clearTimeout(t);
-  ex.timers.length = 0;
+function onResponseEnd(this: IncomingMessage): void {
+  if (Object.keys(this.trailers).length > 0) exchangeOf(this).res.addTrailers(this.rawTrailers.length > 0 ? headerPairs(this.rawTrailers) : this.trailers);
 }
 
-function finish(ex: Exchange): void {
-  if (ex.finished) return;
-  ex.finished = true;
-  clearTimers(ex);
-  ex.done(ex.outcome);
-}
-
-/** Records a failure; before headers the client gets the rescue table's answer, after them an abort. */
-function fail(ex: Exchange, err: unknown, kind?: ForwardOutcome['errorKind']): void {
-  if (ex.finished) return;
-  const error = classify(err);
-  const r = rescue(error);
-  ex.outcome.error = error;
-  ex.outcome.errorKind = kind ?? (ex.outcome.upstreamResponded ? 'incomplete' : r.kind);
-  const { res } = ex;
-  if (kind === 'aborted') {
-    // Nobody to answer.
-  } else if (!res.headersSent && !res.destroyed) {
-    ex.outcome.status = r.status;
-    res.writeHead(r.status, { ...ex.responseHeaders, 'content-type': 'text/plain; charset=utf-8', 'x-auditmesh-error': error.code, connection: 'close' });
-    res.end(`auditmesh: ${r.message}\n`);
-  } else {
-    res.destroy();
-  }
-  finish(ex);
+function onResponseCutShort(this: IncomingMessage, err?: Error): void {
+  const ex = exchangeOf(this);
+  if (ex.finished || this.complete) return;
+  ex.fail(err ?? new ProxyError('AUDITMESH_UPSTREAM_RESET', 'upstream closed mid-response'), 'incomplete');
 }
 
 function forwardUpgrade(

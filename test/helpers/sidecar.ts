@@ -16,11 +16,20 @@ export async function tempDir(t: ExecutionContext, prefix = 'auditmesh-'): Promi
   return dir;
 }
 
+/**
+ * The HTTP/1.1 engine test sidecars use: `AUDITMESH_FORWARD_ENGINE` as for the sidecar itself, so
+ * one test file can run the same behaviour tests against each engine (http1-undici-engine.test.ts).
+ */
+function forwardEngine(): Partial<SidecarConfig> {
+  const engine = process.env.AUDITMESH_FORWARD_ENGINE;
+  return engine === 'undici' || engine === 'http-proxy' ? { forwardEngine: engine } : {};
+}
+
 /** A real sidecar on 127.0.0.1 with its journal in a temp folder, closed when the test ends. */
 export async function startTestSidecar(t: ExecutionContext, overrides: Partial<SidecarConfig> = {}, log?: Logger): Promise<Sidecar & { dir: string }> {
   const dir = await tempDir(t);
   const sidecar = await startSidecar(
-    sidecarConfig({ service: 'svc', journalDir: join(dir, 'journal'), keyFile: join(dir, 'sidecar.key'), redactionKeyFile: join(dir, 'redaction.key'), ...overrides }),
+    sidecarConfig({ service: 'svc', journalDir: join(dir, 'journal'), keyFile: join(dir, 'sidecar.key'), redactionKeyFile: join(dir, 'redaction.key'), ...forwardEngine(), ...overrides }),
     log,
   );
   t.teardown(() => sidecar.close());
