@@ -50,7 +50,7 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
   const metrics = createSidecarMetrics({ perRequest: config.requestMetrics, service: config.service });
   const redactor = createRedactor({ key: await loadOrCreateSecret(config.redactionKeyFile), secretHeaders: config.secretHeaders, secretParams: config.secretParams });
   const audit = await openAudit(config, metrics, log);
-  const shipper = openShipper(config, audit, metrics, log);
+  const shipper = await openShipper(config, audit, metrics, log);
   const forwarder = config.forwardEngine === 'undici' ? createUndiciForwarder(config, createHttpProxyForwarder(config)) : createHttpProxyForwarder(config);
   const sessions = createSessionPool({ connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs });
   const peerLabel = createPeerLabels();

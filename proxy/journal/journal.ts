@@ -138,6 +138,8 @@ export class Journal {
   /** The collector's acknowledged batch, and whether it changed since it was last written. */
   #shipped: number;
   #shippedDirty = false;
+  /** maintain() asked for a commit that carries only the cursor (at most one per tick). */
+  #shippedWanted = false;
   #commitListeners = new Set<(head: JournalHead) => void>();
   #closing: Promise<void> | undefined;
   #closed = false;
@@ -284,7 +286,10 @@ export class Journal {
     const now = performance.now();
     const dueMs = this.#checkpointIntervalMs - maintenanceTickMs(this.#checkpointIntervalMs);
     if (!this.#writable || this.#prune !== null || now - this.#lastSignedAtMs >= dueMs) this.#requestLink();
-    else if (this.#shippedDirty) this.#pump();
+    else if (this.#shippedDirty) {
+      this.#shippedWanted = true;
+      this.#pump();
+    }
     if (now - this.#announcedAtMs >= dueMs) {
       this.#announcedAtMs = now;
       const { last_batch, last_seq, head } = this.#head;
@@ -313,8 +318,8 @@ export class Journal {
     this.#closing ??= (async () => {
       await this.#tail;
       while (this.#writing !== undefined) await this.#writing;
-      // The last acknowledgements, so the next start does not ship them again.
-      await this.#writeShipped();
+      // The last acknowledgements, so the next start does not ship them again (never on a failing disk).
+      if (this.#writable) await this.#writeShipped();
       await this.#stores.env.close();
       this.#closed = true;
       unregisterWriter(this.#realDir);
@@ -332,7 +337,8 @@ export class Journal {
     if (this.#writing !== undefined) return;
     let n = 0;
     while (n < this.#queue.length && this.#queue[n].ready) n++;
-    if (n === 0 && !this.#linkWanted && !this.#shippedDirty) return;
+    if (n === 0 && !this.#linkWanted && !this.#shippedWanted) return;
+    this.#shippedWanted = false;
     const wanted = this.#linkWanted;
     this.#linkWanted = false;
     const group = this.#queue.splice(0, n);
@@ -371,7 +377,8 @@ export class Journal {
       write = this.#write(entries, plan, prune);
       await write;
     } catch (err) {
-      this.#shippedDirty ||= this.#shipped !== readShippedFrom(this.#stores)?.batch;
+      // The cursor may have gone down with the failed commit: write it again later.
+      this.#shippedDirty ||= this.#shipped !== (readShippedFrom(this.#stores)?.batch ?? 0);
       const cause = await rejectionOf((err as { commitError?: Promise<unknown> }).commitError, err, COMMIT_ERROR_WAIT_MS);
       this.#fail(entries.map((s) => s.entry), 'journal_write', cause);
       return;
@@ -417,6 +424,7 @@ export class Journal {
       await this.#stores.env.batch(() => this.#putShipped());
     } catch (err) {
       // The cursor only spares re-shipping after a restart; the collector's Welcome is authoritative.
+      // Tried again at the next maintenance tick, not at once: a failing disk must not spin.
       this.#shippedDirty = true;
       this.#opts.log?.({ level: 'warn', msg: 'journal could not write the shipped cursor', err: (err as Error)?.message });
     }

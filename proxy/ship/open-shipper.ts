@@ -2,7 +2,7 @@ import type { SidecarConfig } from '../config.js';
 import type { AuditPipeline } from '../audit/pipeline.js';
 import type { SidecarMetrics } from '../metrics/metrics.js';
 import type { Logger } from '../log.js';
-import { startShipper, type Shipper } from './shipper.js';
+import type { Shipper } from './shipper.js';
 
 /** First reconnect delay ceiling; it doubles per failed attempt up to --ship-backoff-max-ms. */
 const BACKOFF_BASE_MS = 200;
@@ -10,9 +10,13 @@ const BACKOFF_BASE_MS = 200;
 const SEGMENT_TARGET_BYTES = 512 * 1024;
 const SEGMENT_TARGET_LINKS = 512;
 
-/** The sidecar's shipper from its config; null without --collector or without auditing. */
-export function openShipper(config: SidecarConfig, audit: AuditPipeline | null, metrics: SidecarMetrics, log: Logger): Shipper | null {
+/**
+ * The sidecar's shipper from its config; null without --collector or without auditing. Loaded
+ * only then: a sidecar without a collector does not pay for loading grpc-js at start.
+ */
+export async function openShipper(config: SidecarConfig, audit: AuditPipeline | null, metrics: SidecarMetrics, log: Logger): Promise<Shipper | null> {
   if (config.collector === undefined || audit === null) return null;
+  const { startShipper } = await import('./shipper.js');
   const { ship } = config;
   log('info', 'shipper started', { collector: config.collector, sidecar_id: config.sidecarId, window_segments: ship.windowSegments, window_bytes: ship.windowBytes });
   return startShipper({
