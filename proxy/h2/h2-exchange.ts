@@ -11,7 +11,7 @@ import { correlate, type Correlation } from '../correlation/correlate.js';
 import { peerOf } from '../audit/peer-label.js';
 import { httpRequestRecord, roundMs } from '../audit/http-record.js';
 import type { ExchangeSink } from '../exchange-sink.js';
-import { CLIENT_SERVICE_HEADER } from '../http1/exchange.js';
+import { CLIENT_SERVICE_HEADER, stripMeshHeaders } from '../correlation/mesh-headers.js';
 import { ProxyError, classify, rescue } from '../errors.js';
 import type { SessionPool } from './session-pool.js';
 import { createGrpcMessageCounter, parseGrpcPath, parseGrpcTimeout } from './grpc-framing.js';
@@ -45,6 +45,8 @@ export interface H2Deps {
   responseTimeoutMs: number;
   /** Interim records for long-lived streams at this interval; 0: none. */
   interimRecordMs: number;
+  /** A gRPC message from the client declared larger than this ends the call with RESOURCE_EXHAUSTED; 0: no limit. */
+  maxGrpcMessageBytes: number;
 }
 
 /** Everything one proxied HTTP/2 stream tracks until it closes. */
@@ -93,7 +95,10 @@ export function handleH2Stream(deps: H2Deps, stream: ServerHttp2Stream, headers:
     journal: true,
     done: false,
   };
-  stream.on('data', (chunk: Buffer) => call.requestCounter.push(chunk));
+  stream.on('data', (chunk: Buffer) => {
+    call.requestCounter.push(chunk);
+    if (deps.maxGrpcMessageBytes > 0 && grpc && call.requestCounter.largestMessageBytes > deps.maxGrpcMessageBytes && !call.done) tooLarge(call);
+  });
   stream.once('close', () => finish(call));
   if (route === null) return answerError(call, new ProxyError('AUDITMESH_NO_ROUTE', 'no upstream for this :authority'));
   const auditing = deps.audit !== null && deps.mode !== 'off';
@@ -191,6 +196,18 @@ function relayResponse(call: Call, req: ClientHttp2Stream, resHeaders: IncomingH
   req.pipe(stream);
 }
 
+/**
+ * A message over the limit, known from its length prefix before its payload: the upstream call is
+ * cancelled and the client gets RESOURCE_EXHAUSTED (or a reset once the response has started).
+ */
+function tooLarge(call: Call): void {
+  call.record['error.type'] = 'rejected';
+  call.req?.close(NGHTTP2_CANCEL);
+  call.stream.unpipe();
+  if (!call.stream.headersSent) answerError(call, new ProxyError('AUDITMESH_REQUEST_TOO_LARGE', `gRPC message larger than ${call.deps.maxGrpcMessageBytes} bytes`));
+  else if (!call.stream.closed) call.stream.close(NGHTTP2_CANCEL);
+}
+
 /** The call's deadline passed and neither side ended it: cancel upstream, tell the client. */
 function expire(call: Call): void {
   call.record['error.type'] = 'timeout';
@@ -276,7 +293,7 @@ function upstreamHeaders(deps: H2Deps, stream: ServerHttp2Stream, headers: Incom
   out.traceparent = c.traceparent;
   out['x-request-id'] = c.requestId;
   if (deps.direction === 'inbound') {
-    delete out[CLIENT_SERVICE_HEADER];
+    stripMeshHeaders(out);
     out['x-forwarded-for'] = stream.session?.socket?.remoteAddress ?? '';
   } else {
     out[CLIENT_SERVICE_HEADER] = deps.service;

@@ -47,7 +47,11 @@ export function createHttpProxyForwarder(timeouts: ForwarderTimeouts): HttpForwa
   proxy.on('error', () => {});
   proxy.on('proxyReq', (proxyReq, req) => {
     const ex = exchanges.get(req);
-    if (ex !== undefined) watchUpstreamRequest(ex, proxyReq, timeouts);
+    if (ex === undefined) return;
+    // http-proxy announces the upstream request only once it has a socket: an exchange that
+    // ended before (client gone, body over the limit) must not reach the upstream after all.
+    if (ex.finished) return void proxyReq.destroy();
+    watchUpstreamRequest(ex, proxyReq, timeouts);
   });
   proxy.on('proxyRes', (proxyRes, req) => {
     const ex = exchanges.get(req);
@@ -81,8 +85,14 @@ export function createHttpProxyForwarder(timeouts: ForwarderTimeouts): HttpForwa
         done,
       };
       exchanges.set(req, ex);
+      const limit = timeouts.maxRequestBodyBytes;
       req.on('data', (chunk: Buffer) => {
         ex.outcome.requestBytes += chunk.length;
+        if (limit > 0 && ex.outcome.requestBytes > limit && !ex.finished) {
+          // A chunked body declares no length: it is cut off once it passes the limit.
+          ex.proxyReq?.destroy();
+          fail(ex, new ProxyError('AUDITMESH_REQUEST_TOO_LARGE', `request body larger than ${limit} bytes`), 'rejected');
+        }
       });
       // http-proxy no longer cancels the upstream request when the client goes away (#1586).
       res.on('close', () => {
