@@ -2,6 +2,8 @@ import test from 'ava';
 import net from 'node:net';
 import { closeServer, listen, rawExchange, request, startUpstream } from './helpers/net.js';
 import { SECRET, SECRET_HEADERS, assertSound, recordOf, startHostile, type Hostile } from './helpers/hostile.js';
+import { httpRequestRecord } from '../proxy/audit/http-record.js';
+import { createRedactor } from '../proxy/audit/redact.js';
 
 // Hostile HTTP/1.1 input (issue 8): a clear 4xx or a closed connection, a record of the rejection
 // where the request got that far, and every case ends in assertSound (still serving, journal
@@ -240,4 +242,14 @@ test('spoofed auditmesh headers from outside the mesh are stripped on the way in
   t.is(rec2['peer.service'], 'unknown');
   t.true(rec2['audit.claimed.client']!.length <= 256);
   await assertSound(t, h);
+});
+
+test('a path a lenient parser let through with raw bytes would be recorded percent-escaped, as the bytes it was', (t) => {
+  // Node's parsers refuse such paths today (400 above, RST_STREAM for HTTP/2); the record must not depend on it.
+  const record = httpRequestRecord(
+    { kind: 'http', direction: 'inbound', service: 's', peer: undefined, protocolVersion: '1.1', clientAddress: undefined, clientPort: undefined, method: 'GET', scheme: 'http', path: '/caf\xe9/\x00\u2603?q=\xff', headers: {}, route: null, correlation: { traceId: 't', spanId: 's', traceparent: 'p', requestId: 'r' } },
+    createRedactor({ key: Buffer.alloc(32) }),
+  );
+  t.is(record['url.path'], '/caf%E9/%00%E2%98%83');
+  t.is(record['url.query'], 'q=%FF');
 });

@@ -95,9 +95,10 @@ export function handleH2Stream(deps: H2Deps, stream: ServerHttp2Stream, headers:
     journal: true,
     done: false,
   };
+  const encoded = headers['grpc-encoding'] !== undefined && headers['grpc-encoding'] !== 'identity';
   stream.on('data', (chunk: Buffer) => {
     call.requestCounter.push(chunk);
-    if (deps.maxGrpcMessageBytes > 0 && grpc && call.requestCounter.largestMessageBytes > deps.maxGrpcMessageBytes && !call.done) tooLarge(call);
+    if (grpc && !call.done && !call.answered) checkFraming(call, encoded);
   });
   stream.once('close', () => finish(call));
   if (route === null) return answerError(call, new ProxyError('AUDITMESH_NO_ROUTE', 'no upstream for this :authority'));
@@ -197,14 +198,23 @@ function relayResponse(call: Call, req: ClientHttp2Stream, resHeaders: IncomingH
 }
 
 /**
- * A message over the limit, known from its length prefix before its payload: the upstream call is
- * cancelled and the client gets RESOURCE_EXHAUSTED (or a reset once the response has started).
+ * The client's gRPC framing, checked from each length prefix before its payload: a message over
+ * the limit (RESOURCE_EXHAUSTED), an undefined flag byte or a compressed message without an
+ * encoding (INTERNAL) ends the call. The upstream call is cancelled; once the response has
+ * started, the client's stream is reset instead.
  */
-function tooLarge(call: Call): void {
+function checkFraming(call: Call, encoded: boolean): void {
+  const counter = call.requestCounter;
+  const limit = call.deps.maxGrpcMessageBytes;
+  let error: ProxyError | undefined;
+  if (limit > 0 && counter.largestMessageBytes > limit) error = new ProxyError('AUDITMESH_REQUEST_TOO_LARGE', `gRPC message larger than ${limit} bytes`);
+  else if (counter.invalidFlags > 0) error = new ProxyError('AUDITMESH_BAD_REQUEST', 'malformed gRPC framing: undefined flag byte');
+  else if (counter.compressedMessages > 0 && !encoded) error = new ProxyError('AUDITMESH_BAD_REQUEST', 'malformed gRPC framing: compressed message without grpc-encoding');
+  if (error === undefined) return;
   call.record['error.type'] = 'rejected';
   call.req?.close(NGHTTP2_CANCEL);
   call.stream.unpipe();
-  if (!call.stream.headersSent) answerError(call, new ProxyError('AUDITMESH_REQUEST_TOO_LARGE', `gRPC message larger than ${call.deps.maxGrpcMessageBytes} bytes`));
+  if (!call.stream.headersSent) answerError(call, error);
   else if (!call.stream.closed) call.stream.close(NGHTTP2_CANCEL);
 }
 
