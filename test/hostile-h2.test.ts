@@ -68,31 +68,26 @@ test('a CONTINUATION flood (CVE-2024-27983) ends the session without buffering i
   await assertSound(t, h);
 });
 
-test('a SETTINGS flood ends or throttles the session; other clients are served', async (t) => {
-  const { h, port } = await grpcSidecar(t);
-  const raw = await rawH2(port);
-  t.teardown(() => raw.socket.destroy());
-  raw.socket.pause();
-  const settings = frame(FRAME.SETTINGS, 0, 0, Buffer.from([0, 3, 0, 0, 0, 100]));
-  const flood = Buffer.concat(Array.from({ length: 2000 }, () => settings));
-  for (let i = 0; i < 500 && !raw.socket.destroyed; i++) raw.send(flood);
-  const closed = await closedWithin(raw, 5000);
-  t.true(closed || raw.socket.writableLength > 1024 * 1024, 'the sidecar kept reading and queueing the flood');
-  await assertSound(t, h);
-});
+const FLOODS: Array<[string, Buffer]> = [
+  ['a SETTINGS flood', frame(FRAME.SETTINGS, 0, 0, Buffer.from([0, 3, 0, 0, 0, 100]))],
+  ['a PING flood', frame(FRAME.PING, 0, 0, Buffer.alloc(8, 1))],
+];
 
-test('a PING flood from a client that never reads the acks ends or throttles the session; other clients are served', async (t) => {
-  const { h, port } = await grpcSidecar(t);
-  const raw = await rawH2(port);
-  t.teardown(() => raw.socket.destroy());
-  raw.socket.pause();
-  const ping = frame(FRAME.PING, 0, 0, Buffer.alloc(8, 1));
-  const flood = Buffer.concat(Array.from({ length: 2000 }, () => ping));
-  for (let i = 0; i < 500 && !raw.socket.destroyed; i++) raw.send(flood);
-  const closed = await closedWithin(raw, 5000);
-  t.true(closed || raw.socket.writableLength > 1024 * 1024, 'the sidecar kept reading and queueing the flood');
-  await assertSound(t, h);
-});
+for (const [name, one] of FLOODS) {
+  test(`${name} from a client that never reads the acks ends or throttles the session; other clients are served`, async (t) => {
+    const { h, port } = await grpcSidecar(t);
+    const raw = await rawH2(port);
+    t.teardown(() => raw.socket.destroy());
+    raw.socket.pause();
+    const flood = Buffer.concat(Array.from({ length: 2000 }, () => one));
+    for (let i = 0; i < 500 && !raw.socket.destroyed; i++) raw.send(flood);
+    const closed = await closedWithin(raw, 5000);
+    // Either bound is fine: the session is closed, or node:http2 stops reading it, so the flood
+    // backs up on the attacker's side instead of in the sidecar's memory.
+    t.true(closed || raw.socket.writableLength > 1024 * 1024, 'the sidecar kept reading and queueing the flood');
+    await assertSound(t, h);
+  });
+}
 
 const WINDOW_ABUSE: Array<[string, Buffer]> = [
   ['a WINDOW_UPDATE of 0 on the connection', frame(FRAME.WINDOW_UPDATE, 0, 0, Buffer.from([0, 0, 0, 0]))],

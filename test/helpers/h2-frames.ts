@@ -107,7 +107,11 @@ export async function rawH2(port: number): Promise<RawH2> {
       buffer = buffer.subarray(9 + length);
       frames.push(f);
       if (f.type === FRAME.SETTINGS && (f.flags & FLAG.ACK) === 0 && !socket.destroyed) socket.write(frame(FRAME.SETTINGS, FLAG.ACK, 0));
-      for (const w of [...waiters]) if (w.pred(f)) (waiters.splice(waiters.indexOf(w), 1), w.resolve(f));
+      for (const w of [...waiters]) {
+        if (!w.pred(f)) continue;
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(f);
+      }
     }
   });
   const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
