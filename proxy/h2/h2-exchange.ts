@@ -284,6 +284,9 @@ function finish(call: Call): void {
     record['error.type'] = atDeadline ? 'timeout' : 'aborted';
     record['audit.error_message'] = atDeadline ? 'deadline exceeded: the client cancelled at its deadline' : `client reset the stream (code ${stream.rstCode})`;
   }
+  // A gRPC response that started and ended without a status did not complete, whatever the race
+  // between the upstream's reset and the end of its body said first.
+  if (call.grpc && stream.headersSent && record['rpc.grpc.status_code'] === undefined) record['error.type'] ??= 'incomplete';
   if (call.interims > 0) record['audit.interim_index'] = call.interims;
   deps.onExchange(call.grpc ? 'grpc' : 'h2', record, call.requestCounter.bytes, call.responseCounter.bytes, call.journal);
 }

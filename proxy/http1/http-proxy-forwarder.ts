@@ -134,7 +134,13 @@ function watchUpstreamRequest(ex: Exchange, proxyReq: ClientRequest, timeouts: F
     if (ex.finished || ex.outcome.upstreamResponded) return;
     ex.timers.push(setTimeout(() => proxyReq.destroy(new ProxyError('AUDITMESH_UPSTREAM_TIMEOUT', 'upstream response timed out')), timeouts.responseTimeoutMs));
   });
-  proxyReq.setTimeout(timeouts.idleTimeoutMs, () => proxyReq.destroy(new ProxyError('AUDITMESH_UPSTREAM_TIMEOUT', 'upstream idle timed out')));
+  proxyReq.setTimeout(timeouts.idleTimeoutMs, () => {
+    // Failed here, not from the destroy's deferred error: the client socket's own idle timer
+    // fires in the same tick and must not make an upstream stall look like a client abort.
+    const err = new ProxyError('AUDITMESH_UPSTREAM_TIMEOUT', 'upstream idle timed out');
+    fail(ex, err);
+    proxyReq.destroy(err);
+  });
 }
 
 function relayResponse(ex: Exchange, proxyRes: IncomingMessage): void {
