@@ -55,7 +55,7 @@ export function createHttpProxyForwarder(timeouts: ForwarderTimeouts): HttpForwa
   });
   proxy.on('proxyRes', (proxyRes, req) => {
     const ex = exchanges.get(req);
-    if (ex !== undefined) relayResponse(ex, proxyRes);
+    if (ex !== undefined) relayResponse(ex, proxyRes, req);
   });
 
   function forward(req: IncomingMessage, ex: Exchange, target: UpstreamTarget): void {
@@ -100,6 +100,7 @@ export function createHttpProxyForwarder(timeouts: ForwarderTimeouts): HttpForwa
         ex.proxyReq?.destroy();
         fail(ex, new ProxyError('AUDITMESH_CLIENT_ABORTED', 'client closed the connection'), 'aborted');
       });
+
       forward(req, ex, target);
     },
 
@@ -143,7 +144,7 @@ function watchUpstreamRequest(ex: Exchange, proxyReq: ClientRequest, timeouts: F
   });
 }
 
-function relayResponse(ex: Exchange, proxyRes: IncomingMessage): void {
+function relayResponse(ex: Exchange, proxyRes: IncomingMessage, req: IncomingMessage): void {
   clearTimers(ex);
   const { res, outcome } = ex;
   outcome.ttfbMs = performance.now() - ex.startedAt;
@@ -176,7 +177,22 @@ function relayResponse(ex: Exchange, proxyRes: IncomingMessage): void {
   };
   proxyRes.once('error', cutShort);
   proxyRes.once('close', () => cutShort());
-  res.once('finish', () => finish(ex));
+  res.once('finish', () => {
+    finish(ex);
+    if (!req.complete) abandonWithClient(req, ex.proxyReq);
+  });
+}
+
+/**
+ * The upstream answered before the whole request body arrived. Node's server stops watching a
+ * request once its response is done, so a client leaving now would leave the upstream request
+ * waiting for the rest of the body, and its socket open, for good.
+ */
+function abandonWithClient(req: IncomingMessage, proxyReq: ClientRequest | undefined): void {
+  const socket = req.socket;
+  const onClose = (): void => void proxyReq?.destroy();
+  socket.once('close', onClose);
+  req.once('end', () => socket.off('close', onClose));
 }
 
 function pairs(raw: readonly string[]): Array<[string, string]> {
