@@ -71,7 +71,7 @@ test.serial('a thousand concurrent slow clients: descriptors and memory stay bou
   await assertJournalSound(t, sidecar.journalDir, { logs: exit.stderr, '/metrics': metrics });
 });
 
-test('an upstream that answers before the body ends, then clients that abort their uploads: every upstream connection is released', async (t) => {
+test.serial('an upstream that answers before the body ends, then clients that abort their uploads: every upstream connection is released', async (t) => {
   // Answers as soon as the headers arrive, without reading the body.
   const server = net.createServer((socket) => {
     socket.on('error', () => {});

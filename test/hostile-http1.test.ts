@@ -46,7 +46,7 @@ const SMUGGLING: Array<[string, string]> = [
 ];
 
 for (const [name, bytes] of SMUGGLING) {
-  test(`request smuggling, ${name}: 400, recorded as rejected, the upstream sees nothing`, async (t) => {
+  test.serial(`request smuggling, ${name}: 400, recorded as rejected, the upstream sees nothing`, async (t) => {
     const { h, app } = await hostileApp(t);
     const raw = await rawExchange(h.sidecar.ports.inbound!, bytes);
     t.is(statusOf(raw), 400, raw);
@@ -59,7 +59,7 @@ for (const [name, bytes] of SMUGGLING) {
   });
 }
 
-test('a chunked DELETE with a body is forwarded as one request, framed as it came, never as a smuggled second one', async (t) => {
+test.serial('a chunked DELETE with a body is forwarded as one request, framed as it came, never as a smuggled second one', async (t) => {
   const { h, app } = await hostileApp(t);
   const body = SMUGGLED;
   const raw = await rawExchange(h.sidecar.ports.inbound!, `DELETE /item HTTP/1.1\r\nHost: x\r\n${AUTH}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`);
@@ -70,7 +70,7 @@ test('a chunked DELETE with a body is forwarded as one request, framed as it cam
   await assertSound(t, h);
 });
 
-test('Upgrade: h2c is refused with 400 and recorded: no unaudited HTTP/2 tunnel to the app', async (t) => {
+test.serial('Upgrade: h2c is refused with 400 and recorded: no unaudited HTTP/2 tunnel to the app', async (t) => {
   // An app that would switch to h2c: anything after its 101 would bypass the audit.
   let upgradesSeen = 0;
   const app = net.createServer((socket) => {
@@ -95,7 +95,7 @@ test('Upgrade: h2c is refused with 400 and recorded: no unaudited HTTP/2 tunnel 
   await assertSound(t, { ...h, probe: async () => {} });
 });
 
-test('an oversized request line gets 431 and a rejection record', async (t) => {
+test.serial('an oversized request line gets 431 and a rejection record', async (t) => {
   const { h, app } = await hostileApp(t);
   const raw = await rawExchange(h.sidecar.ports.inbound!, `GET /${'a'.repeat(20_000)} HTTP/1.1\r\nHost: x\r\n${AUTH}\r\n`);
   t.is(statusOf(raw), 431, raw);
@@ -104,7 +104,7 @@ test('an oversized request line gets 431 and a rejection record', async (t) => {
   await assertSound(t, h);
 });
 
-test('oversized headers get 431 at the configured --max-header-bytes', async (t) => {
+test.serial('oversized headers get 431 at the configured --max-header-bytes', async (t) => {
   const { h, app } = await hostileApp(t, { maxHeaderBytes: 4096 });
   const small = await request(h.sidecar.ports.inbound!, { headers: { 'x-pad': 'a'.repeat(3000) } });
   t.is(small.status, 200);
@@ -116,7 +116,7 @@ test('oversized headers get 431 at the configured --max-header-bytes', async (t)
   await assertSound(t, h);
 });
 
-test('slowloris: headers dribbled in get 408 after --headers-timeout-ms, recorded, and the connection is closed', async (t) => {
+test.serial('slowloris: headers dribbled in get 408 after --headers-timeout-ms, recorded, and the connection is closed', async (t) => {
   const { h, app } = await hostileApp(t, { headersTimeoutMs: 400 });
   const socket = net.connect(h.sidecar.ports.inbound!, '127.0.0.1');
   socket.on('error', () => {});
@@ -135,7 +135,7 @@ test('slowloris: headers dribbled in get 408 after --headers-timeout-ms, recorde
   await assertSound(t, h);
 });
 
-test('a body over --max-request-body-bytes: 413 before the upstream when declared, 413 and the upstream request aborted when chunked', async (t) => {
+test.serial('a body over --max-request-body-bytes: 413 before the upstream when declared, 413 and the upstream request aborted when chunked', async (t) => {
   const { h, app } = await hostileApp(t, { maxRequestBodyBytes: 1000 });
   const ok = await request(h.sidecar.ports.inbound!, { method: 'POST', path: '/fits', body: 'a'.repeat(1000) });
   t.is(ok.status, 200);
@@ -155,7 +155,7 @@ test('a body over --max-request-body-bytes: 413 before the upstream when declare
   await assertSound(t, h);
 });
 
-test('CRLF injected into a header value is refused with 400; the upstream never sees the injected header', async (t) => {
+test.serial('CRLF injected into a header value is refused with 400; the upstream never sees the injected header', async (t) => {
   const { h, app } = await hostileApp(t);
   for (const bytes of [
     `GET /a HTTP/1.1\r\nHost: x\r\n${AUTH}X-Note: a\rInjected: yes\r\n\r\n`,
@@ -169,7 +169,7 @@ test('CRLF injected into a header value is refused with 400; the upstream never 
   await assertSound(t, h);
 });
 
-test('header names __proto__, constructor and prototype neither crash nor pollute: the request is served', async (t) => {
+test.serial('header names __proto__, constructor and prototype neither crash nor pollute: the request is served', async (t) => {
   const { h, app } = await hostileApp(t);
   const raw = await rawExchange(h.sidecar.ports.inbound!, `GET /proto HTTP/1.1\r\nHost: x\r\n${AUTH}__proto__: {"polluted":1}\r\nconstructor: c\r\nprototype: p\r\nhasOwnProperty: h\r\nConnection: close\r\n\r\n`);
   t.is(statusOf(raw), 200, raw);
@@ -182,7 +182,7 @@ test('header names __proto__, constructor and prototype neither crash nor pollut
   await assertSound(t, h);
 });
 
-test('invalid bytes in an upstream response header: 502, recorded as upstream_protocol, no crash', async (t) => {
+test.serial('invalid bytes in an upstream response header: 502, recorded as upstream_protocol, no crash', async (t) => {
   const app = net.createServer((socket) => {
     socket.on('error', () => {});
     socket.once('data', (data) => {
@@ -201,7 +201,7 @@ test('invalid bytes in an upstream response header: 502, recorded as upstream_pr
   await assertSound(t, h);
 });
 
-test('raw non-ASCII bytes in a path get 400 and a record; percent-escaped ones and a very long path are forwarded as sent and recorded bounded', async (t) => {
+test.serial('raw non-ASCII bytes in a path get 400 and a record; percent-escaped ones and a very long path are forwarded as sent and recorded bounded', async (t) => {
   const { h, app } = await hostileApp(t);
   const raw = await rawExchange(h.sidecar.ports.inbound!, Buffer.concat([Buffer.from('GET /caf'), Buffer.from([0xe9, 0x2f, 0xff, 0xfe]), Buffer.from(`?token=${SECRET} HTTP/1.1\r\nHost: x\r\n\r\n`)]));
   t.is(statusOf(raw), 400, raw);
@@ -222,7 +222,7 @@ test('raw non-ASCII bytes in a path get 400 and a record; percent-escaped ones a
   await assertSound(t, h);
 });
 
-test('spoofed auditmesh headers from outside the mesh are stripped on the way in; the claims are kept as claimed', async (t) => {
+test.serial('spoofed auditmesh headers from outside the mesh are stripped on the way in; the claims are kept as claimed', async (t) => {
   const { h, app } = await hostileApp(t);
   const reply = await request(h.sidecar.ports.inbound!, {
     path: '/spoof',
@@ -244,7 +244,7 @@ test('spoofed auditmesh headers from outside the mesh are stripped on the way in
   await assertSound(t, h);
 });
 
-test('a path a lenient parser let through with raw bytes would be recorded percent-escaped, as the bytes it was', (t) => {
+test.serial('a path a lenient parser let through with raw bytes would be recorded percent-escaped, as the bytes it was', (t) => {
   // Node's parsers refuse such paths today (400 above, RST_STREAM for HTTP/2); the record must not depend on it.
   const record = httpRequestRecord(
     { kind: 'http', direction: 'inbound', service: 's', peer: undefined, protocolVersion: '1.1', clientAddress: undefined, clientPort: undefined, method: 'GET', scheme: 'http', path: '/caf\xe9/\x00\u2603?q=\xff', headers: {}, route: null, correlation: { traceId: 't', spanId: 's', traceparent: 'p', requestId: 'r' } },

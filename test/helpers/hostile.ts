@@ -65,7 +65,7 @@ export async function startHostile(t: ExecutionContext, upstream: UpstreamKind =
       const { reply, error } = await unary(echoClient(t, inbound), { text: 'still serving' }, { metadata: metadataWith(id) });
       if (error !== undefined || reply?.text !== 'still serving') throw new Error(`the normal call failed: ${error?.message}`);
     }
-    await tail.next((r) => r['audit.request_id'] === id && r['audit.phase'] === 'final');
+    await tail.next((r) => r['audit.request_id'] === id && r['audit.phase'] === 'final', 45_000);
   };
   return { sidecar, logs, tail, upstreamPort: port, probe };
 }
@@ -117,6 +117,7 @@ export async function assertJournalSound(t: ExecutionContext, journalDir: string
 }
 
 /** The first record matching pred, from the live tail. */
-export function recordOf(h: Hostile, pred: (r: JournalRecord) => boolean, timeoutMs?: number): Promise<JournalRecord> {
+export function recordOf(h: Hostile, pred: (r: JournalRecord) => boolean, timeoutMs = 45_000): Promise<JournalRecord> {
+  // Generous: the suite shares two cores with every other test file.
   return h.tail.next(pred, timeoutMs);
 }
