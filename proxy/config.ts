@@ -46,6 +46,14 @@ export interface SidecarConfig {
   maxSocketsPerUpstream: number;
   /** The HTTP/1.1 forwarding engine (proxy/http1/forwarder.ts); WebSocket upgrades always go through http-proxy. */
   forwardEngine: ForwardEngine;
+  /** Time a client has to send a request's line and headers (slowloris bound): 408 after it. */
+  headersTimeoutMs: number;
+  /** Largest HTTP/1.1 request line plus headers: 431 beyond. */
+  maxHeaderBytes: number;
+  /** Largest HTTP/1.1 request body: 413 beyond; 0: no limit. */
+  maxRequestBodyBytes: number;
+  /** Largest gRPC message a client may send: RESOURCE_EXHAUSTED beyond; 0: no limit. */
+  maxGrpcMessageBytes: number;
   secretHeaders: readonly string[];
   secretParams: readonly string[];
   logLevel: 'info' | 'warn' | 'error' | 'silent';
@@ -97,6 +105,10 @@ export const SIDECAR_FLAGS: readonly FlagSpec[] = [
   { name: 'upstream-keepalive-ms', type: 'int', default: '4000', help: 'idle pooled upstream sockets close after this (keep below the app keep-alive timeout)' },
   { name: 'max-sockets-per-upstream', type: 'int', default: '256', help: 'connection pool size per upstream' },
   { name: 'forward-engine', type: 'string', default: 'http-proxy', choices: ['http-proxy', 'undici'], help: 'HTTP/1.1 forwarding engine: http-proxy, or undici (about half the CPU per request)' },
+  { name: 'headers-timeout-ms', type: 'int', default: '20000', help: 'a client must send its request line and headers within this (slowloris bound; 408)' },
+  { name: 'max-header-bytes', type: 'int', default: '16384', help: 'largest HTTP/1.1 request line plus headers (431 beyond)' },
+  { name: 'max-request-body-bytes', type: 'int', default: '0', help: 'largest HTTP/1.1 request body (413 beyond); 0: no limit (bodies stream, memory stays bounded)' },
+  { name: 'max-grpc-message-bytes', type: 'int', default: '0', help: 'largest gRPC message a client may send (RESOURCE_EXHAUSTED beyond); 0: no limit' },
   { name: 'secret-headers', type: 'list', default: DEFAULT_SECRET_HEADERS.join(','), help: 'headers recorded only as HMAC fingerprints' },
   { name: 'secret-params', type: 'list', default: DEFAULT_SECRET_PARAMS.join(','), help: 'query parameters recorded only as HMAC fingerprints' },
   { name: 'resolve', type: 'list', help: 'static outbound resolution NAME:PORT=HOST:PORT, comma-separated (local runs without DNS)' },
@@ -177,6 +189,10 @@ export function sidecarConfigFromFlags(values: FlagValues, env: Readonly<Record<
     upstreamKeepAliveMs: values['upstream-keepalive-ms'] as number,
     maxSocketsPerUpstream: values['max-sockets-per-upstream'] as number,
     forwardEngine: values['forward-engine'] as ForwardEngine,
+    headersTimeoutMs: values['headers-timeout-ms'] as number,
+    maxHeaderBytes: values['max-header-bytes'] as number,
+    maxRequestBodyBytes: values['max-request-body-bytes'] as number,
+    maxGrpcMessageBytes: values['max-grpc-message-bytes'] as number,
     secretHeaders: values['secret-headers'] as string[],
     secretParams: values['secret-params'] as string[],
     logLevel: values['log-level'] as SidecarConfig['logLevel'],
@@ -195,6 +211,8 @@ export function sidecarConfigFromFlags(values: FlagValues, env: Readonly<Record<
   cfg.sidecarId = (values['sidecar-id'] as string | undefined) || env.HOSTNAME || cfg.service;
   if (cfg.checkpointIntervalMs < 10) throw new UsageError('--checkpoint-interval-ms: at least 10');
   if (cfg.batchMaxRecords < 1) throw new UsageError('--batch-max-records: at least 1');
+  if (cfg.headersTimeoutMs < 1) throw new UsageError('--headers-timeout-ms: at least 1');
+  if (cfg.maxHeaderBytes < 1024) throw new UsageError('--max-header-bytes: at least 1024');
   if (cfg.journalLimitBytes < 1) throw new UsageError('--journal-limit-bytes: at least 1');
   // Whoever can read the journal (a backup, a support bundle) must not get the key with it.
   const fromJournal = relative(resolve(cfg.journalDir), resolve(cfg.keyFile));

@@ -11,7 +11,12 @@ export type ProxyErrorCode =
   | 'AUDITMESH_NO_ROUTE'
   | 'AUDITMESH_JOURNAL_WRITE'
   | 'AUDITMESH_OVERLOAD'
-  | 'AUDITMESH_CLIENT_ABORTED';
+  | 'AUDITMESH_CLIENT_ABORTED'
+  | 'AUDITMESH_BAD_REQUEST'
+  | 'AUDITMESH_HEADERS_TOO_LARGE'
+  | 'AUDITMESH_HEADERS_TIMEOUT'
+  | 'AUDITMESH_REQUEST_TOO_LARGE'
+  | 'AUDITMESH_UPGRADE_REFUSED';
 
 export class ProxyError extends Error {
   constructor(
@@ -45,6 +50,11 @@ const RESCUES: Record<ProxyErrorCode, Rescue> = {
   AUDITMESH_JOURNAL_WRITE: { status: 503, kind: 'overload', message: 'audit journal unavailable' },
   AUDITMESH_OVERLOAD: { status: 503, kind: 'overload', message: 'sidecar overloaded' },
   AUDITMESH_CLIENT_ABORTED: { status: 499, kind: 'aborted', message: 'client went away' },
+  AUDITMESH_BAD_REQUEST: { status: 400, kind: 'rejected', message: 'malformed request' },
+  AUDITMESH_HEADERS_TOO_LARGE: { status: 431, kind: 'rejected', message: 'request line or header fields too large' },
+  AUDITMESH_HEADERS_TIMEOUT: { status: 408, kind: 'rejected', message: 'request headers not received in time' },
+  AUDITMESH_REQUEST_TOO_LARGE: { status: 413, kind: 'rejected', message: 'request larger than the configured limit' },
+  AUDITMESH_UPGRADE_REFUSED: { status: 400, kind: 'rejected', message: 'upgrade to this protocol is not proxied' },
 };
 
 const SOCKET_CODES: Record<string, ProxyErrorCode> = {
@@ -81,4 +91,8 @@ export function classify(err: unknown): ProxyError {
 
 export function rescue(err: ProxyError): Rescue {
   return RESCUES[err.code];
+}
+
+export function rescueFor(code: ProxyErrorCode): Rescue {
+  return RESCUES[code];
 }

@@ -56,7 +56,7 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
   const peerLabel = createPeerLabels();
   const alerting = config.alerts.intervalMs > 0 ? createAlerting({ service: config.service, options: config.alerts, metrics, peerLabel, audit, log }) : null;
   const onExchange = createExchangeSink({ metrics, peerLabel, alerting, audit });
-  const listenerTimeouts = { ...DEFAULT_LISTENER_TIMEOUTS, idleTimeoutMs: config.idleTimeoutMs };
+  const listenerTimeouts = { ...DEFAULT_LISTENER_TIMEOUTS, idleTimeoutMs: config.idleTimeoutMs, headersTimeoutMs: config.headersTimeoutMs, maxHeaderBytes: config.maxHeaderBytes };
   const common = { service: config.service, mode: config.auditMode, audit, redactor, metrics, onExchange, log };
   // Opaque connections (tunnels, TCP) are counted when they open and recorded when they close.
   const opened = (direction: Direction, kind: 'tunnel' | 'tcp'): void => sessionOpened(metrics, direction, kind);
@@ -76,7 +76,7 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
     relayOpaque({ direction, service: config.service, connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs, target, onRecord: recordOpaque('tcp') }, socket, sni);
   };
   const h2 = (direction: Direction, route: H2Deps['route']) =>
-    createH2Listener({ ...common, direction, route, sessions, responseTimeoutMs: config.responseTimeoutMs, interimRecordMs: config.interimRecordMs });
+    createH2Listener({ ...common, direction, route, sessions, responseTimeoutMs: config.responseTimeoutMs, interimRecordMs: config.interimRecordMs, maxGrpcMessageBytes: config.maxGrpcMessageBytes });
   const capture = { detectTimeoutMs: config.detectTimeoutMs };
   const servers: net.Server[] = [];
   /** The ports this sidecar listens on, once bound: never a destination for redirected inbound traffic. */
@@ -86,7 +86,7 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
   if (config.appPort !== undefined) {
     const app = { host: config.appHost, port: config.appPort };
     const toApp = (path: string, socket: net.Socket | undefined): Route | null => routeInbound(path, app, ownPorts, socket === undefined ? null : redirectedDestination(socket));
-    const handler = createExchangeHandler({ ...common, forwarder, direction: 'inbound', route: (req) => toApp(req.url ?? '/', req.socket) });
+    const handler = createExchangeHandler({ ...common, forwarder, maxRequestBodyBytes: config.maxRequestBodyBytes, direction: 'inbound', route: (req) => toApp(req.url ?? '/', req.socket) });
     inbound = createCaptureListener(
       { http1: createHttpListener(handler, listenerTimeouts), h2: h2('inbound', (_authority, path, socket) => toApp(path, socket)), opaque: opaque('inbound', (socket) => toApp('', socket)) },
       { ...capture, isOpaque: (socket) => config.opaquePorts.has(redirectedDestination(socket)?.port ?? config.appPort!) },
@@ -94,7 +94,7 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
     countTcpConnections(metrics, inbound, 'inbound');
     servers.push(inbound);
   }
-  const outboundHandler = createExchangeHandler({ ...common, forwarder, direction: 'outbound', route: (req) => routeOutbound(req, config.resolve, redirectedDestination(req.socket)) });
+  const outboundHandler = createExchangeHandler({ ...common, forwarder, maxRequestBodyBytes: config.maxRequestBodyBytes, direction: 'outbound', route: (req) => routeOutbound(req, config.resolve, redirectedDestination(req.socket)) });
   const tunnelDeps = { service: config.service, connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs, onRecord: recordOpaque('tunnel') };
   const outbound = createCaptureListener(
     {

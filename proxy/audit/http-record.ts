@@ -3,8 +3,24 @@ import type { AuditRecord, Direction, RecordKind } from './record.js';
 import type { Redactor } from './redact.js';
 import type { Correlation } from '../correlation/correlate.js';
 import type { Route } from '../http1/target.js';
+import { claimedClient } from '../correlation/mesh-headers.js';
 
 const MAX_RECORDED_PATH_CHARS = 2048;
+/** Anything but visible ASCII: control bytes, spaces, non-ASCII (a path's raw bytes arrive as latin1). */
+const UNSAFE_PATH_CHAR = /[^\x21-\x7e]/;
+const UNSAFE_PATH_CHARS = /[^\x21-\x7e]/g;
+
+/**
+ * A path or query as the record keeps it: bytes outside visible ASCII percent-escaped, so that a
+ * non-UTF-8 or control-laden path is recorded as the bytes it was, in plain text.
+ */
+function escapeUnsafe(text: string): string {
+  if (!UNSAFE_PATH_CHAR.test(text)) return text;
+  return text.replace(UNSAFE_PATH_CHARS, (c) => {
+    const bytes = c.charCodeAt(0) <= 0xff ? [c.charCodeAt(0)] : [...Buffer.from(c, 'utf8')];
+    return bytes.map((b) => '%' + b.toString(16).toUpperCase().padStart(2, '0')).join('');
+  });
+}
 
 /** Milliseconds rounded to the microsecond, as records carry durations. */
 export function roundMs(ms: number): number {
@@ -49,17 +65,19 @@ export function httpRequestRecord(facts: HttpRequestFacts, redactor: Redactor): 
     'client.port': facts.clientPort ?? 0,
     'http.request.method': facts.method.slice(0, 32),
     'url.scheme': facts.scheme.slice(0, 16),
-    'url.path': (q === -1 ? path : path.slice(0, q)).slice(0, MAX_RECORDED_PATH_CHARS),
+    'url.path': escapeUnsafe((q === -1 ? path : path.slice(0, q)).slice(0, MAX_RECORDED_PATH_CHARS)).slice(0, MAX_RECORDED_PATH_CHARS),
     'http.request.header': redactor.headers(facts.headers),
     'trace.id': c.traceId,
     'span.id': c.spanId,
     'audit.request_id': c.requestId,
   };
-  if (q !== -1) record['url.query'] = redactor.query(path.slice(q + 1)).slice(0, MAX_RECORDED_PATH_CHARS);
+  if (q !== -1) record['url.query'] = escapeUnsafe(redactor.query(path.slice(q + 1)).slice(0, MAX_RECORDED_PATH_CHARS)).slice(0, MAX_RECORDED_PATH_CHARS);
   if (route !== null) {
     record['server.address'] = route.host;
     record['server.port'] = route.port;
   }
   if (c.claimedTraceparent !== undefined) record['audit.claimed.traceparent'] = c.claimedTraceparent;
+  const client = facts.direction === 'inbound' ? claimedClient(facts.headers) : undefined;
+  if (client !== undefined) record['audit.claimed.client'] = client;
   return record;
 }

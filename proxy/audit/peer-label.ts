@@ -32,6 +32,7 @@ export function serviceOfHost(host: string): string | undefined {
  * host name names.
  */
 export function peerOf(direction: 'inbound' | 'outbound', claimedClient: string | string[] | undefined, host: string | undefined): string | undefined {
-  if (direction === 'inbound') return typeof claimedClient === 'string' ? claimedClient : undefined;
+  // Only a service-shaped claim names the peer; anything else is kept as claimed, in the record alone.
+  if (direction === 'inbound') return typeof claimedClient === 'string' && PEER_RE.test(claimedClient) ? claimedClient : undefined;
   return host === undefined ? undefined : serviceOfHost(host);
 }

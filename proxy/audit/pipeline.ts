@@ -7,7 +7,7 @@ import { createBatcher, MAX_BATCH_DELAY_MS, MAX_BATCH_RECORDS, type Batcher, typ
 import { createFullPolicy, type JournalFullPolicy } from './full-policy.js';
 import { createGapTracker, type GapTracker } from './gap-tracker.js';
 import { createLiveFeed, type LiveFeed } from './live-feed.js';
-import { createSealPool, encodeRecords, type SealPool } from './pool.js';
+import { createSealPool, encodeRecords, type SealedBatch, type SealPool } from './pool.js';
 import type { AuditRecord, JournalRecord } from './record.js';
 
 /**
@@ -170,6 +170,18 @@ function createCommitStage({ journal, pool, feed, metrics, log }: Stages, batche
     log({ level: 'warn', msg: 'gap record written: exchanges went through unrecorded', reason, direction: rec['audit.direction'], exchanges: rec['audit.gap.exchanges'], since_unix_ms: rec['audit.start_unix_ms'] });
   }
 
+  /**
+   * A worker that dies mid-batch (a crash, out of memory) takes the transferred bytes with it;
+   * piscina starts a replacement, and the batch is encoded again and sealed once more rather than
+   * lost. Its place in the journal's queue is kept.
+   */
+  function sealOnce(bytes: Buffer, kept: AuditRecord[]): Promise<SealedBatch> {
+    return pool.seal(bytes).catch((err: unknown) => {
+      log({ level: 'warn', msg: 'sealing worker failed; sealing the batch again', records: kept.length, err: ((err as Error)?.cause as Error | undefined)?.message ?? (err as Error)?.message });
+      return pool.seal(encodeRecords(kept).bytes);
+    });
+  }
+
   function seal(batch: RecordBatch): void {
     // A boundary: this runs from record() and from a timer, where a throw would be fatal.
     try {
@@ -182,7 +194,7 @@ function createCommitStage({ journal, pool, feed, metrics, log }: Stages, batche
       if (kept.length === 0) return;
       inFlightRecords += kept.length;
       const info = { count: kept.length, sealedUnixMs: batch.sealedUnixMs, sealedAtMs: batch.sealedAtMs };
-      const task = settle(batch, kept, journal.append(pool.seal(bytes), info)).finally(() => inFlight.delete(task));
+      const task = settle(batch, kept, journal.append(sealOnce(bytes, kept), info)).finally(() => inFlight.delete(task));
       inFlight.add(task);
       updateGauges();
     } catch (err) {

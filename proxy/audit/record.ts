@@ -109,6 +109,8 @@ export interface AuditRecord {
   'audit.claimed.traceparent'?: string;
   /** Identity or forwarding claims from outside the mesh, kept as claimed and stripped from the wire. */
   'audit.claimed.forwarded_for'?: string;
+  /** The calling service an inbound request claimed (`x-auditmesh-client`), unauthenticated, bounded. */
+  'audit.claimed.client'?: string;
 
   'error.type'?: ErrorKind;
   /** A short human-readable reason, never containing secrets. */

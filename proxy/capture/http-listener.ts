@@ -1,6 +1,7 @@
 import http from 'node:http';
 import type { Socket } from 'node:net';
 import type { ExchangeHandler } from '../http1/exchange.js';
+import { ProxyError, rescueFor, type ProxyErrorCode } from '../errors.js';
 
 export interface ListenerTimeouts {
   /** Time allowed for a client to send its request headers (slowloris bound): 408 after it. */
@@ -9,19 +10,22 @@ export interface ListenerTimeouts {
   keepAliveTimeoutMs: number;
   /** Any connection with no bytes either way for this long is closed. */
   idleTimeoutMs: number;
+  /** Largest request line plus headers: 431 beyond. */
+  maxHeaderBytes: number;
 }
 
 export const DEFAULT_LISTENER_TIMEOUTS: ListenerTimeouts = {
   headersTimeoutMs: 20_000,
   keepAliveTimeoutMs: 5_000,
   idleTimeoutMs: 300_000,
+  maxHeaderBytes: 16 * 1024,
 };
 
-/** Node's parser error codes → the answer a client gets before the connection closes. */
-const CLIENT_ERROR_STATUS: Record<string, number> = {
-  HPE_HEADER_OVERFLOW: 431,
-  ERR_HTTP_REQUEST_TIMEOUT: 408,
-  HPE_CHUNK_EXTENSIONS_OVERFLOW: 413,
+/** Node's parser error codes → the error the client is answered with (400 for any other). */
+const CLIENT_ERRORS: Record<string, ProxyErrorCode> = {
+  HPE_HEADER_OVERFLOW: 'AUDITMESH_HEADERS_TOO_LARGE',
+  ERR_HTTP_REQUEST_TIMEOUT: 'AUDITMESH_HEADERS_TIMEOUT',
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: 'AUDITMESH_REQUEST_TOO_LARGE',
 };
 
 /**
@@ -33,6 +37,7 @@ const CLIENT_ERROR_STATUS: Record<string, number> = {
 export function createHttpListener(handler: ExchangeHandler, timeouts: ListenerTimeouts, onConnect?: (req: http.IncomingMessage, socket: Socket, head: Buffer) => void): http.Server {
   const server = http.createServer({
     headersTimeout: timeouts.headersTimeoutMs,
+    maxHeaderSize: timeouts.maxHeaderBytes,
     // Whole-request timeout off: large bodies stream for as long as bytes keep flowing.
     requestTimeout: 0,
     keepAliveTimeout: timeouts.keepAliveTimeoutMs,
@@ -55,8 +60,12 @@ export function createHttpListener(handler: ExchangeHandler, timeouts: ListenerT
       socket.destroy();
       return;
     }
-    const status = CLIENT_ERROR_STATUS[err.code ?? ''] ?? 400;
-    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+    // Only the parser's code goes into the record: its rawPacket holds what the client sent.
+    const code = CLIENT_ERRORS[err.code ?? ''] ?? 'AUDITMESH_BAD_REQUEST';
+    const { status, message } = rescueFor(code);
+    const error = new ProxyError(code, `${message} (${String(err.code ?? 'unknown').slice(0, 64)})`);
+    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nx-auditmesh-error: ${error.code}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+    handler.refused(socket as Socket, error);
   });
   return server;
 }

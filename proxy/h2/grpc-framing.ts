@@ -12,6 +12,10 @@ export interface GrpcMessageCounter {
   readonly messages: number;
   /** Largest declared message length seen. */
   readonly largestMessageBytes: number;
+  /** Messages flagged compressed (flag byte 1). */
+  readonly compressedMessages: number;
+  /** Messages whose flag byte is neither 0 nor 1: malformed framing. */
+  readonly invalidFlags: number;
   /** Bytes fed in total. */
   readonly bytes: number;
 }
@@ -20,6 +24,8 @@ export function createGrpcMessageCounter(): GrpcMessageCounter {
   let messages = 0;
   let bytes = 0;
   let largest = 0;
+  let compressed = 0;
+  let invalid = 0;
   // Bytes of the current prefix collected so far, and the payload still to skip.
   const prefix = Buffer.alloc(PREFIX_BYTES);
   let prefixHave = 0;
@@ -41,6 +47,8 @@ export function createGrpcMessageCounter(): GrpcMessageCounter {
         p += take;
         if (prefixHave === PREFIX_BYTES) {
           messages++;
+          if (prefix[0] === 1) compressed++;
+          else if (prefix[0] !== 0) invalid++;
           payloadLeft = prefix.readUInt32BE(1);
           largest = Math.max(largest, payloadLeft);
           prefixHave = 0;
@@ -52,6 +60,12 @@ export function createGrpcMessageCounter(): GrpcMessageCounter {
     },
     get largestMessageBytes() {
       return largest;
+    },
+    get compressedMessages() {
+      return compressed;
+    },
+    get invalidFlags() {
+      return invalid;
     },
     get bytes() {
       return bytes;

@@ -5,6 +5,8 @@ export function rescueToGrpcStatus(httpStatus: number): number {
   switch (httpStatus) {
     case 504:
       return 4; // DEADLINE_EXCEEDED
+    case 413:
+      return 8; // RESOURCE_EXHAUSTED: a message over the configured limit
     case 400:
       return 13; // INTERNAL: the sidecar could not route the call
     default:

@@ -12,7 +12,7 @@ import { peerOf } from '../audit/peer-label.js';
 import { httpRequestRecord, roundMs } from '../audit/http-record.js';
 import type { ExchangeSink } from '../exchange-sink.js';
 import { observeOverhead } from '../metrics/observe-exchange.js';
-import { CLIENT_SERVICE_HEADER } from '../http1/exchange.js';
+import { CLIENT_SERVICE_HEADER, stripMeshHeaders } from '../correlation/mesh-headers.js';
 import { ProxyError, classify, rescue } from '../errors.js';
 import type { SessionPool } from './session-pool.js';
 import { createGrpcMessageCounter, parseGrpcPath, parseGrpcTimeout } from './grpc-framing.js';
@@ -46,6 +46,8 @@ export interface H2Deps {
   responseTimeoutMs: number;
   /** Interim records for long-lived streams at this interval; 0: none. */
   interimRecordMs: number;
+  /** A gRPC message from the client declared larger than this ends the call with RESOURCE_EXHAUSTED; 0: no limit. */
+  maxGrpcMessageBytes: number;
 }
 
 /** Everything one proxied HTTP/2 stream tracks until it closes. */
@@ -94,7 +96,11 @@ export function handleH2Stream(deps: H2Deps, stream: ServerHttp2Stream, headers:
     journal: true,
     done: false,
   };
-  stream.on('data', (chunk: Buffer) => call.requestCounter.push(chunk));
+  const encoded = headers['grpc-encoding'] !== undefined && headers['grpc-encoding'] !== 'identity';
+  stream.on('data', (chunk: Buffer) => {
+    call.requestCounter.push(chunk);
+    if (grpc && !call.done && !call.answered) checkFraming(call, encoded);
+  });
   stream.once('close', () => finish(call));
   if (route === null) return answerError(call, new ProxyError('AUDITMESH_NO_ROUTE', 'no upstream for this :authority'));
   const auditing = deps.audit !== null && deps.mode !== 'off';
@@ -192,6 +198,27 @@ function relayResponse(call: Call, req: ClientHttp2Stream, resHeaders: IncomingH
   req.pipe(stream);
 }
 
+/**
+ * The client's gRPC framing, checked from each length prefix before its payload: a message over
+ * the limit (RESOURCE_EXHAUSTED), an undefined flag byte or a compressed message without an
+ * encoding (INTERNAL) ends the call. The upstream call is cancelled; once the response has
+ * started, the client's stream is reset instead.
+ */
+function checkFraming(call: Call, encoded: boolean): void {
+  const counter = call.requestCounter;
+  const limit = call.deps.maxGrpcMessageBytes;
+  let error: ProxyError | undefined;
+  if (limit > 0 && counter.largestMessageBytes > limit) error = new ProxyError('AUDITMESH_REQUEST_TOO_LARGE', `gRPC message larger than ${limit} bytes`);
+  else if (counter.invalidFlags > 0) error = new ProxyError('AUDITMESH_BAD_REQUEST', 'malformed gRPC framing: undefined flag byte');
+  else if (counter.compressedMessages > 0 && !encoded) error = new ProxyError('AUDITMESH_BAD_REQUEST', 'malformed gRPC framing: compressed message without grpc-encoding');
+  if (error === undefined) return;
+  call.record['error.type'] = 'rejected';
+  call.req?.close(NGHTTP2_CANCEL);
+  call.stream.unpipe();
+  if (!call.stream.headersSent) answerError(call, error);
+  else if (!call.stream.closed) call.stream.close(NGHTTP2_CANCEL);
+}
+
 /** The call's deadline passed and neither side ended it: cancel upstream, tell the client. */
 function expire(call: Call): void {
   call.record['error.type'] = 'timeout';
@@ -258,6 +285,9 @@ function finish(call: Call): void {
     record['error.type'] = atDeadline ? 'timeout' : 'aborted';
     record['audit.error_message'] = atDeadline ? 'deadline exceeded: the client cancelled at its deadline' : `client reset the stream (code ${stream.rstCode})`;
   }
+  // A gRPC response that started and ended without a status did not complete, whatever the race
+  // between the upstream's reset and the end of its body said first.
+  if (call.grpc && stream.headersSent && record['rpc.grpc.status_code'] === undefined) record['error.type'] ??= 'incomplete';
   if (call.interims > 0) record['audit.interim_index'] = call.interims;
   deps.onExchange(call.grpc ? 'grpc' : 'h2', record, call.requestCounter.bytes, call.responseCounter.bytes, call.journal);
 }
@@ -277,7 +307,7 @@ function upstreamHeaders(deps: H2Deps, stream: ServerHttp2Stream, headers: Incom
   out.traceparent = c.traceparent;
   out['x-request-id'] = c.requestId;
   if (deps.direction === 'inbound') {
-    delete out[CLIENT_SERVICE_HEADER];
+    stripMeshHeaders(out);
     out['x-forwarded-for'] = stream.session?.socket?.remoteAddress ?? '';
   } else {
     out[CLIENT_SERVICE_HEADER] = deps.service;

@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { AuditRecord, Direction } from '../audit/record.js';
 import type { AuditPipeline } from '../audit/pipeline.js';
@@ -10,15 +11,16 @@ import type { ExchangeSink } from '../exchange-sink.js';
 import { observeOverhead } from '../metrics/observe-exchange.js';
 import { sessionClosed, sessionOpened } from '../metrics/observe-connections.js';
 import { correlate, type Correlation } from '../correlation/correlate.js';
+import { CLIENT_SERVICE_HEADER, stripMeshHeaders } from '../correlation/mesh-headers.js';
 import { peerOf } from '../audit/peer-label.js';
 import { httpRequestRecord, roundMs } from '../audit/http-record.js';
 import { stripRequestHopHeaders } from './hop-headers.js';
-import { ProxyError } from '../errors.js';
+import { ProxyError, rescue } from '../errors.js';
 import type { ForwardOutcome, HttpForwarder, UpgradeOutcome } from './forwarder.js';
 import type { Route } from './target.js';
 
-/** The header a sidecar stamps on outbound requests with its own service; read by the peer's inbound sidecar. */
-export const CLIENT_SERVICE_HEADER = 'x-auditmesh-client';
+/** Upgrades the sidecar relays (and records as sessions). Anything else, h2c above all, would tunnel past the audit. */
+const RELAYED_UPGRADES = new Set(['websocket']);
 
 export interface ExchangeDeps {
   direction: Direction;
@@ -26,6 +28,8 @@ export interface ExchangeDeps {
   mode: AuditMode;
   route: (req: IncomingMessage) => Route | null;
   forwarder: HttpForwarder;
+  /** A declared body over this gets 413 before the upstream; 0: no limit. */
+  maxRequestBodyBytes: number;
   audit: AuditPipeline | null;
   redactor: Redactor;
   metrics: SidecarMetrics;
@@ -38,6 +42,8 @@ export interface ExchangeDeps {
 export interface ExchangeHandler {
   request(req: IncomingMessage, res: ServerResponse): void;
   upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
+  /** A request the listener refused before it was parsed (malformed, too large, too slow): recorded. */
+  refused(socket: Socket, error: ProxyError): void;
 }
 
 export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
@@ -56,7 +62,7 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
       if (claimed !== undefined) record['audit.claimed.forwarded_for'] = String(claimed).slice(0, 256);
       headers['x-forwarded-for'] = req.socket.remoteAddress ?? '';
       headers['x-forwarded-proto'] = 'http';
-      delete headers[CLIENT_SERVICE_HEADER];
+      stripMeshHeaders(headers);
     } else {
       headers[CLIENT_SERVICE_HEADER] = deps.service;
     }
@@ -103,7 +109,14 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
         return;
       }
       const record = prepare(req, route, correlation);
+      // llhttp takes a request line without a version as HTTP/0.9, headers and all: not proxied.
+      if (req.httpVersionMajor !== 1) return reject(res, record, t0, 400, new ProxyError('AUDITMESH_BAD_REQUEST', `HTTP/${req.httpVersion} is not proxied`));
       if (!admitted()) return reject(res, record, t0, 503, new ProxyError('AUDITMESH_JOURNAL_WRITE', 'audit journal full, unwritable or behind (on-journal-full reject)'), false);
+      if (deps.maxRequestBodyBytes > 0 && Number(req.headers['content-length'] ?? 0) > deps.maxRequestBodyBytes) {
+        // The body is not read: the connection closes after the answer instead.
+        res.shouldKeepAlive = false;
+        return reject(res, record, t0, 413, new ProxyError('AUDITMESH_REQUEST_TOO_LARGE', `request body declared larger than ${deps.maxRequestBodyBytes} bytes`));
+      }
       const responseHeaders = { 'x-request-id': correlation.requestId };
       const forward = (): void => {
         observeOverhead(deps.metrics, deps.direction, 'http1', t0);
@@ -134,6 +147,13 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
         return;
       }
       const protocol = req.headers.upgrade;
+      if (!RELAYED_UPGRADES.has(String(protocol).toLowerCase())) {
+        const record = baseRecord(deps, req, route, correlation, undefined);
+        const error = new ProxyError('AUDITMESH_UPGRADE_REFUSED', `upgrade to ${JSON.stringify(String(protocol).slice(0, 32))} is not proxied (h2c: use HTTP/2 with prior knowledge)`);
+        socket.end(`HTTP/1.1 400 Bad Request\r\nx-auditmesh-error: ${error.code}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+        complete(record, t0, { status: 400, error, upstreamResponded: false, requestBytes: 0, responseBytes: 0, errorKind: 'rejected' });
+        return;
+      }
       const record = prepare(req, route, correlation);
       // An upgrade keeps its Connection/Upgrade fields: they are what asks the upstream to switch.
       req.headers.connection = 'upgrade';
@@ -146,6 +166,21 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
         record['audit.bytes_out'] = outcome.bytesOut;
         complete(record, t0, { ...outcome, upstreamResponded: outcome.status === 101, requestBytes: outcome.bytesIn, responseBytes: outcome.bytesOut });
       });
+    },
+
+    refused(socket, error) {
+      const record: AuditRecord = {
+        'audit.kind': 'http',
+        'audit.phase': 'final',
+        'audit.direction': deps.direction,
+        'audit.service': deps.service,
+        'peer.service': 'unknown',
+        'audit.start_unix_ms': Date.now(),
+        'network.protocol.name': 'http',
+        'client.address': socket.remoteAddress ?? '',
+        'client.port': socket.remotePort ?? 0,
+      };
+      complete(record, performance.now(), { status: rescue(error).status, error, upstreamResponded: false, requestBytes: 0, responseBytes: 0, errorKind: 'rejected' });
     },
   };
 }

@@ -1,5 +1,5 @@
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import { classify, rescue } from '../errors.js';
+import { ProxyError, classify, rescue } from '../errors.js';
 import type { ForwardOutcome, UpstreamTarget } from './forwarder.js';
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
@@ -34,6 +34,17 @@ export class ForwardedRequest {
   /** True when a reset before any response may be replayed: idempotent, no body, not replayed yet. */
   replayable(): boolean {
     return !this.finished && !this.outcome.upstreamResponded && !this.retried && IDEMPOTENT.has(this.req.method ?? '') && !hasBody(this.req);
+  }
+
+  /**
+   * Counts a chunk of the client's body. Past `limit` bytes (0: none) the request fails with 413
+   * and false is returned: a chunked body declares no length, so it is cut off as it passes.
+   */
+  countBody(bytes: number, limit: number): boolean {
+    this.outcome.requestBytes += bytes;
+    if (limit === 0 || this.outcome.requestBytes <= limit || this.finished) return true;
+    this.fail(new ProxyError('AUDITMESH_REQUEST_TOO_LARGE', `request body larger than ${limit} bytes`), 'rejected');
+    return false;
   }
 
   finish(): void {

@@ -58,4 +58,6 @@ export interface ForwarderTimeouts {
   idleTimeoutMs: number;
   upstreamKeepAliveMs: number;
   maxSocketsPerUpstream: number;
+  /** A request body streaming past this is cut off: 413 if the response has not started; 0: no limit. */
+  maxRequestBodyBytes: number;
 }

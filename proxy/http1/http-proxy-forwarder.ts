@@ -43,7 +43,11 @@ class Exchange extends ForwardedRequest implements Swept {
       this.lastBytes = bytes;
       this.lastActiveMs = nowMs;
     } else if (nowMs - this.lastActiveMs >= this.timeouts.idleTimeoutMs) {
-      proxyReq.destroy(new ProxyError('AUDITMESH_UPSTREAM_TIMEOUT', 'upstream idle timed out'));
+      // Failed here, not from the destroy's deferred error: the client socket's own idle timer
+      // can fire in the same tick and must not make an upstream stall look like a client abort.
+      const err = new ProxyError('AUDITMESH_UPSTREAM_TIMEOUT', 'upstream idle timed out');
+      this.fail(err);
+      proxyReq.destroy(err);
       return false;
     }
     return true;
@@ -78,6 +82,9 @@ export function createHttpProxyForwarder(timeouts: ForwarderTimeouts): HttpForwa
   proxy.on('proxyReq', (proxyReq: ClientRequest, req: IncomingMessage) => {
     const ex = (req as Carrier)[EXCHANGE];
     if (ex === undefined) return;
+    // http-proxy announces the upstream request only once it has a socket: an exchange that
+    // ended before (client gone, body over the limit) must not reach the upstream after all.
+    if (ex.finished) return void proxyReq.destroy();
     watchUpstreamRequest(ex, proxyReq, timeouts);
     sweep.add(ex);
   });
@@ -131,7 +138,9 @@ export function createHttpProxyForwarder(timeouts: ForwarderTimeouts): HttpForwa
 }
 
 function onRequestData(this: IncomingMessage, chunk: Buffer): void {
-  exchangeOf(this).outcome.requestBytes += chunk.length;
+  const ex = exchangeOf(this);
+  const proxyReq = ex.proxyReq;
+  if (!ex.countBody(chunk.length, ex.timeouts.maxRequestBodyBytes)) proxyReq?.destroy();
 }
 
 function onClientClose(this: ServerResponse): void {
@@ -144,7 +153,21 @@ function onClientClose(this: ServerResponse): void {
 /** The client has the whole response; only a relayed upstream response counts (a rescue answer finishes in fail()). */
 function onClientFinish(this: ServerResponse): void {
   const ex = exchangeOf(this);
-  if (ex.outcome.upstreamResponded) ex.finish();
+  if (!ex.outcome.upstreamResponded) return;
+  ex.finish();
+  if (!ex.req.complete) abandonWithClient(ex.req, ex.proxyReq);
+}
+
+/**
+ * The upstream answered before the whole request body arrived. Node's server stops watching a
+ * request once its response is done, so a client leaving now would leave the upstream request
+ * waiting for the rest of the body, and its socket open, for good.
+ */
+function abandonWithClient(req: IncomingMessage, proxyReq: ClientRequest | null): void {
+  const socket = req.socket;
+  const onClose = (): void => void proxyReq?.destroy();
+  socket.once('close', onClose);
+  req.once('end', () => socket.off('close', onClose));
 }
 
 /** The connect deadline of a new upstream connection; the response and idle deadlines are the sweep's. */

@@ -43,6 +43,7 @@ export function createUndiciForwarder(timeouts: ForwarderTimeouts, upgrades: Htt
   return {
     web(req, res, target, responseHeaders, done) {
       const ex = new UndiciExchange(req, res, target, responseHeaders, done, dispatch);
+      ex.bodyLimit = timeouts.maxRequestBodyBytes;
       (res as Carrier)[EXCHANGE] = ex;
       res.on('drain', onClientDrain);
       // A client that goes away cancels the upstream request.
@@ -83,7 +84,8 @@ function requestBody(ex: UndiciExchange): Dispatcher.DispatchOptions['body'] {
 
 async function* countedBody(ex: UndiciExchange): AsyncGenerator<Buffer> {
   for await (const chunk of ex.req) {
-    ex.outcome.requestBytes += (chunk as Buffer).length;
+    // Over the limit: the 413 is answered, and the throw aborts the upstream request.
+    if (!ex.countBody((chunk as Buffer).length, ex.bodyLimit)) throw new ProxyError('AUDITMESH_REQUEST_TOO_LARGE', 'request body over the limit');
     yield chunk as Buffer;
   }
 }
@@ -114,6 +116,8 @@ const NODE_DEFAULTS = Object.freeze({});
 /** One forwarded request, and undici's handler for it (undici's legacy handler API, its native one). */
 class UndiciExchange extends ForwardedRequest implements Dispatcher.DispatchHandler {
   private abortUpstream: ((err?: Error) => void) | null = null;
+  /** --max-request-body-bytes (0: none). */
+  bodyLimit = 0;
   private resumeUpstream: (() => void) | null = null;
 
   constructor(req: IncomingMessage, res: ServerResponse, target: UpstreamTarget, responseHeaders: OutgoingHttpHeaders, done: (outcome: ForwardOutcome) => void, private readonly redispatch: (ex: UndiciExchange) => void) {

@@ -1,3 +1,4 @@
+import { unlinkSync } from 'node:fs';
 import { move, transferableSymbol, valueSymbol } from 'piscina';
 import { leafHashAt, merkleRoot } from '../merkle.js';
 
@@ -29,6 +30,30 @@ export type SealOutcome =
 
 const SEPARATOR = 0x0a;
 
+/**
+ * Test-only fault injection (test/faults.test.ts): while the file this variable names exists, the
+ * first worker to delete it dies in the middle of its batch, as a worker would on a crash. A
+ * worker is a thread's entry point, the one place besides main.ts that reads its environment.
+ */
+const CRASH_FILE = process.env.AUDITMESH_TEST_SEAL_CRASH_FILE;
+
+/** An uncaught exception ends the worker thread while its task is still running. */
+function crashMidBatch(): Promise<never> {
+  setImmediate(() => {
+    throw new Error('sealing worker crashed on purpose (AUDITMESH_TEST_SEAL_CRASH_FILE)');
+  });
+  return new Promise<never>(() => {});
+}
+
+function crashClaimed(file: string): boolean {
+  try {
+    unlinkSync(file);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** The task handler. The pool receives a SealOutcome: piscina unwraps the movable wrapper. */
 export default function sealBatch(input: ArrayBuffer): unknown {
   if (!(input instanceof ArrayBuffer) || input.byteLength < 2) return { ok: false, error: 'batch is not a buffer of records' };
@@ -39,6 +64,7 @@ export default function sealBatch(input: ArrayBuffer): unknown {
   const offsets = new Uint32Array(starts.length + 1);
   offsets.set(starts);
   offsets[starts.length] = bytes.length;
+  if (CRASH_FILE !== undefined && crashClaimed(CRASH_FILE)) return crashMidBatch();
   const leaves = new Array<Buffer>(starts.length);
   // Each record's separator byte is the spare byte its leaf hash's 0x00 prefix is written into.
   for (let i = 0; i < leaves.length; i++) leaves[i] = leafHashAt(bytes, offsets[i], offsets[i + 1]);
