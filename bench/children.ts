@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { Options, Result } from 'autocannon';
+import { type ServersFrom, benchEntry } from './compiled.js';
 import type { LoadReply, LoadRequest } from './load.js';
 import type { RateOptions, RateResult } from './rate-load.js';
 import type { ServerKind } from './server-kind.js';
@@ -10,7 +11,6 @@ import type { ServerKind } from './server-kind.js';
 const SERVER_START_TIMEOUT_MS = 30_000;
 const STOP_GRACE_MS = 10_000;
 const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
-const SERVE_SCRIPT = fileURLToPath(new URL('./serve.ts', import.meta.url));
 const LOAD_SCRIPT = fileURLToPath(new URL('./load.ts', import.meta.url));
 
 /** Which CPUs the load generator and the servers run on; null: not pinned. */
@@ -77,9 +77,10 @@ export interface ServerChild {
   stop(): Promise<void>;
 }
 
-export function startServerChild(kind: ServerKind, upstreamPort: number | null, cpus: string | null, nodeFlags: readonly string[]): Promise<ServerChild> {
-  const args = [...nodeFlags, SERVE_SCRIPT, kind, ...(upstreamPort === null ? [] : [String(upstreamPort)])];
-  const child = spawnNode(cpus, args, 'pipe');
+/** Starts bench/serve <kind> pinned to cpus; from source (tsx) unless told to run the compiled build. */
+export function startServerChild(kind: ServerKind, upstreamPort: number | null, cpus: string | null, nodeFlags: readonly string[], from: ServersFrom = 'source'): Promise<ServerChild> {
+  const [node, ...entry] = benchEntry('serve', from);
+  const child = spawnPinned(cpus, [node!, ...nodeFlags, ...entry, kind, ...(upstreamPort === null ? [] : [String(upstreamPort)])], 'pipe');
   return new Promise((resolve, reject) => {
     const lines = createInterface({ input: child.stdout! });
     const timer = setTimeout(() => {

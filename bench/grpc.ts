@@ -4,19 +4,20 @@
 // PIN (1: this client on one CPU, the servers on the others, as bench/run.ts does), JSON_OUT (where the rows go).
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { writeFile, mkdir } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { EchoClient } from './grpc-service.js';
 import { choosePinning, spawnPinned } from './children.js';
+import { benchEntry } from './compiled.js';
 
 const DURATION_S = Number(process.env.DURATION ?? 10);
 const CONCURRENCY = Number(process.env.CONCURRENCY ?? 32);
 const MESSAGE_BYTES = Number(process.env.MESSAGE_BYTES ?? 256);
 const STREAM_MESSAGES = Number(process.env.STREAM_MESSAGES ?? 100_000);
 const WINDOW = Number(process.env.WINDOW ?? 256);
-const SERVE = fileURLToPath(new URL('./grpc-serve.ts', import.meta.url));
+// SERVERS_FROM=build: the servers run from bench/results/build (bench/run.ts compiles it first).
+const SERVE = benchEntry('grpc-serve', process.env.SERVERS_FROM === 'build' ? 'build' : 'source');
 const PATHS = ['direct', 'sidecar-off', 'sidecar-async'] as const;
 const PINNING = choosePinning(process.env.PIN !== '0');
 // The client runs in this process: move it (every thread) to the load generator's CPU.
@@ -34,7 +35,7 @@ export interface GrpcRow {
 }
 
 async function serve(kind: string, upstreamPort?: number): Promise<{ child: ChildProcess; port: number }> {
-  const child = spawnPinned(PINNING.servers, [process.execPath, '--import=tsx', SERVE, kind, String(upstreamPort ?? '')], 'pipe');
+  const child = spawnPinned(PINNING.servers, [...SERVE, kind, String(upstreamPort ?? '')], 'pipe');
   const line = await new Promise<string>((resolve, reject) => {
     createInterface({ input: child.stdout! }).once('line', resolve);
     child.once('exit', (code) => reject(new Error(`${kind} exited with ${code}`)));

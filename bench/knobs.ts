@@ -1,3 +1,5 @@
+import type { ServersFrom } from './compiled.js';
+
 /** The paths one run can measure, in the order they run and print. */
 export const PATH_NAMES = ['direct', 'nginx', 'http-proxy', 'undici', 'sidecar-off', 'sidecar-async', 'sidecar-strict'] as const;
 export type PathName = (typeof PATH_NAMES)[number];
@@ -30,6 +32,8 @@ export interface Knobs {
   pin: boolean;
   /** Start servers with --cpu-prof, profiles into bench/results/profiles/. */
   profile: boolean;
+  /** Run the servers from compiled JS (default, as deployed) or from the TypeScript source through tsx. */
+  serversFrom: ServersFrom;
   /** Install nginx from Debian packages when it is missing (root and apt-get only). */
   nginxInstall: boolean;
   /** gRPC section: seconds of unary calls per path, and messages in the bidirectional stream. */
@@ -88,6 +92,13 @@ function rateList(env: Env, fallback: number[]): number[] {
   return [...new Set(rates)].sort((a, b) => a - b);
 }
 
+function serversFrom(env: Env): ServersFrom {
+  const raw = env.SERVERS_FROM;
+  if (raw === undefined || raw === '') return 'build';
+  if (raw === 'build' || raw === 'source') return raw;
+  throw new Error(`SERVERS_FROM: expected build or source, got ${JSON.stringify(raw)}`);
+}
+
 /** Every knob, named in README.md; QUICK changes the defaults, and a knob set explicitly wins over it. Throws naming the variable. */
 export function readKnobs(env: Env): Knobs {
   const quick = flag(env, 'QUICK', false);
@@ -107,6 +118,7 @@ export function readKnobs(env: Env): Knobs {
     sections: nameList(env, 'SECTIONS', SECTION_NAMES),
     pin: flag(env, 'PIN', true),
     profile: flag(env, 'PROFILE', false),
+    serversFrom: serversFrom(env),
     nginxInstall: flag(env, 'NGINX_INSTALL', true),
     grpcDurationS: positiveInt(env, 'GRPC_DURATION', quick ? 1 : 4),
     grpcStreamMessages: positiveInt(env, 'STREAM_MESSAGES', quick ? 2_000 : 30_000),

@@ -3,7 +3,7 @@ import type { Result } from 'autocannon';
 import { type LoadChild, type Pinning, type ServerChild, startServerChild } from './children.js';
 import type { Knobs, PathName } from './knobs.js';
 import { startNginxChild } from './nginx.js';
-import { cpuTimeMs, machineBusyMs, mainThreadCpuTimeMs, peakRssBytes } from './proc-stats.js';
+import { type RssParts, cpuTimeMs, machineBusyMs, mainThreadCpuTimeMs, peakRssBytes, rssParts } from './proc-stats.js';
 import type { RateResult } from './rate-load.js';
 
 /** The request every path is loaded with: a typical inbound API call, credential included. */
@@ -46,6 +46,8 @@ export interface Measurement {
   /** CPU time of the upstream per completed request, to show it is not the limit. */
   upstreamCpuUsPerReq: number | null;
   serverPeakRssBytes: number | null;
+  /** The server's resident set at the end, by kind: what the peak is made of. */
+  serverRssParts: RssParts | null;
   /**
    * CPU used during the measurement by processes outside the benchmark, in % of one CPU. Above
    * a few %, something else shared the machine and the row is suspect.
@@ -130,13 +132,13 @@ async function measureRates(loader: LoadChild, server: ServerChild, knobs: Knobs
 }
 
 /** The server under test in front of the upstream; direct is the upstream itself. */
-function startPath(path: PathName, upstream: ServerChild, pinning: Pinning, nodeFlags: readonly string[], nginxBinary: string | null): Promise<ServerChild> {
+function startPath(path: PathName, upstream: ServerChild, knobs: Knobs, pinning: Pinning, nodeFlags: readonly string[], nginxBinary: string | null): Promise<ServerChild> {
   if (path === 'direct') return Promise.resolve(upstream);
   if (path === 'nginx') {
     if (nginxBinary === null) throw new Error('nginx is not available');
     return startNginxChild(nginxBinary, upstream.port, pinning.servers);
   }
-  return startServerChild(path, upstream.port, pinning.servers, nodeFlags);
+  return startServerChild(path, upstream.port, pinning.servers, nodeFlags, knobs.serversFrom);
 }
 
 /**
@@ -151,9 +153,9 @@ export async function measurePath(
   nodeFlags: readonly string[],
   nginxBinary: string | null = null,
 ): Promise<Measurement> {
-  const upstream = await startServerChild('upstream', null, pinning.servers, nodeFlags);
+  const upstream = await startServerChild('upstream', null, pinning.servers, nodeFlags, knobs.serversFrom);
   try {
-    const server = await startPath(path, upstream, pinning, nodeFlags, nginxBinary);
+    const server = await startPath(path, upstream, knobs, pinning, nodeFlags, nginxBinary);
     try {
       await load(loader, server, knobs, knobs.warmupS);
       const before = readCounters(server, upstream, loader);
@@ -183,6 +185,7 @@ export async function measurePath(
         serverMainThreadCpuUsPerReq: perRequestUs(counted.serverMainThread, requests),
         upstreamCpuUsPerReq: perRequestUs(counted.upstream, requests),
         serverPeakRssBytes: peakRssBytes(server.pid),
+        serverRssParts: rssParts(server.pid),
         otherCpuPercent: otherCpuPercent(before, after, wallMs),
         rates,
         autocannon: result,

@@ -8,6 +8,7 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type LoadChild, type Pinning, choosePinning, startLoadChild } from './children.js';
+import { compileServers } from './compiled.js';
 import { type Knobs, type PathName, readKnobs } from './knobs.js';
 import { renderLatencyChart } from './latency-chart.js';
 import { REQUEST, measurePath } from './measure.js';
@@ -123,6 +124,13 @@ async function main(): Promise<void> {
       `RATES=${knobs.rates.join(',')} RATE_DURATION=${knobs.rateDurationS}s SUSTAIN_FRACTION=${knobs.sustainFraction} QUIET_WAIT=${knobs.quietWaitS}s; ` +
       `${REQUEST.method} ${REQUEST.path}, ${Object.keys(REQUEST.headers).join(' + ')} headers`,
   );
+
+  if (knobs.serversFrom === 'build' && (paths.length > 0 || knobs.sections.includes('grpc'))) {
+    process.stderr.write('compiling the servers (tsc -p tsconfig.bench.json) ...');
+    compileServers();
+    process.stderr.write(' done\n');
+  }
+  say(`servers run from ${knobs.serversFrom === 'build' ? 'compiled JS in bench/results/build (as deployed)' : 'TypeScript source through tsx'}`);
 
   const loader = startLoadChild(pinning.load);
   let outcomes: Map<PathName, Outcome>;

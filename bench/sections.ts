@@ -43,6 +43,7 @@ export function runGrpcSection(knobs: Knobs): Promise<ScriptRun<{ rows: GrpcRow[
     DURATION: String(knobs.grpcDurationS),
     STREAM_MESSAGES: String(knobs.grpcStreamMessages),
     PIN: knobs.pin ? '1' : '0',
+    SERVERS_FROM: knobs.serversFrom,
   });
 }
 

@@ -39,6 +39,9 @@ export interface PathSummary {
   cpuUsPerReq: Spread | null;
   mainThreadCpuUsPerReq: Spread | null;
   peakRssMiB: Spread | null;
+  /** The resident set at the end of the run: anonymous (heaps) and file-backed (code, mapped files). */
+  rssAnonMiB: Spread | null;
+  rssFileMiB: Spread | null;
   otherCpuPercent: Spread | null;
   rates: RateSummary[];
 }
@@ -102,6 +105,8 @@ export function summarize(outcomes: ReadonlyMap<PathName, Outcome>, rates: reado
     cpuUsPerReq: spread(runs.map((r) => r.serverCpuUsPerReq)),
     mainThreadCpuUsPerReq: spread(runs.map((r) => r.serverMainThreadCpuUsPerReq)),
     peakRssMiB: spread(runs.map((r) => (r.serverPeakRssBytes === null ? null : r.serverPeakRssBytes / MIB))),
+    rssAnonMiB: spread(runs.map((r) => (r.serverRssParts === null ? null : r.serverRssParts.anon / MIB))),
+    rssFileMiB: spread(runs.map((r) => (r.serverRssParts === null ? null : r.serverRssParts.file / MIB))),
     otherCpuPercent: spread(runs.map((r) => r.otherCpuPercent)),
     rates: rates.map((rate) => summarizeRate(runs, directRuns, rate)),
   }));
