@@ -62,11 +62,11 @@ export function renderHttpTable(summaries: readonly PathSummary[], rates: readon
 }
 
 export function renderRatesTable(summaries: readonly PathSummary[]): string {
-  const header = ['path', 'offered/s', 'done/s', 'p50 ms', 'p99 ms', 'p99.9 ms', '+p50 ms', '+p99 ms', '+p99.9 ms', 'cpu µs/req', 'errors'];
+  const header = ['path', 'offered/s', 'done/s', 'p50 ms', 'p99 ms', 'p99.9 ms', '+p50 ms', '+p99 ms', '+p99.9 ms', 'cpu µs/req', 'errors', 'load lag p99 ms'];
   const rows = summaries.flatMap((s) =>
     s.rates.map((r) =>
       r.measured === 0
-        ? [s.path, String(r.offeredPerS), `not sustained: ${r.skipped ?? 'failed'}`, '', '', '', '', '', '', '', '']
+        ? [s.path, String(r.offeredPerS), `not sustained: ${r.skipped ?? 'failed'}`, '', '', '', '', '', '', '', '', '']
         : [
             s.path,
             String(r.offeredPerS),
@@ -79,6 +79,7 @@ export function renderRatesTable(summaries: readonly PathSummary[]): string {
             formatSpread(r.addedP99_9Ms, 2),
             formatSpread(r.cpuUsPerReq, 0),
             String(r.errors),
+            fixed(r.issueLagP99Ms?.max, 2),
           ],
     ),
   );

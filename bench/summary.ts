@@ -25,6 +25,8 @@ export interface RateSummary {
   addedP99Ms: Spread | null;
   addedP99_9Ms: Spread | null;
   cpuUsPerReq: Spread | null;
+  /** How late the load generator issued requests against its schedule (p99): above ~1 ms, the generator itself was short of CPU. */
+  issueLagP99Ms: Spread | null;
   errors: number;
 }
 
@@ -87,6 +89,7 @@ function summarizeRate(runs: readonly Measurement[], directRuns: readonly Measur
     addedP99Ms: added((r) => r.latencyMs.p99),
     addedP99_9Ms: added((r) => r.latencyMs.p99_9),
     cpuUsPerReq: stat((p) => p.serverCpuUsPerReq),
+    issueLagP99Ms: stat((p) => p.result?.issueLagP99Ms),
     errors: measured.reduce((sum, p) => sum + p!.result!.errors + p!.result!.non2xx, 0),
   };
 }
