@@ -18,7 +18,9 @@ interface Report {
 }
 
 test('the QUICK report prints its tables and writes well-formed JSON, SVG and text', async (t) => {
-  t.timeout(300_000);
+  // About 1.5 minutes alone; several times that while the whole suite loads the 2 CPUs (it compiles
+  // the servers, starts a dozen processes and runs three sections).
+  t.timeout(600_000);
   const dir = await mkdtemp(join(tmpdir(), 'auditmesh-bench-report-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const env = {
