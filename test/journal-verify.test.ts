@@ -45,7 +45,7 @@ test("a record's bytes changed: its batch's Merkle root no longer matches", asyn
   const report = await verifyDir(dir);
   t.false(report.ok);
   t.is(report.failure?.batch, batch.batch);
-  t.regex(report.failure!.problem, /Merkle root of its stored records does not match its header/);
+  t.regex(report.failure!.problem, /Merkle root of its records does not match its header/);
 });
 
 test('a record changed and its batch root recomputed: the chain link breaks at that batch', async (t) => {

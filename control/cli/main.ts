@@ -12,8 +12,10 @@ interface Command {
 
 const COMMANDS: Record<string, Command> = {
   sidecar: { summary: 'run the sidecar in front of one app', run: sidecarMain },
-  tail: { summary: 'stream records live from a sidecar (--admin URL)', run: tailMain },
-  verify: { summary: 'verify a journal offline: records, Merkle roots, hash chain, signatures', run: verifyMain },
+  collector: { summary: 'run the control-plane collector: gRPC ingest, verification, store, query API', run: async (argv, io) => (await import('./collector.js')).collectorMain(argv, io) },
+  query: { summary: "search the collector's records (--collector URL)", run: async (argv, io) => (await import('./query.js')).queryMain(argv, io) },
+  tail: { summary: 'stream records live from a sidecar (--admin URL) or the collector (--collector URL)', run: tailMain },
+  verify: { summary: 'verify a journal or a collector store offline: records, Merkle roots, hash chain, signatures', run: verifyMain },
   demo: { summary: 'a whole local mesh on embedded defaults: services with sidecars, traffic, live records', run: demoMain },
   // Loaded on use: their dependencies (TLS certificates, YAML) would slow every other command's start.
   injector: { summary: 'run the sidecar-injection admission webhook (HTTPS)', run: async (argv, io) => (await import('./injector.js')).injectorMain(argv, io) },

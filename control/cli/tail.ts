@@ -7,12 +7,17 @@ import type { CommandIO } from './io.js';
 
 const TAIL_FLAGS: readonly FlagSpec[] = [
   { name: 'admin', type: 'string', help: "a sidecar's admin address, e.g. http://127.0.0.1:15020", env: false },
+  { name: 'collector', type: 'string', help: "the collector's HTTP address, e.g. http://127.0.0.1:9401: every sidecar's records as the collector stores them", env: false },
   { name: 'output', short: 'o', type: 'string', choices: ['table', 'json'], default: 'table', help: 'json: one JSON record per line', env: false },
 ];
 
-export const TAIL_HELP = formatHelp('auditmesh tail --admin URL [-o json]', 'Streams audit records live as the sidecar commits them, until interrupted.', TAIL_FLAGS);
+export const TAIL_HELP = formatHelp(
+  'auditmesh tail (--admin URL | --collector URL) [-o json]',
+  "Streams audit records live, until interrupted: from one sidecar as it commits them (--admin),\nor from the whole fleet as the collector verifies and stores them (--collector).",
+  TAIL_FLAGS,
+);
 
-/** `auditmesh tail`: follows a sidecar's /tail server-sent events and prints each record. */
+/** `auditmesh tail`: follows a sidecar's /tail or the collector's /v1/tail server-sent events and prints each record. */
 export async function tailMain(argv: readonly string[], io: CommandIO): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {
     io.stdout.write(TAIL_HELP);
@@ -22,8 +27,9 @@ export async function tailMain(argv: readonly string[], io: CommandIO): Promise<
   let json: boolean;
   try {
     const { values } = parseFlags(TAIL_FLAGS, argv, io.env);
-    if (values.admin === undefined) throw new UsageError('--admin URL is required');
-    url = new URL('/tail', String(values.admin).replace(/^(?!https?:\/\/)/, 'http://'));
+    if ((values.admin === undefined) === (values.collector === undefined)) throw new UsageError('give one of --admin URL (a sidecar) or --collector URL');
+    const [path, base] = values.admin !== undefined ? ['/tail', values.admin] : ['/v1/tail', values.collector];
+    url = new URL(path, String(base).replace(/^(?!https?:\/\/)/, 'http://'));
     json = values.output === 'json';
   } catch (err) {
     io.stderr.write(`auditmesh tail: ${(err as Error).message}\n`);

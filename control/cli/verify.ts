@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { formatHelp, parseFlags, UsageError, type FlagSpec } from '../../proxy/config/flags.js';
 import { withSnapshot } from '../../proxy/journal/read-journal.js';
 import { verifySnapshot, type VerifyOptions, type VerifyReport } from '../../proxy/journal/verify-journal.js';
+import { isCollectorStore, verifyStoreDir, type StoreReport } from '../collector/verify-store.js';
 import type { CommandIO } from './io.js';
 
 const VERIFY_FLAGS: readonly FlagSpec[] = [
@@ -13,7 +14,7 @@ const VERIFY_FLAGS: readonly FlagSpec[] = [
 
 export const VERIFY_HELP = formatHelp(
   'auditmesh verify PATH [--expect-head HASH] [--expect-key ID] [--record SEQ] [-o json]',
-  'Verifies a sidecar journal offline: every record, Merkle root, chain link and signature, and that\nsequence numbers run on without a hole. Reads one consistent snapshot, so a journal being written\nmeanwhile is fine. Exit 0 if everything verifies, 1 naming the first batch or record that does not.',
+  'Verifies a sidecar journal offline: every record, Merkle root, chain link and signature, and that\nsequence numbers run on without a hole. Reads one consistent snapshot, so a journal being written\nmeanwhile is fine. PATH may also be a collector store (--store of `auditmesh collector`): then\nevery sidecar chain in it is verified end to end with the key the collector pinned (the --expect-*\nand --record flags are for journals). Exit 0 if everything verifies, 1 naming the first sidecar,\nbatch or record that does not.',
   VERIFY_FLAGS,
 );
 
@@ -44,6 +45,7 @@ export async function verifyMain(argv: readonly string[], io: CommandIO): Promis
     io.stderr.write(`auditmesh verify: ${err.message}\n(see auditmesh verify --help)\n`);
     return 2;
   }
+  if (await isCollectorStore(args.path).catch(() => false)) return verifyStoreMain(args, io);
   let report: VerifyReport;
   try {
     report = await withSnapshot(args.path, (snapshot) => verifySnapshot(snapshot, args.opts));
@@ -53,6 +55,39 @@ export async function verifyMain(argv: readonly string[], io: CommandIO): Promis
   }
   io.stdout.write(args.json ? JSON.stringify(report) + '\n' : formatReport(report));
   return report.ok ? 0 : 1;
+}
+
+async function verifyStoreMain(args: { path: string; opts: VerifyOptions; json: boolean }, io: CommandIO): Promise<number> {
+  const { expectHead, expectKey, record } = args.opts;
+  if (expectHead !== undefined || expectKey !== undefined || record !== undefined) {
+    io.stderr.write(`auditmesh verify: ${args.path} is a collector store; --expect-head, --expect-key and --record apply to a sidecar journal\n`);
+    return 2;
+  }
+  let report: StoreReport;
+  try {
+    report = await verifyStoreDir(args.path);
+  } catch (err) {
+    io.stderr.write(`auditmesh verify: cannot read the collector store at ${args.path}: ${(err as Error).message}\n`);
+    return 1;
+  }
+  io.stdout.write(args.json ? JSON.stringify(report) + '\n' : formatStoreReport(report));
+  return report.ok ? 0 : 1;
+}
+
+/** One line per sidecar chain, then the verdict naming the first failure. */
+export function formatStoreReport(r: StoreReport): string {
+  const lines = r.sidecars.map((s) => {
+    const state = s.ok ? 'ok    ' : 'FAILED';
+    return `${state} ${s.id.padEnd(24)} key ${s.key_id}  ${s.records} records in ${s.links} links, batches ${s.first_batch}-${s.last_batch}, seq ${s.last_seq ?? '-'}, head ${s.head}`;
+  });
+  if (r.failure !== undefined) {
+    const { sidecar, seq, batch, problem } = r.failure;
+    const where = seq !== undefined ? `record ${seq}` : batch !== undefined ? `batch ${batch}` : 'its chain';
+    lines.push(`verification FAILED: sidecar ${sidecar}, ${where}: ${problem}`);
+  } else {
+    lines.push(`collector store verified: ${r.records} records of ${r.sidecars.length} sidecars, every chain end to end`);
+  }
+  return lines.join('\n') + '\n';
 }
 
 /** The report for people: the inclusion proof if asked for, then one summary line. */

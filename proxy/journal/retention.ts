@@ -1,5 +1,6 @@
 import { statfsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Database } from 'lmdb';
 import { headerEntries, type BatchHeader, type JournalStores, type PrunedMark } from './read-journal.js';
 
 /**
@@ -50,9 +51,14 @@ export function applyPrune(stores: JournalStores, plan: PrunePlan): void {
  * shrinks it. A few tens of microseconds per database: callers sample it, not per record.
  */
 export function usedBytes(stores: JournalStores): number {
+  return databaseBytes([stores.records, stores.batches, stores.meta, stores.keys]);
+}
+
+/** Bytes of LMDB pages in use by these databases of one environment (the collector's store too). */
+export function databaseBytes(dbs: readonly Pick<Database, 'getStats'>[]): number {
   let pages = 0;
   let pageSize = 4096;
-  for (const db of [stores.records, stores.batches, stores.meta, stores.keys]) {
+  for (const db of dbs) {
     const s = db.getStats() as { pageSize: number; treeBranchPageCount: number; treeLeafPageCount: number; overflowPages: number };
     pages += s.treeBranchPageCount + s.treeLeafPageCount + s.overflowPages;
     pageSize = s.pageSize;

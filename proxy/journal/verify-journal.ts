@@ -1,7 +1,9 @@
-import type { KeyObject } from 'node:crypto';
-import { inclusionProof, leafHash, merkleRoot, verifyInclusion } from '../audit/merkle.js';
-import { EMPTY_ROOT, epochRoot, GENESIS_HEAD, keyIdOf, linkHead, publicKeyFromSpki, verifyHeadSignature } from './chain.js';
+import { inclusionProof, verifyInclusion } from '../audit/merkle.js';
+import { GENESIS_HEAD, keyIdOf, publicKeyFromSpki } from './chain.js';
+import { ChainBroken, fail, LinkVerifier, seqRange as range, type ResolvedKey, type VerifyFailure } from './link-verifier.js';
 import { headerEntries, readHeadFrom, readPrunedFrom, recordEntries, type BatchHeader, type JournalSnapshot } from './read-journal.js';
+
+export type { VerifyFailure } from './link-verifier.js';
 
 /**
  * The offline verifier: recomputes every leaf, root, link and signature of a journal snapshot,
@@ -22,13 +24,6 @@ export interface VerifyOptions {
   expectKey?: string;
   /** Also prove this record's inclusion. */
   record?: number;
-}
-
-/** Where and what: the first thing that did not verify. */
-export interface VerifyFailure {
-  batch?: number;
-  seq?: number;
-  problem: string;
 }
 
 /** A record's Merkle inclusion in its batch; the batch's head chains on to the report's head. */
@@ -67,41 +62,32 @@ export interface VerifyReport {
   failure?: VerifyFailure;
 }
 
-class Broken extends Error {
-  constructor(readonly failure: VerifyFailure) {
-    super(failure.problem);
-  }
-}
-
-const fail = (failure: VerifyFailure): never => {
-  throw new Broken(failure);
-};
-
-const range = (first: number, count: number): string => (count === 1 ? `seq ${first}` : `seqs ${first}-${first + count - 1}`);
-
 /** Verifies the whole journal in one snapshot. Never throws for what it finds; it reports. */
 export function verifySnapshot(snapshot: JournalSnapshot, opts: VerifyOptions = {}): VerifyReport {
   const walk = new ChainWalk(snapshot, opts);
   try {
     walk.run();
   } catch (err) {
-    if (!(err instanceof Broken)) throw err;
+    if (!(err instanceof ChainBroken)) throw err;
     walk.report.failure = err.failure;
   }
   walk.report.ok = walk.report.failure === undefined;
   return walk.report;
 }
 
+/**
+ * Walks a journal snapshot: the links through the shared LinkVerifier, the records table
+ * alongside (every record covered by exactly one batch), then the journal's own head entry and
+ * the outside anchors.
+ */
 class ChainWalk {
   readonly report: VerifyReport;
   #snapshot: JournalSnapshot;
   #opts: VerifyOptions;
   #records: Iterator<{ key: number; value: Buffer }>;
   #next: IteratorResult<{ key: number; value: Buffer }>;
-  #epoch: number | undefined;
-  #epochKey: string | undefined;
-  #lastSigned = 0;
-  #publicKeys = new Map<string, KeyObject>();
+  #links: LinkVerifier;
+  #keys = new Map<string, ResolvedKey>();
 
   constructor(snapshot: JournalSnapshot, opts: VerifyOptions) {
     this.#snapshot = snapshot;
@@ -120,6 +106,8 @@ class ChainWalk {
       keys: [],
       ...(pruned === undefined ? {} : { pruned_through: { batch: pruned.last_batch, seq: pruned.last_seq } }),
     };
+    const r = this.report;
+    this.#links = new LinkVerifier({ last_batch: r.last_batch, last_seq: r.last_seq, head: r.head, last_signed: 0 }, { keyFor: (keyId, batch) => this.#keyFor(keyId, batch) });
     this.#records = recordEntries(snapshot.stores, {}, snapshot.transaction)[Symbol.iterator]();
     this.#next = this.#records.next();
   }
@@ -128,9 +116,10 @@ class ChainWalk {
     const { stores, transaction } = this.#snapshot;
     for (const { key, value } of headerEntries(stores, {}, transaction)) this.#link(key, value);
     const r = this.report;
+    const lastSigned = this.#links.position.last_signed;
     if (!this.#next.done) fail({ seq: this.#next.value.key, problem: `record ${this.#next.value.key} is not covered by any batch: it was added after the last batch (${r.last_batch})` });
     if (r.last_batch === (r.pruned_through?.batch ?? 0)) fail({ problem: 'the journal holds no batches: an empty journal, or not a journal' });
-    if (this.#lastSigned !== r.last_batch) fail({ batch: this.#lastSigned + 1, problem: `batches ${this.#lastSigned + 1}-${r.last_batch} come after the last signed head: not covered by any signature` });
+    if (lastSigned !== r.last_batch) fail({ batch: lastSigned + 1, problem: `batches ${lastSigned + 1}-${r.last_batch} come after the last signed head: not covered by any signature` });
     const head = readHeadFrom(stores, transaction);
     if (head.last_batch !== r.last_batch || head.last_seq !== r.last_seq || head.head !== r.head) {
       fail({ batch: r.last_batch, problem: `the journal's head entry (batch ${head.last_batch}, seq ${head.last_seq}, head ${head.head}) does not match its last batch (batch ${r.last_batch}, seq ${r.last_seq}, head ${r.head}): batches were cut off or added` });
@@ -142,50 +131,25 @@ class ChainWalk {
     if (record !== undefined && r.inclusion === undefined) fail({ seq: record, problem: `record ${record} is not in the journal, which holds ${range(r.first_seq, r.last_seq - r.first_seq + 1)}` });
   }
 
-  /** One link: numbering, contents, chain, signature, in that order. */
+  /** One link: stored under its own number, then the shared checks, then this walk's tallies. */
   #link(key: number, h: BatchHeader): void {
     const r = this.report;
-    const expected = r.last_batch + 1;
     if (h.batch !== key) fail({ batch: key, problem: `the header stored as batch ${key} names itself batch ${h.batch}` });
-    if (key !== expected) fail({ batch: expected, problem: key > expected ? `batches ${expected}-${key - 1} are missing` : `batch ${key} is out of order` });
-    if (h.first_seq !== r.last_seq + 1) fail({ batch: key, problem: `batch ${key} starts at seq ${h.first_seq}, but the batch before it ends at seq ${r.last_seq}` });
-    if (h.kind === 'records') this.#recordsLink(h);
-    else if (h.kind === 'epoch') this.#epochLink(h);
-    else if (h.kind === 'checkpoint') this.#checkpointLink(h);
-    else fail({ batch: key, problem: `batch ${key} has an unknown kind ${JSON.stringify(h.kind)}` });
-    if (this.#epoch === undefined) this.#epoch = h.epoch;
-    if (h.epoch !== this.#epoch) fail({ batch: key, problem: `batch ${key} is in epoch ${h.epoch}, but follows epoch ${this.#epoch} without an epoch link` });
-    let head: string;
-    try {
-      head = linkHead(r.head, h);
-    } catch (err) {
-      return fail({ batch: key, problem: `batch ${key} has a malformed header: ${(err as Error).message}` });
-    }
-    if (head !== h.head) fail({ batch: key, problem: `batch ${key}: chain link broken: its head recomputed from the previous head and its header is ${head}, it says ${h.head}` });
-    if (h.sig !== undefined) this.#signature(h);
-    if (head === this.#opts.expectHead) r.expected_head_batch = key;
+    const bytes: Buffer[] = [];
+    if (h.kind === 'records' && Number.isSafeInteger(h.count)) for (let seq = h.first_seq; seq < h.first_seq + h.count; seq++) bytes.push(this.#take(seq, h));
+    const leaves = this.#links.next(h, bytes);
+    if (h.kind === 'records') {
+      const wanted = this.#opts.record;
+      if (wanted !== undefined && wanted >= h.first_seq && wanted < h.first_seq + h.count) this.#prove(h, leaves!, wanted - h.first_seq, Buffer.from(bytes[wanted - h.first_seq]));
+      r.records += h.count;
+      r.batches++;
+    } else if (h.kind === 'epoch') r.epochs++;
+    else r.checkpoints++;
+    if (h.sig !== undefined && !r.keys.includes(h.key!)) r.keys.push(h.key!);
+    if (h.head === this.#opts.expectHead) r.expected_head_batch = key;
     r.last_batch = key;
     r.last_seq += h.count;
-    r.head = head;
-  }
-
-  #recordsLink(h: BatchHeader): void {
-    if (!Number.isSafeInteger(h.count) || h.count < 1) fail({ batch: h.batch, problem: `batch ${h.batch} of records has count ${h.count}` });
-    const leaves: Buffer[] = [];
-    const wanted = this.#opts.record;
-    let wantedBytes: Buffer | undefined;
-    for (let seq = h.first_seq; seq < h.first_seq + h.count; seq++) {
-      const bytes = this.#take(seq, h);
-      leaves.push(leafHash(bytes));
-      if (seq === wanted) wantedBytes = Buffer.from(bytes);
-    }
-    const root = merkleRoot(leaves).toString('hex');
-    if (root !== h.root) {
-      fail({ batch: h.batch, problem: `batch ${h.batch} (${range(h.first_seq, h.count)}): the Merkle root of its stored records does not match its header: a record in it was altered, removed, inserted or reordered` });
-    }
-    if (wantedBytes !== undefined) this.#prove(h, leaves, wanted! - h.first_seq, wantedBytes);
-    this.report.records += h.count;
-    this.report.batches++;
+    r.head = h.head;
   }
 
   /** The stored bytes of `seq`, which must be the next record; names what is missing or extra. */
@@ -197,47 +161,22 @@ class ChainWalk {
     return (next as IteratorYieldResult<{ key: number; value: Buffer }>).value.value;
   }
 
-  #epochLink(h: BatchHeader): void {
-    if (h.count !== 0) fail({ batch: h.batch, problem: `epoch link ${h.batch} claims ${h.count} records` });
-    if (h.key === undefined) return fail({ batch: h.batch, problem: `epoch link ${h.batch} names no key` });
-    if (this.#epoch !== undefined && h.epoch <= this.#epoch) fail({ batch: h.batch, problem: `epoch link ${h.batch} opens epoch ${h.epoch} after epoch ${this.#epoch}` });
-    const spki = this.#spki(h.key, h.batch);
-    if (epochRoot(spki) !== h.root) fail({ batch: h.batch, problem: `epoch link ${h.batch}: its root does not commit to the public key recorded for key ${h.key}: the key was swapped` });
-    this.#epoch = h.epoch;
-    this.#epochKey = h.key;
-    this.report.epochs++;
-  }
-
-  #checkpointLink(h: BatchHeader): void {
-    if (h.count !== 0 || h.root !== EMPTY_ROOT) fail({ batch: h.batch, problem: `checkpoint ${h.batch} claims records (count ${h.count}, root ${h.root})` });
-    this.report.checkpoints++;
-  }
-
-  #signature(h: BatchHeader): void {
-    const keyId = h.key;
-    if (keyId === undefined) return fail({ batch: h.batch, problem: `batch ${h.batch} is signed but names no key` });
-    if (this.#epochKey !== undefined && keyId !== this.#epochKey) fail({ batch: h.batch, problem: `batch ${h.batch} is signed by key ${keyId}, but its epoch ${this.#epoch} was opened with key ${this.#epochKey}` });
+  /** The recorded public key for `keyId`, which must hash to that id and be the expected key. */
+  #keyFor(keyId: string, batch: number): ResolvedKey {
     const { expectKey } = this.#opts;
-    if (expectKey !== undefined && keyId !== expectKey) fail({ batch: h.batch, problem: `batch ${h.batch} is signed by key ${keyId}, not by the expected key ${expectKey}` });
-    let key = this.#publicKeys.get(keyId);
-    if (key === undefined) {
-      const parsed = publicKeyFromSpki(this.#spki(keyId, h.batch));
-      if (parsed === null) return fail({ batch: h.batch, problem: `the public key recorded for key ${keyId} is not an Ed25519 key` });
-      this.#publicKeys.set(keyId, (key = parsed));
-    }
-    if (!verifyHeadSignature(h.head, h.sig!, key)) fail({ batch: h.batch, problem: `batch ${h.batch}: the signature over its head does not verify with key ${keyId}` });
-    if (!this.report.keys.includes(keyId)) this.report.keys.push(keyId);
-    this.#lastSigned = h.batch;
-  }
-
-  /** The recorded public key for `keyId`, which must hash to that id. */
-  #spki(keyId: string, batch: number): Buffer {
+    if (expectKey !== undefined && keyId !== expectKey) fail({ batch, problem: `batch ${batch} is signed by key ${keyId}, not by the expected key ${expectKey}` });
+    const known = this.#keys.get(keyId);
+    if (known !== undefined) return known;
     const { stores, transaction } = this.#snapshot;
     const entry = stores.keys.get(keyId, { transaction });
     if (entry === undefined) return fail({ batch, problem: `batch ${batch} names key ${keyId}, which the journal does not hold` });
     const spki = Buffer.from(entry.public_key, 'base64');
     if (keyIdOf(spki) !== keyId) fail({ batch, problem: `the public key recorded for key ${keyId} is not that key (its id is ${keyIdOf(spki)}): the key was swapped` });
-    return spki;
+    const key = publicKeyFromSpki(spki);
+    if (key === null) return fail({ batch, problem: `the public key recorded for key ${keyId} is not an Ed25519 key` });
+    const resolved = { spki, key };
+    this.#keys.set(keyId, resolved);
+    return resolved;
   }
 
   #prove(h: BatchHeader, leaves: Buffer[], index: number, bytes: Buffer): void {

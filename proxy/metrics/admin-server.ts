@@ -21,14 +21,7 @@ export function createAdminServer(deps: AdminDeps): http.Server {
     if (req.method !== 'GET' && req.method !== 'HEAD') return text(res, 405, 'method not allowed\n');
     switch (path) {
       case '/metrics':
-        deps.registry.metrics().then(
-          (body) => {
-            res.writeHead(200, { 'content-type': deps.registry.contentType });
-            res.end(body);
-          },
-          (err: Error) => text(res, 500, `metrics failed: ${err.message}\n`),
-        );
-        return;
+        return serveMetrics(deps.registry, res);
       case '/livez':
         return text(res, 200, 'ok\n');
       case '/readyz': {
@@ -46,19 +39,41 @@ export function createAdminServer(deps: AdminDeps): http.Server {
   return server;
 }
 
-function text(res: http.ServerResponse, status: number, body: string): void {
+/** The registry in Prometheus text format. */
+export function serveMetrics(registry: Registry, res: http.ServerResponse): void {
+  registry.metrics().then(
+    (body) => {
+      res.writeHead(200, { 'content-type': registry.contentType });
+      res.end(body);
+    },
+    (err: Error) => text(res, 500, `metrics failed: ${err.message}\n`),
+  );
+}
+
+/** A plain-text answer. */
+export function text(res: http.ServerResponse, status: number, body: string): void {
   res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8' });
   res.end(body);
 }
 
 function tail(deps: AdminDeps, res: http.ServerResponse): void {
-  if (deps.subscribe === null) return text(res, 404, 'auditing is off: no records to tail\n');
+  const subscribe = deps.subscribe;
+  if (subscribe === null) return text(res, 404, 'auditing is off: no records to tail\n');
+  serveEventStream(res, (send) => subscribe((rec) => send(String(rec['audit.seq']), JSON.stringify(rec))));
+}
+
+/**
+ * Serves server-sent events on `res` until the client goes: one event per `send(id, data)`, a
+ * keep-alive comment every TAIL_HEARTBEAT_MS. `subscribe` returns its unsubscribe function.
+ * Shared by the sidecar's /tail and the collector's /v1/tail.
+ */
+export function serveEventStream(res: http.ServerResponse, subscribe: (send: (id: string, data: string) => void) => () => void): void {
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
   res.write(': auditmesh tail\n\n');
-  const unsubscribe = deps.subscribe((rec) => {
+  const unsubscribe = subscribe((id, data) => {
     // A tail client that does not read is cut off rather than buffered without bound.
     if (res.writableLength > MAX_TAIL_BUFFER_BYTES) return void res.destroy();
-    res.write(`id: ${rec['audit.seq']}\ndata: ${JSON.stringify(rec)}\n\n`);
+    res.write(`id: ${id}\ndata: ${data}\n\n`);
   });
   const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), TAIL_HEARTBEAT_MS);
   res.on('close', () => {

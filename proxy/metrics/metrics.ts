@@ -38,7 +38,8 @@ const DURATION_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.7
 const OVERHEAD_BUCKETS_S = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1];
 const COMMIT_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
 
-export function createSidecarMetrics(): SidecarMetrics {
+/** A registry with the default process metrics and auditmesh_build_info: every auditmesh process starts from this. */
+export function createRegistry(): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   new Gauge({
@@ -47,6 +48,11 @@ export function createSidecarMetrics(): SidecarMetrics {
     labelNames: ['version', 'node_version'],
     registers: [registry],
   }).set({ version: BUILD_VERSION, node_version: process.version }, 1);
+  return registry;
+}
+
+export function createSidecarMetrics(): SidecarMetrics {
+  const registry = createRegistry();
   return {
     registry,
     requests: new Counter({

@@ -22,11 +22,11 @@ export function makeRecord(i: number, extra: Partial<AuditRecord> = {}): AuditRe
  * Writes a real journal: `commits` rounds of `perCommit` records, each round awaited, so the
  * journal holds several commits, each with its own signed head. Returns after close.
  */
-export async function writeJournal(opts: Partial<AuditPipelineOptions> & { journalDir: string }, commits = 4, perCommit = 10): Promise<void> {
+export async function writeJournal(opts: Partial<AuditPipelineOptions> & { journalDir: string }, commits = 4, perCommit = 10, make: (i: number) => AuditRecord = makeRecord): Promise<void> {
   const pipeline = await createAuditPipeline(opts);
   try {
     for (let c = 0; c < commits; c++) {
-      const round = Array.from({ length: perCommit }, (_, i) => makeRecord(c * perCommit + i));
+      const round = Array.from({ length: perCommit }, (_, i) => make(c * perCommit + i));
       await Promise.all(round.map((rec) => pipeline.recordDurable(rec)));
     }
   } finally {

@@ -1,0 +1,68 @@
+import { formatHelp, parseFlags, port, UsageError, type FlagSpec } from '../../proxy/config/flags.js';
+import { createLogger } from '../../proxy/log.js';
+import { CHECKPOINT_INTERVAL_MS } from '../../proxy/journal/journal.js';
+import { createCollector, CollectorConfigError, type Collector } from '../collector/collector.js';
+import { untilAborted, type CommandIO } from './io.js';
+
+export const COLLECTOR_FLAGS: readonly FlagSpec[] = [
+  { name: 'grpc-port', type: 'int', default: '9400', help: 'gRPC ingest from sidecars (Sync)' },
+  { name: 'http-port', type: 'int', default: '9401', help: 'query API, live tail, /metrics, /livez, /readyz' },
+  { name: 'store', type: 'string', default: './.auditmesh/collector', help: 'embedded LMDB store folder' },
+  { name: 'token-file', type: 'string', help: 'tokens accepted from sidecars, one a line; re-read when it changes' },
+  { name: 'insecure', type: 'boolean', default: 'false', help: 'accept sidecars without a token (local, trusted setups only)' },
+  { name: 'bind', type: 'string', help: 'listen address (default 127.0.0.1; 0.0.0.0 in Kubernetes)' },
+  { name: 'heartbeat-interval-ms', type: 'int', default: String(CHECKPOINT_INTERVAL_MS), help: "the sidecars' heartbeat interval (their --checkpoint-interval-ms): 3 missed is stale" },
+  { name: 'log-level', type: 'string', default: 'info', choices: ['info', 'warn', 'error', 'silent'], help: 'structured log verbosity (stderr)' },
+];
+
+export const COLLECTOR_HELP = formatHelp(
+  'auditmesh collector [flags]',
+  "Runs the control-plane collector: sidecars stream their journals to it over gRPC; it verifies\nevery batch (Merkle root, hash chain, signature, contiguous numbers), stores it in an embedded\nLMDB store, acks it, and answers queries and live tails over HTTP. Without --token-file it\nrefuses to start unless --insecure is given.",
+  COLLECTOR_FLAGS,
+);
+
+/** `auditmesh collector`: serves until aborted (SIGTERM/SIGINT), then closes and exits 0. */
+export async function collectorMain(argv: readonly string[], io: CommandIO): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    io.stdout.write(COLLECTOR_HELP);
+    return 0;
+  }
+  let values;
+  try {
+    const parsed = parseFlags(COLLECTOR_FLAGS, argv, io.env);
+    if (parsed.positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
+    values = parsed.values;
+    port(values, 'grpc-port');
+    port(values, 'http-port');
+    if (values['token-file'] === undefined && values.insecure !== true) {
+      throw new UsageError('no --token-file: the collector would accept records from anyone; give --token-file FILE, or --insecure for a local, trusted setup');
+    }
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    io.stderr.write(`auditmesh collector: ${err.message}\n(see auditmesh collector --help)\n`);
+    return 2;
+  }
+  const log = createLogger(values['log-level'] as 'info', (line) => io.stderr.write(line));
+  let collector: Collector;
+  try {
+    collector = await createCollector(
+      {
+        grpcPort: values['grpc-port'] as number,
+        httpPort: values['http-port'] as number,
+        bind: (values.bind as string | undefined) ?? (io.env.KUBERNETES_SERVICE_HOST !== undefined ? '0.0.0.0' : '127.0.0.1'),
+        storeDir: values.store as string,
+        tokenFile: values['token-file'] as string | undefined,
+        insecure: values.insecure === true,
+        heartbeatIntervalMs: values['heartbeat-interval-ms'] as number,
+      },
+      log,
+    );
+  } catch (err) {
+    io.stderr.write(`auditmesh collector: cannot start: ${(err as Error).message}\n`);
+    return err instanceof CollectorConfigError ? 2 : 1;
+  }
+  await untilAborted(io.signal);
+  log('info', 'stopping');
+  await collector.close();
+  return 0;
+}

@@ -1,0 +1,92 @@
+import { formatHelp, parseFlags, UsageError, type FlagSpec } from '../../proxy/config/flags.js';
+import { isErrorRecord } from '../collector/record-index.js';
+import { MAX_QUERY_LIMIT, parseStatus, parseTimeBound, QueryError, type CollectedRecord } from '../collector/record-query.js';
+import { formatRecordLine } from './format-record.js';
+import type { CommandIO } from './io.js';
+
+export const QUERY_FLAGS: readonly FlagSpec[] = [
+  { name: 'collector', type: 'string', help: "the collector's HTTP address, e.g. http://127.0.0.1:9401", env: 'AUDITMESH_COLLECTOR_URL' },
+  { name: 'correlation-id', type: 'string', help: 'records of this request id (x-request-id), across all services', env: false },
+  { name: 'trace-id', type: 'string', help: 'records of this trace, across all services', env: false },
+  { name: 'service', type: 'string', help: 'records where this service is either side', env: false },
+  { name: 'peer', type: 'string', help: 'with --service: only its exchanges with this peer', env: false },
+  { name: 'since', type: 'string', help: 'from this long ago (10m, 2h, 7d) or this time (ISO 8601, Unix ms)', env: false },
+  { name: 'until', type: 'string', help: 'up to this time (same forms)', env: false },
+  { name: 'status', type: 'string', help: '5xx (a class), ok, error, or a status code such as 503', env: false },
+  { name: 'limit', type: 'int', default: '100', help: `at most this many records, newest first (up to ${MAX_QUERY_LIMIT})`, env: false },
+  { name: 'output', short: 'o', type: 'string', choices: ['table', 'json'], default: 'table', help: 'json: one JSON record per line', env: false },
+];
+
+export const QUERY_HELP = formatHelp(
+  'auditmesh query --collector URL [--correlation-id ID] [--trace-id ID] [--service NAME] [--peer NAME] [--since 10m|TIME] [--until TIME] [--status 5xx|ok|error|NNN] [--limit N] [-o json]',
+  "Searches the collector's verified records, newest first. Exit 0 when none of the records found\nis an error, 1 when one is (an error type, a 5xx, a gRPC status other than OK, a gap), 2 on bad usage.",
+  QUERY_FLAGS,
+);
+
+/** The /v1/records URL for the flags; throws UsageError for a flag the collector would refuse. */
+function queryUrl(argv: readonly string[], io: CommandIO): { url: URL; json: boolean } {
+  const { values, positionals } = parseFlags(QUERY_FLAGS, argv, io.env);
+  if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
+  if (values.collector === undefined) throw new UsageError('--collector URL is required');
+  const url = new URL('/v1/records', String(values.collector).replace(/^(?!https?:\/\/)/, 'http://'));
+  const now = Date.now();
+  const set = (param: string, flag: string, convert: (v: string) => string = (v) => v): void => {
+    const v = values[flag] as string | undefined;
+    if (v !== undefined) url.searchParams.set(param, convert(v));
+  };
+  try {
+    set('correlation_id', 'correlation-id');
+    set('trace_id', 'trace-id');
+    set('service', 'service');
+    set('peer', 'peer');
+    // Relative times are resolved here, so `--since 10m` means ten minutes before the command ran.
+    set('since', 'since', (v) => String(parseTimeBound('--since', v, now)));
+    set('until', 'until', (v) => String(parseTimeBound('--until', v, now)));
+    set('status', 'status', (v) => (parseStatus(v), v));
+  } catch (err) {
+    if (err instanceof QueryError) throw new UsageError(err.message.replace(/^status:/, '--status:'));
+    throw err;
+  }
+  const limit = values.limit as number;
+  if (limit < 1 || limit > MAX_QUERY_LIMIT) throw new UsageError(`--limit: expected 1 to ${MAX_QUERY_LIMIT}, got ${limit}`);
+  url.searchParams.set('limit', String(limit));
+  return { url, json: values.output === 'json' };
+}
+
+/** `auditmesh query`: exit 0 no error record found, 1 an error record found (or the collector failed), 2 bad usage. */
+export async function queryMain(argv: readonly string[], io: CommandIO): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    io.stdout.write(QUERY_HELP);
+    return 0;
+  }
+  let args;
+  try {
+    args = queryUrl(argv, io);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    io.stderr.write(`auditmesh query: ${err.message}\n(see auditmesh query --help)\n`);
+    return 2;
+  }
+  let status: number;
+  let body: string;
+  try {
+    const res = await fetch(args.url, { signal: io.signal });
+    status = res.status;
+    body = await res.text();
+  } catch (err) {
+    io.stderr.write(`auditmesh query: cannot reach ${args.url.origin}: ${(err as Error).message}\n`);
+    return 1;
+  }
+  if (status !== 200) {
+    io.stderr.write(`auditmesh query: the collector answered ${status}: ${body.trim()}\n`);
+    return status === 400 ? 2 : 1;
+  }
+  const records = body
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => JSON.parse(l) as CollectedRecord);
+  for (const rec of records) io.stdout.write((args.json ? JSON.stringify(rec) : formatRecordLine(rec)) + '\n');
+  const errors = records.filter((r) => isErrorRecord(r)).length;
+  if (!args.json) io.stderr.write(`${records.length} records, newest first${errors > 0 ? `; ${errors} errors` : ''}\n`);
+  return errors > 0 ? 1 : 0;
+}

@@ -1,0 +1,104 @@
+import type { BatchHeader } from '../../proxy/journal/read-journal.js';
+import type { ChainPosition } from '../../proxy/journal/link-verifier.js';
+import type { RefusalCode } from '../proto/sync-wire.js';
+import type { RecordIndex } from './record-index.js';
+
+/**
+ * The seam between the collector's ingest and where it keeps things (DESIGN.md, "Scale beyond one
+ * machine"). Ingest verifies, dedupes and acks against this interface only, and every write is a
+ * promise that settles once durable, so an implementation on a replicated log (NATS JetStream,
+ * consumers building the indexes) fits behind it as well as the embedded LMDB one (lmdb-store.ts).
+ */
+
+/**
+ * A link as stored: the header exactly as verified, plus its records' leaf hashes (32 bytes each,
+ * in order), which the root was verified against. With them, an offline check can name the one
+ * record whose bytes changed, not only its batch.
+ */
+export type StoredLink = BatchHeader & { leaves?: Buffer };
+
+/** What the collector knows of one sidecar: its pinned key and how far its chain is stored. */
+export interface SidecarState {
+  id: string;
+  service: string;
+  /** Pinned on first contact; a later Hello with another key is refused (key-mismatch). */
+  key_id: string;
+  /** DER SubjectPublicKeyInfo, base64. */
+  public_key: string;
+  /** The first batch stored (its chain starts after `base_head`). */
+  first_batch: number;
+  base_head: string;
+  /** Where the stored chain ends. */
+  position: ChainPosition;
+  first_seen_unix_ms: number;
+  last_seen_unix_ms: number;
+}
+
+/** A record to store: its sequence number, canonical bytes and index entry (null: not JSON, stored unindexed). */
+export interface IncomingRecord {
+  seq: number;
+  bytes: Buffer;
+  index: RecordIndex | null;
+}
+
+/** One verified run of links of one sidecar, stored all or nothing. */
+export interface VerifiedAppend {
+  /** The sidecar's state once this append is stored. */
+  sidecar: SidecarState;
+  links: StoredLink[];
+  records: IncomingRecord[];
+}
+
+/** A refused segment, kept as evidence (never as valid records). */
+export interface Evidence {
+  received_unix_ms: number;
+  sidecar_id: string;
+  code: RefusalCode;
+  reason: string;
+  batch: number;
+  /** The links as received, records included (base64), up to a bound. */
+  links: unknown[];
+  truncated: boolean;
+}
+
+/** A stored record, addressed by its sidecar and sequence number. */
+export interface StoredRecord {
+  sidecar: string;
+  seq: number;
+  bytes: Buffer;
+}
+
+/** `5xx`, `4xx`, ...: a status class; `error`: isErrorRecord; `ok`: not an error; a number: that HTTP or gRPC status. */
+export type StatusFilter = { class: number } | { error: boolean } | { code: number };
+
+export interface RecordQuery {
+  correlationId?: string;
+  traceId?: string;
+  /** Either side: the record's own service or its peer. */
+  service?: string;
+  /** The other side, with `service`; alone, either side too. */
+  peer?: string;
+  sinceUnixMs?: number;
+  untilUnixMs?: number;
+  status?: StatusFilter;
+  limit: number;
+}
+
+export interface CollectorStore {
+  /** Every sidecar known, as stored. */
+  sidecars(): Promise<SidecarState[]>;
+  /** The stored link `batch` of a sidecar (for dedupe), or undefined. */
+  link(sidecarId: string, batch: number): Promise<StoredLink | undefined>;
+  /** Stores a verified run durably; resolves once it is. */
+  append(run: VerifiedAppend): Promise<void>;
+  /** Stores the sidecar's state alone (first contact, last seen). */
+  putSidecar(state: SidecarState): Promise<void>;
+  keepEvidence(evidence: Evidence): Promise<void>;
+  /** The evidence kept, oldest first. */
+  evidence(): Promise<Evidence[]>;
+  /** Matching records, newest first. */
+  query(q: RecordQuery): AsyncIterable<StoredRecord> | Iterable<StoredRecord>;
+  /** Bytes the store has in use. */
+  usedBytes(): number;
+  close(): Promise<void>;
+}

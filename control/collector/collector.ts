@@ -1,0 +1,142 @@
+import type http from 'node:http';
+import * as grpc from '@grpc/grpc-js';
+import { createLiveFeed } from '../../proxy/audit/live-feed.js';
+import { CHECKPOINT_INTERVAL_MS } from '../../proxy/journal/journal.js';
+import type { Logger } from '../../proxy/log.js';
+import { COLLECTOR_SERVICE } from '../proto/sync-wire.js';
+import { createCollectorMetrics, type CollectorMetrics } from './collector-metrics.js';
+import type { CollectorStore } from './collector-store.js';
+import { createHashPool } from './hash-pool.js';
+import { createHttpApi } from './http-api.js';
+import { Ingest } from './ingest.js';
+import { openLmdbStore } from './lmdb-store.js';
+import type { StoredRun } from './sidecar-chain.js';
+import { heartbeatTally, sidecarStatus, type SidecarStatus } from './sidecar-status.js';
+import { createSyncHandler } from './sync-server.js';
+import { createTokenCheck } from './token-auth.js';
+
+/**
+ * The collector, wired: store -> ingest -> gRPC Sync server, and the HTTP API beside it.
+ * `auditmesh collector` (control/cli/collector.ts) and the tests' startTestCollector both start it
+ * through createCollector.
+ */
+
+export interface CollectorConfig {
+  /** 0 picks a free port. */
+  grpcPort: number;
+  httpPort: number;
+  bind: string;
+  storeDir: string;
+  /** Accepted bearer tokens, one a line; required unless `insecure`. */
+  tokenFile?: string;
+  insecure: boolean;
+  /** The sidecars' heartbeat (checkpoint) interval: heartbeats older than 3 of these are stale. */
+  heartbeatIntervalMs?: number;
+  /** Workers that hash and index records; default defaultHashThreads(). */
+  hashThreads?: number;
+  /** Largest Sync message accepted (a Segment), bytes. */
+  maxMessageBytes?: number;
+}
+
+export interface Collector {
+  readonly grpcPort: number;
+  readonly httpPort: number;
+  /** host:port for sidecars (--collector of the sidecar). */
+  readonly grpcAddress: string;
+  /** http://host:port of the HTTP API. */
+  readonly httpUrl: string;
+  readonly metrics: CollectorMetrics;
+  readonly store: CollectorStore;
+  /** Called with every run of verified records once it is durably stored; returns unsubscribe. For fleet-wide detection. */
+  onStored(listener: (run: StoredRun) => void): () => void;
+  /** Listeners attached now: open /v1/tail streams plus onStored listeners. */
+  readonly liveListeners: number;
+  sidecars(): SidecarStatus[];
+  close(): Promise<void>;
+}
+
+export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+/** The collector pings idle sidecar connections this often, and drops them if a ping goes unanswered. */
+const KEEPALIVE_TIME_MS = 30_000;
+const KEEPALIVE_TIMEOUT_MS = 10_000;
+/** On close, open Sync streams get this long to end before they are cut. */
+const SHUTDOWN_GRACE_MS = 1_000;
+
+/** Thrown at boot for a configuration that must not start (no credential and no --insecure). */
+export class CollectorConfigError extends Error {}
+
+export async function createCollector(config: CollectorConfig, log: Logger = () => {}): Promise<Collector> {
+  if (config.tokenFile === undefined && !config.insecure) {
+    throw new CollectorConfigError('no --token-file: the collector would accept records from anyone. Give --token-file FILE, or --insecure for a local, trusted setup');
+  }
+  const tokens = config.tokenFile === undefined ? null : createTokenCheck(config.tokenFile, (l) => log('info', String(l.msg), l));
+  const heartbeatIntervalMs = config.heartbeatIntervalMs ?? CHECKPOINT_INTERVAL_MS;
+  const store = openLmdbStore(config.storeDir);
+  const feed = createLiveFeed<StoredRun>({ onListenerError: (err) => log('error', 'collector onStored listener threw', { err: (err as Error)?.message }) });
+  const hasher = createHashPool(config.hashThreads);
+  const ingest = await Ingest.open(store, hasher, (run) => feed.publish(run));
+  const metrics = createCollectorMetrics({ storeBytes: () => store.usedBytes(), sidecars: () => heartbeatTally(ingest.chains.values(), heartbeatIntervalMs, Date.now()) });
+  const sidecars = (): SidecarStatus[] => Array.from(ingest.chains.values(), (c) => sidecarStatus(c, heartbeatIntervalMs, Date.now()));
+
+  const maxBytes = config.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+  const grpcServer = new grpc.Server({
+    'grpc.max_receive_message_length': maxBytes,
+    'grpc.keepalive_time_ms': KEEPALIVE_TIME_MS,
+    'grpc.keepalive_timeout_ms': KEEPALIVE_TIMEOUT_MS,
+  });
+  grpcServer.addService(COLLECTOR_SERVICE, { Sync: createSyncHandler({ ingest, store, metrics, tokens, log }) });
+  const grpcPort = await new Promise<number>((resolve, reject) =>
+    grpcServer.bindAsync(`${config.bind}:${config.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
+  );
+  const httpServer = createHttpApi({ store, metrics, sidecars, subscribe: (l) => feed.subscribe(l), ready: () => ({ ok: true }) });
+  let httpPort: number;
+  try {
+    httpPort = await listen(httpServer, config.httpPort, config.bind);
+  } catch (err) {
+    grpcServer.forceShutdown();
+    await hasher.close();
+    await store.close();
+    throw err;
+  }
+  const host = config.bind.includes(':') ? `[${config.bind}]` : config.bind;
+  log('info', 'collector listening', { grpc: `${host}:${grpcPort}`, http: `http://${host}:${httpPort}`, store: config.storeDir, auth: tokens === null ? 'none (--insecure)' : 'token' });
+
+  let closing: Promise<void> | undefined;
+  return {
+    grpcPort,
+    httpPort,
+    grpcAddress: `${host}:${grpcPort}`,
+    httpUrl: `http://${host}:${httpPort}`,
+    metrics,
+    store,
+    onStored: (listener) => feed.subscribe(listener),
+    get liveListeners() {
+      return feed.size;
+    },
+    sidecars,
+    close() {
+      closing ??= (async () => {
+        // Sidecar streams are long-lived: give them a moment to end, then cut them.
+        const force = setTimeout(() => grpcServer.forceShutdown(), SHUTDOWN_GRACE_MS);
+        await new Promise<void>((resolve) => grpcServer.tryShutdown(() => resolve()));
+        clearTimeout(force);
+        httpServer.closeAllConnections();
+        await new Promise<void>((resolve) => httpServer.close(() => resolve()));
+        await Promise.all(Array.from(ingest.chains.values(), (c) => c.settled()));
+        await hasher.close();
+        await store.close();
+      })();
+      return closing;
+    },
+  };
+}
+
+function listen(server: http.Server, port: number, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve((server.address() as { port: number }).port);
+    });
+  });
+}

@@ -1,0 +1,78 @@
+import { availableParallelism } from 'node:os';
+import { extname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Piscina } from 'piscina';
+import type { RecordIndex } from './record-index.js';
+import type { HashOutcome, HashTask } from './workers/hash-segment.js';
+
+/**
+ * The collector's hashing pool: piscina workers that hash and index a segment's records
+ * (workers/hash-segment.ts). One task per segment, so a task's round trip is shared by thousands
+ * of records; the records go over in one transferred buffer, one copy each on the main thread.
+ */
+
+/** What the worker computed for a segment's records links, in order. */
+export interface HashedSegment {
+  /** Per records link, its Merkle root. */
+  roots: string[];
+  /** Per records link, its records' leaf hashes (32 bytes each, concatenated). */
+  leaves: Buffer[];
+  /** Per record, in order. */
+  index: (RecordIndex | null)[];
+}
+
+export interface HashPool {
+  /** Hashes and indexes the records of each records link (`links[k]` is link k's records). */
+  hash(links: readonly (readonly Uint8Array[])[]): Promise<HashedSegment>;
+  close(): Promise<void>;
+}
+
+/** Workers by default: the cores the event loop leaves, at least one, at most four. */
+export function defaultHashThreads(): number {
+  return Math.max(1, Math.min(4, availableParallelism() - 1));
+}
+
+/** Same extension as this module: `.ts` under tsx (tests), `.js` from build/ (piscina needs a path that exists). */
+function workerFilename(): string {
+  const ext = extname(fileURLToPath(import.meta.url));
+  return fileURLToPath(new URL(`./workers/hash-segment${ext}`, import.meta.url));
+}
+
+/** One buffer: a spare byte before each record (the leaf prefix goes there), and the offsets of those bytes. */
+function packRecords(links: readonly (readonly Uint8Array[])[]): HashTask {
+  let n = 0;
+  let size = 0;
+  for (const records of links) {
+    n += records.length;
+    for (const r of records) size += 1 + r.length;
+  }
+  const bytes = Buffer.allocUnsafeSlow(size);
+  const offsets = new Uint32Array(n + 1);
+  let at = 0;
+  let i = 0;
+  for (const records of links) {
+    for (const r of records) {
+      offsets[i++] = at;
+      bytes.set(r, at + 1);
+      at += 1 + r.length;
+    }
+  }
+  offsets[n] = at;
+  return { bytes: bytes.buffer as ArrayBuffer, offsets, counts: links.map((l) => l.length) };
+}
+
+export function createHashPool(threads = defaultHashThreads()): HashPool {
+  const pool = new Piscina<HashTask, HashOutcome>({ filename: workerFilename(), minThreads: threads, maxThreads: threads, idleTimeout: Number.POSITIVE_INFINITY });
+  return {
+    async hash(links) {
+      const task = packRecords(links);
+      const out = await pool.run(task, { transferList: [task.bytes, task.offsets.buffer as ArrayBuffer] });
+      if (!out.ok) throw new Error(`hashing worker refused the segment: ${out.error}`);
+      const all = Buffer.from(out.leaves);
+      const leaves: Buffer[] = [];
+      for (let at = 0, k = 0; k < links.length; at += links[k++].length) leaves.push(all.subarray(at * 32, (at + links[k].length) * 32));
+      return { roots: out.roots, leaves, index: out.index };
+    },
+    close: () => pool.close(),
+  };
+}

@@ -1,0 +1,84 @@
+import http from 'node:http';
+import { serveEventStream, serveMetrics, text } from '../../proxy/metrics/admin-server.js';
+import type { CollectorMetrics } from './collector-metrics.js';
+import type { CollectorStore } from './collector-store.js';
+import { collectedRecord, parseRecordQuery, QueryError, runQuery } from './record-query.js';
+import type { StoredRun } from './sidecar-chain.js';
+import type { SidecarStatus } from './sidecar-status.js';
+
+/**
+ * The collector's HTTP API (INTERFACE.md): /v1/records (NDJSON, newest first), /v1/tail
+ * (server-sent events, one record each, as stored), /v1/sidecars (JSON), /metrics, /livez,
+ * /readyz. Read-only: nothing here changes the store.
+ */
+
+export interface HttpApiDeps {
+  store: CollectorStore;
+  metrics: CollectorMetrics;
+  sidecars(): SidecarStatus[];
+  /** Runs stored from now on; returns the unsubscribe function. */
+  subscribe(listener: (run: StoredRun) => void): () => void;
+  ready(): { ok: boolean; reason?: string };
+}
+
+const ROUTES = '/v1/records, /v1/tail, /v1/sidecars, /metrics, /livez, /readyz';
+
+export function createHttpApi(deps: HttpApiDeps): http.Server {
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://collector');
+    if (req.method !== 'GET' && req.method !== 'HEAD') return text(res, 405, 'method not allowed\n');
+    switch (url.pathname) {
+      case '/v1/records':
+        return void records(deps, url.searchParams, res);
+      case '/v1/tail':
+        return tail(deps, res);
+      case '/v1/sidecars':
+        res.writeHead(200, { 'content-type': 'application/json' });
+        return void res.end(JSON.stringify(deps.sidecars()) + '\n');
+      case '/metrics':
+        return serveMetrics(deps.metrics.registry, res);
+      case '/livez':
+        return text(res, 200, 'ok\n');
+      case '/readyz': {
+        const r = deps.ready();
+        return text(res, r.ok ? 200 : 503, r.ok ? 'ready\n' : `not ready: ${r.reason}\n`);
+      }
+      default:
+        return text(res, 404, `not found: try ${ROUTES}\n`);
+    }
+  });
+  server.on('clientError', (_err, socket) => socket.destroy());
+  return server;
+}
+
+async function records(deps: HttpApiDeps, params: URLSearchParams, res: http.ServerResponse): Promise<void> {
+  let q;
+  try {
+    q = parseRecordQuery(params);
+  } catch (err) {
+    if (!(err instanceof QueryError)) throw err;
+    return text(res, 400, `bad query: ${err.message}\n`);
+  }
+  res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+  try {
+    for await (const rec of runQuery(deps.store, q)) {
+      if (res.destroyed) return;
+      if (!res.write(JSON.stringify(rec) + '\n')) await new Promise((resolve) => res.once('drain', resolve).once('close', resolve));
+    }
+    res.end();
+  } catch (err) {
+    // Headers are sent: cut the stream so the client sees an abort, never a short answer that looks complete.
+    res.destroy(err as Error);
+  }
+}
+
+function tail(deps: HttpApiDeps, res: http.ServerResponse): void {
+  serveEventStream(res, (send) =>
+    deps.subscribe((run) => {
+      for (const r of run.records) {
+        const rec = collectedRecord({ sidecar: run.sidecar.id, seq: r.seq, bytes: r.bytes });
+        if (rec !== null) send(`${run.sidecar.id}:${r.seq}`, JSON.stringify(rec));
+      }
+    }),
+  );
+}

@@ -1,0 +1,138 @@
+import { realpathSync } from 'node:fs';
+import { open, type Transaction } from 'lmdb';
+import { leafHash, merkleRoot } from '../../proxy/audit/merkle.js';
+import { keyIdOf, publicKeyFromSpki } from '../../proxy/journal/chain.js';
+import { ChainBroken, fail, LinkVerifier, seqRange, type VerifyFailure } from '../../proxy/journal/link-verifier.js';
+import { writerFor } from '../../proxy/journal/read-journal.js';
+import type { SidecarState, StoredLink } from './collector-store.js';
+import { openCollectorStores, type CollectorStores } from './lmdb-store.js';
+
+/**
+ * `auditmesh verify STORE` for a collector store: every sidecar chain in it, end to end, through
+ * the same link verifier ingest used, from where the collector's copy of that chain starts to the
+ * position it recorded, with the key it pinned. Names the first sidecar, batch or record that
+ * does not verify. Reads one snapshot.
+ */
+
+export interface SidecarChainReport {
+  id: string;
+  key_id: string;
+  ok: boolean;
+  records: number;
+  links: number;
+  first_batch: number;
+  last_batch: number;
+  last_seq: number | null;
+  head: string;
+  failure?: VerifyFailure;
+}
+
+export interface StoreReport {
+  ok: boolean;
+  kind: 'collector-store';
+  sidecars: SidecarChainReport[];
+  records: number;
+  /** The first sidecar that failed, and where. */
+  failure?: VerifyFailure & { sidecar: string };
+}
+
+/** true if the LMDB environment in `dir` is a collector store (it has the `sidecars` database). */
+export async function isCollectorStore(dir: string): Promise<boolean> {
+  const realDir = realpathSync(dir);
+  // A journal this process writes is not opened a second time (lmdb-js#164).
+  if (writerFor(realDir) !== undefined) return false;
+  const env = open({ path: realDir, readOnly: true });
+  try {
+    return Array.from(env.getKeys()).includes('sidecars');
+  } finally {
+    await env.close();
+  }
+}
+
+/** Verifies every sidecar chain of the store in `dir`, in one read snapshot. Never opens a store a collector in this process holds. */
+export async function verifyStoreDir(dir: string): Promise<StoreReport> {
+  const stores = openCollectorStores(open({ path: realpathSync(dir), readOnly: true }));
+  try {
+    const transaction = stores.env.useReadTransaction();
+    try {
+      return verifyStore(stores, transaction);
+    } finally {
+      transaction.done();
+    }
+  } finally {
+    await stores.env.close();
+  }
+}
+
+export function verifyStore(stores: CollectorStores, transaction: Transaction): StoreReport {
+  const report: StoreReport = { ok: true, kind: 'collector-store', sidecars: [], records: 0 };
+  for (const { value: state } of stores.sidecars.getRange({ transaction })) {
+    const r = verifySidecar(stores, transaction, state);
+    report.sidecars.push(r);
+    report.records += r.records;
+    if (!r.ok && report.failure === undefined) report.failure = { sidecar: r.id, ...r.failure! };
+  }
+  report.ok = report.failure === undefined;
+  return report;
+}
+
+function verifySidecar(stores: CollectorStores, transaction: Transaction, state: SidecarState): SidecarChainReport {
+  const start = { last_batch: state.first_batch - 1, last_seq: state.first_batch === 1 ? 0 : undefined, head: state.base_head, last_signed: state.first_batch - 1 };
+  const r: SidecarChainReport = { id: state.id, key_id: state.key_id, ok: false, records: 0, links: 0, first_batch: state.first_batch, last_batch: start.last_batch, last_seq: start.last_seq ?? null, head: start.head };
+  try {
+    const spki = Buffer.from(state.public_key, 'base64');
+    const key = publicKeyFromSpki(spki);
+    if (key === null || keyIdOf(spki) !== state.key_id) fail({ problem: `the pinned public key of sidecar ${state.id} is not an Ed25519 key with id ${state.key_id}: the key was swapped` });
+    const links = new LinkVerifier(start, {
+      keyFor: (keyId, batch) => (keyId === state.key_id ? { spki, key: key! } : fail({ code: 'key-mismatch', batch, problem: `batch ${batch} names key ${keyId}, not the pinned key ${state.key_id}` })),
+    });
+    const records = stores.records.getRange({ start: [state.id, 0], end: [state.id, Number.MAX_SAFE_INTEGER], transaction })[Symbol.iterator]();
+    let next = records.next();
+    for (const { key: k, value: h } of stores.links.getRange({ start: [state.id, 0], end: [state.id, Number.MAX_SAFE_INTEGER], transaction })) {
+      if (h.batch !== k[1]) fail({ batch: k[1], problem: `the link stored as batch ${k[1]} names itself batch ${h.batch}` });
+      const bytes: Buffer[] = [];
+      for (let seq = h.first_seq; h.kind === 'records' && seq < h.first_seq + h.count; seq++) {
+        if (!next.done && next.value.key[1] < seq) fail({ seq: next.value.key[1], problem: `record ${next.value.key[1]} is not covered by any batch: it was inserted before batch ${h.batch}` });
+        if (next.done || next.value.key[1] !== seq) fail({ seq, batch: h.batch, problem: `record ${seq} is missing: batch ${h.batch} covers ${seqRange(h.first_seq, h.count)}` });
+        bytes.push(next.value.value);
+        next = records.next();
+      }
+      try {
+        links.next(h, bytes);
+      } catch (err) {
+        if (err instanceof ChainBroken && err.failure.code === 'bad-root') alteredRecord(h, bytes);
+        throw err;
+      }
+      r.links++;
+      r.records += bytes.length;
+      ({ last_batch: r.last_batch, head: r.head } = links.position);
+      r.last_seq = links.position.last_seq ?? null;
+    }
+    if (!next.done) fail({ seq: next.value.key[1], problem: `record ${next.value.key[1]} is not covered by any batch: it was added after the last batch (${r.last_batch})` });
+    const pos = state.position;
+    if (pos.last_batch !== r.last_batch || pos.head !== r.head) {
+      fail({ batch: r.last_batch, problem: `the stored position of sidecar ${state.id} (batch ${pos.last_batch}, head ${pos.head}) does not match its last link (batch ${r.last_batch}, head ${r.head}): links were cut off or added` });
+    }
+    if (links.position.last_signed !== r.last_batch) fail({ batch: links.position.last_signed + 1, problem: `batches ${links.position.last_signed + 1}-${r.last_batch} come after the last signed head` });
+    r.ok = true;
+  } catch (err) {
+    if (!(err instanceof ChainBroken)) throw err;
+    r.failure = err.failure;
+  }
+  return r;
+}
+
+/**
+ * A batch whose records no longer hash to its root: if the leaf hashes stored with it still do,
+ * the record whose leaf differs is the one that changed; fails naming it. Returns if it cannot tell.
+ */
+function alteredRecord(h: StoredLink, bytes: Buffer[]): void {
+  const stored = h.leaves;
+  if (stored === undefined || stored.length !== bytes.length * 32) return;
+  const leaves = Array.from({ length: bytes.length }, (_, i) => stored.subarray(i * 32, i * 32 + 32));
+  if (merkleRoot(leaves).toString('hex') !== h.root) return;
+  const i = bytes.findIndex((b, j) => !leafHash(b).equals(leaves[j]));
+  if (i === -1) return;
+  const seq = h.first_seq + i;
+  fail({ code: 'bad-root', batch: h.batch, seq, problem: `record ${seq} (batch ${h.batch}): its bytes no longer hash to the leaf its batch's Merkle root was verified with: the record was altered in the store` });
+}

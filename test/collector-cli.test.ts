@@ -1,0 +1,120 @@
+import test from 'ava';
+import { join } from 'node:path';
+import { open } from 'lmdb';
+import type { ExecutionContext } from 'ava';
+import { openCollectorStores } from '../control/collector/lmdb-store.js';
+import { ephemeralSigningKey } from '../proxy/keys.js';
+import { journalShipment, openSync, startTestCollector, type TestCollector } from './helpers/collector.js';
+import { makeRecord, writeJournal } from './helpers/journal.js';
+import { runCli, startCli } from './helpers/child.js';
+import { tempDir } from './helpers/sidecar.js';
+
+/** A collector holding one sidecar's 24 records: request ids req-0..23, every sixth a 502. */
+async function filledCollector(t: ExecutionContext, sidecarId = 'pod-a'): Promise<TestCollector> {
+  const c = await startTestCollector(t);
+  const journalDir = join(await tempDir(t), 'journal');
+  const T0 = Date.now() - 60_000;
+  await writeJournal({ journalDir, maxBatchRecords: 3, signingKey: ephemeralSigningKey() }, 3, 8, (i) =>
+    makeRecord(i, { 'audit.service': 'ledger', 'audit.request_id': `req-${i}`, 'audit.start_unix_ms': T0 + i, 'http.response.status_code': i % 6 === 5 ? 502 : 200 }),
+  );
+  const s = await journalShipment(journalDir, sidecarId, 'ledger');
+  const peer = openSync(t, c.grpcAddress, c.token);
+  peer.send({ hello: s.hello });
+  await peer.next();
+  for (const segment of s.segments) peer.send({ segment });
+  for (let i = 0; i < s.segments.length; i++) t.like(await peer.next(), { body: 'ack' });
+  peer.close();
+  return c;
+}
+
+test('auditmesh query prints a table for people, JSON lines with -o json, and exits 1 only when it found an error record', async (t) => {
+  const c = await filledCollector(t);
+  const table = await runCli(['query', '--collector', c.httpUrl, '--correlation-id', 'req-3']);
+  t.is(table.code, 0, table.stderr);
+  t.regex(table.stdout, /ledger\s+in\s+#4\s+unknown → ledger\s+GET \/items\/3\s+200/);
+  t.regex(table.stderr, /1 records, newest first/);
+
+  const json = await runCli(['query', '--collector', c.httpUrl, '--status', '5xx', '--since', '10m', '-o', 'json']);
+  t.is(json.code, 1, 'a query that found error records exits 1');
+  const recs = json.stdout.trim().split('\n').map((l) => JSON.parse(l));
+  t.deepEqual(recs.map((r) => r['audit.request_id']), ['req-23', 'req-17', 'req-11', 'req-5']);
+  t.true(recs.every((r) => r['audit.sidecar_id'] === 'pod-a'));
+
+  const limited = await runCli(['query', '--collector', c.httpUrl, '--service', 'ledger', '--status', 'ok', '--limit', '2', '-o', 'json']);
+  t.is(limited.code, 0);
+  t.deepEqual(limited.stdout.trim().split('\n').map((l) => JSON.parse(l)['audit.request_id']), ['req-22', 'req-21']);
+});
+
+test('auditmesh query: bad usage exits 2 and says what is wrong', async (t) => {
+  for (const [args, message] of [
+    [['query'], /--collector URL is required/],
+    [['query', '--collector', 'http://127.0.0.1:1', '--since', 'last tuesday'], /--since: expected a duration back from now/],
+    [['query', '--collector', 'http://127.0.0.1:1', '--status', 'teapot'], /--status: expected 5xx/],
+    [['query', '--collector', 'http://127.0.0.1:1', '--limit', '0'], /--limit: expected 1 to 10000/],
+  ] as const) {
+    const r = await runCli([...args]);
+    t.is(r.code, 2, args.join(' '));
+    t.regex(r.stderr, message);
+  }
+});
+
+test('auditmesh collector refuses to start without a token file unless --insecure, and serves with one', async (t) => {
+  const dir = await tempDir(t);
+  const refused = await runCli(['collector', '--store', join(dir, 'store'), '--grpc-port', '0', '--http-port', '0']);
+  t.is(refused.code, 2);
+  t.regex(refused.stderr, /no --token-file/);
+  const running = startCli(t, ['collector', '--store', join(dir, 'store'), '--grpc-port', '0', '--http-port', '0', '--insecure']);
+  const [, http] = await running.waitFor(/"http":"(http:\/\/127\.0\.0\.1:\d+)"/);
+  t.is((await fetch(`${http}/livez`)).status, 200);
+  running.child.kill('SIGTERM');
+  t.is((await running.done).code, 0);
+});
+
+test('auditmesh tail --collector streams the records the collector stores', async (t) => {
+  const c = await startTestCollector(t);
+  const tail = startCli(t, ['tail', '--collector', c.httpUrl, '-o', 'json']);
+  const journalDir = join(await tempDir(t), 'journal');
+  await writeJournal({ journalDir, maxBatchRecords: 3, signingKey: ephemeralSigningKey() }, 1, 3);
+  const s = await journalShipment(journalDir, 'pod-t');
+  // Ship only once the tail is subscribed: its process has started and connected when the collector sees a client.
+  await waitForTailClient(c);
+  const peer = openSync(t, c.grpcAddress, c.token);
+  peer.send({ hello: s.hello });
+  await peer.next();
+  for (const segment of s.segments) peer.send({ segment });
+  for (let i = 0; i < s.segments.length; i++) await peer.next();
+  const [line] = await tail.waitFor(/\{"audit\.kind".*"audit\.seq":3.*\}/);
+  t.is(JSON.parse(line)['audit.sidecar_id'], 'pod-t');
+});
+
+async function waitForTailClient(c: TestCollector): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  while (c.liveListeners === 0) {
+    if (Date.now() > deadline) throw new Error('tail never connected');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+test('auditmesh verify STORE passes on a good collector store and names the record after a byte of it is changed', async (t) => {
+  const c = await filledCollector(t, 'pod-v');
+  await c.close();
+  const good = await runCli(['verify', c.storeDir]);
+  t.is(good.code, 0, good.stdout + good.stderr);
+  t.regex(good.stdout, /ok\s+pod-v .* 24 records/);
+  t.regex(good.stdout, /collector store verified: 24 records of 1 sidecars/);
+
+  // Change one byte of record 7 in the store, as someone with write access to its files would.
+  const stores = openCollectorStores(open({ path: c.storeDir }));
+  const bytes = Buffer.from(stores.records.get(['pod-v', 7])!);
+  bytes[bytes.indexOf('/items/6')] = '/'.charCodeAt(0) + 1;
+  stores.records.putSync(['pod-v', 7], bytes);
+  await stores.env.close();
+
+  const bad = await runCli(['verify', c.storeDir, '-o', 'json']);
+  t.is(bad.code, 1);
+  const report = JSON.parse(bad.stdout);
+  t.like(report, { ok: false, failure: { sidecar: 'pod-v', code: 'bad-root' } });
+  const text = await runCli(['verify', c.storeDir]);
+  t.like(report.failure, { seq: 7 });
+  t.regex(text.stdout, /verification FAILED: sidecar pod-v, record 7: record 7 \(batch \d+\): its bytes no longer hash to the leaf/);
+});

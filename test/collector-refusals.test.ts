@@ -1,0 +1,168 @@
+import test from 'ava';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import type { ExecutionContext } from 'ava';
+import type { RefusalCode, Segment, WireLink } from '../control/proto/sync-wire.js';
+import { ephemeralSigningKey, type SigningKey } from '../proxy/keys.js';
+import { journalShipment, openSync, startTestCollector, type JournalShipment, type TestCollector } from './helpers/collector.js';
+import { makeRecord, writeJournal } from './helpers/journal.js';
+import { metricValue, tempDir } from './helpers/sidecar.js';
+
+// Each case sends a valid first segment, then something wrong, straight to the collector from a
+// real gRPC client; it must be refused with the right code, counted, kept as evidence, and
+// nothing of it stored; the collector keeps serving other streams.
+
+async function shipment(t: ExecutionContext, key: SigningKey, sidecarId = 'pod-a', path = '/items'): Promise<JournalShipment> {
+  const journalDir = join(await tempDir(t), 'journal');
+  await writeJournal({ journalDir, maxBatchRecords: 3, signingKey: key }, 3, 8, (i) => makeRecord(i, { 'url.path': `${path}/${i}` }));
+  return journalShipment(journalDir, sidecarId);
+}
+
+const copy = (segment: Segment): Segment => ({ links: segment.links.map((l) => ({ ...l, records: l.records.map((r) => Buffer.from(r)) })) });
+const recordsLink = (segment: Segment): WireLink => segment.links.find((l) => l.kind === 'records')!;
+
+async function storedCount(c: TestCollector): Promise<number> {
+  const body = await (await fetch(`${c.httpUrl}/v1/records?limit=1000`)).text();
+  return body.split('\n').filter((l) => l !== '').length;
+}
+
+interface Case {
+  title: string;
+  code: RefusalCode;
+  status: grpc.status;
+  /** What a second stream sends after the first one shipped a segment (acked): its first message instead of the Hello, a segment after the Hello, or another token. */
+  bad(s: JournalShipment, t: ExecutionContext): Promise<{ first?: object; segment?: Segment; token?: string | null }>;
+  /** Whether the refused thing was a segment (kept as evidence). */
+  evidence: boolean;
+}
+
+const key = ephemeralSigningKey();
+
+const cases: Case[] = [
+  { title: 'segments out of order are refused as a gap', code: 'gap', status: grpc.status.FAILED_PRECONDITION, evidence: true, bad: async (s) => ({ segment: s.segments[2] }) },
+  {
+    title: 'links reordered inside a segment are refused as a gap',
+    code: 'gap',
+    status: grpc.status.FAILED_PRECONDITION,
+    evidence: true,
+    // The next two segments' links in one, the later ones first.
+    bad: async (s) => ({ segment: { links: [...s.segments[2].links, ...s.segments[1].links] } }),
+  },
+  {
+    title: "a record's bytes changed in transit are refused as bad-root",
+    code: 'bad-root',
+    status: grpc.status.FAILED_PRECONDITION,
+    evidence: true,
+    bad: async (s) => {
+      const seg = copy(s.segments[1]);
+      const link = recordsLink(seg);
+      link.records[0] = Buffer.from(link.records[0].toString().replace('/items/', '/itemz/'));
+      return { segment: seg };
+    },
+  },
+  {
+    title: 'a link whose header was changed is refused as bad-chain',
+    code: 'bad-chain',
+    status: grpc.status.FAILED_PRECONDITION,
+    evidence: true,
+    bad: async (s) => {
+      const seg = copy(s.segments[1]);
+      seg.links[0].sealed_unix_ms += 1;
+      return { segment: seg };
+    },
+  },
+  {
+    title: 'a bad signature on the closing link is refused as bad-signature',
+    code: 'bad-signature',
+    status: grpc.status.FAILED_PRECONDITION,
+    evidence: true,
+    bad: async (s) => {
+      const seg = copy(s.segments[1]);
+      const last = seg.links.at(-1)!;
+      last.sig = (last.sig[0] === 'a' ? 'b' : 'a') + last.sig.slice(1);
+      return { segment: seg };
+    },
+  },
+  {
+    title: 'a segment that does not end in a signed link is refused as bad-signature',
+    code: 'bad-signature',
+    status: grpc.status.FAILED_PRECONDITION,
+    evidence: true,
+    bad: async (s) => {
+      const seg = copy(s.segments[1]);
+      seg.links.at(-1)!.sig = '';
+      return { segment: seg };
+    },
+  },
+  {
+    title: 'a resent batch that differs from the stored one is refused as a fork',
+    code: 'fork',
+    status: grpc.status.FAILED_PRECONDITION,
+    evidence: true,
+    // Another journal signed by the same key: same batch numbers, other records.
+    bad: async (_s, t) => ({ segment: (await shipment(t, key, 'pod-a', '/other')).segments[0] }),
+  },
+  {
+    title: 'a Hello for a pinned sidecar id with another key is refused as key-mismatch',
+    code: 'key-mismatch',
+    status: grpc.status.PERMISSION_DENIED,
+    evidence: false,
+    bad: async (_s, t) => ({ first: { hello: (await shipment(t, ephemeralSigningKey())).hello } }),
+  },
+  { title: 'a stream with a wrong token is refused as unauthenticated', code: 'unauthenticated', status: grpc.status.UNAUTHENTICATED, evidence: false, bad: async () => ({ token: 'not-the-token' }) },
+  { title: 'a stream with no token is refused as unauthenticated', code: 'unauthenticated', status: grpc.status.UNAUTHENTICATED, evidence: false, bad: async () => ({ token: null }) },
+  {
+    title: 'garbage in a link is refused as malformed',
+    code: 'malformed',
+    status: grpc.status.INVALID_ARGUMENT,
+    evidence: true,
+    bad: async (s) => {
+      const seg = copy(s.segments[1]);
+      seg.links[0].root = 'not hex';
+      return { segment: seg };
+    },
+  },
+  { title: 'a segment before any Hello is refused as malformed', code: 'malformed', status: grpc.status.INVALID_ARGUMENT, evidence: false, bad: async (s) => ({ first: { segment: s.segments[1] } }) },
+];
+
+for (const c of cases) {
+  test(c.title, async (t) => {
+    const collector = await startTestCollector(t);
+    const s = await shipment(t, key);
+    const good = openSync(t, collector.grpcAddress, collector.token);
+    good.send({ hello: s.hello });
+    await good.next();
+    good.send({ segment: s.segments[0] });
+    t.like(await good.next(), { body: 'ack' });
+    good.close();
+    const before = await storedCount(collector);
+
+    const bad = await c.bad(s, t);
+    const peer = openSync(t, collector.grpcAddress, bad.token === undefined ? collector.token : bad.token);
+    // A stream that fails auth gets its refusal before any message is read.
+    if (bad.token === undefined) {
+      peer.send(bad.first ?? { hello: s.hello });
+      if (bad.first === undefined) t.like(await peer.next(), { body: 'welcome' });
+      if (bad.segment !== undefined) peer.send({ segment: bad.segment });
+    }
+    const refusal = await peer.next();
+    t.is(refusal.body, 'refusal');
+    t.is('refusal' in refusal && refusal.refusal.code, c.code, 'refusal' in refusal ? refusal.refusal.reason : '');
+    t.true('refusal' in refusal && refusal.refusal.reason.length > 10);
+    t.is((await peer.status).code, c.status);
+
+    const metrics = await (await fetch(`${collector.httpUrl}/metrics`)).text();
+    t.is(metricValue(metrics, 'auditmesh_collector_verification_failures_total', { reason: c.code }), 1);
+    t.is(await storedCount(collector), before, 'nothing of it stored');
+    const evidence = await collector.store.evidence();
+    t.is(evidence.length, c.evidence ? 1 : 0);
+    if (c.evidence) t.is(evidence[0].code, c.code);
+
+    // The collector keeps serving: the next segment of the valid chain is still accepted.
+    const next = openSync(t, collector.grpcAddress, collector.token);
+    next.send({ hello: s.hello });
+    t.like(await next.next(), { body: 'welcome', welcome: { acked_batch: s.segments[0].links.at(-1)!.batch } });
+    next.send({ segment: s.segments[1] });
+    t.like(await next.next(), { body: 'ack', ack: { through_batch: s.segments[1].links.at(-1)!.batch } });
+  });
+}

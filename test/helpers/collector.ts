@@ -1,0 +1,124 @@
+import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import type { ExecutionContext } from 'ava';
+import { createCollector, type Collector, type CollectorConfig } from '../../control/collector/collector.js';
+import { CollectorClient, type CollectorMessage, type Hello, type Segment, type SyncClientStream, type WireLink } from '../../control/proto/sync-wire.js';
+import { GENESIS_HEAD } from '../../proxy/journal/chain.js';
+import { withSnapshot, headerEntries, recordEntries } from '../../proxy/journal/read-journal.js';
+import { tempDir } from './sidecar.js';
+
+/** A collector started by startTestCollector, with where its things are. */
+export interface TestCollector extends Collector {
+  /** The LMDB store folder: pass it as `storeDir` to start another collector on the same store. */
+  storeDir: string;
+  /** The accepted bearer token (null when started --insecure). */
+  token: string | null;
+  tokenFile: string | null;
+}
+
+export interface TestCollectorOptions extends Partial<CollectorConfig> {
+  /** A token to accept (default: a random one); null: start --insecure, no token checked. */
+  token?: string | null;
+}
+
+/**
+ * A real collector in this process: gRPC and HTTP on 127.0.0.1 ephemeral ports, its store in a
+ * temp folder (or `storeDir`), a random accepted token in a token file. Closed when the test ends
+ * (close() before that is fine: it is idempotent).
+ */
+export async function startTestCollector(t: ExecutionContext, opts: TestCollectorOptions = {}): Promise<TestCollector> {
+  const dir = await tempDir(t, 'auditmesh-collector-');
+  const token = opts.token === undefined ? randomBytes(16).toString('hex') : opts.token;
+  let tokenFile: string | null = null;
+  if (token !== null) {
+    tokenFile = join(dir, 'tokens');
+    await writeFile(tokenFile, `# test tokens\n${token}\n`, { mode: 0o600 });
+  }
+  const { token: _, ...config } = opts;
+  const storeDir = opts.storeDir ?? join(dir, 'store');
+  const collector = await createCollector({ grpcPort: 0, httpPort: 0, bind: '127.0.0.1', storeDir, insecure: token === null, ...(tokenFile === null ? {} : { tokenFile }), ...config });
+  t.teardown(() => collector.close());
+  return Object.assign(collector, { storeDir, token, tokenFile });
+}
+
+/** A test peer on one Sync stream: send messages, await the collector's answers in order. */
+export interface SyncPeer {
+  stream: SyncClientStream;
+  send(msg: object): void;
+  /** The next CollectorMessage; rejects if the stream ends first (with its status). */
+  next(timeoutMs?: number): Promise<CollectorMessage>;
+  /** The stream's final status. */
+  status: Promise<grpc.StatusObject>;
+  close(): void;
+}
+
+/** Opens a Sync stream to `address` with `authorization: Bearer token` (none if token is null). */
+export function openSync(t: ExecutionContext, address: string, token: string | null): SyncPeer {
+  const client = new CollectorClient(address, grpc.credentials.createInsecure(), { 'grpc.max_send_message_length': 64 * 1024 * 1024 });
+  const metadata = new grpc.Metadata();
+  if (token !== null) metadata.set('authorization', `Bearer ${token}`);
+  const stream = (client as unknown as { Sync(md: grpc.Metadata): SyncClientStream }).Sync(metadata);
+  const received: CollectorMessage[] = [];
+  const waiters: Array<() => void> = [];
+  let ended: grpc.StatusObject | undefined;
+  const wake = (): void => void waiters.splice(0).forEach((w) => w());
+  stream.on('data', (m: CollectorMessage) => (received.push(m), wake()));
+  const status = new Promise<grpc.StatusObject>((resolve) => stream.on('status', (s: grpc.StatusObject) => ((ended = s), wake(), resolve(s))));
+  stream.on('error', () => {});
+  const close = (): void => {
+    stream.cancel();
+    client.close();
+  };
+  t.teardown(close);
+  return {
+    stream,
+    status,
+    close,
+    send: (msg) => void stream.write(msg),
+    next(timeoutMs = 30_000) {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no collector message within ${timeoutMs} ms`)), timeoutMs);
+        const check = (): void => {
+          if (received.length > 0) return clearTimeout(timer), resolve(received.shift()!);
+          if (ended !== undefined) return clearTimeout(timer), reject(Object.assign(new Error(`stream ended: ${ended.code} ${ended.details}`), { status: ended }));
+          waiters.push(check);
+        };
+        check();
+      });
+    },
+  };
+}
+
+/** A journal read back as the shipper would send it: its Hello and its links grouped into segments ending in signed links. */
+export interface JournalShipment {
+  hello: Hello;
+  segments: Segment[];
+  /** Every link, in order. */
+  links: WireLink[];
+}
+
+/** Reads a closed (or live) journal and cuts it into segments, each ending at a signed link. */
+export async function journalShipment(journalDir: string, sidecarId: string, service = 'svc'): Promise<JournalShipment> {
+  return withSnapshot(journalDir, ({ stores, transaction }) => {
+    const bytes = new Map<number, Buffer>();
+    for (const { key, value } of recordEntries(stores, {}, transaction)) bytes.set(key, Buffer.from(value));
+    const links: WireLink[] = [];
+    for (const { value: h } of headerEntries(stores, {}, transaction)) {
+      const records = h.kind === 'records' ? Array.from({ length: h.count }, (_, i) => bytes.get(h.first_seq + i)!) : [];
+      links.push({ batch: h.batch, first_seq: h.first_seq, count: h.count, root: h.root, sealed_unix_ms: h.sealed_unix_ms, epoch: h.epoch, kind: h.kind, head: h.head, key: h.key ?? '', sig: h.sig ?? '', records });
+    }
+    const segments: Segment[] = [];
+    let run: WireLink[] = [];
+    for (const link of links) {
+      run.push(link);
+      if (link.sig === '') continue;
+      segments.push({ links: run });
+      run = [];
+    }
+    const keyId = links.find((l) => l.key !== '')!.key;
+    const publicKey = Buffer.from(stores.keys.get(keyId, { transaction })!.public_key, 'base64');
+    return { hello: { sidecar_id: sidecarId, service, public_key: publicKey, key_id: keyId, version: 'test', base_head: GENESIS_HEAD, first_batch: 1 }, segments, links };
+  });
+}
