@@ -42,6 +42,8 @@ export interface Knobs {
   /** Journal section: seconds per run, and the offered rate of its paced run (records/s). */
   journalDurationS: number;
   journalRate: number;
+  /** Ingest section: records per sidecar stream (bench/ingest.ts runs 4 streams). */
+  ingestRecords: number;
   /** Where the JSON, the chart and the printed report go; default bench/results/. */
   resultsDir: string | null;
 }
@@ -124,6 +126,7 @@ export function readKnobs(env: Env): Knobs {
     grpcStreamMessages: positiveInt(env, 'STREAM_MESSAGES', quick ? 2_000 : 30_000),
     journalDurationS: positiveInt(env, 'JOURNAL_DURATION', quick ? 1 : 4),
     journalRate: positiveInt(env, 'JOURNAL_RATE', 50_000),
+    ingestRecords: positiveInt(env, 'INGEST_RECORDS', quick ? 2_000 : 50_000),
     resultsDir: env.RESULTS_DIR === undefined || env.RESULTS_DIR === '' ? null : env.RESULTS_DIR,
   };
 }

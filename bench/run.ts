@@ -125,12 +125,14 @@ async function main(): Promise<void> {
       `${REQUEST.method} ${REQUEST.path}, ${Object.keys(REQUEST.headers).join(' + ')} headers`,
   );
 
-  if (knobs.serversFrom === 'build' && (paths.length > 0 || knobs.sections.includes('grpc'))) {
-    process.stderr.write('compiling the servers (tsc -p tsconfig.bench.json) ...');
-    compileServers();
-    process.stderr.write(' done\n');
+  if (paths.length > 0 || knobs.sections.includes('grpc')) {
+    if (knobs.serversFrom === 'build') {
+      process.stderr.write('compiling the servers (tsc -p tsconfig.bench.json) ...');
+      compileServers();
+      process.stderr.write(' done\n');
+    }
+    say(`servers run from ${knobs.serversFrom === 'build' ? 'compiled JS in bench/results/build (as deployed)' : 'TypeScript source through tsx'}`);
   }
-  say(`servers run from ${knobs.serversFrom === 'build' ? 'compiled JS in bench/results/build (as deployed)' : 'TypeScript source through tsx'}`);
 
   const loader = startLoadChild(pinning.load);
   let outcomes: Map<PathName, Outcome>;

@@ -15,8 +15,11 @@ export type ScriptRun<T> = { ok: true; data: T; stdout: string } | { ok: false; 
 
 const script = (name: string): string => fileURLToPath(new URL(`./${name}`, import.meta.url));
 
-/** Runs bench/<name> with the given environment; its stdout is kept, its stderr passes through. */
-async function runScript<T>(name: string, env: Record<string, string>): Promise<ScriptRun<T>> {
+/**
+ * Runs bench/<name> with the given environment; its stdout is kept, its stderr passes through.
+ * With `rows`, the script must also write its rows as JSON to JSON_OUT.
+ */
+async function runScript<T>(name: string, env: Record<string, string>, rows = true): Promise<ScriptRun<T>> {
   const dir = await mkdtemp(join(tmpdir(), 'auditmesh-bench-section-'));
   const jsonOut = join(dir, 'rows.json');
   try {
@@ -28,6 +31,7 @@ async function runScript<T>(name: string, env: Record<string, string>): Promise<
       child.once('close', resolve);
     });
     if (code !== 0) return { ok: false, error: `${name} exited with ${code}`, stdout };
+    if (!rows) return { ok: true, data: null as T, stdout };
     try {
       return { ok: true, data: JSON.parse(await readFile(jsonOut, 'utf8')) as T, stdout };
     } catch (err) {
@@ -55,8 +59,11 @@ export function runJournalSection(knobs: Knobs): Promise<ScriptRun<{ rows: Journ
   });
 }
 
-/** The collector's ingest benchmark (bench/ingest.ts), where it exists; null where it does not. */
-export function runIngestSection(knobs: Knobs): Promise<ScriptRun<unknown>> | null {
+/**
+ * The collector's ingest benchmark (bench/ingest.ts), where it exists (null where it does not).
+ * It prints its own table and writes no JSON: the report quotes what it printed.
+ */
+export function runIngestSection(knobs: Knobs): Promise<ScriptRun<null>> | null {
   if (!existsSync(script('ingest.ts'))) return null;
-  return runScript('ingest.ts', { DURATION: String(knobs.journalDurationS), PIN: knobs.pin ? '1' : '0' });
+  return runScript('ingest.ts', { RECORDS: String(knobs.ingestRecords) }, false);
 }

@@ -1,5 +1,6 @@
 // The benchmark report's pipeline, end to end in QUICK mode with tiny durations, so the harness
 // cannot rot unnoticed. No speed is asserted: only that every part is produced and well formed.
+import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +15,7 @@ interface Report {
   http: { summaries: { path: string; rps: { median: number } | null; rates: { offeredPerS: number; measured: number; skipped: string | null; p99Ms: { median: number } | null }[] }[] };
   grpc: { rounds: { rows: { path: string; unaryPerSec: number; bidiMsgsPerSec: number }[] }[]; failure: string | null };
   journal: { rounds: { rows: { run: string; recordsPerS: number }[] }[]; failure: string | null };
+  ingest: { stdout: string[]; failure: string | null } | null;
   checks: string[];
 }
 
@@ -33,6 +35,7 @@ test('the QUICK report prints its tables and writes well-formed JSON, SVG and te
     GRPC_DURATION: '1',
     STREAM_MESSAGES: '200',
     JOURNAL_DURATION: '1',
+    INGEST_RECORDS: '500',
     // A test never installs packages: without nginx, the report must say it skipped it.
     NGINX_INSTALL: '0',
   };
@@ -65,6 +68,11 @@ test('the QUICK report prints its tables and writes well-formed JSON, SVG and te
   t.true(report.grpc.rounds[0]!.rows.every((r) => r.unaryPerSec > 0 && r.bidiMsgsPerSec > 0));
   t.is(report.journal.failure, null);
   t.true(report.journal.rounds[0]!.rows.length >= 3 && report.journal.rounds[0]!.rows.every((r) => r.recordsPerS > 0));
+  // The collector's ingest benchmark is quoted as it printed, where bench/ingest.ts exists.
+  if (existsSync(new URL('../bench/ingest.ts', import.meta.url))) {
+    t.is(report.ingest?.failure, null);
+    t.regex(report.ingest?.stdout[0] ?? '', /records\/s/);
+  } else t.regex(stdout, /^Collector ingest: not measured/m);
   t.true(report.checks.some((line) => line.startsWith('sidecar-async peak RSS under load: ')));
 
   const svg = await readFile(join(dir, `${base}.svg`), 'utf8');
