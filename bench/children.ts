@@ -3,13 +3,14 @@ import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { Options, Result } from 'autocannon';
-import type { LoadReply } from './load.js';
+import { type ServersFrom, benchEntry } from './compiled.js';
+import type { LoadReply, LoadRequest } from './load.js';
+import type { RateOptions, RateResult } from './rate-load.js';
 import type { ServerKind } from './server-kind.js';
 
 const SERVER_START_TIMEOUT_MS = 30_000;
 const STOP_GRACE_MS = 10_000;
 const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
-const SERVE_SCRIPT = fileURLToPath(new URL('./serve.ts', import.meta.url));
 const LOAD_SCRIPT = fileURLToPath(new URL('./load.ts', import.meta.url));
 
 /** Which CPUs the load generator and the servers run on; null: not pinned. */
@@ -44,17 +45,22 @@ export function choosePinning(wanted: boolean): Pinning {
   return { load: load!, servers: servers.join(','), note: `autocannon on CPU ${load}, upstream and server under test on CPU ${servers.join(',')} (taskset)` };
 }
 
-function spawnNode(cpus: string | null, args: string[], stdio: 'pipe' | 'ipc'): ChildProcess {
-  const node = [process.execPath, '--import=tsx', ...args];
-  const [command, ...rest] = cpus === null ? node : ['taskset', '-c', cpus, ...node];
-  // taskset execs node in place, so the child's pid is the node process /proc is read for.
+/** Spawns a program on the given CPUs (null: anywhere); taskset execs it in place, so the pid is the program's. */
+export function spawnPinned(cpus: string | null, program: readonly string[], stdio: 'pipe' | 'ipc', env: NodeJS.ProcessEnv = process.env): ChildProcess {
+  const [command, ...rest] = cpus === null ? program : ['taskset', '-c', cpus, ...program];
   return spawn(command!, rest, {
     cwd: REPO_ROOT,
+    env,
     stdio: stdio === 'pipe' ? ['ignore', 'pipe', 'inherit'] : ['ignore', 'inherit', 'inherit', 'ipc'],
   });
 }
 
-async function stopChild(child: ChildProcess): Promise<void> {
+function spawnNode(cpus: string | null, args: string[], stdio: 'pipe' | 'ipc'): ChildProcess {
+  return spawnPinned(cpus, [process.execPath, '--import=tsx', ...args], stdio);
+}
+
+/** SIGTERM, then SIGKILL after a grace period; resolves once the process has exited. */
+export async function stopChild(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = once(child, 'exit');
   child.kill('SIGTERM');
@@ -63,17 +69,18 @@ async function stopChild(child: ChildProcess): Promise<void> {
   clearTimeout(timer);
 }
 
-/** One server (bench/serve.ts) in its own process. */
+/** One server (bench/serve.ts, or nginx) in its own process. */
 export interface ServerChild {
-  readonly kind: ServerKind;
+  readonly kind: ServerKind | 'nginx';
   readonly pid: number;
   readonly port: number;
   stop(): Promise<void>;
 }
 
-export function startServerChild(kind: ServerKind, upstreamPort: number | null, cpus: string | null, nodeFlags: readonly string[]): Promise<ServerChild> {
-  const args = [...nodeFlags, SERVE_SCRIPT, kind, ...(upstreamPort === null ? [] : [String(upstreamPort)])];
-  const child = spawnNode(cpus, args, 'pipe');
+/** Starts bench/serve <kind> pinned to cpus; from source (tsx) unless told to run the compiled build. */
+export function startServerChild(kind: ServerKind, upstreamPort: number | null, cpus: string | null, nodeFlags: readonly string[], from: ServersFrom = 'source'): Promise<ServerChild> {
+  const [node, ...entry] = benchEntry('serve', from);
+  const child = spawnPinned(cpus, [node!, ...nodeFlags, ...entry, kind, ...(upstreamPort === null ? [] : [String(upstreamPort)])], 'pipe');
   return new Promise((resolve, reject) => {
     const lines = createInterface({ input: child.stdout! });
     const timer = setTimeout(() => {
@@ -103,33 +110,38 @@ export function startServerChild(kind: ServerKind, upstreamPort: number | null, 
   });
 }
 
-/** autocannon in its own process (bench/load.ts), run over IPC one measurement at a time. */
+/** The load generator in its own process (bench/load.ts), run over IPC one measurement at a time. */
 export interface LoadChild {
   readonly pid: number;
+  /** autocannon, closed loop: maximum throughput at a fixed number of connections. */
   run(options: Options): Promise<Result>;
+  /** Open loop at a fixed request rate (bench/rate-load.ts). */
+  runRate(options: RateOptions): Promise<RateResult>;
   close(): Promise<void>;
 }
 
 export function startLoadChild(cpus: string | null): LoadChild {
   const child = spawnNode(cpus, [LOAD_SCRIPT], 'ipc');
   child.on('error', () => {});
+  const request = async (message: LoadRequest): Promise<Result | RateResult> => {
+    if (!child.connected) throw new Error('load generator is not running');
+    // The signal drops whichever listener did not fire, so none pile up across runs.
+    const settled = new AbortController();
+    const reply = Promise.race([
+      once(child, 'message', { signal: settled.signal }) as Promise<[LoadReply]>,
+      once(child, 'exit', { signal: settled.signal }).then(([code]) => {
+        throw new Error(`load generator exited with ${String(code)}`);
+      }),
+    ]);
+    child.send(message);
+    const [answer] = await reply.finally(() => settled.abort());
+    if (!answer.ok) throw new Error(`${message.kind}: ${answer.error}`);
+    return answer.result;
+  };
   return {
     pid: child.pid ?? -1,
-    async run(options) {
-      if (!child.connected) throw new Error('load generator is not running');
-      // The signal drops whichever listener did not fire, so none pile up across runs.
-      const settled = new AbortController();
-      const reply = Promise.race([
-        once(child, 'message', { signal: settled.signal }) as Promise<[LoadReply]>,
-        once(child, 'exit', { signal: settled.signal }).then(([code]) => {
-          throw new Error(`load generator exited with ${String(code)}`);
-        }),
-      ]);
-      child.send(options);
-      const [answer] = await reply.finally(() => settled.abort());
-      if (!answer.ok) throw new Error(`autocannon: ${answer.error}`);
-      return answer.result;
-    },
+    run: (options) => request({ kind: 'autocannon', options }) as Promise<Result>,
+    runRate: (options) => request({ kind: 'rate', options }) as Promise<RateResult>,
     async close() {
       if (child.connected) child.disconnect();
       await stopChild(child);

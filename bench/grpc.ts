@@ -1,23 +1,30 @@
 // gRPC through the sidecar vs direct, in one run: `npm run bench:grpc`.
 // Knobs: DURATION (s per path, default 10), CONCURRENCY (unary calls in flight, 32),
-// MESSAGE_BYTES (256), STREAM_MESSAGES (bidi messages per run, 100000), WINDOW (bidi messages in flight, 256).
-import { spawn, type ChildProcess } from 'node:child_process';
+// MESSAGE_BYTES (256), STREAM_MESSAGES (bidi messages per run, 100000), WINDOW (bidi messages in flight, 256),
+// PIN (1: this client on one CPU, the servers on the others, as bench/run.ts does), JSON_OUT (where the rows go).
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { writeFile, mkdir } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { EchoClient } from './grpc-service.js';
+import { choosePinning, spawnPinned } from './children.js';
+import { benchEntry } from './compiled.js';
 
 const DURATION_S = Number(process.env.DURATION ?? 10);
 const CONCURRENCY = Number(process.env.CONCURRENCY ?? 32);
 const MESSAGE_BYTES = Number(process.env.MESSAGE_BYTES ?? 256);
 const STREAM_MESSAGES = Number(process.env.STREAM_MESSAGES ?? 100_000);
 const WINDOW = Number(process.env.WINDOW ?? 256);
-const SERVE = fileURLToPath(new URL('./grpc-serve.ts', import.meta.url));
+// SERVERS_FROM=build: the servers run from bench/results/build (bench/run.ts compiles it first).
+const SERVE = benchEntry('grpc-serve', process.env.SERVERS_FROM === 'build' ? 'build' : 'source');
 const PATHS = ['direct', 'sidecar-off', 'sidecar-async'] as const;
+const PINNING = choosePinning(process.env.PIN !== '0');
+// The client runs in this process: move it (every thread) to the load generator's CPU.
+if (PINNING.load !== null) execFileSync('taskset', ['-a', '-p', '-c', PINNING.load, String(process.pid)], { stdio: 'ignore' });
 
-interface Row {
+/** One path's numbers; bench/run.ts reads these from JSON_OUT. */
+export interface GrpcRow {
   path: string;
   unaryPerSec: number;
   p50Ms: number;
@@ -28,7 +35,7 @@ interface Row {
 }
 
 async function serve(kind: string, upstreamPort?: number): Promise<{ child: ChildProcess; port: number }> {
-  const child = spawn(process.execPath, ['--import=tsx', SERVE, kind, String(upstreamPort ?? '')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawnPinned(PINNING.servers, [...SERVE, kind, String(upstreamPort ?? '')], 'pipe');
   const line = await new Promise<string>((resolve, reject) => {
     createInterface({ input: child.stdout! }).once('line', resolve);
     child.once('exit', (code) => reject(new Error(`${kind} exited with ${code}`)));
@@ -104,7 +111,7 @@ async function bidiLoad(port: number): Promise<number> {
   return STREAM_MESSAGES / ((performance.now() - started) / 1000);
 }
 
-async function measure(path: (typeof PATHS)[number]): Promise<Row> {
+async function measure(path: (typeof PATHS)[number]): Promise<GrpcRow> {
   const upstream = await serve('upstream');
   const proxy = path === 'direct' ? null : await serve(path, upstream.port);
   const port = proxy?.port ?? upstream.port;
@@ -121,7 +128,7 @@ async function measure(path: (typeof PATHS)[number]): Promise<Row> {
   }
 }
 
-const rows: Row[] = [];
+const rows: GrpcRow[] = [];
 for (const path of PATHS) rows.push(await measure(path));
 const direct = rows[0]!;
 const header = ['path', 'unary/s', 'vs direct', 'p50 ms', 'p99 ms', 'errors', 'bidi msg/s', 'vs direct', 'cpu ms/call'];
@@ -138,8 +145,9 @@ const lines = rows.map((r) => [
 ]);
 const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
 const fmt = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
-process.stdout.write(`gRPC through the sidecar, ${DURATION_S}s unary at concurrency ${CONCURRENCY}, ${MESSAGE_BYTES}-byte messages; bidi ${STREAM_MESSAGES} messages, window ${WINDOW}\n`);
+process.stdout.write(`gRPC through the sidecar, ${DURATION_S}s unary at concurrency ${CONCURRENCY}, ${MESSAGE_BYTES}-byte messages; bidi ${STREAM_MESSAGES} messages, window ${WINDOW}; ${PINNING.note}\n`);
 process.stdout.write(fmt(header) + '\n' + lines.map(fmt).join('\n') + '\n');
 process.stdout.write('(cpu ms/call: the measured server process: the upstream for direct, the sidecar otherwise)\n');
 await mkdir(new URL('./results/', import.meta.url), { recursive: true });
-await writeFile(new URL(`./results/grpc-${new Date().toISOString().replace(/[:.]/g, '-')}.json`, import.meta.url), JSON.stringify({ rows, DURATION_S, CONCURRENCY, MESSAGE_BYTES, STREAM_MESSAGES, WINDOW }, null, 2));
+const out = process.env.JSON_OUT ?? new URL(`./results/grpc-${new Date().toISOString().replace(/[:.]/g, '-')}.json`, import.meta.url);
+await writeFile(out, JSON.stringify({ rows, DURATION_S, CONCURRENCY, MESSAGE_BYTES, STREAM_MESSAGES, WINDOW, pinning: PINNING.note }, null, 2));

@@ -5,7 +5,8 @@
 // pipeline at all (one batch() of puts per 256 records, no hashing, no chain).
 //
 //   npm run bench:journal         knobs: DURATION=10 WARMUP=3 RATES=20000,50000 STRICT_IN_FLIGHT=256 POOL_THREADS=(default)
-import { mkdtemp, rm } from 'node:fs/promises';
+//                                 JSON_OUT=file (the rows as JSON, for bench/run.ts)
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance as perf } from 'node:perf_hooks';
@@ -17,7 +18,7 @@ import { loadOrCreateSigningKey } from '../proxy/keys.js';
 const DURATION_S = Number(process.env.DURATION ?? 10);
 const WARMUP_S = Number(process.env.WARMUP ?? 3);
 const POOL_THREADS = process.env.POOL_THREADS === undefined ? undefined : Number(process.env.POOL_THREADS);
-const RATES = (process.env.RATES ?? '20000,50000').split(',').map(Number);
+const RATES = (process.env.RATES ?? '20000,50000').split(',').filter((r) => r.trim() !== '').map(Number);
 const STRICT_IN_FLIGHT = Number(process.env.STRICT_IN_FLIGHT ?? 256);
 /** Saturation runs keep at most this many records handed over and not yet committed. */
 const MAX_UNCOMMITTED = 50_000;
@@ -56,7 +57,8 @@ function makeRecord(i: number): AuditRecord {
   };
 }
 
-interface Row {
+/** One run's numbers; bench/run.ts reads these from JSON_OUT. */
+export interface JournalRow {
   run: string;
   /** Records handed over per second, where the offered rate is fixed: below it, the producer fell behind. */
   handedPerS?: number;
@@ -103,14 +105,14 @@ function watchCommits(pipeline: AuditPipeline) {
   };
 }
 
-function percentiles(values: number[], label: string): Row['lag'] {
+function percentiles(values: number[], label: string): JournalRow['lag'] {
   const sorted = [...values].sort((a, b) => a - b);
   const at = (q: number): number => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN;
   return { p50: at(0.5), p99: at(0.99), max: sorted[sorted.length - 1] ?? NaN, label };
 }
 
 /** Measures `body` over DURATION after WARMUP: committed records/s, main-thread ELU, CPU cores used. */
-async function measure(run: string, committed: () => number, body: (until: number) => Promise<void>): Promise<Row> {
+async function measure(run: string, committed: () => number, body: (until: number) => Promise<void>): Promise<JournalRow> {
   const warmEnd = performance.now() + WARMUP_S * 1000;
   const end = warmEnd + DURATION_S * 1000;
   const done = body(end);
@@ -135,7 +137,7 @@ async function withPipeline<T>(use: (pipeline: AuditPipeline) => Promise<T>): Pr
 }
 
 /** async, as fast as the pipeline takes it: records handed over in chunks, at most MAX_UNCOMMITTED ahead. */
-function asyncSaturated(): Promise<Row> {
+function asyncSaturated(): Promise<JournalRow> {
   return withPipeline(async (pipeline) => {
     const watch = watchCommits(pipeline);
     let handed = 0;
@@ -156,7 +158,7 @@ function asyncSaturated(): Promise<Row> {
 }
 
 /** async at a fixed offered rate: the commit lag a sidecar with that much traffic would see. */
-function asyncPaced(rate: number): Promise<Row> {
+function asyncPaced(rate: number): Promise<JournalRow> {
   return withPipeline(async (pipeline) => {
     const watch = watchCommits(pipeline);
     let handed = 0;
@@ -185,7 +187,7 @@ function asyncPaced(rate: number): Promise<Row> {
 }
 
 /** strict: STRICT_IN_FLIGHT callers, each waiting for its record to be flushed before the next. */
-function strict(): Promise<Row> {
+function strict(): Promise<JournalRow> {
   return withPipeline(async (pipeline) => {
     let durable = 0;
     const latencies: number[] = [];
@@ -207,7 +209,7 @@ function strict(): Promise<Row> {
 }
 
 /** Baseline: the same bytes written by lmdb-js directly, 256 puts per batch(), up to 8 batches in flight. */
-async function lmdbBaseline(): Promise<Row> {
+async function lmdbBaseline(): Promise<JournalRow> {
   const dir = await mkdtemp(join(tmpdir(), 'auditmesh-bench-lmdb-'));
   const env = open({ path: dir, eventTurnBatching: false });
   const records = env.openDB<Buffer, number>('records', { encoding: 'binary', compression: false });
@@ -242,7 +244,7 @@ const fmt = (n: number, digits = 0): string => (Number.isFinite(n) ? n.toLocaleS
 async function main(): Promise<void> {
   process.stdout.write(`journal benchmark: ${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, ${DURATION_S} s per run after ${WARMUP_S} s warm-up, sealing threads ${POOL_THREADS ?? 'default'}, load average ${loadavg()[0].toFixed(1)}\n\n`);
   const baseline = await lmdbBaseline();
-  const rows: Row[] = [baseline, await asyncSaturated()];
+  const rows: JournalRow[] = [baseline, await asyncSaturated()];
   for (const rate of RATES) rows.push(await asyncPaced(rate));
   rows.push(await strict());
   const header = ['run', 'handed/s', 'records/s', 'vs baseline', 'main ELU', 'main µs/record', 'CPU cores', 'latency p50 / p99 / max ms', 'latency of'];
@@ -260,6 +262,7 @@ async function main(): Promise<void> {
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
   for (const line of [header, ...lines]) process.stdout.write(line.map((cell, i) => (i === 0 || i === header.length - 1 ? cell.padEnd(widths[i]) : cell.padStart(widths[i]))).join('  ') + '\n');
   process.stdout.write(`\nmain ELU and µs/record include building the records, as the proxy's hot path would; load average at the end: ${loadavg().map((l) => l.toFixed(1)).join(' ')}\n`);
+  if (process.env.JSON_OUT) await writeFile(process.env.JSON_OUT, JSON.stringify({ rows, DURATION_S, WARMUP_S, RATES, STRICT_IN_FLIGHT }, null, 2));
 }
 
 await main();

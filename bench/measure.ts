@@ -2,7 +2,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Result } from 'autocannon';
 import { type LoadChild, type Pinning, type ServerChild, startServerChild } from './children.js';
 import type { Knobs, PathName } from './knobs.js';
-import { cpuTimeMs, machineBusyMs, mainThreadCpuTimeMs, peakRssBytes } from './proc-stats.js';
+import { startNginxChild } from './nginx.js';
+import { type RssParts, cpuTimeMs, machineBusyMs, mainThreadCpuTimeMs, peakRssBytes, rssParts } from './proc-stats.js';
+import type { RateResult } from './rate-load.js';
 
 /** The request every path is loaded with: a typical inbound API call, credential included. */
 export const REQUEST = {
@@ -15,6 +17,16 @@ export const REQUEST = {
 // work is counted in the server's CPU time.
 const SETTLE_MS = 300;
 const REQUEST_TIMEOUT_S = 10;
+
+/** One fixed offered rate on one path: measured, or skipped because the path does not sustain it. */
+export interface RatePoint {
+  offeredPerS: number;
+  /** Why it was not measured (above what the path sustained in this round's throughput run). */
+  skipped?: string;
+  result?: RateResult;
+  /** CPU time of the server under test per completed request at this rate. */
+  serverCpuUsPerReq?: number | null;
+}
 
 /** One measurement of one path. CPU and RSS are null where /proc is missing. */
 export interface Measurement {
@@ -34,11 +46,15 @@ export interface Measurement {
   /** CPU time of the upstream per completed request, to show it is not the limit. */
   upstreamCpuUsPerReq: number | null;
   serverPeakRssBytes: number | null;
+  /** The server's resident set at the end, by kind: what the peak is made of. */
+  serverRssParts: RssParts | null;
   /**
    * CPU used during the measurement by processes outside the benchmark, in % of one CPU. Above
    * a few %, something else shared the machine and the row is suspect.
    */
   otherCpuPercent: number | null;
+  /** Latency at fixed offered rates, after the throughput run, ascending. */
+  rates: RatePoint[];
   autocannon: Result;
 }
 
@@ -91,11 +107,55 @@ async function load(loader: LoadChild, server: ServerChild, knobs: Knobs, durati
   });
 }
 
-/** Fresh upstream and server processes, a warmup, then the measured run; everything stopped after. */
-export async function measurePath(path: PathName, loader: LoadChild, knobs: Knobs, pinning: Pinning, nodeFlags: readonly string[]): Promise<Measurement> {
-  const upstream = await startServerChild('upstream', null, pinning.servers, nodeFlags);
+/** Each rate up to the share of maxRps the path sustains, one after the other on the same servers. */
+async function measureRates(loader: LoadChild, server: ServerChild, knobs: Knobs, maxRps: number): Promise<RatePoint[]> {
+  const points: RatePoint[] = [];
+  for (const offeredPerS of knobs.rates) {
+    if (offeredPerS > maxRps * knobs.sustainFraction) {
+      points.push({ offeredPerS, skipped: `above ${Math.round(knobs.sustainFraction * 100)}% of the path's ${Math.round(maxRps)} req/s` });
+      continue;
+    }
+    const cpuBefore = cpuTimeMs(server.pid);
+    const result = await loader.runRate({
+      url: `http://127.0.0.1:${server.port}${REQUEST.path}`,
+      method: REQUEST.method,
+      headers: { ...REQUEST.headers },
+      ratePerS: offeredPerS,
+      durationS: knobs.rateDurationS,
+      connections: knobs.rateConnections,
+      timeoutMs: REQUEST_TIMEOUT_S * 1000,
+    });
+    await sleep(SETTLE_MS);
+    points.push({ offeredPerS, result, serverCpuUsPerReq: perRequestUs(delta(cpuBefore, cpuTimeMs(server.pid)), result.completed) });
+  }
+  return points;
+}
+
+/** The server under test in front of the upstream; direct is the upstream itself. */
+function startPath(path: PathName, upstream: ServerChild, knobs: Knobs, pinning: Pinning, nodeFlags: readonly string[], nginxBinary: string | null): Promise<ServerChild> {
+  if (path === 'direct') return Promise.resolve(upstream);
+  if (path === 'nginx') {
+    if (nginxBinary === null) throw new Error('nginx is not available');
+    return startNginxChild(nginxBinary, upstream.port, pinning.servers);
+  }
+  return startServerChild(path, upstream.port, pinning.servers, nodeFlags, knobs.serversFrom);
+}
+
+/**
+ * Fresh upstream and server processes, a warmup, the throughput run, then the fixed rates
+ * (knobs.rates, capped at what the throughput run sustained); everything stopped after.
+ */
+export async function measurePath(
+  path: PathName,
+  loader: LoadChild,
+  knobs: Knobs,
+  pinning: Pinning,
+  nodeFlags: readonly string[],
+  nginxBinary: string | null = null,
+): Promise<Measurement> {
+  const upstream = await startServerChild('upstream', null, pinning.servers, nodeFlags, knobs.serversFrom);
   try {
-    const server = path === 'direct' ? upstream : await startServerChild(path, upstream.port, pinning.servers, nodeFlags);
+    const server = await startPath(path, upstream, knobs, pinning, nodeFlags, nginxBinary);
     try {
       await load(loader, server, knobs, knobs.warmupS);
       const before = readCounters(server, upstream, loader);
@@ -105,6 +165,12 @@ export async function measurePath(path: PathName, loader: LoadChild, knobs: Knob
       const after = readCounters(server, upstream, loader);
       const wallMs = performance.now() - startedAt;
       const requests = result.requests.total;
+      const counted = {
+        server: delta(before.server, after.server),
+        serverMainThread: delta(before.serverMainThread, after.serverMainThread),
+        upstream: delta(before.upstream, after.upstream),
+      };
+      const rates = await measureRates(loader, server, knobs, result.requests.average);
       return {
         path,
         rps: result.requests.average,
@@ -115,11 +181,13 @@ export async function measurePath(path: PathName, loader: LoadChild, knobs: Knob
         errors: result.errors,
         non2xx: result.non2xx,
         timeouts: result.timeouts,
-        serverCpuUsPerReq: perRequestUs(delta(before.server, after.server), requests),
-        serverMainThreadCpuUsPerReq: perRequestUs(delta(before.serverMainThread, after.serverMainThread), requests),
-        upstreamCpuUsPerReq: perRequestUs(delta(before.upstream, after.upstream), requests),
+        serverCpuUsPerReq: perRequestUs(counted.server, requests),
+        serverMainThreadCpuUsPerReq: perRequestUs(counted.serverMainThread, requests),
+        upstreamCpuUsPerReq: perRequestUs(counted.upstream, requests),
         serverPeakRssBytes: peakRssBytes(server.pid),
+        serverRssParts: rssParts(server.pid),
         otherCpuPercent: otherCpuPercent(before, after, wallMs),
+        rates,
         autocannon: result,
       };
     } finally {

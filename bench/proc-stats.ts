@@ -52,6 +52,25 @@ export function peakRssBytes(pid: number): number | null {
   }
 }
 
+/** Resident memory now, by kind (bytes): anonymous (heaps, stacks), file-backed (code, mapped files such as LMDB's), shared. */
+export interface RssParts {
+  anon: number;
+  file: number;
+  shmem: number;
+}
+
+/** What the resident set is made of now (RssAnon/RssFile/RssShmem); null where there is no /proc. */
+export function rssParts(pid: number): RssParts | null {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+)\\s+kB$`, 'm').exec(status)?.[1] ?? NaN) * 1024;
+    const parts = { anon: kb('RssAnon'), file: kb('RssFile'), shmem: kb('RssShmem') };
+    return Object.values(parts).every(Number.isFinite) ? parts : null;
+  } catch {
+    return null;
+  }
+}
+
 /**
  * CPU time the whole machine has spent busy so far (every CPU, every process, kernel included),
  * in ms, from /proc/stat; null where there is no /proc. Compared with the benchmark's own

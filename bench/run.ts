@@ -1,89 +1,47 @@
-// Entry: `npm run bench` (node --import=tsx bench/run.ts). The HTTP/1.1 throughput benchmark:
-// every path measured in this one run on this machine, one table of ratios, raw results as JSON.
+// Entry: `npm run bench` (node --import=tsx bench/run.ts). The benchmark report: HTTP/1.1 through
+// every path (direct, nginx, http-proxy, undici, the sidecar off/async/strict) at full load and at
+// fixed rates, then gRPC, the journal and the collector's ingest; every number measured in this
+// run on this machine. Prints one report, and writes it with the raw results (JSON) and the
+// latency chart (SVG) to bench/results/.
 import { mkdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type LoadChild, type Pinning, choosePinning, startLoadChild } from './children.js';
+import { compileServers } from './compiled.js';
 import { type Knobs, type PathName, readKnobs } from './knobs.js';
-import { type Measurement, REQUEST, measurePath } from './measure.js';
-import { formatTable } from './table.js';
+import { renderLatencyChart } from './latency-chart.js';
+import { REQUEST, measurePath } from './measure.js';
+import { type NginxFound, findNginx } from './nginx.js';
 import { waitForQuiet } from './quiet.js';
+import { headlineLines, headlineRate, renderGrpcTable, renderHttpTable, renderJournalTable, renderRatesTable, targetLines } from './report-table.js';
+import { type ScriptRun, runGrpcSection, runIngestSection, runJournalSection } from './sections.js';
+import { type Outcome, type PathSummary, summarize } from './summary.js';
 
-const RESULTS_DIR = fileURLToPath(new URL('./results/', import.meta.url));
-const THROUGHPUT_TARGET = 0.9;
+const DEFAULT_RESULTS_DIR = fileURLToPath(new URL('./results/', import.meta.url));
 // A 1-minute load average above this on an idle machine means other work is competing.
 const BUSY_LOAD_AVERAGE = 1;
 
-type Outcome = { runs: Measurement[]; failure?: string };
-
-/** With REPEAT > 1, the run with the median req/s stands for the path (its latencies included). */
-function medianRun(runs: readonly Measurement[]): Measurement | undefined {
-  const sorted = [...runs].sort((a, b) => a.rps - b.rps);
-  return sorted[Math.floor(sorted.length / 2)];
+async function quietly(knobs: Knobs): Promise<void> {
+  if (knobs.quietWaitS === 0) return;
+  const { quiet, busyPercent } = await waitForQuiet(knobs.quietWaitS * 1000);
+  if (!quiet) process.stderr.write(` (machine still ${busyPercent?.toFixed(0)}% busy after ${knobs.quietWaitS}s, going ahead)`);
 }
 
-const fixed = (n: number | null | undefined, digits: number): string => (n === null || n === undefined || !Number.isFinite(n) ? '-' : n.toFixed(digits));
-const ratio = (a: number | undefined, b: number | undefined): string => (a === undefined || b === undefined || b === 0 ? '-' : (a / b).toFixed(2));
-const percent = (a: number, b: number): string => `${((a / b) * 100).toFixed(1)}%`;
-
-function renderTable(outcomes: ReadonlyMap<PathName, Outcome>): string {
-  const median = (p: PathName): Measurement | undefined => medianRun(outcomes.get(p)?.runs ?? []);
-  const direct = median('direct')?.rps;
-  const reference = median('http-proxy')?.rps;
-  const header = ['path', 'req/s', 'vs direct', 'vs http-proxy', 'p50 ms', 'p99 ms', 'errors', 'cpu µs/req', 'main thread µs/req', 'peak RSS MB', 'other cpu %'];
-  const rows = [...outcomes].map(([path, outcome]) => {
-    const m = medianRun(outcome.runs);
-    if (m === undefined) return [path, 'failed', ...header.slice(2).map(() => '-')];
-    return [
-      path,
-      fixed(m.rps, 0),
-      ratio(m.rps, direct),
-      ratio(m.rps, reference),
-      fixed(m.latencyP50Ms, 1),
-      fixed(m.latencyP99Ms, 1),
-      String(m.errors + m.non2xx),
-      fixed(m.serverCpuUsPerReq, 1),
-      fixed(m.serverMainThreadCpuUsPerReq, 1),
-      fixed(m.serverPeakRssBytes === null ? null : m.serverPeakRssBytes / 2 ** 20, 0),
-      fixed(m.otherCpuPercent, 0),
-    ];
-  });
-  return formatTable(header, rows);
-}
-
-function targetChecks(outcomes: ReadonlyMap<PathName, Outcome>): string[] {
-  const rps = (p: PathName): number | undefined => medianRun(outcomes.get(p)?.runs ?? [])?.rps;
-  const on = rps('sidecar-async');
-  const reference = rps('http-proxy');
-  const off = rps('sidecar-off');
-  const bare = rps('sidecar-async-no-metrics');
-  return [
-    on === undefined || reference === undefined
-      ? 'auditing on vs http-proxy: n/a (needs sidecar-async and http-proxy)'
-      : `auditing on vs http-proxy: ${percent(on, reference)} of throughput (target >= ${THROUGHPUT_TARGET * 100}%)`,
-    on === undefined || off === undefined ? 'auditing on vs auditing off: n/a (needs sidecar-async and sidecar-off)' : `auditing on vs auditing off: ${percent(on, off)}`,
-    on === undefined || bare === undefined
-      ? 'metrics and alerts on vs off: n/a (needs sidecar-async and sidecar-async-no-metrics)'
-      : `metrics and alerts on vs off: ${percent(on, bare)} of throughput`,
-  ];
-}
-
-async function measureAll(knobs: Knobs, pinning: Pinning, loader: LoadChild, nodeFlags: string[]): Promise<Map<PathName, Outcome>> {
-  const outcomes = new Map<PathName, Outcome>(knobs.paths.map((p) => [p, { runs: [] }]));
+async function measureHttp(knobs: Knobs, pinning: Pinning, loader: LoadChild, nodeFlags: string[], nginxBinary: string | null, paths: readonly PathName[]): Promise<Map<PathName, Outcome>> {
+  const outcomes = new Map<PathName, Outcome>(paths.map((p) => [p, { runs: [] }]));
   // Rounds interleave the paths, so slow drift on the machine spreads over all of them.
   for (let round = 1; round <= knobs.repeat; round++) {
-    for (const path of knobs.paths) {
+    for (const path of paths) {
       const outcome = outcomes.get(path)!;
       if (outcome.failure !== undefined) continue;
-      process.stderr.write(`[${round}/${knobs.repeat}] ${path} ...`);
+      process.stderr.write(`[http ${round}/${knobs.repeat}] ${path} ...`);
       try {
-        if (knobs.quietWaitS > 0) {
-          const { quiet, busyPercent } = await waitForQuiet(knobs.quietWaitS * 1000);
-          if (!quiet) process.stderr.write(` (machine still ${busyPercent?.toFixed(0)}% busy after ${knobs.quietWaitS}s, going ahead)`);
-        }
-        const m = await measurePath(path, loader, knobs, pinning, nodeFlags);
+        await quietly(knobs);
+        const m = await measurePath(path, loader, knobs, pinning, nodeFlags, nginxBinary);
         outcome.runs.push(m);
-        process.stderr.write(` ${m.rps.toFixed(0)} req/s\n`);
+        const rates = m.rates.map((r) => (r.result === undefined ? `${r.offeredPerS}/s skipped` : `${r.offeredPerS}/s p99 ${r.result.latencyMs.p99.toFixed(2)} ms`));
+        process.stderr.write(` ${m.rps.toFixed(0)} req/s; ${rates.join(', ')}\n`);
       } catch (err) {
         outcome.failure = `round ${round}: ${(err as Error).message}`;
         process.stderr.write(` failed: ${outcome.failure}\n`);
@@ -93,40 +51,157 @@ async function measureAll(knobs: Knobs, pinning: Pinning, loader: LoadChild, nod
   return outcomes;
 }
 
+/** A section benchmark once per round; the rounds that worked, and the first failure. */
+async function sectionRounds<T>(name: string, knobs: Knobs, run: () => Promise<ScriptRun<T>> | null): Promise<{ rounds: T[]; stdout: string[]; failure: string | null } | null> {
+  const rounds: T[] = [];
+  const stdout: string[] = [];
+  for (let round = 1; round <= knobs.repeat; round++) {
+    process.stderr.write(`[${name} ${round}/${knobs.repeat}] ...`);
+    await quietly(knobs);
+    const started = run();
+    if (started === null) {
+      process.stderr.write(' not available\n');
+      return null;
+    }
+    const result = await started;
+    stdout.push(result.stdout);
+    if (!result.ok) {
+      process.stderr.write(` failed: ${result.error}\n`);
+      return { rounds, stdout, failure: result.error };
+    }
+    rounds.push(result.data);
+    process.stderr.write(' done\n');
+  }
+  return { rounds, stdout, failure: null };
+}
+
+/** p50 and p99 against offered load, one line per path, medians over the rounds. */
+function chart(summaries: readonly PathSummary[], caption: string): string {
+  const panel = (title: string, pick: 'p50Ms' | 'p99Ms') => ({
+    title,
+    series: summaries.map((s) => ({
+      name: s.path,
+      points: s.rates.flatMap((r) => (r[pick] === null ? [] : [{ x: r.offeredPerS, y: Number(r[pick].median.toFixed(3)) }])),
+    })),
+  });
+  return renderLatencyChart([panel('p50 latency', 'p50Ms'), panel('p99 latency', 'p99Ms')], caption);
+}
+
+function machineInfo() {
+  return { nproc: os.availableParallelism(), cpu: os.cpus()[0]?.model ?? 'unknown', node: process.version, kernel: `${os.type()} ${os.release()}` };
+}
+
 async function main(): Promise<void> {
   const knobs = readKnobs(process.env);
+  const resultsDir = knobs.resultsDir ?? DEFAULT_RESULTS_DIR;
   const pinning = choosePinning(knobs.pin);
-  const nodeFlags = knobs.profile ? ['--cpu-prof', `--cpu-prof-dir=${RESULTS_DIR}profiles`] : [];
-  const machine = { nproc: os.availableParallelism(), cpu: os.cpus()[0]?.model ?? 'unknown', node: process.version, kernel: `${os.type()} ${os.release()}` };
+  const nodeFlags = knobs.profile ? ['--cpu-prof', `--cpu-prof-dir=${join(resultsDir, 'profiles')}`] : [];
+  const machine = machineInfo();
   const started = new Date();
-  console.log(`HTTP/1.1 throughput, ${started.toISOString()}`);
-  console.log(`${machine.nproc} CPUs (${machine.cpu}), node ${machine.node}; ${pinning.note}`);
-  const [load1] = os.loadavg();
-  if (load1 !== undefined && load1 > BUSY_LOAD_AVERAGE) console.log(`warning: load average ${load1.toFixed(1)} before start: other work is running; see the "other cpu %" column`);
-  console.log(
-    `DURATION=${knobs.durationS}s WARMUP=${knobs.warmupS}s CONNECTIONS=${knobs.connections} PIPELINING=${knobs.pipelining} REPEAT=${knobs.repeat} QUIET_WAIT=${knobs.quietWaitS}s; ` +
+  const loadAverageAtStart = os.loadavg();
+  const out: string[] = [];
+  const say = (line = ''): void => {
+    out.push(line);
+    console.log(line);
+  };
+
+  say(`auditmesh benchmark report, ${started.toISOString()}${knobs.quick ? ' (QUICK: a smoke run, not numbers to quote)' : ''}`);
+  say(`${machine.nproc} CPUs (${machine.cpu}), node ${machine.node}, ${machine.kernel}; ${pinning.note}; load average ${loadAverageAtStart.map((l) => l.toFixed(2)).join(' ')}`);
+  if (loadAverageAtStart[0]! > BUSY_LOAD_AVERAGE) say(`warning: load average above ${BUSY_LOAD_AVERAGE} at start: other work is running; see the "other cpu %" column`);
+
+  let nginx: NginxFound | null = null;
+  let paths = knobs.sections.includes('http') ? knobs.paths : [];
+  if (paths.includes('nginx')) {
+    nginx = findNginx(knobs.nginxInstall);
+    if (nginx.ok) say(`nginx: ${nginx.binary} (${nginx.version})${nginx.installed ? ', installed for this run' : ''}`);
+    else {
+      say(`nginx skipped: ${nginx.reason}`);
+      paths = paths.filter((p) => p !== 'nginx');
+    }
+  }
+  say(
+    `DURATION=${knobs.durationS}s WARMUP=${knobs.warmupS}s CONNECTIONS=${knobs.connections} PIPELINING=${knobs.pipelining} REPEAT=${knobs.repeat} ` +
+      `RATES=${knobs.rates.join(',')} RATE_DURATION=${knobs.rateDurationS}s SUSTAIN_FRACTION=${knobs.sustainFraction} QUIET_WAIT=${knobs.quietWaitS}s; ` +
       `${REQUEST.method} ${REQUEST.path}, ${Object.keys(REQUEST.headers).join(' + ')} headers`,
   );
+
+  if (paths.length > 0 || knobs.sections.includes('grpc')) {
+    if (knobs.serversFrom === 'build') {
+      process.stderr.write('compiling the servers (tsc -p tsconfig.bench.json) ...');
+      compileServers();
+      process.stderr.write(' done\n');
+    }
+    say(`servers run from ${knobs.serversFrom === 'build' ? 'compiled JS in bench/results/build (as deployed)' : 'TypeScript source through tsx'}`);
+  }
 
   const loader = startLoadChild(pinning.load);
   let outcomes: Map<PathName, Outcome>;
   try {
-    outcomes = await measureAll(knobs, pinning, loader, nodeFlags);
+    outcomes = await measureHttp(knobs, pinning, loader, nodeFlags, nginx?.ok ? nginx.binary : null, paths);
   } finally {
     await loader.close();
   }
+  const grpc = knobs.sections.includes('grpc') ? await sectionRounds('grpc', knobs, () => runGrpcSection(knobs)) : null;
+  const journal = knobs.sections.includes('journal') ? await sectionRounds('journal', knobs, () => runJournalSection(knobs)) : null;
+  const ingest = knobs.sections.includes('ingest') ? await sectionRounds('ingest', knobs, () => runIngestSection(knobs)) : null;
 
-  console.log('\n' + renderTable(outcomes) + '\n');
-  for (const [path, { failure }] of outcomes) if (failure !== undefined) console.log(`${path} failed: ${failure}`);
-  const checks = targetChecks(outcomes);
-  for (const line of checks) console.log(line);
+  const summaries = summarize(outcomes, knobs.rates);
+  const rounds = knobs.repeat === 1 ? 'one round' : `median (min..max) of ${knobs.repeat} rounds`;
+  if (summaries.length > 0) {
+    say(`\nHTTP/1.1, ${rounds}; req/s and p99 at full load (${knobs.connections} connections); latency at ${headlineRate(knobs.rates)} req/s offered; +p99: over direct in the same round\n`);
+    say(renderHttpTable(summaries, knobs.rates));
+    say(`\nLatency at fixed offered rates (open loop, ${knobs.rateDurationS}s each; skipped above ${knobs.sustainFraction * 100}% of the path's throughput in that round)\n`);
+    say(renderRatesTable(summaries));
+    say();
+    for (const line of [...targetLines(summaries, knobs.rates), ...headlineLines(summaries, knobs.rates)]) say(line);
+    for (const s of summaries) if (s.failure !== null) say(`${s.path} failed: ${s.failure}`);
+  }
+  if (grpc !== null) {
+    say(`\ngRPC, ${rounds}: ${knobs.grpcDurationS}s of unary calls, then a bidirectional stream of ${knobs.grpcStreamMessages} messages\n`);
+    say(grpc.rounds.length > 0 ? renderGrpcTable(grpc.rounds.map((r) => r.rows)) : 'no rounds');
+    if (grpc.failure !== null) say(`gRPC failed: ${grpc.failure}`);
+  }
+  if (journal !== null) {
+    say(`\nJournal (records through the whole audit pipeline), ${rounds}, ${knobs.journalDurationS}s per run\n`);
+    say(journal.rounds.length > 0 ? renderJournalTable(journal.rounds.map((r) => r.rows)) : 'no rounds');
+    if (journal.failure !== null) say(`journal failed: ${journal.failure}`);
+  }
+  if (knobs.sections.includes('ingest')) {
+    // bench/ingest.ts belongs to the collector; its own output is quoted as it printed it.
+    if (ingest === null) say('\nCollector ingest: not measured (bench/ingest.ts is not in this tree yet)');
+    else {
+      say(`\nCollector ingest (bench/ingest.ts, as printed), ${rounds}:\n`);
+      for (const text of ingest.stdout) say(text.trimEnd());
+      if (ingest.failure !== null) say(`ingest failed: ${ingest.failure}`);
+    }
+  }
 
-  await mkdir(RESULTS_DIR, { recursive: true });
-  const file = `${RESULTS_DIR}http-${started.toISOString().replace(/:/g, '-').replace(/\.\d+Z$/, 'Z')}.json`;
-  const paths = Object.fromEntries([...outcomes].map(([p, o]) => [p, { ...o, median: medianRun(o.runs) ?? null }]));
-  await writeFile(file, JSON.stringify({ date: started.toISOString(), machine, knobs, pinning, request: REQUEST, paths, checks }, null, 2) + '\n');
-  console.log(`\nraw results: ${file}`);
-  if ([...outcomes.values()].some((o) => o.failure !== undefined)) process.exitCode = 1;
+  await mkdir(resultsDir, { recursive: true });
+  const stamp = started.toISOString().replace(/:/g, '-').replace(/\.\d+Z$/, 'Z');
+  const base = join(resultsDir, `report-${stamp}`);
+  const caption = `auditmesh, ${started.toISOString().slice(0, 16)}Z, ${machine.nproc} x ${machine.cpu}, node ${machine.node}, ${rounds}`;
+  const checks = targetLines(summaries, knobs.rates);
+  const raw = {
+    date: started.toISOString(),
+    machine,
+    loadAverage: { start: loadAverageAtStart, end: os.loadavg() },
+    knobs,
+    pinning,
+    nginx,
+    request: REQUEST,
+    http: { summaries, paths: Object.fromEntries(outcomes) },
+    grpc,
+    journal,
+    ingest,
+    checks,
+  };
+  await writeFile(`${base}.json`, JSON.stringify(raw, null, 2) + '\n');
+  await writeFile(`${base}.svg`, chart(summaries, caption));
+  say(`\nload average at the end: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+  say(`raw results: ${base}.json\nlatency chart: ${base}.svg\nthis report: ${base}.txt`);
+  await writeFile(`${base}.txt`, out.join('\n') + '\n');
+  const failed = summaries.some((s) => s.failure !== null) || [grpc, journal, ingest].some((s) => s !== null && s.failure !== null);
+  if (failed) process.exitCode = 1;
 }
 
 await main();
