@@ -43,7 +43,11 @@ export function createHttpListener(handler: ExchangeHandler, timeouts: ListenerT
     keepAliveTimeout: timeouts.keepAliveTimeoutMs,
     connectionsCheckingInterval: Math.min(1000, timeouts.headersTimeoutMs),
   });
-  server.timeout = timeouts.idleTimeoutMs;
+  // The client connection's idle timer runs a little past the upstream's: the forwarder checks
+  // upstream idleness on a shared sweep that notices a stall up to two ticks late
+  // (http1/deadline-sweep.ts), and a stalled upstream must be recorded as the upstream's timeout,
+  // not as the client going away.
+  server.timeout = timeouts.idleTimeoutMs + Math.max(1000, Math.floor(timeouts.idleTimeoutMs / 4));
   server.on('request', (req, res) => handler.request(req, res));
   server.on('checkContinue', (req, res) => {
     res.writeContinue();
