@@ -70,13 +70,26 @@ async function records(deps: HttpApiDeps, params: URLSearchParams, res: http.Ser
   try {
     for await (const rec of runQuery(deps.store, q)) {
       if (res.destroyed) return;
-      if (!res.write(JSON.stringify(rec) + '\n')) await new Promise((resolve) => res.once('drain', resolve).once('close', resolve));
+      if (!res.write(JSON.stringify(rec) + '\n')) await drainedOrClosed(res);
     }
     res.end();
   } catch (err) {
     // Headers are sent: cut the stream so the client sees an abort, never a short answer that looks complete.
     res.destroy(err as Error);
   }
+}
+
+/** Waits for 'drain' or 'close', whichever comes first, removing both listeners (a long answer waits many times). */
+function drainedOrClosed(res: http.ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
 }
 
 function tail(deps: HttpApiDeps, res: http.ServerResponse): void {
