@@ -8,7 +8,8 @@ const MAX_CLAIM_CHARS = 256;
 
 /** Removes every auditmesh header a caller sent (HTTP/1.1 and HTTP/2 alike): only a sidecar sets them. */
 export function stripMeshHeaders(headers: Record<string, unknown>): void {
-  for (const name of Object.keys(headers)) if (name.startsWith(MESH_HEADER_PREFIX)) delete headers[name];
+  // for-in, not Object.keys(): this runs on every request, and needs no array of the names.
+  for (const name in headers) if (name.startsWith(MESH_HEADER_PREFIX)) delete headers[name];
 }
 
 /** The calling service an inbound request claims, bounded and printable, as the record keeps it; undefined when none. */
