@@ -9,7 +9,6 @@ import type { CollectorStore } from './collector-store.js';
 import { createHashPool } from './hash-pool.js';
 import { createHttpApi } from './http-api.js';
 import { createFleetAlerts, type FleetAlerts } from './fleet-alerts.js';
-import { collectedRecord } from './record-query.js';
 import type { AlertOptions } from '../../proxy/alerts/alerting.js';
 import { defaultAlertOptions } from '../../proxy/alerts/alert-flags.js';
 import { Ingest } from './ingest.js';
@@ -153,12 +152,9 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   };
 }
 
-/** Every record of a stored run goes through the fleet's anomaly detector, under its sidecar's service. */
+/** Every record of a stored run goes through the fleet's anomaly detector, under its sidecar's service, as the hashing workers read it. */
 function observeRun(fleet: FleetAlerts, run: StoredRun): void {
-  for (const r of run.records) {
-    const rec = collectedRecord({ sidecar: run.sidecar.id, seq: r.seq, bytes: r.bytes });
-    if (rec !== null) fleet.observe(run.sidecar.service, rec);
-  }
+  for (const r of run.records) if (r.index?.exchange) fleet.observeExchange(run.sidecar.service, r.index.exchange);
 }
 
 function listen(server: http.Server, port: number, host: string): Promise<number> {

@@ -1,7 +1,7 @@
 import type { Counter, Gauge } from 'prom-client';
 import type { AuditRecord, Direction } from '../../proxy/audit/record.js';
 import { createAnomalyDetector, type Anomaly, type AnomalyKind } from '../../proxy/alerts/anomaly-detector.js';
-import { isFailedExchange, methodOf, type AlertOptions } from '../../proxy/alerts/alerting.js';
+import { exchangeOf, type AlertOptions, type ExchangeSummary } from '../../proxy/alerts/alerting.js';
 import { createPeerLabels } from '../../proxy/audit/peer-label.js';
 import type { Logger } from '../../proxy/log.js';
 
@@ -27,6 +27,8 @@ export interface FleetAlertMetrics {
 export interface FleetAlerts {
   /** One stored record of `service` (the sidecar's identity, as its Hello named it). */
   observe(service: string, record: AuditRecord): void;
+  /** The same, from what ingest's workers already read of the record (record-index.ts), so the event loop parses nothing. */
+  observeExchange(service: string, exchange: ExchangeSummary): void;
   /** Closes the current window; the detector's own timer does this every intervalMs. */
   tick(): void;
   /** Spikes active now. */
@@ -93,14 +95,18 @@ export function createFleetAlerts(deps: { options: AlertOptions; metrics: FleetA
     },
   }, now);
 
+  const observeExchange = (service: string, e: ExchangeSummary): void => {
+    // Age from the end: a long stream that just finished is news.
+    if (now() - e.endUnixMs > maxAgeMs) return;
+    detector.observe(`${serviceLabel(service)}${SEP}${peerLabel(e.peer)}`, e.direction, e.method, e.failed);
+  };
+
   return {
     observe(service, record) {
-      if (record['audit.phase'] !== 'final' || record['audit.kind'] === 'alert') return;
-      // Age from the end: a long stream that just finished is news.
-      if (now() - (record['audit.start_unix_ms'] + (record['audit.duration_ms'] ?? 0)) > maxAgeMs) return;
-      const peer = `${serviceLabel(service)}${SEP}${peerLabel(record['peer.service'])}`;
-      detector.observe(peer, record['audit.direction'], methodOf(record), isFailedExchange(record));
+      const e = exchangeOf(record);
+      if (e !== null) observeExchange(service, e);
     },
+    observeExchange,
     tick: () => detector.tick(),
     active: () => [...active.values()],
     recent: () => [...recent],

@@ -1,3 +1,4 @@
+import { exchangeOf, type ExchangeSummary } from '../../proxy/alerts/alerting.js';
 import type { AuditRecord } from '../../proxy/audit/record.js';
 
 /**
@@ -14,6 +15,8 @@ export interface RecordIndex {
   requestId?: string;
   traceId?: string;
   error: boolean;
+  /** What fleet anomaly detection reads of it (null: not a finished exchange). */
+  exchange: ExchangeSummary | null;
 }
 
 /** Index keys are bounded: an id longer than this is not indexed (it is still stored and verified). */
@@ -49,5 +52,12 @@ export function indexRecord(bytes: Uint8Array): RecordIndex | null {
     requestId: indexable(rec['audit.request_id']),
     traceId: indexable(rec['trace.id']),
     error: isErrorRecord(rec),
+    exchange: isExchangeShaped(rec) ? exchangeOf(rec) : null,
   };
+}
+
+/** Wire bytes may be anything: detection only reads records whose fields have the types it reads. */
+function isExchangeShaped(rec: Partial<AuditRecord>): rec is AuditRecord {
+  const d = rec['audit.direction'];
+  return (d === 'inbound' || d === 'outbound') && typeof rec['audit.start_unix_ms'] === 'number' && (rec['audit.duration_ms'] === undefined || typeof rec['audit.duration_ms'] === 'number') && (rec['peer.service'] === undefined || typeof rec['peer.service'] === 'string');
 }

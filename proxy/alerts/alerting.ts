@@ -1,4 +1,4 @@
-import type { AuditRecord } from '../audit/record.js';
+import type { AuditRecord, Direction } from '../audit/record.js';
 import type { AuditPipeline } from '../audit/pipeline.js';
 import type { SidecarMetrics } from '../metrics/metrics.js';
 import type { Logger } from '../log.js';
@@ -28,6 +28,29 @@ export function isFailedExchange(record: AuditRecord): boolean {
 export function methodOf(record: AuditRecord): string {
   if (record['rpc.service'] !== undefined) return `${record['rpc.service']}/${record['rpc.method'] ?? ''}`;
   return record['http.request.method'] ?? record['audit.kind'];
+}
+
+/** What anomaly detection reads of one finished exchange (the sidecar's and the collector's). */
+export interface ExchangeSummary {
+  /** peer.service as recorded; undefined when unknown. */
+  peer: string | undefined;
+  direction: Direction;
+  method: string;
+  failed: boolean;
+  /** When the exchange ended: its start plus its duration. */
+  endUnixMs: number;
+}
+
+/** The summary of a finished exchange, or null for what detection does not count: a record that is not final, or an alert. */
+export function exchangeOf(record: AuditRecord): ExchangeSummary | null {
+  if (record['audit.phase'] !== 'final' || record['audit.kind'] === 'alert') return null;
+  return {
+    peer: record['peer.service'],
+    direction: record['audit.direction'],
+    method: methodOf(record),
+    failed: isFailedExchange(record),
+    endUnixMs: record['audit.start_unix_ms'] + (record['audit.duration_ms'] ?? 0),
+  };
 }
 
 /**
@@ -79,8 +102,8 @@ export function createAlerting(deps: {
   });
   return {
     observe(record) {
-      if (record['audit.phase'] !== 'final' || record['audit.kind'] === 'alert') return;
-      detector.observe(record['peer.service'] ?? 'unknown', record['audit.direction'], methodOf(record), isFailedExchange(record));
+      const e = exchangeOf(record);
+      if (e !== null) detector.observe(e.peer ?? 'unknown', e.direction, e.method, e.failed);
     },
     close: () => detector.close(),
   };
