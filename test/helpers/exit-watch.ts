@@ -11,9 +11,26 @@ const EXIT_GRACE_MS = Number(process.env.AUDITMESH_TEST_EXIT_GRACE_MS ?? 30_000)
 const FILE_DEADLINE_MS = Number(process.env.AUDITMESH_TEST_FILE_DEADLINE_MS ?? 12 * 60_000);
 const loadedAt = Date.now();
 
+/** What keeps the process alive, as specific as Node tells: child commands, server and socket addresses. */
+function openHandles(): string[] {
+  const described = (process as unknown as { _getActiveHandles?: () => object[] })._getActiveHandles?.() ?? [];
+  const handles = described.map((h) => {
+    const o = h as { spawnargs?: string[]; pid?: number; address?: () => unknown; remoteAddress?: string; remotePort?: number; localPort?: number };
+    if (Array.isArray(o.spawnargs)) {
+      // Not left behind to hold anything else open: the file fails either way.
+      (h as { kill: (s: string) => void }).kill('SIGKILL');
+      return `child ${o.pid} (${o.spawnargs.join(' ').slice(0, 200)}, killed)`;
+    }
+    if (o.remotePort !== undefined) return `socket :${o.localPort} -> ${o.remoteAddress}:${o.remotePort}`;
+    const address = typeof o.address === 'function' ? o.address() : null;
+    return `${h.constructor.name}${address !== null && typeof address === 'object' ? ` ${JSON.stringify(address)}` : ''}`;
+  });
+  const resources = process.getActiveResourcesInfo().filter((r) => r !== 'Timeout' && r !== 'TCPSocketWrap' && r !== 'PipeWrap' && r !== 'TCPServerWrap' && r !== 'ProcessWrap');
+  return [...handles, ...resources];
+}
+
 function giveUp(why: string, code: number): void {
-  const open = process.getActiveResourcesInfo().filter((r) => r !== 'Timeout');
-  process.stderr.write(`exit-watch: ${why}; still open: ${open.join(', ') || '(timers only)'}\n`);
+  process.stderr.write(`exit-watch: ${why}; still open: ${openHandles().join(', ') || '(timers only)'}\n`);
   process.exit(code);
 }
 
