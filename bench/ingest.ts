@@ -19,6 +19,7 @@ import { GENESIS_HEAD } from '../proxy/journal/chain.js';
 import { ephemeralSigningKey } from '../proxy/keys.js';
 import { SYNC_PROTO_PATH, type CollectorMessage } from '../control/proto/sync-wire.js';
 import { formatTable } from './table.js';
+import { cpuTimeMs, mainThreadCpuTimeMs } from './proc-stats.js';
 import { openLmdbStore } from '../control/collector/lmdb-store.js';
 import type { SidecarState } from '../control/collector/collector-store.js';
 import { indexRecord } from '../control/collector/record-index.js';
@@ -116,7 +117,7 @@ function ship(address: string, stream: Stream): Promise<void> {
   });
 }
 
-async function startCollector(storeDir: string): Promise<{ address: string; http: string; stop(): Promise<void> }> {
+async function startCollector(storeDir: string): Promise<{ address: string; http: string; pid: number; stop(): Promise<void> }> {
   const profile = process.env.PROFILE === '1' ? ['--cpu-prof', '--cpu-prof-dir=bench/results/profiles'] : [];
   const child = spawn(process.execPath, ['--import=tsx', ...profile, SERVE_SCRIPT, storeDir], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
   const stop = (): Promise<void> => new Promise((resolve) => (child.exitCode !== null ? resolve() : (child.once('exit', () => resolve()), child.kill('SIGTERM'))));
@@ -126,7 +127,7 @@ async function startCollector(storeDir: string): Promise<{ address: string; http
   child.stdout!.resume();
   if (first.done === true) throw new Error('the collector exited before listening (its stderr is above)');
   const { grpc: g, http } = JSON.parse(first.value as string) as { grpc: number; http: number };
-  return { address: `127.0.0.1:${g}`, http: `http://127.0.0.1:${http}`, stop };
+  return { address: `127.0.0.1:${g}`, http: `http://127.0.0.1:${http}`, pid: child.pid!, stop };
 }
 
 /** Baseline 1: the same record bytes put into LMDB under the same keys, one group commit per segment. */
@@ -182,10 +183,15 @@ async function main(): Promise<void> {
     const collector = await startCollector(join(dir, 'store'));
     let ingestS: number;
     let stored: number;
+    // The collector's CPU over the ingest alone, all threads and the main thread (null without /proc).
+    let cpu: { all: number; main: number } | null = null;
     try {
+      const cpuBefore = [cpuTimeMs(collector.pid), mainThreadCpuTimeMs(collector.pid)];
       const started = performance.now();
       await Promise.all(streams.map((s) => ship(collector.address, s)));
       ingestS = (performance.now() - started) / 1000;
+      const cpuAfter = [cpuTimeMs(collector.pid), mainThreadCpuTimeMs(collector.pid)];
+      if (!cpuBefore.includes(null) && !cpuAfter.includes(null)) cpu = { all: cpuAfter[0]! - cpuBefore[0]!, main: cpuAfter[1]! - cpuBefore[1]! };
       const metrics = await (await fetch(`${collector.http}/metrics`)).text();
       stored = Number(/^auditmesh_collector_records_stored_total (\d+)/m.exec(metrics)?.[1] ?? 0);
     } finally {
@@ -201,6 +207,10 @@ async function main(): Promise<void> {
       row(`collector ingest: ${STREAMS} gRPC streams, verified, indexed, stored, acked`, ingestS),
     ];
     process.stdout.write(formatTable(['path', 'records', 'seconds', 'records/s', 'vs 1', 'vs 2'], rows) + '\n');
+    if (cpu !== null) {
+      const us = (ms: number): string => ((ms * 1000) / total).toFixed(1);
+      process.stdout.write(`collector CPU during ingest: ${us(cpu.all)} µs a record (all threads), ${us(cpu.main)} on its event loop; ${(cpu.all / 1000 / ingestS).toFixed(2)} of ${availableParallelism()} CPUs busy\n`);
+    }
     process.stdout.write(`${STREAMS} streams x ${RECORDS} records, ${BATCH} records a batch, ${SEGMENT} batches a segment, ${WINDOW} segments in flight a stream; ${availableParallelism()} CPUs, load average ${loadavg()[0].toFixed(1)}\n`);
   } finally {
     await rm(dir, { recursive: true, force: true });

@@ -1,5 +1,9 @@
 import test from 'ava';
+import { once } from 'node:events';
+import { connect } from 'node:http2';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { SYNC_WINDOW_BYTES } from '../control/collector/flow-window.js';
 import type { ExecutionContext } from 'ava';
 import { ephemeralSigningKey } from '../proxy/keys.js';
 import { journalShipment, openSync, startTestCollector, type JournalShipment, type SyncPeer } from './helpers/collector.js';
@@ -79,4 +83,17 @@ test('segments sent twice are stored once and acked again; the restarted collect
   resumed.send({ hello: s.hello });
   t.deepEqual(await resumed.next(), { body: 'welcome', welcome: { acked_batch: s.links.at(-1)!.batch, acked_head: s.links.at(-1)!.head } });
   t.is((await records(second.httpUrl, '?limit=1000')).length, 24);
+});
+
+test('the collector advertises a wide HTTP/2 window, so a large segment is not sent 64 KiB per round trip', async (t) => {
+  const collector = await startTestCollector(t);
+  const session = connect(`http://${collector.grpcAddress}`);
+  t.teardown(() => session.destroy());
+  await once(session, 'remoteSettings');
+  // The wider settings and the connection's WINDOW_UPDATE follow the server's first SETTINGS frame.
+  const wide = (): boolean => session.remoteSettings.initialWindowSize === SYNC_WINDOW_BYTES && session.state.remoteWindowSize! >= SYNC_WINDOW_BYTES;
+  const deadline = Date.now() + 5_000;
+  while (!wide() && Date.now() < deadline) await sleep(20);
+  t.is(session.remoteSettings.initialWindowSize, SYNC_WINDOW_BYTES, 'stream window');
+  t.true(session.state.remoteWindowSize! >= SYNC_WINDOW_BYTES, `connection window ${session.state.remoteWindowSize}`);
 });

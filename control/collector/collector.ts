@@ -16,6 +16,7 @@ import { openLmdbStore } from './lmdb-store.js';
 import type { StoredRun } from './sidecar-chain.js';
 import { heartbeatTally, sidecarStatus, type SidecarStatus } from './sidecar-status.js';
 import { createSyncHandler } from './sync-server.js';
+import { FLOW_WINDOW_OPTION, widenFlowWindow } from './flow-window.js';
 import { createTokenCheck } from './token-auth.js';
 
 /**
@@ -102,11 +103,13 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     'grpc.max_receive_message_length': maxBytes,
     'grpc.keepalive_time_ms': KEEPALIVE_TIME_MS,
     'grpc.keepalive_timeout_ms': KEEPALIVE_TIMEOUT_MS,
+    ...FLOW_WINDOW_OPTION,
   });
   grpcServer.addService(COLLECTOR_SERVICE, { Sync: createSyncHandler({ ingest, store, metrics, tokens, log }) });
   const grpcPort = await new Promise<number>((resolve, reject) =>
     grpcServer.bindAsync(`${config.bind}:${config.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
   );
+  if (!widenFlowWindow(grpcServer)) log('warn', 'collector could not raise the HTTP/2 flow-control window of this grpc-js version: large segments arrive 64 KiB at a time', {});
   const httpServer = createHttpApi({ store, metrics, sidecars, subscribe: (l) => feed.subscribe(l), ready: () => ({ ok: true }), anomalies: () => ({ active: fleetAlerts?.active() ?? [], recent: fleetAlerts?.recent() ?? [] }) });
   let httpPort: number;
   try {
