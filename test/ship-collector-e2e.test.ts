@@ -6,8 +6,8 @@ import { startRelay } from './helpers/sync-peer.js';
 import { eventually, sidecarMetric, startShippingSidecar, type ShippingSidecar } from './helpers/shipping.js';
 import { verifyDir } from './helpers/journal.js';
 import { runCli } from './helpers/child.js';
-import { join } from 'node:path';
-import { writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { cp, writeFile } from 'node:fs/promises';
 import type { SidecarConfig } from '../proxy/config.js';
 import { MAX_QUERY_LIMIT } from '../control/collector/record-query.js';
 
@@ -120,6 +120,48 @@ test('collector restarted mid-stream: shipping resumes from what it stored, ever
 
   const third = await startTestCollector(t, { grpcPort, storeDir, token });
   await assertDelivered(t, third, s, sent);
+});
+
+test('collector restored from an older copy after the sidecar pruned what it lacks: the loss is recorded and alerted, shipping goes on, verify names it', async (t) => {
+  const first = await startTestCollector(t);
+  const { grpcPort, storeDir, token } = first;
+  const backupDir = join(dirname(storeDir), 'backup');
+  const fastShip = { windowSegments: 4, windowBytes: 64 * 1024, welcomeTimeoutMs: 2_000, ackTimeoutMs: 5_000, keepaliveMs: 1_000, keepaliveTimeoutMs: 1_000, backoffMaxMs: 300 };
+  const s = await shipTo(t, `127.0.0.1:${grpcPort}`, token!, { journalRetentionMs: 300, ship: fastShip });
+  const journal = s.sidecar.audit!.journal;
+  const early = await traffic(s, 'early', 16);
+  await eventually('early records stored', async () => (await collectorView(first, 'ledger-0', 'ledger')).ids.length === early.length);
+  await first.close();
+  await cp(storeDir, backupDir, { recursive: true });
+  const backupLast = journal.shippedBatch;
+
+  const second = await startTestCollector(t, { grpcPort, storeDir, token });
+  await traffic(s, 'middle', 16);
+  // Acknowledged by the live store, then pruned by the sidecar: only the backup lacked them.
+  await eventually('the sidecar pruned past what the backup holds', () => journal.readBatches({ limit: 1 })[0].batch > backupLast + 1);
+  await second.close();
+
+  const restored = await startTestCollector(t, { grpcPort, storeDir: backupDir, token });
+  const late = await traffic(s, 'late', 16);
+  await eventually('late records stored', async () => (await collectorView(restored, 'ledger-0', 'ledger')).ids.filter((id) => id.startsWith('late')).length === late.length);
+  const view = await collectorView(restored, 'ledger-0', 'ledger');
+  t.deepEqual(view.ids.filter((id) => id.startsWith('early')), [...early].sort(), 'what the backup held is still there');
+  t.true(view.verified);
+  const sidecars = (await (await fetch(`${restored.httpUrl}/v1/sidecars`)).json()) as Array<{ id: string; lost: { from_batch: number; to_batch: number }[] }>;
+  const lost = sidecars.find((x) => x.id === 'ledger-0')!.lost;
+  t.is(lost.length, 1);
+  t.is(lost[0].from_batch, backupLast + 1);
+  t.true(lost[0].to_batch > backupLast);
+  const metrics = await (await fetch(`${restored.httpUrl}/metrics`)).text();
+  t.is(Number(/^auditmesh_collector_lost_batches_total (\d+)/m.exec(metrics)?.[1]), lost[0].to_batch - lost[0].from_batch + 1);
+
+  // Offline, the store fails on the recorded range, and only on it.
+  const verified = await runCli(['verify', backupDir, '-o', 'json']);
+  t.is(verified.code, 1, verified.stderr);
+  const report = JSON.parse(verified.stdout) as { failure: { code: string; batch: number; problem: string } };
+  t.is(report.failure.code, 'gap');
+  t.is(report.failure.batch, backupLast + 1);
+  t.regex(report.failure.problem, /never reached this store/);
 });
 
 test('acks lost: the connection cut after the collector stored a segment and before its Ack; resent, stored once', async (t) => {

@@ -12,6 +12,7 @@ export interface CollectorMetrics {
   readonly recordsStored: Counter;
   readonly duplicateBatches: Counter;
   readonly verificationFailures: Counter<'reason'>;
+  readonly lostBatches: Counter;
   readonly ingestDuration: Histogram;
   readonly storeBytes: Gauge;
   readonly sidecars: Gauge<'state'>;
@@ -30,6 +31,11 @@ export function createCollectorMetrics(sample: { storeBytes(): number; sidecars(
     registry,
     batchesReceived: new Counter({ name: 'auditmesh_collector_batches_received_total', help: 'Chain links (batches) received from sidecars, before verification', registers: [registry] }),
     recordsStored: new Counter({ name: 'auditmesh_collector_records_stored_total', help: 'Records verified and durably stored', registers: [registry] }),
+    lostBatches: new Counter({
+      name: 'auditmesh_collector_lost_batches_total',
+      help: 'Batches of sidecar chains that can never arrive: the collector lacked them (lost data it had acknowledged) when the sidecar had already pruned them. Recorded per sidecar; auditmesh verify fails the store on them',
+      registers: [registry],
+    }),
     duplicateBatches: new Counter({ name: 'auditmesh_collector_duplicate_batches_total', help: 'Batches received again that matched what was stored: acked again, stored once', registers: [registry] }),
     verificationFailures: new Counter({
       name: 'auditmesh_collector_verification_failures_total',

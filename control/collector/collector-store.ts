@@ -32,6 +32,22 @@ export interface SidecarState {
   position: ChainPosition;
   first_seen_unix_ms: number;
   last_seen_unix_ms: number;
+  /** Ranges of its chain that can never arrive (see LostRange); absent when none. */
+  lost?: LostRange[];
+}
+
+/**
+ * Batches of a sidecar's chain this collector lacks and the sidecar no longer retains: the
+ * collector lost data it had acknowledged (a store restored from an older backup) after the
+ * sidecar's retention pruned it. The chain goes on from `base_head`, the head after `to_batch` as
+ * the sidecar presented it, which its next signed link commits to; the range stays recorded, and
+ * `auditmesh verify` fails the store on it, since nothing shows what those batches held.
+ */
+export interface LostRange {
+  from_batch: number;
+  to_batch: number;
+  base_head: string;
+  recorded_unix_ms: number;
 }
 
 /** A record to store: its sequence number, canonical bytes and index entry (null: not JSON, stored unindexed). */

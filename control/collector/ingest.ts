@@ -2,7 +2,7 @@ import { GENESIS_HEAD, heartbeatSigningInput, keyIdOf, publicKeyFromSpki, verify
 import { ChainBroken, fail, LinkVerifier, recordsRoot, type ResolvedKey } from '../../proxy/journal/link-verifier.js';
 import type { BatchHeader } from '../../proxy/journal/read-journal.js';
 import type { Hello, Heartbeat, Segment, WireLink } from '../proto/sync-wire.js';
-import type { CollectorStore, IncomingRecord, SidecarState, StoredLink } from './collector-store.js';
+import type { CollectorStore, IncomingRecord, LostRange, SidecarState, StoredLink } from './collector-store.js';
 import type { HashPool } from './hash-pool.js';
 import { SidecarChain, type StoredRun } from './sidecar-chain.js';
 import { segmentHeaders } from './wire-links.js';
@@ -86,6 +86,25 @@ export class Ingest {
     return chain;
   }
 
+  /**
+   * Called once a stream owns the chain and what older streams had in flight is stored. When the
+   * sidecar no longer retains the batch after the last one stored here (Hello.first_batch is
+   * further on), those batches can never arrive: rather than refusing every segment as a gap
+   * forever, the loss is recorded in the sidecar's state (durably, before the Welcome) and the
+   * chain goes on from the sidecar's oldest retained link. Returns the range recorded, or null.
+   */
+  async acceptLoss(chain: SidecarChain, h: Hello): Promise<LostRange | null> {
+    await chain.settled();
+    const position = chain.state.position;
+    if (!Number.isSafeInteger(h.first_batch) || h.first_batch <= position.last_batch + 1) return null;
+    if (!HEX64.test(h.base_head)) fail({ code: 'malformed', problem: 'Hello.base_head must be 64 lowercase hex digits' });
+    const lost: LostRange = { from_batch: position.last_batch + 1, to_batch: h.first_batch - 1, base_head: h.base_head, recorded_unix_ms: Date.now() };
+    // The first link after the gap sets the sequence numbers, as for a chain first seen after pruning.
+    chain.tip = { last_batch: lost.to_batch, last_seq: undefined, head: lost.base_head, last_signed: lost.to_batch };
+    await chain.write({ sidecar: { ...chain.state, position: chain.tip, lost: [...(chain.state.lost ?? []), lost] }, links: [], records: [] });
+    return lost;
+  }
+
   /** Verifies a segment from the chain's tip, dedupes what is held, queues the new links for the store. */
   async segment(chain: SidecarChain, segment: Segment): Promise<SegmentOutcome> {
     const wire = segment?.links;
@@ -96,7 +115,11 @@ export class Ingest {
     const last = headers[headers.length - 1];
     if (fresh === 0) return { stored: chain.settled(), through_batch: last.batch, head: last.head, links: headers.length, duplicates: held.length, records: 0 };
     // Leaf hashes, roots and index entries in a worker; here only roots and heads are compared.
+    const tip = chain.tip;
     const hashed = await this.#hasher.hash(wire.slice(held.length).flatMap((w) => (w.kind === 'records' ? [w.records] : [])));
+    // Only this stream moves the tip between its own segments; anything else (a newer stream of the
+    // same sidecar, a failed commit) makes this segment's place in the chain stale.
+    if (chain.tip !== tip) fail({ code: 'gap', batch: headers[held.length].batch, problem: `the chain of sidecar ${chain.state.id} moved while batch ${headers[held.length].batch} was verified: a newer stream took it over` });
     const verifier = new LinkVerifier(chain.tip, { keyFor: (keyId, batch) => pinnedKey(chain, keyId, batch) });
     const records: IncomingRecord[] = [];
     const links: StoredLink[] = [];

@@ -24,6 +24,8 @@ export interface SidecarStatus {
   /** Everything stored from it verified, and nothing was refused since the last stored segment. */
   verified: boolean;
   last_refusal: { code: string; reason: string; at: string } | null;
+  /** Batches of its chain that can never arrive (collector-store.ts LostRange), recorded when it reconnected. */
+  lost: { from_batch: number; to_batch: number; recorded: string }[];
 }
 
 const iso = (ms: number): string => new Date(ms).toISOString();
@@ -48,6 +50,7 @@ export function sidecarStatus(chain: SidecarChain, intervalMs: number, nowUnixMs
     heartbeat_current: heartbeatCurrent(chain, intervalMs, nowUnixMs),
     verified: refusal === undefined || refusal.unix_ms < state.last_seen_unix_ms,
     last_refusal: refusal === undefined ? null : { code: refusal.code, reason: refusal.reason, at: iso(refusal.unix_ms) },
+    lost: (state.lost ?? []).map((l) => ({ from_batch: l.from_batch, to_batch: l.to_batch, recorded: iso(l.recorded_unix_ms) })),
   };
 }
 

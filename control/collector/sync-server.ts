@@ -101,6 +101,11 @@ class SyncSession {
       this.#chain = chain;
       // What an older stream of this sidecar had in flight lands first: the Welcome is the stored truth.
       await chain.settled();
+      const lost = await ingest.acceptLoss(chain, msg.hello);
+      if (lost !== null) {
+        this.#deps.metrics.lostBatches.inc(lost.to_batch - lost.from_batch + 1);
+        this.#deps.log('error', 'sidecar no longer retains batches this collector lacks: recorded as lost, the chain goes on after them', { sidecar: chain.state.id, from_batch: lost.from_batch, to_batch: lost.to_batch });
+      }
       chain.lastSeenUnixMs = Date.now();
       const { last_batch, head } = chain.state.position;
       this.#write({ welcome: { acked_batch: last_batch, acked_head: head } });

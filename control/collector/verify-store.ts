@@ -4,7 +4,7 @@ import { leafHash, merkleRoot } from '../../proxy/audit/merkle.js';
 import { keyIdOf, publicKeyFromSpki } from '../../proxy/journal/chain.js';
 import { ChainBroken, fail, LinkVerifier, seqRange, type VerifyFailure } from '../../proxy/journal/link-verifier.js';
 import { writerFor } from '../../proxy/journal/read-journal.js';
-import type { SidecarState, StoredLink } from './collector-store.js';
+import type { LostRange, SidecarState, StoredLink } from './collector-store.js';
 import { openCollectorStores, type CollectorStores } from './lmdb-store.js';
 
 /**
@@ -24,6 +24,8 @@ export interface SidecarChainReport {
   last_batch: number;
   last_seq: number | null;
   head: string;
+  /** Ranges recorded as lost at ingest: the chain verifies on both sides, the store still fails. */
+  lost: LostRange[];
   failure?: VerifyFailure;
 }
 
@@ -78,18 +80,21 @@ export function verifyStore(stores: CollectorStores, transaction: Transaction): 
 
 function verifySidecar(stores: CollectorStores, transaction: Transaction, state: SidecarState): SidecarChainReport {
   const start = { last_batch: state.first_batch - 1, last_seq: state.first_batch === 1 ? 0 : undefined, head: state.base_head, last_signed: state.first_batch - 1 };
-  const r: SidecarChainReport = { id: state.id, key_id: state.key_id, ok: false, records: 0, links: 0, first_batch: state.first_batch, last_batch: start.last_batch, last_seq: start.last_seq ?? null, head: start.head };
+  const lost = state.lost ?? [];
+  const r: SidecarChainReport = { id: state.id, key_id: state.key_id, ok: false, records: 0, links: 0, first_batch: state.first_batch, last_batch: start.last_batch, last_seq: start.last_seq ?? null, head: start.head, lost };
   try {
     const spki = Buffer.from(state.public_key, 'base64');
     const key = publicKeyFromSpki(spki);
     if (key === null || keyIdOf(spki) !== state.key_id) fail({ problem: `the pinned public key of sidecar ${state.id} is not an Ed25519 key with id ${state.key_id}: the key was swapped` });
-    const links = new LinkVerifier(start, {
-      keyFor: (keyId, batch) => (keyId === state.key_id ? { spki, key: key! } : fail({ code: 'key-mismatch', batch, problem: `batch ${batch} names key ${keyId}, not the pinned key ${state.key_id}` })),
-    });
+    const keyFor = (keyId: string, batch: number) => (keyId === state.key_id ? { spki, key: key! } : fail({ code: 'key-mismatch', batch, problem: `batch ${batch} names key ${keyId}, not the pinned key ${state.key_id}` }));
+    let links = new LinkVerifier(start, { keyFor });
     const records = stores.records.getRange({ start: [state.id, 0], end: [state.id, Number.MAX_SAFE_INTEGER], transaction })[Symbol.iterator]();
     let next = records.next();
     for (const { key: k, value: h } of stores.links.getRange({ start: [state.id, 0], end: [state.id, Number.MAX_SAFE_INTEGER], transaction })) {
       if (h.batch !== k[1]) fail({ batch: k[1], problem: `the link stored as batch ${k[1]} names itself batch ${h.batch}` });
+      // Across a range recorded as lost, the chain starts again from the head the sidecar presented.
+      const gap = lost.find((l) => l.to_batch + 1 === h.batch && links.position.last_batch === l.from_batch - 1);
+      if (gap !== undefined) links = new LinkVerifier({ last_batch: gap.to_batch, last_seq: undefined, head: gap.base_head, last_signed: gap.to_batch }, { keyFor });
       const bytes: Buffer[] = [];
       for (let seq = h.first_seq; h.kind === 'records' && seq < h.first_seq + h.count; seq++) {
         if (!next.done && next.value.key[1] < seq) fail({ seq: next.value.key[1], problem: `record ${next.value.key[1]} is not covered by any batch: it was inserted before batch ${h.batch}` });
@@ -114,6 +119,13 @@ function verifySidecar(stores: CollectorStores, transaction: Transaction, state:
       fail({ batch: r.last_batch, problem: `the stored position of sidecar ${state.id} (batch ${pos.last_batch}, head ${pos.head}) does not match its last link (batch ${r.last_batch}, head ${r.head}): links were cut off or added` });
     }
     if (links.position.last_signed !== r.last_batch) fail({ batch: links.position.last_signed + 1, problem: `batches ${links.position.last_signed + 1}-${r.last_batch} come after the last signed head` });
+    for (const l of lost) {
+      fail({
+        code: 'gap',
+        batch: l.from_batch,
+        problem: `batches ${l.from_batch}-${l.to_batch} of sidecar ${state.id} never reached this store: at ${new Date(l.recorded_unix_ms).toISOString()} the sidecar no longer retained them and the collector had lost them (restored from an older copy?). The chain verifies on both sides of them, but nothing shows what they held`,
+      });
+    }
     r.ok = true;
   } catch (err) {
     if (!(err instanceof ChainBroken)) throw err;

@@ -145,6 +145,13 @@ const auditTrailRules: AlertRule[] = [
     description: 'The collector received batches that do not verify ({{ $labels.reason }}): records altered, reordered, cut or signed by an unknown key. `auditmesh verify` names the first one.',
   },
   {
+    alert: 'AuditmeshCollectorBatchesLost',
+    expr: 'sum by (namespace) (increase(auditmesh_collector_lost_batches_total[15m])) > 0',
+    for: '0m',
+    severity: 'critical',
+    description: '{{ $value }} batches of sidecar chains can never reach the collector: it lacked them (lost acknowledged data, or was restored from an older copy) after the sidecars pruned them. /v1/sidecars lists the ranges; `auditmesh verify` fails the store on them.',
+  },
+  {
     alert: 'AuditmeshStaleSidecars',
     expr: 'max by (namespace) (auditmesh_collector_sidecars{state="stale"}) > 0',
     for: '15m',
