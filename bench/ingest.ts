@@ -3,6 +3,7 @@
 // measured in the same run.
 //
 //   npm run bench:ingest      knobs: STREAMS=4 RECORDS=100000 (per stream) BATCH=256 SEGMENT=8 (batches) WINDOW=8 (segments in flight)
+//                             WARMUP_RECORDS=8192: one more sidecar's stream shipped before the clock starts (JIT, worker start-up)
 //                             PROFILE=1: the collector runs with --cpu-prof (bench/results/profiles/)
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -26,6 +27,7 @@ import { indexRecord } from '../control/collector/record-index.js';
 
 const STREAMS = Number(process.env.STREAMS ?? 4);
 const RECORDS = Number(process.env.RECORDS ?? 100_000);
+const WARMUP_RECORDS = Number(process.env.WARMUP_RECORDS ?? 8192);
 const BATCH = Number(process.env.BATCH ?? 256);
 const SEGMENT = Number(process.env.SEGMENT ?? 8);
 const WINDOW = Number(process.env.WINDOW ?? 8);
@@ -73,15 +75,15 @@ interface Stream {
 }
 
 /** One sidecar's journal as encoded Sync messages: Hello, then segments of SEGMENT batches, each ending signed. */
-function buildStream(s: number): Stream {
+function buildStream(s: number, count = RECORDS): Stream {
   const signer = ephemeralSigningKey();
   const t0 = Date.now() - 3_600_000;
-  const records = Array.from({ length: RECORDS }, (_, i) => record(s, i, t0));
+  const records = Array.from({ length: count }, (_, i) => record(s, i, t0));
   let head = { last_seq: 0, last_batch: 0, head: GENESIS_HEAD };
   const segments: Buffer[] = [];
-  for (let from = 0, first = true; from < RECORDS; first = false) {
+  for (let from = 0, first = true; from < count; first = false) {
     const batches: Buffer[][] = [];
-    for (let b = 0; b < SEGMENT && from < RECORDS; b++, from += BATCH) batches.push(records.slice(from, from + BATCH));
+    for (let b = 0; b < SEGMENT && from < count; b++, from += BATCH) batches.push(records.slice(from, from + BATCH));
     const plan = planCommit({ head, epoch: 1, openEpoch: first, sealed: batches.map((r) => ({ count: r.length, root: recordsRoot(r).root, sealedUnixMs: t0 })), nowUnixMs: t0, signer });
     let b = 0;
     const links = plan.headers.map((h) => ({ ...h, key: h.key ?? '', sig: h.sig ?? '', records: h.kind === 'records' ? batches[b++] : [] }));
@@ -180,12 +182,14 @@ async function main(): Promise<void> {
     process.stderr.write(`building ${STREAMS} streams of ${RECORDS} signed records (batches of ${BATCH}, ${SEGMENT} batches a segment)...\n`);
     const streams = Array.from({ length: STREAMS }, (_, s) => buildStream(s));
     const total = STREAMS * RECORDS;
+    const warmup = WARMUP_RECORDS > 0 ? buildStream(STREAMS, WARMUP_RECORDS) : null;
     const collector = await startCollector(join(dir, 'store'));
     let ingestS: number;
     let stored: number;
     // The collector's CPU over the ingest alone, all threads and the main thread (null without /proc).
     let cpu: { all: number; main: number } | null = null;
     try {
+      if (warmup !== null) await ship(collector.address, warmup);
       const cpuBefore = [cpuTimeMs(collector.pid), mainThreadCpuTimeMs(collector.pid)];
       const started = performance.now();
       await Promise.all(streams.map((s) => ship(collector.address, s)));
@@ -193,7 +197,7 @@ async function main(): Promise<void> {
       const cpuAfter = [cpuTimeMs(collector.pid), mainThreadCpuTimeMs(collector.pid)];
       if (!cpuBefore.includes(null) && !cpuAfter.includes(null)) cpu = { all: cpuAfter[0]! - cpuBefore[0]!, main: cpuAfter[1]! - cpuBefore[1]! };
       const metrics = await (await fetch(`${collector.http}/metrics`)).text();
-      stored = Number(/^auditmesh_collector_records_stored_total (\d+)/m.exec(metrics)?.[1] ?? 0);
+      stored = Number(/^auditmesh_collector_records_stored_total (\d+)/m.exec(metrics)?.[1] ?? 0) - (warmup?.records.length ?? 0);
     } finally {
       await collector.stop();
     }
@@ -211,7 +215,7 @@ async function main(): Promise<void> {
       const us = (ms: number): string => ((ms * 1000) / total).toFixed(1);
       process.stdout.write(`collector CPU during ingest: ${us(cpu.all)} µs a record (all threads), ${us(cpu.main)} on its event loop; ${(cpu.all / 1000 / ingestS).toFixed(2)} of ${availableParallelism()} CPUs busy\n`);
     }
-    process.stdout.write(`${STREAMS} streams x ${RECORDS} records, ${BATCH} records a batch, ${SEGMENT} batches a segment, ${WINDOW} segments in flight a stream; ${availableParallelism()} CPUs, load average ${loadavg()[0].toFixed(1)}\n`);
+    process.stdout.write(`${STREAMS} streams x ${RECORDS} records, ${BATCH} records a batch, ${SEGMENT} batches a segment, ${WINDOW} segments in flight a stream, after a warm-up stream of ${WARMUP_RECORDS}; ${availableParallelism()} CPUs, load average ${loadavg()[0].toFixed(1)}\n`);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
