@@ -133,7 +133,10 @@ test('collector restored from an older copy after the sidecar pruned what it lac
   await eventually('early records stored', async () => (await collectorView(first, 'ledger-0', 'ledger')).ids.length === early.length);
   await first.close();
   await cp(storeDir, backupDir, { recursive: true });
-  const backupLast = journal.shippedBatch;
+  // What the copy holds, read from it: it may be ahead of what was acknowledged before the close.
+  const copied = await runCli(['verify', backupDir, '-o', 'json']);
+  t.is(copied.code, 0, copied.stderr);
+  const backupLast = (JSON.parse(copied.stdout) as { sidecars: { id: string; last_batch: number }[] }).sidecars.find((x) => x.id === 'ledger-0')!.last_batch;
 
   const second = await startTestCollector(t, { grpcPort, storeDir, token });
   await traffic(s, 'middle', 16);
@@ -149,11 +152,13 @@ test('collector restored from an older copy after the sidecar pruned what it lac
   t.true(view.verified);
   const sidecars = (await (await fetch(`${restored.httpUrl}/v1/sidecars`)).json()) as Array<{ id: string; lost: { from_batch: number; to_batch: number }[] }>;
   const lost = sidecars.find((x) => x.id === 'ledger-0')!.lost;
-  t.is(lost.length, 1);
+  // Usually one range; a second when the sidecar pruned on while its first Hello was answered
+  // (those batches had been acknowledged by the store that is gone, so they are lost too).
+  t.true(lost.length >= 1);
   t.is(lost[0].from_batch, backupLast + 1);
-  t.true(lost[0].to_batch > backupLast);
+  for (const [i, l] of lost.entries()) t.true(l.to_batch >= l.from_batch && (i === 0 || l.from_batch > lost[i - 1].to_batch), JSON.stringify(lost));
   const metrics = await (await fetch(`${restored.httpUrl}/metrics`)).text();
-  t.is(Number(/^auditmesh_collector_lost_batches_total (\d+)/m.exec(metrics)?.[1]), lost[0].to_batch - lost[0].from_batch + 1);
+  t.is(Number(/^auditmesh_collector_lost_batches_total (\d+)/m.exec(metrics)?.[1]), lost.reduce((n, l) => n + l.to_batch - l.from_batch + 1, 0));
 
   // Offline, the store fails on the recorded range, and only on it.
   const verified = await runCli(['verify', backupDir, '-o', 'json']);

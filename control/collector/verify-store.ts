@@ -88,13 +88,18 @@ function verifySidecar(stores: CollectorStores, transaction: Transaction, state:
     if (key === null || keyIdOf(spki) !== state.key_id) fail({ problem: `the pinned public key of sidecar ${state.id} is not an Ed25519 key with id ${state.key_id}: the key was swapped` });
     const keyFor = (keyId: string, batch: number) => (keyId === state.key_id ? { spki, key: key! } : fail({ code: 'key-mismatch', batch, problem: `batch ${batch} names key ${keyId}, not the pinned key ${state.key_id}` }));
     let links = new LinkVerifier(start, { keyFor });
+    /** Across ranges recorded as lost (one may follow another), the chain starts again from the head the sidecar presented. */
+    const crossLost = (before: number): void => {
+      for (let l = lost.find((x) => x.from_batch === links.position.last_batch + 1); l !== undefined && l.to_batch < before; l = lost.find((x) => x.from_batch === links.position.last_batch + 1)) {
+        links = new LinkVerifier({ last_batch: l.to_batch, last_seq: undefined, head: l.base_head, last_signed: l.to_batch }, { keyFor });
+        ({ last_batch: r.last_batch, head: r.head } = links.position);
+      }
+    };
     const records = stores.records.getRange({ start: [state.id, 0], end: [state.id, Number.MAX_SAFE_INTEGER], transaction })[Symbol.iterator]();
     let next = records.next();
     for (const { key: k, value: h } of stores.links.getRange({ start: [state.id, 0], end: [state.id, Number.MAX_SAFE_INTEGER], transaction })) {
       if (h.batch !== k[1]) fail({ batch: k[1], problem: `the link stored as batch ${k[1]} names itself batch ${h.batch}` });
-      // Across a range recorded as lost, the chain starts again from the head the sidecar presented.
-      const gap = lost.find((l) => l.to_batch + 1 === h.batch && links.position.last_batch === l.from_batch - 1);
-      if (gap !== undefined) links = new LinkVerifier({ last_batch: gap.to_batch, last_seq: undefined, head: gap.base_head, last_signed: gap.to_batch }, { keyFor });
+      crossLost(h.batch);
       const bytes: Buffer[] = [];
       for (let seq = h.first_seq; h.kind === 'records' && seq < h.first_seq + h.count; seq++) {
         if (!next.done && next.value.key[1] < seq) fail({ seq: next.value.key[1], problem: `record ${next.value.key[1]} is not covered by any batch: it was inserted before batch ${h.batch}` });
@@ -114,6 +119,8 @@ function verifySidecar(stores: CollectorStores, transaction: Transaction, state:
       r.last_seq = links.position.last_seq ?? null;
     }
     if (!next.done) fail({ seq: next.value.key[1], problem: `record ${next.value.key[1]} is not covered by any batch: it was added after the last batch (${r.last_batch})` });
+    // Ranges lost after the last link stored (nothing shipped since the sidecar reconnected).
+    crossLost(Number.MAX_SAFE_INTEGER);
     const pos = state.position;
     if (pos.last_batch !== r.last_batch || pos.head !== r.head) {
       fail({ batch: r.last_batch, problem: `the stored position of sidecar ${state.id} (batch ${pos.last_batch}, head ${pos.head}) does not match its last link (batch ${r.last_batch}, head ${r.head}): links were cut off or added` });
