@@ -62,8 +62,14 @@ export function openCollectorStores(env: RootDatabase): CollectorStores {
 /** Opens (creating if absent) the store in `dir`. Never open one environment twice in a process (lmdb-js#164). */
 export function openLmdbStore(dir: string): CollectorStore & { readonly stores: CollectorStores } {
   mkdirSync(dir, { recursive: true });
-  // eventTurnBatching off and one explicit batch() per run, as the journal does (journal.ts).
-  const stores = openCollectorStores(open({ path: realpathSync(dir), eventTurnBatching: false }));
+  // eventTurnBatching off and one explicit batch() per run, as the journal does (journal.ts);
+  // separateFlushed so each write carries its own `flushed`: an ack means on disk, not committed.
+  const stores = openCollectorStores(open({ path: realpathSync(dir), eventTurnBatching: false, separateFlushed: true }));
+  /** Settles once the write is flushed to disk: with overlappingSync (Linux) a commit alone survives a crash of the process, not of the machine. */
+  const durable = async (write: Promise<unknown> & { flushed?: PromiseLike<unknown> }): Promise<void> => {
+    await write;
+    await (write.flushed ?? stores.env.flushed);
+  };
   let evidenceCount = stores.evidence.getCount();
   let evidenceSerial = 0;
 
@@ -76,10 +82,10 @@ export function openLmdbStore(dir: string): CollectorStore & { readonly stores: 
       return stores.links.get([sidecarId, batch]);
     },
     append(run) {
-      return stores.env.batch(() => writeRun(stores, run)).then(() => undefined);
+      return durable(stores.env.batch(() => writeRun(stores, run)));
     },
     putSidecar(state) {
-      return stores.sidecars.put(state.id, state).then(() => undefined);
+      return durable(stores.sidecars.put(state.id, state));
     },
     keepEvidence(evidence) {
       return stores.env
