@@ -14,7 +14,7 @@ import { echoClient, startEchoServer, unary } from './helpers/grpc.js';
 import { SECRET, SECRET_HEADERS, assertJournalSound, assertSound, recordOf, startHostile } from './helpers/hostile.js';
 import { startSidecarProcess } from './helpers/sidecar-process.js';
 import { grpcMessage } from './helpers/h2-frames.js';
-import { scrape, tempDir } from './helpers/sidecar.js';
+import { metricValue, scrape, tempDir, until } from './helpers/sidecar.js';
 
 // Faults (issue 8): upstreams failing at every stage, a sealing worker dying mid-batch, SIGKILL
 // under mixed load, the wall clock jumping. Collector faults are the shipper's suite. Every case
@@ -237,4 +237,29 @@ test.serial('the wall clock jumping back an hour, forward two, back again: seque
   t.true(starts.some((s, k) => k > 0 && s < starts[k - 1]! - 3_000_000), 'a start time jumped back');
   t.true(starts.some((s, k) => k > 0 && s > starts[k - 1]! + 3_000_000), 'a start time jumped forward');
   await assertJournalSound(t, sidecar.journalDir, { logs: exit.stderr });
+});
+
+test.serial('the wall clock stepped a day forward prunes nothing at once: retention ages records by the time that really passed', async (t) => {
+  const app = await startUpstream((_req, res) => res.end('ok'));
+  t.teardown(app.close);
+  const retentionS = 10;
+  const sidecar = await startSidecarProcess(t, { appPort: app.port, args: ['--checkpoint-interval-ms', '100', '--journal-retention', `${retentionS}s`], preload: [CLOCK_SHIFT], env: { CLOCK_SHIFTS_MS: '86400000' } });
+  const sentAt = performance.now();
+  for (let i = 0; i < 20; i++) t.is((await request(sidecar.ports.inbound, { path: `/r/${i}`, headers: SECRET_HEADERS })).status, 200);
+  const pruned = async (): Promise<number> => metricValue(await scrape(sidecar.ports.admin), 'auditmesh_journal_pruned_records_total');
+  // Every record sealed before the step: one sealed after it is a day younger and stays.
+  await until(async () => metricValue(await scrape(sidecar.ports.admin), 'auditmesh_journal_records_total', { result: 'written' }) >= 20, 'the 20 records are in the journal');
+  sidecar.running.child.kill('SIGUSR2');
+  await sidecar.running.waitFor(/wall clock stepped forward/);
+  // Maintenance ran on the stepped clock (every 100 ms): by the wall clock every record is a day old.
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  const early = await pruned();
+  const elapsedS = (performance.now() - sentAt) / 1000;
+  if (elapsedS < retentionS) t.is(early, 0, `pruned ${early} records ${elapsedS.toFixed(1)} s after they were written`);
+  else t.log(`the machine was too slow to check before the retention time (${elapsedS.toFixed(1)} s): only the later pruning is checked`);
+  // Once the retention time has really passed, they go.
+  await until(async () => (await pruned()) >= 20, 'the records are pruned once the retention time has passed', 30_000);
+  const exit = await sidecar.stop();
+  t.is(exit.code, 0, exit.stderr);
+  t.regex(exit.stderr, /"ahead_ms":86\d{6}/);
 });

@@ -8,7 +8,7 @@ import { ephemeralSigningKey, type SigningKey } from '../keys.js';
 import { HEAD_KEY, PRUNED_KEY, SHIPPED_KEY, openJournalStores, readHeadFrom, readHeadersFrom, readRecordsFrom, readShippedFrom, registerWriter, unregisterWriter, writerFor } from './read-journal.js';
 import type { BatchHeader, BatchReadOptions, JournalHead, JournalSnapshot, JournalStores, RecordReadOptions } from './read-journal.js';
 import { planCommit, type CommitPlan } from './plan-commit.js';
-import { applyPrune, planPrune, type PrunePlan } from './retention.js';
+import { applyPrune, planPrune, retentionClock, type PrunePlan } from './retention.js';
 import { createJournalSize, type JournalSize } from './journal-size.js';
 
 /**
@@ -33,6 +33,8 @@ import { createJournalSize, type JournalSize } from './journal-size.js';
 const COMMIT_ERROR_WAIT_MS = 100;
 /** Default longest time between two signed heads, with or without traffic. */
 export const CHECKPOINT_INTERVAL_MS = 5_000;
+/** A wall clock this far ahead of elapsed time is a step, and logged. */
+const CLOCK_STEP_LOG_MS = 60_000;
 /** maintain() runs at least this often: it is also how an unwritable journal is probed. */
 const MAX_MAINTENANCE_TICK_MS = 1_000;
 /** Pruning deletes at most about this many records per commit, so no one commit stalls the rest. */
@@ -131,6 +133,9 @@ export class Journal {
   #lastSignedAtMs = Number.NEGATIVE_INFINITY;
   #announcedAtMs = Number.NEGATIVE_INFINITY;
   #prune: PrunePlan | null = null;
+  #retentionClock = retentionClock();
+  /** The wall clock was last seen ahead of elapsed time (logged once per step). */
+  #clockAhead = false;
   #size: JournalSize;
   #writable = true;
   #failing = new Set<FailureReason>();
@@ -277,9 +282,18 @@ export class Journal {
    * otherwise pass without one, or a prune is due, or the journal is unwritable (the probe that
    * finds out it can be written again).
    */
-  maintain(nowUnixMs = Date.now()): void {
+  maintain(nowUnixMs = this.#retentionClock.now()): void {
     if (this.#closing !== undefined) return;
     const { retentionMs, pruneOnlyShipped } = this.#opts;
+    const aheadMs = this.#retentionClock.aheadMs();
+    if (aheadMs > CLOCK_STEP_LOG_MS !== this.#clockAhead) {
+      this.#clockAhead = !this.#clockAhead;
+      this.#opts.log?.(
+        this.#clockAhead
+          ? { level: 'warn', msg: 'wall clock stepped forward: retention ages records by elapsed time instead, so the step prunes nothing', ahead_ms: Math.round(aheadMs) }
+          : { level: 'info', msg: 'wall clock back in step with elapsed time' },
+      );
+    }
     const through = pruneOnlyShipped === true ? this.#shipped : Number.POSITIVE_INFINITY;
     if (retentionMs !== undefined && this.#prune === null) this.#prune = planPrune(this.#stores, nowUnixMs - retentionMs, PRUNE_MAX_RECORDS_PER_COMMIT, through);
     this.#size.sample(true);

@@ -9,6 +9,29 @@ import { headerEntries, type BatchHeader, type JournalStores, type PrunedMark } 
  * an unacknowledged link is never pruned by age (the journal bound still protects the disk).
  */
 
+/**
+ * The time retention ages links by: the wall clock, but never ahead of the wall time at open plus
+ * what the monotonic clock has seen pass since. A wall clock stepped forward (NTP, a VM restored,
+ * an operator's mistake) would otherwise make every link look old at once and prune the audit
+ * trail in one go; a step back only delays pruning, which is safe. After a forward step, links
+ * age by elapsed time until the next start re-anchors (the journal bound still protects the disk).
+ */
+export interface RetentionClock {
+  now(): number;
+  /** How far the wall clock is ahead of the elapsed-time reckoning, in ms (0 when it is not). */
+  aheadMs(): number;
+}
+
+export function retentionClock(wallNow: () => number = Date.now, monoNow: () => number = () => performance.now()): RetentionClock {
+  const wall0 = wallNow();
+  const mono0 = monoNow();
+  const reckoned = (): number => wall0 + (monoNow() - mono0);
+  return {
+    now: () => Math.min(wallNow(), reckoned()),
+    aheadMs: () => Math.max(0, wallNow() - reckoned()),
+  };
+}
+
 /** Whole links to delete, oldest first, and the mark the oldest remaining link chains from. */
 export interface PrunePlan {
   headers: BatchHeader[];
