@@ -259,7 +259,9 @@ test.serial('the wall clock stepped a day forward prunes nothing at once: retent
   else t.log(`the machine was too slow to check before the retention time (${elapsedS.toFixed(1)} s): only the later pruning is checked`);
   // Once the retention time has really passed, they go.
   await until(async () => (await pruned()) >= 20, 'the records are pruned once the retention time has passed', 30_000);
+  t.is((await request(sidecar.ports.inbound, { path: '/after' })).status, 200);
   const exit = await sidecar.stop();
   t.is(exit.code, 0, exit.stderr);
   t.regex(exit.stderr, /"ahead_ms":86\d{6}/);
+  await assertJournalSound(t, sidecar.journalDir, { logs: exit.stderr });
 });
