@@ -97,3 +97,42 @@ test('the collector advertises a wide HTTP/2 window, so a large segment is not s
   t.is(session.remoteSettings.initialWindowSize, SYNC_WINDOW_BYTES, 'stream window');
   t.true(session.state.remoteWindowSize! >= SYNC_WINDOW_BYTES, `connection window ${session.state.remoteWindowSize}`);
 });
+
+test('a sidecar that no longer retains what the collector lacks: the range is recorded as lost only once a signed segment proves where its chain goes on', async (t) => {
+  const collector = await startTestCollector(t);
+  const s = await shipment(t);
+  t.true(s.segments.length >= 3);
+  const [one, two, three] = s.segments;
+  const peer = openSync(t, collector.grpcAddress, collector.token);
+  peer.send({ hello: s.hello });
+  await peer.next();
+  peer.send({ segment: one });
+  t.true('ack' in (await peer.next()));
+  const held = one.links.at(-1)!;
+  const lostFirst = two.links[0].batch;
+  const lostLast = two.links.at(-1)!.batch;
+
+  // A Hello claiming the chain goes on after a head the segment does not chain from: refused, and nothing moves.
+  const liar = openSync(t, collector.grpcAddress, collector.token);
+  liar.send({ hello: { ...s.hello, first_batch: three.links[0].batch, base_head: 'ab'.repeat(32) } });
+  t.like(await liar.next(), { welcome: { acked_batch: held.batch } });
+  liar.send({ segment: three });
+  const refused = await liar.next();
+  t.true('refusal' in refused, JSON.stringify(refused));
+  t.like(collector.sidecars()[0], { last_batch: held.batch, lost: [] });
+
+  // The honest claim: the head after the batches it pruned. Its signed link proves it.
+  const honest = openSync(t, collector.grpcAddress, collector.token);
+  honest.send({ hello: { ...s.hello, first_batch: three.links[0].batch, base_head: two.links.at(-1)!.head } });
+  t.like(await honest.next(), { welcome: { acked_batch: held.batch } });
+  honest.send({ segment: three });
+  t.like(await honest.next(), { ack: { through_batch: three.links.at(-1)!.batch } });
+  const [status] = collector.sidecars();
+  t.is(status.last_batch, three.links.at(-1)!.batch);
+  t.deepEqual(status.lost.map((l) => [l.from_batch, l.to_batch]), [[lostFirst, lostLast]]);
+  t.is(metricValue(await scrapeCollector(collector.httpUrl), 'auditmesh_collector_lost_batches_total'), lostLast - lostFirst + 1);
+  // What was stored on both sides of the range is there; the range's records are not.
+  const count = (seg: typeof one): number => seg.links.reduce((n, l) => n + l.records.length, 0);
+  const seqs = (await records(collector.httpUrl, '?limit=1000')).map((r) => r['audit.seq'] as number).sort((a, b) => a - b);
+  t.deepEqual(seqs, [...one.links, ...three.links].flatMap((l) => l.records.map((_, k) => l.first_seq + k)), `segments of ${s.segments.map(count).join(', ')} records`);
+});

@@ -20,6 +20,12 @@ const HEX64 = /^[0-9a-f]{64}$/;
 /** A heartbeat from further ahead than this is refused: a clock that far off is not believed. */
 const HEARTBEAT_MAX_FUTURE_MS = 5 * 60_000;
 
+/** Where a sidecar's retained chain starts, as its Hello said: the claim a loss is checked against. */
+export interface RetainedStart {
+  first_batch: number;
+  base_head: string;
+}
+
 export interface SegmentOutcome {
   /** Settles once every new link is durably stored (at once when there were none). */
   stored: Promise<void>;
@@ -28,6 +34,8 @@ export interface SegmentOutcome {
   links: number;
   duplicates: number;
   records: number;
+  /** Batches recorded as lost by this segment (see LostRange), or null. */
+  lost: LostRange | null;
 }
 
 export class Ingest {
@@ -87,40 +95,33 @@ export class Ingest {
   }
 
   /**
-   * Called once a stream owns the chain and what older streams had in flight is stored. When the
-   * sidecar no longer retains the batch after the last one stored here (Hello.first_batch is
-   * further on), those batches can never arrive: rather than refusing every segment as a gap
-   * forever, the loss is recorded in the sidecar's state (durably, before the Welcome) and the
-   * chain goes on from the sidecar's oldest retained link. Returns the range recorded, or null.
+   * Verifies a segment from the chain's tip, dedupes what is held, queues the new links for the
+   * store. A segment that starts past the tip is a gap, unless the sidecar said in its Hello that
+   * its retained chain starts exactly there (`retained`): then it no longer holds what this
+   * collector lacks (the collector lost data it had acknowledged), and those batches can never
+   * arrive. The segment is verified from the head the Hello named; only once its signed link
+   * proves the claim with the pinned key is the range recorded as lost, in the same write as the
+   * links, and the chain goes on. A Hello alone moves nothing.
    */
-  async acceptLoss(chain: SidecarChain, h: Hello): Promise<LostRange | null> {
-    await chain.settled();
-    const position = chain.state.position;
-    if (!Number.isSafeInteger(h.first_batch) || h.first_batch <= position.last_batch + 1) return null;
-    if (!HEX64.test(h.base_head)) fail({ code: 'malformed', problem: 'Hello.base_head must be 64 lowercase hex digits' });
-    const lost: LostRange = { from_batch: position.last_batch + 1, to_batch: h.first_batch - 1, base_head: h.base_head, recorded_unix_ms: Date.now() };
-    // The first link after the gap sets the sequence numbers, as for a chain first seen after pruning.
-    chain.tip = { last_batch: lost.to_batch, last_seq: undefined, head: lost.base_head, last_signed: lost.to_batch };
-    await chain.write({ sidecar: { ...chain.state, position: chain.tip, lost: [...(chain.state.lost ?? []), lost] }, links: [], records: [] });
-    return lost;
-  }
-
-  /** Verifies a segment from the chain's tip, dedupes what is held, queues the new links for the store. */
-  async segment(chain: SidecarChain, segment: Segment): Promise<SegmentOutcome> {
+  async segment(chain: SidecarChain, segment: Segment, retained?: RetainedStart): Promise<SegmentOutcome> {
     const wire = segment?.links;
     const headers = segmentHeaders(wire);
     const held = headers.filter((h) => h.batch <= chain.tip.last_batch);
     if (held.length > 0) await this.#checkHeld(chain, held, wire);
     const fresh = headers.length - held.length;
     const last = headers[headers.length - 1];
-    if (fresh === 0) return { stored: chain.settled(), through_batch: last.batch, head: last.head, links: headers.length, duplicates: held.length, records: 0 };
+    if (fresh === 0) return { stored: chain.settled(), through_batch: last.batch, head: last.head, links: headers.length, duplicates: held.length, records: 0, lost: null };
     // Leaf hashes, roots and index entries in a worker; here only roots and heads are compared.
     const tip = chain.tip;
     const hashed = await this.#hasher.hash(wire.slice(held.length).flatMap((w) => (w.kind === 'records' ? [w.records] : [])));
     // Only this stream moves the tip between its own segments; anything else (a newer stream of the
     // same sidecar, a failed commit) makes this segment's place in the chain stale.
     if (chain.tip !== tip) fail({ code: 'gap', batch: headers[held.length].batch, problem: `the chain of sidecar ${chain.state.id} moved while batch ${headers[held.length].batch} was verified: a newer stream took it over` });
-    const verifier = new LinkVerifier(chain.tip, { keyFor: (keyId, batch) => pinnedKey(chain, keyId, batch) });
+    const first = headers[held.length].batch;
+    const lost = held.length === 0 && first > chain.tip.last_batch + 1 && retained?.first_batch === first && HEX64.test(retained.base_head) ? { from_batch: chain.tip.last_batch + 1, to_batch: first - 1, base_head: retained.base_head, recorded_unix_ms: Date.now() } : null;
+    // The first link after a loss sets the sequence numbers, as for a chain first seen after pruning.
+    const start = lost === null ? chain.tip : { last_batch: lost.to_batch, last_seq: undefined, head: lost.base_head, last_signed: lost.to_batch };
+    const verifier = new LinkVerifier(start, { keyFor: (keyId, batch) => pinnedKey(chain, keyId, batch) });
     const records: IncomingRecord[] = [];
     const links: StoredLink[] = [];
     for (let i = held.length, k = 0; i < headers.length; i++) {
@@ -136,8 +137,9 @@ export class Ingest {
       wire[i].records.forEach((bytes, j) => records.push({ seq: h.first_seq + j, bytes, index: hashed.index[records.length] }));
     }
     chain.tip = { ...verifier.position };
-    const sidecar: SidecarState = { ...chain.state, position: chain.tip, last_seen_unix_ms: Date.now() };
-    return { stored: chain.write({ sidecar, links, records }), through_batch: last.batch, head: last.head, links: headers.length, duplicates: held.length, records: records.length };
+    if (lost !== null) chain.lost = [...chain.lost, lost];
+    const sidecar: SidecarState = { ...chain.state, position: chain.tip, last_seen_unix_ms: Date.now(), ...(chain.lost.length > 0 ? { lost: chain.lost } : {}) };
+    return { stored: chain.write({ sidecar, links, records }), through_batch: last.batch, head: last.head, links: headers.length, duplicates: held.length, records: records.length, lost };
   }
 
   /** Links the collector already verified: each must be what it holds (else a fork), records included. */

@@ -1,7 +1,7 @@
 import type { KeyObject } from 'node:crypto';
 import { publicKeyFromSpki } from '../../proxy/journal/chain.js';
 import type { ChainPosition } from '../../proxy/journal/link-verifier.js';
-import type { CollectorStore, IncomingRecord, SidecarState, StoredLink, VerifiedAppend } from './collector-store.js';
+import type { CollectorStore, IncomingRecord, LostRange, SidecarState, StoredLink, VerifiedAppend } from './collector-store.js';
 
 /**
  * One sidecar's chain as the collector holds it: what is stored (`state`), how far it is verified
@@ -35,6 +35,8 @@ interface Pending {
 export class SidecarChain {
   state: SidecarState;
   tip: ChainPosition;
+  /** Ranges recorded as lost, as far as verified (the store's, plus any being written). */
+  lost: LostRange[];
   readonly key: KeyObject;
   readonly spki: Buffer;
   heartbeat: HeartbeatSeen | undefined;
@@ -53,6 +55,7 @@ export class SidecarChain {
   constructor(state: SidecarState, store: CollectorStore, onStored: (run: StoredRun) => void) {
     this.state = state;
     this.tip = { ...state.position };
+    this.lost = state.lost ?? [];
     this.lastSeenUnixMs = state.last_seen_unix_ms;
     this.spki = Buffer.from(state.public_key, 'base64');
     const key = publicKeyFromSpki(this.spki);
@@ -98,6 +101,7 @@ export class SidecarChain {
       (err: unknown) => {
         const later = this.#queue.splice(0);
         this.tip = { ...this.state.position };
+        this.lost = this.state.lost ?? [];
         for (const p of [...group, ...later]) p.reject(err);
       },
     );

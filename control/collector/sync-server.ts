@@ -4,7 +4,7 @@ import type { Logger } from '../../proxy/log.js';
 import type { CollectorMessage, RefusalCode, Segment, SidecarMessage, SyncServerStream } from '../proto/sync-wire.js';
 import type { CollectorMetrics } from './collector-metrics.js';
 import type { CollectorStore } from './collector-store.js';
-import type { Ingest } from './ingest.js';
+import type { Ingest, RetainedStart } from './ingest.js';
 import type { SidecarChain } from './sidecar-chain.js';
 import type { TokenCheck } from './token-auth.js';
 
@@ -48,6 +48,8 @@ class SyncSession {
   #deps: SyncDeps;
   #call: SyncServerStream;
   #chain: SidecarChain | undefined;
+  /** Where the sidecar said its retained chain starts (its Hello): the claim a loss is checked against. */
+  #retained: RetainedStart | undefined;
   #acks: Promise<void> = Promise.resolve();
   #unacked = 0;
   #over = false;
@@ -101,11 +103,7 @@ class SyncSession {
       this.#chain = chain;
       // What an older stream of this sidecar had in flight lands first: the Welcome is the stored truth.
       await chain.settled();
-      const lost = await ingest.acceptLoss(chain, msg.hello);
-      if (lost !== null) {
-        this.#deps.metrics.lostBatches.inc(lost.to_batch - lost.from_batch + 1);
-        this.#deps.log('error', 'sidecar no longer retains batches this collector lacks: recorded as lost, the chain goes on after them', { sidecar: chain.state.id, from_batch: lost.from_batch, to_batch: lost.to_batch });
-      }
+      this.#retained = { first_batch: msg.hello.first_batch, base_head: msg.hello.base_head };
       chain.lastSeenUnixMs = Date.now();
       const { last_batch, head } = chain.state.position;
       this.#write({ welcome: { acked_batch: last_batch, acked_head: head } });
@@ -125,12 +123,16 @@ class SyncSession {
     metrics.batchesReceived.inc(segment?.links?.length ?? 0);
     let outcome;
     try {
-      outcome = await ingest.segment(chain, segment);
+      outcome = await ingest.segment(chain, segment, this.#retained);
     } catch (err) {
       if (err instanceof ChainBroken) this.#keepEvidence(err.failure, segment);
       throw err;
     }
     metrics.duplicateBatches.inc(outcome.duplicates);
+    if (outcome.lost !== null) {
+      metrics.lostBatches.inc(outcome.lost.to_batch - outcome.lost.from_batch + 1);
+      this.#deps.log('error', 'sidecar no longer retains batches this collector lacks: recorded as lost, the chain goes on after them', { sidecar: chain.state.id, from_batch: outcome.lost.from_batch, to_batch: outcome.lost.to_batch });
+    }
     this.#unacked++;
     const { stored, through_batch, head, records } = outcome;
     this.#acks = Promise.all([this.#acks, stored]).then(
