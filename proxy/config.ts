@@ -44,6 +44,8 @@ export interface SidecarConfig {
   idleTimeoutMs: number;
   upstreamKeepAliveMs: number;
   maxSocketsPerUpstream: number;
+  /** Requests waiting for a pooled connection per upstream, at most: 503 (overload) beyond; 0: no bound. */
+  maxPendingPerUpstream: number;
   /** The HTTP/1.1 forwarding engine (proxy/http1/forwarder.ts); WebSocket upgrades always go through http-proxy. */
   forwardEngine: ForwardEngine;
   /** Time a client has to send a request's line and headers (slowloris bound): 408 after it. */
@@ -104,6 +106,7 @@ export const SIDECAR_FLAGS: readonly FlagSpec[] = [
   { name: 'idle-timeout-ms', type: 'int', default: '300000', help: 'a proxied connection idle for this long is closed' },
   { name: 'upstream-keepalive-ms', type: 'int', default: '4000', help: 'idle pooled upstream sockets close after this (keep below the app keep-alive timeout)' },
   { name: 'max-sockets-per-upstream', type: 'int', default: '256', help: 'connection pool size per upstream' },
+  { name: 'max-pending-per-upstream', type: 'int', default: '1024', help: 'requests that may wait for a pooled connection per upstream; past it 503 at once (0: no bound)' },
   { name: 'forward-engine', type: 'string', default: 'http-proxy', choices: ['http-proxy', 'undici'], help: 'HTTP/1.1 forwarding engine: http-proxy, or undici (about half the CPU per request)' },
   { name: 'headers-timeout-ms', type: 'int', default: '20000', help: 'a client must send its request line and headers within this (slowloris bound; 408)' },
   { name: 'max-header-bytes', type: 'int', default: '16384', help: 'largest HTTP/1.1 request line plus headers (431 beyond)' },
@@ -188,6 +191,7 @@ export function sidecarConfigFromFlags(values: FlagValues, env: Readonly<Record<
     idleTimeoutMs: values['idle-timeout-ms'] as number,
     upstreamKeepAliveMs: values['upstream-keepalive-ms'] as number,
     maxSocketsPerUpstream: values['max-sockets-per-upstream'] as number,
+    maxPendingPerUpstream: values['max-pending-per-upstream'] as number,
     forwardEngine: values['forward-engine'] as ForwardEngine,
     headersTimeoutMs: values['headers-timeout-ms'] as number,
     maxHeaderBytes: values['max-header-bytes'] as number,
@@ -211,6 +215,8 @@ export function sidecarConfigFromFlags(values: FlagValues, env: Readonly<Record<
   cfg.sidecarId = (values['sidecar-id'] as string | undefined) || env.HOSTNAME || cfg.service;
   if (cfg.checkpointIntervalMs < 10) throw new UsageError('--checkpoint-interval-ms: at least 10');
   if (cfg.batchMaxRecords < 1) throw new UsageError('--batch-max-records: at least 1');
+  if (cfg.maxSocketsPerUpstream < 1) throw new UsageError('--max-sockets-per-upstream: at least 1');
+  if (cfg.maxPendingPerUpstream < 0) throw new UsageError('--max-pending-per-upstream: 0 (no bound) or more');
   if (cfg.headersTimeoutMs < 1) throw new UsageError('--headers-timeout-ms: at least 1');
   if (cfg.maxHeaderBytes < 1024) throw new UsageError('--max-header-bytes: at least 1024');
   if (cfg.journalLimitBytes < 1) throw new UsageError('--journal-limit-bytes: at least 1');

@@ -1,3 +1,4 @@
+import { createUpstreamLimit } from './http1/upstream-limit.js';
 import type net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import type { SidecarConfig } from './config.js';
@@ -52,6 +53,7 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
   const audit = await openAudit(config, metrics, log);
   const shipper = await openShipper(config, audit, metrics, log);
   const forwarder = config.forwardEngine === 'undici' ? createUndiciForwarder(config, createHttpProxyForwarder(config)) : createHttpProxyForwarder(config);
+  const upstreamLimit = createUpstreamLimit(config.maxSocketsPerUpstream, config.maxPendingPerUpstream);
   const sessions = createSessionPool({ connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs });
   const peerLabel = createPeerLabels();
   const alerting = config.alerts.intervalMs > 0 ? createAlerting({ service: config.service, options: config.alerts, metrics, peerLabel, audit, log }) : null;
@@ -86,7 +88,7 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
   if (config.appPort !== undefined) {
     const app = { host: config.appHost, port: config.appPort };
     const toApp = (path: string, socket: net.Socket | undefined): Route | null => routeInbound(path, app, ownPorts, socket === undefined ? null : redirectedDestination(socket));
-    const handler = createExchangeHandler({ ...common, forwarder, maxRequestBodyBytes: config.maxRequestBodyBytes, direction: 'inbound', route: (req) => toApp(req.url ?? '/', req.socket) });
+    const handler = createExchangeHandler({ ...common, forwarder, upstreamLimit, maxRequestBodyBytes: config.maxRequestBodyBytes, direction: 'inbound', route: (req) => toApp(req.url ?? '/', req.socket) });
     inbound = createCaptureListener(
       { http1: createHttpListener(handler, listenerTimeouts), h2: h2('inbound', (_authority, path, socket) => toApp(path, socket)), opaque: opaque('inbound', (socket) => toApp('', socket)) },
       { ...capture, isOpaque: (socket) => config.opaquePorts.has(redirectedDestination(socket)?.port ?? config.appPort!) },
@@ -94,7 +96,7 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
     countTcpConnections(metrics, inbound, 'inbound');
     servers.push(inbound);
   }
-  const outboundHandler = createExchangeHandler({ ...common, forwarder, maxRequestBodyBytes: config.maxRequestBodyBytes, direction: 'outbound', route: (req) => routeOutbound(req, config.resolve, redirectedDestination(req.socket)) });
+  const outboundHandler = createExchangeHandler({ ...common, forwarder, upstreamLimit, maxRequestBodyBytes: config.maxRequestBodyBytes, direction: 'outbound', route: (req) => routeOutbound(req, config.resolve, redirectedDestination(req.socket)) });
   const tunnelDeps = { service: config.service, connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs, onRecord: recordOpaque('tunnel') };
   const outbound = createCaptureListener(
     {

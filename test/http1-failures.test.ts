@@ -145,3 +145,31 @@ test('a malformed request gets 400 and the listener keeps serving', async (t) =>
   t.regex(raw, /^HTTP\/1\.1 400/);
   t.is((await request(sidecar.ports.inbound!)).status, 200);
 });
+
+test('past the pool and its queue, a request to a stuck upstream gets 503 at once, recorded as overload; the others are answered when it recovers', async (t) => {
+  const held: http.ServerResponse[] = [];
+  const stuck = http.createServer((_req, res) => held.push(res));
+  const port = await listen(stuck);
+  t.teardown(() => closeServer(stuck));
+  const sidecar = await startTestSidecar(t, { appPort: port, maxSocketsPerUpstream: 2, maxPendingPerUpstream: 2 });
+  const tail = await followTail(t, sidecar.ports.admin);
+
+  // Two hold the pool's sockets, two wait in its queue: the limit.
+  const waiting = Array.from({ length: 4 }, (_, i) => request(sidecar.ports.inbound!, { path: `/wait/${i}` }));
+  while (held.length < 2) await new Promise((resolve) => setTimeout(resolve, 10));
+  const started = Date.now();
+  const over = await request(sidecar.ports.inbound!, { path: '/over' });
+  t.is(over.status, 503);
+  t.is(over.headers['x-auditmesh-error'], 'AUDITMESH_OVERLOAD');
+  t.true(Date.now() - started < 5_000, 'answered at once, not after the response timeout');
+  const rec = await tail.next((r) => r['url.path'] === '/over');
+  t.is(rec['error.type'], 'overload');
+  t.is(rec['http.response.status_code'], 503);
+
+  // The upstream recovers: everything that waited is answered, and the limit is free again.
+  const answer = (res: http.ServerResponse): void => void res.end('late');
+  held.splice(0).forEach(answer);
+  stuck.on('request', () => held.splice(0).forEach(answer));
+  t.deepEqual((await Promise.all(waiting)).map((r) => r.status), [200, 200, 200, 200]);
+  t.is((await request(sidecar.ports.inbound!, { path: '/after' })).status, 200);
+});

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { AuditRecord, Direction } from '../audit/record.js';
+import type { AuditRecord, Direction, ErrorKind } from '../audit/record.js';
 import type { AuditPipeline } from '../audit/pipeline.js';
 import type { Redactor } from '../audit/redact.js';
 import type { SidecarMetrics } from '../metrics/metrics.js';
@@ -18,6 +18,7 @@ import { stripRequestHopHeaders } from './hop-headers.js';
 import { ProxyError, rescue } from '../errors.js';
 import type { ForwardOutcome, HttpForwarder, UpgradeOutcome } from './forwarder.js';
 import type { Route } from './target.js';
+import type { UpstreamLimit } from './upstream-limit.js';
 
 /** Upgrades the sidecar relays (and records as sessions). Anything else, h2c above all, would tunnel past the audit. */
 const RELAYED_UPGRADES = new Set(['websocket']);
@@ -30,6 +31,8 @@ export interface ExchangeDeps {
   forwarder: HttpForwarder;
   /** A declared body over this gets 413 before the upstream; 0: no limit. */
   maxRequestBodyBytes: number;
+  /** Requests in flight per upstream, shared by the sidecar's listeners: past it, 503 at once. */
+  upstreamLimit: UpstreamLimit;
   audit: AuditPipeline | null;
   redactor: Redactor;
   metrics: SidecarMetrics;
@@ -85,10 +88,10 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
     deps.onExchange(record['audit.kind'] === 'websocket' ? 'websocket' : 'http1', record, outcome.requestBytes, outcome.responseBytes, recorded);
   }
 
-  function reject(res: ServerResponse, record: AuditRecord, t0: number, status: number, error: ProxyError, recorded = true): void {
+  function reject(res: ServerResponse, record: AuditRecord, t0: number, status: number, error: ProxyError, recorded = true, errorKind: ErrorKind = 'rejected'): void {
     res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'x-auditmesh-error': error.code, 'x-request-id': record['audit.request_id'] ?? '' });
     res.end(`auditmesh: ${error.message}\n`);
-    complete(record, t0, { status, error, upstreamResponded: false, requestBytes: 0, responseBytes: 0, errorKind: 'rejected' }, recorded);
+    complete(record, t0, { status, error, upstreamResponded: false, requestBytes: 0, responseBytes: 0, errorKind }, recorded);
   }
 
   /** --on-journal-full reject: nothing goes through unrecorded, and the refusal is not recorded either (the journal is what cannot take it). */
@@ -117,10 +120,18 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
         res.shouldKeepAlive = false;
         return reject(res, record, t0, 413, new ProxyError('AUDITMESH_REQUEST_TOO_LARGE', `request body declared larger than ${deps.maxRequestBodyBytes} bytes`));
       }
+      const upstream = `${route.target.host}:${route.target.port}`;
+      if (!deps.upstreamLimit.enter(upstream)) {
+        res.shouldKeepAlive = false;
+        return reject(res, record, t0, 503, new ProxyError('AUDITMESH_OVERLOAD', `upstream ${upstream} already has ${deps.upstreamLimit.limit} requests in flight (--max-sockets-per-upstream plus --max-pending-per-upstream)`), true, 'overload');
+      }
       const responseHeaders = { 'x-request-id': correlation.requestId };
       const forward = (): void => {
         observeOverhead(deps.metrics, deps.direction, 'http1', t0);
-        deps.forwarder.web(req, res, route.target, responseHeaders, (outcome) => complete(record, t0, outcome));
+        deps.forwarder.web(req, res, route.target, responseHeaders, (outcome) => {
+          deps.upstreamLimit.leave(upstream);
+          complete(record, t0, outcome);
+        });
       };
       if (!auditing || deps.mode !== 'strict') {
         forward();
@@ -130,6 +141,7 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
       deps.audit!.recordDurable({ ...record, 'audit.phase': 'request' }).then(forward, (err: Error) => {
         deps.log('error', 'strict mode: request record not durable, refusing request', { error: err.message });
         deps.metrics.journalUnrecorded.inc({ reason: 'strict_refused' });
+        deps.upstreamLimit.leave(upstream);
         reject(res, record, t0, 503, new ProxyError('AUDITMESH_JOURNAL_WRITE', 'audit journal unavailable (strict mode)', { cause: err }));
       });
     },
