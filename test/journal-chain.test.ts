@@ -1,4 +1,5 @@
 import test from 'ava';
+import { retentionClock } from '../proxy/journal/retention.js';
 import { createHash, generateKeyPairSync } from 'node:crypto';
 import { stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -121,4 +122,32 @@ test('retention prunes whole old links; what remains verifies from the oldest re
   t.is(report.last_seq, 55);
   const first = (await readBatches(journalDir))[0];
   t.is(first.batch, report.pruned_through!.batch + 1);
+});
+
+test('retention ages links by the wall clock, but a step forward counts only the time that really passed; slewing and steps back are taken as they come', (t) => {
+  let wall = 1_000_000_000_000;
+  let mono = 0;
+  const clock = retentionClock(() => wall, () => mono);
+  const advance = (ms: number, wallExtra = 0): { nowUnixMs: number; aheadMs: number } => {
+    mono += ms;
+    wall += ms + wallExtra;
+    return clock.read();
+  };
+  // NTP slewing: the wall clock runs 500 ppm fast for a week of one-second readings, 5 minutes in all.
+  let reading = { nowUnixMs: 0, aheadMs: 0 };
+  for (let i = 0; i < 7 * 86_400; i++) reading = advance(1_000, 0.5);
+  t.deepEqual(reading, { nowUnixMs: wall, aheadMs: 0 });
+  // A step a day forward: the time to age by moves on by what elapsed, and the step is reported.
+  const before = wall;
+  reading = advance(1_000, 86_400_000);
+  t.deepEqual(reading, { nowUnixMs: before + 1_000, aheadMs: 86_400_000 });
+  reading = advance(10_000);
+  t.deepEqual(reading, { nowUnixMs: before + 11_000, aheadMs: 86_400_000 });
+  // Stepped back into line: the wall clock again.
+  wall -= 86_400_000;
+  reading = advance(1_000);
+  t.deepEqual(reading, { nowUnixMs: wall, aheadMs: 0 });
+  // A step back is taken at once (it only delays pruning).
+  wall -= 3_600_000;
+  t.deepEqual(advance(1_000), { nowUnixMs: wall, aheadMs: 0 });
 });

@@ -33,8 +33,6 @@ import { createJournalSize, type JournalSize } from './journal-size.js';
 const COMMIT_ERROR_WAIT_MS = 100;
 /** Default longest time between two signed heads, with or without traffic. */
 export const CHECKPOINT_INTERVAL_MS = 5_000;
-/** A wall clock this far ahead of elapsed time is a step, and logged. */
-const CLOCK_STEP_LOG_MS = 60_000;
 /** maintain() runs at least this often: it is also how an unwritable journal is probed. */
 const MAX_MAINTENANCE_TICK_MS = 1_000;
 /** Pruning deletes at most about this many records per commit, so no one commit stalls the rest. */
@@ -134,7 +132,7 @@ export class Journal {
   #announcedAtMs = Number.NEGATIVE_INFINITY;
   #prune: PrunePlan | null = null;
   #retentionClock = retentionClock();
-  /** The wall clock was last seen ahead of elapsed time (logged once per step). */
+  /** The wall clock was last seen stepped ahead of elapsed time (logged once per step). */
   #clockAhead = false;
   #size: JournalSize;
   #writable = true;
@@ -282,11 +280,11 @@ export class Journal {
    * otherwise pass without one, or a prune is due, or the journal is unwritable (the probe that
    * finds out it can be written again).
    */
-  maintain(nowUnixMs = this.#retentionClock.now()): void {
+  maintain(): void {
     if (this.#closing !== undefined) return;
     const { retentionMs, pruneOnlyShipped } = this.#opts;
-    const aheadMs = this.#retentionClock.aheadMs();
-    if (aheadMs > CLOCK_STEP_LOG_MS !== this.#clockAhead) {
+    const { nowUnixMs, aheadMs } = this.#retentionClock.read();
+    if (aheadMs > 0 !== this.#clockAhead) {
       this.#clockAhead = !this.#clockAhead;
       this.#opts.log?.(
         this.#clockAhead

@@ -10,25 +10,34 @@ import { headerEntries, type BatchHeader, type JournalStores, type PrunedMark } 
  */
 
 /**
- * The time retention ages links by: the wall clock, but never ahead of the wall time at open plus
- * what the monotonic clock has seen pass since. A wall clock stepped forward (NTP, a VM restored,
- * an operator's mistake) would otherwise make every link look old at once and prune the audit
- * trail in one go; a step back only delays pruning, which is safe. After a forward step, links
- * age by elapsed time until the next start re-anchors (the journal bound still protects the disk).
+ * The time retention ages links by: the wall clock, but never further ahead of the last reading
+ * than the monotonic clock has moved plus CLOCK_STEP_MS. A wall clock stepped forward (NTP after
+ * a bad boot clock, a VM restored, an operator's mistake) would otherwise make every link look old
+ * at once and prune the audit trail in one go; after such a step links age by elapsed time until
+ * the next start (the journal bound still protects the disk). Smaller differences (NTP slewing,
+ * which adds up over weeks) and steps back (which only delay pruning) are taken as they come.
  */
 export interface RetentionClock {
-  now(): number;
-  /** How far the wall clock is ahead of the elapsed-time reckoning, in ms (0 when it is not). */
-  aheadMs(): number;
+  /** The time to age links by, and how far the wall clock is ahead of it (0: in step). */
+  read(): { nowUnixMs: number; aheadMs: number };
 }
 
+/** A wall clock further ahead than this of the elapsed time since the last reading is a step. */
+export const CLOCK_STEP_MS = 60_000;
+
 export function retentionClock(wallNow: () => number = Date.now, monoNow: () => number = () => performance.now()): RetentionClock {
-  const wall0 = wallNow();
-  const mono0 = monoNow();
-  const reckoned = (): number => wall0 + (monoNow() - mono0);
+  let wall0 = wallNow();
+  let mono0 = monoNow();
   return {
-    now: () => Math.min(wallNow(), reckoned()),
-    aheadMs: () => Math.max(0, wallNow() - reckoned()),
+    read() {
+      const wall = wallNow();
+      const mono = monoNow();
+      const reckoned = wall0 + (mono - mono0);
+      if (wall - reckoned > CLOCK_STEP_MS) return { nowUnixMs: reckoned, aheadMs: wall - reckoned };
+      wall0 = wall;
+      mono0 = mono;
+      return { nowUnixMs: wall, aheadMs: 0 };
+    },
   };
 }
 
