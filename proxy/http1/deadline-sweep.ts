@@ -8,6 +8,8 @@ export interface Swept {
 export interface DeadlineSweep {
   add(item: Swept): void;
   delete(item: Swept): void;
+  /** Items in the sweep now. */
+  readonly size: number;
   close(): void;
 }
 
@@ -54,6 +56,9 @@ export function createDeadlineSweep(tickMs: number): DeadlineSweep {
     },
     delete(item) {
       items.delete(item);
+    },
+    get size() {
+      return items.size;
     },
     close() {
       items.clear();

@@ -6,7 +6,7 @@ import { ProxyError, classify, rescue } from '../errors.js';
 import { ForwardedRequest, hasBody, headerPairs } from './forwarded-request.js';
 import { forwardableResponseHeaders } from './hop-headers.js';
 import type { ForwardOutcome, ForwarderTimeouts, HttpForwarder, UpgradeOutcome, UpstreamTarget } from './forwarder.js';
-import { createDeadlineSweep, sweepTickMs, type Swept } from './deadline-sweep.js';
+import { createDeadlineSweep, sweepTickMs, type DeadlineSweep, type Swept } from './deadline-sweep.js';
 
 /** Set on the request, the response and both upstream messages: shared listeners find their exchange here. */
 const EXCHANGE = Symbol('auditmesh.exchange');
@@ -26,8 +26,27 @@ class Exchange extends ForwardedRequest implements Swept {
   lastBytes = -1;
   lastActiveMs = 0;
 
-  constructor(req: IncomingMessage, res: ServerResponse, target: UpstreamTarget, responseHeaders: OutgoingHttpHeaders, done: (outcome: ForwardOutcome) => void, readonly timeouts: ForwarderTimeouts) {
+  constructor(
+    req: IncomingMessage,
+    res: ServerResponse,
+    target: UpstreamTarget,
+    responseHeaders: OutgoingHttpHeaders,
+    done: (outcome: ForwardOutcome) => void,
+    readonly timeouts: ForwarderTimeouts,
+    private readonly sweep: DeadlineSweep,
+  ) {
     super(req, res, target, responseHeaders, done);
+  }
+
+  /**
+   * Leaves the sweep at once: left to the next tick (up to a second away), every finished
+   * exchange, with its request, response and upstream request, outlived a young-generation GC
+   * and was copied into the old one (half the sidecar's CPU per request under load).
+   */
+  override finish(): void {
+    if (this.finished) return;
+    this.sweep.delete(this);
+    super.finish();
   }
 
   check(nowMs: number): boolean {
@@ -60,7 +79,11 @@ class Exchange extends ForwardedRequest implements Swept {
  * fields stripped, trailers forwarded and an upstream failure after the headers becomes an
  * abort; timeouts and client aborts are owned here, not by http-proxy.
  */
-export function createHttpProxyForwarder(timeouts: ForwarderTimeouts): HttpForwarder {
+export function createHttpProxyForwarder(
+  timeouts: ForwarderTimeouts,
+  /** The deadlines' sweep; a test passes its own to watch what it holds. */
+  sweep: DeadlineSweep = createDeadlineSweep(sweepTickMs(timeouts.responseTimeoutMs, timeouts.idleTimeoutMs)),
+): HttpForwarder {
   const agent = new http.Agent({
     keepAlive: true,
     maxSockets: timeouts.maxSocketsPerUpstream,
@@ -73,7 +96,6 @@ export function createHttpProxyForwarder(timeouts: ForwarderTimeouts): HttpForwa
   // pipes the body: request smuggling (#1720). Framing is forwarded intact instead.
   const passes = proxy as unknown as { webPasses: Array<{ name: string }> };
   passes.webPasses = passes.webPasses.filter((p) => p.name !== 'deleteLength');
-  const sweep = createDeadlineSweep(sweepTickMs(timeouts.responseTimeoutMs, timeouts.idleTimeoutMs));
 
   // http-proxy emits 'error' on the server when a call has no callback; every call has one, but
   // an 'error' listener keeps a stray one from throwing (its onError rethrows without listeners).
@@ -114,7 +136,7 @@ export function createHttpProxyForwarder(timeouts: ForwarderTimeouts): HttpForwa
 
   return {
     web(req, res, target, responseHeaders, done) {
-      const ex = new Exchange(req, res, target, responseHeaders, done, timeouts);
+      const ex = new Exchange(req, res, target, responseHeaders, done, timeouts, sweep);
       (req as Carrier)[EXCHANGE] = ex;
       (res as Carrier)[EXCHANGE] = ex;
       // A request with neither Content-Length nor Transfer-Encoding has no body (RFC 9112 §6.3).
