@@ -32,7 +32,7 @@ function callRecord(side: 'frontend' | 'inventory', i: number): AuditRecord {
 async function sideShipment(t: ExecutionContext, side: 'frontend' | 'inventory', key: SigningKey): Promise<JournalShipment> {
   const journalDir = join(await tempDir(t), 'journal');
   await writeJournal({ journalDir, maxBatchRecords: 4, signingKey: key }, 2, 10, (i) => callRecord(side, i));
-  return journalShipment(journalDir, `${side}-pod`, side);
+  return journalShipment(journalDir, key, `${side}-pod`, side);
 }
 
 async function ship(t: ExecutionContext, c: TestCollector, s: JournalShipment): Promise<SyncPeer> {

@@ -14,10 +14,11 @@ async function filledCollector(t: ExecutionContext, sidecarId = 'pod-a'): Promis
   const c = await startTestCollector(t);
   const journalDir = join(await tempDir(t), 'journal');
   const T0 = Date.now() - 60_000;
-  await writeJournal({ journalDir, maxBatchRecords: 3, signingKey: ephemeralSigningKey() }, 3, 8, (i) =>
+  const key = ephemeralSigningKey();
+  await writeJournal({ journalDir, maxBatchRecords: 3, signingKey: key }, 3, 8, (i) =>
     makeRecord(i, { 'audit.service': 'ledger', 'audit.request_id': `req-${i}`, 'audit.start_unix_ms': T0 + i, 'http.response.status_code': i % 6 === 5 ? 502 : 200 }),
   );
-  const s = await journalShipment(journalDir, sidecarId, 'ledger');
+  const s = await journalShipment(journalDir, key, sidecarId, 'ledger');
   const peer = openSync(t, c.grpcAddress, c.token);
   peer.send({ hello: s.hello });
   await peer.next();
@@ -74,8 +75,9 @@ test('auditmesh tail --collector streams the records the collector stores', asyn
   const c = await startTestCollector(t);
   const tail = startCli(t, ['tail', '--collector', c.httpUrl, '-o', 'json']);
   const journalDir = join(await tempDir(t), 'journal');
-  await writeJournal({ journalDir, maxBatchRecords: 3, signingKey: ephemeralSigningKey() }, 1, 3);
-  const s = await journalShipment(journalDir, 'pod-t');
+  const key = ephemeralSigningKey();
+  await writeJournal({ journalDir, maxBatchRecords: 3, signingKey: key }, 1, 3);
+  const s = await journalShipment(journalDir, key, 'pod-t');
   // Ship only once the tail is subscribed: its process has started and connected when the collector sees a client.
   await waitForTailClient(c);
   const peer = openSync(t, c.grpcAddress, c.token);

@@ -14,8 +14,9 @@ import type { CollectorMessage } from '../control/proto/sync-wire.js';
 /** A real journal: 3 commits of 8 records in batches of at most 3, read back as segments. */
 async function shipment(t: ExecutionContext, sidecarId = 'pod-a', extra: (i: number) => object = () => ({})): Promise<JournalShipment> {
   const journalDir = join(await tempDir(t), 'journal');
-  await writeJournal({ journalDir, maxBatchRecords: 3, signingKey: ephemeralSigningKey() }, 3, 8, (i) => makeRecord(i, { 'audit.service': sidecarId, ...extra(i) }));
-  return journalShipment(journalDir, sidecarId, sidecarId);
+  const key = ephemeralSigningKey();
+  await writeJournal({ journalDir, maxBatchRecords: 3, signingKey: key }, 3, 8, (i) => makeRecord(i, { 'audit.service': sidecarId, ...extra(i) }));
+  return journalShipment(journalDir, key, sidecarId, sidecarId);
 }
 
 async function scrapeCollector(httpUrl: string): Promise<string> {

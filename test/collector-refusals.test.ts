@@ -4,7 +4,8 @@ import * as grpc from '@grpc/grpc-js';
 import type { ExecutionContext } from 'ava';
 import type { RefusalCode, Segment, WireLink } from '../control/proto/sync-wire.js';
 import { ephemeralSigningKey, type SigningKey } from '../proxy/keys.js';
-import { journalShipment, openSync, startTestCollector, type JournalShipment, type TestCollector } from './helpers/collector.js';
+import { journalShipment, openSync, signedHello, startTestCollector, type JournalShipment, type TestCollector } from './helpers/collector.js';
+import { helloSigningInput } from '../proxy/journal/chain.js';
 import { makeRecord, writeJournal } from './helpers/journal.js';
 import { metricValue, tempDir } from './helpers/sidecar.js';
 
@@ -15,7 +16,7 @@ import { metricValue, tempDir } from './helpers/sidecar.js';
 async function shipment(t: ExecutionContext, key: SigningKey, sidecarId = 'pod-a', path = '/items'): Promise<JournalShipment> {
   const journalDir = join(await tempDir(t), 'journal');
   await writeJournal({ journalDir, maxBatchRecords: 3, signingKey: key }, 3, 8, (i) => makeRecord(i, { 'url.path': `${path}/${i}` }));
-  return journalShipment(journalDir, sidecarId);
+  return journalShipment(journalDir, key, sidecarId);
 }
 
 const copy = (segment: Segment): Segment => ({ links: segment.links.map((l) => ({ ...l, records: l.records.map((r) => Buffer.from(r)) })) });
@@ -109,6 +110,31 @@ const cases: Case[] = [
     evidence: false,
     bad: async (_s, t) => ({ first: { hello: (await shipment(t, ephemeralSigningKey())).hello } }),
   },
+  {
+    // Anyone holding a collector token knows a sidecar's public key; only the sidecar can sign with it.
+    title: 'a Hello presenting a pinned key it cannot sign with is refused as bad-signature',
+    code: 'bad-signature',
+    status: grpc.status.FAILED_PRECONDITION,
+    evidence: false,
+    bad: async (s) => {
+      const unixMs = Date.now();
+      return { first: { hello: { ...s.hello, unix_ms: unixMs, sig: ephemeralSigningKey().sign(helloSigningInput(s.hello.sidecar_id, s.hello.key_id, unixMs)) } } };
+    },
+  },
+  {
+    title: 'an unsigned Hello is refused as malformed',
+    code: 'malformed',
+    status: grpc.status.INVALID_ARGUMENT,
+    evidence: false,
+    bad: async (s) => ({ first: { hello: { ...s.hello, unix_ms: 0, sig: '' } } }),
+  },
+  {
+    title: 'a Hello signed an hour ago (replayed) is refused as malformed',
+    code: 'malformed',
+    status: grpc.status.INVALID_ARGUMENT,
+    evidence: false,
+    bad: async (s) => ({ first: { hello: signedHello(key, s.hello.sidecar_id, s.hello.service, Date.now() - 3_600_000) } }),
+  },
   { title: 'a stream with a wrong token is refused as unauthenticated', code: 'unauthenticated', status: grpc.status.UNAUTHENTICATED, evidence: false, bad: async () => ({ token: 'not-the-token' }) },
   { title: 'a stream with no token is refused as unauthenticated', code: 'unauthenticated', status: grpc.status.UNAUTHENTICATED, evidence: false, bad: async () => ({ token: null }) },
   {
@@ -166,3 +192,33 @@ for (const c of cases) {
     t.like(await next.next(), { body: 'ack', ack: { through_batch: s.segments[1].links.at(-1)!.batch } });
   });
 }
+
+test('a token holder cannot take over a sidecar\'s stream: its Hello in the sidecar\'s name is refused and the sidecar\'s stream goes on', async (t) => {
+  const collector = await startTestCollector(t);
+  const s = await shipment(t, key, 'pod-victim');
+  const sidecar = openSync(t, collector.grpcAddress, collector.token);
+  sidecar.send({ hello: s.hello });
+  t.like(await sidecar.next(), { body: 'welcome' });
+  sidecar.send({ segment: s.segments[0] });
+  t.like(await sidecar.next(), { body: 'ack' });
+
+  // Same token, same sidecar id, same public key; signed with a key of its own.
+  const unixMs = Date.now();
+  const intruder = openSync(t, collector.grpcAddress, collector.token);
+  intruder.send({ hello: { ...s.hello, unix_ms: unixMs, sig: ephemeralSigningKey().sign(helloSigningInput(s.hello.sidecar_id, s.hello.key_id, unixMs)) } });
+  t.like(await intruder.next(), { body: 'refusal', refusal: { code: 'bad-signature' } });
+  t.is((await intruder.status).code, grpc.status.FAILED_PRECONDITION);
+  // A replayed Hello of the sidecar itself, an hour old, is refused too.
+  const replay = openSync(t, collector.grpcAddress, collector.token);
+  replay.send({ hello: signedHello(key, s.hello.sidecar_id, s.hello.service, Date.now() - 3_600_000) });
+  t.like(await replay.next(), { body: 'refusal', refusal: { code: 'malformed' } });
+
+  // The sidecar's own stream was never superseded: it ships on, on the same stream.
+  sidecar.send({ segment: s.segments[1] });
+  t.like(await sidecar.next(), { body: 'ack', ack: { through_batch: s.segments[1].links.at(-1)!.batch } });
+  // And a Hello the sidecar signed now takes its stream over, as a reconnect does.
+  const reconnect = openSync(t, collector.grpcAddress, collector.token);
+  reconnect.send({ hello: signedHello(key, s.hello.sidecar_id, s.hello.service) });
+  t.like(await reconnect.next(), { body: 'welcome', welcome: { acked_batch: s.segments[1].links.at(-1)!.batch } });
+  t.is((await sidecar.status).code, grpc.status.ABORTED, 'the older stream is ended by the newer one');
+});

@@ -6,7 +6,7 @@ import { createFleetAlerts, type FleetAnomaly } from '../control/collector/fleet
 import { defaultAlertOptions } from '../proxy/alerts/alert-flags.js';
 import { createAuditPipeline } from '../proxy/audit/pipeline.js';
 import type { AuditRecord } from '../proxy/audit/record.js';
-import { ephemeralSigningKey } from '../proxy/keys.js';
+import { ephemeralSigningKey, type SigningKey } from '../proxy/keys.js';
 import { journalShipment, openSync, startTestCollector, type TestCollector } from './helpers/collector.js';
 import { makeRecord } from './helpers/journal.js';
 import { metricValue, tempDir, until } from './helpers/sidecar.js';
@@ -73,14 +73,14 @@ test('fleet: a backlog of old records (a sidecar catching up) is not a spike; a 
 });
 
 /** Ships a live journal to the collector as a shipper would: Hello, then every new signed segment, acked. */
-function shipContinuously(t: ExecutionContext, collector: TestCollector, journalDir: string, sidecarId: string): { stop(): Promise<void> } {
+function shipContinuously(t: ExecutionContext, collector: TestCollector, journalDir: string, key: SigningKey, sidecarId: string): { stop(): Promise<void> } {
   const peer = openSync(t, collector.grpcAddress, collector.token);
   let running = true;
   const loop = (async () => {
     let sentThrough = 0;
     let greeted = false;
     while (running) {
-      const shipment = await journalShipment(journalDir, sidecarId, 'frontend');
+      const shipment = await journalShipment(journalDir, key, sidecarId, 'frontend');
       if (!greeted && shipment.segments.length > 0) {
         peer.send({ hello: shipment.hello });
         await peer.next();
@@ -111,9 +111,10 @@ test('collector: a spike driven through two sidecars’ journals is raised fleet
   const replicas = await Promise.all(
     ['frontend-a', 'frontend-b'].map(async (id) => {
       const journalDir = join(await tempDir(t), 'journal');
-      const pipeline = await createAuditPipeline({ journalDir, signingKey: ephemeralSigningKey(), service: 'frontend' });
+      const key = ephemeralSigningKey();
+      const pipeline = await createAuditPipeline({ journalDir, signingKey: key, service: 'frontend' });
       t.teardown(() => pipeline.close());
-      return { id, pipeline, shipper: shipContinuously(t, collector, journalDir, id) };
+      return { id, pipeline, shipper: shipContinuously(t, collector, journalDir, key, id) };
     }),
   );
   let perTick = 2;

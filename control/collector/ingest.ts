@@ -1,4 +1,4 @@
-import { GENESIS_HEAD, heartbeatSigningInput, keyIdOf, publicKeyFromSpki, verifySignature } from '../../proxy/journal/chain.js';
+import { GENESIS_HEAD, heartbeatSigningInput, helloSigningInput, keyIdOf, publicKeyFromSpki, verifySignature } from '../../proxy/journal/chain.js';
 import { ChainBroken, fail, LinkVerifier, recordsRoot, type ResolvedKey } from '../../proxy/journal/link-verifier.js';
 import type { BatchHeader } from '../../proxy/journal/read-journal.js';
 import type { Hello, Heartbeat, Segment, WireLink } from '../proto/sync-wire.js';
@@ -19,6 +19,8 @@ const SIDECAR_ID = /^[\w.:@/-]{1,253}$/;
 const HEX64 = /^[0-9a-f]{64}$/;
 /** A heartbeat from further ahead than this is refused: a clock that far off is not believed. */
 const HEARTBEAT_MAX_FUTURE_MS = 5 * 60_000;
+/** A Hello signed further than this from the collector's clock, either way, is refused: a replay, or a clock to fix. */
+export const HELLO_MAX_SKEW_MS = 10 * 60_000;
 
 /** Where a sidecar's retained chain starts, as its Hello said: the claim a loss is checked against. */
 export interface RetainedStart {
@@ -57,14 +59,27 @@ export class Ingest {
     return ingest;
   }
 
-  /** First contact pins the key (and the chain's start); later ones must present the same key. */
+  /**
+   * First contact pins the key (and the chain's start); later ones must present the same key.
+   * Every Hello is signed with the key it presents, so a collector token alone cannot open a
+   * stream in another sidecar's name and take over its stream (the older stream of a sidecar is
+   * ended by the newer one).
+   */
   async hello(h: Hello): Promise<SidecarChain> {
     if (typeof h.sidecar_id !== 'string' || !SIDECAR_ID.test(h.sidecar_id)) fail({ code: 'malformed', problem: 'Hello.sidecar_id must be 1-253 letters, digits or . _ - : @ /' });
     const spki = Buffer.from(h.public_key ?? []);
-    if (publicKeyFromSpki(spki) === null) fail({ code: 'malformed', problem: 'Hello.public_key is not an Ed25519 public key (DER SubjectPublicKeyInfo)' });
+    const presented = publicKeyFromSpki(spki);
+    if (presented === null) return fail({ code: 'malformed', problem: 'Hello.public_key is not an Ed25519 public key (DER SubjectPublicKeyInfo)' });
     const keyId = keyIdOf(spki);
     if (h.key_id !== keyId) fail({ code: 'malformed', problem: `Hello.key_id ${JSON.stringify(h.key_id)} is not the id of its public key (${keyId})` });
     const now = Date.now();
+    if (!Number.isSafeInteger(h.unix_ms) || h.unix_ms <= 0) fail({ code: 'malformed', problem: 'Hello.unix_ms is missing: a Hello must be signed (auditmesh sidecar of this version or later)' });
+    if (Math.abs(now - h.unix_ms) > HELLO_MAX_SKEW_MS) {
+      fail({ code: 'malformed', problem: `Hello signed at ${new Date(h.unix_ms).toISOString()}, ${Math.round((h.unix_ms - now) / 1000)} s from the collector's clock (at most ${HELLO_MAX_SKEW_MS / 60_000} min either way): a replayed Hello, or a clock to fix` });
+    }
+    if (!verifySignature(helloSigningInput(h.sidecar_id, keyId, h.unix_ms), h.sig ?? '', presented)) {
+      fail({ code: 'bad-signature', problem: `Hello for sidecar ${h.sidecar_id}: its signature does not verify with the key it presents (${keyId}); only the holder of a key opens a stream in its name` });
+    }
     let chain = this.chains.get(h.sidecar_id);
     if (chain !== undefined) {
       if (chain.state.key_id !== keyId) fail({ code: 'key-mismatch', problem: `sidecar ${h.sidecar_id} is pinned to key ${chain.state.key_id}; this stream presents key ${keyId}` });

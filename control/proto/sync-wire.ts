@@ -39,6 +39,10 @@ export interface Hello {
   version: string;
   base_head: string;
   first_batch: number;
+  /** When the Hello was signed (the collector's clock must agree within HELLO_MAX_SKEW_MS). */
+  unix_ms: number;
+  /** Ed25519 over helloSigningInput (chain.ts) with the key presented, lowercase hex. */
+  sig: string;
 }
 
 /** One link of the chain with its records: the journal's BatchHeader, with proto3's '' for an absent key and sig. */

@@ -22,7 +22,7 @@ import { merkleRoot } from '../audit/merkle.js';
  *   epoch       4 bytes  big-endian unsigned; the boot epoch the link was written in
  *   kind        1 byte   0 records, 1 epoch, 2 checkpoint
  *
- * Tags 0x04 and 0x05 are the epoch-key root and heartbeats, below.
+ * Tags 0x04, 0x05 and 0x06 are the epoch-key root, heartbeats and Hellos, below.
  *
  * A head is signed with Ed25519 over `0x03 || head` (the tag keeps a signature over a head from
  * ever being valid for anything else the key signs). Keys are named by their id: the first 16 hex
@@ -53,6 +53,7 @@ const CHAIN_TAG = 0x02;
 const HEAD_SIGNATURE_TAG = 0x03;
 const EPOCH_KEY_TAG = 0x04;
 const HEARTBEAT_TAG = 0x05;
+const HELLO_TAG = 0x06;
 const KIND_CODES: Record<LinkKind, number> = { records: 0, epoch: 1, checkpoint: 2 };
 const LINK_BYTES = 1 + 32 + 32 + 8 + 4 + 8 + 8 + 4 + 1;
 const TWO_32 = 2 ** 32;
@@ -107,6 +108,22 @@ export function epochRoot(spkiDer: Uint8Array): string {
 /** The bytes an Ed25519 signature over a head covers. */
 export function headSigningInput(head: string): Buffer {
   return Buffer.concat([Buffer.from([HEAD_SIGNATURE_TAG]), hex32(head, 'head')]);
+}
+
+/**
+ * The bytes a Hello's Ed25519 signature covers (control/proto/sync.proto):
+ * `0x06 || unix_ms (8 bytes BE) || key_id (16 ASCII hex digits) || sidecar_id (UTF-8)`. It proves the
+ * stream is opened by the holder of the key it presents, not by anyone holding a collector token.
+ */
+export function helloSigningInput(sidecarId: string, keyId: string, unixMs: number): Buffer {
+  if (!/^[0-9a-f]{16}$/.test(keyId)) throw new Error('key_id must be 16 lowercase hex digits');
+  const id = Buffer.from(sidecarId, 'utf8');
+  const buf = Buffer.allocUnsafe(1 + 8 + 16 + id.length);
+  buf[0] = HELLO_TAG;
+  writeU64(buf, unixMs, 1);
+  buf.write(keyId, 9, 'ascii');
+  id.copy(buf, 25);
+  return buf;
 }
 
 /**

@@ -5,7 +5,8 @@ import * as grpc from '@grpc/grpc-js';
 import type { ExecutionContext } from 'ava';
 import { createCollector, type Collector, type CollectorConfig } from '../../control/collector/collector.js';
 import { CollectorClient, type CollectorMessage, type Hello, type Segment, type SyncClientStream, type WireLink } from '../../control/proto/sync-wire.js';
-import { GENESIS_HEAD } from '../../proxy/journal/chain.js';
+import { GENESIS_HEAD, helloSigningInput } from '../../proxy/journal/chain.js';
+import type { SigningKey } from '../../proxy/keys.js';
 import { withSnapshot, headerEntries, recordEntries } from '../../proxy/journal/read-journal.js';
 import { tempDir } from './sidecar.js';
 
@@ -99,8 +100,23 @@ export interface JournalShipment {
   links: WireLink[];
 }
 
-/** Reads a closed (or live) journal and cuts it into segments, each ending at a signed link. */
-export async function journalShipment(journalDir: string, sidecarId: string, service = 'svc'): Promise<JournalShipment> {
+/** A Hello as the shipper sends it, signed by `signer` now. */
+export function signedHello(signer: SigningKey, sidecarId: string, service = 'svc', unixMs = Date.now()): Hello {
+  return {
+    sidecar_id: sidecarId,
+    service,
+    public_key: signer.publicKeySpki,
+    key_id: signer.keyId,
+    version: 'test',
+    base_head: GENESIS_HEAD,
+    first_batch: 1,
+    unix_ms: unixMs,
+    sig: signer.sign(helloSigningInput(sidecarId, signer.keyId, unixMs)),
+  };
+}
+
+/** Reads a closed (or live) journal written with `signer` and cuts it into segments, each ending at a signed link. */
+export async function journalShipment(journalDir: string, signer: SigningKey, sidecarId: string, service = 'svc'): Promise<JournalShipment> {
   return withSnapshot(journalDir, ({ stores, transaction }) => {
     const bytes = new Map<number, Buffer>();
     for (const { key, value } of recordEntries(stores, {}, transaction)) bytes.set(key, Buffer.from(value));
@@ -118,7 +134,7 @@ export async function journalShipment(journalDir: string, sidecarId: string, ser
       run = [];
     }
     const keyId = links.find((l) => l.key !== '')!.key;
-    const publicKey = Buffer.from(stores.keys.get(keyId, { transaction })!.public_key, 'base64');
-    return { hello: { sidecar_id: sidecarId, service, public_key: publicKey, key_id: keyId, version: 'test', base_head: GENESIS_HEAD, first_batch: 1 }, segments, links };
+    if (keyId !== signer.keyId) throw new Error(`journal ${journalDir} is signed with key ${keyId}, not ${signer.keyId}`);
+    return { hello: signedHello(signer, sidecarId, service), segments, links };
   });
 }
