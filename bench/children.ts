@@ -69,18 +69,46 @@ export async function stopChild(child: ChildProcess): Promise<void> {
   clearTimeout(timer);
 }
 
+/**
+ * What a Node server's V8 reported of its garbage collections since it started (`--trace-gc-nvp`,
+ * one line per collection on its stdout): bytes allocated and main-thread pause. Unlike CPU time,
+ * neither moves with how busy the shared machine is, so they show a change of a few percent that
+ * CPU per request on this VM cannot.
+ */
+export interface GcTotals {
+  allocatedBytes: number;
+  pauseMs: number;
+  collections: number;
+}
+
 /** One server (bench/serve.ts, or nginx) in its own process. */
 export interface ServerChild {
   readonly kind: ServerKind | 'nginx';
   readonly pid: number;
   readonly port: number;
+  /** Its collections so far; null for a server that is not Node (nginx). */
+  gc(): GcTotals | null;
   stop(): Promise<void>;
+}
+
+const NVP_PAUSE = /(?:^|\s)pause=([\d.]+)/;
+const NVP_ALLOCATED = /\sallocated=(\d+)/;
+
+/** Adds one `--trace-gc-nvp` line to the totals; other lines are left alone. */
+export function addGcLine(totals: GcTotals, line: string): void {
+  const allocated = NVP_ALLOCATED.exec(line);
+  const pause = NVP_PAUSE.exec(line);
+  if (allocated === null || pause === null) return;
+  totals.allocatedBytes += Number(allocated[1]);
+  totals.pauseMs += Number(pause[1]);
+  totals.collections++;
 }
 
 /** Starts bench/serve <kind> pinned to cpus; from source (tsx) unless told to run the compiled build. */
 export function startServerChild(kind: ServerKind, upstreamPort: number | null, cpus: string | null, nodeFlags: readonly string[], from: ServersFrom = 'source'): Promise<ServerChild> {
   const [node, ...entry] = benchEntry('serve', from);
-  const child = spawnPinned(cpus, [node!, ...nodeFlags, ...entry, kind, ...(upstreamPort === null ? [] : [String(upstreamPort)])], 'pipe');
+  const child = spawnPinned(cpus, [node!, '--trace-gc-nvp', ...nodeFlags, ...entry, kind, ...(upstreamPort === null ? [] : [String(upstreamPort)])], 'pipe');
+  const gc: GcTotals = { allocatedBytes: 0, pauseMs: 0, collections: 0 };
   return new Promise((resolve, reject) => {
     const lines = createInterface({ input: child.stdout! });
     const timer = setTimeout(() => {
@@ -93,7 +121,10 @@ export function startServerChild(kind: ServerKind, upstreamPort: number | null, 
     };
     child.once('exit', onExit);
     child.once('error', onExit.bind(null, null));
+    let listening = false;
     lines.on('line', (line) => {
+      // Read to the end: the GC lines go on for the server's life (and keep its stdout drained).
+      if (listening || line.includes(' allocated=')) return addGcLine(gc, line);
       let port: unknown;
       try {
         port = (JSON.parse(line) as { port?: unknown }).port;
@@ -103,9 +134,8 @@ export function startServerChild(kind: ServerKind, upstreamPort: number | null, 
       if (typeof port !== 'number') return;
       clearTimeout(timer);
       child.off('exit', onExit);
-      lines.close();
-      child.stdout!.resume();
-      resolve({ kind, pid: child.pid!, port, stop: () => stopChild(child) });
+      listening = true;
+      resolve({ kind, pid: child.pid!, port, gc: () => ({ ...gc }), stop: () => stopChild(child) });
     });
   });
 }

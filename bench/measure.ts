@@ -45,6 +45,9 @@ export interface Measurement {
   serverMainThreadCpuUsPerReq: number | null;
   /** CPU time of the upstream per completed request, to show it is not the limit. */
   upstreamCpuUsPerReq: number | null;
+  /** Bytes the server's JavaScript allocated per request, and its GC pause per request (GcTotals); null for nginx. */
+  serverAllocBytesPerReq: number | null;
+  serverGcPauseUsPerReq: number | null;
   serverPeakRssBytes: number | null;
   /** The server's resident set at the end, by kind: what the peak is made of. */
   serverRssParts: RssParts | null;
@@ -159,10 +162,12 @@ export async function measurePath(
     try {
       await load(loader, server, knobs, knobs.warmupS);
       const before = readCounters(server, upstream, loader);
+      const gcBefore = server.gc();
       const startedAt = performance.now();
       const result = await load(loader, server, knobs, knobs.durationS);
       await sleep(SETTLE_MS);
       const after = readCounters(server, upstream, loader);
+      const gcAfter = server.gc();
       const wallMs = performance.now() - startedAt;
       const requests = result.requests.total;
       const counted = {
@@ -184,6 +189,10 @@ export async function measurePath(
         serverCpuUsPerReq: perRequestUs(counted.server, requests),
         serverMainThreadCpuUsPerReq: perRequestUs(counted.serverMainThread, requests),
         upstreamCpuUsPerReq: perRequestUs(counted.upstream, requests),
+        // A collection reports what was allocated since the one before: over a run of dozens of
+        // collections, the totals between the two readings are the run's to within one of them.
+        serverAllocBytesPerReq: gcBefore === null || gcAfter === null || requests === 0 ? null : (gcAfter.allocatedBytes - gcBefore.allocatedBytes) / requests,
+        serverGcPauseUsPerReq: gcBefore === null || gcAfter === null || requests === 0 ? null : ((gcAfter.pauseMs - gcBefore.pauseMs) * 1000) / requests,
         serverPeakRssBytes: peakRssBytes(server.pid),
         serverRssParts: rssParts(server.pid),
         otherCpuPercent: otherCpuPercent(before, after, wallMs),

@@ -158,7 +158,7 @@ async function startOnce(binary: string, dir: string, upstreamPort: number, cpus
     // Another process may take the free port between our close and nginx's bind: then nginx exits.
     const up = await Promise.race([accepts(port), exited]);
     if (up === null) return { exitLog: (await readFile(join(dir, 'error.log'), 'utf8').catch(() => '')).trim().split('\n').slice(-3).join(' | ') };
-    if (up) return { kind: 'nginx', pid: child.pid!, port, stop: () => stopChild(child) };
+    if (up) return { kind: 'nginx', pid: child.pid!, port, gc: () => null, stop: () => stopChild(child) };
     if (performance.now() > deadline) {
       await stopChild(child);
       throw new Error(`nginx: not accepting on ${port} within ${START_TIMEOUT_MS} ms (see ${dir}/error.log)`);

@@ -42,7 +42,7 @@ export function renderHttpTable(summaries: readonly PathSummary[], rates: readon
   const direct = by.get('direct')?.rps;
   const nginx = by.get('nginx')?.rps;
   const rate = headlineRate(rates);
-  const header = ['path', 'req/s (min..max)', 'vs direct', 'vs nginx', 'p99 ms', 'errors', 'cpu µs/req', 'peak RSS MiB', `@${rate}/s p50 / p99 / p99.9 ms`, `@${rate}/s +p99 ms`, 'other cpu %'];
+  const header = ['path', 'req/s (min..max)', 'vs direct', 'vs nginx', 'p99 ms', 'errors', 'cpu µs/req', 'alloc KiB/req', 'GC µs/req', 'peak RSS MiB', `@${rate}/s p50 / p99 / p99.9 ms`, `@${rate}/s +p99 ms`, 'other cpu %'];
   const rows = summaries.map((s) => {
     if (s.rps === null) return [s.path, `failed: ${s.failure ?? 'no runs'}`, ...header.slice(2).map(() => '-')];
     const at = rateOf(s, rate);
@@ -54,6 +54,8 @@ export function renderHttpTable(summaries: readonly PathSummary[], rates: readon
       formatSpread(s.p99Ms, 1),
       String(s.errors),
       formatSpread(s.cpuUsPerReq, 0),
+      formatSpread(s.allocKiBPerReq, 1),
+      formatSpread(s.gcPauseUsPerReq, 1),
       fixed(s.peakRssMiB?.max, 0),
       latencyCell(at),
       s.path === 'direct' ? '0' : formatSpread(at?.addedP99Ms ?? null, 2),

@@ -40,6 +40,9 @@ export interface PathSummary {
   errors: number;
   cpuUsPerReq: Spread | null;
   mainThreadCpuUsPerReq: Spread | null;
+  /** KiB the server's JavaScript allocated per request, and its GC pause per request (µs): steady where CPU time is not. */
+  allocKiBPerReq: Spread | null;
+  gcPauseUsPerReq: Spread | null;
   peakRssMiB: Spread | null;
   /** The resident set at the end of the run: anonymous (heaps) and file-backed (code, mapped files). */
   rssAnonMiB: Spread | null;
@@ -107,6 +110,8 @@ export function summarize(outcomes: ReadonlyMap<PathName, Outcome>, rates: reado
     errors: runs.reduce((sum, r) => sum + r.errors + r.non2xx, 0),
     cpuUsPerReq: spread(runs.map((r) => r.serverCpuUsPerReq)),
     mainThreadCpuUsPerReq: spread(runs.map((r) => r.serverMainThreadCpuUsPerReq)),
+    allocKiBPerReq: spread(runs.map((r) => (r.serverAllocBytesPerReq === null ? null : r.serverAllocBytesPerReq / 1024))),
+    gcPauseUsPerReq: spread(runs.map((r) => r.serverGcPauseUsPerReq)),
     peakRssMiB: spread(runs.map((r) => (r.serverPeakRssBytes === null ? null : r.serverPeakRssBytes / MIB))),
     rssAnonMiB: spread(runs.map((r) => (r.serverRssParts === null ? null : r.serverRssParts.anon / MIB))),
     rssFileMiB: spread(runs.map((r) => (r.serverRssParts === null ? null : r.serverRssParts.file / MIB))),

@@ -12,7 +12,7 @@ const PATHS = ['direct', 'nginx', 'sidecar-async'];
 
 interface Report {
   nginx: { ok: boolean; reason?: string } | null;
-  http: { summaries: { path: string; failure: string | null; rps: { median: number } | null; rates: { offeredPerS: number; measured: number; skipped: string | null; p99Ms: { median: number } | null }[] }[] };
+  http: { summaries: { path: string; failure: string | null; rps: { median: number } | null; allocKiBPerReq: { median: number } | null; rates: { offeredPerS: number; measured: number; skipped: string | null; p99Ms: { median: number } | null }[] }[] };
   grpc: { rounds: { rows: { path: string; unaryPerSec: number; bidiMsgsPerSec: number }[] }[]; failure: string | null };
   journal: { rounds: { rows: { run: string; recordsPerS: number }[] }[]; failure: string | null };
   ingest: { stdout: string[]; failure: string | null } | null;
@@ -63,6 +63,9 @@ test('the QUICK report prints its tables and writes well-formed JSON, SVG and te
       [40, 80],
     );
     for (const r of s.rates) t.true(r.measured === 1 ? (r.p99Ms?.median ?? 0) > 0 : r.skipped !== null, `${s.path} at ${r.offeredPerS}/s: neither measured nor skipped`);
+    // V8's own allocation count, read from the Node servers' --trace-gc-nvp lines (nginx has none).
+    if (s.path === 'nginx') t.is(s.allocKiBPerReq, null);
+    else if (s.rps!.median > 0) t.true((s.allocKiBPerReq?.median ?? 0) > 0, `${s.path}: no allocation measured`);
   }
   t.is(report.grpc.failure, null);
   t.deepEqual(report.grpc.rounds[0]?.rows.map((r) => r.path), ['direct', 'sidecar-off', 'sidecar-async']);
@@ -85,7 +88,7 @@ test('the QUICK report prints its tables and writes well-formed JSON, SVG and te
   for (const path of measuredPaths) t.true(svg.includes(`>${path}</text>`), `legend lacks ${path}`);
 
   // The printed report: the main table with a row per path, the rates, gRPC and journal tables.
-  t.regex(stdout, /^path +req\/s \(min\.\.max\) +vs direct +vs nginx/m);
+  t.regex(stdout, /^path +req\/s \(min\.\.max\) +vs direct +vs nginx +p99 ms +errors +cpu µs\/req +alloc KiB\/req +GC µs\/req/m);
   for (const path of measuredPaths) t.regex(stdout, new RegExp(`^${path} +\\d`, 'm'));
   t.regex(stdout, /^path +offered\/s +done\/s +p50 ms +p99 ms +p99\.9 ms/m);
   t.regex(stdout, /^path +unary\/s/m);
