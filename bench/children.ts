@@ -71,9 +71,9 @@ export async function stopChild(child: ChildProcess): Promise<void> {
 
 /**
  * What a Node server's V8 reported of its garbage collections since it started (`--trace-gc-nvp`,
- * one line per collection on its stdout): bytes allocated and main-thread pause. Unlike CPU time,
- * neither moves with how busy the shared machine is, so they show a change of a few percent that
- * CPU per request on this VM cannot.
+ * one line per collection on its stdout, worker threads' isolates included): bytes allocated and
+ * pause. Unlike CPU time, neither moves with how busy the shared machine is, so they show a change
+ * of a few percent that CPU per request on this VM cannot.
  */
 export interface GcTotals {
   allocatedBytes: number;
