@@ -16,7 +16,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import { open } from 'lmdb';
 import { recordsRoot } from '../proxy/journal/link-verifier.js';
 import { planCommit } from '../proxy/journal/plan-commit.js';
-import { GENESIS_HEAD, helloSigningInput } from '../proxy/journal/chain.js';
+import { GENESIS_HEAD, signHello } from '../proxy/journal/chain.js';
 import { ephemeralSigningKey } from '../proxy/keys.js';
 import { SYNC_PROTO_PATH, type CollectorMessage } from '../control/proto/sync-wire.js';
 import { formatTable } from './table.js';
@@ -90,9 +90,8 @@ function buildStream(s: number, count = RECORDS): Stream {
     segments.push(sync.requestSerialize({ segment: { links } }));
     head = plan.head;
   }
-  const unixMs = Date.now();
   const id = `bench-${s}`;
-  const hello = { sidecar_id: id, service: `svc-${s}`, public_key: signer.publicKeySpki, key_id: signer.keyId, version: 'bench', base_head: GENESIS_HEAD, first_batch: 1, unix_ms: unixMs, sig: signer.sign(helloSigningInput(id, signer.keyId, unixMs)) };
+  const hello = { sidecar_id: id, service: `svc-${s}`, public_key: signer.publicKeySpki, key_id: signer.keyId, version: 'bench', base_head: GENESIS_HEAD, first_batch: 1, ...signHello(signer, id) };
   return { hello: sync.requestSerialize({ hello }), segments, records };
 }
 

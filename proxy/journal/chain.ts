@@ -1,5 +1,6 @@
 import { createPublicKey, hash, verify, type KeyObject } from 'node:crypto';
 import { merkleRoot } from '../audit/merkle.js';
+import type { SigningKey } from '../keys.js';
 
 /**
  * The hash chain over the journal's batches, and the signatures on its heads: the one place the
@@ -124,6 +125,11 @@ export function helloSigningInput(sidecarId: string, keyId: string, unixMs: numb
   buf.write(keyId, 9, 'ascii');
   id.copy(buf, 25);
   return buf;
+}
+
+/** A Hello's `unix_ms` and `sig`: signed by the sidecar's own key, at `unixMs` (now). */
+export function signHello(signer: Pick<SigningKey, 'keyId' | 'sign'>, sidecarId: string, unixMs = Date.now()): { unix_ms: number; sig: string } {
+  return { unix_ms: unixMs, sig: signer.sign(helloSigningInput(sidecarId, signer.keyId, unixMs)) };
 }
 
 /**

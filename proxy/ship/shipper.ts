@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import type { Journal } from '../journal/journal.js';
-import { GENESIS_HEAD, heartbeatSigningInput, helloSigningInput } from '../journal/chain.js';
+import { GENESIS_HEAD, heartbeatSigningInput, signHello } from '../journal/chain.js';
 import { headerEntries, readPrunedFrom, type BatchHeader, type JournalSnapshot } from '../journal/read-journal.js';
 import type { ShipperBacklog, ShipperMetrics } from '../metrics/metrics.js';
 import type { Logger } from '../log.js';
@@ -56,7 +56,6 @@ export function startShipper(opts: ShipperOptions): Shipper {
   const hello = (): Hello => {
     const { pruned, first } = journal.snapshot((snapshot) => ({ pruned: readPrunedFrom(snapshot.stores, snapshot.transaction), first: firstHeader(snapshot) }));
     const signer = journal.signer;
-    const unixMs = Date.now();
     return {
       sidecar_id: opts.sidecarId,
       service: opts.service,
@@ -65,8 +64,7 @@ export function startShipper(opts: ShipperOptions): Shipper {
       version: BUILD_VERSION,
       base_head: pruned?.head ?? GENESIS_HEAD,
       first_batch: first?.batch ?? (pruned === undefined ? 1 : pruned.last_batch + 1),
-      unix_ms: unixMs,
-      sig: signer.sign(helloSigningInput(opts.sidecarId, signer.keyId, unixMs)),
+      ...signHello(signer, opts.sidecarId),
     };
   };
 

@@ -5,7 +5,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { ExecutionContext } from 'ava';
 import { createCollector, type Collector, type CollectorConfig } from '../../control/collector/collector.js';
 import { CollectorClient, type CollectorMessage, type Hello, type Segment, type SyncClientStream, type WireLink } from '../../control/proto/sync-wire.js';
-import { GENESIS_HEAD, helloSigningInput } from '../../proxy/journal/chain.js';
+import { GENESIS_HEAD, signHello } from '../../proxy/journal/chain.js';
 import type { SigningKey } from '../../proxy/keys.js';
 import { withSnapshot, headerEntries, recordEntries } from '../../proxy/journal/read-journal.js';
 import { tempDir } from './sidecar.js';
@@ -110,8 +110,7 @@ export function signedHello(signer: SigningKey, sidecarId: string, service = 'sv
     version: 'test',
     base_head: GENESIS_HEAD,
     first_batch: 1,
-    unix_ms: unixMs,
-    sig: signer.sign(helloSigningInput(sidecarId, signer.keyId, unixMs)),
+    ...signHello(signer, sidecarId, unixMs),
   };
 }
 
