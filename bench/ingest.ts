@@ -20,9 +20,9 @@ import { GENESIS_HEAD, signHello } from '../proxy/journal/chain.js';
 import { ephemeralSigningKey } from '../proxy/keys.js';
 import { SYNC_PROTO_PATH, type CollectorMessage } from '../control/proto/sync-wire.js';
 import { formatTable } from './table.js';
-import { cpuTimeMs, mainThreadCpuTimeMs } from './proc-stats.js';
+import { cpuTimeMs, mainThreadCpuTimeMs, threadCpuMs } from './proc-stats.js';
 import { openLmdbStore } from '../control/collector/lmdb-store.js';
-import type { SidecarState } from '../control/collector/collector-store.js';
+import type { SidecarState, StoredLink } from '../control/collector/collector-store.js';
 import { indexRecord } from '../control/collector/record-index.js';
 
 const STREAMS = Number(process.env.STREAMS ?? 4);
@@ -162,11 +162,16 @@ async function storeAppend(dir: string, streams: Stream[]): Promise<number> {
   const store = openLmdbStore(dir);
   const per = BATCH * SEGMENT;
   const runs = streams.map((s, n) =>
-    Array.from({ length: Math.ceil(s.records.length / per) }, (_, k) => ({
-      sidecar: { id: `bench-${n}` } as SidecarState,
-      links: [],
-      records: s.records.slice(k * per, (k + 1) * per).map((bytes, i) => ({ seq: k * per + i + 1, bytes, index: indexRecord(bytes) })),
-    })),
+    Array.from({ length: Math.ceil(s.records.length / per) }, (_, k) => {
+      const records = s.records.slice(k * per, (k + 1) * per).map((bytes, i) => ({ seq: k * per + i + 1, bytes, index: indexRecord(bytes) }));
+      // One records link per BATCH records, as ingest stores them (header fields the store does not read left empty).
+      const links: StoredLink[] = [];
+      for (let at = 0; at < records.length; at += BATCH) {
+        const count = Math.min(BATCH, records.length - at);
+        links.push({ batch: (k * per + at) / BATCH + 1, first_seq: records[at].seq, count, kind: 'records', root: '', sealed_unix_ms: 0, epoch: 1, head: '' });
+      }
+      return { sidecar: { id: `bench-${n}` } as SidecarState, links, records };
+    }),
   );
   const started = performance.now();
   await Promise.all(runs.map(async (appends) => {
@@ -189,13 +194,16 @@ async function main(): Promise<void> {
     let stored: number;
     // The collector's CPU over the ingest alone, all threads and the main thread (null without /proc).
     let cpu: { all: number; main: number } | null = null;
+    const threads = new Map<string, number>();
     try {
       if (warmup !== null) await ship(collector.address, warmup);
       const cpuBefore = [cpuTimeMs(collector.pid), mainThreadCpuTimeMs(collector.pid)];
+      const threadsBefore = threadCpuMs(collector.pid);
       const started = performance.now();
       await Promise.all(streams.map((s) => ship(collector.address, s)));
       ingestS = (performance.now() - started) / 1000;
       const cpuAfter = [cpuTimeMs(collector.pid), mainThreadCpuTimeMs(collector.pid)];
+      for (const [thread, ms] of threadCpuMs(collector.pid)) threads.set(thread, ms - (threadsBefore.get(thread) ?? 0));
       if (!cpuBefore.includes(null) && !cpuAfter.includes(null)) cpu = { all: cpuAfter[0]! - cpuBefore[0]!, main: cpuAfter[1]! - cpuBefore[1]! };
       const metrics = await (await fetch(`${collector.http}/metrics`)).text();
       stored = Number(/^auditmesh_collector_records_stored_total (\d+)/m.exec(metrics)?.[1] ?? 0) - (warmup?.records.length ?? 0);
@@ -208,13 +216,16 @@ async function main(): Promise<void> {
     const row = (name: string, seconds: number): string[] => [name, String(total), seconds.toFixed(2), Math.round(total / seconds).toLocaleString('en'), (rawS / seconds).toFixed(2), (storeS / seconds).toFixed(2)];
     const rows = [
       row('LMDB put of the same record bytes (baseline 1)', rawS),
-      row('collector store: records + index entries (baseline 2)', storeS),
+      row('collector store: batches + index entries (baseline 2)', storeS),
       row(`collector ingest: ${STREAMS} gRPC streams, verified, indexed, stored, acked`, ingestS),
     ];
     process.stdout.write(formatTable(['path', 'records', 'seconds', 'records/s', 'vs 1', 'vs 2'], rows) + '\n');
     if (cpu !== null) {
       const us = (ms: number): string => ((ms * 1000) / total).toFixed(1);
       process.stdout.write(`collector CPU during ingest: ${us(cpu.all)} µs a record (all threads), ${us(cpu.main)} on its event loop; ${(cpu.all / 1000 / ingestS).toFixed(2)} of ${availableParallelism()} CPUs busy\n`);
+      // Thread by thread (µs a record), busiest first: which part of the pipeline the CPU goes to.
+      const busiest = [...threads].filter(([, ms]) => ms > 0).sort((a, b) => b[1] - a[1]);
+      process.stdout.write(`  by thread: ${busiest.map(([name, ms]) => `${name} ${us(ms)}`).join(', ')}\n`);
     }
     process.stdout.write(`${STREAMS} streams x ${RECORDS} records, ${BATCH} records a batch, ${SEGMENT} batches a segment, ${WINDOW} segments in flight a stream, after a warm-up stream of ${WARMUP_RECORDS}; ${availableParallelism()} CPUs, load average ${loadavg()[0].toFixed(1)}\n`);
   } finally {

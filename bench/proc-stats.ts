@@ -29,6 +29,32 @@ export function mainThreadCpuTimeMs(pid: number): number | null {
   return statCpuMs(`/proc/${pid}/task/${pid}/stat`);
 }
 
+/**
+ * CPU time of each thread of a process so far, in ms, keyed "name tid" (the thread's name: node
+ * names its event loop thread after the process, workers "WorkerThread", V8's helpers
+ * "V8Worker"; lmdb-js's write thread keeps the process name), from /proc/<pid>/task; empty where there is no /proc.
+ */
+export function threadCpuMs(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tids) {
+    const ms = statCpuMs(`/proc/${pid}/task/${tid}/stat`);
+    let name = '?';
+    try {
+      name = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
+    } catch {
+      continue;
+    }
+    if (ms !== null) out.set(`${name} ${tid}`, ms);
+  }
+  return out;
+}
+
 function statCpuMs(file: string): number | null {
   try {
     const stat = readFileSync(file, 'utf8');

@@ -2,6 +2,7 @@ import test from 'ava';
 import { join } from 'node:path';
 import { open } from 'lmdb';
 import type { ExecutionContext } from 'ava';
+import { BatchBlob } from '../control/collector/batch-blob.js';
 import { openCollectorStores } from '../control/collector/lmdb-store.js';
 import { ephemeralSigningKey } from '../proxy/keys.js';
 import { journalShipment, openSync, startTestCollector, type TestCollector } from './helpers/collector.js';
@@ -107,9 +108,15 @@ test('auditmesh verify STORE passes on a good collector store and names the reco
 
   // Change one byte of record 7 in the store, as someone with write access to its files would.
   const stores = openCollectorStores(open({ path: c.storeDir }));
-  const bytes = Buffer.from(stores.records.get(['pod-v', 7])!);
-  bytes[bytes.indexOf('/items/6')] = '/'.charCodeAt(0) + 1;
-  stores.records.putSync(['pod-v', 7], bytes);
+  const held = Array.from(stores.batches.getRange({ start: ['pod-v', 0], end: ['pod-v', Number.MAX_SAFE_INTEGER] })).find(({ value }) => {
+    const b = new BatchBlob(value);
+    return b.firstSeq <= 7 && 7 < b.firstSeq + b.count;
+  })!;
+  const blob = Buffer.from(held.value);
+  const batch = new BatchBlob(blob);
+  const at = batch.offsetOf(7 - batch.firstSeq) + batch.bytes(7 - batch.firstSeq).indexOf('/items/6');
+  blob[at] = '/'.charCodeAt(0) + 1;
+  stores.batches.putSync(held.key, blob);
   await stores.env.close();
 
   const bad = await runCli(['verify', c.storeDir, '-o', 'json']);

@@ -4,6 +4,7 @@ import { leafHash, merkleRoot } from '../../proxy/audit/merkle.js';
 import { keyIdOf, publicKeyFromSpki } from '../../proxy/journal/chain.js';
 import { ChainBroken, fail, LinkVerifier, seqRange, type VerifyFailure } from '../../proxy/journal/link-verifier.js';
 import { writerFor } from '../../proxy/journal/read-journal.js';
+import { BatchBlob, BlobError } from './batch-blob.js';
 import type { LostRange, SidecarState, StoredLink } from './collector-store.js';
 import { openCollectorStores, type CollectorStores } from './lmdb-store.js';
 
@@ -95,17 +96,17 @@ function verifySidecar(stores: CollectorStores, transaction: Transaction, state:
         ({ last_batch: r.last_batch, head: r.head } = links.position);
       }
     };
-    const records = stores.records.getRange({ start: [state.id, 0], end: [state.id, Number.MAX_SAFE_INTEGER], transaction })[Symbol.iterator]();
-    let next = records.next();
+    const batches = stores.batches.getRange({ start: [state.id, 0], end: [state.id, Number.MAX_SAFE_INTEGER], transaction })[Symbol.iterator]();
+    let next = batches.next();
     for (const { key: k, value: h } of stores.links.getRange({ start: [state.id, 0], end: [state.id, Number.MAX_SAFE_INTEGER], transaction })) {
       if (h.batch !== k[1]) fail({ batch: k[1], problem: `the link stored as batch ${k[1]} names itself batch ${h.batch}` });
       crossLost(h.batch);
-      const bytes: Buffer[] = [];
-      for (let seq = h.first_seq; h.kind === 'records' && seq < h.first_seq + h.count; seq++) {
-        if (!next.done && next.value.key[1] < seq) fail({ seq: next.value.key[1], problem: `record ${next.value.key[1]} is not covered by any batch: it was inserted before batch ${h.batch}` });
-        if (next.done || next.value.key[1] !== seq) fail({ seq, batch: h.batch, problem: `record ${seq} is missing: batch ${h.batch} covers ${seqRange(h.first_seq, h.count)}` });
-        bytes.push(next.value.value);
-        next = records.next();
+      if (!next.done && next.value.key[1] < h.batch) fail({ batch: next.value.key[1], problem: `records stored as batch ${next.value.key[1]} have no link: they were inserted before batch ${h.batch}` });
+      let bytes: Buffer[] = [];
+      if (h.kind === 'records') {
+        if (next.done || next.value.key[1] !== h.batch) fail({ seq: h.first_seq, batch: h.batch, problem: `the records of batch ${h.batch} (${seqRange(h.first_seq, h.count)}) are missing` });
+        bytes = storedRecords(h, next.value.value);
+        next = batches.next();
       }
       try {
         links.next(h, bytes);
@@ -118,7 +119,7 @@ function verifySidecar(stores: CollectorStores, transaction: Transaction, state:
       ({ last_batch: r.last_batch, head: r.head } = links.position);
       r.last_seq = links.position.last_seq ?? null;
     }
-    if (!next.done) fail({ seq: next.value.key[1], problem: `record ${next.value.key[1]} is not covered by any batch: it was added after the last batch (${r.last_batch})` });
+    if (!next.done) fail({ batch: next.value.key[1], problem: `records stored as batch ${next.value.key[1]} have no link: they were added after the last batch (${r.last_batch})` });
     // Ranges lost after the last link stored (nothing shipped since the sidecar reconnected).
     crossLost(Number.MAX_SAFE_INTEGER);
     const pos = state.position;
@@ -139,6 +140,26 @@ function verifySidecar(stores: CollectorStores, transaction: Transaction, state:
     r.failure = err.failure;
   }
   return r;
+}
+
+/** A records link's stored records, which must be as many as it covers, from its first sequence number. */
+function storedRecords(h: StoredLink, value: Buffer): Buffer[] {
+  let blob: BatchBlob;
+  try {
+    blob = new BatchBlob(value);
+  } catch (err) {
+    if (!(err instanceof BlobError)) throw err;
+    return fail({ seq: h.first_seq, batch: h.batch, problem: `the stored records of batch ${h.batch} are unreadable: ${err.message}` });
+  }
+  if (blob.count !== h.count || blob.firstSeq !== h.first_seq) {
+    fail({ seq: h.first_seq, batch: h.batch, problem: `batch ${h.batch} covers ${seqRange(h.first_seq, h.count)} (${h.count} records), but ${blob.count} are stored for it, from seq ${blob.firstSeq}: records were removed or added` });
+  }
+  try {
+    return blob.all();
+  } catch (err) {
+    if (!(err instanceof BlobError)) throw err;
+    return fail({ seq: h.first_seq, batch: h.batch, problem: `the stored records of batch ${h.batch} are unreadable: ${err.message}` });
+  }
 }
 
 /**
