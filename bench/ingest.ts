@@ -5,6 +5,7 @@
 //   npm run bench:ingest      knobs: STREAMS=4 RECORDS=100000 (per stream) BATCH=256 SEGMENT=8 (batches) WINDOW=8 (segments in flight)
 //                             WARMUP_RECORDS=8192: one more sidecar's stream shipped before the clock starts (JIT, worker start-up)
 //                             PROFILE=1: the collector runs with --cpu-prof (bench/results/profiles/)
+//                             COLLECTOR_NODE_FLAGS='--max-semi-space-size=64': more node flags for the collector's process
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
@@ -98,7 +99,8 @@ function buildStream(s: number, count = RECORDS): Stream {
 /** Ships one stream with WINDOW segments in flight; resolves with the last ack. */
 function ship(address: string, stream: Stream): Promise<void> {
   const Client = grpc.makeGenericClientConstructor({ Sync: { ...sync, requestSerialize: (b: Buffer) => b } }, 'Collector');
-  const client = new Client(address, grpc.credentials.createInsecure(), { 'grpc.max_send_message_length': 64 * 1024 * 1024 });
+  // Its own subchannel pool: each stream on its own connection, as each sidecar has (grpc-js shares one connection between clients otherwise).
+  const client = new Client(address, grpc.credentials.createInsecure(), { 'grpc.max_send_message_length': 64 * 1024 * 1024, 'grpc.use_local_subchannel_pool': 1 });
   const call = (client as unknown as { Sync(): grpc.ClientDuplexStream<Buffer, CollectorMessage> }).Sync();
   return new Promise((resolve, reject) => {
     let sent = 0;
@@ -122,6 +124,7 @@ function ship(address: string, stream: Stream): Promise<void> {
 
 async function startCollector(storeDir: string): Promise<{ address: string; http: string; pid: number; stop(): Promise<void> }> {
   const profile = process.env.PROFILE === '1' ? ['--cpu-prof', '--cpu-prof-dir=bench/results/profiles'] : [];
+  if (process.env.COLLECTOR_NODE_FLAGS) profile.push(...process.env.COLLECTOR_NODE_FLAGS.split(' '));
   const child = spawn(process.execPath, ['--import=tsx', ...profile, SERVE_SCRIPT, storeDir], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
   const stop = (): Promise<void> => new Promise((resolve) => (child.exitCode !== null ? resolve() : (child.once('exit', () => resolve()), child.kill('SIGTERM'))));
   const lines = createInterface({ input: child.stdout! });
@@ -195,13 +198,18 @@ async function main(): Promise<void> {
     // The collector's CPU over the ingest alone, all threads and the main thread (null without /proc).
     let cpu: { all: number; main: number } | null = null;
     const threads = new Map<string, number>();
+    /** This process's CPU over the ingest: the sidecars' side of the streams, on the same 2 CPUs. */
+    let clientMs = 0;
     try {
       if (warmup !== null) await ship(collector.address, warmup);
       const cpuBefore = [cpuTimeMs(collector.pid), mainThreadCpuTimeMs(collector.pid)];
       const threadsBefore = threadCpuMs(collector.pid);
+      const clientBefore = process.cpuUsage();
       const started = performance.now();
       await Promise.all(streams.map((s) => ship(collector.address, s)));
       ingestS = (performance.now() - started) / 1000;
+      const clientUsage = process.cpuUsage(clientBefore);
+      clientMs = (clientUsage.user + clientUsage.system) / 1000;
       const cpuAfter = [cpuTimeMs(collector.pid), mainThreadCpuTimeMs(collector.pid)];
       for (const [thread, ms] of threadCpuMs(collector.pid)) threads.set(thread, ms - (threadsBefore.get(thread) ?? 0));
       if (!cpuBefore.includes(null) && !cpuAfter.includes(null)) cpu = { all: cpuAfter[0]! - cpuBefore[0]!, main: cpuAfter[1]! - cpuBefore[1]! };
@@ -226,6 +234,7 @@ async function main(): Promise<void> {
       // Thread by thread (µs a record), busiest first: which part of the pipeline the CPU goes to.
       const busiest = [...threads].filter(([, ms]) => ms > 0).sort((a, b) => b[1] - a[1]);
       process.stdout.write(`  by thread: ${busiest.map(([name, ms]) => `${name} ${us(ms)}`).join(', ')}\n`);
+      process.stdout.write(`the ${STREAMS} sending streams (this process): ${us(clientMs)} µs a record; both together ${((cpu.all + clientMs) / 1000 / ingestS).toFixed(2)} CPUs busy\n`);
     }
     process.stdout.write(`${STREAMS} streams x ${RECORDS} records, ${BATCH} records a batch, ${SEGMENT} batches a segment, ${WINDOW} segments in flight a stream, after a warm-up stream of ${WARMUP_RECORDS}; ${availableParallelism()} CPUs, load average ${loadavg()[0].toFixed(1)}\n`);
   } finally {
