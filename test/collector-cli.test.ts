@@ -127,3 +127,42 @@ test('auditmesh verify STORE passes on a good collector store and names the reco
   t.like(report.failure, { seq: 7 });
   t.regex(text.stdout, /verification FAILED: sidecar pod-v, record 7: record 7 \(batch \d+\): its bytes no longer hash to the leaf/);
 });
+
+test('a store of the earlier one-value-per-record layout is migrated in place when a collector opens it: queries and verify answer as before', async (t) => {
+  const c = await filledCollector(t, 'pod-m');
+  const asked = ['correlation_id=req-3', 'service=ledger&limit=1000', 'status=error', 'since=10m&limit=5'];
+  const answer = async (url: string): Promise<string[]> => {
+    const res = await Promise.all(asked.map(async (q) => (await fetch(`${url}/v1/records?${q}`)).text()));
+    return res.map((body) => body.replace(/"audit.sidecar_id":"pod-m",?/g, ''));
+  };
+  const before = await answer(c.httpUrl);
+  t.true(before.every((body) => body.includes('req-')), 'every question has records to answer it with');
+  await c.close();
+
+  // Rewrite the store in the earlier layout: records one value each, per-record index keys, no batches.
+  const stores = openCollectorStores(open({ path: c.storeDir }));
+  const records = stores.env.openDB<Buffer, [string, number]>('records', { encoding: 'binary', compression: false });
+  let n = 0;
+  for (const { value } of stores.batches.getRange()) {
+    const blob = new BatchBlob(value);
+    for (let i = 0; i < blob.count; i++, n++) {
+      records.putSync(['pod-m', blob.firstSeq + i], Buffer.from(blob.bytes(i)));
+      stores.byTime.putSync([blob.start(i), 'pod-m', blob.firstSeq + i], Buffer.alloc(0));
+    }
+  }
+  t.is(n, 24);
+  stores.batches.dropSync();
+  for (const db of [stores.byService, stores.byCorrelation, stores.byTrace, stores.errors, stores.meta]) db.clearSync();
+  await stores.env.close();
+
+  const early = await runCli(['verify', c.storeDir]);
+  t.is(early.code, 1);
+  t.regex(early.stderr, /layout of an earlier auditmesh .* start the collector on it once, which migrates it in place/);
+
+  const again = await startTestCollector(t, { storeDir: c.storeDir });
+  t.deepEqual(await answer(again.httpUrl), before);
+  await again.close();
+  const verified = await runCli(['verify', c.storeDir]);
+  t.is(verified.code, 0, verified.stdout + verified.stderr);
+  t.regex(verified.stdout, /collector store verified: 24 records of 1 sidecars/);
+});

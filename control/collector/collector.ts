@@ -80,6 +80,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   const tokens = config.tokenFile === undefined ? null : createTokenCheck(config.tokenFile, (l) => log('info', String(l.msg), l));
   const heartbeatIntervalMs = config.heartbeatIntervalMs ?? CHECKPOINT_INTERVAL_MS;
   const store = openLmdbStore(config.storeDir);
+  if (store.migrated !== null) log('info', 'collector store migrated to the one-value-per-batch layout', { store: config.storeDir, ...store.migrated });
   const feed = createLiveFeed<StoredRun>({ onListenerError: (err) => log('error', 'collector onStored listener threw', { err: (err as Error)?.message }) });
   const hasher = createHashPool(config.hashThreads);
   // Fleet detection is a stage of the collector, not a listener: it sees every stored run first.

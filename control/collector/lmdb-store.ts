@@ -2,7 +2,8 @@ import { mkdirSync, realpathSync } from 'node:fs';
 import { open, type Database, type Key, type RootDatabase } from 'lmdb';
 import { databaseBytes } from '../../proxy/journal/retention.js';
 import { BatchBlob, encodeBatchBlob } from './batch-blob.js';
-import type { CollectorStore, Evidence, RecordQuery, SidecarState, StoredLink, StoredRecord, VerifiedAppend } from './collector-store.js';
+import { migrateRecordLayout, type LayoutMigration } from './store-migration.js';
+import type { CollectorStore, Evidence, IncomingRecord, RecordQuery, SidecarState, StoredLink, StoredRecord, VerifiedAppend } from './collector-store.js';
 
 /**
  * The collector's embedded store: one LMDB environment (--store), so a collector runs with no
@@ -67,17 +68,19 @@ export function openCollectorStores(env: RootDatabase): CollectorStores {
 }
 
 /** Opens (creating if absent) the store in `dir`. Never open one environment twice in a process (lmdb-js#164). */
-export function openLmdbStore(dir: string): CollectorStore & { readonly stores: CollectorStores } {
+export function openLmdbStore(dir: string): CollectorStore & { readonly stores: CollectorStores; readonly migrated: LayoutMigration | null } {
   mkdirSync(dir, { recursive: true });
   const env = open({ path: realpathSync(dir), eventTurnBatching: false, separateFlushed: true });
-  const named = new Set(Array.from(env.getKeys(), String));
-  if (named.has('records') && !named.has('batches')) {
-    void env.close();
-    throw new Error(`${dir} is a collector store of an older layout (one value per record); this collector keeps one value per batch. Verify it with the auditmesh that wrote it, and start this one on a new --store`);
-  }
   // eventTurnBatching off and one explicit batch() per run, as the journal does (journal.ts);
   // separateFlushed so each write carries its own `flushed`: an ack means on disk, not committed.
   const stores = openCollectorStores(env);
+  let migrated: LayoutMigration | null;
+  try {
+    migrated = migrateRecordLayout(stores, dir);
+  } catch (err) {
+    void env.close();
+    throw err;
+  }
   const span = { ms: stores.meta.get(MAX_SPAN) ?? 0 };
   /** Settles once the write is flushed to disk: with overlappingSync (Linux) a commit alone survives a crash of the process, not of the machine. */
   const durable = async (write: Promise<unknown> & { flushed?: PromiseLike<unknown> }): Promise<void> => {
@@ -89,6 +92,7 @@ export function openLmdbStore(dir: string): CollectorStore & { readonly stores: 
 
   return {
     stores,
+    migrated,
     async sidecars() {
       return Array.from(stores.sidecars.getRange(), ({ value }) => value);
     },
@@ -125,7 +129,7 @@ export function openLmdbStore(dir: string): CollectorStore & { readonly stores: 
   };
 }
 
-const MAX_SPAN = 'max_span_ms';
+export const MAX_SPAN = 'max_span_ms';
 
 function writeRun(stores: CollectorStores, run: VerifiedAppend, span: { ms: number }): void {
   const id = run.sidecar.id;
@@ -135,29 +139,34 @@ function writeRun(stores: CollectorStores, run: VerifiedAppend, span: { ms: numb
     if (link.kind !== 'records') continue;
     const records = run.records.slice(at, (at += link.count));
     if (records.length !== link.count || (link.count > 0 && records[0].seq !== link.first_seq)) throw new Error(`batch ${link.batch} of sidecar ${id}: the run does not hold its ${link.count} records from seq ${link.first_seq}`);
-    const batch = link.batch;
-    void stores.batches.put([id, batch], encodeBatchBlob(link.first_seq, records.map((r) => ({ bytes: r.bytes, start: r.index?.start ?? 0 }))));
-    let min = Number.POSITIVE_INFINITY;
-    let max = Number.NEGATIVE_INFINITY;
-    const services = new Set<string>();
-    for (let i = 0; i < records.length; i++) {
-      const index = records[i].index;
-      if (index === null) continue;
-      const { start } = index;
-      if (start < min) min = start;
-      if (start > max) max = start;
-      services.add(index.service);
-      if (index.peer !== undefined) services.add(index.peer);
-      if (index.requestId !== undefined) void stores.byCorrelation.put([index.requestId, start, id, batch, i], EMPTY);
-      if (index.traceId !== undefined) void stores.byTrace.put([index.traceId, start, id, batch, i], EMPTY);
-      if (index.error) void stores.errors.put([start, id, batch, i], EMPTY);
-    }
-    if (services.size === 0) continue;
-    void stores.byTime.put([max, id, batch], EMPTY);
-    for (const service of services) void stores.byService.put([service, max, id, batch], EMPTY);
-    if (max - min > span.ms) void stores.meta.put(MAX_SPAN, (span.ms = max - min));
+    writeBatch(stores, id, link, records, span);
   }
   void stores.sidecars.put(id, run.sidecar);
+}
+
+/** A records link's records and their index entries (its link is written by the caller). */
+export function writeBatch(stores: CollectorStores, id: string, link: StoredLink, records: readonly IncomingRecord[], span: { ms: number }): void {
+  const batch = link.batch;
+  void stores.batches.put([id, batch], encodeBatchBlob(link.first_seq, records.map((r) => ({ bytes: r.bytes, start: r.index?.start ?? 0 }))));
+  let min = Number.POSITIVE_INFINITY;
+  let max = Number.NEGATIVE_INFINITY;
+  const services = new Set<string>();
+  for (let i = 0; i < records.length; i++) {
+    const index = records[i].index;
+    if (index === null) continue;
+    const { start } = index;
+    if (start < min) min = start;
+    if (start > max) max = start;
+    services.add(index.service);
+    if (index.peer !== undefined) services.add(index.peer);
+    if (index.requestId !== undefined) void stores.byCorrelation.put([index.requestId, start, id, batch, i], EMPTY);
+    if (index.traceId !== undefined) void stores.byTrace.put([index.traceId, start, id, batch, i], EMPTY);
+    if (index.error) void stores.errors.put([start, id, batch, i], EMPTY);
+  }
+  if (services.size === 0) return;
+  void stores.byTime.put([max, id, batch], EMPTY);
+  for (const service of services) void stores.byService.put([service, max, id, batch], EMPTY);
+  if (max - min > span.ms) void stores.meta.put(MAX_SPAN, (span.ms = max - min));
 }
 
 interface Candidate extends StoredRecord {

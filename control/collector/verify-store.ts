@@ -54,7 +54,12 @@ export async function isCollectorStore(dir: string): Promise<boolean> {
 
 /** Verifies every sidecar chain of the store in `dir`, in one read snapshot. Never opens a store a collector in this process holds. */
 export async function verifyStoreDir(dir: string): Promise<StoreReport> {
-  const stores = openCollectorStores(open({ path: realpathSync(dir), readOnly: true }));
+  const env = open({ path: realpathSync(dir), readOnly: true });
+  if (Array.from(env.getKeys(), String).includes('records')) {
+    await env.close();
+    throw new Error(`${dir} is a collector store in the layout of an earlier auditmesh (one value per record): start the collector on it once, which migrates it in place, then verify it`);
+  }
+  const stores = openCollectorStores(env);
   try {
     const transaction = stores.env.useReadTransaction();
     try {
