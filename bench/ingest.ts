@@ -23,7 +23,7 @@ import { GENESIS_HEAD, signHello } from '../proxy/journal/chain.js';
 import { ephemeralSigningKey } from '../proxy/keys.js';
 import { SYNC_PROTO_PATH, type CollectorMessage } from '../control/proto/sync-wire.js';
 import { formatTable } from './table.js';
-import { cpuTimeMs, mainThreadCpuTimeMs, threadCpuMs } from './proc-stats.js';
+import { cpuTimeMs, mainThreadCpuTimeMs, minorFaults, threadCpuMs } from './proc-stats.js';
 import { openLmdbStore } from '../control/collector/lmdb-store.js';
 import type { SidecarState, StoredLink } from '../control/collector/collector-store.js';
 import { indexRecord } from '../control/collector/record-index.js';
@@ -269,6 +269,8 @@ async function main(): Promise<void> {
     // The collector's CPU over the ingest alone, all threads and the main thread (null without /proc).
     let cpu: { all: number; main: number } | null = null;
     const threads = new Map<string, number>();
+    /** The collector's minor page faults over the ingest (each costs a trip through the kernel). */
+    let faults: number | null = null;
     /** This process's CPU over the ingest: the sidecars' side of the streams, on the same 2 CPUs. */
     let clientMs = 0;
     try {
@@ -276,6 +278,7 @@ async function main(): Promise<void> {
       const senders = streams.map((s) => sender(collector.address, s));
       const cpuBefore = [cpuTimeMs(collector.pid), mainThreadCpuTimeMs(collector.pid)];
       const threadsBefore = threadCpuMs(collector.pid);
+      const faultsBefore = minorFaults(collector.pid);
       const clientBefore = process.cpuUsage();
       const started = performance.now();
       await Promise.all(senders.map((send) => send()));
@@ -283,6 +286,8 @@ async function main(): Promise<void> {
       const clientUsage = process.cpuUsage(clientBefore);
       clientMs = (clientUsage.user + clientUsage.system) / 1000;
       const cpuAfter = [cpuTimeMs(collector.pid), mainThreadCpuTimeMs(collector.pid)];
+      const faultsAfter = minorFaults(collector.pid);
+      if (faultsBefore !== null && faultsAfter !== null) faults = faultsAfter - faultsBefore;
       for (const [thread, ms] of threadCpuMs(collector.pid)) threads.set(thread, ms - (threadsBefore.get(thread) ?? 0));
       if (!cpuBefore.includes(null) && !cpuAfter.includes(null)) cpu = { all: cpuAfter[0]! - cpuBefore[0]!, main: cpuAfter[1]! - cpuBefore[1]! };
       const metrics = await (await fetch(`${collector.http}/metrics`)).text();
@@ -302,7 +307,7 @@ async function main(): Promise<void> {
     process.stdout.write(formatTable(['path', 'records', 'seconds', 'records/s', 'vs 1', 'vs 2'], rows) + '\n');
     if (cpu !== null) {
       const us = (ms: number): string => ((ms * 1000) / total).toFixed(1);
-      process.stdout.write(`collector CPU during ingest: ${us(cpu.all)} µs a record (all threads), ${us(cpu.main)} on its event loop; ${(cpu.all / 1000 / ingestS).toFixed(2)} of ${availableParallelism()} CPUs busy\n`);
+      process.stdout.write(`collector CPU during ingest: ${us(cpu.all)} µs a record (all threads), ${us(cpu.main)} on its event loop; ${(cpu.all / 1000 / ingestS).toFixed(2)} of ${availableParallelism()} CPUs busy${faults === null ? '' : `; ${(faults / total).toFixed(2)} page faults a record`}\n`);
       // Thread by thread (µs a record), busiest first: which part of the pipeline the CPU goes to.
       const busiest = [...threads].filter(([, ms]) => ms > 0).sort((a, b) => b[1] - a[1]);
       process.stdout.write(`  by thread: ${busiest.map(([name, ms]) => `${name} ${us(ms)}`).join(', ')}\n`);

@@ -68,6 +68,16 @@ function statCpuMs(file: string): number | null {
   }
 }
 
+/** Minor page faults of a process so far (all threads), from /proc/<pid>/stat; null where there is no /proc. */
+export function minorFaults(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[7]);
+  } catch {
+    return null;
+  }
+}
+
 /** Peak resident set size of a process so far (VmHWM), in bytes; null where there is no /proc. */
 export function peakRssBytes(pid: number): number | null {
   try {
