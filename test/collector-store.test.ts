@@ -1,11 +1,12 @@
 import test from 'ava';
 import { join } from 'node:path';
 import { open } from 'lmdb';
-import { BatchBlob } from '../control/collector/batch-blob.js';
+import { BatchBlob, encodeBatchBlob } from '../control/collector/batch-blob.js';
 import type { IncomingRecord, SidecarState, StoredLink } from '../control/collector/collector-store.js';
 import { openCollectorStores, openLmdbStore } from '../control/collector/lmdb-store.js';
 import { indexRecord } from '../control/collector/record-index.js';
 import { matchesQuery, parseRecordQuery, runQuery, type CollectedRecord } from '../control/collector/record-query.js';
+import { verifyStoreDir } from '../control/collector/verify-store.js';
 import { GENESIS_HEAD } from '../proxy/journal/chain.js';
 import { ephemeralSigningKey } from '../proxy/keys.js';
 import { tempDir } from './helpers/sidecar.js';
@@ -134,12 +135,10 @@ test('collector store: verify names a batch whose stored records were cut short'
   const blob = new BatchBlob(value);
   t.is(blob.count, BATCH);
   // Rewrite batch 1 of pod-b without its last record, as someone with write access to the files could.
-  const { encodeBatchBlob } = await import('../control/collector/batch-blob.js');
   const fewer = encodeBatchBlob(blob.firstSeq, blob.all().slice(0, -1).map((bytes, i) => ({ bytes, start: blob.start(i) })));
   stores.batches.putSync(['pod-b', 1], fewer);
   await stores.env.close();
   // The links carry no chain here (the store is filled directly), so batch 1 is checked for its count before its root.
-  const { verifyStoreDir } = await import('../control/collector/verify-store.js');
   const report = await verifyStoreDir(dir);
   const b = report.sidecars.find((s) => s.id === 'pod-b')!;
   t.false(b.ok);

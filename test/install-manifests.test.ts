@@ -92,6 +92,17 @@ test('control-plane pods announce their /metrics port with prometheus.io annotat
   }
 });
 
+test('control-plane pods get an hour to start (a large store opens or migrates) before their liveness probe applies', async (t) => {
+  for (const name of ['auditmesh-collector', 'auditmesh-injector']) {
+    type Probe = { httpGet: { path: string }; periodSeconds: number; failureThreshold: number };
+    const deployment = find(await install([]), 'Deployment', name) as Obj & { spec: { template: { spec: { containers: Array<{ startupProbe?: Probe; livenessProbe?: Probe }> } } } };
+    const { startupProbe, livenessProbe } = deployment.spec.template.spec.containers[0]!;
+    t.is(startupProbe?.httpGet.path, '/livez', name);
+    t.true(startupProbe!.periodSeconds * startupProbe!.failureThreshold >= 3600, name);
+    t.is(livenessProbe?.httpGet.path, '/livez', name);
+  }
+});
+
 test('install options reach the objects: namespace, image, replicas, resources, storage, collector address', async (t) => {
   const objects = await install(['-n', 'audit', '--image', 'registry.example/auditmesh:9', '--replicas', '3', '--injector-memory', '256Mi', '--collector-storage', '100Gi', '--proxy-memory-limit', '1Gi']);
   t.true(objects.filter((o) => o.kind !== 'Namespace' && o.kind !== 'MutatingWebhookConfiguration').every((o) => o.metadata.namespace === 'audit'));

@@ -79,7 +79,8 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   }
   const tokens = config.tokenFile === undefined ? null : createTokenCheck(config.tokenFile, (l) => log('info', String(l.msg), l));
   const heartbeatIntervalMs = config.heartbeatIntervalMs ?? CHECKPOINT_INTERVAL_MS;
-  const store = openLmdbStore(config.storeDir);
+  // A large store takes a while: the collector listens only once it is migrated.
+  const store = openLmdbStore(config.storeDir, () => log('info', 'collector store has the one-value-per-record layout of an earlier version: migrating it in place before serving', { store: config.storeDir }));
   if (store.migrated !== null) log('info', 'collector store migrated to the one-value-per-batch layout', { store: config.storeDir, ...store.migrated });
   const feed = createLiveFeed<StoredRun>({ onListenerError: (err) => log('error', 'collector onStored listener threw', { err: (err as Error)?.message }) });
   const hasher = createHashPool(config.hashThreads);

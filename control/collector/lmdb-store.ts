@@ -67,8 +67,12 @@ export function openCollectorStores(env: RootDatabase): CollectorStores {
   };
 }
 
-/** Opens (creating if absent) the store in `dir`. Never open one environment twice in a process (lmdb-js#164). */
-export function openLmdbStore(dir: string): CollectorStore & { readonly stores: CollectorStores; readonly migrated: LayoutMigration | null } {
+/**
+ * Opens (creating if absent) the store in `dir`, migrating an earlier layout first
+ * (store-migration.ts; `onMigrating` hears of it before it starts). Never open one environment
+ * twice in a process (lmdb-js#164).
+ */
+export function openLmdbStore(dir: string, onMigrating?: () => void): CollectorStore & { readonly stores: CollectorStores; readonly migrated: LayoutMigration | null } {
   mkdirSync(dir, { recursive: true });
   const env = open({ path: realpathSync(dir), eventTurnBatching: false, separateFlushed: true });
   // eventTurnBatching off and one explicit batch() per run, as the journal does (journal.ts);
@@ -76,7 +80,7 @@ export function openLmdbStore(dir: string): CollectorStore & { readonly stores: 
   const stores = openCollectorStores(env);
   let migrated: LayoutMigration | null;
   try {
-    migrated = migrateRecordLayout(stores, dir);
+    migrated = migrateRecordLayout(stores, dir, onMigrating);
   } catch (err) {
     void env.close();
     throw err;

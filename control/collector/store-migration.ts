@@ -26,9 +26,10 @@ export interface LayoutMigration {
   records: number;
 }
 
-export function migrateRecordLayout(stores: CollectorStores, dir: string): LayoutMigration | null {
+export function migrateRecordLayout(stores: CollectorStores, dir: string, onStart?: () => void): LayoutMigration | null {
   const { env } = stores;
   if (!Array.from(env.getKeys(), String).includes('records')) return null;
+  onStart?.();
   const old = env.openDB<Buffer, [string, number]>('records', { encoding: 'binary', compression: false });
   for (const db of [stores.batches, stores.byTime, stores.byService, stores.byCorrelation, stores.byTrace, stores.errors, stores.meta]) db.clearSync();
   const span = { ms: 0 };

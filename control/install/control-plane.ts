@@ -46,6 +46,9 @@ export function serviceAccounts(o: InstallOptions): KubeObject[] {
   }));
 }
 
+/** Startup probes every 5 s, up to an hour, before liveness applies. */
+const STARTUP_PROBE_FAILURES = 720;
+
 function container(o: InstallOptions, name: string, args: readonly string[], resources: Resources, adminPort: number, ports: Array<{ name: string; containerPort: number }>, mounts: Array<{ name: string; mountPath: string; readOnly?: boolean }>): Record<string, unknown> {
   const probe = (path: string, periodSeconds: number): Record<string, unknown> => ({ httpGet: { path, port: adminPort }, periodSeconds, timeoutSeconds: 2, failureThreshold: 3 });
   return {
@@ -54,6 +57,9 @@ function container(o: InstallOptions, name: string, args: readonly string[], res
     imagePullPolicy: o.imagePullPolicy,
     args: [...args],
     ports: ports.map((p) => ({ ...p, protocol: 'TCP' })),
+    // Liveness only counts once the process listens: opening a large collector store (or
+    // migrating one from an earlier layout) may take minutes, and must not be killed for it.
+    startupProbe: { ...probe('/livez', 5), failureThreshold: STARTUP_PROBE_FAILURES },
     readinessProbe: probe('/readyz', 5),
     livenessProbe: probe('/livez', 10),
     resources: { requests: { cpu: resources.cpu, memory: resources.memory }, limits: { memory: resources.memory } },
