@@ -17,6 +17,7 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { open } from 'lmdb';
+import { LMDB_WRITER_OPTIONS } from '../proxy/journal/lmdb-writer.js';
 import { recordsRoot } from '../proxy/journal/link-verifier.js';
 import { planCommit } from '../proxy/journal/plan-commit.js';
 import { GENESIS_HEAD, signHello } from '../proxy/journal/chain.js';
@@ -209,7 +210,7 @@ async function startCollector(storeDir: string): Promise<{ address: string; http
 
 /** Baseline 1: the same record bytes put into LMDB under the same keys, one group commit per segment. */
 async function rawLmdbPut(dir: string, streams: Stream[]): Promise<number> {
-  const env = open({ path: dir, eventTurnBatching: false });
+  const env = open({ path: dir, ...LMDB_WRITER_OPTIONS });
   const db = env.openDB<Buffer, [string, number]>('records', { encoding: 'binary', compression: false });
   const started = performance.now();
   const per = BATCH * SEGMENT;

@@ -11,6 +11,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance as perf } from 'node:perf_hooks';
 import { open } from 'lmdb';
+import { LMDB_WRITER_OPTIONS } from '../proxy/journal/lmdb-writer.js';
 import { createAuditPipeline, type AuditPipeline } from '../proxy/audit/pipeline.js';
 import type { AuditRecord } from '../proxy/audit/record.js';
 import { loadOrCreateSigningKey } from '../proxy/keys.js';
@@ -211,7 +212,7 @@ function strict(): Promise<JournalRow> {
 /** Baseline: the same bytes written by lmdb-js directly, 256 puts per batch(), up to 8 batches in flight. */
 async function lmdbBaseline(): Promise<JournalRow> {
   const dir = await mkdtemp(join(tmpdir(), 'auditmesh-bench-lmdb-'));
-  const env = open({ path: dir, eventTurnBatching: false });
+  const env = open({ path: dir, ...LMDB_WRITER_OPTIONS });
   const records = env.openDB<Buffer, number>('records', { encoding: 'binary', compression: false });
   const bytes = Array.from({ length: 256 }, (_, i) => Buffer.from(JSON.stringify(makeRecord(i))));
   let committed = 0;

@@ -1,5 +1,6 @@
 import { mkdirSync, realpathSync } from 'node:fs';
 import { open, type Database, type Key, type RootDatabase } from 'lmdb';
+import { LMDB_WRITER_OPTIONS } from '../../proxy/journal/lmdb-writer.js';
 import { databaseBytes } from '../../proxy/journal/retention.js';
 import { BatchBlob, encodeBatchBlob } from './batch-blob.js';
 import { migrateRecordLayout, type LayoutMigration } from './store-migration.js';
@@ -74,9 +75,9 @@ export function openCollectorStores(env: RootDatabase): CollectorStores {
  */
 export function openLmdbStore(dir: string, onMigrating?: () => void): CollectorStore & { readonly stores: CollectorStores; readonly migrated: LayoutMigration | null } {
   mkdirSync(dir, { recursive: true });
-  const env = open({ path: realpathSync(dir), eventTurnBatching: false, separateFlushed: true });
-  // eventTurnBatching off and one explicit batch() per run, as the journal does (journal.ts);
-  // separateFlushed so each write carries its own `flushed`: an ack means on disk, not committed.
+  // As the journal opens its own (lmdb-writer.ts): one explicit batch() per run, each with its own
+  // `flushed`, and no overlapping sync, which loses commits when another process opens the store.
+  const env = open({ path: realpathSync(dir), ...LMDB_WRITER_OPTIONS });
   const stores = openCollectorStores(env);
   let migrated: LayoutMigration | null;
   try {
@@ -86,7 +87,7 @@ export function openLmdbStore(dir: string, onMigrating?: () => void): CollectorS
     throw err;
   }
   const span = { ms: stores.meta.get(MAX_SPAN) ?? 0 };
-  /** Settles once the write is flushed to disk: with overlappingSync (Linux) a commit alone survives a crash of the process, not of the machine. */
+  /** Settles once the write is flushed to disk (without overlapping sync a commit already is; `flushed` says so either way). */
   const durable = async (write: Promise<unknown> & { flushed?: PromiseLike<unknown> }): Promise<void> => {
     await write;
     await (write.flushed ?? stores.env.flushed);

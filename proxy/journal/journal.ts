@@ -5,6 +5,7 @@ import type { SidecarMetrics } from '../metrics/metrics.js';
 import type { SealedBatch } from '../audit/pool.js';
 import type { JournalRecord } from '../audit/record.js';
 import { ephemeralSigningKey, type SigningKey } from '../keys.js';
+import { LMDB_WRITER_OPTIONS } from './lmdb-writer.js';
 import { HEAD_KEY, PRUNED_KEY, SHIPPED_KEY, openJournalStores, readHeadFrom, readHeadersFrom, readRecordsFrom, readShippedFrom, registerWriter, unregisterWriter, writerFor } from './read-journal.js';
 import type { BatchHeader, BatchReadOptions, JournalHead, JournalSnapshot, JournalStores, RecordReadOptions } from './read-journal.js';
 import { planCommit, type CommitPlan } from './plan-commit.js';
@@ -173,13 +174,9 @@ export class Journal {
     }
     // lmdb-js#164: a second environment on the same files in one process misbehaves.
     if (writerFor(realDir) !== undefined) throw openError(`journal ${realDir} is already open in this process`);
-    // eventTurnBatching off: with it on, lmdb-js 3.5 drops a promise it created for the event
-    // turn, and a failed commit surfaces as an unhandled rejection that kills the process. Each
-    // commit here is one explicit batch() instead. separateFlushed: each commit carries its own
-    // `flushed`, because db.flushed never settles once any later commit fails.
     let stores: JournalStores;
     try {
-      stores = openJournalStores(open({ path: realDir, eventTurnBatching: false, separateFlushed: true }));
+      stores = openJournalStores(open({ path: realDir, ...LMDB_WRITER_OPTIONS }));
     } catch (err) {
       throw openError(`cannot open journal ${realDir}`, err);
     }
