@@ -191,7 +191,8 @@ export async function measurePath(
         upstreamCpuUsPerReq: perRequestUs(counted.upstream, requests),
         // A collection reports what was allocated since the one before: over a run of dozens of
         // collections, the totals between the two readings are the run's to within one of them.
-        serverAllocBytesPerReq: gcBefore === null || gcAfter === null || requests === 0 ? null : (gcAfter.allocatedBytes - gcBefore.allocatedBytes) / requests,
+        // With none in the run (a short one on a busy machine) there is nothing to read: not measured.
+        serverAllocBytesPerReq: gcBefore === null || gcAfter === null || gcAfter.collections === gcBefore.collections || requests === 0 ? null : (gcAfter.allocatedBytes - gcBefore.allocatedBytes) / requests,
         serverGcPauseUsPerReq: gcBefore === null || gcAfter === null || requests === 0 ? null : ((gcAfter.pauseMs - gcBefore.pauseMs) * 1000) / requests,
         serverPeakRssBytes: peakRssBytes(server.pid),
         serverRssParts: rssParts(server.pid),

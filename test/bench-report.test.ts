@@ -65,8 +65,13 @@ test('the QUICK report prints its tables and writes well-formed JSON, SVG and te
     for (const r of s.rates) t.true(r.measured === 1 ? (r.p99Ms?.median ?? 0) > 0 : r.skipped !== null, `${s.path} at ${r.offeredPerS}/s: neither measured nor skipped`);
     // V8's own allocation count, read from the Node servers' --trace-gc-nvp lines (nginx has none).
     if (s.path === 'nginx') t.is(s.allocKiBPerReq, null);
-    else if (s.rps!.median > 0) t.true((s.allocKiBPerReq?.median ?? 0) > 0, `${s.path}: no allocation measured`);
+    // A 1 s run on a loaded machine may see no collection at all: then it is not measured (null), never 0.
+    else t.true(s.allocKiBPerReq === null || s.allocKiBPerReq.median > 0, `${s.path}: allocation read as ${s.allocKiBPerReq?.median}`);
   }
+  t.true(
+    report.http.summaries.some((s) => (s.allocKiBPerReq?.median ?? 0) > 0),
+    'allocation measured on at least one Node server',
+  );
   t.is(report.grpc.failure, null);
   t.deepEqual(report.grpc.rounds[0]?.rows.map((r) => r.path), ['direct', 'sidecar-off', 'sidecar-async']);
   t.true(report.grpc.rounds[0]!.rows.every((r) => r.unaryPerSec >= 0 && r.bidiMsgsPerSec > 0));
