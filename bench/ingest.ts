@@ -101,6 +101,27 @@ function buildStream(s: number, count = RECORDS): Stream {
   return { hello: sync.requestSerialize({ hello }), segments, records };
 }
 
+/**
+ * The sidecar's side of a Sync stream after its Hello: WINDOW segments in flight, the next one
+ * sent as each Ack arrives, `done` after the last Ack; a Refusal fails the stream.
+ */
+function ackWindow(count: number, send: (i: number) => void, done: () => void, fail: (err: Error) => void): { onMessage(m: CollectorMessage): void; acked(): number } {
+  let sent = 0;
+  let acked = 0;
+  const fill = (): void => {
+    while (sent < count && sent - acked < WINDOW) send(sent++);
+  };
+  return {
+    onMessage(m) {
+      if ('refusal' in m) return fail(new Error(`refused: ${JSON.stringify(m.refusal)}`));
+      if ('welcome' in m) return fill();
+      if (++acked === count) done();
+      else fill();
+    },
+    acked: () => acked,
+  };
+}
+
 /** A gRPC length-prefixed message: flag 0 (not compressed), length, the message. */
 function grpcFrame(message: Buffer): Buffer {
   const framed = Buffer.allocUnsafe(5 + message.length);
@@ -127,35 +148,31 @@ function shipFramed(address: string, framed: { hello: Buffer; segments: Buffer[]
   const session = http2.connect(`http://${address}`);
   const call = session.request({ ':method': 'POST', ':path': sync.path, 'content-type': 'application/grpc', te: 'trailers' });
   return new Promise<void>((resolve, reject) => {
-    let sent = 0;
-    let acked = 0;
     let pending: Buffer = Buffer.alloc(0);
     const fail = (err: Error): void => {
       session.destroy();
       reject(err);
     };
-    const fill = (): void => {
-      while (sent < framed.segments.length && sent - acked < WINDOW) call.write(framed.segments[sent++]);
-    };
-    const onMessage = (m: CollectorMessage): void => {
-      if ('refusal' in m) return fail(new Error(`refused: ${JSON.stringify(m.refusal)}`));
-      if ('welcome' in m) return fill();
-      if (++acked === framed.segments.length) {
+    const window = ackWindow(
+      framed.segments.length,
+      (i) => call.write(framed.segments[i]),
+      () => {
         call.end();
         session.close();
         resolve();
-      } else fill();
-    };
+      },
+      fail,
+    );
     call.on('data', (chunk: Buffer) => {
       pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
       while (pending.length >= 5 && pending.length >= 5 + pending.readUInt32BE(1)) {
         const end = 5 + pending.readUInt32BE(1);
-        onMessage(sync.responseDeserialize(pending.subarray(5, end)) as CollectorMessage);
+        window.onMessage(sync.responseDeserialize(pending.subarray(5, end)) as CollectorMessage);
         pending = pending.subarray(end);
       }
     });
     call.on('trailers', (trailers) => {
-      if (acked < framed.segments.length) fail(new Error(`stream ended after ${acked} acks: grpc-status ${String(trailers['grpc-status'])} ${String(trailers['grpc-message'] ?? '')}`));
+      if (window.acked() < framed.segments.length) fail(new Error(`stream ended after ${window.acked()} acks: grpc-status ${String(trailers['grpc-status'])} ${String(trailers['grpc-message'] ?? '')}`));
     });
     call.on('error', fail);
     session.on('error', fail);
@@ -175,20 +192,17 @@ function shipGrpcJs(address: string, stream: Stream): Promise<void> {
   const client = new Client(address, grpc.credentials.createInsecure(), { 'grpc.max_send_message_length': 64 * 1024 * 1024, 'grpc.use_local_subchannel_pool': 1 });
   const call = (client as unknown as { Sync(): grpc.ClientDuplexStream<Buffer, CollectorMessage> }).Sync();
   return new Promise((resolve, reject) => {
-    let sent = 0;
-    let acked = 0;
-    const fill = (): void => {
-      while (sent < stream.segments.length && sent - acked < WINDOW) call.write(stream.segments[sent++]);
-    };
-    call.on('data', (m: CollectorMessage) => {
-      if ('refusal' in m) return reject(new Error(`refused: ${JSON.stringify(m.refusal)}`));
-      if ('welcome' in m) return fill();
-      if (++acked === stream.segments.length) {
+    const window = ackWindow(
+      stream.segments.length,
+      (i) => call.write(stream.segments[i]),
+      () => {
         call.end();
         client.close();
         resolve();
-      } else fill();
-    });
+      },
+      reject,
+    );
+    call.on('data', window.onMessage);
     call.on('error', reject);
     call.write(stream.hello);
   });
