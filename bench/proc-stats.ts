@@ -30,9 +30,10 @@ export function mainThreadCpuTimeMs(pid: number): number | null {
 }
 
 /**
- * CPU time of each thread of a process so far, in ms, keyed "name tid" (the thread's name: node
- * names its event loop thread after the process, workers "WorkerThread", V8's helpers
- * "V8Worker"; lmdb-js's write thread keeps the process name), from /proc/<pid>/task; empty where there is no /proc.
+ * CPU time of each thread of a process so far, in ms, keyed "name tid", from /proc/<pid>/task;
+ * empty where there is no /proc. Node 20 leaves its threads unnamed, so every one reads `node`
+ * (the profiler's read `v8:ProfEvntProc`): the event loop is the tid equal to the pid, and the
+ * rest are told apart by their share (bench/README.md reads them for the ingest benchmark).
  */
 export function threadCpuMs(pid: number): Map<string, number> {
   const out = new Map<string, number>();
