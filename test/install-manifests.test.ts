@@ -155,5 +155,7 @@ test('deploy/: the container build file uses a glibc Node 20 base and copies onl
     for (const source of m[1]!.trim().split(/\s+/)) t.true(existsSync(join(ROOT, source)), `COPY source ${source}`);
   }
   t.regex(dockerfile, /COPY deploy\/init\/iptables\.sh deploy\/init\/iptables\.sh/);
+  // postinstall applies patches/ (the LMDB fix) during npm ci: they must be in the build stage first.
+  t.true(dockerfile.includes('COPY patches patches') && dockerfile.indexOf('COPY patches patches') < dockerfile.indexOf('RUN npm ci'), 'patches/ is copied before npm ci');
   t.true(dockerfile.includes(`\nWORKDIR ${IMAGE_APP_DIR}\n`), `the image keeps the app in ${IMAGE_APP_DIR}`);
 });

@@ -76,7 +76,7 @@ export function openCollectorStores(env: RootDatabase): CollectorStores {
 export function openLmdbStore(dir: string, onMigrating?: () => void): CollectorStore & { readonly stores: CollectorStores; readonly migrated: LayoutMigration | null } {
   mkdirSync(dir, { recursive: true });
   // As the journal opens its own (lmdb-writer.ts): one explicit batch() per run, each with its own
-  // `flushed`, and no overlapping sync, which loses commits when another process opens the store.
+  // `flushed`; overlapping sync, so a commit's fsync overlaps the next commit.
   const env = open({ path: realpathSync(dir), ...LMDB_WRITER_OPTIONS });
   const stores = openCollectorStores(env);
   let migrated: LayoutMigration | null;
@@ -87,7 +87,7 @@ export function openLmdbStore(dir: string, onMigrating?: () => void): CollectorS
     throw err;
   }
   const span = { ms: stores.meta.get(MAX_SPAN) ?? 0 };
-  /** Settles once the write is flushed to disk (without overlapping sync a commit already is; `flushed` says so either way). */
+  /** Settles once the write is flushed to disk: an Ack means flushed. */
   const durable = async (write: Promise<unknown> & { flushed?: PromiseLike<unknown> }): Promise<void> => {
     await write;
     await (write.flushed ?? stores.env.flushed);

@@ -7,13 +7,10 @@
  *   one explicit batch() instead.
  * - separateFlushed: each commit carries its own `flushed`, because db.flushed never settles once
  *   any later commit fails.
- * - overlappingSync off (lmdb-js's default on Linux is on): with it on, another process opening
- *   the environment while commits go on (`auditmesh verify` run against a live journal or store,
- *   a backup) makes the writer lose transactions it has already reported committed, or fail
- *   with MDB_PROBLEM "mdb_page_touch no parent". Measured with lmdb-js 3.5.6: 3,000 one-entry
- *   commits with read-only openers in a loop lost 1-2 commits in each of 4 runs; with it off, none
- *   in 10. Not all of it: the journal's own version of that test (1,500 strict commits) still lost
- *   one commit in 17 runs under heavy CPU load, and once in CI, so the loss is rarer, not gone; the
- *   cause of the rest is not found. A commit now resolves once it is on disk.
+ * - overlappingSync on (lmdb-js's default on Linux): a commit resolves once written and its
+ *   `flushed` once on disk; every acknowledgement waits for `flushed`. It was off for a while,
+ *   while another process opening a live environment made the writer lose acknowledged commits;
+ *   the cause was LMDB's own (ITS#9496, lmdb-build.ts), fixed by the patched build, and turning
+ *   overlapping sync off had only made the race rarer.
  */
-export const LMDB_WRITER_OPTIONS = { eventTurnBatching: false, separateFlushed: true, overlappingSync: false } as const;
+export const LMDB_WRITER_OPTIONS = { eventTurnBatching: false, separateFlushed: true, overlappingSync: true } as const;
