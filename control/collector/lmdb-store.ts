@@ -76,7 +76,7 @@ export function openCollectorStores(env: RootDatabase): CollectorStores {
 export function openLmdbStore(dir: string, onMigrating?: () => void): CollectorStore & { readonly stores: CollectorStores; readonly migrated: LayoutMigration | null } {
   mkdirSync(dir, { recursive: true });
   // As the journal opens its own (lmdb-writer.ts): one explicit batch() per run, each with its own
-  // `flushed`; overlapping sync, so a commit's fsync overlaps the next commit.
+  // `flushed`, and no overlapping sync: a commit is on disk when it resolves.
   const env = open({ path: realpathSync(dir), ...LMDB_WRITER_OPTIONS });
   const stores = openCollectorStores(env);
   let migrated: LayoutMigration | null;
