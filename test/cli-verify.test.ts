@@ -18,6 +18,17 @@ test('auditmesh verify: exit 0 and a summary line; the anchors from outside pass
   t.regex(r.stdout, new RegExp(`^30 records in \\d+ batches verified, head ${head} \\(seq 30\\), signed by ${key.keyId}; 1 boot epochs, \\d+ checkpoints\\n$`));
 });
 
+test('auditmesh verify warns when its LMDB lacks the fix of ITS#9496 (lmdb-js made to load its prebuilt binary), and is quiet otherwise', async (t) => {
+  const journalDir = join(await tempDir(t), 'journal');
+  await writeJournal({ journalDir, signingKey: key }, 1, 3);
+  const patched = await runCli(['verify', journalDir]);
+  t.is(patched.code, 0);
+  t.is(patched.stderr, '');
+  const prebuilt = await runCli(['verify', journalDir], { env: { PREBUILDS_ONLY: '1' } });
+  t.is(prebuilt.code, 0, 'the verdict itself does not change');
+  t.regex(prebuilt.stderr, /^auditmesh verify: warning: PREBUILDS_ONLY is set: .*ITS#9496.*its writer lose commits it has acknowledged\n$/);
+});
+
 test('auditmesh verify: exit 1 naming the first record that fails; -o json says the same', async (t) => {
   const journalDir = join(await tempDir(t), 'journal');
   await writeJournal({ journalDir, signingKey: key, maxBatchRecords: 8 }, 3, 10);
