@@ -35,6 +35,8 @@ export interface PathSummary {
   rounds: number;
   failure: string | null;
   rps: Spread | null;
+  /** Each round's req/s, in round order (a path that failed stops early): paired ratios read these. */
+  rpsRounds: number[];
   p50Ms: Spread | null;
   p99Ms: Spread | null;
   errors: number;
@@ -97,6 +99,19 @@ function summarizeRate(runs: readonly Measurement[], directRuns: readonly Measur
   };
 }
 
+/**
+ * a's req/s over b's, round by round (both measured in the same round, minutes apart at most),
+ * and their median: on a machine whose speed drifts between minutes, the ratio of the two paths'
+ * medians can pair a fast minute with a slow one. Null when no round measured both.
+ */
+export function pairedRatios(a: PathSummary | undefined, b: PathSummary | undefined): { rounds: number[]; median: number } | null {
+  if (a === undefined || b === undefined) return null;
+  const rounds: number[] = [];
+  for (let i = 0; i < Math.min(a.rpsRounds.length, b.rpsRounds.length); i++) if (b.rpsRounds[i]! > 0) rounds.push(a.rpsRounds[i]! / b.rpsRounds[i]!);
+  const s = spread(rounds);
+  return s === null ? null : { rounds, median: s.median };
+}
+
 /** One summary per path, in the order measured; rates in the order of `rates`. */
 export function summarize(outcomes: ReadonlyMap<PathName, Outcome>, rates: readonly number[]): PathSummary[] {
   const directRuns = outcomes.get('direct')?.runs ?? [];
@@ -105,6 +120,7 @@ export function summarize(outcomes: ReadonlyMap<PathName, Outcome>, rates: reado
     rounds: runs.length,
     failure: failure ?? null,
     rps: spread(runs.map((r) => r.rps)),
+    rpsRounds: runs.map((r) => r.rps),
     p50Ms: spread(runs.map((r) => r.latencyP50Ms)),
     p99Ms: spread(runs.map((r) => r.latencyP99Ms)),
     errors: runs.reduce((sum, r) => sum + r.errors + r.non2xx, 0),
