@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { ROOT } from './helpers/child.js';
 import { verifyDir, writeJournal } from './helpers/journal.js';
 import { tempDir } from './helpers/sidecar.js';
+import { startSidecarProcess } from './helpers/sidecar-process.js';
 import { lmdbBuild } from '../proxy/journal/lmdb-build.js';
 
 // Another process opening a live journal (`auditmesh verify` in the pod, a backup) must not cost
@@ -30,6 +31,17 @@ function openElsewhere(dir: string): Promise<number | null> {
     child.once('exit', (code) => resolve(code));
   });
 }
+
+test('a sidecar on an LMDB without the fix says so at start; on the patched one it does not', async (t) => {
+  const said = /"level":"error","msg":"lmdb is not the patched build: another process opening the journal/;
+  const prebuilt = await startSidecarProcess(t, { appPort: 9, env: { PREBUILDS_ONLY: '1' } });
+  await prebuilt.running.waitFor(said, 30_000);
+  const patched = await startSidecarProcess(t, { appPort: 9 });
+  await patched.stop();
+  t.notRegex(patched.running.output().stdout + patched.running.output().stderr, said);
+  await prebuilt.stop();
+  t.pass();
+});
 
 test('a journal keeps every commit while other processes open it and read it', async (t) => {
   const journalDir = join(await tempDir(t), 'journal');
