@@ -28,7 +28,7 @@ import { loadOrCreateSecret } from './keys.js';
 import { openShipper } from './ship/open-shipper.js';
 import type { Shipper } from './ship/shipper.js';
 import { createLogger, type Logger } from './log.js';
-import { lmdbBuild, UNPATCHED_RISK } from './journal/lmdb-build.js';
+import { logIfUnpatched } from './journal/lmdb-build.js';
 
 /** A running sidecar: its bound ports, its audit pipeline and metrics, and a way to stop it. */
 export interface Sidecar {
@@ -137,8 +137,7 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
   };
   for (const p of Object.values(ports)) if (p !== undefined) ownPorts.add(p);
   log('info', 'sidecar listening', { service: config.service, ...ports, app_port: config.appPort, audit_mode: config.auditMode, journal: config.journalDir });
-  const build = lmdbBuild();
-  if (config.auditMode !== 'off' && !build.patched) log('error', `lmdb is not the patched build: ${UNPATCHED_RISK}`, { problem: build.problem });
+  if (config.auditMode !== 'off') logIfUnpatched(log);
 
   const connections = new Set<net.Socket>();
   for (const s of servers) s.on('connection', (socket: net.Socket) => (connections.add(socket), socket.once('close', () => connections.delete(socket))));

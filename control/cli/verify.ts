@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { formatHelp, parseFlags, UsageError, type FlagSpec } from '../../proxy/config/flags.js';
-import { lmdbBuild, UNPATCHED_RISK } from '../../proxy/journal/lmdb-build.js';
+import { lmdbBuild, unpatchedRisk } from '../../proxy/journal/lmdb-build.js';
 import { withSnapshot } from '../../proxy/journal/read-journal.js';
 import { verifySnapshot, type VerifyOptions, type VerifyReport } from '../../proxy/journal/verify-journal.js';
 import { isCollectorStore, verifyStoreDir, type StoreReport } from '../collector/verify-store.js';
@@ -48,7 +48,7 @@ export async function verifyMain(argv: readonly string[], io: CommandIO): Promis
   }
   // LMDB's ITS#9496 runs in the process that opens the environment: this one.
   const build = lmdbBuild();
-  if (!build.patched) io.stderr.write(`auditmesh verify: warning: ${build.problem}. Opening a journal or store that is being written from this install: ${UNPATCHED_RISK.replace('this process', 'its writer')}\n`);
+  if (!build.patched) io.stderr.write(`auditmesh verify: warning: ${build.problem}. Opening a journal or store that is being written from this install: ${unpatchedRisk('its writer')}\n`);
   if (await isCollectorStore(args.path).catch(() => false)) return verifyStoreMain(args, io);
   let report: VerifyReport;
   try {

@@ -13,7 +13,7 @@ import type { AlertOptions } from '../../proxy/alerts/alerting.js';
 import { defaultAlertOptions } from '../../proxy/alerts/alert-flags.js';
 import { Ingest } from './ingest.js';
 import { openLmdbStore } from './lmdb-store.js';
-import { lmdbBuild, UNPATCHED_RISK } from '../../proxy/journal/lmdb-build.js';
+import { logIfUnpatched } from '../../proxy/journal/lmdb-build.js';
 import type { StoredRun } from './sidecar-chain.js';
 import { heartbeatTally, sidecarStatus, type SidecarStatus } from './sidecar-status.js';
 import { createSyncHandler } from './sync-server.js';
@@ -82,8 +82,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   const heartbeatIntervalMs = config.heartbeatIntervalMs ?? CHECKPOINT_INTERVAL_MS;
   // A large store takes a while: the collector listens only once it is migrated.
   const store = openLmdbStore(config.storeDir, () => log('info', 'collector store has the one-value-per-record layout of an earlier version: migrating it in place before serving', { store: config.storeDir }));
-  const build = lmdbBuild();
-  if (!build.patched) log('error', `lmdb is not the patched build: ${UNPATCHED_RISK}`, { problem: build.problem });
+  logIfUnpatched(log);
   if (store.migrated !== null) log('info', 'collector store migrated to the one-value-per-batch layout', { store: config.storeDir, ...store.migrated });
   const feed = createLiveFeed<StoredRun>({ onListenerError: (err) => log('error', 'collector onStored listener threw', { err: (err as Error)?.message }) });
   const hasher = createHashPool(config.hashThreads);

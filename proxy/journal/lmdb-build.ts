@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { Logger } from '../log.js';
 
 /**
  * Whether lmdb-js runs the LMDB that auditmesh patches (patches/lmdb+3.5.6.patch, applied and
@@ -43,5 +44,13 @@ function check(): LmdbBuild {
   return { patched: true };
 }
 
-/** The one sentence a process logs at start when the build is not the patched one. */
-export const UNPATCHED_RISK = 'another process opening the journal or store while it is written (auditmesh verify, a backup) can make this process lose commits it has acknowledged';
+/** What an unpatched build risks, said of `writer` (this process, or a journal's writer). */
+export function unpatchedRisk(writer: string): string {
+  return `another process opening the journal or store while it is written (auditmesh verify, a backup) can make ${writer} lose commits it has acknowledged`;
+}
+
+/** The error line a writer (sidecar, collector) logs at start when its LMDB is not the patched build. */
+export function logIfUnpatched(log: Logger): void {
+  const build = lmdbBuild();
+  if (!build.patched) log('error', `lmdb is not the patched build: ${unpatchedRisk('this process')}`, { problem: build.problem });
+}
