@@ -28,6 +28,7 @@ import { cpuTimeMs, mainThreadCpuTimeMs, minorFaults, threadCpuMs } from './proc
 import { openLmdbStore } from '../control/collector/lmdb-store.js';
 import type { SidecarState, StoredLink } from '../control/collector/collector-store.js';
 import { indexRecord } from '../control/collector/record-index.js';
+import { encodeLinks } from '../control/collector/encoded-batch.js';
 
 const STREAMS = Number(process.env.STREAMS ?? 4);
 const RECORDS = Number(process.env.RECORDS ?? 100_000);
@@ -244,7 +245,7 @@ async function rawLmdbPut(dir: string, streams: Stream[]): Promise<number> {
 
 /**
  * Baseline 2: the collector's own store (lmdb-store.ts) taking the same records with their index
- * entries (computed beforehand, not timed), one append per segment: the floor under ingest, which
+ * entries encoded beforehand, as ingest's workers do (not timed), one append per segment: the floor under ingest, which
  * adds gRPC, hashing, verification and acks on top.
  */
 async function storeAppend(dir: string, streams: Stream[]): Promise<number> {
@@ -259,7 +260,7 @@ async function storeAppend(dir: string, streams: Stream[]): Promise<number> {
         const count = Math.min(BATCH, records.length - at);
         links.push({ batch: (k * per + at) / BATCH + 1, first_seq: records[at].seq, count, kind: 'records', root: '', sealed_unix_ms: 0, epoch: 1, head: '' });
       }
-      return { sidecar: { id: `bench-${n}` } as SidecarState, links, records };
+      return { sidecar: { id: `bench-${n}` } as SidecarState, links, batches: encodeLinks(`bench-${n}`, links, records) };
     }),
   );
   const started = performance.now();

@@ -1,8 +1,10 @@
 import test from 'ava';
 import { join } from 'node:path';
+import * as lmdb from 'lmdb';
 import { open } from 'lmdb';
 import { BatchBlob, encodeBatchBlob } from '../control/collector/batch-blob.js';
-import type { IncomingRecord, SidecarState, StoredLink } from '../control/collector/collector-store.js';
+import type { SidecarState, StoredLink } from '../control/collector/collector-store.js';
+import { batchEntries, encodeBatch, encodeLinks } from '../control/collector/encoded-batch.js';
 import { openCollectorStores, openLmdbStore } from '../control/collector/lmdb-store.js';
 import { indexRecord } from '../control/collector/record-index.js';
 import { matchesQuery, parseRecordQuery, runQuery, type CollectedRecord } from '../control/collector/record-query.js';
@@ -66,7 +68,7 @@ async function filledStore(dir: string, planned: Planned[]): Promise<void> {
   for (const sidecar of ['pod-a', 'pod-b']) {
     const mine = planned.filter((p) => p.sidecar === sidecar);
     for (let from = 0; from < mine.length; from += 4 * BATCH) {
-      const records: IncomingRecord[] = mine.slice(from, from + 4 * BATCH).map((p) => {
+      const records = mine.slice(from, from + 4 * BATCH).map((p) => {
         const bytes = recordBytes(p);
         return { seq: p.seq, bytes, index: indexRecord(bytes) };
       });
@@ -74,7 +76,7 @@ async function filledStore(dir: string, planned: Planned[]): Promise<void> {
       for (let at = 0; at < records.length; at += BATCH) {
         links.push({ batch: (records[at].seq - 1) / BATCH + 1, first_seq: records[at].seq, count: Math.min(BATCH, records.length - at), kind: 'records', root: '', sealed_unix_ms: 0, epoch: 1, head: '' });
       }
-      await store.append({ sidecar: states.get(sidecar)!, links, records });
+      await store.append({ sidecar: states.get(sidecar)!, links, batches: encodeLinks(sidecar, links, records) });
     }
   }
   await store.close();
@@ -155,4 +157,33 @@ test('collector store: an earlier-layout store whose records its links do not co
   const after = open({ path: dir, readOnly: true });
   t.true(Array.from(after.getKeys(), String).includes('records'), 'the old records are still there');
   await after.close();
+});
+
+// Exported by lmdb-js (ordered-binary's toBufferKey and fromBufferKey), missing from its type declarations.
+const { keyValueToBuffer, bufferToKeyValue } = lmdb as unknown as { keyValueToBuffer(key: unknown): Buffer; bufferToKeyValue(key: Buffer): unknown };
+
+test('collector store: a batch encoded for the store carries the index keys lmdb-js itself writes, and its exchanges grouped', (t) => {
+  const records = plan()
+    .filter((p) => p.sidecar === 'pod-a')
+    .slice(0, BATCH)
+    .map((p) => ({ p, bytes: recordBytes(p) }));
+  // A record that is not JSON is stored, unindexed; one with a multi-byte request id is indexed by it.
+  const odd = [Buffer.from('not json'), Buffer.from(JSON.stringify({ 'audit.service': 'checkout', 'audit.start_unix_ms': T0, 'audit.request_id': 'zähler-✓', 'audit.direction': 'outbound', 'audit.phase': 'final' }))];
+  const b = encodeBatch('pod-a', 7, 97, [...records.map(({ bytes }) => ({ bytes, index: indexRecord(bytes) })), ...odd.map((bytes) => ({ bytes, index: indexRecord(bytes) }))]);
+  t.like(b, { batch: 7, firstSeq: 97, count: BATCH + 2 });
+  const entries = batchEntries(b).map(({ db, key }) => ({ db, key: bufferToKeyValue(key) as unknown[], bytes: key }));
+  // Byte for byte what lmdb-js encodes for the same array (its own export of ordered-binary).
+  for (const e of entries) t.is(e.bytes.toString('hex'), Buffer.from(keyValueToBuffer(e.key)).toString('hex'), JSON.stringify(e.key));
+  const max = Math.max(...records.map(({ p }) => p.start), T0);
+  t.deepEqual(
+    entries.filter((e) => e.db === 'byCorrelation').map((e) => e.key),
+    [...records.map(({ p }, i) => [p.requestId, p.start, 'pod-a', 7, i]), ['zähler-✓', T0, 'pod-a', 7, BATCH + 1]],
+  );
+  t.deepEqual(entries.filter((e) => e.db === 'errors').map((e) => e.key), records.flatMap(({ p }, i) => (p.status >= 500 ? [[p.start, 'pod-a', 7, i]] : [])));
+  t.deepEqual(entries.filter((e) => e.db === 'byTime').map((e) => e.key), [[max, 'pod-a', 7]]);
+  t.deepEqual(entries.filter((e) => e.db === 'byService').map((e) => e.key[0]).sort(), ['checkout', 'inventory', 'payments']);
+  t.is(b.span, max - Math.min(...records.map(({ p }) => p.start), T0));
+  t.deepEqual(new BatchBlob(b.blob).all(), [...records.map(({ bytes }) => bytes), ...odd]);
+  // Only records with audit.phase final are exchanges: the one odd record here.
+  t.deepEqual(b.exchanges.map((g) => ({ ...g, ends: Array.from(g.ends) })), [{ peer: undefined, direction: 'outbound', method: undefined, failed: false, ends: [T0] }]);
 });

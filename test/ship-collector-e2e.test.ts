@@ -176,7 +176,7 @@ test('acks lost: the connection cut after the collector stored a segment and bef
   let cuts = 0;
   // onStored runs as the store settles, before the Ack is written: the Ack never reaches the sidecar.
   const off = collector.onStored((run) => {
-    if (cuts < 3 && run.records.length > 0) cuts += relay.cut() > 0 ? 1 : 0;
+    if (cuts < 3 && run.batches.length > 0) cuts += relay.cut() > 0 ? 1 : 0;
   });
   t.teardown(off);
   const sent = await traffic(s, 'lost', 120);

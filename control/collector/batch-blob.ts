@@ -22,7 +22,8 @@ export function encodeBatchBlob(firstSeq: number, records: readonly BlobRecord[]
   const head = HEAD + n * 12;
   let size = head;
   for (const r of records) size += r.bytes.length;
-  const blob = Buffer.allocUnsafe(size);
+  // Its own memory, never the shared pool's: a hashing worker transfers it to the event loop.
+  const blob = Buffer.allocUnsafeSlow(size);
   blob.writeUInt32LE(n, 0);
   blob.writeDoubleLE(firstSeq, 4);
   let end = 0;

@@ -1,7 +1,7 @@
 import type { BatchHeader } from '../../proxy/journal/read-journal.js';
 import type { ChainPosition } from '../../proxy/journal/link-verifier.js';
 import type { RefusalCode } from '../proto/sync-wire.js';
-import type { RecordIndex } from './record-index.js';
+import type { EncodedBatch } from './encoded-batch.js';
 
 /**
  * The seam between the collector's ingest and where it keeps things (DESIGN.md, "Scale beyond one
@@ -50,19 +50,13 @@ export interface LostRange {
   recorded_unix_ms: number;
 }
 
-/** A record to store: its sequence number, canonical bytes and index entry (null: not JSON, stored unindexed). */
-export interface IncomingRecord {
-  seq: number;
-  bytes: Buffer;
-  index: RecordIndex | null;
-}
-
 /** One verified run of links of one sidecar, stored all or nothing. */
 export interface VerifiedAppend {
   /** The sidecar's state once this append is stored. */
   sidecar: SidecarState;
   links: StoredLink[];
-  records: IncomingRecord[];
+  /** Each records link's batch, in the order of `links`, encoded for the store (encoded-batch.ts). */
+  batches: EncodedBatch[];
 }
 
 /** A refused segment, kept as evidence (never as valid records). */

@@ -2,12 +2,12 @@ import { availableParallelism } from 'node:os';
 import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
-import type { RecordIndex } from './record-index.js';
+import { received, type EncodedBatch } from './encoded-batch.js';
 import type { HashOutcome, HashTask } from './workers/hash-segment.js';
 
 /**
  * The collector's hashing pool: piscina workers that hash and index a segment's records
- * (workers/hash-segment.ts). One task per segment, so a task's round trip is shared by thousands
+ * (workers/hash-segment.ts), and encode each batch for the store. One task per segment, so a task's round trip is shared by thousands
  * of records; the records go over in one transferred buffer, one copy each on the main thread.
  */
 
@@ -17,13 +17,20 @@ export interface HashedSegment {
   roots: string[];
   /** Per records link, its records' leaf hashes (32 bytes each, concatenated). */
   leaves: Buffer[];
-  /** Per record, in order. */
-  index: (RecordIndex | null)[];
+  /** Per records link, its batch encoded for the store. */
+  batches: EncodedBatch[];
+}
+
+/** A records link to hash: its place in the chain and its records' canonical bytes. */
+export interface LinkToHash {
+  batch: number;
+  firstSeq: number;
+  records: readonly Uint8Array[];
 }
 
 export interface HashPool {
-  /** Hashes and indexes the records of each records link (`links[k]` is link k's records). */
-  hash(links: readonly (readonly Uint8Array[])[]): Promise<HashedSegment>;
+  /** Hashes, indexes and encodes the records of each records link of sidecar `sidecar`. */
+  hash(sidecar: string, links: readonly LinkToHash[]): Promise<HashedSegment>;
   close(): Promise<void>;
 }
 
@@ -39,10 +46,10 @@ function workerFilename(): string {
 }
 
 /** One buffer: a spare byte before each record (the leaf prefix goes there), and the offsets of those bytes. */
-function packRecords(links: readonly (readonly Uint8Array[])[]): HashTask {
+function packRecords(sidecar: string, links: readonly LinkToHash[]): HashTask {
   let n = 0;
   let size = 0;
-  for (const records of links) {
+  for (const { records } of links) {
     n += records.length;
     for (const r of records) size += 1 + r.length;
   }
@@ -50,7 +57,7 @@ function packRecords(links: readonly (readonly Uint8Array[])[]): HashTask {
   const offsets = new Uint32Array(n + 1);
   let at = 0;
   let i = 0;
-  for (const records of links) {
+  for (const { records } of links) {
     for (const r of records) {
       offsets[i++] = at;
       bytes.set(r, at + 1);
@@ -58,20 +65,20 @@ function packRecords(links: readonly (readonly Uint8Array[])[]): HashTask {
     }
   }
   offsets[n] = at;
-  return { bytes: bytes.buffer as ArrayBuffer, offsets, counts: links.map((l) => l.length) };
+  return { bytes: bytes.buffer as ArrayBuffer, offsets, sidecar, links: links.map((l) => ({ batch: l.batch, firstSeq: l.firstSeq, count: l.records.length })) };
 }
 
 export function createHashPool(threads = defaultHashThreads()): HashPool {
   const pool = new Piscina<HashTask, HashOutcome>({ filename: workerFilename(), minThreads: threads, maxThreads: threads, idleTimeout: Number.POSITIVE_INFINITY });
   return {
-    async hash(links) {
-      const task = packRecords(links);
+    async hash(sidecar, links) {
+      const task = packRecords(sidecar, links);
       const out = await pool.run(task, { transferList: [task.bytes, task.offsets.buffer as ArrayBuffer] });
       if (!out.ok) throw new Error(`hashing worker refused the segment: ${out.error}`);
       const all = Buffer.from(out.leaves);
       const leaves: Buffer[] = [];
-      for (let at = 0, k = 0; k < links.length; at += links[k++].length) leaves.push(all.subarray(at * 32, (at + links[k].length) * 32));
-      return { roots: out.roots, leaves, index: out.index };
+      for (let at = 0, k = 0; k < links.length; at += links[k++].records.length) leaves.push(all.subarray(at * 32, (at + links[k].records.length) * 32));
+      return { roots: out.roots, leaves, batches: out.batches.map(received) };
     },
     close: () => pool.close(),
   };

@@ -5,6 +5,7 @@ import type { CollectorStore } from './collector-store.js';
 import type { FleetAnomaly } from './fleet-alerts.js';
 import { collectedRecord, parseRecordQuery, QueryError, runQuery } from './record-query.js';
 import type { StoredRun } from './sidecar-chain.js';
+import { BatchBlob } from './batch-blob.js';
 import type { SidecarStatus } from './sidecar-status.js';
 
 /**
@@ -95,9 +96,13 @@ function drainedOrClosed(res: http.ServerResponse): Promise<void> {
 function tail(deps: HttpApiDeps, res: http.ServerResponse): void {
   serveEventStream(res, (send) =>
     deps.subscribe((run) => {
-      for (const r of run.records) {
-        const rec = collectedRecord({ sidecar: run.sidecar.id, seq: r.seq, bytes: r.bytes });
-        if (rec !== null) send(`${run.sidecar.id}:${r.seq}`, JSON.stringify(rec));
+      for (const b of run.batches) {
+        const blob = new BatchBlob(b.blob);
+        for (let i = 0; i < blob.count; i++) {
+          const seq = blob.firstSeq + i;
+          const rec = collectedRecord({ sidecar: run.sidecar.id, seq, bytes: blob.bytes(i) });
+          if (rec !== null) send(`${run.sidecar.id}:${seq}`, JSON.stringify(rec));
+        }
       }
     }),
   );

@@ -2,7 +2,7 @@ import { GENESIS_HEAD, heartbeatSigningInput, helloSigningInput, keyIdOf, public
 import { ChainBroken, fail, LinkVerifier, recordsRoot, type ResolvedKey } from '../../proxy/journal/link-verifier.js';
 import type { BatchHeader } from '../../proxy/journal/read-journal.js';
 import type { Hello, Heartbeat, Segment, WireLink } from '../proto/sync-wire.js';
-import type { CollectorStore, IncomingRecord, LostRange, SidecarState, StoredLink } from './collector-store.js';
+import type { CollectorStore, LostRange, SidecarState, StoredLink } from './collector-store.js';
 import type { HashPool } from './hash-pool.js';
 import { SidecarChain, type StoredRun } from './sidecar-chain.js';
 import { segmentHeaders } from './wire-links.js';
@@ -126,9 +126,10 @@ export class Ingest {
     const fresh = headers.length - held.length;
     const last = headers[headers.length - 1];
     if (fresh === 0) return { stored: chain.settled(), through_batch: last.batch, head: last.head, links: headers.length, duplicates: held.length, records: 0, lost: null };
-    // Leaf hashes, roots and index entries in a worker; here only roots and heads are compared.
+    // Leaf hashes, roots, index entries and the batches' values in a worker; here only roots and heads are compared.
     const tip = chain.tip;
-    const hashed = await this.#hasher.hash(wire.slice(held.length).flatMap((w) => (w.kind === 'records' ? [w.records] : [])));
+    const toHash = headers.slice(held.length).flatMap((h, j) => (h.kind === 'records' ? [{ batch: h.batch, firstSeq: h.first_seq, records: wire[held.length + j].records }] : []));
+    const hashed = await this.#hasher.hash(chain.state.id, toHash);
     // Only this stream moves the tip between its own segments; anything else (a newer stream of the
     // same sidecar, a failed commit) makes this segment's place in the chain stale.
     if (chain.tip !== tip) fail({ code: 'gap', batch: headers[held.length].batch, problem: `the chain of sidecar ${chain.state.id} moved while batch ${headers[held.length].batch} was verified: a newer stream took it over` });
@@ -137,8 +138,8 @@ export class Ingest {
     // The first link after a loss sets the sequence numbers, as for a chain first seen after pruning.
     const start = lost === null ? chain.tip : { last_batch: lost.to_batch, last_seq: undefined, head: lost.base_head, last_signed: lost.to_batch };
     const verifier = new LinkVerifier(start, { keyFor: (keyId, batch) => pinnedKey(chain, keyId, batch) });
-    const records: IncomingRecord[] = [];
     const links: StoredLink[] = [];
+    let records = 0;
     for (let i = held.length, k = 0; i < headers.length; i++) {
       const h = headers[i];
       if (h.kind !== 'records') {
@@ -148,13 +149,12 @@ export class Ingest {
       }
       verifier.next(h, { root: hashed.roots[k] });
       links.push({ ...h, leaves: hashed.leaves[k++] });
-      // hashed.index runs over every record of the fresh links, in order: records.length is the position.
-      wire[i].records.forEach((bytes, j) => records.push({ seq: h.first_seq + j, bytes, index: hashed.index[records.length] }));
+      records += h.count;
     }
     chain.tip = { ...verifier.position };
     if (lost !== null) chain.lost = [...chain.lost, lost];
     const sidecar: SidecarState = { ...chain.state, position: chain.tip, last_seen_unix_ms: Date.now(), ...(chain.lost.length > 0 ? { lost: chain.lost } : {}) };
-    return { stored: chain.write({ sidecar, links, records }), through_batch: last.batch, head: last.head, links: headers.length, duplicates: held.length, records: records.length, lost };
+    return { stored: chain.write({ sidecar, links, batches: hashed.batches }), through_batch: last.batch, head: last.head, links: headers.length, duplicates: held.length, records, lost };
   }
 
   /** Links the collector already verified: each must be what it holds (else a fork), records included. */

@@ -2,9 +2,10 @@ import { mkdirSync, realpathSync } from 'node:fs';
 import { open, type Database, type Key, type RootDatabase } from 'lmdb';
 import { LMDB_WRITER_OPTIONS } from '../../proxy/journal/lmdb-writer.js';
 import { databaseBytes } from '../../proxy/journal/retention.js';
-import { BatchBlob, encodeBatchBlob } from './batch-blob.js';
+import { BatchBlob } from './batch-blob.js';
+import { INDEX_DBS, type EncodedBatch } from './encoded-batch.js';
 import { migrateRecordLayout, type LayoutMigration } from './store-migration.js';
-import type { CollectorStore, Evidence, IncomingRecord, RecordQuery, SidecarState, StoredLink, StoredRecord, VerifiedAppend } from './collector-store.js';
+import type { CollectorStore, Evidence, RecordQuery, SidecarState, StoredLink, StoredRecord, VerifiedAppend } from './collector-store.js';
 
 /**
  * The collector's embedded store: one LMDB environment (--store), so a collector runs with no
@@ -138,40 +139,26 @@ export const MAX_SPAN = 'max_span_ms';
 
 function writeRun(stores: CollectorStores, run: VerifiedAppend, span: { ms: number }): void {
   const id = run.sidecar.id;
-  let at = 0;
+  let k = 0;
   for (const link of run.links) {
     void stores.links.put([id, link.batch], link);
     if (link.kind !== 'records') continue;
-    const records = run.records.slice(at, (at += link.count));
-    if (records.length !== link.count || (link.count > 0 && records[0].seq !== link.first_seq)) throw new Error(`batch ${link.batch} of sidecar ${id}: the run does not hold its ${link.count} records from seq ${link.first_seq}`);
-    writeBatch(stores, id, link, records, span);
+    const batch = run.batches[k++];
+    if (batch?.batch !== link.batch || batch.count !== link.count || batch.firstSeq !== link.first_seq) throw new Error(`batch ${link.batch} of sidecar ${id}: the run does not hold its ${link.count} records from seq ${link.first_seq}`);
+    writeBatch(stores, id, batch, span);
   }
+  if (k !== run.batches.length) throw new Error(`a run of sidecar ${id} holds ${run.batches.length} batches for ${k} records links`);
   void stores.sidecars.put(id, run.sidecar);
 }
 
-/** A records link's records and their index entries (its link is written by the caller). */
-export function writeBatch(stores: CollectorStores, id: string, link: StoredLink, records: readonly IncomingRecord[], span: { ms: number }): void {
-  const batch = link.batch;
-  void stores.batches.put([id, batch], encodeBatchBlob(link.first_seq, records.map((r) => ({ bytes: r.bytes, start: r.index?.start ?? 0 }))));
-  let min = Number.POSITIVE_INFINITY;
-  let max = Number.NEGATIVE_INFINITY;
-  const services = new Set<string>();
-  for (let i = 0; i < records.length; i++) {
-    const index = records[i].index;
-    if (index === null) continue;
-    const { start } = index;
-    if (start < min) min = start;
-    if (start > max) max = start;
-    services.add(index.service);
-    if (index.peer !== undefined) services.add(index.peer);
-    if (index.requestId !== undefined) void stores.byCorrelation.put([index.requestId, start, id, batch, i], EMPTY);
-    if (index.traceId !== undefined) void stores.byTrace.put([index.traceId, start, id, batch, i], EMPTY);
-    if (index.error) void stores.errors.put([start, id, batch, i], EMPTY);
+/** A records link's batch value and index entries, as encoded (encoded-batch.ts); its link is written by the caller. */
+export function writeBatch(stores: CollectorStores, id: string, b: EncodedBatch, span: { ms: number }): void {
+  void stores.batches.put([id, b.batch], b.blob);
+  for (let j = 0, from = 0; j < b.keyEnds.length; from = b.keyEnds[j++]) {
+    // Keys already encoded: lmdb-js writes a Uint8Array key as it is.
+    void stores[INDEX_DBS[b.keyDbs[j]]].put(b.keys.subarray(from, b.keyEnds[j]) as unknown as Key, EMPTY);
   }
-  if (services.size === 0) return;
-  void stores.byTime.put([max, id, batch], EMPTY);
-  for (const service of services) void stores.byService.put([service, max, id, batch], EMPTY);
-  if (max - min > span.ms) void stores.meta.put(MAX_SPAN, (span.ms = max - min));
+  if (b.span > span.ms) void stores.meta.put(MAX_SPAN, (span.ms = b.span));
 }
 
 interface Candidate extends StoredRecord {

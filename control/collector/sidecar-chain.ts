@@ -1,7 +1,8 @@
 import type { KeyObject } from 'node:crypto';
 import { publicKeyFromSpki } from '../../proxy/journal/chain.js';
 import type { ChainPosition } from '../../proxy/journal/link-verifier.js';
-import type { CollectorStore, IncomingRecord, LostRange, SidecarState, StoredLink, VerifiedAppend } from './collector-store.js';
+import type { EncodedBatch } from './encoded-batch.js';
+import type { CollectorStore, LostRange, SidecarState, StoredLink, VerifiedAppend } from './collector-store.js';
 
 /**
  * One sidecar's chain as the collector holds it: what is stored (`state`), how far it is verified
@@ -23,7 +24,7 @@ export interface HeartbeatSeen {
 export interface StoredRun {
   sidecar: SidecarState;
   links: StoredLink[];
-  records: IncomingRecord[];
+  batches: EncodedBatch[];
 }
 
 interface Pending {
@@ -90,7 +91,7 @@ export class SidecarChain {
     const run: VerifiedAppend = {
       sidecar: group[group.length - 1].run.sidecar,
       links: group.flatMap((p) => p.run.links),
-      records: group.flatMap((p) => p.run.records),
+      batches: group.flatMap((p) => p.run.batches),
     };
     this.#writing = this.#store.append(run).then(
       () => {

@@ -1,5 +1,5 @@
 import type { Database } from 'lmdb';
-import type { IncomingRecord } from './collector-store.js';
+import { encodeBatch, type IndexedRecord } from './encoded-batch.js';
 import { type CollectorStores, MAX_SPAN, writeBatch } from './lmdb-store.js';
 import { indexRecord } from './record-index.js';
 
@@ -42,7 +42,7 @@ export function migrateRecordLayout(stores: CollectorStores, dir: string, onStar
         for (const link of links.slice(from, from + LINKS_PER_TRANSACTION)) {
           if (link.kind !== 'records') continue;
           const records = linkRecords(old, state.id, link.first_seq, link.count, link.batch, dir);
-          writeBatch(stores, state.id, link, records, span);
+          writeBatch(stores, state.id, encodeBatch(state.id, link.batch, link.first_seq, records), span);
           done.batches++;
           done.records += records.length;
         }
@@ -60,12 +60,12 @@ export function migrateRecordLayout(stores: CollectorStores, dir: string, onStar
   return done;
 }
 
-function linkRecords(old: Database<Buffer, [string, number]>, id: string, firstSeq: number, count: number, batch: number, dir: string): IncomingRecord[] {
-  const records: IncomingRecord[] = [];
+function linkRecords(old: Database<Buffer, [string, number]>, id: string, firstSeq: number, count: number, batch: number, dir: string): IndexedRecord[] {
+  const records: IndexedRecord[] = [];
   for (let seq = firstSeq; seq < firstSeq + count; seq++) {
     const bytes = old.get([id, seq]);
     if (bytes === undefined) throw new Error(`${dir}: migrating this collector store to the one-value-per-batch layout: record ${seq} of sidecar ${id} (batch ${batch}) is missing; the store is left as it is. Verify it with the auditmesh version that wrote it`);
-    records.push({ seq, bytes, index: indexRecord(bytes) });
+    records.push({ bytes, index: indexRecord(bytes) });
   }
   return records;
 }
