@@ -161,9 +161,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
 
 /** Every record of a stored run goes through the fleet's anomaly detector, under its sidecar's service, as the hashing workers read it. */
 function observeRun(fleet: FleetAlerts, run: StoredRun): void {
-  for (const b of run.batches) {
-    for (const { ends, ...exchange } of b.exchanges) for (const endUnixMs of ends) fleet.observeExchange(run.sidecar.service, { ...exchange, endUnixMs });
-  }
+  for (const b of run.batches) for (const group of b.exchanges) fleet.observeGroup(run.sidecar.service, group);
 }
 
 function listen(server: http.Server, port: number, host: string): Promise<number> {

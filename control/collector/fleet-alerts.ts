@@ -1,7 +1,8 @@
 import type { Counter, Gauge } from 'prom-client';
 import type { AuditRecord, Direction } from '../../proxy/audit/record.js';
 import { createAnomalyDetector, type Anomaly, type AnomalyKind } from '../../proxy/alerts/anomaly-detector.js';
-import { exchangeOf, type AlertOptions, type ExchangeSummary } from '../../proxy/alerts/alerting.js';
+import { exchangeOf, type AlertOptions } from '../../proxy/alerts/alerting.js';
+import type { ExchangeGroup } from './encoded-batch.js';
 import { createPeerLabels } from '../../proxy/audit/peer-label.js';
 import type { Logger } from '../../proxy/log.js';
 
@@ -27,8 +28,8 @@ export interface FleetAlertMetrics {
 export interface FleetAlerts {
   /** One stored record of `service` (the sidecar's identity, as its Hello named it). */
   observe(service: string, record: AuditRecord): void;
-  /** The same, from what ingest's workers already read of the record (record-index.ts), so the event loop parses nothing. */
-  observeExchange(service: string, exchange: ExchangeSummary): void;
+  /** A batch's exchanges of one edge, method and outcome, as ingest's workers grouped them (encoded-batch.ts), so the event loop parses nothing. */
+  observeGroup(service: string, group: ExchangeGroup): void;
   /** Closes the current window; the detector's own timer does this every intervalMs. */
   tick(): void;
   /** Spikes active now. */
@@ -95,18 +96,20 @@ export function createFleetAlerts(deps: { options: AlertOptions; metrics: FleetA
     },
   }, now);
 
-  const observeExchange = (service: string, e: ExchangeSummary): void => {
+  const observeGroup = (service: string, g: ExchangeGroup): void => {
     // Age from the end: a long stream that just finished is news.
-    if (now() - e.endUnixMs > maxAgeMs) return;
-    detector.observe(`${serviceLabel(service)}${SEP}${peerLabel(e.peer)}`, e.direction, e.method, e.failed);
+    const oldest = now() - maxAgeMs;
+    let count = 0;
+    for (const end of g.ends) if (end >= oldest) count++;
+    if (count > 0) detector.observe(`${serviceLabel(service)}${SEP}${peerLabel(g.peer)}`, g.direction, g.method, g.failed, count);
   };
 
   return {
     observe(service, record) {
       const e = exchangeOf(record);
-      if (e !== null) observeExchange(service, e);
+      if (e !== null) observeGroup(service, { ...e, ends: Float64Array.of(e.endUnixMs) });
     },
-    observeExchange,
+    observeGroup,
     tick: () => detector.tick(),
     active: () => [...active.values()],
     recent: () => [...recent],

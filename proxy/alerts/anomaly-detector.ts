@@ -49,7 +49,8 @@ interface Edge {
 }
 
 export interface AnomalyDetector {
-  observe(peer: string, direction: 'inbound' | 'outbound', method: string, isError: boolean): void;
+  /** `count` exchanges alike (the collector observes a batch's exchanges by group). */
+  observe(peer: string, direction: 'inbound' | 'outbound', method: string, isError: boolean, count?: number): void;
   /** Closes the current window: compares with baselines, raises or clears, updates baselines. */
   tick(): void;
   close(): void;
@@ -64,7 +65,7 @@ export function createAnomalyDetector(opts: AnomalyOptions, now: () => number = 
   timer.unref();
 
   const detector: AnomalyDetector = {
-    observe(peer, direction, method, isError) {
+    observe(peer, direction, method, isError, count = 1) {
       const key = `${direction}|${peer}`;
       let edge = edges.get(key);
       if (edge === undefined) {
@@ -73,8 +74,8 @@ export function createAnomalyDetector(opts: AnomalyOptions, now: () => number = 
         edges.set(key, edge);
         if (warm()) opts.onAnomaly({ kind: 'first_seen_peer', peer, direction, message: `first ${direction} exchange with ${peer}` });
       }
-      edge.count++;
-      if (isError) edge.errors++;
+      edge.count += count;
+      if (isError) edge.errors += count;
       const methodKey = `${key}|${method}`;
       if (!methods.has(methodKey) && methods.size < opts.maxKeys) {
         methods.add(methodKey);
