@@ -8,6 +8,7 @@ import { journalShipment, openSync, signedHello, startTestCollector, type Journa
 import { helloSigningInput } from '../proxy/journal/chain.js';
 import { makeRecord, writeJournal } from './helpers/journal.js';
 import { metricValue, tempDir } from './helpers/sidecar.js';
+import { eventually } from './helpers/shipping.js';
 
 // Each case sends a valid first segment, then something wrong, straight to the collector from a
 // real gRPC client; it must be refused with the right code, counted, kept as evidence, and
@@ -183,6 +184,7 @@ for (const c of cases) {
     const evidence = await collector.store.evidence();
     t.is(evidence.length, c.evidence ? 1 : 0);
     if (c.evidence) t.is(evidence[0].code, c.code);
+    if (c.evidence && bad.segment !== undefined) t.deepEqual(evidence[0].links.map((l) => (l as { records: string[] }).records), bad.segment.links.map((l) => l.records.map((r) => Buffer.from(r).toString('base64'))), 'the evidence holds the records as sent');
 
     // The collector keeps serving: the next segment of the valid chain is still accepted.
     const next = openSync(t, collector.grpcAddress, collector.token);
@@ -192,6 +194,33 @@ for (const c of cases) {
     t.like(await next.next(), { body: 'ack', ack: { through_batch: s.segments[1].links.at(-1)!.batch } });
   });
 }
+
+test('a large segment, hashed where it arrived, refused as bad-root: the evidence still holds every record as sent', async (t) => {
+  // Records of over 4 KB: the segment's message is larger than Buffer's shared pool, so the
+  // collector hands the message's own buffer to its hashing worker (hash-pool.ts, inPlace).
+  const s = await shipment(t, key, 'pod-large', `/${'x'.repeat(4096)}`);
+  const size = (g: Segment): number => g.links.flatMap((l) => l.records).reduce((a, r) => a + r.length, 0);
+  const k = s.segments.findIndex((g) => size(g) > Buffer.poolSize);
+  t.true(k >= 0, `segments of ${s.segments.map(size).join(', ')} bytes`);
+  const seg = copy(s.segments[k]);
+  const link = recordsLink(seg);
+  link.records[1] = Buffer.from(link.records[1].toString().replace('/x', '/y'));
+  const collector = await startTestCollector(t);
+  const peer = openSync(t, collector.grpcAddress, collector.token);
+  peer.send({ hello: s.hello });
+  t.like(await peer.next(), { body: 'welcome' });
+  for (const before of s.segments.slice(0, k)) {
+    peer.send({ segment: before });
+    t.like(await peer.next(), { body: 'ack' });
+  }
+  peer.send({ segment: seg });
+  t.like(await peer.next(), { body: 'refusal', refusal: { code: 'bad-root' } });
+  // Evidence is written beside the refusal, not before it.
+  await eventually('the evidence is kept', async () => (await collector.store.evidence()).length === 1);
+  const [evidence] = await collector.store.evidence();
+  t.false(evidence.truncated);
+  t.deepEqual(evidence.links.map((l) => (l as { records: string[] }).records), seg.links.map((l) => l.records.map((r) => r.toString('base64'))));
+});
 
 test('a token holder cannot take over a sidecar\'s stream: its Hello in the sidecar\'s name is refused and the sidecar\'s stream goes on', async (t) => {
   const collector = await startTestCollector(t);

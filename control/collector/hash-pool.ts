@@ -8,7 +8,8 @@ import type { HashOutcome, HashTask } from './workers/hash-segment.js';
 /**
  * The collector's hashing pool: piscina workers that hash and index a segment's records
  * (workers/hash-segment.ts), and encode each batch for the store. One task per segment, so a task's round trip is shared by thousands
- * of records; the records go over in one transferred buffer, one copy each on the main thread.
+ * of records; the records go over in one transferred buffer: the received message's own when
+ * they are views into it (inPlace), else a copy.
  */
 
 /** What the worker computed for a segment's records links, in order. */
@@ -19,6 +20,8 @@ export interface HashedSegment {
   leaves: Buffer[];
   /** Per records link, its batch encoded for the store. */
   batches: EncodedBatch[];
+  /** Makes the records given to hash() readable again (hashing may have taken their bytes away): for evidence of a refusal. */
+  restore(): void;
 }
 
 /** A records link to hash: its place in the chain and its records' canonical bytes. */
@@ -50,7 +53,7 @@ function workerFilename(): string {
   return fileURLToPath(new URL(`./workers/hash-segment${ext}`, import.meta.url));
 }
 
-/** One buffer: a spare byte before each record (the leaf prefix goes there), and the offsets of those bytes. */
+/** The records in one new buffer, a spare byte before each (the leaf prefix goes there). */
 function packRecords(sidecar: string, links: readonly LinkToHash[]): HashTask {
   let n = 0;
   let size = 0;
@@ -59,31 +62,77 @@ function packRecords(sidecar: string, links: readonly LinkToHash[]): HashTask {
     for (const r of records) size += 1 + r.length;
   }
   const bytes = Buffer.allocUnsafeSlow(size);
-  const offsets = new Uint32Array(n + 1);
+  const slots = new Uint32Array(n);
+  const ends = new Uint32Array(n);
   let at = 0;
   let i = 0;
   for (const { records } of links) {
     for (const r of records) {
-      offsets[i++] = at;
+      slots[i] = at;
       bytes.set(r, at + 1);
-      at += 1 + r.length;
+      ends[i++] = at += 1 + r.length;
     }
   }
-  offsets[n] = at;
-  return { bytes: bytes.buffer as ArrayBuffer, offsets, sidecar, links: links.map((l) => ({ batch: l.batch, firstSeq: l.firstSeq, count: l.records.length })) };
+  return { bytes: bytes.buffer as ArrayBuffer, slots, ends, sidecar, links: linksOf(links) };
+}
+
+const linksOf = (links: readonly LinkToHash[]): HashTask['links'] => links.map((l) => ({ batch: l.batch, firstSeq: l.firstSeq, count: l.records.length }));
+
+/**
+ * The records where they already are, when every one is a view into the same received message
+ * (grpc-js gathers each message into a buffer of its own, and the protobuf decoder cuts bytes
+ * fields out of it as views): the message's buffer is handed to the worker as it is, and each
+ * record's spare byte is the last byte of the length that precedes it in the message. Null when
+ * the records are not laid out so (then they are packed): in the shared pool of small buffers, or
+ * out of order.
+ */
+function inPlace(sidecar: string, links: readonly LinkToHash[]): HashTask | null {
+  const buffer = links.find((l) => l.records.length > 0)?.records[0].buffer;
+  // Pool slices are exactly Buffer.poolSize; a message of its own larger than that is not one.
+  if (!(buffer instanceof ArrayBuffer) || buffer.byteLength <= Buffer.poolSize) return null;
+  const n = links.reduce((a, l) => a + l.records.length, 0);
+  const slots = new Uint32Array(n);
+  const ends = new Uint32Array(n);
+  let i = 0;
+  let end = 0;
+  for (const { records } of links) {
+    for (const r of records) {
+      if (r.buffer !== buffer || r.byteOffset < end + 1) return null;
+      slots[i] = r.byteOffset - 1;
+      ends[i++] = end = r.byteOffset + r.byteLength;
+    }
+  }
+  return { bytes: buffer, slots, ends, sidecar, links: linksOf(links) };
 }
 
 export function createHashPool(threads = defaultHashThreads()): HashPool {
   const pool = new Piscina<HashTask, HashOutcome>({ filename: workerFilename(), minThreads: threads, maxThreads: threads, idleTimeout: Number.POSITIVE_INFINITY });
   return {
     async hash(sidecar, links) {
-      const task = packRecords(sidecar, links);
-      const out = await pool.run(task, { transferList: [task.bytes, task.offsets.buffer as ArrayBuffer] });
-      if (!out.ok) throw new Error(`hashing worker refused the segment: ${out.error}`);
+      const shared = inPlace(sidecar, links);
+      const task = shared ?? packRecords(sidecar, links);
+      // Copies kept here: the task's own go over with the buffer.
+      const slots = task.slots.slice();
+      const ends = task.ends.slice();
+      const out = await pool.run(task, { transferList: [task.bytes, task.slots.buffer, task.ends.buffer] as ArrayBuffer[] });
+      // Handing the message's buffer over emptied the records' views: they are put back on the
+      // buffer the worker returns, when needed (evidence of a refused segment keeps the records).
+      const restore = (): void => {
+        if (shared === null || out.bytes === undefined) return;
+        const bytes = Buffer.from(out.bytes);
+        let i = 0;
+        for (const { records } of links) {
+          for (let j = 0; j < records.length; j++, i++) (records as Uint8Array[])[j] = bytes.subarray(slots[i] + 1, ends[i]);
+        }
+      };
+      if (!out.ok) {
+        restore();
+        throw new Error(`hashing worker refused the segment: ${out.error}`);
+      }
       const all = Buffer.from(out.leaves);
       const leaves: Buffer[] = [];
       for (let at = 0, k = 0; k < links.length; at += links[k++].records.length) leaves.push(all.subarray(at * 32, (at + links[k].records.length) * 32));
-      return { roots: out.roots, leaves, batches: out.batches.map(received) };
+      return { roots: out.roots, leaves, batches: out.batches.map(received), restore };
     },
     close: () => pool.close(),
   };

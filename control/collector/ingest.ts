@@ -1,5 +1,5 @@
 import { GENESIS_HEAD, heartbeatSigningInput, helloSigningInput, keyIdOf, publicKeyFromSpki, verifySignature } from '../../proxy/journal/chain.js';
-import { ChainBroken, fail, LinkVerifier, recordsRoot, type ResolvedKey } from '../../proxy/journal/link-verifier.js';
+import { ChainBroken, fail, LinkVerifier, recordsRoot, type ChainPosition, type ResolvedKey } from '../../proxy/journal/link-verifier.js';
 import type { BatchHeader } from '../../proxy/journal/read-journal.js';
 import type { Hello, Heartbeat, Segment, WireLink } from '../proto/sync-wire.js';
 import type { CollectorStore, LostRange, SidecarState, StoredLink } from './collector-store.js';
@@ -130,31 +130,45 @@ export class Ingest {
     const tip = chain.tip;
     const toHash = headers.slice(held.length).flatMap((h, j) => (h.kind === 'records' ? [{ batch: h.batch, firstSeq: h.first_seq, records: wire[held.length + j].records }] : []));
     const hashed = await this.#hasher.hash(chain.state.id, toHash);
+    let verified: { links: StoredLink[]; records: number; lost: LostRange | null };
+    try {
+      verified = this.#verify(chain, tip, headers, held.length, hashed.roots, hashed.leaves, retained);
+    } catch (err) {
+      // A refused segment is kept as evidence, records included.
+      hashed.restore();
+      throw err;
+    }
+    const { links, records, lost } = verified;
+    const sidecar: SidecarState = { ...chain.state, position: chain.tip, last_seen_unix_ms: Date.now(), ...(chain.lost.length > 0 ? { lost: chain.lost } : {}) };
+    return { stored: chain.write({ sidecar, links, batches: hashed.batches }), through_batch: last.batch, head: last.head, links: headers.length, duplicates: held.length, records, lost };
+  }
+
+  /** Checks the fresh links (from `from`) against the roots the worker computed, from the chain's tip, and moves the tip past them. */
+  #verify(chain: SidecarChain, tip: ChainPosition, headers: BatchHeader[], from: number, roots: string[], leaves: Buffer[], retained: RetainedStart | undefined): { links: StoredLink[]; records: number; lost: LostRange | null } {
     // Only this stream moves the tip between its own segments; anything else (a newer stream of the
     // same sidecar, a failed commit) makes this segment's place in the chain stale.
-    if (chain.tip !== tip) fail({ code: 'gap', batch: headers[held.length].batch, problem: `the chain of sidecar ${chain.state.id} moved while batch ${headers[held.length].batch} was verified: a newer stream took it over` });
-    const first = headers[held.length].batch;
-    const lost = held.length === 0 && first > chain.tip.last_batch + 1 && retained?.first_batch === first && HEX64.test(retained.base_head) ? { from_batch: chain.tip.last_batch + 1, to_batch: first - 1, base_head: retained.base_head, recorded_unix_ms: Date.now() } : null;
+    if (chain.tip !== tip) fail({ code: 'gap', batch: headers[from].batch, problem: `the chain of sidecar ${chain.state.id} moved while batch ${headers[from].batch} was verified: a newer stream took it over` });
+    const first = headers[from].batch;
+    const lost = from === 0 && first > chain.tip.last_batch + 1 && retained?.first_batch === first && HEX64.test(retained.base_head) ? { from_batch: chain.tip.last_batch + 1, to_batch: first - 1, base_head: retained.base_head, recorded_unix_ms: Date.now() } : null;
     // The first link after a loss sets the sequence numbers, as for a chain first seen after pruning.
     const start = lost === null ? chain.tip : { last_batch: lost.to_batch, last_seq: undefined, head: lost.base_head, last_signed: lost.to_batch };
     const verifier = new LinkVerifier(start, { keyFor: (keyId, batch) => pinnedKey(chain, keyId, batch) });
     const links: StoredLink[] = [];
     let records = 0;
-    for (let i = held.length, k = 0; i < headers.length; i++) {
+    for (let i = from, k = 0; i < headers.length; i++) {
       const h = headers[i];
       if (h.kind !== 'records') {
         verifier.next(h, []);
         links.push(h);
         continue;
       }
-      verifier.next(h, { root: hashed.roots[k] });
-      links.push({ ...h, leaves: hashed.leaves[k++] });
+      verifier.next(h, { root: roots[k] });
+      links.push({ ...h, leaves: leaves[k++] });
       records += h.count;
     }
     chain.tip = { ...verifier.position };
     if (lost !== null) chain.lost = [...chain.lost, lost];
-    const sidecar: SidecarState = { ...chain.state, position: chain.tip, last_seen_unix_ms: Date.now(), ...(chain.lost.length > 0 ? { lost: chain.lost } : {}) };
-    return { stored: chain.write({ sidecar, links, batches: hashed.batches }), through_batch: last.batch, head: last.head, links: headers.length, duplicates: held.length, records, lost };
+    return { links, records, lost };
   }
 
   /** Links the collector already verified: each must be what it holds (else a fork), records included. */

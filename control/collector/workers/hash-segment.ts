@@ -9,15 +9,16 @@ import { indexRecord } from '../record-index.js';
  * the store (encoded-batch.ts: its value and its index keys). The main thread then only compares
  * roots and heads, checks signatures and puts buffers.
  *
- * Input (hash-pool.ts, packRecords): the segment's records, each preceded by one spare byte that
- * the leaf hash's 0x00 prefix is written into, in one transferred buffer; `offsets` (n + 1) the
- * position of each record's spare byte and the end; `links` each records link's batch number,
+ * Input (hash-pool.ts): the segment's records in one transferred buffer, each preceded by one
+ * spare byte that the leaf hash's 0x00 prefix is written into; record i runs from slots[i] + 1
+ * to ends[i], in order, never overlapping; `links` each records link's batch number,
  * first sequence number and record count, in order, and `sidecar` whose they are (index keys name
  * it). Wire bytes may be anything, so records are cut by offsets, never by a separator.
  */
 export interface HashTask {
   bytes: ArrayBuffer;
-  offsets: Uint32Array;
+  slots: Uint32Array;
+  ends: Uint32Array;
   sidecar: string;
   links: Array<{ batch: number; firstSeq: number; count: number }>;
 }
@@ -31,14 +32,20 @@ export type HashOutcome =
       leaves: ArrayBuffer;
       /** Per records link, its batch for the store. */
       batches: EncodedBatch[];
+      /** The task's buffer, handed back (with a 0x00 in each spare byte). */
+      bytes: ArrayBuffer;
     }
-  | { ok: false; error: string };
+  | { ok: false; error: string; bytes?: ArrayBuffer };
 
 export default function hashSegment(task: HashTask): unknown {
-  const { offsets, links, sidecar } = task;
-  if (!(task.bytes instanceof ArrayBuffer) || !(offsets instanceof Uint32Array) || !Array.isArray(links) || typeof sidecar !== 'string') return { ok: false, error: 'not a hash task' };
-  const n = offsets.length - 1;
-  if (links.reduce((a, l) => a + l.count, 0) !== n || offsets[n] !== task.bytes.byteLength) return { ok: false, error: 'counts and offsets disagree' };
+  const { slots, ends, links, sidecar } = task;
+  if (!(task.bytes instanceof ArrayBuffer) || !(slots instanceof Uint32Array) || !(ends instanceof Uint32Array) || !Array.isArray(links) || typeof sidecar !== 'string') return { ok: false, error: 'not a hash task' };
+  const n = slots.length;
+  const giveBack = (error: string): unknown => move({ [transferableSymbol]: [task.bytes], [valueSymbol]: { ok: false, error, bytes: task.bytes } });
+  if (ends.length !== n || links.reduce((a, l) => a + l.count, 0) !== n) return giveBack('counts, slots and ends disagree');
+  for (let i = 0; i < n; i++) {
+    if (!(slots[i] < ends[i] && ends[i] <= task.bytes.byteLength && (i === 0 || slots[i] >= ends[i - 1]))) return giveBack(`record ${i} is out of its buffer or overlaps the one before`);
+  }
   const bytes = Buffer.from(task.bytes);
   const leaves = Buffer.allocUnsafeSlow(n * 32);
   const all: Buffer[] = new Array(n);
@@ -49,14 +56,14 @@ export default function hashSegment(task: HashTask): unknown {
     const records: IndexedRecord[] = new Array(count);
     for (let j = 0; j < count; j++) {
       const i = at + j;
-      const record = bytes.subarray(offsets[i] + 1, offsets[i + 1]);
+      const record = bytes.subarray(slots[i] + 1, ends[i]);
       records[j] = { bytes: record, index: indexRecord(record) };
-      all[i] = leafHashAt(bytes, offsets[i], offsets[i + 1]);
+      all[i] = leafHashAt(bytes, slots[i], ends[i]);
       all[i].copy(leaves, i * 32);
     }
     roots.push(merkleRoot(all.slice(at, at + count)).toString('hex'));
     batches.push(encodeBatch(sidecar, batch, firstSeq, records));
   }
-  const outcome: HashOutcome = { ok: true, roots, leaves: leaves.buffer as ArrayBuffer, batches };
-  return move({ [transferableSymbol]: [leaves.buffer, ...batches.flatMap(transferables)], [valueSymbol]: outcome });
+  const outcome: HashOutcome = { ok: true, roots, leaves: leaves.buffer as ArrayBuffer, batches, bytes: task.bytes };
+  return move({ [transferableSymbol]: [leaves.buffer, task.bytes, ...batches.flatMap(transferables)], [valueSymbol]: outcome });
 }
