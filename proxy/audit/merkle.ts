@@ -28,12 +28,13 @@ export function leafHash(bytes: Uint8Array): Buffer {
 }
 
 /**
- * leafHash of buf(slot, end) without copying it: writes the 0x00 prefix into buf[slot], a spare
- * byte the caller keeps before each record (the sealing worker's separators), and hashes in place.
+ * leafHash of buf(slot, end) without copying it, as a digest string for merkleRootOfDigests:
+ * writes the 0x00 prefix into buf[slot], a spare byte the caller keeps before each record (the
+ * sealing worker's separators, the length before a record in a received message), and hashes in place.
  */
-export function leafHashAt(buf: Buffer, slot: number, end: number): Buffer {
+export function leafDigestAt(buf: Buffer, slot: number, end: number): string {
   buf[slot] = LEAF_PREFIX[0];
-  return toBuffer(digest(buf.subarray(slot, end)));
+  return digest(buf.subarray(slot, end));
 }
 
 // One scratch buffer per thread (module instance) for node inputs: no allocation per node.
@@ -73,8 +74,13 @@ function subtreeDigest(leaves: readonly string[], lo: number, hi: number): strin
  * with leafHash first). The empty tree's hash is SHA-256 of the empty string, as in the RFC.
  */
 export function merkleRoot(leaves: readonly Uint8Array[]): Buffer {
+  return merkleRootOfDigests(leaves.map(toDigest));
+}
+
+/** merkleRoot over leaf hashes given as digest strings (leafDigestAt). */
+export function merkleRootOfDigests(leaves: readonly string[]): Buffer {
   if (leaves.length === 0) return hash('sha256', Buffer.alloc(0), 'buffer');
-  return toBuffer(subtreeDigest(leaves.map(toDigest), 0, leaves.length));
+  return toBuffer(subtreeDigest(leaves, 0, leaves.length));
 }
 
 /** PATH(m, D[lo:hi]) of RFC 9162 §2.1.3.1, appended to `out` from the leaf upwards. */

@@ -1,5 +1,5 @@
 import { move, transferableSymbol, valueSymbol } from 'piscina';
-import { leafHashAt, merkleRoot } from '../../../proxy/audit/merkle.js';
+import { leafDigestAt, merkleRootOfDigests } from '../../../proxy/audit/merkle.js';
 import { encodeBatch, transferables, type EncodedBatch, type IndexedRecord } from '../encoded-batch.js';
 import { indexRecord } from '../record-index.js';
 
@@ -48,20 +48,20 @@ export default function hashSegment(task: HashTask): unknown {
   }
   const bytes = Buffer.from(task.bytes);
   const leaves = Buffer.allocUnsafeSlow(n * 32);
-  const all: Buffer[] = new Array(n);
   const roots: string[] = [];
   const batches: EncodedBatch[] = [];
   for (let at = 0, k = 0; k < links.length; at += links[k++].count) {
     const { batch, firstSeq, count } = links[k];
     const records: IndexedRecord[] = new Array(count);
+    const digests: string[] = new Array(count);
     for (let j = 0; j < count; j++) {
       const i = at + j;
       const record = bytes.subarray(slots[i] + 1, ends[i]);
       records[j] = { bytes: record, index: indexRecord(record) };
-      all[i] = leafHashAt(bytes, slots[i], ends[i]);
-      all[i].copy(leaves, i * 32);
+      digests[j] = leafDigestAt(bytes, slots[i], ends[i]);
+      leaves.write(digests[j], i * 32, 'latin1');
     }
-    roots.push(merkleRoot(all.slice(at, at + count)).toString('hex'));
+    roots.push(merkleRootOfDigests(digests).toString('hex'));
     batches.push(encodeBatch(sidecar, batch, firstSeq, records));
   }
   const outcome: HashOutcome = { ok: true, roots, leaves: leaves.buffer as ArrayBuffer, batches, bytes: task.bytes };

@@ -1,6 +1,6 @@
 import { unlinkSync } from 'node:fs';
 import { move, transferableSymbol, valueSymbol } from 'piscina';
-import { leafHashAt, merkleRoot } from '../merkle.js';
+import { leafDigestAt, merkleRootOfDigests } from '../merkle.js';
 
 /**
  * Piscina worker: computes a batch's leaf hashes and Merkle root from the bytes the journal
@@ -65,9 +65,9 @@ export default function sealBatch(input: ArrayBuffer): unknown {
   offsets.set(starts);
   offsets[starts.length] = bytes.length;
   if (CRASH_FILE !== undefined && crashClaimed(CRASH_FILE)) return crashMidBatch();
-  const leaves = new Array<Buffer>(starts.length);
+  const leaves = new Array<string>(starts.length);
   // Each record's separator byte is the spare byte its leaf hash's 0x00 prefix is written into.
-  for (let i = 0; i < leaves.length; i++) leaves[i] = leafHashAt(bytes, offsets[i], offsets[i + 1]);
-  const outcome: SealOutcome = { ok: true, bytes: input, offsets, root: merkleRoot(leaves).toString('hex') };
+  for (let i = 0; i < leaves.length; i++) leaves[i] = leafDigestAt(bytes, offsets[i], offsets[i + 1]);
+  const outcome: SealOutcome = { ok: true, bytes: input, offsets, root: merkleRootOfDigests(leaves).toString('hex') };
   return move({ [transferableSymbol]: [input, offsets.buffer], [valueSymbol]: outcome });
 }
