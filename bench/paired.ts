@@ -13,15 +13,15 @@ import { compileServers, type ServersFrom } from './compiled.js';
 import { choosePinning, startLoadChild, startServerChild, type ServerChild } from './children.js';
 import { REQUEST } from './measure.js';
 import { cpuTimeMs } from './proc-stats.js';
+import { TARGETS } from './report-table.js';
 import { SERVER_KINDS, type ServerKind } from './server-kind.js';
+import { spread } from './summary.js';
 
 const PAIRS = Number(process.env.PAIRS ?? 15);
 const SLICE_S = Number(process.env.SLICE ?? 2);
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 50);
 const FROM = (process.env.SERVERS_FROM ?? 'build') as ServersFrom;
 const KINDS = (process.env.PAIRED ?? 'http-proxy,sidecar-async').split(',') as ServerKind[];
-/** Issue 2's target: the audited sidecar keeps at least this share of bare http-proxy's throughput. */
-export const PAIRED_TARGET = 0.9;
 
 for (const k of KINDS) if (!SERVER_KINDS.includes(k) || k === 'upstream') throw new Error(`PAIRED: ${k} is not a server kind (${SERVER_KINDS.filter((s) => s !== 'upstream').join(', ')})`);
 if (KINDS.length !== 2) throw new Error('PAIRED: two kinds, the baseline first');
@@ -35,10 +35,7 @@ interface Slice {
   errors: number;
 }
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
+const median = (xs: number[]): number => spread(xs)!.median;
 
 async function main(): Promise<void> {
   const pin = choosePinning(process.env.PIN !== '0');
@@ -69,12 +66,15 @@ async function main(): Promise<void> {
     const ratios = pairs.map(([a, b]) => b.rps / a.rps);
     const cpuRatios = pairs.flatMap(([a, b]) => (a.cpuUs === null || b.cpuUs === null ? [] : [a.cpuUs / b.cpuUs]));
     const errors = pairs.reduce((n, [a, b]) => n + a.errors + b.errors, 0);
-    const fmt = (xs: number[]): string => `median ${median(xs).toFixed(2)}x (min ${Math.min(...xs).toFixed(2)}, max ${Math.max(...xs).toFixed(2)})`;
+    const fmt = (xs: number[]): string => {
+      const s = spread(xs)!;
+      return `median ${s.median.toFixed(2)}x (min ${s.min.toFixed(2)}, max ${s.max.toFixed(2)})`;
+    };
     const say = (line: string): boolean => process.stdout.write(`${line}\n`);
     say(`${KINDS[0]}: median ${Math.round(median(pairs.map(([a]) => a.rps)))} req/s${pairs[0][0].cpuUs === null ? '' : `, ${Math.round(median(pairs.map(([a]) => a.cpuUs!)))} µs CPU a request`}`);
     say(`${KINDS[1]}: median ${Math.round(median(pairs.map(([, b]) => b.rps)))} req/s${pairs[0][1].cpuUs === null ? '' : `, ${Math.round(median(pairs.map(([, b]) => b.cpuUs!)))} µs CPU a request`}`);
     if (cpuRatios.length > 0) say(`server CPU per request, ${KINDS[0]} / ${KINDS[1]}, pair by pair: ${fmt(cpuRatios)}`);
-    say(`${KINDS[1]} vs ${KINDS[0]}, throughput pair by pair (${PAIRS} pairs of ${SLICE_S} s): ${fmt(ratios)} (target >= ${PAIRED_TARGET}x): ${median(ratios) >= PAIRED_TARGET ? 'met' : 'MISSED'}${errors > 0 ? `; ${errors} errors` : ''}`);
+    say(`${KINDS[1]} vs ${KINDS[0]}, throughput pair by pair (${PAIRS} pairs of ${SLICE_S} s): ${fmt(ratios)} (target >= ${TARGETS.httpProxyShare}x): ${median(ratios) >= TARGETS.httpProxyShare ? 'met' : 'MISSED'}${errors > 0 ? `; ${errors} errors` : ''}`);
   } finally {
     await load.close();
     for (const s of servers) await s.stop();

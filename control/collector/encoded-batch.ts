@@ -7,8 +7,8 @@ import type { RecordIndex } from './record-index.js';
  * One records batch ready for the store, everything per record already done: its value
  * (batch-blob.ts) and every index entry's key, encoded as lmdb-js encodes a key array (with
  * ordered-binary's writeKey, the function lmdb-js itself calls, so the bytes are the ones a
- * query's range is compared with). Ingest's hashing workers build these, so the collector's event loop only puts
- * buffers; the store migration and tests build them with the same function.
+ * query's range is compared with). Ingest's hashing workers build these, so the collector's
+ * event loop only puts buffers; the store migration and tests build them with the same function.
  */
 
 /** The index databases, by their number in `keyDbs` (the names of lmdb-store.ts's CollectorStores). */
