@@ -2,14 +2,15 @@ import { availableParallelism } from 'node:os';
 import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
+import { BatchBlob } from './batch-blob.js';
 import { received, type EncodedBatch } from './encoded-batch.js';
 import type { HashOutcome, HashTask } from './workers/hash-segment.js';
 
 /**
- * The collector's hashing pool: piscina workers that hash and index a segment's records
- * (workers/hash-segment.ts), and encode each batch for the store. One task per segment, so a task's round trip is shared by thousands
- * of records; the records go over in one transferred buffer: the received message's own when
- * they are views into it (inPlace), else a copy.
+ * The collector's hashing pool: piscina workers that hash and index a segment's records and
+ * encode each batch for the store (workers/hash-segment.ts). One task per segment, so a task's
+ * round trip is shared by thousands of records; the records go over in one transferred buffer:
+ * the received message's own when they are views into it (inPlace), else a copy.
  */
 
 /** What the worker computed for a segment's records links, in order. */
@@ -111,28 +112,23 @@ export function createHashPool(threads = defaultHashThreads()): HashPool {
     async hash(sidecar, links) {
       const shared = inPlace(sidecar, links);
       const task = shared ?? packRecords(sidecar, links);
-      // Copies kept here: the task's own go over with the buffer.
-      const slots = task.slots.slice();
-      const ends = task.ends.slice();
       const out = await pool.run(task, { transferList: [task.bytes, task.slots.buffer, task.ends.buffer] as ArrayBuffer[] });
-      // Handing the message's buffer over emptied the records' views: they are put back on the
-      // buffer the worker returns, when needed (evidence of a refused segment keeps the records).
+      // A refusal here is the collector's fault, not the segment's: no evidence is kept of it.
+      if (!out.ok) throw new Error(`hashing worker refused the segment: ${out.error}`);
+      const batches = out.batches.map(received);
+      // Handing the message's buffer over emptied the records' views. A refused segment is kept as
+      // evidence, records included: they are read back from the batch values, which hold them as hashed.
       const restore = (): void => {
-        if (shared === null || out.bytes === undefined) return;
-        const bytes = Buffer.from(out.bytes);
-        let i = 0;
-        for (const { records } of links) {
-          for (let j = 0; j < records.length; j++, i++) (records as Uint8Array[])[j] = bytes.subarray(slots[i] + 1, ends[i]);
-        }
+        if (shared === null) return;
+        links.forEach(({ records }, k) => {
+          const blob = new BatchBlob(batches[k].blob);
+          for (let j = 0; j < records.length; j++) (records as Uint8Array[])[j] = blob.bytes(j);
+        });
       };
-      if (!out.ok) {
-        restore();
-        throw new Error(`hashing worker refused the segment: ${out.error}`);
-      }
       const all = Buffer.from(out.leaves);
       const leaves: Buffer[] = [];
       for (let at = 0, k = 0; k < links.length; at += links[k++].records.length) leaves.push(all.subarray(at * 32, (at + links[k].records.length) * 32));
-      return { roots: out.roots, leaves, batches: out.batches.map(received), restore };
+      return { roots: out.roots, leaves, batches, restore };
     },
     close: () => pool.close(),
   };

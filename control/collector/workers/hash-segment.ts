@@ -32,19 +32,16 @@ export type HashOutcome =
       leaves: ArrayBuffer;
       /** Per records link, its batch for the store. */
       batches: EncodedBatch[];
-      /** The task's buffer, handed back (with a 0x00 in each spare byte). */
-      bytes: ArrayBuffer;
     }
-  | { ok: false; error: string; bytes?: ArrayBuffer };
+  | { ok: false; error: string };
 
 export default function hashSegment(task: HashTask): unknown {
   const { slots, ends, links, sidecar } = task;
   if (!(task.bytes instanceof ArrayBuffer) || !(slots instanceof Uint32Array) || !(ends instanceof Uint32Array) || !Array.isArray(links) || typeof sidecar !== 'string') return { ok: false, error: 'not a hash task' };
   const n = slots.length;
-  const giveBack = (error: string): unknown => move({ [transferableSymbol]: [task.bytes], [valueSymbol]: { ok: false, error, bytes: task.bytes } });
-  if (ends.length !== n || links.reduce((a, l) => a + l.count, 0) !== n) return giveBack('counts, slots and ends disagree');
+  if (ends.length !== n || links.reduce((a, l) => a + l.count, 0) !== n) return { ok: false, error: 'counts, slots and ends disagree' };
   for (let i = 0; i < n; i++) {
-    if (!(slots[i] < ends[i] && ends[i] <= task.bytes.byteLength && (i === 0 || slots[i] >= ends[i - 1]))) return giveBack(`record ${i} is out of its buffer or overlaps the one before`);
+    if (!(slots[i] < ends[i] && ends[i] <= task.bytes.byteLength && (i === 0 || slots[i] >= ends[i - 1]))) return { ok: false, error: `record ${i} is out of its buffer or overlaps the one before` };
   }
   const bytes = Buffer.from(task.bytes);
   const leaves = Buffer.allocUnsafeSlow(n * 32);
@@ -64,6 +61,7 @@ export default function hashSegment(task: HashTask): unknown {
     roots.push(merkleRootOfDigests(digests).toString('hex'));
     batches.push(encodeBatch(sidecar, batch, firstSeq, records));
   }
-  const outcome: HashOutcome = { ok: true, roots, leaves: leaves.buffer as ArrayBuffer, batches, bytes: task.bytes };
-  return move({ [transferableSymbol]: [leaves.buffer, task.bytes, ...batches.flatMap(transferables)], [valueSymbol]: outcome });
+  // The task's buffer stays here: the batch values hold every record, so it dies in this thread.
+  const outcome: HashOutcome = { ok: true, roots, leaves: leaves.buffer as ArrayBuffer, batches };
+  return move({ [transferableSymbol]: [leaves.buffer, ...batches.flatMap(transferables)], [valueSymbol]: outcome });
 }
