@@ -129,7 +129,11 @@ export class Journal {
   #writing: Promise<void> | undefined;
   /** A commit is wanted even with no batch ready: the epoch link, a checkpoint, a probe. */
   #linkWanted = false;
-  #lastSignedAtMs = Number.NEGATIVE_INFINITY;
+  /**
+   * When the last signature was committed, or (from open until the epoch link lands) requested:
+   * a tick while the epoch link is still committing must not queue a checkpoint behind it.
+   */
+  #lastSignedAtMs = performance.now();
   #announcedAtMs = Number.NEGATIVE_INFINITY;
   #prune: PrunePlan | null = null;
   #retentionClock = retentionClock();
