@@ -1,7 +1,7 @@
 import test from 'ava';
 import http from 'node:http';
 import { sidecarConfig } from '../proxy/config.js';
-import { createDeadlineSweep, sweepTickMs } from '../proxy/http1/deadline-sweep.js';
+import { createDeadlineSweep, sweepTickMs, type Swept } from '../proxy/http1/deadline-sweep.js';
 import { createHttpProxyForwarder } from '../proxy/http1/http-proxy-forwarder.js';
 import type { ForwardOutcome } from '../proxy/http1/forwarder.js';
 import { closeServer, listen, request } from './helpers/net.js';
@@ -48,4 +48,51 @@ test('a finished exchange leaves the deadline sweep when it ends, not at the nex
   t.is(hung.status, 504);
   t.is(outcomes.at(-1)?.errorKind, 'timeout');
   t.is(sweep.size, 0);
+});
+
+/**
+ * The sweep links its items through their own fields. What the GC needs: an item that left
+ * holds no link to any other (a dead exchange must not keep later ones alive through a young
+ * GC, see deadline-sweep.ts); what the deadlines need: a check that ends its own item or
+ * another one mid-tick leaves every other item still checked.
+ */
+test('the sweep: items that leave, mid-tick or not, keep no link to the others, and the rest are still checked', async (t) => {
+  const sweep = createDeadlineSweep(10);
+  t.teardown(() => sweep.close());
+  const checked = new Map<string, number>();
+  const item = (name: string, onCheck: () => boolean = () => true): Swept & { name: string } => ({
+    name,
+    sweepPrev: null,
+    sweepNext: null,
+    check() {
+      checked.set(name, (checked.get(name) ?? 0) + 1);
+      return onCheck();
+    },
+  });
+  const [a, c, d] = [item('a'), item('c'), item('d')];
+  // b ends d from inside its own check (as an exchange's failure can end another), and is done itself.
+  const b = item('b', () => {
+    sweep.delete(d);
+    return false;
+  });
+  const e = item('e', () => false);
+  for (const x of [a, b, c, d, e]) sweep.add(x);
+  sweep.add(a);
+  t.is(sweep.size, 5, 'adding an item again does not count it twice');
+  sweep.delete(c);
+  t.is(sweep.size, 4);
+  while ((checked.get('a') ?? 0) < 2) await new Promise((resolve) => setTimeout(resolve, 5));
+  t.is(sweep.size, 1, 'b and e left when their checks said so, d when b ended it');
+  t.is(checked.get('b'), 1);
+  t.is(checked.get('e'), 1);
+  t.false(checked.has('c'), 'deleted before the first tick: never checked');
+  t.false(checked.has('d'), 'ended by an earlier check in the same tick: not checked');
+  for (const x of [b, c, d, e]) t.deepEqual([x.sweepPrev, x.sweepNext], [null, null], `${x.name} holds no link`);
+  t.not(a.sweepNext, null);
+  sweep.close();
+  t.is(sweep.size, 0);
+  t.deepEqual([a.sweepPrev, a.sweepNext], [null, null], 'close unlinks what was left');
+  const ticks = checked.get('a');
+  await new Promise((resolve) => setTimeout(resolve, 40));
+  t.is(checked.get('a'), ticks, 'no tick after close');
 });

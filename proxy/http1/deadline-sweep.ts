@@ -1,12 +1,19 @@
-/** Something the sweep looks at once per tick while it is in flight. */
+/**
+ * Something the sweep looks at once per tick while it is in flight. The sweep links it in place
+ * through its two link fields (null while it is in no sweep): adding and removing allocate nothing.
+ */
 export interface Swept {
   /** Called once per tick with performance.now(); returns false once the item is done with the sweep. */
   check(nowMs: number): boolean;
+  sweepPrev: Swept | null;
+  sweepNext: Swept | null;
 }
 
 /** One shared timer for the deadlines of every in-flight exchange. */
 export interface DeadlineSweep {
+  /** Adds an item; one already in a sweep stays where it is. */
   add(item: Swept): void;
+  /** Removes the item and clears its links; an item in no sweep is left as it is. */
   delete(item: Swept): void;
   /** Items in the sweep now. */
   readonly size: number;
@@ -26,18 +33,38 @@ export function sweepTickMs(...timeoutsMs: number[]): number {
 
 /**
  * Response and idle deadlines checked by one interval, instead of a setTimeout (and a socket
- * timer with its listeners) per request: adding and removing an exchange is a Set operation.
+ * timer with its listeners) per request.
+ *
+ * The items are a doubly linked list through their own fields, not a Set. Measured with the
+ * http-proxy engine under load (bench/README.md, "The deadline sweep and the GC"): with a Set,
+ * once a full GC had moved the Set into the old generation, every scavenge kept and promoted
+ * about 2 MB, the whole of the requests in flight, and GC took ~30 µs a request instead of ~5.
+ * A Set that is rehashed keeps its old table linked to the new one (for iterators), so a dead
+ * old table held the exchanges it had listed, and each of them its request. Here a removed item
+ * keeps no link to any other, so a finished exchange holds nothing that came after it.
  * The interval runs only while something is in flight and does not keep the process alive.
  */
 export function createDeadlineSweep(tickMs: number): DeadlineSweep {
-  const items = new Set<Swept>();
+  // A ring through a sentinel: the first item is head.sweepNext, the last head.sweepPrev.
+  const head: Swept = { check: () => true, sweepPrev: null, sweepNext: null };
+  head.sweepPrev = head.sweepNext = head;
+  let size = 0;
   let timer: NodeJS.Timeout | null = null;
+
+  function unlink(item: Swept): void {
+    item.sweepPrev!.sweepNext = item.sweepNext;
+    item.sweepNext!.sweepPrev = item.sweepPrev;
+    item.sweepPrev = item.sweepNext = null;
+    size--;
+  }
 
   function sweep(): void {
     const now = performance.now();
-    // Deleting the current entry while iterating a Set is safe.
-    for (const item of items) if (!item.check(now)) items.delete(item);
-    if (items.size === 0) stop();
+    // Taken first: a check may end its own exchange, or another one, and unlink it.
+    const due: Swept[] = [];
+    for (let item = head.sweepNext!; item !== head; item = item.sweepNext!) due.push(item);
+    for (const item of due) if (item.sweepNext !== null && !item.check(now) && item.sweepNext !== null) unlink(item);
+    if (size === 0) stop();
   }
 
   function stop(): void {
@@ -48,20 +75,25 @@ export function createDeadlineSweep(tickMs: number): DeadlineSweep {
 
   return {
     add(item) {
-      items.add(item);
+      if (item.sweepNext !== null) return;
+      item.sweepPrev = head.sweepPrev;
+      item.sweepNext = head;
+      head.sweepPrev!.sweepNext = item;
+      head.sweepPrev = item;
+      size++;
       if (timer === null) {
         timer = setInterval(sweep, tickMs);
         timer.unref();
       }
     },
     delete(item) {
-      items.delete(item);
+      if (item.sweepNext !== null) unlink(item);
     },
     get size() {
-      return items.size;
+      return size;
     },
     close() {
-      items.clear();
+      while (head.sweepNext !== head) unlink(head.sweepNext!);
       stop();
     },
   };

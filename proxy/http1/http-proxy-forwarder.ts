@@ -25,6 +25,8 @@ class Exchange extends ForwardedRequest implements Swept {
   /** Upstream socket bytes both ways at the last sweep, and when they last changed (idle deadline). */
   lastBytes = -1;
   lastActiveMs = 0;
+  sweepPrev: Swept | null = null;
+  sweepNext: Swept | null = null;
 
   constructor(
     req: IncomingMessage,
