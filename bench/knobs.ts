@@ -5,7 +5,7 @@ export const PATH_NAMES = ['direct', 'nginx', 'http-proxy', 'undici', 'sidecar-o
 export type PathName = (typeof PATH_NAMES)[number];
 
 /** The parts of the report besides HTTP/1.1; each can be left out with SECTIONS. */
-export const SECTION_NAMES = ['http', 'grpc', 'journal', 'ingest'] as const;
+export const SECTION_NAMES = ['http', 'paired', 'grpc', 'journal', 'ingest'] as const;
 export type SectionName = (typeof SECTION_NAMES)[number];
 
 /** Everything a run can be told from the environment. */
@@ -36,6 +36,9 @@ export interface Knobs {
   serversFrom: ServersFrom;
   /** Install nginx from Debian packages when it is missing (root and apt-get only). */
   nginxInstall: boolean;
+  /** Paired section (bench/paired.ts): pairs of alternating slices, and each slice's length in seconds. */
+  pairs: number;
+  sliceS: number;
   /** gRPC section: seconds of unary calls per path, and messages in the bidirectional stream. */
   grpcDurationS: number;
   grpcStreamMessages: number;
@@ -122,6 +125,8 @@ export function readKnobs(env: Env): Knobs {
     profile: flag(env, 'PROFILE', false),
     serversFrom: serversFrom(env),
     nginxInstall: flag(env, 'NGINX_INSTALL', true),
+    pairs: positiveInt(env, 'PAIRS', quick ? 1 : 15),
+    sliceS: positiveInt(env, 'SLICE', quick ? 1 : 2),
     grpcDurationS: positiveInt(env, 'GRPC_DURATION', quick ? 1 : 4),
     grpcStreamMessages: positiveInt(env, 'STREAM_MESSAGES', quick ? 2_000 : 30_000),
     journalDurationS: positiveInt(env, 'JOURNAL_DURATION', quick ? 1 : 4),

@@ -15,7 +15,7 @@ import { REQUEST, measurePath } from './measure.js';
 import { type NginxFound, findNginx } from './nginx.js';
 import { waitForQuiet } from './quiet.js';
 import { headlineLines, headlineRate, renderGrpcTable, renderHttpTable, renderJournalTable, renderRatesTable, targetLines } from './report-table.js';
-import { type ScriptRun, runGrpcSection, runIngestSection, runJournalSection } from './sections.js';
+import { type ScriptRun, runGrpcSection, runIngestSection, runJournalSection, runPairedSection } from './sections.js';
 import { type Outcome, type PathSummary, summarize } from './summary.js';
 
 const DEFAULT_RESULTS_DIR = fileURLToPath(new URL('./results/', import.meta.url));
@@ -49,6 +49,14 @@ async function measureHttp(knobs: Knobs, pinning: Pinning, loader: LoadChild, no
     }
   }
   return outcomes;
+}
+
+/** The paired section, once. */
+async function pairedOnce(knobs: Knobs): Promise<{ stdout: string; failure: string | null }> {
+  process.stderr.write(`[paired] ${knobs.pairs} pairs ...\n`);
+  await quietly(knobs);
+  const run = await runPairedSection(knobs);
+  return { stdout: run.stdout, failure: run.ok ? null : run.error };
 }
 
 /** A section benchmark once per round; the rounds that worked, and the first failure. */
@@ -141,6 +149,8 @@ async function main(): Promise<void> {
   } finally {
     await loader.close();
   }
+  // Once, not per round: its pairs are its rounds.
+  const paired = knobs.sections.includes('paired') ? await pairedOnce(knobs) : null;
   const grpc = knobs.sections.includes('grpc') ? await sectionRounds('grpc', knobs, () => runGrpcSection(knobs)) : null;
   const journal = knobs.sections.includes('journal') ? await sectionRounds('journal', knobs, () => runJournalSection(knobs)) : null;
   const ingest = knobs.sections.includes('ingest') ? await sectionRounds('ingest', knobs, () => runIngestSection(knobs)) : null;
@@ -155,6 +165,11 @@ async function main(): Promise<void> {
     say();
     for (const line of [...targetLines(summaries, knobs.rates), ...headlineLines(summaries, knobs.rates)]) say(line);
     for (const s of summaries) if (s.failure !== null) say(`${s.path} failed: ${s.failure}`);
+  }
+  if (paired !== null) {
+    say(`\nPaired throughput (bench/paired.ts, as printed): ${knobs.pairs} pairs of ${knobs.sliceS} s slices, alternating: the target against bare http-proxy is judged on these pairs, not on the HTTP table's sequential rounds, which drift with the machine.\n`);
+    for (const line of paired.stdout.split('\n')) if (line.trim() !== '') say(line.trimEnd());
+    if (paired.failure !== null) say(`paired failed: ${paired.failure}`);
   }
   if (grpc !== null) {
     say(`\ngRPC, ${rounds}: ${knobs.grpcDurationS}s of unary calls, then a bidirectional stream of ${knobs.grpcStreamMessages} messages\n`);
@@ -190,6 +205,7 @@ async function main(): Promise<void> {
     nginx,
     request: REQUEST,
     http: { summaries, paths: Object.fromEntries(outcomes) },
+    paired,
     grpc,
     journal,
     ingest,
@@ -200,7 +216,7 @@ async function main(): Promise<void> {
   say(`\nload average at the end: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
   say(`raw results: ${base}.json\nlatency chart: ${base}.svg\nthis report: ${base}.txt`);
   await writeFile(`${base}.txt`, out.join('\n') + '\n');
-  const failed = summaries.some((s) => s.failure !== null) || [grpc, journal, ingest].some((s) => s !== null && s.failure !== null);
+  const failed = summaries.some((s) => s.failure !== null) || [paired, grpc, journal, ingest].some((s) => s !== null && s.failure !== null);
   if (failed) process.exitCode = 1;
 }
 

@@ -16,12 +16,13 @@ interface Report {
   grpc: { rounds: { rows: { path: string; unaryPerSec: number; bidiMsgsPerSec: number }[] }[]; failure: string | null };
   journal: { rounds: { rows: { run: string; recordsPerS: number }[] }[]; failure: string | null };
   ingest: { stdout: string[]; failure: string | null } | null;
+  paired: { stdout: string; failure: string | null } | null;
   checks: string[];
 }
 
 test('the QUICK report prints its tables and writes well-formed JSON, SVG and text', async (t) => {
   // About 1.5 minutes alone; several times that while the whole suite loads the 2 CPUs (it compiles
-  // the servers, starts a dozen processes and runs three sections).
+  // the servers, starts a dozen processes and runs four sections).
   t.timeout(600_000);
   const dir = await mkdtemp(join(tmpdir(), 'auditmesh-bench-report-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
@@ -83,6 +84,10 @@ test('the QUICK report prints its tables and writes well-formed JSON, SVG and te
     t.regex(report.ingest?.stdout[0] ?? '', /records\/s/);
   } else t.regex(stdout, /^Collector ingest: not measured/m);
   t.true(report.checks.some((line) => line.startsWith('sidecar-async peak RSS under load: ')));
+  // The paired section, quoted as bench/paired.ts printed it: the target judged on the pairs.
+  t.is(report.paired?.failure, null);
+  t.regex(report.paired?.stdout ?? '', /^sidecar-async vs http-proxy, throughput pair by pair \(1 pairs of 1 s\): median [\d.]+x .*: (met|MISSED)/m);
+  t.regex(stdout, /^Paired throughput \(bench\/paired\.ts, as printed\)/m);
 
   const svg = await readFile(join(dir, `${base}.svg`), 'utf8');
   t.is(XMLValidator.validate(svg), true);
