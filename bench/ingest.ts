@@ -3,6 +3,8 @@
 // measured in the same run.
 //
 //   npm run bench:ingest      knobs: STREAMS=4 RECORDS=100000 (per stream) BATCH=256 SEGMENT=8 (batches) WINDOW=8 (segments in flight)
+//                             ROUNDS=3: rounds of the same streams, each into a fresh collector and store; the verdict is
+//                             on the median round (this machine's speed drifts by a fifth within minutes)
 //                             WARMUP_RECORDS=8192: one more sidecar's stream shipped before the clock starts (JIT, worker start-up)
 //                             PROFILE=1: the collector runs with --cpu-prof (bench/results/profiles/)
 //                             COLLECTOR_NODE_FLAGS='--max-semi-space-size=64': more node flags for the collector's process
@@ -24,6 +26,7 @@ import { GENESIS_HEAD, signHello } from '../proxy/journal/chain.js';
 import { ephemeralSigningKey } from '../proxy/keys.js';
 import { SYNC_PROTO_PATH, type CollectorMessage } from '../control/proto/sync-wire.js';
 import { formatTable } from './table.js';
+import { spread } from './summary.js';
 import { cpuTimeMs, mainThreadCpuTimeMs, minorFaults, threadCpuMs } from './proc-stats.js';
 import { openLmdbStore } from '../control/collector/lmdb-store.js';
 import type { SidecarState, StoredLink } from '../control/collector/collector-store.js';
@@ -37,8 +40,10 @@ const BATCH = Number(process.env.BATCH ?? 256);
 const SEGMENT = Number(process.env.SEGMENT ?? 8);
 const WINDOW = Number(process.env.WINDOW ?? 8);
 const SENDER = process.env.SENDER ?? 'grpc-js';
+const ROUNDS = Number(process.env.ROUNDS ?? 3);
 /** Issue 5's target, on the 2-core reference machine. */
 const INGEST_TARGET = 100_000;
+if (!Number.isInteger(ROUNDS) || ROUNDS < 1) throw new Error(`ROUNDS: a whole number of rounds, at least 1, not ${process.env.ROUNDS}`);
 if (SENDER !== 'h2' && SENDER !== 'grpc-js') throw new Error(`SENDER: h2 or grpc-js, not ${SENDER}`);
 const SERVE_SCRIPT = fileURLToPath(new URL('./ingest-serve.ts', import.meta.url));
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -77,17 +82,26 @@ function record(stream: number, i: number, t0: number): Buffer {
   );
 }
 
+/**
+ * A sidecar's stream: its messages, and how to make its records again for the baselines. It holds
+ * no record objects while ingest runs: with 400,000 of them alive, every full GC of this process
+ * (one about every 0.5 s, as grpc-js copies each segment to frame it) marked them all, 40-70 ms of
+ * its main thread each, and the sender's cost went from about 2.4 to 6 µs a record between runs,
+ * on the 2 CPUs it shares with the collector.
+ */
 interface Stream {
   hello: Buffer;
   segments: Buffer[];
-  records: Buffer[];
+  count: number;
+  records(): Buffer[];
 }
 
 /** One sidecar's journal as encoded Sync messages: Hello, then segments of SEGMENT batches, each ending signed. */
 function buildStream(s: number, count = RECORDS): Stream {
   const signer = ephemeralSigningKey();
   const t0 = Date.now() - 3_600_000;
-  const records = Array.from({ length: count }, (_, i) => record(s, i, t0));
+  const recordsOf = (): Buffer[] => Array.from({ length: count }, (_, i) => record(s, i, t0));
+  const records = recordsOf();
   let head = { last_seq: 0, last_batch: 0, head: GENESIS_HEAD };
   const segments: Buffer[] = [];
   for (let from = 0, first = true; from < count; first = false) {
@@ -101,7 +115,7 @@ function buildStream(s: number, count = RECORDS): Stream {
   }
   const id = `bench-${s}`;
   const hello = { sidecar_id: id, service: `svc-${s}`, public_key: signer.publicKeySpki, key_id: signer.keyId, version: 'bench', base_head: GENESIS_HEAD, first_batch: 1, ...signHello(signer, id) };
-  return { hello: sync.requestSerialize({ hello }), segments, records };
+  return { hello: sync.requestSerialize({ hello }), segments, count, records: recordsOf };
 }
 
 /**
@@ -231,13 +245,14 @@ async function startCollector(storeDir: string): Promise<{ address: string; http
 async function rawLmdbPut(dir: string, streams: Stream[]): Promise<number> {
   const env = open({ path: dir, ...LMDB_WRITER_OPTIONS });
   const db = env.openDB<Buffer, [string, number]>('records', { encoding: 'binary', compression: false });
-  const started = performance.now();
   const per = BATCH * SEGMENT;
+  const records = streams.map((s) => s.records());
+  const started = performance.now();
   await Promise.all(
-    streams.map(async (s, n) => {
-      for (let from = 0; from < s.records.length; from += per) {
+    records.map(async (recs, n) => {
+      for (let from = 0; from < recs.length; from += per) {
         await env.batch(() => {
-          for (let i = from; i < Math.min(from + per, s.records.length); i++) void db.put([`bench-${n}`, i + 1], s.records[i]);
+          for (let i = from; i < Math.min(from + per, recs.length); i++) void db.put([`bench-${n}`, i + 1], recs[i]);
         });
       }
     }),
@@ -255,9 +270,10 @@ async function rawLmdbPut(dir: string, streams: Stream[]): Promise<number> {
 async function storeAppend(dir: string, streams: Stream[]): Promise<number> {
   const store = openLmdbStore(dir);
   const per = BATCH * SEGMENT;
-  const runs = streams.map((s, n) =>
-    Array.from({ length: Math.ceil(s.records.length / per) }, (_, k) => {
-      const records = s.records.slice(k * per, (k + 1) * per).map((bytes, i) => ({ seq: k * per + i + 1, bytes, index: indexRecord(bytes) }));
+  const runs = streams.map((s, n) => {
+    const all = s.records();
+    return Array.from({ length: Math.ceil(all.length / per) }, (_, k) => {
+      const records = all.slice(k * per, (k + 1) * per).map((bytes, i) => ({ seq: k * per + i + 1, bytes, index: indexRecord(bytes) }));
       // One records link per BATCH records, as ingest stores them (header fields the store does not read left empty).
       const links: StoredLink[] = [];
       for (let at = 0; at < records.length; at += BATCH) {
@@ -265,8 +281,8 @@ async function storeAppend(dir: string, streams: Stream[]): Promise<number> {
         links.push({ batch: (k * per + at) / BATCH + 1, first_seq: records[at].seq, count, kind: 'records', root: '', sealed_unix_ms: 0, epoch: 1, head: '' });
       }
       return { sidecar: { id: `bench-${n}` } as SidecarState, links, batches: encodeLinks(`bench-${n}`, links, records) };
-    }),
-  );
+    });
+  });
   const started = performance.now();
   await Promise.all(runs.map(async (appends) => {
     for (const run of appends) await store.append(run);
@@ -276,6 +292,51 @@ async function storeAppend(dir: string, streams: Stream[]): Promise<number> {
   return seconds;
 }
 
+/** What one round measured: a fresh collector and store taking every stream at once. */
+interface Round {
+  seconds: number;
+  /** The collector's CPU over the ingest alone, all threads and the main thread (null without /proc). */
+  cpu: { all: number; main: number } | null;
+  threads: Map<string, number>;
+  /** The collector's minor page faults over the ingest (each costs a trip through the kernel). */
+  faults: number | null;
+  /** This process's CPU over the ingest: the sidecars' side of the streams, on the same 2 CPUs. */
+  clientMs: number;
+}
+
+async function ingestRound(storeDir: string, streams: Stream[], warmup: Stream | null): Promise<Round> {
+  const collector = await startCollector(storeDir);
+  try {
+    if (warmup !== null) await sender(collector.address, warmup)();
+    const senders = streams.map((s) => sender(collector.address, s));
+    const cpuBefore = [cpuTimeMs(collector.pid), mainThreadCpuTimeMs(collector.pid)];
+    const threadsBefore = threadCpuMs(collector.pid);
+    const faultsBefore = minorFaults(collector.pid);
+    const clientBefore = process.cpuUsage();
+    const started = performance.now();
+    await Promise.all(senders.map((send) => send()));
+    const seconds = (performance.now() - started) / 1000;
+    const clientUsage = process.cpuUsage(clientBefore);
+    const cpuAfter = [cpuTimeMs(collector.pid), mainThreadCpuTimeMs(collector.pid)];
+    const faultsAfter = minorFaults(collector.pid);
+    const threads = new Map<string, number>();
+    for (const [thread, ms] of threadCpuMs(collector.pid)) threads.set(thread, ms - (threadsBefore.get(thread) ?? 0));
+    const metrics = await (await fetch(`${collector.http}/metrics`)).text();
+    const stored = Number(/^auditmesh_collector_records_stored_total (\d+)/m.exec(metrics)?.[1] ?? 0) - (warmup?.count ?? 0);
+    const total = streams.reduce((a, s) => a + s.count, 0);
+    if (stored !== total) throw new Error(`collector stored ${stored} records, expected ${total}`);
+    return {
+      seconds,
+      cpu: cpuBefore.includes(null) || cpuAfter.includes(null) ? null : { all: cpuAfter[0]! - cpuBefore[0]!, main: cpuAfter[1]! - cpuBefore[1]! },
+      threads,
+      faults: faultsBefore !== null && faultsAfter !== null ? faultsAfter - faultsBefore : null,
+      clientMs: (clientUsage.user + clientUsage.system) / 1000,
+    };
+  } finally {
+    await collector.stop();
+  }
+}
+
 async function main(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'auditmesh-bench-ingest-'));
   try {
@@ -283,59 +344,34 @@ async function main(): Promise<void> {
     const streams = Array.from({ length: STREAMS }, (_, s) => buildStream(s));
     const total = STREAMS * RECORDS;
     const warmup = WARMUP_RECORDS > 0 ? buildStream(STREAMS, WARMUP_RECORDS) : null;
-    const collector = await startCollector(join(dir, 'store'));
-    let ingestS: number;
-    let stored: number;
-    // The collector's CPU over the ingest alone, all threads and the main thread (null without /proc).
-    let cpu: { all: number; main: number } | null = null;
-    const threads = new Map<string, number>();
-    /** The collector's minor page faults over the ingest (each costs a trip through the kernel). */
-    let faults: number | null = null;
-    /** This process's CPU over the ingest: the sidecars' side of the streams, on the same 2 CPUs. */
-    let clientMs = 0;
-    try {
-      if (warmup !== null) await sender(collector.address, warmup)();
-      const senders = streams.map((s) => sender(collector.address, s));
-      const cpuBefore = [cpuTimeMs(collector.pid), mainThreadCpuTimeMs(collector.pid)];
-      const threadsBefore = threadCpuMs(collector.pid);
-      const faultsBefore = minorFaults(collector.pid);
-      const clientBefore = process.cpuUsage();
-      const started = performance.now();
-      await Promise.all(senders.map((send) => send()));
-      ingestS = (performance.now() - started) / 1000;
-      const clientUsage = process.cpuUsage(clientBefore);
-      clientMs = (clientUsage.user + clientUsage.system) / 1000;
-      const cpuAfter = [cpuTimeMs(collector.pid), mainThreadCpuTimeMs(collector.pid)];
-      const faultsAfter = minorFaults(collector.pid);
-      if (faultsBefore !== null && faultsAfter !== null) faults = faultsAfter - faultsBefore;
-      for (const [thread, ms] of threadCpuMs(collector.pid)) threads.set(thread, ms - (threadsBefore.get(thread) ?? 0));
-      if (!cpuBefore.includes(null) && !cpuAfter.includes(null)) cpu = { all: cpuAfter[0]! - cpuBefore[0]!, main: cpuAfter[1]! - cpuBefore[1]! };
-      const metrics = await (await fetch(`${collector.http}/metrics`)).text();
-      stored = Number(/^auditmesh_collector_records_stored_total (\d+)/m.exec(metrics)?.[1] ?? 0) - (warmup?.records.length ?? 0);
-    } finally {
-      await collector.stop();
-    }
-    if (stored !== total) throw new Error(`collector stored ${stored} records, expected ${total}`);
+    const rounds: Round[] = [];
+    for (let r = 0; r < ROUNDS; r++) rounds.push(await ingestRound(join(dir, `store-${r}`), streams, warmup));
     const rawS = await rawLmdbPut(join(dir, 'raw'), streams);
     const storeS = await storeAppend(join(dir, 'store-only'), streams);
     const row = (name: string, seconds: number): string[] => [name, String(total), seconds.toFixed(2), Math.round(total / seconds).toLocaleString('en'), (rawS / seconds).toFixed(2), (storeS / seconds).toFixed(2)];
     const rows = [
       row('LMDB put of the same record bytes (baseline 1)', rawS),
       row('collector store: batches + index entries (baseline 2)', storeS),
-      row(`collector ingest: ${STREAMS} gRPC streams, verified, indexed, stored, acked`, ingestS),
+      ...rounds.map((r, k) => row(`collector ingest: ${STREAMS} gRPC streams, verified, indexed, stored, acked${ROUNDS > 1 ? ` (round ${k + 1})` : ''}`, r.seconds)),
     ];
     process.stdout.write(formatTable(['path', 'records', 'seconds', 'records/s', 'vs 1', 'vs 2'], rows) + '\n');
-    const rate = total / ingestS;
-    process.stdout.write(`collector ingest: ${Math.round(rate).toLocaleString('en')} verified records/s from ${STREAMS} streams (target >= ${INGEST_TARGET.toLocaleString('en')} on this machine): ${rate >= INGEST_TARGET ? 'met' : 'MISSED'}\n`);
+    const rates = spread(rounds.map((r) => total / r.seconds))!;
+    const range = ROUNDS > 1 ? `, median of ${ROUNDS} rounds (${Math.round(rates.min).toLocaleString('en')}..${Math.round(rates.max).toLocaleString('en')})` : '';
+    process.stdout.write(`collector ingest: ${Math.round(rates.median).toLocaleString('en')} verified records/s from ${STREAMS} streams${range} (target >= ${INGEST_TARGET.toLocaleString('en')} on this machine): ${rates.median >= INGEST_TARGET ? 'met' : 'MISSED'}\n`);
+    // The CPU of the round nearest the median (the lower one of an even count).
+    const byRate = [...rounds].sort((a, b) => b.seconds - a.seconds);
+    const typical = byRate[Math.floor((byRate.length - 1) / 2)];
+    const { cpu, threads, faults, clientMs, seconds } = typical;
     if (cpu !== null) {
       const us = (ms: number): string => ((ms * 1000) / total).toFixed(1);
-      process.stdout.write(`collector CPU during ingest: ${us(cpu.all)} µs a record (all threads), ${us(cpu.main)} on its event loop; ${(cpu.all / 1000 / ingestS).toFixed(2)} of ${availableParallelism()} CPUs busy${faults === null ? '' : `; ${(faults / total).toFixed(2)} page faults a record`}\n`);
+      const which = ROUNDS > 1 ? ` (round ${rounds.indexOf(typical) + 1})` : '';
+      process.stdout.write(`collector CPU during ingest${which}: ${us(cpu.all)} µs a record (all threads), ${us(cpu.main)} on its event loop; ${(cpu.all / 1000 / seconds).toFixed(2)} of ${availableParallelism()} CPUs busy${faults === null ? '' : `; ${(faults / total).toFixed(2)} page faults a record`}\n`);
       // Thread by thread (µs a record), busiest first: which part of the pipeline the CPU goes to.
       const busiest = [...threads].filter(([, ms]) => ms > 0).sort((a, b) => b[1] - a[1]);
       process.stdout.write(`  by thread: ${busiest.map(([name, ms]) => `${name} ${us(ms)}`).join(', ')}\n`);
-      process.stdout.write(`the ${STREAMS} sending streams (this process): ${us(clientMs)} µs a record; both together ${((cpu.all + clientMs) / 1000 / ingestS).toFixed(2)} CPUs busy\n`);
+      process.stdout.write(`the ${STREAMS} sending streams (this process): ${us(clientMs)} µs a record; both together ${((cpu.all + clientMs) / 1000 / seconds).toFixed(2)} CPUs busy\n`);
     }
-    process.stdout.write(`sent with ${SENDER === 'h2' ? 'node:http2, messages framed beforehand' : 'grpc-js, as a sidecar ships'}; ${STREAMS} streams x ${RECORDS} records, ${BATCH} records a batch, ${SEGMENT} batches a segment, ${WINDOW} segments in flight a stream, after a warm-up stream of ${WARMUP_RECORDS}; ${availableParallelism()} CPUs, load average ${loadavg()[0].toFixed(1)}\n`);
+    process.stdout.write(`sent with ${SENDER === 'h2' ? 'node:http2, messages framed beforehand' : 'grpc-js, as a sidecar ships'}; ${STREAMS} streams x ${RECORDS} records, ${BATCH} records a batch, ${SEGMENT} batches a segment, ${WINDOW} segments in flight a stream, after a warm-up stream of ${WARMUP_RECORDS}, each round a fresh collector and store; ${availableParallelism()} CPUs, load average ${loadavg()[0].toFixed(1)}\n`);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
