@@ -9,7 +9,10 @@
 //                             PROFILE=1: the collector runs with --cpu-prof (bench/results/profiles/)
 //                             COLLECTOR_NODE_FLAGS='--max-semi-space-size=64': more node flags for the collector's process
 //                             SENDER=grpc-js (the sidecar's client library) or h2 (node:http2 speaking gRPC's framing, messages framed beforehand: a cheaper load generator)
+//                             IDS=random (request and trace ids as a sidecar makes them, random; the default) or sequential
+//                             (counters: every index insert lands next to the one before, a best case real traffic never has)
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import * as http2 from 'node:http2';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
@@ -45,14 +48,30 @@ const ROUNDS = Number(process.env.ROUNDS ?? 3);
 const INGEST_TARGET = 100_000;
 if (!Number.isInteger(ROUNDS) || ROUNDS < 1) throw new Error(`ROUNDS: a whole number of rounds, at least 1, not ${process.env.ROUNDS}`);
 if (SENDER !== 'h2' && SENDER !== 'grpc-js') throw new Error(`SENDER: h2 or grpc-js, not ${SENDER}`);
+const IDS = process.env.IDS ?? 'random';
+if (IDS !== 'random' && IDS !== 'sequential') throw new Error(`IDS: random or sequential, not ${IDS}`);
 const SERVE_SCRIPT = fileURLToPath(new URL('./ingest-serve.ts', import.meta.url));
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 const definition = protoLoader.loadSync(SYNC_PROTO_PATH, { keepCase: true, longs: Number, defaults: true, oneofs: true });
 const sync = (definition['auditmesh.sync.v1.Collector'] as protoLoader.ServiceDefinition).Sync;
 
+/**
+ * Record i's request id and trace id. A sidecar makes both at random (randomUUID, a W3C trace
+ * id), so the collector's two per-record indexes take each insert at a random place in their
+ * B-trees; these are as random but repeatable (a hash of the stream and i). IDS=sequential
+ * gives counters instead, as this benchmark used until 2026-11-28: every insert then lands
+ * beside the one before, and the store alone took about 3x the records a second (bench/README.md).
+ */
+function ids(stream: number, i: number): { requestId: string; traceId: string } {
+  if (IDS === 'sequential') return { requestId: `req-${stream}-${i}`, traceId: `${stream.toString(16).padStart(8, '0')}${i.toString(16).padStart(24, '0')}` };
+  const h = createHash('sha256').update(`${stream}/${i}`).digest('hex');
+  return { requestId: `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-a${h.slice(17, 20)}-${h.slice(20, 32)}`, traceId: h.slice(32, 64) };
+}
+
 /** A record as a sidecar writes it (about 600 bytes of canonical JSON). */
 function record(stream: number, i: number, t0: number): Buffer {
+  const { requestId, traceId } = ids(stream, i);
   return Buffer.from(
     JSON.stringify({
       'audit.kind': 'http',
@@ -75,9 +94,9 @@ function record(stream: number, i: number, t0: number): Buffer {
       'http.request.body.size': 0,
       'http.response.body.size': 105,
       'http.request.header': { accept: 'application/json', authorization: 'hmac-sha256:9f2c4e0d8a7b6c5d4e3f2a1b0c9d8e7f' },
-      'trace.id': `${stream.toString(16).padStart(8, '0')}${i.toString(16).padStart(24, '0')}`,
+      'trace.id': traceId,
       'span.id': i.toString(16).padStart(16, '0'),
-      'audit.request_id': `req-${stream}-${i}`,
+      'audit.request_id': requestId,
     }),
   );
 }
@@ -371,7 +390,7 @@ async function main(): Promise<void> {
       process.stdout.write(`  by thread: ${busiest.map(([name, ms]) => `${name} ${us(ms)}`).join(', ')}\n`);
       process.stdout.write(`the ${STREAMS} sending streams (this process): ${us(clientMs)} µs a record; both together ${((cpu.all + clientMs) / 1000 / seconds).toFixed(2)} CPUs busy\n`);
     }
-    process.stdout.write(`sent with ${SENDER === 'h2' ? 'node:http2, messages framed beforehand' : 'grpc-js, as a sidecar ships'}; ${STREAMS} streams x ${RECORDS} records, ${BATCH} records a batch, ${SEGMENT} batches a segment, ${WINDOW} segments in flight a stream, after a warm-up stream of ${WARMUP_RECORDS}, each round a fresh collector and store; ${availableParallelism()} CPUs, load average ${loadavg()[0].toFixed(1)}\n`);
+    process.stdout.write(`sent with ${SENDER === 'h2' ? 'node:http2, messages framed beforehand' : 'grpc-js, as a sidecar ships'}; ${STREAMS} streams x ${RECORDS} records, ${BATCH} records a batch, ${SEGMENT} batches a segment, ${WINDOW} segments in flight a stream, ${IDS} request and trace ids, after a warm-up stream of ${WARMUP_RECORDS}, each round a fresh collector and store; ${availableParallelism()} CPUs, load average ${loadavg()[0].toFixed(1)}\n`);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
