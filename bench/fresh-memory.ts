@@ -7,7 +7,7 @@
 // grpc-js gathers it (2,048 records). "fresh" allocates a new Buffer for every copy and drops
 // it, as Buffer.concat and a worker's batch encoder do; "reused" copies into one Buffer kept for
 // the run. On the reference VM (2026-11-28) a page fault cost about 15 µs, and fresh copies were
-// 30-150x slower than reused ones: see bench/README.md, "Fresh memory".
+// 20-165x slower than reused ones: see bench/README.md, "Fresh memory on this VM".
 import { availableParallelism } from 'node:os';
 import { formatTable } from './table.js';
 

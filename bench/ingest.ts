@@ -61,7 +61,7 @@ const sync = (definition['auditmesh.sync.v1.Collector'] as protoLoader.ServiceDe
  * id), so the collector's two per-record indexes take each insert at a random place in their
  * B-trees; these are as random but repeatable (a hash of the stream and i). IDS=sequential
  * gives counters instead, as this benchmark used until 2026-11-28: every insert then lands
- * beside the one before, and the store alone took about 3x the records a second (bench/README.md).
+ * beside the one before, and the store alone took 3.2-3.7x the records a second (bench/README.md).
  */
 function ids(stream: number, i: number): { requestId: string; traceId: string } {
   if (IDS === 'sequential') return { requestId: `req-${stream}-${i}`, traceId: `${stream.toString(16).padStart(8, '0')}${i.toString(16).padStart(24, '0')}` };
@@ -69,7 +69,7 @@ function ids(stream: number, i: number): { requestId: string; traceId: string } 
   return { requestId: `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-a${h.slice(17, 20)}-${h.slice(20, 32)}`, traceId: h.slice(32, 64) };
 }
 
-/** A record as a sidecar writes it (about 600 bytes of canonical JSON). */
+/** A record as a sidecar writes it (about 750 bytes of canonical JSON; 730 with IDS=sequential). */
 function record(stream: number, i: number, t0: number): Buffer {
   const { requestId, traceId } = ids(stream, i);
   return Buffer.from(
