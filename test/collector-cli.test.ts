@@ -5,19 +5,20 @@ import type { ExecutionContext } from 'ava';
 import { BatchBlob } from '../control/collector/batch-blob.js';
 import { openCollectorStores } from '../control/collector/lmdb-store.js';
 import { ephemeralSigningKey } from '../proxy/keys.js';
-import { journalShipment, openSync, startTestCollector, type TestCollector } from './helpers/collector.js';
+import { journalShipment, openSync, startTestCollector, toEarlierIdLayout, type TestCollector } from './helpers/collector.js';
 import { makeRecord, writeJournal } from './helpers/journal.js';
+import type { AuditRecord } from '../proxy/audit/record.js';
 import { runCli, startCli } from './helpers/child.js';
 import { tempDir } from './helpers/sidecar.js';
 
 /** A collector holding one sidecar's 24 records: request ids req-0..23, every sixth a 502. */
-async function filledCollector(t: ExecutionContext, sidecarId = 'pod-a'): Promise<TestCollector> {
+async function filledCollector(t: ExecutionContext, sidecarId = 'pod-a', extra: (i: number) => Partial<AuditRecord> = () => ({})): Promise<TestCollector> {
   const c = await startTestCollector(t);
   const journalDir = join(await tempDir(t), 'journal');
   const T0 = Date.now() - 60_000;
   const key = ephemeralSigningKey();
   await writeJournal({ journalDir, maxBatchRecords: 3, signingKey: key }, 3, 8, (i) =>
-    makeRecord(i, { 'audit.service': 'ledger', 'audit.request_id': `req-${i}`, 'audit.start_unix_ms': T0 + i, 'http.response.status_code': i % 6 === 5 ? 502 : 200 }),
+    makeRecord(i, { 'audit.service': 'ledger', 'audit.request_id': `req-${i}`, 'audit.start_unix_ms': T0 + i, 'http.response.status_code': i % 6 === 5 ? 502 : 200, ...extra(i) }),
   );
   const s = await journalShipment(journalDir, key, sidecarId, 'ledger');
   const peer = openSync(t, c.grpcAddress, c.token);
@@ -140,7 +141,7 @@ test('a store of the earlier one-value-per-record layout is migrated in place wh
   await c.close();
 
   // Rewrite the store in the earlier layout: records one value each, per-record index keys, no batches.
-  const stores = openCollectorStores(open({ path: c.storeDir }));
+  const stores = openCollectorStores(open({ path: c.storeDir, maxDbs: 32 }));
   const records = stores.env.openDB<Buffer, [string, number]>('records', { encoding: 'binary', compression: false });
   let n = 0;
   for (const { value } of stores.batches.getRange()) {
@@ -152,7 +153,8 @@ test('a store of the earlier one-value-per-record layout is migrated in place wh
   }
   t.is(n, 24);
   stores.batches.dropSync();
-  for (const db of [stores.byService, stores.byCorrelation, stores.byTrace, stores.errors, stores.meta]) db.clearSync();
+  for (const db of [stores.byService, stores.errors, stores.meta]) db.clearSync();
+  toEarlierIdLayout(stores.env);
   await stores.env.close();
 
   const early = await runCli(['verify', c.storeDir]);
@@ -165,4 +167,32 @@ test('a store of the earlier one-value-per-record layout is migrated in place wh
   const verified = await runCli(['verify', c.storeDir]);
   t.is(verified.code, 0, verified.stdout + verified.stderr);
   t.regex(verified.stdout, /collector store verified: 24 records of 1 sidecars/);
+});
+
+test('a store whose request and trace ids are in B-trees of their own is given the id index when a collector opens it; verify needs neither', async (t) => {
+  // Three records to a trace.
+  const c = await filledCollector(t, 'pod-i', (i) => ({ 'trace.id': (Math.floor(i / 3) + 1).toString(16).padStart(32, 'a') }));
+  const asked = ['correlation_id=req-3', 'correlation_id=req-17', `trace_id=${'2'.padStart(32, 'a')}`, 'correlation_id=req-old'];
+  const answer = async (url: string): Promise<string[]> => Promise.all(asked.map(async (q) => (await fetch(`${url}/v1/records?${q}`)).text()));
+  const before = await answer(c.httpUrl);
+  t.deepEqual(
+    before.map((body) => body.trim().split('\n').filter(Boolean).length),
+    [1, 1, 3, 0],
+  );
+  await c.close();
+
+  const env = open({ path: c.storeDir, maxDbs: 32 });
+  toEarlierIdLayout(env);
+  await env.close();
+  const early = await runCli(['verify', c.storeDir]);
+  t.is(early.code, 0, early.stdout + early.stderr);
+
+  const again = await startTestCollector(t, { storeDir: c.storeDir });
+  t.deepEqual(await answer(again.httpUrl), before);
+  await again.close();
+  const after = open({ path: c.storeDir, readOnly: true });
+  const names = Array.from(after.getKeys(), String);
+  await after.close();
+  t.false(names.includes('by_correlation') || names.includes('by_trace'), names.join(' '));
+  t.true(names.includes('id_log'));
 });

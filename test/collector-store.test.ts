@@ -5,6 +5,7 @@ import { open } from 'lmdb';
 import { BatchBlob, encodeBatchBlob } from '../control/collector/batch-blob.js';
 import type { SidecarState, StoredLink } from '../control/collector/collector-store.js';
 import { batchEntries, encodeBatch, encodeLinks } from '../control/collector/encoded-batch.js';
+import { idHash, readIdEntries, type IdKind } from '../control/collector/id-index.js';
 import { openCollectorStores, openLmdbStore } from '../control/collector/lmdb-store.js';
 import { indexRecord } from '../control/collector/record-index.js';
 import { matchesQuery, parseRecordQuery, runQuery, type CollectedRecord } from '../control/collector/record-query.js';
@@ -175,10 +176,16 @@ test('collector store: a batch encoded for the store carries the index keys lmdb
   // Byte for byte what lmdb-js encodes for the same array (its own export of ordered-binary).
   for (const e of entries) t.is(e.bytes.toString('hex'), Buffer.from(keyValueToBuffer(e.key)).toString('hex'), JSON.stringify(e.key));
   const max = Math.max(...records.map(({ p }) => p.start), T0);
-  t.deepEqual(
-    entries.filter((e) => e.db === 'byCorrelation').map((e) => e.key),
-    [...records.map(({ p }, i) => [p.requestId, p.start, 'pod-a', 7, i]), ['zähler-✓', T0, 'pod-a', 7, BATCH + 1]],
-  );
+  // Per record, its request id's entry and its trace id's, for the id index (sidecar number set by the store).
+  const idEntry = (kind: IdKind, id: string, start: number, i: number): object => {
+    const [hi, lo] = idHash(kind, id);
+    return { hi, lo, start, batch: 7, sidecar: 0, i };
+  };
+  t.deepEqual(readIdEntries(b.ids), [
+    ...records.flatMap(({ p }, i) => [idEntry('correlation', p.requestId, p.start, i), idEntry('trace', `trace-${p.requestId}`, p.start, i)]),
+    idEntry('correlation', 'zähler-✓', T0, BATCH + 1),
+  ]);
+  t.notDeepEqual(idHash('correlation', 'x'), idHash('trace', 'x'), 'a request id and a trace id that are the same string are told apart');
   t.deepEqual(entries.filter((e) => e.db === 'errors').map((e) => e.key), records.flatMap(({ p }, i) => (p.status >= 500 ? [[p.start, 'pod-a', 7, i]] : [])));
   t.deepEqual(entries.filter((e) => e.db === 'byTime').map((e) => e.key), [[max, 'pod-a', 7]]);
   t.deepEqual(entries.filter((e) => e.db === 'byService').map((e) => e.key[0]).sort(), ['checkout', 'inventory', 'payments']);
@@ -186,4 +193,62 @@ test('collector store: a batch encoded for the store carries the index keys lmdb
   t.deepEqual(new BatchBlob(b.blob).all(), [...records.map(({ bytes }) => bytes), ...odd]);
   // Only records with audit.phase final are exchanges: the one odd record here.
   t.deepEqual(b.exchanges.map((g) => ({ ...g, ends: Array.from(g.ends) })), [{ peer: undefined, direction: 'outbound', method: undefined, failed: false, ends: [T0] }]);
+});
+
+test('collector store: the id index answers from its log and from sorted segments alike, across reopening, with one id spread over many blocks', async (t) => {
+  const dir = join(await tempDir(t), 'store');
+  // Small segments, so 2 x 48 batches of 64 records (2 id entries each) seal 10 of them and leave
+  // some in the log; one request id in 4 records (1,536 entries) spans several 512-entry blocks.
+  const sealEntries = 1100;
+  const batchRecords = 64;
+  const planned: Planned[] = [];
+  const states = new Map(['pod-a', 'pod-b'].map((id) => [id, sidecarState(id)]));
+  for (const [n, sidecar] of ['pod-a', 'pod-b'].entries()) {
+    for (let seq = 1; seq <= 48 * batchRecords; seq++) {
+      const requestId = seq % 4 === 0 ? 'req-hot' : `req-${sidecar}-${seq}-${(seq * 2654435761) % 1e9}`;
+      planned.push({ sidecar, service: n === 0 ? 'checkout' : 'payments', seq, start: T0 + seq * 3 + n, peer: 'inventory', status: 200, requestId });
+    }
+  }
+  const write = async (store: ReturnType<typeof openLmdbStore>, from: number, to: number): Promise<void> => {
+    for (const sidecar of ['pod-a', 'pod-b']) {
+      const mine = planned.filter((p) => p.sidecar === sidecar && p.seq > from && p.seq <= to);
+      for (let at = 0; at < mine.length; at += 4 * batchRecords) {
+        const records = mine.slice(at, at + 4 * batchRecords).map((p) => ({ seq: p.seq, bytes: recordBytes(p) }));
+        const links: StoredLink[] = [];
+        for (let k = 0; k < records.length; k += batchRecords) {
+          links.push({ batch: (records[k].seq - 1) / batchRecords + 1, first_seq: records[k].seq, count: batchRecords, kind: 'records', root: '', sealed_unix_ms: 0, epoch: 1, head: '' });
+        }
+        const indexed = records.map(({ bytes }) => ({ bytes, index: indexRecord(bytes) }));
+        await store.append({ sidecar: states.get(sidecar)!, links, batches: encodeLinks(sidecar, links, indexed) });
+      }
+    }
+  };
+  const half = 24 * batchRecords;
+  const first = openLmdbStore(dir, { sealEntries });
+  await write(first, 0, half);
+  await first.close();
+  const second = openLmdbStore(dir, { sealEntries });
+  await write(second, half, 48 * batchRecords);
+  // Every entry is in the log or in exactly one segment, and the log holds less than a segment and one write.
+  const segments = Array.from(second.ids.segments.getRange(), ({ value }) => value.entries);
+  const logged = Array.from(second.ids.log.getRange(), ({ value }) => value.length / 32).reduce((a, b) => a + b, 0);
+  t.is(segments.reduce((a, b) => a + b, 0) + logged, planned.length * 2);
+  t.true(segments.length >= 10 && logged > 0 && logged < sealEntries + 4 * batchRecords * 2, `${segments.length} segments, ${logged} entries in the log`);
+  await second.close();
+
+  const hot = planned.filter((p) => p.requestId === 'req-hot');
+  const some = [planned[5], planned[700], planned[planned.length - 3], planned[3100]];
+  const queries = [
+    'correlation_id=req-hot&limit=10000',
+    `correlation_id=req-hot&since=${T0 + 3000}&until=${T0 + 6000}&limit=10000`,
+    'correlation_id=req-hot&limit=10',
+    ...some.flatMap((p) => [`correlation_id=${p.requestId}&limit=100`, `trace_id=trace-${p.requestId}&limit=100`]),
+  ];
+  t.is(hot.length, planned.length / 4);
+  for (const params of queries) {
+    const want = expected(planned, params);
+    t.true(want.length > 0, `${params}: the plan has records for it`);
+    t.deepEqual(await answer(dir, params), want, params);
+  }
+  t.deepEqual(await answer(dir, 'correlation_id=req-nobody&limit=100'), []);
 });

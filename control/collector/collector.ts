@@ -81,9 +81,9 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   const tokens = config.tokenFile === undefined ? null : createTokenCheck(config.tokenFile, (l) => log('info', String(l.msg), l));
   const heartbeatIntervalMs = config.heartbeatIntervalMs ?? CHECKPOINT_INTERVAL_MS;
   // A large store takes a while: the collector listens only once it is migrated.
-  const store = openLmdbStore(config.storeDir, () => log('info', 'collector store has the one-value-per-record layout of an earlier version: migrating it in place before serving', { store: config.storeDir }));
+  const store = openLmdbStore(config.storeDir, { onMigrating: (from) => log('info', `collector store has the ${from} layout of an earlier version: migrating it in place before serving`, { store: config.storeDir }) });
   logIfUnpatched(log);
-  if (store.migrated !== null) log('info', 'collector store migrated to the one-value-per-batch layout', { store: config.storeDir, ...store.migrated });
+  for (const done of store.migrated) log('info', 'collector store migrated to the current layout', { store: config.storeDir, ...done });
   const feed = createLiveFeed<StoredRun>({ onListenerError: (err) => log('error', 'collector onStored listener threw', { err: (err as Error)?.message }) });
   const hasher = createHashPool(config.hashThreads);
   // Fleet detection is a stage of the collector, not a listener: it sees every stored run first.

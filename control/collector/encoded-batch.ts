@@ -1,6 +1,7 @@
 import { writeKey } from 'ordered-binary';
 import type { ExchangeSummary } from '../../proxy/alerts/alerting.js';
 import { encodeBatchBlob } from './batch-blob.js';
+import { ENTRY_BYTES, writeIdEntry } from './id-index.js';
 import type { RecordIndex } from './record-index.js';
 
 /**
@@ -12,9 +13,9 @@ import type { RecordIndex } from './record-index.js';
  */
 
 /** The index databases, by their number in `keyDbs` (the names of lmdb-store.ts's CollectorStores). */
-export const INDEX_DBS = ['byCorrelation', 'byTrace', 'errors', 'byTime', 'byService'] as const;
+export const INDEX_DBS = ['errors', 'byTime', 'byService'] as const;
 export type IndexDb = (typeof INDEX_DBS)[number];
-const DB = { byCorrelation: 0, byTrace: 1, errors: 2, byTime: 3, byService: 4 } as const satisfies Record<IndexDb, number>;
+const DB = { errors: 0, byTime: 1, byService: 2 } as const satisfies Record<IndexDb, number>;
 
 /** Finished exchanges of one kind in a batch, as fleet anomaly detection reads them. */
 export type ExchangeGroup = Omit<ExchangeSummary, 'endUnixMs'> & { ends: Float64Array };
@@ -29,6 +30,8 @@ export interface EncodedBatch {
   keys: Buffer;
   keyEnds: Uint32Array;
   keyDbs: Uint8Array;
+  /** Its records' request id and trace id entries for the id index (id-index.ts), their sidecar number unset. */
+  ids: Buffer;
   /** Newest minus oldest start time of its indexed records (0 when none). */
   span: number;
   /** Its records that are finished exchanges, grouped by edge, method and outcome. */
@@ -42,11 +45,11 @@ export interface IndexedRecord {
 }
 
 /**
- * The blob, keys and exchange groups of one batch of sidecar `id`. The entries are those of
- * lmdb-store.ts's layout: per record [request id, start, sidecar, batch, i] and
- * [trace id, start, sidecar, batch, i] when it has them, [start, sidecar, batch, i] when it is an
- * error; per batch [newest start, sidecar, batch] and [service, newest start, sidecar, batch] for
- * each service its records name, own or peer.
+ * The blob, keys, id entries and exchange groups of one batch of sidecar `id`. The keys are those
+ * of lmdb-store.ts's layout: per record [start, sidecar, batch, i] when it is an error; per batch
+ * [newest start, sidecar, batch] and [service, newest start, sidecar, batch] for each service its
+ * records name, own or peer. Per record, an id entry for its request id and one for its trace id
+ * when it has them.
  */
 export function encodeBatch(id: string, batch: number, firstSeq: number, records: readonly IndexedRecord[]): EncodedBatch {
   const blob = encodeBatchBlob(firstSeq, records.map((r) => ({ bytes: r.bytes, start: r.index?.start ?? 0 })));
@@ -69,6 +72,8 @@ export function encodeBatch(id: string, batch: number, firstSeq: number, records
   let min = Number.POSITIVE_INFINITY;
   let max = Number.NEGATIVE_INFINITY;
   const services = new Set<string>();
+  const ids = Buffer.allocUnsafeSlow(records.length * 2 * ENTRY_BYTES);
+  let nIds = 0;
   const groups = new Map<string, { group: Omit<ExchangeGroup, 'ends'>; ends: number[] }>();
   for (let i = 0; i < records.length; i++) {
     const index = records[i].index;
@@ -78,8 +83,8 @@ export function encodeBatch(id: string, batch: number, firstSeq: number, records
     if (start > max) max = start;
     services.add(index.service);
     if (index.peer !== undefined) services.add(index.peer);
-    if (index.requestId !== undefined) entry(DB.byCorrelation, [index.requestId, start, id, batch, i]);
-    if (index.traceId !== undefined) entry(DB.byTrace, [index.traceId, start, id, batch, i]);
+    if (index.requestId !== undefined) writeIdEntry(ids, nIds++, 'correlation', index.requestId, start, batch, i);
+    if (index.traceId !== undefined) writeIdEntry(ids, nIds++, 'trace', index.traceId, start, batch, i);
     if (index.error) entry(DB.errors, [start, id, batch, i]);
     const e = index.exchange;
     if (e !== null) {
@@ -104,6 +109,7 @@ export function encodeBatch(id: string, batch: number, firstSeq: number, records
     keys: packed,
     keyEnds: Uint32Array.from(keyEnds),
     keyDbs: Uint8Array.from(dbs),
+    ids: ids.subarray(0, nIds * ENTRY_BYTES),
     span: services.size > 0 ? max - min : 0,
     exchanges: Array.from(groups.values(), ({ group, ends }) => ({ ...group, ends: Float64Array.from(ends) })),
   };
@@ -116,13 +122,13 @@ export function batchEntries(b: EncodedBatch): Array<{ db: IndexDb; key: Buffer 
 
 /** The buffers of a batch a worker hands over without copying. */
 export function transferables(b: EncodedBatch): ArrayBuffer[] {
-  return [b.blob.buffer, b.keys.buffer, b.keyEnds.buffer, b.keyDbs.buffer, ...b.exchanges.map((g) => g.ends.buffer)] as ArrayBuffer[];
+  return [b.blob.buffer, b.keys.buffer, b.keyEnds.buffer, b.keyDbs.buffer, b.ids.buffer, ...b.exchanges.map((g) => g.ends.buffer)] as ArrayBuffer[];
 }
 
 /** A batch as it arrives from a worker: postMessage delivers Buffers as plain Uint8Arrays. */
 export function received(b: EncodedBatch): EncodedBatch {
   const buf = (u: Uint8Array): Buffer => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
-  return { ...b, blob: buf(b.blob), keys: buf(b.keys) };
+  return { ...b, blob: buf(b.blob), keys: buf(b.keys), ids: buf(b.ids) };
 }
 
 /** Each records link's batch of `records` (the links' records, in order), for a run built by hand (tests, benchmarks). */

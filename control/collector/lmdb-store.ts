@@ -4,7 +4,8 @@ import { LMDB_WRITER_OPTIONS } from '../../proxy/journal/lmdb-writer.js';
 import { databaseBytes } from '../../proxy/journal/retention.js';
 import { BatchBlob } from './batch-blob.js';
 import { INDEX_DBS, type EncodedBatch } from './encoded-batch.js';
-import { migrateRecordLayout, type LayoutMigration } from './store-migration.js';
+import { IdIndexWriter, lookupId, openIdIndexDbs, type IdIndexDbs, type IdKind, type Seal } from './id-index.js';
+import { migrateIdLayout, migrateRecordLayout, type LayoutMigration } from './store-migration.js';
 import type { CollectorStore, Evidence, RecordQuery, SidecarState, StoredLink, StoredRecord, VerifiedAppend } from './collector-store.js';
 
 /**
@@ -17,18 +18,18 @@ import type { CollectorStore, Evidence, RecordQuery, SidecarState, StoredLink, S
  *   batches         [sidecar, batch] -> a records batch's records, bytes exactly as hashed (batch-blob.ts)
  *   by_time         [max_start_ms, sidecar, batch]            every records batch
  *   by_service      [service, max_start_ms, sidecar, batch]   each service a batch's records name, own or peer
- *   by_correlation  [request id, start_ms, sidecar, batch, i]  every record (i: its place in the batch)
- *   by_trace        [trace id, start_ms, sidecar, batch, i]
- *   errors          [start_ms, sidecar, batch, i]              isErrorRecord (record-index.ts)
+ *   errors          [start_ms, sidecar, batch, i]              isErrorRecord (record-index.ts; i: its place in the batch)
  *   meta            'max_span_ms' -> the widest start-time range of any batch (for time scans)
  *   evidence        [received_ms, n] -> Evidence               refused segments, bounded
+ *   id_*            request ids and trace ids: a log-structured index (id-index.ts)
  *
  * A batch is one value and its time and service entries are per batch: a record costs its id
  * entries only (measured in bench/ingest.ts: one value per record and five entries each held
- * ingest under 100,000 records/s on the LMDB writes alone). Time and service scans read whole
- * batches and merge them newest first (candidates). Index values are empty: the key is the
- * entry. A verified run is one transaction (links, batches, index entries and the sidecar's new
- * position), so the store never holds a record without its link or a position ahead of what it holds.
+ * ingest under 100,000 records/s on the LMDB writes alone), and those are appended, not inserted
+ * at random places (id-index.ts says why). Time and service scans read whole batches and merge
+ * them newest first (candidates). Index values are empty: the key is the entry. A verified run is
+ * one transaction (links, batches, index entries and the sidecar's new position), so the store
+ * never holds a record without its link or a position ahead of what it holds.
  */
 
 /** Refused segments kept, oldest dropped first. */
@@ -44,14 +45,12 @@ export interface CollectorStores {
   readonly batches: Database<Buffer, [string, number]>;
   readonly byTime: Database<Buffer, Key>;
   readonly byService: Database<Buffer, Key>;
-  readonly byCorrelation: Database<Buffer, Key>;
-  readonly byTrace: Database<Buffer, Key>;
   readonly errors: Database<Buffer, Key>;
   readonly meta: Database<number, string>;
   readonly evidence: Database<Evidence, [number, number]>;
 }
 
-/** The sub-databases of a collector store, with their encodings; shared with the offline verifier. */
+/** The sub-databases of a collector store, with their encodings, but for the id index's; shared with the offline verifier. */
 export function openCollectorStores(env: RootDatabase): CollectorStores {
   const index = (name: string): Database<Buffer, Key> => env.openDB<Buffer, Key>(name, { encoding: 'binary', compression: false });
   return {
@@ -61,8 +60,6 @@ export function openCollectorStores(env: RootDatabase): CollectorStores {
     batches: env.openDB<Buffer, [string, number]>('batches', { encoding: 'binary', compression: false }),
     byTime: index('by_time'),
     byService: index('by_service'),
-    byCorrelation: index('by_correlation'),
-    byTrace: index('by_trace'),
     errors: index('errors'),
     meta: env.openDB<number, string>('meta', { encoding: 'msgpack' }),
     evidence: env.openDB<Evidence, [number, number]>('evidence', { encoding: 'msgpack' }),
@@ -71,18 +68,31 @@ export function openCollectorStores(env: RootDatabase): CollectorStores {
 
 /**
  * Opens (creating if absent) the store in `dir`, migrating an earlier layout first
- * (store-migration.ts; `onMigrating` hears of it before it starts). Never open one environment
- * twice in a process (lmdb-js#164).
+ * (store-migration.ts). Never open one environment twice in a process (lmdb-js#164).
  */
-export function openLmdbStore(dir: string, onMigrating?: () => void): CollectorStore & { readonly stores: CollectorStores; readonly migrated: LayoutMigration | null } {
+export interface LmdbStoreOptions {
+  /** Hears of a migration before it starts, with the layout it migrates from. */
+  onMigrating?: (from: string) => void;
+  /** Id index entries sorted into one segment (id-index.ts; tests make it small). */
+  sealEntries?: number;
+}
+
+export function openLmdbStore(dir: string, { onMigrating, sealEntries }: LmdbStoreOptions = {}): CollectorStore & { readonly stores: CollectorStores; readonly ids: IdIndexDbs; readonly migrated: LayoutMigration[] } {
   mkdirSync(dir, { recursive: true });
   // As the journal opens its own (lmdb-writer.ts): one explicit batch() per run, each with its own
-  // `flushed`, and no overlapping sync: a commit is on disk when it resolves.
-  const env = open({ path: realpathSync(dir), ...LMDB_WRITER_OPTIONS });
+  // `flushed`, and no overlapping sync: a commit is on disk when it resolves. Room for the
+  // databases of this layout and of the ones it migrates from.
+  const env = open({ path: realpathSync(dir), maxDbs: 32, ...LMDB_WRITER_OPTIONS });
   const stores = openCollectorStores(env);
-  let migrated: LayoutMigration | null;
+  const ids = openIdIndexDbs(env);
+  const migrated: LayoutMigration[] = [];
+  let writer: IdIndexWriter;
   try {
-    migrated = migrateRecordLayout(stores, dir, onMigrating);
+    for (const step of [migrateRecordLayout, migrateIdLayout]) {
+      const done = step(stores, ids, dir, onMigrating);
+      if (done !== null) migrated.push(done);
+    }
+    writer = new IdIndexWriter(ids, sealEntries);
   } catch (err) {
     void env.close();
     throw err;
@@ -98,6 +108,7 @@ export function openLmdbStore(dir: string, onMigrating?: () => void): CollectorS
 
   return {
     stores,
+    ids,
     migrated,
     async sidecars() {
       return Array.from(stores.sidecars.getRange(), ({ value }) => value);
@@ -106,7 +117,22 @@ export function openLmdbStore(dir: string, onMigrating?: () => void): CollectorS
       return stores.links.get([sidecarId, batch]);
     },
     append(run) {
-      return durable(stores.env.batch(() => writeRun(stores, run, span)));
+      writer.begin();
+      let write: Promise<void>;
+      try {
+        write = durable(stores.env.batch(() => writeRun(stores, writer, run, span)));
+      } catch (err) {
+        // What the callback queued before it threw still commits: settle once it has.
+        void stores.env.committed.then(() => writer.settle(false));
+        return Promise.reject(err as Error);
+      }
+      return write.then(
+        () => writer.settle(true),
+        (err: unknown) => {
+          writer.settle(false);
+          throw err;
+        },
+      );
     },
     putSidecar(state) {
       return durable(stores.sidecars.put(state.id, state));
@@ -126,10 +152,10 @@ export function openLmdbStore(dir: string, onMigrating?: () => void): CollectorS
     async evidence() {
       return Array.from(stores.evidence.getRange(), ({ value }) => value);
     },
-    query: (q) => candidates(stores, q, span.ms),
+    query: (q) => candidates(stores, ids, q, span.ms),
     usedBytes() {
       const { env, ...dbs } = stores;
-      return databaseBytes([env, ...Object.values(dbs)]);
+      return databaseBytes([env, ...Object.values(dbs), ...Object.values(ids)]);
     },
     close: () => stores.env.close(),
   };
@@ -137,7 +163,7 @@ export function openLmdbStore(dir: string, onMigrating?: () => void): CollectorS
 
 export const MAX_SPAN = 'max_span_ms';
 
-function writeRun(stores: CollectorStores, run: VerifiedAppend, span: { ms: number }): void {
+function writeRun(stores: CollectorStores, ids: IdIndexWriter, run: VerifiedAppend, span: { ms: number }): void {
   const id = run.sidecar.id;
   let k = 0;
   for (const link of run.links) {
@@ -145,20 +171,21 @@ function writeRun(stores: CollectorStores, run: VerifiedAppend, span: { ms: numb
     if (link.kind !== 'records') continue;
     const batch = run.batches[k++];
     if (batch?.batch !== link.batch || batch.count !== link.count || batch.firstSeq !== link.first_seq) throw new Error(`batch ${link.batch} of sidecar ${id}: the run does not hold its ${link.count} records from seq ${link.first_seq}`);
-    writeBatch(stores, id, batch, span);
+    writeBatch(stores, ids, id, batch, span);
   }
   if (k !== run.batches.length) throw new Error(`a run of sidecar ${id} holds ${run.batches.length} batches for ${k} records links`);
   void stores.sidecars.put(id, run.sidecar);
 }
 
-/** A records link's batch value and index entries, as encoded (encoded-batch.ts); its link is written by the caller. */
-export function writeBatch(stores: CollectorStores, id: string, b: EncodedBatch, span: { ms: number }): void {
+/** A records link's batch value and index entries, as encoded (encoded-batch.ts); its link is written by the caller. In a write transaction. */
+export function writeBatch(stores: CollectorStores, ids: IdIndexWriter, id: string, b: EncodedBatch, span: { ms: number }): Seal | null {
   void stores.batches.put([id, b.batch], b.blob);
   for (let j = 0, from = 0; j < b.keyEnds.length; from = b.keyEnds[j++]) {
     // Keys already encoded: lmdb-js writes a Uint8Array key as it is.
     void stores[INDEX_DBS[b.keyDbs[j]]].put(b.keys.subarray(from, b.keyEnds[j]) as unknown as Key, EMPTY);
   }
   if (b.span > span.ms) void stores.meta.put(MAX_SPAN, (span.ms = b.span));
+  return ids.add(id, b.ids);
 }
 
 interface Candidate extends StoredRecord {
@@ -170,11 +197,11 @@ const newestFirst = (a: Candidate, b: Candidate): number => b.start - a.start ||
 
 /**
  * Records that may match `q`, newest first, from the narrowest index that applies; the caller
- * (record-query.ts) applies the whole filter. A correlation id, trace id or errors-only query
- * reads per-record entries; a service or time query reads whole batches, newest batch first,
+ * (record-query.ts) applies the whole filter. A correlation id or trace id query reads the id
+ * index, an errors-only query the per-record errors entries; a service or time query reads whole batches, newest batch first,
  * and holds a batch's records back until no batch still to read can hold a newer one.
  */
-function* candidates(stores: CollectorStores, q: RecordQuery, maxSpanMs: number): Iterable<StoredRecord> {
+function* candidates(stores: CollectorStores, ids: IdIndexDbs, q: RecordQuery, maxSpanMs: number): Iterable<StoredRecord> {
   const since = q.sinceUnixMs ?? 0;
   const until = q.untilUnixMs ?? Number.MAX_SAFE_INTEGER;
   let last: { sidecar: string; batch: number; blob: BatchBlob | null } | undefined;
@@ -185,18 +212,20 @@ function* candidates(stores: CollectorStores, q: RecordQuery, maxSpanMs: number)
     }
     return last.blob;
   };
-  const perRecord =
-    q.correlationId !== undefined
-      ? { db: stores.byCorrelation, prefix: [q.correlationId] }
-      : q.traceId !== undefined
-        ? { db: stores.byTrace, prefix: [q.traceId] }
-        : (q.service ?? q.peer) === undefined && q.status !== undefined && 'error' in q.status && q.status.error
-          ? { db: stores.errors, prefix: [] }
-          : null;
-  if (perRecord !== null) {
-    const { db, prefix } = perRecord;
+  const id: [IdKind, string] | undefined = q.correlationId !== undefined ? ['correlation', q.correlationId] : q.traceId !== undefined ? ['trace', q.traceId] : undefined;
+  if (id !== undefined) {
+    const refs = lookupId(ids, ...id).filter((r) => r.start >= since && r.start <= until);
+    // Newest first, as the per-record indexes order: ties by sidecar, batch, place, descending.
+    refs.sort((a, b) => b.start - a.start || (a.sidecar < b.sidecar ? 1 : a.sidecar > b.sidecar ? -1 : b.batch - a.batch || b.i - a.i));
+    for (const { sidecar, batch, i } of refs) {
+      const blob = blobOf(sidecar, batch);
+      if (blob !== null && i < blob.count) yield { sidecar, seq: blob.firstSeq + i, bytes: blob.bytes(i) };
+    }
+    return;
+  }
+  if ((q.service ?? q.peer) === undefined && q.status !== undefined && 'error' in q.status && q.status.error) {
     // Reverse range: from the high end (inclusive of `until`) down to the low end.
-    for (const key of db.getKeys({ start: [...prefix, until, HIGH], end: [...prefix, since], reverse: true })) {
+    for (const key of stores.errors.getKeys({ start: [until, HIGH], end: [since], reverse: true })) {
       const k = key as (string | number)[];
       const [sidecar, batch, i] = k.slice(-3) as [string, number, number];
       const blob = blobOf(sidecar, batch);

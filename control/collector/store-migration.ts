@@ -1,7 +1,12 @@
-import type { Database } from 'lmdb';
+import type { Database, RootDatabase } from 'lmdb';
+import { BatchBlob } from './batch-blob.js';
 import { encodeBatch, type IndexedRecord } from './encoded-batch.js';
+import { IdIndexWriter, type IdIndexDbs } from './id-index.js';
 import { type CollectorStores, MAX_SPAN, writeBatch } from './lmdb-store.js';
 import { indexRecord } from './record-index.js';
+
+/** Databases of earlier layouts: per-record B-tree indexes of request ids and trace ids. */
+const EARLIER_ID_DBS = ['by_correlation', 'by_trace'];
 
 /**
  * Stores written before the one-value-per-batch layout kept a `records` database, one value per
@@ -21,19 +26,34 @@ import { indexRecord } from './record-index.js';
 const LINKS_PER_TRANSACTION = 256;
 
 export interface LayoutMigration {
+  /** The layout migrated from. */
+  from: string;
   sidecars: number;
   batches: number;
   records: number;
 }
 
-export function migrateRecordLayout(stores: CollectorStores, dir: string, onStart?: () => void): LayoutMigration | null {
+const dbNames = (env: RootDatabase): string[] => Array.from(env.getKeys(), String);
+
+function clearIds(ids: IdIndexDbs): void {
+  for (const db of Object.values(ids)) db.clearSync();
+}
+
+function dropEarlierIdDbs(env: RootDatabase): void {
+  const present = dbNames(env);
+  for (const name of EARLIER_ID_DBS) if (present.includes(name)) env.openDB({ name }).dropSync();
+}
+
+export function migrateRecordLayout(stores: CollectorStores, ids: IdIndexDbs, dir: string, onStart?: (from: string) => void): LayoutMigration | null {
   const { env } = stores;
-  if (!Array.from(env.getKeys(), String).includes('records')) return null;
-  onStart?.();
+  if (!dbNames(env).includes('records')) return null;
+  const done: LayoutMigration = { from: 'one value per record', sidecars: 0, batches: 0, records: 0 };
+  onStart?.(done.from);
   const old = env.openDB<Buffer, [string, number]>('records', { encoding: 'binary', compression: false });
-  for (const db of [stores.batches, stores.byTime, stores.byService, stores.byCorrelation, stores.byTrace, stores.errors, stores.meta]) db.clearSync();
+  for (const db of [stores.batches, stores.byTime, stores.byService, stores.errors, stores.meta]) db.clearSync();
+  clearIds(ids);
+  const writer = new IdIndexWriter(ids);
   const span = { ms: 0 };
-  const done: LayoutMigration = { sidecars: 0, batches: 0, records: 0 };
   for (const { value: state } of stores.sidecars.getRange()) {
     done.sidecars++;
     const links = Array.from(stores.links.getRange({ start: [state.id, 0], end: [state.id, Number.MAX_SAFE_INTEGER] }), ({ value }) => value);
@@ -42,7 +62,7 @@ export function migrateRecordLayout(stores: CollectorStores, dir: string, onStar
         for (const link of links.slice(from, from + LINKS_PER_TRANSACTION)) {
           if (link.kind !== 'records') continue;
           const records = linkRecords(old, state.id, link.first_seq, link.count, link.batch, dir);
-          writeBatch(stores, state.id, encodeBatch(state.id, link.batch, link.first_seq, records), span);
+          writeBatch(stores, writer, state.id, encodeBatch(state.id, link.batch, link.first_seq, records), span);
           done.batches++;
           done.records += records.length;
         }
@@ -55,8 +75,45 @@ export function migrateRecordLayout(stores: CollectorStores, dir: string, onStar
   }
   env.transactionSync(() => {
     void stores.meta.put(MAX_SPAN, span.ms);
+    dropEarlierIdDbs(env);
     old.dropSync();
   });
+  return done;
+}
+
+/** Batches re-indexed per LMDB transaction. */
+const BATCHES_PER_TRANSACTION = 256;
+
+/**
+ * Stores written before the id index (id-index.ts) kept request ids and trace ids in B-trees of
+ * their own (by_correlation, by_trace). Opening one rebuilds the id index from the stored batches'
+ * records, as ingest indexes them, then drops those. Crash-safe as the layout migration above:
+ * while by_correlation or by_trace exists, every open empties the id index and starts over.
+ * Nothing verify reads is touched.
+ */
+export function migrateIdLayout(stores: CollectorStores, ids: IdIndexDbs, _dir: string, onStart?: (from: string) => void): LayoutMigration | null {
+  const { env } = stores;
+  if (!EARLIER_ID_DBS.some((name) => dbNames(env).includes(name))) return null;
+  const done: LayoutMigration = { from: 'per-record id B-trees', sidecars: stores.sidecars.getCount(), batches: 0, records: 0 };
+  onStart?.(done.from);
+  clearIds(ids);
+  const writer = new IdIndexWriter(ids);
+  const keys = Array.from(stores.batches.getKeys());
+  for (let from = 0; from < keys.length; from += BATCHES_PER_TRANSACTION) {
+    env.transactionSync(() => {
+      for (const key of keys.slice(from, from + BATCHES_PER_TRANSACTION)) {
+        const [id, batch] = key;
+        const bytes = stores.batches.get(key);
+        if (bytes === undefined) continue;
+        const blob = new BatchBlob(bytes);
+        const records = blob.all().map((b) => ({ bytes: b, index: indexRecord(b) }));
+        void writer.add(id, encodeBatch(id, batch, blob.firstSeq, records).ids);
+        done.batches++;
+        done.records += records.length;
+      }
+    });
+  }
+  env.transactionSync(() => dropEarlierIdDbs(env));
   return done;
 }
 

@@ -3,7 +3,9 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import type { ExecutionContext } from 'ava';
+import type { RootDatabase } from 'lmdb';
 import { createCollector, type Collector, type CollectorConfig } from '../../control/collector/collector.js';
+import { ID_INDEX_DB_NAMES } from '../../control/collector/id-index.js';
 import { CollectorClient, type CollectorMessage, type Hello, type Segment, type SyncClientStream, type WireLink } from '../../control/proto/sync-wire.js';
 import { GENESIS_HEAD, signHello } from '../../proxy/journal/chain.js';
 import type { SigningKey } from '../../proxy/keys.js';
@@ -136,4 +138,14 @@ export async function journalShipment(journalDir: string, signer: SigningKey, si
     if (keyId !== signer.keyId) throw new Error(`journal ${journalDir} is signed with key ${keyId}, not ${signer.keyId}`);
     return { hello: signedHello(signer, sidecarId, service), segments, links };
   });
+}
+
+/**
+ * Turns a collector store into the layout before the id index: no id_* databases, request and
+ * trace ids in B-trees of their own (by_correlation, by_trace; an entry each, as they held).
+ * Open `env` with room for them all (maxDbs).
+ */
+export function toEarlierIdLayout(env: RootDatabase): void {
+  for (const name of ID_INDEX_DB_NAMES) env.openDB({ name }).dropSync();
+  for (const name of ['by_correlation', 'by_trace']) env.openDB({ name, encoding: 'binary' }).putSync(['req-old', 1, 'pod-old', 1, 0], Buffer.alloc(0));
 }

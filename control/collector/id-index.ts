@@ -1,0 +1,316 @@
+import { endianness } from 'node:os';
+import type { Database, RootDatabase } from 'lmdb';
+
+/**
+ * The collector's index of request ids and trace ids: which records carry a given id.
+ *
+ * Both ids are random (sidecars make them with randomUUID and random W3C trace ids), so an index
+ * that is a B-tree keyed by the id inserts every entry at a random place: once the tree outgrows
+ * a commit, each entry dirties (and LMDB copies, writes and syncs) a 4 KB page of its own.
+ * Measured in bench/ingest.ts, that held the store to 39,000-52,000 records/s and ingest to half
+ * its target. So the id index is written in arrival order and sorted later, as a log-structured
+ * index is:
+ *
+ *   id_log       [n] -> the entries of one stored batch, as ingest encoded them   (appended)
+ *   id_segments  [s] -> a sealed segment: its entry count and the first hash of each block
+ *   id_blocks    [s, b] -> block b of segment s: BLOCK_ENTRIES entries sorted by hash
+ *   id_sidecars  sidecar id -> its number in entries
+ *
+ * Writing a batch appends one value to id_log (sequential keys: a few fresh pages, whatever the
+ * ids). Once the log holds SEAL_ENTRIES entries, the write that crosses it sorts them, writes them
+ * as one more segment of sorted blocks, and removes them from the log, in the same transaction,
+ * so every entry is either in the log or in exactly one segment. A lookup reads the log whole and
+ * one or two blocks per segment, in one read snapshot.
+ *
+ * An entry is ENTRY_BYTES, little-endian: the id's 64-bit hash (two uint32: high, low), the
+ * record's start time (float64 ms), its batch (float64), its sidecar's number (uint32) and its
+ * place in the batch (uint32). The hash is a bucket key, not a proof: a lookup returns every
+ * entry whose hash matches, and the caller (record-query.ts) keeps only records whose id really
+ * is the one asked for.
+ */
+
+export const ENTRY_BYTES = 32;
+// The writer sorts and fills entries as uint32 words, in the machine's byte order.
+if (endianness() !== 'LE') throw new Error('the collector id index is written little-endian: this machine is big-endian');
+/** Entries sorted into one segment (8 MB), and so the most the log holds plus one write's. */
+export const SEAL_ENTRIES = 262_144;
+/** Entries a block holds (16 KB): a lookup reads one or two of them per segment. */
+export const BLOCK_ENTRIES = 512;
+
+/** Which id an entry indexes. */
+export const ID_KINDS = { correlation: 1, trace: 2 } as const;
+export type IdKind = keyof typeof ID_KINDS;
+
+/** A record an id's entry points to. */
+export interface IdRef {
+  start: number;
+  sidecar: string;
+  batch: number;
+  i: number;
+}
+
+interface Segment {
+  entries: number;
+  /** The hash high word of each block's first entry, uint32 little-endian. */
+  fence: Buffer;
+}
+
+export interface IdIndexDbs {
+  log: Database<Buffer, number>;
+  segments: Database<Segment, number>;
+  blocks: Database<Buffer, [number, number]>;
+  sidecars: Database<number, string>;
+}
+
+export const ID_INDEX_DB_NAMES = ['id_log', 'id_segments', 'id_blocks', 'id_sidecars'] as const;
+
+export function openIdIndexDbs(env: RootDatabase): IdIndexDbs {
+  return {
+    log: env.openDB<Buffer, number>('id_log', { encoding: 'binary', compression: false }),
+    segments: env.openDB<Segment, number>('id_segments', { encoding: 'msgpack' }),
+    blocks: env.openDB<Buffer, [number, number]>('id_blocks', { encoding: 'binary', compression: false }),
+    sidecars: env.openDB<number, string>('id_sidecars', { encoding: 'msgpack' }),
+  };
+}
+
+/**
+ * The 64-bit hash of an id of a kind, as [high, low] uint32 (cyrb53's mixing, both halves kept).
+ * Not cryptographic: an id's records are found by it, and a collision only adds a candidate.
+ */
+export function idHash(kind: IdKind, id: string): [number, number] {
+  let h1 = 0xdeadbeef ^ ID_KINDS[kind];
+  let h2 = 0x41c6ce57 ^ ID_KINDS[kind];
+  for (let i = 0; i < id.length; i++) {
+    const ch = id.charCodeAt(i);
+    h1 = Math.imul(h1 ^ ch, 2654435761);
+    h2 = Math.imul(h2 ^ ch, 1597334677);
+  }
+  h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507) ^ Math.imul(h2 ^ (h2 >>> 13), 3266489909);
+  h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507) ^ Math.imul(h1 ^ (h1 >>> 13), 3266489909);
+  return [h1 >>> 0, h2 >>> 0];
+}
+
+/** Writes entry `at` of `buf` (sidecar number 0: the store sets it, see numberEntries). */
+export function writeIdEntry(buf: Buffer, at: number, kind: IdKind, id: string, start: number, batch: number, i: number): void {
+  const [hi, lo] = idHash(kind, id);
+  const o = at * ENTRY_BYTES;
+  buf.writeUInt32LE(hi, o);
+  buf.writeUInt32LE(lo, o + 4);
+  buf.writeDoubleLE(start, o + 8);
+  buf.writeDoubleLE(batch, o + 16);
+  buf.writeUInt32LE(0, o + 24);
+  buf.writeUInt32LE(i, o + 28);
+}
+
+/** Every entry of `buf` as the store reads it back (sidecar by number); for tests and the lookup. */
+export function readIdEntries(buf: Buffer): Array<{ hi: number; lo: number; start: number; batch: number; sidecar: number; i: number }> {
+  const out = [];
+  for (let o = 0; o < buf.length; o += ENTRY_BYTES) {
+    out.push({ hi: buf.readUInt32LE(o), lo: buf.readUInt32LE(o + 4), start: buf.readDoubleLE(o + 8), batch: buf.readDoubleLE(o + 16), sidecar: buf.readUInt32LE(o + 24), i: buf.readUInt32LE(o + 28) });
+  }
+  return out;
+}
+
+/** A seal written in a transaction not yet known to have committed. */
+export interface Seal {
+  segment: number;
+}
+
+/**
+ * The writer's side: where the log and the segments stand, kept in memory between writes and
+ * read back from the store when it opens and after a write that failed. Its methods that write
+ * run inside the caller's write transaction (an lmdb-js batch() callback or transactionSync()).
+ */
+export class IdIndexWriter {
+  private logKeys: number[] = [];
+  private logBuffers: Buffer[] = [];
+  private logEntries = 0;
+  private nextLog = 0;
+  private nextSegment = 0;
+  private numbers = new Map<string, number>();
+  private nextNumber = 1;
+  private writing = 0;
+  private stale = false;
+
+  constructor(
+    private readonly dbs: IdIndexDbs,
+    private readonly sealEntries = SEAL_ENTRIES,
+  ) {
+    this.load();
+  }
+
+  /** Reads the writer's state back from the store. */
+  private load(): void {
+    this.logKeys = [];
+    this.logBuffers = [];
+    this.logEntries = 0;
+    for (const { key, value } of this.dbs.log.getRange()) {
+      this.logKeys.push(key);
+      this.logBuffers.push(value);
+      this.logEntries += value.length / ENTRY_BYTES;
+    }
+    this.nextLog = (this.logKeys.at(-1) ?? -1) + 1;
+    const lastSegment = Array.from(this.dbs.segments.getKeys({ reverse: true, limit: 1 }))[0];
+    this.nextSegment = lastSegment === undefined ? 0 : lastSegment + 1;
+    this.numbers = new Map(Array.from(this.dbs.sidecars.getRange(), ({ key, value }) => [key, value]));
+    this.nextNumber = Math.max(0, ...this.numbers.values()) + 1;
+  }
+
+  /**
+   * Appends one batch's entries (as encoded by ingest, their sidecar number unset) for sidecar
+   * `sidecar`, and seals the log into a segment once it is full. In a write transaction.
+   */
+  add(sidecar: string, entries: Buffer): Seal | null {
+    if (entries.length === 0) return null;
+    let n = this.numbers.get(sidecar);
+    if (n === undefined) this.numbers.set(sidecar, (n = this.nextNumber++));
+    // Written with every batch, so a number in the store always has its sidecar (see settle).
+    void this.dbs.sidecars.put(sidecar, n);
+    const w = words(entries);
+    for (let k = 6; k < w.length; k += 8) w[k] = n;
+    if (w.buffer !== entries.buffer) entries = Buffer.from(w.buffer, w.byteOffset, w.byteLength);
+    const key = this.nextLog++;
+    void this.dbs.log.put(key, entries);
+    this.logKeys.push(key);
+    this.logBuffers.push(entries);
+    this.logEntries += entries.length / ENTRY_BYTES;
+    return this.logEntries >= this.sealEntries ? this.seal() : null;
+  }
+
+  /** Sorts the log into a new segment and empties it. In a write transaction. */
+  seal(): Seal | null {
+    if (this.logEntries === 0) return null;
+    const sorted = sortEntries(this.logBuffers, this.logEntries);
+    const segment = this.nextSegment++;
+    const blocks = Math.ceil(this.logEntries / BLOCK_ENTRIES);
+    const fence = Buffer.alloc(blocks * 4);
+    for (let b = 0; b < blocks; b++) {
+      fence.writeUInt32LE(sorted.readUInt32LE(b * BLOCK_ENTRIES * ENTRY_BYTES), b * 4);
+      void this.dbs.blocks.put([segment, b], sorted.subarray(b * BLOCK_ENTRIES * ENTRY_BYTES, Math.min((b + 1) * BLOCK_ENTRIES, this.logEntries) * ENTRY_BYTES));
+    }
+    void this.dbs.segments.put(segment, { entries: this.logEntries, fence });
+    for (const key of this.logKeys) void this.dbs.log.remove(key);
+    this.logKeys = [];
+    this.logBuffers = [];
+    this.logEntries = 0;
+    return { segment };
+  }
+
+  /** Brackets a write transaction this writer took part in; reloads once none is left if one failed. */
+  begin(): void {
+    this.writing++;
+  }
+
+  /**
+   * A failed transaction leaves entries, log keys and sidecar numbers here that the store never
+   * got. Nothing is lost meanwhile: a failed seal's entries stay in the store's log, where lookups
+   * read them, and a sidecar's number is written with each of its batches. But the writer reads
+   * its state back once no write is in flight, as later writes may have committed on top of it.
+   */
+  settle(ok: boolean): void {
+    this.writing--;
+    if (!ok) this.stale = true;
+    if (this.stale && this.writing === 0) {
+      this.stale = false;
+      this.load();
+    }
+  }
+}
+
+/** A buffer of entries as uint32 words (8 an entry), copied first if it is not 4-byte aligned. */
+function words(buf: Buffer): Uint32Array {
+  const aligned = buf.byteOffset % 4 === 0 ? buf : Buffer.from(buf);
+  return new Uint32Array(aligned.buffer, aligned.byteOffset, aligned.length / 4);
+}
+
+/**
+ * Kept from one seal to the next: memory a process writes for the first time costs a page fault
+ * a page, and on this VM a fault costs ~15 µs (bench/README.md, "Fresh memory on this VM").
+ */
+const scratch = { all: new Uint32Array(0), order: new Uint32Array(0), spare: new Uint32Array(0), counts: new Uint32Array(65_536) };
+
+/** The log's entries in one buffer, sorted by hash (high word, then arrival). */
+function sortEntries(buffers: readonly Buffer[], count: number): Buffer {
+  if (scratch.order.length < count) {
+    const room = Math.ceil(count * 1.25);
+    Object.assign(scratch, { all: new Uint32Array(room * 8), order: new Uint32Array(room), spare: new Uint32Array(room) });
+  }
+  const { all, order, spare, counts } = scratch;
+  for (let at = 0, b = 0; b < buffers.length; at += buffers[b++].length / 4) all.set(words(buffers[b]), at);
+  // A stable radix sort of the entries' places by their high word, 16 bits a pass: linear, where
+  // a comparison sort of 262,144 entries took 30-100 ms of the event loop.
+  const pass = (from: Uint32Array | null, to: Uint32Array, shift: number): void => {
+    counts.fill(0);
+    for (let k = 0; k < count; k++) counts[(all[(from === null ? k : from[k]) * 8] >>> shift) & 0xffff]++;
+    for (let d = 0, at = 0; d < 65_536; d++) {
+      const c = counts[d];
+      counts[d] = at;
+      at += c;
+    }
+    for (let k = 0; k < count; k++) {
+      const e = from === null ? k : from[k];
+      to[counts[(all[e * 8] >>> shift) & 0xffff]++] = e;
+    }
+  };
+  pass(null, spare, 0);
+  pass(spare, order, 16);
+  const out = Buffer.allocUnsafeSlow(count * ENTRY_BYTES);
+  const to = new Uint32Array(out.buffer, 0, count * 8);
+  for (let k = 0; k < count; k++) {
+    const from = order[k] * 8;
+    for (let w = 0; w < 8; w++) to[k * 8 + w] = all[from + w];
+  }
+  return out;
+}
+
+/**
+ * The records whose `kind` id hashes as `id` does, in no order (sealed segments, then the log),
+ * each once. Reads the store in one read snapshot: the caller runs it synchronously.
+ */
+export function lookupId(dbs: IdIndexDbs, kind: IdKind, id: string): IdRef[] {
+  const [hi, lo] = idHash(kind, id);
+  const names = new Map(Array.from(dbs.sidecars.getRange(), ({ key, value }) => [value, key]));
+  const seen = new Set<string>();
+  const refs: IdRef[] = [];
+  /** Collects buf's entries for the id; false once a sorted buf is past it. */
+  const scan = (buf: Buffer, sorted: boolean): boolean => {
+    for (let o = 0; o < buf.length; o += ENTRY_BYTES) {
+      const h = buf.readUInt32LE(o);
+      if (h !== hi) {
+        if (sorted && h > hi) return false;
+        continue;
+      }
+      if (buf.readUInt32LE(o + 4) !== lo) continue;
+      const sidecar = names.get(buf.readUInt32LE(o + 24));
+      if (sidecar === undefined) continue;
+      const ref = { start: buf.readDoubleLE(o + 8), sidecar, batch: buf.readDoubleLE(o + 16), i: buf.readUInt32LE(o + 28) };
+      // A batch whose first write failed and that was stored when retried may be in the index
+      // twice: its first entries may be sealed from the writer's memory (IdIndexWriter.settle).
+      const key = `${ref.sidecar}\u0000${ref.batch}\u0000${ref.i}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      refs.push(ref);
+    }
+    return true;
+  };
+  for (const { key: segment, value } of dbs.segments.getRange()) {
+    const fence = value.fence;
+    const blocks = fence.length / 4;
+    // The first block that can hold hi: the last whose first hash is below it (entries equal to
+    // hi may begin at the end of that block).
+    let low = 0;
+    let high = blocks;
+    while (low < high) {
+      const mid = (low + high) >>> 1;
+      if (fence.readUInt32LE(mid * 4) < hi) low = mid + 1;
+      else high = mid;
+    }
+    for (let b = Math.max(0, low - 1); b < blocks && fence.readUInt32LE(b * 4) <= hi; b++) {
+      const block = dbs.blocks.get([segment, b]);
+      if (block === undefined || !scan(block, true)) break;
+    }
+  }
+  // The log is in arrival order: every entry is looked at.
+  for (const { value } of dbs.log.getRange()) scan(value, false);
+  return refs;
+}
