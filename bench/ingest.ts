@@ -10,7 +10,9 @@
 //                             COLLECTOR_NODE_FLAGS='--max-semi-space-size=64': more node flags for the collector's process
 //                             SENDER=grpc-js (the sidecar's client library) or h2 (node:http2 speaking gRPC's framing, messages framed beforehand: a cheaper load generator)
 //                             IDS=random (request and trace ids as a sidecar makes them, random; the default) or sequential
-//                             (counters: every index insert lands next to the one before, a best case real traffic never has)
+//                             (counters: a best case real traffic never has, while ids were kept in B-trees)
+// After each round it opens the stopped collector's store read-only and prints its id index (segments by level,
+// entries in the log) and the median time of looking up one request id, which reads every segment and the log.
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as http2 from 'node:http2';
@@ -31,7 +33,8 @@ import { SYNC_PROTO_PATH, type CollectorMessage } from '../control/proto/sync-wi
 import { formatTable } from './table.js';
 import { spread } from './summary.js';
 import { cpuTimeMs, mainThreadCpuTimeMs, minorFaults, threadCpuMs } from './proc-stats.js';
-import { openLmdbStore } from '../control/collector/lmdb-store.js';
+import { openCollectorStores, openLmdbStore } from '../control/collector/lmdb-store.js';
+import { lookupId, openIdIndexDbs } from '../control/collector/id-index.js';
 import type { SidecarState, StoredLink } from '../control/collector/collector-store.js';
 import { indexRecord } from '../control/collector/record-index.js';
 import { encodeLinks } from '../control/collector/encoded-batch.js';
@@ -58,10 +61,10 @@ const sync = (definition['auditmesh.sync.v1.Collector'] as protoLoader.ServiceDe
 
 /**
  * Record i's request id and trace id. A sidecar makes both at random (randomUUID, a W3C trace
- * id), so the collector's two per-record indexes take each insert at a random place in their
- * B-trees; these are as random but repeatable (a hash of the stream and i). IDS=sequential
- * gives counters instead, as this benchmark used until 2026-11-28: every insert then lands
- * beside the one before, and the store alone took 3.2-3.7x the records a second (bench/README.md).
+ * id); these are as random but repeatable (a hash of the stream and i). IDS=sequential gives
+ * counters instead, as this benchmark used until 2026-11-28: while the collector kept ids in
+ * B-trees, every insert then landed beside the one before, and the store alone took 3.2-3.7x the
+ * records a second (bench/README.md); its id index (id-index.ts) no longer cares.
  */
 function ids(stream: number, i: number): { requestId: string; traceId: string } {
   if (IDS === 'sequential') return { requestId: `req-${stream}-${i}`, traceId: `${stream.toString(16).padStart(8, '0')}${i.toString(16).padStart(24, '0')}` };
@@ -321,6 +324,40 @@ interface Round {
   faults: number | null;
   /** This process's CPU over the ingest: the sidecars' side of the streams, on the same 2 CPUs. */
   clientMs: number;
+  /** The store's id index once the collector stopped, and what a lookup costs in it. */
+  index: IndexShape;
+}
+
+interface IndexShape {
+  /** Segments by level. */
+  levels: number[];
+  logged: number;
+  /** Median ms of looking up one request id (every segment and the log read). */
+  lookupMs: number;
+}
+
+/** The id index of a stopped collector's store (read-only): its segments, its log, and 25 request ids looked up. */
+async function indexShape(storeDir: string, streams: Stream[]): Promise<IndexShape> {
+  const env = open({ path: storeDir, readOnly: true, maxDbs: 32 });
+  try {
+    openCollectorStores(env);
+    const dbs = openIdIndexDbs(env);
+    const levels: number[] = [];
+    for (const { value } of dbs.segments.getRange()) if (!value.merging) levels[value.level ?? 0] = (levels[value.level ?? 0] ?? 0) + 1;
+    const logged = Array.from(dbs.log.getRange(), ({ value }) => value.length / 32).reduce((a, b) => a + b, 0);
+    const ms: number[] = [];
+    for (let k = 0; k < 25; k++) {
+      const s = k % streams.length;
+      const { requestId } = ids(s, Math.floor((k * streams[s].count) / 25));
+      const started = performance.now();
+      const found = lookupId(dbs, 'correlation', requestId).length;
+      ms.push(performance.now() - started);
+      if (found !== 1) throw new Error(`request id ${requestId} has ${found} entries in the id index, expected 1`);
+    }
+    return { levels: Array.from(levels, (n) => n ?? 0), logged, lookupMs: spread(ms)!.median };
+  } finally {
+    await env.close();
+  }
 }
 
 async function ingestRound(storeDir: string, streams: Stream[], warmup: Stream | null): Promise<Round> {
@@ -344,7 +381,9 @@ async function ingestRound(storeDir: string, streams: Stream[], warmup: Stream |
     const stored = Number(/^auditmesh_collector_records_stored_total (\d+)/m.exec(metrics)?.[1] ?? 0) - (warmup?.count ?? 0);
     const total = streams.reduce((a, s) => a + s.count, 0);
     if (stored !== total) throw new Error(`collector stored ${stored} records, expected ${total}`);
+    await collector.stop();
     return {
+      index: await indexShape(storeDir, streams),
       seconds,
       cpu: cpuBefore.includes(null) || cpuAfter.includes(null) ? null : { all: cpuAfter[0]! - cpuBefore[0]!, main: cpuAfter[1]! - cpuBefore[1]! },
       threads,
@@ -389,6 +428,10 @@ async function main(): Promise<void> {
       const busiest = [...threads].filter(([, ms]) => ms > 0).sort((a, b) => b[1] - a[1]);
       process.stdout.write(`  by thread: ${busiest.map(([name, ms]) => `${name} ${us(ms)}`).join(', ')}\n`);
       process.stdout.write(`the ${STREAMS} sending streams (this process): ${us(clientMs)} µs a record; both together ${((cpu.all + clientMs) / 1000 / seconds).toFixed(2)} CPUs busy\n`);
+    }
+    for (const [k, { index }] of rounds.entries()) {
+      const levels = index.levels.map((n, l) => `${n} at level ${l}`).join(', ') || 'no segments';
+      process.stdout.write(`id index after round ${k + 1}: ${levels}, ${index.logged.toLocaleString('en')} entries in its log; one request id looked up in ${index.lookupMs.toFixed(2)} ms (median of 25)\n`);
     }
     process.stdout.write(`sent with ${SENDER === 'h2' ? 'node:http2, messages framed beforehand' : 'grpc-js, as a sidecar ships'}; ${STREAMS} streams x ${RECORDS} records, ${BATCH} records a batch, ${SEGMENT} batches a segment, ${WINDOW} segments in flight a stream, ${IDS} request and trace ids, after a warm-up stream of ${WARMUP_RECORDS}, each round a fresh collector and store; ${availableParallelism()} CPUs, load average ${loadavg()[0].toFixed(1)}\n`);
   } finally {

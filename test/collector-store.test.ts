@@ -1,4 +1,4 @@
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { join } from 'node:path';
 import * as lmdb from 'lmdb';
 import { open } from 'lmdb';
@@ -195,48 +195,34 @@ test('collector store: a batch encoded for the store carries the index keys lmdb
   t.deepEqual(b.exchanges.map((g) => ({ ...g, ends: Array.from(g.ends) })), [{ peer: undefined, direction: 'outbound', method: undefined, failed: false, ends: [T0] }]);
 });
 
-test('collector store: the id index answers from its log and from sorted segments alike, across reopening, with one id spread over many blocks', async (t) => {
-  const dir = join(await tempDir(t), 'store');
-  // Small segments, so 2 x 48 batches of 64 records (2 id entries each) seal 10 of them and leave
-  // some in the log; one request id in 4 records (1,536 entries) spans several 512-entry blocks.
-  const sealEntries = 1100;
-  const batchRecords = 64;
+/** 2 sidecars x 48 batches of 64 records, 2 id entries each; one request id in 4 records (1,536 entries) spans several 512-entry blocks. */
+function idPlan(): Planned[] {
   const planned: Planned[] = [];
-  const states = new Map(['pod-a', 'pod-b'].map((id) => [id, sidecarState(id)]));
   for (const [n, sidecar] of ['pod-a', 'pod-b'].entries()) {
-    for (let seq = 1; seq <= 48 * batchRecords; seq++) {
+    for (let seq = 1; seq <= 48 * 64; seq++) {
       const requestId = seq % 4 === 0 ? 'req-hot' : `req-${sidecar}-${seq}-${(seq * 2654435761) % 1e9}`;
       planned.push({ sidecar, service: n === 0 ? 'checkout' : 'payments', seq, start: T0 + seq * 3 + n, peer: 'inventory', status: 200, requestId });
     }
   }
-  const write = async (store: ReturnType<typeof openLmdbStore>, from: number, to: number): Promise<void> => {
-    for (const sidecar of ['pod-a', 'pod-b']) {
-      const mine = planned.filter((p) => p.sidecar === sidecar && p.seq > from && p.seq <= to);
-      for (let at = 0; at < mine.length; at += 4 * batchRecords) {
-        const records = mine.slice(at, at + 4 * batchRecords).map((p) => ({ seq: p.seq, bytes: recordBytes(p) }));
-        const links: StoredLink[] = [];
-        for (let k = 0; k < records.length; k += batchRecords) {
-          links.push({ batch: (records[k].seq - 1) / batchRecords + 1, first_seq: records[k].seq, count: batchRecords, kind: 'records', root: '', sealed_unix_ms: 0, epoch: 1, head: '' });
-        }
-        const indexed = records.map(({ bytes }) => ({ bytes, index: indexRecord(bytes) }));
-        await store.append({ sidecar: states.get(sidecar)!, links, batches: encodeLinks(sidecar, links, indexed) });
-      }
-    }
-  };
-  const half = 24 * batchRecords;
-  const first = openLmdbStore(dir, { sealEntries });
-  await write(first, 0, half);
-  await first.close();
-  const second = openLmdbStore(dir, { sealEntries });
-  await write(second, half, 48 * batchRecords);
-  // Every entry is in the log or in exactly one segment, and the log holds less than a segment and one write.
-  const segments = Array.from(second.ids.segments.getRange(), ({ value }) => value.entries);
-  const logged = Array.from(second.ids.log.getRange(), ({ value }) => value.length / 32).reduce((a, b) => a + b, 0);
-  t.is(segments.reduce((a, b) => a + b, 0) + logged, planned.length * 2);
-  t.true(segments.length >= 10 && logged > 0 && logged < sealEntries + 4 * batchRecords * 2, `${segments.length} segments, ${logged} entries in the log`);
-  await second.close();
+  return planned;
+}
 
-  const hot = planned.filter((p) => p.requestId === 'req-hot');
+/** Appends the planned records with seq in (from, to], 4 batches of 64 a run. */
+async function appendPlanned(store: ReturnType<typeof openLmdbStore>, planned: Planned[], from: number, to: number): Promise<void> {
+  for (const sidecar of ['pod-a', 'pod-b']) {
+    const state = sidecarState(sidecar);
+    const mine = planned.filter((p) => p.sidecar === sidecar && p.seq > from && p.seq <= to);
+    for (let at = 0; at < mine.length; at += 4 * 64) {
+      const records = mine.slice(at, at + 4 * 64).map((p) => ({ seq: p.seq, bytes: recordBytes(p) }));
+      const links: StoredLink[] = [];
+      for (let k = 0; k < records.length; k += 64) links.push({ batch: (records[k].seq - 1) / 64 + 1, first_seq: records[k].seq, count: 64, kind: 'records', root: '', sealed_unix_ms: 0, epoch: 1, head: '' });
+      await store.append({ sidecar: state, links, batches: encodeLinks(sidecar, links, records.map(({ bytes }) => ({ bytes, index: indexRecord(bytes) }))) });
+    }
+  }
+}
+
+/** Every id query of the plan answered by the store and by brute force. */
+async function checkIdQueries(t: ExecutionContext, dir: string, planned: Planned[]): Promise<void> {
   const some = [planned[5], planned[700], planned[planned.length - 3], planned[3100]];
   const queries = [
     'correlation_id=req-hot&limit=10000',
@@ -244,11 +230,63 @@ test('collector store: the id index answers from its log and from sorted segment
     'correlation_id=req-hot&limit=10',
     ...some.flatMap((p) => [`correlation_id=${p.requestId}&limit=100`, `trace_id=trace-${p.requestId}&limit=100`]),
   ];
-  t.is(hot.length, planned.length / 4);
   for (const params of queries) {
     const want = expected(planned, params);
     t.true(want.length > 0, `${params}: the plan has records for it`);
     t.deepEqual(await answer(dir, params), want, params);
   }
   t.deepEqual(await answer(dir, 'correlation_id=req-nobody&limit=100'), []);
+}
+
+/** Entries in the log, and per level the entries of its segments. */
+function idIndexShape(store: ReturnType<typeof openLmdbStore>): { logged: number; levels: number[][] } {
+  const levels: number[][] = [];
+  for (const { value } of store.ids.segments.getRange()) (levels[value.level ?? 0] ??= []).push(value.entries);
+  return { logged: Array.from(store.ids.log.getRange(), ({ value }) => value.length / 32).reduce((a, b) => a + b, 0), levels };
+}
+
+test('collector store: the id index answers from its log and from sorted segments alike, across reopening, with one id spread over many blocks', async (t) => {
+  const dir = join(await tempDir(t), 'store');
+  const planned = idPlan();
+  // Seals every 9 batches (1,152 entries): 10 segments and some left in the log; 8 of them merged once.
+  const sealEntries = 1100;
+  const first = openLmdbStore(dir, { sealEntries });
+  await appendPlanned(first, planned, 0, 24 * 64);
+  await first.close();
+  const second = openLmdbStore(dir, { sealEntries });
+  await appendPlanned(second, planned, 24 * 64, 48 * 64);
+  await second.indexMerged();
+  const { logged, levels } = idIndexShape(second);
+  // Every entry is in the log or in exactly one segment; the log holds less than a segment and one write.
+  t.is(levels.flat().reduce((a, b) => a + b, 0) + logged, planned.length * 2);
+  t.deepEqual([0, 1, 2].map((l) => levels[l]?.length ?? 0), [2, 1, 0]);
+  t.true(logged > 0 && logged < sealEntries + 4 * 64 * 2, `${logged} entries in the log`);
+  await second.close();
+  await checkIdQueries(t, dir, planned);
+});
+
+test('collector store: id index segments are merged level by level, and a merge cut short is dropped when the store opens', async (t) => {
+  const dir = join(await tempDir(t), 'store');
+  const planned = idPlan();
+  // A seal every batch (128 entries): 96 segments, merged 8 at a time into 12, and 8 of those into one.
+  const store = openLmdbStore(dir, { sealEntries: 64 });
+  await appendPlanned(store, planned, 0, 48 * 64);
+  await store.indexMerged();
+  const { logged, levels } = idIndexShape(store);
+  t.is(logged, 0);
+  t.deepEqual([0, 1, 2, 3].map((l) => levels[l]?.length ?? 0), [0, 4, 1, 0]);
+  t.deepEqual(levels[2], [8 * 8 * 128]);
+  t.is(levels.flat().reduce((a, b) => a + b, 0), planned.length * 2);
+  // A merge the process did not finish: a segment marked merging, some of its blocks written.
+  const segments = Array.from(store.ids.segments.getKeys());
+  const unfinished = Math.max(...segments) + 1;
+  await store.ids.segments.put(unfinished, { entries: 0, level: 3, merging: true });
+  const [someBlock] = store.ids.blocks.getRange({ limit: 1 });
+  await store.ids.blocks.put([unfinished, someBlock.key[1], 0], someBlock.value);
+  await store.close();
+  await checkIdQueries(t, dir, planned);
+  const reopened = openLmdbStore(dir);
+  t.deepEqual(Array.from(reopened.ids.segments.getKeys()), segments);
+  t.is(Array.from(reopened.ids.blocks.getKeys({ start: [unfinished], end: [unfinished + 1] })).length, 0);
+  await reopened.close();
 });

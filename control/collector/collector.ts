@@ -81,7 +81,10 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   const tokens = config.tokenFile === undefined ? null : createTokenCheck(config.tokenFile, (l) => log('info', String(l.msg), l));
   const heartbeatIntervalMs = config.heartbeatIntervalMs ?? CHECKPOINT_INTERVAL_MS;
   // A large store takes a while: the collector listens only once it is migrated.
-  const store = openLmdbStore(config.storeDir, { onMigrating: (from) => log('info', `collector store has the ${from} layout of an earlier version: migrating it in place before serving`, { store: config.storeDir }) });
+  const store = openLmdbStore(config.storeDir, {
+    onMigrating: (from) => log('info', `collector store has the ${from} layout of an earlier version: migrating it in place before serving`, { store: config.storeDir }),
+    onIndexError: (err) => log('error', 'collector id index merge failed: its segments stay as they are and queries still find every record; the next merge tries again', { store: config.storeDir, err: err.message }),
+  });
   logIfUnpatched(log);
   for (const done of store.migrated) log('info', 'collector store migrated to the current layout', { store: config.storeDir, ...done });
   const feed = createLiveFeed<StoredRun>({ onListenerError: (err) => log('error', 'collector onStored listener threw', { err: (err as Error)?.message }) });

@@ -36,6 +36,14 @@ if (endianness() !== 'LE') throw new Error('the collector id index is written li
 export const SEAL_ENTRIES = 262_144;
 /** Entries a block holds (16 KB): a lookup reads one or two of them per segment. */
 export const BLOCK_ENTRIES = 512;
+/** Segments of one level merged into one segment of the next, as the tiers of an LSM tree. */
+export const FANOUT = 8;
+/** The highest level merged into: a level-3 segment holds SEAL_ENTRIES x 8^3 (134M) entries; past that, segments accumulate. */
+export const MAX_LEVEL = 3;
+/** Merged blocks written per transaction (4 MB), so a merge never holds the writer for long. */
+const MERGE_BLOCKS_PER_WRITE = 256;
+/** After a merge failed, the next waits this long. */
+const MERGE_RETRY_MS = 10_000;
 
 /** Which id an entry indexes. */
 export const ID_KINDS = { correlation: 1, trace: 2 } as const;
@@ -51,16 +59,21 @@ export interface IdRef {
 
 interface Segment {
   entries: number;
-  /** The hash high word of each block's first entry, uint32 little-endian. */
-  fence: Buffer;
+  /** 0 when sealed from the log; n + 1 when merged from FANOUT segments of level n. */
+  level?: number;
+  /** A merge into it is under way: its blocks are not all written, and lookups skip it. */
+  merging?: true;
 }
 
 export interface IdIndexDbs {
   log: Database<Buffer, number>;
   segments: Database<Segment, number>;
-  blocks: Database<Buffer, [number, number]>;
+  blocks: Database<Buffer, BlockKey>;
   sidecars: Database<number, string>;
 }
+
+/** A block's key: its segment, the hash high word of its first entry, its place in the segment. */
+type BlockKey = [segment: number, firstHi: number, b: number];
 
 export const ID_INDEX_DB_NAMES = ['id_log', 'id_segments', 'id_blocks', 'id_sidecars'] as const;
 
@@ -68,7 +81,7 @@ export function openIdIndexDbs(env: RootDatabase): IdIndexDbs {
   return {
     log: env.openDB<Buffer, number>('id_log', { encoding: 'binary', compression: false }),
     segments: env.openDB<Segment, number>('id_segments', { encoding: 'msgpack' }),
-    blocks: env.openDB<Buffer, [number, number]>('id_blocks', { encoding: 'binary', compression: false }),
+    blocks: env.openDB<Buffer, BlockKey>('id_blocks', { encoding: 'binary', compression: false }),
     sidecars: env.openDB<number, string>('id_sidecars', { encoding: 'msgpack' }),
   };
 }
@@ -111,11 +124,6 @@ export function readIdEntries(buf: Buffer): Array<{ hi: number; lo: number; star
   return out;
 }
 
-/** A seal written in a transaction not yet known to have committed. */
-export interface Seal {
-  segment: number;
-}
-
 /**
  * The writer's side: where the log and the segments stand, kept in memory between writes and
  * read back from the store when it opens and after a write that failed. Its methods that write
@@ -131,12 +139,31 @@ export class IdIndexWriter {
   private nextNumber = 1;
   private writing = 0;
   private stale = false;
+  private merging: Promise<void> | null = null;
+  private stopping = false;
+  private retryAt = 0;
 
   constructor(
+    private readonly env: RootDatabase,
     private readonly dbs: IdIndexDbs,
     private readonly sealEntries = SEAL_ENTRIES,
+    private readonly onMergeError: (err: Error) => void = () => {},
   ) {
+    this.dropUnfinishedMerges();
     this.load();
+    this.mergeWhenDue();
+  }
+
+  /** A merge cut short (the process stopped) left a segment marked merging and some of its blocks: they go, its inputs stay. */
+  private dropUnfinishedMerges(): void {
+    const unfinished = Array.from(this.dbs.segments.getRange(), ({ key, value }) => (value.merging ? key : null)).filter((k) => k !== null);
+    if (unfinished.length === 0) return;
+    this.env.transactionSync(() => {
+      for (const segment of unfinished) {
+        removeBlocks(this.dbs, segment);
+        void this.dbs.segments.remove(segment);
+      }
+    });
   }
 
   /** Reads the writer's state back from the store. */
@@ -149,9 +176,10 @@ export class IdIndexWriter {
       this.logBuffers.push(value);
       this.logEntries += value.length / ENTRY_BYTES;
     }
-    this.nextLog = (this.logKeys.at(-1) ?? -1) + 1;
+    // Never backwards: a merge may hold a segment number its first write has not stored yet.
+    this.nextLog = Math.max(this.nextLog, (this.logKeys.at(-1) ?? -1) + 1);
     const lastSegment = Array.from(this.dbs.segments.getKeys({ reverse: true, limit: 1 }))[0];
-    this.nextSegment = lastSegment === undefined ? 0 : lastSegment + 1;
+    this.nextSegment = Math.max(this.nextSegment, lastSegment === undefined ? 0 : lastSegment + 1);
     this.numbers = new Map(Array.from(this.dbs.sidecars.getRange(), ({ key, value }) => [key, value]));
     this.nextNumber = Math.max(0, ...this.numbers.values()) + 1;
   }
@@ -160,8 +188,8 @@ export class IdIndexWriter {
    * Appends one batch's entries (as encoded by ingest, their sidecar number unset) for sidecar
    * `sidecar`, and seals the log into a segment once it is full. In a write transaction.
    */
-  add(sidecar: string, entries: Buffer): Seal | null {
-    if (entries.length === 0) return null;
+  add(sidecar: string, entries: Buffer): void {
+    if (entries.length === 0) return;
     let n = this.numbers.get(sidecar);
     if (n === undefined) this.numbers.set(sidecar, (n = this.nextNumber++));
     // Written with every batch, so a number in the store always has its sidecar (see settle).
@@ -174,26 +202,23 @@ export class IdIndexWriter {
     this.logKeys.push(key);
     this.logBuffers.push(entries);
     this.logEntries += entries.length / ENTRY_BYTES;
-    return this.logEntries >= this.sealEntries ? this.seal() : null;
+    if (this.logEntries >= this.sealEntries) this.seal();
   }
 
   /** Sorts the log into a new segment and empties it. In a write transaction. */
-  seal(): Seal | null {
-    if (this.logEntries === 0) return null;
+  private seal(): void {
     const sorted = sortEntries(this.logBuffers, this.logEntries);
     const segment = this.nextSegment++;
     const blocks = Math.ceil(this.logEntries / BLOCK_ENTRIES);
-    const fence = Buffer.alloc(blocks * 4);
     for (let b = 0; b < blocks; b++) {
-      fence.writeUInt32LE(sorted.readUInt32LE(b * BLOCK_ENTRIES * ENTRY_BYTES), b * 4);
-      void this.dbs.blocks.put([segment, b], sorted.subarray(b * BLOCK_ENTRIES * ENTRY_BYTES, Math.min((b + 1) * BLOCK_ENTRIES, this.logEntries) * ENTRY_BYTES));
+      const block = sorted.subarray(b * BLOCK_ENTRIES * ENTRY_BYTES, Math.min((b + 1) * BLOCK_ENTRIES, this.logEntries) * ENTRY_BYTES);
+      void this.dbs.blocks.put([segment, block.readUInt32LE(0), b], block);
     }
-    void this.dbs.segments.put(segment, { entries: this.logEntries, fence });
+    void this.dbs.segments.put(segment, { entries: this.logEntries, level: 0 });
     for (const key of this.logKeys) void this.dbs.log.remove(key);
     this.logKeys = [];
     this.logBuffers = [];
     this.logEntries = 0;
-    return { segment };
   }
 
   /** Brackets a write transaction this writer took part in; reloads once none is left if one failed. */
@@ -214,6 +239,127 @@ export class IdIndexWriter {
       this.stale = false;
       this.load();
     }
+    this.mergeWhenDue();
+  }
+
+  /** Starts a merge if a level holds FANOUT committed segments and none is running. */
+  private mergeWhenDue(): void {
+    if (this.merging !== null || this.stopping || Date.now() < this.retryAt) return;
+    const byLevel = new Map<number, number[]>();
+    for (const { key, value } of this.dbs.segments.getRange()) {
+      const level = value.level ?? 0;
+      if (value.merging || level >= MAX_LEVEL) continue;
+      const keys = byLevel.get(level) ?? [];
+      byLevel.set(level, keys);
+      keys.push(key);
+    }
+    const level = Array.from(byLevel.keys())
+      .sort((a, b) => a - b)
+      .find((l) => byLevel.get(l)!.length >= FANOUT);
+    if (level === undefined) return;
+    this.merging = this.merge(byLevel.get(level)!.slice(0, FANOUT), level + 1).then(
+      () => {
+        this.merging = null;
+        this.mergeWhenDue();
+      },
+      (err: unknown) => {
+        this.merging = null;
+        if (err instanceof MergeStopped) return;
+        // Tried again on a write after a pause, not at once: what failed (a full disk) may last.
+        this.retryAt = Date.now() + MERGE_RETRY_MS;
+        this.onMergeError(err as Error);
+      },
+    );
+  }
+
+  /** Settles once no merge is running or due (a test waits for it; close stops them first). */
+  async merged(): Promise<void> {
+    while (this.merging !== null) await this.merging;
+  }
+
+  /** Stops merging: a merge under way stops at its next write, and the next open drops what it wrote. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await this.merged();
+  }
+
+  /**
+   * Merges segments `inputs` (all of one level, oldest first) into one segment of `level`: a k-way
+   * merge of their sorted blocks, written MERGE_BLOCKS_PER_WRITE blocks a transaction under a
+   * segment marked merging, then registered in the transaction that removes the inputs. Lookups
+   * see the inputs until that commit and the merged segment from it: every entry once throughout.
+   */
+  private async merge(inputs: number[], level: number): Promise<void> {
+    const target = this.nextSegment++;
+    await this.env.batch(() => void this.dbs.segments.put(target, { entries: 0, level, merging: true }));
+    const runs = inputs.map((segment) => ({ segment, ...this.blockAfter(segment, null), at: 0 }));
+    let chunk = new Uint32Array(MERGE_BLOCKS_PER_WRITE * BLOCK_ENTRIES * 8);
+    let filled = 0;
+    let blocks = 0;
+    let entries = 0;
+    const flush = async (): Promise<void> => {
+      if (this.stopping) throw new MergeStopped();
+      const out = Buffer.from(chunk.buffer, 0, filled * ENTRY_BYTES);
+      const first = blocks;
+      blocks += Math.ceil(filled / BLOCK_ENTRIES);
+      await this.env.batch(() => {
+        for (let b = 0; b * BLOCK_ENTRIES < filled; b++) void this.dbs.blocks.put([target, chunk[b * BLOCK_ENTRIES * 8], first + b], out.subarray(b * BLOCK_ENTRIES * ENTRY_BYTES, Math.min((b + 1) * BLOCK_ENTRIES, filled) * ENTRY_BYTES));
+      });
+      // lmdb-js writes a value from its buffer as it commits: the next chunk is a new one.
+      chunk = new Uint32Array(chunk.length);
+      filled = 0;
+    };
+    for (;;) {
+      // The run whose next entry has the lowest hash; ties go to the older segment.
+      let min = -1;
+      for (let r = 0; r < runs.length; r++) {
+        const run = runs[r];
+        if (run.words !== null && (min < 0 || run.words[run.at] < runs[min].words![runs[min].at])) min = r;
+      }
+      if (min < 0) break;
+      const run = runs[min];
+      const from = run.words!;
+      for (let w = 0; w < 8; w++) chunk[filled * 8 + w] = from[run.at + w];
+      filled++;
+      entries++;
+      run.at += 8;
+      if (run.at >= from.length) {
+        Object.assign(run, this.blockAfter(run.segment, run.key));
+        run.at = 0;
+      }
+      if (filled * 8 === chunk.length) await flush();
+    }
+    if (filled > 0) await flush();
+    if (this.stopping) throw new MergeStopped();
+    await this.env.batch(() => {
+      void this.dbs.segments.put(target, { entries, level });
+      for (const segment of inputs) {
+        removeBlocks(this.dbs, segment);
+        void this.dbs.segments.remove(segment);
+      }
+    });
+  }
+
+  /** The block of a segment after the one keyed `key` (its first when null), as words; null words past its last. */
+  private blockAfter(segment: number, key: BlockKey | null): { key: BlockKey | null; words: Uint32Array | null } {
+    // Keys sort by first hash, then place, both ascending in a segment: the next block's key is
+    // the first at or after [segment, this first hash, this place + 1].
+    for (const next of this.dbs.blocks.getRange({ start: key === null ? [segment] : [segment, key[1], key[2] + 1], end: [segment + 1], limit: 1 })) {
+      return { key: next.key, words: words(next.value) };
+    }
+    return { key: null, words: null };
+  }
+}
+
+/** Removes every block of a segment. In a write transaction. */
+function removeBlocks(dbs: IdIndexDbs, segment: number): void {
+  for (const key of dbs.blocks.getKeys({ start: [segment], end: [segment + 1] })) void dbs.blocks.remove(key);
+}
+
+/** A merge given up because the store is closing. */
+class MergeStopped extends Error {
+  constructor() {
+    super('id index merge stopped: the store is closing');
   }
 }
 
@@ -294,20 +440,12 @@ export function lookupId(dbs: IdIndexDbs, kind: IdKind, id: string): IdRef[] {
     return true;
   };
   for (const { key: segment, value } of dbs.segments.getRange()) {
-    const fence = value.fence;
-    const blocks = fence.length / 4;
-    // The first block that can hold hi: the last whose first hash is below it (entries equal to
-    // hi may begin at the end of that block).
-    let low = 0;
-    let high = blocks;
-    while (low < high) {
-      const mid = (low + high) >>> 1;
-      if (fence.readUInt32LE(mid * 4) < hi) low = mid + 1;
-      else high = mid;
-    }
-    for (let b = Math.max(0, low - 1); b < blocks && fence.readUInt32LE(b * 4) <= hi; b++) {
-      const block = dbs.blocks.get([segment, b]);
-      if (block === undefined || !scan(block, true)) break;
+    if (value.merging) continue;
+    // From the last block whose first hash is below hi (entries equal to hi may begin at its end)
+    // through the last whose first hash is hi.
+    const before = Array.from(dbs.blocks.getKeys({ start: [segment, hi], end: [segment], reverse: true, limit: 1 }))[0];
+    for (const { value: block } of dbs.blocks.getRange({ start: before ?? [segment, hi], end: [segment, hi + 1] })) {
+      if (!scan(block, true)) break;
     }
   }
   // The log is in arrival order: every entry is looked at.

@@ -4,7 +4,7 @@ import { LMDB_WRITER_OPTIONS } from '../../proxy/journal/lmdb-writer.js';
 import { databaseBytes } from '../../proxy/journal/retention.js';
 import { BatchBlob } from './batch-blob.js';
 import { INDEX_DBS, type EncodedBatch } from './encoded-batch.js';
-import { IdIndexWriter, lookupId, openIdIndexDbs, type IdIndexDbs, type IdKind, type Seal } from './id-index.js';
+import { IdIndexWriter, lookupId, openIdIndexDbs, type IdIndexDbs, type IdKind } from './id-index.js';
 import { migrateIdLayout, migrateRecordLayout, type LayoutMigration } from './store-migration.js';
 import type { CollectorStore, Evidence, RecordQuery, SidecarState, StoredLink, StoredRecord, VerifiedAppend } from './collector-store.js';
 
@@ -75,9 +75,11 @@ export interface LmdbStoreOptions {
   onMigrating?: (from: string) => void;
   /** Id index entries sorted into one segment (id-index.ts; tests make it small). */
   sealEntries?: number;
+  /** Hears of an id index merge that failed (its segments stay as they were; the next merge tries again). */
+  onIndexError?: (err: Error) => void;
 }
 
-export function openLmdbStore(dir: string, { onMigrating, sealEntries }: LmdbStoreOptions = {}): CollectorStore & { readonly stores: CollectorStores; readonly ids: IdIndexDbs; readonly migrated: LayoutMigration[] } {
+export function openLmdbStore(dir: string, { onMigrating, sealEntries, onIndexError }: LmdbStoreOptions = {}): CollectorStore & { readonly stores: CollectorStores; readonly ids: IdIndexDbs; readonly migrated: LayoutMigration[]; indexMerged(): Promise<void> } {
   mkdirSync(dir, { recursive: true });
   // As the journal opens its own (lmdb-writer.ts): one explicit batch() per run, each with its own
   // `flushed`, and no overlapping sync: a commit is on disk when it resolves. Room for the
@@ -92,7 +94,7 @@ export function openLmdbStore(dir: string, { onMigrating, sealEntries }: LmdbSto
       const done = step(stores, ids, dir, onMigrating);
       if (done !== null) migrated.push(done);
     }
-    writer = new IdIndexWriter(ids, sealEntries);
+    writer = new IdIndexWriter(env, ids, sealEntries, onIndexError);
   } catch (err) {
     void env.close();
     throw err;
@@ -157,7 +159,12 @@ export function openLmdbStore(dir: string, { onMigrating, sealEntries }: LmdbSto
       const { env, ...dbs } = stores;
       return databaseBytes([env, ...Object.values(dbs), ...Object.values(ids)]);
     },
-    close: () => stores.env.close(),
+    /** Settles once no id index merge is running or due. */
+    indexMerged: () => writer.merged(),
+    async close() {
+      await writer.stop();
+      await stores.env.close();
+    },
   };
 }
 
@@ -178,14 +185,14 @@ function writeRun(stores: CollectorStores, ids: IdIndexWriter, run: VerifiedAppe
 }
 
 /** A records link's batch value and index entries, as encoded (encoded-batch.ts); its link is written by the caller. In a write transaction. */
-export function writeBatch(stores: CollectorStores, ids: IdIndexWriter, id: string, b: EncodedBatch, span: { ms: number }): Seal | null {
+export function writeBatch(stores: CollectorStores, ids: IdIndexWriter, id: string, b: EncodedBatch, span: { ms: number }): void {
   void stores.batches.put([id, b.batch], b.blob);
   for (let j = 0, from = 0; j < b.keyEnds.length; from = b.keyEnds[j++]) {
     // Keys already encoded: lmdb-js writes a Uint8Array key as it is.
     void stores[INDEX_DBS[b.keyDbs[j]]].put(b.keys.subarray(from, b.keyEnds[j]) as unknown as Key, EMPTY);
   }
   if (b.span > span.ms) void stores.meta.put(MAX_SPAN, (span.ms = b.span));
-  return ids.add(id, b.ids);
+  ids.add(id, b.ids);
 }
 
 interface Candidate extends StoredRecord {

@@ -52,7 +52,7 @@ export function migrateRecordLayout(stores: CollectorStores, ids: IdIndexDbs, di
   const old = env.openDB<Buffer, [string, number]>('records', { encoding: 'binary', compression: false });
   for (const db of [stores.batches, stores.byTime, stores.byService, stores.errors, stores.meta]) db.clearSync();
   clearIds(ids);
-  const writer = new IdIndexWriter(ids);
+  const writer = new IdIndexWriter(env, ids);
   const span = { ms: 0 };
   for (const { value: state } of stores.sidecars.getRange()) {
     done.sidecars++;
@@ -97,7 +97,7 @@ export function migrateIdLayout(stores: CollectorStores, ids: IdIndexDbs, _dir: 
   const done: LayoutMigration = { from: 'per-record id B-trees', sidecars: stores.sidecars.getCount(), batches: 0, records: 0 };
   onStart?.(done.from);
   clearIds(ids);
-  const writer = new IdIndexWriter(ids);
+  const writer = new IdIndexWriter(env, ids);
   const keys = Array.from(stores.batches.getKeys());
   for (let from = 0; from < keys.length; from += BATCHES_PER_TRANSACTION) {
     env.transactionSync(() => {
@@ -107,7 +107,7 @@ export function migrateIdLayout(stores: CollectorStores, ids: IdIndexDbs, _dir: 
         if (bytes === undefined) continue;
         const blob = new BatchBlob(bytes);
         const records = blob.all().map((b) => ({ bytes: b, index: indexRecord(b) }));
-        void writer.add(id, encodeBatch(id, batch, blob.firstSeq, records).ids);
+        writer.add(id, encodeBatch(id, batch, blob.firstSeq, records).ids);
         done.batches++;
         done.records += records.length;
       }
