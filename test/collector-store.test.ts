@@ -207,9 +207,12 @@ function idPlan(): Planned[] {
   return planned;
 }
 
-/** Appends the planned records with seq in (from, to], 4 batches of 64 a run. */
+/**
+ * Appends the planned records with seq in (from, to], 4 batches of 64 a run, the two sidecars'
+ * runs at once (as their streams arrive), so writes overlap: a seal's buffer must outlive its write.
+ */
 async function appendPlanned(store: ReturnType<typeof openLmdbStore>, planned: Planned[], from: number, to: number): Promise<void> {
-  for (const sidecar of ['pod-a', 'pod-b']) {
+  await Promise.all(['pod-a', 'pod-b'].map(async (sidecar) => {
     const state = sidecarState(sidecar);
     const mine = planned.filter((p) => p.sidecar === sidecar && p.seq > from && p.seq <= to);
     for (let at = 0; at < mine.length; at += 4 * 64) {
@@ -218,7 +221,7 @@ async function appendPlanned(store: ReturnType<typeof openLmdbStore>, planned: P
       for (let k = 0; k < records.length; k += 64) links.push({ batch: (records[k].seq - 1) / 64 + 1, first_seq: records[k].seq, count: 64, kind: 'records', root: '', sealed_unix_ms: 0, epoch: 1, head: '' });
       await store.append({ sidecar: state, links, batches: encodeLinks(sidecar, links, records.map(({ bytes }) => ({ bytes, index: indexRecord(bytes) }))) });
     }
-  }
+  }));
 }
 
 /** Every id query of the plan answered by the store and by brute force. */

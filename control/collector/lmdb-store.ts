@@ -119,19 +119,19 @@ export function openLmdbStore(dir: string, { onMigrating, sealEntries, onIndexEr
       return stores.links.get([sidecarId, batch]);
     },
     append(run) {
-      writer.begin();
+      const ticket = writer.begin();
       let write: Promise<void>;
       try {
         write = durable(stores.env.batch(() => writeRun(stores, writer, run, span)));
       } catch (err) {
         // What the callback queued before it threw still commits: settle once it has.
-        void stores.env.committed.then(() => writer.settle(false));
+        void stores.env.committed.then(() => writer.settle(ticket, false));
         return Promise.reject(err as Error);
       }
       return write.then(
-        () => writer.settle(true),
+        () => writer.settle(ticket, true),
         (err: unknown) => {
-          writer.settle(false);
+          writer.settle(ticket, false);
           throw err;
         },
       );
