@@ -12,6 +12,7 @@ import { matchesQuery, parseRecordQuery, runQuery, type CollectedRecord } from '
 import { verifyStoreDir } from '../control/collector/verify-store.js';
 import { GENESIS_HEAD } from '../proxy/journal/chain.js';
 import { ephemeralSigningKey } from '../proxy/keys.js';
+import { toEarlierIdLayout } from './helpers/collector.js';
 import { tempDir } from './helpers/sidecar.js';
 
 // The collector store keeps one value per batch and per-batch time and service entries, so time
@@ -146,6 +147,27 @@ test('collector store: verify names a batch whose stored records were cut short'
   const b = report.sidecars.find((s) => s.id === 'pod-b')!;
   t.false(b.ok);
   t.regex(b.failure?.problem ?? '', /batch 1 covers seqs 1-16 \(16 records\), but 15 are stored for it, from seq 1: records were removed or added/);
+});
+
+test('collector store: re-indexing ids from the batches of an earlier store skips a batch that cannot be read, counts it, and opens', async (t) => {
+  const dir = join(await tempDir(t), 'store');
+  const planned = plan();
+  await filledStore(dir, planned);
+  const env = open({ path: dir, maxDbs: 32 });
+  toEarlierIdLayout(env);
+  const stores = openCollectorStores(env);
+  // Batch 1 of pod-b cut to 20 bytes, as someone with write access to the files could.
+  stores.batches.putSync(['pod-b', 1], stores.batches.get(['pod-b', 1])!.subarray(0, 20));
+  await env.close();
+  const store = openLmdbStore(dir);
+  t.deepEqual(store.migrated, [{ from: 'per-record id B-trees', sidecars: 2, batches: 19, records: 19 * BATCH, unreadable: 1 }]);
+  await store.close();
+  const inBatch1 = (s: string): boolean => /^pod-b\/([1-9]|1[0-6])$/.test(s);
+  for (const params of ['correlation_id=req-5&limit=10000', 'trace_id=trace-req-15&limit=10000']) {
+    const want = expected(planned, params);
+    t.true(want.some(inBatch1) && want.some((s) => !inBatch1(s)), `${params}: records in and out of the unreadable batch`);
+    t.deepEqual(await answer(dir, params), want.filter((s) => !inBatch1(s)), params);
+  }
 });
 
 test('collector store: an earlier-layout store whose records its links do not cover is not migrated, and says so', async (t) => {

@@ -86,7 +86,10 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     onIndexError: (err) => log('error', 'collector id index merge failed: its segments stay as they are and queries still find every record; the next merge tries again', { store: config.storeDir, err: err.message }),
   });
   logIfUnpatched(log);
-  for (const done of store.migrated) log('info', 'collector store migrated to the current layout', { store: config.storeDir, ...done });
+  for (const done of store.migrated) {
+    log(done.unreadable ? 'warn' : 'info', 'collector store migrated to the current layout', { store: config.storeDir, ...done });
+    if (done.unreadable) log('warn', `${done.unreadable} stored batches could not be read and are not indexed by id; auditmesh verify names them`, { store: config.storeDir });
+  }
   const feed = createLiveFeed<StoredRun>({ onListenerError: (err) => log('error', 'collector onStored listener threw', { err: (err as Error)?.message }) });
   const hasher = createHashPool(config.hashThreads);
   // Fleet detection is a stage of the collector, not a listener: it sees every stored run first.

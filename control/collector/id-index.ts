@@ -12,15 +12,17 @@ import type { Database, RootDatabase } from 'lmdb';
  * index is:
  *
  *   id_log       [n] -> the entries of one stored batch, as ingest encoded them   (appended)
- *   id_segments  [s] -> a sealed segment: its entry count and the first hash of each block
- *   id_blocks    [s, b] -> block b of segment s: BLOCK_ENTRIES entries sorted by hash
+ *   id_segments  [s] -> a segment: its entry count, its level, whether a merge into it is under way
+ *   id_blocks    [s, first hash, b] -> block b of segment s: BLOCK_ENTRIES entries sorted by hash
  *   id_sidecars  sidecar id -> its number in entries
  *
  * Writing a batch appends one value to id_log (sequential keys: a few fresh pages, whatever the
  * ids). Once the log holds SEAL_ENTRIES entries, the write that crosses it sorts them, writes them
- * as one more segment of sorted blocks, and removes them from the log, in the same transaction,
- * so every entry is either in the log or in exactly one segment. A lookup reads the log whole and
- * one or two blocks per segment, in one read snapshot.
+ * as a level-0 segment of sorted blocks, and removes them from the log, in the same transaction.
+ * In the background, FANOUT segments of a level are merged into one of the next (merge()), so a
+ * lookup has few segments to read. Every entry is in the log or in exactly one segment at every
+ * commit. A lookup reads the log whole and, per segment, the one or two blocks a B-tree seek on
+ * [segment, hash] finds, in one read snapshot.
  *
  * An entry is ENTRY_BYTES, little-endian: the id's 64-bit hash (two uint32: high, low), the
  * record's start time (float64 ms), its batch (float64), its sidecar's number (uint32) and its
@@ -186,7 +188,7 @@ export class IdIndexWriter {
     const lastSegment = Array.from(this.dbs.segments.getKeys({ reverse: true, limit: 1 }))[0];
     this.nextSegment = Math.max(this.nextSegment, lastSegment === undefined ? 0 : lastSegment + 1);
     this.numbers = new Map(Array.from(this.dbs.sidecars.getRange(), ({ key, value }) => [key, value]));
-    this.nextNumber = Math.max(0, ...this.numbers.values()) + 1;
+    for (const n of this.numbers.values()) if (n >= this.nextNumber) this.nextNumber = n + 1;
   }
 
   /**

@@ -66,10 +66,6 @@ export function openCollectorStores(env: RootDatabase): CollectorStores {
   };
 }
 
-/**
- * Opens (creating if absent) the store in `dir`, migrating an earlier layout first
- * (store-migration.ts). Never open one environment twice in a process (lmdb-js#164).
- */
 export interface LmdbStoreOptions {
   /** Hears of a migration before it starts, with the layout it migrates from. */
   onMigrating?: (from: string) => void;
@@ -79,6 +75,10 @@ export interface LmdbStoreOptions {
   onIndexError?: (err: Error) => void;
 }
 
+/**
+ * Opens (creating if absent) the store in `dir`, migrating an earlier layout first
+ * (store-migration.ts). Never open one environment twice in a process (lmdb-js#164).
+ */
 export function openLmdbStore(dir: string, { onMigrating, sealEntries, onIndexError }: LmdbStoreOptions = {}): CollectorStore & { readonly stores: CollectorStores; readonly ids: IdIndexDbs; readonly migrated: LayoutMigration[]; indexMerged(): Promise<void> } {
   mkdirSync(dir, { recursive: true });
   // As the journal opens its own (lmdb-writer.ts): one explicit batch() per run, each with its own

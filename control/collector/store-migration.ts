@@ -1,5 +1,5 @@
 import type { Database, RootDatabase } from 'lmdb';
-import { BatchBlob } from './batch-blob.js';
+import { BatchBlob, BlobError } from './batch-blob.js';
 import { encodeBatch, type IndexedRecord } from './encoded-batch.js';
 import { IdIndexWriter, type IdIndexDbs } from './id-index.js';
 import { type CollectorStores, MAX_SPAN, writeBatch } from './lmdb-store.js';
@@ -31,6 +31,8 @@ export interface LayoutMigration {
   sidecars: number;
   batches: number;
   records: number;
+  /** Stored batches that could not be read (altered by hand), left unindexed. */
+  unreadable?: number;
 }
 
 const dbNames = (env: RootDatabase): string[] => Array.from(env.getKeys(), String);
@@ -105,8 +107,17 @@ export function migrateIdLayout(stores: CollectorStores, ids: IdIndexDbs, _dir: 
         const [id, batch] = key;
         const bytes = stores.batches.get(key);
         if (bytes === undefined) continue;
-        const blob = new BatchBlob(bytes);
-        const records = blob.all().map((b) => ({ bytes: b, index: indexRecord(b) }));
+        let records: IndexedRecord[];
+        let blob: BatchBlob;
+        try {
+          blob = new BatchBlob(bytes);
+          records = blob.all().map((b) => ({ bytes: b, index: indexRecord(b) }));
+        } catch (err) {
+          // A batch altered by hand: verify names it; the collector still opens, without its ids.
+          if (!(err instanceof BlobError)) throw err;
+          done.unreadable = (done.unreadable ?? 0) + 1;
+          continue;
+        }
         writer.add(id, encodeBatch(id, batch, blob.firstSeq, records).ids);
         done.batches++;
         done.records += records.length;
