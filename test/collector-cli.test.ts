@@ -5,15 +5,15 @@ import type { ExecutionContext } from 'ava';
 import { BatchBlob } from '../control/collector/batch-blob.js';
 import { openCollectorStores } from '../control/collector/lmdb-store.js';
 import { ephemeralSigningKey } from '../proxy/keys.js';
-import { journalShipment, openSync, startTestCollector, toEarlierIdLayout, type TestCollector } from './helpers/collector.js';
+import { journalShipment, openSync, startTestCollector, toEarlierIdLayout, type TestCollector, type TestCollectorOptions } from './helpers/collector.js';
 import { makeRecord, writeJournal } from './helpers/journal.js';
 import type { AuditRecord } from '../proxy/audit/record.js';
 import { runCli, startCli } from './helpers/child.js';
 import { tempDir } from './helpers/sidecar.js';
 
 /** A collector holding one sidecar's 24 records: request ids req-0..23, every sixth a 502. */
-async function filledCollector(t: ExecutionContext, sidecarId = 'pod-a', extra: (i: number) => Partial<AuditRecord> = () => ({})): Promise<TestCollector> {
-  const c = await startTestCollector(t);
+async function filledCollector(t: ExecutionContext, sidecarId = 'pod-a', extra: (i: number) => Partial<AuditRecord> = () => ({}), opts: TestCollectorOptions = {}): Promise<TestCollector> {
+  const c = await startTestCollector(t, opts);
   const journalDir = join(await tempDir(t), 'journal');
   const T0 = Date.now() - 60_000;
   const key = ephemeralSigningKey();
@@ -46,6 +46,21 @@ test('auditmesh query prints a table for people, JSON lines with -o json, and ex
   const limited = await runCli(['query', '--collector', c.httpUrl, '--service', 'ledger', '--status', 'ok', '--limit', '2', '-o', 'json']);
   t.is(limited.code, 0);
   t.deepEqual(limited.stdout.trim().split('\n').map((l) => JSON.parse(l)['audit.request_id']), ['req-22', 'req-21']);
+});
+
+test('a query for an id that more records carry than the collector gathers is refused with 400, and auditmesh query exits 2 saying so', async (t) => {
+  // 20 of the 24 records share one request id; the collector gathers at most 10 for one id.
+  const c = await filledCollector(t, 'pod-s', (i) => (i < 20 ? { 'audit.request_id': 'req-same' } : {}), { maxIdMatches: 10 });
+  const res = await fetch(`${c.httpUrl}/v1/records?correlation_id=req-same`);
+  t.is(res.status, 400);
+  t.is(await res.text(), 'bad query: correlation_id "req-same": more than 10 records carry it; narrow it with since and until\n');
+  const cli = await runCli(['query', '--collector', c.httpUrl, '--correlation-id', 'req-same']);
+  t.is(cli.code, 2);
+  t.regex(cli.stderr, /the collector answered 400: bad query: correlation_id "req-same": more than 10 records carry it/);
+  const other = await runCli(['query', '--collector', c.httpUrl, '--correlation-id', 'req-21', '-o', 'json']);
+  t.is(other.code, 0, other.stderr);
+  t.deepEqual(other.stdout.trim().split('\n').map((l) => JSON.parse(l)['audit.request_id']), ['req-21']);
+  t.is((await fetch(`${c.httpUrl}/livez`)).status, 200, 'the collector serves on');
 });
 
 test('auditmesh query: bad usage exits 2 and says what is wrong', async (t) => {

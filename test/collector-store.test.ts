@@ -8,7 +8,7 @@ import { batchEntries, encodeBatch, encodeLinks } from '../control/collector/enc
 import { idHash, readIdEntries, type IdKind } from '../control/collector/id-index.js';
 import { openCollectorStores, openLmdbStore } from '../control/collector/lmdb-store.js';
 import { indexRecord } from '../control/collector/record-index.js';
-import { matchesQuery, parseRecordQuery, runQuery, type CollectedRecord } from '../control/collector/record-query.js';
+import { matchesQuery, parseRecordQuery, QueryError, runQuery, type CollectedRecord } from '../control/collector/record-query.js';
 import { verifyStoreDir } from '../control/collector/verify-store.js';
 import { GENESIS_HEAD } from '../proxy/journal/chain.js';
 import { ephemeralSigningKey } from '../proxy/keys.js';
@@ -290,13 +290,19 @@ test('collector store: the id index answers from its log and from sorted segment
   await checkIdQueries(t, dir, planned);
 });
 
-test('collector store: id index segments are merged level by level, and a merge cut short is dropped when the store opens', async (t) => {
+/** A store holding all of idPlan(), its merges done. */
+async function idPlanStore(t: ExecutionContext, sealEntries: number): Promise<{ dir: string; planned: Planned[]; store: ReturnType<typeof openLmdbStore> }> {
   const dir = join(await tempDir(t), 'store');
   const planned = idPlan();
-  // A seal every batch (128 entries): 96 segments, merged 8 at a time into 12, and 8 of those into one.
-  const store = openLmdbStore(dir, { sealEntries: 64 });
+  const store = openLmdbStore(dir, { sealEntries });
   await appendPlanned(store, planned, 0, 48 * 64);
   await store.indexMerged();
+  return { dir, planned, store };
+}
+
+test('collector store: id index segments are merged level by level, and a merge cut short is dropped when the store opens', async (t) => {
+  // A seal every batch (128 entries): 96 segments, merged 8 at a time into 12, and 8 of those into one.
+  const { dir, planned, store } = await idPlanStore(t, 64);
   const { logged, levels } = idIndexShape(store);
   t.is(logged, 0);
   t.deepEqual([0, 1, 2, 3].map((l) => levels[l]?.length ?? 0), [0, 4, 1, 0]);
@@ -314,4 +320,22 @@ test('collector store: id index segments are merged level by level, and a merge 
   t.deepEqual(Array.from(reopened.ids.segments.getKeys()), segments);
   t.is(Array.from(reopened.ids.blocks.getKeys({ start: [unfinished], end: [unfinished + 1] })).length, 0);
   await reopened.close();
+});
+
+test('collector store: an id too many records carry is refused with a clear error, and answered once since and until narrow it', async (t) => {
+  const { dir, planned, store: filled } = await idPlanStore(t, 1100);
+  await filled.close();
+  // req-hot: 1,536 records; at most 1,000 gathered.
+  const store = openLmdbStore(dir, { maxIdMatches: 1000 });
+  const run = async (params: string): Promise<string[]> => {
+    const out: string[] = [];
+    for await (const rec of runQuery(store, parseRecordQuery(new URLSearchParams(params), T0))) out.push(`${rec['audit.sidecar_id']}/${rec['audit.seq']}`);
+    return out;
+  };
+  await t.throwsAsync(run('correlation_id=req-hot&limit=10'), { instanceOf: QueryError, message: 'correlation_id "req-hot": more than 1,000 records carry it; narrow it with since and until' });
+  const narrowed = `correlation_id=req-hot&since=${T0}&until=${T0 + 3000}&limit=10000`;
+  const want = expected(planned, narrowed);
+  t.true(want.length > 100 && want.length <= 1000, `${want.length} records in the window`);
+  t.deepEqual(await run(narrowed), want);
+  await store.close();
 });

@@ -43,6 +43,8 @@ export interface CollectorConfig {
   maxMessageBytes?: number;
   /** Fleet-wide spike and first-seen detection over stored records (default: the sidecar's defaults); intervalMs 0 turns it off. */
   alerts?: AlertOptions;
+  /** The most records one correlation id or trace id query gathers (default MAX_ID_MATCHES); past it the query is refused with 400. */
+  maxIdMatches?: number;
 }
 
 export interface Collector {
@@ -83,6 +85,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   // A large store takes a while: the collector listens only once it is migrated.
   const store = openLmdbStore(config.storeDir, {
     onMigrating: (from) => log('info', `collector store has the ${from} layout of an earlier version: migrating it in place before serving`, { store: config.storeDir }),
+    maxIdMatches: config.maxIdMatches,
     onIndexError: (err) => log('error', 'collector id index merge failed: its segments stay as they are and queries still find every record; the next merge tries again', { store: config.storeDir, err: err.message }),
   });
   logIfUnpatched(log);

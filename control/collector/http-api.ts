@@ -3,7 +3,7 @@ import { serveEventStream, serveMetrics, text } from '../../proxy/metrics/admin-
 import type { CollectorMetrics } from './collector-metrics.js';
 import type { CollectorStore } from './collector-store.js';
 import type { FleetAnomaly } from './fleet-alerts.js';
-import { collectedRecord, parseRecordQuery, QueryError, runQuery } from './record-query.js';
+import { collectedRecord, parseRecordQuery, QueryError, runQuery, type CollectedRecord } from './record-query.js';
 import type { StoredRun } from './sidecar-chain.js';
 import { BatchBlob } from './batch-blob.js';
 import type { SidecarStatus } from './sidecar-status.js';
@@ -67,11 +67,19 @@ async function records(deps: HttpApiDeps, params: URLSearchParams, res: http.Ser
     if (!(err instanceof QueryError)) throw err;
     return text(res, 400, `bad query: ${err.message}\n`);
   }
+  const found = runQuery(deps.store, q)[Symbol.asyncIterator]();
+  let next: IteratorResult<CollectedRecord>;
+  try {
+    // The store may refuse the query only once it looks (an id too many records carry): before the headers.
+    next = await found.next();
+  } catch (err) {
+    return err instanceof QueryError ? text(res, 400, `bad query: ${err.message}\n`) : text(res, 500, `the store failed to answer: ${(err as Error)?.message}\n`);
+  }
   res.writeHead(200, { 'content-type': 'application/x-ndjson' });
   try {
-    for await (const rec of runQuery(deps.store, q)) {
+    for (; next.done !== true; next = await found.next()) {
       if (res.destroyed) return;
-      if (!res.write(JSON.stringify(rec) + '\n')) await drainedOrClosed(res);
+      if (!res.write(JSON.stringify(next.value) + '\n')) await drainedOrClosed(res);
     }
     res.end();
   } catch (err) {

@@ -433,11 +433,22 @@ function sortEntries(buffers: readonly Buffer[], count: number, out: Buffer): Bu
   return out;
 }
 
+/** The most entries one lookup gathers by default (about 60 bytes each while they are sorted). */
+export const MAX_ID_MATCHES = 1_000_000;
+
+/** An id that more records carry than a lookup gathers (a client that sends one fixed x-request-id). */
+export class TooManyIdMatches extends Error {
+  constructor(readonly max: number) {
+    super(`more than ${max.toLocaleString('en')} records carry it`);
+  }
+}
+
 /**
- * The records whose `kind` id hashes as `id` does, in no order (sealed segments, then the log),
- * each once. Reads the store in one read snapshot: the caller runs it synchronously.
+ * The records whose `kind` id hashes as `id` does and that started in [since, until], in no
+ * order (sealed segments, then the log), each once; at most `max` of them, else it throws
+ * TooManyIdMatches. Reads the store in one read snapshot: the caller runs it synchronously.
  */
-export function lookupId(dbs: IdIndexDbs, kind: IdKind, id: string): IdRef[] {
+export function lookupId(dbs: IdIndexDbs, kind: IdKind, id: string, { since = 0, until = Number.MAX_SAFE_INTEGER, max = MAX_ID_MATCHES } = {}): IdRef[] {
   const [hi, lo] = idHash(kind, id);
   const names = new Map(Array.from(dbs.sidecars.getRange(), ({ key, value }) => [value, key]));
   const seen = new Set<string>();
@@ -451,15 +462,17 @@ export function lookupId(dbs: IdIndexDbs, kind: IdKind, id: string): IdRef[] {
         continue;
       }
       if (buf.readUInt32LE(o + 4) !== lo) continue;
+      const start = buf.readDoubleLE(o + 8);
+      if (start < since || start > until) continue;
       const sidecar = names.get(buf.readUInt32LE(o + 24));
       if (sidecar === undefined) continue;
-      const ref = { start: buf.readDoubleLE(o + 8), sidecar, batch: buf.readDoubleLE(o + 16), i: buf.readUInt32LE(o + 28) };
+      const ref = { start, sidecar, batch: buf.readDoubleLE(o + 16), i: buf.readUInt32LE(o + 28) };
       // A batch whose first write failed and that was stored when retried may be in the index
       // twice: its first entries may be sealed from the writer's memory (IdIndexWriter.settle).
       const key = `${ref.sidecar}\u0000${ref.batch}\u0000${ref.i}`;
       if (seen.has(key)) continue;
       seen.add(key);
-      refs.push(ref);
+      if (refs.push(ref) > max) throw new TooManyIdMatches(max);
     }
     return true;
   };

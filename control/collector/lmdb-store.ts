@@ -4,7 +4,8 @@ import { LMDB_WRITER_OPTIONS } from '../../proxy/journal/lmdb-writer.js';
 import { databaseBytes } from '../../proxy/journal/retention.js';
 import { BatchBlob } from './batch-blob.js';
 import { INDEX_DBS, type EncodedBatch } from './encoded-batch.js';
-import { IdIndexWriter, lookupId, openIdIndexDbs, type IdIndexDbs, type IdKind } from './id-index.js';
+import { IdIndexWriter, lookupId, MAX_ID_MATCHES, openIdIndexDbs, TooManyIdMatches, type IdIndexDbs, type IdKind, type IdRef } from './id-index.js';
+import { QueryError } from './record-query.js';
 import { migrateIdLayout, migrateRecordLayout, type LayoutMigration } from './store-migration.js';
 import type { CollectorStore, Evidence, RecordQuery, SidecarState, StoredLink, StoredRecord, VerifiedAppend } from './collector-store.js';
 
@@ -73,13 +74,15 @@ export interface LmdbStoreOptions {
   sealEntries?: number;
   /** Hears of an id index merge that failed (its segments stay as they were; the next merge tries again). */
   onIndexError?: (err: Error) => void;
+  /** The most records a correlation id or trace id query gathers before it sorts them; past it the query is refused (QueryError). */
+  maxIdMatches?: number;
 }
 
 /**
  * Opens (creating if absent) the store in `dir`, migrating an earlier layout first
  * (store-migration.ts). Never open one environment twice in a process (lmdb-js#164).
  */
-export function openLmdbStore(dir: string, { onMigrating, sealEntries, onIndexError }: LmdbStoreOptions = {}): CollectorStore & { readonly stores: CollectorStores; readonly ids: IdIndexDbs; readonly migrated: LayoutMigration[]; indexMerged(): Promise<void> } {
+export function openLmdbStore(dir: string, { onMigrating, sealEntries, onIndexError, maxIdMatches = MAX_ID_MATCHES }: LmdbStoreOptions = {}): CollectorStore & { readonly stores: CollectorStores; readonly ids: IdIndexDbs; readonly migrated: LayoutMigration[]; indexMerged(): Promise<void> } {
   mkdirSync(dir, { recursive: true });
   // As the journal opens its own (lmdb-writer.ts): one explicit batch() per run, each with its own
   // `flushed`, and no overlapping sync: a commit is on disk when it resolves. Room for the
@@ -154,7 +157,7 @@ export function openLmdbStore(dir: string, { onMigrating, sealEntries, onIndexEr
     async evidence() {
       return Array.from(stores.evidence.getRange(), ({ value }) => value);
     },
-    query: (q) => candidates(stores, ids, q, span.ms),
+    query: (q) => candidates(stores, ids, q, span.ms, maxIdMatches),
     usedBytes() {
       const { env, ...dbs } = stores;
       return databaseBytes([env, ...Object.values(dbs), ...Object.values(ids)]);
@@ -208,7 +211,7 @@ const newestFirst = (a: Candidate, b: Candidate): number => b.start - a.start ||
  * index, an errors-only query the per-record errors entries; a service or time query reads whole batches, newest batch first,
  * and holds a batch's records back until no batch still to read can hold a newer one.
  */
-function* candidates(stores: CollectorStores, ids: IdIndexDbs, q: RecordQuery, maxSpanMs: number): Iterable<StoredRecord> {
+function* candidates(stores: CollectorStores, ids: IdIndexDbs, q: RecordQuery, maxSpanMs: number, maxIdMatches: number): Iterable<StoredRecord> {
   const since = q.sinceUnixMs ?? 0;
   const until = q.untilUnixMs ?? Number.MAX_SAFE_INTEGER;
   let last: { sidecar: string; batch: number; blob: BatchBlob | null } | undefined;
@@ -221,7 +224,13 @@ function* candidates(stores: CollectorStores, ids: IdIndexDbs, q: RecordQuery, m
   };
   const id: [IdKind, string] | undefined = q.correlationId !== undefined ? ['correlation', q.correlationId] : q.traceId !== undefined ? ['trace', q.traceId] : undefined;
   if (id !== undefined) {
-    const refs = lookupId(ids, ...id).filter((r) => r.start >= since && r.start <= until);
+    let refs: IdRef[];
+    try {
+      refs = lookupId(ids, ...id, { since, until, max: maxIdMatches });
+    } catch (err) {
+      if (!(err instanceof TooManyIdMatches)) throw err;
+      throw new QueryError(`${id[0] === 'correlation' ? 'correlation_id' : 'trace_id'} ${JSON.stringify(id[1])}: ${err.message}${q.sinceUnixMs === undefined && q.untilUnixMs === undefined ? '' : ' in that time range'}; narrow it with since and until`);
+    }
     // Newest first, as the per-record indexes order: ties by sidecar, batch, place, descending.
     refs.sort((a, b) => b.start - a.start || (a.sidecar < b.sidecar ? 1 : a.sidecar > b.sidecar ? -1 : b.batch - a.batch || b.i - a.i));
     for (const { sidecar, batch, i } of refs) {
