@@ -84,14 +84,15 @@ async function filledStore(dir: string, planned: Planned[]): Promise<void> {
   await store.close();
 }
 
-async function answer(dir: string, params: string): Promise<string[]> {
-  const store = openLmdbStore(dir);
+/** A query answered by the store in `dir` (opened for it), or by a store already open. */
+async function answer(from: string | ReturnType<typeof openLmdbStore>, params: string): Promise<string[]> {
+  const store = typeof from === 'string' ? openLmdbStore(from) : from;
   try {
     const out: string[] = [];
     for await (const rec of runQuery(store, parseRecordQuery(new URLSearchParams(params), T0))) out.push(`${rec['audit.sidecar_id']}/${rec['audit.seq']}`);
     return out;
   } finally {
-    await store.close();
+    if (store !== from) await store.close();
   }
 }
 
@@ -247,7 +248,7 @@ async function appendPlanned(store: ReturnType<typeof openLmdbStore>, planned: P
 }
 
 /** Every id query of the plan answered by the store and by brute force. */
-async function checkIdQueries(t: ExecutionContext, dir: string, planned: Planned[]): Promise<void> {
+async function checkIdQueries(t: ExecutionContext, dir: string | ReturnType<typeof openLmdbStore>, planned: Planned[]): Promise<void> {
   const some = [planned[5], planned[700], planned[planned.length - 3], planned[3100]];
   const queries = [
     'correlation_id=req-hot&limit=10000',
@@ -286,6 +287,8 @@ test('collector store: the id index answers from its log and from sorted segment
   t.is(levels.flat().reduce((a, b) => a + b, 0) + logged, planned.length * 2);
   t.deepEqual([0, 1, 2].map((l) => levels[l]?.length ?? 0), [2, 1, 0]);
   t.true(logged > 0 && logged < sealEntries + 4 * 64 * 2, `${logged} entries in the log`);
+  // Answered by the store that wrote it (the log as its writer holds it), then reopened (as stored).
+  await checkIdQueries(t, second, planned);
   await second.close();
   await checkIdQueries(t, dir, planned);
 });
@@ -337,5 +340,27 @@ test('collector store: an id too many records carry is refused with a clear erro
   const want = expected(planned, narrowed);
   t.true(want.length > 100 && want.length <= 1000, `${want.length} records in the window`);
   t.deepEqual(await run(narrowed), want);
+  await store.close();
+});
+
+test('collector store: an id stays found while the write that seals its entries has not committed', async (t) => {
+  const dir = join(await tempDir(t), 'store');
+  const planned = idPlan().filter((p) => p.sidecar === 'pod-a');
+  // Runs of 4 batches, 128 entries each: the second run's first batch seals the first run's 512 entries with its own.
+  const store = openLmdbStore(dir, { sealEntries: 600 });
+  const state = sidecarState('pod-a');
+  const run = (from: number): Parameters<typeof store.append>[0] => {
+    const records = planned.slice(from, from + 4 * 64).map((p) => ({ seq: p.seq, bytes: recordBytes(p) }));
+    const links: StoredLink[] = [0, 1, 2, 3].map((k) => ({ batch: from / 64 + k + 1, first_seq: from + k * 64 + 1, count: 64, kind: 'records', root: '', sealed_unix_ms: 0, epoch: 1, head: '' }));
+    return { sidecar: state, links, batches: encodeLinks('pod-a', links, records.map(({ bytes }) => ({ bytes, index: indexRecord(bytes) }))) };
+  };
+  await store.append(run(0));
+  const sealing = store.append(run(4 * 64));
+  // The first run is committed: its ids must be found whether or not the seal has committed yet.
+  const first = planned[10];
+  t.deepEqual(await answer(store, `correlation_id=${first.requestId}&limit=10`), [`pod-a/${first.seq}`]);
+  await sealing;
+  t.deepEqual(idIndexShape(store).levels[0], [640]);
+  t.deepEqual(await answer(store, `correlation_id=${first.requestId}&limit=10`), [`pod-a/${first.seq}`]);
   await store.close();
 });

@@ -157,7 +157,7 @@ export function openLmdbStore(dir: string, { onMigrating, sealEntries, onIndexEr
     async evidence() {
       return Array.from(stores.evidence.getRange(), ({ value }) => value);
     },
-    query: (q) => candidates(stores, ids, q, span.ms, maxIdMatches),
+    query: (q) => candidates(stores, ids, () => writer.logView(), q, span.ms, maxIdMatches),
     usedBytes() {
       const { env, ...dbs } = stores;
       return databaseBytes([env, ...Object.values(dbs), ...Object.values(ids)]);
@@ -211,7 +211,7 @@ const newestFirst = (a: Candidate, b: Candidate): number => b.start - a.start ||
  * index, an errors-only query the per-record errors entries; a service or time query reads whole batches, newest batch first,
  * and holds a batch's records back until no batch still to read can hold a newer one.
  */
-function* candidates(stores: CollectorStores, ids: IdIndexDbs, q: RecordQuery, maxSpanMs: number, maxIdMatches: number): Iterable<StoredRecord> {
+function* candidates(stores: CollectorStores, ids: IdIndexDbs, log: () => readonly Buffer[], q: RecordQuery, maxSpanMs: number, maxIdMatches: number): Iterable<StoredRecord> {
   const since = q.sinceUnixMs ?? 0;
   const until = q.untilUnixMs ?? Number.MAX_SAFE_INTEGER;
   let last: { sidecar: string; batch: number; blob: BatchBlob | null } | undefined;
@@ -226,7 +226,7 @@ function* candidates(stores: CollectorStores, ids: IdIndexDbs, q: RecordQuery, m
   if (id !== undefined) {
     let refs: IdRef[];
     try {
-      refs = lookupId(ids, ...id, { since, until, max: maxIdMatches });
+      refs = lookupId(ids, ...id, { since, until, max: maxIdMatches, log: log() });
     } catch (err) {
       if (!(err instanceof TooManyIdMatches)) throw err;
       throw new QueryError(`${id[0] === 'correlation' ? 'correlation_id' : 'trace_id'} ${JSON.stringify(id[1])}: ${err.message}${q.sinceUnixMs === undefined && q.untilUnixMs === undefined ? '' : ' in that time range'}; narrow it with since and until`);
