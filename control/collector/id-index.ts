@@ -274,14 +274,18 @@ export class IdIndexWriter {
   settle(ticket: number, ok: boolean): void {
     this.writing--;
     this.unsettled.delete(ticket);
+    const sealed = this.sealing.some((s) => s.ticket === ticket);
     // A failed write's seal stays here until the writer reads its state back (below).
-    if (ok) this.sealing = this.sealing.filter((s) => s.ticket !== ticket);
+    if (ok && sealed) this.sealing = this.sealing.filter((s) => s.ticket !== ticket);
     if (!ok) this.stale = true;
-    if (this.stale && this.writing === 0) {
+    const reload = this.stale && this.writing === 0;
+    if (reload) {
       this.stale = false;
       this.load();
     }
-    this.mergeWhenDue();
+    // Only a committed seal (or a merge, which calls this when it ends) adds a segment a merge may
+    // be due on: every other write leaves the segments as they were, unread.
+    if ((ok && sealed) || reload) this.mergeWhenDue();
   }
 
   /** Starts a merge if a level holds FANOUT committed segments and none is running. */
@@ -307,7 +311,7 @@ export class IdIndexWriter {
       (err: unknown) => {
         this.merging = null;
         if (err instanceof MergeStopped) return;
-        // Tried again on a write after a pause, not at once: what failed (a full disk) may last.
+        // Tried again at a later seal after a pause, not at once: what failed (a full disk) may last.
         this.retryAt = Date.now() + MERGE_RETRY_MS;
         this.onMergeError(err as Error);
       },
