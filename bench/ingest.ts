@@ -34,8 +34,8 @@ import { SYNC_PROTO_PATH, type CollectorMessage } from '../control/proto/sync-wi
 import { formatTable } from './table.js';
 import { spread } from './summary.js';
 import { cpuTimeMs, mainThreadCpuTimeMs, minorFaults, threadCpuMs } from './proc-stats.js';
-import { openCollectorStores, openLmdbStore } from '../control/collector/lmdb-store.js';
-import { lookupId, openIdIndexDbs } from '../control/collector/id-index.js';
+import { openLmdbStore } from '../control/collector/lmdb-store.js';
+import { ENTRY_BYTES, lookupId, openIdIndexDbs } from '../control/collector/id-index.js';
 import type { SidecarState, StoredLink } from '../control/collector/collector-store.js';
 import { indexRecord } from '../control/collector/record-index.js';
 import { encodeLinks } from '../control/collector/encoded-batch.js';
@@ -343,11 +343,10 @@ interface IndexShape {
 async function indexShape(storeDir: string, streams: Stream[]): Promise<IndexShape> {
   const env = open({ path: storeDir, readOnly: true, maxDbs: 32 });
   try {
-    openCollectorStores(env);
     const dbs = openIdIndexDbs(env);
     const levels: number[] = [];
     for (const { value } of dbs.segments.getRange()) if (!value.merging) levels[value.level ?? 0] = (levels[value.level ?? 0] ?? 0) + 1;
-    const logged = Array.from(dbs.log.getRange(), ({ value }) => value.length / 32).reduce((a, b) => a + b, 0);
+    const logged = Array.from(dbs.log.getRange(), ({ value }) => value.length / ENTRY_BYTES).reduce((a, b) => a + b, 0);
     // A collector reads the log from its writer's copy in memory (IdIndexWriter.logView); an
     // offline reader, from the store.
     const inMemory = Array.from(dbs.log.getRange(), ({ value }) => Buffer.from(value));

@@ -105,7 +105,7 @@ export function idHash(kind: IdKind, id: string): [number, number] {
   return [h1 >>> 0, h2 >>> 0];
 }
 
-/** Writes entry `at` of `buf` (sidecar number 0: the store sets it, see numberEntries). */
+/** Writes entry `at` of `buf` (sidecar number 0: IdIndexWriter.add sets it). */
 export function writeIdEntry(buf: Buffer, at: number, kind: IdKind, id: string, start: number, batch: number, i: number): void {
   const [hi, lo] = idHash(kind, id);
   const o = at * ENTRY_BYTES;
@@ -117,7 +117,7 @@ export function writeIdEntry(buf: Buffer, at: number, kind: IdKind, id: string, 
   buf.writeUInt32LE(i, o + 28);
 }
 
-/** Every entry of `buf` as the store reads it back (sidecar by number); for tests and the lookup. */
+/** Every entry of `buf`, decoded (sidecar by number); for tests. */
 export function readIdEntries(buf: Buffer): Array<{ hi: number; lo: number; start: number; batch: number; sidecar: number; i: number }> {
   const out = [];
   for (let o = 0; o < buf.length; o += ENTRY_BYTES) {
@@ -141,9 +141,8 @@ export class IdIndexWriter {
   private nextSegment = 0;
   private numbers = new Map<string, number>();
   private nextNumber = 1;
-  private writing = 0;
   private stale = false;
-  /** Writes begun (each one's number) and those not yet settled. */
+  /** Writes begun (each one's number) and those not yet settled (none: no write in flight). */
   private tickets = 0;
   private readonly unsettled = new Set<number>();
   /** Sorted buffers of earlier seals, with the write each went out in: lmdb-js reads a value from its buffer when it commits. */
@@ -260,25 +259,24 @@ export class IdIndexWriter {
 
   /** Brackets a write transaction this writer takes part in (its ticket for settle); reloads once none is left if one failed. */
   begin(): number {
-    this.writing++;
     this.unsettled.add(++this.tickets);
     return this.tickets;
   }
 
   /**
    * A failed transaction leaves entries, log keys and sidecar numbers here that the store never
-   * got. Nothing is lost meanwhile: a failed seal's entries stay in the store's log, where lookups
-   * read them, and a sidecar's number is written with each of its batches. But the writer reads
-   * its state back once no write is in flight, as later writes may have committed on top of it.
+   * got. Nothing is lost meanwhile: a failed seal's entries stay in the store's log and in this
+   * writer's view of it (logView), and a sidecar's number is written with each of its batches.
+   * But the writer reads its state back once no write is in flight, as later writes may have
+   * committed on top of it.
    */
   settle(ticket: number, ok: boolean): void {
-    this.writing--;
     this.unsettled.delete(ticket);
     const sealed = this.sealing.some((s) => s.ticket === ticket);
     // A failed write's seal stays here until the writer reads its state back (below).
     if (ok && sealed) this.sealing = this.sealing.filter((s) => s.ticket !== ticket);
     if (!ok) this.stale = true;
-    const reload = this.stale && this.writing === 0;
+    const reload = this.stale && this.unsettled.size === 0;
     if (reload) {
       this.stale = false;
       this.load();
@@ -489,8 +487,9 @@ export function lookupId(dbs: IdIndexDbs, kind: IdKind, id: string, { since = 0,
       const sidecar = names.get(buf.readUInt32LE(o + 24));
       if (sidecar === undefined) continue;
       const ref = { start, sidecar, batch: buf.readDoubleLE(o + 16), i: buf.readUInt32LE(o + 28) };
-      // A batch whose first write failed and that was stored when retried may be in the index
-      // twice: its first entries may be sealed from the writer's memory (IdIndexWriter.settle).
+      // An entry may be read twice: from a seal's buffers (logView) and its just-committed
+      // segment, or for a batch whose first write failed and that was stored when retried (its
+      // first entries sealed from the writer's memory, IdIndexWriter.settle).
       const key = `${ref.sidecar}\u0000${ref.batch}\u0000${ref.i}`;
       if (seen.has(key)) continue;
       seen.add(key);
