@@ -11,12 +11,14 @@
 //                             SENDER=grpc-js (the sidecar's client library) or h2 (node:http2 speaking gRPC's framing, messages framed beforehand: a cheaper load generator)
 //                             IDS=random (request and trace ids as a sidecar makes them, random; the default) or sequential
 //                             (counters: a best case real traffic never has, while ids were kept in B-trees)
-// After each round it opens the stopped collector's store read-only and prints its id index (segments by level,
+// After each round it opens the stopped collector's store read-only and prints its size on disk and
+// its batch values' compression, and its id index (segments by level,
 // entries in the log) and the median time of looking up one request id, which reads every segment and the log
 // (from memory, as a collector does, and from the store, as an offline reader does).
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as http2 from 'node:http2';
+import { statSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,7 +36,7 @@ import { SYNC_PROTO_PATH, type CollectorMessage } from '../control/proto/sync-wi
 import { formatTable } from './table.js';
 import { spread } from './summary.js';
 import { cpuTimeMs, mainThreadCpuTimeMs, minorFaults, threadCpuMs } from './proc-stats.js';
-import { openLmdbStore } from '../control/collector/lmdb-store.js';
+import { BATCHES_DB, openCollectorStores, openLmdbStore } from '../control/collector/lmdb-store.js';
 import { ENTRY_BYTES, lookupId, openIdIndexDbs } from '../control/collector/id-index.js';
 import type { SidecarState, StoredLink } from '../control/collector/collector-store.js';
 import { indexRecord } from '../control/collector/record-index.js';
@@ -327,6 +329,27 @@ interface Round {
   clientMs: number;
   /** The store's id index once the collector stopped, and what a lookup costs in it. */
   index: IndexShape;
+  size: StoreSize;
+}
+
+/** What a stopped collector's store holds on disk: its file, and its batch values as stored (LZ4) and as read. */
+interface StoreSize {
+  fileBytes: number;
+  storedBatchBytes: number;
+  batchBytes: number;
+}
+
+function storeSize(storeDir: string): StoreSize {
+  const env = open({ path: storeDir, readOnly: true, maxDbs: 32 });
+  try {
+    let storedBatchBytes = 0;
+    let batchBytes = 0;
+    for (const { value } of env.openDB<Buffer, [string, number]>(BATCHES_DB, { encoding: 'binary', compression: false }).getRange()) storedBatchBytes += value.length;
+    for (const { value } of openCollectorStores(env).batches.getRange()) batchBytes += value.length;
+    return { fileBytes: statSync(join(storeDir, 'data.mdb')).size, storedBatchBytes, batchBytes };
+  } finally {
+    void env.close();
+  }
 }
 
 interface IndexShape {
@@ -392,6 +415,7 @@ async function ingestRound(storeDir: string, streams: Stream[], warmup: Stream |
     await collector.stop();
     return {
       index: await indexShape(storeDir, streams),
+      size: storeSize(storeDir),
       seconds,
       cpu: cpuBefore.includes(null) || cpuAfter.includes(null) ? null : { all: cpuAfter[0]! - cpuBefore[0]!, main: cpuAfter[1]! - cpuBefore[1]! },
       threads,
@@ -439,6 +463,9 @@ async function main(): Promise<void> {
     }
     for (const [k, { index }] of rounds.entries()) {
       const levels = index.levels.map((n, l) => `${n} at level ${l}`).join(', ') || 'no segments';
+      const { fileBytes, storedBatchBytes, batchBytes } = rounds[k].size;
+      const mb = (n: number): string => (n / 1e6).toFixed(0);
+      process.stdout.write(`store after round ${k + 1}: ${mb(fileBytes)} MB on disk (${Math.round(fileBytes / (total + (warmup?.count ?? 0)))} bytes a record); batch values ${mb(storedBatchBytes)} MB as stored for ${mb(batchBytes)} MB of records (${(batchBytes / storedBatchBytes).toFixed(2)}x)\n`);
       process.stdout.write(`id index after round ${k + 1}: ${levels}, ${index.logged.toLocaleString('en')} entries in its log; one request id looked up in ${index.lookupMs.toFixed(2)} ms as a collector does, ${index.offlineLookupMs.toFixed(2)} ms reading the log from the store (medians of 25)\n`);
     }
     process.stdout.write(`sent with ${SENDER === 'h2' ? 'node:http2, messages framed beforehand' : 'grpc-js, as a sidecar ships'}; ${STREAMS} streams x ${RECORDS} records, ${BATCH} records a batch, ${SEGMENT} batches a segment, ${WINDOW} segments in flight a stream, ${IDS} request and trace ids, after a warm-up stream of ${WARMUP_RECORDS}, each round a fresh collector and store; ${availableParallelism()} CPUs, load average ${loadavg()[0].toFixed(1)}\n`);

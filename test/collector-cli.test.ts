@@ -5,7 +5,7 @@ import type { ExecutionContext } from 'ava';
 import { BatchBlob } from '../control/collector/batch-blob.js';
 import { openCollectorStores } from '../control/collector/lmdb-store.js';
 import { ephemeralSigningKey } from '../proxy/keys.js';
-import { journalShipment, openSync, startTestCollector, toEarlierIdLayout, type TestCollector, type TestCollectorOptions } from './helpers/collector.js';
+import { journalShipment, openSync, startTestCollector, toEarlierIdLayout, toUncompressedBatches, type TestCollector, type TestCollectorOptions } from './helpers/collector.js';
 import { makeRecord, writeJournal } from './helpers/journal.js';
 import type { AuditRecord } from '../proxy/audit/record.js';
 import { runCli, startCli } from './helpers/child.js';
@@ -184,6 +184,41 @@ test('a store of the earlier one-value-per-record layout is migrated in place wh
   t.regex(verified.stdout, /collector store verified: 24 records of 1 sidecars/);
 });
 
+/** Starts a collector on `storeDir` (it migrates what it must), asks it `answer`, stops it, and returns the answers and the store's databases after. */
+async function answeredAfterOpening(t: ExecutionContext, storeDir: string, answer: (url: string) => Promise<string[]>): Promise<{ answers: string[]; names: string[] }> {
+  const again = await startTestCollector(t, { storeDir });
+  const answers = await answer(again.httpUrl);
+  await again.close();
+  const after = open({ path: storeDir, readOnly: true });
+  const names = Array.from(after.getKeys(), String);
+  await after.close();
+  return { answers, names };
+}
+
+test('a store whose batch values are uncompressed verifies as it is, and is compressed when a collector opens it: queries and verify answer as before', async (t) => {
+  const c = await filledCollector(t, 'pod-z');
+  const asked = ['correlation_id=req-3', 'service=ledger&limit=1000', 'status=error', 'since=10m&limit=5'];
+  const answer = async (url: string): Promise<string[]> => Promise.all(asked.map(async (q) => (await fetch(`${url}/v1/records?${q}`)).text()));
+  const before = await answer(c.httpUrl);
+  t.true(before.every((body) => body.includes('req-')), 'every question has records to answer it with');
+  await c.close();
+
+  const env = open({ path: c.storeDir, maxDbs: 32 });
+  t.true(toUncompressedBatches(env) > 0);
+  await env.close();
+  const early = await runCli(['verify', c.storeDir]);
+  t.is(early.code, 0, early.stdout + early.stderr);
+  t.regex(early.stdout, /collector store verified: 24 records of 1 sidecars/);
+
+  const { answers, names } = await answeredAfterOpening(t, c.storeDir, answer);
+  t.deepEqual(answers, before);
+  t.false(names.includes('batches'), names.join(' '));
+  t.true(names.includes('batches_lz4'), names.join(' '));
+  const verified = await runCli(['verify', c.storeDir]);
+  t.is(verified.code, 0, verified.stdout + verified.stderr);
+  t.regex(verified.stdout, /collector store verified: 24 records of 1 sidecars/);
+});
+
 test('a store whose request and trace ids are in B-trees of their own is given the id index when a collector opens it; verify needs neither', async (t) => {
   // Three records to a trace.
   const c = await filledCollector(t, 'pod-i', (i) => ({ 'trace.id': (Math.floor(i / 3) + 1).toString(16).padStart(32, 'a') }));
@@ -202,12 +237,8 @@ test('a store whose request and trace ids are in B-trees of their own is given t
   const early = await runCli(['verify', c.storeDir]);
   t.is(early.code, 0, early.stdout + early.stderr);
 
-  const again = await startTestCollector(t, { storeDir: c.storeDir });
-  t.deepEqual(await answer(again.httpUrl), before);
-  await again.close();
-  const after = open({ path: c.storeDir, readOnly: true });
-  const names = Array.from(after.getKeys(), String);
-  await after.close();
+  const { answers, names } = await answeredAfterOpening(t, c.storeDir, answer);
+  t.deepEqual(answers, before);
   t.false(names.includes('by_correlation') || names.includes('by_trace'), names.join(' '));
   t.true(names.includes('id_log'));
 });

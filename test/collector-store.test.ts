@@ -6,13 +6,13 @@ import { BatchBlob, encodeBatchBlob } from '../control/collector/batch-blob.js';
 import type { SidecarState, StoredLink } from '../control/collector/collector-store.js';
 import { batchEntries, encodeBatch, encodeLinks } from '../control/collector/encoded-batch.js';
 import { idHash, readIdEntries, type IdKind } from '../control/collector/id-index.js';
-import { openCollectorStores, openLmdbStore } from '../control/collector/lmdb-store.js';
+import { BATCHES_DB, EARLIER_BATCHES_DB, openCollectorStores, openLmdbStore } from '../control/collector/lmdb-store.js';
 import { indexRecord } from '../control/collector/record-index.js';
 import { matchesQuery, parseRecordQuery, QueryError, runQuery, type CollectedRecord } from '../control/collector/record-query.js';
 import { verifyStoreDir } from '../control/collector/verify-store.js';
 import { GENESIS_HEAD } from '../proxy/journal/chain.js';
 import { ephemeralSigningKey } from '../proxy/keys.js';
-import { toEarlierIdLayout } from './helpers/collector.js';
+import { toEarlierIdLayout, toUncompressedBatches } from './helpers/collector.js';
 import { tempDir } from './helpers/sidecar.js';
 
 // The collector store keeps one value per batch and per-batch time and service entries, so time
@@ -169,6 +169,39 @@ test('collector store: re-indexing ids from the batches of an earlier store skip
     t.true(want.some(inBatch1) && want.some((s) => !inBatch1(s)), `${params}: records in and out of the unreadable batch`);
     t.deepEqual(await answer(dir, params), want.filter((s) => !inBatch1(s)), params);
   }
+});
+
+test('collector store: batch values are stored LZ4-compressed; uncompressed ones are copied byte for byte when a store opens, and a copy cut short starts over', async (t) => {
+  const dir = join(await tempDir(t), 'store');
+  const planned = plan();
+  await filledStore(dir, planned);
+  const env = open({ path: dir, maxDbs: 32 });
+  const stores = openCollectorStores(env);
+  const values = new Map(Array.from(stores.batches.getRange(), ({ key, value }) => [key.join('/'), Buffer.from(value)]));
+  t.is(values.size, 20);
+  // As lmdb-js keeps them: its LZ4 header (254, then the length) and fewer bytes than the value.
+  const raw = env.openDB<Buffer, [string, number]>(BATCHES_DB, { encoding: 'binary', compression: false });
+  for (const { key, value } of raw.getRange()) {
+    const plain = values.get(key.join('/'))!;
+    t.is(value[0], 254, key.join('/'));
+    t.is(value.readUIntBE(1, 3), plain.length);
+    t.true(value.length < plain.length, `${key.join('/')}: ${value.length} bytes stored for ${plain.length}`);
+  }
+  t.is(toUncompressedBatches(env), 20);
+  // A copy cut short: the compressed database holds something while the old one still exists.
+  env.openDB<Buffer, [string, number]>(BATCHES_DB, { encoding: 'binary', compression: true }).putSync(['pod-z', 1], Buffer.from('a batch copied half way'));
+  await env.close();
+
+  const store = openLmdbStore(dir);
+  t.deepEqual(store.migrated, [{ from: 'uncompressed batch values', sidecars: 2, batches: 20, records: 20 * BATCH }]);
+  const names = Array.from(store.stores.env.getKeys(), String);
+  t.false(names.includes(EARLIER_BATCHES_DB), names.join(' '));
+  t.deepEqual(new Map(Array.from(store.stores.batches.getRange(), ({ key, value }) => [key.join('/'), Buffer.from(value)])), values);
+  for (const params of ['correlation_id=req-5&limit=10000', 'service=payments&limit=7', 'status=error&limit=10000']) t.deepEqual(await answer(store, params), expected(planned, params), params);
+  await store.close();
+  const again = openLmdbStore(dir);
+  t.deepEqual(again.migrated, []);
+  await again.close();
 });
 
 test('collector store: an earlier-layout store whose records its links do not cover is not migrated, and says so', async (t) => {

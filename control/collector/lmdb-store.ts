@@ -6,7 +6,7 @@ import { BatchBlob } from './batch-blob.js';
 import { INDEX_DBS, type EncodedBatch } from './encoded-batch.js';
 import { IdIndexWriter, lookupId, MAX_ID_MATCHES, openIdIndexDbs, TooManyIdMatches, type IdIndexDbs, type IdKind, type IdRef } from './id-index.js';
 import { QueryError } from './record-query.js';
-import { migrateIdLayout, migrateRecordLayout, type LayoutMigration } from './store-migration.js';
+import { migrateBatchCompression, migrateIdLayout, migrateRecordLayout, type LayoutMigration } from './store-migration.js';
 import type { CollectorStore, Evidence, RecordQuery, SidecarState, StoredLink, StoredRecord, VerifiedAppend } from './collector-store.js';
 
 /**
@@ -16,7 +16,8 @@ import type { CollectorStore, Evidence, RecordQuery, SidecarState, StoredLink, S
  *
  *   sidecars        sidecar id -> SidecarState
  *   links           [sidecar, batch] -> StoredLink: the header exactly as verified, and its leaf hashes
- *   batches         [sidecar, batch] -> a records batch's records, bytes exactly as hashed (batch-blob.ts)
+ *   batches_lz4     [sidecar, batch] -> a records batch's records, bytes exactly as hashed (batch-blob.ts),
+ *                   LZ4-compressed by lmdb-js on its write threads (BATCHES_DB says why)
  *   by_time         [max_start_ms, sidecar, batch]            every records batch
  *   by_service      [service, max_start_ms, sidecar, batch]   each service a batch's records name, own or peer
  *   errors          [start_ms, sidecar, batch, i]              isErrorRecord (record-index.ts; i: its place in the batch)
@@ -51,14 +52,31 @@ export interface CollectorStores {
   readonly evidence: Database<Evidence, [number, number]>;
 }
 
-/** The sub-databases of a collector store, with their encodings, but for the id index's; shared with the offline verifier. */
-export function openCollectorStores(env: RootDatabase): CollectorStores {
+/**
+ * Batch values are LZ4-compressed, by lmdb-js on the threads that write them, never on the event
+ * loop. Records are JSON with the same keys and many of the same values (bench/ingest.ts's
+ * compress 6.9x). Every value's bytes are copied twice on the way to disk (into LMDB's dirty
+ * pages, then into the page cache), and on this project's reference VM each fresh page costs a
+ * fault of ~15 µs (bench/README.md), so writing fewer bytes costs less CPU than compressing them.
+ * Measured in bench/ingest.ts, alternating: the store alone took 405,000 records/s against
+ * 190,000. Stores written before kept them uncompressed under EARLIER_BATCHES_DB; a collector
+ * migrates them when it opens one (store-migration.ts).
+ */
+export const BATCHES_DB = 'batches_lz4';
+export const EARLIER_BATCHES_DB = 'batches';
+
+/**
+ * The sub-databases of a collector store, with their encodings, but for the id index's; shared
+ * with the offline verifier, which reads an unmigrated store's uncompressed batches (`batches`:
+ * EARLIER_BATCHES_DB) where they are.
+ */
+export function openCollectorStores(env: RootDatabase, { batches = BATCHES_DB }: { batches?: string } = {}): CollectorStores {
   const index = (name: string): Database<Buffer, Key> => env.openDB<Buffer, Key>(name, { encoding: 'binary', compression: false });
   return {
     env,
     sidecars: env.openDB<SidecarState, string>('sidecars', { encoding: 'msgpack' }),
     links: env.openDB<StoredLink, [string, number]>('links', { encoding: 'msgpack' }),
-    batches: env.openDB<Buffer, [string, number]>('batches', { encoding: 'binary', compression: false }),
+    batches: env.openDB<Buffer, [string, number]>(batches, { encoding: 'binary', compression: batches === BATCHES_DB }),
     byTime: index('by_time'),
     byService: index('by_service'),
     errors: index('errors'),
@@ -93,7 +111,7 @@ export function openLmdbStore(dir: string, { onMigrating, sealEntries, onIndexEr
   const migrated: LayoutMigration[] = [];
   let writer: IdIndexWriter;
   try {
-    for (const step of [migrateRecordLayout, migrateIdLayout]) {
+    for (const step of [migrateRecordLayout, migrateBatchCompression, migrateIdLayout]) {
       const done = step(stores, ids, dir, onMigrating);
       if (done !== null) migrated.push(done);
     }

@@ -2,7 +2,7 @@ import type { Database, RootDatabase } from 'lmdb';
 import { BatchBlob, BlobError } from './batch-blob.js';
 import { encodeBatch, type IndexedRecord } from './encoded-batch.js';
 import { IdIndexWriter, type IdIndexDbs } from './id-index.js';
-import { type CollectorStores, MAX_SPAN, writeBatch } from './lmdb-store.js';
+import { type CollectorStores, EARLIER_BATCHES_DB, MAX_SPAN, writeBatch } from './lmdb-store.js';
 import { indexRecord } from './record-index.js';
 
 /** Databases of earlier layouts: per-record B-tree indexes of request ids and trace ids. */
@@ -78,13 +78,51 @@ export function migrateRecordLayout(stores: CollectorStores, ids: IdIndexDbs, di
   env.transactionSync(() => {
     void stores.meta.put(MAX_SPAN, span.ms);
     dropEarlierIdDbs(env);
+    // What an earlier auditmesh's migration had written before it was cut short: rebuilt above.
+    if (dbNames(env).includes(EARLIER_BATCHES_DB)) env.openDB({ name: EARLIER_BATCHES_DB }).dropSync();
     old.dropSync();
   });
   return done;
 }
 
-/** Batches re-indexed per LMDB transaction. */
+/** Batches re-indexed or copied per LMDB transaction. */
 const BATCHES_PER_TRANSACTION = 256;
+
+/**
+ * Stores written before batch values were compressed kept them as they are under `batches`
+ * (EARLIER_BATCHES_DB; lmdb-store.ts's BATCHES_DB says why they are now compressed). Opening one
+ * copies every value byte for byte into the compressed database, then drops the old one, so
+ * nothing verify reads changes: a batch altered by hand is copied altered, and verify names it
+ * as before. Crash-safe as the migrations above: while `batches` exists, every open empties the
+ * new database and copies again.
+ */
+export function migrateBatchCompression(stores: CollectorStores, _ids: IdIndexDbs, _dir: string, onStart?: (from: string) => void): LayoutMigration | null {
+  const { env } = stores;
+  if (!dbNames(env).includes(EARLIER_BATCHES_DB)) return null;
+  const done: LayoutMigration = { from: 'uncompressed batch values', sidecars: stores.sidecars.getCount(), batches: 0, records: 0 };
+  onStart?.(done.from);
+  const old = env.openDB<Buffer, [string, number]>(EARLIER_BATCHES_DB, { encoding: 'binary', compression: false });
+  stores.batches.clearSync();
+  const keys = Array.from(old.getKeys());
+  for (let from = 0; from < keys.length; from += BATCHES_PER_TRANSACTION) {
+    env.transactionSync(() => {
+      for (const key of keys.slice(from, from + BATCHES_PER_TRANSACTION)) {
+        const bytes = old.get(key);
+        if (bytes === undefined) continue;
+        void stores.batches.put(key, bytes);
+        done.batches++;
+        try {
+          done.records += new BatchBlob(bytes).count;
+        } catch (err) {
+          if (!(err instanceof BlobError)) throw err;
+          done.unreadable = (done.unreadable ?? 0) + 1;
+        }
+      }
+    });
+  }
+  env.transactionSync(() => old.dropSync());
+  return done;
+}
 
 /**
  * Stores written before the id index (id-index.ts) kept request ids and trace ids in B-trees of

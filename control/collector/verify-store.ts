@@ -6,7 +6,7 @@ import { ChainBroken, fail, LinkVerifier, seqRange, type VerifyFailure } from '.
 import { writerFor } from '../../proxy/journal/read-journal.js';
 import { BatchBlob, BlobError } from './batch-blob.js';
 import type { LostRange, SidecarState, StoredLink } from './collector-store.js';
-import { openCollectorStores, type CollectorStores } from './lmdb-store.js';
+import { EARLIER_BATCHES_DB, openCollectorStores, type CollectorStores } from './lmdb-store.js';
 
 /**
  * `auditmesh verify STORE` for a collector store: every sidecar chain in it, end to end, through
@@ -59,7 +59,8 @@ export async function verifyStoreDir(dir: string): Promise<StoreReport> {
     await env.close();
     throw new Error(`${dir} is a collector store in the layout of an earlier auditmesh (one value per record): start the collector on it once, which migrates it in place, then verify it`);
   }
-  const stores = openCollectorStores(env);
+  // A store not yet migrated to compressed batches is verified where its batches are.
+  const stores = openCollectorStores(env, Array.from(env.getKeys(), String).includes(EARLIER_BATCHES_DB) ? { batches: EARLIER_BATCHES_DB } : {});
   try {
     const transaction = stores.env.useReadTransaction();
     try {

@@ -6,6 +6,7 @@ import type { ExecutionContext } from 'ava';
 import type { RootDatabase } from 'lmdb';
 import { createCollector, type Collector, type CollectorConfig } from '../../control/collector/collector.js';
 import { ID_INDEX_DB_NAMES } from '../../control/collector/id-index.js';
+import { BATCHES_DB, EARLIER_BATCHES_DB } from '../../control/collector/lmdb-store.js';
 import { CollectorClient, type CollectorMessage, type Hello, type Segment, type SyncClientStream, type WireLink } from '../../control/proto/sync-wire.js';
 import { GENESIS_HEAD, signHello } from '../../proxy/journal/chain.js';
 import type { SigningKey } from '../../proxy/keys.js';
@@ -148,4 +149,21 @@ export async function journalShipment(journalDir: string, signer: SigningKey, si
 export function toEarlierIdLayout(env: RootDatabase): void {
   for (const name of ID_INDEX_DB_NAMES) env.openDB({ name }).dropSync();
   for (const name of ['by_correlation', 'by_trace']) env.openDB({ name, encoding: 'binary' }).putSync(['req-old', 1, 'pod-old', 1, 0], Buffer.alloc(0));
+}
+
+/**
+ * Turns a collector store into the layout before batch values were compressed: every batch value,
+ * byte for byte, under `batches` (EARLIER_BATCHES_DB), and no compressed database. Returns how
+ * many it moved.
+ */
+export function toUncompressedBatches(env: RootDatabase): number {
+  const now = env.openDB<Buffer, [string, number]>(BATCHES_DB, { encoding: 'binary', compression: true });
+  const earlier = env.openDB<Buffer, [string, number]>(EARLIER_BATCHES_DB, { encoding: 'binary', compression: false });
+  let n = 0;
+  for (const { key, value } of now.getRange()) {
+    earlier.putSync(key, value);
+    n++;
+  }
+  now.dropSync();
+  return n;
 }
