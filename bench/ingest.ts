@@ -63,21 +63,26 @@ const definition = protoLoader.loadSync(SYNC_PROTO_PATH, { keepCase: true, longs
 const sync = (definition['auditmesh.sync.v1.Collector'] as protoLoader.ServiceDefinition).Sync;
 
 /**
- * Record i's request id and trace id. A sidecar makes both at random (randomUUID, a W3C trace
- * id); these are as random but repeatable (a hash of the stream and i). IDS=sequential gives
- * counters instead, as this benchmark used until 2026-11-28: while the collector kept ids in
- * B-trees, every insert then landed beside the one before, and the store alone took 3.2-3.7x the
- * records a second (bench/README.md); its id index (id-index.ts) no longer cares.
+ * Record i's request id, trace id and span id. A sidecar makes them at random (randomUUID, W3C
+ * trace and span ids); these are as random but repeatable (a hash of the stream and i), and so is
+ * the exchange's duration. IDS=sequential gives counters instead, as this benchmark used until
+ * 2026-11-28: while the collector kept ids in B-trees, every insert then landed beside the one
+ * before, and the store alone took 3.2-3.7x the records a second (bench/README.md); its id index
+ * (id-index.ts) no longer cares. Random values also matter since batch values are compressed
+ * (lmdb-store.ts): counters and constants compress better than what sidecars send.
  */
-function ids(stream: number, i: number): { requestId: string; traceId: string } {
-  if (IDS === 'sequential') return { requestId: `req-${stream}-${i}`, traceId: `${stream.toString(16).padStart(8, '0')}${i.toString(16).padStart(24, '0')}` };
+function ids(stream: number, i: number): { requestId: string; traceId: string; spanId: string; durationMs: number } {
   const h = createHash('sha256').update(`${stream}/${i}`).digest('hex');
-  return { requestId: `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-a${h.slice(17, 20)}-${h.slice(20, 32)}`, traceId: h.slice(32, 64) };
+  const spanId = h.slice(0, 16);
+  const durationMs = parseInt(h.slice(16, 22), 16) / 100_000;
+  if (IDS === 'sequential') return { requestId: `req-${stream}-${i}`, traceId: `${stream.toString(16).padStart(8, '0')}${i.toString(16).padStart(24, '0')}`, spanId, durationMs };
+  const g = createHash('sha256').update(h).digest('hex');
+  return { requestId: `${g.slice(0, 8)}-${g.slice(8, 12)}-4${g.slice(13, 16)}-a${g.slice(17, 20)}-${g.slice(20, 32)}`, traceId: g.slice(32, 64), spanId, durationMs };
 }
 
-/** A record as a sidecar writes it (about 750 bytes of canonical JSON; 730 with IDS=sequential). */
+/** A record as a sidecar writes it (about 765 bytes of canonical JSON with random ids). */
 function record(stream: number, i: number, t0: number): Buffer {
-  const { requestId, traceId } = ids(stream, i);
+  const { requestId, traceId, spanId, durationMs } = ids(stream, i);
   return Buffer.from(
     JSON.stringify({
       'audit.kind': 'http',
@@ -86,8 +91,8 @@ function record(stream: number, i: number, t0: number): Buffer {
       'audit.service': `svc-${stream}`,
       'peer.service': `svc-${(stream + 1) % STREAMS}`,
       'audit.start_unix_ms': t0 + i * 0.25,
-      'audit.duration_ms': 3.2,
-      'audit.ttfb_ms': 2.9,
+      'audit.duration_ms': durationMs,
+      'audit.ttfb_ms': Math.round(durationMs * 900) / 1000,
       'network.protocol.name': 'http',
       'network.protocol.version': '1.1',
       'client.address': '10.0.3.17',
@@ -101,7 +106,7 @@ function record(stream: number, i: number, t0: number): Buffer {
       'http.response.body.size': 105,
       'http.request.header': { accept: 'application/json', authorization: 'hmac-sha256:9f2c4e0d8a7b6c5d4e3f2a1b0c9d8e7f' },
       'trace.id': traceId,
-      'span.id': i.toString(16).padStart(16, '0'),
+      'span.id': spanId,
       'audit.request_id': requestId,
     }),
   );
