@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { open } from 'lmdb';
 import type { ExecutionContext } from 'ava';
 import { BatchBlob } from '../control/collector/batch-blob.js';
-import { openCollectorStores } from '../control/collector/lmdb-store.js';
+import { BATCHES_DB, openCollectorStores } from '../control/collector/lmdb-store.js';
 import { ephemeralSigningKey } from '../proxy/keys.js';
 import { journalShipment, openSync, startTestCollector, toEarlierIdLayout, toUncompressedBatches, type TestCollector, type TestCollectorOptions } from './helpers/collector.js';
 import { makeRecord, writeJournal } from './helpers/journal.js';
@@ -142,6 +142,27 @@ test('auditmesh verify STORE passes on a good collector store and names the reco
   const text = await runCli(['verify', c.storeDir]);
   t.like(report.failure, { seq: 7 });
   t.regex(text.stdout, /verification FAILED: sidecar pod-v, record 7: record 7 \(batch \d+\): its bytes no longer hash to the leaf/);
+});
+
+test('auditmesh verify fails a store whose batch value was changed as it lies compressed on disk', async (t) => {
+  // Long paths, so that every batch value is past lmdb-js's threshold for compressing (1,000 bytes).
+  const c = await filledCollector(t, 'pod-x', (i) => ({ 'url.path': `/items/${i}/${'part/'.repeat(80)}` }));
+  await c.close();
+  // The bytes LMDB holds, not what lmdb-js decompresses: a byte changed in the LZ4 stream itself.
+  const env = open({ path: c.storeDir, maxDbs: 32 });
+  const raw = env.openDB<Buffer, [string, number]>(BATCHES_DB, { encoding: 'binary', compression: false });
+  const held = Array.from(raw.getRange({ start: ['pod-x', 0], end: ['pod-x', Number.MAX_SAFE_INTEGER] }))[0];
+  t.is(held.value[0], 254, 'stored LZ4-compressed');
+  const bytes = Buffer.from(held.value);
+  bytes[Math.floor(bytes.length / 2)] ^= 0x20;
+  raw.putSync(held.key, bytes);
+  await env.close();
+
+  const bad = await runCli(['verify', c.storeDir, '-o', 'json']);
+  t.is(bad.code, 1, bad.stdout + bad.stderr);
+  // Whatever lmdb-js makes of the stream (records that no longer hash to their leaves here, or a
+  // value that is no batch), verify names the batch.
+  t.like(JSON.parse(bad.stdout), { ok: false, failure: { sidecar: 'pod-x', batch: held.key[1] } });
 });
 
 test('a store of the earlier one-value-per-record layout is migrated in place when a collector opens it: queries and verify answer as before', async (t) => {

@@ -54,13 +54,17 @@ export interface CollectorStores {
 
 /**
  * Batch values are LZ4-compressed, by lmdb-js on the threads that write them, never on the event
- * loop. Records are JSON with the same keys and many of the same values (bench/ingest.ts's
- * compress 6.9x). Every value's bytes are copied twice on the way to disk (into LMDB's dirty
- * pages, then into the page cache), and on this project's reference VM each fresh page costs a
- * fault of ~15 µs (bench/README.md), so writing fewer bytes costs less CPU than compressing them.
- * Measured in bench/ingest.ts, alternating: the store alone took 405,000 records/s against
- * 190,000. Stores written before kept them uncompressed under EARLIER_BATCHES_DB; a collector
- * migrates them when it opens one (store-migration.ts).
+ * loop. Records are JSON with the same keys and many of the same values (bench/ingest.ts's,
+ * random ids and all, compress 5.3x). Every value's bytes are copied twice on the way to disk
+ * (into LMDB's dirty pages, then into the page cache), and on this project's reference VM each
+ * fresh page costs a fault of ~15 µs (bench/README.md), so writing fewer bytes costs less CPU
+ * than compressing them. Measured in bench/ingest.ts, alternating with the uncompressed store:
+ * the store alone took 274,000-379,000 records/s against 200,000-234,000, and ingest spent 1.5-2.7
+ * µs of CPU a record less. Stores written before kept them uncompressed under EARLIER_BATCHES_DB;
+ * a collector migrates them when it opens one (store-migration.ts). A value whose LZ4 stream was
+ * altered on disk does not throw: lmdb-js logs its bytes to stderr and yields what it decoded, or
+ * its stale decompression buffer, and verify names the batch (its records no longer hash to
+ * their leaves).
  */
 export const BATCHES_DB = 'batches_lz4';
 export const EARLIER_BATCHES_DB = 'batches';
