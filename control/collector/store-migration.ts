@@ -88,6 +88,19 @@ export function migrateRecordLayout(stores: CollectorStores, ids: IdIndexDbs, di
 /** Batches re-indexed or copied per LMDB transaction. */
 const BATCHES_PER_TRANSACTION = 256;
 
+/** Calls `each` with every stored batch of `db`, in key order, BATCHES_PER_TRANSACTION to a write transaction. */
+function eachBatch(env: RootDatabase, db: Database<Buffer, [string, number]>, each: (key: [string, number], bytes: Buffer) => void): void {
+  const keys = Array.from(db.getKeys());
+  for (let from = 0; from < keys.length; from += BATCHES_PER_TRANSACTION) {
+    env.transactionSync(() => {
+      for (const key of keys.slice(from, from + BATCHES_PER_TRANSACTION)) {
+        const bytes = db.get(key);
+        if (bytes !== undefined) each(key, bytes);
+      }
+    });
+  }
+}
+
 /**
  * Stores written before batch values were compressed kept them as they are under `batches`
  * (EARLIER_BATCHES_DB; lmdb-store.ts's BATCHES_DB says why they are now compressed). Opening one
@@ -103,23 +116,16 @@ export function migrateBatchCompression(stores: CollectorStores, _ids: IdIndexDb
   onStart?.(done.from);
   const old = env.openDB<Buffer, [string, number]>(EARLIER_BATCHES_DB, { encoding: 'binary', compression: false });
   stores.batches.clearSync();
-  const keys = Array.from(old.getKeys());
-  for (let from = 0; from < keys.length; from += BATCHES_PER_TRANSACTION) {
-    env.transactionSync(() => {
-      for (const key of keys.slice(from, from + BATCHES_PER_TRANSACTION)) {
-        const bytes = old.get(key);
-        if (bytes === undefined) continue;
-        void stores.batches.put(key, bytes);
-        done.batches++;
-        try {
-          done.records += new BatchBlob(bytes).count;
-        } catch (err) {
-          if (!(err instanceof BlobError)) throw err;
-          done.unreadable = (done.unreadable ?? 0) + 1;
-        }
-      }
-    });
-  }
+  eachBatch(env, old, (key, bytes) => {
+    void stores.batches.put(key, bytes);
+    done.batches++;
+    try {
+      done.records += new BatchBlob(bytes).count;
+    } catch (err) {
+      if (!(err instanceof BlobError)) throw err;
+      done.unreadable = (done.unreadable ?? 0) + 1;
+    }
+  });
   env.transactionSync(() => old.dropSync());
   return done;
 }
@@ -138,30 +144,22 @@ export function migrateIdLayout(stores: CollectorStores, ids: IdIndexDbs, _dir: 
   onStart?.(done.from);
   clearIds(ids);
   const writer = new IdIndexWriter(env, ids);
-  const keys = Array.from(stores.batches.getKeys());
-  for (let from = 0; from < keys.length; from += BATCHES_PER_TRANSACTION) {
-    env.transactionSync(() => {
-      for (const key of keys.slice(from, from + BATCHES_PER_TRANSACTION)) {
-        const [id, batch] = key;
-        const bytes = stores.batches.get(key);
-        if (bytes === undefined) continue;
-        let records: IndexedRecord[];
-        let blob: BatchBlob;
-        try {
-          blob = new BatchBlob(bytes);
-          records = blob.all().map((b) => ({ bytes: b, index: indexRecord(b) }));
-        } catch (err) {
-          // A batch altered by hand: verify names it; the collector still opens, without its ids.
-          if (!(err instanceof BlobError)) throw err;
-          done.unreadable = (done.unreadable ?? 0) + 1;
-          continue;
-        }
-        writer.add(id, encodeBatch(id, batch, blob.firstSeq, records).ids);
-        done.batches++;
-        done.records += records.length;
-      }
-    });
-  }
+  eachBatch(env, stores.batches, ([id, batch], bytes) => {
+    let records: IndexedRecord[];
+    let blob: BatchBlob;
+    try {
+      blob = new BatchBlob(bytes);
+      records = blob.all().map((b) => ({ bytes: b, index: indexRecord(b) }));
+    } catch (err) {
+      // A batch altered by hand: verify names it; the collector still opens, without its ids.
+      if (!(err instanceof BlobError)) throw err;
+      done.unreadable = (done.unreadable ?? 0) + 1;
+      return;
+    }
+    writer.add(id, encodeBatch(id, batch, blob.firstSeq, records).ids);
+    done.batches++;
+    done.records += records.length;
+  });
   env.transactionSync(() => dropEarlierIdDbs(env));
   return done;
 }

@@ -55,12 +55,13 @@ export async function isCollectorStore(dir: string): Promise<boolean> {
 /** Verifies every sidecar chain of the store in `dir`, in one read snapshot. Never opens a store a collector in this process holds. */
 export async function verifyStoreDir(dir: string): Promise<StoreReport> {
   const env = open({ path: realpathSync(dir), readOnly: true });
-  if (Array.from(env.getKeys(), String).includes('records')) {
+  const names = Array.from(env.getKeys(), String);
+  if (names.includes('records')) {
     await env.close();
     throw new Error(`${dir} is a collector store in the layout of an earlier auditmesh (one value per record): start the collector on it once, which migrates it in place, then verify it`);
   }
   // A store not yet migrated to compressed batches is verified where its batches are.
-  const stores = openCollectorStores(env, Array.from(env.getKeys(), String).includes(EARLIER_BATCHES_DB) ? { batches: EARLIER_BATCHES_DB } : {});
+  const stores = openCollectorStores(env, names.includes(EARLIER_BATCHES_DB) ? { batches: EARLIER_BATCHES_DB } : {});
   try {
     const transaction = stores.env.useReadTransaction();
     try {
