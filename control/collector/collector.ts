@@ -91,7 +91,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   logIfUnpatched(log);
   for (const done of store.migrated) {
     log(done.unreadable ? 'warn' : 'info', 'collector store migrated to the current layout', { store: config.storeDir, ...done });
-    if (done.unreadable) log('warn', `${done.unreadable} stored batches could not be read and are not indexed by id; auditmesh verify names them`, { store: config.storeDir });
+    if (done.unreadable) log('warn', `migrating from the ${done.from} layout, ${done.unreadable} stored batches could not be read (altered on disk?); auditmesh verify names them`, { store: config.storeDir });
   }
   const feed = createLiveFeed<StoredRun>({ onListenerError: (err) => log('error', 'collector onStored listener threw', { err: (err as Error)?.message }) });
   const hasher = createHashPool(config.hashThreads);

@@ -29,9 +29,11 @@ export interface LayoutMigration {
   /** The layout migrated from. */
   from: string;
   sidecars: number;
+  /** Batches rewritten (every one, in the copy to compressed values) or re-indexed (the readable ones). */
   batches: number;
+  /** Records of the readable batches. */
   records: number;
-  /** Stored batches that could not be read (altered by hand), left unindexed. */
+  /** Stored batches that could not be read (altered by hand): the copy to compressed values keeps them as they are, the id re-index leaves them out. */
   unreadable?: number;
 }
 
