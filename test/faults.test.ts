@@ -56,15 +56,18 @@ const HTTP_STAGES: Array<[string, (s: net.Socket) => void, number | 'aborted', E
   ['sends invalid response bytes', (s) => s.end('HTTP/1.1 200 OK\r\nBad Header\r\n\r\n'), 502, 'upstream_protocol'],
 ];
 
-for (const [name, misbehave, expected, errorType, overrides] of HTTP_STAGES) {
-  test.serial(`an HTTP upstream that ${name}: the client gets ${expected}, the record says ${errorType}`, async (t) => {
-    const port = await faultyHttpUpstream(t, misbehave);
-    const h = await startHostile(t, { port, kind: 'http' }, overrides);
-    t.is(await outcomeOf(h.sidecar.ports.inbound!, '/fault'), expected);
-    const rec = await recordOf(h, (r) => r['url.path'] === '/fault');
-    t.is(rec['error.type'], errorType);
-    await assertSound(t, h);
-  });
+// Each stage against both forwarding engines: how an upstream fails is the engine's to read.
+for (const forwardEngine of ['undici', 'http-proxy'] as const) {
+  for (const [name, misbehave, expected, errorType, overrides] of HTTP_STAGES) {
+    test.serial(`${forwardEngine} engine: an HTTP upstream that ${name}: the client gets ${expected}, the record says ${errorType}`, async (t) => {
+      const port = await faultyHttpUpstream(t, misbehave);
+      const h = await startHostile(t, { port, kind: 'http' }, { forwardEngine, ...overrides });
+      t.is(await outcomeOf(h.sidecar.ports.inbound!, '/fault'), expected);
+      const rec = await recordOf(h, (r) => r['url.path'] === '/fault');
+      t.is(rec['error.type'], errorType);
+      await assertSound(t, h);
+    });
+  }
 }
 
 /** A raw h2c gRPC upstream: `x-fault` metadata picks the fault; without it, a proper Echo reply. */
