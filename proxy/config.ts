@@ -107,7 +107,7 @@ export const SIDECAR_FLAGS: readonly FlagSpec[] = [
   { name: 'upstream-keepalive-ms', type: 'int', default: '4000', help: 'idle pooled upstream sockets close after this (keep below the app keep-alive timeout)' },
   { name: 'max-sockets-per-upstream', type: 'int', default: '256', help: 'connection pool size per upstream' },
   { name: 'max-pending-per-upstream', type: 'int', default: '1024', help: 'requests that may wait for a pooled connection per upstream; past it 503 at once (0: no bound)' },
-  { name: 'forward-engine', type: 'string', default: 'http-proxy', choices: ['http-proxy', 'undici'], help: 'HTTP/1.1 forwarding engine: http-proxy, or undici (about half the CPU per request)' },
+  { name: 'forward-engine', type: 'string', default: 'undici', choices: ['undici', 'http-proxy'], help: 'HTTP/1.1 forwarding engine: undici, or http-proxy (about twice the CPU per request); WebSocket upgrades go through http-proxy with either' },
   { name: 'headers-timeout-ms', type: 'int', default: '20000', help: 'a client must send its request line and headers within this (slowloris bound; 408)' },
   { name: 'max-header-bytes', type: 'int', default: '16384', help: 'largest HTTP/1.1 request line plus headers (431 beyond)' },
   { name: 'max-request-body-bytes', type: 'int', default: '0', help: 'largest HTTP/1.1 request body (413 beyond); 0: no limit (bodies stream, memory stays bounded)' },

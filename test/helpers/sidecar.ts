@@ -18,7 +18,7 @@ export async function tempDir(t: ExecutionContext, prefix = 'auditmesh-'): Promi
 
 /**
  * The HTTP/1.1 engine test sidecars use: `AUDITMESH_FORWARD_ENGINE` as for the sidecar itself, so
- * one test file can run the same behaviour tests against each engine (http1-undici-engine.test.ts).
+ * one test file can run the same behaviour tests against each engine (test/http1-http-proxy-*.test.ts).
  */
 function forwardEngine(): Partial<SidecarConfig> {
   const engine = process.env.AUDITMESH_FORWARD_ENGINE;

@@ -1,7 +1,0 @@
-// test/outbound-routing.test.ts again, with the undici forwarding engine (--forward-engine
-// undici): absolute-form and Host-header routing to upstreams the engine pools per origin. The
-// imported file registers its tests in this file's run; the variable is read when each test
-// starts its sidecar (test/helpers/sidecar.ts), after this module has run.
-import './outbound-routing.test.js';
-
-process.env.AUDITMESH_FORWARD_ENGINE = 'undici';
