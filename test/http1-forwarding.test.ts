@@ -182,6 +182,52 @@ test('keeps client and upstream connections alive and reuses them', async (t) =>
   t.is(app.seen.length, 5);
 });
 
+test('HEAD, 204 and 304 responses carry no body and keep both connections in step for the next request', async (t) => {
+  let upstreamConnections = 0;
+  const app = await startUpstream((req, res) => {
+    if (req.url === '/head') res.writeHead(200, { 'content-length': '1234', 'content-type': 'text/plain' }).end();
+    else if (req.url === '/gone') res.writeHead(204, { 'x-why': 'nothing' }).end();
+    else if (req.url === '/same') res.writeHead(304, { etag: '"v1"' }).end();
+    else res.end(`after ${req.url}`);
+  });
+  t.teardown(app.close);
+  app.server.on('connection', () => upstreamConnections++);
+  const sidecar = await startTestSidecar(t, { appPort: app.port });
+  const tail = await followTail(t, sidecar.ports.admin);
+  let clientConnections = 0;
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const connect = agent.createConnection.bind(agent);
+  agent.createConnection = (...args: Parameters<typeof connect>) => (clientConnections++, connect(...args));
+  t.teardown(() => agent.destroy());
+
+  const gone = await request(sidecar.ports.inbound!, { path: '/gone', agent });
+  t.is(gone.status, 204);
+  t.is(gone.headers['x-why'], 'nothing');
+  const same = await request(sidecar.ports.inbound!, { path: '/same', headers: { 'if-none-match': '"v1"' }, agent });
+  t.is(same.status, 304);
+  t.is(same.headers.etag, '"v1"');
+  t.is(same.body.length, 0);
+  // A body wrongly expected after either would swallow or corrupt this answer.
+  t.is((await request(sidecar.ports.inbound!, { path: '/after-304', agent })).body.toString(), 'after /after-304');
+  t.is(upstreamConnections, 1);
+  const head = await request(sidecar.ports.inbound!, { method: 'HEAD', path: '/head', agent });
+  t.is(head.status, 200);
+  t.is(head.headers['content-length'], '1234', 'a HEAD answer keeps the length the GET would have');
+  t.is(head.body.length, 0);
+  t.is((await request(sidecar.ports.inbound!, { path: '/after-head', agent })).body.toString(), 'after /after-head');
+  t.is(clientConnections, 1, 'the client kept one connection throughout');
+  // undici closes an upstream connection after a HEAD, against servers that send a body anyway
+  // (nodejs/undici#258); node:http's agent keeps it.
+  t.is(upstreamConnections, process.env.AUDITMESH_FORWARD_ENGINE === 'http-proxy' ? 1 : 2);
+
+  for (const [path, status] of [['/head', 200], ['/gone', 204], ['/same', 304]] as const) {
+    const rec = await tail.next((r) => r['url.path'] === path);
+    t.is(rec['http.response.status_code'], status);
+    t.is(rec['http.response.body.size'], 0);
+    t.is(rec['error.type'], undefined);
+  }
+});
+
 test('answers 400 and records the rejection when an outbound request names no upstream', async (t) => {
   const sidecar = await startTestSidecar(t);
   const tail = await followTail(t, sidecar.ports.admin);
