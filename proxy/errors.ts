@@ -82,10 +82,13 @@ const SOCKET_CODES: Record<string, ProxyErrorCode> = {
 /** Maps any error from the forwarding path to a ProxyError with a stable code. */
 export function classify(err: unknown): ProxyError {
   if (err instanceof ProxyError) return err;
-  const e = err as { code?: string; cause?: { code?: string } } | null;
+  const e = err as { code?: string; name?: string; cause?: { code?: string } } | null;
   // node:http2 wraps a session's socket error in ERR_HTTP2_* errors on its streams.
   const code = (e?.code?.startsWith('ERR_HTTP2_') ? e.cause?.code : undefined) ?? e?.code ?? '';
-  const mapped = SOCKET_CODES[code] ?? (code.startsWith('HPE_') ? 'AUDITMESH_UPSTREAM_PROTOCOL' : 'AUDITMESH_UPSTREAM_RESET');
+  // llhttp's verdict on the upstream's bytes: node:http sets an HPE_ code; undici's HTTPParserError
+  // leaves it unset for some (an invalid header token).
+  const unparsable = code.startsWith('HPE_') || e?.name === 'HTTPParserError';
+  const mapped = SOCKET_CODES[code] ?? (unparsable ? 'AUDITMESH_UPSTREAM_PROTOCOL' : 'AUDITMESH_UPSTREAM_RESET');
   return new ProxyError(mapped, RESCUES[mapped].message, { cause: err });
 }
 

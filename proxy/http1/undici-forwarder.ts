@@ -190,10 +190,8 @@ class UndiciExchange extends ForwardedRequest implements Dispatcher.DispatchHand
   }
 }
 
-/** undici's timeouts and parser errors as the rescue table's errors, with the deadline that expired named. */
+/** undici's timeouts as the rescue table's errors, with the deadline that expired named. */
 function named(err: Error, code: string): Error {
-  // llhttp's verdict on the upstream's bytes; undici leaves its code unset for some (invalid header token).
-  if (err.name === 'HTTPParserError') return new ProxyError('AUDITMESH_UPSTREAM_PROTOCOL', 'upstream sent an invalid response', { cause: err });
   switch (code) {
     case 'UND_ERR_HEADERS_TIMEOUT':
       return new ProxyError('AUDITMESH_UPSTREAM_TIMEOUT', 'upstream response timed out', { cause: err });
