@@ -1,6 +1,7 @@
 import test from 'ava';
 import http from 'node:http';
-import { request, startUpstream, rawExchange } from './helpers/net.js';
+import net from 'node:net';
+import { closeServer, listen, request, startUpstream, rawExchange } from './helpers/net.js';
 import { followTail, startTestSidecar } from './helpers/sidecar.js';
 
 test('forwards a GET to the app and records the exchange', async (t) => {
@@ -226,6 +227,26 @@ test('HEAD, 204 and 304 responses carry no body and keep both connections in ste
     t.is(rec['http.response.body.size'], 0);
     t.is(rec['error.type'], undefined);
   }
+});
+
+test('a response body delimited by the upstream closing (no length, not chunked) arrives whole, as a success', async (t) => {
+  const body = 'x'.repeat(100_000);
+  // An HTTP/1.0-style answer: the body ends where the connection does (RFC 9112 section 6.3).
+  const app = net.createServer((socket) => {
+    socket.on('error', () => {});
+    socket.once('data', () => socket.end(`HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n${body}`));
+  });
+  const port = await listen(app);
+  t.teardown(() => closeServer(app));
+  const sidecar = await startTestSidecar(t, { appPort: port });
+  const tail = await followTail(t, sidecar.ports.admin);
+
+  const reply = await request(sidecar.ports.inbound!, { path: '/until-close' });
+  t.is(reply.status, 200);
+  t.is(reply.body.toString(), body);
+  const rec = await tail.next((r) => r['url.path'] === '/until-close');
+  t.is(rec['http.response.body.size'], body.length);
+  t.is(rec['error.type'], undefined);
 });
 
 test('answers 400 and records the rejection when an outbound request names no upstream', async (t) => {
