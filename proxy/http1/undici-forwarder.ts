@@ -190,18 +190,12 @@ class UndiciExchange extends ForwardedRequest implements Dispatcher.DispatchHand
   }
 }
 
-/** undici's timeouts as the rescue table's errors, with the deadline that expired named. */
+/**
+ * The body deadline as the http-proxy engine words it. classify() maps every other undici code,
+ * its headers and connect timeouts included, with the rescue table's own messages.
+ */
 function named(err: Error, code: string): Error {
-  switch (code) {
-    case 'UND_ERR_HEADERS_TIMEOUT':
-      return new ProxyError('AUDITMESH_UPSTREAM_TIMEOUT', 'upstream response timed out', { cause: err });
-    case 'UND_ERR_BODY_TIMEOUT':
-      return new ProxyError('AUDITMESH_UPSTREAM_TIMEOUT', 'upstream idle timed out', { cause: err });
-    case 'UND_ERR_CONNECT_TIMEOUT':
-      return new ProxyError('AUDITMESH_UPSTREAM_CONNECT_TIMEOUT', 'upstream connect timed out', { cause: err });
-    default:
-      return err;
-  }
+  return code === 'UND_ERR_BODY_TIMEOUT' ? new ProxyError('AUDITMESH_UPSTREAM_TIMEOUT', 'upstream idle timed out', { cause: err }) : err;
 }
 
 function onClientDrain(this: ServerResponse): void {
