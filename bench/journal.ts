@@ -11,10 +11,10 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance as perf } from 'node:perf_hooks';
 import { open } from 'lmdb';
-import { LMDB_WRITER_OPTIONS } from '../proxy/journal/lmdb-writer.js';
+import { LMDB_WRITER_OPTIONS } from '../ledger/lmdb-writer.js';
 import { createAuditPipeline, type AuditPipeline } from '../proxy/audit/pipeline.js';
-import type { AuditRecord } from '../proxy/audit/record.js';
-import { loadOrCreateSigningKey } from '../proxy/keys.js';
+import type { AuditRecord } from '../ledger/record.js';
+import { loadOrCreateSigningKey } from '../ledger/keys.js';
 
 const DURATION_S = Number(process.env.DURATION ?? 10);
 const WARMUP_S = Number(process.env.WARMUP ?? 3);

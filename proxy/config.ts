@@ -1,10 +1,10 @@
 import { isAbsolute, relative, resolve } from 'node:path';
-import { type FlagSpec, type FlagValues, UsageError, durationMs, parseFlags, port } from './config/flags.js';
+import { type FlagSpec, type FlagValues, UsageError, durationMs, parseFlags, port } from '../command/flags.js';
 import type { JournalFullPolicy } from './audit/full-policy.js';
 import { MAX_BATCH_RECORDS } from './audit/batcher.js';
-import { parseResolveTable, type ResolveTable } from './http1/target.js';
+import { parseResolveTable, type ResolveTable } from './routing/target.js';
 import type { AlertOptions } from './alerts/alerting.js';
-import { ALERT_FLAGS, alertOptionsFromFlags } from './alerts/alert-flags.js';
+import { ALERT_FLAGS, alertOptionsFromFlags } from '../anomalies/alert-flags.js';
 import { DEFAULT_SECRET_HEADERS, DEFAULT_SECRET_PARAMS } from './audit/redact.js';
 
 export type AuditMode = 'async' | 'strict' | 'off';

@@ -1,4 +1,4 @@
-import type { ErrorKind } from './audit/record.js';
+import type { ErrorKind } from '../ledger/record.js';
 
 /** Stable error codes of the proxy. The original error stays as `cause`. */
 export type ProxyErrorCode =

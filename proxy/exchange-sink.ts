@@ -1,4 +1,4 @@
-import type { AuditRecord } from './audit/record.js';
+import type { AuditRecord } from '../ledger/record.js';
 import type { AuditPipeline } from './audit/pipeline.js';
 import type { SidecarMetrics } from './metrics/metrics.js';
 import { observeExchange, type ProtocolLabel } from './metrics/observe-exchange.js';

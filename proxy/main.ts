@@ -1,8 +1,8 @@
-import { formatHelp, UsageError } from './config/flags.js';
+import { formatHelp, UsageError } from '../command/flags.js';
 import { parseSidecarConfig, SIDECAR_FLAGS } from './config.js';
 import { startSidecar } from './sidecar.js';
-import { createLogger } from './log.js';
-import { untilAborted, type CommandIO } from '../control/cli/io.js';
+import { createLogger } from '../command/log.js';
+import { untilAborted, type CommandIO } from '../command/io.js';
 
 export const SIDECAR_HELP = formatHelp(
   'auditmesh sidecar [flags]',

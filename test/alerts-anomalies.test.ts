@@ -1,12 +1,12 @@
 import test from 'ava';
 import http from 'node:http';
 import { join } from 'node:path';
-import { createAnomalyDetector, type Anomaly, type AnomalyOptions } from '../proxy/alerts/anomaly-detector.js';
+import { createAnomalyDetector, type Anomaly, type AnomalyOptions } from '../anomalies/anomaly-detector.js';
 import { request, startUpstream } from './helpers/net.js';
 import { followTail, metricValue, scrape, tempDir } from './helpers/sidecar.js';
 import { sidecarConfig } from '../proxy/config.js';
 import { startSidecar } from '../proxy/sidecar.js';
-import { createLogger } from '../proxy/log.js';
+import { createLogger } from '../command/log.js';
 
 const OPTIONS: Omit<AnomalyOptions, 'onAnomaly' | 'onClear'> = {
   intervalMs: 1000,

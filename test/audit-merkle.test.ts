@@ -1,6 +1,6 @@
 import test from 'ava';
 import { createHash } from 'node:crypto';
-import { inclusionProof, leafHash, merkleRoot, nodeHash, verifyInclusion } from '../proxy/audit/merkle.js';
+import { inclusionProof, leafHash, merkleRoot, nodeHash, verifyInclusion } from '../ledger/merkle.js';
 
 const sha256 = (...parts: Uint8Array[]): Buffer => {
   const h = createHash('sha256');

@@ -3,7 +3,7 @@ import http from 'node:http';
 import { request, startUpstream } from './helpers/net.js';
 import { followTail, startTestSidecar } from './helpers/sidecar.js';
 import type { Sidecar } from '../proxy/sidecar.js';
-import { readJournal } from '../proxy/journal/read-journal.js';
+import { readJournal } from '../ledger/read-journal.js';
 
 test('strict: the upstream sees a request only after its request record is durable in the journal', async (t) => {
   const running: { sidecar?: Sidecar } = {};

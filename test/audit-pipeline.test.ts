@@ -5,9 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { createAuditPipeline, type AuditPipelineOptions } from '../proxy/audit/pipeline.js';
-import { leafHash, merkleRoot } from '../proxy/audit/merkle.js';
-import type { AuditRecord, JournalRecord } from '../proxy/audit/record.js';
-import { readBatches, readJournal, readJournalBytes } from '../proxy/journal/read-journal.js';
+import { leafHash, merkleRoot } from '../ledger/merkle.js';
+import type { AuditRecord, JournalRecord } from '../ledger/record.js';
+import { readBatches, readJournal, readJournalBytes } from '../ledger/read-journal.js';
 import { createSidecarMetrics } from '../proxy/metrics/metrics.js';
 import type { ExecutionContext } from 'ava';
 
@@ -69,7 +69,7 @@ test.serial('commits 10,000 records from a tight loop with no loss or duplicate'
 test('recordDurable resolves only once a fresh reader in another process sees the record', async (t) => {
   const { pipeline, journalDir } = await openPipeline(t);
   await pipeline.recordDurable(makeRecord(1, { 'audit.request_id': 'strict-1' }));
-  const reader = new URL('../proxy/journal/read-journal.ts', import.meta.url).href;
+  const reader = new URL('../ledger/read-journal.ts', import.meta.url).href;
   const script = `import { readJournal } from ${JSON.stringify(reader)};
     const recs = await readJournal(${JSON.stringify(journalDir)});
     process.stdout.write(JSON.stringify(recs.map((r) => r['audit.request_id'])));`;

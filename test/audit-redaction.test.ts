@@ -5,7 +5,7 @@ import { request, startUpstream } from './helpers/net.js';
 import { followTail, scrape, tempDir } from './helpers/sidecar.js';
 import { sidecarConfig } from '../proxy/config.js';
 import { startSidecar } from '../proxy/sidecar.js';
-import { createLogger } from '../proxy/log.js';
+import { createLogger } from '../command/log.js';
 
 const CANARY = 'canary-s3cr3t-4f1d2e';
 

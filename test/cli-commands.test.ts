@@ -4,7 +4,7 @@ import { request, startUpstream } from './helpers/net.js';
 import { runBuiltCli, runCli, startCli } from './helpers/child.js';
 import { tempDir } from './helpers/sidecar.js';
 import { readFileSync } from 'node:fs';
-import { VERSION } from '../control/version.js';
+import { VERSION } from '../command/version.js';
 
 test('the built CLI (npx auditmesh) prints help and exits 0; no command exits 2', async (t) => {
   const help = await runBuiltCli(['--help']);

@@ -1,7 +1,7 @@
 import test from 'ava';
 import http from 'node:http';
 import { join } from 'node:path';
-import { ephemeralSigningKey } from '../proxy/keys.js';
+import { ephemeralSigningKey } from '../ledger/keys.js';
 import { runCli } from './helpers/child.js';
 import { tamper, verifyDir, writeJournal } from './helpers/journal.js';
 import { request, startUpstream } from './helpers/net.js';

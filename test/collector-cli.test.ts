@@ -2,12 +2,12 @@ import test from 'ava';
 import { join } from 'node:path';
 import { open } from 'lmdb';
 import type { ExecutionContext } from 'ava';
-import { BatchBlob } from '../control/collector/batch-blob.js';
-import { BATCHES_DB, openCollectorStores } from '../control/collector/lmdb-store.js';
-import { ephemeralSigningKey } from '../proxy/keys.js';
+import { BatchBlob } from '../control/collector/store/batch-blob.js';
+import { BATCHES_DB, openCollectorStores } from '../control/collector/store/lmdb-store.js';
+import { ephemeralSigningKey } from '../ledger/keys.js';
 import { journalShipment, openSync, startTestCollector, toEarlierIdLayout, toUncompressedBatches, type TestCollector, type TestCollectorOptions } from './helpers/collector.js';
 import { makeRecord, writeJournal } from './helpers/journal.js';
-import type { AuditRecord } from '../proxy/audit/record.js';
+import type { AuditRecord } from '../ledger/record.js';
 import { runCli, startCli } from './helpers/child.js';
 import { tempDir } from './helpers/sidecar.js';
 

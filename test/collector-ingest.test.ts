@@ -3,13 +3,13 @@ import { once } from 'node:events';
 import { connect } from 'node:http2';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { SYNC_WINDOW_BYTES } from '../control/collector/flow-window.js';
+import { SYNC_WINDOW_BYTES } from '../control/collector/ingest/flow-window.js';
 import type { ExecutionContext } from 'ava';
-import { ephemeralSigningKey } from '../proxy/keys.js';
+import { ephemeralSigningKey } from '../ledger/keys.js';
 import { journalShipment, openSync, startTestCollector, type JournalShipment, type SyncPeer } from './helpers/collector.js';
 import { makeRecord, writeJournal } from './helpers/journal.js';
 import { metricValue, tempDir } from './helpers/sidecar.js';
-import type { CollectorMessage } from '../control/proto/sync-wire.js';
+import type { CollectorMessage } from '../wire/sync-wire.js';
 
 /** A real journal: 3 commits of 8 records in batches of at most 3, read back as segments. */
 async function shipment(t: ExecutionContext, sidecarId = 'pod-a', extra: (i: number) => object = () => ({})): Promise<JournalShipment> {

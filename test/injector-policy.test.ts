@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { inject, STATUS_ANNOTATION } from '../control/injector/inject.js';
 import { applyPatch } from '../control/injector/json-patch.js';
 import { INJECT_FLAGS, injectOptionsFromFlags } from '../control/injector/inject-flags.js';
-import { parseFlags } from '../proxy/config/flags.js';
+import { parseFlags } from '../command/flags.js';
 import type { Container, NamespaceInfo, Pod } from '../control/injector/pod.js';
 import type { InjectOptions } from '../control/injector/sidecar-containers.js';
 import { schemaErrors } from './helpers/kube-schema.js';

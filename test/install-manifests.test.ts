@@ -3,7 +3,7 @@ import https from 'node:https';
 import { existsSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { parseFlags } from '../proxy/config/flags.js';
+import { parseFlags } from '../command/flags.js';
 import { INJECTOR_FLAGS } from '../control/cli/injector.js';
 import { IMAGE_APP_DIR } from '../control/injector/sidecar-containers.js';
 import { ROOT, runCli, runInProcess, startCli } from './helpers/child.js';

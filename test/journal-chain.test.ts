@@ -5,10 +5,10 @@ import { stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createAuditPipeline } from '../proxy/audit/pipeline.js';
 import { parseSidecarConfig } from '../proxy/config.js';
-import { EMPTY_ROOT, epochRoot, keyIdOf, linkHead, type LinkFields } from '../proxy/journal/chain.js';
+import { EMPTY_ROOT, epochRoot, keyIdOf, linkHead, type LinkFields } from '../ledger/chain.js';
 import { Journal } from '../proxy/journal/journal.js';
-import { readBatches, withSnapshot } from '../proxy/journal/read-journal.js';
-import { loadOrCreateSigningKey } from '../proxy/keys.js';
+import { readBatches, withSnapshot } from '../ledger/read-journal.js';
+import { loadOrCreateSigningKey } from '../ledger/keys.js';
 import { makeRecord, verifyDir, writeJournal } from './helpers/journal.js';
 import { tempDir } from './helpers/sidecar.js';
 

@@ -1,7 +1,7 @@
 import test from 'ava';
 import http from 'node:http';
 import { join } from 'node:path';
-import { readBatches, readJournal } from '../proxy/journal/read-journal.js';
+import { readBatches, readJournal } from '../ledger/read-journal.js';
 import { runCli, startCli } from './helpers/child.js';
 import { verifyDir } from './helpers/journal.js';
 import { request, startUpstream } from './helpers/net.js';

@@ -6,7 +6,7 @@ import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
-import { readJournal } from '../proxy/journal/read-journal.js';
+import { readJournal } from '../ledger/read-journal.js';
 import { request, startUpstream, type Reply } from './helpers/net.js';
 import { metricValue, scrape, startTestSidecar, until } from './helpers/sidecar.js';
 import { verifyDir } from './helpers/journal.js';

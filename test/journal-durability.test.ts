@@ -6,8 +6,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { ExecutionContext } from 'ava';
 import { createAuditPipeline } from '../proxy/audit/pipeline.js';
-import type { AuditRecord } from '../proxy/audit/record.js';
-import { readBatches, readJournal } from '../proxy/journal/read-journal.js';
+import type { AuditRecord } from '../ledger/record.js';
+import { readBatches, readJournal } from '../ledger/read-journal.js';
 import { createSidecarMetrics, type SidecarMetrics } from '../proxy/metrics/metrics.js';
 
 const execFileAsync = promisify(execFile);

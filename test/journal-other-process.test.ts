@@ -6,7 +6,7 @@ import { ROOT } from './helpers/child.js';
 import { verifyDir, writeJournal } from './helpers/journal.js';
 import { tempDir } from './helpers/sidecar.js';
 import { startSidecarProcess } from './helpers/sidecar-process.js';
-import { lmdbBuild } from '../proxy/journal/lmdb-build.js';
+import { lmdbBuild } from '../ledger/lmdb-build.js';
 
 // Another process opening a live journal (`auditmesh verify` in the pod, a backup) must not cost
 // the writer a single commit. With the LMDB that lmdb-js 3.5.6 ships it did: an opener wrote a

@@ -4,9 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { createAuditPipeline } from '../proxy/audit/pipeline.js';
-import { ephemeralSigningKey, type SigningKey } from '../proxy/keys.js';
-import { epochRoot, GENESIS_HEAD, linkHead } from '../proxy/journal/chain.js';
-import { HEAD_KEY, readBatches, type BatchHeader, type JournalHead, type JournalStores } from '../proxy/journal/read-journal.js';
+import { ephemeralSigningKey, type SigningKey } from '../ledger/keys.js';
+import { epochRoot, GENESIS_HEAD, linkHead } from '../ledger/chain.js';
+import { HEAD_KEY, readBatches, type BatchHeader, type JournalHead, type JournalStores } from '../ledger/read-journal.js';
 import { makeRecord, tamper, verifyDir, writeJournal } from './helpers/journal.js';
 import { tempDir } from './helpers/sidecar.js';
 
@@ -51,7 +51,7 @@ test("a record's bytes changed: its batch's Merkle root no longer matches", asyn
 test('a record changed and its batch root recomputed: the chain link breaks at that batch', async (t) => {
   const dir = await copyOf(t);
   const batch = batchOf(await readBatches(dir), 7);
-  const { leafHash, merkleRoot } = await import('../proxy/audit/merkle.js');
+  const { leafHash, merkleRoot } = await import('../ledger/merkle.js');
   await tamper(dir, ({ records, batches }) => {
     records.putSync(7, Buffer.from(JSON.stringify(makeRecord(6, { 'http.response.status_code': 404 }))));
     const leaves = Array.from({ length: batch.count }, (_, i) => leafHash(records.get(batch.first_seq + i)!));

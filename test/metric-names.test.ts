@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { RULE_GROUPS } from '../control/install/alert-rules.js';
 import { grafanaDashboards } from '../control/install/grafana/dashboards.js';
 import { createInjectorMetrics } from '../control/injector/injector-metrics.js';
-import { createAdminServer } from '../proxy/metrics/admin-server.js';
+import { createAdminServer } from '../command/admin-server.js';
 import { closeServer } from './helpers/net.js';
 import { startTestCollector } from './helpers/collector.js';
 import { scrape, startTestSidecar } from './helpers/sidecar.js';

@@ -9,7 +9,7 @@ import { runCli } from './helpers/child.js';
 import { dirname, join } from 'node:path';
 import { cp, writeFile } from 'node:fs/promises';
 import type { SidecarConfig } from '../proxy/config.js';
-import { MAX_QUERY_LIMIT } from '../control/collector/record-query.js';
+import { MAX_QUERY_LIMIT } from '../control/collector/api/record-query.js';
 
 /**
  * The shipper against the real collector (control/collector/), end to end: the faults of issue 5.

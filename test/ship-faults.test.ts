@@ -2,8 +2,8 @@ import test from 'ava';
 import { join } from 'node:path';
 import { peerRecords, startMutePeer, startSyncPeer } from './helpers/sync-peer.js';
 import { eventually, sidecarMetric, startShippingSidecar } from './helpers/shipping.js';
-import { heartbeatSigningInput, verifySignature } from '../proxy/journal/chain.js';
-import { loadOrCreateSigningKey } from '../proxy/keys.js';
+import { heartbeatSigningInput, verifySignature } from '../ledger/chain.js';
+import { loadOrCreateSigningKey } from '../ledger/keys.js';
 import { createPublicKey } from 'node:crypto';
 
 const idsOf = (records: Record<string, unknown>[]): unknown[] => records.map((r) => r['audit.request_id']).filter((id) => id !== undefined);

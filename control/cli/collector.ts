@@ -1,9 +1,9 @@
-import { formatHelp, parseFlags, port, UsageError, type FlagSpec } from '../../proxy/config/flags.js';
-import { createLogger } from '../../proxy/log.js';
+import { formatHelp, parseFlags, port, UsageError, type FlagSpec } from '../../command/flags.js';
+import { createLogger } from '../../command/log.js';
 import { CHECKPOINT_INTERVAL_MS } from '../../proxy/journal/journal.js';
-import { ALERT_FLAGS, alertOptionsFromFlags } from '../../proxy/alerts/alert-flags.js';
+import { ALERT_FLAGS, alertOptionsFromFlags } from '../../anomalies/alert-flags.js';
 import { createCollector, CollectorConfigError, type Collector } from '../collector/collector.js';
-import { untilAborted, type CommandIO } from './io.js';
+import { untilAborted, type CommandIO } from '../../command/io.js';
 
 export const COLLECTOR_FLAGS: readonly FlagSpec[] = [
   { name: 'grpc-port', type: 'int', default: '9400', help: 'gRPC ingest from sidecars (Sync)' },

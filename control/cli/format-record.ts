@@ -1,4 +1,4 @@
-import type { AuditRecord, JournalRecord } from '../../proxy/audit/record.js';
+import type { AuditRecord, JournalRecord } from '../../ledger/record.js';
 import { GRPC_STATUS } from '../../proxy/h2/grpc-framing.js';
 
 const PATH_COLUMN_CHARS = 28;

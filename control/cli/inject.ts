@@ -1,10 +1,10 @@
 import { readFile } from 'node:fs/promises';
 import { parseAllDocuments } from 'yaml';
-import { formatHelp, parseFlags, UsageError, type FlagSpec } from '../../proxy/config/flags.js';
+import { formatHelp, parseFlags, UsageError, type FlagSpec } from '../../command/flags.js';
 import { INJECT_FLAGS, injectOptionsFromFlags } from '../injector/inject-flags.js';
 import { injectManifest } from '../injector/inject-manifest.js';
 import type { InjectOptions } from '../injector/sidecar-containers.js';
-import type { CommandIO } from './io.js';
+import type { CommandIO } from '../../command/io.js';
 import { OUTPUT_FLAG, writeObjects } from './manifest-output.js';
 
 const INJECT_COMMAND_FLAGS: readonly FlagSpec[] = [

@@ -1,14 +1,14 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { formatHelp, parseFlags, port, UsageError, type FlagSpec } from '../../proxy/config/flags.js';
-import { createLogger, type Logger } from '../../proxy/log.js';
-import { createAdminServer } from '../../proxy/metrics/admin-server.js';
+import { formatHelp, parseFlags, port, UsageError, type FlagSpec } from '../../command/flags.js';
+import { createLogger, type Logger } from '../../command/log.js';
+import { createAdminServer } from '../../command/admin-server.js';
 import { createAdmissionServer, type AdmissionServer } from '../injector/admission-server.js';
 import { createInjectorMetrics } from '../injector/injector-metrics.js';
 import { injectionHandlers } from '../injector/injection-webhook.js';
 import { INJECT_FLAGS, injectOptionsFromFlags } from '../injector/inject-flags.js';
 import type { InjectOptions } from '../injector/sidecar-containers.js';
-import { untilAborted, type CommandIO } from './io.js';
+import { untilAborted, type CommandIO } from '../../command/io.js';
 
 export const INJECTOR_FLAGS: readonly FlagSpec[] = [
   { name: 'port', type: 'int', default: '9443', help: 'HTTPS port of the admission webhook', env: 'AUDITMESH_INJECTOR_PORT' },

@@ -1,13 +1,13 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { formatHelp, parseFlags, UsageError, type FlagSpec, type FlagValues } from '../../proxy/config/flags.js';
+import { formatHelp, parseFlags, UsageError, type FlagSpec, type FlagValues } from '../../command/flags.js';
 import { INJECT_FLAGS, injectOptionsFromFlags } from '../injector/inject-flags.js';
 import { COLLECTOR, COLLECTOR_GRPC_PORT, type InstallOptions } from '../install/install-options.js';
 import { renderInstall } from '../install/render-install.js';
 import { monitoring } from '../install/monitoring.js';
 import { dashboardFiles } from '../install/grafana/dashboards.js';
-import { VERSION } from '../version.js';
-import type { CommandIO } from './io.js';
+import { VERSION } from '../../command/version.js';
+import type { CommandIO } from '../../command/io.js';
 import { OUTPUT_FLAG, writeObjects } from './manifest-output.js';
 
 // No environment fallbacks: the same command line must always render the same manifests.

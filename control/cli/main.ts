@@ -1,8 +1,8 @@
 import { sidecarMain } from '../../proxy/main.js';
 import { tailMain } from './tail.js';
 import { verifyMain } from './verify.js';
-import type { CommandIO, CommandRun } from './io.js';
-import { VERSION } from '../version.js';
+import type { CommandIO, CommandRun } from '../../command/io.js';
+import { VERSION } from '../../command/version.js';
 
 interface Command {
   summary: string;
@@ -15,7 +15,7 @@ const COMMANDS: Record<string, Command> = {
   query: { summary: "search the collector's records (--collector URL)", run: async (argv, io) => (await import('./query.js')).queryMain(argv, io) },
   tail: { summary: 'stream records live from a sidecar (--admin URL) or the collector (--collector URL)', run: tailMain },
   verify: { summary: 'verify a journal or a collector store offline: records, Merkle roots, hash chain, signatures', run: verifyMain },
-  demo: { summary: 'a whole local mesh on embedded defaults: a collector, services with sidecars shipping to it, traffic, live records', run: async (argv, io) => (await import('./demo.js')).demoMain(argv, io) },
+  demo: { summary: 'a whole local mesh on embedded defaults: a collector, services with sidecars shipping to it, traffic, live records', run: async (argv, io) => (await import('../demo/demo.js')).demoMain(argv, io) },
   // Loaded on use: their dependencies (TLS certificates, YAML) would slow every other command's start.
   injector: { summary: 'run the sidecar-injection admission webhook (HTTPS)', run: async (argv, io) => (await import('./injector.js')).injectorMain(argv, io) },
   inject: { summary: 'inject the sidecar into the pods of a manifest offline (-f FILE, to stdout)', run: async (argv, io) => (await import('./inject.js')).injectMain(argv, io) },

@@ -1,5 +1,5 @@
 import { stringify } from 'yaml';
-import type { CommandIO } from './io.js';
+import type { CommandIO } from '../../command/io.js';
 
 /** Prints Kubernetes objects as one YAML stream (`kubectl apply -f -`), or one JSON object per line. */
 export function writeObjects(io: CommandIO, objects: readonly unknown[], format: 'yaml' | 'json', header = ''): void {

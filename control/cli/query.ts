@@ -1,8 +1,8 @@
-import { formatHelp, parseFlags, UsageError, type FlagSpec } from '../../proxy/config/flags.js';
-import { isErrorRecord } from '../collector/record-index.js';
-import { MAX_QUERY_LIMIT, parseStatus, parseTimeBound, QueryError, type CollectedRecord } from '../collector/record-query.js';
+import { formatHelp, parseFlags, UsageError, type FlagSpec } from '../../command/flags.js';
+import { isErrorRecord } from '../collector/store/record-index.js';
+import { MAX_QUERY_LIMIT, parseStatus, parseTimeBound, QueryError, type CollectedRecord } from '../collector/api/record-query.js';
 import { formatRecordLine } from './format-record.js';
-import type { CommandIO } from './io.js';
+import type { CommandIO } from '../../command/io.js';
 
 export const QUERY_FLAGS: readonly FlagSpec[] = [
   { name: 'collector', type: 'string', help: "the collector's HTTP address, e.g. http://127.0.0.1:9401", env: 'AUDITMESH_COLLECTOR_URL' },

@@ -1,9 +1,9 @@
 import http from 'node:http';
-import { formatHelp, parseFlags, UsageError, type FlagSpec } from '../../proxy/config/flags.js';
-import type { JournalRecord } from '../../proxy/audit/record.js';
+import { formatHelp, parseFlags, UsageError, type FlagSpec } from '../../command/flags.js';
+import type { JournalRecord } from '../../ledger/record.js';
 import { formatRecordLine } from './format-record.js';
 import { takeSseEvents } from './sse.js';
-import type { CommandIO } from './io.js';
+import type { CommandIO } from '../../command/io.js';
 
 const TAIL_FLAGS: readonly FlagSpec[] = [
   { name: 'admin', type: 'string', help: "a sidecar's admin address, e.g. http://127.0.0.1:15020", env: false },

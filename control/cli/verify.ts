@@ -1,10 +1,10 @@
 import { existsSync } from 'node:fs';
-import { formatHelp, parseFlags, UsageError, type FlagSpec } from '../../proxy/config/flags.js';
-import { lmdbBuild, unpatchedRisk } from '../../proxy/journal/lmdb-build.js';
-import { withSnapshot } from '../../proxy/journal/read-journal.js';
-import { verifySnapshot, type VerifyOptions, type VerifyReport } from '../../proxy/journal/verify-journal.js';
-import { isCollectorStore, verifyStoreDir, type StoreReport } from '../collector/verify-store.js';
-import type { CommandIO } from './io.js';
+import { formatHelp, parseFlags, UsageError, type FlagSpec } from '../../command/flags.js';
+import { lmdbBuild, unpatchedRisk } from '../../ledger/lmdb-build.js';
+import { withSnapshot } from '../../ledger/read-journal.js';
+import { verifySnapshot, type VerifyOptions, type VerifyReport } from '../../ledger/verify-journal.js';
+import { isCollectorStore, verifyStoreDir, type StoreReport } from '../collector/store/verify-store.js';
+import type { CommandIO } from '../../command/io.js';
 
 const VERIFY_FLAGS: readonly FlagSpec[] = [
   { name: 'expect-head', type: 'string', help: 'a head seen elsewhere (an earlier verify, a "journal checkpoint" log line): it must be in the chain', env: false },

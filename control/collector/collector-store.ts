@@ -1,7 +1,7 @@
-import type { BatchHeader } from '../../proxy/journal/read-journal.js';
-import type { ChainPosition } from '../../proxy/journal/link-verifier.js';
-import type { RefusalCode } from '../proto/sync-wire.js';
-import type { EncodedBatch } from './encoded-batch.js';
+import type { BatchHeader } from '../../ledger/read-journal.js';
+import type { ChainPosition } from '../../ledger/link-verifier.js';
+import type { RefusalCode } from '../../wire/sync-wire.js';
+import type { EncodedBatch } from './store/encoded-batch.js';
 
 /**
  * The seam between the collector's ingest and where it keeps things (DESIGN.md, "Scale beyond one

@@ -1,24 +1,24 @@
 import type http from 'node:http';
 import * as grpc from '@grpc/grpc-js';
-import { createLiveFeed } from '../../proxy/audit/live-feed.js';
+import { createLiveFeed } from '../../command/live-feed.js';
 import { CHECKPOINT_INTERVAL_MS } from '../../proxy/journal/journal.js';
-import type { Logger } from '../../proxy/log.js';
-import { COLLECTOR_SERVICE } from '../proto/sync-wire.js';
+import type { Logger } from '../../command/log.js';
+import { COLLECTOR_SERVICE } from '../../wire/sync-wire.js';
 import { createCollectorMetrics, type CollectorMetrics } from './collector-metrics.js';
 import type { CollectorStore } from './collector-store.js';
-import { createHashPool } from './hash-pool.js';
-import { createHttpApi } from './http-api.js';
-import { createFleetAlerts, type FleetAlerts } from './fleet-alerts.js';
+import { createHashPool } from './ingest/hash-pool.js';
+import { createHttpApi } from './api/http-api.js';
+import { createFleetAlerts, type FleetAlerts } from './api/fleet-alerts.js';
 import type { AlertOptions } from '../../proxy/alerts/alerting.js';
-import { defaultAlertOptions } from '../../proxy/alerts/alert-flags.js';
-import { Ingest } from './ingest.js';
-import { openLmdbStore } from './lmdb-store.js';
-import { logIfUnpatched } from '../../proxy/journal/lmdb-build.js';
-import type { StoredRun } from './sidecar-chain.js';
-import { heartbeatTally, sidecarStatus, type SidecarStatus } from './sidecar-status.js';
-import { createSyncHandler } from './sync-server.js';
-import { FLOW_WINDOW_OPTION, widenFlowWindow } from './flow-window.js';
-import { createTokenCheck } from './token-auth.js';
+import { defaultAlertOptions } from '../../anomalies/alert-flags.js';
+import { Ingest } from './ingest/ingest.js';
+import { openLmdbStore } from './store/lmdb-store.js';
+import { logIfUnpatched } from '../../ledger/lmdb-build.js';
+import type { StoredRun } from './ingest/sidecar-chain.js';
+import { heartbeatTally, sidecarStatus, type SidecarStatus } from './api/sidecar-status.js';
+import { createSyncHandler } from './ingest/sync-server.js';
+import { FLOW_WINDOW_OPTION, widenFlowWindow } from './ingest/flow-window.js';
+import { createTokenCheck } from './ingest/token-auth.js';
 
 /**
  * The collector, wired: store -> ingest -> gRPC Sync server, and the HTTP API beside it.

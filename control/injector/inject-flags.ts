@@ -1,5 +1,5 @@
-import { port, UsageError, type FlagSpec, type FlagValues } from '../../proxy/config/flags.js';
-import { VERSION } from '../version.js';
+import { port, UsageError, type FlagSpec, type FlagValues } from '../../command/flags.js';
+import { VERSION } from '../../command/version.js';
 import type { InjectOptions } from './sidecar-containers.js';
 import type { PodAuditMode, SidecarMode } from './pod-settings.js';
 

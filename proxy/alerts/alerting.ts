@@ -1,8 +1,8 @@
-import type { AuditRecord, Direction } from '../audit/record.js';
+import type { AuditRecord, Direction } from '../../ledger/record.js';
 import type { AuditPipeline } from '../audit/pipeline.js';
 import type { SidecarMetrics } from '../metrics/metrics.js';
-import type { Logger } from '../log.js';
-import { createAnomalyDetector, type Anomaly, type AnomalyOptions } from './anomaly-detector.js';
+import type { Logger } from '../../command/log.js';
+import { createAnomalyDetector, type Anomaly, type AnomalyOptions } from '../../anomalies/anomaly-detector.js';
 
 export type AlertOptions = Omit<AnomalyOptions, 'onAnomaly' | 'onClear'>;
 

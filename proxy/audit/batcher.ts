@@ -1,4 +1,4 @@
-import type { AuditRecord } from './record.js';
+import type { AuditRecord } from '../../ledger/record.js';
 
 /**
  * The batcher: collects records on the event loop and seals a batch at MAX_BATCH_RECORDS or

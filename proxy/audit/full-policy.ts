@@ -1,4 +1,4 @@
-import type { GapReason } from './record.js';
+import type { GapReason } from '../../ledger/record.js';
 
 /**
  * What the sidecar does while the journal cannot take records, at its bound, after a failed

@@ -1,4 +1,4 @@
-import type { AuditRecord, Direction, GapReason } from './record.js';
+import type { AuditRecord, Direction, GapReason } from '../../ledger/record.js';
 
 /**
  * Counts exchanges that went through without a record of their own (the journal was full under

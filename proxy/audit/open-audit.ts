@@ -1,7 +1,7 @@
 import type { SidecarConfig } from '../config.js';
 import type { SidecarMetrics } from '../metrics/metrics.js';
-import type { Logger } from '../log.js';
-import { loadOrCreateSigningKey } from '../keys.js';
+import type { Logger } from '../../command/log.js';
+import { loadOrCreateSigningKey } from '../../ledger/keys.js';
 import { createAuditPipeline, type AuditPipeline } from './pipeline.js';
 
 /**

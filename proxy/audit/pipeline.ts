@@ -1,14 +1,14 @@
 import { availableParallelism } from 'node:os';
 import type { SidecarMetrics } from '../metrics/metrics.js';
-import type { SigningKey } from '../keys.js';
+import type { SigningKey } from '../../ledger/keys.js';
 import { CHECKPOINT_INTERVAL_MS, Journal, journalError, maintenanceTickMs, type CommittedBatch } from '../journal/journal.js';
-import type { BatchHeader, BatchReadOptions, RecordReadOptions } from '../journal/read-journal.js';
+import type { BatchHeader, BatchReadOptions, RecordReadOptions } from '../../ledger/read-journal.js';
 import { createBatcher, MAX_BATCH_DELAY_MS, MAX_BATCH_RECORDS, type Batcher, type RecordBatch } from './batcher.js';
 import { createFullPolicy, type JournalFullPolicy } from './full-policy.js';
 import { createGapTracker, type GapTracker } from './gap-tracker.js';
-import { createLiveFeed, type LiveFeed } from './live-feed.js';
+import { createLiveFeed, type LiveFeed } from '../../command/live-feed.js';
 import { createSealPool, encodeRecords, type SealedBatch, type SealPool } from './pool.js';
-import type { AuditRecord, JournalRecord } from './record.js';
+import type { AuditRecord, JournalRecord } from '../../ledger/record.js';
 
 /**
  * The audit pipeline, in the order a record travels it:

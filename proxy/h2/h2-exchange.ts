@@ -1,14 +1,14 @@
 import { constants, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
-import type { AuditRecord, Direction } from '../audit/record.js';
+import type { AuditRecord, Direction } from '../../ledger/record.js';
 import type { AuditPipeline } from '../audit/pipeline.js';
 import type { Redactor } from '../audit/redact.js';
 import type { SidecarMetrics } from '../metrics/metrics.js';
 import type { AuditMode } from '../config.js';
-import type { Logger } from '../log.js';
-import type { Route } from '../http1/target.js';
+import type { Logger } from '../../command/log.js';
+import type { Route } from '../routing/target.js';
 import { correlate, type Correlation } from '../correlation/correlate.js';
-import { peerOf } from '../audit/peer-label.js';
+import { peerOf } from '../../anomalies/peer-label.js';
 import { httpRequestRecord, roundMs } from '../audit/http-record.js';
 import type { ExchangeSink } from '../exchange-sink.js';
 import { observeOverhead } from '../metrics/observe-exchange.js';

@@ -1,23 +1,23 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { AuditRecord, Direction, ErrorKind } from '../audit/record.js';
+import type { AuditRecord, Direction, ErrorKind } from '../../ledger/record.js';
 import type { AuditPipeline } from '../audit/pipeline.js';
 import type { Redactor } from '../audit/redact.js';
 import type { SidecarMetrics } from '../metrics/metrics.js';
 import type { AuditMode } from '../config.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../../command/log.js';
 import type { ExchangeSink } from '../exchange-sink.js';
 import { observeOverhead } from '../metrics/observe-exchange.js';
 import { sessionClosed, sessionOpened } from '../metrics/observe-connections.js';
 import { correlate, type Correlation } from '../correlation/correlate.js';
 import { CLIENT_SERVICE_HEADER, stripMeshHeaders } from '../correlation/mesh-headers.js';
-import { peerOf } from '../audit/peer-label.js';
+import { peerOf } from '../../anomalies/peer-label.js';
 import { httpRequestRecord, roundMs } from '../audit/http-record.js';
 import { stripRequestHopHeaders } from './hop-headers.js';
 import { ProxyError, rescue } from '../errors.js';
 import type { ForwardOutcome, HttpForwarder, UpgradeOutcome } from './forwarder.js';
-import type { Route } from './target.js';
+import type { Route } from '../routing/target.js';
 import type { UpstreamLimit } from './upstream-limit.js';
 
 /** Upgrades the sidecar relays (and records as sessions). Anything else, h2c above all, would tunnel past the audit. */

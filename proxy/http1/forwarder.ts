@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import type { ErrorKind } from '../audit/record.js';
+import type { ErrorKind } from '../../ledger/record.js';
 import type { ProxyError } from '../errors.js';
 
 /** Where one request goes. */

@@ -1,6 +1,6 @@
-import type { SigningKey } from '../keys.js';
-import { EMPTY_ROOT, epochRoot, GENESIS_HEAD, linkHead } from './chain.js';
-import type { BatchHeader, JournalHead } from './read-journal.js';
+import type { SigningKey } from '../../ledger/keys.js';
+import { EMPTY_ROOT, epochRoot, GENESIS_HEAD, linkHead } from '../../ledger/chain.js';
+import type { BatchHeader, JournalHead } from '../../ledger/read-journal.js';
 
 /**
  * What one journal commit writes to the chain, decided before the transaction: numbered links,

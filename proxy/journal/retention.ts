@@ -1,7 +1,7 @@
 import { statfsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Database } from 'lmdb';
-import { headerEntries, type BatchHeader, type JournalStores, type PrunedMark } from './read-journal.js';
+import { headerEntries, type BatchHeader, type JournalStores, type PrunedMark } from '../../ledger/read-journal.js';
 
 /**
  * What the journal may drop and how big it is. A link is prunable once it is older than the

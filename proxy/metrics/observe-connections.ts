@@ -1,5 +1,5 @@
 import type net from 'node:net';
-import type { Direction } from '../audit/record.js';
+import type { Direction } from '../../ledger/record.js';
 import type { SidecarMetrics } from './metrics.js';
 
 export type SessionKind = 'websocket' | 'tunnel' | 'tcp';

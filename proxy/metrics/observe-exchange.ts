@@ -1,4 +1,4 @@
-import type { AuditRecord, Direction } from '../audit/record.js';
+import type { AuditRecord, Direction } from '../../ledger/record.js';
 import { grpcStatusLabel, methodLabel, statusClass, type SidecarMetrics } from './metrics.js';
 
 export type ProtocolLabel = 'http1' | 'h2' | 'grpc' | 'websocket' | 'tunnel' | 'tcp';

@@ -1,7 +1,7 @@
 import type { SidecarConfig } from '../config.js';
 import type { AuditPipeline } from '../audit/pipeline.js';
 import type { SidecarMetrics } from '../metrics/metrics.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../../command/log.js';
 import type { Shipper } from './shipper.js';
 
 /** First reconnect delay ceiling; it doubles per failed attempt up to --ship-backoff-max-ms. */

@@ -1,5 +1,5 @@
-import { headerEntries, recordEntries, type BatchHeader, type JournalSnapshot } from '../journal/read-journal.js';
-import type { WireLink } from '../../control/proto/sync-wire.js';
+import { headerEntries, recordEntries, type BatchHeader, type JournalSnapshot } from '../../ledger/read-journal.js';
+import type { WireLink } from '../../wire/sync-wire.js';
 
 /**
  * Cuts the next Segment out of the journal: consecutive links from a batch number on, ending on a

@@ -1,11 +1,11 @@
 import { readFile } from 'node:fs/promises';
 import type { Journal } from '../journal/journal.js';
-import { GENESIS_HEAD, heartbeatSigningInput, signHello } from '../journal/chain.js';
-import { headerEntries, readPrunedFrom, type BatchHeader, type JournalSnapshot } from '../journal/read-journal.js';
+import { GENESIS_HEAD, heartbeatSigningInput, signHello } from '../../ledger/chain.js';
+import { headerEntries, readPrunedFrom, type BatchHeader, type JournalSnapshot } from '../../ledger/read-journal.js';
 import type { ShipperBacklog, ShipperMetrics } from '../metrics/metrics.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../../command/log.js';
 import { BUILD_VERSION } from '../metrics/metrics.js';
-import type { Hello, Welcome } from '../../control/proto/sync-wire.js';
+import type { Hello, Welcome } from '../../wire/sync-wire.js';
 import { readSegment, type SegmentLimits } from './read-segment.js';
 import { runSyncSession, type SessionOutcome, type SessionTimeouts, type SessionWindow } from './sync-session.js';
 import { fullJitterMs, refusalDelayMs, sleep } from './backoff.js';

@@ -1,5 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
-import { CollectorClient, type Ack, type CollectorMessage, type Heartbeat, type Hello, type Refusal, type SyncClientStream, type Welcome } from '../../control/proto/sync-wire.js';
+import { CollectorClient, type Ack, type CollectorMessage, type Heartbeat, type Hello, type Refusal, type SyncClientStream, type Welcome } from '../../wire/sync-wire.js';
 import type { ReadSegment } from './read-segment.js';
 
 /**

@@ -5,12 +5,12 @@ import * as grpc from '@grpc/grpc-js';
 import type { ExecutionContext } from 'ava';
 import type { RootDatabase } from 'lmdb';
 import { createCollector, type Collector, type CollectorConfig } from '../../control/collector/collector.js';
-import { ID_INDEX_DB_NAMES } from '../../control/collector/id-index.js';
-import { BATCHES_DB, EARLIER_BATCHES_DB } from '../../control/collector/lmdb-store.js';
-import { CollectorClient, type CollectorMessage, type Hello, type Segment, type SyncClientStream, type WireLink } from '../../control/proto/sync-wire.js';
-import { GENESIS_HEAD, signHello } from '../../proxy/journal/chain.js';
-import type { SigningKey } from '../../proxy/keys.js';
-import { withSnapshot, headerEntries, recordEntries } from '../../proxy/journal/read-journal.js';
+import { ID_INDEX_DB_NAMES } from '../../control/collector/store/id-index.js';
+import { BATCHES_DB, EARLIER_BATCHES_DB } from '../../control/collector/store/lmdb-store.js';
+import { CollectorClient, type CollectorMessage, type Hello, type Segment, type SyncClientStream, type WireLink } from '../../wire/sync-wire.js';
+import { GENESIS_HEAD, signHello } from '../../ledger/chain.js';
+import type { SigningKey } from '../../ledger/keys.js';
+import { withSnapshot, headerEntries, recordEntries } from '../../ledger/read-journal.js';
 import { tempDir } from './sidecar.js';
 
 /** A collector started by startTestCollector, with where its things are. */

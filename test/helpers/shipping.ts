@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { sidecarConfig, type SidecarConfig } from '../../proxy/config.js';
 import { startSidecar, type Sidecar } from '../../proxy/sidecar.js';
-import type { Logger } from '../../proxy/log.js';
+import type { Logger } from '../../command/log.js';
 import { request, startUpstream } from './net.js';
 import { metricValue, scrape, tempDir } from './sidecar.js';
 

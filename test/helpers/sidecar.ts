@@ -5,9 +5,9 @@ import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { sidecarConfig, type SidecarConfig } from '../../proxy/config.js';
 import { startSidecar, type Sidecar } from '../../proxy/sidecar.js';
-import type { JournalRecord } from '../../proxy/audit/record.js';
+import type { JournalRecord } from '../../ledger/record.js';
 import { takeSseEvents } from '../../control/cli/sse.js';
-import type { Logger } from '../../proxy/log.js';
+import type { Logger } from '../../command/log.js';
 
 /** A temp folder removed when the test ends. */
 export async function tempDir(t: ExecutionContext, prefix = 'auditmesh-'): Promise<string> {

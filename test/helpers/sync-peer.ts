@@ -1,9 +1,9 @@
 import net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import type { ExecutionContext } from 'ava';
-import { COLLECTOR_SERVICE, type Heartbeat, type Hello, type SidecarMessage, type WireLink, type SyncServerStream, type Refusal } from '../../control/proto/sync-wire.js';
-import { GENESIS_HEAD, linkHead, publicKeyFromSpki, verifyHeadSignature, type LinkKind } from '../../proxy/journal/chain.js';
-import { leafHash, merkleRoot } from '../../proxy/audit/merkle.js';
+import { COLLECTOR_SERVICE, type Heartbeat, type Hello, type SidecarMessage, type WireLink, type SyncServerStream, type Refusal } from '../../wire/sync-wire.js';
+import { GENESIS_HEAD, linkHead, publicKeyFromSpki, verifyHeadSignature, type LinkKind } from '../../ledger/chain.js';
+import { leafHash, merkleRoot } from '../../ledger/merkle.js';
 import { listen, closeServer } from './net.js';
 
 /**

@@ -1,6 +1,6 @@
 import { unlinkSync } from 'node:fs';
 import { move, transferableSymbol, valueSymbol } from 'piscina';
-import { leafDigestAt, merkleRootOfDigests } from '../merkle.js';
+import { leafDigestAt, merkleRootOfDigests } from '../../../ledger/merkle.js';
 
 /**
  * Piscina worker: computes a batch's leaf hashes and Merkle root from the bytes the journal

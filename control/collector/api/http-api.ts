@@ -1,0 +1,117 @@
+import http from 'node:http';
+import { serveEventStream, serveMetrics, text } from '../../../command/admin-server.js';
+import type { CollectorMetrics } from '../collector-metrics.js';
+import type { CollectorStore } from '../collector-store.js';
+import type { FleetAnomaly } from './fleet-alerts.js';
+import { collectedRecord, parseRecordQuery, QueryError, runQuery, type CollectedRecord } from './record-query.js';
+import type { StoredRun } from '../ingest/sidecar-chain.js';
+import { BatchBlob } from '../store/batch-blob.js';
+import type { SidecarStatus } from './sidecar-status.js';
+
+/**
+ * The collector's HTTP API (INTERFACE.md): /v1/records (NDJSON, newest first), /v1/tail
+ * (server-sent events, one record each, as stored), /v1/sidecars (JSON), /v1/anomalies (JSON:
+ * fleet-wide spikes active and the latest raised), /metrics, /livez, /readyz. Read-only:
+ * nothing here changes the store.
+ */
+
+export interface HttpApiDeps {
+  store: CollectorStore;
+  metrics: CollectorMetrics;
+  sidecars(): SidecarStatus[];
+  /** Runs stored from now on; returns the unsubscribe function. */
+  subscribe(listener: (run: StoredRun) => void): () => void;
+  ready(): { ok: boolean; reason?: string };
+  /** Fleet-wide anomalies: spikes active now, and the latest raised. */
+  anomalies(): { active: FleetAnomaly[]; recent: FleetAnomaly[] };
+}
+
+const ROUTES = '/v1/records, /v1/tail, /v1/sidecars, /v1/anomalies, /metrics, /livez, /readyz';
+
+export function createHttpApi(deps: HttpApiDeps): http.Server {
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://collector');
+    if (req.method !== 'GET' && req.method !== 'HEAD') return text(res, 405, 'method not allowed\n');
+    switch (url.pathname) {
+      case '/v1/records':
+        return void records(deps, url.searchParams, res);
+      case '/v1/tail':
+        return tail(deps, res);
+      case '/v1/sidecars':
+        res.writeHead(200, { 'content-type': 'application/json' });
+        return void res.end(JSON.stringify(deps.sidecars()) + '\n');
+      case '/v1/anomalies':
+        res.writeHead(200, { 'content-type': 'application/json' });
+        return void res.end(JSON.stringify(deps.anomalies()) + '\n');
+      case '/metrics':
+        return serveMetrics(deps.metrics.registry, res);
+      case '/livez':
+        return text(res, 200, 'ok\n');
+      case '/readyz': {
+        const r = deps.ready();
+        return text(res, r.ok ? 200 : 503, r.ok ? 'ready\n' : `not ready: ${r.reason}\n`);
+      }
+      default:
+        return text(res, 404, `not found: try ${ROUTES}\n`);
+    }
+  });
+  server.on('clientError', (_err, socket) => socket.destroy());
+  return server;
+}
+
+async function records(deps: HttpApiDeps, params: URLSearchParams, res: http.ServerResponse): Promise<void> {
+  let q;
+  try {
+    q = parseRecordQuery(params);
+  } catch (err) {
+    if (!(err instanceof QueryError)) throw err;
+    return text(res, 400, `bad query: ${err.message}\n`);
+  }
+  const found = runQuery(deps.store, q)[Symbol.asyncIterator]();
+  let next: IteratorResult<CollectedRecord>;
+  try {
+    // The store may refuse the query only once it looks (an id too many records carry): before the headers.
+    next = await found.next();
+  } catch (err) {
+    return err instanceof QueryError ? text(res, 400, `bad query: ${err.message}\n`) : text(res, 500, `the store failed to answer: ${(err as Error)?.message}\n`);
+  }
+  res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+  try {
+    for (; next.done !== true; next = await found.next()) {
+      if (res.destroyed) return;
+      if (!res.write(JSON.stringify(next.value) + '\n')) await drainedOrClosed(res);
+    }
+    res.end();
+  } catch (err) {
+    // Headers are sent: cut the stream so the client sees an abort, never a short answer that looks complete.
+    res.destroy(err as Error);
+  }
+}
+
+/** Waits for 'drain' or 'close', whichever comes first, removing both listeners (a long answer waits many times). */
+function drainedOrClosed(res: http.ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
+}
+
+function tail(deps: HttpApiDeps, res: http.ServerResponse): void {
+  serveEventStream(res, (send) =>
+    deps.subscribe((run) => {
+      for (const b of run.batches) {
+        const blob = new BatchBlob(b.blob);
+        for (let i = 0; i < blob.count; i++) {
+          const seq = blob.firstSeq + i;
+          const rec = collectedRecord({ sidecar: run.sidecar.id, seq, bytes: blob.bytes(i) });
+          if (rec !== null) send(`${run.sidecar.id}:${seq}`, JSON.stringify(rec));
+        }
+      }
+    }),
+  );
+}

@@ -1,0 +1,116 @@
+import type { JournalRecord } from '../../../ledger/record.js';
+import type { CollectorStore, RecordQuery, StatusFilter, StoredRecord } from '../collector-store.js';
+import { isErrorRecord } from '../store/record-index.js';
+
+/**
+ * The auditors' questions as one query type: parsed from /v1/records parameters (and from
+ * `auditmesh query` flags, which send the same parameters), answered newest first from the store's
+ * narrowest index and then filtered in full here, so every index only has to be a superset.
+ */
+
+/** A record as the collector answers it: the journal's record plus which sidecar wrote it. */
+export type CollectedRecord = JournalRecord & { 'audit.sidecar_id': string };
+
+export const DEFAULT_QUERY_LIMIT = 100;
+export const MAX_QUERY_LIMIT = 10_000;
+
+/** A parameter the caller got wrong: /v1/records answers 400 with the message, the CLI exits 2. */
+export class QueryError extends Error {}
+
+const UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** `10m` (that long before now), an ISO 8601 time, or Unix milliseconds. */
+export function parseTimeBound(name: string, text: string, nowUnixMs: number): number {
+  const rel = /^(\d+)(ms|s|m|h|d)$/.exec(text);
+  if (rel !== null) return nowUnixMs - Number(rel[1]) * UNITS_MS[rel[2]];
+  if (/^\d{10,}$/.test(text)) return Number(text);
+  const t = /^\d{4}-\d{2}-\d{2}/.test(text) ? Date.parse(text) : Number.NaN;
+  if (Number.isNaN(t)) throw new QueryError(`${name}: expected a duration back from now (10m, 2h, 7d), an ISO 8601 time or Unix milliseconds, got ${JSON.stringify(text)}`);
+  return t;
+}
+
+/** `5xx` (a class), `ok`, `error`, or a status code (HTTP, e.g. 503). */
+export function parseStatus(text: string): StatusFilter {
+  if (/^[1-5]xx$/i.test(text)) return { class: Number(text[0]) };
+  if (text === 'ok' || text === 'error') return { error: text === 'error' };
+  if (/^[1-5]\d\d$/.test(text)) return { code: Number(text) };
+  throw new QueryError(`status: expected 5xx (a class), ok, error or a status code such as 503, got ${JSON.stringify(text)}`);
+}
+
+const PARAMS = new Set(['correlation_id', 'trace_id', 'service', 'peer', 'since', 'until', 'status', 'limit']);
+
+/** /v1/records parameters -> query. Throws QueryError naming the parameter at fault. */
+export function parseRecordQuery(params: URLSearchParams, nowUnixMs = Date.now()): RecordQuery {
+  for (const name of params.keys()) if (!PARAMS.has(name)) throw new QueryError(`unknown parameter ${JSON.stringify(name)}; known: ${[...PARAMS].join(', ')}`);
+  const get = (name: string): string | undefined => {
+    const v = params.get(name);
+    if (v === null) return undefined;
+    if (v === '') throw new QueryError(`${name}: empty value`);
+    return v;
+  };
+  const q: RecordQuery = { limit: DEFAULT_QUERY_LIMIT };
+  const limit = get('limit');
+  if (limit !== undefined) {
+    if (!/^\d+$/.test(limit) || Number(limit) < 1 || Number(limit) > MAX_QUERY_LIMIT) throw new QueryError(`limit: expected a whole number from 1 to ${MAX_QUERY_LIMIT}, got ${JSON.stringify(limit)}`);
+    q.limit = Number(limit);
+  }
+  q.correlationId = get('correlation_id');
+  q.traceId = get('trace_id');
+  q.service = get('service');
+  q.peer = get('peer');
+  const since = get('since');
+  const until = get('until');
+  if (since !== undefined) q.sinceUnixMs = parseTimeBound('since', since, nowUnixMs);
+  if (until !== undefined) q.untilUnixMs = parseTimeBound('until', until, nowUnixMs);
+  if (q.sinceUnixMs !== undefined && q.untilUnixMs !== undefined && q.sinceUnixMs > q.untilUnixMs) throw new QueryError('since is after until');
+  const status = get('status');
+  if (status !== undefined) q.status = parseStatus(status);
+  return q;
+}
+
+function matchesStatus(rec: JournalRecord, f: StatusFilter): boolean {
+  const status = rec['http.response.status_code'];
+  if ('error' in f) return isErrorRecord(rec) === f.error;
+  if ('class' in f) return status !== undefined && Math.floor(status / 100) === f.class;
+  return status === f.code;
+}
+
+/** Whether a record answers the query (every filter, not only the one its index covered). */
+export function matchesQuery(rec: JournalRecord, q: RecordQuery): boolean {
+  const self = rec['audit.service'];
+  const peer = rec['peer.service'];
+  if (q.correlationId !== undefined && rec['audit.request_id'] !== q.correlationId) return false;
+  if (q.traceId !== undefined && rec['trace.id'] !== q.traceId) return false;
+  if (q.service !== undefined && q.peer !== undefined) {
+    if (!((self === q.service && peer === q.peer) || (self === q.peer && peer === q.service))) return false;
+  } else {
+    const side = q.service ?? q.peer;
+    if (side !== undefined && self !== side && peer !== side) return false;
+  }
+  const start = rec['audit.start_unix_ms'];
+  if (q.sinceUnixMs !== undefined && !(start >= q.sinceUnixMs)) return false;
+  if (q.untilUnixMs !== undefined && !(start <= q.untilUnixMs)) return false;
+  return q.status === undefined || matchesStatus(rec, q.status);
+}
+
+/** The record of stored bytes as answered, or null if the bytes are not a JSON object. */
+export function collectedRecord(stored: StoredRecord): CollectedRecord | null {
+  try {
+    const rec = JSON.parse(stored.bytes.toString('utf8')) as unknown;
+    if (rec === null || typeof rec !== 'object' || Array.isArray(rec)) return null;
+    return { ...(rec as JournalRecord), 'audit.seq': stored.seq, 'audit.sidecar_id': stored.sidecar };
+  } catch {
+    return null;
+  }
+}
+
+/** Runs a query: matching records, newest first, at most q.limit. */
+export async function* runQuery(store: CollectorStore, q: RecordQuery): AsyncIterable<CollectedRecord> {
+  let n = 0;
+  for await (const stored of store.query(q)) {
+    const rec = collectedRecord(stored);
+    if (rec === null || !matchesQuery(rec, q)) continue;
+    yield rec;
+    if (++n >= q.limit) return;
+  }
+}

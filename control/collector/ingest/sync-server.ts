@@ -1,0 +1,203 @@
+import * as grpc from '@grpc/grpc-js';
+import { ChainBroken, type VerifyFailure } from '../../../ledger/link-verifier.js';
+import type { Logger } from '../../../command/log.js';
+import type { CollectorMessage, RefusalCode, Segment, SidecarMessage, SyncServerStream } from '../../../wire/sync-wire.js';
+import type { CollectorMetrics } from '../collector-metrics.js';
+import type { CollectorStore } from '../collector-store.js';
+import type { Ingest, RetainedStart } from './ingest.js';
+import type { SidecarChain } from './sidecar-chain.js';
+import type { TokenCheck } from './token-auth.js';
+
+/**
+ * The Sync stream, one per sidecar connection: authenticates it, hands each message to ingest in
+ * order, and answers in order: Welcome after Hello, one Ack per Segment once it is stored, or one
+ * Refusal and the end of the stream. Verification of the next segment goes on while the previous
+ * one is being written; acks still leave in order.
+ */
+
+/** Segments received but not yet acked on one stream; past this the stream stops reading (backpressure). */
+const MAX_UNACKED_SEGMENTS = 64;
+/** Record bytes kept per refused segment as evidence: with EVIDENCE_MAX_ENTRIES, at most 64 MiB of evidence. */
+const EVIDENCE_MAX_RECORD_BYTES = 64 * 1024;
+
+const STATUS_OF: Record<RefusalCode, grpc.status> = {
+  unauthenticated: grpc.status.UNAUTHENTICATED,
+  'key-mismatch': grpc.status.PERMISSION_DENIED,
+  malformed: grpc.status.INVALID_ARGUMENT,
+  'bad-root': grpc.status.FAILED_PRECONDITION,
+  'bad-chain': grpc.status.FAILED_PRECONDITION,
+  'bad-signature': grpc.status.FAILED_PRECONDITION,
+  gap: grpc.status.FAILED_PRECONDITION,
+  fork: grpc.status.FAILED_PRECONDITION,
+};
+
+export interface SyncDeps {
+  ingest: Ingest;
+  store: CollectorStore;
+  metrics: CollectorMetrics;
+  /** null: --insecure, no credential checked. */
+  tokens: TokenCheck | null;
+  log: Logger;
+}
+
+export function createSyncHandler(deps: SyncDeps): grpc.handleBidiStreamingCall<SidecarMessage, CollectorMessage> {
+  return (call) => void new SyncSession(deps, call as SyncServerStream).run();
+}
+
+class SyncSession {
+  #deps: SyncDeps;
+  #call: SyncServerStream;
+  #chain: SidecarChain | undefined;
+  /** Where the sidecar said its retained chain starts (its Hello): the claim a loss is checked against. */
+  #retained: RetainedStart | undefined;
+  #acks: Promise<void> = Promise.resolve();
+  #unacked = 0;
+  #over = false;
+
+  constructor(deps: SyncDeps, call: SyncServerStream) {
+    this.#deps = deps;
+    this.#call = call;
+    deps.metrics.streamsActive.inc();
+    let counted = true;
+    const gone = (): void => {
+      if (counted) deps.metrics.streamsActive.dec();
+      counted = false;
+      this.#release();
+    };
+    call.on('close', gone);
+    call.on('cancelled', gone);
+    // A stream error is how the call ends when the peer goes away; the session already stops then.
+    call.on('error', () => (this.#over = true));
+  }
+
+  async run(): Promise<void> {
+    const { tokens } = this.#deps;
+    const auth = this.#call.metadata.get('authorization')[0];
+    if (tokens !== null && !tokens.accepts(typeof auth === 'string' ? auth : undefined)) {
+      return this.#refuse({ code: 'unauthenticated', problem: 'no accepted bearer token in the authorization metadata' });
+    }
+    try {
+      // destroyOnReturn off: leaving the loop on a refusal must not destroy the call before the
+      // Refusal and its status are flushed (the default iterator's return() does).
+      for await (const msg of this.#call.iterator({ destroyOnReturn: false }) as AsyncIterable<SidecarMessage>) {
+        if (this.#over) return;
+        await this.#handle(msg);
+        if (this.#unacked >= MAX_UNACKED_SEGMENTS) await this.#acks;
+      }
+      await this.#acks;
+      if (!this.#over) this.#call.end();
+    } catch (err) {
+      if (this.#over) return;
+      if (err instanceof ChainBroken) return this.#refuse(err.failure);
+      this.#unavailable(err);
+    }
+  }
+
+  async #handle(msg: SidecarMessage): Promise<void> {
+    const { ingest } = this.#deps;
+    if (msg.body === 'hello') {
+      if (this.#chain !== undefined) throw new ChainBroken({ code: 'malformed', problem: 'a second Hello on one stream' });
+      const chain = await ingest.hello(msg.hello);
+      chain.owner?.supersede();
+      chain.owner = this;
+      this.#chain = chain;
+      // What an older stream of this sidecar had in flight lands first: the Welcome is the stored truth.
+      await chain.settled();
+      this.#retained = { first_batch: msg.hello.first_batch, base_head: msg.hello.base_head };
+      chain.lastSeenUnixMs = Date.now();
+      const { last_batch, head } = chain.state.position;
+      this.#write({ welcome: { acked_batch: last_batch, acked_head: head } });
+      return;
+    }
+    const chain = this.#chain;
+    if (chain === undefined) throw new ChainBroken({ code: 'malformed', problem: `the first message of a stream must be a Hello, not ${String(msg.body)}` });
+    chain.lastSeenUnixMs = Date.now();
+    if (msg.body === 'heartbeat') return ingest.heartbeat(chain, msg.heartbeat);
+    if (msg.body === 'segment') return this.#segment(chain, msg.segment);
+    throw new ChainBroken({ code: 'malformed', problem: 'a message with no body' });
+  }
+
+  async #segment(chain: SidecarChain, segment: Segment): Promise<void> {
+    const { ingest, metrics } = this.#deps;
+    const startedAt = performance.now();
+    metrics.batchesReceived.inc(segment?.links?.length ?? 0);
+    let outcome;
+    try {
+      outcome = await ingest.segment(chain, segment, this.#retained);
+    } catch (err) {
+      if (err instanceof ChainBroken) this.#keepEvidence(err.failure, segment);
+      throw err;
+    }
+    metrics.duplicateBatches.inc(outcome.duplicates);
+    if (outcome.lost !== null) {
+      metrics.lostBatches.inc(outcome.lost.to_batch - outcome.lost.from_batch + 1);
+      this.#deps.log('error', 'sidecar no longer retains batches this collector lacks: recorded as lost, the chain goes on after them', { sidecar: chain.state.id, from_batch: outcome.lost.from_batch, to_batch: outcome.lost.to_batch });
+    }
+    this.#unacked++;
+    const { stored, through_batch, head, records } = outcome;
+    this.#acks = Promise.all([this.#acks, stored]).then(
+      () => {
+        metrics.recordsStored.inc(records);
+        metrics.ingestDuration.observe((performance.now() - startedAt) / 1000);
+        this.#unacked--;
+        this.#write({ ack: { through_batch, head } });
+      },
+      (err: unknown) => this.#unavailable(err),
+    );
+  }
+
+  /** A newer stream of the same sidecar took over. */
+  supersede(): void {
+    this.#end(grpc.status.ABORTED, `sidecar ${this.#chain?.state.id} opened a newer stream`);
+  }
+
+  #write(msg: CollectorMessage): void {
+    if (!this.#over) this.#call.write(msg);
+  }
+
+  #refuse(failure: VerifyFailure): void {
+    const { metrics, log } = this.#deps;
+    const code = failure.code ?? 'malformed';
+    metrics.verificationFailures.inc({ reason: code });
+    log('warn', 'collector refused a stream', { sidecar: this.#chain?.state.id, code, batch: failure.batch, seq: failure.seq, reason: failure.problem });
+    if (this.#chain !== undefined) this.#chain.refusal = { code, reason: failure.problem, unix_ms: Date.now() };
+    this.#write({ refusal: { code, reason: failure.problem, batch: failure.batch ?? 0 } });
+    this.#end(STATUS_OF[code], `${code}: ${failure.problem}`);
+  }
+
+  /** A store failure is the collector's, not the sidecar's: UNAVAILABLE, and the sidecar retries later. */
+  #unavailable(err: unknown): void {
+    if (this.#over) return;
+    this.#deps.log('error', 'collector store write failed: stream ended unacked', { sidecar: this.#chain?.state.id, err: (err as Error)?.message });
+    this.#end(grpc.status.UNAVAILABLE, 'the collector could not store the segment; retry later');
+  }
+
+  #end(code: grpc.status, details: string): void {
+    if (this.#over) return;
+    this.#over = true;
+    this.#release();
+    // emit('error') on a grpc-js server stream flushes written messages, then sends this status.
+    this.#call.emit('error', { code, details, metadata: new grpc.Metadata() });
+  }
+
+  #release(): void {
+    // Only if still this session's: a newer stream may already own it.
+    if (this.#chain?.owner === this) this.#chain.owner = undefined;
+  }
+
+  #keepEvidence(failure: VerifyFailure, segment: Segment): void {
+    const { store, log } = this.#deps;
+    let budget = EVIDENCE_MAX_RECORD_BYTES;
+    let truncated = false;
+    const links = (Array.isArray(segment?.links) ? segment.links : []).map((l) => ({
+      ...l,
+      records: (Array.isArray(l?.records) ? l.records : []).flatMap((r) => {
+        if (!Buffer.isBuffer(r) || r.length > budget) return (truncated = true), [];
+        budget -= r.length;
+        return [r.toString('base64')];
+      }),
+    }));
+    const evidence = { received_unix_ms: Date.now(), sidecar_id: this.#chain?.state.id ?? '', code: failure.code ?? 'malformed', reason: failure.problem, batch: failure.batch ?? 0, links, truncated };
+    store.keepEvidence(evidence).catch((err: unknown) => log('error', 'collector could not keep evidence of a refused segment', { err: (err as Error)?.message }));
+  }
+}

@@ -1,0 +1,78 @@
+import net from 'node:net';
+import type { ErrorKind } from '../../ledger/record.js';
+import { classify, rescue, type Rescue } from '../errors.js';
+import type { UpstreamTarget } from '../http1/forwarder.js';
+
+/** How a byte relay ended. */
+export interface RelayOutcome {
+  /** The upstream accepted the connection. */
+  connected: boolean;
+  bytesIn: number;
+  bytesOut: number;
+  /** Milliseconds from the start to the upstream's connect. */
+  connectMs?: number;
+  errorKind?: ErrorKind;
+  errorMessage?: string;
+  /** Before connect: what the client should be told (the rescue table's answer). */
+  rescue?: Rescue;
+}
+
+export interface RelayOptions {
+  connectTimeoutMs: number;
+  idleTimeoutMs: number;
+  /** Bytes the client already sent that are not in its socket's buffer (CONNECT's head). */
+  head?: Buffer;
+  /** Called once the upstream is connected, before any byte is relayed. */
+  onConnect?: () => void;
+}
+
+/**
+ * Relays a client socket to an upstream byte for byte, with backpressure both ways, counting
+ * bytes and reporting once how it ended. Used by CONNECT tunnels and opaque TCP alike.
+ */
+export function relayBytes(client: net.Socket, target: UpstreamTarget, opts: RelayOptions, done: (outcome: RelayOutcome) => void): void {
+  const t0 = performance.now();
+  const outcome: RelayOutcome = { connected: false, bytesIn: opts.head?.length ?? 0, bytesOut: 0 };
+  let ended = false;
+  const end = (): void => {
+    if (ended) return;
+    ended = true;
+    clearTimeout(connectTimer);
+    done(outcome);
+  };
+  const upstream = net.connect({ host: target.host, port: target.port });
+  const connectTimer = setTimeout(() => upstream.destroy(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' })), opts.connectTimeoutMs);
+  client.on('error', () => {});
+  client.setTimeout(opts.idleTimeoutMs, () => client.destroy());
+  upstream.setTimeout(opts.idleTimeoutMs, () => upstream.destroy());
+  upstream.once('connect', () => {
+    clearTimeout(connectTimer);
+    outcome.connected = true;
+    outcome.connectMs = performance.now() - t0;
+    opts.onConnect?.();
+    if (opts.head !== undefined && opts.head.length > 0) upstream.write(opts.head);
+    client.on('data', (c: Buffer) => (outcome.bytesIn += c.length));
+    upstream.on('data', (c: Buffer) => (outcome.bytesOut += c.length));
+    client.pipe(upstream);
+    upstream.pipe(client);
+    client.resume();
+  });
+  upstream.on('error', (err) => {
+    const r = rescue(classify(err));
+    if (!outcome.connected) {
+      outcome.rescue = r;
+      outcome.errorKind = r.kind;
+      outcome.errorMessage = r.message;
+    } else {
+      outcome.errorKind = 'reset';
+      outcome.errorMessage = 'upstream reset the connection';
+      client.destroy();
+    }
+    end();
+  });
+  upstream.on('close', () => {
+    client.end();
+    end();
+  });
+  client.on('close', () => upstream.destroy());
+}

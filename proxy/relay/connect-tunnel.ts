@@ -1,0 +1,61 @@
+import { STATUS_CODES, type IncomingMessage } from 'node:http';
+import type net from 'node:net';
+import type { AuditRecord } from '../../ledger/record.js';
+import { parseAuthority } from '../routing/target.js';
+import { serviceOfHost } from '../../anomalies/peer-label.js';
+import { correlate } from '../correlation/correlate.js';
+import { relayBytes } from './byte-relay.js';
+import { completeOpaqueRecord } from './opaque-record.js';
+
+export interface TunnelDeps {
+  service: string;
+  connectTimeoutMs: number;
+  idleTimeoutMs: number;
+  /** Called once when the tunnel closes, with its record. */
+  onRecord: (record: AuditRecord) => void;
+}
+
+/**
+ * Relays a `CONNECT host:port` tunnel byte for byte and records it as an opaque connection:
+ * the tunnel's authority, bytes each way, duration, how it ended. Its contents (usually TLS)
+ * are not inspected.
+ */
+export function relayConnect(deps: TunnelDeps, req: IncomingMessage, client: net.Socket, head: Buffer): void {
+  const t0 = performance.now();
+  const target = parseAuthority(req.url, 443);
+  const correlation = correlate(req.headers);
+  const record: AuditRecord = {
+    'audit.kind': 'tunnel',
+    'audit.phase': 'final',
+    'audit.direction': 'outbound',
+    'audit.service': deps.service,
+    'peer.service': target === null ? 'unknown' : (serviceOfHost(target.host) ?? 'unknown'),
+    'audit.start_unix_ms': Date.now(),
+    'network.protocol.name': 'http',
+    'http.request.method': 'CONNECT',
+    'client.address': client.remoteAddress ?? '',
+    'client.port': client.remotePort ?? 0,
+    'trace.id': correlation.traceId,
+    'audit.request_id': correlation.requestId,
+  };
+  client.on('error', () => {});
+  if (target === null) {
+    record['http.response.status_code'] = 400;
+    client.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+    deps.onRecord(completeOpaqueRecord(record, t0, { connected: false, bytesIn: head.length, bytesOut: 0, errorKind: 'rejected', errorMessage: 'CONNECT target is not host:port' }));
+    return;
+  }
+  record['server.address'] = target.host;
+  record['server.port'] = target.port;
+  const onConnect = (): void => {
+    record['http.response.status_code'] = 200;
+    client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+  };
+  relayBytes(client, target, { connectTimeoutMs: deps.connectTimeoutMs, idleTimeoutMs: deps.idleTimeoutMs, head, onConnect }, (outcome) => {
+    if (outcome.rescue !== undefined) {
+      record['http.response.status_code'] = outcome.rescue.status;
+      client.end(`HTTP/1.1 ${outcome.rescue.status} ${STATUS_CODES[outcome.rescue.status]}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+    }
+    deps.onRecord(completeOpaqueRecord(record, t0, outcome));
+  });
+}

@@ -1,0 +1,45 @@
+import type net from 'node:net';
+import type { AuditRecord, Direction } from '../../ledger/record.js';
+import type { Route } from '../routing/target.js';
+import { serviceOfHost } from '../../anomalies/peer-label.js';
+import { relayBytes } from './byte-relay.js';
+import { completeOpaqueRecord } from './opaque-record.js';
+
+export interface OpaqueDeps {
+  direction: Direction;
+  service: string;
+  connectTimeoutMs: number;
+  idleTimeoutMs: number;
+  /** Where an opaque connection goes: the app (inbound), the original destination (outbound). */
+  target: (socket: net.Socket, sni: string | null) => Route | null;
+  onRecord: (record: AuditRecord) => void;
+}
+
+/** Relays an opaque TCP (or TLS) connection and records peer, bytes each way, duration and SNI. */
+export function relayOpaque(deps: OpaqueDeps, socket: net.Socket, sni: string | null): void {
+  const t0 = performance.now();
+  const routed = deps.target(socket, sni);
+  const record: AuditRecord = {
+    'audit.kind': 'tcp',
+    'audit.phase': 'final',
+    'audit.direction': deps.direction,
+    'audit.service': deps.service,
+    'peer.service': deps.direction === 'outbound' && routed !== null ? (serviceOfHost(routed.host) ?? 'unknown') : 'unknown',
+    'audit.start_unix_ms': Date.now(),
+    'network.protocol.name': sni !== null ? 'tls' : 'tcp',
+    'client.address': socket.remoteAddress ?? '',
+    'client.port': socket.remotePort ?? 0,
+  };
+  if (sni !== null) record['tls.client.server_name'] = sni;
+  if (routed === null) {
+    socket.destroy();
+    deps.onRecord(completeOpaqueRecord(record, t0, { connected: false, bytesIn: 0, bytesOut: 0, errorKind: 'unresolved', errorMessage: 'no destination known for this connection' }));
+    return;
+  }
+  record['server.address'] = routed.host;
+  record['server.port'] = routed.port;
+  relayBytes(socket, routed.target, { connectTimeoutMs: deps.connectTimeoutMs, idleTimeoutMs: deps.idleTimeoutMs }, (outcome) => {
+    if (outcome.rescue !== undefined) socket.destroy();
+    deps.onRecord(completeOpaqueRecord(record, t0, outcome));
+  });
+}

@@ -1,0 +1,98 @@
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import type { FailureCode } from '../ledger/link-verifier.js';
+import type { BatchHeader } from '../ledger/read-journal.js';
+
+/**
+ * sync.proto loaded for @grpc/grpc-js, and its messages as TypeScript types: the one place both
+ * the shipper and the collector get the wire format from. Field names are the .proto's
+ * (keepCase), uint64 arrive as numbers (longs: Number; batch and seq numbers stay below 2^53).
+ */
+
+/**
+ * The .proto next to this module when running from source (tsx), or in the package's own
+ * control/proto/ when running from build/ (tsc does not copy it: build/control/proto/ -> ../../../).
+ */
+function protoPath(): string {
+  const candidates = [new URL('./sync.proto', import.meta.url), new URL('../../wire/sync.proto', import.meta.url)].map((u) => fileURLToPath(u));
+  const found = candidates.find((p) => existsSync(p));
+  if (found === undefined) throw new Error(`sync.proto not found (looked at ${candidates.join(', ')})`);
+  return found;
+}
+
+export const SYNC_PROTO_PATH = protoPath();
+
+const definition = protoLoader.loadSync(SYNC_PROTO_PATH, { keepCase: true, longs: Number, defaults: true, oneofs: true });
+const pkg = grpc.loadPackageDefinition(definition) as unknown as { auditmesh: { sync: { v1: { Collector: grpc.ServiceClientConstructor } } } };
+
+/** The generated client class; `CollectorClient.service` is the service definition for servers. */
+export const CollectorClient = pkg.auditmesh.sync.v1.Collector;
+export const COLLECTOR_SERVICE = CollectorClient.service;
+
+export interface Hello {
+  sidecar_id: string;
+  service: string;
+  public_key: Buffer;
+  key_id: string;
+  version: string;
+  base_head: string;
+  first_batch: number;
+  /** When the Hello was signed (the collector's clock must agree within HELLO_MAX_SKEW_MS). */
+  unix_ms: number;
+  /** Ed25519 over helloSigningInput (chain.ts) with the key presented, lowercase hex. */
+  sig: string;
+}
+
+/** One link of the chain with its records: the journal's BatchHeader, with proto3's '' for an absent key and sig. */
+export type WireLink = Omit<BatchHeader, 'key' | 'sig'> & {
+  key: string;
+  sig: string;
+  /** Canonical record bytes, seqs first_seq .. first_seq+count-1. */
+  records: Buffer[];
+};
+
+export interface Segment {
+  links: WireLink[];
+}
+
+export interface Heartbeat {
+  unix_ms: number;
+  last_batch: number;
+  head: string;
+  sig: string;
+}
+
+export interface Welcome {
+  acked_batch: number;
+  acked_head: string;
+}
+
+export interface Ack {
+  through_batch: number;
+  head: string;
+}
+
+/** The Refusal codes of sync.proto (their one home is the link verifier, which raises most of them). */
+export type RefusalCode = FailureCode;
+
+export interface Refusal {
+  code: RefusalCode;
+  reason: string;
+  batch: number;
+}
+
+/** A decoded SidecarMessage: `body` names the oneof member that is set (proto-loader `oneofs`). */
+export type SidecarMessage =
+  | { body: 'hello'; hello: Hello }
+  | { body: 'segment'; segment: Segment }
+  | { body: 'heartbeat'; heartbeat: Heartbeat };
+
+/** A CollectorMessage to encode, or as decoded (`body` is set on decode). */
+export type CollectorMessage = { welcome: Welcome; body?: 'welcome' } | { ack: Ack; body?: 'ack' } | { refusal: Refusal; body?: 'refusal' };
+
+/** Sidecar side of the Sync stream. */
+export type SyncClientStream = grpc.ClientDuplexStream<SidecarMessage | Omit<SidecarMessage, 'body'>, CollectorMessage>;
+/** Collector side of the Sync stream. */
+export type SyncServerStream = grpc.ServerDuplexStream<SidecarMessage, CollectorMessage>;
