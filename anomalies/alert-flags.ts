@@ -1,5 +1,5 @@
 import { type FlagSpec, type FlagValues, parseFlags } from '../command/flags.js';
-import type { AlertOptions } from '../proxy/alerts/alerting.js';
+import type { AlertOptions } from './exchange-summary.js';
 
 /** Weight of the newest window in an edge's baseline: about the last 5 windows count. */
 const ALERT_EWMA_ALPHA = 0.2;

@@ -1,13 +1,12 @@
 import { createPublicKey, hash, verify, type KeyObject } from 'node:crypto';
 import { merkleRoot } from './merkle.js';
-import type { SigningKey } from './keys.js';
 
 /**
  * The hash chain over the journal's batches, and the signatures on its heads: the one place the
  * binary encodings live, used by the journal writer and by every verifier alike.
  *
  * Every entry of the `batches` sub-database is a link. A link is a batch of records (its root is
- * the Merkle root of the records, audit/merkle.ts), the opening of a boot epoch (root: the
+ * the Merkle root of the records, merkle.ts), the opening of a boot epoch (root: the
  * epoch's signing key) or a checkpoint written when there was nothing else to sign (root: the
  * empty tree). Each link's head commits to the previous head and to everything in the link:
  *
@@ -43,6 +42,9 @@ export interface LinkFields {
   epoch: number;
   kind: LinkKind;
 }
+
+/** Default longest time between two signed heads, with or without traffic: the sidecar's checkpoint and heartbeat cadence. */
+export const CHECKPOINT_INTERVAL_MS = 5_000;
 
 /** The head before the first link. */
 export const GENESIS_HEAD = '0'.repeat(64);
@@ -112,7 +114,7 @@ export function headSigningInput(head: string): Buffer {
 }
 
 /**
- * The bytes a Hello's Ed25519 signature covers (control/proto/sync.proto):
+ * The bytes a Hello's Ed25519 signature covers (wire/sync.proto):
  * `0x06 || unix_ms (8 bytes BE) || key_id (16 ASCII hex digits) || sidecar_id (UTF-8)`. It proves the
  * stream is opened by the holder of the key it presents, not by anyone holding a collector token.
  */
@@ -127,13 +129,19 @@ export function helloSigningInput(sidecarId: string, keyId: string, unixMs: numb
   return buf;
 }
 
+/** What signs a Hello: a SigningKey (keys.ts), which imports this module, so the shape is stated here. */
+export interface HelloSigner {
+  readonly keyId: string;
+  sign(input: Buffer): string;
+}
+
 /** A Hello's `unix_ms` and `sig`: signed by the sidecar's own key, at `unixMs` (now). */
-export function signHello(signer: Pick<SigningKey, 'keyId' | 'sign'>, sidecarId: string, unixMs = Date.now()): { unix_ms: number; sig: string } {
+export function signHello(signer: HelloSigner, sidecarId: string, unixMs = Date.now()): { unix_ms: number; sig: string } {
   return { unix_ms: unixMs, sig: signer.sign(helloSigningInput(sidecarId, signer.keyId, unixMs)) };
 }
 
 /**
- * The bytes a heartbeat's Ed25519 signature covers (control/proto/sync.proto):
+ * The bytes a heartbeat's Ed25519 signature covers (wire/sync.proto):
  * `0x05 || unix_ms (8 bytes BE) || last_batch (8 bytes BE) || head (32 bytes) || sidecar_id (UTF-8)`.
  */
 export function heartbeatSigningInput(sidecarId: string, unixMs: number, lastBatch: number, head: string): Buffer {

@@ -41,11 +41,11 @@ export async function loadOrCreateSecret(path: string, bytes = 32): Promise<Buff
 
 /** The sidecar's Ed25519 identity: signs chain heads; its public key is recorded in the journal. */
 export interface SigningKey {
-  /** First 16 hex digits of SHA-256 over the public key's DER SPKI (journal/chain.ts). */
+  /** First 16 hex digits of SHA-256 over the public key's DER SPKI (chain.ts). */
   readonly keyId: string;
   /** The public key, DER SubjectPublicKeyInfo. */
   readonly publicKeySpki: Buffer;
-  /** Ed25519 signature over `0x03 || head` (journal/chain.ts), lowercase hex. */
+  /** Ed25519 signature over `0x03 || head` (chain.ts), lowercase hex. */
   signHead(head: string): string;
   /** Ed25519 signature over already tagged signing input (chain.ts), lowercase hex. */
   sign(input: Buffer): string;

@@ -6,14 +6,14 @@ import type { BatchHeader } from './read-journal.js';
 /**
  * The per-link checks of the hash chain, in one place for every verifier: the offline journal
  * verifier (verify-journal.ts) walks a whole journal through it, the collector's ingest
- * (control/collector/) runs every received segment through it from the head it stored for that
+ * (control/collector/ingest/) runs every received segment through it from the head it stored for that
  * sidecar. A link is checked for, in this order: its numbers (batch and seq contiguous with the
  * position), its contents (records -> Merkle root, epoch key -> root, checkpoint empty), its boot
  * epoch, its head recomputed from the previous head, and its signature if it is signed.
  */
 
 /**
- * Machine-readable kind of failure: the Refusal codes of control/proto/sync.proto. The link
+ * Machine-readable kind of failure: the Refusal codes of wire/sync.proto. The link
  * checks here raise the first six; the collector adds a resent batch that differs from the one it
  * holds (`fork`) and a stream without an accepted credential (`unauthenticated`).
  */

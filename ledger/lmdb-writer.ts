@@ -1,6 +1,6 @@
 /**
  * How every auditmesh LMDB writer opens its environment: the sidecar's journal (journal.ts) and
- * the collector's store (control/collector/lmdb-store.ts).
+ * the collector's store (control/collector/store/lmdb-store.ts).
  *
  * - eventTurnBatching off: with it on, lmdb-js 3.5 drops a promise it created for the event turn,
  *   and a failed commit surfaces as an unhandled rejection that kills the process. Each commit is

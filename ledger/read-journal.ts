@@ -17,14 +17,14 @@ import type { LinkKind } from './chain.js';
  */
 
 /**
- * One link of the chain (journal/chain.ts), stored under its batch number: a batch of records,
+ * One link of the chain (chain.ts), stored under its batch number: a batch of records,
  * the opening of a boot epoch, or a checkpoint. Readers ignore fields they do not know.
  */
 export interface BatchHeader {
   batch: number;
   first_seq: number;
   count: number;
-  /** Merkle root over the batch's records, lowercase hex (RFC 9162, see audit/merkle.ts). */
+  /** Merkle root over the batch's records, lowercase hex (RFC 9162, see merkle.ts). */
   root: string;
   sealed_unix_ms: number;
   kind: LinkKind;

@@ -8,6 +8,9 @@
  * the one home of the type: the journal, the tail stream and (later) the wire protocol import it.
  */
 
+/** gRPC status codes by number, the names of `rpc.grpc.status_code` (grpc/doc/statuscodes.md). */
+export const GRPC_STATUS = ['OK', 'CANCELLED', 'UNKNOWN', 'INVALID_ARGUMENT', 'DEADLINE_EXCEEDED', 'NOT_FOUND', 'ALREADY_EXISTS', 'PERMISSION_DENIED', 'RESOURCE_EXHAUSTED', 'FAILED_PRECONDITION', 'ABORTED', 'OUT_OF_RANGE', 'UNIMPLEMENTED', 'INTERNAL', 'UNAVAILABLE', 'DATA_LOSS', 'UNAUTHENTICATED'] as const;
+
 /** What kind of exchange a record describes. */
 export type RecordKind = 'http' | 'websocket' | 'tunnel' | 'tcp' | 'grpc' | 'alert' | 'gap';
 

@@ -3,7 +3,7 @@ import { type FlagSpec, type FlagValues, UsageError, durationMs, parseFlags, por
 import type { JournalFullPolicy } from './audit/full-policy.js';
 import { MAX_BATCH_RECORDS } from './audit/batcher.js';
 import { parseResolveTable, type ResolveTable } from './routing/target.js';
-import type { AlertOptions } from './alerts/alerting.js';
+import type { AlertOptions } from '../anomalies/exchange-summary.js';
 import { ALERT_FLAGS, alertOptionsFromFlags } from '../anomalies/alert-flags.js';
 import { DEFAULT_SECRET_HEADERS, DEFAULT_SECRET_PARAMS } from './audit/redact.js';
 

@@ -4,6 +4,10 @@ import { startSidecar } from './sidecar.js';
 import { createLogger } from '../command/log.js';
 import { untilAborted, type CommandIO } from '../command/io.js';
 
+// The sidecar's one entry point for the control plane: the `sidecar` command and the demo's embedded sidecars.
+export { sidecarConfig } from './config.js';
+export { startSidecar, type Sidecar } from './sidecar.js';
+
 export const SIDECAR_HELP = formatHelp(
   'auditmesh sidecar [flags]',
   'Runs the sidecar in front of one app: inbound listener → app, outbound listener as HTTP proxy,\nevery exchange recorded in the local journal. Each flag is also an environment variable.',

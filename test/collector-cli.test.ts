@@ -3,9 +3,9 @@ import { join } from 'node:path';
 import { open } from 'lmdb';
 import type { ExecutionContext } from 'ava';
 import { BatchBlob } from '../control/collector/store/batch-blob.js';
-import { BATCHES_DB, openCollectorStores } from '../control/collector/store/lmdb-store.js';
+import { BATCHES_DB, openCollectorStores } from '../control/collector/store/store-layout.js';
 import { ephemeralSigningKey } from '../ledger/keys.js';
-import { journalShipment, openSync, startTestCollector, toEarlierIdLayout, toUncompressedBatches, type TestCollector, type TestCollectorOptions } from './helpers/collector.js';
+import { journalShipment, openSync, startTestCollector, toUncompressedBatches, type TestCollector, type TestCollectorOptions } from './helpers/collector.js';
 import { makeRecord, writeJournal } from './helpers/journal.js';
 import type { AuditRecord } from '../ledger/record.js';
 import { runCli, startCli } from './helpers/child.js';
@@ -165,101 +165,20 @@ test('auditmesh verify fails a store whose batch value was changed as it lies co
   t.like(JSON.parse(bad.stdout), { ok: false, failure: { sidecar: 'pod-x', batch: held.key[1] } });
 });
 
-test('a store of the earlier one-value-per-record layout is migrated in place when a collector opens it: queries and verify answer as before', async (t) => {
-  const c = await filledCollector(t, 'pod-m');
-  const asked = ['correlation_id=req-3', 'service=ledger&limit=1000', 'status=error', 'since=10m&limit=5'];
-  const answer = async (url: string): Promise<string[]> => {
-    const res = await Promise.all(asked.map(async (q) => (await fetch(`${url}/v1/records?${q}`)).text()));
-    return res.map((body) => body.replace(/"audit.sidecar_id":"pod-m",?/g, ''));
-  };
-  const before = await answer(c.httpUrl);
-  t.true(before.every((body) => body.includes('req-')), 'every question has records to answer it with');
-  await c.close();
-
-  // Rewrite the store in the earlier layout: records one value each, per-record index keys, no batches.
-  const stores = openCollectorStores(open({ path: c.storeDir, maxDbs: 32 }));
-  const records = stores.env.openDB<Buffer, [string, number]>('records', { encoding: 'binary', compression: false });
-  let n = 0;
-  for (const { value } of stores.batches.getRange()) {
-    const blob = new BatchBlob(value);
-    for (let i = 0; i < blob.count; i++, n++) {
-      records.putSync(['pod-m', blob.firstSeq + i], Buffer.from(blob.bytes(i)));
-      stores.byTime.putSync([blob.start(i), 'pod-m', blob.firstSeq + i], Buffer.alloc(0));
-    }
-  }
-  t.is(n, 24);
-  stores.batches.dropSync();
-  for (const db of [stores.byService, stores.errors, stores.meta]) db.clearSync();
-  toEarlierIdLayout(stores.env);
-  await stores.env.close();
-
-  const early = await runCli(['verify', c.storeDir]);
-  t.is(early.code, 1);
-  t.regex(early.stderr, /layout of an earlier auditmesh .* start the collector on it once, which migrates it in place/);
-
-  const again = await startTestCollector(t, { storeDir: c.storeDir });
-  t.deepEqual(await answer(again.httpUrl), before);
-  await again.close();
-  const verified = await runCli(['verify', c.storeDir]);
-  t.is(verified.code, 0, verified.stdout + verified.stderr);
-  t.regex(verified.stdout, /collector store verified: 24 records of 1 sidecars/);
-});
-
-/** Starts a collector on `storeDir` (it migrates what it must), asks it `answer`, stops it, and returns the answers and the store's databases after. */
-async function answeredAfterOpening(t: ExecutionContext, storeDir: string, answer: (url: string) => Promise<string[]>): Promise<{ answers: string[]; names: string[] }> {
-  const again = await startTestCollector(t, { storeDir });
-  const answers = await answer(again.httpUrl);
-  await again.close();
-  const after = open({ path: storeDir, readOnly: true });
-  const names = Array.from(after.getKeys(), String);
-  await after.close();
-  return { answers, names };
-}
-
-test('a store whose batch values are uncompressed verifies as it is, and is compressed when a collector opens it: queries and verify answer as before', async (t) => {
+test('a collector store of a layout from before 0.1.0 is refused by the collector and by verify with a message saying so, and left as it is', async (t) => {
   const c = await filledCollector(t, 'pod-z');
-  const asked = ['correlation_id=req-3', 'service=ledger&limit=1000', 'status=error', 'since=10m&limit=5'];
-  const answer = async (url: string): Promise<string[]> => Promise.all(asked.map(async (q) => (await fetch(`${url}/v1/records?${q}`)).text()));
-  const before = await answer(c.httpUrl);
-  t.true(before.every((body) => body.includes('req-')), 'every question has records to answer it with');
   await c.close();
-
   const env = open({ path: c.storeDir, maxDbs: 32 });
   t.true(toUncompressedBatches(env) > 0);
   await env.close();
-  const early = await runCli(['verify', c.storeDir]);
-  t.is(early.code, 0, early.stdout + early.stderr);
-  t.regex(early.stdout, /collector store verified: 24 records of 1 sidecars/);
-
-  const { answers, names } = await answeredAfterOpening(t, c.storeDir, answer);
-  t.deepEqual(answers, before);
-  t.false(names.includes('batches'), names.join(' '));
-  t.true(names.includes('batches_lz4'), names.join(' '));
+  const why = `${c.storeDir} is a collector store in a layout from before auditmesh 0.1.0 (uncompressed batch values, database "batches"), which no release reads: it is left as it is; start the collector on an empty --store directory`;
+  const collector = await runCli(['collector', '--store', c.storeDir, '--grpc-port', '0', '--http-port', '0', '--insecure']);
+  t.is(collector.code, 1, collector.stdout + collector.stderr);
+  t.true(collector.stderr.includes(`auditmesh collector: cannot start: ${why}`), collector.stderr);
   const verified = await runCli(['verify', c.storeDir]);
-  t.is(verified.code, 0, verified.stdout + verified.stderr);
-  t.regex(verified.stdout, /collector store verified: 24 records of 1 sidecars/);
-});
-
-test('a store whose request and trace ids are in B-trees of their own is given the id index when a collector opens it; verify needs neither', async (t) => {
-  // Three records to a trace.
-  const c = await filledCollector(t, 'pod-i', (i) => ({ 'trace.id': (Math.floor(i / 3) + 1).toString(16).padStart(32, 'a') }));
-  const asked = ['correlation_id=req-3', 'correlation_id=req-17', `trace_id=${'2'.padStart(32, 'a')}`, 'correlation_id=req-old'];
-  const answer = async (url: string): Promise<string[]> => Promise.all(asked.map(async (q) => (await fetch(`${url}/v1/records?${q}`)).text()));
-  const before = await answer(c.httpUrl);
-  t.deepEqual(
-    before.map((body) => body.trim().split('\n').filter(Boolean).length),
-    [1, 1, 3, 0],
-  );
-  await c.close();
-
-  const env = open({ path: c.storeDir, maxDbs: 32 });
-  toEarlierIdLayout(env);
-  await env.close();
-  const early = await runCli(['verify', c.storeDir]);
-  t.is(early.code, 0, early.stdout + early.stderr);
-
-  const { answers, names } = await answeredAfterOpening(t, c.storeDir, answer);
-  t.deepEqual(answers, before);
-  t.false(names.includes('by_correlation') || names.includes('by_trace'), names.join(' '));
-  t.true(names.includes('id_log'));
+  t.is(verified.code, 1, verified.stdout + verified.stderr);
+  t.true(verified.stderr.includes(why), verified.stderr);
+  const after = open({ path: c.storeDir, readOnly: true });
+  t.teardown(() => after.close());
+  t.true(Array.from(after.getKeys(), String).includes('batches'));
 });

@@ -6,7 +6,8 @@ import { BatchBlob, encodeBatchBlob } from '../control/collector/store/batch-blo
 import type { SidecarState, StoredLink } from '../control/collector/collector-store.js';
 import { batchEntries, encodeBatch, encodeLinks } from '../control/collector/store/encoded-batch.js';
 import { idHash, readIdEntries, type IdKind } from '../control/collector/store/id-index.js';
-import { BATCHES_DB, EARLIER_BATCHES_DB, openCollectorStores, openLmdbStore } from '../control/collector/store/lmdb-store.js';
+import { openLmdbStore } from '../control/collector/store/lmdb-store.js';
+import { openCollectorStores } from '../control/collector/store/store-layout.js';
 import { indexRecord } from '../control/collector/store/record-index.js';
 import { matchesQuery, parseRecordQuery, QueryError, runQuery, type CollectedRecord } from '../control/collector/api/record-query.js';
 import { verifyStoreDir } from '../control/collector/store/verify-store.js';
@@ -150,77 +151,29 @@ test('collector store: verify names a batch whose stored records were cut short'
   t.regex(b.failure?.problem ?? '', /batch 1 covers seqs 1-16 \(16 records\), but 15 are stored for it, from seq 1: records were removed or added/);
 });
 
-test('collector store: migrating an earlier store copies a batch that cannot be read as it is, leaves it out of the id re-index, counts it, and opens', async (t) => {
-  const dir = join(await tempDir(t), 'store');
-  const planned = plan();
-  await filledStore(dir, planned);
-  const env = open({ path: dir, maxDbs: 32 });
-  toEarlierIdLayout(env);
-  const stores = openCollectorStores(env);
-  // Batch 1 of pod-b cut to 20 bytes, as someone with write access to the files could.
-  const cut = Buffer.from(stores.batches.get(['pod-b', 1])!.subarray(0, 20));
-  stores.batches.putSync(['pod-b', 1], cut);
-  toUncompressedBatches(env);
-  await env.close();
-  const store = openLmdbStore(dir);
-  t.deepEqual(store.migrated, [
-    { from: 'uncompressed batch values', sidecars: 2, batches: 20, records: 19 * BATCH, unreadable: 1 },
-    { from: 'per-record id B-trees', sidecars: 2, batches: 19, records: 19 * BATCH, unreadable: 1 },
-  ]);
-  t.deepEqual(store.stores.batches.get(['pod-b', 1]), cut, 'copied as it was, for verify to name');
-  await store.close();
-  const inBatch1 = (s: string): boolean => /^pod-b\/([1-9]|1[0-6])$/.test(s);
-  for (const params of ['correlation_id=req-5&limit=10000', 'trace_id=trace-req-15&limit=10000']) {
-    const want = expected(planned, params);
-    t.true(want.some(inBatch1) && want.some((s) => !inBatch1(s)), `${params}: records in and out of the unreadable batch`);
-    t.deepEqual(await answer(dir, params), want.filter((s) => !inBatch1(s)), params);
-  }
-});
+/** The development layouts before 0.1.0, each made from a store of today's layout. */
+const EARLIER_LAYOUTS: ReadonlyArray<{ layout: string; db: string; make: (env: lmdb.RootDatabase) => void }> = [
+  { layout: 'one value per record', db: 'records', make: (env) => env.openDB('records', { encoding: 'binary' }).putSync(['pod-a', 1], Buffer.from('{}')) },
+  { layout: 'uncompressed batch values', db: 'batches', make: (env) => void toUncompressedBatches(env) },
+  { layout: 'per-record id B-trees', db: 'by_correlation', make: toEarlierIdLayout },
+];
 
-test('collector store: batch values are stored LZ4-compressed; uncompressed ones are copied byte for byte when a store opens, and a copy cut short starts over', async (t) => {
-  const dir = join(await tempDir(t), 'store');
-  const planned = plan();
-  await filledStore(dir, planned);
-  const env = open({ path: dir, maxDbs: 32 });
-  const stores = openCollectorStores(env);
-  const values = new Map(Array.from(stores.batches.getRange(), ({ key, value }) => [key.join('/'), Buffer.from(value)]));
-  t.is(values.size, 20);
-  // As lmdb-js keeps them: its LZ4 header (254, then the length) and fewer bytes than the value.
-  const raw = env.openDB<Buffer, [string, number]>(BATCHES_DB, { encoding: 'binary', compression: false });
-  for (const { key, value } of raw.getRange()) {
-    const plain = values.get(key.join('/'))!;
-    t.is(value[0], 254, key.join('/'));
-    t.is(value.readUIntBE(1, 3), plain.length);
-    t.true(value.length < plain.length, `${key.join('/')}: ${value.length} bytes stored for ${plain.length}`);
-  }
-  t.is(toUncompressedBatches(env), 20);
-  // A copy cut short: the compressed database holds something while the old one still exists.
-  env.openDB<Buffer, [string, number]>(BATCHES_DB, { encoding: 'binary', compression: true }).putSync(['pod-z', 1], Buffer.from('a batch copied half way'));
-  await env.close();
-
-  const store = openLmdbStore(dir);
-  t.deepEqual(store.migrated, [{ from: 'uncompressed batch values', sidecars: 2, batches: 20, records: 20 * BATCH }]);
-  const names = Array.from(store.stores.env.getKeys(), String);
-  t.false(names.includes(EARLIER_BATCHES_DB), names.join(' '));
-  t.deepEqual(new Map(Array.from(store.stores.batches.getRange(), ({ key, value }) => [key.join('/'), Buffer.from(value)])), values);
-  for (const params of ['correlation_id=req-5&limit=10000', 'service=payments&limit=7', 'status=error&limit=10000']) t.deepEqual(await answer(store, params), expected(planned, params), params);
-  await store.close();
-  const again = openLmdbStore(dir);
-  t.deepEqual(again.migrated, []);
-  await again.close();
-});
-
-test('collector store: an earlier-layout store whose records its links do not cover is not migrated, and says so', async (t) => {
-  const dir = join(await tempDir(t), 'store');
-  const env = open({ path: dir });
-  await env.openDB('records', { encoding: 'binary' }).put(['pod-a', 1], Buffer.from('{}'));
-  await env.openDB('sidecars', { encoding: 'msgpack' }).put('pod-a', sidecarState('pod-a'));
-  await env.close();
-  t.throws(() => openLmdbStore(dir), { message: /found 1 records not covered by any batch; it is left as it is/ });
-  const after = open({ path: dir, readOnly: true });
-  t.true(Array.from(after.getKeys(), String).includes('records'), 'the old records are still there');
-  await after.close();
-});
+for (const { layout, db, make } of EARLIER_LAYOUTS) {
+  test(`collector store: a store of a layout from before 0.1.0 (${layout}) is refused by the store and by verify, named, and left as it is`, async (t) => {
+    const dir = join(await tempDir(t), 'store');
+    await filledStore(dir, plan());
+    const env = open({ path: dir, maxDbs: 32 });
+    make(env);
+    const before = Array.from(env.getKeys(), String).sort();
+    await env.close();
+    const message = `${dir} is a collector store in a layout from before auditmesh 0.1.0 (${layout}, database "${db}"), which no release reads: it is left as it is; start the collector on an empty --store directory`;
+    t.throws(() => openLmdbStore(dir), { message });
+    await t.throwsAsync(verifyStoreDir(dir), { message });
+    const after = open({ path: dir, readOnly: true });
+    t.teardown(() => after.close());
+    t.deepEqual(Array.from(after.getKeys(), String).sort(), before);
+  });
+}
 
 // Exported by lmdb-js (ordered-binary's toBufferKey and fromBufferKey), missing from its type declarations.
 const { keyValueToBuffer, bufferToKeyValue } = lmdb as unknown as { keyValueToBuffer(key: unknown): Buffer; bufferToKeyValue(key: Buffer): unknown };

@@ -13,7 +13,7 @@ import type { BatchHeader } from '../ledger/read-journal.js';
 
 /**
  * The .proto next to this module when running from source (tsx), or in the package's own
- * control/proto/ when running from build/ (tsc does not copy it: build/control/proto/ -> ../../../).
+ * wire/ when running from build/ (tsc does not copy it: build/wire/ -> ../../wire/).
  */
 function protoPath(): string {
   const candidates = [new URL('./sync.proto', import.meta.url), new URL('../../wire/sync.proto', import.meta.url)].map((u) => fileURLToPath(u));

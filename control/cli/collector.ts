@@ -1,6 +1,6 @@
 import { formatHelp, parseFlags, port, UsageError, type FlagSpec } from '../../command/flags.js';
 import { createLogger } from '../../command/log.js';
-import { CHECKPOINT_INTERVAL_MS } from '../../proxy/journal/journal.js';
+import { CHECKPOINT_INTERVAL_MS } from '../../ledger/chain.js';
 import { ALERT_FLAGS, alertOptionsFromFlags } from '../../anomalies/alert-flags.js';
 import { createCollector, CollectorConfigError, type Collector } from '../collector/collector.js';
 import { untilAborted, type CommandIO } from '../../command/io.js';

@@ -1,5 +1,4 @@
-import type { AuditRecord, JournalRecord } from '../../ledger/record.js';
-import { GRPC_STATUS } from '../../proxy/h2/grpc-framing.js';
+import { GRPC_STATUS, type AuditRecord, type JournalRecord } from '../../ledger/record.js';
 
 const PATH_COLUMN_CHARS = 28;
 

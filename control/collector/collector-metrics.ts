@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import { createRegistry } from '../../proxy/metrics/metrics.js';
+import { createRegistry } from '../../command/metrics-registry.js';
 
 /**
  * Every metric the collector exposes, defined once. The Prometheus rules and dashboards

@@ -1,7 +1,7 @@
 import type http from 'node:http';
 import * as grpc from '@grpc/grpc-js';
 import { createLiveFeed } from '../../command/live-feed.js';
-import { CHECKPOINT_INTERVAL_MS } from '../../proxy/journal/journal.js';
+import { CHECKPOINT_INTERVAL_MS } from '../../ledger/chain.js';
 import type { Logger } from '../../command/log.js';
 import { COLLECTOR_SERVICE } from '../../wire/sync-wire.js';
 import { createCollectorMetrics, type CollectorMetrics } from './collector-metrics.js';
@@ -9,7 +9,7 @@ import type { CollectorStore } from './collector-store.js';
 import { createHashPool } from './ingest/hash-pool.js';
 import { createHttpApi } from './api/http-api.js';
 import { createFleetAlerts, type FleetAlerts } from './api/fleet-alerts.js';
-import type { AlertOptions } from '../../proxy/alerts/alerting.js';
+import type { AlertOptions } from '../../anomalies/exchange-summary.js';
 import { defaultAlertOptions } from '../../anomalies/alert-flags.js';
 import { Ingest } from './ingest/ingest.js';
 import { openLmdbStore } from './store/lmdb-store.js';
@@ -82,17 +82,11 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   }
   const tokens = config.tokenFile === undefined ? null : createTokenCheck(config.tokenFile, (l) => log('info', String(l.msg), l));
   const heartbeatIntervalMs = config.heartbeatIntervalMs ?? CHECKPOINT_INTERVAL_MS;
-  // A large store takes a while: the collector listens only once it is migrated.
   const store = openLmdbStore(config.storeDir, {
-    onMigrating: (from) => log('info', `collector store has the ${from} layout of an earlier version: migrating it in place before serving`, { store: config.storeDir }),
     maxIdMatches: config.maxIdMatches,
     onIndexError: (err) => log('error', 'collector id index merge failed: its segments stay as they are and queries still find every record; the next merge tries again', { store: config.storeDir, err: err.message }),
   });
   logIfUnpatched(log);
-  for (const done of store.migrated) {
-    log(done.unreadable ? 'warn' : 'info', 'collector store migrated to the current layout', { store: config.storeDir, ...done });
-    if (done.unreadable) log('warn', `migrating from the ${done.from} layout, ${done.unreadable} stored batches could not be read (altered on disk?); auditmesh verify names them`, { store: config.storeDir });
-  }
   const feed = createLiveFeed<StoredRun>({ onListenerError: (err) => log('error', 'collector onStored listener threw', { err: (err as Error)?.message }) });
   const hasher = createHashPool(config.hashThreads);
   // Fleet detection is a stage of the collector, not a listener: it sees every stored run first.

@@ -1,8 +1,7 @@
 import http from 'node:http';
 import { join, resolve } from 'node:path';
 import { formatHelp, parseFlags, type FlagSpec } from '../../command/flags.js';
-import { sidecarConfig } from '../../proxy/config.js';
-import { startSidecar, type Sidecar } from '../../proxy/sidecar.js';
+import { sidecarConfig, startSidecar, type Sidecar } from '../../proxy/main.js';
 import { createLogger } from '../../command/log.js';
 import type { JournalRecord } from '../../ledger/record.js';
 import { createCollector, type Collector } from '../collector/collector.js';

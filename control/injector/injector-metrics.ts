@@ -1,5 +1,5 @@
 import { Counter, type Registry } from 'prom-client';
-import { createRegistry } from '../../proxy/metrics/metrics.js';
+import { createRegistry } from '../../command/metrics-registry.js';
 
 /** Every metric the injector exposes, defined once; labels come from fixed sets. */
 export interface InjectorMetrics {

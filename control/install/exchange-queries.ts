@@ -1,4 +1,4 @@
-import { GRPC_SERVER_ERROR_CODES } from '../../proxy/alerts/alerting.js';
+import { GRPC_SERVER_ERROR_CODES } from '../../anomalies/exchange-summary.js';
 
 /*
  * PromQL over the sidecars' exchange counter, shared by the alert rules and the dashboards so an

@@ -1,7 +1,8 @@
 import { availableParallelism } from 'node:os';
 import type { SidecarMetrics } from '../metrics/metrics.js';
 import type { SigningKey } from '../../ledger/keys.js';
-import { CHECKPOINT_INTERVAL_MS, Journal, journalError, maintenanceTickMs, type CommittedBatch } from '../journal/journal.js';
+import { CHECKPOINT_INTERVAL_MS } from '../../ledger/chain.js';
+import { Journal, journalError, maintenanceTickMs, type CommittedBatch } from '../journal/journal.js';
 import type { BatchHeader, BatchReadOptions, RecordReadOptions } from '../../ledger/read-journal.js';
 import { createBatcher, MAX_BATCH_DELAY_MS, MAX_BATCH_RECORDS, type Batcher, type RecordBatch } from './batcher.js';
 import { createFullPolicy, type JournalFullPolicy } from './full-policy.js';

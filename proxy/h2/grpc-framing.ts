@@ -73,9 +73,6 @@ export function createGrpcMessageCounter(): GrpcMessageCounter {
   };
 }
 
-/** gRPC status codes by number, for records and messages (grpc/doc/statuscodes.md). */
-export const GRPC_STATUS = ['OK', 'CANCELLED', 'UNKNOWN', 'INVALID_ARGUMENT', 'DEADLINE_EXCEEDED', 'NOT_FOUND', 'ALREADY_EXISTS', 'PERMISSION_DENIED', 'RESOURCE_EXHAUSTED', 'FAILED_PRECONDITION', 'ABORTED', 'OUT_OF_RANGE', 'UNIMPLEMENTED', 'INTERNAL', 'UNAVAILABLE', 'DATA_LOSS', 'UNAUTHENTICATED'] as const;
-
 const TIMEOUT_UNITS_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000001 };
 
 /** `grpc-timeout` (gRPC over HTTP/2 spec: up to 8 digits and a unit) in milliseconds; null if malformed. */

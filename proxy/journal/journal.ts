@@ -4,6 +4,7 @@ import { ProxyError } from '../errors.js';
 import type { SidecarMetrics } from '../metrics/metrics.js';
 import type { SealedBatch } from '../audit/pool.js';
 import type { JournalRecord } from '../../ledger/record.js';
+import { CHECKPOINT_INTERVAL_MS } from '../../ledger/chain.js';
 import { ephemeralSigningKey, type SigningKey } from '../../ledger/keys.js';
 import { LMDB_WRITER_OPTIONS } from '../../ledger/lmdb-writer.js';
 import { HEAD_KEY, PRUNED_KEY, SHIPPED_KEY, openJournalStores, readHeadFrom, readHeadersFrom, readRecordsFrom, readShippedFrom, registerWriter, unregisterWriter, writerFor } from '../../ledger/read-journal.js';
@@ -32,8 +33,6 @@ import { createJournalSize, type JournalSize } from './journal-size.js';
 
 /** lmdb-js settles a failed commit's `commitError` right after the rejection; bounded anyway. */
 const COMMIT_ERROR_WAIT_MS = 100;
-/** Default longest time between two signed heads, with or without traffic. */
-export const CHECKPOINT_INTERVAL_MS = 5_000;
 /** maintain() runs at least this often: it is also how an unwritable journal is probed. */
 const MAX_MAINTENANCE_TICK_MS = 1_000;
 /** Pruning deletes at most about this many records per commit, so no one commit stalls the rest. */

@@ -1,6 +1,6 @@
 import { statfsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Database } from 'lmdb';
+import { databaseBytes } from '../../ledger/database-bytes.js';
 import { headerEntries, type BatchHeader, type JournalStores, type PrunedMark } from '../../ledger/read-journal.js';
 
 /**
@@ -86,18 +86,6 @@ export function applyPrune(stores: JournalStores, plan: PrunePlan): void {
  */
 export function usedBytes(stores: JournalStores): number {
   return databaseBytes([stores.records, stores.batches, stores.meta, stores.keys]);
-}
-
-/** Bytes of LMDB pages in use by these databases of one environment (the collector's store too). */
-export function databaseBytes(dbs: readonly Pick<Database, 'getStats'>[]): number {
-  let pages = 0;
-  let pageSize = 4096;
-  for (const db of dbs) {
-    const s = db.getStats() as { pageSize: number; treeBranchPageCount: number; treeLeafPageCount: number; overflowPages: number };
-    pages += s.treeBranchPageCount + s.treeLeafPageCount + s.overflowPages;
-    pageSize = s.pageSize;
-  }
-  return pages * pageSize;
 }
 
 /**

@@ -1,7 +1,5 @@
-import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client';
-
-/** The version `auditmesh --version` prints. */
-export const BUILD_VERSION = '0.1.0';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { createRegistry } from '../../command/metrics-registry.js';
 
 /**
  * Every metric the sidecar exposes, defined once. Labels are bounded by construction: the
@@ -62,25 +60,6 @@ const DURATION_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.7
 /** The sidecar's own share of a request's latency is microseconds to milliseconds. */
 const OVERHEAD_BUCKETS_S = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1];
 const COMMIT_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
-
-/**
- * A registry with prom-client's default process and Node metrics (event-loop lag above all, for a
- * Node proxy) and `auditmesh_build_info`: every auditmesh process starts from this, and rules
- * select auditmesh's own targets by it (`and on (job, instance) auditmesh_build_info`).
- * `defaultLabels` go on every series the registry exposes.
- */
-export function createRegistry(defaultLabels: Record<string, string> = {}): Registry {
-  const registry = new Registry();
-  registry.setDefaultLabels(defaultLabels);
-  collectDefaultMetrics({ register: registry });
-  new Gauge({
-    name: 'auditmesh_build_info',
-    help: 'Always 1; the labels say which build and runtime this is',
-    labelNames: ['version', 'node_version'],
-    registers: [registry],
-  }).set({ version: BUILD_VERSION, node_version: process.version }, 1);
-  return registry;
-}
 
 /**
  * `service`, the sidecar's own identity, is a label on every series it exposes: an edge on a

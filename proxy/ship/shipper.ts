@@ -4,7 +4,7 @@ import { GENESIS_HEAD, heartbeatSigningInput, signHello } from '../../ledger/cha
 import { headerEntries, readPrunedFrom, type BatchHeader, type JournalSnapshot } from '../../ledger/read-journal.js';
 import type { ShipperBacklog, ShipperMetrics } from '../metrics/metrics.js';
 import type { Logger } from '../../command/log.js';
-import { BUILD_VERSION } from '../metrics/metrics.js';
+import { VERSION } from '../../command/version.js';
 import type { Hello, Welcome } from '../../wire/sync-wire.js';
 import { readSegment, type SegmentLimits } from './read-segment.js';
 import { runSyncSession, type SessionOutcome, type SessionTimeouts, type SessionWindow } from './sync-session.js';
@@ -61,7 +61,7 @@ export function startShipper(opts: ShipperOptions): Shipper {
       service: opts.service,
       public_key: signer.publicKeySpki,
       key_id: signer.keyId,
-      version: BUILD_VERSION,
+      version: VERSION,
       base_head: pruned?.head ?? GENESIS_HEAD,
       first_batch: first?.batch ?? (pruned === undefined ? 1 : pruned.last_batch + 1),
       ...signHello(signer, opts.sidecarId),

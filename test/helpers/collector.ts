@@ -6,7 +6,7 @@ import type { ExecutionContext } from 'ava';
 import type { RootDatabase } from 'lmdb';
 import { createCollector, type Collector, type CollectorConfig } from '../../control/collector/collector.js';
 import { ID_INDEX_DB_NAMES } from '../../control/collector/store/id-index.js';
-import { BATCHES_DB, EARLIER_BATCHES_DB } from '../../control/collector/store/lmdb-store.js';
+import { BATCHES_DB } from '../../control/collector/store/store-layout.js';
 import { CollectorClient, type CollectorMessage, type Hello, type Segment, type SyncClientStream, type WireLink } from '../../wire/sync-wire.js';
 import { GENESIS_HEAD, signHello } from '../../ledger/chain.js';
 import type { SigningKey } from '../../ledger/keys.js';
@@ -142,7 +142,7 @@ export async function journalShipment(journalDir: string, signer: SigningKey, si
 }
 
 /**
- * Turns a collector store into the layout before the id index: no id_* databases, request and
+ * Turns a collector store into the layout before the id index (before 0.1.0): no id_* databases, request and
  * trace ids in B-trees of their own (by_correlation, by_trace; an entry each, as they held).
  * Open `env` with room for them all (maxDbs).
  */
@@ -153,12 +153,12 @@ export function toEarlierIdLayout(env: RootDatabase): void {
 
 /**
  * Turns a collector store into the layout before batch values were compressed: every batch value,
- * byte for byte, under `batches` (EARLIER_BATCHES_DB), and no compressed database. Returns how
+ * byte for byte, under `batches`, and no compressed database (a layout from before 0.1.0). Returns how
  * many it moved.
  */
 export function toUncompressedBatches(env: RootDatabase): number {
   const now = env.openDB<Buffer, [string, number]>(BATCHES_DB, { encoding: 'binary', compression: true });
-  const earlier = env.openDB<Buffer, [string, number]>(EARLIER_BATCHES_DB, { encoding: 'binary', compression: false });
+  const earlier = env.openDB<Buffer, [string, number]>('batches', { encoding: 'binary', compression: false });
   let n = 0;
   for (const { key, value } of now.getRange()) {
     earlier.putSync(key, value);

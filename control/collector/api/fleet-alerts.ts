@@ -1,7 +1,7 @@
 import type { Counter, Gauge } from 'prom-client';
 import type { AuditRecord, Direction } from '../../../ledger/record.js';
 import { createAnomalyDetector, type Anomaly, type AnomalyKind } from '../../../anomalies/anomaly-detector.js';
-import { exchangeOf, type AlertOptions } from '../../../proxy/alerts/alerting.js';
+import { exchangeOf, type AlertOptions } from '../../../anomalies/exchange-summary.js';
 import type { ExchangeGroup } from '../store/encoded-batch.js';
 import { createPeerLabels } from '../../../anomalies/peer-label.js';
 import type { Logger } from '../../../command/log.js';

@@ -1,5 +1,5 @@
 import { writeKey } from 'ordered-binary';
-import type { ExchangeSummary } from '../../../proxy/alerts/alerting.js';
+import type { ExchangeSummary } from '../../../anomalies/exchange-summary.js';
 import { encodeBatchBlob } from './batch-blob.js';
 import { ENTRY_BYTES, writeIdEntry } from './id-index.js';
 import type { RecordIndex } from './record-index.js';

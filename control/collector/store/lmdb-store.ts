@@ -1,38 +1,13 @@
 import { mkdirSync, realpathSync } from 'node:fs';
-import { open, type Database, type Key, type RootDatabase } from 'lmdb';
+import { open, type Key } from 'lmdb';
 import { LMDB_WRITER_OPTIONS } from '../../../ledger/lmdb-writer.js';
-import { databaseBytes } from '../../../proxy/journal/retention.js';
+import { databaseBytes } from '../../../ledger/database-bytes.js';
 import { BatchBlob } from './batch-blob.js';
 import { INDEX_DBS, type EncodedBatch } from './encoded-batch.js';
 import { IdIndexWriter, lookupId, MAX_ID_MATCHES, openIdIndexDbs, TooManyIdMatches, type IdIndexDbs, type IdKind, type IdRef } from './id-index.js';
 import { QueryError } from '../api/record-query.js';
-import { migrateBatchCompression, migrateIdLayout, migrateRecordLayout, type LayoutMigration } from './store-migration.js';
-import type { CollectorStore, Evidence, RecordQuery, SidecarState, StoredLink, StoredRecord, VerifiedAppend } from '../collector-store.js';
-
-/**
- * The collector's embedded store: one LMDB environment (--store), so a collector runs with no
- * other server. The layout (every key an lmdb-js ordered-binary array, so ranges sort by
- * sidecar, then number or time):
- *
- *   sidecars        sidecar id -> SidecarState
- *   links           [sidecar, batch] -> StoredLink: the header exactly as verified, and its leaf hashes
- *   batches_lz4     [sidecar, batch] -> a records batch's records, bytes exactly as hashed (batch-blob.ts),
- *                   LZ4-compressed by lmdb-js on its write threads (BATCHES_DB says why)
- *   by_time         [max_start_ms, sidecar, batch]            every records batch
- *   by_service      [service, max_start_ms, sidecar, batch]   each service a batch's records name, own or peer
- *   errors          [start_ms, sidecar, batch, i]              isErrorRecord (record-index.ts; i: its place in the batch)
- *   meta            'max_span_ms' -> the widest start-time range of any batch (for time scans)
- *   evidence        [received_ms, n] -> Evidence               refused segments, bounded
- *   id_*            request ids and trace ids: a log-structured index (id-index.ts)
- *
- * A batch is one value and its time and service entries are per batch: a record costs its id
- * entries only (measured in bench/ingest.ts: one value per record and five entries each held
- * ingest under 100,000 records/s on the LMDB writes alone), and those are appended, not inserted
- * at random places (id-index.ts says why). Time and service scans read whole batches and merge
- * them newest first (candidates). Index values are empty: the key is the entry. A verified run is
- * one transaction (links, batches, index entries and the sidecar's new position), so the store
- * never holds a record without its link or a position ahead of what it holds.
- */
+import { openCollectorStores, refuseEarlierLayout, type CollectorStores } from './store-layout.js';
+import type { CollectorStore, RecordQuery, StoredRecord, VerifiedAppend } from '../collector-store.js';
 
 /** Refused segments kept, oldest dropped first. */
 export const EVIDENCE_MAX_ENTRIES = 1000;
@@ -40,58 +15,7 @@ const EMPTY = Buffer.alloc(0);
 /** Sorts after every sidecar id and every number in an index key. */
 const HIGH = '\uffff';
 
-export interface CollectorStores {
-  readonly env: RootDatabase;
-  readonly sidecars: Database<SidecarState, string>;
-  readonly links: Database<StoredLink, [string, number]>;
-  readonly batches: Database<Buffer, [string, number]>;
-  readonly byTime: Database<Buffer, Key>;
-  readonly byService: Database<Buffer, Key>;
-  readonly errors: Database<Buffer, Key>;
-  readonly meta: Database<number, string>;
-  readonly evidence: Database<Evidence, [number, number]>;
-}
-
-/**
- * Batch values are LZ4-compressed, by lmdb-js on the threads that write them, never on the event
- * loop. Records are JSON with the same keys and many of the same values (bench/ingest.ts's,
- * random ids and all, compress 5.3x). Every value's bytes are copied twice on the way to disk
- * (into LMDB's dirty pages, then into the page cache), and on this project's reference VM each
- * fresh page costs a fault of ~15 µs (bench/README.md), so writing fewer bytes costs less CPU
- * than compressing them. Measured in bench/ingest.ts, alternating with the uncompressed store:
- * the store alone took 274,000-379,000 records/s against 200,000-234,000, and ingest spent 1.5-2.7
- * µs of CPU a record less. Stores written before kept them uncompressed under EARLIER_BATCHES_DB;
- * a collector migrates them when it opens one (store-migration.ts). A value whose LZ4 stream was
- * altered on disk does not throw: lmdb-js logs its bytes to stderr and yields what it decoded, or
- * its stale decompression buffer, and verify names the batch (its records no longer hash to
- * their leaves).
- */
-export const BATCHES_DB = 'batches_lz4';
-export const EARLIER_BATCHES_DB = 'batches';
-
-/**
- * The sub-databases of a collector store, with their encodings, but for the id index's; shared
- * with the offline verifier, which reads an unmigrated store's uncompressed batches (`batches`:
- * EARLIER_BATCHES_DB) where they are.
- */
-export function openCollectorStores(env: RootDatabase, { batches = BATCHES_DB }: { batches?: string } = {}): CollectorStores {
-  const index = (name: string): Database<Buffer, Key> => env.openDB<Buffer, Key>(name, { encoding: 'binary', compression: false });
-  return {
-    env,
-    sidecars: env.openDB<SidecarState, string>('sidecars', { encoding: 'msgpack' }),
-    links: env.openDB<StoredLink, [string, number]>('links', { encoding: 'msgpack' }),
-    batches: env.openDB<Buffer, [string, number]>(batches, { encoding: 'binary', compression: batches === BATCHES_DB }),
-    byTime: index('by_time'),
-    byService: index('by_service'),
-    errors: index('errors'),
-    meta: env.openDB<number, string>('meta', { encoding: 'msgpack' }),
-    evidence: env.openDB<Evidence, [number, number]>('evidence', { encoding: 'msgpack' }),
-  };
-}
-
 export interface LmdbStoreOptions {
-  /** Hears of a migration before it starts, with the layout it migrates from. */
-  onMigrating?: (from: string) => void;
   /** Id index entries sorted into one segment (id-index.ts; tests make it small). */
   sealEntries?: number;
   /** Hears of an id index merge that failed (its segments stay as they were; the next merge tries again). */
@@ -101,24 +25,21 @@ export interface LmdbStoreOptions {
 }
 
 /**
- * Opens (creating if absent) the store in `dir`, migrating an earlier layout first
- * (store-migration.ts). Never open one environment twice in a process (lmdb-js#164).
+ * Opens (creating if absent) the store in `dir`; refuses one of a layout from before 0.1.0
+ * (store-layout.ts). Never open one environment twice in a process (lmdb-js#164).
  */
-export function openLmdbStore(dir: string, { onMigrating, sealEntries, onIndexError, maxIdMatches = MAX_ID_MATCHES }: LmdbStoreOptions = {}): CollectorStore & { readonly stores: CollectorStores; readonly ids: IdIndexDbs; readonly migrated: LayoutMigration[]; indexMerged(): Promise<void> } {
+export function openLmdbStore(dir: string, { sealEntries, onIndexError, maxIdMatches = MAX_ID_MATCHES }: LmdbStoreOptions = {}): CollectorStore & { readonly stores: CollectorStores; readonly ids: IdIndexDbs; indexMerged(): Promise<void> } {
   mkdirSync(dir, { recursive: true });
   // As the journal opens its own (lmdb-writer.ts): one explicit batch() per run, each with its own
-  // `flushed`, and no overlapping sync: a commit is on disk when it resolves. Room for the
-  // databases of this layout and of the ones it migrates from.
+  // `flushed`, and no overlapping sync: a commit is on disk when it resolves.
   const env = open({ path: realpathSync(dir), maxDbs: 32, ...LMDB_WRITER_OPTIONS });
-  const stores = openCollectorStores(env);
-  const ids = openIdIndexDbs(env);
-  const migrated: LayoutMigration[] = [];
+  let stores: CollectorStores;
+  let ids: IdIndexDbs;
   let writer: IdIndexWriter;
   try {
-    for (const step of [migrateRecordLayout, migrateBatchCompression, migrateIdLayout]) {
-      const done = step(stores, ids, dir, onMigrating);
-      if (done !== null) migrated.push(done);
-    }
+    refuseEarlierLayout(dir, Array.from(env.getKeys(), String));
+    stores = openCollectorStores(env);
+    ids = openIdIndexDbs(env);
     writer = new IdIndexWriter(env, ids, sealEntries, onIndexError);
   } catch (err) {
     void env.close();
@@ -136,7 +57,6 @@ export function openLmdbStore(dir: string, { onMigrating, sealEntries, onIndexEr
   return {
     stores,
     ids,
-    migrated,
     async sidecars() {
       return Array.from(stores.sidecars.getRange(), ({ value }) => value);
     },
@@ -210,7 +130,7 @@ function writeRun(stores: CollectorStores, ids: IdIndexWriter, run: VerifiedAppe
 }
 
 /** A records link's batch value and index entries, as encoded (encoded-batch.ts); its link is written by the caller. In a write transaction. */
-export function writeBatch(stores: CollectorStores, ids: IdIndexWriter, id: string, b: EncodedBatch, span: { ms: number }): void {
+function writeBatch(stores: CollectorStores, ids: IdIndexWriter, id: string, b: EncodedBatch, span: { ms: number }): void {
   void stores.batches.put([id, b.batch], b.blob);
   for (let j = 0, from = 0; j < b.keyEnds.length; from = b.keyEnds[j++]) {
     // Keys already encoded: lmdb-js writes a Uint8Array key as it is.

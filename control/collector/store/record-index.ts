@@ -1,4 +1,4 @@
-import { exchangeOf, type ExchangeSummary } from '../../../proxy/alerts/alerting.js';
+import { exchangeOf, type ExchangeSummary } from '../../../anomalies/exchange-summary.js';
 import type { AuditRecord } from '../../../ledger/record.js';
 
 /**

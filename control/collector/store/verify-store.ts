@@ -6,7 +6,7 @@ import { ChainBroken, fail, LinkVerifier, seqRange, type VerifyFailure } from '.
 import { writerFor } from '../../../ledger/read-journal.js';
 import { BatchBlob, BlobError } from './batch-blob.js';
 import type { LostRange, SidecarState, StoredLink } from '../collector-store.js';
-import { EARLIER_BATCHES_DB, openCollectorStores, type CollectorStores } from './lmdb-store.js';
+import { openCollectorStores, refuseEarlierLayout, type CollectorStores } from './store-layout.js';
 
 /**
  * `auditmesh verify STORE` for a collector store: every sidecar chain in it, end to end, through
@@ -55,13 +55,13 @@ export async function isCollectorStore(dir: string): Promise<boolean> {
 /** Verifies every sidecar chain of the store in `dir`, in one read snapshot. Never opens a store a collector in this process holds. */
 export async function verifyStoreDir(dir: string): Promise<StoreReport> {
   const env = open({ path: realpathSync(dir), readOnly: true });
-  const names = Array.from(env.getKeys(), String);
-  if (names.includes('records')) {
+  try {
+    refuseEarlierLayout(dir, Array.from(env.getKeys(), String));
+  } catch (err) {
     await env.close();
-    throw new Error(`${dir} is a collector store in the layout of an earlier auditmesh (one value per record): start the collector on it once, which migrates it in place, then verify it`);
+    throw err;
   }
-  // A store not yet migrated to compressed batches is verified where its batches are.
-  const stores = openCollectorStores(env, names.includes(EARLIER_BATCHES_DB) ? { batches: EARLIER_BATCHES_DB } : {});
+  const stores = openCollectorStores(env);
   try {
     const transaction = stores.env.useReadTransaction();
     try {

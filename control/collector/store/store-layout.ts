@@ -1,0 +1,87 @@
+import type { Database, Key, RootDatabase } from 'lmdb';
+import type { Evidence, SidecarState, StoredLink } from '../collector-store.js';
+
+/**
+ * The collector's embedded store: one LMDB environment (--store), so a collector runs with no
+ * other server. The layout (every key an lmdb-js ordered-binary array, so ranges sort by
+ * sidecar, then number or time):
+ *
+ *   sidecars        sidecar id -> SidecarState
+ *   links           [sidecar, batch] -> StoredLink: the header exactly as verified, and its leaf hashes
+ *   batches_lz4     [sidecar, batch] -> a records batch's records, bytes exactly as hashed (batch-blob.ts),
+ *                   LZ4-compressed by lmdb-js on its write threads (BATCHES_DB says why)
+ *   by_time         [max_start_ms, sidecar, batch]            every records batch
+ *   by_service      [service, max_start_ms, sidecar, batch]   each service a batch's records name, own or peer
+ *   errors          [start_ms, sidecar, batch, i]              isErrorRecord (record-index.ts; i: its place in the batch)
+ *   meta            'max_span_ms' -> the widest start-time range of any batch (for time scans)
+ *   evidence        [received_ms, n] -> Evidence               refused segments, bounded
+ *   id_*            request ids and trace ids: a log-structured index (id-index.ts)
+ *
+ * A batch is one value and its time and service entries are per batch: a record costs its id
+ * entries only (measured in bench/ingest.ts: one value per record and five entries each held
+ * ingest under 100,000 records/s on the LMDB writes alone), and those are appended, not inserted
+ * at random places (id-index.ts says why). Time and service scans read whole batches and merge
+ * them newest first (candidates). Index values are empty: the key is the entry. A verified run is
+ * one transaction (links, batches, index entries and the sidecar's new position), so the store
+ * never holds a record without its link or a position ahead of what it holds.
+ */
+
+export interface CollectorStores {
+  readonly env: RootDatabase;
+  readonly sidecars: Database<SidecarState, string>;
+  readonly links: Database<StoredLink, [string, number]>;
+  readonly batches: Database<Buffer, [string, number]>;
+  readonly byTime: Database<Buffer, Key>;
+  readonly byService: Database<Buffer, Key>;
+  readonly errors: Database<Buffer, Key>;
+  readonly meta: Database<number, string>;
+  readonly evidence: Database<Evidence, [number, number]>;
+}
+
+/**
+ * Batch values are LZ4-compressed, by lmdb-js on the threads that write them, never on the event
+ * loop. Records are JSON with the same keys and many of the same values (bench/ingest.ts's,
+ * random ids and all, compress 5.3x). Every value's bytes are copied twice on the way to disk
+ * (into LMDB's dirty pages, then into the page cache), and on this project's reference VM each
+ * fresh page costs a fault of ~15 µs (bench/README.md), so writing fewer bytes costs less CPU
+ * than compressing them. Measured in bench/ingest.ts, alternating with the uncompressed store:
+ * the store alone took 274,000-379,000 records/s against 200,000-234,000, and ingest spent 1.5-2.7
+ * µs of CPU a record less. A value whose LZ4 stream was altered on disk does not throw: lmdb-js
+ * logs its bytes to stderr and yields what it decoded, or its stale decompression buffer, and
+ * verify names the batch (its records no longer hash to their leaves).
+ */
+export const BATCHES_DB = 'batches_lz4';
+
+/** The sub-databases of a collector store, with their encodings, but for the id index's; shared with the offline verifier. */
+export function openCollectorStores(env: RootDatabase): CollectorStores {
+  const index = (name: string): Database<Buffer, Key> => env.openDB<Buffer, Key>(name, { encoding: 'binary', compression: false });
+  return {
+    env,
+    sidecars: env.openDB<SidecarState, string>('sidecars', { encoding: 'msgpack' }),
+    links: env.openDB<StoredLink, [string, number]>('links', { encoding: 'msgpack' }),
+    batches: env.openDB<Buffer, [string, number]>(BATCHES_DB, { encoding: 'binary', compression: true }),
+    byTime: index('by_time'),
+    byService: index('by_service'),
+    errors: index('errors'),
+    meta: env.openDB<number, string>('meta', { encoding: 'msgpack' }),
+    evidence: env.openDB<Evidence, [number, number]>('evidence', { encoding: 'msgpack' }),
+  };
+}
+
+/**
+ * Databases only the development layouts before 0.1.0 had; no release wrote them, and no
+ * release reads them: a store that has one is refused, named, and left as it is.
+ */
+const EARLIER_LAYOUTS: ReadonlyArray<{ db: string; layout: string }> = [
+  { db: 'records', layout: 'one value per record' },
+  { db: 'batches', layout: 'uncompressed batch values' },
+  { db: 'by_correlation', layout: 'per-record id B-trees' },
+  { db: 'by_trace', layout: 'per-record id B-trees' },
+];
+
+/** Throws, naming the layout, when the store in `dir` (whose databases are `names`) is of a layout from before 0.1.0. */
+export function refuseEarlierLayout(dir: string, names: readonly string[]): void {
+  const earlier = EARLIER_LAYOUTS.find(({ db }) => names.includes(db));
+  if (earlier === undefined) return;
+  throw new Error(`${dir} is a collector store in a layout from before auditmesh 0.1.0 (${earlier.layout}, database ${JSON.stringify(earlier.db)}), which no release reads: it is left as it is; start the collector on an empty --store directory`);
+}
