@@ -1,3 +1,4 @@
+import { STATUS_CODES } from 'node:http';
 import type { ErrorKind } from '../ledger/record.js';
 
 /** Stable error codes of the proxy. The original error stays as `cause`. */
@@ -98,4 +99,18 @@ export function rescue(err: ProxyError): Rescue {
 
 export function rescueFor(code: ProxyErrorCode): Rescue {
   return RESCUES[code];
+}
+
+/**
+ * An answer the sidecar writes itself on a raw HTTP/1.1 socket (an upgrade, CONNECT, a request the
+ * parser refused, a WebSocket handshake that failed upstream): status, the error code when there is
+ * one, and the connection closes.
+ */
+export function rawAnswer(status: number, code?: ProxyErrorCode): string {
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n${code === undefined ? '' : `x-auditmesh-error: ${code}\r\n`}connection: close\r\ncontent-length: 0\r\n\r\n`;
+}
+
+/** The head of an answer the sidecar writes itself through node:http or node:http2: plain text, naming the error's code. */
+export function answerHeaders(code: ProxyErrorCode): { 'content-type': string; 'x-auditmesh-error': ProxyErrorCode } {
+  return { 'content-type': 'text/plain; charset=utf-8', 'x-auditmesh-error': code };
 }

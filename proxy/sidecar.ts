@@ -10,12 +10,15 @@ import { createAlerting } from './alerts/alerting.js';
 import { createAdminServer } from '../command/admin-server.js';
 import type { AuditPipeline } from './audit/pipeline.js';
 import { openAudit } from './audit/open-audit.js';
+import { createAuditGate } from './audit/audit-gate.js';
+import { rawAnswer } from './errors.js';
 import { createRedactor } from './audit/redact.js';
 import { createPeerLabels } from '../anomalies/peer-label.js';
 import { createHttpProxyForwarder } from './http1/http-proxy-forwarder.js';
 import { createUndiciForwarder } from './http1/undici-forwarder.js';
 import { createExchangeHandler } from './http1/exchange.js';
-import { routeByAuthority, routeInbound, routeOutbound, type Route } from './routing/target.js';
+import { routeByAuthority, routeInbound, routeOutbound } from './routing/target.js';
+import type { Route } from './routing/route.js';
 import { assertOriginalDstAvailable, redirectedDestination } from './capture/original-dst.js';
 import { createHttpListener, DEFAULT_LISTENER_TIMEOUTS } from './http1/http-listener.js';
 import { createCaptureListener } from './capture/capture-listener.js';
@@ -60,21 +63,17 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
   const alerting = config.alerts.intervalMs > 0 ? createAlerting({ service: config.service, options: config.alerts, metrics, peerLabel, audit, log }) : null;
   const onExchange = createExchangeSink({ metrics, peerLabel, alerting, audit });
   const listenerTimeouts = { ...DEFAULT_LISTENER_TIMEOUTS, idleTimeoutMs: config.idleTimeoutMs, headersTimeoutMs: config.headersTimeoutMs, maxHeaderBytes: config.maxHeaderBytes };
-  const common = { service: config.service, mode: config.auditMode, audit, redactor, metrics, onExchange, log };
+  const gate = createAuditGate({ audit, strict: config.auditMode === 'strict', metrics, log });
+  const common = { service: config.service, mode: config.auditMode, audit, gate, redactor, metrics, onExchange, log };
   // Opaque connections (tunnels, TCP) are counted when they open and recorded when they close.
   const opened = (direction: Direction, kind: 'tunnel' | 'tcp'): void => sessionOpened(metrics, direction, kind);
   const recordOpaque = (kind: 'tunnel' | 'tcp') => (record: AuditRecord) => {
     sessionClosed(metrics, record['audit.direction'], kind);
     onExchange(kind, record, record['audit.bytes_in'] ?? 0, record['audit.bytes_out'] ?? 0);
   };
-  // --on-journal-full reject holds for connections too: refused (closed), counted, not journalled.
-  const admits = (): boolean => {
-    if (audit === null || audit.admits()) return true;
-    metrics.journalRejected.inc();
-    return false;
-  };
   const opaque = (direction: Direction, target: (socket: net.Socket, sni: string | null) => Route | null) => (socket: net.Socket, sni: string | null) => {
-    if (!admits()) return void socket.destroy();
+    // --on-journal-full reject holds for connections too: refused (closed), counted, not journalled.
+    if (!gate.admits()) return void socket.destroy();
     opened(direction, 'tcp');
     relayOpaque({ direction, service: config.service, connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs, target, onRecord: recordOpaque('tcp') }, socket, sni);
   };
@@ -102,7 +101,7 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
   const outbound = createCaptureListener(
     {
       http1: createHttpListener(outboundHandler, listenerTimeouts, (req, socket, head) => {
-        if (!admits()) return void socket.end('HTTP/1.1 503 Service Unavailable\r\nx-auditmesh-error: AUDITMESH_JOURNAL_WRITE\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+        if (!gate.admits()) return void socket.end(rawAnswer(503, 'AUDITMESH_JOURNAL_WRITE'));
         opened('outbound', 'tunnel');
         relayConnect(tunnelDeps, req, socket, head);
       }),

@@ -2,7 +2,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { AuditRecord, Direction, RecordKind } from '../../ledger/record.js';
 import type { Redactor } from './redact.js';
 import type { Correlation } from '../correlation/correlate.js';
-import type { Route } from '../routing/target.js';
+import type { Route } from '../routing/route.js';
 import { claimedClient } from '../correlation/mesh-headers.js';
 
 const MAX_RECORDED_PATH_CHARS = 2048;

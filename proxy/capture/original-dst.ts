@@ -2,7 +2,7 @@ import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Socket } from 'node:net';
-import type { UpstreamTarget } from '../http1/forwarder.js';
+import type { UpstreamTarget } from '../routing/route.js';
 
 /** The addon node-gyp builds from proxy/capture/original-dst.c during `npm ci` (binding.gyp at the root). */
 interface OriginalDstAddon {

@@ -2,18 +2,19 @@ import { constants, type ClientHttp2Stream, type IncomingHttpHeaders, type Outgo
 import type { Socket } from 'node:net';
 import type { AuditRecord, Direction } from '../../ledger/record.js';
 import type { AuditPipeline } from '../audit/pipeline.js';
+import { JOURNAL_REJECTS, type AuditGate } from '../audit/audit-gate.js';
 import type { Redactor } from '../audit/redact.js';
 import type { SidecarMetrics } from '../metrics/metrics.js';
 import type { AuditMode } from '../config.js';
 import type { Logger } from '../../command/log.js';
-import type { Route } from '../routing/target.js';
+import type { Route } from '../routing/route.js';
 import { correlate, type Correlation } from '../correlation/correlate.js';
 import { peerOf } from '../../anomalies/peer-label.js';
 import { httpRequestRecord, roundMs } from '../audit/http-record.js';
 import type { ExchangeSink } from '../exchange-sink.js';
 import { observeOverhead } from '../metrics/observe-exchange.js';
 import { CLIENT_SERVICE_HEADER, stripMeshHeaders } from '../correlation/mesh-headers.js';
-import { ProxyError, classify, rescue } from '../errors.js';
+import { ProxyError, answerHeaders, classify, rescue } from '../errors.js';
 import type { SessionPool } from './session-pool.js';
 import { createGrpcMessageCounter, parseGrpcPath, parseGrpcTimeout } from './grpc-framing.js';
 import { NO_PSEUDO, REQUEST_PSEUDO, RESPONSE_PSEUDO, forwardableH2Headers } from './h2-headers.js';
@@ -40,6 +41,8 @@ export interface H2Deps {
   route: (authority: string | undefined, path: string, socket: Socket | undefined) => Route | null;
   sessions: SessionPool;
   audit: AuditPipeline | null;
+  /** Admission and strict durability, as for every protocol. */
+  gate: AuditGate;
   redactor: Redactor;
   metrics: SidecarMetrics;
   /** Where every finished exchange goes: metrics, alerts, the journal. */
@@ -105,26 +108,22 @@ export function handleH2Stream(deps: H2Deps, stream: ServerHttp2Stream, headers:
   });
   stream.once('close', () => finish(call));
   if (route === null) return answerError(call, new ProxyError('AUDITMESH_NO_ROUTE', 'no upstream for this :authority'));
-  const auditing = deps.audit !== null && deps.mode !== 'off';
-  // --on-journal-full reject: nothing goes through unrecorded, and the refusal is not journalled
-  // either (the journal is what cannot take it); it is counted.
-  if (auditing && !deps.audit!.admits()) {
-    deps.metrics.journalRejected.inc();
+  // Refused unrecorded: the journal is what cannot take it.
+  if (!deps.gate.admits()) {
     call.journal = false;
-    return answerError(call, new ProxyError('AUDITMESH_JOURNAL_WRITE', 'audit journal full, unwritable or behind (on-journal-full reject)'));
+    return answerError(call, JOURNAL_REJECTS());
   }
   const start = (): void => forward(call, route, upstreamHeaders(deps, stream, headers, correlation), (flags & NGHTTP2_FLAG_END_STREAM) !== 0);
-  if (!auditing || deps.mode !== 'strict') return start();
+  if (!deps.gate.waits) return start();
+  // Paused while the request record is made durable; resumed (or answered) when it is.
   stream.pause();
-  deps.audit!.recordDurable({ ...call.record, 'audit.phase': 'request' }).then(
+  deps.gate.beforeForward(
+    call.record,
     () => {
       stream.resume();
       if (!stream.closed) start();
     },
-    (err: Error) => {
-      deps.metrics.journalUnrecorded.inc({ reason: 'strict_refused' });
-      answerError(call, new ProxyError('AUDITMESH_JOURNAL_WRITE', 'audit journal unavailable (strict mode)', { cause: err }));
-    },
+    (error) => answerError(call, error),
   );
 }
 
@@ -243,7 +242,7 @@ function answerError(call: Call, error: ProxyError, grpcStatus?: number): void {
     stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'x-auditmesh-error': error.code, ...grpcErrorTrailers(status, `auditmesh: ${error.message}`) }, { endStream: true });
   } else {
     record['http.response.status_code'] = r.status;
-    stream.respond({ ':status': r.status, 'content-type': 'text/plain; charset=utf-8', 'x-auditmesh-error': error.code });
+    stream.respond({ ':status': r.status, ...answerHeaders(error.code) });
     stream.end(`auditmesh: ${r.message}\n`);
   }
 }

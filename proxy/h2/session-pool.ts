@@ -1,5 +1,5 @@
 import http2, { type ClientHttp2Session } from 'node:http2';
-import type { UpstreamTarget } from '../http1/forwarder.js';
+import type { UpstreamTarget } from '../routing/route.js';
 import { H2_SESSION_LIMITS } from './h2-limits.js';
 
 export interface SessionPoolOptions {

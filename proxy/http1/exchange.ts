@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { AuditRecord, Direction, ErrorKind } from '../../ledger/record.js';
-import type { AuditPipeline } from '../audit/pipeline.js';
+import { JOURNAL_REJECTS, type AuditGate } from '../audit/audit-gate.js';
 import type { Redactor } from '../audit/redact.js';
 import type { SidecarMetrics } from '../metrics/metrics.js';
 import type { AuditMode } from '../config.js';
@@ -15,9 +15,9 @@ import { CLIENT_SERVICE_HEADER, stripMeshHeaders } from '../correlation/mesh-hea
 import { peerOf } from '../../anomalies/peer-label.js';
 import { httpRequestRecord, roundMs } from '../audit/http-record.js';
 import { stripRequestHopHeaders } from './hop-headers.js';
-import { ProxyError, rescue } from '../errors.js';
+import { ProxyError, answerHeaders, rawAnswer, rescue } from '../errors.js';
 import type { ForwardOutcome, HttpForwarder, UpgradeOutcome } from './forwarder.js';
-import type { Route } from '../routing/target.js';
+import type { Route } from '../routing/route.js';
 import type { UpstreamLimit } from './upstream-limit.js';
 
 /** Upgrades the sidecar relays (and records as sessions). Anything else, h2c above all, would tunnel past the audit. */
@@ -33,7 +33,8 @@ export interface ExchangeDeps {
   maxRequestBodyBytes: number;
   /** Requests in flight per upstream, shared by the sidecar's listeners: past it, 503 at once. */
   upstreamLimit: UpstreamLimit;
-  audit: AuditPipeline | null;
+  /** Admission and strict durability, as for every protocol. */
+  gate: AuditGate;
   redactor: Redactor;
   metrics: SidecarMetrics;
   /** Where every finished exchange goes: metrics, alerts, the journal. */
@@ -50,8 +51,6 @@ export interface ExchangeHandler {
 }
 
 export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
-  const auditing = deps.audit !== null && deps.mode !== 'off';
-
   /** Rewrites the request for the upstream; returns the record as far as the request knows it. */
   function prepare(req: IncomingMessage, route: Route, correlation: Correlation): AuditRecord {
     const peer = peerOf(deps.direction, req.headers[CLIENT_SERVICE_HEADER], route.host);
@@ -89,16 +88,9 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
   }
 
   function reject(res: ServerResponse, record: AuditRecord, t0: number, status: number, error: ProxyError, recorded = true, errorKind: ErrorKind = 'rejected'): void {
-    res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'x-auditmesh-error': error.code, 'x-request-id': record['audit.request_id'] ?? '' });
+    res.writeHead(status, { ...answerHeaders(error.code), 'x-request-id': record['audit.request_id'] ?? '' });
     res.end(`auditmesh: ${error.message}\n`);
     complete(record, t0, { status, error, upstreamResponded: false, requestBytes: 0, responseBytes: 0, errorKind }, recorded);
-  }
-
-  /** --on-journal-full reject: nothing goes through unrecorded, and the refusal is not recorded either (the journal is what cannot take it). */
-  function admitted(): boolean {
-    if (!auditing || deps.audit!.admits()) return true;
-    deps.metrics.journalRejected.inc();
-    return false;
   }
 
   return {
@@ -114,7 +106,8 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
       const record = prepare(req, route, correlation);
       // llhttp takes a request line without a version as HTTP/0.9, headers and all: not proxied.
       if (req.httpVersionMajor !== 1) return reject(res, record, t0, 400, new ProxyError('AUDITMESH_BAD_REQUEST', `HTTP/${req.httpVersion} is not proxied`));
-      if (!admitted()) return reject(res, record, t0, 503, new ProxyError('AUDITMESH_JOURNAL_WRITE', 'audit journal full, unwritable or behind (on-journal-full reject)'), false);
+      // Refused unrecorded: the journal is what cannot take it.
+      if (!deps.gate.admits()) return reject(res, record, t0, 503, JOURNAL_REJECTS(), false);
       if (deps.maxRequestBodyBytes > 0 && Number(req.headers['content-length'] ?? 0) > deps.maxRequestBodyBytes) {
         // The body is not read: the connection closes after the answer instead.
         res.shouldKeepAlive = false;
@@ -133,16 +126,9 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
           complete(record, t0, outcome);
         });
       };
-      if (!auditing || deps.mode !== 'strict') {
-        forward();
-        return;
-      }
-      // Strict: the request is forwarded only once its request record is durable.
-      deps.audit!.recordDurable({ ...record, 'audit.phase': 'request' }).then(forward, (err: Error) => {
-        deps.log('error', 'strict mode: request record not durable, refusing request', { error: err.message });
-        deps.metrics.journalUnrecorded.inc({ reason: 'strict_refused' });
+      deps.gate.beforeForward(record, forward, (error) => {
         deps.upstreamLimit.leave(upstream);
-        reject(res, record, t0, 503, new ProxyError('AUDITMESH_JOURNAL_WRITE', 'audit journal unavailable (strict mode)', { cause: err }));
+        reject(res, record, t0, 503, error);
       });
     },
 
@@ -151,18 +137,18 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
       const correlation = correlate(req.headers);
       const route = deps.route(req);
       if (route === null) {
-        socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+        socket.end(rawAnswer(400));
         return;
       }
-      if (!admitted()) {
-        socket.end('HTTP/1.1 503 Service Unavailable\r\nx-auditmesh-error: AUDITMESH_JOURNAL_WRITE\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+      if (!deps.gate.admits()) {
+        socket.end(rawAnswer(503, 'AUDITMESH_JOURNAL_WRITE'));
         return;
       }
       const protocol = req.headers.upgrade;
       if (!RELAYED_UPGRADES.has(String(protocol).toLowerCase())) {
         const record = baseRecord(deps, req, route, correlation, undefined);
         const error = new ProxyError('AUDITMESH_UPGRADE_REFUSED', `upgrade to ${JSON.stringify(String(protocol).slice(0, 32))} is not proxied (h2c: use HTTP/2 with prior knowledge)`);
-        socket.end(`HTTP/1.1 400 Bad Request\r\nx-auditmesh-error: ${error.code}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+        socket.end(rawAnswer(400, error.code));
         complete(record, t0, { status: 400, error, upstreamResponded: false, requestBytes: 0, responseBytes: 0, errorKind: 'rejected' });
         return;
       }

@@ -1,6 +1,7 @@
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import { ProxyError, classify, rescue } from '../errors.js';
-import type { ForwardOutcome, UpstreamTarget } from './forwarder.js';
+import { ProxyError, answerHeaders, classify, rescue } from '../errors.js';
+import type { ForwardOutcome } from './forwarder.js';
+import type { UpstreamTarget } from '../routing/route.js';
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 
@@ -65,7 +66,7 @@ export class ForwardedRequest {
       // Nobody to answer.
     } else if (!res.headersSent && !res.destroyed) {
       outcome.status = r.status;
-      res.writeHead(r.status, { ...this.responseHeaders, 'content-type': 'text/plain; charset=utf-8', 'x-auditmesh-error': error.code, connection: 'close' });
+      res.writeHead(r.status, { ...this.responseHeaders, ...answerHeaders(error.code), connection: 'close' });
       res.end(`auditmesh: ${r.message}\n`);
     } else {
       res.destroy();

@@ -2,12 +2,7 @@ import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerR
 import type { Duplex } from 'node:stream';
 import type { ErrorKind } from '../../ledger/record.js';
 import type { ProxyError } from '../errors.js';
-
-/** Where one request goes. */
-export interface UpstreamTarget {
-  host: string;
-  port: number;
-}
+import type { UpstreamTarget } from '../routing/route.js';
 
 /** How one forwarded HTTP exchange ended, reported exactly once. */
 export interface ForwardOutcome {

@@ -1,7 +1,7 @@
 import http from 'node:http';
 import type { Socket } from 'node:net';
 import type { ExchangeHandler } from './exchange.js';
-import { ProxyError, rescueFor, type ProxyErrorCode } from '../errors.js';
+import { ProxyError, rawAnswer, rescueFor, type ProxyErrorCode } from '../errors.js';
 
 export interface ListenerTimeouts {
   /** Time allowed for a client to send its request headers (slowloris bound): 408 after it. */
@@ -68,7 +68,7 @@ export function createHttpListener(handler: ExchangeHandler, timeouts: ListenerT
     const code = CLIENT_ERRORS[err.code ?? ''] ?? 'AUDITMESH_BAD_REQUEST';
     const { status, message } = rescueFor(code);
     const error = new ProxyError(code, `${message} (${String(err.code ?? 'unknown').slice(0, 64)})`);
-    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nx-auditmesh-error: ${error.code}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+    socket.end(rawAnswer(status, error.code));
     handler.refused(socket as Socket, error);
   });
   return server;

@@ -2,10 +2,11 @@ import http from 'node:http';
 import type { ClientRequest, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import httpProxy from 'http-proxy';
-import { ProxyError, classify, rescue } from '../errors.js';
+import { ProxyError, classify, rawAnswer, rescue } from '../errors.js';
 import { ForwardedRequest, hasBody, headerPairs } from './forwarded-request.js';
 import { forwardableResponseHeaders } from './hop-headers.js';
-import type { ForwardOutcome, ForwarderTimeouts, HttpForwarder, UpgradeOutcome, UpstreamTarget } from './forwarder.js';
+import type { ForwardOutcome, ForwarderTimeouts, HttpForwarder, UpgradeOutcome } from './forwarder.js';
+import type { UpstreamTarget } from '../routing/route.js';
 import { createDeadlineSweep, sweepTickMs, type DeadlineSweep, type Swept } from './deadline-sweep.js';
 
 /** Set on the request, the response and both upstream messages: shared listeners find their exchange here. */
@@ -303,7 +304,7 @@ function forwardUpgrade(
       outcome.error = error;
       outcome.errorKind = r.kind;
       outcome.status = r.status;
-      if (socket.writable) socket.end(`HTTP/1.1 ${r.status} ${http.STATUS_CODES[r.status]}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+      if (socket.writable) socket.end(rawAnswer(r.status));
       else socket.destroy();
     } else {
       outcome.error ??= classify(err);

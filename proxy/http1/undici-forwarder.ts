@@ -5,7 +5,8 @@ import { Agent, type Dispatcher } from 'undici';
 import { ProxyError } from '../errors.js';
 import { ForwardedRequest, hasBody, headerPairs } from './forwarded-request.js';
 import { forwardableResponseHeaders } from './hop-headers.js';
-import type { ForwardOutcome, ForwarderTimeouts, HttpForwarder, UpstreamTarget } from './forwarder.js';
+import type { ForwardOutcome, ForwarderTimeouts, HttpForwarder } from './forwarder.js';
+import type { UpstreamTarget } from '../routing/route.js';
 
 /**
  * HTTP/1.1 forwarding on an undici Agent (one keep-alive pool per upstream): the same contract

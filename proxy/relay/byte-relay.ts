@@ -1,7 +1,7 @@
 import net from 'node:net';
 import type { ErrorKind } from '../../ledger/record.js';
 import { classify, rescue, type Rescue } from '../errors.js';
-import type { UpstreamTarget } from '../http1/forwarder.js';
+import type { UpstreamTarget } from '../routing/route.js';
 
 /** How a byte relay ended. */
 export interface RelayOutcome {

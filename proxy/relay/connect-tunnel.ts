@@ -1,4 +1,5 @@
-import { STATUS_CODES, type IncomingMessage } from 'node:http';
+import type { IncomingMessage } from 'node:http';
+import { rawAnswer } from '../errors.js';
 import type net from 'node:net';
 import type { AuditRecord } from '../../ledger/record.js';
 import { parseAuthority } from '../routing/target.js';
@@ -41,7 +42,7 @@ export function relayConnect(deps: TunnelDeps, req: IncomingMessage, client: net
   client.on('error', () => {});
   if (target === null) {
     record['http.response.status_code'] = 400;
-    client.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+    client.end(rawAnswer(400));
     deps.onRecord(completeOpaqueRecord(record, t0, { connected: false, bytesIn: head.length, bytesOut: 0, errorKind: 'rejected', errorMessage: 'CONNECT target is not host:port' }));
     return;
   }
@@ -54,7 +55,7 @@ export function relayConnect(deps: TunnelDeps, req: IncomingMessage, client: net
   relayBytes(client, target, { connectTimeoutMs: deps.connectTimeoutMs, idleTimeoutMs: deps.idleTimeoutMs, head, onConnect }, (outcome) => {
     if (outcome.rescue !== undefined) {
       record['http.response.status_code'] = outcome.rescue.status;
-      client.end(`HTTP/1.1 ${outcome.rescue.status} ${STATUS_CODES[outcome.rescue.status]}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+      client.end(rawAnswer(outcome.rescue.status));
     }
     deps.onRecord(completeOpaqueRecord(record, t0, outcome));
   });

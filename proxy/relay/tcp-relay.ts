@@ -1,6 +1,6 @@
 import type net from 'node:net';
 import type { AuditRecord, Direction } from '../../ledger/record.js';
-import type { Route } from '../routing/target.js';
+import type { Route } from '../routing/route.js';
 import { serviceOfHost } from '../../anomalies/peer-label.js';
 import { relayBytes } from './byte-relay.js';
 import { completeOpaqueRecord } from './opaque-record.js';

@@ -1,15 +1,5 @@
 import type { IncomingMessage } from 'node:http';
-import type { UpstreamTarget } from '../http1/forwarder.js';
-
-/** Where an outbound request goes, and the origin-form path to send it with. */
-export interface Route {
-  /** Where the request is sent. */
-  target: UpstreamTarget;
-  /** The host and port the client asked for (they differ from target when a static resolve entry applies). */
-  host: string;
-  port: number;
-  path: string;
-}
+import type { Route, UpstreamTarget } from './route.js';
 
 /** Static name → address entries (`--resolve inventory:80=127.0.0.1:8081`), for local runs without DNS. */
 export type ResolveTable = ReadonlyMap<string, UpstreamTarget>;
