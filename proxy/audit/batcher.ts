@@ -1,4 +1,5 @@
 import type { AuditRecord } from '../../ledger/record.js';
+import { MAX_BATCH_RECORDS } from '../config.js';
 
 /**
  * The batcher: collects records on the event loop and seals a batch at MAX_BATCH_RECORDS or
@@ -6,7 +7,6 @@ import type { AuditRecord } from '../../ledger/record.js';
  * encoding and hashing happen per batch, after sealing.
  */
 
-export const MAX_BATCH_RECORDS = 256;
 export const MAX_BATCH_DELAY_MS = 20;
 /**
  * A batch holding a strict (durable) record seals this soon: long enough for concurrent strict

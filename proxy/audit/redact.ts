@@ -1,10 +1,7 @@
 import { createHmac } from 'node:crypto';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
-
-/** Headers whose values are secrets: never stored, logged or labelled in clear. */
-export const DEFAULT_SECRET_HEADERS = ['authorization', 'proxy-authorization', 'cookie', 'set-cookie', 'x-api-key', 'x-auth-token'];
-/** Query parameters whose values are secrets. */
-export const DEFAULT_SECRET_PARAMS = ['token', 'access_token', 'id_token', 'refresh_token', 'api_key', 'apikey', 'key', 'password', 'secret', 'signature', 'sig', 'code'];
+// Headers and query parameters whose values are secrets (never stored, logged or labelled in clear), unless configured.
+import { DEFAULT_SECRET_HEADERS, DEFAULT_SECRET_PARAMS } from '../config.js';
 /** Non-secret headers worth keeping in a record (bounded: anything else is not recorded at all). */
 export const DEFAULT_RECORDED_HEADERS = ['host', 'user-agent', 'content-type', 'accept', 'x-forwarded-for', 'grpc-timeout'];
 
