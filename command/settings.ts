@@ -93,7 +93,7 @@ export const parsedList = <T>({ default: given, ...spec }: Spec & { default?: re
 export const duration = (spec: Spec & { default: string }): Setting<number> => ({ flag: { ...spec, type: 'string' }, read: (v) => durationMs(v, spec.name) });
 
 /** A boolean flag (present, or `true`/`false` in its variable). */
-export const flag = (spec: Spec): Setting<boolean> => ({ flag: { ...spec, type: 'boolean' }, read: (v) => v[spec.name] === true });
+export const flag = ({ default: off, ...spec }: Spec & { default?: false }): Setting<boolean> => ({ flag: { ...spec, type: 'boolean', ...(off === false ? { default: 'false' } : {}) }, read: (v) => v[spec.name] === true });
 
 /** A value no flag sets. */
 export const fixed = <T>(value: T): Setting<T> => ({ read: () => value });

@@ -1,22 +1,25 @@
-import { formatHelp, parseFlags, port, UsageError, type FlagSpec } from '../../command/flags.js';
+import { formatHelp, parseFlags, UsageError, type FlagSpec } from '../../command/flags.js';
+import { choice, derived, flag, flagsOf, optionalText, readSettings, tcpPort, text, whole, type SettingsOf } from '../../command/settings.js';
 import { createLogger } from '../../command/log.js';
 import { CHECKPOINT_INTERVAL_MS } from '../../ledger/chain.js';
-import { ALERT_FLAGS, alertOptionsFromFlags } from '../../anomalies/alert-flags.js';
+import { ALERT_SETTINGS } from '../../anomalies/alert-flags.js';
 import { createCollector, CollectorConfigError, type Collector } from '../collector/collector.js';
 import { untilAborted, type CommandIO } from '../../command/io.js';
 
-export const COLLECTOR_FLAGS: readonly FlagSpec[] = [
-  { name: 'grpc-port', type: 'int', default: '9400', help: 'gRPC ingest from sidecars (Sync)' },
-  { name: 'http-port', type: 'int', default: '9401', help: 'query API, live tail, /metrics, /livez, /readyz' },
-  { name: 'store', type: 'string', default: './.auditmesh/collector', help: 'embedded LMDB store folder' },
-  { name: 'token-file', type: 'string', help: 'tokens accepted from sidecars, one a line; re-read when it changes' },
-  { name: 'insecure', type: 'boolean', default: 'false', help: 'accept sidecars without a token (local, trusted setups only)' },
-  { name: 'bind', type: 'string', help: 'listen address (default 127.0.0.1; 0.0.0.0 in Kubernetes)' },
-  { name: 'heartbeat-interval-ms', type: 'int', default: String(CHECKPOINT_INTERVAL_MS), help: "the sidecars' heartbeat interval (their --checkpoint-interval-ms): 3 missed is stale" },
-  { name: 'log-level', type: 'string', default: 'info', choices: ['info', 'warn', 'error', 'silent'], help: 'structured log verbosity (stderr)' },
+export const COLLECTOR_SETTINGS = {
+  grpcPort: tcpPort({ name: 'grpc-port', default: 9400, help: 'gRPC ingest from sidecars (Sync)' }),
+  httpPort: tcpPort({ name: 'http-port', default: 9401, help: 'query API, live tail, /metrics, /livez, /readyz' }),
+  storeDir: text({ name: 'store', default: './.auditmesh/collector', help: 'embedded LMDB store folder' }),
+  tokenFile: optionalText({ name: 'token-file', help: 'tokens accepted from sidecars, one a line; re-read when it changes' }),
+  insecure: flag({ name: 'insecure', default: false, help: 'accept sidecars without a token (local, trusted setups only)' }),
+  bind: derived({ name: 'bind', type: 'string', help: 'listen address (default 127.0.0.1; 0.0.0.0 in Kubernetes)' }, (values, env) => (values.bind as string | undefined) ?? (env.KUBERNETES_SERVICE_HOST !== undefined ? '0.0.0.0' : '127.0.0.1')),
+  heartbeatIntervalMs: whole({ name: 'heartbeat-interval-ms', default: CHECKPOINT_INTERVAL_MS, help: "the sidecars' heartbeat interval (their --checkpoint-interval-ms): 3 missed is stale" }),
+  logLevel: choice<'info' | 'warn' | 'error' | 'silent'>({ name: 'log-level', default: 'info', choices: ['info', 'warn', 'error', 'silent'], help: 'structured log verbosity (stderr)' }),
   // Fleet-wide spike and first-seen detection (GET /v1/anomalies), tuned like the sidecar's.
-  ...ALERT_FLAGS,
-];
+  alerts: ALERT_SETTINGS,
+};
+
+export const COLLECTOR_FLAGS: readonly FlagSpec[] = flagsOf(COLLECTOR_SETTINGS);
 
 export const COLLECTOR_HELP = formatHelp(
   'auditmesh collector [flags]',
@@ -30,14 +33,12 @@ export async function collectorMain(argv: readonly string[], io: CommandIO): Pro
     io.stdout.write(COLLECTOR_HELP);
     return 0;
   }
-  let values;
+  let settings: SettingsOf<typeof COLLECTOR_SETTINGS>;
   try {
     const parsed = parseFlags(COLLECTOR_FLAGS, argv, io.env);
     if (parsed.positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
-    values = parsed.values;
-    port(values, 'grpc-port');
-    port(values, 'http-port');
-    if (values['token-file'] === undefined && values.insecure !== true) {
+    settings = readSettings(COLLECTOR_SETTINGS, parsed.values, io.env);
+    if (settings.tokenFile === undefined && !settings.insecure) {
       throw new UsageError('no --token-file: the collector would accept records from anyone; give --token-file FILE, or --insecure for a local, trusted setup');
     }
   } catch (err) {
@@ -45,22 +46,11 @@ export async function collectorMain(argv: readonly string[], io: CommandIO): Pro
     io.stderr.write(`auditmesh collector: ${err.message}\n(see auditmesh collector --help)\n`);
     return 2;
   }
-  const log = createLogger(values['log-level'] as 'info', (line) => io.stderr.write(line));
+  const { logLevel, ...config } = settings;
+  const log = createLogger(logLevel, (line) => io.stderr.write(line));
   let collector: Collector;
   try {
-    collector = await createCollector(
-      {
-        grpcPort: values['grpc-port'] as number,
-        httpPort: values['http-port'] as number,
-        bind: (values.bind as string | undefined) ?? (io.env.KUBERNETES_SERVICE_HOST !== undefined ? '0.0.0.0' : '127.0.0.1'),
-        storeDir: values.store as string,
-        tokenFile: values['token-file'] as string | undefined,
-        insecure: values.insecure === true,
-        heartbeatIntervalMs: values['heartbeat-interval-ms'] as number,
-        alerts: alertOptionsFromFlags(values),
-      },
-      log,
-    );
+    collector = await createCollector(config, log);
   } catch (err) {
     io.stderr.write(`auditmesh collector: cannot start: ${(err as Error).message}\n`);
     return err instanceof CollectorConfigError ? 2 : 1;

@@ -1,27 +1,29 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { formatHelp, parseFlags, port, UsageError, type FlagSpec } from '../../command/flags.js';
+import { formatHelp, parseFlags, UsageError, type FlagSpec } from '../../command/flags.js';
+import { choice, flagsOf, readSettings, tcpPort, text, whole, type SettingsOf } from '../../command/settings.js';
 import { createLogger, type Logger } from '../../command/log.js';
 import { createAdminServer } from '../../command/admin-server.js';
 import { createAdmissionServer, type AdmissionServer } from '../injector/admission-server.js';
 import { createInjectorMetrics } from '../injector/injector-metrics.js';
 import { injectionHandlers } from '../injector/injection-webhook.js';
-import { INJECT_FLAGS, injectOptionsFromFlags } from '../injector/inject-flags.js';
-import type { InjectOptions } from '../injector/sidecar-containers.js';
+import { INJECT_SETTINGS } from '../injector/inject-flags.js';
 import { untilAborted, type CommandIO } from '../../command/io.js';
 
-export const INJECTOR_FLAGS: readonly FlagSpec[] = [
-  { name: 'port', type: 'int', default: '9443', help: 'HTTPS port of the admission webhook', env: 'AUDITMESH_INJECTOR_PORT' },
-  { name: 'admin-port', type: 'int', default: '9444', help: 'plain HTTP /metrics, /livez, /readyz', env: 'AUDITMESH_INJECTOR_ADMIN_PORT' },
-  { name: 'bind', type: 'string', default: '0.0.0.0', help: 'listen address', env: 'AUDITMESH_INJECTOR_BIND' },
-  { name: 'tls-cert', type: 'string', default: '/etc/auditmesh/tls/tls.crt', help: 'serving certificate (PEM); re-read when it changes' },
-  { name: 'tls-key', type: 'string', default: '/etc/auditmesh/tls/tls.key', help: 'its private key (PEM)' },
-  { name: 'cert-reload-ms', type: 'int', default: '10000', help: 'how often the certificate files are checked for a new pair' },
-  { name: 'max-body-bytes', type: 'int', default: '3145728', help: 'larger admission requests are refused with 413' },
-  { name: 'request-timeout-ms', type: 'int', default: '10000', help: 'a request must arrive whole within this time' },
-  { name: 'log-level', type: 'string', default: 'info', choices: ['info', 'warn', 'error', 'silent'], help: 'structured log verbosity (stderr)', env: 'AUDITMESH_INJECTOR_LOG_LEVEL' },
-  ...INJECT_FLAGS,
-];
+export const INJECTOR_SETTINGS = {
+  port: tcpPort({ name: 'port', default: 9443, help: 'HTTPS port of the admission webhook', env: 'AUDITMESH_INJECTOR_PORT' }),
+  adminPort: tcpPort({ name: 'admin-port', default: 9444, help: 'plain HTTP /metrics, /livez, /readyz', env: 'AUDITMESH_INJECTOR_ADMIN_PORT' }),
+  bind: text({ name: 'bind', default: '0.0.0.0', help: 'listen address', env: 'AUDITMESH_INJECTOR_BIND' }),
+  certFile: text({ name: 'tls-cert', default: '/etc/auditmesh/tls/tls.crt', help: 'serving certificate (PEM); re-read when it changes' }),
+  keyFile: text({ name: 'tls-key', default: '/etc/auditmesh/tls/tls.key', help: 'its private key (PEM)' }),
+  certReloadMs: whole({ name: 'cert-reload-ms', default: 10_000, help: 'how often the certificate files are checked for a new pair' }),
+  maxBodyBytes: whole({ name: 'max-body-bytes', default: 3_145_728, help: 'larger admission requests are refused with 413' }),
+  requestTimeoutMs: whole({ name: 'request-timeout-ms', default: 10_000, help: 'a request must arrive whole within this time' }),
+  logLevel: choice<'info' | 'warn' | 'error' | 'silent'>({ name: 'log-level', default: 'info', choices: ['info', 'warn', 'error', 'silent'], help: 'structured log verbosity (stderr)', env: 'AUDITMESH_INJECTOR_LOG_LEVEL' }),
+  policy: INJECT_SETTINGS,
+};
+
+export const INJECTOR_FLAGS: readonly FlagSpec[] = flagsOf(INJECTOR_SETTINGS);
 
 export const INJECTOR_HELP = formatHelp(
   'auditmesh injector [flags]',
@@ -35,30 +37,27 @@ export async function injectorMain(argv: readonly string[], io: CommandIO): Prom
     io.stdout.write(INJECTOR_HELP);
     return 0;
   }
-  let values;
-  let options: InjectOptions;
+  let settings: SettingsOf<typeof INJECTOR_SETTINGS>;
   try {
     const parsed = parseFlags(INJECTOR_FLAGS, argv, io.env);
     if (parsed.positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
-    values = parsed.values;
-    options = injectOptionsFromFlags(values);
-    port(values, 'port');
-    port(values, 'admin-port');
+    settings = readSettings(INJECTOR_SETTINGS, parsed.values, io.env);
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
     io.stderr.write(`auditmesh injector: ${err.message}\n(see auditmesh injector --help)\n`);
     return 2;
   }
-  const log = createLogger(values['log-level'] as 'info', (line) => io.stderr.write(line));
+  const { policy: options, ...values } = settings;
+  const log = createLogger(values.logLevel, (line) => io.stderr.write(line));
   const metrics = createInjectorMetrics();
   let admission: AdmissionServer;
   try {
     admission = await createAdmissionServer({
-      certFile: values['tls-cert'] as string,
-      keyFile: values['tls-key'] as string,
-      certReloadMs: values['cert-reload-ms'] as number,
-      maxBodyBytes: values['max-body-bytes'] as number,
-      requestTimeoutMs: values['request-timeout-ms'] as number,
+      certFile: values.certFile,
+      keyFile: values.keyFile,
+      certReloadMs: values.certReloadMs,
+      maxBodyBytes: values.maxBodyBytes,
+      requestTimeoutMs: values.requestTimeoutMs,
       handlers: injectionHandlers(options, metrics),
       onInternalError(err, request) {
         metrics.admissions.inc({ result: 'error', reason: 'internal' });
@@ -74,8 +73,8 @@ export async function injectorMain(argv: readonly string[], io: CommandIO): Prom
     return 1;
   }
   const admin = createAdminServer({ registry: metrics.registry, ready: () => ({ ok: true }), subscribe: null });
-  const bind = values.bind as string;
-  const ports = { port: await listen(admission.server, values.port as number, bind), admin: await listen(admin, values['admin-port'] as number, bind) };
+  const bind = values.bind;
+  const ports = { port: await listen(admission.server, values.port, bind), admin: await listen(admin, values.adminPort, bind) };
   log('info', 'injector listening', { ...ports, image: options.image, sidecar_mode: options.sidecarMode });
   await untilAborted(io.signal);
   await stop(admission, admin, log);

@@ -1,51 +1,37 @@
-import { port, UsageError, type FlagSpec, type FlagValues } from '../../command/flags.js';
+import { UsageError, type FlagSpec, type FlagValues } from '../../command/flags.js';
+import { choice, fixed, flagsOf, optionalText, readSettings, tcpPort, text, whole } from '../../command/settings.js';
 import { VERSION } from '../../command/version.js';
 import type { InjectOptions } from './sidecar-containers.js';
 import type { PodAuditMode, SidecarMode } from './pod-settings.js';
 
 export const DEFAULT_IMAGE = `auditmesh/auditmesh:${VERSION}`;
 
-/** The injection policy's flags, shared by `auditmesh injector`, `auditmesh inject` and `auditmesh install`. */
-export const INJECT_FLAGS: readonly FlagSpec[] = [
-  { name: 'image', type: 'string', default: DEFAULT_IMAGE, help: 'image of the injected auditmesh-init and auditmesh-proxy containers' },
-  { name: 'image-pull-policy', type: 'string', default: 'IfNotPresent', choices: ['Always', 'IfNotPresent', 'Never'], help: 'pull policy of the injected containers' },
-  { name: 'sidecar-mode', type: 'string', default: 'native', choices: ['native', 'container'], help: 'native: init container with restartPolicy Always (Kubernetes >= 1.29); container: a regular container (older clusters)' },
-  { name: 'audit-mode', type: 'string', default: 'async', choices: ['async', 'strict', 'off'], help: "injected sidecars' audit mode (annotation auditmesh.io/audit-mode overrides)" },
-  { name: 'proxy-uid', type: 'int', default: '1337', help: "the proxy's uid; its traffic is exempt from capture, so apps must not use it" },
-  { name: 'proxy-inbound-port', type: 'int', default: '15006', help: "the proxy's inbound listener" },
-  { name: 'proxy-outbound-port', type: 'int', default: '15001', help: "the proxy's outbound listener" },
-  { name: 'proxy-admin-port', type: 'int', default: '15020', help: "the proxy's admin port (probes, /metrics); never captured" },
-  { name: 'proxy-cpu-request', type: 'string', default: '50m', help: 'proxy CPU request' },
-  { name: 'proxy-memory-request', type: 'string', default: '64Mi', help: 'proxy memory request' },
-  { name: 'proxy-cpu-limit', type: 'string', help: 'proxy CPU limit (none by default: throttling a proxy slows every call)' },
-  { name: 'proxy-memory-limit', type: 'string', default: '256Mi', help: 'proxy memory limit' },
-  { name: 'journal-size-limit', type: 'string', default: '1Gi', help: "size limit of the proxy's journal emptyDir" },
-  { name: 'collector', type: 'string', help: 'HOST:PORT of the collector the proxies ship to (none: journal only)' },
-];
+/** The injection policy's settings, shared by `auditmesh injector`, `auditmesh inject` and `auditmesh install`. */
+export const INJECT_SETTINGS = {
+  image: text({ name: 'image', default: DEFAULT_IMAGE, help: 'image of the injected auditmesh-init and auditmesh-proxy containers' }),
+  imagePullPolicy: choice<InjectOptions['imagePullPolicy']>({ name: 'image-pull-policy', default: 'IfNotPresent', choices: ['Always', 'IfNotPresent', 'Never'], help: 'pull policy of the injected containers' }),
+  sidecarMode: choice<SidecarMode>({ name: 'sidecar-mode', default: 'native', choices: ['native', 'container'], help: 'native: init container with restartPolicy Always (Kubernetes >= 1.29); container: a regular container (older clusters)' }),
+  auditMode: choice<PodAuditMode>({ name: 'audit-mode', default: 'async', choices: ['async', 'strict', 'off'], help: "injected sidecars' audit mode (annotation auditmesh.io/audit-mode overrides)" }),
+  proxyUid: whole({ name: 'proxy-uid', default: 1337, help: "the proxy's uid; its traffic is exempt from capture, so apps must not use it" }, 1, 'the proxy must not run as root (0)'),
+  inboundPort: tcpPort({ name: 'proxy-inbound-port', default: 15006, help: "the proxy's inbound listener" }),
+  outboundPort: tcpPort({ name: 'proxy-outbound-port', default: 15001, help: "the proxy's outbound listener" }),
+  adminPort: tcpPort({ name: 'proxy-admin-port', default: 15020, help: "the proxy's admin port (probes, /metrics); never captured" }),
+  resources: {
+    cpuRequest: text({ name: 'proxy-cpu-request', default: '50m', help: 'proxy CPU request' }),
+    memoryRequest: text({ name: 'proxy-memory-request', default: '64Mi', help: 'proxy memory request' }),
+    cpuLimit: optionalText({ name: 'proxy-cpu-limit', help: 'proxy CPU limit (none by default: throttling a proxy slows every call)' }),
+    memoryLimit: text({ name: 'proxy-memory-limit', default: '256Mi', help: 'proxy memory limit' }),
+  },
+  journalSizeLimit: text({ name: 'journal-size-limit', default: '1Gi', help: "size limit of the proxy's journal emptyDir" }),
+  collector: optionalText({ name: 'collector', help: 'HOST:PORT of the collector the proxies ship to (none: journal only)' }, (value) => {
+    if (!/^[^:\s]+:\d+$/.test(value)) throw new UsageError(`--collector: expected HOST:PORT, got ${JSON.stringify(value)}`);
+  }),
+  version: fixed(VERSION),
+};
+
+export const INJECT_FLAGS: readonly FlagSpec[] = flagsOf(INJECT_SETTINGS);
 
 /** Flag values → the policy's options; throws UsageError naming the flag at fault. */
 export function injectOptionsFromFlags(values: FlagValues): InjectOptions {
-  const uid = values['proxy-uid'] as number;
-  if (uid === 0) throw new UsageError('--proxy-uid: the proxy must not run as root (0)');
-  const collector = values.collector as string | undefined;
-  if (collector !== undefined && !/^[^:\s]+:\d+$/.test(collector)) throw new UsageError(`--collector: expected HOST:PORT, got ${JSON.stringify(collector)}`);
-  return {
-    image: values.image as string,
-    imagePullPolicy: values['image-pull-policy'] as InjectOptions['imagePullPolicy'],
-    sidecarMode: values['sidecar-mode'] as SidecarMode,
-    auditMode: values['audit-mode'] as PodAuditMode,
-    proxyUid: uid,
-    inboundPort: port(values, 'proxy-inbound-port'),
-    outboundPort: port(values, 'proxy-outbound-port'),
-    adminPort: port(values, 'proxy-admin-port'),
-    resources: {
-      cpuRequest: values['proxy-cpu-request'] as string,
-      memoryRequest: values['proxy-memory-request'] as string,
-      cpuLimit: values['proxy-cpu-limit'] as string | undefined,
-      memoryLimit: values['proxy-memory-limit'] as string | undefined,
-    },
-    journalSizeLimit: values['journal-size-limit'] as string,
-    collector,
-    version: VERSION,
-  };
+  return readSettings(INJECT_SETTINGS, values, {});
 }
