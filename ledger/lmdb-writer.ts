@@ -1,6 +1,6 @@
 /**
- * How every auditmesh LMDB writer opens its environment: the sidecar's journal (journal.ts) and
- * the collector's store (control/collector/store/lmdb-store.ts).
+ * How every auditmesh LMDB writer opens its environment: the sidecar's journal
+ * (proxy/journal/journal.ts) and the collector's store (control/collector/store/lmdb-store.ts).
  *
  * - eventTurnBatching off: with it on, lmdb-js 3.5 drops a promise it created for the event turn,
  *   and a failed commit surfaces as an unhandled rejection that kills the process. Each commit is
@@ -12,6 +12,6 @@
  *   opening a live environment made the writer lose acknowledged commits; that was LMDB's own
  *   bug (ITS#9496, lmdb-build.ts), fixed by the patched build, and off had only made it rarer.
  *   It stays off for the simpler guarantee: with the patched build, on and off measured the same
- *   (bench/README.md, "The patched LMDB").
+ *   (bench/README.md, "Figures behind the code").
  */
 export const LMDB_WRITER_OPTIONS = { eventTurnBatching: false, separateFlushed: true, overlappingSync: false } as const;

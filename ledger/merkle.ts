@@ -12,10 +12,9 @@ const LEAF_PREFIX = Buffer.from([0x00]);
 const NODE_PREFIX = Buffer.from([0x01]);
 
 /**
- * SHA-256 as a 32-character latin1 string (one character per byte). crypto.hash returns a string
- * in about a third of the time it takes to return a Buffer (0.3 against 1.1 µs for a node's 65
- * bytes on the reference machine, 0.7 against 1.5 for an 800-byte record), so the tree is
- * computed over these strings and only what leaves this module becomes a Buffer.
+ * SHA-256 as a 32-character latin1 string (one character per byte): crypto.hash returns a string
+ * much faster than a Buffer (bench/README.md, "Figures behind the code"), so the tree is computed over these strings and only what
+ * leaves this module becomes a Buffer.
  */
 // 'binary' is Node's name for latin1 among the digest encodings.
 const digest = (input: Uint8Array): string => hash('sha256', input, 'binary');

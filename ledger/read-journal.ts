@@ -4,9 +4,9 @@ import type { JournalRecord } from './record.js';
 import type { LinkKind } from './chain.js';
 
 /**
- * The journal's on-disk layout and its readers. The layout lives here, not in journal.ts, so that
- * the writer and every reader (tests, `tail`, `verify`) open the sub-databases with the same
- * encodings, and journal.ts can import this file without an import cycle.
+ * The journal's on-disk layout and its readers, in the ground floor: the writer
+ * (proxy/journal/journal.ts) and every reader (tests, `tail`, `verify`, the collector's ingest)
+ * open the sub-databases with the same encodings.
  *
  * Which reader to use:
  * - another process (the `tail` and `verify` tools): readJournal/readBatches/withSnapshot open the

@@ -41,7 +41,7 @@ export interface Hello {
   first_batch: number;
   /** When the Hello was signed (the collector's clock must agree within HELLO_MAX_SKEW_MS). */
   unix_ms: number;
-  /** Ed25519 over helloSigningInput (chain.ts) with the key presented, lowercase hex. */
+  /** Ed25519 over helloSigningInput (ledger/chain.ts) with the key presented, lowercase hex. */
   sig: string;
 }
 

@@ -17,7 +17,7 @@ export interface CollectorMetrics {
   readonly storeBytes: Gauge;
   readonly sidecars: Gauge<'state'>;
   readonly streamsActive: Gauge;
-  /** Fleet-wide anomalies (fleet-alerts.ts): the sidecar's names, with the edge's service and direction. */
+  /** Fleet-wide anomalies (api/fleet-alerts.ts): the sidecar's names, with the edge's service and direction. */
   readonly anomalyActive: Gauge<'kind' | 'service' | 'peer' | 'direction'>;
   readonly anomalies: Counter<'kind'>;
 }

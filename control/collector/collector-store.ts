@@ -4,10 +4,10 @@ import type { RefusalCode } from '../../wire/sync-wire.js';
 import type { EncodedBatch } from './store/encoded-batch.js';
 
 /**
- * The seam between the collector's ingest and where it keeps things (DESIGN.md, "Scale beyond one
- * machine"). Ingest verifies, dedupes and acks against this interface only, and every write is a
- * promise that settles once durable, so an implementation on a replicated log (NATS JetStream,
- * consumers building the indexes) fits behind it as well as the embedded LMDB one (lmdb-store.ts).
+ * The seam between the collector's ingest and where it keeps things. Ingest verifies, dedupes
+ * and acks against this interface only, and every write is a promise that settles once durable,
+ * so an implementation on a replicated log (NATS JetStream, consumers building the indexes) fits
+ * behind it as well as the embedded LMDB one (store/lmdb-store.ts).
  */
 
 /**
@@ -55,7 +55,7 @@ export interface VerifiedAppend {
   /** The sidecar's state once this append is stored. */
   sidecar: SidecarState;
   links: StoredLink[];
-  /** Each records link's batch, in the order of `links`, encoded for the store (encoded-batch.ts). */
+  /** Each records link's batch, in the order of `links`, encoded for the store (store/encoded-batch.ts). */
   batches: EncodedBatch[];
 }
 

@@ -1,7 +1,7 @@
 import { isIP } from 'node:net';
 import type { Pod } from './pod.js';
 
-/** Every per-pod setting lives under this annotation prefix (INTERFACE.md, Kubernetes). */
+/** Every per-pod setting lives under this annotation prefix (README.md, Kubernetes). */
 export const ANNOTATION_PREFIX = 'auditmesh.io/';
 
 export const ANNOTATIONS = {

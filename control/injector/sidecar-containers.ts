@@ -1,7 +1,7 @@
 import type { Container } from './pod.js';
 import type { PodSettings, SettingDefaults } from './pod-settings.js';
 
-/** Names of what the injector adds to a pod (INTERFACE.md, Kubernetes). */
+/** Names of what the injector adds to a pod (README.md, Kubernetes). */
 export const PROXY_CONTAINER = 'auditmesh-proxy';
 export const INIT_CONTAINER = 'auditmesh-init';
 export const DATA_VOLUME = 'auditmesh-data';

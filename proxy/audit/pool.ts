@@ -5,8 +5,8 @@ import type { SealOutcome } from './workers/seal-batch.js';
 
 /**
  * The hashing pool: piscina workers that seal batches (canonical bytes, leaf hashes, Merkle
- * root). One task per batch, never per record: a task round trip costs ~30-45 µs of main-thread
- * time (DESIGN.md, costs table).
+ * root). One task per batch, never per record: a task round trip costs tens of microseconds of
+ * main-thread time (bench/README.md, "Figures behind the code").
  */
 
 /** A batch as the journal stores it. */

@@ -28,7 +28,7 @@ export interface CaptureOptions {
 
 /**
  * One listening port for every protocol: the first bytes of each connection pick the path
- * (DESIGN.md, Capture). The bytes read to decide are put back, so each path sees the
+ * (docs/ARCHITECTURE.md). The bytes read to decide are put back, so each path sees the
  * connection from its first byte.
  */
 export function createCaptureListener(handlers: CaptureHandlers, opts: CaptureOptions): net.Server {

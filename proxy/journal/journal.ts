@@ -21,7 +21,7 @@ import { createJournalSize, type JournalSize } from './journal-size.js';
  * commits and restarts.
  *
  * Each commit links its batches into the hash chain and signs the last head (plan-commit.ts,
- * chain.ts): one hash per batch and one signature per commit, on this thread. Every open starts
+ * ledger/chain.ts): one hash per batch and one signature per commit, on this thread. Every open starts
  * a boot epoch whose link is the first of its commits. maintain(), called every
  * maintenanceTickMs(), prunes by retention, samples the journal's size and, when nothing was
  * signed for a checkpoint interval, commits a signed checkpoint link.

@@ -28,7 +28,7 @@ export interface FleetAlertMetrics {
 export interface FleetAlerts {
   /** One stored record of `service` (the sidecar's identity, as its Hello named it). */
   observe(service: string, record: AuditRecord): void;
-  /** A batch's exchanges of one edge, method and outcome, as ingest's workers grouped them (encoded-batch.ts), so the event loop parses nothing. */
+  /** A batch's exchanges of one edge, method and outcome, as ingest's workers grouped them (store/encoded-batch.ts), so the event loop parses nothing. */
   observeGroup(service: string, group: ExchangeGroup): void;
   /** Closes the current window; the detector's own timer does this every intervalMs. */
   tick(): void;

@@ -9,7 +9,7 @@ import { BatchBlob } from '../store/batch-blob.js';
 import type { SidecarStatus } from './sidecar-status.js';
 
 /**
- * The collector's HTTP API (INTERFACE.md): /v1/records (NDJSON, newest first), /v1/tail
+ * The collector's HTTP API (README.md, The collector): /v1/records (NDJSON, newest first), /v1/tail
  * (server-sent events, one record each, as stored), /v1/sidecars (JSON), /v1/anomalies (JSON:
  * fleet-wide spikes active and the latest raised), /metrics, /livez, /readyz. Read-only:
  * nothing here changes the store.

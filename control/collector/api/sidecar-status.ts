@@ -24,7 +24,7 @@ export interface SidecarStatus {
   /** Everything stored from it verified, and nothing was refused since the last stored segment. */
   verified: boolean;
   last_refusal: { code: string; reason: string; at: string } | null;
-  /** Batches of its chain that can never arrive (collector-store.ts LostRange), recorded when it reconnected. */
+  /** Batches of its chain that can never arrive (../collector-store.ts LostRange), recorded when it reconnected. */
   lost: { from_batch: number; to_batch: number; recorded: string }[];
 }
 

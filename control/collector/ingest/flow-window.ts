@@ -5,9 +5,8 @@ import type * as grpc from '@grpc/grpc-js';
  * The HTTP/2 receive window of the collector's Sync streams. Node's default is 64 KiB, and
  * grpc-js's server never raises it (its `grpc-node.flow_control_window` option is read by the
  * client transport only: grpc/grpc-node#3058), so a sidecar sending a 1 MiB segment waits for
- * about 16 WINDOW_UPDATEs, each sent only when the collector's busy event loop gets to it. The
- * ingest benchmark measured 29,000 records/s with the default window and 1.15 of 2 CPUs busy:
- * the pipeline stalled on flow control, not on work.
+ * about 16 WINDOW_UPDATEs, each sent only when the collector's busy event loop gets to it: with
+ * the default window ingest stalled on flow control, not on work (bench/README.md, "Figures behind the code").
  *
  * Memory stays bounded: one Sync stream per connection, so a sidecar can have at most this much
  * unread data buffered in the collector beyond the segments sync-server.ts has taken.

@@ -41,8 +41,7 @@ export interface HashPool {
 /**
  * Workers by default: one per core, at least two, at most four. A worker sits idle while its
  * segment's results travel back and the event loop verifies and writes them; a second one hashes
- * the next segment meanwhile. On 2 CPUs (bench/ingest.ts, 2 interleaved rounds) two workers took
- * ingest from 78,924 / 81,824 to 90,783 / 85,413 records/s.
+ * the next segment meanwhile, which measured faster even on 2 CPUs (bench/README.md, "Figures behind the code").
  */
 export function defaultHashThreads(): number {
   return Math.max(2, Math.min(4, availableParallelism()));

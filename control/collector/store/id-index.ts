@@ -6,10 +6,9 @@ import type { Database, RootDatabase } from 'lmdb';
  *
  * Both ids are random (sidecars make them with randomUUID and random W3C trace ids), so an index
  * that is a B-tree keyed by the id inserts every entry at a random place: once the tree outgrows
- * a commit, each entry dirties (and LMDB copies, writes and syncs) a 4 KB page of its own.
- * Measured in bench/ingest.ts, that held the store to 39,000-52,000 records/s and ingest to half
- * its target. So the id index is written in arrival order and sorted later, as a log-structured
- * index is:
+ * a commit, each entry dirties (and LMDB copies, writes and syncs) a 4 KB page of its own, which
+ * held ingest to half its target (bench/README.md, "Figures behind the code"). So the id index is written in arrival order and
+ * sorted later, as a log-structured index is:
  *
  *   id_log       [n] -> the entries of one stored batch, as ingest encoded them   (appended)
  *   id_segments  [s] -> a segment: its entry count, its level, whether a merge into it is under way
@@ -27,7 +26,7 @@ import type { Database, RootDatabase } from 'lmdb';
  * An entry is ENTRY_BYTES, little-endian: the id's 64-bit hash (two uint32: high, low), the
  * record's start time (float64 ms), its batch (float64), its sidecar's number (uint32) and its
  * place in the batch (uint32). The hash is a bucket key, not a proof: a lookup returns every
- * entry whose hash matches, and the caller (record-query.ts) keeps only records whose id really
+ * entry whose hash matches, and the caller (api/record-query.ts) keeps only records whose id really
  * is the one asked for.
  */
 
@@ -245,8 +244,8 @@ export class IdIndexWriter {
   /**
    * A buffer for a seal's sorted entries: an earlier seal's once the write it went out in has
    * settled (and every write before it), else a new one. Reused because memory a process writes
-   * for the first time costs a page fault a page, ~15 µs each on this VM (bench/README.md,
-   * "Fresh memory on this VM"): half of a seal's time when each had a new one.
+   * for the first time costs a page fault a page: half of a seal's time when each had a new one
+   * (bench/README.md, "Figures behind the code").
    */
   private sealBuffer(bytes: number): Buffer {
     const oldestUnsettled = Math.min(...this.unsettled);
@@ -415,7 +414,7 @@ function words(buf: Buffer): Uint32Array {
 
 /**
  * Kept from one seal to the next: memory a process writes for the first time costs a page fault
- * a page, and on this VM a fault costs ~15 µs (bench/README.md, "Fresh memory on this VM").
+ * a page (bench/README.md, "Figures behind the code").
  */
 const scratch = { all: new Uint32Array(0), order: new Uint32Array(0), spare: new Uint32Array(0), counts: new Uint32Array(65_536) };
 

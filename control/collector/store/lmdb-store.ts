@@ -30,7 +30,7 @@ export interface LmdbStoreOptions {
  */
 export function openLmdbStore(dir: string, { sealEntries, onIndexError, maxIdMatches = MAX_ID_MATCHES }: LmdbStoreOptions = {}): CollectorStore & { readonly stores: CollectorStores; readonly ids: IdIndexDbs; indexMerged(): Promise<void> } {
   mkdirSync(dir, { recursive: true });
-  // As the journal opens its own (lmdb-writer.ts): one explicit batch() per run, each with its own
+  // As the journal opens its own (ledger/lmdb-writer.ts): one explicit batch() per run, each with its own
   // `flushed`, and no overlapping sync: a commit is on disk when it resolves.
   const env = open({ path: realpathSync(dir), maxDbs: 32, ...LMDB_WRITER_OPTIONS });
   let stores: CollectorStores;
@@ -149,7 +149,7 @@ const newestFirst = (a: Candidate, b: Candidate): number => b.start - a.start ||
 
 /**
  * Records that may match `q`, newest first, from the narrowest index that applies; the caller
- * (record-query.ts) applies the whole filter. A correlation id or trace id query reads the id
+ * (api/record-query.ts) applies the whole filter. A correlation id or trace id query reads the id
  * index, an errors-only query the per-record errors entries; a service or time query reads whole batches, newest batch first,
  * and holds a batch's records back until no batch still to read can hold a newer one.
  */

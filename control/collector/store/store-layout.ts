@@ -18,9 +18,8 @@ import type { Evidence, SidecarState, StoredLink } from '../collector-store.js';
  *   id_*            request ids and trace ids: a log-structured index (id-index.ts)
  *
  * A batch is one value and its time and service entries are per batch: a record costs its id
- * entries only (measured in bench/ingest.ts: one value per record and five entries each held
- * ingest under 100,000 records/s on the LMDB writes alone), and those are appended, not inserted
- * at random places (id-index.ts says why). Time and service scans read whole batches and merge
+ * entries only (one value and five entries per record held ingest below its target on the LMDB
+ * writes alone: bench/README.md, "Figures behind the code"), and those are appended, not inserted at random places (id-index.ts). Time and service scans read whole batches and merge
  * them newest first (candidates). Index values are empty: the key is the entry. A verified run is
  * one transaction (links, batches, index entries and the sidecar's new position), so the store
  * never holds a record without its link or a position ahead of what it holds.
@@ -40,15 +39,10 @@ export interface CollectorStores {
 
 /**
  * Batch values are LZ4-compressed, by lmdb-js on the threads that write them, never on the event
- * loop. Records are JSON with the same keys and many of the same values (bench/ingest.ts's,
- * random ids and all, compress 5.3x). Every value's bytes are copied twice on the way to disk
- * (into LMDB's dirty pages, then into the page cache), and on this project's reference VM each
- * fresh page costs a fault of ~15 µs (bench/README.md), so writing fewer bytes costs less CPU
- * than compressing them. Measured in bench/ingest.ts, alternating with the uncompressed store:
- * the store alone took 274,000-379,000 records/s against 200,000-234,000, and ingest spent 1.5-2.7
- * µs of CPU a record less. A value whose LZ4 stream was altered on disk does not throw: lmdb-js
- * logs its bytes to stderr and yields what it decoded, or its stale decompression buffer, and
- * verify names the batch (its records no longer hash to their leaves).
+ * loop: records compress well, and a fresh page costs more CPU than compressing it
+ * (bench/README.md, "Figures behind the code").
+ * A value whose LZ4 stream was altered on disk does not throw: lmdb-js logs it and yields what it
+ * decoded, and verify names the batch (its records no longer hash to their leaves).
  */
 export const BATCHES_DB = 'batches_lz4';
 

@@ -6,7 +6,7 @@ import { indexRecord } from '../../store/record-index.js';
 /**
  * Piscina worker: the per-record work of ingest, off the event loop: every record's leaf hash,
  * each link's Merkle root, each record's index entry (one JSON.parse), and each batch encoded for
- * the store (encoded-batch.ts: its value and its index keys). The main thread then only compares
+ * the store (store/encoded-batch.ts: its value and its index keys). The main thread then only compares
  * roots and heads, checks signatures and puts buffers.
  *
  * Input (hash-pool.ts): the segment's records in one transferred buffer, each preceded by one
