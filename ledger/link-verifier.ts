@@ -1,7 +1,7 @@
 import type { KeyObject } from 'node:crypto';
 import { leafHash, merkleRoot } from './merkle.js';
 import { EMPTY_ROOT, epochRoot, linkHead, verifyHeadSignature } from './chain.js';
-import type { BatchHeader } from './read-journal.js';
+import type { BatchHeader } from './journal-layout.js';
 
 /**
  * The per-link checks of the hash chain, in one place for every verifier: the offline journal

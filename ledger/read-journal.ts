@@ -1,14 +1,11 @@
 import { realpathSync } from 'node:fs';
-import { open, type Database, type RootDatabase, type Transaction } from 'lmdb';
+import { open, type Transaction } from 'lmdb';
 import type { JournalRecord } from './record.js';
-import type { LinkKind } from './chain.js';
+import { HEAD_KEY, PRUNED_KEY, SHIPPED_KEY, openJournalStores, type BatchHeader, type JournalHead, type JournalSnapshot, type JournalStores, type PrunedMark, type ShippedMark } from './journal-layout.js';
+import { writerFor } from './journal-writers.js';
 
 /**
- * The journal's on-disk layout and its readers, in the ground floor: the writer
- * (proxy/journal/journal.ts) and every reader (tests, `tail`, `verify`, the collector's ingest)
- * open the sub-databases with the same encodings.
- *
- * Which reader to use:
+ * Reading a journal (its layout is journal-layout.ts). Which reader to use:
  * - another process (the `tail` and `verify` tools): readJournal/readBatches/withSnapshot open the
  *   environment read-only for the call;
  * - the process that runs the journal (a test reading its own sidecar): the same functions
@@ -16,77 +13,7 @@ import type { LinkKind } from './chain.js';
  *   opens an environment twice (lmdb-js#164). Journal#read and AuditPipeline#read are the same.
  */
 
-/**
- * One link of the chain (chain.ts), stored under its batch number: a batch of records,
- * the opening of a boot epoch, or a checkpoint. Readers ignore fields they do not know.
- */
-export interface BatchHeader {
-  batch: number;
-  first_seq: number;
-  count: number;
-  /** Merkle root over the batch's records, lowercase hex (RFC 9162, see merkle.ts). */
-  root: string;
-  sealed_unix_ms: number;
-  kind: LinkKind;
-  /** The boot epoch the link was written in; a new one each time the journal is opened for writing. */
-  epoch: number;
-  /** Chain head after this link, lowercase hex. */
-  head: string;
-  /** On the last link of every commit and on epoch links: the id of the key below. */
-  key?: string;
-  /** On the last link of every commit: Ed25519 signature over the head, lowercase hex. */
-  sig?: string;
-}
-
-/** Where the journal ends; all 0 (and the genesis head) for an empty journal. Numbers start at 1. */
-export interface JournalHead {
-  last_seq: number;
-  last_batch: number;
-  /** Chain head of the last link, lowercase hex (journals written before the chain have none). */
-  head?: string;
-  /** The last boot epoch opened. */
-  epoch?: number;
-}
-
-/** The last link removed by retention: the oldest link still present chains from its head. */
-export interface PrunedMark {
-  last_batch: number;
-  last_seq: number;
-  head: string;
-  sealed_unix_ms: number;
-}
-
-/**
- * How far the collector has acknowledged the chain (proxy/ship/): every link up to and including
- * `batch` is stored there. With a collector, retention prunes only links at or below it.
- */
-export interface ShippedMark {
-  batch: number;
-}
-
-/** A public key the journal's heads are signed with, stored under its key id. */
-export interface KeyEntry {
-  /** DER SubjectPublicKeyInfo, base64. */
-  public_key: string;
-}
-
-export interface JournalStores {
-  readonly env: RootDatabase;
-  /** seq -> canonical record bytes (UTF-8 JSON), stored as is: binary encoding, no compression. */
-  readonly records: Database<Buffer, number>;
-  /** batch number -> header. */
-  readonly batches: Database<BatchHeader, number>;
-  /** HEAD_KEY -> JournalHead, PRUNED_KEY -> PrunedMark, SHIPPED_KEY -> ShippedMark. */
-  readonly meta: Database<JournalHead | PrunedMark | ShippedMark, string>;
-  /** key id -> public key; never pruned, so every retained signature can be checked. */
-  readonly keys: Database<KeyEntry, string>;
-}
-
-/** Stores plus one read transaction: everything read through it is one consistent snapshot. */
-export interface JournalSnapshot {
-  readonly stores: JournalStores;
-  readonly transaction: Transaction;
-}
+const EMPTY_HEAD: JournalHead = { last_seq: 0, last_batch: 0 };
 
 export interface RecordReadOptions {
   /** First sequence number to return; default 1. */
@@ -100,21 +27,6 @@ export interface BatchReadOptions {
   fromBatch?: number;
   /** At most this many headers; default all. */
   limit?: number;
-}
-
-export const HEAD_KEY = 'head';
-export const PRUNED_KEY = 'pruned';
-export const SHIPPED_KEY = 'shipped';
-const EMPTY_HEAD: JournalHead = { last_seq: 0, last_batch: 0 };
-
-export function openJournalStores(env: RootDatabase): JournalStores {
-  return {
-    env,
-    records: env.openDB<Buffer, number>('records', { encoding: 'binary', compression: false }),
-    batches: env.openDB<BatchHeader, number>('batches', { encoding: 'msgpack' }),
-    meta: env.openDB<JournalHead | PrunedMark | ShippedMark, string>('meta', { encoding: 'msgpack' }),
-    keys: env.openDB<KeyEntry, string>('keys', { encoding: 'msgpack' }),
-  };
 }
 
 /** Record bytes by sequence, from `fromSeq` on, through the snapshot (or the current state). */
@@ -154,25 +66,9 @@ export function readShippedFrom(stores: JournalStores, transaction?: Transaction
   return stores.meta.get(SHIPPED_KEY, { transaction }) as ShippedMark | undefined;
 }
 
-// Environments this process has open for writing, by real path (see the comment at the top).
-const writers = new Map<string, JournalStores>();
-
-export function writerFor(realDir: string): JournalStores | undefined {
-  return writers.get(realDir);
-}
-
-export function registerWriter(realDir: string, stores: JournalStores): void {
-  if (writers.has(realDir)) throw new Error(`journal ${realDir} is already open in this process`);
-  writers.set(realDir, stores);
-}
-
-export function unregisterWriter(realDir: string): void {
-  writers.delete(realDir);
-}
-
 async function withStores<T>(dir: string, read: (stores: JournalStores) => T): Promise<T> {
   const realDir = realpathSync(dir);
-  const live = writers.get(realDir);
+  const live = writerFor(realDir);
   if (live !== undefined) return read(live);
   const env = open({ path: realDir, readOnly: true });
   try {

@@ -1,7 +1,8 @@
 import { inclusionProof, verifyInclusion } from './merkle.js';
 import { GENESIS_HEAD, keyIdOf, publicKeyFromSpki } from './chain.js';
 import { ChainBroken, fail, LinkVerifier, seqRange as range, type ResolvedKey, type VerifyFailure } from './link-verifier.js';
-import { headerEntries, readHeadFrom, readPrunedFrom, recordEntries, type BatchHeader, type JournalSnapshot } from './read-journal.js';
+import { headerEntries, readHeadFrom, readPrunedFrom, recordEntries } from './read-journal.js';
+import type { BatchHeader, JournalSnapshot } from './journal-layout.js';
 
 export type { VerifyFailure } from './link-verifier.js';
 

@@ -6,7 +6,8 @@ import type { ExecutionContext } from 'ava';
 import { createAuditPipeline } from '../proxy/audit/pipeline.js';
 import { ephemeralSigningKey, type SigningKey } from '../ledger/keys.js';
 import { epochRoot, GENESIS_HEAD, linkHead } from '../ledger/chain.js';
-import { HEAD_KEY, readBatches, type BatchHeader, type JournalHead, type JournalStores } from '../ledger/read-journal.js';
+import { readBatches } from '../ledger/read-journal.js';
+import { HEAD_KEY, type BatchHeader, type JournalHead, type JournalStores } from '../ledger/journal-layout.js';
 import { makeRecord, tamper, verifyDir, writeJournal } from './helpers/journal.js';
 import { tempDir } from './helpers/sidecar.js';
 

@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import type { FailureCode } from '../ledger/link-verifier.js';
-import type { BatchHeader } from '../ledger/read-journal.js';
+import type { BatchHeader } from '../ledger/journal-layout.js';
 
 /**
  * sync.proto loaded for @grpc/grpc-js, and its messages as TypeScript types: the one place both

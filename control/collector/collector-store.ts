@@ -1,4 +1,4 @@
-import type { BatchHeader } from '../../ledger/read-journal.js';
+import type { BatchHeader } from '../../ledger/journal-layout.js';
 import type { ChainPosition } from '../../ledger/link-verifier.js';
 import type { RefusalCode } from '../../wire/sync-wire.js';
 import type { EncodedBatch } from './store/encoded-batch.js';

@@ -1,6 +1,6 @@
 import type { SidecarMetrics } from '../metrics/metrics.js';
 import { headroomBytes, usedBytes } from './retention.js';
-import type { JournalStores } from '../../ledger/read-journal.js';
+import type { JournalStores } from '../../ledger/journal-layout.js';
 
 /** After commits, the in-use size is sampled at most this often (each sample costs ~0.1 ms). */
 const USAGE_SAMPLE_MS = 50;

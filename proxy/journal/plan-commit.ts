@@ -1,6 +1,6 @@
 import type { SigningKey } from '../../ledger/keys.js';
 import { EMPTY_ROOT, epochRoot, GENESIS_HEAD, linkHead } from '../../ledger/chain.js';
-import type { BatchHeader, JournalHead } from '../../ledger/read-journal.js';
+import type { BatchHeader, JournalHead } from '../../ledger/journal-layout.js';
 
 /**
  * What one journal commit writes to the chain, decided before the transaction: numbered links,

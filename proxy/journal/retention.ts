@@ -1,7 +1,8 @@
 import { statfsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { databaseBytes } from '../../ledger/database-bytes.js';
-import { headerEntries, type BatchHeader, type JournalStores, type PrunedMark } from '../../ledger/read-journal.js';
+import { headerEntries } from '../../ledger/read-journal.js';
+import type { BatchHeader, JournalStores, PrunedMark } from '../../ledger/journal-layout.js';
 
 /**
  * What the journal may drop and how big it is. A link is prunable once it is older than the

@@ -1,4 +1,5 @@
-import { headerEntries, recordEntries, type BatchHeader, type JournalSnapshot } from '../../ledger/read-journal.js';
+import { headerEntries, recordEntries } from '../../ledger/read-journal.js';
+import type { BatchHeader, JournalSnapshot } from '../../ledger/journal-layout.js';
 import type { WireLink } from '../../wire/sync-wire.js';
 
 /**

@@ -1,7 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import type { Journal } from '../journal/journal.js';
 import { GENESIS_HEAD, heartbeatSigningInput, signHello } from '../../ledger/chain.js';
-import { headerEntries, readPrunedFrom, type BatchHeader, type JournalSnapshot } from '../../ledger/read-journal.js';
+import { headerEntries, readPrunedFrom } from '../../ledger/read-journal.js';
+import type { BatchHeader, JournalSnapshot } from '../../ledger/journal-layout.js';
 import type { ShipperBacklog, ShipperMetrics } from '../metrics/metrics.js';
 import type { Logger } from '../../command/log.js';
 import { VERSION } from '../../command/version.js';

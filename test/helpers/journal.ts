@@ -1,7 +1,8 @@
 import { open } from 'lmdb';
 import { createAuditPipeline, type AuditPipelineOptions } from '../../proxy/audit/pipeline.js';
 import type { AuditRecord } from '../../ledger/record.js';
-import { openJournalStores, withSnapshot, type JournalStores } from '../../ledger/read-journal.js';
+import { withSnapshot } from '../../ledger/read-journal.js';
+import { openJournalStores, type JournalStores } from '../../ledger/journal-layout.js';
 import { verifySnapshot, type VerifyOptions, type VerifyReport } from '../../ledger/verify-journal.js';
 
 export function makeRecord(i: number, extra: Partial<AuditRecord> = {}): AuditRecord {

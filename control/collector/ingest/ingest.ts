@@ -1,6 +1,6 @@
 import { GENESIS_HEAD, heartbeatSigningInput, helloSigningInput, keyIdOf, publicKeyFromSpki, verifySignature } from '../../../ledger/chain.js';
 import { ChainBroken, fail, LinkVerifier, recordsRoot, type ChainPosition, type ResolvedKey } from '../../../ledger/link-verifier.js';
-import type { BatchHeader } from '../../../ledger/read-journal.js';
+import type { BatchHeader } from '../../../ledger/journal-layout.js';
 import type { Hello, Heartbeat, Segment, WireLink } from '../../../wire/sync-wire.js';
 import type { CollectorStore, LostRange, SidecarState, StoredLink } from '../collector-store.js';
 import type { HashPool } from './hash-pool.js';

@@ -1,4 +1,4 @@
-import type { BatchHeader } from '../../../ledger/read-journal.js';
+import type { BatchHeader } from '../../../ledger/journal-layout.js';
 import { fail } from '../../../ledger/link-verifier.js';
 import type { WireLink } from '../../../wire/sync-wire.js';
 

@@ -3,7 +3,7 @@ import { open, type Transaction } from 'lmdb';
 import { leafHash, merkleRoot } from '../../../ledger/merkle.js';
 import { keyIdOf, publicKeyFromSpki } from '../../../ledger/chain.js';
 import { ChainBroken, fail, LinkVerifier, seqRange, type VerifyFailure } from '../../../ledger/link-verifier.js';
-import { writerFor } from '../../../ledger/read-journal.js';
+import { writerFor } from '../../../ledger/journal-writers.js';
 import { BatchBlob, BlobError } from './batch-blob.js';
 import type { LostRange, SidecarState, StoredLink } from '../collector-store.js';
 import { openCollectorStores, refuseEarlierLayout, type CollectorStores } from './store-layout.js';
