@@ -71,6 +71,12 @@ export const whole = (spec: Spec & { default: number }, min?: number, message?: 
   read: (v) => atLeast(spec.name, v[spec.name] as number, min, message),
 });
 
+/** A whole number without a default, at least `min` when given. */
+export const optionalWhole = (spec: Spec, min?: number, message?: string): Setting<number | undefined> => ({
+  flag: { ...spec, type: 'int' },
+  read: (v) => (v[spec.name] === undefined ? undefined : atLeast(spec.name, v[spec.name] as number, min, message)),
+});
+
 /** A number, fractions allowed. */
 export const decimal = (spec: Spec & { default: number }): Setting<number> => ({ flag: { ...spec, type: 'number', default: String(spec.default) }, read: (v) => v[spec.name] as number });
 

@@ -1,6 +1,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { formatHelp, parseFlags, UsageError, type FlagSpec, type FlagValues } from '../../command/flags.js';
+import { choice, flag, flagsOf, optionalText, readSettings, text, whole, type SettingsOf } from '../../command/settings.js';
 import { INJECT_FLAGS, injectOptionsFromFlags } from '../injector/inject-flags.js';
 import { COLLECTOR, COLLECTOR_GRPC_PORT, type InstallOptions } from '../install/install-options.js';
 import { renderInstall } from '../install/render-install.js';
@@ -13,24 +14,30 @@ import { OUTPUT_FLAG, writeObjects } from './manifest-output.js';
 // No environment fallbacks: the same command line must always render the same manifests.
 const POLICY_FLAGS: readonly FlagSpec[] = INJECT_FLAGS.map((f) => ({ ...f, env: false }));
 
-const INSTALL_FLAGS: readonly FlagSpec[] = [
-  { name: 'namespace', short: 'n', type: 'string', default: 'auditmesh-system', help: "the control plane's namespace", env: false },
-  { name: 'replicas', type: 'int', default: '2', help: 'injector replicas', env: false },
-  { name: 'certs', type: 'string', default: 'cert-manager', choices: ['cert-manager', 'self-signed'], help: "webhook certificate: cert-manager issues and renews it; self-signed makes a CA now and embeds it (re-run to renew)", env: false },
-  { name: 'cert-valid-days', type: 'int', default: '365', help: "the webhook certificate's lifetime", env: false },
-  { name: 'injector-cpu', type: 'string', default: '50m', help: 'injector CPU request', env: false },
-  { name: 'injector-memory', type: 'string', default: '128Mi', help: 'injector memory request and limit', env: false },
-  { name: 'collector-cpu', type: 'string', default: '250m', help: 'collector CPU request', env: false },
-  { name: 'collector-memory', type: 'string', default: '1Gi', help: 'collector memory request and limit', env: false },
-  { name: 'collector-storage', type: 'string', default: '20Gi', help: "size of the collector store's PersistentVolumeClaim", env: false },
-  { name: 'storage-class', type: 'string', help: "the claim's StorageClass (default: the cluster's)", env: false },
-  { name: 'monitoring', type: 'boolean', help: 'add PodMonitor, ServiceMonitor, PrometheusRule (needs the Prometheus Operator) and Grafana dashboard ConfigMaps', env: false },
-  { name: 'monitoring-only', type: 'boolean', help: 'print only the monitoring objects, to add them to an existing install', env: false },
-  { name: 'dashboards-dir', type: 'string', help: 'also write the Grafana dashboards into this folder as JSON files, to import them by hand', env: false },
-  { name: 'mandatory-audit-policy', type: 'boolean', help: 'add a ValidatingAdmissionPolicy refusing pods without the sidecar in namespaces labelled auditmesh.io/audit=mandatory (Kubernetes >= 1.30)', env: false },
-  OUTPUT_FLAG,
-  ...POLICY_FLAGS,
-];
+/** install's own settings; the injection policy's (POLICY_FLAGS) follow them on the command line. */
+const INSTALL_SETTINGS = {
+  namespace: text({ name: 'namespace', short: 'n', default: 'auditmesh-system', help: "the control plane's namespace", env: false }),
+  replicas: whole({ name: 'replicas', default: 2, help: 'injector replicas', env: false }, 1),
+  certs: choice<InstallOptions['certs']>({ name: 'certs', default: 'cert-manager', choices: ['cert-manager', 'self-signed'], help: 'webhook certificate: cert-manager issues and renews it; self-signed makes a CA now and embeds it (re-run to renew)', env: false }),
+  certValidDays: whole({ name: 'cert-valid-days', default: 365, help: "the webhook certificate's lifetime", env: false }),
+  injectorResources: {
+    cpu: text({ name: 'injector-cpu', default: '50m', help: 'injector CPU request', env: false }),
+    memory: text({ name: 'injector-memory', default: '128Mi', help: 'injector memory request and limit', env: false }),
+  },
+  collectorResources: {
+    cpu: text({ name: 'collector-cpu', default: '250m', help: 'collector CPU request', env: false }),
+    memory: text({ name: 'collector-memory', default: '1Gi', help: 'collector memory request and limit', env: false }),
+  },
+  collectorStorage: text({ name: 'collector-storage', default: '20Gi', help: "size of the collector store's PersistentVolumeClaim", env: false }),
+  storageClass: optionalText({ name: 'storage-class', help: "the claim's StorageClass (default: the cluster's)", env: false }),
+  monitoring: flag({ name: 'monitoring', help: 'add PodMonitor, ServiceMonitor, PrometheusRule (needs the Prometheus Operator) and Grafana dashboard ConfigMaps', env: false }),
+  monitoringOnly: flag({ name: 'monitoring-only', help: 'print only the monitoring objects, to add them to an existing install', env: false }),
+  dashboardsDir: optionalText({ name: 'dashboards-dir', help: 'also write the Grafana dashboards into this folder as JSON files, to import them by hand', env: false }),
+  mandatoryAuditPolicy: flag({ name: 'mandatory-audit-policy', help: 'add a ValidatingAdmissionPolicy refusing pods without the sidecar in namespaces labelled auditmesh.io/audit=mandatory (Kubernetes >= 1.30)', env: false }),
+  output: choice<'yaml' | 'json'>({ ...OUTPUT_FLAG }),
+};
+
+const INSTALL_FLAGS: readonly FlagSpec[] = [...flagsOf(INSTALL_SETTINGS), ...POLICY_FLAGS];
 
 export const INSTALL_HELP = formatHelp(
   'auditmesh install [flags] | kubectl apply -f -',
@@ -51,10 +58,11 @@ export async function installMain(argv: readonly string[], io: CommandIO): Promi
   try {
     const { values, positionals } = parseFlags(INSTALL_FLAGS, argv, io.env);
     if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
-    options = installOptionsFromFlags(values);
-    format = values.output as 'yaml' | 'json';
-    monitoringOnly = values['monitoring-only'] === true;
-    dashboardsDir = values['dashboards-dir'] as string | undefined;
+    const settings = readSettings(INSTALL_SETTINGS, values, {});
+    options = installOptions(settings, values);
+    format = settings.output;
+    monitoringOnly = settings.monitoringOnly;
+    dashboardsDir = settings.dashboardsDir;
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
     io.stderr.write(`auditmesh install: ${err.message}\n(see auditmesh install --help)\n`);
@@ -66,11 +74,9 @@ export async function installMain(argv: readonly string[], io: CommandIO): Promi
   return 0;
 }
 
-export function installOptionsFromFlags(values: FlagValues): InstallOptions {
-  const namespace = values.namespace as string;
+function installOptions(settings: SettingsOf<typeof INSTALL_SETTINGS>, values: FlagValues): InstallOptions {
+  const { namespace } = settings;
   if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(namespace)) throw new UsageError(`--namespace: not a namespace name: ${JSON.stringify(namespace)}`);
-  const replicas = values.replicas as number;
-  if (replicas < 1) throw new UsageError('--replicas: at least 1');
   // The sidecars ship to the collector installed here unless told otherwise.
   const policyValues: FlagValues = { ...values, collector: values.collector ?? `${COLLECTOR}.${namespace}.svc:${COLLECTOR_GRPC_PORT}` };
   const inject = injectOptionsFromFlags(policyValues);
@@ -79,15 +85,15 @@ export function installOptionsFromFlags(values: FlagValues): InstallOptions {
     namespace,
     image: inject.image,
     imagePullPolicy: inject.imagePullPolicy,
-    injectorReplicas: replicas,
-    injectorResources: { cpu: values['injector-cpu'] as string, memory: values['injector-memory'] as string },
-    collectorResources: { cpu: values['collector-cpu'] as string, memory: values['collector-memory'] as string },
-    collectorStorage: values['collector-storage'] as string,
-    storageClass: values['storage-class'] as string | undefined,
-    certs: values.certs as InstallOptions['certs'],
-    certValidDays: values['cert-valid-days'] as number,
-    monitoring: values.monitoring === true,
-    mandatoryAuditPolicy: values['mandatory-audit-policy'] === true,
+    injectorReplicas: settings.replicas,
+    injectorResources: settings.injectorResources,
+    collectorResources: settings.collectorResources,
+    collectorStorage: settings.collectorStorage,
+    storageClass: settings.storageClass,
+    certs: settings.certs,
+    certValidDays: settings.certValidDays,
+    monitoring: settings.monitoring,
+    mandatoryAuditPolicy: settings.mandatoryAuditPolicy,
     inject,
     injectArgs,
   };

@@ -1,21 +1,29 @@
 import { formatHelp, parseFlags, UsageError, type FlagSpec } from '../../command/flags.js';
+import { choice, flagsOf, optionalText, readSettings, whole } from '../../command/settings.js';
 import { isErrorRecord } from '../collector/store/record-index.js';
 import { MAX_QUERY_LIMIT, parseStatus, parseTimeBound, QueryError, type CollectedRecord } from '../collector/api/record-query.js';
 import { formatRecordLine } from './format-record.js';
 import type { CommandIO } from '../../command/io.js';
 
-export const QUERY_FLAGS: readonly FlagSpec[] = [
-  { name: 'collector', type: 'string', help: "the collector's HTTP address, e.g. http://127.0.0.1:9401", env: 'AUDITMESH_COLLECTOR_URL' },
-  { name: 'correlation-id', type: 'string', help: 'records of this request id (x-request-id), across all services', env: false },
-  { name: 'trace-id', type: 'string', help: 'records of this trace, across all services', env: false },
-  { name: 'service', type: 'string', help: 'records where this service is either side', env: false },
-  { name: 'peer', type: 'string', help: 'with --service: only its exchanges with this peer', env: false },
-  { name: 'since', type: 'string', help: 'from this long ago (10m, 2h, 7d) or this time (ISO 8601, Unix ms)', env: false },
-  { name: 'until', type: 'string', help: 'up to this time (same forms)', env: false },
-  { name: 'status', type: 'string', help: '5xx (a class), ok, error, or a status code such as 503', env: false },
-  { name: 'limit', type: 'int', default: '100', help: `at most this many records, newest first (up to ${MAX_QUERY_LIMIT})`, env: false },
-  { name: 'output', short: 'o', type: 'string', choices: ['table', 'json'], default: 'table', help: 'json: one JSON record per line', env: false },
-];
+/** The query's filters, by the /v1/records parameter each one sets. */
+const FILTERS = {
+  correlation_id: optionalText({ name: 'correlation-id', help: 'records of this request id (x-request-id), across all services', env: false }),
+  trace_id: optionalText({ name: 'trace-id', help: 'records of this trace, across all services', env: false }),
+  service: optionalText({ name: 'service', help: 'records where this service is either side', env: false }),
+  peer: optionalText({ name: 'peer', help: 'with --service: only its exchanges with this peer', env: false }),
+  since: optionalText({ name: 'since', help: 'from this long ago (10m, 2h, 7d) or this time (ISO 8601, Unix ms)', env: false }),
+  until: optionalText({ name: 'until', help: 'up to this time (same forms)', env: false }),
+  status: optionalText({ name: 'status', help: '5xx (a class), ok, error, or a status code such as 503', env: false }),
+};
+
+const QUERY_SETTINGS = {
+  collector: optionalText({ name: 'collector', help: "the collector's HTTP address, e.g. http://127.0.0.1:9401", env: 'AUDITMESH_COLLECTOR_URL' }),
+  filters: FILTERS,
+  limit: whole({ name: 'limit', default: 100, help: `at most this many records, newest first (up to ${MAX_QUERY_LIMIT})`, env: false }),
+  output: choice<'table' | 'json'>({ name: 'output', short: 'o', choices: ['table', 'json'], default: 'table', help: 'json: one JSON record per line', env: false }),
+};
+
+export const QUERY_FLAGS: readonly FlagSpec[] = flagsOf(QUERY_SETTINGS);
 
 export const QUERY_HELP = formatHelp(
   'auditmesh query --collector URL [--correlation-id ID] [--trace-id ID] [--service NAME] [--peer NAME] [--since 10m|TIME] [--until TIME] [--status 5xx|ok|error|NNN] [--limit N] [-o json]',
@@ -27,30 +35,27 @@ export const QUERY_HELP = formatHelp(
 function queryUrl(argv: readonly string[], io: CommandIO): { url: URL; json: boolean } {
   const { values, positionals } = parseFlags(QUERY_FLAGS, argv, io.env);
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
-  if (values.collector === undefined) throw new UsageError('--collector URL is required');
-  const url = new URL('/v1/records', String(values.collector).replace(/^(?!https?:\/\/)/, 'http://'));
+  const { collector, filters, limit, output } = readSettings(QUERY_SETTINGS, values, io.env);
+  if (collector === undefined) throw new UsageError('--collector URL is required');
+  const url = new URL('/v1/records', collector.replace(/^(?!https?:\/\/)/, 'http://'));
   const now = Date.now();
-  const set = (param: string, flag: string, convert: (v: string) => string = (v) => v): void => {
-    const v = values[flag] as string | undefined;
-    if (v !== undefined) url.searchParams.set(param, convert(v));
+  // Relative times are resolved here, so `--since 10m` means ten minutes before the command ran.
+  const convert: Partial<Record<keyof typeof FILTERS, (v: string) => string>> = {
+    since: (v) => String(parseTimeBound('--since', v, now)),
+    until: (v) => String(parseTimeBound('--until', v, now)),
+    status: (v) => (parseStatus(v), v),
   };
   try {
-    set('correlation_id', 'correlation-id');
-    set('trace_id', 'trace-id');
-    set('service', 'service');
-    set('peer', 'peer');
-    // Relative times are resolved here, so `--since 10m` means ten minutes before the command ran.
-    set('since', 'since', (v) => String(parseTimeBound('--since', v, now)));
-    set('until', 'until', (v) => String(parseTimeBound('--until', v, now)));
-    set('status', 'status', (v) => (parseStatus(v), v));
+    for (const [param, v] of Object.entries(filters) as [keyof typeof FILTERS, string | undefined][]) {
+      if (v !== undefined) url.searchParams.set(param, convert[param]?.(v) ?? v);
+    }
   } catch (err) {
     if (err instanceof QueryError) throw new UsageError(err.message.replace(/^status:/, '--status:'));
     throw err;
   }
-  const limit = values.limit as number;
   if (limit < 1 || limit > MAX_QUERY_LIMIT) throw new UsageError(`--limit: expected 1 to ${MAX_QUERY_LIMIT}, got ${limit}`);
   url.searchParams.set('limit', String(limit));
-  return { url, json: values.output === 'json' };
+  return { url, json: output === 'json' };
 }
 
 /** `auditmesh query`: exit 0 no error record found, 1 an error record found (or the collector failed), 2 bad usage. */

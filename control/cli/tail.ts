@@ -1,15 +1,17 @@
 import http from 'node:http';
 import { formatHelp, parseFlags, UsageError, type FlagSpec } from '../../command/flags.js';
+import { choice, flagsOf, optionalText, readSettings } from '../../command/settings.js';
 import type { JournalRecord } from '../../ledger/record.js';
 import { formatRecordLine } from './format-record.js';
 import { takeSseEvents } from './sse.js';
 import type { CommandIO } from '../../command/io.js';
 
-const TAIL_FLAGS: readonly FlagSpec[] = [
-  { name: 'admin', type: 'string', help: "a sidecar's admin address, e.g. http://127.0.0.1:15020", env: false },
-  { name: 'collector', type: 'string', help: "the collector's HTTP address, e.g. http://127.0.0.1:9401: every sidecar's records as the collector stores them", env: false },
-  { name: 'output', short: 'o', type: 'string', choices: ['table', 'json'], default: 'table', help: 'json: one JSON record per line', env: false },
-];
+const TAIL_SETTINGS = {
+  admin: optionalText({ name: 'admin', help: "a sidecar's admin address, e.g. http://127.0.0.1:15020", env: false }),
+  collector: optionalText({ name: 'collector', help: "the collector's HTTP address, e.g. http://127.0.0.1:9401: every sidecar's records as the collector stores them", env: false }),
+  output: choice<'table' | 'json'>({ name: 'output', short: 'o', choices: ['table', 'json'], default: 'table', help: 'json: one JSON record per line', env: false }),
+};
+const TAIL_FLAGS: readonly FlagSpec[] = flagsOf(TAIL_SETTINGS);
 
 export const TAIL_HELP = formatHelp(
   'auditmesh tail (--admin URL | --collector URL) [-o json]',
@@ -26,10 +28,10 @@ export async function tailMain(argv: readonly string[], io: CommandIO): Promise<
   let url: URL;
   let json: boolean;
   try {
-    const { values } = parseFlags(TAIL_FLAGS, argv, io.env);
+    const values = readSettings(TAIL_SETTINGS, parseFlags(TAIL_FLAGS, argv, io.env).values, io.env);
     if ((values.admin === undefined) === (values.collector === undefined)) throw new UsageError('give one of --admin URL (a sidecar) or --collector URL');
     const [path, base] = values.admin !== undefined ? ['/tail', values.admin] : ['/v1/tail', values.collector];
-    url = new URL(path, String(base).replace(/^(?!https?:\/\/)/, 'http://'));
+    url = new URL(path, base!.replace(/^(?!https?:\/\/)/, 'http://'));
     json = values.output === 'json';
   } catch (err) {
     io.stderr.write(`auditmesh tail: ${(err as Error).message}\n`);

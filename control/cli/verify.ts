@@ -1,17 +1,23 @@
 import { existsSync } from 'node:fs';
 import { formatHelp, parseFlags, UsageError, type FlagSpec } from '../../command/flags.js';
+import { choice, flagsOf, optionalText, optionalWhole, readSettings } from '../../command/settings.js';
 import { lmdbBuild, unpatchedRisk } from '../../ledger/lmdb-build.js';
 import { withSnapshot } from '../../ledger/read-journal.js';
 import { verifySnapshot, type VerifyOptions, type VerifyReport } from '../../ledger/verify-journal.js';
 import { isCollectorStore, verifyStoreDir, type StoreReport } from '../collector/store/verify-store.js';
 import type { CommandIO } from '../../command/io.js';
 
-const VERIFY_FLAGS: readonly FlagSpec[] = [
-  { name: 'expect-head', type: 'string', help: 'a head seen elsewhere (an earlier verify, a "journal checkpoint" log line): it must be in the chain', env: false },
-  { name: 'expect-key', type: 'string', help: 'key id every head must be signed with', env: false },
-  { name: 'record', type: 'int', help: "also print record SEQ, its Merkle inclusion path and the head it proves against, and check them", env: false },
-  { name: 'output', short: 'o', type: 'string', choices: ['table', 'json'], default: 'table', help: 'json: the result as one JSON object', env: false },
-];
+const HEX_HEAD = /^[0-9a-f]{64}$/;
+
+const VERIFY_SETTINGS = {
+  expectHead: optionalText({ name: 'expect-head', help: 'a head seen elsewhere (an earlier verify, a "journal checkpoint" log line): it must be in the chain', env: false }, (value) => {
+    if (!HEX_HEAD.test(value)) throw new UsageError('--expect-head: expected 64 lowercase hex digits');
+  }),
+  expectKey: optionalText({ name: 'expect-key', help: 'key id every head must be signed with', env: false }),
+  record: optionalWhole({ name: 'record', help: 'also print record SEQ, its Merkle inclusion path and the head it proves against, and check them', env: false }, 1, 'sequence numbers start at 1'),
+  output: choice<'table' | 'json'>({ name: 'output', short: 'o', choices: ['table', 'json'], default: 'table', help: 'json: the result as one JSON object', env: false }),
+};
+const VERIFY_FLAGS: readonly FlagSpec[] = flagsOf(VERIFY_SETTINGS);
 
 export const VERIFY_HELP = formatHelp(
   'auditmesh verify PATH [--expect-head HASH] [--expect-key ID] [--record SEQ] [-o json]',
@@ -19,17 +25,12 @@ export const VERIFY_HELP = formatHelp(
   VERIFY_FLAGS,
 );
 
-const HEX_HEAD = /^[0-9a-f]{64}$/;
-
 function parseVerifyArgs(argv: readonly string[], env: CommandIO['env']): { path: string; opts: VerifyOptions; json: boolean } {
   const { values, positionals } = parseFlags(VERIFY_FLAGS, argv, env);
   if (positionals.length !== 1) throw new UsageError(positionals.length === 0 ? 'PATH (the journal folder) is required' : `unexpected argument ${JSON.stringify(positionals[1])}`);
-  const expectHead = values['expect-head'] as string | undefined;
-  if (expectHead !== undefined && !HEX_HEAD.test(expectHead)) throw new UsageError('--expect-head: expected 64 lowercase hex digits');
-  const record = values.record as number | undefined;
-  if (record !== undefined && record < 1) throw new UsageError('--record: sequence numbers start at 1');
+  const { output, ...opts } = readSettings(VERIFY_SETTINGS, values, env);
   if (!existsSync(positionals[0])) throw new UsageError(`no journal at ${positionals[0]}`);
-  return { path: positionals[0], opts: { expectHead, expectKey: values['expect-key'] as string | undefined, record }, json: values.output === 'json' };
+  return { path: positionals[0], opts, json: output === 'json' };
 }
 
 /** `auditmesh verify PATH`: exit 0 verified, 1 not (names the first failure), 2 bad usage. */

@@ -1,6 +1,7 @@
 import http from 'node:http';
 import { join, resolve } from 'node:path';
 import { formatHelp, parseFlags, type FlagSpec } from '../../command/flags.js';
+import { choice, flagsOf, readSettings, text, whole, type SettingsOf } from '../../command/settings.js';
 import { sidecarConfig, startSidecar, type Sidecar } from '../../proxy/main.js';
 import { createLogger } from '../../command/log.js';
 import type { JournalRecord } from '../../ledger/record.js';
@@ -13,12 +14,13 @@ import { formatStoreReport } from '../cli/verify.js';
 import { verifyStoreDir } from '../collector/store/verify-store.js';
 import { untilAborted, type CommandIO } from '../../command/io.js';
 
-const DEMO_FLAGS: readonly FlagSpec[] = [
-  { name: 'dir', type: 'string', default: './.auditmesh/demo', help: "where the demo's journals, keys and collector store go", env: false },
-  { name: 'rate', type: 'int', default: '2', help: 'checkouts per second driven through the mesh', env: false },
-  { name: 'duration', type: 'int', default: '0', help: 'stop after this many seconds (0: until Ctrl-C)', env: false },
-  { name: 'output', short: 'o', type: 'string', choices: ['table', 'json'], default: 'table', help: 'json: one JSON record per line', env: false },
-];
+const DEMO_SETTINGS = {
+  dir: text({ name: 'dir', default: './.auditmesh/demo', help: "where the demo's journals, keys and collector store go", env: false }),
+  rate: whole({ name: 'rate', default: 2, help: 'checkouts per second driven through the mesh', env: false }),
+  durationS: whole({ name: 'duration', default: 0, help: 'stop after this many seconds (0: until Ctrl-C)', env: false }),
+  output: choice<'table' | 'json'>({ name: 'output', short: 'o', choices: ['table', 'json'], default: 'table', help: 'json: one JSON record per line', env: false }),
+};
+const DEMO_FLAGS: readonly FlagSpec[] = flagsOf(DEMO_SETTINGS);
 
 export const DEMO_HELP = formatHelp(
   'auditmesh demo [flags]',
@@ -32,14 +34,14 @@ export async function demoMain(argv: readonly string[], io: CommandIO): Promise<
     io.stdout.write(DEMO_HELP);
     return 0;
   }
-  let values;
+  let values: SettingsOf<typeof DEMO_SETTINGS>;
   try {
-    ({ values } = parseFlags(DEMO_FLAGS, argv, io.env));
+    values = readSettings(DEMO_SETTINGS, parseFlags(DEMO_FLAGS, argv, io.env).values, io.env);
   } catch (err) {
     io.stderr.write(`auditmesh demo: ${(err as Error).message}\n`);
     return 2;
   }
-  const dir = resolve(String(values.dir));
+  const dir = resolve(values.dir);
   const json = values.output === 'json';
   const log = createLogger('warn', (line) => io.stderr.write(line));
   const cleanups: Array<() => Promise<void>> = [];
@@ -90,8 +92,8 @@ export async function demoMain(argv: readonly string[], io: CommandIO): Promise<
           `  Ctrl-C to stop.\n\n`,
       );
     }
-    const stop = AbortSignal.any([io.signal, ...(Number(values.duration) > 0 ? [AbortSignal.timeout(Number(values.duration) * 1000)] : [])]);
-    const driver = driveTraffic(frontend.ports.inbound!, Number(values.rate), stop);
+    const stop = AbortSignal.any([io.signal, ...(values.durationS > 0 ? [AbortSignal.timeout(values.durationS * 1000)] : [])]);
+    const driver = driveTraffic(frontend.ports.inbound!, values.rate, stop);
     await untilAborted(stop);
     await driver;
     // What the sidecars still hold goes to the collector before they stop, so its store is whole.
