@@ -57,8 +57,8 @@ function container(o: InstallOptions, name: string, args: readonly string[], res
     imagePullPolicy: o.imagePullPolicy,
     args: [...args],
     ports: ports.map((p) => ({ ...p, protocol: 'TCP' })),
-    // Liveness only counts once the process listens: opening a large collector store (or
-    // migrating one from an earlier layout) may take minutes, and must not be killed for it.
+    // Liveness only counts once the process listens: opening a large collector store may take
+    // minutes, and must not be killed for it.
     startupProbe: { ...probe('/livez', 5), failureThreshold: STARTUP_PROBE_FAILURES },
     readinessProbe: probe('/readyz', 5),
     livenessProbe: probe('/livez', 10),
