@@ -86,7 +86,7 @@ export const SIDECAR_FLAGS: readonly FlagSpec[] = [
   { name: 'inbound-port', type: 'int', default: '15006', help: 'inbound listener; forwards to the app' },
   { name: 'outbound-port', type: 'int', default: '15001', help: 'outbound listener: HTTP proxy (HTTP_PROXY) and redirected traffic' },
   { name: 'admin-port', type: 'int', default: '15020', help: '/metrics, /livez, /readyz, /tail' },
-  { name: 'bind', type: 'string', default: '127.0.0.1', help: 'listen address (0.0.0.0 in Kubernetes)' },
+  { name: 'bind', type: 'string', default: '127.0.0.1', help: 'listen address of the inbound and admin listeners (0.0.0.0 in Kubernetes); the outbound listener always binds 127.0.0.1' },
   { name: 'journal', type: 'string', default: './.auditmesh/journal', help: 'LMDB journal folder' },
   { name: 'key', type: 'string', default: './.auditmesh/sidecar.key', help: "the sidecar's Ed25519 signing key; created 0600 if absent" },
   { name: 'redaction-key', type: 'string', default: './.auditmesh/redaction.key', help: 'HMAC key for secret fingerprints; share it to match secrets across sidecars' },

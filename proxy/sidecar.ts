@@ -30,6 +30,9 @@ import type { Shipper } from './ship/shipper.js';
 import { createLogger, type Logger } from './log.js';
 import { logIfUnpatched } from './journal/lmdb-build.js';
 
+/** Where the outbound listener listens: only this pod's own processes may use it. */
+const OUTBOUND_BIND = '127.0.0.1';
+
 /** A running sidecar: its bound ports, its audit pipeline and metrics, and a way to stop it. */
 export interface Sidecar {
   readonly config: SidecarConfig;
@@ -122,17 +125,19 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
   });
   servers.push(admin);
 
-  const listen = (server: net.Server, port: number): Promise<number> =>
+  const listen = (server: net.Server, port: number, host = config.bind): Promise<number> =>
     new Promise((resolve, reject) => {
       server.once('error', reject);
-      server.listen(port, config.bind, () => {
+      server.listen(port, host, () => {
         server.off('error', reject);
         resolve((server.address() as AddressInfo).port);
       });
     });
   const ports = {
     inbound: inbound === undefined ? undefined : await listen(inbound, config.inboundPort),
-    outbound: await listen(outbound, config.outboundPort),
+    // Loopback only, whatever --bind says: iptables REDIRECT from OUTPUT delivers to 127.0.0.1, and
+    // on the pod IP this port would be an open proxy speaking in this pod's name.
+    outbound: await listen(outbound, config.outboundPort, OUTBOUND_BIND),
     admin: await listen(admin, config.adminPort),
   };
   for (const p of Object.values(ports)) if (p !== undefined) ownPorts.add(p);
