@@ -86,7 +86,8 @@ test('a pod built from network namespaces: inbound and outbound traffic of an un
   t.is(only('inbound', '/excluded-inbound').length, 0);
 
   t.is(only('outbound', '/items/1').length, 1);
-  t.like(only('outbound', '/items/1')[0], { 'peer.service': 'inventory', 'server.address': 'inventory.shop.svc.cluster.local', 'server.port': 80, 'http.response.status_code': 200 });
+  // The record names where the bytes went; the Host header is the claim beside it, and names the peer.
+  t.like(only('outbound', '/items/1')[0], { 'peer.service': 'inventory', 'server.address': SERVER, 'server.port': 80, 'audit.claimed.server': 'inventory.shop.svc.cluster.local', 'http.response.status_code': 200 });
   t.like(only('outbound', '/stock')[0], { 'server.address': SERVER, 'server.port': 8081, 'url.query': 'sku=42', 'http.response.status_code': 200 });
   t.is(only('outbound', '/from-app').length, 1);
   for (const path of ['/excluded-port', '/excluded-cidr', '/as-proxy-uid']) t.is(only('outbound', path).length, 0, path);

@@ -75,6 +75,7 @@ export function httpRequestRecord(facts: HttpRequestFacts, redactor: Redactor): 
   if (route !== null) {
     record['server.address'] = route.host;
     record['server.port'] = route.port;
+    if (route.claimed !== undefined) record['audit.claimed.server'] = route.claimed.authority;
   }
   if (c.claimedTraceparent !== undefined) record['audit.claimed.traceparent'] = c.claimedTraceparent;
   const client = facts.direction === 'inbound' ? claimedClient(facts.headers) : undefined;

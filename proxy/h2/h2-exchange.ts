@@ -6,7 +6,7 @@ import type { Redactor } from '../audit/redact.js';
 import type { SidecarMetrics } from '../metrics/metrics.js';
 import type { AuditMode } from '../config.js';
 import type { Logger } from '../log.js';
-import type { Route } from '../http1/target.js';
+import { peerHost, type Route } from '../http1/target.js';
 import { correlate, type Correlation } from '../correlation/correlate.js';
 import { peerOf } from '../audit/peer-label.js';
 import { httpRequestRecord, roundMs } from '../audit/http-record.js';
@@ -325,7 +325,7 @@ function baseRecord(deps: H2Deps, stream: ServerHttp2Stream, headers: IncomingHt
       kind: grpc ? 'grpc' : 'http',
       direction: deps.direction,
       service: deps.service,
-      peer: peerOf(deps.direction, headers[CLIENT_SERVICE_HEADER], route?.host),
+      peer: peerOf(deps.direction, headers[CLIENT_SERVICE_HEADER], peerHost(route)),
       protocolVersion: '2',
       clientAddress: socket?.remoteAddress,
       clientPort: socket?.remotePort,

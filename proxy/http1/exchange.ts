@@ -17,7 +17,7 @@ import { httpRequestRecord, roundMs } from '../audit/http-record.js';
 import { stripRequestHopHeaders } from './hop-headers.js';
 import { ProxyError, rescue } from '../errors.js';
 import type { ForwardOutcome, HttpForwarder, UpgradeOutcome } from './forwarder.js';
-import type { Route } from './target.js';
+import { peerHost, type Route } from './target.js';
 import type { UpstreamLimit } from './upstream-limit.js';
 
 /** Upgrades the sidecar relays (and records as sessions). Anything else, h2c above all, would tunnel past the audit. */
@@ -54,7 +54,7 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
 
   /** Rewrites the request for the upstream; returns the record as far as the request knows it. */
   function prepare(req: IncomingMessage, route: Route, correlation: Correlation): AuditRecord {
-    const peer = peerOf(deps.direction, req.headers[CLIENT_SERVICE_HEADER], route.host);
+    const peer = peerOf(deps.direction, req.headers[CLIENT_SERVICE_HEADER], peerHost(route));
     const record = baseRecord(deps, req, route, correlation, peer);
     const headers = stripRequestHopHeaders(req.headers);
     headers.traceparent = correlation.traceparent;
