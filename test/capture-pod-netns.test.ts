@@ -69,6 +69,9 @@ test('a pod built from network namespaces: inbound and outbound traffic of an un
   // Opaque TCP from the app (6379, an opaque port): relayed to its original destination and recorded.
   const tcpEcho = JSON.parse((await client(`http://${POD_TO_CLIENT}:8080/tcp?host=${SERVER}&port=6379`)).body!);
   t.is(tcpEcho.echoed, 'PING 42\r\n');
+  // Opaque TCP that ends its sending side first (socket.end(data)) still gets the server's reply through the relay.
+  const halfClosed = JSON.parse((await client(`http://${POD_TO_CLIENT}:8080/tcp-end?host=${SERVER}&port=7070&data=hello%20after%20end`)).body!);
+  t.is(halfClosed.reply, 'echo:hello after end', JSON.stringify(halfClosed));
   // The proxy uid is never redirected: no loop, no record.
   t.is(JSON.parse((await asProxy(`http://${SERVER}:80/as-proxy-uid`)).body!).headers['x-auditmesh-client'], undefined);
 
@@ -92,8 +95,9 @@ test('a pod built from network namespaces: inbound and outbound traffic of an un
   t.is(only('outbound', '/from-app').length, 1);
   for (const path of ['/excluded-port', '/excluded-cidr', '/as-proxy-uid']) t.is(only('outbound', path).length, 0, path);
   const tcpRecords = records.filter((r) => r['audit.kind'] === 'tcp' && r['audit.direction'] === 'outbound');
-  t.is(tcpRecords.length, 1);
-  t.like(tcpRecords[0], { 'server.address': SERVER, 'server.port': 6379, 'audit.bytes_in': 9, 'audit.bytes_out': 9 });
+  t.is(tcpRecords.length, 2);
+  t.like(tcpRecords.find((r) => r['server.port'] === 6379), { 'server.address': SERVER, 'audit.bytes_in': 9, 'audit.bytes_out': 9 });
+  t.like(tcpRecords.find((r) => r['server.port'] === 7070), { 'server.address': SERVER, 'audit.bytes_in': 15, 'audit.bytes_out': 20 });
   t.log(records.map((r) => `${r['audit.direction']} ${r['url.path']} ${r['server.address']}:${r['server.port']} ${r['http.response.status_code']}`).join('\n'));
   t.log(`pod built, captured and checked in ${Math.round(performance.now() - started)} ms; ${records.length} records`);
 });
