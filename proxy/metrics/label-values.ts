@@ -1,6 +1,7 @@
 import type { AnomalyKind } from '../alerts/anomaly-detector.js';
-import type { GapReason } from '../audit/record.js';
+import type { Direction, GapReason } from '../audit/record.js';
 import type { FailureCode } from '../journal/link-verifier.js';
+import type { SessionKind } from './observe-connections.js';
 
 /*
  * The closed sets of label values some counters take. Counters labelled by them are created with
@@ -21,7 +22,16 @@ export const GAP_REASONS: readonly GapReason[] = keys<GapReason>({ journal_full:
 /** Why an exchange has no record: shed at the journal's bound (the gap reasons), lost before or in the journal, refused in strict mode, or after close. */
 export const UNRECORDED_REASONS: readonly string[] = [...GAP_REASONS, 'seal', 'encode', 'internal', 'strict_refused', 'closed'];
 
+export const DIRECTIONS: readonly Direction[] = keys<Direction>({ inbound: true, outbound: true });
+
+export const SESSION_KINDS: readonly SessionKind[] = keys<SessionKind>({ websocket: true, tunnel: true, tcp: true });
+
 /** Sets every listed value of `label` to 0 on a counter. */
 export function initialiseLabels<L extends string>(counter: { inc(labels: Partial<Record<L, string>>, value: number): void }, label: L, values: readonly string[]): void {
   for (const value of values) counter.inc({ [label]: value } as Partial<Record<L, string>>, 0);
+}
+
+/** Sets every direction × session kind to 0 on counters and gauges labelled by both. */
+export function initialiseSessions(metrics: ReadonlyArray<{ inc(labels: { direction: string; kind: string }, value: number): void }>): void {
+  for (const direction of DIRECTIONS) for (const kind of SESSION_KINDS) for (const m of metrics) m.inc({ direction, kind }, 0);
 }

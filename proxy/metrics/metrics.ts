@@ -1,5 +1,5 @@
 import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client';
-import { ANOMALY_KINDS, GAP_REASONS, initialiseLabels, REFUSAL_CODES, UNRECORDED_REASONS } from './label-values.js';
+import { ANOMALY_KINDS, DIRECTIONS, GAP_REASONS, initialiseLabels, initialiseSessions, REFUSAL_CODES, UNRECORDED_REASONS } from './label-values.js';
 
 /** The version `auditmesh --version` prints. */
 export const BUILD_VERSION = '0.1.0';
@@ -111,6 +111,10 @@ export function createSidecarMetrics(opts: { perRequest?: boolean; service?: str
     registers: [registry],
   });
   initialiseLabels(anomalies, 'kind', ANOMALY_KINDS);
+  const sessions = createSessionMetrics(registry);
+  initialiseSessions([sessions.connections, sessions.connectionsOpened, sessions.connectionsClosed]);
+  const tcp = createTcpMetrics(registry);
+  for (const m of [tcp.tcpOpened, tcp.tcpClosed, tcp.tcpActive]) initialiseLabels(m, 'direction', DIRECTIONS);
   return {
     registry,
     perRequest: opts.perRequest ?? true,
@@ -134,12 +138,6 @@ export function createSidecarMetrics(opts: { perRequest?: boolean; service?: str
       name: 'auditmesh_bytes_total',
       help: 'Body bytes proxied, by direction and way (request or response)',
       labelNames: ['direction', 'way'],
-      registers: [registry],
-    }),
-    connections: new Gauge({
-      name: 'auditmesh_connections_active',
-      help: 'Open tunnels, WebSocket sessions and opaque TCP connections',
-      labelNames: ['direction', 'kind'],
       registers: [registry],
     }),
     journalCommitDuration: new Histogram({
@@ -166,19 +164,8 @@ export function createSidecarMetrics(opts: { perRequest?: boolean; service?: str
       buckets: OVERHEAD_BUCKETS_S,
       registers: [registry],
     }),
-    connectionsOpened: new Counter({
-      name: 'auditmesh_connections_opened_total',
-      help: 'Tunnels, WebSocket sessions and opaque TCP connections opened',
-      labelNames: ['direction', 'kind'],
-      registers: [registry],
-    }),
-    connectionsClosed: new Counter({
-      name: 'auditmesh_connections_closed_total',
-      help: 'Tunnels, WebSocket sessions and opaque TCP connections closed',
-      labelNames: ['direction', 'kind'],
-      registers: [registry],
-    }),
-    ...createTcpMetrics(registry),
+    ...sessions,
+    ...tcp,
     batcherPending: new Gauge({
       name: 'auditmesh_batcher_pending_records',
       help: 'Records handed over but not yet committed to the journal',
@@ -228,6 +215,16 @@ function createShipperMetrics(registry: Registry): ShipperMetrics {
     connected: new Gauge({ name: 'auditmesh_shipper_connected', help: '1 while a sync stream to the collector is open and welcomed', registers: [registry] }),
     reconnects: new Counter({ name: 'auditmesh_shipper_reconnects_total', help: 'Sync streams opened again after the previous one ended or failed', registers: [registry] }),
     setBacklogProbe: (next) => void (probe = next),
+  };
+}
+
+/** Relayed sessions: WebSocket, CONNECT tunnels, opaque TCP. */
+function createSessionMetrics(registry: Registry) {
+  const labelNames = ['direction', 'kind'] as const;
+  return {
+    connections: new Gauge({ name: 'auditmesh_connections_active', help: 'Open tunnels, WebSocket sessions and opaque TCP connections', labelNames, registers: [registry] }),
+    connectionsOpened: new Counter({ name: 'auditmesh_connections_opened_total', help: 'Tunnels, WebSocket sessions and opaque TCP connections opened', labelNames, registers: [registry] }),
+    connectionsClosed: new Counter({ name: 'auditmesh_connections_closed_total', help: 'Tunnels, WebSocket sessions and opaque TCP connections closed', labelNames, registers: [registry] }),
   };
 }
 
