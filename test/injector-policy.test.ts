@@ -1,6 +1,6 @@
 import test from 'ava';
 import { readFileSync } from 'node:fs';
-import { inject, STATUS_ANNOTATION } from '../control/injector/inject.js';
+import { inject, STATUS_ANNOTATION, type InjectResult } from '../control/injector/inject.js';
 import { applyPatch } from '../control/injector/json-patch.js';
 import { INJECT_FLAGS, injectOptionsFromFlags } from '../control/injector/inject-flags.js';
 import { parseFlags } from '../proxy/config/flags.js';
@@ -42,7 +42,7 @@ interface Case {
   fixture: string;
   namespace?: NamespaceInfo;
   options?: Partial<InjectOptions>;
-  reason: string;
+  reason: InjectResult['reason'];
   init?: string[];
   containers?: string[];
   warning?: RegExp;

@@ -25,6 +25,7 @@ const INSTALL_FLAGS: readonly FlagSpec[] = [
   { name: 'collector-storage', type: 'string', default: '20Gi', help: "size of the collector store's PersistentVolumeClaim", env: false },
   { name: 'storage-class', type: 'string', help: "the claim's StorageClass (default: the cluster's)", env: false },
   { name: 'monitoring', type: 'boolean', help: 'add PodMonitor, ServiceMonitor, PrometheusRule (needs the Prometheus Operator) and Grafana dashboard ConfigMaps', env: false },
+  { name: 'alert-duration-scale', type: 'number', default: '1', help: "multiply every duration the alert rules wait on (for:, shipping-lag thresholds): 0.01 makes a 15m alert fire in 9s, for tests", env: false },
   { name: 'monitoring-only', type: 'boolean', help: 'print only the monitoring objects, to add them to an existing install', env: false },
   { name: 'dashboards-dir', type: 'string', help: 'also write the Grafana dashboards into this folder as JSON files, to import them by hand', env: false },
   { name: 'mandatory-audit-policy', type: 'boolean', help: 'add a ValidatingAdmissionPolicy refusing pods without the sidecar in namespaces labelled auditmesh.io/audit=mandatory (Kubernetes >= 1.30)', env: false },
@@ -66,11 +67,18 @@ export async function installMain(argv: readonly string[], io: CommandIO): Promi
   return 0;
 }
 
+/** The options `auditmesh install ARGV` renders from (throws UsageError on bad flags). */
+export function installOptions(argv: readonly string[]): InstallOptions {
+  return installOptionsFromFlags(parseFlags(INSTALL_FLAGS, argv, {}).values);
+}
+
 export function installOptionsFromFlags(values: FlagValues): InstallOptions {
   const namespace = values.namespace as string;
   if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(namespace)) throw new UsageError(`--namespace: not a namespace name: ${JSON.stringify(namespace)}`);
   const replicas = values.replicas as number;
   if (replicas < 1) throw new UsageError('--replicas: at least 1');
+  const alertDurationScale = values['alert-duration-scale'] as number;
+  if (!(alertDurationScale > 0 && alertDurationScale <= 1)) throw new UsageError('--alert-duration-scale: a number above 0, at most 1');
   // The sidecars ship to the collector installed here unless told otherwise.
   const policyValues: FlagValues = { ...values, collector: values.collector ?? `${COLLECTOR}.${namespace}.svc:${COLLECTOR_GRPC_PORT}` };
   const inject = injectOptionsFromFlags(policyValues);
@@ -87,6 +95,7 @@ export function installOptionsFromFlags(values: FlagValues): InstallOptions {
     certs: values.certs as InstallOptions['certs'],
     certValidDays: values['cert-valid-days'] as number,
     monitoring: values.monitoring === true,
+    alertDurationScale,
     mandatoryAuditPolicy: values['mandatory-audit-policy'] === true,
     inject,
     injectArgs,

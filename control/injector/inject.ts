@@ -1,3 +1,4 @@
+import type { SkipReason } from './admission-outcomes.js';
 import type { NamespaceInfo, Pod } from './pod.js';
 import { append, prepend, setInMap, type JsonPatchOp } from './json-patch.js';
 import { podSettings, type PodSettings } from './pod-settings.js';
@@ -15,14 +16,14 @@ const MIRROR_ANNOTATION = 'kubernetes.io/config.mirror';
 /** The decision for one pod: the patch to apply (empty when skipped), why, and what to tell the user. */
 export interface InjectResult {
   injected: boolean;
-  /** Short, stable reason: `injected`, `host-network`, `mirror-pod`, `already-injected`, `opted-out`, `not-enabled`, `invalid-annotations`. */
-  reason: string;
+  /** Short, stable reason: `injected`, or why the pod was skipped. */
+  reason: 'injected' | SkipReason;
   patch: JsonPatchOp[];
   /** Shown to whoever created the pod (`kubectl` prints admission warnings). */
   warnings: string[];
 }
 
-const skip = (reason: string, warnings: string[] = []): InjectResult => ({ injected: false, reason, patch: [], warnings });
+const skip = (reason: SkipReason, warnings: string[] = []): InjectResult => ({ injected: false, reason, patch: [], warnings });
 
 /**
  * The injection policy, pure: the same pod, namespace and options always give the same patch.

@@ -23,6 +23,8 @@ export interface InstallOptions {
   certValidDays: number;
   /** PodMonitor, ServiceMonitor and PrometheusRule (needs the Prometheus Operator's CRDs). */
   monitoring: boolean;
+  /** Multiplies every duration the alert rules wait on (`for:`, shipping-lag thresholds); 1 in production. */
+  alertDurationScale: number;
   /** A ValidatingAdmissionPolicy refusing pods without the sidecar in namespaces labelled auditmesh.io/audit=mandatory (Kubernetes >= 1.30). */
   mandatoryAuditPolicy: boolean;
   /** The injector's policy flags (image, sidecar mode, proxy resources, collector address, ...). */

@@ -5,6 +5,7 @@ import { headerEntries, readPrunedFrom, type BatchHeader, type JournalSnapshot }
 import type { ShipperBacklog, ShipperMetrics } from '../metrics/metrics.js';
 import type { Logger } from '../log.js';
 import { BUILD_VERSION } from '../metrics/metrics.js';
+import { REFUSAL_CODES as KNOWN_REFUSAL_CODES } from '../metrics/label-values.js';
 import type { Hello, Welcome } from '../../control/proto/sync-wire.js';
 import { readSegment, type SegmentLimits } from './read-segment.js';
 import { runSyncSession, type SessionOutcome, type SessionTimeouts, type SessionWindow } from './sync-session.js';
@@ -42,7 +43,7 @@ export interface Shipper {
 }
 
 /** Refusal codes of sync.proto; anything else is counted as `other` (labels stay bounded). */
-const REFUSAL_CODES = new Set(['unauthenticated', 'key-mismatch', 'bad-root', 'bad-chain', 'bad-signature', 'gap', 'fork', 'malformed']);
+const REFUSAL_CODES = new Set<string>(KNOWN_REFUSAL_CODES);
 
 export function startShipper(opts: ShipperOptions): Shipper {
   const { journal, metrics, log } = opts;
