@@ -12,6 +12,8 @@ export interface CollectorMetrics {
   readonly recordsStored: Counter;
   readonly duplicateBatches: Counter;
   readonly verificationFailures: Counter<'reason'>;
+  /** Sidecar credentials refused, by why (service-account-tokens.ts TokenRefusal). */
+  readonly tokenRefusals: Counter<'reason'>;
   readonly lostBatches: Counter;
   readonly ingestDuration: Histogram;
   readonly storeBytes: Gauge;
@@ -40,6 +42,12 @@ export function createCollectorMetrics(sample: { storeBytes(): number; sidecars(
     verificationFailures: new Counter({
       name: 'auditmesh_collector_verification_failures_total',
       help: 'Streams refused, by Refusal code (unauthenticated, key-mismatch, bad-root, bad-chain, bad-signature, gap, fork, malformed)',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
+    tokenRefusals: new Counter({
+      name: 'auditmesh_collector_token_refusals_total',
+      help: 'Sidecar credentials refused, by reason (missing, malformed, wrong-audience, expired, not-yet-valid, other-issuer, unknown-key, bad-signature, not-pod-bound, wrong-sidecar-id, keys-unavailable)',
       labelNames: ['reason'],
       registers: [registry],
     }),

@@ -39,7 +39,6 @@ export const DEFAULT_NAMESPACE = 'auditmesh-system';
 export const INJECTOR = 'auditmesh-injector';
 export const COLLECTOR = 'auditmesh-collector';
 export const INJECTOR_TLS_SECRET = 'auditmesh-injector-tls';
-export const COLLECTOR_TOKENS_SECRET = 'auditmesh-collector-tokens';
 /** The control plane's own uid: not the proxy's, not root. */
 export const CONTROL_PLANE_UID = 65532;
 export const INJECTOR_PORT = 9443;

@@ -9,6 +9,8 @@ export interface ProbeRecord {
   kind: ProbeKind;
   passed: number;
   failed: number;
+  /** Failures after its first pass (a container not yet listening fails a readiness probe, as in a cluster). */
+  failedAfterPass: number;
   last: string;
 }
 
@@ -53,6 +55,7 @@ export async function runProbe(request: NodeRequest, podIp: string, c: Container
       if (kind === 'startup') return;
     } else {
       record.failed++;
+      if (record.passed > 0) record.failedAfterPass++;
       if (++failures >= (probe.failureThreshold ?? 3) && kind === 'startup') throw new Error(`container ${c.name}: startup probe failed ${failures} times (${detail})`);
     }
     await sleep((probe.periodSeconds ?? 10) * 1000, signal);
