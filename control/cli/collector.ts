@@ -3,13 +3,17 @@ import { createLogger } from '../../proxy/log.js';
 import { CHECKPOINT_INTERVAL_MS } from '../../proxy/journal/journal.js';
 import { ALERT_FLAGS, alertOptionsFromFlags } from '../../proxy/alerts/alert-flags.js';
 import { createCollector, CollectorConfigError, type Collector } from '../collector/collector.js';
+import { IN_CLUSTER_JWKS_URL } from '../collector/service-account-tokens.js';
+import { serviceAccountKeys } from './collector-identity.js';
 import { untilAborted, type CommandIO } from './io.js';
 
 export const COLLECTOR_FLAGS: readonly FlagSpec[] = [
   { name: 'grpc-port', type: 'int', default: '9400', help: 'gRPC ingest from sidecars (Sync)' },
   { name: 'http-port', type: 'int', default: '9401', help: 'query API, live tail, /metrics, /livez, /readyz' },
   { name: 'store', type: 'string', default: './.auditmesh/collector', help: 'embedded LMDB store folder' },
-  { name: 'token-file', type: 'string', help: 'tokens accepted from sidecars, one a line; re-read when it changes' },
+  { name: 'token-file', type: 'string', help: 'shared tokens accepted from sidecars, one a line (local runs); re-read when it changes' },
+  { name: 'service-account-issuer', type: 'string', help: "expected iss of the sidecars' ServiceAccount tokens (default in a pod: the issuer of the collector's own token)" },
+  { name: 'service-account-jwks', type: 'string', help: `the issuer's public keys, FILE or URL (default in a pod: the API server's ${IN_CLUSTER_JWKS_URL})` },
   { name: 'insecure', type: 'boolean', default: 'false', help: 'accept sidecars without a token (local, trusted setups only)' },
   { name: 'bind', type: 'string', help: 'listen address (default 127.0.0.1; 0.0.0.0 in Kubernetes)' },
   { name: 'heartbeat-interval-ms', type: 'int', default: String(CHECKPOINT_INTERVAL_MS), help: "the sidecars' heartbeat interval (their --checkpoint-interval-ms): 3 missed is stale" },
@@ -20,7 +24,7 @@ export const COLLECTOR_FLAGS: readonly FlagSpec[] = [
 
 export const COLLECTOR_HELP = formatHelp(
   'auditmesh collector [flags]',
-  "Runs the control-plane collector: sidecars stream their journals to it over gRPC; it verifies\nevery batch (Merkle root, hash chain, signature, contiguous numbers), stores it in an embedded\nLMDB store, acks it, and answers queries and live tails over HTTP. Without --token-file it\nrefuses to start unless --insecure is given.",
+  "Runs the control-plane collector: sidecars stream their journals to it over gRPC; it verifies\nevery batch (Merkle root, hash chain, signature, contiguous numbers), stores it in an embedded\nLMDB store, acks it, and answers queries and live tails over HTTP. Sidecars present a projected\nServiceAccount token (audience auditmesh; in a pod the issuer's keys are found by themselves) or a\n--token-file token; with neither it refuses to start unless --insecure is given.",
   COLLECTOR_FLAGS,
 );
 
@@ -31,14 +35,16 @@ export async function collectorMain(argv: readonly string[], io: CommandIO): Pro
     return 0;
   }
   let values;
+  let serviceAccounts;
   try {
     const parsed = parseFlags(COLLECTOR_FLAGS, argv, io.env);
     if (parsed.positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
     values = parsed.values;
     port(values, 'grpc-port');
     port(values, 'http-port');
-    if (values['token-file'] === undefined && values.insecure !== true) {
-      throw new UsageError('no --token-file: the collector would accept records from anyone; give --token-file FILE, or --insecure for a local, trusted setup');
+    serviceAccounts = serviceAccountKeys(values, io.env);
+    if (values['token-file'] === undefined && serviceAccounts === undefined && values.insecure !== true) {
+      throw new UsageError('no --token-file and no --service-account-jwks (outside a Kubernetes pod): the collector would accept records from anyone; give one, or --insecure for a local, trusted setup');
     }
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
@@ -55,6 +61,7 @@ export async function collectorMain(argv: readonly string[], io: CommandIO): Pro
         bind: (values.bind as string | undefined) ?? (io.env.KUBERNETES_SERVICE_HOST !== undefined ? '0.0.0.0' : '127.0.0.1'),
         storeDir: values.store as string,
         tokenFile: values['token-file'] as string | undefined,
+        serviceAccounts,
         insecure: values.insecure === true,
         heartbeatIntervalMs: values['heartbeat-interval-ms'] as number,
         alerts: alertOptionsFromFlags(values),

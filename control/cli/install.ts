@@ -2,7 +2,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { formatHelp, parseFlags, UsageError, type FlagSpec, type FlagValues } from '../../proxy/config/flags.js';
 import { INJECT_FLAGS, injectOptionsFromFlags } from '../injector/inject-flags.js';
-import { COLLECTOR, COLLECTOR_GRPC_PORT, type InstallOptions } from '../install/install-options.js';
+import { collectorAddress, DEFAULT_NAMESPACE, type InstallOptions } from '../install/install-options.js';
 import { renderInstall } from '../install/render-install.js';
 import { monitoring } from '../install/monitoring.js';
 import { dashboardFiles } from '../install/grafana/dashboards.js';
@@ -14,7 +14,7 @@ import { OUTPUT_FLAG, writeObjects } from './manifest-output.js';
 const POLICY_FLAGS: readonly FlagSpec[] = INJECT_FLAGS.map((f) => ({ ...f, env: false }));
 
 const INSTALL_FLAGS: readonly FlagSpec[] = [
-  { name: 'namespace', short: 'n', type: 'string', default: 'auditmesh-system', help: "the control plane's namespace", env: false },
+  { name: 'namespace', short: 'n', type: 'string', default: DEFAULT_NAMESPACE, help: "the control plane's namespace", env: false },
   { name: 'replicas', type: 'int', default: '2', help: 'injector replicas', env: false },
   { name: 'certs', type: 'string', default: 'cert-manager', choices: ['cert-manager', 'self-signed'], help: "webhook certificate: cert-manager issues and renews it; self-signed makes a CA now and embeds it (re-run to renew)", env: false },
   { name: 'cert-valid-days', type: 'int', default: '365', help: "the webhook certificate's lifetime", env: false },
@@ -80,7 +80,7 @@ export function installOptionsFromFlags(values: FlagValues): InstallOptions {
   const alertDurationScale = values['alert-duration-scale'] as number;
   if (!(alertDurationScale > 0 && alertDurationScale <= 1)) throw new UsageError('--alert-duration-scale: a number above 0, at most 1');
   // The sidecars ship to the collector installed here unless told otherwise.
-  const policyValues: FlagValues = { ...values, collector: values.collector ?? `${COLLECTOR}.${namespace}.svc:${COLLECTOR_GRPC_PORT}` };
+  const policyValues: FlagValues = { ...values, collector: values.collector ?? collectorAddress(namespace) };
   const inject = injectOptionsFromFlags(policyValues);
   const injectArgs = POLICY_FLAGS.flatMap((f) => (policyValues[f.name] === undefined ? [] : [`--${f.name}`, String(policyValues[f.name])]));
   return {

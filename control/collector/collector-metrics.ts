@@ -1,6 +1,7 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { createRegistry } from '../../proxy/metrics/metrics.js';
 import { ANOMALY_KINDS, initialiseLabels, REFUSAL_CODES } from '../../proxy/metrics/label-values.js';
+import { TOKEN_REFUSALS } from './service-account-tokens.js';
 
 /**
  * Every metric the collector exposes, defined once. The Prometheus rules and dashboards
@@ -13,6 +14,8 @@ export interface CollectorMetrics {
   readonly recordsStored: Counter;
   readonly duplicateBatches: Counter;
   readonly verificationFailures: Counter<'reason'>;
+  /** Sidecar credentials refused, by why (service-account-tokens.ts TokenRefusal). */
+  readonly tokenRefusals: Counter<'reason'>;
   readonly lostBatches: Counter;
   readonly ingestDuration: Histogram;
   readonly storeBytes: Gauge;
@@ -37,10 +40,18 @@ export function createCollectorMetrics(sample: { storeBytes(): number; sidecars(
   initialiseLabels(verificationFailures, 'reason', REFUSAL_CODES);
   const anomalies = new Counter({ name: 'auditmesh_anomalies_total', help: 'Fleet-wide anomalies raised (rate_spike, error_spike, first_seen_peer, first_seen_method)', labelNames: ['kind'], registers: [registry] });
   initialiseLabels(anomalies, 'kind', ANOMALY_KINDS);
+  const tokenRefusals = new Counter({
+    name: 'auditmesh_collector_token_refusals_total',
+    help: 'Sidecar credentials refused, by reason (missing, malformed, wrong-audience, expired, not-yet-valid, other-issuer, unknown-key, bad-signature, not-pod-bound, wrong-sidecar-id, keys-unavailable)',
+    labelNames: ['reason'],
+    registers: [registry],
+  });
+  initialiseLabels(tokenRefusals, 'reason', TOKEN_REFUSALS);
   return {
     registry,
     verificationFailures,
     anomalies,
+    tokenRefusals,
     batchesReceived: new Counter({ name: 'auditmesh_collector_batches_received_total', help: 'Chain links (batches) received from sidecars, before verification', registers: [registry] }),
     recordsStored: new Counter({ name: 'auditmesh_collector_records_stored_total', help: 'Records verified and durably stored', registers: [registry] }),
     lostBatches: new Counter({

@@ -22,8 +22,10 @@ import { h2Preflight } from './h2-preflight.js';
 export interface ShipperOptions {
   /** HOST:PORT of the collector. */
   target: string;
-  /** Read at every connection attempt (a rotated Secret is picked up), trimmed. */
+  /** Read at every connection attempt (a rotated Secret or projected token is picked up), trimmed. */
   tokenFile: string | undefined;
+  /** The flag it came from, for errors. */
+  tokenFlag?: string;
   sidecarId: string;
   service: string;
   journal: Journal;
@@ -138,7 +140,7 @@ export function startShipper(opts: ShipperOptions): Shipper {
     for (;;) {
       let outcome: SessionOutcome;
       try {
-        outcome = await session(await readToken(opts.tokenFile));
+        outcome = await session(await readToken(opts.tokenFile, opts.tokenFlag ?? '--collector-token-file'));
       } catch (err) {
         outcome = { welcomed: false, kind: 'failed', reason: (err as Error).message };
       }
@@ -163,15 +165,15 @@ export function startShipper(opts: ShipperOptions): Shipper {
   };
 }
 
-async function readToken(file: string | undefined): Promise<string | undefined> {
+async function readToken(file: string | undefined, flag: string): Promise<string | undefined> {
   if (file === undefined) return undefined;
   let token: string;
   try {
     token = (await readFile(file, 'utf8')).trim();
   } catch (err) {
-    throw new Error(`cannot read --collector-token-file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw new Error(`cannot read ${flag} ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
-  if (token === '') throw new Error(`--collector-token-file ${file} is empty`);
+  if (token === '') throw new Error(`${flag} ${file} is empty`);
   return token;
 }
 
