@@ -119,6 +119,7 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
     registry: metrics.registry,
     ready: () => readiness(audit, shipper),
     subscribe: audit === null ? null : (listener) => audit.subscribe(listener),
+    tail: { maxSubscribers: config.maxTailSubscribers },
   });
   servers.push(admin);
 
