@@ -10,6 +10,13 @@ export const SIDECAR_HELP = formatHelp(
   SIDECAR_FLAGS,
 );
 
+/** An error's message, with its cause's when it adds one (the errno behind "cannot open journal"). */
+function startupMessage(err: unknown): string {
+  const message = (err as Error)?.message ?? String(err);
+  const cause = (err as Error)?.cause as Error | undefined;
+  return cause?.message !== undefined && !message.includes(cause.message) ? `${message}: ${cause.message}` : message;
+}
+
 /** `auditmesh sidecar`: config from flags and env, run until aborted (SIGTERM/SIGINT), drain, exit 0. */
 export async function sidecarMain(argv: readonly string[], io: CommandIO): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {
@@ -27,7 +34,14 @@ export async function sidecarMain(argv: readonly string[], io: CommandIO): Promi
     throw err;
   }
   const log = createLogger(config.logLevel, (line) => io.stderr.write(line));
-  const sidecar = await startSidecar(config, log);
+  let sidecar;
+  try {
+    sidecar = await startSidecar(config, log);
+  } catch (err) {
+    // A refusal to start (journal held by another process, unreadable key) is one line, not a stack.
+    io.stderr.write(`auditmesh sidecar: cannot start: ${startupMessage(err)}\n`);
+    return 1;
+  }
   await untilAborted(io.signal);
   log('info', 'stopping: draining connections and flushing the journal');
   await sidecar.close();

@@ -11,6 +11,7 @@ import type { BatchHeader, BatchReadOptions, JournalHead, JournalSnapshot, Journ
 import { planCommit, type CommitPlan } from './plan-commit.js';
 import { applyPrune, planPrune, retentionClock, type PrunePlan } from './retention.js';
 import { createJournalSize, type JournalSize } from './journal-size.js';
+import { lockJournal, type ReleaseLock } from './journal-lock.js';
 
 /**
  * The LMDB journal, single writer. Batches commit strictly in the order they were sealed, a
@@ -151,9 +152,11 @@ export class Journal {
   #commitListeners = new Set<(head: JournalHead) => void>();
   #closing: Promise<void> | undefined;
   #closed = false;
+  #releaseLock: ReleaseLock;
 
-  private constructor(stores: JournalStores, realDir: string, opts: JournalOptions) {
+  private constructor(stores: JournalStores, realDir: string, releaseLock: ReleaseLock, opts: JournalOptions) {
     this.#stores = stores;
+    this.#releaseLock = releaseLock;
     this.#realDir = realDir;
     this.#opts = opts;
     this.#signer = opts.signer ?? ephemeralSigningKey();
@@ -166,7 +169,8 @@ export class Journal {
 
   /**
    * Opens (creating if absent) the journal in `dir` and starts a boot epoch: its link, chained to
-   * the last committed head, is committed at once. Throws AUDITMESH_JOURNAL_OPEN if it cannot open.
+   * the last committed head, is committed at once. Throws AUDITMESH_JOURNAL_OPEN if it cannot open,
+   * AUDITMESH_JOURNAL_LOCKED (naming the pid) if another process has it open for writing.
    */
   static open(dir: string, opts: JournalOptions = {}): Journal {
     let realDir: string;
@@ -178,14 +182,17 @@ export class Journal {
     }
     // lmdb-js#164: a second environment on the same files in one process misbehaves.
     if (writerFor(realDir) !== undefined) throw openError(`journal ${realDir} is already open in this process`);
+    // Before LMDB: a second writer process must not even open the environment for writing.
+    const releaseLock = lockJournal(realDir);
     let stores: JournalStores;
     try {
       stores = openJournalStores(open({ path: realDir, ...LMDB_WRITER_OPTIONS }));
     } catch (err) {
+      releaseLock();
       throw openError(`cannot open journal ${realDir}`, err);
     }
     registerWriter(realDir, stores);
-    const journal = new Journal(stores, realDir, opts);
+    const journal = new Journal(stores, realDir, releaseLock, opts);
     journal.#requestLink();
     return journal;
   }
@@ -336,6 +343,7 @@ export class Journal {
       await this.#stores.env.close();
       this.#closed = true;
       unregisterWriter(this.#realDir);
+      this.#releaseLock();
     })();
     return this.#closing;
   }
