@@ -80,6 +80,8 @@ export interface SidecarConfig {
   journalRetentionMs: number;
   /** Admin /tail subscribers at once; past it 503. */
   maxTailSubscribers: number;
+  /** Test-only fault injection, set by main.ts from AUDITMESH_TEST_SEAL_CRASH_FILE (pool.ts); never a flag. */
+  testSealCrashFile?: string;
 }
 
 export const SIDECAR_FLAGS: readonly FlagSpec[] = [

@@ -26,6 +26,9 @@ export async function sidecarMain(argv: readonly string[], io: CommandIO): Promi
   let config;
   try {
     config = parseSidecarConfig(argv, io.env);
+    // Test-only fault injection (test/faults.test.ts), read here once rather than by a worker per batch.
+    const crashFile = io.env.AUDITMESH_TEST_SEAL_CRASH_FILE;
+    if (crashFile !== undefined) config = Object.freeze({ ...config, testSealCrashFile: crashFile });
   } catch (err) {
     if (err instanceof UsageError) {
       io.stderr.write(`auditmesh sidecar: ${err.message}\n(see auditmesh sidecar --help)\n`);
