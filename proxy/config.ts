@@ -5,6 +5,7 @@ import { MAX_BATCH_RECORDS } from './audit/batcher.js';
 import { parseResolveTable, type ResolveTable } from './http1/target.js';
 import type { AlertOptions } from './alerts/alerting.js';
 import { ALERT_FLAGS, alertOptionsFromFlags } from './alerts/alert-flags.js';
+import { DEFAULT_MAX_TAIL_SUBSCRIBERS } from './metrics/tail-streams.js';
 import { DEFAULT_SECRET_HEADERS, DEFAULT_SECRET_PARAMS } from './audit/redact.js';
 
 export type AuditMode = 'async' | 'strict' | 'off';
@@ -79,6 +80,10 @@ export interface SidecarConfig {
   onJournalFull: JournalFullPolicy;
   /** 0: never pruned by age. */
   journalRetentionMs: number;
+  /** Admin /tail subscribers at once; past it 503. */
+  maxTailSubscribers: number;
+  /** Test-only fault injection, set by main.ts from AUDITMESH_TEST_SEAL_CRASH_FILE (pool.ts); never a flag. */
+  testSealCrashFile?: string;
 }
 
 export const SIDECAR_FLAGS: readonly FlagSpec[] = [
@@ -128,6 +133,7 @@ export const SIDECAR_FLAGS: readonly FlagSpec[] = [
   { name: 'batch-max-records', type: 'int', default: String(MAX_BATCH_RECORDS), help: 'records per audit batch (one chain link), at most' },
   { name: 'journal-limit-bytes', type: 'int', default: String(1024 ** 3), help: 'journal bound (bytes of LMDB pages in use); at it, --on-journal-full applies' },
   { name: 'on-journal-full', type: 'string', default: 'reject', choices: ['reject', 'pass'], help: 'journal full or unwritable: reject new requests with 503, or pass them unrecorded, counted in signed gap records' },
+  { name: 'max-tail-subscribers', type: 'int', default: String(DEFAULT_MAX_TAIL_SUBSCRIBERS), help: 'admin /tail subscribers at once; past it 503' },
   { name: 'journal-retention', type: 'string', default: '7d', help: 'records older than this are pruned (30m, 12h, 7d; 0: never)' },
 ];
 
@@ -215,6 +221,7 @@ export function sidecarConfigFromFlags(values: FlagValues, env: Readonly<Record<
     journalLimitBytes: values['journal-limit-bytes'] as number,
     onJournalFull: values['on-journal-full'] as JournalFullPolicy,
     journalRetentionMs: durationMs(values, 'journal-retention'),
+    maxTailSubscribers: values['max-tail-subscribers'] as number,
   };
   cfg.sidecarId = (values['sidecar-id'] as string | undefined) || env.HOSTNAME || cfg.service;
   if (cfg.checkpointIntervalMs < 10) throw new UsageError('--checkpoint-interval-ms: at least 10');
@@ -223,6 +230,7 @@ export function sidecarConfigFromFlags(values: FlagValues, env: Readonly<Record<
   if (cfg.maxPendingPerUpstream < 0) throw new UsageError('--max-pending-per-upstream: 0 (no bound) or more');
   if (cfg.headersTimeoutMs < 1) throw new UsageError('--headers-timeout-ms: at least 1');
   if (cfg.maxHeaderBytes < 1024) throw new UsageError('--max-header-bytes: at least 1024');
+  if (cfg.maxTailSubscribers < 1) throw new UsageError('--max-tail-subscribers: at least 1');
   if (cfg.journalLimitBytes < 1) throw new UsageError('--journal-limit-bytes: at least 1');
   // Whoever can read the journal (a backup, a support bundle) must not get the key with it.
   const fromJournal = relative(resolve(cfg.journalDir), resolve(cfg.keyFile));

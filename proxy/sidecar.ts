@@ -24,7 +24,7 @@ import { relayOpaque } from './capture/tcp-relay.js';
 import { createH2Listener } from './h2/h2-listener.js';
 import type { H2Deps } from './h2/h2-exchange.js';
 import { createSessionPool } from './h2/session-pool.js';
-import { loadOrCreateSecret } from './keys.js';
+import { keyFromFlag, loadOrCreateSecret } from './keys.js';
 import { openShipper } from './ship/open-shipper.js';
 import type { Shipper } from './ship/shipper.js';
 import { createLogger, type Logger } from './log.js';
@@ -53,7 +53,7 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
   // Redirected traffic is routed by its original destination: fail at boot, not on the first connection.
   assertOriginalDstAvailable();
   const metrics = createSidecarMetrics({ perRequest: config.requestMetrics, service: config.service });
-  const redactor = createRedactor({ key: await loadOrCreateSecret(config.redactionKeyFile), secretHeaders: config.secretHeaders, secretParams: config.secretParams });
+  const redactor = createRedactor({ key: await keyFromFlag('--redaction-key', config.redactionKeyFile, (path) => loadOrCreateSecret(path)), secretHeaders: config.secretHeaders, secretParams: config.secretParams });
   const audit = await openAudit(config, metrics, log);
   const shipper = await openShipper(config, audit, metrics, log);
   const forwarder = config.forwardEngine === 'undici' ? createUndiciForwarder(config, createHttpProxyForwarder(config)) : createHttpProxyForwarder(config);
@@ -122,6 +122,7 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
     registry: metrics.registry,
     ready: () => readiness(audit, shipper),
     subscribe: audit === null ? null : (listener) => audit.subscribe(listener),
+    tail: { maxSubscribers: config.maxTailSubscribers },
   });
   servers.push(admin);
 

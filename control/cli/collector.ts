@@ -5,6 +5,7 @@ import { ALERT_FLAGS, alertOptionsFromFlags } from '../../proxy/alerts/alert-fla
 import { createCollector, CollectorConfigError, type Collector } from '../collector/collector.js';
 import { IN_CLUSTER_JWKS_URL } from '../collector/service-account-tokens.js';
 import { serviceAccountKeys } from './collector-identity.js';
+import { DEFAULT_MAX_TAIL_SUBSCRIBERS } from '../../proxy/metrics/tail-streams.js';
 import { untilAborted, type CommandIO } from './io.js';
 
 export const COLLECTOR_FLAGS: readonly FlagSpec[] = [
@@ -17,6 +18,7 @@ export const COLLECTOR_FLAGS: readonly FlagSpec[] = [
   { name: 'insecure', type: 'boolean', default: 'false', help: 'accept sidecars without a token (local, trusted setups only)' },
   { name: 'bind', type: 'string', help: 'listen address (default 127.0.0.1; 0.0.0.0 in Kubernetes)' },
   { name: 'heartbeat-interval-ms', type: 'int', default: String(CHECKPOINT_INTERVAL_MS), help: "the sidecars' heartbeat interval (their --checkpoint-interval-ms): 3 missed is stale" },
+  { name: 'max-tail-subscribers', type: 'int', default: String(DEFAULT_MAX_TAIL_SUBSCRIBERS), help: '/v1/tail subscribers at once; past it 503' },
   { name: 'log-level', type: 'string', default: 'info', choices: ['info', 'warn', 'error', 'silent'], help: 'structured log verbosity (stderr)' },
   // Fleet-wide spike and first-seen detection (GET /v1/anomalies), tuned like the sidecar's.
   ...ALERT_FLAGS,
@@ -42,6 +44,7 @@ export async function collectorMain(argv: readonly string[], io: CommandIO): Pro
     values = parsed.values;
     port(values, 'grpc-port');
     port(values, 'http-port');
+    if ((values['max-tail-subscribers'] as number) < 1) throw new UsageError('--max-tail-subscribers: at least 1');
     serviceAccounts = serviceAccountKeys(values, io.env);
     if (values['token-file'] === undefined && serviceAccounts === undefined && values.insecure !== true) {
       throw new UsageError('no --token-file and no --service-account-jwks (outside a Kubernetes pod): the collector would accept records from anyone; give one, or --insecure for a local, trusted setup');
@@ -65,6 +68,7 @@ export async function collectorMain(argv: readonly string[], io: CommandIO): Pro
         insecure: values.insecure === true,
         heartbeatIntervalMs: values['heartbeat-interval-ms'] as number,
         alerts: alertOptionsFromFlags(values),
+        maxTailSubscribers: values['max-tail-subscribers'] as number,
       },
       log,
     );

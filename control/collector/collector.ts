@@ -49,6 +49,8 @@ export interface CollectorConfig {
   alerts?: AlertOptions;
   /** The most records one correlation id or trace id query gathers (default MAX_ID_MATCHES); past it the query is refused with 400. */
   maxIdMatches?: number;
+  /** /v1/tail subscribers at once; past it 503 (default DEFAULT_MAX_TAIL_SUBSCRIBERS). */
+  maxTailSubscribers?: number;
 }
 
 export interface Collector {
@@ -129,7 +131,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     grpcServer.bindAsync(`${config.bind}:${config.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
   );
   if (!widenFlowWindow(grpcServer)) log('warn', 'collector could not raise the HTTP/2 flow-control window of this grpc-js version: large segments arrive 64 KiB at a time', {});
-  const httpServer = createHttpApi({ store, metrics, sidecars, subscribe: (l) => feed.subscribe(l), ready: () => ({ ok: true }), anomalies: () => ({ active: fleetAlerts?.active() ?? [], recent: fleetAlerts?.recent() ?? [] }) });
+  const httpServer = createHttpApi({ store, metrics, sidecars, subscribe: (l) => feed.subscribe(l), ready: () => ({ ok: true }), anomalies: () => ({ active: fleetAlerts?.active() ?? [], recent: fleetAlerts?.recent() ?? [] }), maxTailSubscribers: config.maxTailSubscribers });
   let httpPort: number;
   try {
     httpPort = await listen(httpServer, config.httpPort, config.bind);

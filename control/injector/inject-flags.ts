@@ -2,6 +2,7 @@ import { port, UsageError, type FlagSpec, type FlagValues } from '../../proxy/co
 import { VERSION } from '../version.js';
 import type { InjectOptions } from './sidecar-containers.js';
 import type { PodAuditMode, SidecarMode } from './pod-settings.js';
+import { isJournalVolumeSize } from './journal-limit.js';
 
 export const DEFAULT_IMAGE = `auditmesh/auditmesh:${VERSION}`;
 
@@ -19,7 +20,7 @@ export const INJECT_FLAGS: readonly FlagSpec[] = [
   { name: 'proxy-memory-request', type: 'string', default: '64Mi', help: 'proxy memory request' },
   { name: 'proxy-cpu-limit', type: 'string', help: 'proxy CPU limit (none by default: throttling a proxy slows every call)' },
   { name: 'proxy-memory-limit', type: 'string', default: '256Mi', help: 'proxy memory limit' },
-  { name: 'journal-size-limit', type: 'string', default: '1Gi', help: "size limit of the proxy's journal emptyDir" },
+  { name: 'journal-size-limit', type: 'string', default: '1Gi', help: "size limit of the proxy's journal emptyDir (at least 16Mi); the journal's bound is 80% of it" },
   { name: 'collector', type: 'string', help: 'HOST:PORT of the collector the proxies ship to (none: journal only)' },
 ];
 
@@ -29,6 +30,8 @@ export function injectOptionsFromFlags(values: FlagValues): InjectOptions {
   if (uid === 0) throw new UsageError('--proxy-uid: the proxy must not run as root (0)');
   const collector = values.collector as string | undefined;
   if (collector !== undefined && !/^[^:\s]+:\d+$/.test(collector)) throw new UsageError(`--collector: expected HOST:PORT, got ${JSON.stringify(collector)}`);
+  const journalSize = values['journal-size-limit'] as string;
+  if (!isJournalVolumeSize(journalSize)) throw new UsageError(`--journal-size-limit: expected a quantity of at least 16Mi such as 1Gi, got ${JSON.stringify(journalSize)}`);
   return {
     image: values.image as string,
     imagePullPolicy: values['image-pull-policy'] as InjectOptions['imagePullPolicy'],

@@ -1,5 +1,6 @@
 import { isIP } from 'node:net';
 import type { Pod } from './pod.js';
+import { isJournalVolumeSize, QUANTITY_RE } from './journal-limit.js';
 
 /** Every per-pod setting lives under this annotation prefix (INTERFACE.md, Kubernetes). */
 export const ANNOTATION_PREFIX = 'auditmesh.io/';
@@ -48,9 +49,6 @@ export interface SettingDefaults {
   journalSizeLimit: string;
 }
 
-// A Kubernetes resource.Quantity, as apimachinery's regular expression accepts it.
-const QUANTITY_RE = /^[+-]?(\d+(\.\d*)?|\.\d+)(([KMGTPE]i)|[numkMGTPE]|[eE][+-]?\d+)?$/;
-
 /**
  * Reads the pod's `auditmesh.io/*` annotations over the defaults. Returns the settings, or the
  * list of annotations that are wrong: a pod whose exclusions cannot be honoured is better left
@@ -83,7 +81,7 @@ export function podSettings(pod: Pod, defaults: SettingDefaults): { settings: Po
       cpuLimit: check(ANNOTATIONS.proxyCpuLimit, quantity, 'a quantity such as 1') ?? defaults.resources.cpuLimit,
       memoryLimit: check(ANNOTATIONS.proxyMemoryLimit, quantity, 'a quantity such as 256Mi') ?? defaults.resources.memoryLimit,
     },
-    journalSizeLimit: check(ANNOTATIONS.journalSizeLimit, quantity, 'a quantity such as 1Gi') ?? defaults.journalSizeLimit,
+    journalSizeLimit: check(ANNOTATIONS.journalSizeLimit, isJournalVolumeSize, 'a quantity of at least 16Mi such as 1Gi') ?? defaults.journalSizeLimit,
   };
   return errors.length > 0 ? { errors } : { settings };
 }

@@ -1,6 +1,7 @@
 import { IDENTITY_AUDIENCE } from '../identity-audience.js';
 import type { Container } from './pod.js';
 import type { PodSettings, SettingDefaults } from './pod-settings.js';
+import { journalLimitBytes } from './journal-limit.js';
 
 /** Names of what the injector adds to a pod (INTERFACE.md, Kubernetes). */
 export const PROXY_CONTAINER = 'auditmesh-proxy';
@@ -106,6 +107,8 @@ export function proxyContainer(options: InjectOptions, settings: PodSettings, se
         AUDITMESH_JOURNAL: `${DATA_DIR}/journal`,
         AUDITMESH_KEY: `${DATA_DIR}/sidecar.key`,
         AUDITMESH_REDACTION_KEY: `${DATA_DIR}/redaction.key`,
+        // The bound applies before the kubelet's eviction at the volume's sizeLimit (journal-limit.ts).
+        AUDITMESH_JOURNAL_LIMIT_BYTES: journalLimitBytes(settings.journalSizeLimit),
         AUDITMESH_COLLECTOR: options.collector,
       }),
     ],
