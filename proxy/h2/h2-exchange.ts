@@ -279,7 +279,7 @@ function finish(call: Call): void {
   if (call.trailers !== undefined && call.trailers['grpc-status'] !== undefined) {
     record['rpc.grpc.status_code'] = Number(call.trailers['grpc-status']);
     const message = call.trailers['grpc-message'];
-    if (typeof message === 'string' && message !== '') record['rpc.grpc.status_message'] = decodeGrpcMessage(message);
+    if (typeof message === 'string' && message !== '') record['rpc.grpc.status_message'] = call.deps.redactor.text(decodeGrpcMessage(message));
   }
   if (record['error.type'] === undefined && stream.rstCode !== undefined && stream.rstCode !== 0 && (call.req === undefined || !call.req.closed || call.req.rstCode === 0 || call.req.rstCode === undefined)) {
     // A client cancelling at its own deadline is a timeout, not a change of mind.
@@ -338,7 +338,8 @@ function baseRecord(deps: H2Deps, stream: ServerHttp2Stream, headers: IncomingHt
     },
     deps.redactor,
   );
-  const rpc = grpc ? parseGrpcPath(path) : null;
+  // From the path as recorded: a secret segment stays a fingerprint in the method name too.
+  const rpc = grpc ? parseGrpcPath(record['url.path']) : null;
   if (rpc !== null) {
     record['rpc.system'] = 'grpc';
     record['rpc.service'] = rpc.service.slice(0, 256);
