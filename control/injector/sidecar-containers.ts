@@ -95,6 +95,7 @@ export function proxyContainer(options: InjectOptions, settings: PodSettings, se
       AUDITMESH_KEY: `${DATA_DIR}/sidecar.key`,
       AUDITMESH_REDACTION_KEY: `${DATA_DIR}/redaction.key`,
       AUDITMESH_COLLECTOR: options.collector,
+      AUDITMESH_SECRET_PATHS: settings.secretPaths,
     }),
     ports: [{ name: ADMIN_PORT_NAME, containerPort: options.adminPort, protocol: 'TCP' }],
     // Later init containers and the app start only once this passes, so their traffic is captured.
