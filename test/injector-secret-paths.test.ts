@@ -27,7 +27,7 @@ test('auditmesh.io/secret-paths becomes AUDITMESH_SECRET_PATHS on the proxy, whi
   const env = envOf(proxy);
   t.is(env.AUDITMESH_SECRET_PATHS, '/hooks/{secret},/users/*/reset/{secret}');
   // What the proxy container gets, as the sidecar parses it at boot.
-  const config = parseSidecarConfig(proxy!.args!.slice(1), env);
+  const config = parseSidecarConfig((proxy!.args as string[]).slice(1), env);
   t.deepEqual(config.secretPaths, ['/hooks/{secret}', '/users/*/reset/{secret}']);
 });
 
