@@ -62,7 +62,8 @@ export function createRedactor(opts: RedactorOptions): Redactor {
     const body = search.startsWith('?') ? search.slice(1) : search;
     return body.split('&').map((pair) => redactPair(pair, secretName, fingerprint)).join('&');
   };
-  const text = (value: string): string => redactTokens(value, fingerprint, false);
+  // A peer's free text may quote a URL (`unknown method /a?sig=…`): its secret-named pairs too.
+  const text = (value: string): string => redactTokens(value.includes('=') ? value.replace(NAME_VALUE, (pair) => redactPair(pair, secretName, fingerprint)) : value, fingerprint, false);
   const path = (target: string): string => {
     const absolute = ABSOLUTE_FORM.exec(target);
     if (absolute === null) return text(redactSecretPaths(target, templates, fingerprint));
@@ -96,6 +97,9 @@ export function createRedactor(opts: RedactorOptions): Redactor {
     },
   };
 }
+
+/** A `name=value` pair inside free text: the name as query names are written, the value up to a separator. */
+const NAME_VALUE = /[\w.\-[\]%]+=[^\s&;,"']*/g;
 
 /** `scheme://authority` of an absolute-form target (RFC 9112 §3.2.2). */
 const ABSOLUTE_FORM = /^([a-z][a-z0-9+.-]*:\/\/)([^/]*)/i;
