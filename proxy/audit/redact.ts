@@ -2,7 +2,7 @@ import { createHmac } from 'node:crypto';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import { compileSecretParams, DEFAULT_SECRET_PARAMS } from './secret-params.js';
 import { parseSecretPaths, redactSecretPaths } from './secret-paths.js';
-import { redactTokens } from './secret-values.js';
+import { MIN_SCAN_CHARS, redactTokens } from './secret-values.js';
 
 export { DEFAULT_SECRET_PARAMS };
 
@@ -63,9 +63,12 @@ export function createRedactor(opts: RedactorOptions): Redactor {
     return body.split('&').map((pair) => redactPair(pair, secretName, fingerprint)).join('&');
   };
   // A peer's free text may quote a URL (`unknown method /a?sig=…`): its secret-named pairs too.
-  const text = (value: string): string => redactTokens(value.includes('=') ? value.replace(NAME_VALUE, (pair) => redactPair(pair, secretName, fingerprint)) : value, fingerprint, false);
+  const text = (value: string): string => {
+    const pairs = value.includes('=') ? value.replace(NAME_VALUE, (pair) => redactPair(pair, secretName, fingerprint)) : value;
+    return pairs.length < MIN_SCAN_CHARS ? pairs : redactTokens(pairs, fingerprint, false);
+  };
   const path = (target: string): string => {
-    const absolute = ABSOLUTE_FORM.exec(target);
+    const absolute = target.startsWith('/') ? null : ABSOLUTE_FORM.exec(target);
     if (absolute === null) return text(redactSecretPaths(target, templates, fingerprint));
     const [prefix, scheme, authority] = absolute as unknown as [string, string, string];
     const rest = target.slice(prefix.length);
@@ -90,7 +93,7 @@ export function createRedactor(opts: RedactorOptions): Redactor {
     text,
     target(target) {
       // In absolute form the query starts after the userinfo: a `?` inside a password is not one.
-      const absolute = ABSOLUTE_FORM.exec(target);
+      const absolute = target.startsWith('/') ? null : ABSOLUTE_FORM.exec(target);
       const q = target.indexOf('?', absolute === null ? 0 : absolute[1]!.length + absolute[2]!.lastIndexOf('@') + 1);
       if (q === -1) return { path: path(target) };
       return { path: path(target.slice(0, q)), query: query(target.slice(q + 1)) };
@@ -114,11 +117,13 @@ function redactPair(pair: string, secretName: (name: string) => boolean, fingerp
   const eq = pair.indexOf('=');
   if (eq === -1) return redactTokens(pair, fingerprint, true);
   const rawName = pair.slice(0, eq);
-  let name: string;
-  try {
-    name = decodeURIComponent(rawName.replace(/\+/g, ' '));
-  } catch {
-    name = rawName;
+  let name = rawName;
+  if (rawName.includes('%') || rawName.includes('+')) {
+    try {
+      name = decodeURIComponent(rawName.replace(/\+/g, ' '));
+    } catch {
+      // Malformed escapes: matched as sent.
+    }
   }
   if (secretName(name)) return `${rawName}=${fingerprint(pair.slice(eq + 1))}`;
   const value = pair.slice(eq + 1);

@@ -16,6 +16,8 @@ export const DEFAULT_SECRET_PARAMS: readonly string[] = [
   '^x-amz-', '^x-goog-',
 ];
 
+const MAX_REMEMBERED_NAMES = 512;
+
 /** Leading `=` on the first entry: the list replaces the defaults instead of adding to them. */
 const REPLACE_MARK = '=';
 
@@ -46,5 +48,14 @@ export function effectiveSecretParams(list: readonly string[]): string[] {
 export function compileSecretParams(patterns: readonly string[]): (name: string) => boolean {
   if (patterns.length === 0) return () => false;
   const re = new RegExp(patterns.map(patternSource).join('|'));
-  return (name) => re.test('_' + normalForm(name) + '_');
+  // The same few names come back request after request: remember the answer (bounded).
+  const known = new Map<string, boolean>();
+  return (name) => {
+    let secret = known.get(name);
+    if (secret !== undefined) return secret;
+    secret = re.test('_' + normalForm(name) + '_');
+    if (known.size >= MAX_REMEMBERED_NAMES) known.delete(known.keys().next().value!);
+    known.set(name, secret);
+    return secret;
+  };
 }

@@ -35,6 +35,10 @@ function matches(template: SecretPathTemplate, segments: readonly string[]): boo
 /** The path (no query) with the `{secret}` segments of every matching template fingerprinted. */
 export function redactSecretPaths(path: string, templates: readonly SecretPathTemplate[], fingerprint: (secret: string) => string): string {
   if (templates.length === 0 || !path.startsWith('/')) return path;
+  // Most paths match no template on their first segment: those are not split at all.
+  const slash = path.indexOf('/', 1);
+  const first = path.slice(1, slash === -1 ? undefined : slash);
+  if (!templates.some((tpl) => typeof tpl[0] !== 'string' || tpl[0] === first)) return path;
   const segments = path.split('/');
   // Matched against the segments as sent, so overlapping templates see the same path.
   const redacted = [...segments];

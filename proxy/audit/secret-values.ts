@@ -18,7 +18,7 @@ export const MIN_TOKEN_CHARS = 24;
 const MIN_PIECE_CHARS = 12;
 const CHANGE_RATIO = 0.15;
 /** Below this a text cannot hold a JWT or a long token: returned untouched without a scan. */
-const MIN_SCAN_CHARS = 16;
+export const MIN_SCAN_CHARS = 16;
 const CONTENT_HEX_LENGTHS = new Set([24, 32, 40, 64]);
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const ULID = /^[0-7][0-9A-HJKMNP-TV-Z]{25}$/;
@@ -35,13 +35,18 @@ function classOf(c: number): number {
   return OTHER;
 }
 
+/** Token characters by code: 1 everywhere, 2 (`/`) only in query values; see isTokenChar. */
+const TOKEN_CHARS = new Uint8Array(128);
+for (let c = 0; c < 128; c++) TOKEN_CHARS[c] = c === 47 ? 2 : classOf(c) !== OTHER || '-_+=~%'.includes(String.fromCharCode(c)) ? 1 : 0;
+
 function isHexDigit(c: number): boolean {
   return (c >= 48 && c <= 57) || (c >= 65 && c <= 70) || (c >= 97 && c <= 102);
 }
 
 /** Characters a token is made of; `/` only where standard base64 appears raw (query values). */
 function isTokenChar(c: number, slash: boolean): boolean {
-  return classOf(c) !== OTHER || c === 45 || c === 95 || c === 43 || c === 61 || c === 126 || c === 37 || (slash && c === 47);
+  const kind = c < 128 ? TOKEN_CHARS[c]! : 0;
+  return kind === 1 || (slash && kind === 2);
 }
 
 /** The longest random-looking piece of text[start, end) qualifies it; see the module comment. */
@@ -115,6 +120,7 @@ function jwtEnd(text: string, start: number, runEnd: number): number {
  */
 export function redactTokens(text: string, fingerprint: (secret: string) => string, slash: boolean): string {
   if (text.length < MIN_SCAN_CHARS) return text;
+  const mayHoldJwt = text.includes('eyJ');
   let out = '';
   let last = 0;
   for (let i = 0; i < text.length; ) {
@@ -125,12 +131,12 @@ export function redactTokens(text: string, fingerprint: (secret: string) => stri
     let start = i;
     while (i < text.length && isTokenChar(text.charCodeAt(i), slash)) i++;
     // A JWT may follow a name and `=` in the same run (`token=eyJ…`): it starts at its `eyJ`.
-    const e = text.charCodeAt(i) === 46 ? text.lastIndexOf('eyJ', i - 3) : -1;
+    const e = mayHoldJwt && text.charCodeAt(i) === 46 ? text.lastIndexOf('eyJ', i - 3) : -1;
     const jwt = e >= start ? jwtEnd(text, e, i) : -1;
     if (jwt !== -1) start = e;
     const end = jwt === -1 ? i : jwt;
     i = end;
-    if (jwt === -1 && !isCredentialToken(text, start, end)) continue;
+    if (jwt === -1 && (end - start < MIN_TOKEN_CHARS || !isCredentialToken(text, start, end))) continue;
     out += text.slice(last, start) + fingerprint(text.slice(start, end));
     last = end;
   }
