@@ -44,18 +44,7 @@ export function createRedactor(opts: RedactorOptions): Redactor {
   const secretName = compileSecretParams(opts.secretParams ?? DEFAULT_SECRET_PARAMS);
   const templates = parseSecretPaths(opts.secretPaths ?? []);
   const recorded = [...new Set([...(opts.recordedHeaders ?? DEFAULT_RECORDED_HEADERS), ...secretHeaders].map((h) => h.toLowerCase()))];
-  // The same credentials come back request after request: remember recent fingerprints rather
-  // than computing an HMAC per request. Bounded, and only ever holding values already hashed.
-  const recent = new Map<string, string>();
-  const fingerprint = (secret: string): string => {
-    const known = recent.get(secret);
-    if (known !== undefined) return known;
-    // A truncated HMAC: enough to match equal secrets, useless to recover them without the key.
-    const value = 'hmac-sha256:' + createHmac('sha256', opts.key).update(secret).digest('hex').slice(0, 32);
-    if (recent.size >= MAX_REMEMBERED_FINGERPRINTS) recent.delete(recent.keys().next().value!);
-    recent.set(secret, value);
-    return value;
-  };
+  const fingerprint = createFingerprint(opts.key);
 
   const query = (search: string): string => {
     if (search === '' || search === '?') return '';
@@ -92,13 +81,33 @@ export function createRedactor(opts: RedactorOptions): Redactor {
     path,
     text,
     target(target) {
-      // In absolute form the query starts after the userinfo: a `?` inside a password is not one.
-      const absolute = target.startsWith('/') ? null : ABSOLUTE_FORM.exec(target);
-      const q = target.indexOf('?', absolute === null ? 0 : absolute[1]!.length + absolute[2]!.lastIndexOf('@') + 1);
-      if (q === -1) return { path: path(target) };
-      return { path: path(target.slice(0, q)), query: query(target.slice(q + 1)) };
+      const q = queryStart(target);
+      return q === -1 ? { path: path(target) } : { path: path(target.slice(0, q)), query: query(target.slice(q + 1)) };
     },
   };
+}
+
+/**
+ * HMAC fingerprints, remembered: the same credentials come back request after request. Bounded,
+ * and only ever holding values already hashed.
+ */
+function createFingerprint(key: Buffer): (secret: string) => string {
+  const recent = new Map<string, string>();
+  return (secret) => {
+    const known = recent.get(secret);
+    if (known !== undefined) return known;
+    // A truncated HMAC: enough to match equal secrets, useless to recover them without the key.
+    const value = 'hmac-sha256:' + createHmac('sha256', key).update(secret).digest('hex').slice(0, 32);
+    if (recent.size >= MAX_REMEMBERED_FINGERPRINTS) recent.delete(recent.keys().next().value!);
+    recent.set(secret, value);
+    return value;
+  };
+}
+
+/** Where a target's query starts, -1 when it has none. In absolute form after the userinfo: a `?` in a password is not one. */
+function queryStart(target: string): number {
+  const absolute = target.startsWith('/') ? null : ABSOLUTE_FORM.exec(target);
+  return target.indexOf('?', absolute === null ? 0 : absolute[1]!.length + absolute[2]!.lastIndexOf('@') + 1);
 }
 
 /** A `name=value` pair inside free text: the name as query names are written, the value up to a separator. */
