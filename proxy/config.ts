@@ -6,7 +6,9 @@ import { parseResolveTable, type ResolveTable } from './http1/target.js';
 import type { AlertOptions } from './alerts/alerting.js';
 import { ALERT_FLAGS, alertOptionsFromFlags } from './alerts/alert-flags.js';
 import { DEFAULT_MAX_TAIL_SUBSCRIBERS } from './metrics/tail-streams.js';
-import { DEFAULT_SECRET_HEADERS, DEFAULT_SECRET_PARAMS } from './audit/redact.js';
+import { DEFAULT_SECRET_HEADERS } from './audit/redact.js';
+import { compileSecretParams, effectiveSecretParams } from './audit/secret-params.js';
+import { parseSecretPaths } from './audit/secret-paths.js';
 
 export type AuditMode = 'async' | 'strict' | 'off';
 export type ForwardEngine = 'http-proxy' | 'undici';
@@ -60,7 +62,10 @@ export interface SidecarConfig {
   /** Largest gRPC message a client may send: RESOURCE_EXHAUSTED beyond; 0: no limit. */
   maxGrpcMessageBytes: number;
   secretHeaders: readonly string[];
+  /** Query parameter name patterns in effect: the built-in ones plus --secret-params, or those alone. */
   secretParams: readonly string[];
+  /** Path templates whose `{secret}` segments are fingerprinted. */
+  secretPaths: readonly string[];
   logLevel: 'info' | 'warn' | 'error' | 'silent';
   /** Static outbound name resolution for local runs (`--resolve inventory:80=127.0.0.1:8081`). */
   resolve: ResolveTable;
@@ -121,7 +126,8 @@ export const SIDECAR_FLAGS: readonly FlagSpec[] = [
   { name: 'max-request-body-bytes', type: 'int', default: '0', help: 'largest HTTP/1.1 request body (413 beyond); 0: no limit (bodies stream, memory stays bounded)' },
   { name: 'max-grpc-message-bytes', type: 'int', default: '0', help: 'largest gRPC message a client may send (RESOURCE_EXHAUSTED beyond); 0: no limit' },
   { name: 'secret-headers', type: 'list', default: DEFAULT_SECRET_HEADERS.join(','), help: 'headers recorded only as HMAC fingerprints' },
-  { name: 'secret-params', type: 'list', default: DEFAULT_SECRET_PARAMS.join(','), help: 'query parameters recorded only as HMAC fingerprints' },
+  { name: 'secret-params', type: 'list', help: 'query parameter name patterns whose values are recorded only as HMAC fingerprints, added to the built-in ones (README); a leading = replaces them' },
+  { name: 'secret-paths', type: 'list', help: 'path templates whose {secret} segments are recorded only as HMAC fingerprints (/hooks/{secret},/users/*/reset/{secret})' },
   { name: 'resolve', type: 'list', help: 'static outbound resolution NAME:PORT=HOST:PORT, comma-separated (local runs without DNS)' },
   { name: 'opaque-ports', type: 'list', default: '25,587,3306,4444,5432,6379,9300,11211,27017', help: 'destination ports relayed as opaque TCP, skipping protocol detection (server-first protocols)' },
   { name: 'detect-timeout-ms', type: 'int', default: '1000', help: 'a client silent this long after connecting is relayed as opaque TCP' },
@@ -149,6 +155,28 @@ function portNumber(text: string, flag: string): number {
   const n = Number(text);
   if (!/^\d+$/.test(text) || n < 1 || n > 65535) throw new UsageError(`${flag}: ${JSON.stringify(text)} is not a TCP port`);
   return n;
+}
+
+/** The name patterns in effect, each checked at boot. */
+function secretParams(list: string[]): string[] {
+  const patterns = effectiveSecretParams(list);
+  for (const p of patterns) {
+    try {
+      compileSecretParams([p]);
+    } catch (err) {
+      throw new UsageError(`--secret-params: ${(err as Error).message}`);
+    }
+  }
+  return patterns;
+}
+
+function secretPaths(list: string[]): string[] {
+  try {
+    parseSecretPaths(list);
+  } catch (err) {
+    throw new UsageError(`--secret-paths: ${(err as Error).message}`);
+  }
+  return list;
 }
 
 /** Kubernetes pod names end in -<replicaset hash>-<5 chars>; the service is what comes before. */
@@ -208,7 +236,8 @@ export function sidecarConfigFromFlags(values: FlagValues, env: Readonly<Record<
     maxRequestBodyBytes: values['max-request-body-bytes'] as number,
     maxGrpcMessageBytes: values['max-grpc-message-bytes'] as number,
     secretHeaders: values['secret-headers'] as string[],
-    secretParams: values['secret-params'] as string[],
+    secretParams: secretParams((values['secret-params'] as string[] | undefined) ?? []),
+    secretPaths: secretPaths((values['secret-paths'] as string[] | undefined) ?? []),
     logLevel: values['log-level'] as SidecarConfig['logLevel'],
     resolve: resolveTable((values.resolve as string[] | undefined) ?? []),
     opaquePorts: new Set((values['opaque-ports'] as string[]).map((p) => portNumber(p, '--opaque-ports'))),

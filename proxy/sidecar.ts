@@ -53,7 +53,7 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
   // Redirected traffic is routed by its original destination: fail at boot, not on the first connection.
   assertOriginalDstAvailable();
   const metrics = createSidecarMetrics({ perRequest: config.requestMetrics, service: config.service });
-  const redactor = createRedactor({ key: await keyFromFlag('--redaction-key', config.redactionKeyFile, (path) => loadOrCreateSecret(path)), secretHeaders: config.secretHeaders, secretParams: config.secretParams });
+  const redactor = createRedactor({ key: await keyFromFlag('--redaction-key', config.redactionKeyFile, (path) => loadOrCreateSecret(path)), secretHeaders: config.secretHeaders, secretParams: config.secretParams, secretPaths: config.secretPaths });
   const audit = await openAudit(config, metrics, log);
   const shipper = await openShipper(config, audit, metrics, log);
   const forwarder = config.forwardEngine === 'undici' ? createUndiciForwarder(config, createHttpProxyForwarder(config)) : createHttpProxyForwarder(config);

@@ -17,6 +17,7 @@ export const ANNOTATIONS = {
   proxyMemoryRequest: 'auditmesh.io/proxy-memory-request',
   proxyMemoryLimit: 'auditmesh.io/proxy-memory-limit',
   journalSizeLimit: 'auditmesh.io/journal-size-limit',
+  secretPaths: 'auditmesh.io/secret-paths',
 } as const;
 
 export type SidecarMode = 'native' | 'container';
@@ -40,6 +41,8 @@ export interface PodSettings {
   sidecarMode: SidecarMode;
   resources: ProxyResources;
   journalSizeLimit: string;
+  /** `--secret-paths` for the sidecar: comma-separated templates, or '' for none. */
+  secretPaths: string;
 }
 
 export interface SettingDefaults {
@@ -82,12 +85,19 @@ export function podSettings(pod: Pod, defaults: SettingDefaults): { settings: Po
       memoryLimit: check(ANNOTATIONS.proxyMemoryLimit, quantity, 'a quantity such as 256Mi') ?? defaults.resources.memoryLimit,
     },
     journalSizeLimit: check(ANNOTATIONS.journalSizeLimit, isJournalVolumeSize, 'a quantity of at least 16Mi such as 1Gi') ?? defaults.journalSizeLimit,
+    secretPaths: list(check(ANNOTATIONS.secretPaths, (v) => v.split(',').every((p) => isSecretPath(p.trim())), 'comma-separated path templates such as /hooks/{secret}')),
   };
   return errors.length > 0 ? { errors } : { settings };
 }
 
 function list(v: string | undefined): string {
   return v === undefined ? '' : v.split(',').map((s) => s.trim()).filter((s) => s !== '').join(',');
+}
+
+/** The shape the sidecar's --secret-paths accepts: from /, a {secret} segment, the others literal or *. */
+function isSecretPath(v: string): boolean {
+  const segments = v.startsWith('/') ? v.slice(1).split('/') : [];
+  return segments.includes('{secret}') && segments.every((s) => s === '*' || s === '{secret}' || !/[{}*]/.test(s));
 }
 
 function isPort(v: string): boolean {

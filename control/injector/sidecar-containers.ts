@@ -110,6 +110,7 @@ export function proxyContainer(options: InjectOptions, settings: PodSettings, se
         // The bound applies before the kubelet's eviction at the volume's sizeLimit (journal-limit.ts).
         AUDITMESH_JOURNAL_LIMIT_BYTES: journalLimitBytes(settings.journalSizeLimit),
         AUDITMESH_COLLECTOR: options.collector,
+        AUDITMESH_SECRET_PATHS: settings.secretPaths,
       }),
     ],
     ports: [{ name: ADMIN_PORT_NAME, containerPort: options.adminPort, protocol: 'TCP' }],

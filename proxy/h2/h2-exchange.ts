@@ -58,6 +58,8 @@ interface Call {
   stream: ServerHttp2Stream;
   req?: ClientHttp2Stream;
   record: AuditRecord;
+  /** The :path as the client sent it. */
+  path: string;
   grpc: boolean;
   t0: number;
   requestCounter: ReturnType<typeof createGrpcMessageCounter>;
@@ -88,6 +90,7 @@ export function handleH2Stream(deps: H2Deps, stream: ServerHttp2Stream, headers:
     deps,
     stream,
     record: baseRecord(deps, stream, headers, route, correlation, grpc),
+    path,
     grpc,
     t0: performance.now(),
     requestCounter: createGrpcMessageCounter(),
@@ -279,7 +282,7 @@ function finish(call: Call): void {
   if (call.trailers !== undefined && call.trailers['grpc-status'] !== undefined) {
     record['rpc.grpc.status_code'] = Number(call.trailers['grpc-status']);
     const message = call.trailers['grpc-message'];
-    if (typeof message === 'string' && message !== '') record['rpc.grpc.status_message'] = decodeGrpcMessage(message);
+    if (typeof message === 'string' && message !== '') record['rpc.grpc.status_message'] = statusMessage(call, decodeGrpcMessage(message));
   }
   if (record['error.type'] === undefined && stream.rstCode !== undefined && stream.rstCode !== 0 && (call.req === undefined || !call.req.closed || call.req.rstCode === 0 || call.req.rstCode === undefined)) {
     // A client cancelling at its own deadline is a timeout, not a change of mind.
@@ -292,6 +295,13 @@ function finish(call: Call): void {
   if (call.grpc && stream.headersSent && record['rpc.grpc.status_code'] === undefined) record['error.type'] ??= 'incomplete';
   if (call.interims > 0) record['audit.interim_index'] = call.interims;
   deps.onExchange(call.grpc ? 'grpc' : 'h2', record, call.requestCounter.bytes, call.responseCounter.bytes, call.journal);
+}
+
+/** A status message as recorded: servers quote the method path (UNIMPLEMENTED), so it is quoted as recorded. */
+function statusMessage(call: Call, message: string): string {
+  const { path, query } = call.deps.redactor.target(call.path);
+  const quoted = message.includes(call.path) ? message.split(call.path).join(query === undefined ? path : `${path}?${query}`) : message;
+  return call.deps.redactor.text(quoted);
 }
 
 function decodeGrpcMessage(message: string): string {
@@ -338,7 +348,8 @@ function baseRecord(deps: H2Deps, stream: ServerHttp2Stream, headers: IncomingHt
     },
     deps.redactor,
   );
-  const rpc = grpc ? parseGrpcPath(path) : null;
+  // From the path as recorded: a secret segment stays a fingerprint in the method name too.
+  const rpc = grpc ? parseGrpcPath(record['url.path']) : null;
   if (rpc !== null) {
     record['rpc.system'] = 'grpc';
     record['rpc.service'] = rpc.service.slice(0, 256);

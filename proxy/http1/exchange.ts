@@ -62,7 +62,7 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
     if (deps.direction === 'inbound') {
       // Forwarding claims from the caller are kept in the record, not trusted on the wire.
       const claimed = req.headers['x-forwarded-for'];
-      if (claimed !== undefined) record['audit.claimed.forwarded_for'] = String(claimed).slice(0, 256);
+      if (claimed !== undefined) record['audit.claimed.forwarded_for'] = deps.redactor.text(String(claimed)).slice(0, 256);
       headers['x-forwarded-for'] = req.socket.remoteAddress ?? '';
       headers['x-forwarded-proto'] = 'http';
       stripMeshHeaders(headers);
