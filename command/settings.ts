@@ -49,8 +49,15 @@ function atLeast(name: string, n: number, min: number | undefined, message = `at
   return n;
 }
 
-/** A string setting with a default. */
-export const text = (spec: Spec & { default: string }): Setting<string> => ({ flag: { ...spec, type: 'string' }, read: (v) => v[spec.name] as string });
+/** A string setting with a default; `check` sees its value. */
+export const text = (spec: Spec & { default: string }, check: (value: string) => void = () => {}): Setting<string> => ({
+  flag: { ...spec, type: 'string' },
+  read: (v) => {
+    const value = v[spec.name] as string;
+    check(value);
+    return value;
+  },
+});
 
 /** A string setting without a default; `check` sees a given value. */
 export const optionalText = (spec: Spec, check: (value: string) => void = () => {}): Setting<string | undefined> => ({

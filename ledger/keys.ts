@@ -1,33 +1,74 @@
-import { mkdir, open, readFile, stat } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { link, mkdir, open, readFile, stat, unlink } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign, type KeyObject } from 'node:crypto';
 import { headSigningInput, keyIdOf } from './chain.js';
 
+/** A key file that cannot be used; the caller names the flag that points at it (keyFromFlag). */
+export class KeyFileError extends Error {
+  readonly code = 'AUDITMESH_KEY_FILE';
+}
+
 /**
- * Writes `contents` to a new file with owner-only permissions (0600, folder 0700). The exclusive
- * create means two processes starting together cannot end up with different keys: the loser
- * reads the winner's file. Returns what is in the file afterwards.
+ * Creates the key file atomically: written to a temp file (0600, folder 0700) and fsynced, then
+ * linked into place and the folder fsynced, so a crash leaves either no key or the whole key,
+ * never an empty one that would stop every later start. link(), unlike rename(), refuses to
+ * replace an existing file: two processes starting together end up with one key, the loser
+ * reading the winner's. Returns what is in the file afterwards.
  */
 async function createExclusive(path: string, contents: Buffer): Promise<Buffer> {
-  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+  const dir = dirname(path);
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const temp = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  const fh = await open(temp, 'wx', 0o600);
   try {
-    const fh = await open(path, 'wx', 0o600);
     await fh.writeFile(contents);
+    await fh.sync();
+  } finally {
     await fh.close();
-    return contents;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return readFile(path);
-    throw err;
   }
+  try {
+    await link(temp, path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    return readKey(path);
+  } finally {
+    await unlink(temp).catch(() => {});
+  }
+  const folder = await open(dir, 'r');
+  await folder.sync().finally(() => folder.close());
+  return contents;
+}
+
+/** A key file's bytes; refuses an empty one (a key is never empty) with a way out. */
+async function readKey(path: string): Promise<Buffer> {
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(path);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    throw new KeyFileError(`cannot read the key file (${e.code ?? e.message})`, { cause: err });
+  }
+  if (bytes.length === 0) throw new KeyFileError('the key file is empty; remove it and a new key is created at the next start');
+  return bytes;
 }
 
 /** The file's contents, or undefined if it does not exist. */
 async function readIfExists(path: string): Promise<Buffer | undefined> {
   try {
-    return await readFile(path);
+    return await readKey(path);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    if (((err as Error).cause as NodeJS.ErrnoException | undefined)?.code !== 'ENOENT') throw err;
     return undefined;
+  }
+}
+
+/** Loads a key through `load`, naming the flag and the path in any error: `--key FILE: the key file is empty; …`. */
+export async function keyFromFlag<T>(flag: string, path: string, load: (path: string) => Promise<T>): Promise<T> {
+  try {
+    return await load(path);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    throw new KeyFileError(`${flag} ${path}: ${e instanceof KeyFileError ? e.message : `cannot use the key file (${e.code ?? e.message})`}`, { cause: err });
   }
 }
 
@@ -35,7 +76,7 @@ async function readIfExists(path: string): Promise<Buffer | undefined> {
 export async function loadOrCreateSecret(path: string, bytes = 32): Promise<Buffer> {
   const existing = await readIfExists(path);
   if (existing === undefined) return createExclusive(path, randomBytes(bytes));
-  if (existing.length < 16) throw new Error(`key file ${path} is too short (${existing.length} bytes)`);
+  if (existing.length < 16) throw new KeyFileError(`the key file is too short (${existing.length} bytes, at least 16)`);
   return existing;
 }
 
@@ -81,9 +122,9 @@ export async function loadOrCreateSigningKey(path: string): Promise<SigningKey &
   try {
     privateKey = createPrivateKey(pem);
   } catch (err) {
-    throw new Error(`signing key file ${path} is not a PEM private key`, { cause: err });
+    throw new KeyFileError('the key file is not a PEM private key', { cause: err });
   }
-  if (privateKey.asymmetricKeyType !== 'ed25519') throw new Error(`signing key file ${path} holds a ${privateKey.asymmetricKeyType} key, not Ed25519`);
+  if (privateKey.asymmetricKeyType !== 'ed25519') throw new KeyFileError(`the key file holds a ${privateKey.asymmetricKeyType} key, not Ed25519`);
   const { mode } = await stat(path);
   return { ...signingKeyFrom(privateKey), looseMode: (mode & 0o077) !== 0 };
 }

@@ -63,6 +63,7 @@ export interface AuditRecord {
   'network.protocol.version'?: string;
   'client.address'?: string;
   'client.port'?: number;
+  /** Outbound: where the bytes went (the original destination when iptables redirected the connection). */
   'server.address'?: string;
   'server.port'?: number;
 
@@ -114,6 +115,11 @@ export interface AuditRecord {
   'audit.claimed.forwarded_for'?: string;
   /** The calling service an inbound request claimed (`x-auditmesh-client`), unauthenticated, bounded. */
   'audit.claimed.client'?: string;
+  /**
+   * Outbound, redirected: the destination the client named (Host, `:authority` or TLS SNI), as it
+   * named it and bounded, when that is not `server.address`:`server.port`. It names `peer.service`.
+   */
+  'audit.claimed.server'?: string;
 
   'error.type'?: ErrorKind;
   /** A short human-readable reason, never containing secrets. */

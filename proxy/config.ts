@@ -3,6 +3,9 @@ import { type FlagSpec, UsageError, parseFlags } from '../command/flags.js';
 import { choice, defaultsOf, derived, duration, flagsOf, list, optionalPort, optionalText, parsedList, readSettings, tcpPort, text, whole, type SettingsOf } from '../command/settings.js';
 import { ALERT_SETTINGS } from '../anomalies/alert-flags.js';
 import { parseResolveTable, type ResolveTable } from './routing/target.js';
+import { DEFAULT_MAX_TAIL_SUBSCRIBERS } from './metrics/tail-streams.js';
+import { compileSecretParams, effectiveSecretParams } from './audit/secret-params.js';
+import { parseSecretPaths } from './audit/secret-paths.js';
 
 /**
  * The sidecar's settings, declared once: the table below gives the config type, the flags (each
@@ -16,8 +19,6 @@ export type ForwardEngine = 'http-proxy' | 'undici';
 export const MAX_BATCH_RECORDS = 256;
 /** Headers recorded only as HMAC fingerprints, unless configured. */
 export const DEFAULT_SECRET_HEADERS = ['authorization', 'proxy-authorization', 'cookie', 'set-cookie', 'x-api-key', 'x-auth-token'];
-/** Query parameters recorded only as HMAC fingerprints, unless configured. */
-export const DEFAULT_SECRET_PARAMS = ['token', 'access_token', 'id_token', 'refresh_token', 'api_key', 'apikey', 'key', 'password', 'secret', 'signature', 'sig', 'code'];
 
 function resolveTable(entries: string[]): ResolveTable {
   try {
@@ -31,6 +32,28 @@ function portNumber(text: string, flag: string): number {
   const n = Number(text);
   if (!/^\d+$/.test(text) || n < 1 || n > 65535) throw new UsageError(`${flag}: ${JSON.stringify(text)} is not a TCP port`);
   return n;
+}
+
+/** The name patterns in effect, each checked at boot. */
+function secretParams(list: string[]): string[] {
+  const patterns = effectiveSecretParams(list);
+  for (const p of patterns) {
+    try {
+      compileSecretParams([p]);
+    } catch (err) {
+      throw new UsageError(`--secret-params: ${(err as Error).message}`);
+    }
+  }
+  return patterns;
+}
+
+function secretPaths(list: string[]): string[] {
+  try {
+    parseSecretPaths(list);
+  } catch (err) {
+    throw new UsageError(`--secret-paths: ${(err as Error).message}`);
+  }
+  return list;
 }
 
 /** Kubernetes pod names end in -<replicaset hash>-<5 chars>; the service is what comes before. */
@@ -49,14 +72,16 @@ export const SIDECAR_SETTINGS = {
   inboundPort: tcpPort({ name: 'inbound-port', default: 15006, help: 'inbound listener; forwards to the app' }),
   outboundPort: tcpPort({ name: 'outbound-port', default: 15001, help: 'outbound listener: HTTP proxy (HTTP_PROXY) and redirected traffic' }),
   adminPort: tcpPort({ name: 'admin-port', default: 15020, help: '/metrics, /livez, /readyz, /tail' }),
-  bind: text({ name: 'bind', default: '127.0.0.1', help: 'listen address (0.0.0.0 in Kubernetes)' }),
+  bind: text({ name: 'bind', default: '127.0.0.1', help: 'listen address of the inbound and admin listeners (0.0.0.0 in Kubernetes); the outbound listener always binds 127.0.0.1' }),
   journalDir: text({ name: 'journal', default: './.auditmesh/journal', help: 'LMDB journal folder' }),
   keyFile: text({ name: 'key', default: './.auditmesh/sidecar.key', help: "the sidecar's Ed25519 signing key; created 0600 if absent" }),
   redactionKeyFile: text({ name: 'redaction-key', default: './.auditmesh/redaction.key', help: 'HMAC key for secret fingerprints; share it to match secrets across sidecars' }),
   collector: optionalText({ name: 'collector', help: 'HOST:PORT of the collector (none: journal only)' }, (value) => {
     if (!/^[^:\s]+:\d+$/.test(value)) throw new UsageError(`--collector: expected HOST:PORT, got ${JSON.stringify(value)}`);
   }),
-  collectorTokenFile: optionalText({ name: 'collector-token-file', help: 'credential presented to the collector (read at each connect, trimmed)' }),
+  collectorTokenFile: optionalText({ name: 'collector-token-file', help: 'shared credential presented to the collector, for local runs without Kubernetes (read at each connect, trimmed)' }),
+  /** A projected ServiceAccount token (audience auditmesh), presented to the collector; re-read at each connect. */
+  identityTokenFile: optionalText({ name: 'identity-token-file', help: 'a projected ServiceAccount token (audience auditmesh) presented to the collector; re-read at each connect, as the kubelet rotates it (the injector mounts one)' }),
   /** Stable name of this sidecar at the collector: the pod name (default $HOSTNAME, else the service). */
   sidecarId: derived({ name: 'sidecar-id', type: 'string', help: "this sidecar's stable name at the collector (default: $HOSTNAME, else the service)" }, (values, env) => (values['sidecar-id'] as string | undefined) || env.HOSTNAME || serviceOf(values, env)),
   /** How the shipper talks to the collector (proxy/ship/). */
@@ -88,7 +113,10 @@ export const SIDECAR_SETTINGS = {
   /** Largest gRPC message a client may send: RESOURCE_EXHAUSTED beyond; 0: no limit. */
   maxGrpcMessageBytes: whole({ name: 'max-grpc-message-bytes', default: 0, help: 'largest gRPC message a client may send (RESOURCE_EXHAUSTED beyond); 0: no limit' }),
   secretHeaders: list({ name: 'secret-headers', default: DEFAULT_SECRET_HEADERS, help: 'headers recorded only as HMAC fingerprints' }),
-  secretParams: list({ name: 'secret-params', default: DEFAULT_SECRET_PARAMS, help: 'query parameters recorded only as HMAC fingerprints' }),
+  /** Query parameter name patterns in effect: the built-in ones plus --secret-params, or those alone. */
+  secretParams: parsedList({ name: 'secret-params', help: 'query parameter name patterns whose values are recorded only as HMAC fingerprints, added to the built-in ones (README); a leading = replaces them' }, secretParams),
+  /** Path templates whose `{secret}` segments are fingerprinted. */
+  secretPaths: parsedList({ name: 'secret-paths', help: 'path templates whose {secret} segments are recorded only as HMAC fingerprints (/hooks/{secret},/users/*/reset/{secret})' }, secretPaths),
   /** Static outbound name resolution for local runs (`--resolve inventory:80=127.0.0.1:8081`). */
   resolve: parsedList({ name: 'resolve', help: 'static outbound resolution NAME:PORT=HOST:PORT, comma-separated (local runs without DNS)' }, resolveTable),
   /** Destination ports relayed as opaque TCP without protocol detection (server-first protocols). */
@@ -106,12 +134,17 @@ export const SIDECAR_SETTINGS = {
   batchMaxRecords: whole({ name: 'batch-max-records', default: MAX_BATCH_RECORDS, help: 'records per audit batch (one chain link), at most' }, 1),
   journalLimitBytes: whole({ name: 'journal-limit-bytes', default: 1024 ** 3, help: 'journal bound (bytes of LMDB pages in use); at it, --on-journal-full applies' }, 1),
   onJournalFull: choice<'reject' | 'pass'>({ name: 'on-journal-full', default: 'reject', choices: ['reject', 'pass'], help: 'journal full or unwritable: reject new requests with 503, or pass them unrecorded, counted in signed gap records' }),
+  /** Admin /tail subscribers at once; past it 503. */
+  maxTailSubscribers: whole({ name: 'max-tail-subscribers', default: DEFAULT_MAX_TAIL_SUBSCRIBERS, help: 'admin /tail subscribers at once; past it 503' }, 1),
   /** 0: never pruned by age. */
   journalRetentionMs: duration({ name: 'journal-retention', default: '7d', help: 'records older than this are pruned (30m, 12h, 7d; 0: never)' }),
 };
 
 /** The sidecar's whole configuration: typed, validated at boot, frozen. */
-export type SidecarConfig = SettingsOf<typeof SIDECAR_SETTINGS>;
+export type SidecarConfig = SettingsOf<typeof SIDECAR_SETTINGS> & {
+  /** Test-only fault injection, set by main.ts from AUDITMESH_TEST_SEAL_CRASH_FILE (pool.ts); never a flag. */
+  testSealCrashFile?: string;
+};
 /** How the shipper talks to the collector. */
 export type ShipSettings = SidecarConfig['ship'];
 
@@ -125,6 +158,7 @@ export function parseSidecarConfig(argv: readonly string[], env: Readonly<Record
   // Whoever can read the journal (a backup, a support bundle) must not get the key with it.
   const fromJournal = relative(resolve(cfg.journalDir), resolve(cfg.keyFile));
   if (fromJournal === '' || (!fromJournal.startsWith('..') && !isAbsolute(fromJournal))) throw new UsageError(`--key: ${cfg.keyFile} is inside the journal folder ${cfg.journalDir}; keep the key apart from it`);
+  if (cfg.identityTokenFile !== undefined && cfg.collectorTokenFile !== undefined) throw new UsageError('--identity-token-file and --collector-token-file: give one credential for the collector, not both');
   return Object.freeze(cfg);
 }
 

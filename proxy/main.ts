@@ -14,6 +14,13 @@ export const SIDECAR_HELP = formatHelp(
   SIDECAR_FLAGS,
 );
 
+/** An error's message, with its cause's when it adds one (the errno behind "cannot open journal"). */
+function startupMessage(err: unknown): string {
+  const message = (err as Error)?.message ?? String(err);
+  const cause = (err as Error)?.cause as Error | undefined;
+  return cause?.message !== undefined && !message.includes(cause.message) ? `${message}: ${cause.message}` : message;
+}
+
 /** `auditmesh sidecar`: config from flags and env, run until aborted (SIGTERM/SIGINT), drain, exit 0. */
 export async function sidecarMain(argv: readonly string[], io: CommandIO): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {
@@ -23,6 +30,9 @@ export async function sidecarMain(argv: readonly string[], io: CommandIO): Promi
   let config;
   try {
     config = parseSidecarConfig(argv, io.env);
+    // Test-only fault injection (test/faults.test.ts), read here once rather than by a worker per batch.
+    const crashFile = io.env.AUDITMESH_TEST_SEAL_CRASH_FILE;
+    if (crashFile !== undefined) config = Object.freeze({ ...config, testSealCrashFile: crashFile });
   } catch (err) {
     if (err instanceof UsageError) {
       io.stderr.write(`auditmesh sidecar: ${err.message}\n(see auditmesh sidecar --help)\n`);
@@ -31,7 +41,14 @@ export async function sidecarMain(argv: readonly string[], io: CommandIO): Promi
     throw err;
   }
   const log = createLogger(config.logLevel, (line) => io.stderr.write(line));
-  const sidecar = await startSidecar(config, log);
+  let sidecar;
+  try {
+    sidecar = await startSidecar(config, log);
+  } catch (err) {
+    // A refusal to start (journal held by another process, unreadable key) is one line, not a stack.
+    io.stderr.write(`auditmesh sidecar: cannot start: ${startupMessage(err)}\n`);
+    return 1;
+  }
   await untilAborted(io.signal);
   log('info', 'stopping: draining connections and flushing the journal');
   await sidecar.close();

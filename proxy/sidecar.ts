@@ -27,11 +27,14 @@ import { relayOpaque } from './relay/tcp-relay.js';
 import { createH2Listener } from './h2/h2-listener.js';
 import type { H2Deps } from './h2/h2-exchange.js';
 import { createSessionPool } from './h2/session-pool.js';
-import { loadOrCreateSecret } from '../ledger/keys.js';
+import { keyFromFlag, loadOrCreateSecret } from '../ledger/keys.js';
 import { openShipper } from './ship/open-shipper.js';
 import type { Shipper } from './ship/shipper.js';
 import { createLogger, type Logger } from '../command/log.js';
 import { logIfUnpatched } from '../ledger/lmdb-build.js';
+
+/** Where the outbound listener listens: only this pod's own processes may use it. */
+const OUTBOUND_BIND = '127.0.0.1';
 
 /** A running sidecar: its bound ports, its audit pipeline and metrics, and a way to stop it. */
 export interface Sidecar {
@@ -53,7 +56,7 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
   // Redirected traffic is routed by its original destination: fail at boot, not on the first connection.
   assertOriginalDstAvailable();
   const metrics = createSidecarMetrics({ perRequest: config.requestMetrics, service: config.service });
-  const redactor = createRedactor({ key: await loadOrCreateSecret(config.redactionKeyFile), secretHeaders: config.secretHeaders, secretParams: config.secretParams });
+  const redactor = createRedactor({ key: await keyFromFlag('--redaction-key', config.redactionKeyFile, (path) => loadOrCreateSecret(path)), secretHeaders: config.secretHeaders, secretParams: config.secretParams, secretPaths: config.secretPaths });
   const audit = await openAudit(config, metrics, log);
   const shipper = await openShipper(config, audit, metrics, log);
   const forwarder = config.forwardEngine === 'undici' ? createUndiciForwarder(config, createHttpProxyForwarder(config)) : createHttpProxyForwarder(config);
@@ -118,20 +121,23 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
     registry: metrics.registry,
     ready: () => readiness(audit, shipper),
     subscribe: audit === null ? null : (listener) => audit.subscribe(listener),
+    tail: { maxSubscribers: config.maxTailSubscribers },
   });
   servers.push(admin);
 
-  const listen = (server: net.Server, port: number): Promise<number> =>
+  const listen = (server: net.Server, port: number, host = config.bind): Promise<number> =>
     new Promise((resolve, reject) => {
       server.once('error', reject);
-      server.listen(port, config.bind, () => {
+      server.listen(port, host, () => {
         server.off('error', reject);
         resolve((server.address() as AddressInfo).port);
       });
     });
   const ports = {
     inbound: inbound === undefined ? undefined : await listen(inbound, config.inboundPort),
-    outbound: await listen(outbound, config.outboundPort),
+    // Loopback only, whatever --bind says: iptables REDIRECT from OUTPUT delivers to 127.0.0.1, and
+    // on the pod IP this port would be an open proxy speaking in this pod's name.
+    outbound: await listen(outbound, config.outboundPort, OUTBOUND_BIND),
     admin: await listen(admin, config.adminPort),
   };
   for (const p of Object.values(ports)) if (p !== undefined) ownPorts.add(p);

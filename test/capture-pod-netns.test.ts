@@ -1,23 +1,9 @@
 import test from 'ava';
-import { chown } from 'node:fs/promises';
-import { join } from 'node:path';
-import { inject } from '../control/injector/inject.js';
-import { applyPatch } from '../control/injector/json-patch.js';
-import { INJECT_FLAGS, injectOptionsFromFlags } from '../control/injector/inject-flags.js';
-import type { Container, Pod } from '../control/injector/pod.js';
-import { parseFlags } from '../command/flags.js';
-import { readJournal } from '../ledger/read-journal.js';
+import type { Pod } from '../control/injector/pod.js';
 import type { JournalRecord } from '../ledger/record.js';
-import { CLI_FROM_SOURCE } from './helpers/child.js';
-import { tempDir } from './helpers/sidecar.js';
-import { createNamespaces, link, requireInterception, sh, startAgent, startIn } from './helpers/netns.js';
+import { requireInterception, sh, startAgent } from './helpers/netns.js';
+import { APP_UID, CLIENT, POD_IP as POD_TO_CLIENT, PROXY_UID, SERVER, startPod } from './helpers/netns-pod.js';
 
-const PROXY_UID = 1337;
-const APP_UID = 1001;
-// Private addresses that exist only inside the namespaces this test creates.
-const POD_TO_CLIENT = '10.77.1.1';
-const CLIENT = '10.77.1.2';
-const SERVER = '10.77.2.2';
 const SERVER_EXCLUDED_CIDR_ADDRESS = '10.77.3.2';
 
 /** The pod as a user would write it; the test applies exactly what the injector makes of it. */
@@ -36,54 +22,22 @@ const POD: Pod = {
   spec: { containers: [{ name: 'orders', image: 'orders:1', ports: [{ containerPort: 8080 }, { containerPort: 8090 }, { containerPort: 8091 }] }] },
 };
 
-const envOf = (c: Container): Record<string, string> => Object.fromEntries((c.env as Array<{ name: string; value: string }>).map((e) => [e.name, e.value]));
-
 test('a pod built from network namespaces: inbound and outbound traffic of an unmodified app (HTTP and opaque TCP) is captured by the init script and audited by the sidecar', async (t) => {
   if (!requireInterception(t)) return;
   const started = performance.now();
 
-  // The injector's view of the pod: its init container's env and its proxy container's env.
-  const options = injectOptionsFromFlags(parseFlags(INJECT_FLAGS, [], {}).values);
-  const injected = applyPatch(POD, inject(POD, { name: 'shop', labels: { 'auditmesh.io/inject': 'enabled' } }, options).patch);
-  const initEnv = envOf(injected.spec.initContainers!.find((c) => c.name === 'auditmesh-init')!);
-  const proxyEnv = envOf(injected.spec.initContainers!.find((c) => c.name === 'auditmesh-proxy')!);
-
-  // client ⇄ pod ⇄ server, each a network namespace.
-  const ns = await createNamespaces(t, ['pod', 'client', 'server']);
-  await link(ns.pod, `${POD_TO_CLIENT}/24`, ns.client, `${CLIENT}/24`, 'c');
-  const [podToServer, serverToPod] = await link(ns.pod, '10.77.2.1/24', ns.server, `${SERVER}/24`, 's');
+  // client ⇄ pod ⇄ server, each a network namespace; the init script and sidecar with the injected env.
+  const pod = await startPod(t, POD);
+  const { ns, server, client } = pod;
+  const [podToServer, serverToPod] = pod.serverLink;
   await sh('ip', '-n', ns.server, 'addr', 'add', `${SERVER_EXCLUDED_CIDR_ADDRESS}/24`, 'dev', serverToPod);
   await sh('ip', '-n', ns.pod, 'route', 'add', '10.77.3.0/24', 'dev', podToServer);
+  t.regex(pod.init, /auditmesh-init: inbound -> :15006, outbound -> :15001, uid 1337 exempt/);
 
-  const server = startIn(t, ns.server, null, [process.execPath, 'test/fixtures/netns/echo-server.mjs', '80', '8081', '9000']);
-  await server.waitFor(/server listening 9000/, 45_000);
-
-  // auditmesh-init: the script from deploy/, with exactly the env the injector gave it.
-  const init = await sh('ip', 'netns', 'exec', ns.pod, 'env', '-i', `PATH=${process.env.PATH}`, ...Object.entries(initEnv).map(([k, v]) => `${k}=${v}`), 'sh', 'deploy/init/iptables.sh');
-  t.regex(init, /auditmesh-init: inbound -> :15006, outbound -> :15001, uid 1337 exempt/);
-
-  const app = startIn(t, ns.pod, APP_UID, [process.execPath, 'test/fixtures/netns/pod-app.mjs', '8080', '8090', '8091']);
-  await app.waitFor(/app listening 8091/, 45_000);
-
-  // auditmesh-proxy, as its own uid with the injected env; only its files move to a temp folder.
-  const data = await tempDir(t);
-  await chown(data, PROXY_UID, PROXY_UID);
-  const sidecar = startIn(t, ns.pod, PROXY_UID, [process.execPath, '--import=tsx', CLI_FROM_SOURCE, 'sidecar'], {
-    ...proxyEnv,
-    AUDITMESH_JOURNAL: join(data, 'journal'),
-    AUDITMESH_KEY: join(data, 'sidecar.key'),
-    AUDITMESH_REDACTION_KEY: join(data, 'redaction.key'),
-  });
-  await sidecar.waitFor(/"msg":"sidecar listening"/, 45_000);
-
-  const client = await startAgent(t, ns.client, null);
   const fromApp = await startAgent(t, ns.pod, APP_UID);
   const asProxy = await startAgent(t, ns.pod, PROXY_UID);
-  const viaApp = async (url: string, host?: string): Promise<{ status: number; headers: Record<string, string>; body: string }> => {
-    const r = await client(`http://${POD_TO_CLIENT}:8080/call?url=${encodeURIComponent(url)}${host ? `&host=${host}` : ''}`);
-    t.is(r.status, 200, JSON.stringify(r));
-    return JSON.parse(r.body!);
-  };
+  const viaApp = async (url: string, host?: string): Promise<{ status: number; headers: Record<string, string>; body: string }> =>
+    (await pod.viaApp('/call', host ? { url, host } : { url })) as { status: number; headers: Record<string, string>; body: string };
   const seenByServer = (): Array<{ port: number; url: string; headers: Record<string, string>; local: string }> =>
     server.output().stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
 
@@ -115,6 +69,9 @@ test('a pod built from network namespaces: inbound and outbound traffic of an un
   // Opaque TCP from the app (6379, an opaque port): relayed to its original destination and recorded.
   const tcpEcho = JSON.parse((await client(`http://${POD_TO_CLIENT}:8080/tcp?host=${SERVER}&port=6379`)).body!);
   t.is(tcpEcho.echoed, 'PING 42\r\n');
+  // Opaque TCP that ends its sending side first (socket.end(data)) still gets the server's reply through the relay.
+  const halfClosed = JSON.parse((await client(`http://${POD_TO_CLIENT}:8080/tcp-end?host=${SERVER}&port=7070&data=hello%20after%20end`)).body!);
+  t.is(halfClosed.reply, 'echo:hello after end', JSON.stringify(halfClosed));
   // The proxy uid is never redirected: no loop, no record.
   t.is(JSON.parse((await asProxy(`http://${SERVER}:80/as-proxy-uid`)).body!).headers['x-auditmesh-client'], undefined);
 
@@ -122,10 +79,7 @@ test('a pod built from network namespaces: inbound and outbound traffic of an un
   const seen = seenByServer();
   for (const path of ['/items/1', '/stock?sku=42', '/from-app']) t.is(seen.filter((s) => s.url === path).length, 1, path);
 
-  sidecar.child.kill('SIGTERM');
-  const exit = await sidecar.done;
-  t.is(exit.code, 0, exit.stderr);
-  const records = await readJournal(join(data, 'journal'));
+  const records = await pod.records();
   const only = (direction: string, path: string): JournalRecord[] => records.filter((r) => r['audit.direction'] === direction && r['url.path'] === path);
 
   const inbound = only('inbound', '/hello');
@@ -135,13 +89,15 @@ test('a pod built from network namespaces: inbound and outbound traffic of an un
   t.is(only('inbound', '/excluded-inbound').length, 0);
 
   t.is(only('outbound', '/items/1').length, 1);
-  t.like(only('outbound', '/items/1')[0], { 'peer.service': 'inventory', 'server.address': 'inventory.shop.svc.cluster.local', 'server.port': 80, 'http.response.status_code': 200 });
+  // The record names where the bytes went; the Host header is the claim beside it, and names the peer.
+  t.like(only('outbound', '/items/1')[0], { 'peer.service': 'inventory', 'server.address': SERVER, 'server.port': 80, 'audit.claimed.server': 'inventory.shop.svc.cluster.local', 'http.response.status_code': 200 });
   t.like(only('outbound', '/stock')[0], { 'server.address': SERVER, 'server.port': 8081, 'url.query': 'sku=42', 'http.response.status_code': 200 });
   t.is(only('outbound', '/from-app').length, 1);
   for (const path of ['/excluded-port', '/excluded-cidr', '/as-proxy-uid']) t.is(only('outbound', path).length, 0, path);
   const tcpRecords = records.filter((r) => r['audit.kind'] === 'tcp' && r['audit.direction'] === 'outbound');
-  t.is(tcpRecords.length, 1);
-  t.like(tcpRecords[0], { 'server.address': SERVER, 'server.port': 6379, 'audit.bytes_in': 9, 'audit.bytes_out': 9 });
+  t.is(tcpRecords.length, 2);
+  t.like(tcpRecords.find((r) => r['server.port'] === 6379), { 'server.address': SERVER, 'audit.bytes_in': 9, 'audit.bytes_out': 9 });
+  t.like(tcpRecords.find((r) => r['server.port'] === 7070), { 'server.address': SERVER, 'audit.bytes_in': 15, 'audit.bytes_out': 20 });
   t.log(records.map((r) => `${r['audit.direction']} ${r['url.path']} ${r['server.address']}:${r['server.port']} ${r['http.response.status_code']}`).join('\n'));
   t.log(`pod built, captured and checked in ${Math.round(performance.now() - started)} ms; ${records.length} records`);
 });

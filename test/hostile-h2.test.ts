@@ -3,7 +3,7 @@ import http2 from 'node:http2';
 import * as grpc from '@grpc/grpc-js';
 import type { ExecutionContext } from 'ava';
 import { echoClient, startEchoServer, unary } from './helpers/grpc.js';
-import { SECRET, assertSound, recordOf, startHostile } from './helpers/hostile.js';
+import { SECRET, SECRET_PATHS, assertSound, recordOf, startHostile } from './helpers/hostile.js';
 import { FLAG, FRAME, closedWithin, echoRequest, frame, grpcMessage, grpcRequestBlock, headerBlock, rawH2 } from './helpers/h2-frames.js';
 import type { SidecarConfig } from '../proxy/config.js';
 
@@ -200,6 +200,25 @@ test.serial('spoofed x-auditmesh-* metadata from outside is stripped before the 
   t.deepEqual(Object.keys(upstream.log.metadata[0]!.getMap()).filter((k) => k.startsWith('x-auditmesh-')), []);
   const rec = await recordOf(h, (r) => r['rpc.method'] === 'Unary');
   t.is(rec['audit.claimed.client'], 'payments');
+  await assertSound(t, h);
+});
+
+test.serial('credentials in an HTTP/2 :path and a JWT in gRPC metadata are fingerprinted in the record, and in the status message that quotes the path', async (t) => {
+  const { h, port } = await grpcSidecar(t);
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  session.on('error', () => {});
+  t.teardown(() => session.destroy());
+  const jwt = `eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ${SECRET}In0.c2ln`;
+  const stream = session.request({ ':method': 'POST', ':path': SECRET_PATHS.origin, 'content-type': 'application/grpc', te: 'trailers', 'user-agent': `probe/1.0 ${jwt}`, ...Object.fromEntries([AUTH]) });
+  stream.on('error', () => {});
+  stream.end(grpcMessage(echoRequest({ text: 'x' })));
+  await new Promise((resolve) => stream.on('close', resolve));
+  const rec = await recordOf(h, (r) => r['url.path']?.startsWith('/files/') === true);
+  t.regex(rec['url.path']!, /^\/files\/hmac-sha256:[0-9a-f]{32}\/get$/);
+  t.regex(rec['http.request.header']!['user-agent']!, /^probe\/1\.0 hmac-sha256:[0-9a-f]{32}$/);
+  // grpc-js answers an unknown method with UNIMPLEMENTED and quotes its path.
+  t.regex(rec['rpc.grpc.status_message']!, /\/files\/hmac-sha256:[0-9a-f]{32}\/get\?X-Amz-Signature=hmac-sha256:/);
+  t.false(JSON.stringify(rec).includes(SECRET));
   await assertSound(t, h);
 });
 

@@ -1,7 +1,7 @@
 import test from 'ava';
 import net from 'node:net';
 import { closeServer, listen, rawExchange, request, startUpstream } from './helpers/net.js';
-import { SECRET, SECRET_HEADERS, assertSound, recordOf, startHostile, type Hostile } from './helpers/hostile.js';
+import { HOSTILE_URL_SECRETS, SECRET, SECRET_HEADERS, SECRET_PATHS, assertSound, recordOf, startHostile, type Hostile } from './helpers/hostile.js';
 import { httpRequestRecord } from '../proxy/audit/http-record.js';
 import { createRedactor } from '../proxy/audit/redact.js';
 
@@ -241,6 +241,23 @@ test.serial('spoofed auditmesh headers from outside the mesh are stripped on the
   const rec2 = await recordOf(h, (r) => r['url.path'] === '/spoof2');
   t.is(rec2['peer.service'], 'unknown');
   t.true(rec2['audit.claimed.client']!.length <= 256);
+  await assertSound(t, h);
+});
+
+test.serial('credentials in a URL, by name, by shape and as userinfo, are fingerprinted in the record; the app still gets them', async (t) => {
+  const { h, app } = await hostileApp(t);
+  const reply = await request(h.sidecar.ports.inbound!, { path: SECRET_PATHS.origin, headers: { ...SECRET_HEADERS, host: `admin:${HOSTILE_URL_SECRETS[1]}@x` } });
+  t.is(reply.status, 200);
+  t.is(app.seen[0]!.url, SECRET_PATHS.origin);
+  const rec = await recordOf(h, (r) => r['url.path']?.startsWith('/files/') === true);
+  t.regex(rec['url.path']!, /^\/files\/hmac-sha256:[0-9a-f]{32}\/get$/);
+  t.regex(rec['url.query']!, /^X-Amz-Signature=hmac-sha256:[0-9a-f]{32}&client_secret=hmac-sha256:[0-9a-f]{32}$/);
+  t.regex(rec['http.request.header']!.host!, /^hmac-sha256:[0-9a-f]{32}@x$/);
+  // Unroutable through the outbound listener (userinfo is refused, RFC 9110 §4.2.4), and still recorded without it.
+  const absolute = await rawExchange(h.sidecar.ports.outbound, `GET ${SECRET_PATHS.absolute(app.port)} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+  t.is(statusOf(absolute), 400, absolute);
+  const refused = await recordOf(h, (r) => r['url.path']?.startsWith('http://') === true);
+  t.regex(refused['url.path']!, /^http:\/\/hmac-sha256:[0-9a-f]{32}@127\.0\.0\.1:\d+\/x$/);
   await assertSound(t, h);
 });
 

@@ -1,6 +1,6 @@
 import test from 'ava';
 import { readFileSync } from 'node:fs';
-import { inject, STATUS_ANNOTATION } from '../control/injector/inject.js';
+import { inject, STATUS_ANNOTATION, type InjectResult } from '../control/injector/inject.js';
 import { applyPatch } from '../control/injector/json-patch.js';
 import { INJECT_FLAGS, injectOptionsFromFlags } from '../control/injector/inject-flags.js';
 import { parseFlags } from '../command/flags.js';
@@ -8,6 +8,7 @@ import type { Container, NamespaceInfo, Pod } from '../control/injector/pod.js';
 import type { InjectOptions } from '../control/injector/sidecar-containers.js';
 import { schemaErrors } from './helpers/kube-schema.js';
 
+const IDENTITY_VOLUME = { name: 'auditmesh-identity', projected: { sources: [{ serviceAccountToken: { audience: 'auditmesh', expirationSeconds: 3600, path: 'token' } }] } };
 const OPTIONS = injectOptionsFromFlags(parseFlags(INJECT_FLAGS, [], {}).values);
 const ENABLED: NamespaceInfo = { name: 'shop', labels: { 'auditmesh.io/inject': 'enabled', 'kubernetes.io/metadata.name': 'shop' } };
 const PLAIN: NamespaceInfo = { name: 'staging', labels: { 'kubernetes.io/metadata.name': 'staging' } };
@@ -42,7 +43,7 @@ interface Case {
   fixture: string;
   namespace?: NamespaceInfo;
   options?: Partial<InjectOptions>;
-  reason: string;
+  reason: InjectResult['reason'];
   init?: string[];
   containers?: string[];
   warning?: RegExp;
@@ -63,7 +64,7 @@ const CASES: Case[] = [
       t.is(pod.metadata!.labels!['pod-template-hash'], '7d9f8b6c5d');
     },
   },
-  { fixture: 'init-containers-pod', reason: 'injected', init: ['auditmesh-init', 'auditmesh-proxy', 'wait-for-db', 'migrate'], containers: ['api'], check: (t, pod) => t.deepEqual(pod.spec.volumes!.map((v) => v.name), ['cache', 'auditmesh-data']) },
+  { fixture: 'init-containers-pod', reason: 'injected', init: ['auditmesh-init', 'auditmesh-proxy', 'wait-for-db', 'migrate'], containers: ['api'], check: (t, pod) => t.deepEqual(pod.spec.volumes!.map((v) => v.name), ['cache', 'auditmesh-data', 'auditmesh-identity']) },
   {
     fixture: 'init-containers-pod',
     options: { sidecarMode: 'container' },
@@ -105,7 +106,13 @@ const CASES: Case[] = [
       t.like(envOf(init), { AUDITMESH_EXCLUDE_INBOUND_PORTS: '9090', AUDITMESH_EXCLUDE_OUTBOUND_PORTS: '5432,6379', AUDITMESH_EXCLUDE_OUTBOUND_CIDRS: '10.96.0.0/12,fd00::/8' });
       t.like(envOf(proxy), { AUDITMESH_AUDIT_MODE: 'strict', AUDITMESH_APP_PORT: '8443' });
       t.deepEqual(proxy!.resources, { requests: { cpu: '200m', memory: '64Mi' }, limits: { memory: '512Mi' } });
-      t.deepEqual(pod.spec.volumes, [{ name: 'auditmesh-data', emptyDir: { sizeLimit: '4Gi' } }]);
+      t.deepEqual(pod.spec.volumes, [{ name: 'auditmesh-data', emptyDir: { sizeLimit: '4Gi' } }, IDENTITY_VOLUME]);
+      // The proxy's credential: the kubelet's token for this pod, audience auditmesh, and the id it binds.
+      t.deepEqual((proxy!.volumeMounts as Array<{ name: string }>).find((m) => m.name === 'auditmesh-identity'), { name: 'auditmesh-identity', mountPath: '/var/run/secrets/auditmesh.io/identity', readOnly: true });
+      t.like(envOf(proxy), { AUDITMESH_IDENTITY_TOKEN_FILE: '/var/run/secrets/auditmesh.io/identity/token', AUDITMESH_SIDECAR_ID: '$(POD_NAMESPACE)/$(POD_NAME)' });
+      const env = proxy!.env as Array<{ name: string; valueFrom?: unknown }>;
+      t.true(env.findIndex((e) => e.name === 'POD_NAMESPACE') < env.findIndex((e) => e.name === 'AUDITMESH_SIDECAR_ID'), 'defined before the reference that expands it');
+      t.deepEqual(env.find((e) => e.name === 'POD_NAME')!.valueFrom, { fieldRef: { fieldPath: 'metadata.name' } });
     },
   },
 ];

@@ -55,6 +55,11 @@ async function startInjector(t: import('ava').ExecutionContext): Promise<{ port:
 
 test('auditmesh injector answers a Deployment pod’s AdmissionReview over HTTPS with a base64 JSONPatch that yields a valid injected pod', async (t) => {
   const { port, admin, ca } = await startInjector(t);
+  // Before any review, every result and reason reads 0: an alert or panel over them has a series to see.
+  const before = await scrape(admin);
+  const atZero = [...before.matchAll(/^auditmesh_injector_admissions_total\{result="([^"]+)",reason="([^"]+)"\} 0$/gm)].map((m) => `${m[1]}/${m[2]}`);
+  t.deepEqual(atZero.sort(), ['error/internal', 'ignored/no-pod-spec', 'ignored/not-pod-create', 'injected/injected', 'skipped/already-injected', 'skipped/host-network', 'skipped/invalid-annotations', 'skipped/mirror-pod', 'skipped/not-enabled', 'skipped/opted-out']);
+  t.regex(before, /^auditmesh_injector_cert_reloads_total\{result="failed"\} 0$/m);
   const review = fixture('deployment-pod');
   const answer = await post(port, ca, '/inject/namespace-enabled', JSON.stringify(review));
   t.is(answer.status, 200);

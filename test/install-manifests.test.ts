@@ -5,6 +5,8 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseFlags } from '../command/flags.js';
 import { INJECTOR_FLAGS } from '../control/cli/injector.js';
+import { localMonitoring } from '../control/cli/local-prometheus.js';
+import { annotatedTargets } from '../control/install/prometheus-config.js';
 import { IMAGE_APP_DIR } from '../control/injector/sidecar-containers.js';
 import { ROOT, runCli, runInProcess, startCli } from './helpers/child.js';
 import { tempDir } from './helpers/sidecar.js';
@@ -90,6 +92,17 @@ test('control-plane pods announce their /metrics port with prometheus.io annotat
     t.is(annotations['prometheus.io/path'], '/metrics', name);
     t.true(deployment.spec.template.spec.containers[0]!.ports.some((p) => String(p.containerPort) === annotations['prometheus.io/port']), name);
   }
+});
+
+test('the prometheus.io annotations of injected pods and control-plane pods point a Prometheus without the Operator at the port and path the PodMonitor and ServiceMonitor scrape', async (t) => {
+  // Where each process would listen here; nothing is scraped.
+  const local = { sidecars: [{ service: 'checkout', namespace: 'shop', adminPort: 20001 }], collectorHttpPort: 20002, injectorAdminPort: 20003 };
+  const { pods, config } = await localMonitoring(local, { scrapeInterval: '30s', evaluationInterval: '30s', rulesFile: 'rules.yml' });
+  type Job = { metrics_path: string; static_configs: Array<{ targets: string[]; labels: Record<string, string> }> };
+  const byOperator = (config.scrape_configs as Job[]).flatMap((j) => j.static_configs.flatMap((g) => g.targets.map((address) => ({ pod: g.labels.pod!, address, path: j.metrics_path }))));
+  const byPod = (a: { pod: string }, b: { pod: string }): number => a.pod.localeCompare(b.pod);
+  t.deepEqual(annotatedTargets(pods).sort(byPod), byOperator.sort(byPod));
+  t.deepEqual(byOperator.map((x) => x.address), ['127.0.0.1:20002', '127.0.0.1:20003', '127.0.0.1:20001'], 'the collector, the injector and the sidecar, each once');
 });
 
 test('control-plane pods get an hour to start (a large store opens or migrates) before their liveness probe applies', async (t) => {

@@ -4,16 +4,23 @@ import { createLogger } from '../../command/log.js';
 import { CHECKPOINT_INTERVAL_MS } from '../../ledger/chain.js';
 import { ALERT_SETTINGS } from '../../anomalies/alert-flags.js';
 import { createCollector, CollectorConfigError, type Collector } from '../collector/collector.js';
+import type { ServiceAccountKeys } from '../collector/service-account-tokens.js';
 import { untilAborted, type CommandIO } from '../../command/io.js';
+import { DEFAULT_MAX_TAIL_SUBSCRIBERS } from '../../proxy/metrics/tail-streams.js';
+import { IN_CLUSTER_JWKS_URL } from '../collector/service-account-tokens.js';
+import { serviceAccountKeys } from './collector-identity.js';
 
 export const COLLECTOR_SETTINGS = {
   grpcPort: tcpPort({ name: 'grpc-port', default: 9400, help: 'gRPC ingest from sidecars (Sync)' }),
   httpPort: tcpPort({ name: 'http-port', default: 9401, help: 'query API, live tail, /metrics, /livez, /readyz' }),
   storeDir: text({ name: 'store', default: './.auditmesh/collector', help: 'embedded LMDB store folder' }),
-  tokenFile: optionalText({ name: 'token-file', help: 'tokens accepted from sidecars, one a line; re-read when it changes' }),
+  tokenFile: optionalText({ name: 'token-file', help: 'shared tokens accepted from sidecars, one a line (local runs); re-read when it changes' }),
+  serviceAccountIssuer: optionalText({ name: 'service-account-issuer', help: "expected iss of the sidecars' ServiceAccount tokens (default in a pod: the issuer of the collector's own token)" }),
+  serviceAccountJwks: optionalText({ name: 'service-account-jwks', help: `the issuer's public keys, FILE or URL (default in a pod: the API server's ${IN_CLUSTER_JWKS_URL})` }),
   insecure: flag({ name: 'insecure', default: false, help: 'accept sidecars without a token (local, trusted setups only)' }),
   bind: derived({ name: 'bind', type: 'string', help: 'listen address (default 127.0.0.1; 0.0.0.0 in Kubernetes)' }, (values, env) => (values.bind as string | undefined) ?? (env.KUBERNETES_SERVICE_HOST !== undefined ? '0.0.0.0' : '127.0.0.1')),
   heartbeatIntervalMs: whole({ name: 'heartbeat-interval-ms', default: CHECKPOINT_INTERVAL_MS, help: "the sidecars' heartbeat interval (their --checkpoint-interval-ms): 3 missed is stale" }),
+  maxTailSubscribers: whole({ name: 'max-tail-subscribers', default: DEFAULT_MAX_TAIL_SUBSCRIBERS, help: '/v1/tail subscribers at once; past it 503' }, 1),
   logLevel: choice<'info' | 'warn' | 'error' | 'silent'>({ name: 'log-level', default: 'info', choices: ['info', 'warn', 'error', 'silent'], help: 'structured log verbosity (stderr)' }),
   // Fleet-wide spike and first-seen detection (GET /v1/anomalies), tuned like the sidecar's.
   alerts: ALERT_SETTINGS,
@@ -23,7 +30,7 @@ export const COLLECTOR_FLAGS: readonly FlagSpec[] = flagsOf(COLLECTOR_SETTINGS);
 
 export const COLLECTOR_HELP = formatHelp(
   'auditmesh collector [flags]',
-  "Runs the control-plane collector: sidecars stream their journals to it over gRPC; it verifies\nevery batch (Merkle root, hash chain, signature, contiguous numbers), stores it in an embedded\nLMDB store, acks it, and answers queries and live tails over HTTP. Without --token-file it\nrefuses to start unless --insecure is given.",
+  "Runs the control-plane collector: sidecars stream their journals to it over gRPC; it verifies\nevery batch (Merkle root, hash chain, signature, contiguous numbers), stores it in an embedded\nLMDB store, acks it, and answers queries and live tails over HTTP. Sidecars present a projected\nServiceAccount token (audience auditmesh; in a pod the issuer's keys are found by themselves) or a\n--token-file token; with neither it refuses to start unless --insecure is given.",
   COLLECTOR_FLAGS,
 );
 
@@ -34,23 +41,25 @@ export async function collectorMain(argv: readonly string[], io: CommandIO): Pro
     return 0;
   }
   let settings: SettingsOf<typeof COLLECTOR_SETTINGS>;
+  let serviceAccounts: ServiceAccountKeys | undefined;
   try {
     const parsed = parseFlags(COLLECTOR_FLAGS, argv, io.env);
     if (parsed.positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
     settings = readSettings(COLLECTOR_SETTINGS, parsed.values, io.env);
-    if (settings.tokenFile === undefined && !settings.insecure) {
-      throw new UsageError('no --token-file: the collector would accept records from anyone; give --token-file FILE, or --insecure for a local, trusted setup');
+    serviceAccounts = serviceAccountKeys({ issuer: settings.serviceAccountIssuer, jwks: settings.serviceAccountJwks }, io.env);
+    if (settings.tokenFile === undefined && serviceAccounts === undefined && !settings.insecure) {
+      throw new UsageError('no --token-file and no --service-account-jwks (outside a Kubernetes pod): the collector would accept records from anyone; give one, or --insecure for a local, trusted setup');
     }
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
     io.stderr.write(`auditmesh collector: ${err.message}\n(see auditmesh collector --help)\n`);
     return 2;
   }
-  const { logLevel, ...config } = settings;
+  const { logLevel, serviceAccountIssuer: _issuer, serviceAccountJwks: _jwks, ...config } = settings;
   const log = createLogger(logLevel, (line) => io.stderr.write(line));
   let collector: Collector;
   try {
-    collector = await createCollector(config, log);
+    collector = await createCollector({ ...config, ...(serviceAccounts === undefined ? {} : { serviceAccounts }) }, log);
   } catch (err) {
     io.stderr.write(`auditmesh collector: cannot start: ${(err as Error).message}\n`);
     return err instanceof CollectorConfigError ? 2 : 1;

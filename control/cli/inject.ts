@@ -5,6 +5,7 @@ import { INJECT_FLAGS, injectOptionsFromFlags } from '../injector/inject-flags.j
 import { injectManifest } from '../injector/inject-manifest.js';
 import type { InjectOptions } from '../injector/sidecar-containers.js';
 import type { CommandIO } from '../../command/io.js';
+import { collectorAddress, DEFAULT_NAMESPACE } from '../install/install-options.js';
 import { OUTPUT_FLAG, writeObjects } from './manifest-output.js';
 
 const INJECT_COMMAND_FLAGS: readonly FlagSpec[] = [
@@ -15,7 +16,7 @@ const INJECT_COMMAND_FLAGS: readonly FlagSpec[] = [
 
 export const INJECT_HELP = formatHelp(
   'auditmesh inject -f FILE [flags] > injected.yaml',
-  'Injects auditmesh-init and auditmesh-proxy into the pods of the Pods, Deployments, StatefulSets,\nDaemonSets, ReplicaSets, Jobs and CronJobs in a manifest, offline, with the same policy as the\nwebhook (pods labelled auditmesh.io/inject=false are left alone). Other objects pass through.\nWhat was done to each object is reported on stderr.',
+  'Injects auditmesh-init and auditmesh-proxy into the pods of the Pods, Deployments, StatefulSets,\nDaemonSets, ReplicaSets, Jobs and CronJobs in a manifest, offline, with the same policy as the\nwebhook (pods labelled auditmesh.io/inject=false are left alone). The sidecars ship to the\ndefault install\'s collector (auditmesh-collector.auditmesh-system.svc:9400) unless --collector\nsays otherwise. Other objects pass through.\nWhat was done to each object is reported on stderr.',
   INJECT_COMMAND_FLAGS,
 );
 
@@ -33,7 +34,8 @@ export async function injectMain(argv: readonly string[], io: CommandIO, stdin: 
     if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
     if (values.filename === undefined) throw new UsageError('-f FILE is required');
     file = values.filename as string;
-    options = injectOptionsFromFlags(values);
+    // Offline injection ships where the webhook's sidecars ship: the default install's collector.
+    options = injectOptionsFromFlags({ ...values, collector: values.collector ?? collectorAddress(DEFAULT_NAMESPACE) });
     format = values.output as 'yaml' | 'json';
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;

@@ -1,9 +1,9 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { formatHelp, parseFlags, UsageError, type FlagSpec, type FlagValues } from '../../command/flags.js';
-import { choice, flag, flagsOf, optionalText, readSettings, text, whole, type SettingsOf } from '../../command/settings.js';
+import { choice, decimal, flag, flagsOf, optionalText, readSettings, text, whole } from '../../command/settings.js';
 import { INJECT_FLAGS, injectOptionsFromFlags } from '../injector/inject-flags.js';
-import { COLLECTOR, COLLECTOR_GRPC_PORT, type InstallOptions } from '../install/install-options.js';
+import { collectorAddress, DEFAULT_NAMESPACE, type InstallOptions } from '../install/install-options.js';
 import { renderInstall } from '../install/render-install.js';
 import { monitoring } from '../install/monitoring.js';
 import { dashboardFiles } from '../install/grafana/dashboards.js';
@@ -16,7 +16,7 @@ const POLICY_FLAGS: readonly FlagSpec[] = INJECT_FLAGS.map((f) => ({ ...f, env: 
 
 /** install's own settings; the injection policy's (POLICY_FLAGS) follow them on the command line. */
 const INSTALL_SETTINGS = {
-  namespace: text({ name: 'namespace', short: 'n', default: 'auditmesh-system', help: "the control plane's namespace", env: false }),
+  namespace: text({ name: 'namespace', short: 'n', default: DEFAULT_NAMESPACE, help: "the control plane's namespace", env: false }),
   replicas: whole({ name: 'replicas', default: 2, help: 'injector replicas', env: false }, 1),
   certs: choice<InstallOptions['certs']>({ name: 'certs', default: 'cert-manager', choices: ['cert-manager', 'self-signed'], help: 'webhook certificate: cert-manager issues and renews it; self-signed makes a CA now and embeds it (re-run to renew)', env: false }),
   certValidDays: whole({ name: 'cert-valid-days', default: 365, help: "the webhook certificate's lifetime", env: false }),
@@ -31,6 +31,7 @@ const INSTALL_SETTINGS = {
   collectorStorage: text({ name: 'collector-storage', default: '20Gi', help: "size of the collector store's PersistentVolumeClaim", env: false }),
   storageClass: optionalText({ name: 'storage-class', help: "the claim's StorageClass (default: the cluster's)", env: false }),
   monitoring: flag({ name: 'monitoring', help: 'add PodMonitor, ServiceMonitor, PrometheusRule (needs the Prometheus Operator) and Grafana dashboard ConfigMaps', env: false }),
+  alertDurationScale: decimal({ name: 'alert-duration-scale', default: 1, help: "multiply every duration the alert rules wait on (for:, shipping-lag thresholds): 0.01 makes a 15m alert fire in 9s, for tests", env: false }),
   monitoringOnly: flag({ name: 'monitoring-only', help: 'print only the monitoring objects, to add them to an existing install', env: false }),
   dashboardsDir: optionalText({ name: 'dashboards-dir', help: 'also write the Grafana dashboards into this folder as JSON files, to import them by hand', env: false }),
   mandatoryAuditPolicy: flag({ name: 'mandatory-audit-policy', help: 'add a ValidatingAdmissionPolicy refusing pods without the sidecar in namespaces labelled auditmesh.io/audit=mandatory (Kubernetes >= 1.30)', env: false }),
@@ -59,7 +60,7 @@ export async function installMain(argv: readonly string[], io: CommandIO): Promi
     const { values, positionals } = parseFlags(INSTALL_FLAGS, argv, io.env);
     if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
     const settings = readSettings(INSTALL_SETTINGS, values, {});
-    options = installOptions(settings, values);
+    options = installOptionsFromFlags(values);
     format = settings.output;
     monitoringOnly = settings.monitoringOnly;
     dashboardsDir = settings.dashboardsDir;
@@ -74,11 +75,18 @@ export async function installMain(argv: readonly string[], io: CommandIO): Promi
   return 0;
 }
 
-function installOptions(settings: SettingsOf<typeof INSTALL_SETTINGS>, values: FlagValues): InstallOptions {
-  const { namespace } = settings;
+/** The options `auditmesh install ARGV` renders from (throws UsageError on bad flags). */
+export function installOptions(argv: readonly string[]): InstallOptions {
+  return installOptionsFromFlags(parseFlags(INSTALL_FLAGS, argv, {}).values);
+}
+
+export function installOptionsFromFlags(values: FlagValues): InstallOptions {
+  const settings = readSettings(INSTALL_SETTINGS, values, {});
+  const { namespace, alertDurationScale } = settings;
   if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(namespace)) throw new UsageError(`--namespace: not a namespace name: ${JSON.stringify(namespace)}`);
+  if (!(alertDurationScale > 0 && alertDurationScale <= 1)) throw new UsageError('--alert-duration-scale: a number above 0, at most 1');
   // The sidecars ship to the collector installed here unless told otherwise.
-  const policyValues: FlagValues = { ...values, collector: values.collector ?? `${COLLECTOR}.${namespace}.svc:${COLLECTOR_GRPC_PORT}` };
+  const policyValues: FlagValues = { ...values, collector: values.collector ?? collectorAddress(namespace) };
   const inject = injectOptionsFromFlags(policyValues);
   const injectArgs = POLICY_FLAGS.flatMap((f) => (policyValues[f.name] === undefined ? [] : [`--${f.name}`, String(policyValues[f.name])]));
   return {
@@ -93,6 +101,7 @@ function installOptions(settings: SettingsOf<typeof INSTALL_SETTINGS>, values: F
     certs: settings.certs,
     certValidDays: settings.certValidDays,
     monitoring: settings.monitoring,
+    alertDurationScale,
     mandatoryAuditPolicy: settings.mandatoryAuditPolicy,
     inject,
     injectArgs,

@@ -1,5 +1,7 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { createRegistry } from '../../command/metrics-registry.js';
+import { ANOMALY_KINDS, initialiseLabels, REFUSAL_CODES } from '../../proxy/metrics/label-values.js';
+import { TOKEN_REFUSALS } from './service-account-tokens.js';
 
 /**
  * Every metric the collector exposes, defined once. The Prometheus rules and dashboards
@@ -12,6 +14,8 @@ export interface CollectorMetrics {
   readonly recordsStored: Counter;
   readonly duplicateBatches: Counter;
   readonly verificationFailures: Counter<'reason'>;
+  /** Sidecar credentials refused, by why (service-account-tokens.ts TokenRefusal). */
+  readonly tokenRefusals: Counter<'reason'>;
   readonly lostBatches: Counter;
   readonly ingestDuration: Histogram;
   readonly storeBytes: Gauge;
@@ -27,8 +31,27 @@ const INGEST_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 
 
 export function createCollectorMetrics(sample: { storeBytes(): number; sidecars(): { current: number; stale: number } }): CollectorMetrics {
   const registry = createRegistry();
+  const verificationFailures = new Counter({
+    name: 'auditmesh_collector_verification_failures_total',
+    help: 'Streams refused, by Refusal code (unauthenticated, key-mismatch, bad-root, bad-chain, bad-signature, gap, fork, malformed)',
+    labelNames: ['reason'],
+    registers: [registry],
+  });
+  initialiseLabels(verificationFailures, 'reason', REFUSAL_CODES);
+  const anomalies = new Counter({ name: 'auditmesh_anomalies_total', help: 'Fleet-wide anomalies raised (rate_spike, error_spike, first_seen_peer, first_seen_method)', labelNames: ['kind'], registers: [registry] });
+  initialiseLabels(anomalies, 'kind', ANOMALY_KINDS);
+  const tokenRefusals = new Counter({
+    name: 'auditmesh_collector_token_refusals_total',
+    help: 'Sidecar credentials refused, by reason (missing, malformed, wrong-audience, expired, not-yet-valid, other-issuer, unknown-key, bad-signature, not-pod-bound, wrong-sidecar-id, keys-unavailable)',
+    labelNames: ['reason'],
+    registers: [registry],
+  });
+  initialiseLabels(tokenRefusals, 'reason', TOKEN_REFUSALS);
   return {
     registry,
+    verificationFailures,
+    anomalies,
+    tokenRefusals,
     batchesReceived: new Counter({ name: 'auditmesh_collector_batches_received_total', help: 'Chain links (batches) received from sidecars, before verification', registers: [registry] }),
     recordsStored: new Counter({ name: 'auditmesh_collector_records_stored_total', help: 'Records verified and durably stored', registers: [registry] }),
     lostBatches: new Counter({
@@ -37,12 +60,6 @@ export function createCollectorMetrics(sample: { storeBytes(): number; sidecars(
       registers: [registry],
     }),
     duplicateBatches: new Counter({ name: 'auditmesh_collector_duplicate_batches_total', help: 'Batches received again that matched what was stored: acked again, stored once', registers: [registry] }),
-    verificationFailures: new Counter({
-      name: 'auditmesh_collector_verification_failures_total',
-      help: 'Streams refused, by Refusal code (unauthenticated, key-mismatch, bad-root, bad-chain, bad-signature, gap, fork, malformed)',
-      labelNames: ['reason'],
-      registers: [registry],
-    }),
     ingestDuration: new Histogram({ name: 'auditmesh_collector_ingest_duration_seconds', help: 'Per segment: from receipt to verified and durably stored', buckets: INGEST_BUCKETS_S, registers: [registry] }),
     storeBytes: new Gauge({
       name: 'auditmesh_collector_store_bytes',
@@ -70,6 +87,5 @@ export function createCollectorMetrics(sample: { storeBytes(): number; sidecars(
       labelNames: ['kind', 'service', 'peer', 'direction'],
       registers: [registry],
     }),
-    anomalies: new Counter({ name: 'auditmesh_anomalies_total', help: 'Fleet-wide anomalies raised (rate_spike, error_spike, first_seen_peer, first_seen_method)', labelNames: ['kind'], registers: [registry] }),
   };
 }

@@ -19,6 +19,8 @@ import { heartbeatTally, sidecarStatus, type SidecarStatus } from './api/sidecar
 import { createSyncHandler } from './ingest/sync-server.js';
 import { FLOW_WINDOW_OPTION, widenFlowWindow } from './ingest/flow-window.js';
 import { createTokenCheck } from './ingest/token-auth.js';
+import { createServiceAccountCheck, type ServiceAccountKeys } from './service-account-tokens.js';
+import { createStreamAuth } from './stream-auth.js';
 
 /**
  * The collector, wired: store -> ingest -> gRPC Sync server, and the HTTP API beside it.
@@ -32,8 +34,10 @@ export interface CollectorConfig {
   httpPort: number;
   bind: string;
   storeDir: string;
-  /** Accepted bearer tokens, one a line; required unless `insecure`. */
+  /** Accepted bearer tokens, one a line; this, `serviceAccounts` or `insecure` is required. */
   tokenFile?: string;
+  /** Projected ServiceAccount tokens (audience auditmesh) accepted, checked against the issuer's keys. */
+  serviceAccounts?: ServiceAccountKeys;
   insecure: boolean;
   /** The sidecars' heartbeat (checkpoint) interval: heartbeats older than 3 of these are stale. */
   heartbeatIntervalMs?: number;
@@ -45,6 +49,8 @@ export interface CollectorConfig {
   alerts?: AlertOptions;
   /** The most records one correlation id or trace id query gathers (default MAX_ID_MATCHES); past it the query is refused with 400. */
   maxIdMatches?: number;
+  /** /v1/tail subscribers at once; past it 503 (default DEFAULT_MAX_TAIL_SUBSCRIBERS). */
+  maxTailSubscribers?: number;
 }
 
 export interface Collector {
@@ -77,10 +83,12 @@ const SHUTDOWN_GRACE_MS = 1_000;
 export class CollectorConfigError extends Error {}
 
 export async function createCollector(config: CollectorConfig, log: Logger = () => {}): Promise<Collector> {
-  if (config.tokenFile === undefined && !config.insecure) {
-    throw new CollectorConfigError('no --token-file: the collector would accept records from anyone. Give --token-file FILE, or --insecure for a local, trusted setup');
+  if (config.tokenFile === undefined && config.serviceAccounts === undefined && !config.insecure) {
+    throw new CollectorConfigError('no --token-file and no --service-account-jwks: the collector would accept records from anyone. Give one (in Kubernetes the service-account settings are found by themselves), or --insecure for a local, trusted setup');
   }
   const tokens = config.tokenFile === undefined ? null : createTokenCheck(config.tokenFile, (l) => log('info', String(l.msg), l));
+  const serviceAccounts = config.serviceAccounts === undefined ? null : createServiceAccountCheck(config.serviceAccounts);
+  const auth = config.insecure && tokens === null && serviceAccounts === null ? null : createStreamAuth(tokens, serviceAccounts);
   const heartbeatIntervalMs = config.heartbeatIntervalMs ?? CHECKPOINT_INTERVAL_MS;
   const store = openLmdbStore(config.storeDir, {
     maxIdMatches: config.maxIdMatches,
@@ -112,12 +120,12 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     'grpc.keepalive_timeout_ms': KEEPALIVE_TIMEOUT_MS,
     ...FLOW_WINDOW_OPTION,
   });
-  grpcServer.addService(COLLECTOR_SERVICE, { Sync: createSyncHandler({ ingest, store, metrics, tokens, log }) });
+  grpcServer.addService(COLLECTOR_SERVICE, { Sync: createSyncHandler({ ingest, store, metrics, auth, log }) });
   const grpcPort = await new Promise<number>((resolve, reject) =>
     grpcServer.bindAsync(`${config.bind}:${config.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
   );
   if (!widenFlowWindow(grpcServer)) log('warn', 'collector could not raise the HTTP/2 flow-control window of this grpc-js version: large segments arrive 64 KiB at a time', {});
-  const httpServer = createHttpApi({ store, metrics, sidecars, subscribe: (l) => feed.subscribe(l), ready: () => ({ ok: true }), anomalies: () => ({ active: fleetAlerts?.active() ?? [], recent: fleetAlerts?.recent() ?? [] }) });
+  const httpServer = createHttpApi({ store, metrics, sidecars, subscribe: (l) => feed.subscribe(l), ready: () => ({ ok: true }), anomalies: () => ({ active: fleetAlerts?.active() ?? [], recent: fleetAlerts?.recent() ?? [] }), maxTailSubscribers: config.maxTailSubscribers });
   let httpPort: number;
   try {
     httpPort = await listen(httpServer, config.httpPort, config.bind);
@@ -128,7 +136,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     throw err;
   }
   const host = config.bind.includes(':') ? `[${config.bind}]` : config.bind;
-  log('info', 'collector listening', { grpc: `${host}:${grpcPort}`, http: `http://${host}:${httpPort}`, store: config.storeDir, auth: tokens === null ? 'none (--insecure)' : 'token' });
+  log('info', 'collector listening', { grpc: `${host}:${grpcPort}`, http: `http://${host}:${httpPort}`, store: config.storeDir, auth: authSummary(tokens !== null, config.serviceAccounts) });
 
   let closing: Promise<void> | undefined;
   return {
@@ -160,6 +168,12 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
       return closing;
     },
   };
+}
+
+/** For the listening line: which credentials are accepted. */
+function authSummary(shared: boolean, serviceAccounts: ServiceAccountKeys | undefined): string {
+  const kinds = [shared ? 'token' : '', serviceAccounts !== undefined ? `service-account (issuer ${serviceAccounts.issuer}, keys ${serviceAccounts.jwks})` : ''].filter(Boolean);
+  return kinds.length === 0 ? 'none (--insecure)' : kinds.join(' + ');
 }
 
 /** Every record of a stored run goes through the fleet's anomaly detector, under its sidecar's service, as the hashing workers read it. */

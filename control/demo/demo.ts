@@ -13,6 +13,7 @@ import { followSse } from '../cli/tail.js';
 import { formatStoreReport } from '../cli/verify.js';
 import { verifyStoreDir } from '../collector/store/verify-store.js';
 import { untilAborted, type CommandIO } from '../../command/io.js';
+import { writeLocalMonitoring } from '../cli/local-prometheus.js';
 
 const DEMO_SETTINGS = {
   dir: text({ name: 'dir', default: './.auditmesh/demo', help: "where the demo's journals, keys and collector store go", env: false }),
@@ -83,12 +84,14 @@ export async function demoMain(argv: readonly string[], io: CommandIO): Promise<
     const frontendApp = track(await startFrontend(() => frontend.ports.outbound));
     const frontend = await sidecarFor('frontend', frontendApp.port, new Map([['inventory:80', { host: '127.0.0.1', port: inventory.ports.inbound! }]]));
 
+    const prometheus = await writeDemoPrometheus(dir, collector, { frontend, inventory, pricing });
     if (!json) {
       io.stdout.write(
         `auditmesh demo: client → frontend (sidecar :${frontend.ports.inbound}) → inventory (sidecar :${inventory.ports.inbound}) → pricing, gRPC (sidecar :${pricing.ports.inbound})\n` +
           `  collector ${collector.grpcAddress} (gRPC), ${collector.httpUrl} (query, tail, metrics); store in ${join(dir, 'collector')}\n` +
           `  journals in ${dir}; metrics at http://127.0.0.1:${frontend.ports.admin}/metrics and http://127.0.0.1:${inventory.ports.admin}/metrics\n` +
           `  from another terminal: npx auditmesh tail --admin http://127.0.0.1:${inventory.ports.admin}, or curl '${collector.httpUrl}/v1/records?service=pricing'\n` +
+          `  Prometheus, scraping this mesh as the Operator would with auditmesh's rules: prometheus --config.file=${prometheus} --storage.tsdb.path=${join(dir, 'prometheus', 'data')}\n` +
           `  Ctrl-C to stop.\n\n`,
       );
     }
@@ -108,6 +111,16 @@ export async function demoMain(argv: readonly string[], io: CommandIO): Promise<
   // With -o json, stdout carries records only.
   (json ? io.stderr : io.stdout).write(formatStoreReport(report));
   return report.ok ? 0 : 1;
+}
+
+/** Scrape and rule evaluation interval of the demo's Prometheus configuration: a local mesh, seconds matter. */
+const DEMO_PROMETHEUS_INTERVAL = '2s';
+
+/** Writes DIR/prometheus/prometheus.yml (and its rules file) for this run's ports; returns its path. */
+async function writeDemoPrometheus(dir: string, collector: Collector, sidecars: Record<string, Sidecar>): Promise<string> {
+  const local = { sidecars: Object.entries(sidecars).map(([service, s]) => ({ service, namespace: 'demo', adminPort: s.ports.admin })), collectorHttpPort: Number(new URL(collector.httpUrl).port) };
+  const { configFile } = await writeLocalMonitoring(join(dir, 'prometheus'), local, { scrapeInterval: DEMO_PROMETHEUS_INTERVAL, evaluationInterval: DEMO_PROMETHEUS_INTERVAL });
+  return configFile;
 }
 
 /** On stop, how long the demo waits for the sidecars to ship what they hold. */

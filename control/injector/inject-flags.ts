@@ -3,6 +3,7 @@ import { choice, fixed, flagsOf, optionalText, readSettings, tcpPort, text, whol
 import { VERSION } from '../../command/version.js';
 import type { InjectOptions } from './sidecar-containers.js';
 import type { PodAuditMode, SidecarMode } from './pod-settings.js';
+import { isJournalVolumeSize } from './journal-limit.js';
 
 export const DEFAULT_IMAGE = `auditmesh/auditmesh:${VERSION}`;
 
@@ -22,7 +23,9 @@ export const INJECT_SETTINGS = {
     cpuLimit: optionalText({ name: 'proxy-cpu-limit', help: 'proxy CPU limit (none by default: throttling a proxy slows every call)' }),
     memoryLimit: text({ name: 'proxy-memory-limit', default: '256Mi', help: 'proxy memory limit' }),
   },
-  journalSizeLimit: text({ name: 'journal-size-limit', default: '1Gi', help: "size limit of the proxy's journal emptyDir" }),
+  journalSizeLimit: text({ name: 'journal-size-limit', default: '1Gi', help: "size limit of the proxy's journal emptyDir (at least 16Mi); the journal's bound is 80% of it" }, (value) => {
+    if (!isJournalVolumeSize(value)) throw new UsageError(`--journal-size-limit: expected a quantity of at least 16Mi such as 1Gi, got ${JSON.stringify(value)}`);
+  }),
   collector: optionalText({ name: 'collector', help: 'HOST:PORT of the collector the proxies ship to (none: journal only)' }, (value) => {
     if (!/^[^:\s]+:\d+$/.test(value)) throw new UsageError(`--collector: expected HOST:PORT, got ${JSON.stringify(value)}`);
   }),

@@ -1,8 +1,9 @@
+import type { SkipReason } from './admission-outcomes.js';
 import type { NamespaceInfo, Pod } from './pod.js';
 import { append, prepend, setInMap, type JsonPatchOp } from './json-patch.js';
 import { podSettings, type PodSettings } from './pod-settings.js';
 import { PROMETHEUS_SCRAPE, prometheusScrapeAnnotations } from './scrape-annotations.js';
-import { dataVolume, initContainer, INIT_CONTAINER, proxyContainer, PROXY_CONTAINER, type InjectOptions } from './sidecar-containers.js';
+import { dataVolume, identityVolume, initContainer, INIT_CONTAINER, proxyContainer, PROXY_CONTAINER, type InjectOptions } from './sidecar-containers.js';
 
 /** Opt-in label, on the namespace (`enabled`) and on the pod (`true`/`false` overrides). */
 export const INJECT_LABEL = 'auditmesh.io/inject';
@@ -15,14 +16,14 @@ const MIRROR_ANNOTATION = 'kubernetes.io/config.mirror';
 /** The decision for one pod: the patch to apply (empty when skipped), why, and what to tell the user. */
 export interface InjectResult {
   injected: boolean;
-  /** Short, stable reason: `injected`, `host-network`, `mirror-pod`, `already-injected`, `opted-out`, `not-enabled`, `invalid-annotations`. */
-  reason: string;
+  /** Short, stable reason: `injected`, or why the pod was skipped. */
+  reason: 'injected' | SkipReason;
   patch: JsonPatchOp[];
   /** Shown to whoever created the pod (`kubectl` prints admission warnings). */
   warnings: string[];
 }
 
-const skip = (reason: string, warnings: string[] = []): InjectResult => ({ injected: false, reason, patch: [], warnings });
+const skip = (reason: SkipReason, warnings: string[] = []): InjectResult => ({ injected: false, reason, patch: [], warnings });
 
 /**
  * The injection policy, pure: the same pod, namespace and options always give the same patch.
@@ -63,10 +64,10 @@ function buildPatch(pod: Pod, settings: PodSettings, options: InjectOptions): Js
     append(ops, '/spec/initContainers', pod.spec.initContainers, [init]);
     prepend(ops, '/spec/containers', pod.spec.containers, [proxy]);
   }
-  append(ops, '/spec/volumes', pod.spec.volumes, [dataVolume(settings)]);
+  append(ops, '/spec/volumes', pod.spec.volumes, [dataVolume(settings), identityVolume()]);
   if (pod.metadata === undefined) ops.push({ op: 'add', path: '/metadata', value: {} });
   setInMap(ops, '/metadata/labels', meta.labels, { [SIDECAR_LABEL]: 'true' });
-  const status = { version: options.version, mode: settings.sidecarMode, initContainers: settings.sidecarMode === 'native' ? [INIT_CONTAINER, PROXY_CONTAINER] : [INIT_CONTAINER], containers: settings.sidecarMode === 'native' ? [] : [PROXY_CONTAINER], volumes: [dataVolume(settings).name] };
+  const status = { version: options.version, mode: settings.sidecarMode, initContainers: settings.sidecarMode === 'native' ? [INIT_CONTAINER, PROXY_CONTAINER] : [INIT_CONTAINER], containers: settings.sidecarMode === 'native' ? [] : [PROXY_CONTAINER], volumes: [dataVolume(settings).name, identityVolume().name] };
   // The app's own prometheus.io annotations win: they can name one port only, and theirs is theirs.
   const scrape = meta.annotations?.[PROMETHEUS_SCRAPE] === undefined ? prometheusScrapeAnnotations(options.adminPort) : {};
   setInMap(ops, '/metadata/annotations', meta.annotations, { [STATUS_ANNOTATION]: JSON.stringify(status), ...scrape });

@@ -1,7 +1,8 @@
 import type { AdmissionDecision, AdmissionHandler, AdmissionRequest } from './admission-server.js';
+import type { IgnoreReason } from './admission-outcomes.js';
 import type { InjectorMetrics } from './injector-metrics.js';
 import type { Pod } from './pod.js';
-import { inject, INJECT_LABEL } from './inject.js';
+import { inject, INJECT_LABEL, type InjectResult } from './inject.js';
 import type { InjectOptions } from './sidecar-containers.js';
 
 /**
@@ -27,7 +28,7 @@ export function injectionHandlers(options: InjectOptions, metrics: InjectorMetri
   ]);
 }
 
-function decide(request: AdmissionRequest, namespaceLabels: Record<string, string>, options: InjectOptions): AdmissionDecision & { result: string; reason: string } {
+function decide(request: AdmissionRequest, namespaceLabels: Record<string, string>, options: InjectOptions): AdmissionDecision & { result: 'injected' | 'skipped' | 'ignored'; reason: InjectResult['reason'] | IgnoreReason } {
   // Anything but the creation of a pod is let through untouched (a webhook misconfigured to send it must not block it).
   if (request.kind.kind !== 'Pod' || request.operation !== 'CREATE' || (request.subResource ?? '') !== '') {
     return { allowed: true, result: 'ignored', reason: 'not-pod-create' };

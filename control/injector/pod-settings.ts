@@ -1,5 +1,6 @@
 import { isIP } from 'node:net';
 import type { Pod } from './pod.js';
+import { isJournalVolumeSize, QUANTITY_RE } from './journal-limit.js';
 
 /** Every per-pod setting lives under this annotation prefix (README.md, Kubernetes). */
 export const ANNOTATION_PREFIX = 'auditmesh.io/';
@@ -16,6 +17,7 @@ export const ANNOTATIONS = {
   proxyMemoryRequest: 'auditmesh.io/proxy-memory-request',
   proxyMemoryLimit: 'auditmesh.io/proxy-memory-limit',
   journalSizeLimit: 'auditmesh.io/journal-size-limit',
+  secretPaths: 'auditmesh.io/secret-paths',
 } as const;
 
 export type SidecarMode = 'native' | 'container';
@@ -39,6 +41,8 @@ export interface PodSettings {
   sidecarMode: SidecarMode;
   resources: ProxyResources;
   journalSizeLimit: string;
+  /** `--secret-paths` for the sidecar: comma-separated templates, or '' for none. */
+  secretPaths: string;
 }
 
 export interface SettingDefaults {
@@ -47,9 +51,6 @@ export interface SettingDefaults {
   resources: ProxyResources;
   journalSizeLimit: string;
 }
-
-// A Kubernetes resource.Quantity, as apimachinery's regular expression accepts it.
-const QUANTITY_RE = /^[+-]?(\d+(\.\d*)?|\.\d+)(([KMGTPE]i)|[numkMGTPE]|[eE][+-]?\d+)?$/;
 
 /**
  * Reads the pod's `auditmesh.io/*` annotations over the defaults. Returns the settings, or the
@@ -83,13 +84,20 @@ export function podSettings(pod: Pod, defaults: SettingDefaults): { settings: Po
       cpuLimit: check(ANNOTATIONS.proxyCpuLimit, quantity, 'a quantity such as 1') ?? defaults.resources.cpuLimit,
       memoryLimit: check(ANNOTATIONS.proxyMemoryLimit, quantity, 'a quantity such as 256Mi') ?? defaults.resources.memoryLimit,
     },
-    journalSizeLimit: check(ANNOTATIONS.journalSizeLimit, quantity, 'a quantity such as 1Gi') ?? defaults.journalSizeLimit,
+    journalSizeLimit: check(ANNOTATIONS.journalSizeLimit, isJournalVolumeSize, 'a quantity of at least 16Mi such as 1Gi') ?? defaults.journalSizeLimit,
+    secretPaths: list(check(ANNOTATIONS.secretPaths, (v) => v.split(',').every((p) => isSecretPath(p.trim())), 'comma-separated path templates such as /hooks/{secret}')),
   };
   return errors.length > 0 ? { errors } : { settings };
 }
 
 function list(v: string | undefined): string {
   return v === undefined ? '' : v.split(',').map((s) => s.trim()).filter((s) => s !== '').join(',');
+}
+
+/** The shape the sidecar's --secret-paths accepts: from /, a {secret} segment, the others literal or *. */
+function isSecretPath(v: string): boolean {
+  const segments = v.startsWith('/') ? v.slice(1).split('/') : [];
+  return segments.includes('{secret}') && segments.every((s) => s === '*' || s === '{secret}' || !/[{}*]/.test(s));
 }
 
 function isPort(v: string): boolean {

@@ -1,10 +1,17 @@
+import { IDENTITY_AUDIENCE } from '../identity-audience.js';
 import type { Container } from './pod.js';
 import type { PodSettings, SettingDefaults } from './pod-settings.js';
+import { journalLimitBytes } from './journal-limit.js';
 
 /** Names of what the injector adds to a pod (README.md, Kubernetes). */
 export const PROXY_CONTAINER = 'auditmesh-proxy';
 export const INIT_CONTAINER = 'auditmesh-init';
 export const DATA_VOLUME = 'auditmesh-data';
+/** The projected ServiceAccount token the proxy presents to the collector. */
+export const IDENTITY_VOLUME = 'auditmesh-identity';
+const IDENTITY_DIR = '/var/run/secrets/auditmesh.io/identity';
+/** The kubelet rotates a projected token at 80% of this. */
+const IDENTITY_TOKEN_SECONDS = 3600;
 /** Where the image keeps the init script (deploy/init/iptables.sh) and the CLI. */
 export const IMAGE_APP_DIR = '/opt/auditmesh';
 const DATA_DIR = '/var/lib/auditmesh';
@@ -26,7 +33,7 @@ export interface InjectOptions extends SettingDefaults {
   version: string;
 }
 
-type EnvVar = { name: string; value: string };
+type EnvVar = { name: string; value: string } | { name: string; valueFrom: { fieldRef: { fieldPath: string } } };
 
 const env = (vars: Record<string, string | number | undefined>): EnvVar[] =>
   Object.entries(vars)
@@ -83,19 +90,29 @@ export function proxyContainer(options: InjectOptions, settings: PodSettings, se
     imagePullPolicy: options.imagePullPolicy,
     args: ['sidecar'],
     ...(settings.sidecarMode === 'native' ? { restartPolicy: 'Always' } : {}),
-    env: env({
-      AUDITMESH_SERVICE: service,
-      AUDITMESH_APP_PORT: settings.appPort,
-      AUDITMESH_INBOUND_PORT: options.inboundPort,
-      AUDITMESH_OUTBOUND_PORT: options.outboundPort,
-      AUDITMESH_ADMIN_PORT: options.adminPort,
-      AUDITMESH_BIND: '0.0.0.0',
-      AUDITMESH_AUDIT_MODE: settings.auditMode,
-      AUDITMESH_JOURNAL: `${DATA_DIR}/journal`,
-      AUDITMESH_KEY: `${DATA_DIR}/sidecar.key`,
-      AUDITMESH_REDACTION_KEY: `${DATA_DIR}/redaction.key`,
-      AUDITMESH_COLLECTOR: options.collector,
-    }),
+    env: [
+      { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
+      { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
+      ...env({
+        // The collector lets a token write only under its own pod's id.
+        AUDITMESH_SIDECAR_ID: '$(POD_NAMESPACE)/$(POD_NAME)',
+        AUDITMESH_IDENTITY_TOKEN_FILE: `${IDENTITY_DIR}/token`,
+        AUDITMESH_SERVICE: service,
+        AUDITMESH_APP_PORT: settings.appPort,
+        AUDITMESH_INBOUND_PORT: options.inboundPort,
+        AUDITMESH_OUTBOUND_PORT: options.outboundPort,
+        AUDITMESH_ADMIN_PORT: options.adminPort,
+        AUDITMESH_BIND: '0.0.0.0',
+        AUDITMESH_AUDIT_MODE: settings.auditMode,
+        AUDITMESH_JOURNAL: `${DATA_DIR}/journal`,
+        AUDITMESH_KEY: `${DATA_DIR}/sidecar.key`,
+        AUDITMESH_REDACTION_KEY: `${DATA_DIR}/redaction.key`,
+        // The bound applies before the kubelet's eviction at the volume's sizeLimit (journal-limit.ts).
+        AUDITMESH_JOURNAL_LIMIT_BYTES: journalLimitBytes(settings.journalSizeLimit),
+        AUDITMESH_COLLECTOR: options.collector,
+        AUDITMESH_SECRET_PATHS: settings.secretPaths,
+      }),
+    ],
     ports: [{ name: ADMIN_PORT_NAME, containerPort: options.adminPort, protocol: 'TCP' }],
     // Later init containers and the app start only once this passes, so their traffic is captured.
     startupProbe: probe('/readyz', { periodSeconds: 1, failureThreshold: 120, timeoutSeconds: 1 }),
@@ -103,7 +120,10 @@ export function proxyContainer(options: InjectOptions, settings: PodSettings, se
     livenessProbe: probe('/livez', { periodSeconds: 10, failureThreshold: 3, timeoutSeconds: 1 }),
     resources: { requests: { cpu: cpuRequest, memory: memoryRequest }, ...(Object.keys(limits).length > 0 ? { limits } : {}) },
     securityContext: restrictedSecurityContext(options.proxyUid),
-    volumeMounts: [{ name: DATA_VOLUME, mountPath: DATA_DIR }],
+    volumeMounts: [
+      { name: DATA_VOLUME, mountPath: DATA_DIR },
+      { name: IDENTITY_VOLUME, mountPath: IDENTITY_DIR, readOnly: true },
+    ],
   };
 }
 
@@ -121,6 +141,11 @@ export function restrictedSecurityContext(uid: number): Record<string, unknown> 
     capabilities: { drop: ['ALL'] },
     seccompProfile: { type: 'RuntimeDefault' },
   };
+}
+
+/** The proxy's credential for the collector: a token the kubelet issues for this pod, audience auditmesh, and rotates. */
+export function identityVolume(): { name: string; projected: Record<string, unknown> } {
+  return { name: IDENTITY_VOLUME, projected: { sources: [{ serviceAccountToken: { audience: IDENTITY_AUDIENCE, expirationSeconds: IDENTITY_TOKEN_SECONDS, path: 'token' } }] } };
 }
 
 /** The journal's emptyDir: bounded, so a collector outage cannot fill the node's disk. */

@@ -34,7 +34,7 @@ export const SHIPPING_LAG_CRITICAL_S = 1800;
 export const JOURNAL_NEAR_BOUND_RATIO = 0.8;
 export const EVENT_LOOP_LAG_P99_S = 0.1;
 
-const sidecarRules: AlertRule[] = [
+const sidecarRules = (): AlertRule[] => [
   {
     alert: 'AuditmeshEdgeHighErrorRatio',
     expr: `(${EDGE_ERRORS} / ${EDGE_RATE}) > ${EDGE_ERROR_RATIO} and ${EDGE_RATE} > ${EDGE_MIN_RATE}`,
@@ -73,7 +73,7 @@ const sidecarRules: AlertRule[] = [
   },
 ];
 
-const auditTrailRules: AlertRule[] = [
+const auditTrailRules = (lagWarningS: number, lagCriticalS: number): AlertRule[] => [
   {
     alert: 'AuditmeshExchangesNotRecorded',
     expr: 'sum by (namespace, pod, reason) (increase(auditmesh_journal_unrecorded_total[5m])) > 0',
@@ -118,14 +118,14 @@ const auditTrailRules: AlertRule[] = [
   },
   {
     alert: 'AuditmeshShippingLag',
-    expr: `max by (namespace, pod) (auditmesh_shipper_lag_seconds) > ${SHIPPING_LAG_WARNING_S}`,
+    expr: `max by (namespace, pod) (auditmesh_shipper_lag_seconds) > ${lagWarningS}`,
     for: '5m',
     severity: 'warning',
     description: 'The oldest record {{ $labels.pod }} has not shipped to the collector is {{ $value | humanizeDuration }} old; the audit pipeline dashboard shows how many wait.',
   },
   {
     alert: 'AuditmeshShippingLagCritical',
-    expr: `max by (namespace, pod) (auditmesh_shipper_lag_seconds) > ${SHIPPING_LAG_CRITICAL_S}`,
+    expr: `max by (namespace, pod) (auditmesh_shipper_lag_seconds) > ${lagCriticalS}`,
     for: '5m',
     severity: 'critical',
     description: 'Records of {{ $labels.pod }} have waited {{ $value | humanizeDuration }} for the collector; the journal fills meanwhile.',
@@ -160,7 +160,7 @@ const auditTrailRules: AlertRule[] = [
   },
 ];
 
-const injectorRules: AlertRule[] = [
+const injectorRules = (): AlertRule[] => [
   {
     alert: 'AuditmeshInjectorErrors',
     expr: 'sum(increase(auditmesh_injector_admissions_total{result="error"}[15m])) > 0',
@@ -177,11 +177,34 @@ const injectorRules: AlertRule[] = [
   },
 ];
 
-export const RULE_GROUPS: readonly RuleGroup[] = [
-  { name: 'auditmesh-traffic', rules: sidecarRules },
-  { name: 'auditmesh-audit-trail', rules: auditTrailRules },
-  { name: 'auditmesh-injector', rules: injectorRules },
-];
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+/** A threshold in seconds, scaled, to the millisecond (300 × 0.01 is 3, not 3.0000000000000004). */
+const scaleSeconds = (s: number, scale: number): number => Math.round(s * scale * 1000) / 1000;
+
+/**
+ * Every duration the rules wait on, times `scale` (`auditmesh install --alert-duration-scale`):
+ * `for:` and the shipping-lag thresholds. 1 renders the defaults; a test renders 0.01 so an alert
+ * that waits 15 minutes in a cluster fires within seconds.
+ */
+export function ruleGroups(scale = 1): RuleGroup[] {
+  const scaled = (r: AlertRule): AlertRule => ({ ...r, for: scaleDuration(r.for, scale) });
+  return [
+    { name: 'auditmesh-traffic', rules: sidecarRules().map(scaled) },
+    { name: 'auditmesh-audit-trail', rules: auditTrailRules(scaleSeconds(SHIPPING_LAG_WARNING_S, scale), scaleSeconds(SHIPPING_LAG_CRITICAL_S, scale)).map(scaled) },
+    { name: 'auditmesh-injector', rules: injectorRules().map(scaled) },
+  ];
+}
+
+/** The rules as rendered by default. */
+export const RULE_GROUPS: readonly RuleGroup[] = ruleGroups();
+
+/** `10m` × 0.01 = `6s`; 1 keeps the text as written. */
+export function scaleDuration(duration: string, scale: number): string {
+  if (scale === 1) return duration;
+  const m = /^(\d+)(ms|s|m|h)$/.exec(duration);
+  if (m === null) throw new Error(`not a duration this file writes: ${duration}`);
+  return `${Math.round(Number(m[1]) * UNIT_MS[m[2]!]! * scale)}ms`;
+}
 
 /** One rule as the PrometheusRule CRD spells it. */
 export function promRule(r: AlertRule): Record<string, unknown> {

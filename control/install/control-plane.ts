@@ -4,7 +4,6 @@ import {
   COLLECTOR,
   COLLECTOR_GRPC_PORT,
   COLLECTOR_HTTP_PORT,
-  COLLECTOR_TOKENS_SECRET,
   componentLabels,
   CONTROL_PLANE_UID,
   INJECTOR,
@@ -17,7 +16,8 @@ import {
 } from './install-options.js';
 
 const TLS_DIR = '/etc/auditmesh/tls';
-const TOKENS_DIR = '/etc/auditmesh/collector-tokens';
+/** Where the kubelet's kube-api-access volume would put the API token and cluster CA; the collector reads them there. */
+const API_ACCESS_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
 const STORE_DIR = '/var/lib/auditmesh/collector';
 
 /** The control plane's namespace: Pod Security "restricted" enforced, never injected itself. */
@@ -33,9 +33,11 @@ export function namespace(o: InstallOptions): KubeObject {
 }
 
 /**
- * The control plane's identities. Neither component calls the Kubernetes API (the injector reads
- * namespace opt-in from the webhook path; certificates come from a mounted Secret), so they get no
- * Role and no token: least privilege is none.
+ * The control plane's identities. Neither has a Role: the injector never calls the API server (it
+ * reads namespace opt-in from the webhook path; its certificate comes from a mounted Secret), and
+ * the collector reads only the service-account issuer's public keys, which Kubernetes lets every
+ * ServiceAccount read (system:service-account-issuer-discovery). No token is mounted by default;
+ * the collector's pod mounts its own (collector() below).
  */
 export function serviceAccounts(o: InstallOptions): KubeObject[] {
   return [INJECTOR, COLLECTOR].map((name) => ({
@@ -124,12 +126,31 @@ export function injector(o: InstallOptions): KubeObject[] {
 }
 
 /**
+ * The API token and cluster CA the collector fetches the issuer's keys with, as the kubelet's
+ * kube-api-access volume holds them, for the collector container alone (the pod does not
+ * automount one): the sidecars' projected tokens are checked against those keys.
+ */
+function apiAccessVolume(): Record<string, unknown> {
+  return {
+    name: 'kube-api-access',
+    projected: {
+      defaultMode: 0o444,
+      sources: [
+        { serviceAccountToken: { expirationSeconds: 3607, path: 'token' } },
+        { configMap: { name: 'kube-root-ca.crt', items: [{ key: 'ca.crt', path: 'ca.crt' }] } },
+      ],
+    },
+  };
+}
+
+/**
  * The collector (`auditmesh collector`, its own issue): one replica, as its embedded LMDB store
  * has a single writer, on a PersistentVolumeClaim, replaced with Recreate so two never share it.
- * Sidecars' tokens come from the Secret auditmesh-collector-tokens, which the operator creates.
+ * Sidecars present projected ServiceAccount tokens (audience auditmesh); the collector checks them
+ * against the cluster issuer's keys, so nothing is to be created by hand.
  */
 export function collector(o: InstallOptions): KubeObject[] {
-  const args = ['collector', '--grpc-port', String(COLLECTOR_GRPC_PORT), '--http-port', String(COLLECTOR_HTTP_PORT), '--store', STORE_DIR, '--token-file', `${TOKENS_DIR}/tokens`];
+  const args = ['collector', '--grpc-port', String(COLLECTOR_GRPC_PORT), '--http-port', String(COLLECTOR_HTTP_PORT), '--store', STORE_DIR];
   return [
     {
       apiVersion: 'v1',
@@ -146,12 +167,12 @@ export function collector(o: InstallOptions): KubeObject[] {
         containers: [
           container(o, 'collector', args, o.collectorResources, COLLECTOR_HTTP_PORT, [{ name: 'grpc', containerPort: COLLECTOR_GRPC_PORT }, { name: 'http', containerPort: COLLECTOR_HTTP_PORT }], [
             { name: 'store', mountPath: STORE_DIR },
-            { name: 'tokens', mountPath: TOKENS_DIR, readOnly: true },
+            { name: 'kube-api-access', mountPath: API_ACCESS_DIR, readOnly: true },
           ]),
         ],
         volumes: [
           { name: 'store', persistentVolumeClaim: { claimName: `${COLLECTOR}-store` } },
-          { name: 'tokens', secret: { secretName: COLLECTOR_TOKENS_SECRET } },
+          apiAccessVolume(),
         ],
       },
       { strategy: { type: 'Recreate' } },

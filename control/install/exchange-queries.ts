@@ -25,3 +25,9 @@ export function failedExchangeRate(by: string, window: string, matchers: string[
   const grpc = selector([...matchers, `grpc_status=~"${GRPC_SERVER_ERRORS}"`]);
   return `${sum(by)} (rate(auditmesh_requests_total${http}[${window}]) or rate(auditmesh_requests_total${grpc}[${window}]))`;
 }
+
+/** Failed over all exchanges; 0, not "no data", where nothing failed (a failure's series exists only once one happened). */
+export function failedExchangeRatio(by: string, window: string, matchers: string[] = []): string {
+  const all = exchangeRate(by, window, matchers);
+  return `(${failedExchangeRate(by, window, matchers)} or ${all} * 0) / ${all}`;
+}

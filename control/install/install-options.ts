@@ -23,6 +23,8 @@ export interface InstallOptions {
   certValidDays: number;
   /** PodMonitor, ServiceMonitor and PrometheusRule (needs the Prometheus Operator's CRDs). */
   monitoring: boolean;
+  /** Multiplies every duration the alert rules wait on (`for:`, shipping-lag thresholds); 1 in production. */
+  alertDurationScale: number;
   /** A ValidatingAdmissionPolicy refusing pods without the sidecar in namespaces labelled auditmesh.io/audit=mandatory (Kubernetes >= 1.30). */
   mandatoryAuditPolicy: boolean;
   /** The injector's policy flags (image, sidecar mode, proxy resources, collector address, ...). */
@@ -34,10 +36,11 @@ export interface InstallOptions {
 /** A Kubernetes object as rendered: plain data, serialised to YAML or JSON by the CLI. */
 export type KubeObject = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string; [k: string]: unknown }; [k: string]: unknown };
 
+/** The control plane's namespace unless `install --namespace` says otherwise. */
+export const DEFAULT_NAMESPACE = 'auditmesh-system';
 export const INJECTOR = 'auditmesh-injector';
 export const COLLECTOR = 'auditmesh-collector';
 export const INJECTOR_TLS_SECRET = 'auditmesh-injector-tls';
-export const COLLECTOR_TOKENS_SECRET = 'auditmesh-collector-tokens';
 /** The control plane's own uid: not the proxy's, not root. */
 export const CONTROL_PLANE_UID = 65532;
 export const INJECTOR_PORT = 9443;
@@ -48,6 +51,11 @@ export const COLLECTOR_HTTP_PORT = 9401;
 /** Recommended labels (app.kubernetes.io/*) for one component. */
 export function componentLabels(component: string): Record<string, string> {
   return { 'app.kubernetes.io/name': component, 'app.kubernetes.io/part-of': 'auditmesh', 'app.kubernetes.io/component': component.replace(/^auditmesh-/, '') };
+}
+
+/** HOST:PORT of the collector an install in `namespace` runs: where its sidecars ship. */
+export function collectorAddress(namespace: string): string {
+  return `${COLLECTOR}.${namespace}.svc:${COLLECTOR_GRPC_PORT}`;
 }
 
 /** The Service's DNS names the webhook certificate must carry. */

@@ -1,12 +1,18 @@
 import { SIDECAR_LABEL } from '../injector/inject.js';
 import { ADMIN_PORT_NAME } from '../injector/sidecar-containers.js';
-import { promRule, RULE_GROUPS } from './alert-rules.js';
+import { promRule, ruleGroups } from './alert-rules.js';
 import { dashboardFiles } from './grafana/dashboards.js';
 import { componentLabels, type InstallOptions, type KubeObject } from './install-options.js';
 
 /** The label Grafana's dashboard sidecar (kube-prometheus-stack, grafana helm chart) watches ConfigMaps for. */
 export const GRAFANA_DASHBOARD_LABEL = 'grafana_dashboard';
 const SCRAPE_INTERVAL = '30s';
+/**
+ * The Operator labels ServiceMonitor targets with the Kubernetes Service's name as `service`; in
+ * auditmesh `service` is a workload's identity (the collector's fleet anomalies carry it), which
+ * that label would push aside as `exported_service`. Control-plane series carry no `service`.
+ */
+const DROP_SERVICE_LABEL = [{ action: 'labeldrop', regex: 'service' }];
 
 /**
  * Prometheus Operator objects: a PodMonitor for every injected sidecar (any namespace), a
@@ -30,8 +36,8 @@ export function monitoring(o: InstallOptions): KubeObject[] {
         selector: { matchLabels: { 'app.kubernetes.io/part-of': 'auditmesh' } },
         // The injector's admin port, and the collector's HTTP port that also serves /metrics.
         endpoints: [
-          { port: 'http-metrics', path: '/metrics', interval: SCRAPE_INTERVAL },
-          { port: 'http', path: '/metrics', interval: SCRAPE_INTERVAL },
+          { port: 'http-metrics', path: '/metrics', interval: SCRAPE_INTERVAL, relabelings: DROP_SERVICE_LABEL },
+          { port: 'http', path: '/metrics', interval: SCRAPE_INTERVAL, relabelings: DROP_SERVICE_LABEL },
         ],
       },
     },
@@ -39,7 +45,7 @@ export function monitoring(o: InstallOptions): KubeObject[] {
       apiVersion: 'monitoring.coreos.com/v1',
       kind: 'PrometheusRule',
       metadata: { name: 'auditmesh', namespace: o.namespace, labels: componentLabels('auditmesh') },
-      spec: { groups: RULE_GROUPS.map((g) => ({ name: g.name, rules: g.rules.map(promRule) })) },
+      spec: { groups: ruleGroups(o.alertDurationScale).map((g) => ({ name: g.name, rules: g.rules.map(promRule) })) },
     },
     ...dashboardFiles().map(({ name, file, text }): KubeObject => ({
       apiVersion: 'v1',

@@ -1,7 +1,8 @@
 import { collector, injector, namespace, serviceAccounts } from './control-plane.js';
 import type { InstallOptions, KubeObject } from './install-options.js';
 import { monitoring } from './monitoring.js';
-import { mandatoryAuditPolicy, webhookObjects } from './webhook-config.js';
+import { mandatoryAuditPolicy } from './mandatory-audit-policy.js';
+import { webhookObjects } from './webhook-config.js';
 
 /**
  * The control plane's manifests, in the order `kubectl apply` should meet them: the namespace and
@@ -19,7 +20,7 @@ export async function renderInstall(o: InstallOptions): Promise<KubeObject[]> {
     ...collector(o),
     ...injector(o),
     ...config,
-    ...(o.mandatoryAuditPolicy ? mandatoryAuditPolicy() : []),
+    ...(o.mandatoryAuditPolicy ? mandatoryAuditPolicy(o) : []),
     ...(o.monitoring ? monitoring(o) : []),
   ];
 }

@@ -1,11 +1,8 @@
 import { INJECT_LABEL } from '../injector/inject.js';
 import { NAMESPACE_ENABLED_PATH, POD_OPT_IN_PATH } from '../injector/injection-webhook.js';
-import { PROXY_CONTAINER } from '../injector/sidecar-containers.js';
 import { componentLabels, INJECTOR, INJECTOR_TLS_SECRET, injectorDnsNames, type InstallOptions, type KubeObject } from './install-options.js';
 import { createWebhookCertificates } from './webhook-certificates.js';
 
-/** Namespace label that makes the sidecar mandatory (with --mandatory-audit-policy). */
-export const MANDATORY_AUDIT_LABEL = 'auditmesh.io/audit';
 const WEBHOOK_TIMEOUT_S = 5;
 
 /**
@@ -76,40 +73,5 @@ export async function webhookObjects(o: InstallOptions): Promise<KubeObject[]> {
   return [
     { apiVersion: 'v1', kind: 'Secret', metadata: { name: INJECTOR_TLS_SECRET, namespace: o.namespace, labels }, type: 'kubernetes.io/tls', data: { 'tls.crt': b64(pair.cert), 'tls.key': b64(pair.key), 'ca.crt': b64(pair.caCert) } },
     mutatingWebhookConfiguration(o, b64(pair.caCert)),
-  ];
-}
-
-/**
- * Optional: in namespaces labelled auditmesh.io/audit=mandatory, a pod without auditmesh-proxy is
- * refused (runs after mutation, so it sees what the injector did). Mirror pods are let through:
- * the kubelet creates them and cannot be injected.
- */
-export function mandatoryAuditPolicy(): KubeObject[] {
-  const name = 'auditmesh-sidecar-required';
-  const hasProxy = `object.spec.containers.exists(c, c.name == '${PROXY_CONTAINER}') || (has(object.spec.initContainers) && object.spec.initContainers.exists(c, c.name == '${PROXY_CONTAINER}'))`;
-  const mirror = `has(object.metadata.annotations) && 'kubernetes.io/config.mirror' in object.metadata.annotations`;
-  return [
-    {
-      apiVersion: 'admissionregistration.k8s.io/v1',
-      kind: 'ValidatingAdmissionPolicy',
-      metadata: { name, labels: componentLabels(INJECTOR) },
-      spec: {
-        failurePolicy: 'Fail',
-        matchConstraints: { resourceRules: [{ apiGroups: [''], apiVersions: ['v1'], operations: ['CREATE'], resources: ['pods'] }] },
-        validations: [
-          {
-            expression: `${mirror} || ${hasProxy}`,
-            message: `this namespace requires the auditmesh sidecar (${MANDATORY_AUDIT_LABEL}=mandatory) and the pod has none: label the namespace ${INJECT_LABEL}=enabled, do not set ${INJECT_LABEL}=false on the pod, and check that the injector is running`,
-            reason: 'Forbidden',
-          },
-        ],
-      },
-    },
-    {
-      apiVersion: 'admissionregistration.k8s.io/v1',
-      kind: 'ValidatingAdmissionPolicyBinding',
-      metadata: { name, labels: componentLabels(INJECTOR) },
-      spec: { policyName: name, validationActions: ['Deny'], matchResources: { namespaceSelector: { matchLabels: { [MANDATORY_AUDIT_LABEL]: 'mandatory' } } } },
-    },
   ];
 }

@@ -22,6 +22,11 @@ function escapeUnsafe(text: string): string {
   });
 }
 
+/** A path or query as recorded: escaped, then bounded. */
+function bounded(text: string): string {
+  return escapeUnsafe(text.slice(0, MAX_RECORDED_PATH_CHARS)).slice(0, MAX_RECORDED_PATH_CHARS);
+}
+
 /** Milliseconds rounded to the microsecond, as records carry durations. */
 export function roundMs(ms: number): number {
   return Math.round(ms * 1000) / 1000;
@@ -50,8 +55,9 @@ export interface HttpRequestFacts {
  * versions: path and query split (the query redacted), selected headers redacted, bounded sizes.
  */
 export function httpRequestRecord(facts: HttpRequestFacts, redactor: Redactor): AuditRecord {
-  const { path, route, correlation: c } = facts;
-  const q = path.indexOf('?');
+  const { route, correlation: c } = facts;
+  // Redacted before it is bounded, so a cut cannot leave part of a secret unrecognised.
+  const target = redactor.target(facts.path);
   const record: AuditRecord = {
     'audit.kind': facts.kind,
     'audit.phase': 'final',
@@ -65,19 +71,21 @@ export function httpRequestRecord(facts: HttpRequestFacts, redactor: Redactor): 
     'client.port': facts.clientPort ?? 0,
     'http.request.method': facts.method.slice(0, 32),
     'url.scheme': facts.scheme.slice(0, 16),
-    'url.path': escapeUnsafe((q === -1 ? path : path.slice(0, q)).slice(0, MAX_RECORDED_PATH_CHARS)).slice(0, MAX_RECORDED_PATH_CHARS),
+    'url.path': bounded(target.path),
     'http.request.header': redactor.headers(facts.headers),
     'trace.id': c.traceId,
     'span.id': c.spanId,
     'audit.request_id': c.requestId,
   };
-  if (q !== -1) record['url.query'] = escapeUnsafe(redactor.query(path.slice(q + 1)).slice(0, MAX_RECORDED_PATH_CHARS)).slice(0, MAX_RECORDED_PATH_CHARS);
+  if (target.query !== undefined) record['url.query'] = bounded(target.query);
   if (route !== null) {
     record['server.address'] = route.host;
     record['server.port'] = route.port;
+    if (route.claimed !== undefined) record['audit.claimed.server'] = route.claimed.authority;
   }
-  if (c.claimedTraceparent !== undefined) record['audit.claimed.traceparent'] = c.claimedTraceparent;
+  // Claims are whatever the caller sent: a token pasted into one is fingerprinted like any other.
+  if (c.claimedTraceparent !== undefined) record['audit.claimed.traceparent'] = redactor.text(c.claimedTraceparent);
   const client = facts.direction === 'inbound' ? claimedClient(facts.headers) : undefined;
-  if (client !== undefined) record['audit.claimed.client'] = client;
+  if (client !== undefined) record['audit.claimed.client'] = redactor.text(client);
   return record;
 }

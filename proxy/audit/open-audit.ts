@@ -1,7 +1,7 @@
 import type { SidecarConfig } from '../config.js';
 import type { SidecarMetrics } from '../metrics/metrics.js';
 import type { Logger } from '../../command/log.js';
-import { loadOrCreateSigningKey } from '../../ledger/keys.js';
+import { keyFromFlag, loadOrCreateSigningKey } from '../../ledger/keys.js';
 import { createAuditPipeline, type AuditPipeline } from './pipeline.js';
 
 /**
@@ -10,7 +10,7 @@ import { createAuditPipeline, type AuditPipeline } from './pipeline.js';
  */
 export async function openAudit(config: SidecarConfig, metrics: SidecarMetrics, log: Logger): Promise<AuditPipeline | null> {
   if (config.auditMode === 'off') return null;
-  const signingKey = await loadOrCreateSigningKey(config.keyFile);
+  const signingKey = await keyFromFlag('--key', config.keyFile, loadOrCreateSigningKey);
   if (signingKey.looseMode) log('warn', 'the signing key file is readable or writable by group or others: chmod 600 it', { key_file: config.keyFile });
   const audit = await createAuditPipeline({
     journalDir: config.journalDir,
@@ -22,6 +22,7 @@ export async function openAudit(config: SidecarConfig, metrics: SidecarMetrics, 
     retentionMs: config.journalRetentionMs === 0 ? undefined : config.journalRetentionMs,
     pruneOnlyShipped: config.collector !== undefined,
     service: config.service,
+    sealCrashFile: config.testSealCrashFile,
     metrics,
     log: ({ level, msg, ...fields }) => log((level as 'info' | 'warn' | 'error' | undefined) ?? 'info', String(msg ?? 'journal'), fields),
   });

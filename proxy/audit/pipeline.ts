@@ -30,6 +30,8 @@ export interface AuditPipelineOptions {
   maxBatchDelayMs?: number;
   /** Sealing workers; default one per spare core, at most 2. */
   poolThreads?: number;
+  /** Test-only: see SealPoolOptions.sealCrashFile. */
+  sealCrashFile?: string;
   /** Records handed over and not yet committed, at most; beyond, the full policy applies. Default MAX_PENDING_RECORDS. */
   maxPendingRecords?: number;
   /** Signs the journal's heads; default a key in memory only (tests, benchmarks). */
@@ -118,7 +120,7 @@ interface Stages {
 async function openStages(opts: AuditPipelineOptions, log: Log): Promise<Stages> {
   const { signingKey: signer, checkpointIntervalMs, journalLimitBytes: limitBytes, retentionMs, pruneOnlyShipped, metrics } = opts;
   const journal = Journal.open(opts.journalDir, { signer, checkpointIntervalMs, limitBytes, retentionMs, pruneOnlyShipped, metrics, log });
-  const pool = createSealPool({ threads: opts.poolThreads ?? defaultThreads() });
+  const pool = createSealPool({ threads: opts.poolThreads ?? defaultThreads(), sealCrashFile: opts.sealCrashFile });
   try {
     // Fails at boot, not at the first batch, if the worker cannot load; and takes the worker's
     // start-up (~0.3 s under tsx) off the first real batch's commit latency.

@@ -1,7 +1,7 @@
 import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
-import type { SealOutcome } from './workers/seal-batch.js';
+import type { SealOutcome, SealWorkerData } from './workers/seal-batch.js';
 
 /**
  * The hashing pool: piscina workers that seal batches (canonical bytes, leaf hashes, Merkle
@@ -31,6 +31,11 @@ export interface SealPool {
 
 export interface SealPoolOptions {
   threads: number;
+  /**
+   * Test-only fault injection (test/faults.test.ts): while this file exists, the first worker to
+   * delete it dies mid-batch, as a worker would on a crash. Undefined in production.
+   */
+  sealCrashFile?: string;
 }
 
 /**
@@ -91,6 +96,7 @@ export function encodeRecords<T>(records: readonly T[]): { bytes: Buffer; kept: 
 export function createSealPool(opts: SealPoolOptions): SealPool {
   const pool = new Piscina<ArrayBuffer, SealOutcome>({
     filename: workerFilename(),
+    workerData: { crashFile: opts.sealCrashFile } satisfies SealWorkerData,
     minThreads: opts.threads,
     maxThreads: opts.threads,
     // Workers stay up for the life of the sidecar: starting one costs tens of milliseconds.

@@ -8,6 +8,7 @@ import type { SidecarMetrics } from '../metrics/metrics.js';
 import type { AuditMode } from '../config.js';
 import type { Logger } from '../../command/log.js';
 import type { Route } from '../routing/route.js';
+import { peerHost } from '../routing/target.js';
 import { correlate, type Correlation } from '../correlation/correlate.js';
 import { peerOf } from '../../anomalies/peer-label.js';
 import { httpRequestRecord, roundMs } from '../audit/http-record.js';
@@ -61,6 +62,8 @@ interface Call {
   stream: ServerHttp2Stream;
   req?: ClientHttp2Stream;
   record: AuditRecord;
+  /** The :path as the client sent it. */
+  path: string;
   grpc: boolean;
   t0: number;
   requestCounter: ReturnType<typeof createGrpcMessageCounter>;
@@ -91,6 +94,7 @@ export function handleH2Stream(deps: H2Deps, stream: ServerHttp2Stream, headers:
     deps,
     stream,
     record: baseRecord(deps, stream, headers, route, correlation, grpc),
+    path,
     grpc,
     t0: performance.now(),
     requestCounter: createGrpcMessageCounter(),
@@ -278,7 +282,7 @@ function finish(call: Call): void {
   if (call.trailers !== undefined && call.trailers['grpc-status'] !== undefined) {
     record['rpc.grpc.status_code'] = Number(call.trailers['grpc-status']);
     const message = call.trailers['grpc-message'];
-    if (typeof message === 'string' && message !== '') record['rpc.grpc.status_message'] = decodeGrpcMessage(message);
+    if (typeof message === 'string' && message !== '') record['rpc.grpc.status_message'] = statusMessage(call, decodeGrpcMessage(message));
   }
   if (record['error.type'] === undefined && stream.rstCode !== undefined && stream.rstCode !== 0 && (call.req === undefined || !call.req.closed || call.req.rstCode === 0 || call.req.rstCode === undefined)) {
     // A client cancelling at its own deadline is a timeout, not a change of mind.
@@ -291,6 +295,13 @@ function finish(call: Call): void {
   if (call.grpc && stream.headersSent && record['rpc.grpc.status_code'] === undefined) record['error.type'] ??= 'incomplete';
   if (call.interims > 0) record['audit.interim_index'] = call.interims;
   deps.onExchange(call.grpc ? 'grpc' : 'h2', record, call.requestCounter.bytes, call.responseCounter.bytes, call.journal);
+}
+
+/** A status message as recorded: servers quote the method path (UNIMPLEMENTED), so it is quoted as recorded. */
+function statusMessage(call: Call, message: string): string {
+  const { path, query } = call.deps.redactor.target(call.path);
+  const quoted = message.includes(call.path) ? message.split(call.path).join(query === undefined ? path : `${path}?${query}`) : message;
+  return call.deps.redactor.text(quoted);
 }
 
 function decodeGrpcMessage(message: string): string {
@@ -324,7 +335,7 @@ function baseRecord(deps: H2Deps, stream: ServerHttp2Stream, headers: IncomingHt
       kind: grpc ? 'grpc' : 'http',
       direction: deps.direction,
       service: deps.service,
-      peer: peerOf(deps.direction, headers[CLIENT_SERVICE_HEADER], route?.host),
+      peer: peerOf(deps.direction, headers[CLIENT_SERVICE_HEADER], peerHost(route)),
       protocolVersion: '2',
       clientAddress: socket?.remoteAddress,
       clientPort: socket?.remotePort,
@@ -337,7 +348,8 @@ function baseRecord(deps: H2Deps, stream: ServerHttp2Stream, headers: IncomingHt
     },
     deps.redactor,
   );
-  const rpc = grpc ? parseGrpcPath(path) : null;
+  // From the path as recorded: a secret segment stays a fingerprint in the method name too.
+  const rpc = grpc ? parseGrpcPath(record['url.path']) : null;
   if (rpc !== null) {
     record['rpc.system'] = 'grpc';
     record['rpc.service'] = rpc.service.slice(0, 256);

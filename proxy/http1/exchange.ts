@@ -18,6 +18,7 @@ import { stripRequestHopHeaders } from './hop-headers.js';
 import { ProxyError, answerHeaders, rawAnswer, rescue } from '../errors.js';
 import type { ForwardOutcome, HttpForwarder, UpgradeOutcome } from './forwarder.js';
 import type { Route } from '../routing/route.js';
+import { peerHost } from '../routing/target.js';
 import type { UpstreamLimit } from './upstream-limit.js';
 
 /** Upgrades the sidecar relays (and records as sessions). Anything else, h2c above all, would tunnel past the audit. */
@@ -53,7 +54,7 @@ export interface ExchangeHandler {
 export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
   /** Rewrites the request for the upstream; returns the record as far as the request knows it. */
   function prepare(req: IncomingMessage, route: Route, correlation: Correlation): AuditRecord {
-    const peer = peerOf(deps.direction, req.headers[CLIENT_SERVICE_HEADER], route.host);
+    const peer = peerOf(deps.direction, req.headers[CLIENT_SERVICE_HEADER], peerHost(route));
     const record = baseRecord(deps, req, route, correlation, peer);
     const headers = stripRequestHopHeaders(req.headers);
     headers.traceparent = correlation.traceparent;
@@ -61,7 +62,7 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
     if (deps.direction === 'inbound') {
       // Forwarding claims from the caller are kept in the record, not trusted on the wire.
       const claimed = req.headers['x-forwarded-for'];
-      if (claimed !== undefined) record['audit.claimed.forwarded_for'] = String(claimed).slice(0, 256);
+      if (claimed !== undefined) record['audit.claimed.forwarded_for'] = deps.redactor.text(String(claimed)).slice(0, 256);
       headers['x-forwarded-for'] = req.socket.remoteAddress ?? '';
       headers['x-forwarded-proto'] = 'http';
       stripMeshHeaders(headers);

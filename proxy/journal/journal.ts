@@ -13,8 +13,9 @@ import { registerWriter, unregisterWriter, writerFor } from '../../ledger/journa
 import type { BatchReadOptions, RecordReadOptions } from '../../ledger/read-journal.js';
 import type { BatchHeader, JournalHead, JournalSnapshot, JournalStores } from '../../ledger/journal-layout.js';
 import { planCommit, type CommitPlan } from './plan-commit.js';
-import { applyPrune, planPrune, retentionClock, type PrunePlan } from './retention.js';
+import { applyPrune, planPressurePrune, planPrune, retentionClock, type PrunePlan } from './retention.js';
 import { createJournalSize, type JournalSize } from './journal-size.js';
+import { lockJournal, type ReleaseLock } from './journal-lock.js';
 
 /**
  * The LMDB journal, single writer. Batches commit strictly in the order they were sealed, a
@@ -153,9 +154,11 @@ export class Journal {
   #commitListeners = new Set<(head: JournalHead) => void>();
   #closing: Promise<void> | undefined;
   #closed = false;
+  #releaseLock: ReleaseLock;
 
-  private constructor(stores: JournalStores, realDir: string, opts: JournalOptions) {
+  private constructor(stores: JournalStores, realDir: string, releaseLock: ReleaseLock, opts: JournalOptions) {
     this.#stores = stores;
+    this.#releaseLock = releaseLock;
     this.#realDir = realDir;
     this.#opts = opts;
     this.#signer = opts.signer ?? ephemeralSigningKey();
@@ -168,7 +171,8 @@ export class Journal {
 
   /**
    * Opens (creating if absent) the journal in `dir` and starts a boot epoch: its link, chained to
-   * the last committed head, is committed at once. Throws AUDITMESH_JOURNAL_OPEN if it cannot open.
+   * the last committed head, is committed at once. Throws AUDITMESH_JOURNAL_OPEN if it cannot open,
+   * AUDITMESH_JOURNAL_LOCKED (naming the pid) if another process has it open for writing.
    */
   static open(dir: string, opts: JournalOptions = {}): Journal {
     let realDir: string;
@@ -180,14 +184,17 @@ export class Journal {
     }
     // lmdb-js#164: a second environment on the same files in one process misbehaves.
     if (writerFor(realDir) !== undefined) throw openError(`journal ${realDir} is already open in this process`);
+    // Before LMDB: a second writer process must not even open the environment for writing.
+    const releaseLock = lockJournal(realDir);
     let stores: JournalStores;
     try {
       stores = openJournalStores(open({ path: realDir, ...LMDB_WRITER_OPTIONS }));
     } catch (err) {
+      releaseLock();
       throw openError(`cannot open journal ${realDir}`, err);
     }
     registerWriter(realDir, stores);
-    const journal = new Journal(stores, realDir, opts);
+    const journal = new Journal(stores, realDir, releaseLock, opts);
     journal.#requestLink();
     return journal;
   }
@@ -278,8 +285,8 @@ export class Journal {
   }
 
   /**
-   * Upkeep, every maintenanceTickMs(checkpoint interval): plans a retention prune (it rides on the
-   * next commit), samples the size, and commits a signed checkpoint when the interval would
+   * Upkeep, every maintenanceTickMs(checkpoint interval): samples the size, plans a retention
+   * prune or, near the bound, a pressure prune of acknowledged links (it rides on the next commit), and commits a signed checkpoint when the interval would
    * otherwise pass without one, or a prune is due, or the journal is unwritable (the probe that
    * finds out it can be written again).
    */
@@ -296,8 +303,11 @@ export class Journal {
       );
     }
     const through = pruneOnlyShipped === true ? this.#shipped : Number.POSITIVE_INFINITY;
-    if (retentionMs !== undefined && this.#prune === null) this.#prune = planPrune(this.#stores, nowUnixMs - retentionMs, PRUNE_MAX_RECORDS_PER_COMMIT, through);
     this.#size.sample(true);
+    if (retentionMs !== undefined && this.#prune === null) this.#prune = planPrune(this.#stores, nowUnixMs - retentionMs, PRUNE_MAX_RECORDS_PER_COMMIT, through);
+    // Only with a collector: without one nothing is acknowledged, and the journal is the only copy.
+    const { limitBytes } = this.#opts;
+    if (pruneOnlyShipped === true && limitBytes !== undefined && this.#prune === null) this.#prune = planPressurePrune(this.#stores, this.#size.usedBytes, limitBytes, this.#shipped, PRUNE_MAX_RECORDS_PER_COMMIT);
     const now = performance.now();
     const dueMs = this.#checkpointIntervalMs - maintenanceTickMs(this.#checkpointIntervalMs);
     if (!this.#writable || this.#prune !== null || now - this.#lastSignedAtMs >= dueMs) this.#requestLink();
@@ -338,6 +348,7 @@ export class Journal {
       await this.#stores.env.close();
       this.#closed = true;
       unregisterWriter(this.#realDir);
+      this.#releaseLock();
     })();
     return this.#closing;
   }
@@ -464,7 +475,8 @@ export class Journal {
     if (prune !== null && prune === this.#prune) {
       this.#prune = null;
       metrics?.journalPrunedRecords.inc(prune.records);
-      log?.({ level: 'info', msg: 'journal pruned by retention', records: prune.records, through_batch: prune.mark.last_batch, through_seq: prune.mark.last_seq });
+      const msg = prune.cause === 'retention' ? 'journal pruned by retention' : 'journal near its bound: pruned the oldest acknowledged records';
+      log?.({ level: 'info', msg, records: prune.records, through_batch: prune.mark.last_batch, through_seq: prune.mark.last_seq, used_bytes: this.#size.usedBytes });
       this.#size.sample(true);
     } else {
       this.#size.sample(false);

@@ -8,6 +8,7 @@ import type { BatchHeader, JournalStores, PrunedMark } from '../../ledger/journa
  * What the journal may drop and how big it is. A link is prunable once it is older than the
  * retention period and, when a collector is configured, once the collector has acknowledged it:
  * an unacknowledged link is never pruned by age (the journal bound still protects the disk).
+ * Near the bound, acknowledged links are pruned whatever their age (planPressurePrune).
  */
 
 /**
@@ -47,6 +48,32 @@ export interface PrunePlan {
   headers: BatchHeader[];
   records: number;
   mark: PrunedMark;
+  /** retention: past the retention period; pressure: acknowledged and the journal near its bound. */
+  cause: 'retention' | 'pressure';
+}
+
+/**
+ * Room made before the bound: at PRESSURE_HIGH_WATER of the limit the oldest acknowledged links
+ * are pruned whatever their age, about enough to come back to PRESSURE_LOW_WATER. A busy sidecar
+ * with a working collector then never meets its bound; one whose collector is away still does,
+ * and the --on-journal-full policy applies, since unacknowledged links are never pruned.
+ */
+export const PRESSURE_HIGH_WATER = 0.9;
+export const PRESSURE_LOW_WATER = 0.8;
+
+/**
+ * The pressure prune due now: null below PRESSURE_HIGH_WATER of `limitBytes`, or when nothing
+ * through `shippedBatch` (the collector's acknowledged cursor) is left to prune. The record count
+ * comes from the average record's share of the pages in use, at most `maxRecords`.
+ */
+export function planPressurePrune(stores: JournalStores, used: number, limitBytes: number, shippedBatch: number, maxRecords: number): PrunePlan | null {
+  if (used < limitBytes * PRESSURE_HIGH_WATER || shippedBatch < 1) return null;
+  const count = (stores.records.getStats() as { entryCount: number }).entryCount;
+  if (count === 0) return null;
+  const excessBytes = used - limitBytes * PRESSURE_LOW_WATER;
+  const wanted = Math.min(maxRecords, Math.max(1, Math.ceil(excessBytes / (used / count))));
+  const plan = planPrune(stores, Number.POSITIVE_INFINITY, wanted, shippedBatch);
+  return plan === null ? null : { ...plan, cause: 'pressure' };
 }
 
 /**
@@ -69,7 +96,7 @@ export function planPrune(stores: JournalStores, cutoffUnixMs: number, maxRecord
   // `last` (if still set) is the newest link of the journal: it stays.
   if (headers.length === 0) return null;
   const end = headers[headers.length - 1];
-  return { headers, records, mark: { last_batch: end.batch, last_seq: end.first_seq + end.count - 1, head: end.head, sealed_unix_ms: end.sealed_unix_ms } };
+  return { headers, records, mark: { last_batch: end.batch, last_seq: end.first_seq + end.count - 1, head: end.head, sealed_unix_ms: end.sealed_unix_ms }, cause: 'retention' };
 }
 
 /** Deletes a planned prune's links and records; call inside the write transaction. */

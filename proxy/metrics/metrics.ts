@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { createRegistry } from '../../command/metrics-registry.js';
+import { ANOMALY_KINDS, DIRECTIONS, GAP_REASONS, initialiseLabels, initialiseSessions, REFUSAL_CODES, UNRECORDED_REASONS } from './label-values.js';
 
 /**
  * Every metric the sidecar exposes, defined once. Labels are bounded by construction: the
@@ -74,11 +75,31 @@ export function createSidecarMetrics(opts: { perRequest?: boolean; service?: str
     registers: [registry],
   });
   // Both outcomes exist from the start, so rate() and alerts see a 0 rather than no series.
-  for (const result of ['written', 'failed']) journalRecords.inc({ result }, 0);
+  initialiseLabels(journalRecords, 'result', ['written', 'failed']);
+  const journalUnrecorded = new Counter({
+    name: 'auditmesh_journal_unrecorded_total',
+    help: 'Exchanges whose audit record could not be written, by reason',
+    labelNames: ['reason'],
+    registers: [registry],
+  });
+  initialiseLabels(journalUnrecorded, 'reason', UNRECORDED_REASONS);
+  const anomalies = new Counter({
+    name: 'auditmesh_anomalies_total',
+    help: 'Anomalies raised (rate_spike, error_spike, first_seen_peer, first_seen_method)',
+    labelNames: ['kind'],
+    registers: [registry],
+  });
+  initialiseLabels(anomalies, 'kind', ANOMALY_KINDS);
+  const sessions = createSessionMetrics(registry);
+  initialiseSessions([sessions.connections, sessions.connectionsOpened, sessions.connectionsClosed]);
+  const tcp = createTcpMetrics(registry);
+  for (const m of [tcp.tcpOpened, tcp.tcpClosed, tcp.tcpActive]) initialiseLabels(m, 'direction', DIRECTIONS);
   return {
     registry,
     perRequest: opts.perRequest ?? true,
     journalRecords,
+    journalUnrecorded,
+    anomalies,
     requests: new Counter({
       name: 'auditmesh_requests_total',
       help: 'Exchanges proxied, by direction, protocol, method, status class, gRPC status and peer service',
@@ -98,33 +119,15 @@ export function createSidecarMetrics(opts: { perRequest?: boolean; service?: str
       labelNames: ['direction', 'way'],
       registers: [registry],
     }),
-    connections: new Gauge({
-      name: 'auditmesh_connections_active',
-      help: 'Open tunnels, WebSocket sessions and opaque TCP connections',
-      labelNames: ['direction', 'kind'],
-      registers: [registry],
-    }),
     journalCommitDuration: new Histogram({
       name: 'auditmesh_journal_commit_duration_seconds',
       help: 'Time from a batch being sealed to its journal commit',
       buckets: COMMIT_BUCKETS_S,
       registers: [registry],
     }),
-    journalUnrecorded: new Counter({
-      name: 'auditmesh_journal_unrecorded_total',
-      help: 'Exchanges whose audit record could not be written, by reason',
-      labelNames: ['reason'],
-      registers: [registry],
-    }),
     poolQueue: new Gauge({
       name: 'auditmesh_pool_queue_length',
       help: 'Batches waiting for a worker of the hashing pool',
-      registers: [registry],
-    }),
-    anomalies: new Counter({
-      name: 'auditmesh_anomalies_total',
-      help: 'Anomalies raised (rate_spike, error_spike, first_seen_peer, first_seen_method)',
-      labelNames: ['kind'],
       registers: [registry],
     }),
     anomalyActive: new Gauge({
@@ -140,19 +143,8 @@ export function createSidecarMetrics(opts: { perRequest?: boolean; service?: str
       buckets: OVERHEAD_BUCKETS_S,
       registers: [registry],
     }),
-    connectionsOpened: new Counter({
-      name: 'auditmesh_connections_opened_total',
-      help: 'Tunnels, WebSocket sessions and opaque TCP connections opened',
-      labelNames: ['direction', 'kind'],
-      registers: [registry],
-    }),
-    connectionsClosed: new Counter({
-      name: 'auditmesh_connections_closed_total',
-      help: 'Tunnels, WebSocket sessions and opaque TCP connections closed',
-      labelNames: ['direction', 'kind'],
-      registers: [registry],
-    }),
-    ...createTcpMetrics(registry),
+    ...sessions,
+    ...tcp,
     batcherPending: new Gauge({
       name: 'auditmesh_batcher_pending_records',
       help: 'Records handed over but not yet committed to the journal',
@@ -183,15 +175,17 @@ function createShipperMetrics(registry: Registry): ShipperMetrics {
       this.set((probe?.() ?? none).lagSeconds);
     },
   });
+  const batchesRefused = new Counter({
+    name: 'auditmesh_shipper_batches_refused_total',
+    help: 'Segments the collector refused, by refusal code (gap, fork, bad-signature, unauthenticated, ...; other for a code this build does not know)',
+    labelNames: ['code'],
+    registers: [registry],
+  });
+  initialiseLabels(batchesRefused, 'code', [...REFUSAL_CODES, 'other']);
   return {
+    batchesRefused,
     batchesShipped: new Counter({ name: 'auditmesh_shipper_batches_shipped_total', help: 'Journal links (batches) the collector acknowledged', registers: [registry] }),
     recordsShipped: new Counter({ name: 'auditmesh_shipper_records_shipped_total', help: 'Audit records the collector acknowledged', registers: [registry] }),
-    batchesRefused: new Counter({
-      name: 'auditmesh_shipper_batches_refused_total',
-      help: 'Segments the collector refused, by refusal code (gap, fork, bad-signature, unauthenticated, ...)',
-      labelNames: ['code'],
-      registers: [registry],
-    }),
     batchesLost: new Counter({
       name: 'auditmesh_shipper_batches_lost_total',
       help: 'Links the collector no longer holds and the journal no longer retains: they will never reach it',
@@ -200,6 +194,16 @@ function createShipperMetrics(registry: Registry): ShipperMetrics {
     connected: new Gauge({ name: 'auditmesh_shipper_connected', help: '1 while a sync stream to the collector is open and welcomed', registers: [registry] }),
     reconnects: new Counter({ name: 'auditmesh_shipper_reconnects_total', help: 'Sync streams opened again after the previous one ended or failed', registers: [registry] }),
     setBacklogProbe: (next) => void (probe = next),
+  };
+}
+
+/** Relayed sessions: WebSocket, CONNECT tunnels, opaque TCP. */
+function createSessionMetrics(registry: Registry) {
+  const labelNames = ['direction', 'kind'] as const;
+  return {
+    connections: new Gauge({ name: 'auditmesh_connections_active', help: 'Open tunnels, WebSocket sessions and opaque TCP connections', labelNames, registers: [registry] }),
+    connectionsOpened: new Counter({ name: 'auditmesh_connections_opened_total', help: 'Tunnels, WebSocket sessions and opaque TCP connections opened', labelNames, registers: [registry] }),
+    connectionsClosed: new Counter({ name: 'auditmesh_connections_closed_total', help: 'Tunnels, WebSocket sessions and opaque TCP connections closed', labelNames, registers: [registry] }),
   };
 }
 
@@ -215,6 +219,11 @@ function createTcpMetrics(registry: Registry) {
 
 /** The journal's bound and what happens at it (--journal-limit-bytes, --on-journal-full). */
 function createJournalBoundMetrics(registry: Registry) {
+  const gapCounter = (name: string, help: string): Counter<'reason'> => {
+    const counter = new Counter({ name, help, labelNames: ['reason'], registers: [registry] });
+    initialiseLabels(counter, 'reason', GAP_REASONS);
+    return counter;
+  };
   return {
     journalBytes: new Gauge({ name: 'auditmesh_journal_bytes', help: 'Bytes of LMDB pages the journal has in use', registers: [registry] }),
     journalLimitBytes: new Gauge({ name: 'auditmesh_journal_limit_bytes', help: 'The journal bound (--journal-limit-bytes); 0 for none', registers: [registry] }),
@@ -225,18 +234,8 @@ function createJournalBoundMetrics(registry: Registry) {
       help: 'Requests answered 503 because the journal was full or unwritable (--on-journal-full reject)',
       registers: [registry],
     }),
-    journalGapRecords: new Counter({
-      name: 'auditmesh_journal_gap_records_total',
-      help: 'Signed gap records written, by reason',
-      labelNames: ['reason'],
-      registers: [registry],
-    }),
-    journalGapExchanges: new Counter({
-      name: 'auditmesh_journal_gap_exchanges_total',
-      help: 'Exchanges that went through without a record of their own, covered by a gap record, by reason',
-      labelNames: ['reason'],
-      registers: [registry],
-    }),
+    journalGapRecords: gapCounter('auditmesh_journal_gap_records_total', 'Signed gap records written, by reason'),
+    journalGapExchanges: gapCounter('auditmesh_journal_gap_exchanges_total', 'Exchanges that went through without a record of their own, covered by a gap record, by reason'),
   };
 }
 

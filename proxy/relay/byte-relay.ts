@@ -29,6 +29,10 @@ export interface RelayOptions {
 /**
  * Relays a client socket to an upstream byte for byte, with backpressure both ways, counting
  * bytes and reporting once how it ended. Used by CONNECT tunnels and opaque TCP alike.
+ *
+ * Each direction ends on its own: a peer that ends its sending side (FIN) passes the FIN on and
+ * still gets what the other side sends back. The connection is over once both directions have
+ * ended, on an error, or when either socket sits idle past the idle timeout.
  */
 export function relayBytes(client: net.Socket, target: UpstreamTarget, opts: RelayOptions, done: (outcome: RelayOutcome) => void): void {
   const t0 = performance.now();
@@ -40,7 +44,9 @@ export function relayBytes(client: net.Socket, target: UpstreamTarget, opts: Rel
     clearTimeout(connectTimer);
     done(outcome);
   };
-  const upstream = net.connect({ host: target.host, port: target.port });
+  // Read when the client's FIN is emitted: the listener's sockets would otherwise end both ways.
+  client.allowHalfOpen = true;
+  const upstream = net.connect({ host: target.host, port: target.port, allowHalfOpen: true });
   const connectTimer = setTimeout(() => upstream.destroy(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' })), opts.connectTimeoutMs);
   client.on('error', () => {});
   client.setTimeout(opts.idleTimeoutMs, () => client.destroy());
@@ -53,6 +59,7 @@ export function relayBytes(client: net.Socket, target: UpstreamTarget, opts: Rel
     if (opts.head !== undefined && opts.head.length > 0) upstream.write(opts.head);
     client.on('data', (c: Buffer) => (outcome.bytesIn += c.length));
     upstream.on('data', (c: Buffer) => (outcome.bytesOut += c.length));
+    // pipe() ends the destination when its source ends: each FIN is passed on, one way at a time.
     client.pipe(upstream);
     upstream.pipe(client);
     client.resume();
@@ -70,9 +77,19 @@ export function relayBytes(client: net.Socket, target: UpstreamTarget, opts: Rel
     }
     end();
   });
+  // A side that closes before both of its directions ended was destroyed (error, idle timeout):
+  // the other side goes with it. A side that closes whole has passed its FIN on already.
   upstream.on('close', () => {
-    client.end();
+    if (!closedWhole(upstream)) client.destroy();
+    else client.end();
     end();
   });
-  client.on('close', () => upstream.destroy());
+  client.on('close', () => {
+    if (!closedWhole(client)) upstream.destroy();
+  });
+}
+
+/** True when a socket closed after both of its directions ended, not by being destroyed midway. */
+function closedWhole(socket: net.Socket): boolean {
+  return socket.readableEnded && socket.writableFinished;
 }

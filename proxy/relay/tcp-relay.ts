@@ -1,6 +1,7 @@
 import type net from 'node:net';
 import type { AuditRecord, Direction } from '../../ledger/record.js';
 import type { Route } from '../routing/route.js';
+import { peerHost } from '../routing/target.js';
 import { serviceOfHost } from '../../anomalies/peer-label.js';
 import { relayBytes } from './byte-relay.js';
 import { completeOpaqueRecord } from './opaque-record.js';
@@ -24,7 +25,7 @@ export function relayOpaque(deps: OpaqueDeps, socket: net.Socket, sni: string | 
     'audit.phase': 'final',
     'audit.direction': deps.direction,
     'audit.service': deps.service,
-    'peer.service': deps.direction === 'outbound' && routed !== null ? (serviceOfHost(routed.host) ?? 'unknown') : 'unknown',
+    'peer.service': deps.direction === 'outbound' ? (serviceOfHost(peerHost(routed) ?? '') ?? 'unknown') : 'unknown',
     'audit.start_unix_ms': Date.now(),
     'network.protocol.name': sni !== null ? 'tls' : 'tcp',
     'client.address': socket.remoteAddress ?? '',
@@ -38,6 +39,7 @@ export function relayOpaque(deps: OpaqueDeps, socket: net.Socket, sni: string | 
   }
   record['server.address'] = routed.host;
   record['server.port'] = routed.port;
+  if (routed.claimed !== undefined) record['audit.claimed.server'] = routed.claimed.authority;
   relayBytes(socket, routed.target, { connectTimeoutMs: deps.connectTimeoutMs, idleTimeoutMs: deps.idleTimeoutMs }, (outcome) => {
     if (outcome.rescue !== undefined) socket.destroy();
     deps.onRecord(completeOpaqueRecord(record, t0, outcome));

@@ -8,8 +8,18 @@ export interface UpstreamTarget {
 export interface Route {
   /** Where the request is sent. */
   target: UpstreamTarget;
-  /** The host and port the client asked for (they differ from target when a static resolve entry applies). */
+  /**
+   * What the record names as the server: on a redirected connection the original destination
+   * (where the bytes went); otherwise the host and port the client asked for (they differ from
+   * target when a static resolve entry applies).
+   */
   host: string;
   port: number;
   path: string;
+  /**
+   * On a redirected connection, the destination the client named (Host, `:authority` or SNI)
+   * when it is not the original destination: a claim, recorded beside the address. `host` is
+   * null when the claim does not parse as `host[:port]`.
+   */
+  claimed?: { authority: string; host: string | null };
 }

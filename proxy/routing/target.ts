@@ -1,6 +1,9 @@
 import type { IncomingMessage } from 'node:http';
 import type { Route, UpstreamTarget } from './route.js';
 
+/** Longest claimed authority a record keeps. */
+const MAX_CLAIMED_AUTHORITY_CHARS = 256;
+
 /** Static name → address entries (`--resolve inventory:80=127.0.0.1:8081`), for local runs without DNS. */
 export type ResolveTable = ReadonlyMap<string, UpstreamTarget>;
 
@@ -41,14 +44,28 @@ export function routeOutbound(req: IncomingMessage, resolve: ResolveTable = new 
 /**
  * Routes by an authority (`Host` header, HTTP/2 `:authority`, a TLS server name): where the
  * client asked to go, through the static resolve table when it has an entry. Null when malformed.
- * A redirected connection goes to its original destination whatever the authority says; the
- * authority still names the peer.
+ * A redirected connection goes to its original destination whatever the authority says, and the
+ * record names that destination; the authority is kept as a claim and still names the peer.
  */
 export function routeByAuthority(authority: string | undefined, path: string, resolve: ResolveTable, defaultPort = 80, redirected: UpstreamTarget | null = null): Route | null {
   const asked = parseAuthority(authority, defaultPort);
-  if (redirected !== null) return { target: redirected, host: asked?.host ?? redirected.host, port: redirected.port, path };
+  if (redirected !== null) {
+    const route: Route = { target: redirected, host: redirected.host, port: redirected.port, path };
+    const same = asked !== null && asked.host === redirected.host && asked.port === redirected.port;
+    if (authority !== undefined && authority !== '' && !same) route.claimed = { authority: authority.slice(0, MAX_CLAIMED_AUTHORITY_CHARS), host: asked?.host ?? null };
+    return route;
+  }
   if (asked === null) return null;
   return { target: resolve.get(`${asked.host}:${asked.port}`) ?? asked, host: asked.host, port: asked.port, path };
+}
+
+/**
+ * The host name that names the peer service: the name the client asked for (claimed, as the
+ * inbound caller's service is, until identities are proven), else the server address.
+ */
+export function peerHost(route: Route | null): string | undefined {
+  if (route === null) return undefined;
+  return route.claimed === undefined ? route.host : (route.claimed.host ?? route.host);
 }
 
 /** Parses `--resolve` entries `name:port=host:port`; throws naming the bad entry. */

@@ -21,7 +21,9 @@ export async function openShipper(config: SidecarConfig, audit: AuditPipeline | 
   log('info', 'shipper started', { collector: config.collector, sidecar_id: config.sidecarId, window_segments: ship.windowSegments, window_bytes: ship.windowBytes });
   return startShipper({
     target: config.collector,
-    tokenFile: config.collectorTokenFile,
+    // The projected ServiceAccount token in Kubernetes; the shared token for local runs.
+    tokenFile: config.identityTokenFile ?? config.collectorTokenFile,
+    tokenFlag: config.identityTokenFile !== undefined ? '--identity-token-file' : '--collector-token-file',
     sidecarId: config.sidecarId,
     service: config.service,
     journal: audit.journal,

@@ -6,6 +6,7 @@ import type { BatchHeader, JournalSnapshot } from '../../ledger/journal-layout.j
 import type { ShipperBacklog, ShipperMetrics } from '../metrics/metrics.js';
 import type { Logger } from '../../command/log.js';
 import { VERSION } from '../../command/version.js';
+import { REFUSAL_CODES as KNOWN_REFUSAL_CODES } from '../metrics/label-values.js';
 import type { Hello, Welcome } from '../../wire/sync-wire.js';
 import { readSegment, type SegmentLimits } from './read-segment.js';
 import { runSyncSession, type SessionOutcome, type SessionTimeouts, type SessionWindow } from './sync-session.js';
@@ -22,8 +23,10 @@ import { h2Preflight } from './h2-preflight.js';
 export interface ShipperOptions {
   /** HOST:PORT of the collector. */
   target: string;
-  /** Read at every connection attempt (a rotated Secret is picked up), trimmed. */
+  /** Read at every connection attempt (a rotated Secret or projected token is picked up), trimmed. */
   tokenFile: string | undefined;
+  /** The flag it came from, for errors. */
+  tokenFlag?: string;
   sidecarId: string;
   service: string;
   journal: Journal;
@@ -43,7 +46,7 @@ export interface Shipper {
 }
 
 /** Refusal codes of sync.proto; anything else is counted as `other` (labels stay bounded). */
-const REFUSAL_CODES = new Set(['unauthenticated', 'key-mismatch', 'bad-root', 'bad-chain', 'bad-signature', 'gap', 'fork', 'malformed']);
+const REFUSAL_CODES = new Set<string>(KNOWN_REFUSAL_CODES);
 
 export function startShipper(opts: ShipperOptions): Shipper {
   const { journal, metrics, log } = opts;
@@ -138,7 +141,7 @@ export function startShipper(opts: ShipperOptions): Shipper {
     for (;;) {
       let outcome: SessionOutcome;
       try {
-        outcome = await session(await readToken(opts.tokenFile));
+        outcome = await session(await readToken(opts.tokenFile, opts.tokenFlag ?? '--collector-token-file'));
       } catch (err) {
         outcome = { welcomed: false, kind: 'failed', reason: (err as Error).message };
       }
@@ -163,15 +166,15 @@ export function startShipper(opts: ShipperOptions): Shipper {
   };
 }
 
-async function readToken(file: string | undefined): Promise<string | undefined> {
+async function readToken(file: string | undefined, flag: string): Promise<string | undefined> {
   if (file === undefined) return undefined;
   let token: string;
   try {
     token = (await readFile(file, 'utf8')).trim();
   } catch (err) {
-    throw new Error(`cannot read --collector-token-file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw new Error(`cannot read ${flag} ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
-  if (token === '') throw new Error(`--collector-token-file ${file} is empty`);
+  if (token === '') throw new Error(`${flag} ${file} is empty`);
   return token;
 }
 

@@ -48,9 +48,9 @@ export function startCli(t: ExecutionContext, args: string[]): Running {
   return startProcess(t, process.execPath, ['--import=tsx', CLI_FROM_SOURCE, ...args]);
 }
 
-/** Starts any command in the background, from the repository root; killed when the test ends. */
-export function startProcess(t: ExecutionContext, command: string, args: string[], env: NodeJS.ProcessEnv = process.env): Running {
-  const child = spawn(command, args, { cwd: ROOT, env });
+/** Starts any command in the background, from the repository root (or `cwd`); killed when the test ends. */
+export function startProcess(t: ExecutionContext, command: string, args: string[], env: NodeJS.ProcessEnv = process.env, cwd = ROOT): Running {
+  const child = spawn(command, args, { cwd, env });
   t.teardown(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   });

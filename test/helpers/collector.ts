@@ -10,6 +10,7 @@ import { BATCHES_DB } from '../../control/collector/store/store-layout.js';
 import { CollectorClient, type CollectorMessage, type Hello, type Segment, type SyncClientStream, type WireLink } from '../../wire/sync-wire.js';
 import { GENESIS_HEAD, signHello } from '../../ledger/chain.js';
 import type { SigningKey } from '../../ledger/keys.js';
+import type { Logger } from '../../command/log.js';
 import { withSnapshot, headerEntries, recordEntries } from '../../ledger/read-journal.js';
 import { tempDir } from './sidecar.js';
 
@@ -25,6 +26,8 @@ export interface TestCollector extends Collector {
 export interface TestCollectorOptions extends Partial<CollectorConfig> {
   /** A token to accept (default: a random one); null: start --insecure, no token checked. */
   token?: string | null;
+  /** Where the collector's log lines go (default: nowhere). */
+  log?: Logger;
 }
 
 /**
@@ -40,9 +43,9 @@ export async function startTestCollector(t: ExecutionContext, opts: TestCollecto
     tokenFile = join(dir, 'tokens');
     await writeFile(tokenFile, `# test tokens\n${token}\n`, { mode: 0o600 });
   }
-  const { token: _, ...config } = opts;
+  const { token: _, log, ...config } = opts;
   const storeDir = opts.storeDir ?? join(dir, 'store');
-  const collector = await createCollector({ grpcPort: 0, httpPort: 0, bind: '127.0.0.1', storeDir, insecure: token === null, ...(tokenFile === null ? {} : { tokenFile }), ...config });
+  const collector = await createCollector({ grpcPort: 0, httpPort: 0, bind: '127.0.0.1', storeDir, insecure: token === null, ...(tokenFile === null ? {} : { tokenFile }), ...config }, log);
   t.teardown(() => collector.close());
   return Object.assign(collector, { storeDir, token, tokenFile });
 }

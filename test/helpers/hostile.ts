@@ -20,6 +20,20 @@ import { verifyDir } from './journal.js';
  */
 export const SECRET = 'hostile-s3cr3t-7c41d9';
 
+/**
+ * Secrets a hostile request carries in its URL, where only issue 30's rules catch them: a path
+ * segment shaped like a token and userinfo. Checked by assertSound like SECRET.
+ */
+export const HOSTILE_URL_SECRETS = ['7kQ2mZ9xR4tB8wN3pL6vC1jH5dF0gS2y', 'hostile-userinfo-pw-91e3'] as const;
+
+/** Request targets carrying every planted secret at once, by name, by shape and as userinfo. */
+export const SECRET_PATHS = {
+  /** Origin-form: SECRET by name (a presigned URL's signature), the token-shaped one as a path segment. */
+  origin: `/files/${HOSTILE_URL_SECRETS[0]}/get?X-Amz-Signature=${SECRET}&client_secret=${SECRET}`,
+  /** Absolute-form with userinfo: unroutable, still recorded. */
+  absolute: (port: number) => `http://admin:${HOSTILE_URL_SECRETS[1]}@127.0.0.1:${port}/x?session_id=${SECRET}`,
+} as const;
+
 /** Credentials carrying SECRET, for the hostile request's headers. */
 export const SECRET_HEADERS = { authorization: `Bearer ${SECRET}`, cookie: `sid=${SECRET}` } as const;
 
@@ -107,13 +121,23 @@ export async function assertSound(t: ExecutionContext, h: Hostile): Promise<void
 export async function assertJournalSound(t: ExecutionContext, journalDir: string, texts: Record<string, string>): Promise<void> {
   const report = await verifyDir(journalDir);
   t.true(report.ok, `journal does not verify: ${report.failure?.problem}`);
+  t.deepEqual(await leaksOf([SECRET, ...HOSTILE_URL_SECRETS], [journalDir], texts), [], 'the planted secret appears in clear');
+}
+
+/**
+ * Where any of `secrets` appears in clear: the raw bytes of every file under `dirs` (as sent,
+ * URL-encoded, UTF-16) and the texts given (logs, metrics, tail, query output), named by key.
+ */
+export async function leaksOf(secrets: readonly string[], dirs: readonly string[], texts: Record<string, string>): Promise<string[]> {
   const leaks: string[] = [];
-  for (const file of await filesUnder(journalDir)) {
-    const bytes = await readFile(file);
-    if (secretForms(SECRET).some((form) => bytes.includes(form))) leaks.push(file);
+  for (const dir of dirs) {
+    for (const file of await filesUnder(dir)) {
+      const bytes = await readFile(file);
+      for (const secret of secrets) if (secretForms(secret).some((form) => bytes.includes(form))) leaks.push(`${secret} in ${file}`);
+    }
   }
-  for (const [name, text] of Object.entries(texts)) if (text.includes(SECRET)) leaks.push(name);
-  t.deepEqual(leaks, [], 'the planted secret appears in clear');
+  for (const [name, text] of Object.entries(texts)) for (const secret of secrets) if (secretForms(secret).some((form) => text.includes(form.toString()))) leaks.push(`${secret} in ${name}`);
+  return leaks;
 }
 
 /** The first record matching pred, from the live tail. */

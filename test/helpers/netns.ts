@@ -99,14 +99,17 @@ export function startIn(t: ExecutionContext, ns: string, uid: number | null, arg
   return startProcess(t, 'ip', ['netns', 'exec', ns, ...asUser, ...argv], { ...base, ...env });
 }
 
+/** One request from an agent: `proxy` (`host:port`) sends it there in absolute-form, as through HTTP_PROXY. */
+export type Agent = (url: string, host?: string, proxy?: string) => Promise<{ status?: number; body?: string; error?: string }>;
+
 /** An HTTP client living in a namespace (test/fixtures/netns/http-agent.mjs): one process, many requests. */
-export async function startAgent(t: ExecutionContext, ns: string, uid: number | null): Promise<(url: string, host?: string) => Promise<{ status?: number; body?: string; error?: string }>> {
+export async function startAgent(t: ExecutionContext, ns: string, uid: number | null): Promise<Agent> {
   const agent = startIn(t, ns, uid, [process.execPath, 'test/fixtures/netns/http-agent.mjs']);
   await agent.waitFor(/agent ready/, 45_000);
   let next = 0;
-  return async (url, host) => {
+  return async (url, host, proxy) => {
     const id = ++next;
-    agent.child.stdin!.write(JSON.stringify({ id, url, host }) + '\n');
+    agent.child.stdin!.write(JSON.stringify({ id, url, host, proxy }) + '\n');
     const m = await agent.waitFor(new RegExp(`^\\{"id":${id},.*\\}$`, 'm'), 10_000);
     return JSON.parse(m[0]) as { status?: number; body?: string; error?: string };
   };

@@ -1,5 +1,7 @@
-import http from 'node:http';
-import { serveEventStream, serveMetrics, text } from '../../../command/admin-server.js';
+import type http from 'node:http';
+import { serveMetrics } from '../../../command/admin-server.js';
+import { createPlainServer, text } from '../../../proxy/metrics/plain-http.js';
+import { createTailStreams, DEFAULT_MAX_TAIL_SUBSCRIBERS, type TailStreams } from '../../../proxy/metrics/tail-streams.js';
 import type { CollectorMetrics } from '../collector-metrics.js';
 import type { CollectorStore } from '../collector-store.js';
 import type { FleetAnomaly } from './fleet-alerts.js';
@@ -12,7 +14,8 @@ import type { SidecarStatus } from './sidecar-status.js';
  * The collector's HTTP API (README.md, The collector): /v1/records (NDJSON, newest first), /v1/tail
  * (server-sent events, one record each, as stored), /v1/sidecars (JSON), /v1/anomalies (JSON:
  * fleet-wide spikes active and the latest raised), /metrics, /livez, /readyz. Read-only:
- * nothing here changes the store.
+ * nothing here changes the store. No request stops it: malformed targets and parameters get a
+ * 4xx (plain-http.ts), live tails are capped (tail-streams.ts).
  */
 
 export interface HttpApiDeps {
@@ -24,19 +27,21 @@ export interface HttpApiDeps {
   ready(): { ok: boolean; reason?: string };
   /** Fleet-wide anomalies: spikes active now, and the latest raised. */
   anomalies(): { active: FleetAnomaly[]; recent: FleetAnomaly[] };
+  /** /v1/tail subscribers at once (--max-tail-subscribers); default DEFAULT_MAX_TAIL_SUBSCRIBERS. */
+  maxTailSubscribers?: number;
 }
 
 const ROUTES = '/v1/records, /v1/tail, /v1/sidecars, /v1/anomalies, /metrics, /livez, /readyz';
 
 export function createHttpApi(deps: HttpApiDeps): http.Server {
-  const server = http.createServer((req, res) => {
-    const url = new URL(req.url ?? '/', 'http://collector');
+  const tails = createTailStreams(deps.metrics.registry, 'auditmesh_collector', { maxSubscribers: deps.maxTailSubscribers ?? DEFAULT_MAX_TAIL_SUBSCRIBERS });
+  return createPlainServer((req, res, url) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') return text(res, 405, 'method not allowed\n');
     switch (url.pathname) {
       case '/v1/records':
-        return void records(deps, url.searchParams, res);
+        return records(deps, url.searchParams, res);
       case '/v1/tail':
-        return tail(deps, res);
+        return tail(deps, tails, res);
       case '/v1/sidecars':
         res.writeHead(200, { 'content-type': 'application/json' });
         return void res.end(JSON.stringify(deps.sidecars()) + '\n');
@@ -55,8 +60,6 @@ export function createHttpApi(deps: HttpApiDeps): http.Server {
         return text(res, 404, `not found: try ${ROUTES}\n`);
     }
   });
-  server.on('clientError', (_err, socket) => socket.destroy());
-  return server;
 }
 
 async function records(deps: HttpApiDeps, params: URLSearchParams, res: http.ServerResponse): Promise<void> {
@@ -101,8 +104,8 @@ function drainedOrClosed(res: http.ServerResponse): Promise<void> {
   });
 }
 
-function tail(deps: HttpApiDeps, res: http.ServerResponse): void {
-  serveEventStream(res, (send) =>
+function tail(deps: HttpApiDeps, tails: TailStreams, res: http.ServerResponse): void {
+  tails.serve(res, (send) =>
     deps.subscribe((run) => {
       for (const b of run.batches) {
         const blob = new BatchBlob(b.blob);

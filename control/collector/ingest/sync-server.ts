@@ -6,7 +6,8 @@ import type { CollectorMetrics } from '../collector-metrics.js';
 import type { CollectorStore } from '../collector-store.js';
 import type { Ingest, RetainedStart } from './ingest.js';
 import type { SidecarChain } from './sidecar-chain.js';
-import type { TokenCheck } from './token-auth.js';
+import type { WorkloadIdentity } from '../service-account-tokens.js';
+import { sidecarIdOf, type StreamAuth } from '../stream-auth.js';
 
 /**
  * The Sync stream, one per sidecar connection: authenticates it, hands each message to ingest in
@@ -36,7 +37,7 @@ export interface SyncDeps {
   store: CollectorStore;
   metrics: CollectorMetrics;
   /** null: --insecure, no credential checked. */
-  tokens: TokenCheck | null;
+  auth: StreamAuth | null;
   log: Logger;
 }
 
@@ -53,6 +54,8 @@ class SyncSession {
   #acks: Promise<void> = Promise.resolve();
   #unacked = 0;
   #over = false;
+  /** The workload its ServiceAccount token proved; null for a shared token or --insecure. */
+  #identity: WorkloadIdentity | null = null;
 
   constructor(deps: SyncDeps, call: SyncServerStream) {
     this.#deps = deps;
@@ -71,11 +74,7 @@ class SyncSession {
   }
 
   async run(): Promise<void> {
-    const { tokens } = this.#deps;
-    const auth = this.#call.metadata.get('authorization')[0];
-    if (tokens !== null && !tokens.accepts(typeof auth === 'string' ? auth : undefined)) {
-      return this.#refuse({ code: 'unauthenticated', problem: 'no accepted bearer token in the authorization metadata' });
-    }
+    if (!(await this.#authenticate())) return;
     try {
       // destroyOnReturn off: leaving the loop on a refusal must not destroy the call before the
       // Refusal and its status are flushed (the default iterator's return() does).
@@ -93,10 +92,32 @@ class SyncSession {
     }
   }
 
+  /** Checks the stream's credential; false once it is refused (and the stream ended). */
+  async #authenticate(): Promise<boolean> {
+    const { auth, metrics, log } = this.#deps;
+    if (auth === null) return true;
+    const header = this.#call.metadata.get('authorization')[0];
+    const verdict = await auth.check(typeof header === 'string' ? header : undefined);
+    if (verdict.ok) {
+      this.#identity = verdict.identity;
+      return true;
+    }
+    metrics.tokenRefusals.inc({ reason: verdict.reason });
+    log('warn', 'collector refused a sidecar credential', { reason: verdict.reason, problem: verdict.problem });
+    // The issuer's keys out of reach is the collector's trouble, not the sidecar's: retry soon.
+    if (verdict.reason === 'keys-unavailable') this.#end(grpc.status.UNAVAILABLE, verdict.problem);
+    else this.#refuse({ code: 'unauthenticated', problem: `${verdict.reason}: ${verdict.problem}` });
+    return false;
+  }
+
   async #handle(msg: SidecarMessage): Promise<void> {
     const { ingest } = this.#deps;
     if (msg.body === 'hello') {
       if (this.#chain !== undefined) throw new ChainBroken({ code: 'malformed', problem: 'a second Hello on one stream' });
+      if (this.#identity !== null && msg.hello?.sidecar_id !== sidecarIdOf(this.#identity)) {
+        this.#deps.metrics.tokenRefusals.inc({ reason: 'wrong-sidecar-id' });
+        throw new ChainBroken({ code: 'unauthenticated', problem: `wrong-sidecar-id: the token of pod ${sidecarIdOf(this.#identity)} cannot write as sidecar ${JSON.stringify(msg.hello?.sidecar_id)}` });
+      }
       const chain = await ingest.hello(msg.hello);
       chain.owner?.supersede();
       chain.owner = this;

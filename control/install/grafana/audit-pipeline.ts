@@ -35,7 +35,7 @@ export function auditPipeline(): Json {
           ] },
           { title: 'Shipper connections', description: 'Sidecars connected to the collector now, and reconnects.', unit: 'short', targets: [
             { expr: `sum (auditmesh_shipper_connected{${SIDECAR}})`, legend: 'connected' },
-            { expr: `count (auditmesh_shipper_connected{${SIDECAR}} == 0)`, legend: 'not connected' },
+            { expr: `sum (1 - auditmesh_shipper_connected{${SIDECAR}})`, legend: 'not connected' },
             { expr: `sum (increase(auditmesh_shipper_reconnects_total{${SIDECAR}}[${RATE}]))`, legend: 'reconnects' },
           ] },
         ],
@@ -60,9 +60,10 @@ export function auditPipeline(): Json {
       {
         row: 'Anomalies',
         panels: [
-          { title: 'Active anomalies', description: 'Rate and error spikes active now per edge: as one sidecar sees it against its own baseline, and fleet-wide (the collector, all replicas summed).', unit: 'short', targets: [
-            { expr: `max by (service, kind, peer) (auditmesh_anomaly_active{${SIDECAR}, direction=""}) > 0`, legend: 'sidecar: {{service}} ↔ {{peer}} {{kind}}' },
-            { expr: `max by (service, kind, peer, direction) (auditmesh_anomaly_active{${SIDECAR}, direction!=""}) > 0`, legend: 'fleet: {{service}} ↔ {{peer}} {{direction}} {{kind}}' },
+          // An edge's gauge exists only once it had a spike (peers are not a closed set): `or` a 0, so the panel reads 0, not "no data".
+          { title: 'Active anomalies', description: 'Rate and error spikes active now per edge: as one sidecar sees it against its own baseline, and fleet-wide (the collector, all replicas summed); 0 when none.', unit: 'short', targets: [
+            { expr: `(max by (service, kind, peer) (auditmesh_anomaly_active{${SIDECAR}, direction=""}) > 0) or on () vector(0)`, legend: 'sidecar: {{service}} ↔ {{peer}} {{kind}}' },
+            { expr: `(max by (service, kind, peer, direction) (auditmesh_anomaly_active{${SIDECAR}, direction!=""}) > 0) or on () vector(0)`, legend: 'fleet: {{service}} ↔ {{peer}} {{direction}} {{kind}}' },
           ] },
           { title: 'Anomalies raised', description: 'Spikes and first-seen peers and methods, by kind; each is an alert record in the journal.', unit: 'short', targets: [{ expr: `sum by (kind) (increase(auditmesh_anomalies_total{${SIDECAR}}[${RATE}]))`, legend: '{{kind}}' }] },
         ],

@@ -1,4 +1,4 @@
-import { exchangeRate, failedExchangeRate } from '../exchange-queries.js';
+import { exchangeRate, failedExchangeRatio } from '../exchange-queries.js';
 import { dashboard, RATE, SIDECAR, type Json } from './dashboard.js';
 
 const EDGE = 'service, direction, peer';
@@ -18,7 +18,7 @@ export function meshOverview(): Json {
         row: 'Mesh',
         panels: [
           { title: 'Exchanges/s', description: 'All exchanges the selected sidecars proxied.', unit: 'reqps', kind: 'stat', width: 6, targets: [{ expr: exchangeRate('', RATE, sel), legend: 'exchanges/s' }] },
-          { title: 'Failed', description: '5xx, no response, or a gRPC server error, as a share of all exchanges.', unit: 'percentunit', kind: 'stat', width: 6, targets: [{ expr: `${failedExchangeRate('namespace', RATE, sel)} / ${exchangeRate('namespace', RATE, sel)}`, legend: '{{namespace}}' }] },
+          { title: 'Failed', description: '5xx, no response, or a gRPC server error, as a share of all exchanges.', unit: 'percentunit', kind: 'stat', width: 6, targets: [{ expr: failedExchangeRatio('namespace', RATE, sel), legend: '{{namespace}}' }] },
           { title: 'p99 duration', description: 'Exchange duration, first request byte to last response byte.', unit: 's', kind: 'stat', width: 6, targets: [{ expr: quantile(0.99, 'namespace'), legend: '{{namespace}}' }] },
           { title: 'Open client connections', description: 'TCP connections clients hold to the sidecars now.', unit: 'short', kind: 'stat', width: 6, targets: [{ expr: `sum by (namespace) (auditmesh_tcp_connections_active{${SIDECAR}})`, legend: '{{namespace}}' }] },
         ],
@@ -27,7 +27,7 @@ export function meshOverview(): Json {
         row: 'Per edge',
         panels: [
           { title: 'Exchanges/s per edge', description: 'Exchange rate on each edge.', unit: 'reqps', targets: [{ expr: exchangeRate(EDGE, RATE, sel), legend: EDGE_LEGEND }] },
-          { title: 'Error ratio per edge', description: 'Failed exchanges (5xx, no response, gRPC server error) over all exchanges, per edge. The AuditmeshEdgeHighErrorRatio alert uses the same ratio over 5m.', unit: 'percentunit', targets: [{ expr: `${failedExchangeRate(EDGE, RATE, sel)} / ${exchangeRate(EDGE, RATE, sel)}`, legend: EDGE_LEGEND }] },
+          { title: 'Error ratio per edge', description: 'Failed exchanges (5xx, no response, gRPC server error) over all exchanges, per edge. The AuditmeshEdgeHighErrorRatio alert uses the same ratio over 5m.', unit: 'percentunit', targets: [{ expr: failedExchangeRatio(EDGE, RATE, sel), legend: EDGE_LEGEND }] },
           { title: 'p99 duration per edge', description: '99th percentile exchange duration per edge (OpenTelemetry advisory buckets: 5 ms … 10 s).', unit: 's', targets: [{ expr: quantile(0.99, EDGE), legend: EDGE_LEGEND }] },
           { title: 'p50 duration per edge', description: 'Median exchange duration per edge.', unit: 's', targets: [{ expr: quantile(0.5, EDGE), legend: EDGE_LEGEND }] },
         ],

@@ -1,5 +1,5 @@
 import { unlinkSync } from 'node:fs';
-import { move, transferableSymbol, valueSymbol } from 'piscina';
+import { move, transferableSymbol, valueSymbol, workerData } from 'piscina';
 import { leafDigestAt, merkleRootOfDigests } from '../../../ledger/merkle.js';
 
 /**
@@ -30,17 +30,18 @@ export type SealOutcome =
 
 const SEPARATOR = 0x0a;
 
-/**
- * Test-only fault injection (test/faults.test.ts): while the file this variable names exists, the
- * first worker to delete it dies in the middle of its batch, as a worker would on a crash. A
- * worker is a thread's entry point, the one place besides main.ts that reads its environment.
- */
-const CRASH_FILE = process.env.AUDITMESH_TEST_SEAL_CRASH_FILE;
+/** What the pool hands every worker at start (pool.ts): read once, here, never per batch. */
+export interface SealWorkerData {
+  /** Test-only fault injection (sealCrashFile in pool.ts); undefined in production. */
+  crashFile?: string;
+}
+
+const CRASH_FILE = (workerData as SealWorkerData | null)?.crashFile;
 
 /** An uncaught exception ends the worker thread while its task is still running. */
 function crashMidBatch(): Promise<never> {
   setImmediate(() => {
-    throw new Error('sealing worker crashed on purpose (AUDITMESH_TEST_SEAL_CRASH_FILE)');
+    throw new Error('sealing worker crashed on purpose (a test asked for it)');
   });
   return new Promise<never>(() => {});
 }

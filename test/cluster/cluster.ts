@@ -1,0 +1,132 @@
+import { randomUUID } from 'node:crypto';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { ExecutionContext } from 'ava';
+import { createWebhookCertificates } from '../../control/install/webhook-certificates.js';
+import { startIn } from '../helpers/netns.js';
+import { defaultRegistry, type Image, type ImageRegistry } from './image-registry.js';
+import { runPod, type PodHandle } from './kubelet.js';
+import { startNodeAgent, type NodeRequest } from './node-agent.js';
+import { ObjectStore, type KubeObject } from './objects.js';
+import type { PodInfo, PodSpec } from './pod-fields.js';
+import { createPodNetwork, type PodNetwork } from './pod-network.js';
+import { createTokenIssuer, type TokenIssuer } from './token-issuer.js';
+import { podsOf, serviceAccountOf, withKubeApiAccess } from './workloads.js';
+
+/**
+ * A cluster of one node, played by the test: `apply` takes objects as `auditmesh install` and
+ * `auditmesh inject -f` render them and runs their pods (test/cluster/kubelet.ts) in network
+ * namespaces, with Services, ServiceAccount tokens and the API server's issuer discovery.
+ */
+export interface Cluster {
+  network: PodNetwork;
+  issuer: TokenIssuer;
+  store: ObjectStore;
+  /** HTTP GET from the node's namespace. */
+  request: NodeRequest;
+  /** Adds the objects and runs their pods; resolves once every new pod is ready. */
+  apply(objects: KubeObject[]): Promise<PodHandle[]>;
+  pods: PodHandle[];
+  /** The one pod whose name starts with `prefix` (a Deployment's name). */
+  pod(namespace: string, prefix: string): PodHandle;
+  /** Host folder of a PersistentVolumeClaim's volume. */
+  claimDir(namespace: string, claim: string): Promise<string>;
+}
+
+export interface ClusterOptions {
+  images?: Record<string, Image>;
+  tokenAlg?: 'RS256' | 'ES256';
+}
+
+const API_SERVER_NAMES = ['kubernetes.default.svc', 'kubernetes.default.svc.cluster.local', 'kubernetes.default', 'kubernetes'];
+
+export async function startCluster(t: ExecutionContext, options: ClusterOptions = {}): Promise<Cluster> {
+  const dir = await mkdtemp(join(tmpdir(), 'auditmesh-cluster-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const network = await createPodNetwork(t);
+  const request = await startNodeAgent(t, network.node);
+  const issuer = await createTokenIssuer({ alg: options.tokenAlg });
+  const store = new ObjectStore();
+  const images: ImageRegistry = defaultRegistry(options.images);
+  const serviceHosts: string[] = [];
+  const pods: PodHandle[] = [];
+
+  // The API server (issuer discovery only), behind the `kubernetes` Service: the first ClusterIP.
+  const certs = await createWebhookCertificates(API_SERVER_NAMES, 1);
+  const files = { cert: join(dir, 'apiserver.crt'), key: join(dir, 'apiserver.key'), jwks: join(dir, 'jwks.json') };
+  await writeFile(files.cert, certs.cert);
+  await writeFile(files.key, certs.key);
+  await writeFile(files.jwks, JSON.stringify(issuer.jwks()));
+  const api = await network.addPod();
+  const apiServer = startIn(t, api.ns, null, [process.execPath, 'test/fixtures/cluster/api-server.mjs', '443', files.cert, files.key, files.jwks, issuer.issuer, issuer.apiAudience]);
+  await apiServer.waitFor(/api-server listening/, 30_000);
+  const kubernetesService = await network.addService([{ port: 443, targetIp: api.ip, targetPort: 443 }]);
+  serviceHosts.push(`${kubernetesService}\t${API_SERVER_NAMES.join(' ')}`);
+  const rootCa = (ns: string): KubeObject => ({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'kube-root-ca.crt', namespace: ns }, data: { 'ca.crt': certs.caCert } });
+  store.add([{ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'default' } }, rootCa('default')]);
+
+  const claimDir = async (namespace: string, claim: string): Promise<string> => {
+    const path = join(dir, 'claims', namespace, claim);
+    await mkdir(path, { recursive: true });
+    return path;
+  };
+
+  async function apply(objects: KubeObject[]): Promise<PodHandle[]> {
+    store.add(objects);
+    for (const ns of objects.filter((o) => o.kind === 'Namespace')) store.add([rootCa(ns.metadata.name)]);
+    // Schedule: every new pod gets its namespace and address before any container starts.
+    const scheduled: Array<{ info: PodInfo; netns: string }> = [];
+    for (const o of objects) {
+      for (const p of podsOf(o)) {
+        const { ns, ip } = await network.addPod();
+        const serviceAccount = serviceAccountOf(store, p);
+        const object = withKubeApiAccess(store, p, serviceAccount);
+        scheduled.push({ netns: ns, info: { object: object as KubeObject & { spec: PodSpec }, name: p.metadata.name, namespace: p.metadata.namespace!, uid: randomUUID(), ip, nodeName: 'harness-node', serviceAccount } });
+      }
+    }
+    for (const svc of objects.filter((o) => o.kind === 'Service')) await addService(svc, scheduled.map((s) => s.info));
+    const started = await Promise.all(
+      scheduled.map(async ({ info, netns }) => {
+        const podDir = join(dir, 'pods', info.namespace, info.name);
+        await mkdir(podDir, { recursive: true });
+        return runPod({ t, store, issuer, images, request, dir: podDir, hosts: hostsFor(info.namespace), kubernetesService, claimDir }, info, netns);
+      }),
+    );
+    pods.push(...started);
+    return started;
+  }
+
+  /** A ClusterIP for the Service, DNAT to the first pod its selector matches (one replica is enough here). */
+  async function addService(svc: KubeObject, candidates: PodInfo[]): Promise<void> {
+    const spec = svc.spec as { selector?: Record<string, string>; ports: Array<{ port: number; targetPort?: number | string }> };
+    const selector = Object.entries(spec.selector ?? {});
+    const target = [...candidates, ...pods.map((p) => p.info)].find((p) => p.namespace === svc.metadata.namespace && selector.every(([k, v]) => p.object.metadata.labels?.[k] === v));
+    if (target === undefined) throw new Error(`service ${svc.metadata.namespace}/${svc.metadata.name}: no pod matches its selector`);
+    const containers = [...(target.object.spec.initContainers ?? []), ...target.object.spec.containers];
+    const port = (p: number | string | undefined, fallback: number): number => (typeof p === 'string' ? containers.flatMap((c) => c.ports ?? []).find((x) => x.name === p)?.containerPort ?? NaN : (p ?? fallback));
+    const ip = await network.addService(spec.ports.map((p) => ({ port: p.port, targetIp: target.ip, targetPort: port(p.targetPort, p.port) })));
+    const { name, namespace } = svc.metadata;
+    serviceHosts.push(`${ip}\t${name}.${namespace}.svc.cluster.local ${name}.${namespace}.svc ${name}.${namespace} ${namespace}:${name}`);
+  }
+
+  /** /etc/hosts lines: every Service by its full names, and by its short name in its own namespace. */
+  function hostsFor(namespace: string): string {
+    return serviceHosts.map((line) => line.replace(/ (\S+):(\S+)$/, (_, ns: string, name: string) => (ns === namespace ? ` ${name}` : ''))).join('\n') + '\n';
+  }
+
+  return {
+    network,
+    issuer,
+    store,
+    request,
+    apply,
+    pods,
+    claimDir,
+    pod(namespace, prefix) {
+      const found = pods.filter((p) => p.namespace === namespace && p.name.startsWith(prefix));
+      if (found.length !== 1) throw new Error(`${found.length} pods named ${prefix}* in ${namespace}`);
+      return found[0]!;
+    },
+  };
+}
