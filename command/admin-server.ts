@@ -1,10 +1,10 @@
 import type http from 'node:http';
 import type { Registry } from 'prom-client';
 import type { JournalRecord } from '../ledger/record.js';
-import { createPlainServer, text } from '../proxy/metrics/plain-http.js';
-import { createTailStreams, DEFAULT_MAX_TAIL_SUBSCRIBERS, type TailLimits } from '../proxy/metrics/tail-streams.js';
+import { createPlainServer, text } from './plain-http.js';
+import { createTailStreams, DEFAULT_MAX_TAIL_SUBSCRIBERS, type TailLimits } from './tail-streams.js';
 
-export { text } from '../proxy/metrics/plain-http.js';
+export { text } from './plain-http.js';
 
 export interface AdminDeps {
   registry: Registry;

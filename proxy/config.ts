@@ -3,7 +3,7 @@ import { type FlagSpec, UsageError, parseFlags } from '../command/flags.js';
 import { choice, defaultsOf, derived, duration, flagsOf, list, optionalPort, optionalText, parsedList, readSettings, tcpPort, text, whole, type SettingsOf } from '../command/settings.js';
 import { ALERT_SETTINGS } from '../anomalies/alert-flags.js';
 import { parseResolveTable, type ResolveTable } from './routing/target.js';
-import { DEFAULT_MAX_TAIL_SUBSCRIBERS } from './metrics/tail-streams.js';
+import { DEFAULT_MAX_TAIL_SUBSCRIBERS } from '../command/tail-streams.js';
 import { compileSecretParams, effectiveSecretParams } from './audit/secret-params.js';
 import { parseSecretPaths } from './audit/secret-paths.js';
 

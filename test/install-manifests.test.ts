@@ -5,7 +5,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseFlags } from '../command/flags.js';
 import { INJECTOR_FLAGS } from '../control/cli/injector.js';
-import { localMonitoring } from '../control/cli/local-prometheus.js';
+import { localMonitoring } from '../control/demo/local-prometheus.js';
 import { annotatedTargets } from '../control/install/prometheus-config.js';
 import { IMAGE_APP_DIR } from '../control/injector/sidecar-containers.js';
 import { ROOT, runCli, runInProcess, startCli } from './helpers/child.js';

@@ -2,7 +2,7 @@ import test from 'ava';
 import http from 'node:http';
 import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
-import { writeLocalMonitoring } from '../control/cli/local-prometheus.js';
+import { writeLocalMonitoring } from '../control/demo/local-prometheus.js';
 import { defaultAlertOptions } from '../anomalies/alert-flags.js';
 import { ephemeralSigningKey } from '../ledger/keys.js';
 import { journalShipment, openSync, startTestCollector } from './helpers/collector.js';

@@ -3,7 +3,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
-import { writeLocalMonitoring } from '../control/cli/local-prometheus.js';
+import { writeLocalMonitoring } from '../control/demo/local-prometheus.js';
 import { createInjectorMetrics } from '../control/injector/injector-metrics.js';
 import { COLLECTOR, INJECTOR } from '../control/install/install-options.js';
 import { createAdminServer } from '../command/admin-server.js';

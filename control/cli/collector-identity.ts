@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { decodeJwt } from 'jose';
 import { UsageError } from '../../command/flags.js';
-import { IN_CLUSTER_CREDENTIALS, IN_CLUSTER_JWKS_URL, type ServiceAccountKeys } from '../collector/service-account-tokens.js';
+import { IN_CLUSTER_CREDENTIALS, IN_CLUSTER_JWKS_URL, type ServiceAccountKeys } from '../collector/ingest/service-account-tokens.js';
 
 /**
  * The service-account settings of `auditmesh collector`: the flags, or in a pod (the kubelet set

@@ -4,10 +4,10 @@ import { createLogger } from '../../command/log.js';
 import { CHECKPOINT_INTERVAL_MS } from '../../ledger/chain.js';
 import { ALERT_SETTINGS } from '../../anomalies/alert-flags.js';
 import { createCollector, CollectorConfigError, type Collector } from '../collector/collector.js';
-import type { ServiceAccountKeys } from '../collector/service-account-tokens.js';
+import type { ServiceAccountKeys } from '../collector/ingest/service-account-tokens.js';
 import { untilAborted, type CommandIO } from '../../command/io.js';
-import { DEFAULT_MAX_TAIL_SUBSCRIBERS } from '../../proxy/metrics/tail-streams.js';
-import { IN_CLUSTER_JWKS_URL } from '../collector/service-account-tokens.js';
+import { DEFAULT_MAX_TAIL_SUBSCRIBERS } from '../../command/tail-streams.js';
+import { IN_CLUSTER_JWKS_URL } from '../collector/ingest/service-account-tokens.js';
 import { serviceAccountKeys } from './collector-identity.js';
 
 export const COLLECTOR_SETTINGS = {

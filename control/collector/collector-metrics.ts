@@ -1,7 +1,7 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { createRegistry } from '../../command/metrics-registry.js';
-import { ANOMALY_KINDS, initialiseLabels, REFUSAL_CODES } from '../../proxy/metrics/label-values.js';
-import { TOKEN_REFUSALS } from './service-account-tokens.js';
+import { ANOMALY_KINDS, initialiseLabels, REFUSAL_CODES } from '../../command/label-values.js';
+import { TOKEN_REFUSALS } from './ingest/service-account-tokens.js';
 
 /**
  * Every metric the collector exposes, defined once. The Prometheus rules and dashboards

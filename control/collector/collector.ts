@@ -19,8 +19,8 @@ import { heartbeatTally, sidecarStatus, type SidecarStatus } from './api/sidecar
 import { createSyncHandler } from './ingest/sync-server.js';
 import { FLOW_WINDOW_OPTION, widenFlowWindow } from './ingest/flow-window.js';
 import { createTokenCheck } from './ingest/token-auth.js';
-import { createServiceAccountCheck, type ServiceAccountKeys } from './service-account-tokens.js';
-import { createStreamAuth } from './stream-auth.js';
+import { createServiceAccountCheck, type ServiceAccountKeys } from './ingest/service-account-tokens.js';
+import { createStreamAuth } from './ingest/stream-auth.js';
 
 /**
  * The collector, wired: store -> ingest -> gRPC Sync server, and the HTTP API beside it.

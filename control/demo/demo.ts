@@ -13,7 +13,7 @@ import { followSse } from '../cli/tail.js';
 import { formatStoreReport } from '../cli/verify.js';
 import { verifyStoreDir } from '../collector/store/verify-store.js';
 import { untilAborted, type CommandIO } from '../../command/io.js';
-import { writeLocalMonitoring } from '../cli/local-prometheus.js';
+import { writeLocalMonitoring } from './local-prometheus.js';
 
 const DEMO_SETTINGS = {
   dir: text({ name: 'dir', default: './.auditmesh/demo', help: "where the demo's journals, keys and collector store go", env: false }),

@@ -1,6 +1,6 @@
 import { Counter, type Registry } from 'prom-client';
 import { createRegistry } from '../../command/metrics-registry.js';
-import { initialiseLabels } from '../../proxy/metrics/label-values.js';
+import { initialiseLabels } from '../../command/label-values.js';
 import { ADMISSION_OUTCOMES } from './admission-outcomes.js';
 
 /** Every metric the injector exposes, defined once; labels come from fixed sets, each value at 0 from the start. */

@@ -1,6 +1,7 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { createRegistry } from '../../command/metrics-registry.js';
-import { ANOMALY_KINDS, DIRECTIONS, GAP_REASONS, initialiseLabels, initialiseSessions, REFUSAL_CODES, UNRECORDED_REASONS } from './label-values.js';
+import { ANOMALY_KINDS, initialiseLabels, REFUSAL_CODES } from '../../command/label-values.js';
+import { DIRECTIONS, GAP_REASONS, initialiseSessions, UNRECORDED_REASONS } from './label-values.js';
 
 /**
  * Every metric the sidecar exposes, defined once. Labels are bounded by construction: the

@@ -1,8 +1,7 @@
 import type net from 'node:net';
 import type { Direction } from '../../ledger/record.js';
+import type { SessionKind } from './label-values.js';
 import type { SidecarMetrics } from './metrics.js';
-
-export type SessionKind = 'websocket' | 'tunnel' | 'tcp';
 
 /** A long-lived relayed session (WebSocket, CONNECT tunnel, opaque TCP) opens... */
 export function sessionOpened(metrics: SidecarMetrics, direction: Direction, kind: SessionKind): void {

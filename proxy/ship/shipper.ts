@@ -6,7 +6,7 @@ import type { BatchHeader, JournalSnapshot } from '../../ledger/journal-layout.j
 import type { ShipperBacklog, ShipperMetrics } from '../metrics/metrics.js';
 import type { Logger } from '../../command/log.js';
 import { VERSION } from '../../command/version.js';
-import { REFUSAL_CODES as KNOWN_REFUSAL_CODES } from '../metrics/label-values.js';
+import { REFUSAL_CODES as KNOWN_REFUSAL_CODES } from '../../command/label-values.js';
 import type { Hello, Welcome } from '../../wire/sync-wire.js';
 import { readSegment, type SegmentLimits } from './read-segment.js';
 import { runSyncSession, type SessionOutcome, type SessionTimeouts, type SessionWindow } from './sync-session.js';

@@ -1,7 +1,7 @@
 import type http from 'node:http';
 import { serveMetrics } from '../../../command/admin-server.js';
-import { createPlainServer, text } from '../../../proxy/metrics/plain-http.js';
-import { createTailStreams, DEFAULT_MAX_TAIL_SUBSCRIBERS, type TailStreams } from '../../../proxy/metrics/tail-streams.js';
+import { createPlainServer, text } from '../../../command/plain-http.js';
+import { createTailStreams, DEFAULT_MAX_TAIL_SUBSCRIBERS, type TailStreams } from '../../../command/tail-streams.js';
 import type { CollectorMetrics } from '../collector-metrics.js';
 import type { CollectorStore } from '../collector-store.js';
 import type { FleetAnomaly } from './fleet-alerts.js';

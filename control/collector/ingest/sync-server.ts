@@ -6,8 +6,8 @@ import type { CollectorMetrics } from '../collector-metrics.js';
 import type { CollectorStore } from '../collector-store.js';
 import type { Ingest, RetainedStart } from './ingest.js';
 import type { SidecarChain } from './sidecar-chain.js';
-import type { WorkloadIdentity } from '../service-account-tokens.js';
-import { sidecarIdOf, type StreamAuth } from '../stream-auth.js';
+import type { WorkloadIdentity } from './service-account-tokens.js';
+import { sidecarIdOf, type StreamAuth } from './stream-auth.js';
 
 /**
  * The Sync stream, one per sidecar connection: authenticates it, hands each message to ingest in

@@ -5,7 +5,7 @@ import { injectManifest } from '../injector/inject-manifest.js';
 import { COLLECTOR, INJECTOR, type KubeObject } from '../install/install-options.js';
 import { localPod, operatorPrometheusConfig, prometheusRules, type LocalPod, type PodLike, type PrometheusSettings } from '../install/prometheus-config.js';
 import { renderInstall } from '../install/render-install.js';
-import { installOptions } from './install.js';
+import { installOptions } from '../cli/install.js';
 
 /** auditmesh processes running on 127.0.0.1, standing in for pods of a cluster. */
 export interface LocalProcesses {

@@ -1,7 +1,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { createLocalJWKSet, createRemoteJWKSet, customFetch, errors, jwtVerify, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
 import { Agent, fetch as undiciFetch } from 'undici';
-import { IDENTITY_AUDIENCE } from '../identity-audience.js';
+import { IDENTITY_AUDIENCE } from '../../identity-audience.js';
 
 /**
  * Projected ServiceAccount tokens checked as the API server's issuer signed them, with jose:

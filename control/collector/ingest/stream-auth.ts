@@ -1,5 +1,5 @@
 import type { ServiceAccountCheck, TokenRefusal, WorkloadIdentity } from './service-account-tokens.js';
-import type { TokenCheck } from './ingest/token-auth.js';
+import type { TokenCheck } from './token-auth.js';
 
 /**
  * Who may open a Sync stream: a bearer token of --token-file (local runs; no workload identity),
