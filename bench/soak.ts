@@ -1,8 +1,9 @@
-// `npm run soak` (DURATION=600 seconds by default, CONCURRENCY=50, MEMORY_LIMIT=128Mi): one sidecar
-// in its own process, run as the image runs it (compiled, with the injected container's
-// NODE_OPTIONS), inside a memory cgroup limited as the pod's container would be, under mixed
-// HTTP/1.1 and gRPC load with random faults (upstream resets, cuts and stalls, client aborts,
-// malformed requests, slowloris, gRPC cancels, rapid-reset bursts). Prints RSS, the cgroup's working
+// `npm run soak` (DURATION=600 seconds by default, CONNECTIONS=50, CONCURRENCY=16, MEMORY_LIMIT=128Mi):
+// one sidecar in its own process, run as the image runs it (compiled, with the injected container's
+// NODE_OPTIONS), inside a memory cgroup limited as the pod's container would be, under the report's
+// full load (autocannon, CONNECTIONS connections, closed loop, from the load child) and at the same
+// time mixed HTTP/1.1 and gRPC traffic with random faults (upstream resets, cuts and stalls, client
+// aborts, malformed requests, slowloris, gRPC cancels, rapid-reset bursts). Prints RSS, the cgroup's working
 // set and anonymous memory, open file descriptors, active handles and heap before and after, a line
 // a minute in between, and whether the kernel's OOM killer struck (exit code 1 if it did): a leak
 // shows as growth that does not come back once the load stops. Not a test: it takes minutes.
@@ -18,14 +19,15 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import { EchoClient, startEchoServer } from './grpc-service.js';
 import { type MemoryCgroup, createMemoryCgroup } from './cgroup.js';
-import { sidecarEnv } from './children.js';
+import { sidecarEnv, startLoadChild } from './children.js';
 import { benchEntry, compileServers } from './compiled.js';
 import { openFds, rssBytes } from './proc-stats.js';
 import { formatTable } from './table.js';
 
 const DURATION_S = Number(process.env.DURATION ?? 600);
-// As many as the report's full load (bench/README.md, CONNECTIONS).
-const CONCURRENCY = Number(process.env.CONCURRENCY ?? 50);
+// The full load: as many connections as the report's (bench/README.md, CONNECTIONS).
+const CONNECTIONS = Number(process.env.CONNECTIONS ?? 50);
+const CONCURRENCY = Number(process.env.CONCURRENCY ?? 16);
 const MEMORY_LIMIT = process.env.MEMORY_LIMIT ?? '128Mi';
 const SETTLE_MS = 15_000;
 const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -209,13 +211,18 @@ const warmupMs = Math.min(30_000, (DURATION_S * 1000) / 10);
 await Promise.all(Array.from({ length: CONCURRENCY }, () => worker(sc, client, performance.now() + warmupMs, new Map())));
 await sleep(SETTLE_MS);
 const before = await sample(sc, cgroup);
-process.stdout.write(`soak: ${DURATION_S} s, ${CONCURRENCY} concurrent clients, memory limit ${MEMORY_LIMIT} (cgroup v${cgroup.version}), NODE_OPTIONS=${sidecarEnv().NODE_OPTIONS}; baseline ${JSON.stringify(before)}\n`);
+process.stdout.write(`soak: ${DURATION_S} s, ${CONNECTIONS} connections of full load and ${CONCURRENCY} concurrent fault clients, memory limit ${MEMORY_LIMIT} (cgroup v${cgroup.version}), NODE_OPTIONS=${sidecarEnv().NODE_OPTIONS}; baseline ${JSON.stringify(before)}\n`);
 const start = performance.now();
 const until = start + DURATION_S * 1000;
 const ticker = setInterval(() => {
   void sample(sc, cgroup).then((s) => process.stdout.write(`  ${((performance.now() - start) / 1000).toFixed(0)} s: ${JSON.stringify(s)}\n`));
 }, 60_000);
-await Promise.all(Array.from({ length: CONCURRENCY }, () => worker(sc, client, until, counts)));
+const loader = startLoadChild(null);
+const [full] = await Promise.all([
+  loader.run({ url: `http://127.0.0.1:${sc.ports.inbound}/`, connections: CONNECTIONS, duration: DURATION_S, timeout: 10 }),
+  ...Array.from({ length: CONCURRENCY }, () => worker(sc, client, until, counts)),
+]);
+await loader.close();
 clearInterval(ticker);
 const peak = await sample(sc, cgroup);
 await sleep(SETTLE_MS);
@@ -232,7 +239,8 @@ await rm(dir, { recursive: true, force: true });
 
 const row = (name: string, key: string) => [name, String(before[key]?.toFixed(1)), String(peak[key]?.toFixed(1)), String(after[key]?.toFixed(1)), `${(((after[key] ?? 0) / (before[key] ?? 1) - 1) * 100).toFixed(1)}%`];
 process.stdout.write(formatTable(['measure', 'before', 'end of load', `after ${SETTLE_MS / 1000} s idle`, 'after vs before'], [row('RSS (MiB)', 'rss_mib'), row('working set (MiB)', 'working_set_mib'), row('anon (MiB)', 'anon_mib'), row('open fds', 'fds'), row('active handles', 'active_handles'), row('heap used (MiB)', 'heap_used_mib')]) + '\n');
-process.stdout.write(`actions: ${[...counts].map(([k, v]) => `${k} ${v}`).join(', ')}\n`);
+process.stdout.write(`full load: ${Math.round(full.requests.average)} req/s over ${DURATION_S} s, ${full.non2xx} non-2xx, ${full.errors} errors\n`);
+process.stdout.write(`fault mix: ${[...counts].map(([k, v]) => `${k} ${v}`).join(', ')}\n`);
 const fmt = (b: number): string => (b / MIB).toFixed(1);
 process.stdout.write(`largest working set ${fmt(peakMemory.workingSet)} MiB, anonymous ${fmt(peakMemory.anon)} MiB (sampled each second; limit ${MEMORY_LIMIT})\n`);
 const survived = oomKills === 0 && exitedEarly === null;
