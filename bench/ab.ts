@@ -12,7 +12,7 @@ import { type CgroupPeak, createMemoryCgroup, sampleCgroup, type MemoryCgroup } 
 import { choosePinning, sidecarEnv, startLoadChild, startServerChild, type ServerChild } from './children.js';
 import { BENCH_BUILD_DIR, compileServers } from './compiled.js';
 import { REQUEST } from './measure.js';
-import { cpuTimeMs } from './proc-stats.js';
+import { cpuTimeMs, minorFaults } from './proc-stats.js';
 import type { ServerKind } from './server-kind.js';
 import { spread } from './summary.js';
 import { formatTable } from './table.js';
@@ -38,6 +38,8 @@ interface Slice {
   rps: number;
   cpuUs: number;
   allocKiB: number | null;
+  /** Minor page faults per request: a cost that, unlike CPU time here, does not move with the neighbours' load. */
+  faults: number | null;
   p99Ms: number;
   memory: CgroupPeak | null;
 }
@@ -49,6 +51,7 @@ interface Running {
 
 async function slice({ server, cgroup }: Running, load: ReturnType<typeof startLoadChild>): Promise<Slice> {
   const cpu = cpuTimeMs(server.pid)!;
+  const faults = minorFaults(server.pid);
   const gc = server.gc();
   const sampling = cgroup === null ? null : sampleCgroup(cgroup, 100);
   const url = `http://127.0.0.1:${server.port}${REQUEST.path}`;
@@ -65,7 +68,8 @@ async function slice({ server, cgroup }: Running, load: ReturnType<typeof startL
   const memory = sampling?.stop() ?? null;
   const gcAfter = server.gc();
   const allocKiB = gc === null || gcAfter === null || gcAfter.collections === gc.collections ? null : (gcAfter.allocatedBytes - gc.allocatedBytes) / 1024 / requests;
-  return { rps, cpuUs: ((cpuTimeMs(server.pid)! - cpu) * 1000) / requests, allocKiB, p99Ms, memory };
+  const faultsAfter = minorFaults(server.pid);
+  return { rps, cpuUs: ((cpuTimeMs(server.pid)! - cpu) * 1000) / requests, allocKiB, faults: faults === null || faultsAfter === null ? null : (faultsAfter - faults) / requests, p99Ms, memory };
 }
 
 const MIB = 2 ** 20;
@@ -94,7 +98,7 @@ async function main(): Promise<void> {
       const got: Slice[] = [];
       for (const k of i % 2 === 0 ? [0, 1] : [1, 0]) got[k] = await slice(running[k]!, load);
       pairs.push(got);
-      process.stderr.write(`pair ${i + 1}: ${got.map((s, k) => `${VARIANTS[k]!.name} ${s.rps.toFixed(0)}/s ${s.cpuUs.toFixed(0)} µs ${s.allocKiB?.toFixed(1)} KiB ws ${((s.memory?.workingSet ?? NaN) / MIB).toFixed(1)} anon ${((s.memory?.anon ?? NaN) / MIB).toFixed(1)} p99 ${s.p99Ms.toFixed(2)}`).join(' | ')}\n`);
+      process.stderr.write(`pair ${i + 1}: ${got.map((s, k) => `${VARIANTS[k]!.name} ${s.rps.toFixed(0)}/s ${s.cpuUs.toFixed(0)} µs ${s.allocKiB?.toFixed(1)} KiB ${s.faults?.toFixed(2)} flt ws ${((s.memory?.workingSet ?? NaN) / MIB).toFixed(1)} anon ${((s.memory?.anon ?? NaN) / MIB).toFixed(1)} p99 ${s.p99Ms.toFixed(2)}`).join(' | ')}\n`);
     }
     const col = (k: number, pick: (s: Slice) => number | null): string => med(pairs.map((p) => pick(p[k]!)));
     const ratio = (pick: (s: Slice) => number | null): string => med(pairs.map(([a, b]) => (pick(a!) === null || pick(b!) === null ? null : pick(b!)! / pick(a!)!)));
@@ -102,6 +106,7 @@ async function main(): Promise<void> {
       ['req/s', (s) => s.rps],
       ['CPU µs/req', (s) => s.cpuUs],
       ['alloc KiB/req', (s) => s.allocKiB],
+      ['minor faults/req', (s) => s.faults],
       ['p99 ms', (s) => s.p99Ms],
       ['working set MiB (max in slice)', (s) => (s.memory === null ? null : s.memory.workingSet / MIB)],
       ['anon MiB (max in slice)', (s) => (s.memory === null ? null : s.memory.anon / MIB)],
