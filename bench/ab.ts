@@ -4,12 +4,13 @@
 // drifts between minutes. Prints the per-slice numbers and the medians of B/A pair by pair.
 //
 //   npm run bench:ab       knobs: KIND=sidecar-async PAIRS=6 SLICE=3 CONNECTIONS=50 RATE=0 (0: closed loop)
-//                          A_FLAGS / B_FLAGS (node flags, space-separated), A_ENV / B_ENV ("K=V K=V" over the
-//                          injected container's runtime env; RUNTIME_ENV=0: without it), A_BUILD / B_BUILD
-//                          (a tree compiled with tsconfig.bench.json; default: this one, compiled first)
+//                          A_FLAGS / B_FLAGS (node flags, space-separated, after the injected container's V8
+//                          flags; DEPLOYED_FLAGS=0: without those), A_ENV / B_ENV ("K=V K=V" over our
+//                          environment), A_BUILD / B_BUILD (a tree compiled with tsconfig.bench.json;
+//                          default: this one, compiled first)
 import { readdirSync } from 'node:fs';
 import { type CgroupPeak, createMemoryCgroup, sampleCgroup, type MemoryCgroup } from './cgroup.js';
-import { choosePinning, sidecarEnv, startLoadChild, startServerChild, type ServerChild } from './children.js';
+import { choosePinning, sidecarFlags, startLoadChild, startServerChild, type ServerChild } from './children.js';
 import { BENCH_BUILD_DIR, compileServers } from './compiled.js';
 import { REQUEST } from './measure.js';
 import { cpuTimeMs, minorFaults } from './proc-stats.js';
@@ -24,9 +25,10 @@ const SLICE_S = Number(env.SLICE ?? 3);
 const CONNECTIONS = Number(env.CONNECTIONS ?? 50);
 const RATE = Number(env.RATE ?? 0);
 const flags = (v: string | undefined): string[] => (v ?? '').split(' ').filter((f) => f !== '');
-/** "K=V K=V" over the sidecar's deployed environment (sidecarEnv); RUNTIME_ENV=0: over ours alone. */
+const DEPLOYED = env.DEPLOYED_FLAGS !== '0';
+/** "K=V K=V" over our environment. */
 const envOf = (v: string | undefined): NodeJS.ProcessEnv => ({
-  ...(env.RUNTIME_ENV === '0' ? process.env : sidecarEnv()),
+  ...process.env,
   ...Object.fromEntries(flags(v).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])),
 });
 const VARIANTS = [
@@ -88,11 +90,11 @@ async function main(): Promise<void> {
     for (const v of VARIANTS) {
       const made = createMemoryCgroup(`auditmesh-ab-${process.pid}-${v.name}`);
       const cgroup = 'error' in made ? null : made;
-      running.push({ server: await startServerChild(KIND, upstream.port, pin.servers, v.flags, 'build', { cgroup, buildDir: v.build, env: v.env }), cgroup });
+      running.push({ server: await startServerChild(KIND, upstream.port, pin.servers, v.flags, 'build', { cgroup, buildDir: v.build, env: v.env, deployedFlags: DEPLOYED }), cgroup });
     }
     for (const r of running) await slice(r, load);
     const describe = (k: number): string => `${VARIANTS[k]!.flags.join(' ')} ${env[k === 0 ? 'A_ENV' : 'B_ENV'] ?? ''} ${VARIANTS[k]!.build}`;
-    process.stderr.write(`${KIND}: A ${describe(0)}; B ${describe(1)}; NODE_OPTIONS=${VARIANTS[0]!.env.NODE_OPTIONS} / ${VARIANTS[1]!.env.NODE_OPTIONS}; ${PAIRS} pairs of ${SLICE_S} s ${RATE > 0 ? `at ${RATE}/s` : 'closed loop'}\n`);
+    process.stderr.write(`${KIND}: A ${describe(0)}; B ${describe(1)}; both with ${sidecarFlags(KIND, DEPLOYED).join(' ') || 'no deployed flags'}; ${PAIRS} pairs of ${SLICE_S} s ${RATE > 0 ? `at ${RATE}/s` : 'closed loop'}\n`);
     const pairs: Slice[][] = [];
     for (let i = 0; i < PAIRS; i++) {
       const got: Slice[] = [];

@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { Options, Result } from 'autocannon';
-import { SIDECAR_RUNTIME_ENV } from '../control/injector/sidecar-containers.js';
+import { SIDECAR_NODE_FLAGS } from '../control/injector/sidecar-containers.js';
 import type { MemoryCgroup } from './cgroup.js';
 import { type ServersFrom, benchEntry } from './compiled.js';
 import type { LoadReply, LoadRequest } from './load.js';
@@ -113,24 +113,22 @@ export interface ServerOptions {
   cgroup?: MemoryCgroup | null;
   /** Another compiled tree (tsconfig.bench.json's layout), to compare code: bench/ab.ts. */
   buildDir?: string;
-  /** Its environment; default: ours, plus for the sidecar the injected container's runtime settings (sidecarEnv). */
+  /** Its environment; default: ours. */
   env?: NodeJS.ProcessEnv;
+  /** false: a sidecar without the injected container's V8 flags (sidecarFlags), to compare. */
+  deployedFlags?: boolean;
 }
 
-/**
- * Our environment plus what the injector sets in the sidecar's container (V8 and malloc
- * settings), so the report measures the sidecar as it is deployed.
- */
-export function sidecarEnv(base: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
-  const nodeOptions = [base.NODE_OPTIONS, SIDECAR_RUNTIME_ENV.NODE_OPTIONS].filter((o) => o !== undefined && o !== '').join(' ');
-  return { ...base, ...SIDECAR_RUNTIME_ENV, NODE_OPTIONS: nodeOptions };
+/** The node flags a server of this kind runs with: a sidecar gets the injected container's V8 settings, as deployed. */
+export function sidecarFlags(kind: string, deployed = true): readonly string[] {
+  return deployed && kind.startsWith('sidecar') ? SIDECAR_NODE_FLAGS : [];
 }
 
 /** Starts bench/serve <kind> pinned to cpus; from source (tsx) unless told to run the compiled build. */
 export function startServerChild(kind: ServerKind, upstreamPort: number | null, cpus: string | null, nodeFlags: readonly string[], from: ServersFrom = 'source', options: ServerOptions = {}): Promise<ServerChild> {
   const [node, ...entry] = benchEntry('serve', from, options.buildDir);
-  const env = options.env ?? (kind.startsWith('sidecar') ? sidecarEnv() : process.env);
-  const child = spawnPinned(cpus, [node!, '--trace-gc-nvp', ...nodeFlags, ...entry, kind, ...(upstreamPort === null ? [] : [String(upstreamPort)])], 'pipe', env, options.cgroup ?? null);
+  const env = options.env ?? process.env;
+  const child = spawnPinned(cpus, [node!, '--trace-gc-nvp', ...sidecarFlags(kind, options.deployedFlags), ...nodeFlags, ...entry, kind, ...(upstreamPort === null ? [] : [String(upstreamPort)])], 'pipe', env, options.cgroup ?? null);
   const gc: GcTotals = { allocatedBytes: 0, pauseMs: 0, collections: 0 };
   return new Promise((resolve, reject) => {
     const lines = createInterface({ input: child.stdout! });

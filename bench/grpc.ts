@@ -8,7 +8,7 @@ import { writeFile, mkdir } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { EchoClient } from './grpc-service.js';
-import { choosePinning, sidecarEnv, spawnPinned } from './children.js';
+import { choosePinning, sidecarFlags, spawnPinned } from './children.js';
 import { benchEntry } from './compiled.js';
 
 const DURATION_S = Number(process.env.DURATION ?? 10);
@@ -35,10 +35,10 @@ export interface GrpcRow {
 }
 
 async function serve(kind: string, upstreamPort?: number): Promise<{ child: ChildProcess; port: number }> {
-  // The sidecar as injected (its container's NODE_OPTIONS); PROFILE=1: a CPU profile of each server.
+  // The sidecar as injected (its container's V8 flags); PROFILE=1: a CPU profile of each server.
   const profile = process.env.PROFILE === '1' ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PROFILE_DIR ?? 'bench/results/profiles'}`] : [];
   const [node, ...entry] = SERVE;
-  const child = spawnPinned(PINNING.servers, [node!, ...profile, ...entry, kind, String(upstreamPort ?? '')], 'pipe', kind.startsWith('sidecar') ? sidecarEnv() : process.env);
+  const child = spawnPinned(PINNING.servers, [node!, ...sidecarFlags(kind), ...profile, ...entry, kind, String(upstreamPort ?? '')], 'pipe');
   const line = await new Promise<string>((resolve, reject) => {
     createInterface({ input: child.stdout! }).once('line', resolve);
     child.once('exit', (code) => reject(new Error(`${kind} exited with ${code}`)));

@@ -1,6 +1,6 @@
 // `npm run soak` (DURATION=600 seconds by default, CONNECTIONS=50, CONCURRENCY=16, MEMORY_LIMIT=128Mi):
 // one sidecar in its own process, run as the image runs it (compiled, with the injected container's
-// NODE_OPTIONS), inside a memory cgroup limited as the pod's container would be, under the report's
+// V8 flags), inside a memory cgroup limited as the pod's container would be, under the report's
 // full load (autocannon, CONNECTIONS connections, closed loop, from the load child) and at the same
 // time mixed HTTP/1.1 and gRPC traffic with random faults (upstream resets, cuts and stalls, client
 // aborts, malformed requests, slowloris, gRPC cancels, rapid-reset bursts). Prints RSS, the cgroup's working
@@ -19,7 +19,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import { EchoClient, startEchoServer } from './grpc-service.js';
 import { type MemoryCgroup, createMemoryCgroup } from './cgroup.js';
-import { sidecarEnv, startLoadChild } from './children.js';
+import { sidecarFlags, startLoadChild } from './children.js';
 import { benchEntry, compileServers } from './compiled.js';
 import { openFds, rssBytes } from './proc-stats.js';
 import { formatTable } from './table.js';
@@ -65,8 +65,9 @@ interface Sidecar {
 
 async function startSidecar(appPort: number, grpcPort: number, dir: string, cgroup: MemoryCgroup): Promise<Sidecar> {
   const args = ['sidecar', '--app-port', String(appPort), '--inbound-port', '0', '--outbound-port', '0', '--admin-port', '0', '--journal', join(dir, 'journal'), '--key', join(dir, 'k'), '--redaction-key', join(dir, 'rk'), '--idle-timeout-ms', '2000', '--headers-timeout-ms', '2000', '--resolve', `echo:80=127.0.0.1:${grpcPort}`, '--journal-retention', '1m'];
-  const [command, ...program] = cgroup.wrap([...benchEntry('cli', 'build'), ...args]);
-  const child = spawn(command!, program, { cwd: REPO_ROOT, stdio: ['ignore', 'ignore', 'pipe'], env: sidecarEnv() });
+  const [node, ...entry] = benchEntry('cli', 'build');
+  const [command, ...program] = cgroup.wrap([node!, ...sidecarFlags('sidecar'), ...entry, ...args]);
+  const child = spawn(command!, program, { cwd: REPO_ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   return new Promise((resolve, reject) => {
     child.once('exit', (code) => reject(new Error(`sidecar exited with ${code}: ${stderr}`)));
@@ -211,7 +212,7 @@ const warmupMs = Math.min(30_000, (DURATION_S * 1000) / 10);
 await Promise.all(Array.from({ length: CONCURRENCY }, () => worker(sc, client, performance.now() + warmupMs, new Map())));
 await sleep(SETTLE_MS);
 const before = await sample(sc, cgroup);
-process.stdout.write(`soak: ${DURATION_S} s, ${CONNECTIONS} connections of full load and ${CONCURRENCY} concurrent fault clients, memory limit ${MEMORY_LIMIT} (cgroup v${cgroup.version}), NODE_OPTIONS=${sidecarEnv().NODE_OPTIONS}; baseline ${JSON.stringify(before)}\n`);
+process.stdout.write(`soak: ${DURATION_S} s, ${CONNECTIONS} connections of full load and ${CONCURRENCY} concurrent fault clients, memory limit ${MEMORY_LIMIT} (cgroup v${cgroup.version}), node ${sidecarFlags('sidecar').join(' ')}; baseline ${JSON.stringify(before)}\n`);
 const start = performance.now();
 const until = start + DURATION_S * 1000;
 const ticker = setInterval(() => {
