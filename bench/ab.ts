@@ -43,6 +43,8 @@ interface Slice {
   /** Minor page faults per request: a cost that, unlike CPU time here, does not move with the neighbours' load. */
   faults: number | null;
   p99Ms: number;
+  /** Only at a fixed RATE (autocannon keeps whole milliseconds and no p99.9). */
+  p999Ms: number | null;
   memory: CgroupPeak | null;
 }
 
@@ -60,9 +62,10 @@ async function slice({ server, cgroup }: Running, load: ReturnType<typeof startL
   let requests: number;
   let rps: number;
   let p99Ms: number;
+  let p999Ms: number | null = null;
   if (RATE > 0) {
     const r = await load.runRate({ url, method: REQUEST.method, headers: { ...REQUEST.headers }, ratePerS: RATE, durationS: SLICE_S, connections: CONNECTIONS, timeoutMs: 10_000 });
-    [requests, rps, p99Ms] = [r.completed, r.completedPerS, r.latencyMs.p99];
+    [requests, rps, p99Ms, p999Ms] = [r.completed, r.completedPerS, r.latencyMs.p99, r.latencyMs.p99_9];
   } else {
     const r = await load.run({ url, method: REQUEST.method, headers: { ...REQUEST.headers }, connections: CONNECTIONS, duration: SLICE_S, timeout: 10 });
     [requests, rps, p99Ms] = [r.requests.total, r.requests.average, r.latency.p99];
@@ -71,7 +74,7 @@ async function slice({ server, cgroup }: Running, load: ReturnType<typeof startL
   const gcAfter = server.gc();
   const allocKiB = gc === null || gcAfter === null || gcAfter.collections === gc.collections ? null : (gcAfter.allocatedBytes - gc.allocatedBytes) / 1024 / requests;
   const faultsAfter = minorFaults(server.pid);
-  return { rps, cpuUs: ((cpuTimeMs(server.pid)! - cpu) * 1000) / requests, allocKiB, faults: faults === null || faultsAfter === null ? null : (faultsAfter - faults) / requests, p99Ms, memory };
+  return { rps, cpuUs: ((cpuTimeMs(server.pid)! - cpu) * 1000) / requests, allocKiB, faults: faults === null || faultsAfter === null ? null : (faultsAfter - faults) / requests, p99Ms, p999Ms, memory };
 }
 
 const MIB = 2 ** 20;
@@ -110,6 +113,7 @@ async function main(): Promise<void> {
       ['alloc KiB/req', (s) => s.allocKiB],
       ['minor faults/req', (s) => s.faults],
       ['p99 ms', (s) => s.p99Ms],
+      ['p99.9 ms', (s) => s.p999Ms],
       ['working set MiB (max in slice)', (s) => (s.memory === null ? null : s.memory.workingSet / MIB)],
       ['anon MiB (max in slice)', (s) => (s.memory === null ? null : s.memory.anon / MIB)],
     ];
