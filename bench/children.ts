@@ -3,6 +3,8 @@ import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { Options, Result } from 'autocannon';
+import { SIDECAR_NODE_FLAGS } from '../control/injector/sidecar-containers.js';
+import type { MemoryCgroup } from './cgroup.js';
 import { type ServersFrom, benchEntry } from './compiled.js';
 import type { LoadReply, LoadRequest } from './load.js';
 import type { RateOptions, RateResult } from './rate-load.js';
@@ -46,8 +48,9 @@ export function choosePinning(wanted: boolean): Pinning {
 }
 
 /** Spawns a program on the given CPUs (null: anywhere); taskset execs it in place, so the pid is the program's. */
-export function spawnPinned(cpus: string | null, program: readonly string[], stdio: 'pipe' | 'ipc', env: NodeJS.ProcessEnv = process.env): ChildProcess {
-  const [command, ...rest] = cpus === null ? program : ['taskset', '-c', cpus, ...program];
+export function spawnPinned(cpus: string | null, program: readonly string[], stdio: 'pipe' | 'ipc', env: NodeJS.ProcessEnv = process.env, cgroup: MemoryCgroup | null = null): ChildProcess {
+  const pinned = cpus === null ? program : ['taskset', '-c', cpus, ...program];
+  const [command, ...rest] = cgroup === null ? pinned : cgroup.wrap(pinned);
   return spawn(command!, rest, {
     cwd: REPO_ROOT,
     env,
@@ -104,10 +107,28 @@ export function addGcLine(totals: GcTotals, line: string): void {
   totals.collections++;
 }
 
+/** Where and how a server child runs, beyond its kind and pinning. */
+export interface ServerOptions {
+  /** The memory cgroup it runs in from its start. */
+  cgroup?: MemoryCgroup | null;
+  /** Another compiled tree (tsconfig.bench.json's layout), to compare code: bench/ab.ts. */
+  buildDir?: string;
+  /** Its environment; default: ours. */
+  env?: NodeJS.ProcessEnv;
+  /** false: a sidecar without the injected container's V8 flags (sidecarFlags), to compare. */
+  deployedFlags?: boolean;
+}
+
+/** The node flags a server of this kind runs with: a sidecar gets the injected container's V8 settings, as deployed. */
+export function sidecarFlags(kind: string, deployed = true): readonly string[] {
+  return deployed && kind.startsWith('sidecar') ? SIDECAR_NODE_FLAGS : [];
+}
+
 /** Starts bench/serve <kind> pinned to cpus; from source (tsx) unless told to run the compiled build. */
-export function startServerChild(kind: ServerKind, upstreamPort: number | null, cpus: string | null, nodeFlags: readonly string[], from: ServersFrom = 'source'): Promise<ServerChild> {
-  const [node, ...entry] = benchEntry('serve', from);
-  const child = spawnPinned(cpus, [node!, '--trace-gc-nvp', ...nodeFlags, ...entry, kind, ...(upstreamPort === null ? [] : [String(upstreamPort)])], 'pipe');
+export function startServerChild(kind: ServerKind, upstreamPort: number | null, cpus: string | null, nodeFlags: readonly string[], from: ServersFrom = 'source', options: ServerOptions = {}): Promise<ServerChild> {
+  const [node, ...entry] = benchEntry('serve', from, options.buildDir);
+  const env = options.env ?? process.env;
+  const child = spawnPinned(cpus, [node!, '--trace-gc-nvp', ...sidecarFlags(kind, options.deployedFlags), ...nodeFlags, ...entry, kind, ...(upstreamPort === null ? [] : [String(upstreamPort)])], 'pipe', env, options.cgroup ?? null);
   const gc: GcTotals = { allocatedBytes: 0, pauseMs: 0, collections: 0 };
   return new Promise((resolve, reject) => {
     const lines = createInterface({ input: child.stdout! });

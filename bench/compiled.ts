@@ -17,8 +17,8 @@ const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const BENCH_BUILD_DIR = join(REPO_ROOT, 'bench', 'results', 'build');
 
 /** The program that runs a bench/ entry (e.g. 'serve'), from the build or from source. */
-export function benchEntry(name: string, from: ServersFrom): string[] {
-  return from === 'build' ? [process.execPath, join(BENCH_BUILD_DIR, 'bench', `${name}.js`)] : [process.execPath, '--import=tsx', join(REPO_ROOT, 'bench', `${name}.ts`)];
+export function benchEntry(name: string, from: ServersFrom, buildDir = BENCH_BUILD_DIR): string[] {
+  return from === 'build' ? [process.execPath, join(buildDir, 'bench', `${name}.js`)] : [process.execPath, '--import=tsx', join(REPO_ROOT, 'bench', `${name}.ts`)];
 }
 
 /** Compiles with tsc -p tsconfig.bench.json; throws with tsc's output on failure. */

@@ -8,7 +8,7 @@ import { writeFile, mkdir } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { EchoClient } from './grpc-service.js';
-import { choosePinning, spawnPinned } from './children.js';
+import { choosePinning, sidecarFlags, spawnPinned } from './children.js';
 import { benchEntry } from './compiled.js';
 
 const DURATION_S = Number(process.env.DURATION ?? 10);
@@ -35,7 +35,10 @@ export interface GrpcRow {
 }
 
 async function serve(kind: string, upstreamPort?: number): Promise<{ child: ChildProcess; port: number }> {
-  const child = spawnPinned(PINNING.servers, [...SERVE, kind, String(upstreamPort ?? '')], 'pipe');
+  // The sidecar as injected (its container's V8 flags); PROFILE=1: a CPU profile of each server.
+  const profile = process.env.PROFILE === '1' ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PROFILE_DIR ?? 'bench/results/profiles'}`] : [];
+  const [node, ...entry] = SERVE;
+  const child = spawnPinned(PINNING.servers, [node!, ...sidecarFlags(kind), ...profile, ...entry, kind, String(upstreamPort ?? '')], 'pipe');
   const line = await new Promise<string>((resolve, reject) => {
     createInterface({ input: child.stdout! }).once('line', resolve);
     child.once('exit', (code) => reject(new Error(`${kind} exited with ${code}`)));

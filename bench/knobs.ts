@@ -30,6 +30,8 @@ export interface Knobs {
   sections: SectionName[];
   /** Pin the load generator and the servers to separate CPUs with taskset. */
   pin: boolean;
+  /** Start each server in its own memory cgroup and read its working set as Kubernetes does (root or a delegated cgroup). */
+  cgroup: boolean;
   /** Start servers with --cpu-prof, profiles into bench/results/profiles/. */
   profile: boolean;
   /** Run the servers from compiled JS (default, as deployed) or from the TypeScript source through tsx. */
@@ -122,6 +124,7 @@ export function readKnobs(env: Env): Knobs {
     paths: nameList(env, 'PATHS', PATH_NAMES),
     sections: nameList(env, 'SECTIONS', SECTION_NAMES),
     pin: flag(env, 'PIN', true),
+    cgroup: flag(env, 'CGROUP', true),
     profile: flag(env, 'PROFILE', false),
     serversFrom: serversFrom(env),
     nginxInstall: flag(env, 'NGINX_INSTALL', true),

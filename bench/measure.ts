@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Result } from 'autocannon';
+import { type CgroupPeak, type MemoryCgroup, createMemoryCgroup, sampleCgroup } from './cgroup.js';
 import { type LoadChild, type Pinning, type ServerChild, startServerChild } from './children.js';
 import type { Knobs, PathName } from './knobs.js';
 import { startNginxChild } from './nginx.js';
@@ -17,6 +18,8 @@ export const REQUEST = {
 // work is counted in the server's CPU time.
 const SETTLE_MS = 300;
 const REQUEST_TIMEOUT_S = 10;
+// As often as the kubelet's own housekeeping would never sample: a short peak still shows.
+const CGROUP_SAMPLE_MS = 100;
 
 /** One fixed offered rate on one path: measured, or skipped because the path does not sustain it. */
 export interface RatePoint {
@@ -51,6 +54,12 @@ export interface Measurement {
   serverPeakRssBytes: number | null;
   /** The server's resident set at the end, by kind: what the peak is made of. */
   serverRssParts: RssParts | null;
+  /**
+   * The server's memory as Kubernetes counts it, in its own memory cgroup, largest over the
+   * samples taken during the throughput run: working set (usage - inactive file) and anonymous
+   * memory. Null when no cgroup could be made (CGROUP=0, not root).
+   */
+  serverCgroup: CgroupPeak | null;
   /**
    * CPU used during the measurement by processes outside the benchmark, in % of one CPU. Above
    * a few %, something else shared the machine and the row is suspect.
@@ -135,14 +144,29 @@ async function measureRates(loader: LoadChild, server: ServerChild, knobs: Knobs
 }
 
 /** The server under test in front of the upstream; direct is the upstream itself. */
-function startPath(path: PathName, upstream: ServerChild, knobs: Knobs, pinning: Pinning, nodeFlags: readonly string[], nginxBinary: string | null): Promise<ServerChild> {
+function startPath(path: PathName, upstream: ServerChild, knobs: Knobs, pinning: Pinning, nodeFlags: readonly string[], nginxBinary: string | null, cgroup: MemoryCgroup | null): Promise<ServerChild> {
   if (path === 'direct') return Promise.resolve(upstream);
   if (path === 'nginx') {
     if (nginxBinary === null) throw new Error('nginx is not available');
-    return startNginxChild(nginxBinary, upstream.port, pinning.servers);
+    return startNginxChild(nginxBinary, upstream.port, pinning.servers, cgroup);
   }
-  return startServerChild(path, upstream.port, pinning.servers, nodeFlags, knobs.serversFrom);
+  return startServerChild(path, upstream.port, pinning.servers, nodeFlags, knobs.serversFrom, { cgroup });
 }
+
+let cgroupsMade = 0;
+
+/** A fresh memory cgroup for one server process, or null (CGROUP=0, or none can be made: the reason is printed once). */
+function serverCgroup(knobs: Knobs, role: string): MemoryCgroup | null {
+  if (!knobs.cgroup) return null;
+  const made = createMemoryCgroup(`auditmesh-bench-${process.pid}-${role}-${++cgroupsMade}`);
+  if ('error' in made) {
+    if (!cgroupWarned) process.stderr.write(`\nmemory not measured in a cgroup: ${made.error}\n`);
+    cgroupWarned = true;
+    return null;
+  }
+  return made;
+}
+let cgroupWarned = false;
 
 /**
  * Fresh upstream and server processes, a warmup, the throughput run, then the fixed rates
@@ -156,15 +180,19 @@ export async function measurePath(
   nodeFlags: readonly string[],
   nginxBinary: string | null = null,
 ): Promise<Measurement> {
-  const upstream = await startServerChild('upstream', null, pinning.servers, nodeFlags, knobs.serversFrom);
+  const upstreamCgroup = serverCgroup(knobs, 'upstream');
+  const cgroup = path === 'direct' ? upstreamCgroup : serverCgroup(knobs, path);
+  const upstream = await startServerChild('upstream', null, pinning.servers, nodeFlags, knobs.serversFrom, { cgroup: upstreamCgroup });
   try {
-    const server = await startPath(path, upstream, knobs, pinning, nodeFlags, nginxBinary);
+    const server = await startPath(path, upstream, knobs, pinning, nodeFlags, nginxBinary, cgroup);
     try {
       await load(loader, server, knobs, knobs.warmupS);
       const before = readCounters(server, upstream, loader);
       const gcBefore = server.gc();
       const startedAt = performance.now();
+      const sampling = cgroup === null ? null : sampleCgroup(cgroup, CGROUP_SAMPLE_MS);
       const result = await load(loader, server, knobs, knobs.durationS);
+      const memory = sampling?.stop() ?? null;
       await sleep(SETTLE_MS);
       const after = readCounters(server, upstream, loader);
       const gcAfter = server.gc();
@@ -196,6 +224,7 @@ export async function measurePath(
         serverGcPauseUsPerReq: gcBefore === null || gcAfter === null || requests === 0 ? null : ((gcAfter.pauseMs - gcBefore.pauseMs) * 1000) / requests,
         serverPeakRssBytes: peakRssBytes(server.pid),
         serverRssParts: rssParts(server.pid),
+        serverCgroup: memory,
         otherCpuPercent: otherCpuPercent(before, after, wallMs),
         rates,
         autocannon: result,
@@ -205,5 +234,7 @@ export async function measurePath(
     }
   } finally {
     await upstream.stop();
+    if (cgroup !== upstreamCgroup) cgroup?.remove();
+    upstreamCgroup?.remove();
   }
 }

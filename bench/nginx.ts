@@ -9,6 +9,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { MemoryCgroup } from './cgroup.js';
 import { type ServerChild, spawnPinned, stopChild } from './children.js';
 import { UPSTREAM_KEEP_ALIVE_MS } from './upstream.js';
 
@@ -145,12 +146,12 @@ function accepts(port: number): Promise<boolean> {
 }
 
 /** The server, or the end of nginx's error log when it exited at start. */
-async function startOnce(binary: string, dir: string, upstreamPort: number, cpus: string | null): Promise<ServerChild | { exitLog: string }> {
+async function startOnce(binary: string, dir: string, upstreamPort: number, cpus: string | null, cgroup: MemoryCgroup | null): Promise<ServerChild | { exitLog: string }> {
   const port = await freePort();
   const conf = join(dir, 'nginx.conf');
   await writeFile(conf, nginxConfig(dir, port, upstreamPort));
   // -e: the error log before the config is read (the built-in path is under /var/log, root's).
-  const child = spawnPinned(cpus, [binary, '-p', dir, '-c', conf, '-e', join(dir, 'error.log')], 'pipe');
+  const child = spawnPinned(cpus, [binary, '-p', dir, '-c', conf, '-e', join(dir, 'error.log')], 'pipe', process.env, cgroup);
   child.on('error', () => {});
   const exited = once(child, 'exit').then(() => null);
   const deadline = performance.now() + START_TIMEOUT_MS;
@@ -168,12 +169,12 @@ async function startOnce(binary: string, dir: string, upstreamPort: number, cpus
 }
 
 /** Starts nginx in front of the upstream; stop() also removes its temp folder. */
-export async function startNginxChild(binary: string, upstreamPort: number, cpus: string | null): Promise<ServerChild> {
+export async function startNginxChild(binary: string, upstreamPort: number, cpus: string | null, cgroup: MemoryCgroup | null = null): Promise<ServerChild> {
   const dir = await mkdtemp(join(tmpdir(), 'auditmesh-bench-nginx-'));
   let exitLog = '';
   try {
     for (let attempt = 1; attempt <= START_ATTEMPTS; attempt++) {
-      const child = await startOnce(binary, dir, upstreamPort, cpus);
+      const child = await startOnce(binary, dir, upstreamPort, cpus, cgroup);
       if ('exitLog' in child) exitLog = child.exitLog;
       else {
         return {

@@ -14,7 +14,7 @@ import { renderLatencyChart } from './latency-chart.js';
 import { REQUEST, measurePath } from './measure.js';
 import { type NginxFound, findNginx } from './nginx.js';
 import { waitForQuiet } from './quiet.js';
-import { headlineLines, headlineRate, renderGrpcTable, renderHttpTable, renderJournalTable, renderRatesTable, targetLines } from './report-table.js';
+import { grpcTargetLines, headlineLines, headlineRate, renderGrpcTable, renderHttpTable, renderJournalTable, renderRatesTable, targetLines } from './report-table.js';
 import { type ScriptRun, runGrpcSection, runIngestSection, runJournalSection, runPairedSection } from './sections.js';
 import { type Outcome, type PathSummary, summarize } from './summary.js';
 
@@ -174,6 +174,7 @@ async function main(): Promise<void> {
   if (grpc !== null) {
     say(`\ngRPC, ${rounds}: ${knobs.grpcDurationS}s of unary calls, then a bidirectional stream of ${knobs.grpcStreamMessages} messages\n`);
     say(grpc.rounds.length > 0 ? renderGrpcTable(grpc.rounds.map((r) => r.rows)) : 'no rounds');
+    if (grpc.rounds.length > 0) say('\n' + grpcTargetLines(grpc.rounds.map((r) => r.rows)).join('\n'));
     if (grpc.failure !== null) say(`gRPC failed: ${grpc.failure}`);
   }
   if (journal !== null) {
@@ -195,7 +196,7 @@ async function main(): Promise<void> {
   const stamp = started.toISOString().replace(/:/g, '-').replace(/\.\d+Z$/, 'Z');
   const base = join(resultsDir, `report-${stamp}`);
   const caption = `auditmesh, ${started.toISOString().slice(0, 16)}Z, ${machine.nproc} x ${machine.cpu}, node ${machine.node}, ${rounds}`;
-  const checks = targetLines(summaries, knobs.rates);
+  const checks = [...targetLines(summaries, knobs.rates), ...(grpc === null ? [] : grpcTargetLines(grpc.rounds.map((r) => r.rows)))];
   const raw = {
     date: started.toISOString(),
     machine,

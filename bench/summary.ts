@@ -50,6 +50,9 @@ export interface PathSummary {
   rssAnonMiB: Spread | null;
   rssFileMiB: Spread | null;
   otherCpuPercent: Spread | null;
+  /** Largest working set and anonymous memory of the server's cgroup during the throughput run (MiB). */
+  workingSetMiB: Spread | null;
+  anonMiB: Spread | null;
   rates: RateSummary[];
 }
 
@@ -132,6 +135,8 @@ export function summarize(outcomes: ReadonlyMap<PathName, Outcome>, rates: reado
     rssAnonMiB: spread(runs.map((r) => (r.serverRssParts === null ? null : r.serverRssParts.anon / MIB))),
     rssFileMiB: spread(runs.map((r) => (r.serverRssParts === null ? null : r.serverRssParts.file / MIB))),
     otherCpuPercent: spread(runs.map((r) => r.otherCpuPercent)),
+    workingSetMiB: spread(runs.map((r) => (r.serverCgroup == null ? null : r.serverCgroup.workingSet / MIB))),
+    anonMiB: spread(runs.map((r) => (r.serverCgroup == null ? null : r.serverCgroup.anon / MIB))),
     rates: rates.map((rate) => summarizeRate(runs, directRuns, rate)),
   }));
 }

@@ -12,7 +12,7 @@ const PATHS = ['direct', 'nginx', 'sidecar-async'];
 
 interface Report {
   nginx: { ok: boolean; reason?: string } | null;
-  http: { summaries: { path: string; failure: string | null; rps: { median: number } | null; allocKiBPerReq: { median: number } | null; rates: { offeredPerS: number; measured: number; skipped: string | null; p99Ms: { median: number } | null }[] }[] };
+  http: { summaries: { path: string; failure: string | null; rps: { median: number } | null; allocKiBPerReq: { median: number } | null; workingSetMiB: { max: number } | null; anonMiB: { max: number } | null; rates: { offeredPerS: number; measured: number; skipped: string | null; p99Ms: { median: number } | null }[] }[] };
   grpc: { rounds: { rows: { path: string; unaryPerSec: number; bidiMsgsPerSec: number }[] }[]; failure: string | null };
   journal: { rounds: { rows: { run: string; recordsPerS: number }[] }[]; failure: string | null };
   ingest: { stdout: string[]; failure: string | null } | null;
@@ -83,7 +83,12 @@ test('the QUICK report prints its tables and writes well-formed JSON, SVG and te
     t.is(report.ingest?.failure, null);
     t.regex(report.ingest?.stdout[0] ?? '', /records\/s/);
   } else t.regex(stdout, /^Collector ingest: not measured/m);
-  t.true(report.checks.some((line) => line.startsWith('sidecar-async peak RSS under load: ')));
+  // Memory as Kubernetes counts it, from each server's own cgroup (root here), or said not to be.
+  t.true(report.checks.some((line) => /^sidecar-async working set under load: ([\d.]+ MiB \(target <= 64 MiB\)|not measured)/.test(line)));
+  for (const s of report.http.summaries) {
+    if (s.workingSetMiB === null) t.regex(stdout, /memory not measured in a cgroup: /);
+    else t.true(s.workingSetMiB.max > 0 && s.anonMiB !== null && s.anonMiB.max > 0 && s.anonMiB.max <= s.workingSetMiB.max, `${s.path}: working set ${s.workingSetMiB.max} MiB, anon ${s.anonMiB?.max}`);
+  }
   // The paired section, quoted as bench/paired.ts printed it: the target judged on the pairs.
   t.is(report.paired?.failure, null);
   t.regex(report.paired?.stdout ?? '', /^sidecar-async vs http-proxy, throughput pair by pair \(1 pairs of 1 s\): median [\d.]+x .*: (met|MISSED)/m);

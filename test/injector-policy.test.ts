@@ -105,7 +105,10 @@ const CASES: Case[] = [
       const [init, proxy] = pod.spec.initContainers!;
       t.like(envOf(init), { AUDITMESH_EXCLUDE_INBOUND_PORTS: '9090', AUDITMESH_EXCLUDE_OUTBOUND_PORTS: '5432,6379', AUDITMESH_EXCLUDE_OUTBOUND_CIDRS: '10.96.0.0/12,fd00::/8' });
       t.like(envOf(proxy), { AUDITMESH_AUDIT_MODE: 'strict', AUDITMESH_APP_PORT: '8443' });
-      t.deepEqual(proxy!.resources, { requests: { cpu: '200m', memory: '64Mi' }, limits: { memory: '512Mi' } });
+      // The V8 settings the memory defaults were measured with are in the pod, where its owner sees them.
+      t.deepEqual(proxy!.command, ['node', '--max-semi-space-size=2', '--heap-growing-percent=20', '/opt/auditmesh/bin/auditmesh.js']);
+      t.deepEqual(proxy!.args, ['sidecar']);
+      t.deepEqual(proxy!.resources, { requests: { cpu: '200m', memory: '80Mi' }, limits: { memory: '512Mi' } });
       t.deepEqual(pod.spec.volumes, [{ name: 'auditmesh-data', emptyDir: { sizeLimit: '4Gi' } }, IDENTITY_VOLUME]);
       // The proxy's credential: the kubelet's token for this pod, audience auditmesh, and the id it binds.
       t.deepEqual((proxy!.volumeMounts as Array<{ name: string }>).find((m) => m.name === 'auditmesh-identity'), { name: 'auditmesh-identity', mountPath: '/var/run/secrets/auditmesh.io/identity', readOnly: true });
