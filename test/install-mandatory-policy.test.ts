@@ -5,7 +5,8 @@ import { schemaErrors } from './helpers/kube-schema.js';
 // The mandatory-audit ValidatingAdmissionPolicy (issue 22, item 10) checks the injected sidecar
 // itself, not only a container's name: its image, args and the init container's command, as the
 // injector renders them, and refuses the annotations that switch the audit off or exclude all
-// traffic. No CEL evaluator is installed here, so the rendered expressions are checked exactly.
+// traffic. The rendered expressions are checked exactly here; test/install-mandatory-policy-cel.test.ts
+// evaluates them against injected pods and each bypass.
 
 type Obj = { kind: string; metadata: { name: string }; spec: Record<string, unknown> };
 interface Policy {
@@ -57,13 +58,13 @@ test('the injected containers are checked by image, args and command, and audit-
   const { spec } = await policy();
   t.is(
     spec.validations[1].expression,
-    "variables.mirror || (variables.proxies.all(c, c.image == 'auditmesh/auditmesh:0.1.0' && !has(c.command) && has(c.args) && c.args == ['sidecar'] && !has(c.envFrom) && (!has(c.env) || c.env.all(e, e.name != 'AUDITMESH_AUDIT_MODE' || (has(e.value) && e.value != 'off')))))",
+    "variables.mirror || (variables.proxies.all(c, c.image == 'auditmesh/auditmesh:0.1.0' && has(c.command) && c.command == ['node', '--max-semi-space-size=2', '--heap-growing-percent=20', '/opt/auditmesh/bin/auditmesh.js'] && has(c.args) && c.args == ['sidecar'] && !has(c.envFrom) && (!has(c.env) || c.env.all(e, e.name != 'AUDITMESH_AUDIT_MODE' || (has(e.value) && e.value != 'off')))))",
   );
   t.is(
     spec.validations[2].expression,
     `variables.mirror || (variables.inits.all(c, c.image == 'auditmesh/auditmesh:0.1.0' && has(c.command) && c.command == ['/bin/sh', '/opt/auditmesh/deploy/init/iptables.sh'] && !has(c.args) && !has(c.envFrom) && (!has(c.env) || c.env.all(e, e.name != 'AUDITMESH_EXCLUDE_OUTBOUND_CIDRS' || (has(e.value) && !(${WIDE('e.value')}))))))`,
   );
-  t.regex(spec.validations[1].message, /auditmesh-proxy must be the injected sidecar: image auditmesh\/auditmesh:0\.1\.0, args \["sidecar"\]/);
+  t.regex(spec.validations[1].message, /auditmesh-proxy must be the injected sidecar: image auditmesh\/auditmesh:0\.1\.0, command \["node",.*"\/opt\/auditmesh\/bin\/auditmesh\.js"\], args \["sidecar"\]/);
 });
 
 test("no app container may run as the proxy's uid (its own or the pod's), which the capture exempts", async (t) => {

@@ -13,13 +13,13 @@ const MIN_EXCLUDED_PREFIX = 8;
 const str = (s: string): string => `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
 const list = (items: readonly string[]): string => `[${items.map(str).join(', ')}]`;
 
-/** What the injector renders for every pod: the image, the proxy's args and the init container's command. */
-function injected(o: InstallOptions): { image: string; proxyArgs: string[]; initCommand: string[] } {
+/** What the injector renders for every pod: the image, the proxy's command and args, and the init container's command. */
+function injected(o: InstallOptions): { image: string; proxyCommand: string[] | undefined; proxyArgs: string[]; initCommand: string[] } {
   const parsed = podSettings({ metadata: {}, spec: { containers: [] } }, o.inject);
   if (!('settings' in parsed)) throw new Error(`the injector's defaults do not parse: ${parsed.errors.join('; ')}`);
   const proxy = proxyContainer(o.inject, parsed.settings, undefined);
   const init = initContainer(o.inject, parsed.settings);
-  return { image: o.inject.image, proxyArgs: proxy.args as string[], initCommand: init.command as string[] };
+  return { image: o.inject.image, proxyCommand: proxy.command as string[] | undefined, proxyArgs: proxy.args as string[], initCommand: init.command as string[] };
 }
 
 /** The pod's init containers, none when absent. */
@@ -45,7 +45,10 @@ const annotated = (key: string, test: string): string => `${str(key)} in variabl
 
 /** The validations, each a rule that names what it refuses. Every one lets mirror pods through: the kubelet makes them and cannot inject them. */
 function validations(o: InstallOptions): Array<{ expression: string; message: string; reason: string }> {
-  const { image, proxyArgs, initCommand } = injected(o);
+  const { image, proxyCommand, proxyArgs, initCommand } = injected(o);
+  // The proxy's command (the entrypoint with its V8 settings) is checked as rendered, so no other program can stand in.
+  const command = proxyCommand === undefined ? '!has(c.command)' : `has(c.command) && c.command == ${list(proxyCommand)}`;
+  const commandText = proxyCommand === undefined ? 'no command' : `command ${JSON.stringify(proxyCommand)}`;
   const uid = o.inject.proxyUid;
   const rule = (expression: string, message: string): { expression: string; message: string; reason: string } => ({ expression: `variables.mirror || (${expression})`, message, reason: 'Forbidden' });
   return [
@@ -54,8 +57,8 @@ function validations(o: InstallOptions): Array<{ expression: string; message: st
       `this namespace requires the auditmesh sidecar (${MANDATORY_AUDIT_LABEL}=mandatory) and the pod has none: label the namespace ${INJECT_LABEL}=enabled, do not set ${INJECT_LABEL}=false on the pod, and check that the injector is running`,
     ),
     rule(
-      `variables.proxies.all(c, c.image == ${str(image)} && !has(c.command) && has(c.args) && c.args == ${list(proxyArgs)} && !has(c.envFrom) && (${envPasses('AUDITMESH_AUDIT_MODE', "e.value != 'off'")}))`,
-      `${PROXY_CONTAINER} must be the injected sidecar: image ${image}, args ${JSON.stringify(proxyArgs)}, no command or envFrom, and auditing on`,
+      `variables.proxies.all(c, c.image == ${str(image)} && ${command} && has(c.args) && c.args == ${list(proxyArgs)} && !has(c.envFrom) && (${envPasses('AUDITMESH_AUDIT_MODE', "e.value != 'off'")}))`,
+      `${PROXY_CONTAINER} must be the injected sidecar: image ${image}, ${commandText}, args ${JSON.stringify(proxyArgs)}, no envFrom, and auditing on`,
     ),
     rule(
       `variables.inits.all(c, c.image == ${str(image)} && has(c.command) && c.command == ${list(initCommand)} && !has(c.args) && !has(c.envFrom) && (${envPasses('AUDITMESH_EXCLUDE_OUTBOUND_CIDRS', `!(${wideCidr('e.value')})`)}))`,
