@@ -1,4 +1,5 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { caBundleFrom } from '../../proxy/journal/certified-key.js';
 import { formatHelp, parseFlags, UsageError, type FlagSpec } from '../../proxy/config/flags.js';
 import { lmdbBuild, unpatchedRisk } from '../../proxy/journal/lmdb-build.js';
 import { withSnapshot } from '../../proxy/journal/read-journal.js';
@@ -9,13 +10,14 @@ import type { CommandIO } from './io.js';
 const VERIFY_FLAGS: readonly FlagSpec[] = [
   { name: 'expect-head', type: 'string', help: 'a head seen elsewhere (an earlier verify, a "journal checkpoint" log line): it must be in the chain', env: false },
   { name: 'expect-key', type: 'string', help: 'key id every head must be signed with', env: false },
+  { name: 'ca-file', type: 'string', help: 'the mesh CA bundle (PEM): a key change whose new key it certifies, for the same SPIFFE ID, is endorsed', env: false },
   { name: 'record', type: 'int', help: "also print record SEQ, its Merkle inclusion path and the head it proves against, and check them", env: false },
   { name: 'output', short: 'o', type: 'string', choices: ['table', 'json'], default: 'table', help: 'json: the result as one JSON object', env: false },
 ];
 
 export const VERIFY_HELP = formatHelp(
-  'auditmesh verify PATH [--expect-head HASH] [--expect-key ID] [--record SEQ] [-o json]',
-  'Verifies a sidecar journal offline: every record, Merkle root, chain link and signature, and that\nsequence numbers run on without a hole. Reads one consistent snapshot, so a journal being written\nmeanwhile is fine. PATH may also be a collector store (--store of `auditmesh collector`): then\nevery sidecar chain in it is verified end to end with the key the collector pinned (the --expect-*\nand --record flags are for journals). Exit 0 if everything verifies, 1 naming the first sidecar,\nbatch or record that does not.',
+  'auditmesh verify PATH [--expect-head HASH] [--expect-key ID] [--ca-file FILE] [--record SEQ] [-o json]',
+  'Verifies a sidecar journal offline: every record, Merkle root, chain link and signature, and that\nsequence numbers run on without a hole. Every key change (a boot epoch with a new key) must be\nendorsed, by the previous key or (with --ca-file) by a mesh CA certificate of the new key; the\nprune mark must be signed by a key of the chain. Reads one consistent snapshot, so a journal being written\nmeanwhile is fine. PATH may also be a collector store (--store of `auditmesh collector`): then\nevery sidecar chain in it is verified end to end with the key the collector pinned (the --expect-*\nand --record flags are for journals). Exit 0 if everything verifies, 1 naming the first sidecar,\nbatch or record that does not.',
   VERIFY_FLAGS,
 );
 
@@ -29,7 +31,14 @@ function parseVerifyArgs(argv: readonly string[], env: CommandIO['env']): { path
   const record = values.record as number | undefined;
   if (record !== undefined && record < 1) throw new UsageError('--record: sequence numbers start at 1');
   if (!existsSync(positionals[0])) throw new UsageError(`no journal at ${positionals[0]}`);
-  return { path: positionals[0], opts: { expectHead, expectKey: values['expect-key'] as string | undefined, record }, json: values.output === 'json' };
+  const caFile = values['ca-file'] as string | undefined;
+  let ca;
+  try {
+    ca = caFile === undefined ? undefined : caBundleFrom(readFileSync(caFile, 'utf8'));
+  } catch (err) {
+    throw new UsageError(`--ca-file ${caFile}: ${(err as Error).message}`);
+  }
+  return { path: positionals[0], opts: { expectHead, expectKey: values['expect-key'] as string | undefined, record, ca }, json: values.output === 'json' };
 }
 
 /** `auditmesh verify PATH`: exit 0 verified, 1 not (names the first failure), 2 bad usage. */
@@ -114,6 +123,7 @@ export function formatReport(r: VerifyReport): string {
   const pruned = r.pruned_through === undefined ? '' : `, from seq ${r.first_seq} (batches up to ${r.pruned_through.batch} pruned)`;
   const proved = p === undefined ? '' : `; record ${p.seq} is included, proved against that head`;
   const signed = r.keys.length === 0 ? 'unsigned' : `signed by ${r.keys.join(', ')}`;
+  for (const c of r.key_changes) lines.push(`key change at epoch link ${c.batch} (epoch ${c.epoch}): ${c.from} -> ${c.to}, endorsed by ${c.endorsed === 'ca' ? `the mesh CA, as ${c.identity}` : `the previous key ${c.from}`}`);
   lines.push(`${r.records} records in ${r.batches} batches verified, head ${r.head} (seq ${r.last_seq}), ${signed}${pruned}; ${r.epochs} boot epochs, ${r.checkpoints} checkpoints${proved}`);
   return lines.join('\n') + '\n';
 }

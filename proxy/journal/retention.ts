@@ -1,7 +1,8 @@
 import { statfsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Database } from 'lmdb';
-import { headerEntries, type BatchHeader, type JournalStores, type PrunedMark } from './read-journal.js';
+import { epochKeyThrough } from './key-endorsement.js';
+import { headerEntries, readPrunedFrom, type BatchHeader, type JournalStores, type PrunedMark } from './read-journal.js';
 
 /**
  * What the journal may drop and how big it is. A link is prunable once it is older than the
@@ -95,7 +96,13 @@ export function planPrune(stores: JournalStores, cutoffUnixMs: number, maxRecord
   // `last` (if still set) is the newest link of the journal: it stays.
   if (headers.length === 0) return null;
   const end = headers[headers.length - 1];
-  return { headers, records, mark: { last_batch: end.batch, last_seq: end.first_seq + end.count - 1, head: end.head, sealed_unix_ms: end.sealed_unix_ms }, cause: 'retention' };
+  // Unsigned links end in the same commit, so the same epoch, as the next keyed link after them.
+  let epochKey = epochKeyThrough(headers, readPrunedFrom(stores));
+  for (const { value } of headerEntries(stores, { fromBatch: end.batch + 1 })) {
+    if (epochKey !== undefined) break;
+    epochKey = value.key;
+  }
+  return { headers, records, mark: { last_batch: end.batch, last_seq: end.first_seq + end.count - 1, head: end.head, sealed_unix_ms: end.sealed_unix_ms, epoch_key: epochKey }, cause: 'retention' };
 }
 
 /** Deletes a planned prune's links and records; call inside the write transaction. */
