@@ -105,11 +105,15 @@ const cases: Case[] = [
     bad: async (_s, t) => ({ segment: (await shipment(t, key, 'pod-a', '/other')).segments[0] }),
   },
   {
-    title: 'a Hello for a pinned sidecar id with another key is refused as key-mismatch',
+    // A Hello may present another key (a rotation), but only an epoch link the pinned key endorsed moves the pin.
+    title: 'a pinned sidecar id, another key and a chain that does not continue the stored one: refused as key-mismatch',
     code: 'key-mismatch',
     status: grpc.status.PERMISSION_DENIED,
-    evidence: false,
-    bad: async (_s, t) => ({ first: { hello: (await shipment(t, ephemeralSigningKey())).hello } }),
+    evidence: true,
+    bad: async (_s, t) => {
+      const other = await shipment(t, ephemeralSigningKey());
+      return { first: { hello: other.hello }, segment: other.segments[0] };
+    },
   },
   {
     // Anyone holding a collector token knows a sidecar's public key; only the sidecar can sign with it.
@@ -169,7 +173,7 @@ for (const c of cases) {
     // A stream that fails auth gets its refusal before any message is read.
     if (bad.token === undefined) {
       peer.send(bad.first ?? { hello: s.hello });
-      if (bad.first === undefined) t.like(await peer.next(), { body: 'welcome' });
+      if (bad.first === undefined || bad.segment !== undefined) t.like(await peer.next(), { body: 'welcome' });
       if (bad.segment !== undefined) peer.send({ segment: bad.segment });
     }
     const refusal = await peer.next();
