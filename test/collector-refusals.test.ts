@@ -7,7 +7,7 @@ import { ephemeralSigningKey, type SigningKey } from '../proxy/keys.js';
 import { journalShipment, openSync, signedHello, startTestCollector, type JournalShipment, type TestCollector } from './helpers/collector.js';
 import { helloSigningInput } from '../proxy/journal/chain.js';
 import { makeRecord, writeJournal } from './helpers/journal.js';
-import { metricValue, tempDir } from './helpers/sidecar.js';
+import { metricValue, tempDir, until } from './helpers/sidecar.js';
 import { eventually } from './helpers/shipping.js';
 
 // Each case sends a valid first segment, then something wrong, straight to the collector from a
@@ -185,6 +185,8 @@ for (const c of cases) {
     const metrics = await (await fetch(`${collector.httpUrl}/metrics`)).text();
     t.is(metricValue(metrics, 'auditmesh_collector_verification_failures_total', { reason: c.code }), 1);
     t.is(await storedCount(collector), before, 'nothing of it stored');
+    // The evidence is written after the refusal is sent (sync-server.ts keepEvidence): wait for that write, not for the refusal.
+    if (c.evidence) await until(async () => (await collector.store.evidence()).length > 0, 'the evidence of the refused segment stored');
     const evidence = await collector.store.evidence();
     t.is(evidence.length, c.evidence ? 1 : 0);
     if (c.evidence) t.is(evidence[0].code, c.code);
