@@ -108,6 +108,23 @@ export function ephemeralSigningKey(): SigningKey {
 }
 
 /**
+ * Key rotation: the operator renames the key file to `KEY.previous` and restarts the sidecar. It
+ * creates a new key at `KEY`, the previous key signs the new boot epoch's key (the endorsement
+ * `verify` checks), and the sidecar removes `KEY.previous` once that epoch link is committed.
+ * Returns the previous key, or undefined when there is no `KEY.previous`.
+ */
+export async function loadPreviousSigningKey(path: string): Promise<SigningKey | undefined> {
+  const previous = `${path}.previous`;
+  if ((await readIfExists(previous)) === undefined) return undefined;
+  return loadOrCreateSigningKey(previous);
+}
+
+/** Removes `KEY.previous` once the new key is endorsed: the old private key is no longer needed. */
+export async function retirePreviousSigningKey(path: string): Promise<void> {
+  await unlink(`${path}.previous`);
+}
+
+/**
  * Loads the Ed25519 private key (PKCS#8 PEM) at `path`, or creates it, 0600 in a 0700 folder, at
  * first start. `looseMode` is true when the file is readable or writable by group or others:
  * the caller warns (a Kubernetes secret volume, say, with a permissive defaultMode).

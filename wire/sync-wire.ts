@@ -46,8 +46,11 @@ export interface Hello {
 }
 
 /** One link of the chain with its records: the journal's BatchHeader, with proto3's '' for an absent key and sig. */
-export type WireLink = Omit<BatchHeader, 'key' | 'sig'> & {
+export type WireLink = Omit<BatchHeader, 'key' | 'sig' | 'endorsed_by' | 'endorsement'> & {
   key: string;
+  /** On an epoch link that changes the key ('' otherwise): ledger/key-endorsement.ts. */
+  endorsed_by?: string;
+  endorsement?: string;
   sig: string;
   /** Canonical record bytes, seqs first_seq .. first_seq+count-1. */
   records: Buffer[];
