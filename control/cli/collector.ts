@@ -15,7 +15,9 @@ export const COLLECTOR_FLAGS: readonly FlagSpec[] = [
   { name: 'token-file', type: 'string', help: 'shared tokens accepted from sidecars, one a line (local runs); re-read when it changes' },
   { name: 'service-account-issuer', type: 'string', help: "expected iss of the sidecars' ServiceAccount tokens (default in a pod: the issuer of the collector's own token)" },
   { name: 'service-account-jwks', type: 'string', help: `the issuer's public keys, FILE or URL (default in a pod: the API server's ${IN_CLUSTER_JWKS_URL})` },
-  { name: 'insecure', type: 'boolean', default: 'false', help: 'accept sidecars without a token (local, trusted setups only)' },
+  { name: 'reader-token-file', type: 'string', help: 'reader tokens, one a line: TOKEN NAMESPACE[,NAMESPACE…] or TOKEN * (every namespace); re-read when it changes' },
+  { name: 'read-policy', type: 'string', help: 'YAML: which ServiceAccount identities (tokens with audience auditmesh-read) may read which namespaces' },
+  { name: 'insecure', type: 'boolean', default: 'false', help: 'accept sidecars without a token and serve reads to anyone, in plain HTTP (local, trusted setups only)' },
   { name: 'bind', type: 'string', help: 'listen address (default 127.0.0.1; 0.0.0.0 in Kubernetes)' },
   { name: 'heartbeat-interval-ms', type: 'int', default: String(CHECKPOINT_INTERVAL_MS), help: "the sidecars' heartbeat interval (their --checkpoint-interval-ms): 3 missed is stale" },
   { name: 'max-tail-subscribers', type: 'int', default: String(DEFAULT_MAX_TAIL_SUBSCRIBERS), help: '/v1/tail subscribers at once; past it 503' },
@@ -26,7 +28,7 @@ export const COLLECTOR_FLAGS: readonly FlagSpec[] = [
 
 export const COLLECTOR_HELP = formatHelp(
   'auditmesh collector [flags]',
-  "Runs the control-plane collector: sidecars stream their journals to it over gRPC; it verifies\nevery batch (Merkle root, hash chain, signature, contiguous numbers), stores it in an embedded\nLMDB store, acks it, and answers queries and live tails over HTTP. Sidecars present a projected\nServiceAccount token (audience auditmesh; in a pod the issuer's keys are found by themselves) or a\n--token-file token; with neither it refuses to start unless --insecure is given.",
+  "Runs the control-plane collector: sidecars stream their journals to it over gRPC; it verifies\nevery batch (Merkle root, hash chain, signature, contiguous numbers), stores it in an embedded\nLMDB store, acks it, and answers queries and live tails over HTTP to readers with a credential\n(--reader-token-file, --read-policy). Sidecars present a projected\nServiceAccount token (audience auditmesh; in a pod the issuer's keys are found by themselves) or a\n--token-file token; with neither it refuses to start unless --insecure is given.",
   COLLECTOR_FLAGS,
 );
 
@@ -66,6 +68,8 @@ export async function collectorMain(argv: readonly string[], io: CommandIO): Pro
         tokenFile: values['token-file'] as string | undefined,
         serviceAccounts,
         insecure: values.insecure === true,
+        readerTokenFile: values['reader-token-file'] as string | undefined,
+        readPolicy: values['read-policy'] as string | undefined,
         heartbeatIntervalMs: values['heartbeat-interval-ms'] as number,
         alerts: alertOptionsFromFlags(values),
         maxTailSubscribers: values['max-tail-subscribers'] as number,

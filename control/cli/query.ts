@@ -3,6 +3,8 @@ import { isErrorRecord } from '../collector/record-index.js';
 import { MAX_QUERY_LIMIT, parseStatus, parseTimeBound, QueryError, type CollectedRecord } from '../collector/record-query.js';
 import { formatRecordLine } from './format-record.js';
 import type { CommandIO } from './io.js';
+import { Agent, fetch as undiciFetch } from 'undici';
+import { READER_FLAGS, readerCredentials, refusalAdvice, type ReaderCredentials } from './reader-credentials.js';
 
 export const QUERY_FLAGS: readonly FlagSpec[] = [
   { name: 'collector', type: 'string', help: "the collector's HTTP address, e.g. http://127.0.0.1:9401", env: 'AUDITMESH_COLLECTOR_URL' },
@@ -13,18 +15,20 @@ export const QUERY_FLAGS: readonly FlagSpec[] = [
   { name: 'since', type: 'string', help: 'from this long ago (10m, 2h, 7d) or this time (ISO 8601, Unix ms)', env: false },
   { name: 'until', type: 'string', help: 'up to this time (same forms)', env: false },
   { name: 'status', type: 'string', help: '5xx (a class), ok, error, or a status code such as 503', env: false },
+  { name: 'namespace', type: 'string', help: 'records of these namespaces only (a,b)', env: false },
   { name: 'limit', type: 'int', default: '100', help: `at most this many records, newest first (up to ${MAX_QUERY_LIMIT})`, env: false },
   { name: 'output', short: 'o', type: 'string', choices: ['table', 'json'], default: 'table', help: 'json: one JSON record per line', env: false },
+  ...READER_FLAGS,
 ];
 
 export const QUERY_HELP = formatHelp(
-  'auditmesh query --collector URL [--correlation-id ID] [--trace-id ID] [--service NAME] [--peer NAME] [--since 10m|TIME] [--until TIME] [--status 5xx|ok|error|NNN] [--limit N] [-o json]',
-  "Searches the collector's verified records, newest first. Exit 0 when none of the records found\nis an error, 1 when one is (an error type, a 5xx, a gRPC status other than OK, a gap), 2 on bad usage.",
+  'auditmesh query --collector URL [--correlation-id ID] [--trace-id ID] [--service NAME] [--peer NAME] [--since 10m|TIME] [--until TIME] [--status 5xx|ok|error|NNN] [--namespace NS] [--limit N] [--token-file FILE] [--ca-file FILE] [-o json]',
+  "Searches the collector's verified records, newest first. Exit 0 when none of the records found\nis an error, 1 when one is (an error type, a 5xx, a gRPC status other than OK, a gap), 2 on bad usage\n(and when the collector refuses the credential, 401, or the reader, 403).",
   QUERY_FLAGS,
 );
 
 /** The /v1/records URL for the flags; throws UsageError for a flag the collector would refuse. */
-function queryUrl(argv: readonly string[], io: CommandIO): { url: URL; json: boolean } {
+function queryUrl(argv: readonly string[], io: CommandIO): { url: URL; json: boolean; credentials: ReaderCredentials } {
   const { values, positionals } = parseFlags(QUERY_FLAGS, argv, io.env);
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
   if (values.collector === undefined) throw new UsageError('--collector URL is required');
@@ -39,6 +43,7 @@ function queryUrl(argv: readonly string[], io: CommandIO): { url: URL; json: boo
     set('trace_id', 'trace-id');
     set('service', 'service');
     set('peer', 'peer');
+    set('namespace', 'namespace');
     // Relative times are resolved here, so `--since 10m` means ten minutes before the command ran.
     set('since', 'since', (v) => String(parseTimeBound('--since', v, now)));
     set('until', 'until', (v) => String(parseTimeBound('--until', v, now)));
@@ -50,7 +55,7 @@ function queryUrl(argv: readonly string[], io: CommandIO): { url: URL; json: boo
   const limit = values.limit as number;
   if (limit < 1 || limit > MAX_QUERY_LIMIT) throw new UsageError(`--limit: expected 1 to ${MAX_QUERY_LIMIT}, got ${limit}`);
   url.searchParams.set('limit', String(limit));
-  return { url, json: values.output === 'json' };
+  return { url, json: values.output === 'json', credentials: readerCredentials(values) };
 }
 
 /** `auditmesh query`: exit 0 no error record found, 1 an error record found (or the collector failed), 2 bad usage. */
@@ -70,12 +75,19 @@ export async function queryMain(argv: readonly string[], io: CommandIO): Promise
   let status: number;
   let body: string;
   try {
-    const res = await fetch(args.url, { signal: io.signal });
+    const { headers, ca } = args.credentials;
+    const dispatcher = ca === undefined ? undefined : new Agent({ connect: { ca } });
+    const res = await undiciFetch(args.url, { signal: io.signal, headers, dispatcher });
     status = res.status;
     body = await res.text();
   } catch (err) {
     io.stderr.write(`auditmesh query: cannot reach ${args.url.origin}: ${(err as Error).message}\n`);
     return 1;
+  }
+  const refused = refusalAdvice(status, body);
+  if (refused !== null) {
+    io.stderr.write(`auditmesh query: ${refused}\n`);
+    return 2;
   }
   if (status !== 200) {
     io.stderr.write(`auditmesh query: the collector answered ${status}: ${body.trim()}\n`);
