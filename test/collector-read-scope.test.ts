@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { takeSseEvents } from '../control/cli/sse.js';
 import { createWebhookCertificates } from '../control/install/webhook-certificates.js';
+import { runCli } from './helpers/child.js';
 import { startTestCollector, type TestCollector } from './helpers/collector.js';
 import { eventually, startShippingSidecar, type ShippingSidecar } from './helpers/shipping.js';
 import { metricValue, tempDir } from './helpers/sidecar.js';
@@ -164,4 +165,23 @@ test('under --insecure reads stay open and plain', async (t) => {
   const c = await startTestCollector(t, { token: null });
   t.regex(c.httpUrl, /^http:\/\//);
   t.is((await read(c, '/v1/records')).status, 200);
+});
+
+test('auditmesh query presents --token-file: a reader of a gets only a; no credential and a namespace outside the scope exit 2 saying why', async (t) => {
+  const m = await mesh(t);
+  await stored(m, 'req-a1', 'req-b1');
+  const dir = await tempDir(t);
+  await writeFile(join(dir, 'token-a'), 'tok-a\n');
+  const scoped = await runCli(['query', '--collector', m.c.httpUrl, '--token-file', join(dir, 'token-a'), '-o', 'json']);
+  t.is(scoped.code, 0, scoped.stderr);
+  t.deepEqual(ids(scoped.stdout), ['req-a1']);
+  const none = await runCli(['query', '--collector', m.c.httpUrl]);
+  t.is(none.code, 2);
+  t.regex(none.stderr, /the collector wants a reader credential \(401: unauthorized: missing: .*give --token-file FILE/);
+  const outside = await runCli(['query', '--collector', m.c.httpUrl, '--token-file', join(dir, 'token-a'), '--namespace', 'b']);
+  t.is(outside.code, 2);
+  t.regex(outside.stderr, /the collector refused this reader \(403: forbidden: out-of-scope: this reader may not read namespace b/);
+  const tail = await runCli(['tail', '--collector', m.c.httpUrl]);
+  t.is(tail.code, 2);
+  t.regex(tail.stderr, /auditmesh tail: the collector wants a reader credential \(401/);
 });

@@ -3,6 +3,7 @@ import type { InstallOptions, KubeObject } from './install-options.js';
 import { monitoring } from './monitoring.js';
 import { mandatoryAuditPolicy } from './mandatory-audit-policy.js';
 import { webhookObjects } from './webhook-config.js';
+import { networkPolicies } from './network-policies.js';
 
 /**
  * The control plane's manifests, in the order `kubectl apply` should meet them: the namespace and
@@ -19,6 +20,7 @@ export async function renderInstall(o: InstallOptions): Promise<KubeObject[]> {
     ...webhook.filter((x) => x.kind !== 'MutatingWebhookConfiguration'),
     ...collector(o),
     ...injector(o),
+    ...networkPolicies(o),
     ...config,
     ...(o.mandatoryAuditPolicy ? mandatoryAuditPolicy(o) : []),
     ...(o.monitoring ? monitoring(o) : []),
