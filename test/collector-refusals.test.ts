@@ -24,7 +24,7 @@ const copy = (segment: Segment): Segment => ({ links: segment.links.map((l) => (
 const recordsLink = (segment: Segment): WireLink => segment.links.find((l) => l.kind === 'records')!;
 
 async function storedCount(c: TestCollector): Promise<number> {
-  const body = await (await fetch(`${c.httpUrl}/v1/records?limit=1000`)).text();
+  const body = await (await fetch(`${c.httpUrl}/v1/records?limit=1000`, c.readAuth)).text();
   return body.split('\n').filter((l) => l !== '').length;
 }
 

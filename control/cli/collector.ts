@@ -17,7 +17,9 @@ export const COLLECTOR_SETTINGS = {
   tokenFile: optionalText({ name: 'token-file', help: 'shared tokens accepted from sidecars, one a line (local runs); re-read when it changes' }),
   serviceAccountIssuer: optionalText({ name: 'service-account-issuer', help: "expected iss of the sidecars' ServiceAccount tokens (default in a pod: the issuer of the collector's own token)" }),
   serviceAccountJwks: optionalText({ name: 'service-account-jwks', help: `the issuer's public keys, FILE or URL (default in a pod: the API server's ${IN_CLUSTER_JWKS_URL})` }),
-  insecure: flag({ name: 'insecure', default: false, help: 'accept sidecars without a token (local, trusted setups only)' }),
+  readerTokenFile: optionalText({ name: 'reader-token-file', help: 'reader tokens, one a line: TOKEN NAMESPACE[,NAMESPACE…] or TOKEN * (every namespace); re-read when it changes' }),
+  readPolicy: optionalText({ name: 'read-policy', help: 'YAML: which ServiceAccount identities (tokens with audience auditmesh-read) may read which namespaces' }),
+  insecure: flag({ name: 'insecure', default: false, help: 'accept sidecars without a token and serve reads to anyone, in plain HTTP (local, trusted setups only)' }),
   bind: derived({ name: 'bind', type: 'string', help: 'listen address (default 127.0.0.1; 0.0.0.0 in Kubernetes)' }, (values, env) => (values.bind as string | undefined) ?? (env.KUBERNETES_SERVICE_HOST !== undefined ? '0.0.0.0' : '127.0.0.1')),
   heartbeatIntervalMs: whole({ name: 'heartbeat-interval-ms', default: CHECKPOINT_INTERVAL_MS, help: "the sidecars' heartbeat interval (their --checkpoint-interval-ms): 3 missed is stale" }),
   maxTailSubscribers: whole({ name: 'max-tail-subscribers', default: DEFAULT_MAX_TAIL_SUBSCRIBERS, help: '/v1/tail subscribers at once; past it 503' }, 1),
@@ -30,7 +32,7 @@ export const COLLECTOR_FLAGS: readonly FlagSpec[] = flagsOf(COLLECTOR_SETTINGS);
 
 export const COLLECTOR_HELP = formatHelp(
   'auditmesh collector [flags]',
-  "Runs the control-plane collector: sidecars stream their journals to it over gRPC; it verifies\nevery batch (Merkle root, hash chain, signature, contiguous numbers), stores it in an embedded\nLMDB store, acks it, and answers queries and live tails over HTTP. Sidecars present a projected\nServiceAccount token (audience auditmesh; in a pod the issuer's keys are found by themselves) or a\n--token-file token; with neither it refuses to start unless --insecure is given.",
+  "Runs the control-plane collector: sidecars stream their journals to it over gRPC; it verifies\nevery batch (Merkle root, hash chain, signature, contiguous numbers), stores it in an embedded\nLMDB store, acks it, and answers queries and live tails over HTTP to readers with a credential\n(--reader-token-file, --read-policy). Sidecars present a projected\nServiceAccount token (audience auditmesh; in a pod the issuer's keys are found by themselves) or a\n--token-file token; with neither it refuses to start unless --insecure is given.",
   COLLECTOR_FLAGS,
 );
 

@@ -93,6 +93,8 @@ export interface RecordQuery {
   sinceUnixMs?: number;
   untilUnixMs?: number;
   status?: StatusFilter;
+  /** Only records of these namespaces (record-namespace.ts); records without one never match. */
+  namespaces?: ReadonlySet<string>;
   limit: number;
 }
 

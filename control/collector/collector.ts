@@ -21,6 +21,8 @@ import { FLOW_WINDOW_OPTION, widenFlowWindow } from './ingest/flow-window.js';
 import { createTokenCheck } from './ingest/token-auth.js';
 import { createServiceAccountCheck, type ServiceAccountKeys } from './ingest/service-account-tokens.js';
 import { createStreamAuth } from './ingest/stream-auth.js';
+import { readAccessFrom, type ReadSettings } from './api/read-access.js';
+import type { ServingTls } from '../../command/plain-http.js';
 
 /**
  * The collector, wired: store -> ingest -> gRPC Sync server, and the HTTP API beside it.
@@ -28,7 +30,7 @@ import { createStreamAuth } from './ingest/stream-auth.js';
  * through createCollector.
  */
 
-export interface CollectorConfig {
+export interface CollectorConfig extends ReadSettings {
   /** 0 picks a free port. */
   grpcPort: number;
   httpPort: number;
@@ -51,6 +53,8 @@ export interface CollectorConfig {
   maxIdMatches?: number;
   /** /v1/tail subscribers at once; past it 503 (default DEFAULT_MAX_TAIL_SUBSCRIBERS). */
   maxTailSubscribers?: number;
+  /** The HTTP API serves HTTPS with this key and certificate (the CA-issued serving certificate). */
+  httpTls?: ServingTls;
 }
 
 export interface Collector {
@@ -58,7 +62,7 @@ export interface Collector {
   readonly httpPort: number;
   /** host:port for sidecars (--collector of the sidecar). */
   readonly grpcAddress: string;
-  /** http://host:port of the HTTP API. */
+  /** http://host:port of the HTTP API (https:// with httpTls). */
   readonly httpUrl: string;
   readonly metrics: CollectorMetrics;
   readonly store: CollectorStore;
@@ -89,6 +93,13 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   const tokens = config.tokenFile === undefined ? null : createTokenCheck(config.tokenFile, (l) => log('info', String(l.msg), l));
   const serviceAccounts = config.serviceAccounts === undefined ? null : createServiceAccountCheck(config.serviceAccounts);
   const auth = config.insecure && tokens === null && serviceAccounts === null ? null : createStreamAuth(tokens, serviceAccounts);
+  // Reads are open only under --insecure; otherwise /v1/ answers only readers with a credential.
+  let readAccess;
+  try {
+    readAccess = config.insecure ? null : readAccessFrom(config, (level, msg, fields) => log(level, `read access: ${msg}`, fields));
+  } catch (err) {
+    throw new CollectorConfigError((err as Error).message);
+  }
   const heartbeatIntervalMs = config.heartbeatIntervalMs ?? CHECKPOINT_INTERVAL_MS;
   const store = openLmdbStore(config.storeDir, {
     maxIdMatches: config.maxIdMatches,
@@ -125,7 +136,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     grpcServer.bindAsync(`${config.bind}:${config.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
   );
   if (!widenFlowWindow(grpcServer)) log('warn', 'collector could not raise the HTTP/2 flow-control window of this grpc-js version: large segments arrive 64 KiB at a time', {});
-  const httpServer = createHttpApi({ store, metrics, sidecars, subscribe: (l) => feed.subscribe(l), ready: () => ({ ok: true }), anomalies: () => ({ active: fleetAlerts?.active() ?? [], recent: fleetAlerts?.recent() ?? [] }), maxTailSubscribers: config.maxTailSubscribers });
+  const httpServer = createHttpApi({ store, metrics, sidecars, subscribe: (l) => feed.subscribe(l), ready: () => ({ ok: true }), anomalies: () => ({ active: fleetAlerts?.active() ?? [], recent: fleetAlerts?.recent() ?? [] }), maxTailSubscribers: config.maxTailSubscribers, readAccess, tls: config.httpTls });
   let httpPort: number;
   try {
     httpPort = await listen(httpServer, config.httpPort, config.bind);
@@ -136,14 +147,14 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     throw err;
   }
   const host = config.bind.includes(':') ? `[${config.bind}]` : config.bind;
-  log('info', 'collector listening', { grpc: `${host}:${grpcPort}`, http: `http://${host}:${httpPort}`, store: config.storeDir, auth: authSummary(tokens !== null, config.serviceAccounts) });
+  log('info', 'collector listening', { grpc: `${host}:${grpcPort}`, http: `${config.httpTls === undefined ? 'http' : 'https'}://${host}:${httpPort}`, reads: config.insecure ? 'open (--insecure)' : 'bearer credential', store: config.storeDir, auth: authSummary(tokens !== null, config.serviceAccounts) });
 
   let closing: Promise<void> | undefined;
   return {
     grpcPort,
     httpPort,
     grpcAddress: `${host}:${grpcPort}`,
-    httpUrl: `http://${host}:${httpPort}`,
+    httpUrl: `${config.httpTls === undefined ? 'http' : 'https'}://${host}:${httpPort}`,
     metrics,
     store,
     onStored: (listener) => feed.subscribe(listener),
