@@ -1,4 +1,5 @@
-import { formatHelp, parseFlags, port, UsageError, type FlagSpec } from '../../proxy/config/flags.js';
+import { durationMs, formatHelp, parseFlags, port, UsageError, type FlagSpec } from '../../proxy/config/flags.js';
+import { DEFAULT_TRUST_DOMAIN } from '../../proxy/identity/spiffe-id.js';
 import { createLogger } from '../../proxy/log.js';
 import { CHECKPOINT_INTERVAL_MS } from '../../proxy/journal/journal.js';
 import { ALERT_FLAGS, alertOptionsFromFlags } from '../../proxy/alerts/alert-flags.js';
@@ -15,6 +16,9 @@ export const COLLECTOR_FLAGS: readonly FlagSpec[] = [
   { name: 'token-file', type: 'string', help: 'shared tokens accepted from sidecars, one a line (local runs); re-read when it changes' },
   { name: 'service-account-issuer', type: 'string', help: "expected iss of the sidecars' ServiceAccount tokens (default in a pod: the issuer of the collector's own token)" },
   { name: 'service-account-jwks', type: 'string', help: `the issuer's public keys, FILE or URL (default in a pod: the API server's ${IN_CLUSTER_JWKS_URL})` },
+  { name: 'trust-domain', type: 'string', default: DEFAULT_TRUST_DOMAIN, help: 'the SPIFFE trust domain of issued identities' },
+  { name: 'ca-dir', type: 'string', default: './.auditmesh/ca', help: 'the mesh CA: ca.crt and ca.key (0600); in Kubernetes the Secret every replica mounts; created at first start only for local runs' },
+  { name: 'cert-ttl', type: 'string', default: '24h', help: 'lifetime of issued workload certificates (renewed at half-life)' },
   { name: 'insecure', type: 'boolean', default: 'false', help: 'accept sidecars without a token (local, trusted setups only)' },
   { name: 'bind', type: 'string', help: 'listen address (default 127.0.0.1; 0.0.0.0 in Kubernetes)' },
   { name: 'heartbeat-interval-ms', type: 'int', default: String(CHECKPOINT_INTERVAL_MS), help: "the sidecars' heartbeat interval (their --checkpoint-interval-ms): 3 missed is stale" },
@@ -38,6 +42,7 @@ export async function collectorMain(argv: readonly string[], io: CommandIO): Pro
   }
   let values;
   let serviceAccounts;
+  let certTtlMs = 0;
   try {
     const parsed = parseFlags(COLLECTOR_FLAGS, argv, io.env);
     if (parsed.positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
@@ -46,6 +51,8 @@ export async function collectorMain(argv: readonly string[], io: CommandIO): Pro
     port(values, 'http-port');
     if ((values['max-tail-subscribers'] as number) < 1) throw new UsageError('--max-tail-subscribers: at least 1');
     serviceAccounts = serviceAccountKeys(values, io.env);
+    certTtlMs = durationMs(values, 'cert-ttl');
+    if (certTtlMs < 60_000) throw new UsageError('--cert-ttl: at least 1m');
     if (values['token-file'] === undefined && serviceAccounts === undefined && values.insecure !== true) {
       throw new UsageError('no --token-file and no --service-account-jwks (outside a Kubernetes pod): the collector would accept records from anyone; give one, or --insecure for a local, trusted setup');
     }
@@ -65,6 +72,8 @@ export async function collectorMain(argv: readonly string[], io: CommandIO): Pro
         storeDir: values.store as string,
         tokenFile: values['token-file'] as string | undefined,
         serviceAccounts,
+        // The mesh CA proves identities from ServiceAccount tokens: on whenever those are checked.
+        identity: serviceAccounts === undefined ? undefined : { caDir: values['ca-dir'] as string, createCa: io.env.KUBERNETES_SERVICE_HOST === undefined, trustDomain: values['trust-domain'] as string, certTtlMs },
         insecure: values.insecure === true,
         heartbeatIntervalMs: values['heartbeat-interval-ms'] as number,
         alerts: alertOptionsFromFlags(values),

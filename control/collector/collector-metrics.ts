@@ -2,6 +2,7 @@ import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { createRegistry } from '../../proxy/metrics/metrics.js';
 import { ANOMALY_KINDS, initialiseLabels, REFUSAL_CODES } from '../../proxy/metrics/label-values.js';
 import { TOKEN_REFUSALS } from './service-account-tokens.js';
+import { CERTIFY_REFUSALS } from './certify.js';
 
 /**
  * Every metric the collector exposes, defined once. The Prometheus rules and dashboards
@@ -16,6 +17,9 @@ export interface CollectorMetrics {
   readonly verificationFailures: Counter<'reason'>;
   /** Sidecar credentials refused, by why (service-account-tokens.ts TokenRefusal). */
   readonly tokenRefusals: Counter<'reason'>;
+  /** Workload certificates the mesh CA issued, and those it refused by why (certify.ts CertifyRefusal). */
+  readonly certificatesIssued: Counter;
+  readonly identityRefusals: Counter<'reason'>;
   readonly lostBatches: Counter;
   readonly ingestDuration: Histogram;
   readonly storeBytes: Gauge;
@@ -47,8 +51,17 @@ export function createCollectorMetrics(sample: { storeBytes(): number; sidecars(
     registers: [registry],
   });
   initialiseLabels(tokenRefusals, 'reason', TOKEN_REFUSALS);
+  const identityRefusals = new Counter({
+    name: 'auditmesh_collector_identity_refusals_total',
+    help: `Workload certificates the mesh CA refused, by reason (${CERTIFY_REFUSALS.join(', ')})`,
+    labelNames: ['reason'],
+    registers: [registry],
+  });
+  initialiseLabels(identityRefusals, 'reason', CERTIFY_REFUSALS);
   return {
     registry,
+    identityRefusals,
+    certificatesIssued: new Counter({ name: 'auditmesh_collector_certificates_issued_total', help: 'Workload certificates the mesh CA issued (Certify)', registers: [registry] }),
     verificationFailures,
     anomalies,
     tokenRefusals,

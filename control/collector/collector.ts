@@ -3,7 +3,10 @@ import * as grpc from '@grpc/grpc-js';
 import { createLiveFeed } from '../../proxy/audit/live-feed.js';
 import { CHECKPOINT_INTERVAL_MS } from '../../proxy/journal/journal.js';
 import type { Logger } from '../../proxy/log.js';
-import { COLLECTOR_SERVICE } from '../proto/sync-wire.js';
+import { COLLECTOR_SERVICE, IDENTITY_SERVICE } from '../proto/sync-wire.js';
+import { createCertifyHandler } from './certify.js';
+import { openMeshCa, type MeshCa } from './mesh-ca.js';
+import { DEFAULT_TRUST_DOMAIN } from '../../proxy/identity/spiffe-id.js';
 import { createCollectorMetrics, type CollectorMetrics } from './collector-metrics.js';
 import type { CollectorStore } from './collector-store.js';
 import { createHashPool } from './hash-pool.js';
@@ -39,6 +42,8 @@ export interface CollectorConfig {
   /** Projected ServiceAccount tokens (audience auditmesh) accepted, checked against the issuer's keys. */
   serviceAccounts?: ServiceAccountKeys;
   insecure: boolean;
+  /** The mesh CA (--ca-dir, --trust-domain, --cert-ttl); absent: no Certify. */
+  identity?: IdentityConfig;
   /** The sidecars' heartbeat (checkpoint) interval: heartbeats older than 3 of these are stale. */
   heartbeatIntervalMs?: number;
   /** Workers that hash and index records; default defaultHashThreads(). */
@@ -53,6 +58,18 @@ export interface CollectorConfig {
   maxTailSubscribers?: number;
 }
 
+export interface IdentityConfig {
+  caDir: string;
+  /** Make a CA in caDir when it holds none: local runs only (in Kubernetes every replica mounts the Secret's). */
+  createCa: boolean;
+  /** Default DEFAULT_TRUST_DOMAIN. */
+  trustDomain?: string;
+  /** Lifetime of issued workload certificates; default DEFAULT_CERT_TTL_MS. */
+  certTtlMs?: number;
+}
+
+export const DEFAULT_CERT_TTL_MS = 24 * 3_600_000;
+
 export interface Collector {
   readonly grpcPort: number;
   readonly httpPort: number;
@@ -62,6 +79,8 @@ export interface Collector {
   readonly httpUrl: string;
   readonly metrics: CollectorMetrics;
   readonly store: CollectorStore;
+  /** The mesh CA; null without `identity`. */
+  readonly ca: MeshCa | null;
   /** Called with every run of verified records once it is durably stored; returns unsubscribe. For fleet-wide detection. */
   onStored(listener: (run: StoredRun) => void): () => void;
   /** Fleet-wide anomalies; null when --alert-interval-ms is 0. */
@@ -90,6 +109,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   const serviceAccounts = config.serviceAccounts === undefined ? null : createServiceAccountCheck(config.serviceAccounts);
   const auth = config.insecure && tokens === null && serviceAccounts === null ? null : createStreamAuth(tokens, serviceAccounts);
   const heartbeatIntervalMs = config.heartbeatIntervalMs ?? CHECKPOINT_INTERVAL_MS;
+  const ca = config.identity === undefined ? null : await openMeshCa(config.identity.caDir, { create: config.identity.createCa });
   // A large store takes a while: the collector listens only once it is migrated.
   const store = openLmdbStore(config.storeDir, {
     onMigrating: (from) => log('info', `collector store has the ${from} layout of an earlier version: migrating it in place before serving`, { store: config.storeDir }),
@@ -127,6 +147,12 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     ...FLOW_WINDOW_OPTION,
   });
   grpcServer.addService(COLLECTOR_SERVICE, { Sync: createSyncHandler({ ingest, store, metrics, auth, log }) });
+  if (ca !== null) {
+    const trustDomain = config.identity?.trustDomain ?? DEFAULT_TRUST_DOMAIN;
+    const certTtlMs = config.identity?.certTtlMs ?? DEFAULT_CERT_TTL_MS;
+    const certify = createCertifyHandler({ ca, serviceAccounts, trustDomain, certTtlMs, issued: () => metrics.certificatesIssued.inc(), refused: (reason) => metrics.identityRefusals.inc({ reason }), log });
+    grpcServer.addService(IDENTITY_SERVICE, { Certify: certify });
+  }
   const grpcPort = await new Promise<number>((resolve, reject) =>
     grpcServer.bindAsync(`${config.bind}:${config.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
   );
@@ -152,6 +178,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     httpUrl: `http://${host}:${httpPort}`,
     metrics,
     store,
+    ca,
     onStored: (listener) => feed.subscribe(listener),
     fleetAlerts,
     get liveListeners() {
