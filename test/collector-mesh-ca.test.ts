@@ -20,7 +20,7 @@ test("a valid token and a CSR of the journal key get a 24h certificate of that k
   const issuer = await createTokenIssuer();
   const collector = await startIdentityCollector(t, issuer);
   const key = ephemeralSigningKey();
-  const answer = await callCertify(t, collector.grpcAddress, await issuer.sign(ORDERS_POD, valid), await createWorkloadCsr(key.privateKey));
+  const answer = await callCertify(t, collector, await issuer.sign(ORDERS_POD, valid), await createWorkloadCsr(key.privateKey));
   t.is(answer.spiffe_id, 'spiffe://cluster.local/ns/shop/sa/orders');
   const [leaf, caInChain] = answer.cert_chain_pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g)!.map((p) => new X509Certificate(p));
   const ca = new X509Certificate(answer.ca_bundle_pem);
@@ -43,7 +43,7 @@ test('--trust-domain and --cert-ttl shape the certificate', async (t) => {
   const issuer = await createTokenIssuer();
   const dir = await tempDir(t);
   const collector = await startIdentityCollector(t, issuer, { identity: { caDir: join(dir, 'ca'), createCa: true, trustDomain: 'prod.example', certTtlMs: 3_600_000 } });
-  const answer = await callCertify(t, collector.grpcAddress, await issuer.sign(ORDERS_POD, valid), await createWorkloadCsr(ephemeralSigningKey().privateKey));
+  const answer = await callCertify(t, collector, await issuer.sign(ORDERS_POD, valid), await createWorkloadCsr(ephemeralSigningKey().privateKey));
   const leaf = new X509Certificate(answer.cert_chain_pem);
   t.is(leaf.subjectAltName, 'URI:spiffe://prod.example/ns/shop/sa/orders');
   t.true(Date.parse(leaf.validTo) - Date.now() <= 3_600_000);
@@ -62,7 +62,7 @@ for (const r of refusals) {
   test(`a token refused as ${r.reason} gets no certificate, says why, and is counted by reason`, async (t) => {
     const issuer = await createTokenIssuer();
     const collector = await startIdentityCollector(t, issuer);
-    const err = await t.throwsAsync<grpc.ServiceError>(callCertify(t, collector.grpcAddress, await r.token(issuer), await createWorkloadCsr(ephemeralSigningKey().privateKey)));
+    const err = await t.throwsAsync<grpc.ServiceError>(callCertify(t, collector, await r.token(issuer), await createWorkloadCsr(ephemeralSigningKey().privateKey)));
     t.is(err?.code, grpc.status.UNAUTHENTICATED);
     t.regex(err?.details ?? '', new RegExp(`^${r.reason}: `));
     const metrics = await (await fetch(`${collector.httpUrl}/metrics`)).text();
@@ -80,10 +80,10 @@ test('a CSR whose signature does not verify, or no CSR at all, is refused as bad
   const der = Buffer.from(csr.replace(/-----[A-Z ]+-----|\s/g, ''), 'base64');
   der[der.length - 1] ^= 1;
   const tampered = `-----BEGIN CERTIFICATE REQUEST-----\n${der.toString('base64')}\n-----END CERTIFICATE REQUEST-----\n`;
-  const forged = await t.throwsAsync<grpc.ServiceError>(callCertify(t, collector.grpcAddress, token, tampered));
+  const forged = await t.throwsAsync<grpc.ServiceError>(callCertify(t, collector, token, tampered));
   t.is(forged?.code, grpc.status.INVALID_ARGUMENT);
   t.regex(forged?.details ?? '', /^bad-csr: the CSR's signature does not verify/);
-  const garbage = await t.throwsAsync<grpc.ServiceError>(callCertify(t, collector.grpcAddress, token, 'not a csr'));
+  const garbage = await t.throwsAsync<grpc.ServiceError>(callCertify(t, collector, token, 'not a csr'));
   t.regex(garbage?.details ?? '', /^bad-csr: not a PEM PKCS#10/);
   const metrics = await (await fetch(`${collector.httpUrl}/metrics`)).text();
   t.is(metricValue(metrics, 'auditmesh_collector_identity_refusals_total', { reason: 'bad-csr' }), 2);

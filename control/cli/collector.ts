@@ -5,7 +5,8 @@ import { CHECKPOINT_INTERVAL_MS } from '../../proxy/journal/journal.js';
 import { ALERT_FLAGS, alertOptionsFromFlags } from '../../proxy/alerts/alert-flags.js';
 import { createCollector, CollectorConfigError, type Collector } from '../collector/collector.js';
 import { IN_CLUSTER_JWKS_URL } from '../collector/service-account-tokens.js';
-import { serviceAccountKeys } from './collector-identity.js';
+import { podNamespace, serviceAccountKeys } from './collector-identity.js';
+import { serviceNames } from '../collector/serving-identity.js';
 import { DEFAULT_MAX_TAIL_SUBSCRIBERS } from '../../proxy/metrics/tail-streams.js';
 import { untilAborted, type CommandIO } from './io.js';
 
@@ -73,7 +74,10 @@ export async function collectorMain(argv: readonly string[], io: CommandIO): Pro
         tokenFile: values['token-file'] as string | undefined,
         serviceAccounts,
         // The mesh CA proves identities from ServiceAccount tokens: on whenever those are checked.
-        identity: serviceAccounts === undefined ? undefined : { caDir: values['ca-dir'] as string, createCa: io.env.KUBERNETES_SERVICE_HOST === undefined, trustDomain: values['trust-domain'] as string, certTtlMs },
+        identity:
+          serviceAccounts === undefined
+            ? undefined
+            : { caDir: values['ca-dir'] as string, createCa: io.env.KUBERNETES_SERVICE_HOST === undefined, trustDomain: values['trust-domain'] as string, certTtlMs, serviceDns: serviceNames(podNamespace(io.env)) },
         insecure: values.insecure === true,
         heartbeatIntervalMs: values['heartbeat-interval-ms'] as number,
         alerts: alertOptionsFromFlags(values),

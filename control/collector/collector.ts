@@ -6,6 +6,9 @@ import type { Logger } from '../../proxy/log.js';
 import { COLLECTOR_SERVICE, IDENTITY_SERVICE } from '../proto/sync-wire.js';
 import { createCertifyHandler } from './certify.js';
 import { openMeshCa, type MeshCa } from './mesh-ca.js';
+import { createServingIdentity, type ServingIdentity } from './serving-identity.js';
+import { peerIdentity } from './peer-identity.js';
+import { X509Certificate } from 'node:crypto';
 import { DEFAULT_TRUST_DOMAIN } from '../../proxy/identity/spiffe-id.js';
 import { createCollectorMetrics, type CollectorMetrics } from './collector-metrics.js';
 import type { CollectorStore } from './collector-store.js';
@@ -66,6 +69,8 @@ export interface IdentityConfig {
   trustDomain?: string;
   /** Lifetime of issued workload certificates; default DEFAULT_CERT_TTL_MS. */
   certTtlMs?: number;
+  /** DNS names sidecars reach this collector by (its Service's), besides localhost and the bind address. */
+  serviceDns?: readonly string[];
 }
 
 export const DEFAULT_CERT_TTL_MS = 24 * 3_600_000;
@@ -81,6 +86,8 @@ export interface Collector {
   readonly store: CollectorStore;
   /** The mesh CA; null without `identity`. */
   readonly ca: MeshCa | null;
+  /** The collector's own key and CA certificate, gRPC serves TLS with it; null without `identity` or under --insecure. */
+  readonly serving: ServingIdentity | null;
   /** Called with every run of verified records once it is durably stored; returns unsubscribe. For fleet-wide detection. */
   onStored(listener: (run: StoredRun) => void): () => void;
   /** Fleet-wide anomalies; null when --alert-interval-ms is 0. */
@@ -110,6 +117,11 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   const auth = config.insecure && tokens === null && serviceAccounts === null ? null : createStreamAuth(tokens, serviceAccounts);
   const heartbeatIntervalMs = config.heartbeatIntervalMs ?? CHECKPOINT_INTERVAL_MS;
   const ca = config.identity === undefined ? null : await openMeshCa(config.identity.caDir, { create: config.identity.createCa });
+  const trustDomain = config.identity?.trustDomain ?? DEFAULT_TRUST_DOMAIN;
+  const certTtlMs = config.identity?.certTtlMs ?? DEFAULT_CERT_TTL_MS;
+  const serving = ca === null || config.insecure ? null : await createServingIdentity(ca, { bind: config.bind, dns: config.identity?.serviceDns ?? [] }, certTtlMs);
+  const caCert = ca === null ? null : new X509Certificate(ca.certPem);
+  const peer = serving === null || caCert === null ? null : (call: { getAuthContext(): { sslPeerCertificate?: { raw?: Buffer } } }) => peerIdentity(call, caCert, trustDomain);
   // A large store takes a while: the collector listens only once it is migrated.
   const store = openLmdbStore(config.storeDir, {
     onMigrating: (from) => log('info', `collector store has the ${from} layout of an earlier version: migrating it in place before serving`, { store: config.storeDir }),
@@ -146,15 +158,13 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     'grpc.keepalive_timeout_ms': KEEPALIVE_TIMEOUT_MS,
     ...FLOW_WINDOW_OPTION,
   });
-  grpcServer.addService(COLLECTOR_SERVICE, { Sync: createSyncHandler({ ingest, store, metrics, auth, log }) });
+  grpcServer.addService(COLLECTOR_SERVICE, { Sync: createSyncHandler({ ingest, store, metrics, auth, peer, log }) });
   if (ca !== null) {
-    const trustDomain = config.identity?.trustDomain ?? DEFAULT_TRUST_DOMAIN;
-    const certTtlMs = config.identity?.certTtlMs ?? DEFAULT_CERT_TTL_MS;
     const certify = createCertifyHandler({ ca, serviceAccounts, trustDomain, certTtlMs, issued: () => metrics.certificatesIssued.inc(), refused: (reason) => metrics.identityRefusals.inc({ reason }), log });
     grpcServer.addService(IDENTITY_SERVICE, { Certify: certify });
   }
   const grpcPort = await new Promise<number>((resolve, reject) =>
-    grpcServer.bindAsync(`${config.bind}:${config.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
+    grpcServer.bindAsync(`${config.bind}:${config.grpcPort}`, serving?.credentials ?? grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
   );
   if (!widenFlowWindow(grpcServer)) log('warn', 'collector could not raise the HTTP/2 flow-control window of this grpc-js version: large segments arrive 64 KiB at a time', {});
   const httpServer = createHttpApi({ store, metrics, sidecars, subscribe: (l) => feed.subscribe(l), ready: () => ({ ok: true }), anomalies: () => ({ active: fleetAlerts?.active() ?? [], recent: fleetAlerts?.recent() ?? [] }), maxTailSubscribers: config.maxTailSubscribers });
@@ -179,6 +189,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     metrics,
     store,
     ca,
+    serving,
     onStored: (listener) => feed.subscribe(listener),
     fleetAlerts,
     get liveListeners() {

@@ -1,3 +1,4 @@
+import type { KeyObject } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -22,9 +23,15 @@ export async function startIdentityCollector(t: ExecutionContext, issuer: TokenI
 
 export { createTokenIssuer };
 
-/** Calls Certify with `token` as the bearer credential; rejects with the gRPC error on a refusal. */
-export function callCertify(t: ExecutionContext, address: string, token: string | null, csrPem: string, credentials = grpc.credentials.createInsecure()): Promise<CertifyResponse> {
-  const client = new IdentityClient(address, credentials);
+/** TLS to a collector of the mesh CA `caPem`, presenting `client` (a key and its certificate chain) if given. */
+export function meshCredentials(caPem: string, client?: { privateKey: KeyObject; chainPem: string }): grpc.ChannelCredentials {
+  if (client === undefined) return grpc.credentials.createSsl(Buffer.from(caPem));
+  return grpc.credentials.createSsl(Buffer.from(caPem), Buffer.from(client.privateKey.export({ format: 'pem', type: 'pkcs8' })), Buffer.from(client.chainPem));
+}
+
+/** Calls Certify over TLS (trusting the collector's CA, no client certificate) with `token` as the bearer credential; rejects with the gRPC error on a refusal. */
+export function callCertify(t: ExecutionContext, collector: TestCollector, token: string | null, csrPem: string, credentials = meshCredentials(collector.ca!.certPem)): Promise<CertifyResponse> {
+  const client = new IdentityClient(collector.grpcAddress, credentials);
   t.teardown(() => client.close());
   const metadata = new grpc.Metadata();
   if (token !== null) metadata.set('authorization', `Bearer ${token}`);
