@@ -39,6 +39,8 @@ export interface SidecarConfig {
   collectorTokenFile: string | undefined;
   /** A projected ServiceAccount token (audience auditmesh), presented to the collector; re-read at each connect. */
   identityTokenFile: string | undefined;
+  /** The mesh CA bundle: with --identity-token-file, ship over mTLS with a certificate from it. */
+  caFile: string | undefined;
   /** Stable name of this sidecar at the collector: the pod name (default $HOSTNAME, else the service). */
   sidecarId: string;
   /** How the shipper talks to the collector (proxy/ship/). */
@@ -105,6 +107,7 @@ export const SIDECAR_FLAGS: readonly FlagSpec[] = [
   { name: 'collector', type: 'string', help: 'HOST:PORT of the collector (none: journal only)' },
   { name: 'collector-token-file', type: 'string', help: 'shared credential presented to the collector, for local runs without Kubernetes (read at each connect, trimmed)' },
   { name: 'identity-token-file', type: 'string', help: 'a projected ServiceAccount token (audience auditmesh) presented to the collector; re-read at each connect, as the kubelet rotates it (the injector mounts one)' },
+  { name: 'ca-file', type: 'string', help: 'the mesh CA bundle: trusts the collector; with --identity-token-file the sidecar obtains a certificate of its key and ships over mTLS (the injector mounts one)' },
   { name: 'sidecar-id', type: 'string', help: "this sidecar's stable name at the collector (default: $HOSTNAME, else the service)" },
   { name: 'ship-window-segments', type: 'int', default: '16', help: 'segments sent to the collector and not yet acknowledged, at most' },
   { name: 'ship-window-bytes', type: 'int', default: String(8 * 1024 * 1024), help: 'record bytes sent to the collector and not yet acknowledged, at most' },
@@ -221,6 +224,7 @@ export function sidecarConfigFromFlags(values: FlagValues, env: Readonly<Record<
     collector: values.collector as string | undefined,
     collectorTokenFile: values['collector-token-file'] as string | undefined,
     identityTokenFile: values['identity-token-file'] as string | undefined,
+    caFile: values['ca-file'] as string | undefined,
     sidecarId: '',
     ship: shipSettings(values),
     auditMode: values['audit-mode'] as AuditMode,
@@ -264,6 +268,7 @@ export function sidecarConfigFromFlags(values: FlagValues, env: Readonly<Record<
   // Whoever can read the journal (a backup, a support bundle) must not get the key with it.
   const fromJournal = relative(resolve(cfg.journalDir), resolve(cfg.keyFile));
   if (fromJournal === '' || (!fromJournal.startsWith('..') && !isAbsolute(fromJournal))) throw new UsageError(`--key: ${cfg.keyFile} is inside the journal folder ${cfg.journalDir}; keep the key apart from it`);
+  if (cfg.caFile !== undefined && cfg.identityTokenFile === undefined) throw new UsageError('--ca-file needs --identity-token-file: the mesh CA certifies a workload only on its ServiceAccount token');
   if (cfg.identityTokenFile !== undefined && cfg.collectorTokenFile !== undefined) throw new UsageError('--identity-token-file and --collector-token-file: give one credential for the collector, not both');
   if (cfg.collector !== undefined && !/^[^:\s]+:\d+$/.test(cfg.collector)) {
     throw new UsageError(`--collector: expected HOST:PORT, got ${JSON.stringify(cfg.collector)}`);

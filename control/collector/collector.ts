@@ -199,6 +199,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     close() {
       closing ??= (async () => {
         // Sidecar streams are long-lived: give them a moment to end, then cut them.
+        serving?.close();
         const force = setTimeout(() => grpcServer.forceShutdown(), SHUTDOWN_GRACE_MS);
         await new Promise<void>((resolve) => grpcServer.tryShutdown(() => resolve()));
         clearTimeout(force);

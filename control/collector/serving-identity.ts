@@ -12,8 +12,10 @@ import type { MeshCa } from './mesh-ca.js';
  */
 export interface ServingIdentity {
   readonly privateKey: KeyObject;
+  /** The current chain (renewed at half-life, like a workload's). */
   readonly chainPem: string;
   readonly credentials: grpc.ServerCredentials;
+  close(): void;
 }
 
 /** The Service the install renders, in namespace `namespace`: the names sidecars reach it by. */
@@ -27,11 +29,32 @@ export async function createServingIdentity(ca: MeshCa, names: { bind: string; d
   const key = await webcrypto.subtle.importKey('spki', publicKey.export({ format: 'der', type: 'spki' }), ED25519, true, ['verify']);
   const ips = ['127.0.0.1', ...(isIp(names.bind) && !['0.0.0.0', '::', '127.0.0.1'].includes(names.bind) ? [names.bind] : [])];
   const dns = ['localhost', ...names.dns, ...(isIp(names.bind) ? [] : [names.bind])];
-  const issued = await ca.issue(key, { dns: [...new Set(dns)], ips }, ttlMs);
-  const credentials = grpc.ServerCredentials.createSsl(Buffer.from(ca.certPem), [{ private_key: Buffer.from(privateKey.export({ format: 'pem', type: 'pkcs8' })), cert_chain: Buffer.from(issued.chainPem) }], false);
+  const keyPem = Buffer.from(privateKey.export({ format: 'pem', type: 'pkcs8' }));
+  const issue = () => ca.issue(key, { dns: [...new Set(dns)], ips }, ttlMs);
+  let issued = await issue();
+  const credentials = grpc.ServerCredentials.createSsl(Buffer.from(ca.certPem), [{ private_key: keyPem, cert_chain: Buffer.from(issued.chainPem) }], false);
   // createSsl either requires a client certificate or never asks for one; Certify needs "ask, do not require".
   Object.assign((credentials as unknown as { _getConstructorOptions(): object })._getConstructorOptions(), { requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.3' });
-  return { privateKey, chainPem: issued.chainPem, credentials };
+  let timer: NodeJS.Timeout | undefined;
+  const schedule = (): void => {
+    timer = setTimeout(() => void renew(), Math.max(1000, (issued.notAfterUnixMs - Date.now()) / 2));
+    timer.unref();
+  };
+  const renew = async (): Promise<void> => {
+    issued = await issue();
+    // New handshakes take the new certificate; open connections keep theirs.
+    (credentials as unknown as { updateSecureContextOptions(o: object): void }).updateSecureContextOptions({ ca: Buffer.from(ca.certPem), cert: Buffer.from(issued.chainPem), key: keyPem });
+    schedule();
+  };
+  schedule();
+  return {
+    privateKey,
+    get chainPem() {
+      return issued.chainPem;
+    },
+    credentials,
+    close: () => clearTimeout(timer),
+  };
 }
 
 function isIp(host: string): boolean {
