@@ -55,3 +55,20 @@ test('the workload certificate is renewed at half-life while requests flow: none
   const metrics = await (await fetch(`${collector.httpUrl}/metrics`)).text();
   t.regex(metrics, /auditmesh_collector_certificates_issued_total [3-9]/);
 });
+
+test('a fake collector whose certificate is not from the mesh CA gets no Hello and no record', async (t) => {
+  const issuer = await createTokenIssuer();
+  const collector = await startIdentityCollector(t, issuer);
+  const files = await identityFiles(t, collector, issuer);
+  const s = await startShippingSidecar(t, collector.grpcAddress, { collectorTokenFile: undefined, identityTokenFile: files.identityTokenFile, caFile: files.caFile, sidecarId: 'shop/ledger-0' }, files.dir);
+  t.is(await s.send('before'), 200);
+  await eventually('the first record stored', async () => (await stored(collector)) === 1);
+  const { grpcPort } = collector;
+  await collector.close();
+  // Same address, its own CA: everything a sidecar sees of it but a certificate chain to the mesh CA.
+  const fake = await startIdentityCollector(t, issuer, { grpcPort });
+  for (const id of ['x', 'y']) t.is(await s.send(id), 200);
+  await eventually('the shipper failed to reach the fake collector', () => s.logged.some((l) => /certificate|self[- ]signed|unable to verify/i.test(l) && l.includes('warn')));
+  t.deepEqual(fake.sidecars(), [], 'no Hello reached it');
+  t.is(await stored(fake), 0, 'no record reached it');
+});
