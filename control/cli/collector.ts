@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { durationMs, formatHelp, parseFlags, port, UsageError, type FlagSpec } from '../../proxy/config/flags.js';
 import { DEFAULT_TRUST_DOMAIN } from '../../proxy/identity/spiffe-id.js';
 import { createLogger } from '../../proxy/log.js';
@@ -75,7 +77,8 @@ export async function collectorMain(argv: readonly string[], io: CommandIO): Pro
         serviceAccounts,
         // The mesh CA proves identities from ServiceAccount tokens: on whenever those are checked.
         identity:
-          serviceAccounts === undefined
+          // In a pod the CA comes only from the install's Secret; until one is mounted the collector runs as before (token checks, plaintext).
+          serviceAccounts === undefined || (io.env.KUBERNETES_SERVICE_HOST !== undefined && !existsSync(join(values['ca-dir'] as string, 'ca.crt')))
             ? undefined
             : { caDir: values['ca-dir'] as string, createCa: io.env.KUBERNETES_SERVICE_HOST === undefined, trustDomain: values['trust-domain'] as string, certTtlMs, serviceDns: serviceNames(podNamespace(io.env)) },
         insecure: values.insecure === true,
