@@ -90,6 +90,8 @@ export interface SigningKey {
   signHead(head: string): string;
   /** Ed25519 signature over already tagged signing input (chain.ts), lowercase hex. */
   sign(input: Buffer): string;
+  /** The private key itself: the workload key the mesh CA certifies and mTLS authenticates with (proxy/identity/). */
+  readonly privateKey: KeyObject;
 }
 
 function signingKeyFrom(privateKey: KeyObject): SigningKey {
@@ -97,6 +99,7 @@ function signingKeyFrom(privateKey: KeyObject): SigningKey {
   return {
     keyId: keyIdOf(publicKeySpki),
     publicKeySpki,
+    privateKey,
     signHead: (head) => sign(null, headSigningInput(head), privateKey).toString('hex'),
     sign: (input) => sign(null, input, privateKey).toString('hex'),
   };

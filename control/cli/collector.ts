@@ -1,14 +1,18 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { formatHelp, parseFlags, UsageError, type FlagSpec } from '../../command/flags.js';
-import { choice, derived, flag, flagsOf, optionalText, readSettings, tcpPort, text, whole, type SettingsOf } from '../../command/settings.js';
+import { choice, derived, duration, flag, flagsOf, optionalText, readSettings, tcpPort, text, whole, type SettingsOf } from '../../command/settings.js';
 import { createLogger } from '../../command/log.js';
 import { CHECKPOINT_INTERVAL_MS } from '../../ledger/chain.js';
+import { DEFAULT_TRUST_DOMAIN } from '../../ledger/spiffe-id.js';
 import { ALERT_SETTINGS } from '../../anomalies/alert-flags.js';
-import { createCollector, CollectorConfigError, type Collector } from '../collector/collector.js';
+import { createCollector, CollectorConfigError, type Collector, type IdentityConfig } from '../collector/collector.js';
 import type { ServiceAccountKeys } from '../collector/ingest/service-account-tokens.js';
 import { untilAborted, type CommandIO } from '../../command/io.js';
 import { DEFAULT_MAX_TAIL_SUBSCRIBERS } from '../../command/tail-streams.js';
 import { IN_CLUSTER_JWKS_URL } from '../collector/ingest/service-account-tokens.js';
-import { serviceAccountKeys } from './collector-identity.js';
+import { podNamespace, serviceAccountKeys } from './collector-identity.js';
+import { serviceNames } from '../collector/ingest/serving-identity.js';
 
 export const COLLECTOR_SETTINGS = {
   grpcPort: tcpPort({ name: 'grpc-port', default: 9400, help: 'gRPC ingest from sidecars (Sync)' }),
@@ -17,6 +21,9 @@ export const COLLECTOR_SETTINGS = {
   tokenFile: optionalText({ name: 'token-file', help: 'shared tokens accepted from sidecars, one a line (local runs); re-read when it changes' }),
   serviceAccountIssuer: optionalText({ name: 'service-account-issuer', help: "expected iss of the sidecars' ServiceAccount tokens (default in a pod: the issuer of the collector's own token)" }),
   serviceAccountJwks: optionalText({ name: 'service-account-jwks', help: `the issuer's public keys, FILE or URL (default in a pod: the API server's ${IN_CLUSTER_JWKS_URL})` }),
+  trustDomain: text({ name: 'trust-domain', default: DEFAULT_TRUST_DOMAIN, help: 'the SPIFFE trust domain of issued identities' }),
+  caDir: text({ name: 'ca-dir', default: './.auditmesh/ca', help: 'the mesh CA: ca.crt and ca.key (0600); in Kubernetes the Secret every replica mounts; created at first start only for local runs' }),
+  certTtlMs: duration({ name: 'cert-ttl', default: '24h', help: 'lifetime of issued workload certificates (renewed at half-life)' }),
   readerTokenFile: optionalText({ name: 'reader-token-file', help: 'reader tokens, one a line: TOKEN NAMESPACE[,NAMESPACE…] or TOKEN * (every namespace); re-read when it changes' }),
   readPolicy: optionalText({ name: 'read-policy', help: 'YAML: which ServiceAccount identities (tokens with audience auditmesh-read) may read which namespaces' }),
   insecure: flag({ name: 'insecure', default: false, help: 'accept sidecars without a token and serve reads to anyone, in plain HTTP (local, trusted setups only)' }),
@@ -49,6 +56,7 @@ export async function collectorMain(argv: readonly string[], io: CommandIO): Pro
     if (parsed.positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
     settings = readSettings(COLLECTOR_SETTINGS, parsed.values, io.env);
     serviceAccounts = serviceAccountKeys({ issuer: settings.serviceAccountIssuer, jwks: settings.serviceAccountJwks }, io.env);
+    if (settings.certTtlMs < 60_000) throw new UsageError('--cert-ttl: at least 1m');
     if (settings.tokenFile === undefined && serviceAccounts === undefined && !settings.insecure) {
       throw new UsageError('no --token-file and no --service-account-jwks (outside a Kubernetes pod): the collector would accept records from anyone; give one, or --insecure for a local, trusted setup');
     }
@@ -57,11 +65,11 @@ export async function collectorMain(argv: readonly string[], io: CommandIO): Pro
     io.stderr.write(`auditmesh collector: ${err.message}\n(see auditmesh collector --help)\n`);
     return 2;
   }
-  const { logLevel, serviceAccountIssuer: _issuer, serviceAccountJwks: _jwks, ...config } = settings;
+  const { logLevel, serviceAccountIssuer: _issuer, serviceAccountJwks: _jwks, trustDomain: _domain, caDir: _caDir, certTtlMs: _ttl, ...config } = settings;
   const log = createLogger(logLevel, (line) => io.stderr.write(line));
   let collector: Collector;
   try {
-    collector = await createCollector({ ...config, ...(serviceAccounts === undefined ? {} : { serviceAccounts }) }, log);
+    collector = await createCollector({ ...config, ...(serviceAccounts === undefined ? {} : { serviceAccounts }), identity: meshIdentity(settings, serviceAccounts, io.env) }, log);
   } catch (err) {
     io.stderr.write(`auditmesh collector: cannot start: ${(err as Error).message}\n`);
     return err instanceof CollectorConfigError ? 2 : 1;
@@ -70,4 +78,11 @@ export async function collectorMain(argv: readonly string[], io: CommandIO): Pro
   log('info', 'stopping');
   await collector.close();
   return 0;
+}
+
+/** The mesh CA proves identities from ServiceAccount tokens: on whenever those are checked. */
+function meshIdentity(settings: SettingsOf<typeof COLLECTOR_SETTINGS>, serviceAccounts: ServiceAccountKeys | undefined, env: CommandIO['env']): IdentityConfig | undefined {
+  // In a pod the CA comes only from the install's Secret; until one is mounted the collector runs as before (token checks, plaintext).
+  if (serviceAccounts === undefined || (env.KUBERNETES_SERVICE_HOST !== undefined && !existsSync(join(settings.caDir, 'ca.crt')))) return undefined;
+  return { caDir: settings.caDir, createCa: env.KUBERNETES_SERVICE_HOST === undefined, trustDomain: settings.trustDomain, certTtlMs: settings.certTtlMs, serviceDns: serviceNames(podNamespace(env)) };
 }

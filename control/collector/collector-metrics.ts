@@ -3,6 +3,7 @@ import { createRegistry } from '../../command/metrics-registry.js';
 import { ANOMALY_KINDS, initialiseLabels, REFUSAL_CODES } from '../../command/label-values.js';
 import { TOKEN_REFUSALS } from './ingest/service-account-tokens.js';
 import { READ_REFUSALS } from './api/read-access.js';
+import { CERTIFY_REFUSALS } from './ingest/certify.js';
 
 /**
  * Every metric the collector exposes, defined once. The Prometheus rules and dashboards
@@ -19,6 +20,9 @@ export interface CollectorMetrics {
   readonly tokenRefusals: Counter<'reason'>;
   /** Reads of /v1/ refused, by why (read-access.ts ReadRefusal). */
   readonly readRefusals: Counter<'reason'>;
+  /** Workload certificates the mesh CA issued, and those it refused by why (certify.ts CertifyRefusal). */
+  readonly certificatesIssued: Counter;
+  readonly identityRefusals: Counter<'reason'>;
   readonly lostBatches: Counter;
   readonly ingestDuration: Histogram;
   readonly storeBytes: Gauge;
@@ -57,9 +61,18 @@ export function createCollectorMetrics(sample: { storeBytes(): number; sidecars(
     registers: [registry],
   });
   initialiseLabels(readRefusals, 'reason', READ_REFUSALS);
+  const identityRefusals = new Counter({
+    name: 'auditmesh_collector_identity_refusals_total',
+    help: `Workload certificates the mesh CA refused, by reason (${CERTIFY_REFUSALS.join(', ')})`,
+    labelNames: ['reason'],
+    registers: [registry],
+  });
+  initialiseLabels(identityRefusals, 'reason', CERTIFY_REFUSALS);
   return {
     readRefusals,
     registry,
+    identityRefusals,
+    certificatesIssued: new Counter({ name: 'auditmesh_collector_certificates_issued_total', help: 'Workload certificates the mesh CA issued (Certify)', registers: [registry] }),
     verificationFailures,
     anomalies,
     tokenRefusals,

@@ -3,7 +3,13 @@ import * as grpc from '@grpc/grpc-js';
 import { createLiveFeed } from '../../command/live-feed.js';
 import { CHECKPOINT_INTERVAL_MS } from '../../ledger/chain.js';
 import type { Logger } from '../../command/log.js';
-import { COLLECTOR_SERVICE } from '../../wire/sync-wire.js';
+import { COLLECTOR_SERVICE, IDENTITY_SERVICE } from '../../wire/sync-wire.js';
+import { createCertifyHandler } from './ingest/certify.js';
+import { openMeshCa, type MeshCa } from './ingest/mesh-ca.js';
+import { createServingIdentity, type ServingIdentity } from './ingest/serving-identity.js';
+import { peerIdentity } from './ingest/peer-identity.js';
+import { X509Certificate } from 'node:crypto';
+import { DEFAULT_TRUST_DOMAIN } from '../../ledger/spiffe-id.js';
 import { createCollectorMetrics, type CollectorMetrics } from './collector-metrics.js';
 import type { CollectorStore } from './collector-store.js';
 import { createHashPool } from './ingest/hash-pool.js';
@@ -41,6 +47,8 @@ export interface CollectorConfig extends ReadSettings {
   /** Projected ServiceAccount tokens (audience auditmesh) accepted, checked against the issuer's keys. */
   serviceAccounts?: ServiceAccountKeys;
   insecure: boolean;
+  /** The mesh CA (--ca-dir, --trust-domain, --cert-ttl); absent: no Certify. */
+  identity?: IdentityConfig;
   /** The sidecars' heartbeat (checkpoint) interval: heartbeats older than 3 of these are stale. */
   heartbeatIntervalMs?: number;
   /** Workers that hash and index records; default defaultHashThreads(). */
@@ -57,6 +65,20 @@ export interface CollectorConfig extends ReadSettings {
   httpTls?: ServingTls;
 }
 
+export interface IdentityConfig {
+  caDir: string;
+  /** Make a CA in caDir when it holds none: local runs only (in Kubernetes every replica mounts the Secret's). */
+  createCa: boolean;
+  /** Default DEFAULT_TRUST_DOMAIN. */
+  trustDomain?: string;
+  /** Lifetime of issued workload certificates; default DEFAULT_CERT_TTL_MS. */
+  certTtlMs?: number;
+  /** DNS names sidecars reach this collector by (its Service's), besides localhost and the bind address. */
+  serviceDns?: readonly string[];
+}
+
+export const DEFAULT_CERT_TTL_MS = 24 * 3_600_000;
+
 export interface Collector {
   readonly grpcPort: number;
   readonly httpPort: number;
@@ -66,6 +88,10 @@ export interface Collector {
   readonly httpUrl: string;
   readonly metrics: CollectorMetrics;
   readonly store: CollectorStore;
+  /** The mesh CA; null without `identity`. */
+  readonly ca: MeshCa | null;
+  /** The collector's own key and CA certificate, gRPC serves TLS with it; null without `identity` or under --insecure. */
+  readonly serving: ServingIdentity | null;
   /** Called with every run of verified records once it is durably stored; returns unsubscribe. For fleet-wide detection. */
   onStored(listener: (run: StoredRun) => void): () => void;
   /** Fleet-wide anomalies; null when --alert-interval-ms is 0. */
@@ -101,6 +127,12 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     throw new CollectorConfigError((err as Error).message);
   }
   const heartbeatIntervalMs = config.heartbeatIntervalMs ?? CHECKPOINT_INTERVAL_MS;
+  const ca = config.identity === undefined ? null : await openMeshCa(config.identity.caDir, { create: config.identity.createCa });
+  const trustDomain = config.identity?.trustDomain ?? DEFAULT_TRUST_DOMAIN;
+  const certTtlMs = config.identity?.certTtlMs ?? DEFAULT_CERT_TTL_MS;
+  const serving = ca === null || config.insecure ? null : await createServingIdentity(ca, { bind: config.bind, dns: config.identity?.serviceDns ?? [] }, certTtlMs);
+  const caCert = ca === null ? null : new X509Certificate(ca.certPem);
+  const peer = serving === null || caCert === null ? null : (call: { getAuthContext(): { sslPeerCertificate?: { raw?: Buffer } } }) => peerIdentity(call, caCert, trustDomain);
   const store = openLmdbStore(config.storeDir, {
     maxIdMatches: config.maxIdMatches,
     onIndexError: (err) => log('error', 'collector id index merge failed: its segments stay as they are and queries still find every record; the next merge tries again', { store: config.storeDir, err: err.message }),
@@ -131,9 +163,13 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     'grpc.keepalive_timeout_ms': KEEPALIVE_TIMEOUT_MS,
     ...FLOW_WINDOW_OPTION,
   });
-  grpcServer.addService(COLLECTOR_SERVICE, { Sync: createSyncHandler({ ingest, store, metrics, auth, log }) });
+  grpcServer.addService(COLLECTOR_SERVICE, { Sync: createSyncHandler({ ingest, store, metrics, auth, peer, log }) });
+  if (ca !== null) {
+    const certify = createCertifyHandler({ ca, serviceAccounts, trustDomain, certTtlMs, issued: () => metrics.certificatesIssued.inc(), refused: (reason) => metrics.identityRefusals.inc({ reason }), log });
+    grpcServer.addService(IDENTITY_SERVICE, { Certify: certify });
+  }
   const grpcPort = await new Promise<number>((resolve, reject) =>
-    grpcServer.bindAsync(`${config.bind}:${config.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
+    grpcServer.bindAsync(`${config.bind}:${config.grpcPort}`, serving?.credentials ?? grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
   );
   if (!widenFlowWindow(grpcServer)) log('warn', 'collector could not raise the HTTP/2 flow-control window of this grpc-js version: large segments arrive 64 KiB at a time', {});
   const httpServer = createHttpApi({ store, metrics, sidecars, subscribe: (l) => feed.subscribe(l), ready: () => ({ ok: true }), anomalies: () => ({ active: fleetAlerts?.active() ?? [], recent: fleetAlerts?.recent() ?? [] }), maxTailSubscribers: config.maxTailSubscribers, readAccess, tls: config.httpTls });
@@ -157,6 +193,8 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     httpUrl: `${config.httpTls === undefined ? 'http' : 'https'}://${host}:${httpPort}`,
     metrics,
     store,
+    ca,
+    serving,
     onStored: (listener) => feed.subscribe(listener),
     fleetAlerts,
     get liveListeners() {
@@ -166,6 +204,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     close() {
       closing ??= (async () => {
         // Sidecar streams are long-lived: give them a moment to end, then cut them.
+        serving?.close();
         const force = setTimeout(() => grpcServer.forceShutdown(), SHUTDOWN_GRACE_MS);
         await new Promise<void>((resolve) => grpcServer.tryShutdown(() => resolve()));
         clearTimeout(force);

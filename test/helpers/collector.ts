@@ -78,8 +78,8 @@ export interface SyncPeer {
 }
 
 /** Opens a Sync stream to `address` with `authorization: Bearer token` (none if token is null). */
-export function openSync(t: ExecutionContext, address: string, token: string | null): SyncPeer {
-  const client = new CollectorClient(address, grpc.credentials.createInsecure(), { 'grpc.max_send_message_length': 64 * 1024 * 1024 });
+export function openSync(t: ExecutionContext, address: string, token: string | null, credentials = grpc.credentials.createInsecure()): SyncPeer {
+  const client = new CollectorClient(address, credentials, { 'grpc.max_send_message_length': 64 * 1024 * 1024 });
   const metadata = new grpc.Metadata();
   if (token !== null) metadata.set('authorization', `Bearer ${token}`);
   const stream = (client as unknown as { Sync(md: grpc.Metadata): SyncClientStream }).Sync(metadata);

@@ -1,5 +1,6 @@
 import { parse } from 'yaml';
-import { parseSpiffeId, type ReadScope } from './record-namespace.js';
+import { parseSpiffeId } from '../../../ledger/spiffe-id.js';
+import type { ReadScope } from './record-namespace.js';
 import { watchFile } from './watched-file.js';
 
 /**

@@ -1,17 +1,11 @@
+import { parseSpiffeId } from '../../../ledger/spiffe-id.js';
+
 /**
  * Which namespace a record belongs to, for scoped reads: the namespace of the writer's proven
  * identity (`audit.identity`, a SPIFFE ID the collector stamps), else the namespace part of its
  * sidecar id when that is `NS/POD` (bound to the pod's token since issue 22), else none: such a
  * record is visible to readers of every namespace (`*`) only.
  */
-
-const SPIFFE_ID = /^spiffe:\/\/[^/]+\/ns\/([^/]+)\/sa\/([^/]+)$/;
-
-/** The namespace and service account of `spiffe://TD/ns/NS/sa/SA`, or null. */
-export function parseSpiffeId(id: string): { namespace: string; serviceAccount: string } | null {
-  const m = SPIFFE_ID.exec(id);
-  return m === null ? null : { namespace: m[1], serviceAccount: m[2] };
-}
 
 /** The namespace of a sidecar id `NS/POD`, or null for any other shape. */
 export function sidecarNamespace(sidecarId: string): string | null {
