@@ -16,7 +16,16 @@ export interface AdminDeps {
   tail?: TailLimits;
 }
 
-/** The admin endpoints: /metrics (Prometheus), /livez, /readyz, /tail (server-sent events). */
+/** Whether a peer address is this host's loopback (127.0.0.0/8, ::1, or either mapped into IPv6). */
+export function isLoopback(address: string | undefined): boolean {
+  return address !== undefined && (/^(::ffff:)?127\./.test(address) || address === '::1');
+}
+
+/**
+ * The admin endpoints: /metrics (Prometheus), /livez, /readyz (the kubelet, on the pod IP), and
+ * /tail (server-sent events): the pod's own records in clear, so loopback clients only
+ * (kubectl port-forward and exec arrive on loopback).
+ */
 export function createAdminServer(deps: AdminDeps): http.Server {
   const subscribe = deps.subscribe;
   const tails = subscribe === null ? null : createTailStreams(deps.registry, 'auditmesh', deps.tail ?? { maxSubscribers: DEFAULT_MAX_TAIL_SUBSCRIBERS });
@@ -33,6 +42,7 @@ export function createAdminServer(deps: AdminDeps): http.Server {
         return text(res, r.ok ? 200 : 503, r.ok ? (r.reason === undefined ? 'ready\n' : `ready, degraded: ${r.reason}\n`) : `not ready: ${r.reason}\n`);
       }
       case '/tail':
+        if (!isLoopback(req.socket.remoteAddress)) return text(res, 403, 'the live tail answers loopback clients only: reach it with kubectl port-forward POD 15020, or read the collector\n');
         if (subscribe === null || tails === null) return text(res, 404, 'auditing is off: no records to tail\n');
         return tails.serve(res, (send) => subscribe((rec) => send(String(rec['audit.seq']), JSON.stringify(rec))));
       default:

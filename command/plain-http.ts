@@ -1,4 +1,5 @@
 import http from 'node:http';
+import https from 'node:https';
 import type { Duplex } from 'node:stream';
 
 /**
@@ -36,9 +37,16 @@ export function text(res: http.ServerResponse, status: number, body: string): vo
   res.end(body);
 }
 
-/** An HTTP server for `handle` with bounded headers, 4xx for malformed requests, and no throw escaping a handler. */
-export function createPlainServer(handle: (req: http.IncomingMessage, res: http.ServerResponse, url: URL) => void | Promise<void>): http.Server {
-  const server = http.createServer({ headersTimeout: HEADERS_TIMEOUT_MS, maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: 0 }, (req, res) => {
+/** A serving key and certificate chain (PEM): the server speaks HTTPS with them. */
+export interface ServingTls {
+  key: string | Buffer;
+  cert: string | Buffer;
+}
+
+/** An HTTP (or, with `tls`, HTTPS) server for `handle` with bounded headers, 4xx for malformed requests, and no throw escaping a handler. */
+export function createPlainServer(handle: (req: http.IncomingMessage, res: http.ServerResponse, url: URL) => void | Promise<void>, tls?: ServingTls): http.Server {
+  const options = { headersTimeout: HEADERS_TIMEOUT_MS, maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: 0 };
+  const serve = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const url = requestTarget(req.url);
     if (url === null) return text(res, 400, 'bad request target: expected /path?query with valid percent-encoding\n');
     try {
@@ -47,7 +55,9 @@ export function createPlainServer(handle: (req: http.IncomingMessage, res: http.
     } catch (err) {
       failed(res, err);
     }
-  });
+  };
+  // https.Server has every method of http.Server callers use (listen, close, closeAllConnections); its type does not say so.
+  const server = tls === undefined ? http.createServer(options, serve) : (https.createServer({ ...options, key: tls.key, cert: tls.cert, minVersion: 'TLSv1.2' }, serve) as unknown as http.Server);
   server.on('clientError', answerClientError);
   return server;
 }

@@ -24,6 +24,26 @@ import { merkleRoot } from './merkle.js';
  *
  * Tags 0x04, 0x05 and 0x06 are the epoch-key root, heartbeats and Hellos, below.
  *
+ * Key changes (key-endorsement.ts). An epoch link whose key differs from the previous epoch's
+ * must be endorsed, or every verifier refuses it. Either the link carries `endorsed_by` (the
+ * previous key's id) and `endorsement`, an Ed25519 signature by the previous key over
+ *
+ *   0x07 || head_{k-1} (32 bytes) || epoch (4 bytes BE) || the new key's DER SPKI
+ *
+ * (head_{k-1}: the head the epoch link chains from, so the endorsement is good at one place in one
+ * chain only); or, with the mesh CA bundle (`--ca-file`), the journal's key table holds, beside
+ * the new key, `certificate`: the X.509 certificate (DER base64, or PEM) the mesh CA issued for
+ * exactly that public key, whose URI SAN (SPIFFE ID) equals that of the previous key's certificate
+ * when that one is known. These fields are not in the head: each proves itself by its signature.
+ *
+ * The prune mark (the last link retention removed; the oldest link left chains from its head)
+ * names `epoch_key`, the key of the epoch that link was in, and is signed by the journal key
+ * (`key`, `sig`) over
+ *
+ *   0x08 || head (32) || last_batch (8 BE) || last_seq (8 BE) || sealed_unix_ms (8 BE) || epoch_key (16 ASCII hex)
+ *
+ * The signing key must be `epoch_key` or a key the chain changes to after the mark.
+ *
  * A head is signed with Ed25519 over `0x03 || head` (the tag keeps a signature over a head from
  * ever being valid for anything else the key signs). Keys are named by their id: the first 16 hex
  * digits of SHA-256 over the public key's DER SubjectPublicKeyInfo.

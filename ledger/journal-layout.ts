@@ -27,6 +27,9 @@ export interface BatchHeader {
   key?: string;
   /** On the last link of every commit: Ed25519 signature over the head, lowercase hex. */
   sig?: string;
+  /** On an epoch link that changes the key: the previous key's id and its signature (key-endorsement.ts). */
+  endorsed_by?: string;
+  endorsement?: string;
 }
 
 /** Where the journal ends; all 0 (and the genesis head) for an empty journal. Numbers start at 1. */
@@ -45,6 +48,11 @@ export interface PrunedMark {
   last_seq: number;
   head: string;
   sealed_unix_ms: number;
+  /** The key of the boot epoch the last pruned link was in: the verified chain continues from it. */
+  epoch_key?: string;
+  /** The journal key that signed the mark, and its signature (key-endorsement.ts). */
+  key?: string;
+  sig?: string;
 }
 
 /**
@@ -59,6 +67,8 @@ export interface ShippedMark {
 export interface KeyEntry {
   /** DER SubjectPublicKeyInfo, base64. */
   public_key: string;
+  /** The mesh CA's X.509 certificate for this key, DER base64, once the sidecar has one. */
+  certificate?: string;
 }
 
 export interface JournalStores {

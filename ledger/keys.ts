@@ -90,6 +90,8 @@ export interface SigningKey {
   signHead(head: string): string;
   /** Ed25519 signature over already tagged signing input (chain.ts), lowercase hex. */
   sign(input: Buffer): string;
+  /** The private key itself: the workload key the mesh CA certifies and mTLS authenticates with (proxy/identity/). */
+  readonly privateKey: KeyObject;
 }
 
 function signingKeyFrom(privateKey: KeyObject): SigningKey {
@@ -97,6 +99,7 @@ function signingKeyFrom(privateKey: KeyObject): SigningKey {
   return {
     keyId: keyIdOf(publicKeySpki),
     publicKeySpki,
+    privateKey,
     signHead: (head) => sign(null, headSigningInput(head), privateKey).toString('hex'),
     sign: (input) => sign(null, input, privateKey).toString('hex'),
   };
@@ -105,6 +108,23 @@ function signingKeyFrom(privateKey: KeyObject): SigningKey {
 /** A key that lives only in memory: for tests and benchmarks, never for a sidecar. */
 export function ephemeralSigningKey(): SigningKey {
   return signingKeyFrom(generateKeyPairSync('ed25519').privateKey);
+}
+
+/**
+ * Key rotation: the operator renames the key file to `KEY.previous` and restarts the sidecar. It
+ * creates a new key at `KEY`, the previous key signs the new boot epoch's key (the endorsement
+ * `verify` checks), and the sidecar removes `KEY.previous` once that epoch link is committed.
+ * Returns the previous key, or undefined when there is no `KEY.previous`.
+ */
+export async function loadPreviousSigningKey(path: string): Promise<SigningKey | undefined> {
+  const previous = `${path}.previous`;
+  if ((await readIfExists(previous)) === undefined) return undefined;
+  return loadOrCreateSigningKey(previous);
+}
+
+/** Removes `KEY.previous` once the new key is endorsed: the old private key is no longer needed. */
+export async function retirePreviousSigningKey(path: string): Promise<void> {
+  await unlink(`${path}.previous`);
 }
 
 /**

@@ -1,6 +1,7 @@
 import type { KeyObject } from 'node:crypto';
 import { leafHash, merkleRoot } from './merkle.js';
 import { EMPTY_ROOT, epochRoot, linkHead, verifyHeadSignature } from './chain.js';
+import { endorsedBy } from './key-endorsement.js';
 import type { BatchHeader } from './journal-layout.js';
 
 /**
@@ -57,9 +58,25 @@ export interface ResolvedKey {
   key: KeyObject;
 }
 
+/** A boot epoch that changed the key, and what endorses it. */
+export interface KeyChange {
+  batch: number;
+  epoch: number;
+  from: string;
+  to: string;
+  /** `previous-key`: the epoch link carries the previous key's signature; `ca`: the mesh CA certifies the new key. */
+  endorsed: 'previous-key' | 'ca';
+  /** With `ca`: the certified identity (SPIFFE ID). */
+  identity?: string;
+}
+
 export interface LinkVerifierOptions {
   /** The key for `keyId`, or fail() naming why not (unknown, swapped, not pinned). */
   keyFor(keyId: string, batch: number): ResolvedKey;
+  /** The new key's CA-certified identity when it endorses a key change, else undefined (fail() for a bad certificate). */
+  certified?(change: Omit<KeyChange, 'endorsed' | 'identity'>, spki: Buffer): string | undefined;
+  /** Told of every endorsed key change, in chain order. */
+  onKeyChange?(change: KeyChange): void;
 }
 
 export const seqRange = (first: number, count: number): string => (count === 1 ? `seq ${first}` : `seqs ${first}-${first + count - 1}`);
@@ -140,8 +157,26 @@ export class LinkVerifier {
     if (pos.epoch !== undefined && h.epoch <= pos.epoch) fail({ code: 'bad-chain', batch: h.batch, problem: `epoch link ${h.batch} opens epoch ${h.epoch} after epoch ${pos.epoch}` });
     const { spki } = this.#opts.keyFor(h.key, h.batch);
     if (epochRoot(spki) !== h.root) fail({ code: 'key-mismatch', batch: h.batch, problem: `epoch link ${h.batch}: its root does not commit to the public key recorded for key ${h.key}: the key was swapped` });
+    if (pos.epoch_key !== undefined && h.key !== pos.epoch_key) this.#keyChange(h, pos.epoch_key, spki);
     pos.epoch = h.epoch;
     pos.epoch_key = h.key;
+  }
+
+  /** A new key must be endorsed: signed by the previous key on the epoch link, or certified by the mesh CA. */
+  #keyChange(h: BatchHeader, from: string, spki: Buffer): void {
+    const change = { batch: h.batch, epoch: h.epoch, from, to: h.key! };
+    if (h.endorsed_by !== undefined || h.endorsement !== undefined) {
+      if (!endorsedBy(h, this.#pos.head, spki, from, this.#opts.keyFor(from, h.batch).key)) {
+        fail({ code: 'bad-signature', batch: h.batch, problem: `epoch link ${h.batch} (epoch ${h.epoch}): its endorsement of key ${h.key} does not verify with the previous key ${from}` });
+      }
+      return this.#opts.onKeyChange?.({ ...change, endorsed: 'previous-key' });
+    }
+    const identity = this.#opts.certified?.(change, spki);
+    if (identity === undefined) {
+      const ca = this.#opts.certified === undefined ? ' (a mesh CA certificate of the new key would endorse it: --ca-file)' : ', nor certified by the mesh CA';
+      fail({ code: 'key-mismatch', batch: h.batch, problem: `epoch link ${h.batch} (epoch ${h.epoch}) changes the key from ${from} to ${h.key} without endorsement: not signed by ${from}${ca}` });
+    }
+    this.#opts.onKeyChange?.({ ...change, endorsed: 'ca', identity });
   }
 
   #checkpointLink(h: BatchHeader): void {

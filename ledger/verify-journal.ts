@@ -1,8 +1,11 @@
+import type { X509Certificate } from 'node:crypto';
 import { inclusionProof, verifyInclusion } from './merkle.js';
+import { certifiedIdentity } from './certified-key.js';
+import { pruneMarkSigned } from './key-endorsement.js';
 import { GENESIS_HEAD, keyIdOf, publicKeyFromSpki } from './chain.js';
-import { ChainBroken, fail, LinkVerifier, seqRange as range, type ResolvedKey, type VerifyFailure } from './link-verifier.js';
+import { ChainBroken, fail, LinkVerifier, seqRange as range, type KeyChange, type ResolvedKey, type VerifyFailure } from './link-verifier.js';
 import { headerEntries, readHeadFrom, readPrunedFrom, recordEntries } from './read-journal.js';
-import type { BatchHeader, JournalSnapshot } from './journal-layout.js';
+import type { BatchHeader, JournalSnapshot, PrunedMark } from './journal-layout.js';
 
 export type { VerifyFailure } from './link-verifier.js';
 
@@ -25,6 +28,8 @@ export interface VerifyOptions {
   expectKey?: string;
   /** Also prove this record's inclusion. */
   record?: number;
+  /** The mesh CA bundle (`--ca-file`): a key change it certifies is endorsed. */
+  ca?: readonly X509Certificate[];
 }
 
 /** A record's Merkle inclusion in its batch; the batch's head chains on to the report's head. */
@@ -55,6 +60,8 @@ export interface VerifyReport {
   head: string;
   /** Ids of the keys that signed heads, in order of first use. */
   keys: string[];
+  /** Every boot epoch that changed the key, with what endorses it. A change nothing endorses fails. */
+  key_changes: KeyChange[];
   /** Set when older links were pruned: the verified chain starts after this batch. */
   pruned_through?: { batch: number; seq: number };
   /** Batch whose head is the expected head. */
@@ -89,11 +96,13 @@ class ChainWalk {
   #next: IteratorResult<{ key: number; value: Buffer }>;
   #links: LinkVerifier;
   #keys = new Map<string, ResolvedKey>();
+  #pruned: PrunedMark | undefined;
 
   constructor(snapshot: JournalSnapshot, opts: VerifyOptions) {
     this.#snapshot = snapshot;
     this.#opts = opts;
     const pruned = readPrunedFrom(snapshot.stores, snapshot.transaction);
+    this.#pruned = pruned;
     this.report = {
       ok: false,
       records: 0,
@@ -105,22 +114,33 @@ class ChainWalk {
       last_batch: pruned?.last_batch ?? 0,
       head: pruned?.head ?? GENESIS_HEAD,
       keys: [],
+      key_changes: [],
       ...(pruned === undefined ? {} : { pruned_through: { batch: pruned.last_batch, seq: pruned.last_seq } }),
     };
     const r = this.report;
-    this.#links = new LinkVerifier({ last_batch: r.last_batch, last_seq: r.last_seq, head: r.head, last_signed: 0 }, { keyFor: (keyId, batch) => this.#keyFor(keyId, batch) });
+    const start = { last_batch: r.last_batch, last_seq: r.last_seq, head: r.head, last_signed: 0, epoch_key: pruned?.epoch_key };
+    this.#links = new LinkVerifier(start, {
+      keyFor: (keyId, batch) => this.#keyFor(keyId, batch),
+      certified: opts.ca === undefined ? undefined : (change, spki) => this.#certified(change, spki, opts.ca!),
+      onKeyChange: (change) => r.key_changes.push(change),
+    });
     this.#records = recordEntries(snapshot.stores, {}, snapshot.transaction)[Symbol.iterator]();
     this.#next = this.#records.next();
   }
 
   run(): void {
     const { stores, transaction } = this.#snapshot;
+    this.#checkPruneMark();
     for (const { key, value } of headerEntries(stores, {}, transaction)) this.#link(key, value);
     const r = this.report;
     const lastSigned = this.#links.position.last_signed;
     if (!this.#next.done) fail({ seq: this.#next.value.key, problem: `record ${this.#next.value.key} is not covered by any batch: it was added after the last batch (${r.last_batch})` });
     if (r.last_batch === (r.pruned_through?.batch ?? 0)) fail({ problem: 'the journal holds no batches: an empty journal, or not a journal' });
     if (lastSigned !== r.last_batch) fail({ batch: lastSigned + 1, problem: `batches ${lastSigned + 1}-${r.last_batch} come after the last signed head: not covered by any signature` });
+    const mark = this.#pruned;
+    if (mark !== undefined && mark.key !== mark.epoch_key && !r.key_changes.some((c) => c.to === mark.key)) {
+      fail({ batch: mark.last_batch, problem: `the prune mark is signed by key ${mark.key}, which is not a key of this chain (it starts with key ${mark.epoch_key}): the mark was forged` });
+    }
     const head = readHeadFrom(stores, transaction);
     if (head.last_batch !== r.last_batch || head.last_seq !== r.last_seq || head.head !== r.head) {
       fail({ batch: r.last_batch, problem: `the journal's head entry (batch ${head.last_batch}, seq ${head.last_seq}, head ${head.head}) does not match its last batch (batch ${r.last_batch}, seq ${r.last_seq}, head ${r.head}): batches were cut off or added` });
@@ -160,6 +180,34 @@ class ChainWalk {
     if (next.done || next.value.key !== seq) fail({ seq, batch: h.batch, problem: `record ${seq} is missing: batch ${h.batch} covers ${range(h.first_seq, h.count)}` });
     this.#next = this.#records.next();
     return (next as IteratorYieldResult<{ key: number; value: Buffer }>).value.value;
+  }
+
+  /**
+   * The prune mark (the oldest link still present chains from it) must be signed by a key of the
+   * chain and name the key of its epoch: otherwise cutting the oldest links and writing a mark would
+   * let a journal start over with any key.
+   */
+  #checkPruneMark(): void {
+    const mark = this.#pruned;
+    if (mark === undefined) return;
+    const where = { batch: mark.last_batch };
+    if (mark.sig === undefined || mark.key === undefined || mark.epoch_key === undefined) fail({ ...where, problem: `the prune mark (batches up to ${mark.last_batch} pruned) is not signed: forged, or written before prune marks were signed` });
+    if (!pruneMarkSigned(mark, this.#keyFor(mark.key!, mark.last_batch).key)) fail({ ...where, problem: `the prune mark (batches up to ${mark.last_batch} pruned): its signature does not verify with key ${mark.key}: the mark was altered` });
+  }
+
+  /** With --ca-file: the new key's certificate in the journal's key table, and its identity the previous key's. */
+  #certified(change: Omit<KeyChange, 'endorsed' | 'identity'>, spki: Buffer, ca: readonly X509Certificate[]): string | undefined {
+    const { stores, transaction } = this.#snapshot;
+    const stored = stores.keys.get(change.to, { transaction })?.certificate;
+    if (stored === undefined) return undefined;
+    const got = certifiedIdentity(stored, ca, spki);
+    if ('problem' in got) return fail({ code: 'key-mismatch', batch: change.batch, problem: `epoch link ${change.batch}: key ${change.to} is not endorsed: ${got.problem}` });
+    const before = stores.keys.get(change.from, { transaction })?.certificate;
+    const prev = before === undefined ? undefined : certifiedIdentity(before, ca, this.#keyFor(change.from, change.batch).spki);
+    if (prev !== undefined && 'identity' in prev && prev.identity !== got.identity) {
+      fail({ code: 'key-mismatch', batch: change.batch, problem: `epoch link ${change.batch}: key ${change.to} is certified as ${got.identity}, but the previous key ${change.from} as ${prev.identity}` });
+    }
+    return got.identity;
   }
 
   /** The recorded public key for `keyId`, which must hash to that id and be the expected key. */

@@ -82,6 +82,8 @@ export const SIDECAR_SETTINGS = {
   collectorTokenFile: optionalText({ name: 'collector-token-file', help: 'shared credential presented to the collector, for local runs without Kubernetes (read at each connect, trimmed)' }),
   /** A projected ServiceAccount token (audience auditmesh), presented to the collector; re-read at each connect. */
   identityTokenFile: optionalText({ name: 'identity-token-file', help: 'a projected ServiceAccount token (audience auditmesh) presented to the collector; re-read at each connect, as the kubelet rotates it (the injector mounts one)' }),
+  /** The mesh CA bundle: with --identity-token-file, ship over mTLS with a certificate from it. */
+  caFile: optionalText({ name: 'ca-file', help: 'the mesh CA bundle: trusts the collector; with --identity-token-file the sidecar obtains a certificate of its key and ships over mTLS (the injector mounts one)' }),
   /** Stable name of this sidecar at the collector: the pod name (default $HOSTNAME, else the service). */
   sidecarId: derived({ name: 'sidecar-id', type: 'string', help: "this sidecar's stable name at the collector (default: $HOSTNAME, else the service)" }, (values, env) => (values['sidecar-id'] as string | undefined) || env.HOSTNAME || serviceOf(values, env)),
   /** How the shipper talks to the collector (proxy/ship/). */
@@ -158,6 +160,7 @@ export function parseSidecarConfig(argv: readonly string[], env: Readonly<Record
   // Whoever can read the journal (a backup, a support bundle) must not get the key with it.
   const fromJournal = relative(resolve(cfg.journalDir), resolve(cfg.keyFile));
   if (fromJournal === '' || (!fromJournal.startsWith('..') && !isAbsolute(fromJournal))) throw new UsageError(`--key: ${cfg.keyFile} is inside the journal folder ${cfg.journalDir}; keep the key apart from it`);
+  if (cfg.caFile !== undefined && cfg.identityTokenFile === undefined) throw new UsageError('--ca-file needs --identity-token-file: the mesh CA certifies a workload only on its ServiceAccount token');
   if (cfg.identityTokenFile !== undefined && cfg.collectorTokenFile !== undefined) throw new UsageError('--identity-token-file and --collector-token-file: give one credential for the collector, not both');
   return Object.freeze(cfg);
 }

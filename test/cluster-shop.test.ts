@@ -39,8 +39,12 @@ test.serial('the default install ships: both ends of orders -> inventory (HTTP/1
 
   // Both ends of both calls, at the collector, from the node (as a user's port-forward would see them).
   const api = `http://${collector.ip}:9401`;
+  // A reader as the install grants one: the auditmesh-reader ServiceAccount's token, audience auditmesh-read.
+  const readerToken = await cluster.issuer.sign({ namespace: 'auditmesh-system', pod: { name: '', uid: '' }, serviceAccount: { name: 'auditmesh-reader', uid: 'r1' } }, { audience: 'auditmesh-read', expirationSeconds: 600 });
+  const asReader = { headers: { authorization: `Bearer ${readerToken}` } };
+  t.is((await cluster.request(`${api}/v1/sidecars`)).status, 401, 'no credential, no records');
   const records = async (service: string): Promise<Array<Record<string, unknown>>> => {
-    const r = await cluster.request(`${api}/v1/records?service=${service}&limit=1000`);
+    const r = await cluster.request(`${api}/v1/records?service=${service}&limit=1000`, asReader);
     return (r.body ?? '').split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
   };
   const ends = async () => {
@@ -61,7 +65,7 @@ test.serial('the default install ships: both ends of orders -> inventory (HTTP/1
   t.is(found.grpcIn?.['rpc.grpc.status_code'], 0);
   lap('records at the collector');
 
-  const sidecars = JSON.parse((await cluster.request(`${api}/v1/sidecars`)).body ?? '[]') as Array<{ id: string; verified: boolean }>;
+  const sidecars = JSON.parse((await cluster.request(`${api}/v1/sidecars`, asReader)).body ?? '[]') as Array<{ id: string; verified: boolean }>;
   for (const pod of [orders, inventory]) t.like(sidecars.find((s) => s.id === `shop/${pod.name}`), { verified: true }, JSON.stringify(sidecars));
 
   // Every probe the manifests declare ran from the node and passed; none failed once it had passed.

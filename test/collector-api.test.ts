@@ -45,7 +45,7 @@ async function ship(t: ExecutionContext, c: TestCollector, s: JournalShipment): 
 }
 
 async function get(c: TestCollector, path: string): Promise<{ status: number; body: string }> {
-  const res = await fetch(c.httpUrl + path);
+  const res = await fetch(c.httpUrl + path, c.readAuth);
   return { status: res.status, body: await res.text() };
 }
 
@@ -124,7 +124,7 @@ test('/v1/tail streams each record as it is stored, one event each', async (t) =
   t.teardown(() => controller.abort());
   await new Promise<void>((resolve, reject) => {
     http
-      .get(`${c.httpUrl}/v1/tail`, { signal: controller.signal }, (res) => {
+      .get(`${c.httpUrl}/v1/tail`, { ...c.readAuth, signal: controller.signal }, (res) => {
         let buffer = '';
         res.setEncoding('utf8');
         res.on('data', (chunk: string) => {

@@ -32,18 +32,18 @@ async function filledCollector(t: ExecutionContext, sidecarId = 'pod-a', extra: 
 
 test('auditmesh query prints a table for people, JSON lines with -o json, and exits 1 only when it found an error record', async (t) => {
   const c = await filledCollector(t);
-  const table = await runCli(['query', '--collector', c.httpUrl, '--correlation-id', 'req-3']);
+  const table = await runCli(['query', '--collector', c.httpUrl, ...c.readerArgs, '--correlation-id', 'req-3']);
   t.is(table.code, 0, table.stderr);
   t.regex(table.stdout, /ledger\s+in\s+#4\s+unknown → ledger\s+GET \/items\/3\s+200/);
   t.regex(table.stderr, /1 records, newest first/);
 
-  const json = await runCli(['query', '--collector', c.httpUrl, '--status', '5xx', '--since', '10m', '-o', 'json']);
+  const json = await runCli(['query', '--collector', c.httpUrl, ...c.readerArgs, '--status', '5xx', '--since', '10m', '-o', 'json']);
   t.is(json.code, 1, 'a query that found error records exits 1');
   const recs = json.stdout.trim().split('\n').map((l) => JSON.parse(l));
   t.deepEqual(recs.map((r) => r['audit.request_id']), ['req-23', 'req-17', 'req-11', 'req-5']);
   t.true(recs.every((r) => r['audit.sidecar_id'] === 'pod-a'));
 
-  const limited = await runCli(['query', '--collector', c.httpUrl, '--service', 'ledger', '--status', 'ok', '--limit', '2', '-o', 'json']);
+  const limited = await runCli(['query', '--collector', c.httpUrl, ...c.readerArgs, '--service', 'ledger', '--status', 'ok', '--limit', '2', '-o', 'json']);
   t.is(limited.code, 0);
   t.deepEqual(limited.stdout.trim().split('\n').map((l) => JSON.parse(l)['audit.request_id']), ['req-22', 'req-21']);
 });
@@ -51,13 +51,13 @@ test('auditmesh query prints a table for people, JSON lines with -o json, and ex
 test('a query for an id that more records carry than the collector gathers is refused with 400, and auditmesh query exits 2 saying so', async (t) => {
   // 20 of the 24 records share one request id; the collector gathers at most 10 for one id.
   const c = await filledCollector(t, 'pod-s', (i) => (i < 20 ? { 'audit.request_id': 'req-same' } : {}), { maxIdMatches: 10 });
-  const res = await fetch(`${c.httpUrl}/v1/records?correlation_id=req-same`);
+  const res = await fetch(`${c.httpUrl}/v1/records?correlation_id=req-same`, c.readAuth);
   t.is(res.status, 400);
   t.is(await res.text(), 'bad query: correlation_id "req-same": more than 10 records carry it; narrow it with since and until\n');
-  const cli = await runCli(['query', '--collector', c.httpUrl, '--correlation-id', 'req-same']);
+  const cli = await runCli(['query', '--collector', c.httpUrl, ...c.readerArgs, '--correlation-id', 'req-same']);
   t.is(cli.code, 2);
   t.regex(cli.stderr, /the collector answered 400: bad query: correlation_id "req-same": more than 10 records carry it/);
-  const other = await runCli(['query', '--collector', c.httpUrl, '--correlation-id', 'req-21', '-o', 'json']);
+  const other = await runCli(['query', '--collector', c.httpUrl, ...c.readerArgs, '--correlation-id', 'req-21', '-o', 'json']);
   t.is(other.code, 0, other.stderr);
   t.deepEqual(other.stdout.trim().split('\n').map((l) => JSON.parse(l)['audit.request_id']), ['req-21']);
   t.is((await fetch(`${c.httpUrl}/livez`)).status, 200, 'the collector serves on');
@@ -90,7 +90,7 @@ test('auditmesh collector refuses to start without a token file unless --insecur
 
 test('auditmesh tail --collector streams the records the collector stores', async (t) => {
   const c = await startTestCollector(t);
-  const tail = startCli(t, ['tail', '--collector', c.httpUrl, '-o', 'json']);
+  const tail = startCli(t, ['tail', '--collector', c.httpUrl, ...c.readerArgs, '-o', 'json']);
   const journalDir = join(await tempDir(t), 'journal');
   const key = ephemeralSigningKey();
   await writeJournal({ journalDir, maxBatchRecords: 3, signingKey: key }, 1, 3);

@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { SYNC_WINDOW_BYTES } from '../control/collector/ingest/flow-window.js';
 import type { ExecutionContext } from 'ava';
 import { ephemeralSigningKey } from '../ledger/keys.js';
-import { journalShipment, openSync, startTestCollector, type JournalShipment, type SyncPeer } from './helpers/collector.js';
+import { journalShipment, openSync, startTestCollector, type JournalShipment, type SyncPeer, type TestCollector } from './helpers/collector.js';
 import { makeRecord, writeJournal } from './helpers/journal.js';
 import { metricValue, tempDir } from './helpers/sidecar.js';
 import type { CollectorMessage } from '../wire/sync-wire.js';
@@ -23,8 +23,8 @@ async function scrapeCollector(httpUrl: string): Promise<string> {
   return (await fetch(`${httpUrl}/metrics`)).text();
 }
 
-async function records(httpUrl: string, query = ''): Promise<Record<string, unknown>[]> {
-  const body = await (await fetch(`${httpUrl}/v1/records${query}`)).text();
+async function records(c: TestCollector, query = ''): Promise<Record<string, unknown>[]> {
+  const body = await (await fetch(`${c.httpUrl}/v1/records${query}`, c.readAuth)).text();
   return body.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
@@ -48,7 +48,7 @@ test('a valid stream is verified, stored and acked segment by segment, in order'
     answers.map((a) => 'ack' in a && a.ack),
     s.segments.map((seg) => ({ through_batch: seg.links.at(-1)!.batch, head: seg.links.at(-1)!.head })),
   );
-  const stored = await records(collector.httpUrl, '?limit=1000');
+  const stored = await records(collector, '?limit=1000');
   t.is(stored.length, 24);
   t.deepEqual(new Set(stored.map((r) => r['audit.seq'])).size, 24);
   const metrics = await scrapeCollector(collector.httpUrl);
@@ -73,7 +73,7 @@ test('segments sent twice are stored once and acked again; the restarted collect
   const { welcome, answers } = await shipAll(again, s);
   t.is('welcome' in welcome && welcome.welcome.acked_batch, s.links.at(-1)!.batch);
   t.true(answers.every((a) => 'ack' in a));
-  t.is((await records(first.httpUrl, '?limit=1000')).length, 24);
+  t.is((await records(first, '?limit=1000')).length, 24);
   const metrics = await scrapeCollector(first.httpUrl);
   t.is(metricValue(metrics, 'auditmesh_collector_duplicate_batches_total'), s.links.length);
   t.is(metricValue(metrics, 'auditmesh_collector_records_stored_total'), 24);
@@ -83,7 +83,7 @@ test('segments sent twice are stored once and acked again; the restarted collect
   const resumed = openSync(t, second.grpcAddress, second.token);
   resumed.send({ hello: s.hello });
   t.deepEqual(await resumed.next(), { body: 'welcome', welcome: { acked_batch: s.links.at(-1)!.batch, acked_head: s.links.at(-1)!.head } });
-  t.is((await records(second.httpUrl, '?limit=1000')).length, 24);
+  t.is((await records(second, '?limit=1000')).length, 24);
 });
 
 test('the collector advertises a wide HTTP/2 window, so a large segment is not sent 64 KiB per round trip', async (t) => {
@@ -134,6 +134,6 @@ test('a sidecar that no longer retains what the collector lacks: the range is re
   t.is(metricValue(await scrapeCollector(collector.httpUrl), 'auditmesh_collector_lost_batches_total'), lostLast - lostFirst + 1);
   // What was stored on both sides of the range is there; the range's records are not.
   const count = (seg: typeof one): number => seg.links.reduce((n, l) => n + l.records.length, 0);
-  const seqs = (await records(collector.httpUrl, '?limit=1000')).map((r) => r['audit.seq'] as number).sort((a, b) => a - b);
+  const seqs = (await records(collector, '?limit=1000')).map((r) => r['audit.seq'] as number).sort((a, b) => a - b);
   t.deepEqual(seqs, [...one.links, ...three.links].flatMap((l) => l.records.map((_, k) => l.first_seq + k)), `segments of ${s.segments.map(count).join(', ')} records`);
 });

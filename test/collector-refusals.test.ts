@@ -7,7 +7,7 @@ import { ephemeralSigningKey, type SigningKey } from '../ledger/keys.js';
 import { journalShipment, openSync, signedHello, startTestCollector, type JournalShipment, type TestCollector } from './helpers/collector.js';
 import { helloSigningInput } from '../ledger/chain.js';
 import { makeRecord, writeJournal } from './helpers/journal.js';
-import { metricValue, tempDir } from './helpers/sidecar.js';
+import { metricValue, tempDir, until } from './helpers/sidecar.js';
 import { eventually } from './helpers/shipping.js';
 
 // Each case sends a valid first segment, then something wrong, straight to the collector from a
@@ -24,7 +24,7 @@ const copy = (segment: Segment): Segment => ({ links: segment.links.map((l) => (
 const recordsLink = (segment: Segment): WireLink => segment.links.find((l) => l.kind === 'records')!;
 
 async function storedCount(c: TestCollector): Promise<number> {
-  const body = await (await fetch(`${c.httpUrl}/v1/records?limit=1000`)).text();
+  const body = await (await fetch(`${c.httpUrl}/v1/records?limit=1000`, c.readAuth)).text();
   return body.split('\n').filter((l) => l !== '').length;
 }
 
@@ -105,11 +105,15 @@ const cases: Case[] = [
     bad: async (_s, t) => ({ segment: (await shipment(t, key, 'pod-a', '/other')).segments[0] }),
   },
   {
-    title: 'a Hello for a pinned sidecar id with another key is refused as key-mismatch',
+    // A Hello may present another key (a rotation), but only an epoch link the pinned key endorsed moves the pin.
+    title: 'a pinned sidecar id, another key and a chain that does not continue the stored one: refused as key-mismatch',
     code: 'key-mismatch',
     status: grpc.status.PERMISSION_DENIED,
-    evidence: false,
-    bad: async (_s, t) => ({ first: { hello: (await shipment(t, ephemeralSigningKey())).hello } }),
+    evidence: true,
+    bad: async (_s, t) => {
+      const other = await shipment(t, ephemeralSigningKey());
+      return { first: { hello: other.hello }, segment: other.segments[0] };
+    },
   },
   {
     // Anyone holding a collector token knows a sidecar's public key; only the sidecar can sign with it.
@@ -169,7 +173,7 @@ for (const c of cases) {
     // A stream that fails auth gets its refusal before any message is read.
     if (bad.token === undefined) {
       peer.send(bad.first ?? { hello: s.hello });
-      if (bad.first === undefined) t.like(await peer.next(), { body: 'welcome' });
+      if (bad.first === undefined || bad.segment !== undefined) t.like(await peer.next(), { body: 'welcome' });
       if (bad.segment !== undefined) peer.send({ segment: bad.segment });
     }
     const refusal = await peer.next();
@@ -181,6 +185,8 @@ for (const c of cases) {
     const metrics = await (await fetch(`${collector.httpUrl}/metrics`)).text();
     t.is(metricValue(metrics, 'auditmesh_collector_verification_failures_total', { reason: c.code }), 1);
     t.is(await storedCount(collector), before, 'nothing of it stored');
+    // The evidence is written after the refusal is sent (sync-server.ts keepEvidence): wait for that write, not for the refusal.
+    if (c.evidence) await until(async () => (await collector.store.evidence()).length > 0, 'the evidence of the refused segment stored');
     const evidence = await collector.store.evidence();
     t.is(evidence.length, c.evidence ? 1 : 0);
     if (c.evidence) t.is(evidence[0].code, c.code);

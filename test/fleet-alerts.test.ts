@@ -127,7 +127,7 @@ test('collector: a spike driven through two sidecars’ journals is raised fleet
       }
     }),
   );
-  const anomalies = async (): Promise<{ active: FleetAnomaly[]; recent: FleetAnomaly[] }> => (await fetch(`${collector.httpUrl}/v1/anomalies`)).json() as Promise<{ active: FleetAnomaly[]; recent: FleetAnomaly[] }>;
+  const anomalies = async (): Promise<{ active: FleetAnomaly[]; recent: FleetAnomaly[] }> => (await fetch(`${collector.httpUrl}/v1/anomalies`, collector.readAuth)).json() as Promise<{ active: FleetAnomaly[]; recent: FleetAnomaly[] }>;
   try {
     await new Promise((r) => setTimeout(r, 4000));
     // (A first_seen_peer is fine here: on a loaded machine the first records may land after warm-up.)

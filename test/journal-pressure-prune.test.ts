@@ -4,7 +4,7 @@ import type { ExecutionContext } from 'ava';
 import { readJournal } from '../ledger/read-journal.js';
 import { PRESSURE_HIGH_WATER } from '../proxy/journal/retention.js';
 import type { CollectedRecord } from '../control/collector/api/record-query.js';
-import { startTestCollector } from './helpers/collector.js';
+import { startTestCollector, type TestCollector } from './helpers/collector.js';
 import { verifyDir } from './helpers/journal.js';
 import { request } from './helpers/net.js';
 import { eventually, startShippingSidecar } from './helpers/shipping.js';
@@ -55,8 +55,8 @@ test('with a working collector a busy sidecar never meets its bound: acknowledge
   // Pruned only what the collector holds: the oldest link left follows the acknowledged cursor at most.
   const journal = sidecar.audit!.journal;
   t.true(journal.readBatches({ limit: 1 })[0].batch - 1 <= journal.shippedBatch);
-  await eventually('the collector holds every record', async () => (await collectedIds(collector.httpUrl, 'busy')).size === TOTAL);
-  t.deepEqual([...(await collectedIds(collector.httpUrl, 'busy'))].sort(), [...ids].sort());
+  await eventually('the collector holds every record', async () => (await collectedIds(collector, 'busy')).size === TOTAL);
+  t.deepEqual([...(await collectedIds(collector, 'busy'))].sort(), [...ids].sort());
   await sidecar.close();
   const report = await verifyDir(sidecar.config.journalDir);
   t.true(report.ok, report.failure?.problem);
@@ -88,8 +88,8 @@ test('with the collector away nothing is pruned: the journal meets its bound and
 });
 
 /** The request ids the collector holds that start with `prefix-`. */
-async function collectedIds(url: string, prefix: string): Promise<Set<string | undefined>> {
-  const body = await (await fetch(`${url}/v1/records?service=ledger&limit=10000`)).text();
+async function collectedIds(c: TestCollector, prefix: string): Promise<Set<string | undefined>> {
+  const body = await (await fetch(`${c.httpUrl}/v1/records?service=ledger&limit=10000`, c.readAuth)).text();
   const records = body.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as CollectedRecord);
   return new Set(records.map((r) => r['audit.request_id']).filter((id) => id?.startsWith(`${prefix}-`)));
 }

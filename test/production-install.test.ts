@@ -59,7 +59,9 @@ test('from the pruned image the sidecar (both engines), collector and injector s
   const dir = await tempDir(t);
   const tokens = join(dir, 'tokens');
   await writeFile(tokens, 'shared-token\n');
-  const collector = startFromImage(t, image, ['collector', '--grpc-port', '0', '--http-port', '0', '--store', join(dir, 'store'), '--token-file', tokens]);
+  const readers = join(dir, 'readers');
+  await writeFile(readers, 'reader-token *\n');
+  const collector = startFromImage(t, image, ['collector', '--grpc-port', '0', '--http-port', '0', '--store', join(dir, 'store'), '--token-file', tokens, '--reader-token-file', readers]);
   const c = await listeningLine(collector, 'collector listening');
   t.is(await ready(`${c.http as string}/readyz`), 200);
 
@@ -76,7 +78,7 @@ test('from the pruned image the sidecar (both engines), collector and injector s
   // The record reaches the collector before anything stops.
   let stored = '';
   for (const deadline = Date.now() + 20_000; Date.now() < deadline && !stored.includes('/invoice/1'); ) {
-    stored = await (await fetch(`${c.http as string}/v1/records?service=billing`)).text();
+    stored = await (await fetch(`${c.http as string}/v1/records?service=billing`, { headers: { authorization: 'Bearer reader-token' } })).text();
     if (!stored.includes('/invoice/1')) await new Promise((r) => setTimeout(r, 100));
   }
   t.regex(stored, /\/invoice\/1/);

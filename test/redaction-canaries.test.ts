@@ -150,12 +150,12 @@ test('no canary from the issue table or the new rules is in clear anywhere, over
   const fingerprinted = tail.records.filter((r) => ids.includes(r['audit.request_id'] ?? '') && JSON.stringify(r).includes('hmac-sha256:'));
   t.true(fingerprinted.length >= TARGETS.length * 2, 'the HTTP/1.1 and HTTP/2 records hold fingerprints where the canaries were');
 
-  const stored = async (): Promise<string> => (await fetch(`${collector.httpUrl}/v1/records?service=svc&limit=1000`)).text();
+  const stored = async (): Promise<string> => (await fetch(`${collector.httpUrl}/v1/records?service=svc&limit=1000`, collector.readAuth)).text();
   await until(async () => {
     const text = await stored();
     return ids.every((id) => text.includes(id));
   }, 'the collector holds every record', 60_000);
-  const [asJson, asTable] = await Promise.all([runCli(['query', '--collector', collector.httpUrl, '--service', 'svc', '--limit', '1000', '-o', 'json']), runCli(['query', '--collector', collector.httpUrl, '--service', 'svc', '--limit', '1000'])]);
+  const [asJson, asTable] = await Promise.all([runCli(['query', '--collector', collector.httpUrl, ...collector.readerArgs, '--service', 'svc', '--limit', '1000', '-o', 'json']), runCli(['query', '--collector', collector.httpUrl, ...collector.readerArgs, '--service', 'svc', '--limit', '1000'])]);
   // Exit 1: the refused requests (400, gRPC UNAUTHENTICATED) are error records.
   t.is(asJson.code, 1, asJson.stderr);
   t.true(ids.every((id) => asJson.stdout.includes(id)), 'auditmesh query finds every record');
@@ -189,7 +189,7 @@ test('ordinary ids (UUIDs, numbers, slugs, content hashes) are recorded as they 
   t.is(rec['url.query'], query);
   let stored: Record<string, unknown> | undefined;
   await until(async () => {
-    const lines = (await (await fetch(`${collector.httpUrl}/v1/records?correlation_id=${id}`)).text()).split('\n').filter((l) => l !== '');
+    const lines = (await (await fetch(`${collector.httpUrl}/v1/records?correlation_id=${id}`, collector.readAuth)).text()).split('\n').filter((l) => l !== '');
     stored = lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((r) => r['audit.request_id'] === id);
     return stored !== undefined;
   }, 'the collector holds the record', 60_000);

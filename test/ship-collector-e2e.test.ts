@@ -24,7 +24,7 @@ interface StoredView {
 }
 
 async function collectorView(collector: TestCollector, sidecarId: string, service: string): Promise<StoredView> {
-  const res = await fetch(`${collector.httpUrl}/v1/records?service=${service}&limit=${MAX_QUERY_LIMIT}`);
+  const res = await fetch(`${collector.httpUrl}/v1/records?service=${service}&limit=${MAX_QUERY_LIMIT}`, collector.readAuth);
   const body = await res.text();
   if (res.status !== 200) throw new Error(`/v1/records: ${res.status} ${body}`);
   const ids = body
@@ -35,7 +35,7 @@ async function collectorView(collector: TestCollector, sidecarId: string, servic
     .map((r) => r['audit.request_id'] as string)
     .filter((id) => id !== undefined)
     .sort();
-  const sidecars = (await (await fetch(`${collector.httpUrl}/v1/sidecars`)).json()) as Array<StoredView & { id: string }>;
+  const sidecars = (await (await fetch(`${collector.httpUrl}/v1/sidecars`, collector.readAuth)).json()) as Array<StoredView & { id: string }>;
   const s = sidecars.find((x) => x.id === sidecarId);
   return { ids, last_batch: s?.last_batch ?? 0, chain_head: s?.chain_head ?? '', verified: s?.verified ?? false };
 }
@@ -150,7 +150,7 @@ test('collector restored from an older copy after the sidecar pruned what it lac
   const view = await collectorView(restored, 'ledger-0', 'ledger');
   t.deepEqual(view.ids.filter((id) => id.startsWith('early')), [...early].sort(), 'what the backup held is still there');
   t.true(view.verified);
-  const sidecars = (await (await fetch(`${restored.httpUrl}/v1/sidecars`)).json()) as Array<{ id: string; lost: { from_batch: number; to_batch: number }[] }>;
+  const sidecars = (await (await fetch(`${restored.httpUrl}/v1/sidecars`, restored.readAuth)).json()) as Array<{ id: string; lost: { from_batch: number; to_batch: number }[] }>;
   const lost = sidecars.find((x) => x.id === 'ledger-0')!.lost;
   // Usually one range; a second when the sidecar pruned on while its first Hello was answered
   // (those batches had been acknowledged by the store that is gone, so they are lost too).
@@ -199,13 +199,13 @@ test('two sidecars ship concurrently; a query by correlation id returns both sid
   for (const id of ids) {
     let sides: Record<string, unknown>[] = [];
     await eventually(`both sides of ${id}`, async () => {
-      const body = await (await fetch(`${collector.httpUrl}/v1/records?correlation_id=${id}`)).text();
+      const body = await (await fetch(`${collector.httpUrl}/v1/records?correlation_id=${id}`, collector.readAuth)).text();
       sides = body.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>);
       return sides.length >= 2;
     });
     t.deepEqual(sides.map((r) => `${r['audit.service']}/${r['audit.direction']}`).sort(), ['frontend/outbound', 'inventory/inbound'], id);
   }
-  const sidecars = (await (await fetch(`${collector.httpUrl}/v1/sidecars`)).json()) as Array<{ id: string; verified: boolean }>;
+  const sidecars = (await (await fetch(`${collector.httpUrl}/v1/sidecars`, collector.readAuth)).json()) as Array<{ id: string; verified: boolean }>;
   t.deepEqual(sidecars.map((x) => x.id).sort(), ['frontend-0', 'inventory-0']);
   t.true(sidecars.every((x) => x.verified));
 });

@@ -25,11 +25,25 @@ function protoPath(): string {
 export const SYNC_PROTO_PATH = protoPath();
 
 const definition = protoLoader.loadSync(SYNC_PROTO_PATH, { keepCase: true, longs: Number, defaults: true, oneofs: true });
-const pkg = grpc.loadPackageDefinition(definition) as unknown as { auditmesh: { sync: { v1: { Collector: grpc.ServiceClientConstructor } } } };
+const pkg = grpc.loadPackageDefinition(definition) as unknown as { auditmesh: { sync: { v1: { Collector: grpc.ServiceClientConstructor; Identity: grpc.ServiceClientConstructor } } } };
 
 /** The generated client class; `CollectorClient.service` is the service definition for servers. */
 export const CollectorClient = pkg.auditmesh.sync.v1.Collector;
 export const COLLECTOR_SERVICE = CollectorClient.service;
+/** The mesh CA's Certify, on the collector's gRPC port. */
+export const IdentityClient = pkg.auditmesh.sync.v1.Identity;
+export const IDENTITY_SERVICE = IdentityClient.service;
+
+export interface CertifyRequest {
+  csr_pem: string;
+}
+
+export interface CertifyResponse {
+  cert_chain_pem: string;
+  ca_bundle_pem: string;
+  not_after_unix_ms: number;
+  spiffe_id: string;
+}
 
 export interface Hello {
   sidecar_id: string;
@@ -46,8 +60,11 @@ export interface Hello {
 }
 
 /** One link of the chain with its records: the journal's BatchHeader, with proto3's '' for an absent key and sig. */
-export type WireLink = Omit<BatchHeader, 'key' | 'sig'> & {
+export type WireLink = Omit<BatchHeader, 'key' | 'sig' | 'endorsed_by' | 'endorsement'> & {
   key: string;
+  /** On an epoch link that changes the key ('' otherwise): ledger/key-endorsement.ts. */
+  endorsed_by?: string;
+  endorsement?: string;
   sig: string;
   /** Canonical record bytes, seqs first_seq .. first_seq+count-1. */
   records: Buffer[];

@@ -37,3 +37,10 @@ function issuerOf(tokenFile: string): string {
   }
   throw new UsageError(`${tokenFile} names no issuer; give --service-account-issuer`);
 }
+
+/** The collector's own namespace in a pod (the kubelet mounts it beside its token): its Service names are in it. */
+export function podNamespace(env: Readonly<Record<string, string | undefined>>): string | undefined {
+  if (env.KUBERNETES_SERVICE_HOST === undefined) return undefined;
+  const file = join(IN_CLUSTER_CREDENTIALS, 'namespace');
+  return existsSync(file) ? readFileSync(file, 'utf8').trim() : undefined;
+}

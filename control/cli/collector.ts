@@ -1,14 +1,18 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { formatHelp, parseFlags, UsageError, type FlagSpec } from '../../command/flags.js';
-import { choice, derived, flag, flagsOf, optionalText, readSettings, tcpPort, text, whole, type SettingsOf } from '../../command/settings.js';
+import { choice, derived, duration, flag, flagsOf, optionalText, readSettings, tcpPort, text, whole, type SettingsOf } from '../../command/settings.js';
 import { createLogger } from '../../command/log.js';
 import { CHECKPOINT_INTERVAL_MS } from '../../ledger/chain.js';
+import { DEFAULT_TRUST_DOMAIN } from '../../ledger/spiffe-id.js';
 import { ALERT_SETTINGS } from '../../anomalies/alert-flags.js';
-import { createCollector, CollectorConfigError, type Collector } from '../collector/collector.js';
+import { createCollector, CollectorConfigError, type Collector, type IdentityConfig } from '../collector/collector.js';
 import type { ServiceAccountKeys } from '../collector/ingest/service-account-tokens.js';
 import { untilAborted, type CommandIO } from '../../command/io.js';
 import { DEFAULT_MAX_TAIL_SUBSCRIBERS } from '../../command/tail-streams.js';
 import { IN_CLUSTER_JWKS_URL } from '../collector/ingest/service-account-tokens.js';
-import { serviceAccountKeys } from './collector-identity.js';
+import { podNamespace, serviceAccountKeys } from './collector-identity.js';
+import { serviceNames } from '../collector/ingest/serving-identity.js';
 
 export const COLLECTOR_SETTINGS = {
   grpcPort: tcpPort({ name: 'grpc-port', default: 9400, help: 'gRPC ingest from sidecars (Sync)' }),
@@ -17,7 +21,12 @@ export const COLLECTOR_SETTINGS = {
   tokenFile: optionalText({ name: 'token-file', help: 'shared tokens accepted from sidecars, one a line (local runs); re-read when it changes' }),
   serviceAccountIssuer: optionalText({ name: 'service-account-issuer', help: "expected iss of the sidecars' ServiceAccount tokens (default in a pod: the issuer of the collector's own token)" }),
   serviceAccountJwks: optionalText({ name: 'service-account-jwks', help: `the issuer's public keys, FILE or URL (default in a pod: the API server's ${IN_CLUSTER_JWKS_URL})` }),
-  insecure: flag({ name: 'insecure', default: false, help: 'accept sidecars without a token (local, trusted setups only)' }),
+  trustDomain: text({ name: 'trust-domain', default: DEFAULT_TRUST_DOMAIN, help: 'the SPIFFE trust domain of issued identities' }),
+  caDir: text({ name: 'ca-dir', default: './.auditmesh/ca', help: 'the mesh CA: ca.crt and ca.key (0600); in Kubernetes the Secret every replica mounts; created at first start only for local runs' }),
+  certTtlMs: duration({ name: 'cert-ttl', default: '24h', help: 'lifetime of issued workload certificates (renewed at half-life)' }),
+  readerTokenFile: optionalText({ name: 'reader-token-file', help: 'reader tokens, one a line: TOKEN NAMESPACE[,NAMESPACE…] or TOKEN * (every namespace); re-read when it changes' }),
+  readPolicy: optionalText({ name: 'read-policy', help: 'YAML: which ServiceAccount identities (tokens with audience auditmesh-read) may read which namespaces' }),
+  insecure: flag({ name: 'insecure', default: false, help: 'accept sidecars without a token and serve reads to anyone, in plain HTTP (local, trusted setups only)' }),
   bind: derived({ name: 'bind', type: 'string', help: 'listen address (default 127.0.0.1; 0.0.0.0 in Kubernetes)' }, (values, env) => (values.bind as string | undefined) ?? (env.KUBERNETES_SERVICE_HOST !== undefined ? '0.0.0.0' : '127.0.0.1')),
   heartbeatIntervalMs: whole({ name: 'heartbeat-interval-ms', default: CHECKPOINT_INTERVAL_MS, help: "the sidecars' heartbeat interval (their --checkpoint-interval-ms): 3 missed is stale" }),
   maxTailSubscribers: whole({ name: 'max-tail-subscribers', default: DEFAULT_MAX_TAIL_SUBSCRIBERS, help: '/v1/tail subscribers at once; past it 503' }, 1),
@@ -30,7 +39,7 @@ export const COLLECTOR_FLAGS: readonly FlagSpec[] = flagsOf(COLLECTOR_SETTINGS);
 
 export const COLLECTOR_HELP = formatHelp(
   'auditmesh collector [flags]',
-  "Runs the control-plane collector: sidecars stream their journals to it over gRPC; it verifies\nevery batch (Merkle root, hash chain, signature, contiguous numbers), stores it in an embedded\nLMDB store, acks it, and answers queries and live tails over HTTP. Sidecars present a projected\nServiceAccount token (audience auditmesh; in a pod the issuer's keys are found by themselves) or a\n--token-file token; with neither it refuses to start unless --insecure is given.",
+  "Runs the control-plane collector: sidecars stream their journals to it over gRPC; it verifies\nevery batch (Merkle root, hash chain, signature, contiguous numbers), stores it in an embedded\nLMDB store, acks it, and answers queries and live tails over HTTP to readers with a credential\n(--reader-token-file, --read-policy). Sidecars present a projected\nServiceAccount token (audience auditmesh; in a pod the issuer's keys are found by themselves) or a\n--token-file token; with neither it refuses to start unless --insecure is given.",
   COLLECTOR_FLAGS,
 );
 
@@ -47,6 +56,7 @@ export async function collectorMain(argv: readonly string[], io: CommandIO): Pro
     if (parsed.positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
     settings = readSettings(COLLECTOR_SETTINGS, parsed.values, io.env);
     serviceAccounts = serviceAccountKeys({ issuer: settings.serviceAccountIssuer, jwks: settings.serviceAccountJwks }, io.env);
+    if (settings.certTtlMs < 60_000) throw new UsageError('--cert-ttl: at least 1m');
     if (settings.tokenFile === undefined && serviceAccounts === undefined && !settings.insecure) {
       throw new UsageError('no --token-file and no --service-account-jwks (outside a Kubernetes pod): the collector would accept records from anyone; give one, or --insecure for a local, trusted setup');
     }
@@ -55,11 +65,11 @@ export async function collectorMain(argv: readonly string[], io: CommandIO): Pro
     io.stderr.write(`auditmesh collector: ${err.message}\n(see auditmesh collector --help)\n`);
     return 2;
   }
-  const { logLevel, serviceAccountIssuer: _issuer, serviceAccountJwks: _jwks, ...config } = settings;
+  const { logLevel, serviceAccountIssuer: _issuer, serviceAccountJwks: _jwks, trustDomain: _domain, caDir: _caDir, certTtlMs: _ttl, ...config } = settings;
   const log = createLogger(logLevel, (line) => io.stderr.write(line));
   let collector: Collector;
   try {
-    collector = await createCollector({ ...config, ...(serviceAccounts === undefined ? {} : { serviceAccounts }) }, log);
+    collector = await createCollector({ ...config, ...(serviceAccounts === undefined ? {} : { serviceAccounts }), identity: meshIdentity(settings, serviceAccounts, io.env) }, log);
   } catch (err) {
     io.stderr.write(`auditmesh collector: cannot start: ${(err as Error).message}\n`);
     return err instanceof CollectorConfigError ? 2 : 1;
@@ -68,4 +78,11 @@ export async function collectorMain(argv: readonly string[], io: CommandIO): Pro
   log('info', 'stopping');
   await collector.close();
   return 0;
+}
+
+/** The mesh CA proves identities from ServiceAccount tokens: on whenever those are checked. */
+function meshIdentity(settings: SettingsOf<typeof COLLECTOR_SETTINGS>, serviceAccounts: ServiceAccountKeys | undefined, env: CommandIO['env']): IdentityConfig | undefined {
+  // In a pod the CA comes only from the install's Secret; until one is mounted the collector runs as before (token checks, plaintext).
+  if (serviceAccounts === undefined || (env.KUBERNETES_SERVICE_HOST !== undefined && !existsSync(join(settings.caDir, 'ca.crt')))) return undefined;
+  return { caDir: settings.caDir, createCa: env.KUBERNETES_SERVICE_HOST === undefined, trustDomain: settings.trustDomain, certTtlMs: settings.certTtlMs, serviceDns: serviceNames(podNamespace(env)) };
 }

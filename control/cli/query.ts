@@ -4,6 +4,8 @@ import { isErrorRecord } from '../collector/store/record-index.js';
 import { MAX_QUERY_LIMIT, parseStatus, parseTimeBound, QueryError, type CollectedRecord } from '../collector/api/record-query.js';
 import { formatRecordLine } from './format-record.js';
 import type { CommandIO } from '../../command/io.js';
+import { Agent, fetch as undiciFetch } from 'undici';
+import { READER_SETTINGS, readerCredentials, refusalAdvice, type ReaderCredentials } from './reader-credentials.js';
 
 /** The query's filters, by the /v1/records parameter each one sets. */
 const FILTERS = {
@@ -14,6 +16,7 @@ const FILTERS = {
   since: optionalText({ name: 'since', help: 'from this long ago (10m, 2h, 7d) or this time (ISO 8601, Unix ms)', env: false }),
   until: optionalText({ name: 'until', help: 'up to this time (same forms)', env: false }),
   status: optionalText({ name: 'status', help: '5xx (a class), ok, error, or a status code such as 503', env: false }),
+  namespace: optionalText({ name: 'namespace', help: 'records of these namespaces only (a,b)', env: false }),
 };
 
 const QUERY_SETTINGS = {
@@ -21,21 +24,22 @@ const QUERY_SETTINGS = {
   filters: FILTERS,
   limit: whole({ name: 'limit', default: 100, help: `at most this many records, newest first (up to ${MAX_QUERY_LIMIT})`, env: false }),
   output: choice<'table' | 'json'>({ name: 'output', short: 'o', choices: ['table', 'json'], default: 'table', help: 'json: one JSON record per line', env: false }),
+  reader: READER_SETTINGS,
 };
 
 export const QUERY_FLAGS: readonly FlagSpec[] = flagsOf(QUERY_SETTINGS);
 
 export const QUERY_HELP = formatHelp(
-  'auditmesh query --collector URL [--correlation-id ID] [--trace-id ID] [--service NAME] [--peer NAME] [--since 10m|TIME] [--until TIME] [--status 5xx|ok|error|NNN] [--limit N] [-o json]',
-  "Searches the collector's verified records, newest first. Exit 0 when none of the records found\nis an error, 1 when one is (an error type, a 5xx, a gRPC status other than OK, a gap), 2 on bad usage.",
+  'auditmesh query --collector URL [--correlation-id ID] [--trace-id ID] [--service NAME] [--peer NAME] [--since 10m|TIME] [--until TIME] [--status 5xx|ok|error|NNN] [--namespace NS] [--limit N] [--token-file FILE] [--ca-file FILE] [-o json]',
+  "Searches the collector's verified records, newest first. Exit 0 when none of the records found\nis an error, 1 when one is (an error type, a 5xx, a gRPC status other than OK, a gap), 2 on bad usage\n(and when the collector refuses the credential, 401, or the reader, 403).",
   QUERY_FLAGS,
 );
 
 /** The /v1/records URL for the flags; throws UsageError for a flag the collector would refuse. */
-function queryUrl(argv: readonly string[], io: CommandIO): { url: URL; json: boolean } {
+function queryUrl(argv: readonly string[], io: CommandIO): { url: URL; json: boolean; credentials: ReaderCredentials } {
   const { values, positionals } = parseFlags(QUERY_FLAGS, argv, io.env);
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
-  const { collector, filters, limit, output } = readSettings(QUERY_SETTINGS, values, io.env);
+  const { collector, filters, limit, output, reader } = readSettings(QUERY_SETTINGS, values, io.env);
   if (collector === undefined) throw new UsageError('--collector URL is required');
   const url = new URL('/v1/records', collector.replace(/^(?!https?:\/\/)/, 'http://'));
   const now = Date.now();
@@ -55,7 +59,7 @@ function queryUrl(argv: readonly string[], io: CommandIO): { url: URL; json: boo
   }
   if (limit < 1 || limit > MAX_QUERY_LIMIT) throw new UsageError(`--limit: expected 1 to ${MAX_QUERY_LIMIT}, got ${limit}`);
   url.searchParams.set('limit', String(limit));
-  return { url, json: output === 'json' };
+  return { url, json: output === 'json', credentials: readerCredentials(reader) };
 }
 
 /** `auditmesh query`: exit 0 no error record found, 1 an error record found (or the collector failed), 2 bad usage. */
@@ -75,12 +79,19 @@ export async function queryMain(argv: readonly string[], io: CommandIO): Promise
   let status: number;
   let body: string;
   try {
-    const res = await fetch(args.url, { signal: io.signal });
+    const { headers, ca } = args.credentials;
+    const dispatcher = ca === undefined ? undefined : new Agent({ connect: { ca } });
+    const res = await undiciFetch(args.url, { signal: io.signal, headers, dispatcher });
     status = res.status;
     body = await res.text();
   } catch (err) {
     io.stderr.write(`auditmesh query: cannot reach ${args.url.origin}: ${(err as Error).message}\n`);
     return 1;
+  }
+  const refused = refusalAdvice(status, body);
+  if (refused !== null) {
+    io.stderr.write(`auditmesh query: ${refused}\n`);
+    return 2;
   }
   if (status !== 200) {
     io.stderr.write(`auditmesh query: the collector answered ${status}: ${body.trim()}\n`);

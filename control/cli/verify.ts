@@ -1,6 +1,7 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { formatHelp, parseFlags, UsageError, type FlagSpec } from '../../command/flags.js';
 import { choice, flagsOf, optionalText, optionalWhole, readSettings } from '../../command/settings.js';
+import { caBundleFrom } from '../../ledger/certified-key.js';
 import { lmdbBuild, unpatchedRisk } from '../../ledger/lmdb-build.js';
 import { withSnapshot } from '../../ledger/read-journal.js';
 import { verifySnapshot, type VerifyOptions, type VerifyReport } from '../../ledger/verify-journal.js';
@@ -14,23 +15,30 @@ const VERIFY_SETTINGS = {
     if (!HEX_HEAD.test(value)) throw new UsageError('--expect-head: expected 64 lowercase hex digits');
   }),
   expectKey: optionalText({ name: 'expect-key', help: 'key id every head must be signed with', env: false }),
+  caFile: optionalText({ name: 'ca-file', help: 'the mesh CA bundle (PEM): a key change whose new key it certifies, for the same SPIFFE ID, is endorsed', env: false }),
   record: optionalWhole({ name: 'record', help: 'also print record SEQ, its Merkle inclusion path and the head it proves against, and check them', env: false }, 1, 'sequence numbers start at 1'),
   output: choice<'table' | 'json'>({ name: 'output', short: 'o', choices: ['table', 'json'], default: 'table', help: 'json: the result as one JSON object', env: false }),
 };
 const VERIFY_FLAGS: readonly FlagSpec[] = flagsOf(VERIFY_SETTINGS);
 
 export const VERIFY_HELP = formatHelp(
-  'auditmesh verify PATH [--expect-head HASH] [--expect-key ID] [--record SEQ] [-o json]',
-  'Verifies a sidecar journal offline: every record, Merkle root, chain link and signature, and that\nsequence numbers run on without a hole. Reads one consistent snapshot, so a journal being written\nmeanwhile is fine. PATH may also be a collector store (--store of `auditmesh collector`): then\nevery sidecar chain in it is verified end to end with the key the collector pinned (the --expect-*\nand --record flags are for journals). Exit 0 if everything verifies, 1 naming the first sidecar,\nbatch or record that does not.',
+  'auditmesh verify PATH [--expect-head HASH] [--expect-key ID] [--ca-file FILE] [--record SEQ] [-o json]',
+  'Verifies a sidecar journal offline: every record, Merkle root, chain link and signature, and that\nsequence numbers run on without a hole. Every key change (a boot epoch with a new key) must be\nendorsed, by the previous key or (with --ca-file) by a mesh CA certificate of the new key; the\nprune mark must be signed by a key of the chain. Reads one consistent snapshot, so a journal being written\nmeanwhile is fine. PATH may also be a collector store (--store of `auditmesh collector`): then\nevery sidecar chain in it is verified end to end with the key the collector pinned (the --expect-*\nand --record flags are for journals). Exit 0 if everything verifies, 1 naming the first sidecar,\nbatch or record that does not.',
   VERIFY_FLAGS,
 );
 
 function parseVerifyArgs(argv: readonly string[], env: CommandIO['env']): { path: string; opts: VerifyOptions; json: boolean } {
   const { values, positionals } = parseFlags(VERIFY_FLAGS, argv, env);
   if (positionals.length !== 1) throw new UsageError(positionals.length === 0 ? 'PATH (the journal folder) is required' : `unexpected argument ${JSON.stringify(positionals[1])}`);
-  const { output, ...opts } = readSettings(VERIFY_SETTINGS, values, env);
+  const { output, caFile, ...opts } = readSettings(VERIFY_SETTINGS, values, env);
   if (!existsSync(positionals[0])) throw new UsageError(`no journal at ${positionals[0]}`);
-  return { path: positionals[0], opts, json: output === 'json' };
+  let ca;
+  try {
+    ca = caFile === undefined ? undefined : caBundleFrom(readFileSync(caFile, 'utf8'));
+  } catch (err) {
+    throw new UsageError(`--ca-file ${caFile}: ${(err as Error).message}`);
+  }
+  return { path: positionals[0], opts: { ...opts, ca }, json: output === 'json' };
 }
 
 /** `auditmesh verify PATH`: exit 0 verified, 1 not (names the first failure), 2 bad usage. */
@@ -115,6 +123,7 @@ export function formatReport(r: VerifyReport): string {
   const pruned = r.pruned_through === undefined ? '' : `, from seq ${r.first_seq} (batches up to ${r.pruned_through.batch} pruned)`;
   const proved = p === undefined ? '' : `; record ${p.seq} is included, proved against that head`;
   const signed = r.keys.length === 0 ? 'unsigned' : `signed by ${r.keys.join(', ')}`;
+  for (const c of r.key_changes) lines.push(`key change at epoch link ${c.batch} (epoch ${c.epoch}): ${c.from} -> ${c.to}, endorsed by ${c.endorsed === 'ca' ? `the mesh CA, as ${c.identity}` : `the previous key ${c.from}`}`);
   lines.push(`${r.records} records in ${r.batches} batches verified, head ${r.head} (seq ${r.last_seq}), ${signed}${pruned}; ${r.epochs} boot epochs, ${r.checkpoints} checkpoints${proved}`);
   return lines.join('\n') + '\n';
 }

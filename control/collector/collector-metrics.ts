@@ -2,6 +2,8 @@ import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { createRegistry } from '../../command/metrics-registry.js';
 import { ANOMALY_KINDS, initialiseLabels, REFUSAL_CODES } from '../../command/label-values.js';
 import { TOKEN_REFUSALS } from './ingest/service-account-tokens.js';
+import { READ_REFUSALS } from './api/read-access.js';
+import { CERTIFY_REFUSALS } from './ingest/certify.js';
 
 /**
  * Every metric the collector exposes, defined once. The Prometheus rules and dashboards
@@ -16,6 +18,11 @@ export interface CollectorMetrics {
   readonly verificationFailures: Counter<'reason'>;
   /** Sidecar credentials refused, by why (service-account-tokens.ts TokenRefusal). */
   readonly tokenRefusals: Counter<'reason'>;
+  /** Reads of /v1/ refused, by why (read-access.ts ReadRefusal). */
+  readonly readRefusals: Counter<'reason'>;
+  /** Workload certificates the mesh CA issued, and those it refused by why (certify.ts CertifyRefusal). */
+  readonly certificatesIssued: Counter;
+  readonly identityRefusals: Counter<'reason'>;
   readonly lostBatches: Counter;
   readonly ingestDuration: Histogram;
   readonly storeBytes: Gauge;
@@ -47,8 +54,25 @@ export function createCollectorMetrics(sample: { storeBytes(): number; sidecars(
     registers: [registry],
   });
   initialiseLabels(tokenRefusals, 'reason', TOKEN_REFUSALS);
+  const readRefusals = new Counter({
+    name: 'auditmesh_collector_read_refusals_total',
+    help: 'Reads of the HTTP API refused, by reason (missing, unknown-token, wrong-audience, expired, not-yet-valid, other-issuer, unknown-key, bad-signature, malformed, keys-unavailable: 401; not-granted, out-of-scope: 403)',
+    labelNames: ['reason'],
+    registers: [registry],
+  });
+  initialiseLabels(readRefusals, 'reason', READ_REFUSALS);
+  const identityRefusals = new Counter({
+    name: 'auditmesh_collector_identity_refusals_total',
+    help: `Workload certificates the mesh CA refused, by reason (${CERTIFY_REFUSALS.join(', ')})`,
+    labelNames: ['reason'],
+    registers: [registry],
+  });
+  initialiseLabels(identityRefusals, 'reason', CERTIFY_REFUSALS);
   return {
+    readRefusals,
     registry,
+    identityRefusals,
+    certificatesIssued: new Counter({ name: 'auditmesh_collector_certificates_issued_total', help: 'Workload certificates the mesh CA issued (Certify)', registers: [registry] }),
     verificationFailures,
     anomalies,
     tokenRefusals,

@@ -21,10 +21,12 @@ export type StoredLink = BatchHeader & { leaves?: Buffer };
 export interface SidecarState {
   id: string;
   service: string;
-  /** Pinned on first contact; a later Hello with another key is refused (key-mismatch). */
+  /** Pinned on first contact; another key is taken only through an endorsed epoch link (previous_keys). */
   key_id: string;
   /** DER SubjectPublicKeyInfo, base64. */
   public_key: string;
+  /** Keys the chain was signed with before `key_id`, oldest first: each change verified as endorsed (an epoch link signed by the key before). Absent: none. */
+  previous_keys?: { key_id: string; public_key: string }[];
   /** The first batch stored (its chain starts after `base_head`). */
   first_batch: number;
   base_head: string;
@@ -91,6 +93,8 @@ export interface RecordQuery {
   sinceUnixMs?: number;
   untilUnixMs?: number;
   status?: StatusFilter;
+  /** Only records of these namespaces (record-namespace.ts); records without one never match. */
+  namespaces?: ReadonlySet<string>;
   limit: number;
 }
 

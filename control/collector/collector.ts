@@ -3,7 +3,13 @@ import * as grpc from '@grpc/grpc-js';
 import { createLiveFeed } from '../../command/live-feed.js';
 import { CHECKPOINT_INTERVAL_MS } from '../../ledger/chain.js';
 import type { Logger } from '../../command/log.js';
-import { COLLECTOR_SERVICE } from '../../wire/sync-wire.js';
+import { COLLECTOR_SERVICE, IDENTITY_SERVICE } from '../../wire/sync-wire.js';
+import { createCertifyHandler } from './ingest/certify.js';
+import { openMeshCa, type MeshCa } from './ingest/mesh-ca.js';
+import { createServingIdentity, type ServingIdentity } from './ingest/serving-identity.js';
+import { peerIdentity } from './ingest/peer-identity.js';
+import { X509Certificate } from 'node:crypto';
+import { DEFAULT_TRUST_DOMAIN } from '../../ledger/spiffe-id.js';
 import { createCollectorMetrics, type CollectorMetrics } from './collector-metrics.js';
 import type { CollectorStore } from './collector-store.js';
 import { createHashPool } from './ingest/hash-pool.js';
@@ -21,6 +27,8 @@ import { FLOW_WINDOW_OPTION, widenFlowWindow } from './ingest/flow-window.js';
 import { createTokenCheck } from './ingest/token-auth.js';
 import { createServiceAccountCheck, type ServiceAccountKeys } from './ingest/service-account-tokens.js';
 import { createStreamAuth } from './ingest/stream-auth.js';
+import { readAccessFrom, type ReadSettings } from './api/read-access.js';
+import type { ServingTls } from '../../command/plain-http.js';
 
 /**
  * The collector, wired: store -> ingest -> gRPC Sync server, and the HTTP API beside it.
@@ -28,7 +36,7 @@ import { createStreamAuth } from './ingest/stream-auth.js';
  * through createCollector.
  */
 
-export interface CollectorConfig {
+export interface CollectorConfig extends ReadSettings {
   /** 0 picks a free port. */
   grpcPort: number;
   httpPort: number;
@@ -39,6 +47,8 @@ export interface CollectorConfig {
   /** Projected ServiceAccount tokens (audience auditmesh) accepted, checked against the issuer's keys. */
   serviceAccounts?: ServiceAccountKeys;
   insecure: boolean;
+  /** The mesh CA (--ca-dir, --trust-domain, --cert-ttl); absent: no Certify. */
+  identity?: IdentityConfig;
   /** The sidecars' heartbeat (checkpoint) interval: heartbeats older than 3 of these are stale. */
   heartbeatIntervalMs?: number;
   /** Workers that hash and index records; default defaultHashThreads(). */
@@ -51,17 +61,37 @@ export interface CollectorConfig {
   maxIdMatches?: number;
   /** /v1/tail subscribers at once; past it 503 (default DEFAULT_MAX_TAIL_SUBSCRIBERS). */
   maxTailSubscribers?: number;
+  /** The HTTP API serves HTTPS with this key and certificate (the CA-issued serving certificate). */
+  httpTls?: ServingTls;
 }
+
+export interface IdentityConfig {
+  caDir: string;
+  /** Make a CA in caDir when it holds none: local runs only (in Kubernetes every replica mounts the Secret's). */
+  createCa: boolean;
+  /** Default DEFAULT_TRUST_DOMAIN. */
+  trustDomain?: string;
+  /** Lifetime of issued workload certificates; default DEFAULT_CERT_TTL_MS. */
+  certTtlMs?: number;
+  /** DNS names sidecars reach this collector by (its Service's), besides localhost and the bind address. */
+  serviceDns?: readonly string[];
+}
+
+export const DEFAULT_CERT_TTL_MS = 24 * 3_600_000;
 
 export interface Collector {
   readonly grpcPort: number;
   readonly httpPort: number;
   /** host:port for sidecars (--collector of the sidecar). */
   readonly grpcAddress: string;
-  /** http://host:port of the HTTP API. */
+  /** http://host:port of the HTTP API (https:// with httpTls). */
   readonly httpUrl: string;
   readonly metrics: CollectorMetrics;
   readonly store: CollectorStore;
+  /** The mesh CA; null without `identity`. */
+  readonly ca: MeshCa | null;
+  /** The collector's own key and CA certificate, gRPC serves TLS with it; null without `identity` or under --insecure. */
+  readonly serving: ServingIdentity | null;
   /** Called with every run of verified records once it is durably stored; returns unsubscribe. For fleet-wide detection. */
   onStored(listener: (run: StoredRun) => void): () => void;
   /** Fleet-wide anomalies; null when --alert-interval-ms is 0. */
@@ -89,7 +119,20 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   const tokens = config.tokenFile === undefined ? null : createTokenCheck(config.tokenFile, (l) => log('info', String(l.msg), l));
   const serviceAccounts = config.serviceAccounts === undefined ? null : createServiceAccountCheck(config.serviceAccounts);
   const auth = config.insecure && tokens === null && serviceAccounts === null ? null : createStreamAuth(tokens, serviceAccounts);
+  // Reads are open only under --insecure; otherwise /v1/ answers only readers with a credential.
+  let readAccess;
+  try {
+    readAccess = config.insecure ? null : readAccessFrom(config, (level, msg, fields) => log(level, `read access: ${msg}`, fields));
+  } catch (err) {
+    throw new CollectorConfigError((err as Error).message);
+  }
   const heartbeatIntervalMs = config.heartbeatIntervalMs ?? CHECKPOINT_INTERVAL_MS;
+  const ca = config.identity === undefined ? null : await openMeshCa(config.identity.caDir, { create: config.identity.createCa });
+  const trustDomain = config.identity?.trustDomain ?? DEFAULT_TRUST_DOMAIN;
+  const certTtlMs = config.identity?.certTtlMs ?? DEFAULT_CERT_TTL_MS;
+  const serving = ca === null || config.insecure ? null : await createServingIdentity(ca, { bind: config.bind, dns: config.identity?.serviceDns ?? [] }, certTtlMs);
+  const caCert = ca === null ? null : new X509Certificate(ca.certPem);
+  const peer = serving === null || caCert === null ? null : (call: { getAuthContext(): { sslPeerCertificate?: { raw?: Buffer } } }) => peerIdentity(call, caCert, trustDomain);
   const store = openLmdbStore(config.storeDir, {
     maxIdMatches: config.maxIdMatches,
     onIndexError: (err) => log('error', 'collector id index merge failed: its segments stay as they are and queries still find every record; the next merge tries again', { store: config.storeDir, err: err.message }),
@@ -120,12 +163,16 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     'grpc.keepalive_timeout_ms': KEEPALIVE_TIMEOUT_MS,
     ...FLOW_WINDOW_OPTION,
   });
-  grpcServer.addService(COLLECTOR_SERVICE, { Sync: createSyncHandler({ ingest, store, metrics, auth, log }) });
+  grpcServer.addService(COLLECTOR_SERVICE, { Sync: createSyncHandler({ ingest, store, metrics, auth, peer, log }) });
+  if (ca !== null) {
+    const certify = createCertifyHandler({ ca, serviceAccounts, trustDomain, certTtlMs, issued: () => metrics.certificatesIssued.inc(), refused: (reason) => metrics.identityRefusals.inc({ reason }), log });
+    grpcServer.addService(IDENTITY_SERVICE, { Certify: certify });
+  }
   const grpcPort = await new Promise<number>((resolve, reject) =>
-    grpcServer.bindAsync(`${config.bind}:${config.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
+    grpcServer.bindAsync(`${config.bind}:${config.grpcPort}`, serving?.credentials ?? grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
   );
   if (!widenFlowWindow(grpcServer)) log('warn', 'collector could not raise the HTTP/2 flow-control window of this grpc-js version: large segments arrive 64 KiB at a time', {});
-  const httpServer = createHttpApi({ store, metrics, sidecars, subscribe: (l) => feed.subscribe(l), ready: () => ({ ok: true }), anomalies: () => ({ active: fleetAlerts?.active() ?? [], recent: fleetAlerts?.recent() ?? [] }), maxTailSubscribers: config.maxTailSubscribers });
+  const httpServer = createHttpApi({ store, metrics, sidecars, subscribe: (l) => feed.subscribe(l), ready: () => ({ ok: true }), anomalies: () => ({ active: fleetAlerts?.active() ?? [], recent: fleetAlerts?.recent() ?? [] }), maxTailSubscribers: config.maxTailSubscribers, readAccess, tls: config.httpTls });
   let httpPort: number;
   try {
     httpPort = await listen(httpServer, config.httpPort, config.bind);
@@ -136,16 +183,18 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     throw err;
   }
   const host = config.bind.includes(':') ? `[${config.bind}]` : config.bind;
-  log('info', 'collector listening', { grpc: `${host}:${grpcPort}`, http: `http://${host}:${httpPort}`, store: config.storeDir, auth: authSummary(tokens !== null, config.serviceAccounts) });
+  log('info', 'collector listening', { grpc: `${host}:${grpcPort}`, http: `${config.httpTls === undefined ? 'http' : 'https'}://${host}:${httpPort}`, reads: config.insecure ? 'open (--insecure)' : 'bearer credential', store: config.storeDir, auth: authSummary(tokens !== null, config.serviceAccounts) });
 
   let closing: Promise<void> | undefined;
   return {
     grpcPort,
     httpPort,
     grpcAddress: `${host}:${grpcPort}`,
-    httpUrl: `http://${host}:${httpPort}`,
+    httpUrl: `${config.httpTls === undefined ? 'http' : 'https'}://${host}:${httpPort}`,
     metrics,
     store,
+    ca,
+    serving,
     onStored: (listener) => feed.subscribe(listener),
     fleetAlerts,
     get liveListeners() {
@@ -155,6 +204,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     close() {
       closing ??= (async () => {
         // Sidecar streams are long-lived: give them a moment to end, then cut them.
+        serving?.close();
         const force = setTimeout(() => grpcServer.forceShutdown(), SHUTDOWN_GRACE_MS);
         await new Promise<void>((resolve) => grpcServer.tryShutdown(() => resolve()));
         clearTimeout(force);

@@ -15,6 +15,8 @@ import {
   type Resources,
 } from './install-options.js';
 
+import { READ_POLICY_CONFIGMAP, READ_POLICY_DIR, READ_POLICY_FILE } from './read-policy-config.js';
+
 const TLS_DIR = '/etc/auditmesh/tls';
 /** Where the kubelet's kube-api-access volume would put the API token and cluster CA; the collector reads them there. */
 const API_ACCESS_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
@@ -150,7 +152,7 @@ function apiAccessVolume(): Record<string, unknown> {
  * against the cluster issuer's keys, so nothing is to be created by hand.
  */
 export function collector(o: InstallOptions): KubeObject[] {
-  const args = ['collector', '--grpc-port', String(COLLECTOR_GRPC_PORT), '--http-port', String(COLLECTOR_HTTP_PORT), '--store', STORE_DIR];
+  const args = ['collector', '--grpc-port', String(COLLECTOR_GRPC_PORT), '--http-port', String(COLLECTOR_HTTP_PORT), '--store', STORE_DIR, '--read-policy', READ_POLICY_FILE];
   return [
     {
       apiVersion: 'v1',
@@ -168,11 +170,13 @@ export function collector(o: InstallOptions): KubeObject[] {
           container(o, 'collector', args, o.collectorResources, COLLECTOR_HTTP_PORT, [{ name: 'grpc', containerPort: COLLECTOR_GRPC_PORT }, { name: 'http', containerPort: COLLECTOR_HTTP_PORT }], [
             { name: 'store', mountPath: STORE_DIR },
             { name: 'kube-api-access', mountPath: API_ACCESS_DIR, readOnly: true },
+            { name: 'read-policy', mountPath: READ_POLICY_DIR, readOnly: true },
           ]),
         ],
         volumes: [
           { name: 'store', persistentVolumeClaim: { claimName: `${COLLECTOR}-store` } },
           apiAccessVolume(),
+          { name: 'read-policy', configMap: { name: READ_POLICY_CONFIGMAP } },
         ],
       },
       { strategy: { type: 'Recreate' } },

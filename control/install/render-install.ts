@@ -3,6 +3,8 @@ import type { InstallOptions, KubeObject } from './install-options.js';
 import { monitoring } from './monitoring.js';
 import { mandatoryAuditPolicy } from './mandatory-audit-policy.js';
 import { webhookObjects } from './webhook-config.js';
+import { networkPolicies } from './network-policies.js';
+import { readPolicyObjects } from './read-policy-config.js';
 
 /**
  * The control plane's manifests, in the order `kubectl apply` should meet them: the namespace and
@@ -17,8 +19,10 @@ export async function renderInstall(o: InstallOptions): Promise<KubeObject[]> {
     namespace(o),
     ...serviceAccounts(o),
     ...webhook.filter((x) => x.kind !== 'MutatingWebhookConfiguration'),
+    ...readPolicyObjects(o),
     ...collector(o),
     ...injector(o),
+    ...networkPolicies(o),
     ...config,
     ...(o.mandatoryAuditPolicy ? mandatoryAuditPolicy(o) : []),
     ...(o.monitoring ? monitoring(o) : []),

@@ -1,7 +1,7 @@
 import type { SidecarConfig } from '../config.js';
 import type { SidecarMetrics } from '../metrics/metrics.js';
 import type { Logger } from '../../command/log.js';
-import { keyFromFlag, loadOrCreateSigningKey } from '../../ledger/keys.js';
+import { keyFromFlag, loadOrCreateSigningKey, loadPreviousSigningKey, retirePreviousSigningKey } from '../../ledger/keys.js';
 import { createAuditPipeline, type AuditPipeline } from './pipeline.js';
 
 /**
@@ -12,9 +12,19 @@ export async function openAudit(config: SidecarConfig, metrics: SidecarMetrics, 
   if (config.auditMode === 'off') return null;
   const signingKey = await keyFromFlag('--key', config.keyFile, loadOrCreateSigningKey);
   if (signingKey.looseMode) log('warn', 'the signing key file is readable or writable by group or others: chmod 600 it', { key_file: config.keyFile });
+  const previousSigningKey = await keyFromFlag('--key', `${config.keyFile}.previous`, () => loadPreviousSigningKey(config.keyFile));
+  const onEpochLinked = (endorsedBy: string | undefined): void => {
+    if (endorsedBy === undefined || endorsedBy !== previousSigningKey?.keyId) return;
+    retirePreviousSigningKey(config.keyFile).then(
+      () => log('info', 'key rotated: the previous key endorsed the new one and its file was removed', { key: signingKey.keyId, previous_key: endorsedBy }),
+      (err: unknown) => log('warn', 'key rotated, but the previous key file could not be removed: remove it', { key_file: `${config.keyFile}.previous`, err: (err as Error).message }),
+    );
+  };
   const audit = await createAuditPipeline({
     journalDir: config.journalDir,
     signingKey,
+    previousSigningKey,
+    onEpochLinked,
     checkpointIntervalMs: config.checkpointIntervalMs,
     maxBatchRecords: config.batchMaxRecords,
     journalLimitBytes: config.journalLimitBytes,

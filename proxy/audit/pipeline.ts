@@ -36,6 +36,10 @@ export interface AuditPipelineOptions {
   maxPendingRecords?: number;
   /** Signs the journal's heads; default a key in memory only (tests, benchmarks). */
   signingKey?: SigningKey;
+  /** A key rotation: the key the journal was signed with before, to endorse the new one (Journal's previousSigner). */
+  previousSigningKey?: SigningKey;
+  /** The boot epoch's link is committed (Journal's onEpochLinked). */
+  onEpochLinked?: (endorsedBy: string | undefined) => void;
   /** Longest time between signed checkpoints, traffic or not; default CHECKPOINT_INTERVAL_MS. */
   checkpointIntervalMs?: number;
   /** Journal bound, bytes of LMDB pages in use; default none. */
@@ -119,7 +123,8 @@ interface Stages {
 
 async function openStages(opts: AuditPipelineOptions, log: Log): Promise<Stages> {
   const { signingKey: signer, checkpointIntervalMs, journalLimitBytes: limitBytes, retentionMs, pruneOnlyShipped, metrics } = opts;
-  const journal = Journal.open(opts.journalDir, { signer, checkpointIntervalMs, limitBytes, retentionMs, pruneOnlyShipped, metrics, log });
+  const { previousSigningKey: previousSigner, onEpochLinked } = opts;
+  const journal = Journal.open(opts.journalDir, { signer, previousSigner, onEpochLinked, checkpointIntervalMs, limitBytes, retentionMs, pruneOnlyShipped, metrics, log });
   const pool = createSealPool({ threads: opts.poolThreads ?? defaultThreads(), sealCrashFile: opts.sealCrashFile });
   try {
     // Fails at boot, not at the first batch, if the worker cannot load; and takes the worker's

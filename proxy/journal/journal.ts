@@ -16,6 +16,7 @@ import { planCommit, type CommitPlan } from './plan-commit.js';
 import { applyPrune, planPressurePrune, planPrune, retentionClock, type PrunePlan } from './retention.js';
 import { createJournalSize, type JournalSize } from './journal-size.js';
 import { lockJournal, type ReleaseLock } from './journal-lock.js';
+import { endorserFor, signPruneMark } from '../../ledger/key-endorsement.js';
 
 /**
  * The LMDB journal, single writer. Batches commit strictly in the order they were sealed, a
@@ -45,6 +46,10 @@ export const PRUNE_MAX_RECORDS_PER_COMMIT = 20_000;
 export interface JournalOptions {
   /** Signs the last head of every commit. Default: a key in memory only (tests, benchmarks). */
   signer?: SigningKey;
+  /** The key the journal was signed with before `signer` (a rotation): it endorses this boot's epoch. */
+  previousSigner?: SigningKey;
+  /** The boot's epoch link is committed; `endorsedBy` names the previous key if it endorsed a key change. */
+  onEpochLinked?: (endorsedBy: string | undefined) => void;
   /** Longest time between signed heads; default CHECKPOINT_INTERVAL_MS. */
   checkpointIntervalMs?: number;
   /** In-use bytes (retention.ts, usedBytes) at which the journal counts as full; default none. */
@@ -123,6 +128,7 @@ export class Journal {
   #realDir: string;
   #opts: JournalOptions;
   #signer: SigningKey;
+  #endorser: SigningKey | undefined;
   #checkpointIntervalMs: number;
   #head: JournalHead;
   /** This boot's epoch, and whether its link is committed yet. */
@@ -165,6 +171,7 @@ export class Journal {
     this.#checkpointIntervalMs = opts.checkpointIntervalMs ?? CHECKPOINT_INTERVAL_MS;
     this.#head = readHeadFrom(stores);
     this.#epoch = (this.#head.epoch ?? 0) + 1;
+    this.#endorser = endorserFor(stores.batches.get(this.#head.last_batch), this.#signer, opts.previousSigner, opts.log);
     this.#shipped = readShippedFrom(stores)?.batch ?? 0;
     this.#size = createJournalSize(stores, realDir, opts);
   }
@@ -226,6 +233,15 @@ export class Journal {
   /** The key the journal's heads are signed with: the shipper signs its heartbeats with it too. */
   get signer(): SigningKey {
     return this.#signer;
+  }
+
+  /**
+   * Stores the mesh CA's certificate (DER) of the journal key with the key: with `--ca-file`,
+   * `verify` takes a certificate of the new key, for the previous key's identity, as endorsing a key change.
+   */
+  async recordCertificate(der: Uint8Array): Promise<void> {
+    const { keys } = this.#stores;
+    await keys.put(this.#signer.keyId, { ...keys.get(this.#signer.keyId), public_key: this.#signer.publicKeySpki.toString('base64'), certificate: Buffer.from(der).toString('base64') });
   }
 
   /** The last batch the collector acknowledged (0: none), as the shipper last reported it. */
@@ -394,6 +410,7 @@ export class Journal {
       sealed: entries.map(({ sealed, entry }) => ({ count: sealed.records.length, root: sealed.root, sealedUnixMs: entry.info.sealedUnixMs })),
       nowUnixMs: Date.now(),
       signer: this.#signer,
+      endorser: this.#epochLinked ? undefined : this.#endorser,
     });
     let prune = this.#prune;
     // The cursor moved back since the plan (a collector that lost data): keep what it lacks.
@@ -423,7 +440,8 @@ export class Journal {
           const bytes = entries[b++].sealed.records;
           for (let i = 0; i < bytes.length; i++) void stores.records.put(header.first_seq + i, bytes[i]);
         } else if (header.kind === 'epoch') {
-          void stores.keys.put(this.#signer.keyId, { public_key: this.#signer.publicKeySpki.toString('base64') });
+          // A certificate stored before the epoch link landed (recordCertificate) stays.
+          void stores.keys.put(this.#signer.keyId, { ...stores.keys.get(this.#signer.keyId), public_key: this.#signer.publicKeySpki.toString('base64') });
         }
         void stores.batches.put(header.batch, header);
       }
@@ -431,7 +449,7 @@ export class Journal {
       this.#putShipped();
       if (prune !== null) {
         applyPrune(stores, prune);
-        void stores.meta.put(PRUNED_KEY, prune.mark);
+        void stores.meta.put(PRUNED_KEY, signPruneMark(prune.mark, this.#signer));
       }
     });
   }
@@ -463,7 +481,9 @@ export class Journal {
     this.#lastSignedAtMs = performance.now();
     if (!this.#epochLinked) {
       this.#epochLinked = true;
-      log?.({ level: 'info', msg: 'journal epoch opened', epoch: this.#epoch, key: this.#signer.keyId, batch: plan.headers[0].batch, next_seq: plan.headers[0].first_seq });
+      const endorsedBy = plan.headers[0].endorsed_by;
+      log?.({ level: 'info', msg: 'journal epoch opened', epoch: this.#epoch, key: this.#signer.keyId, batch: plan.headers[0].batch, next_seq: plan.headers[0].first_seq, ...(endorsedBy === undefined ? {} : { endorsed_by: endorsedBy }) });
+      this.#opts.onEpochLinked?.(endorsedBy);
     }
     for (const listener of this.#commitListeners) {
       try {

@@ -1,5 +1,6 @@
 import type { SigningKey } from '../../ledger/keys.js';
 import { EMPTY_ROOT, epochRoot, GENESIS_HEAD, linkHead } from '../../ledger/chain.js';
+import { endorseEpoch } from '../../ledger/key-endorsement.js';
 import type { BatchHeader, JournalHead } from '../../ledger/journal-layout.js';
 
 /**
@@ -28,6 +29,8 @@ export interface CommitPlanInput {
   /** Time of the epoch or checkpoint link, if the commit has one. */
   nowUnixMs: number;
   signer: SigningKey;
+  /** The key the chain was signed with so far, when it differs from `signer`, and its private half if held: it endorses the new epoch's key. */
+  endorser?: SigningKey;
 }
 
 export interface CommitPlan {
@@ -38,7 +41,7 @@ export interface CommitPlan {
 }
 
 /** A commit with nothing else to link (a heartbeat, a probe) gets a checkpoint link, so it has a head to sign. */
-export function planCommit({ head, epoch, openEpoch, sealed, nowUnixMs, signer }: CommitPlanInput): CommitPlan {
+export function planCommit({ head, epoch, openEpoch, sealed, nowUnixMs, signer, endorser }: CommitPlanInput): CommitPlan {
   let seq = head.last_seq;
   let batch = head.last_batch;
   let prev = head.head ?? GENESIS_HEAD;
@@ -50,7 +53,10 @@ export function planCommit({ head, epoch, openEpoch, sealed, nowUnixMs, signer }
     headers.push(header);
     return header;
   };
-  if (openEpoch) link({ kind: 'epoch', count: 0, root: epochRoot(signer.publicKeySpki), sealed_unix_ms: nowUnixMs, key: signer.keyId });
+  if (openEpoch) {
+    const endorsed = endorser === undefined || endorser.keyId === signer.keyId ? {} : endorseEpoch(endorser, prev, epoch, signer.publicKeySpki);
+    link({ kind: 'epoch', count: 0, root: epochRoot(signer.publicKeySpki), sealed_unix_ms: nowUnixMs, key: signer.keyId, ...endorsed });
+  }
   for (const s of sealed) link({ kind: 'records', count: s.count, root: s.root, sealed_unix_ms: s.sealedUnixMs });
   if (headers.length === 0) link({ kind: 'checkpoint', count: 0, root: EMPTY_ROOT, sealed_unix_ms: nowUnixMs });
   const last = headers[headers.length - 1];

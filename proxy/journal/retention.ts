@@ -1,7 +1,8 @@
 import { statfsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { databaseBytes } from '../../ledger/database-bytes.js';
-import { headerEntries } from '../../ledger/read-journal.js';
+import { epochKeyThrough } from '../../ledger/key-endorsement.js';
+import { headerEntries, readPrunedFrom } from '../../ledger/read-journal.js';
 import type { BatchHeader, JournalStores, PrunedMark } from '../../ledger/journal-layout.js';
 
 /**
@@ -96,7 +97,13 @@ export function planPrune(stores: JournalStores, cutoffUnixMs: number, maxRecord
   // `last` (if still set) is the newest link of the journal: it stays.
   if (headers.length === 0) return null;
   const end = headers[headers.length - 1];
-  return { headers, records, mark: { last_batch: end.batch, last_seq: end.first_seq + end.count - 1, head: end.head, sealed_unix_ms: end.sealed_unix_ms }, cause: 'retention' };
+  // Unsigned links end in the same commit, so the same epoch, as the next keyed link after them.
+  let epochKey = epochKeyThrough(headers, readPrunedFrom(stores));
+  for (const { value } of headerEntries(stores, { fromBatch: end.batch + 1 })) {
+    if (epochKey !== undefined) break;
+    epochKey = value.key;
+  }
+  return { headers, records, mark: { last_batch: end.batch, last_seq: end.first_seq + end.count - 1, head: end.head, sealed_unix_ms: end.sealed_unix_ms, epoch_key: epochKey }, cause: 'retention' };
 }
 
 /** Deletes a planned prune's links and records; call inside the write transaction. */

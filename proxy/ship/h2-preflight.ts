@@ -1,4 +1,5 @@
 import net from 'node:net';
+import tls from 'node:tls';
 
 /**
  * Checks that the collector speaks HTTP/2 before a gRPC channel is pointed at it. A grpc-js
@@ -14,10 +15,13 @@ const PREFACE = Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', '
 const FRAME_HEADER_BYTES = 9;
 const SETTINGS_TYPE = 0x04;
 
-export function h2Preflight(target: string, timeoutMs: number): Promise<void> {
+export function h2Preflight(target: string, timeoutMs: number, caPem?: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const at = target.lastIndexOf(':');
-    const socket = net.connect(Number(target.slice(at + 1)), target.slice(0, at).replace(/^\[(.*)\]$/, '$1'));
+    const port = Number(target.slice(at + 1));
+    const host = target.slice(0, at).replace(/^\[(.*)\]$/, '$1');
+    // With the mesh CA: the same check inside TLS (h2 by ALPN), trusting only that CA.
+    const socket = caPem === undefined ? net.connect(port, host) : tls.connect({ port, host, ca: caPem, ALPNProtocols: ['h2'], servername: net.isIP(host) ? undefined : host });
     let received = Buffer.alloc(0);
     const settle = (err?: Error): void => {
       clearTimeout(timer);
@@ -26,7 +30,7 @@ export function h2Preflight(target: string, timeoutMs: number): Promise<void> {
       else reject(err);
     };
     const timer = setTimeout(() => settle(new Error(`no HTTP/2 SETTINGS from ${target} within ${timeoutMs} ms`)), timeoutMs);
-    socket.once('connect', () => socket.write(PREFACE));
+    socket.once(caPem === undefined ? 'connect' : 'secureConnect', () => socket.write(PREFACE));
     socket.on('data', (chunk: Buffer) => {
       received = Buffer.concat([received, chunk]);
       if (received.length < FRAME_HEADER_BYTES) return;

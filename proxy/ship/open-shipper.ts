@@ -18,9 +18,15 @@ export async function openShipper(config: SidecarConfig, audit: AuditPipeline | 
   if (config.collector === undefined || audit === null) return null;
   const { startShipper } = await import('./shipper.js');
   const { ship } = config;
+  // With identity: the journal key certified by the mesh CA before the sidecar serves (so before /readyz).
+  const certificate =
+    config.caFile === undefined || config.identityTokenFile === undefined
+      ? null
+      : await (await import('../identity/workload-identity.js')).obtainWorkloadCertificate({ target: config.collector, tokenFile: config.identityTokenFile, caFile: config.caFile, privateKey: audit.journal.signer.privateKey, log });
   log('info', 'shipper started', { collector: config.collector, sidecar_id: config.sidecarId, window_segments: ship.windowSegments, window_bytes: ship.windowBytes });
-  return startShipper({
+  const shipper = startShipper({
     target: config.collector,
+    tls: certificate ?? undefined,
     // The projected ServiceAccount token in Kubernetes; the shared token for local runs.
     tokenFile: config.identityTokenFile ?? config.collectorTokenFile,
     tokenFlag: config.identityTokenFile !== undefined ? '--identity-token-file' : '--collector-token-file',
@@ -41,4 +47,6 @@ export async function openShipper(config: SidecarConfig, audit: AuditPipeline | 
     backoffBaseMs: BACKOFF_BASE_MS,
     backoffMaxMs: ship.backoffMaxMs,
   });
+  if (certificate === null) return shipper;
+  return { status: () => shipper.status(), close: () => (certificate.close(), shipper.close()) };
 }

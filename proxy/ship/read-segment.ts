@@ -36,7 +36,7 @@ function wireLink(snapshot: JournalSnapshot, header: BatchHeader): { link: WireL
   }
   if (records.length !== header.count) throw new Error(`journal batch ${header.batch} holds ${records.length} of its ${header.count} records`);
   const { batch, first_seq, count, root, sealed_unix_ms, epoch, kind, head } = header;
-  return { link: { batch, first_seq, count, root, sealed_unix_ms, epoch, kind, head, key: header.key ?? '', sig: header.sig ?? '', records }, bytes };
+  return { link: { batch, first_seq, count, root, sealed_unix_ms, epoch, kind, head, key: header.key ?? '', sig: header.sig ?? '', endorsed_by: header.endorsed_by ?? '', endorsement: header.endorsement ?? '', records }, bytes };
 }
 
 /** The segment starting at `fromBatch`, or null if no signed link follows it yet. */

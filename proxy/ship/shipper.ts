@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import type { ChannelCredentials } from '@grpc/grpc-js';
 import type { Journal } from '../journal/journal.js';
 import { GENESIS_HEAD, heartbeatSigningInput, signHello } from '../../ledger/chain.js';
 import { headerEntries, readPrunedFrom } from '../../ledger/read-journal.js';
@@ -27,6 +28,8 @@ export interface ShipperOptions {
   tokenFile: string | undefined;
   /** The flag it came from, for errors. */
   tokenFlag?: string;
+  /** With a workload certificate: TLS presenting it, trusting only the mesh CA (`caPem`); else plaintext. */
+  tls?: { caPem: string; credentials(): ChannelCredentials };
   sidecarId: string;
   service: string;
   journal: Journal;
@@ -99,9 +102,10 @@ export function startShipper(opts: ShipperOptions): Shipper {
   };
 
   const session = async (token: string | undefined): Promise<SessionOutcome> => {
-    await h2Preflight(opts.target, opts.timeouts.welcomeMs);
+    await h2Preflight(opts.target, opts.timeouts.welcomeMs, opts.tls?.caPem);
     return runSyncSession({
       target: opts.target,
+      credentials: opts.tls?.credentials(),
       token,
       hello: hello(),
       timeouts: opts.timeouts,

@@ -32,6 +32,8 @@ export interface SessionWindow {
 export interface SessionDeps {
   target: string;
   token: string | undefined;
+  /** TLS with the workload certificate; default plaintext. */
+  credentials?: grpc.ChannelCredentials;
   hello: Hello;
   timeouts: SessionTimeouts;
   window: SessionWindow;
@@ -76,7 +78,7 @@ function channelOptions(t: SessionTimeouts): grpc.ChannelOptions {
 export function runSyncSession(deps: SessionDeps): Promise<SessionOutcome> {
   return new Promise((resolve) => {
     const { timeouts, window } = deps;
-    const client = new CollectorClient(deps.target, grpc.credentials.createInsecure(), channelOptions(timeouts));
+    const client = new CollectorClient(deps.target, deps.credentials ?? grpc.credentials.createInsecure(), channelOptions(timeouts));
     const metadata = new grpc.Metadata();
     if (deps.token !== undefined) metadata.set('authorization', `Bearer ${deps.token}`);
     const call = (client as unknown as { Sync(md: grpc.Metadata): SyncClientStream }).Sync(metadata);

@@ -21,6 +21,12 @@ export interface TestCollector extends Collector {
   /** The accepted bearer token (null when started --insecure). */
   token: string | null;
   tokenFile: string | null;
+  /** A reader token of every namespace (`*`), null when started --insecure (open reads). */
+  readerToken: string | null;
+  /** Request init carrying the reader token: `fetch(url, c.readAuth)`. */
+  readAuth: { headers: Record<string, string> };
+  /** `--token-file FILE` for `auditmesh query` and `tail` (none when --insecure). */
+  readerArgs: string[];
 }
 
 export interface TestCollectorOptions extends Partial<CollectorConfig> {
@@ -43,11 +49,21 @@ export async function startTestCollector(t: ExecutionContext, opts: TestCollecto
     tokenFile = join(dir, 'tokens');
     await writeFile(tokenFile, `# test tokens\n${token}\n`, { mode: 0o600 });
   }
+  // Reads need a credential unless --insecure: a reader of every namespace, unless the test brings its own.
+  const readerToken = token === null ? null : randomBytes(16).toString('hex');
+  const readerTokenFile = join(dir, 'reader-tokens');
+  const readerArgs: string[] = [];
+  if (readerToken !== null) {
+    await writeFile(readerTokenFile, `${readerToken} *\n`, { mode: 0o600 });
+    await writeFile(join(dir, 'reader-token'), `${readerToken}\n`, { mode: 0o600 });
+    readerArgs.push('--token-file', join(dir, 'reader-token'));
+  }
   const { token: _, log, ...config } = opts;
   const storeDir = opts.storeDir ?? join(dir, 'store');
-  const collector = await createCollector({ grpcPort: 0, httpPort: 0, bind: '127.0.0.1', storeDir, insecure: token === null, ...(tokenFile === null ? {} : { tokenFile }), ...config }, log);
+  const collector = await createCollector({ grpcPort: 0, httpPort: 0, bind: '127.0.0.1', storeDir, insecure: token === null, ...(tokenFile === null ? {} : { tokenFile }), ...(readerToken === null ? {} : { readerTokenFile }), ...config }, log);
   t.teardown(() => collector.close());
-  return Object.assign(collector, { storeDir, token, tokenFile });
+  const readAuth = { headers: readerToken === null ? {} : { authorization: `Bearer ${readerToken}` } as Record<string, string> };
+  return Object.assign(collector, { storeDir, token, tokenFile, readerToken, readAuth, readerArgs });
 }
 
 /** A test peer on one Sync stream: send messages, await the collector's answers in order. */
@@ -62,8 +78,8 @@ export interface SyncPeer {
 }
 
 /** Opens a Sync stream to `address` with `authorization: Bearer token` (none if token is null). */
-export function openSync(t: ExecutionContext, address: string, token: string | null): SyncPeer {
-  const client = new CollectorClient(address, grpc.credentials.createInsecure(), { 'grpc.max_send_message_length': 64 * 1024 * 1024 });
+export function openSync(t: ExecutionContext, address: string, token: string | null, credentials = grpc.credentials.createInsecure()): SyncPeer {
+  const client = new CollectorClient(address, credentials, { 'grpc.max_send_message_length': 64 * 1024 * 1024 });
   const metadata = new grpc.Metadata();
   if (token !== null) metadata.set('authorization', `Bearer ${token}`);
   const stream = (client as unknown as { Sync(md: grpc.Metadata): SyncClientStream }).Sync(metadata);

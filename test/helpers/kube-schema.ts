@@ -4,6 +4,7 @@ import * as batch from 'kubernetes-models/batch/v1';
 import * as rbac from 'kubernetes-models/rbac.authorization.k8s.io/v1';
 import * as admission from 'kubernetes-models/admissionregistration.k8s.io/v1';
 import * as policy from 'kubernetes-models/policy/v1';
+import * as networking from 'kubernetes-models/networking.k8s.io/v1';
 import * as monitoring from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1';
 import * as certManager from '@kubernetes-models/cert-manager/cert-manager.io/v1';
 
@@ -14,7 +15,7 @@ interface ModelClass {
 }
 
 const MODELS = new Map<string, ModelClass>();
-for (const group of [core, apps, batch, rbac, admission, policy, monitoring, certManager]) {
+for (const group of [core, apps, batch, rbac, admission, policy, networking, monitoring, certManager]) {
   for (const value of Object.values(group) as unknown[]) {
     const model = value as Partial<ModelClass>;
     if (typeof value === 'function' && typeof model.apiVersion === 'string' && typeof model.kind === 'string') MODELS.set(`${model.apiVersion}/${model.kind}`, model as ModelClass);

@@ -1,19 +1,23 @@
 import type http from 'node:http';
 import { serveMetrics } from '../../../command/admin-server.js';
-import { createPlainServer, text } from '../../../command/plain-http.js';
+import { createPlainServer, text, type ServingTls } from '../../../command/plain-http.js';
 import { createTailStreams, DEFAULT_MAX_TAIL_SUBSCRIBERS, type TailStreams } from '../../../command/tail-streams.js';
 import type { CollectorMetrics } from '../collector-metrics.js';
 import type { CollectorStore } from '../collector-store.js';
 import type { FleetAnomaly } from './fleet-alerts.js';
-import { collectedRecord, parseRecordQuery, QueryError, runQuery, type CollectedRecord } from './record-query.js';
+import { collectedRecord, parseNamespaces, parseRecordQuery, QueryError, runQuery, type CollectedRecord } from './record-query.js';
 import type { StoredRun } from '../ingest/sidecar-chain.js';
 import { BatchBlob } from '../store/batch-blob.js';
 import type { SidecarStatus } from './sidecar-status.js';
+import type { ReadAccess } from './read-access.js';
+import { EVERY_NAMESPACE, inScope, recordNamespace, sidecarNamespace, type ReadScope } from './record-namespace.js';
+import { readerScope, scopedQuery } from './read-gate.js';
 
 /**
  * The collector's HTTP API (README.md, The collector): /v1/records (NDJSON, newest first), /v1/tail
  * (server-sent events, one record each, as stored), /v1/sidecars (JSON), /v1/anomalies (JSON:
- * fleet-wide spikes active and the latest raised), /metrics, /livez, /readyz. Read-only:
+ * fleet-wide spikes active and the latest raised), /metrics, /livez, /readyz. Under /v1/ a reader
+ * needs a credential (read-access.ts) and sees only the namespaces it may read. Read-only:
  * nothing here changes the store. No request stops it: malformed targets and parameters get a
  * 4xx (plain-http.ts), live tails are capped (tail-streams.ts).
  */
@@ -29,40 +33,62 @@ export interface HttpApiDeps {
   anomalies(): { active: FleetAnomaly[]; recent: FleetAnomaly[] };
   /** /v1/tail subscribers at once (--max-tail-subscribers); default DEFAULT_MAX_TAIL_SUBSCRIBERS. */
   maxTailSubscribers?: number;
+  /** Who may read /v1/ and which namespaces; null: open reads (--insecure). */
+  readAccess: ReadAccess | null;
+  /** Serve HTTPS with this key and certificate. */
+  tls?: ServingTls;
 }
 
 const ROUTES = '/v1/records, /v1/tail, /v1/sidecars, /v1/anomalies, /metrics, /livez, /readyz';
 
 export function createHttpApi(deps: HttpApiDeps): http.Server {
   const tails = createTailStreams(deps.metrics.registry, 'auditmesh_collector', { maxSubscribers: deps.maxTailSubscribers ?? DEFAULT_MAX_TAIL_SUBSCRIBERS });
-  return createPlainServer((req, res, url) => {
+  return createPlainServer(async (req, res, url) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') return text(res, 405, 'method not allowed\n');
+    if (!url.pathname.startsWith('/v1/')) return open(deps, url.pathname, res);
+    const scope = deps.readAccess === null ? EVERY_NAMESPACE : await readerScope(deps.readAccess, deps.metrics, req, res);
+    if (scope === null) return;
     switch (url.pathname) {
       case '/v1/records':
-        return records(deps, url.searchParams, res);
+        return records(deps, scope, url.searchParams, res);
       case '/v1/tail':
-        return tail(deps, tails, res);
+        return tail(deps, tails, scope, url.searchParams, res);
       case '/v1/sidecars':
         res.writeHead(200, { 'content-type': 'application/json' });
-        return void res.end(JSON.stringify(deps.sidecars()) + '\n');
+        return void res.end(JSON.stringify(deps.sidecars().filter((s) => inScope(scope, sidecarNamespace(s.id)))) + '\n');
       case '/v1/anomalies':
+        // Anomalies are fleet-wide, by service: no namespace to scope them by.
+        if (!scope.all) return refuse(deps, res, 'fleet-wide anomalies are for readers of every namespace (*)');
         res.writeHead(200, { 'content-type': 'application/json' });
         return void res.end(JSON.stringify(deps.anomalies()) + '\n');
-      case '/metrics':
-        return serveMetrics(deps.metrics.registry, res);
-      case '/livez':
-        return text(res, 200, 'ok\n');
-      case '/readyz': {
-        const r = deps.ready();
-        return text(res, r.ok ? 200 : 503, r.ok ? 'ready\n' : `not ready: ${r.reason}\n`);
-      }
       default:
         return text(res, 404, `not found: try ${ROUTES}\n`);
     }
-  });
+  }, deps.tls);
 }
 
-async function records(deps: HttpApiDeps, params: URLSearchParams, res: http.ServerResponse): Promise<void> {
+/** What answers without a credential: Prometheus and the kubelet reach these. */
+function open(deps: HttpApiDeps, path: string, res: http.ServerResponse): void {
+  switch (path) {
+    case '/metrics':
+      return serveMetrics(deps.metrics.registry, res);
+    case '/livez':
+      return text(res, 200, 'ok\n');
+    case '/readyz': {
+      const r = deps.ready();
+      return text(res, r.ok ? 200 : 503, r.ok ? 'ready\n' : `not ready: ${r.reason}\n`);
+    }
+    default:
+      return text(res, 404, `not found: try ${ROUTES}\n`);
+  }
+}
+
+function refuse(deps: HttpApiDeps, res: http.ServerResponse, problem: string): void {
+  deps.metrics.readRefusals.inc({ reason: 'out-of-scope' });
+  text(res, 403, `forbidden: out-of-scope: ${problem}\n`);
+}
+
+async function records(deps: HttpApiDeps, scope: ReadScope, params: URLSearchParams, res: http.ServerResponse): Promise<void> {
   let q;
   try {
     q = parseRecordQuery(params);
@@ -70,6 +96,9 @@ async function records(deps: HttpApiDeps, params: URLSearchParams, res: http.Ser
     if (!(err instanceof QueryError)) throw err;
     return text(res, 400, `bad query: ${err.message}\n`);
   }
+  const scoped = scopedQuery(q.namespaces, scope);
+  if (!scoped.ok) return refuse(deps, res, scoped.problem);
+  q.namespaces = scoped.namespaces;
   const found = runQuery(deps.store, q)[Symbol.asyncIterator]();
   let next: IteratorResult<CollectedRecord>;
   try {
@@ -104,7 +133,17 @@ function drainedOrClosed(res: http.ServerResponse): Promise<void> {
   });
 }
 
-function tail(deps: HttpApiDeps, tails: TailStreams, res: http.ServerResponse): void {
+function tail(deps: HttpApiDeps, tails: TailStreams, scope: ReadScope, params: URLSearchParams, res: http.ServerResponse): void {
+  let filter;
+  try {
+    filter = tailFilter(params);
+  } catch (err) {
+    if (!(err instanceof QueryError)) throw err;
+    return text(res, 400, `bad tail: ${err.message}\n`);
+  }
+  const scoped = scopedQuery(filter, scope);
+  if (!scoped.ok) return refuse(deps, res, scoped.problem);
+  const wanted = scoped.namespaces;
   tails.serve(res, (send) =>
     deps.subscribe((run) => {
       for (const b of run.batches) {
@@ -112,9 +151,16 @@ function tail(deps: HttpApiDeps, tails: TailStreams, res: http.ServerResponse): 
         for (let i = 0; i < blob.count; i++) {
           const seq = blob.firstSeq + i;
           const rec = collectedRecord({ sidecar: run.sidecar.id, seq, bytes: blob.bytes(i) });
-          if (rec !== null) send(`${run.sidecar.id}:${seq}`, JSON.stringify(rec));
+          if (rec !== null && (wanted === undefined || wanted.has(recordNamespace(rec) ?? ''))) send(`${run.sidecar.id}:${seq}`, JSON.stringify(rec));
         }
       }
     }),
   );
+}
+
+/** /v1/tail takes one parameter, `namespace`. */
+function tailFilter(params: URLSearchParams): ReadonlySet<string> | undefined {
+  for (const name of params.keys()) if (name !== 'namespace') throw new QueryError(`unknown parameter ${JSON.stringify(name)}; known: namespace`);
+  const ns = params.get('namespace');
+  return ns === null ? undefined : parseNamespaces(ns);
 }

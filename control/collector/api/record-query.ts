@@ -1,6 +1,7 @@
 import type { JournalRecord } from '../../../ledger/record.js';
 import type { CollectorStore, RecordQuery, StatusFilter, StoredRecord } from '../collector-store.js';
 import { isErrorRecord } from '../store/record-index.js';
+import { recordNamespace } from './record-namespace.js';
 
 /**
  * The auditors' questions as one query type: parsed from /v1/records parameters (and from
@@ -37,7 +38,7 @@ export function parseStatus(text: string): StatusFilter {
   throw new QueryError(`status: expected 5xx (a class), ok, error or a status code such as 503, got ${JSON.stringify(text)}`);
 }
 
-const PARAMS = new Set(['correlation_id', 'trace_id', 'service', 'peer', 'since', 'until', 'status', 'limit']);
+const PARAMS = new Set(['correlation_id', 'trace_id', 'service', 'peer', 'since', 'until', 'status', 'namespace', 'limit']);
 
 /** /v1/records parameters -> query. Throws QueryError naming the parameter at fault. */
 export function parseRecordQuery(params: URLSearchParams, nowUnixMs = Date.now()): RecordQuery {
@@ -65,7 +66,17 @@ export function parseRecordQuery(params: URLSearchParams, nowUnixMs = Date.now()
   if (q.sinceUnixMs !== undefined && q.untilUnixMs !== undefined && q.sinceUnixMs > q.untilUnixMs) throw new QueryError('since is after until');
   const status = get('status');
   if (status !== undefined) q.status = parseStatus(status);
+  const namespace = get('namespace');
+  if (namespace !== undefined) q.namespaces = parseNamespaces(namespace);
   return q;
+}
+
+/** `a` or `a,b`: namespace names (RFC 1123 labels). */
+export function parseNamespaces(text: string): ReadonlySet<string> {
+  const names = text.split(',');
+  const bad = names.find((n) => !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(n));
+  if (bad !== undefined) throw new QueryError(`namespace: expected namespace names separated by commas, got ${JSON.stringify(bad)}`);
+  return new Set(names);
 }
 
 function matchesStatus(rec: JournalRecord, f: StatusFilter): boolean {
@@ -110,6 +121,7 @@ export async function* runQuery(store: CollectorStore, q: RecordQuery): AsyncIte
   for await (const stored of store.query(q)) {
     const rec = collectedRecord(stored);
     if (rec === null || !matchesQuery(rec, q)) continue;
+    if (q.namespaces !== undefined && !q.namespaces.has(recordNamespace(rec) ?? '')) continue;
     yield rec;
     if (++n >= q.limit) return;
   }

@@ -5,6 +5,7 @@ import type { Hello, Heartbeat, Segment, WireLink } from '../../../wire/sync-wir
 import type { CollectorStore, LostRange, SidecarState, StoredLink } from '../collector-store.js';
 import type { HashPool } from './hash-pool.js';
 import { SidecarChain, type StoredRun } from './sidecar-chain.js';
+import { keyChangeFork, previousKey, repin } from './key-rotation.js';
 import { segmentHeaders } from './wire-links.js';
 
 /**
@@ -82,7 +83,8 @@ export class Ingest {
     }
     let chain = this.chains.get(h.sidecar_id);
     if (chain !== undefined) {
-      if (chain.state.key_id !== keyId) fail({ code: 'key-mismatch', problem: `sidecar ${h.sidecar_id} is pinned to key ${chain.state.key_id}; this stream presents key ${keyId}` });
+      // Another key is taken only with the epoch link its previous key endorsed (key-rotation.ts).
+      chain.presented = { keyId, spki, key: presented };
       return chain;
     }
     const firstBatch = h.first_batch > 0 ? h.first_batch : 1;
@@ -152,7 +154,7 @@ export class Ingest {
     const lost = from === 0 && first > chain.tip.last_batch + 1 && retained?.first_batch === first && HEX64.test(retained.base_head) ? { from_batch: chain.tip.last_batch + 1, to_batch: first - 1, base_head: retained.base_head, recorded_unix_ms: Date.now() } : null;
     // The first link after a loss sets the sequence numbers, as for a chain first seen after pruning.
     const start = lost === null ? chain.tip : { last_batch: lost.to_batch, last_seq: undefined, head: lost.base_head, last_signed: lost.to_batch };
-    const verifier = new LinkVerifier(start, { keyFor: (keyId, batch) => pinnedKey(chain, keyId, batch) });
+    const verifier = new LinkVerifier({ ...start, epoch_key: start.epoch_key ?? chain.state.key_id }, { keyFor: (keyId, batch) => pinnedKey(chain, keyId, batch), onKeyChange: (change) => repin(chain, change) });
     const links: StoredLink[] = [];
     let records = 0;
     for (let i = from, k = 0; i < headers.length; i++) {
@@ -179,6 +181,7 @@ export class Ingest {
       if (h.batch < chain.state.first_batch) fail({ code: 'gap', batch: h.batch, problem: `batch ${h.batch} is before batch ${chain.state.first_batch}, where this collector's copy of the chain starts` });
       const stored = await this.#store.link(chain.state.id, h.batch);
       if (stored === undefined) fail({ code: 'gap', batch: h.batch, problem: `batch ${h.batch} is not held although the chain is stored through batch ${chain.state.position.last_batch}` });
+      if (stored!.head !== h.head) keyChangeFork(chain, h.batch);
       if (stored!.head !== h.head) fail({ code: 'fork', batch: h.batch, problem: `batch ${h.batch} differs from the batch ${h.batch} already stored (head ${h.head}, stored ${stored!.head}): the chain forked` });
       if (h.kind === 'records' && recordsRoot(wire[i].records).root !== h.root) {
         fail({ code: 'bad-root', batch: h.batch, problem: `batch ${h.batch} (a resend of a stored batch): the Merkle root of its records does not match its header` });
@@ -195,6 +198,8 @@ export class Ingest {
     } catch (err) {
       return fail({ code: 'malformed', problem: `heartbeat: ${(err as Error).message}` });
     }
+    // Signed by a key the Hello presented but the chain does not take yet (no endorsed epoch link so far): not believed, not refused.
+    if (chain.presented !== undefined && chain.presented.keyId !== chain.state.key_id && verifySignature(input, hb.sig, chain.presented.key)) return;
     if (!verifySignature(input, hb.sig, chain.key)) fail({ code: 'bad-signature', batch: hb.last_batch, problem: `heartbeat at ${hb.unix_ms}: its signature does not verify with the pinned key ${chain.state.key_id}` });
     if (hb.unix_ms > now + HEARTBEAT_MAX_FUTURE_MS) fail({ code: 'malformed', problem: `heartbeat at ${hb.unix_ms} is more than ${HEARTBEAT_MAX_FUTURE_MS} ms ahead of the collector's clock` });
     if (chain.heartbeat !== undefined && hb.unix_ms <= chain.heartbeat.unix_ms) return;
@@ -203,8 +208,11 @@ export class Ingest {
 }
 
 function pinnedKey(chain: SidecarChain, keyId: string, batch: number): ResolvedKey {
-  if (keyId !== chain.state.key_id) fail({ code: 'key-mismatch', batch, problem: `batch ${batch} names key ${keyId}, but sidecar ${chain.state.id} is pinned to key ${chain.state.key_id}` });
-  return { spki: chain.spki, key: chain.key };
+  if (keyId === chain.state.key_id) return { spki: chain.spki, key: chain.key };
+  if (keyId === chain.presented?.keyId) return chain.presented;
+  const before = previousKey(chain.state, keyId);
+  if (before !== undefined) return before;
+  return fail({ code: 'key-mismatch', batch, problem: `batch ${batch} names key ${keyId}, but sidecar ${chain.state.id} is pinned to key ${chain.state.key_id}` });
 }
 
 export { ChainBroken };

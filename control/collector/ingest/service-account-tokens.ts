@@ -51,29 +51,35 @@ export interface ServiceAccountCheck {
   verify(token: string): Promise<TokenVerdict>;
 }
 
-export function createServiceAccountCheck(keys: ServiceAccountKeys): ServiceAccountCheck {
+/**
+ * `audience` defaults to the sidecars' (IDENTITY_AUDIENCE); `podBound: false` also accepts a token
+ * of a service account alone (`kubectl create token SA --audience …`, as readers use), pod '' then.
+ */
+export function createServiceAccountCheck(keys: ServiceAccountKeys, options: { audience?: string; podBound?: boolean } = {}): ServiceAccountCheck {
   const getKey = /^https?:\/\//.test(keys.jwks) ? remoteKeys(keys) : fileKeys(keys.jwks);
+  const audience = options.audience ?? IDENTITY_AUDIENCE;
+  const podBound = options.podBound ?? true;
   return {
     async verify(token) {
       try {
-        const { payload } = await jwtVerify(token, getKey, { issuer: keys.issuer, audience: IDENTITY_AUDIENCE, algorithms: ['RS256', 'ES256'], clockTolerance: CLOCK_TOLERANCE_S, requiredClaims: ['exp'] });
+        const { payload } = await jwtVerify(token, getKey, { issuer: keys.issuer, audience, algorithms: ['RS256', 'ES256'], clockTolerance: CLOCK_TOLERANCE_S, requiredClaims: ['exp'] });
         const k8s = payload['kubernetes.io'] as { namespace?: string; pod?: { name?: string; uid?: string }; serviceaccount?: { name?: string } } | undefined;
-        if (typeof k8s?.namespace !== 'string' || typeof k8s.pod?.name !== 'string' || typeof k8s.serviceaccount?.name !== 'string') {
+        if (typeof k8s?.namespace !== 'string' || (podBound && typeof k8s.pod?.name !== 'string') || typeof k8s.serviceaccount?.name !== 'string') {
           return { ok: false, reason: 'not-pod-bound', problem: 'the token is not bound to a pod (no kubernetes.io namespace, pod and serviceaccount claims): only a projected token mounted by the kubelet is accepted' };
         }
-        return { ok: true, identity: { namespace: k8s.namespace, pod: k8s.pod.name, podUid: k8s.pod.uid ?? '', serviceAccount: k8s.serviceaccount.name, expiresAt: payload.exp! } };
+        return { ok: true, identity: { namespace: k8s.namespace, pod: k8s.pod?.name ?? '', podUid: k8s.pod?.uid ?? '', serviceAccount: k8s.serviceaccount.name, expiresAt: payload.exp! } };
       } catch (err) {
-        return refusal(err, keys.issuer);
+        return refusal(err, keys.issuer, audience);
       }
     },
   };
 }
 
-function refusal(err: unknown, issuer: string): TokenVerdict {
+function refusal(err: unknown, issuer: string, audience: string): TokenVerdict {
   const no = (reason: TokenRefusal, problem: string): TokenVerdict => ({ ok: false, reason, problem });
   if (err instanceof errors.JWTExpired) return no('expired', `the token expired (${err.message})`);
   if (err instanceof errors.JWTClaimValidationFailed) {
-    if (err.claim === 'aud') return no('wrong-audience', `the token's audience is not "${IDENTITY_AUDIENCE}"`);
+    if (err.claim === 'aud') return no('wrong-audience', `the token's audience is not "${audience}"`);
     if (err.claim === 'iss') return no('other-issuer', `the token was issued by another issuer than ${issuer}`);
     if (err.claim === 'nbf') return no('not-yet-valid', 'the token is not valid yet (nbf is in the future)');
     return no('malformed', `the token's ${err.claim} claim is invalid: ${err.message}`);

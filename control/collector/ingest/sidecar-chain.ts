@@ -38,8 +38,10 @@ export class SidecarChain {
   tip: ChainPosition;
   /** Ranges recorded as lost, as far as verified (the store's, plus any being written). */
   lost: LostRange[];
-  readonly key: KeyObject;
-  readonly spki: Buffer;
+  key: KeyObject;
+  spki: Buffer;
+  /** The key the newest stream's Hello presented (proved by its signature): it may differ from the pinned one only until an endorsed epoch link moves the pin to it. */
+  presented: { keyId: string; spki: Buffer; key: KeyObject } | undefined;
   heartbeat: HeartbeatSeen | undefined;
   /** The last Refusal of one of its streams (kept in memory). */
   refusal: { code: string; reason: string; unix_ms: number } | undefined;

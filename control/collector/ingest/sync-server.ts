@@ -8,6 +8,7 @@ import type { Ingest, RetainedStart } from './ingest.js';
 import type { SidecarChain } from './sidecar-chain.js';
 import type { WorkloadIdentity } from './service-account-tokens.js';
 import { sidecarIdOf, type StreamAuth } from './stream-auth.js';
+import type { PeerVerdict } from './peer-identity.js';
 
 /**
  * The Sync stream, one per sidecar connection: authenticates it, hands each message to ingest in
@@ -38,6 +39,8 @@ export interface SyncDeps {
   metrics: CollectorMetrics;
   /** null: --insecure, no credential checked. */
   auth: StreamAuth | null;
+  /** With the mesh CA's TLS: the identity the client certificate proves (peer-identity.ts); null: plaintext, no certificate asked. */
+  peer: ((call: SyncServerStream) => PeerVerdict) | null;
   log: Logger;
 }
 
@@ -56,6 +59,8 @@ class SyncSession {
   #over = false;
   /** The workload its ServiceAccount token proved; null for a shared token or --insecure. */
   #identity: WorkloadIdentity | null = null;
+  /** The SPIFFE ID the client certificate proved; null without TLS. */
+  #spiffeId: string | null = null;
 
   constructor(deps: SyncDeps, call: SyncServerStream) {
     this.#deps = deps;
@@ -95,12 +100,12 @@ class SyncSession {
   /** Checks the stream's credential; false once it is refused (and the stream ended). */
   async #authenticate(): Promise<boolean> {
     const { auth, metrics, log } = this.#deps;
-    if (auth === null) return true;
+    if (auth === null) return this.#checkPeer();
     const header = this.#call.metadata.get('authorization')[0];
     const verdict = await auth.check(typeof header === 'string' ? header : undefined);
     if (verdict.ok) {
       this.#identity = verdict.identity;
-      return true;
+      return this.#checkPeer();
     }
     metrics.tokenRefusals.inc({ reason: verdict.reason });
     log('warn', 'collector refused a sidecar credential', { reason: verdict.reason, problem: verdict.problem });
@@ -108,6 +113,26 @@ class SyncSession {
     if (verdict.reason === 'keys-unavailable') this.#end(grpc.status.UNAVAILABLE, verdict.problem);
     else this.#refuse({ code: 'unauthenticated', problem: `${verdict.reason}: ${verdict.problem}` });
     return false;
+  }
+
+  /** With TLS: the client certificate must come from the mesh CA and name the token's namespace and service account. */
+  #checkPeer(): boolean {
+    if (this.#deps.peer === null) return true;
+    const peer = this.#deps.peer(this.#call);
+    const id = this.#identity;
+    if (peer.ok && (id === null || (peer.parts.namespace === id.namespace && peer.parts.serviceAccount === id.serviceAccount))) {
+      this.#spiffeId = peer.spiffeId;
+      return true;
+    }
+    const problem = peer.ok ? `the client certificate names ${peer.spiffeId}, the token ${id?.namespace}/${id?.serviceAccount}` : peer.problem;
+    this.#deps.log('warn', 'collector refused a sidecar certificate', { problem });
+    this.#refuse({ code: 'unauthenticated', problem: `certificate: ${problem}` });
+    return false;
+  }
+
+  /** The SPIFFE ID this stream's writer proved, for the records it stores. */
+  get spiffeId(): string | null {
+    return this.#spiffeId;
   }
 
   async #handle(msg: SidecarMessage): Promise<void> {

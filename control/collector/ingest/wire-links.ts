@@ -31,6 +31,8 @@ export function headerOf(w: WireLink): BatchHeader {
   const h: BatchHeader = { batch, first_seq: w.first_seq, count: w.count, root: w.root, sealed_unix_ms: w.sealed_unix_ms, kind: w.kind, epoch: w.epoch, head: w.head };
   if (w.key !== '') h.key = w.key;
   if (w.sig !== '') h.sig = w.sig;
+  if (w.endorsed_by !== undefined && w.endorsed_by !== '') h.endorsed_by = w.endorsed_by;
+  if (w.endorsement !== undefined && w.endorsement !== '') h.endorsement = w.endorsement;
   return h;
 }
 

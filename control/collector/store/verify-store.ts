@@ -2,6 +2,7 @@ import { realpathSync } from 'node:fs';
 import { open, type Transaction } from 'lmdb';
 import { leafHash, merkleRoot } from '../../../ledger/merkle.js';
 import { keyIdOf, publicKeyFromSpki } from '../../../ledger/chain.js';
+import { previousKey } from '../ingest/key-rotation.js';
 import { ChainBroken, fail, LinkVerifier, seqRange, type VerifyFailure } from '../../../ledger/link-verifier.js';
 import { writerFor } from '../../../ledger/journal-writers.js';
 import { BatchBlob, BlobError } from './batch-blob.js';
@@ -94,8 +95,9 @@ function verifySidecar(stores: CollectorStores, transaction: Transaction, state:
     const spki = Buffer.from(state.public_key, 'base64');
     const key = publicKeyFromSpki(spki);
     if (key === null || keyIdOf(spki) !== state.key_id) fail({ problem: `the pinned public key of sidecar ${state.id} is not an Ed25519 key with id ${state.key_id}: the key was swapped` });
-    const keyFor = (keyId: string, batch: number) => (keyId === state.key_id ? { spki, key: key! } : fail({ code: 'key-mismatch', batch, problem: `batch ${batch} names key ${keyId}, not the pinned key ${state.key_id}` }));
-    let links = new LinkVerifier(start, { keyFor });
+    // Keys before the pinned one sign only up to an epoch link they endorsed: LinkVerifier checks that.
+    const keyFor = (keyId: string, batch: number) => (keyId === state.key_id ? { spki, key: key! } : previousKey(state, keyId) ?? fail({ code: 'key-mismatch', batch, problem: `batch ${batch} names key ${keyId}, not the pinned key ${state.key_id}` }));
+    let links = new LinkVerifier({ ...start, epoch_key: state.previous_keys?.[0]?.key_id ?? state.key_id }, { keyFor });
     /** Across ranges recorded as lost (one may follow another), the chain starts again from the head the sidecar presented. */
     const crossLost = (before: number): void => {
       for (let l = lost.find((x) => x.from_batch === links.position.last_batch + 1); l !== undefined && l.to_batch < before; l = lost.find((x) => x.from_batch === links.position.last_batch + 1)) {

@@ -1,0 +1,67 @@
+import { generateKeyPairSync, webcrypto, X509Certificate, type KeyObject } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import { ED25519 } from '../../../ledger/x509.js';
+import type { MeshCa } from './mesh-ca.js';
+
+/**
+ * The collector's own identity: an Ed25519 key made at start (never written anywhere) and a
+ * serving certificate for it from the mesh CA, naming localhost, 127.0.0.1, the bind address and
+ * the collector's Service names. gRPC serves TLS 1.3 with it and asks every client for a
+ * certificate without requiring one: a sidecar that has none yet must reach Certify. Every other
+ * RPC checks the client certificate itself (peer-identity.ts).
+ */
+export interface ServingIdentity {
+  readonly privateKey: KeyObject;
+  /** The current chain (renewed at half-life, like a workload's). */
+  readonly chainPem: string;
+  readonly credentials: grpc.ServerCredentials;
+  close(): void;
+}
+
+/** The Service the install renders, in namespace `namespace`: the names sidecars reach it by. */
+export function serviceNames(namespace: string | undefined, service = 'auditmesh-collector'): string[] {
+  if (namespace === undefined) return [];
+  return [service, `${service}.${namespace}`, `${service}.${namespace}.svc`, `${service}.${namespace}.svc.cluster.local`];
+}
+
+export async function createServingIdentity(ca: MeshCa, names: { bind: string; dns: readonly string[] }, ttlMs: number): Promise<ServingIdentity> {
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+  const key = await webcrypto.subtle.importKey('spki', publicKey.export({ format: 'der', type: 'spki' }), ED25519, true, ['verify']);
+  const ips = ['127.0.0.1', ...(isIp(names.bind) && !['0.0.0.0', '::', '127.0.0.1'].includes(names.bind) ? [names.bind] : [])];
+  const dns = ['localhost', ...names.dns, ...(isIp(names.bind) ? [] : [names.bind])];
+  const keyPem = Buffer.from(privateKey.export({ format: 'pem', type: 'pkcs8' }));
+  const issue = () => ca.issue(key, { dns: [...new Set(dns)], ips }, ttlMs);
+  let issued = await issue();
+  const credentials = grpc.ServerCredentials.createSsl(Buffer.from(ca.certPem), [{ private_key: keyPem, cert_chain: Buffer.from(issued.chainPem) }], false);
+  // createSsl either requires a client certificate or never asks for one; Certify needs "ask, do not require".
+  Object.assign((credentials as unknown as { _getConstructorOptions(): object })._getConstructorOptions(), { requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.3' });
+  let timer: NodeJS.Timeout | undefined;
+  const schedule = (): void => {
+    timer = setTimeout(() => void renew(), Math.max(1000, (issued.notAfterUnixMs - Date.now()) / 2));
+    timer.unref();
+  };
+  const renew = async (): Promise<void> => {
+    issued = await issue();
+    // New handshakes take the new certificate; open connections keep theirs.
+    (credentials as unknown as { updateSecureContextOptions(o: object): void }).updateSecureContextOptions({ ca: Buffer.from(ca.certPem), cert: Buffer.from(issued.chainPem), key: keyPem });
+    schedule();
+  };
+  schedule();
+  return {
+    privateKey,
+    get chainPem() {
+      return issued.chainPem;
+    },
+    credentials,
+    close: () => clearTimeout(timer),
+  };
+}
+
+function isIp(host: string): boolean {
+  return /^[\d.]+$/.test(host) || host.includes(':');
+}
+
+/** The first certificate of a PEM chain. */
+export function leafOf(chainPem: string): X509Certificate {
+  return new X509Certificate(chainPem);
+}

@@ -1,0 +1,41 @@
+import type { KeyObject } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import type { ExecutionContext } from 'ava';
+import { IdentityClient, type CertifyResponse } from '../../wire/sync-wire.js';
+import { createTokenIssuer, type TokenIssuer, type TokenSubject } from '../cluster/token-issuer.js';
+import { startTestCollector, type TestCollector, type TestCollectorOptions } from './collector.js';
+import { tempDir } from './sidecar.js';
+
+/** A pod of namespace shop running as service account orders, as a projected token names it. */
+export const ORDERS_POD: TokenSubject = { namespace: 'shop', pod: { name: 'orders-7d9f8b6c5d-x2x7q', uid: 'a1b2' }, serviceAccount: { name: 'orders', uid: 'c3d4' } };
+
+/** A collector with a mesh CA (created in a temp --ca-dir) that trusts `issuer`'s ServiceAccount tokens. */
+export async function startIdentityCollector(t: ExecutionContext, issuer: TokenIssuer, opts: TestCollectorOptions = {}): Promise<TestCollector & { caDir: string }> {
+  const dir = await tempDir(t, 'auditmesh-identity-');
+  const jwks = join(dir, 'jwks.json');
+  await writeFile(jwks, JSON.stringify(issuer.jwks()));
+  const caDir = join(dir, 'ca');
+  const collector = await startTestCollector(t, { token: 'shared-local-token', serviceAccounts: { jwks, issuer: issuer.issuer }, identity: { caDir, createCa: true }, ...opts });
+  return Object.assign(collector, { caDir });
+}
+
+export { createTokenIssuer };
+
+/** TLS to a collector of the mesh CA `caPem`, presenting `client` (a key and its certificate chain) if given. */
+export function meshCredentials(caPem: string, client?: { privateKey: KeyObject; chainPem: string }): grpc.ChannelCredentials {
+  if (client === undefined) return grpc.credentials.createSsl(Buffer.from(caPem));
+  return grpc.credentials.createSsl(Buffer.from(caPem), Buffer.from(client.privateKey.export({ format: 'pem', type: 'pkcs8' })), Buffer.from(client.chainPem));
+}
+
+/** Calls Certify over TLS (trusting the collector's CA, no client certificate) with `token` as the bearer credential; rejects with the gRPC error on a refusal. */
+export function callCertify(t: ExecutionContext, collector: TestCollector, token: string | null, csrPem: string, credentials = meshCredentials(collector.ca!.certPem)): Promise<CertifyResponse> {
+  const client = new IdentityClient(collector.grpcAddress, credentials);
+  t.teardown(() => client.close());
+  const metadata = new grpc.Metadata();
+  if (token !== null) metadata.set('authorization', `Bearer ${token}`);
+  return new Promise((resolve, reject) => {
+    (client as unknown as { Certify(r: object, m: grpc.Metadata, cb: (err: grpc.ServiceError | null, res: CertifyResponse) => void): void }).Certify({ csr_pem: csrPem }, metadata, (err, res) => (err ? reject(err) : resolve(res)));
+  });
+}
