@@ -1,6 +1,6 @@
 import { closeSync, constants, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadNativeAddon } from './native-addon.js';
+import { loadNativeAddon } from '../native-addon.js';
 
 /**
  * One writer per journal, across processes: an exclusive flock(2) on `auditmesh.lock` in the

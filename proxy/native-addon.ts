@@ -4,15 +4,15 @@ import { fileURLToPath } from 'node:url';
 
 /**
  * Loads one of the addons node-gyp builds from binding.gyp during `npm ci` (build/Release/NAME.node),
- * from source (proxy/journal/) or from the compiled build/proxy/journal/. Throws once, clearly, when it is missing.
+ * from source (proxy/) or from the compiled build/proxy/. Throws once, clearly, when it is missing.
  */
 const cache = new Map<string, unknown>();
 
 export function loadNativeAddon<T>(name: string): T {
   let addon = cache.get(name);
   if (addon === undefined) {
-    // From source (proxy/journal/) the addons are in ../../build/Release; from the compiled build/proxy/journal/, in ../../Release.
-    const candidates = [`../../build/Release/${name}.node`, `../../Release/${name}.node`];
+    // From source (proxy/) the addons are in ../build/Release; from the compiled build/proxy/, in ../Release.
+    const candidates = [`../build/Release/${name}.node`, `../Release/${name}.node`];
     const found = candidates.map((p) => fileURLToPath(new URL(p, import.meta.url))).find((p) => existsSync(p));
     try {
       if (found === undefined) throw new Error(`not found (looked for ${candidates.join(', ')} next to ${fileURLToPath(import.meta.url)})`);
