@@ -1,17 +1,27 @@
-import { X509Certificate } from 'node:crypto';
+import { X509Certificate, type KeyObject } from 'node:crypto';
 
 /**
- * Checks a mesh CA certificate of a journal key (the workload key the CA certifies, issue 24):
- * issued and signed by a certificate of the CA bundle, for exactly this public key, naming a
- * SPIFFE ID. Node's X509Certificate (OpenSSL) parses and verifies; the bundle is `--ca-file`.
- * The certificate's validity period is not checked: it lives 24 hours, the journal for years.
+ * Keys the mesh CA certifies (issue 24), checked against its bundle (`--ca-file`) with Node's
+ * X509Certificate (OpenSSL):
+ *
+ * - a journal key (certifiedIdentity): issued and signed by a certificate of the CA bundle, for
+ *   exactly this public key, naming a SPIFFE ID. The validity period is not checked: the
+ *   certificate lives 24 hours, the journal for years.
+ * - the collector's serving key (servingKeyOf), which signs its Welcomes and Acks: the leaf of
+ *   the chain the collector sends, issued and signed by a certificate of the bundle, for
+ *   serverAuth, valid now, an Ed25519 key.
  */
 
 /** The certificates of a PEM bundle; throws naming the problem if it holds none. */
 export function caBundleFrom(pem: string): X509Certificate[] {
-  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  const blocks = certificateBlocks(pem);
   if (blocks.length === 0) throw new Error('no PEM certificate in the CA bundle');
   return blocks.map((block) => new X509Certificate(block));
+}
+
+/** The PEM certificate blocks of a bundle or chain, in order. */
+export function certificateBlocks(pem: string): string[] {
+  return pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
 }
 
 /** A stored certificate: DER base64 or PEM. */
@@ -37,4 +47,33 @@ export function certifiedIdentity(stored: string, ca: readonly X509Certificate[]
   if (!cert.publicKey.export({ format: 'der', type: 'spki' }).equals(spki)) return { problem: 'its certificate is for another public key' };
   const identity = spiffeId(cert);
   return identity === undefined ? { problem: 'its certificate names no SPIFFE ID' } : { identity };
+}
+
+/** TLS Web Server Authentication (RFC 5280, id-kp-serverAuth). */
+const SERVER_AUTH_OID = '1.3.6.1.5.5.7.3.1';
+
+/** The extended key usages of a certificate (Node 20 names them `keyUsage`, later versions `extKeyUsage`). */
+function extendedKeyUsage(cert: X509Certificate): readonly string[] {
+  return (cert as X509Certificate & { extKeyUsage?: string[] }).extKeyUsage ?? cert.keyUsage ?? [];
+}
+
+/**
+ * The collector's serving key from the chain it presents (PEM, leaf first), or why the chain does
+ * not certify one: its leaf must be issued by a certificate of the CA bundle, allow serverAuth,
+ * be valid at `nowMs` and hold an Ed25519 key.
+ */
+export function servingKeyOf(chainPem: string, ca: readonly X509Certificate[], nowMs = Date.now()): { key: KeyObject; leaf: X509Certificate } | { problem: string } {
+  const first = certificateBlocks(chainPem)[0];
+  if (first === undefined) return { problem: 'no certificate' };
+  let leaf: X509Certificate;
+  try {
+    leaf = new X509Certificate(first);
+  } catch (err) {
+    return { problem: `its certificate cannot be read (${(err as Error).message})` };
+  }
+  if (!ca.some((root) => leaf.checkIssued(root) && leaf.verify(root.publicKey))) return { problem: `its certificate (${leaf.subject.replace(/\n/g, ', ')}) is not issued by the mesh CA (--ca-file)` };
+  if (!extendedKeyUsage(leaf).includes(SERVER_AUTH_OID)) return { problem: 'its certificate is not for serverAuth' };
+  if (nowMs < Date.parse(leaf.validFrom) || nowMs > Date.parse(leaf.validTo)) return { problem: `its certificate is not valid now (${leaf.validFrom} .. ${leaf.validTo})` };
+  if (leaf.publicKey.asymmetricKeyType !== 'ed25519') return { problem: `its certificate's key is ${leaf.publicKey.asymmetricKeyType}, not Ed25519` };
+  return { key: leaf.publicKey, leaf };
 }

@@ -22,7 +22,8 @@ import { merkleRoot } from './merkle.js';
  *   epoch       4 bytes  big-endian unsigned; the boot epoch the link was written in
  *   kind        1 byte   0 records, 1 epoch, 2 checkpoint
  *
- * Tags 0x04, 0x05 and 0x06 are the epoch-key root, heartbeats and Hellos, below.
+ * Tags 0x04, 0x05 and 0x06 are the epoch-key root, heartbeats and Hellos, 0x09 the collector's
+ * acknowledgements, below.
  *
  * Key changes (key-endorsement.ts). An epoch link whose key differs from the previous epoch's
  * must be endorsed, or every verifier refuses it. Either the link carries `endorsed_by` (the
@@ -77,6 +78,8 @@ const HEAD_SIGNATURE_TAG = 0x03;
 const EPOCH_KEY_TAG = 0x04;
 const HEARTBEAT_TAG = 0x05;
 const HELLO_TAG = 0x06;
+// 0x07 and 0x08 are the key endorsement and the prune mark (key-endorsement.ts).
+const COLLECTOR_ACK_TAG = 0x09;
 const KIND_CODES: Record<LinkKind, number> = { records: 0, epoch: 1, checkpoint: 2 };
 const LINK_BYTES = 1 + 32 + 32 + 8 + 4 + 8 + 8 + 4 + 1;
 const TWO_32 = 2 ** 32;
@@ -172,6 +175,35 @@ export function heartbeatSigningInput(sidecarId: string, unixMs: number, lastBat
   writeU64(buf, lastBatch, 9);
   hex32(head, 'head').copy(buf, 17);
   id.copy(buf, 49);
+  return buf;
+}
+
+/** What a collector acknowledgement states: where the collector resumes a stream (Welcome) or what it stored (Ack). */
+export type CollectorAckKind = 'welcome' | 'ack';
+
+const ACK_KIND_CODES: Record<CollectorAckKind, number> = { welcome: 0, ack: 1 };
+
+/**
+ * The bytes the collector's Ed25519 signature on a Welcome or an Ack covers (wire/sync.proto),
+ * signed with the collector's serving key (the key of its mesh CA certificate):
+ *
+ *   0x09 || kind (1 byte: 0 Welcome, 1 Ack) || batch (8 bytes BE) || head (32 bytes) || key_id (16 ASCII hex digits) || sidecar_id (UTF-8)
+ *
+ * batch and head: the Welcome's acked_batch and acked_head, the Ack's through_batch and head.
+ * key_id: the sidecar key its Hello presented. So a signature holds for one statement about one
+ * sidecar's chain under one of its keys, and never for anything else the key signs.
+ */
+export function collectorAckSigningInput(kind: CollectorAckKind, sidecarId: string, keyId: string, batch: number, head: string): Buffer {
+  if (!/^[0-9a-f]{16}$/.test(keyId)) throw new TypeError('key_id must be 16 lowercase hex digits');
+  if (!Number.isSafeInteger(batch) || batch < 0) throw new TypeError(`batch must be a non-negative whole number, not ${batch}`);
+  const id = Buffer.from(sidecarId, 'utf8');
+  const buf = Buffer.allocUnsafe(1 + 1 + 8 + 32 + 16 + id.length);
+  buf[0] = COLLECTOR_ACK_TAG;
+  buf[1] = ACK_KIND_CODES[kind];
+  writeU64(buf, batch, 2);
+  hex32(head, 'head').copy(buf, 10);
+  buf.write(keyId, 42, 'ascii');
+  id.copy(buf, 58);
   return buf;
 }
 

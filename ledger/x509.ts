@@ -12,8 +12,3 @@ export { x509 };
 
 /** Workload and collector keys: Ed25519, as the journal signs with. */
 export const ED25519 = { name: 'Ed25519' } as const;
-
-/** The PEM blocks of a bundle or chain, in order. */
-export function pemBlocks(pem: string): string[] {
-  return pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
-}

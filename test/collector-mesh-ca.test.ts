@@ -34,7 +34,7 @@ test("a valid token and a CSR of the journal key get a 24h certificate of that k
   t.true(lifetimeMs > 23.9 * 3_600_000 && lifetimeMs <= 24 * 3_600_000, `valid about 24h (${lifetimeMs} ms)`);
   t.is(answer.not_after_unix_ms, Date.parse(leaf.validTo));
   t.deepEqual(leaf.keyUsage, ['1.3.6.1.5.5.7.3.1', '1.3.6.1.5.5.7.3.2'], 'serverAuth and clientAuth');
-  const metrics = await (await fetch(`${collector.httpUrl}/metrics`)).text();
+  const metrics = await (await collector.get('/metrics')).text();
   t.is(metricValue(metrics, 'auditmesh_collector_certificates_issued_total'), 1);
   t.is((await stat(join(collector.caDir, 'ca.key'))).mode & 0o777, 0o600);
 });
@@ -65,7 +65,7 @@ for (const r of refusals) {
     const err = await t.throwsAsync<grpc.ServiceError>(callCertify(t, collector, await r.token(issuer), await createWorkloadCsr(ephemeralSigningKey().privateKey)));
     t.is(err?.code, grpc.status.UNAUTHENTICATED);
     t.regex(err?.details ?? '', new RegExp(`^${r.reason}: `));
-    const metrics = await (await fetch(`${collector.httpUrl}/metrics`)).text();
+    const metrics = await (await collector.get('/metrics')).text();
     t.is(metricValue(metrics, 'auditmesh_collector_identity_refusals_total', { reason: r.reason }), 1);
     t.is(metricValue(metrics, 'auditmesh_collector_certificates_issued_total'), 0);
   });
@@ -85,7 +85,7 @@ test('a CSR whose signature does not verify, or no CSR at all, is refused as bad
   t.regex(forged?.details ?? '', /^bad-csr: the CSR's signature does not verify/);
   const garbage = await t.throwsAsync<grpc.ServiceError>(callCertify(t, collector, token, 'not a csr'));
   t.regex(garbage?.details ?? '', /^bad-csr: not a PEM PKCS#10/);
-  const metrics = await (await fetch(`${collector.httpUrl}/metrics`)).text();
+  const metrics = await (await collector.get('/metrics')).text();
   t.is(metricValue(metrics, 'auditmesh_collector_identity_refusals_total', { reason: 'bad-csr' }), 2);
 });
 

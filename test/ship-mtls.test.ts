@@ -22,7 +22,7 @@ async function identityFiles(t: ExecutionContext, collector: TestCollector, issu
 }
 
 async function stored(collector: TestCollector): Promise<number> {
-  const res = await fetch(`${collector.httpUrl}/v1/records?service=ledger&limit=1000`, collector.readAuth);
+  const res = await collector.get('/v1/records?service=ledger&limit=1000', collector.readAuth);
   if (!res.ok) throw new Error(`/v1/records: ${res.status} ${await res.text()}`);
   return (await res.text()).split('\n').filter((l) => l !== '').length;
 }
@@ -53,7 +53,7 @@ test('the workload certificate is renewed at half-life while requests flow: none
   }
   t.true(statuses.every((x) => x === 200), 'no request refused while the certificate rotated');
   await eventually(`${n} records stored`, async () => (await stored(collector)) === n);
-  const metrics = await (await fetch(`${collector.httpUrl}/metrics`)).text();
+  const metrics = await (await collector.get('/metrics')).text();
   t.regex(metrics, /auditmesh_collector_certificates_issued_total [3-9]/);
 });
 

@@ -84,11 +84,17 @@ export interface Heartbeat {
 export interface Welcome {
   acked_batch: number;
   acked_head: string;
+  /** The collector's serving certificate chain (PEM, leaf first); '' (or absent when encoding) without the mesh CA. */
+  cert_chain_pem?: string;
+  /** Ed25519 over collectorAckSigningInput (ledger/chain.ts) with the leaf's key, lowercase hex; '' without the mesh CA. */
+  sig?: string;
 }
 
 export interface Ack {
   through_batch: number;
   head: string;
+  /** Ed25519 over collectorAckSigningInput with the key of the stream's Welcome, lowercase hex; '' without the mesh CA. */
+  sig?: string;
 }
 
 /** The Refusal codes of sync.proto (their one home is the link verifier, which raises most of them). */

@@ -5,7 +5,7 @@ import { MAX_QUERY_LIMIT, parseStatus, parseTimeBound, QueryError, type Collecte
 import { formatRecordLine } from './format-record.js';
 import type { CommandIO } from '../../command/io.js';
 import { Agent, fetch as undiciFetch } from 'undici';
-import { READER_SETTINGS, readerCredentials, refusalAdvice, type ReaderCredentials } from './reader-credentials.js';
+import { READER_SETTINGS, readerCredentials, refusalAdvice, unreachableAdvice, type ReaderCredentials } from './reader-credentials.js';
 
 /** The query's filters, by the /v1/records parameter each one sets. */
 const FILTERS = {
@@ -85,8 +85,9 @@ export async function queryMain(argv: readonly string[], io: CommandIO): Promise
     status = res.status;
     body = await res.text();
   } catch (err) {
-    io.stderr.write(`auditmesh query: cannot reach ${args.url.origin}: ${(err as Error).message}\n`);
-    return 1;
+    const { message, usage } = unreachableAdvice(err, args.url, args.credentials);
+    io.stderr.write(`auditmesh query: ${message}\n`);
+    return usage ? 2 : 1;
   }
   const refused = refusalAdvice(status, body);
   if (refused !== null) {

@@ -17,7 +17,7 @@ export interface ReaderCredentials {
 /** The reader's flags, a group of query's and tail's settings tables. */
 export const READER_SETTINGS = {
   tokenFile: optionalText({ name: 'token-file', help: 'a reader token (or a ServiceAccount token with audience auditmesh-read), sent as authorization: Bearer', env: false }),
-  caFile: optionalText({ name: 'ca-file', help: "the CA bundle that signs the collector's HTTPS certificate", env: false }),
+  caFile: optionalText({ name: 'ca-file', help: "the CA bundle that signs the collector's HTTPS certificate (with workload identity on, the mesh CA: ca.crt of its --ca-dir)", env: false }),
 };
 
 /** The credentials of --token-file and --ca-file; UsageError when a file cannot be read. */
@@ -41,4 +41,35 @@ export function refusalAdvice(status: number, body: string): string | null {
   if (status === 401) return `the collector wants a reader credential (401: ${body.trim()}); give --token-file FILE with a reader token or a ServiceAccount token of audience auditmesh-read`;
   if (status === 403) return `the collector refused this reader (403: ${body.trim()})`;
   return null;
+}
+
+/** OpenSSL's and Node's codes for a server certificate the client does not trust. */
+const UNTRUSTED_CERTIFICATE = new Set([
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/**
+ * Why the collector could not be read, as a sentence that says what to do, and whether it is a
+ * usage problem (exit 2: the collector's certificate is not trusted, so --ca-file is missing or
+ * wrong) or a failure (exit 1: unreachable).
+ */
+export function unreachableAdvice(err: unknown, url: URL, credentials: ReaderCredentials): { message: string; usage: boolean } {
+  // fetch (undici) wraps the socket's error as `cause`; node:https gives it as is.
+  const cause = ((err as { cause?: unknown })?.cause ?? err) as NodeJS.ErrnoException | undefined;
+  const code = cause?.code ?? '';
+  if (UNTRUSTED_CERTIFICATE.has(code)) {
+    const fix = credentials.ca === undefined ? "give --ca-file FILE with the mesh CA bundle (ca.crt of the collector's --ca-dir)" : 'is --ca-file the mesh CA bundle of this collector?';
+    return { message: `the collector's HTTPS certificate is not trusted (${code}: ${cause?.message}); ${fix}`, usage: true };
+  }
+  const why = cause?.message ?? (err as Error)?.message ?? String(err);
+  const hint = url.protocol === 'http:' && ['UND_ERR_SOCKET', 'ECONNRESET'].includes(code) ? ' (a collector with workload identity on serves HTTPS: try https://)' : '';
+  return { message: `cannot reach ${url.origin}: ${why}${hint}`, usage: false };
 }

@@ -6,7 +6,7 @@ import type { JournalRecord } from '../../ledger/record.js';
 import { formatRecordLine } from './format-record.js';
 import { takeSseEvents } from './sse.js';
 import type { CommandIO } from '../../command/io.js';
-import { READER_SETTINGS, readerCredentials, refusalAdvice, type ReaderCredentials } from './reader-credentials.js';
+import { READER_SETTINGS, readerCredentials, refusalAdvice, unreachableAdvice, type ReaderCredentials } from './reader-credentials.js';
 
 const TAIL_SETTINGS = {
   admin: optionalText({ name: 'admin', help: "a sidecar's admin address, e.g. http://127.0.0.1:15020", env: false }),
@@ -87,8 +87,9 @@ export function followSse(url: URL, io: CommandIO, onData: (data: string) => voi
     });
     req.on('error', (err) => {
       if (io.signal.aborted) return resolve(0);
-      io.stderr.write(`auditmesh tail: cannot reach ${url.origin}: ${err.message}\n`);
-      resolve(1);
+      const { message, usage } = unreachableAdvice(err, url, credentials);
+      io.stderr.write(`auditmesh tail: ${message}\n`);
+      resolve(usage ? 2 : 1);
     });
   });
 }

@@ -1,4 +1,5 @@
 import type http from 'node:http';
+import type { Server as TlsServer } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { createLiveFeed } from '../../command/live-feed.js';
 import { CHECKPOINT_INTERVAL_MS } from '../../ledger/chain.js';
@@ -61,7 +62,7 @@ export interface CollectorConfig extends ReadSettings {
   maxIdMatches?: number;
   /** /v1/tail subscribers at once; past it 503 (default DEFAULT_MAX_TAIL_SUBSCRIBERS). */
   maxTailSubscribers?: number;
-  /** The HTTP API serves HTTPS with this key and certificate (the CA-issued serving certificate). */
+  /** The HTTP API serves HTTPS with this key and certificate; default: with a serving identity, its key and CA-issued certificate (renewed with it), else plain HTTP. */
   httpTls?: ServingTls;
 }
 
@@ -84,7 +85,7 @@ export interface Collector {
   readonly httpPort: number;
   /** host:port for sidecars (--collector of the sidecar). */
   readonly grpcAddress: string;
-  /** http://host:port of the HTTP API (https:// with httpTls). */
+  /** http://host:port of the HTTP API (https:// with httpTls or a serving identity). */
   readonly httpUrl: string;
   readonly metrics: CollectorMetrics;
   readonly store: CollectorStore;
@@ -163,7 +164,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     'grpc.keepalive_timeout_ms': KEEPALIVE_TIMEOUT_MS,
     ...FLOW_WINDOW_OPTION,
   });
-  grpcServer.addService(COLLECTOR_SERVICE, { Sync: createSyncHandler({ ingest, store, metrics, auth, peer, log }) });
+  grpcServer.addService(COLLECTOR_SERVICE, { Sync: createSyncHandler({ ingest, store, metrics, auth, peer, serving, log }) });
   if (ca !== null) {
     const certify = createCertifyHandler({ ca, serviceAccounts, trustDomain, certTtlMs, issued: () => metrics.certificatesIssued.inc(), refused: (reason) => metrics.identityRefusals.inc({ reason }), log });
     grpcServer.addService(IDENTITY_SERVICE, { Certify: certify });
@@ -172,7 +173,10 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     grpcServer.bindAsync(`${config.bind}:${config.grpcPort}`, serving?.credentials ?? grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
   );
   if (!widenFlowWindow(grpcServer)) log('warn', 'collector could not raise the HTTP/2 flow-control window of this grpc-js version: large segments arrive 64 KiB at a time', {});
-  const httpServer = createHttpApi({ store, metrics, sidecars, subscribe: (l) => feed.subscribe(l), ready: () => ({ ok: true }), anomalies: () => ({ active: fleetAlerts?.active() ?? [], recent: fleetAlerts?.recent() ?? [] }), maxTailSubscribers: config.maxTailSubscribers, readAccess, tls: config.httpTls });
+  // With identity on, reads are HTTPS with the serving certificate too: new handshakes take the renewed one.
+  const httpTls = config.httpTls ?? serving?.tls();
+  const httpServer = createHttpApi({ store, metrics, sidecars, subscribe: (l) => feed.subscribe(l), ready: () => ({ ok: true }), anomalies: () => ({ active: fleetAlerts?.active() ?? [], recent: fleetAlerts?.recent() ?? [] }), maxTailSubscribers: config.maxTailSubscribers, readAccess, tls: httpTls });
+  if (config.httpTls === undefined && serving !== null) serving.onRenewed(() => (httpServer as unknown as TlsServer).setSecureContext(serving.tls()));
   let httpPort: number;
   try {
     httpPort = await listen(httpServer, config.httpPort, config.bind);
@@ -183,14 +187,15 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     throw err;
   }
   const host = config.bind.includes(':') ? `[${config.bind}]` : config.bind;
-  log('info', 'collector listening', { grpc: `${host}:${grpcPort}`, http: `${config.httpTls === undefined ? 'http' : 'https'}://${host}:${httpPort}`, reads: config.insecure ? 'open (--insecure)' : 'bearer credential', store: config.storeDir, auth: authSummary(tokens !== null, config.serviceAccounts) });
+  const httpUrl = `${httpTls === undefined ? 'http' : 'https'}://${host}:${httpPort}`;
+  log('info', 'collector listening', { grpc: `${host}:${grpcPort}`, http: httpUrl, reads: config.insecure ? 'open (--insecure)' : 'bearer credential', store: config.storeDir, auth: authSummary(tokens !== null, config.serviceAccounts) });
 
   let closing: Promise<void> | undefined;
   return {
     grpcPort,
     httpPort,
     grpcAddress: `${host}:${grpcPort}`,
-    httpUrl: `${config.httpTls === undefined ? 'http' : 'https'}://${host}:${httpPort}`,
+    httpUrl,
     metrics,
     store,
     ca,

@@ -1,5 +1,6 @@
 import type { Direction, GapReason } from '../../ledger/record.js';
 import { labelValues } from '../../command/label-values.js';
+import type { UnverifiedReason } from '../ship/collector-acks.js';
 
 /*
  * The sidecar's own closed label sets (those the collector and injector share are in
@@ -10,6 +11,9 @@ export const GAP_REASONS: readonly GapReason[] = labelValues<GapReason>({ journa
 
 /** Why an exchange has no record: shed at the journal's bound (the gap reasons), lost before or in the journal, refused in strict mode, or after close. */
 export const UNRECORDED_REASONS: readonly string[] = [...GAP_REASONS, 'seal', 'encode', 'internal', 'strict_refused', 'closed'];
+
+/** Why the shipper did not believe a Welcome or an Ack of the collector. */
+export const UNVERIFIED_REASONS: readonly UnverifiedReason[] = labelValues<UnverifiedReason>({ unsigned: true, 'bad-signature': true, 'untrusted-certificate': true });
 
 export const DIRECTIONS: readonly Direction[] = labelValues<Direction>({ inbound: true, outbound: true });
 

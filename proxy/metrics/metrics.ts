@@ -1,7 +1,7 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { createRegistry } from '../../command/metrics-registry.js';
 import { ANOMALY_KINDS, initialiseLabels, REFUSAL_CODES } from '../../command/label-values.js';
-import { DIRECTIONS, GAP_REASONS, initialiseSessions, UNRECORDED_REASONS } from './label-values.js';
+import { DIRECTIONS, GAP_REASONS, initialiseSessions, UNRECORDED_REASONS, UNVERIFIED_REASONS } from './label-values.js';
 
 /**
  * Every metric the sidecar exposes, defined once. Labels are bounded by construction: the
@@ -51,6 +51,8 @@ export interface ShipperMetrics {
   readonly recordsShipped: Counter;
   readonly batchesRefused: Counter<'code'>;
   readonly batchesLost: Counter;
+  /** Welcomes and Acks not believed (unsigned, bad signature, certificate not from the mesh CA): the stream ended, nothing marked shipped. */
+  readonly unverifiedAcks: Counter<'reason'>;
   readonly connected: Gauge;
   readonly reconnects: Counter;
   /** The running shipper's backlog, read at scrape time; unset without a collector. */
@@ -183,8 +185,16 @@ function createShipperMetrics(registry: Registry): ShipperMetrics {
     registers: [registry],
   });
   initialiseLabels(batchesRefused, 'code', [...REFUSAL_CODES, 'other']);
+  const unverifiedAcks = new Counter({
+    name: 'auditmesh_shipper_unverified_acks_total',
+    help: "Welcomes and Acks of the collector the shipper did not believe, by reason (unsigned, bad-signature, untrusted-certificate): the stream was ended and nothing was marked shipped or pruned",
+    labelNames: ['reason'],
+    registers: [registry],
+  });
+  initialiseLabels(unverifiedAcks, 'reason', UNVERIFIED_REASONS);
   return {
     batchesRefused,
+    unverifiedAcks,
     batchesShipped: new Counter({ name: 'auditmesh_shipper_batches_shipped_total', help: 'Journal links (batches) the collector acknowledged', registers: [registry] }),
     recordsShipped: new Counter({ name: 'auditmesh_shipper_records_shipped_total', help: 'Audit records the collector acknowledged', registers: [registry] }),
     batchesLost: new Counter({

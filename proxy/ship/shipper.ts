@@ -12,6 +12,8 @@ import type { Hello, Welcome } from '../../wire/sync-wire.js';
 import { readSegment, type SegmentLimits } from './read-segment.js';
 import { runSyncSession, type SessionOutcome, type SessionTimeouts, type SessionWindow } from './sync-session.js';
 import { fullJitterMs, refusalDelayMs, sleep } from './backoff.js';
+import { caBundleFrom } from '../../ledger/certified-key.js';
+import { collectorAckCheck } from './collector-acks.js';
 import { h2Preflight } from './h2-preflight.js';
 
 /**
@@ -28,7 +30,11 @@ export interface ShipperOptions {
   tokenFile: string | undefined;
   /** The flag it came from, for errors. */
   tokenFlag?: string;
-  /** With a workload certificate: TLS presenting it, trusting only the mesh CA (`caPem`); else plaintext. */
+  /**
+   * With a workload certificate: TLS presenting it, trusting only the mesh CA (`caPem`), and the
+   * collector's Welcome and Acks believed only once signed by a key of that CA (collector-acks.ts);
+   * else plaintext, and acknowledgements believed as they come.
+   */
   tls?: { caPem: string; credentials(): ChannelCredentials };
   sidecarId: string;
   service: string;
@@ -59,6 +65,7 @@ export function startShipper(opts: ShipperOptions): Shipper {
   let downSinceMs = Date.now();
 
   metrics.setBacklogProbe(() => backlog(journal));
+  const ca = opts.tls === undefined ? null : caBundleFrom(opts.tls.caPem);
 
   const hello = (): Hello => {
     const { pruned, first } = journal.snapshot((snapshot) => ({ pruned: readPrunedFrom(snapshot.stores, snapshot.transaction), first: firstHeader(snapshot) }));
@@ -103,11 +110,13 @@ export function startShipper(opts: ShipperOptions): Shipper {
 
   const session = async (token: string | undefined): Promise<SessionOutcome> => {
     await h2Preflight(opts.target, opts.timeouts.welcomeMs, opts.tls?.caPem);
+    const greeting = hello();
     return runSyncSession({
       target: opts.target,
       credentials: opts.tls?.credentials(),
       token,
-      hello: hello(),
+      hello: greeting,
+      check: ca === null ? null : collectorAckCheck(ca, greeting.sidecar_id, greeting.key_id),
       timeouts: opts.timeouts,
       window: opts.window,
       onWelcome,
@@ -134,6 +143,11 @@ export function startShipper(opts: ShipperOptions): Shipper {
       metrics.batchesRefused.inc({ code: REFUSAL_CODES.has(code) ? code : 'other' });
       lastProblem = `refused (${code}): ${reason}`;
       log('error', 'collector refused what it was sent', { collector: opts.target, code, reason, batch });
+    } else if (outcome.kind === 'unverified') {
+      // Nothing it said was believed: no batch marked shipped, so retention and pressure prune nothing of it.
+      metrics.unverifiedAcks.inc({ reason: outcome.reason });
+      lastProblem = `collector not believed (${outcome.reason}): ${outcome.problem}`;
+      log('warn', 'collector acknowledgement did not verify: stream ended, nothing marked shipped', { collector: opts.target, reason: outcome.reason, problem: outcome.problem });
     } else if (outcome.kind === 'failed') {
       lastProblem = outcome.reason;
       log('warn', 'sync stream to collector ended', { collector: opts.target, reason: outcome.reason });
@@ -151,8 +165,9 @@ export function startShipper(opts: ShipperOptions): Shipper {
       }
       disconnected(outcome);
       if (controller.signal.aborted) return;
-      // A stream that got as far as its Welcome worked: the next failure starts the backoff afresh.
-      if (outcome.welcomed) attempt = 0;
+      // A stream that got as far as its Welcome worked: the next failure starts the backoff afresh
+      // (not one whose Acks were not believed: a collector signing Welcomes only must not get fast retries).
+      if (outcome.welcomed && outcome.kind !== 'unverified') attempt = 0;
       await sleep(outcome.kind === 'refused' ? refusalDelayMs(opts.backoffMaxMs) : fullJitterMs(attempt++, opts.backoffBaseMs, opts.backoffMaxMs), controller.signal);
       if (controller.signal.aborted) return;
       metrics.reconnects.inc();

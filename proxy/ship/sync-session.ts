@@ -1,6 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { CollectorClient, type Ack, type CollectorMessage, type Heartbeat, type Hello, type Refusal, type SyncClientStream, type Welcome } from '../../wire/sync-wire.js';
 import type { ReadSegment } from './read-segment.js';
+import type { CollectorAckCheck, Unverified } from './collector-acks.js';
 
 /**
  * One sync stream to the collector, from connect to its end: Hello, Welcome, a bounded window of
@@ -35,6 +36,8 @@ export interface SessionDeps {
   /** TLS with the workload certificate; default plaintext. */
   credentials?: grpc.ChannelCredentials;
   hello: Hello;
+  /** With the mesh CA: the Welcome and every Ack must verify before they are believed (collector-acks.ts); null: believed as they come. */
+  check: CollectorAckCheck | null;
   timeouts: SessionTimeouts;
   window: SessionWindow;
   /** The Welcome arrived: returns the batch to ship from. */
@@ -56,7 +59,7 @@ export interface SentSegment {
   bytes: number;
 }
 
-export type SessionOutcome = { welcomed: boolean } & ({ kind: 'closed' } | { kind: 'failed'; reason: string } | { kind: 'refused'; refusal: Refusal });
+export type SessionOutcome = { welcomed: boolean } & ({ kind: 'closed' } | { kind: 'failed'; reason: string } | { kind: 'refused'; refusal: Refusal } | ({ kind: 'unverified' } & Unverified));
 
 /** Messages bigger than grpc-js's 4 MB default: one commit is never split across segments. */
 const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
@@ -93,7 +96,7 @@ export function runSyncSession(deps: SessionDeps): Promise<SessionOutcome> {
     let heartbeatTimer: NodeJS.Timeout | undefined;
     let unsubscribe: (() => void) | undefined;
 
-    const finish = (outcome: { kind: 'closed' } | { kind: 'failed'; reason: string }): void => {
+    const finish = (outcome: { kind: 'closed' } | { kind: 'failed'; reason: string } | ({ kind: 'unverified' } & Unverified)): void => {
       if (done) return;
       done = true;
       clearTimeout(welcomeTimer);
@@ -142,6 +145,8 @@ export function runSyncSession(deps: SessionDeps): Promise<SessionOutcome> {
     };
 
     const onAck = (ack: Ack): void => {
+      const unverified = deps.check?.ack(ack) ?? null;
+      if (unverified !== null) return finish({ kind: 'unverified', ...unverified });
       const acked: SentSegment[] = [];
       while (inFlight.length > 0 && inFlight[0].through <= ack.through_batch) {
         const s = inFlight.shift()!;
@@ -155,6 +160,8 @@ export function runSyncSession(deps: SessionDeps): Promise<SessionOutcome> {
 
     const onWelcome = (welcome: Welcome): void => {
       if (welcomed) return finish({ kind: 'failed', reason: 'a second Welcome on one stream' });
+      const unverified = deps.check?.welcome(welcome, call.getAuthContext()?.sslPeerCertificate?.raw) ?? null;
+      if (unverified !== null) return finish({ kind: 'unverified', ...unverified });
       clearTimeout(welcomeTimer);
       welcomed = true;
       next = deps.onWelcome(welcome);

@@ -3,6 +3,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import type { ExecutionContext } from 'ava';
+import { Agent, fetch as undiciFetch, type RequestInit, type Response } from 'undici';
 import type { RootDatabase } from 'lmdb';
 import { createCollector, type Collector, type CollectorConfig } from '../../control/collector/collector.js';
 import { ID_INDEX_DB_NAMES } from '../../control/collector/store/id-index.js';
@@ -25,8 +26,12 @@ export interface TestCollector extends Collector {
   readerToken: string | null;
   /** Request init carrying the reader token: `fetch(url, c.readAuth)`. */
   readAuth: { headers: Record<string, string> };
-  /** `--token-file FILE` for `auditmesh query` and `tail` (none when --insecure). */
+  /** `--token-file FILE` for `auditmesh query` and `tail` (none when --insecure), and `--ca-file FILE` when it serves HTTPS with its serving identity. */
   readerArgs: string[];
+  /** The mesh CA bundle (ca.crt) when the HTTP API serves HTTPS with the serving identity; null otherwise. */
+  caFile: string | null;
+  /** GET `path` of the HTTP API as a reader would: trusting the mesh CA when it serves HTTPS (`init` adds headers, e.g. `readAuth`). */
+  get(path: string, init?: RequestInit): Promise<Response>;
 }
 
 export interface TestCollectorOptions extends Partial<CollectorConfig> {
@@ -63,7 +68,18 @@ export async function startTestCollector(t: ExecutionContext, opts: TestCollecto
   const collector = await createCollector({ grpcPort: 0, httpPort: 0, bind: '127.0.0.1', storeDir, insecure: token === null, ...(tokenFile === null ? {} : { tokenFile }), ...(readerToken === null ? {} : { readerTokenFile }), ...config }, log);
   t.teardown(() => collector.close());
   const readAuth = { headers: readerToken === null ? {} : { authorization: `Bearer ${readerToken}` } as Record<string, string> };
-  return Object.assign(collector, { storeDir, token, tokenFile, readerToken, readAuth, readerArgs });
+  // With identity on, the API serves HTTPS with the CA-issued serving certificate: readers trust the mesh CA.
+  let caFile: string | null = null;
+  let dispatcher: Agent | undefined;
+  if (collector.serving !== null && opts.httpTls === undefined) {
+    caFile = join(dir, 'ca.crt');
+    await writeFile(caFile, collector.ca!.certPem);
+    readerArgs.push('--ca-file', caFile);
+    dispatcher = new Agent({ connect: { ca: collector.ca!.certPem } });
+    t.teardown(() => dispatcher!.close());
+  }
+  const get = (path: string, init: RequestInit = {}): Promise<Response> => undiciFetch(collector.httpUrl + path, { ...init, dispatcher });
+  return Object.assign(collector, { storeDir, token, tokenFile, readerToken, readAuth, readerArgs, caFile, get });
 }
 
 /** A test peer on one Sync stream: send messages, await the collector's answers in order. */

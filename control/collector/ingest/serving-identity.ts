@@ -2,19 +2,25 @@ import { generateKeyPairSync, webcrypto, X509Certificate, type KeyObject } from 
 import * as grpc from '@grpc/grpc-js';
 import { ED25519 } from '../../../ledger/x509.js';
 import type { MeshCa } from './mesh-ca.js';
+import type { ServingTls } from '../../../command/plain-http.js';
 
 /**
  * The collector's own identity: an Ed25519 key made at start (never written anywhere) and a
  * serving certificate for it from the mesh CA, naming localhost, 127.0.0.1, the bind address and
  * the collector's Service names. gRPC serves TLS 1.3 with it and asks every client for a
  * certificate without requiring one: a sidecar that has none yet must reach Certify. Every other
- * RPC checks the client certificate itself (peer-identity.ts).
+ * RPC checks the client certificate itself (peer-identity.ts). The same key signs the Welcomes and
+ * Acks (sync-server.ts) and serves the HTTP API's TLS.
  */
 export interface ServingIdentity {
   readonly privateKey: KeyObject;
   /** The current chain (renewed at half-life, like a workload's). */
   readonly chainPem: string;
   readonly credentials: grpc.ServerCredentials;
+  /** The key and the current chain for an HTTPS server. */
+  tls(): ServingTls;
+  /** Calls `listener` after each renewal (an HTTPS server takes the new chain); returns the unsubscribe function. */
+  onRenewed(listener: () => void): () => void;
   close(): void;
 }
 
@@ -36,6 +42,7 @@ export async function createServingIdentity(ca: MeshCa, names: { bind: string; d
   // createSsl either requires a client certificate or never asks for one; Certify needs "ask, do not require".
   Object.assign((credentials as unknown as { _getConstructorOptions(): object })._getConstructorOptions(), { requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.3' });
   let timer: NodeJS.Timeout | undefined;
+  const renewed = new Set<() => void>();
   const schedule = (): void => {
     timer = setTimeout(() => void renew(), Math.max(1000, (issued.notAfterUnixMs - Date.now()) / 2));
     timer.unref();
@@ -44,6 +51,7 @@ export async function createServingIdentity(ca: MeshCa, names: { bind: string; d
     issued = await issue();
     // New handshakes take the new certificate; open connections keep theirs.
     (credentials as unknown as { updateSecureContextOptions(o: object): void }).updateSecureContextOptions({ ca: Buffer.from(ca.certPem), cert: Buffer.from(issued.chainPem), key: keyPem });
+    for (const listener of renewed) listener();
     schedule();
   };
   schedule();
@@ -53,6 +61,11 @@ export async function createServingIdentity(ca: MeshCa, names: { bind: string; d
       return issued.chainPem;
     },
     credentials,
+    tls: () => ({ key: keyPem, cert: issued.chainPem }),
+    onRenewed(listener) {
+      renewed.add(listener);
+      return () => void renewed.delete(listener);
+    },
     close: () => clearTimeout(timer),
   };
 }

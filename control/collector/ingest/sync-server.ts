@@ -1,4 +1,6 @@
+import { sign } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
+import { collectorAckSigningInput, type CollectorAckKind } from '../../../ledger/chain.js';
 import { ChainBroken, type VerifyFailure } from '../../../ledger/link-verifier.js';
 import type { Logger } from '../../../command/log.js';
 import type { CollectorMessage, RefusalCode, Segment, SidecarMessage, SyncServerStream } from '../../../wire/sync-wire.js';
@@ -9,12 +11,15 @@ import type { SidecarChain } from './sidecar-chain.js';
 import type { WorkloadIdentity } from './service-account-tokens.js';
 import { sidecarIdOf, type StreamAuth } from './stream-auth.js';
 import type { PeerVerdict } from './peer-identity.js';
+import type { ServingIdentity } from './serving-identity.js';
 
 /**
  * The Sync stream, one per sidecar connection: authenticates it, hands each message to ingest in
  * order, and answers in order: Welcome after Hello, one Ack per Segment once it is stored, or one
  * Refusal and the end of the stream. Verification of the next segment goes on while the previous
- * one is being written; acks still leave in order.
+ * one is being written; acks still leave in order. With a serving identity (the mesh CA's TLS)
+ * the Welcome carries its certificate chain and the Welcome and every Ack are signed with its key
+ * (wire/sync.proto), so a sidecar believes only this collector's acknowledgements.
  */
 
 /** Segments received but not yet acked on one stream; past this the stream stops reading (backpressure). */
@@ -41,6 +46,8 @@ export interface SyncDeps {
   auth: StreamAuth | null;
   /** With the mesh CA's TLS: the identity the client certificate proves (peer-identity.ts); null: plaintext, no certificate asked. */
   peer: ((call: SyncServerStream) => PeerVerdict) | null;
+  /** The collector's key and CA certificate, which sign Welcomes and Acks; null: they go unsigned (--insecure, no mesh CA). */
+  serving: Pick<ServingIdentity, 'privateKey' | 'chainPem'> | null;
   log: Logger;
 }
 
@@ -54,6 +61,8 @@ class SyncSession {
   #chain: SidecarChain | undefined;
   /** Where the sidecar said its retained chain starts (its Hello): the claim a loss is checked against. */
   #retained: RetainedStart | undefined;
+  /** The sidecar key the Hello presented: what the Welcome and the Acks are signed for. */
+  #keyId = '';
   #acks: Promise<void> = Promise.resolve();
   #unacked = 0;
   #over = false;
@@ -150,9 +159,11 @@ class SyncSession {
       // What an older stream of this sidecar had in flight lands first: the Welcome is the stored truth.
       await chain.settled();
       this.#retained = { first_batch: msg.hello.first_batch, base_head: msg.hello.base_head };
+      this.#keyId = msg.hello.key_id;
       chain.lastSeenUnixMs = Date.now();
       const { last_batch, head } = chain.state.position;
-      this.#write({ welcome: { acked_batch: last_batch, acked_head: head } });
+      const { serving } = this.#deps;
+      this.#write({ welcome: { acked_batch: last_batch, acked_head: head, ...(serving === null ? {} : { cert_chain_pem: serving.chainPem }), ...this.#signed('welcome', last_batch, head) } });
       return;
     }
     const chain = this.#chain;
@@ -186,10 +197,17 @@ class SyncSession {
         metrics.recordsStored.inc(records);
         metrics.ingestDuration.observe((performance.now() - startedAt) / 1000);
         this.#unacked--;
-        this.#write({ ack: { through_batch, head } });
+        this.#write({ ack: { through_batch, head, ...this.#signed('ack', through_batch, head) } });
       },
       (err: unknown) => this.#unavailable(err),
     );
+  }
+
+  /** The serving key's signature of what this Welcome or Ack states about this sidecar's chain; nothing without one. */
+  #signed(kind: CollectorAckKind, batch: number, head: string): { sig?: string } {
+    const { serving } = this.#deps;
+    if (serving === null) return {};
+    return { sig: sign(null, collectorAckSigningInput(kind, this.#chain!.state.id, this.#keyId, batch, head), serving.privateKey).toString('hex') };
   }
 
   /** A newer stream of the same sidecar took over. */
