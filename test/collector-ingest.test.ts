@@ -43,10 +43,11 @@ test('a valid stream is verified, stored and acked segment by segment, in order'
   const s = await shipment(t);
   const peer = openSync(t, collector.grpcAddress, collector.token);
   const { welcome, answers } = await shipAll(peer, s);
-  t.deepEqual(welcome, { body: 'welcome', welcome: { acked_batch: 0, acked_head: '0'.repeat(64) } });
+  // Without the mesh CA (a shared token) the collector has no serving key: nothing is signed.
+  t.deepEqual(welcome, { body: 'welcome', welcome: { acked_batch: 0, acked_head: '0'.repeat(64), cert_chain_pem: '', sig: '' } });
   t.deepEqual(
     answers.map((a) => 'ack' in a && a.ack),
-    s.segments.map((seg) => ({ through_batch: seg.links.at(-1)!.batch, head: seg.links.at(-1)!.head })),
+    s.segments.map((seg) => ({ through_batch: seg.links.at(-1)!.batch, head: seg.links.at(-1)!.head, sig: '' })),
   );
   const stored = await records(collector, '?limit=1000');
   t.is(stored.length, 24);
@@ -82,7 +83,7 @@ test('segments sent twice are stored once and acked again; the restarted collect
   const second = await startTestCollector(t, { storeDir: first.storeDir, token: first.token });
   const resumed = openSync(t, second.grpcAddress, second.token);
   resumed.send({ hello: s.hello });
-  t.deepEqual(await resumed.next(), { body: 'welcome', welcome: { acked_batch: s.links.at(-1)!.batch, acked_head: s.links.at(-1)!.head } });
+  t.deepEqual(await resumed.next(), { body: 'welcome', welcome: { acked_batch: s.links.at(-1)!.batch, acked_head: s.links.at(-1)!.head, cert_chain_pem: '', sig: '' } });
   t.is((await records(second, '?limit=1000')).length, 24);
 });
 

@@ -7,6 +7,8 @@ import { IdentityClient, type CertifyResponse } from '../../wire/sync-wire.js';
 import { createTokenIssuer, type TokenIssuer, type TokenSubject } from '../cluster/token-issuer.js';
 import { startTestCollector, type TestCollector, type TestCollectorOptions } from './collector.js';
 import { tempDir } from './sidecar.js';
+import { startShippingSidecar, type ShippingSidecar } from './shipping.js';
+import type { SidecarConfig } from '../../proxy/config.js';
 
 /** A pod of namespace shop running as service account orders, as a projected token names it. */
 export const ORDERS_POD: TokenSubject = { namespace: 'shop', pod: { name: 'orders-7d9f8b6c5d-x2x7q', uid: 'a1b2' }, serviceAccount: { name: 'orders', uid: 'c3d4' } };
@@ -38,4 +40,23 @@ export function callCertify(t: ExecutionContext, collector: TestCollector, token
   return new Promise((resolve, reject) => {
     (client as unknown as { Certify(r: object, m: grpc.Metadata, cb: (err: grpc.ServiceError | null, res: CertifyResponse) => void): void }).Certify({ csr_pem: csrPem }, metadata, (err, res) => (err ? reject(err) : resolve(res)));
   });
+}
+
+/** The pod of the sidecars these tests run: namespace shop, service account ledger. */
+export const LEDGER_POD: TokenSubject = { namespace: 'shop', pod: { name: 'ledger-0', uid: 'u-1' }, serviceAccount: { name: 'ledger', uid: 's-1' } };
+
+/** A folder with a projected token of LEDGER_POD (audience auditmesh) and the collector's CA bundle, as the injector mounts them. */
+export async function identityFiles(t: ExecutionContext, collector: TestCollector, issuer: TokenIssuer): Promise<{ dir: string; identityTokenFile: string; caFile: string }> {
+  const dir = await tempDir(t);
+  const identityTokenFile = join(dir, 'identity-token');
+  await writeFile(identityTokenFile, await issuer.sign(LEDGER_POD, { audience: 'auditmesh', expirationSeconds: 3600 }));
+  const caFile = join(dir, 'ca.crt');
+  await writeFile(caFile, collector.ca!.certPem);
+  return { dir, identityTokenFile, caFile };
+}
+
+/** A shipping sidecar of LEDGER_POD with --identity-token-file and --ca-file: certified by `collector`'s mesh CA, shipping over mTLS as shop/ledger-0. */
+export async function startIdentitySidecar(t: ExecutionContext, collector: TestCollector, issuer: TokenIssuer, overrides: Partial<SidecarConfig> = {}): Promise<ShippingSidecar> {
+  const files = await identityFiles(t, collector, issuer);
+  return startShippingSidecar(t, collector.grpcAddress, { collectorTokenFile: undefined, identityTokenFile: files.identityTokenFile, caFile: files.caFile, sidecarId: 'shop/ledger-0', ...overrides }, files.dir);
 }

@@ -1,7 +1,7 @@
 import net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import type { ExecutionContext } from 'ava';
-import { COLLECTOR_SERVICE, type Heartbeat, type Hello, type SidecarMessage, type WireLink, type SyncServerStream, type Refusal } from '../../wire/sync-wire.js';
+import { COLLECTOR_SERVICE, type Ack, type Heartbeat, type Hello, type SidecarMessage, type WireLink, type SyncServerStream, type Refusal, type Welcome } from '../../wire/sync-wire.js';
 import { GENESIS_HEAD, linkHead, publicKeyFromSpki, verifyHeadSignature, type LinkKind } from '../../ledger/chain.js';
 import { leafHash, merkleRoot } from '../../ledger/merkle.js';
 import { listen, closeServer } from './net.js';
@@ -24,6 +24,16 @@ export type PeerMode =
   | 'drop-ack-once'
   /** Answer the Hello with a Refusal (`refusal` below). */
   | 'refuse';
+
+/**
+ * How the peer signs what it says (a collector with a serving identity): what to add to each
+ * Welcome (its certificate chain and signature) and each Ack (its signature), given what it is
+ * about to send and the stream's Hello. Default: nothing (a collector without the mesh CA).
+ */
+export interface PeerSigning {
+  welcome?(welcome: Welcome, hello: Hello): Partial<Welcome>;
+  ack?(ack: Ack, hello: Hello): Partial<Ack>;
+}
 
 /** What the peer holds for one sidecar; survives a restart of the peer if passed to it again. */
 export interface PeerSidecar {
@@ -52,6 +62,10 @@ export interface SyncPeer {
   maxUnackedOnStream: number;
   /** Problems found in what the shipper sent: must stay empty. */
   errors: string[];
+  /** Segments received, over all streams (duplicates included). */
+  segmentsReceived: number;
+  /** Acks written, over all streams. */
+  acksSent: number;
   /** Acks held back in `hold-acks`: send them all. */
   releaseAcks(): void;
   close(): Promise<void>;
@@ -73,7 +87,11 @@ function verifySegment(sidecar: PeerSidecar, links: WireLink[]): string | null {
   return null;
 }
 
-export async function startSyncPeer(t: ExecutionContext, opts: { port?: number; store?: PeerStore; mode?: PeerMode } = {}): Promise<SyncPeer> {
+/**
+ * `credentials`: serve TLS with them (default plaintext); `signing`: see PeerSigning; `forgetful`:
+ * every stream starts from an empty store (a collector that keeps nothing: its Welcome claims nothing).
+ */
+export async function startSyncPeer(t: ExecutionContext, opts: { port?: number; store?: PeerStore; mode?: PeerMode; credentials?: grpc.ServerCredentials; signing?: PeerSigning; forgetful?: boolean } = {}): Promise<SyncPeer> {
   const held: (() => void)[] = [];
   const server = new grpc.Server({ 'grpc.max_receive_message_length': 64 * 1024 * 1024, 'grpc.keepalive_permit_without_calls': 1, 'grpc.http2.min_ping_interval_without_data_ms': 100 });
   const peer: SyncPeer = {
@@ -86,6 +104,8 @@ export async function startSyncPeer(t: ExecutionContext, opts: { port?: number; 
     unackedOnStream: 0,
     maxUnackedOnStream: 0,
     errors: [],
+    segmentsReceived: 0,
+    acksSent: 0,
     releaseAcks: () => held.splice(0).forEach((send) => send()),
     close: () => new Promise<void>((resolve) => server.tryShutdown(() => resolve())).then(() => server.forceShutdown()),
   };
@@ -93,6 +113,7 @@ export async function startSyncPeer(t: ExecutionContext, opts: { port?: number; 
     Sync(call: SyncServerStream) {
       peer.streams++;
       peer.unackedOnStream = 0;
+      if (opts.forgetful === true) peer.store.clear();
       peer.authorizations.push(call.metadata.get('authorization')[0] as string | undefined);
       let sidecar: PeerSidecar | undefined;
       call.on('error', () => {});
@@ -109,7 +130,8 @@ export async function startSyncPeer(t: ExecutionContext, opts: { port?: number; 
             peer.store.set(hello.sidecar_id, sidecar);
           }
           const last = sidecar.links[sidecar.links.length - 1];
-          return void call.write({ welcome: { acked_batch: last?.batch ?? 0, acked_head: sidecar.head } });
+          const welcome = { acked_batch: last?.batch ?? 0, acked_head: sidecar.head };
+          return void call.write({ welcome: { ...welcome, ...opts.signing?.welcome?.(welcome, hello) } });
         }
         if (sidecar === undefined) return void peer.errors.push('message before Hello');
         if (msg.heartbeat != null) return void sidecar.heartbeats.push(msg.heartbeat);
@@ -120,6 +142,7 @@ export async function startSyncPeer(t: ExecutionContext, opts: { port?: number; 
   });
 
   function onSegment(sidecar: PeerSidecar, links: WireLink[], call: SyncServerStream): void {
+    peer.segmentsReceived++;
     peer.unackedOnStream++;
     peer.maxUnackedOnStream = Math.max(peer.maxUnackedOnStream, peer.unackedOnStream);
     const through = links[links.length - 1].batch;
@@ -137,7 +160,9 @@ export async function startSyncPeer(t: ExecutionContext, opts: { port?: number; 
     }
     const ack = (): void => {
       peer.unackedOnStream = 0;
-      call.write({ ack: { through_batch: through, head: links[links.length - 1].head } });
+      peer.acksSent++;
+      const answer = { through_batch: through, head: links[links.length - 1].head };
+      call.write({ ack: { ...answer, ...opts.signing?.ack?.(answer, sidecar.hello) } });
     };
     if (peer.mode === 'hold-acks') return void held.push(ack);
     if (peer.mode === 'drop-ack-once') {
@@ -148,7 +173,7 @@ export async function startSyncPeer(t: ExecutionContext, opts: { port?: number; 
   }
 
   peer.port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(`127.0.0.1:${opts.port ?? 0}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    server.bindAsync(`127.0.0.1:${opts.port ?? 0}`, opts.credentials ?? grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
   );
   t.teardown(() => server.forceShutdown());
   return peer;
