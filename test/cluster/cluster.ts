@@ -12,7 +12,7 @@ import { ObjectStore, type KubeObject } from './objects.js';
 import type { PodInfo, PodSpec } from './pod-fields.js';
 import { createPodNetwork, type PodNetwork } from './pod-network.js';
 import { createTokenIssuer, type TokenIssuer } from './token-issuer.js';
-import { podsOf, serviceAccountOf, withKubeApiAccess } from './workloads.js';
+import { claimsOf, podsOf, serviceAccountOf, withKubeApiAccess } from './workloads.js';
 
 /**
  * A cluster of one node, played by the test: `apply` takes objects as `auditmesh install` and
@@ -75,6 +75,7 @@ export async function startCluster(t: ExecutionContext, options: ClusterOptions 
   async function apply(objects: KubeObject[]): Promise<PodHandle[]> {
     store.add(objects);
     for (const ns of objects.filter((o) => o.kind === 'Namespace')) store.add([rootCa(ns.metadata.name)]);
+    store.add(objects.flatMap(claimsOf));
     // Schedule: every new pod gets its namespace and address before any container starts.
     const scheduled: Array<{ info: PodInfo; netns: string }> = [];
     for (const o of objects) {
@@ -97,17 +98,32 @@ export async function startCluster(t: ExecutionContext, options: ClusterOptions 
     return started;
   }
 
-  /** A ClusterIP for the Service, DNAT to the first pod its selector matches (one replica is enough here). */
+  /**
+   * A ClusterIP for the Service, DNAT to the first pod its selector matches (one replica is enough
+   * here); for a headless Service, the DNS names of the pods it governs (hostname.subdomain).
+   */
   async function addService(svc: KubeObject, candidates: PodInfo[]): Promise<void> {
-    const spec = svc.spec as { selector?: Record<string, string>; ports: Array<{ port: number; targetPort?: number | string }> };
+    const spec = svc.spec as { clusterIP?: string; selector?: Record<string, string>; ports: Array<{ port: number; targetPort?: number | string }> };
     const selector = Object.entries(spec.selector ?? {});
-    const target = [...candidates, ...pods.map((p) => p.info)].find((p) => p.namespace === svc.metadata.namespace && selector.every(([k, v]) => p.object.metadata.labels?.[k] === v));
+    const matching = [...candidates, ...pods.map((p) => p.info)].filter((p) => p.namespace === svc.metadata.namespace && selector.every(([k, v]) => p.object.metadata.labels?.[k] === v));
+    if (spec.clusterIP === 'None') return addHeadless(svc, matching);
+    const target = matching[0];
     if (target === undefined) throw new Error(`service ${svc.metadata.namespace}/${svc.metadata.name}: no pod matches its selector`);
     const containers = [...(target.object.spec.initContainers ?? []), ...target.object.spec.containers];
     const port = (p: number | string | undefined, fallback: number): number => (typeof p === 'string' ? containers.flatMap((c) => c.ports ?? []).find((x) => x.name === p)?.containerPort ?? NaN : (p ?? fallback));
     const ip = await network.addService(spec.ports.map((p) => ({ port: p.port, targetIp: target.ip, targetPort: port(p.targetPort, p.port) })));
     const { name, namespace } = svc.metadata;
     serviceHosts.push(`${ip}\t${name}.${namespace}.svc.cluster.local ${name}.${namespace}.svc ${name}.${namespace} ${namespace}:${name}`);
+  }
+
+  function addHeadless(svc: KubeObject, matching: PodInfo[]): void {
+    const { name, namespace } = svc.metadata;
+    const governed = matching.filter((p) => p.object.spec.subdomain === name && p.object.spec.hostname !== undefined);
+    if (governed.length === 0) throw new Error(`headless service ${namespace}/${name}: no pod has it as subdomain`);
+    for (const p of governed) {
+      const host = `${p.object.spec.hostname}.${name}.${namespace}`;
+      serviceHosts.push(`${p.ip}\t${host}.svc.cluster.local ${host}.svc ${host}`);
+    }
   }
 
   /** /etc/hosts lines: every Service by its full names, and by its short name in its own namespace. */
