@@ -28,6 +28,8 @@ export interface Cluster {
   /** Adds the objects and runs their pods; resolves once every new pod is ready. */
   apply(objects: KubeObject[]): Promise<PodHandle[]>;
   pods: PodHandle[];
+  /** Every pod the harness started, ready or not (a pod whose container failed is here, not in `pods`). */
+  started: PodHandle[];
   /** The one pod whose name starts with `prefix` (a Deployment's name). */
   pod(namespace: string, prefix: string): PodHandle;
   /** Host folder of a PersistentVolumeClaim's volume. */
@@ -51,6 +53,7 @@ export async function startCluster(t: ExecutionContext, options: ClusterOptions 
   const images: ImageRegistry = defaultRegistry(options.images);
   const serviceHosts: string[] = [];
   const pods: PodHandle[] = [];
+  const startedPods: PodHandle[] = [];
 
   // The API server (issuer discovery only), behind the `kubernetes` Service: the first ClusterIP.
   const certs = await createWebhookCertificates(API_SERVER_NAMES, 1);
@@ -91,7 +94,7 @@ export async function startCluster(t: ExecutionContext, options: ClusterOptions 
       scheduled.map(async ({ info, netns }) => {
         const podDir = join(dir, 'pods', info.namespace, info.name);
         await mkdir(podDir, { recursive: true });
-        return runPod({ t, store, issuer, images, request, dir: podDir, hosts: hostsFor(info.namespace), kubernetesService, claimDir }, info, netns);
+        return runPod({ t, store, issuer, images, request, dir: podDir, hosts: hostsFor(info.namespace), kubernetesService, claimDir, onStart: (h) => startedPods.push(h) }, info, netns);
       }),
     );
     pods.push(...started);
@@ -138,6 +141,7 @@ export async function startCluster(t: ExecutionContext, options: ClusterOptions 
     request,
     apply,
     pods,
+    started: startedPods,
     claimDir,
     pod(namespace, prefix) {
       const found = pods.filter((p) => p.namespace === namespace && p.name.startsWith(prefix));

@@ -55,6 +55,8 @@ export interface KubeletDeps {
   hosts: string;
   kubernetesService: string;
   claimDir(namespace: string, claim: string): Promise<string>;
+  /** Told of the pod as soon as its handle exists, before its containers start. */
+  onStart?(pod: PodHandle): void;
 }
 
 const EVICTION_CHECK_MS = 2000;
@@ -82,6 +84,7 @@ export async function runPod(deps: KubeletDeps, pod: PodInfo, netns: string): Pr
     },
     stop: () => stopPod(handle, controller),
   };
+  deps.onStart?.(handle);
   deps.t.teardown(() => controller.abort());
   watchVolumes(handle, controller.signal);
   scheduleRotation(handle, controller.signal);
