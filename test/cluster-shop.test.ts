@@ -10,17 +10,25 @@ import { rendered } from './cluster/manifests.js';
 import type { PodHandle } from './cluster/kubelet.js';
 import type { KubeObject } from './cluster/objects.js';
 
+/** Milliseconds each step of a scenario took, logged at its end (the suite's time is budgeted). */
+function stopwatch(): { timings: Record<string, number>; lap(name: string): void } {
+  const timings: Record<string, number> = {};
+  let mark = performance.now();
+  return {
+    timings,
+    lap(name) {
+      timings[name] = Math.round(performance.now() - mark);
+      mark = performance.now();
+    },
+  };
+}
+
 // The default install, as `auditmesh install | kubectl apply -f -` applies it, and two apps as
 // `auditmesh inject -f` renders them, run by the harness that plays kubelet (test/cluster/).
 
 test.serial('the default install ships: both ends of orders -> inventory (HTTP/1.1 and gRPC) reach the collector verified, every probe passes, and the store verifies', async (t) => {
   if (!requireInterception(t)) return;
-  const timings: Record<string, number> = {};
-  let mark = performance.now();
-  const lap = (name: string): void => {
-    timings[name] = Math.round(performance.now() - mark);
-    mark = performance.now();
-  };
+  const { timings, lap } = stopwatch();
   const cluster = await startCluster(t);
   const install = await rendered(t, ['install', '--certs', 'self-signed', '--replicas', '1']);
   const apps = await rendered(t, ['inject', '-f', join(ROOT, 'test/fixtures/cluster/shop.yaml')]);
@@ -92,12 +100,7 @@ test.serial('the default install ships: both ends of orders -> inventory (HTTP/1
 // claim, finding each other by the headless Service's per-pod names; then the collector replicas.
 test.serial('the --ha install runs: three NATS servers on their own volumes form one JetStream cluster, every probe passes, and the collector replicas start as rendered', async (t) => {
   if (!requireInterception(t)) return;
-  const timings: Record<string, number> = {};
-  let mark = performance.now();
-  const lap = (name: string): void => {
-    timings[name] = Math.round(performance.now() - mark);
-    mark = performance.now();
-  };
+  const { timings, lap } = stopwatch();
   const cluster = await startCluster(t);
   const install = await rendered(t, ['install', '--ha', '--certs', 'self-signed', '--replicas', '1']);
   const collectorHelp = await runFromImage(t, await productionImage(), ['collector', '--help']);
