@@ -136,7 +136,6 @@ function statefulSet(o: InstallOptions): KubeObject {
         spec: {
           automountServiceAccountToken: false,
           securityContext: { runAsNonRoot: true, runAsUser: CONTROL_PLANE_UID, runAsGroup: CONTROL_PLANE_UID, fsGroup: CONTROL_PLANE_UID, seccompProfile: { type: 'RuntimeDefault' } },
-          terminationGracePeriodSeconds: 60,
           // Two servers on one node would lose the quorum with that node: one per node, or unscheduled.
           affinity: { podAntiAffinity: { requiredDuringSchedulingIgnoredDuringExecution: [{ topologyKey: 'kubernetes.io/hostname', labelSelector: { matchLabels: selector } }] } },
           containers: [natsContainer(o)],
