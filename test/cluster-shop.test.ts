@@ -98,7 +98,7 @@ test.serial('the default install ships: both ends of orders -> inventory (HTTP/1
 
 // `auditmesh install --ha`: the NATS servers each in their own network namespace, on their own
 // claim, finding each other by the headless Service's per-pod names; then the collector replicas.
-test.serial('the --ha install runs: three NATS servers on their own volumes form one JetStream cluster, every probe passes, and the collector replicas start as rendered', async (t) => {
+test.serial('the --ha install runs: three NATS servers on their own volumes form one JetStream cluster that outlives its leader, every probe passes, and the collector replicas start as rendered', async (t) => {
   if (!requireInterception(t)) return;
   const { timings, lap } = stopwatch();
   const cluster = await startCluster(t);
@@ -155,5 +155,28 @@ test.serial('the --ha install runs: three NATS servers on their own volumes form
     t.true(p.passed > 0, `${p.pod}/${p.container} ${p.kind} never passed (${p.last})`);
     t.is(p.failedAfterPass, 0, `${p.pod}/${p.container} ${p.kind} failed after passing (${p.last})`);
   }
+
+  // The leader down, as the disruption budget allows one server to be: the other two elect another and stay healthy.
+  const leaderOf = async (pod: PodHandle): Promise<string | undefined> => (JSON.parse((await cluster.request(`http://${pod.ip}:8222/jsz`)).body ?? '{}') as { meta_cluster?: { leader?: string } }).meta_cluster?.leader;
+  const leader = await leaderOf(nats[0]!);
+  const down = nats.find((p) => p.name === leader);
+  if (down === undefined) throw new Error(`no leader among the servers: ${leader}`);
+  await down.stop();
+  const rest = nats.filter((p) => p !== down);
+  const healthyWithout = async (): Promise<string[]> =>
+    Promise.all(
+      rest.map(async (pod) => {
+        const health = await cluster.request(`http://${pod.ip}:8222/healthz`);
+        const now = await leaderOf(pod);
+        return health.status === 200 && rest.some((p) => p.name === now) ? '' : `${pod.name}: ${health.body ?? health.error}, leader ${now}`;
+      }),
+    );
+  let unhealthy = await healthyWithout();
+  for (const deadline = Date.now() + 30_000; Date.now() < deadline && unhealthy.some((u) => u !== ''); ) {
+    await new Promise((r) => setTimeout(r, 500));
+    unhealthy = await healthyWithout();
+  }
+  t.deepEqual(unhealthy, ['', ''], 'two of three servers keep JetStream');
+  lap('one server down');
   t.log(`scenario timings (ms): ${JSON.stringify(timings)}`);
 });
