@@ -131,7 +131,7 @@ test.serial('the --ha install runs: three NATS servers on their own volumes form
     await tier;
     t.is(replicas().length, 3);
     for (const pod of replicas()) t.true(pod.probes.some((p) => p.kind === 'readiness' && p.passed > 0), pod.containers.get('collector')!.logs());
-    // The collectors made their stream and bucket with the replicas the install renders, on file.
+    // The collectors made their stream and buckets on file, a replica on each of the three servers.
     const jsz = JSON.parse((await cluster.request(`http://${nats[0]!.ip}:8222/jsz?accounts=true&streams=true&config=true`)).body ?? '{}') as { account_details?: Array<{ stream_detail?: Array<{ name: string; config?: { num_replicas?: number; storage?: string } }> }> };
     const streams = (jsz.account_details ?? []).flatMap((a) => a.stream_detail ?? []);
     t.true(streams.some((s) => s.name.startsWith('KV_')) && streams.some((s) => !s.name.startsWith('KV_')), JSON.stringify(streams));
@@ -142,18 +142,21 @@ test.serial('the --ha install runs: three NATS servers on their own volumes form
     await t.throwsAsync(tier, { message: /container collector exited 2[\s\S]*--jetstream/ });
     const deployment = install.find((o) => o.kind === 'Deployment' && o.metadata.name === 'auditmesh-collector') as KubeObject & { spec: { template: { spec: { containers: Array<{ args: string[] }> } } } };
     const args = deployment.spec.template.spec.containers[0]!.args;
-    t.true(args.includes('--jetstream') && args.includes('--jetstream-replicas'), args.join(' '));
+    t.true(args.includes('--jetstream'), args.join(' '));
     t.is(replicas().length, 3);
     for (const pod of replicas()) t.deepEqual(pod.containers.get('collector')?.spec.argv.slice(-args.length), args, pod.name);
   }
   lap('collector replicas');
 
-  // Every probe the NATS servers and the injector declare ran from the node and passed; none failed once it had passed.
+  // Every probe the NATS servers and the injector declare ran from the node and passed, and none
+  // failed its threshold's worth in a row once it had passed (the kubelet would have acted). A
+  // Raft election on a loaded machine can fail one readiness check: logged, not fatal.
   const probes = cluster.pods.flatMap((p) => p.probes.map((r) => ({ pod: p.name, ...r })));
   t.true(probes.filter((p) => p.pod.startsWith('auditmesh-nats-')).length === 9, JSON.stringify(probes));
   for (const p of probes) {
     t.true(p.passed > 0, `${p.pod}/${p.container} ${p.kind} never passed (${p.last})`);
-    t.is(p.failedAfterPass, 0, `${p.pod}/${p.container} ${p.kind} failed after passing (${p.last})`);
+    t.true(p.failureRunAfterPass < p.threshold, `${p.pod}/${p.container} ${p.kind} failed ${p.failureRunAfterPass} times in a row after passing (${p.lastFailure})`);
+    if (p.failedAfterPass > 0) t.log(`${p.pod}/${p.container} ${p.kind}: ${p.failedAfterPass} failures after passing, at most ${p.failureRunAfterPass} in a row (${p.lastFailure})`);
   }
 
   // The leader down, as the disruption budget allows one server to be: the other two elect another and stay healthy.

@@ -72,7 +72,7 @@ test('install --ha: the collectors are the single collector rolled out three tim
   t.deepEqual(replica!.volumeMounts, one!.volumeMounts);
   t.deepEqual(tier.spec.template.spec.volumes.filter((v) => v.name !== 'store'), single.spec.template.spec.volumes.filter((v) => v.name !== 'store'));
   t.like(tier.spec.template.spec.volumes.find((v) => v.name === 'store'), { emptyDir: { sizeLimit: '20Gi' } });
-  t.deepEqual(replica!.args, [...one!.args, '--jetstream', natsUrls('auditmesh-system').join(','), '--jetstream-replicas', '3']);
+  t.deepEqual(replica!.args, [...one!.args, '--jetstream', natsUrls('auditmesh-system').join(',')]);
   t.is(natsUrls('auditmesh-system')[0], 'nats://auditmesh-nats-0.auditmesh-nats-headless.auditmesh-system.svc:4222');
   t.like(get(objects, 'PodDisruptionBudget', 'auditmesh-collector'), { spec: { maxUnavailable: 1 } });
   t.is((await render(['--ha', '--collector-replicas', '5'])).filter((o) => o.kind === 'Deployment' && o.metadata.name === 'auditmesh-collector').map((o) => (o as Workload).spec.replicas)[0], 5);

@@ -1,6 +1,6 @@
 import { collector } from './control-plane.js';
 import { COLLECTOR, componentLabels, type InstallOptions, type KubeObject } from './install-options.js';
-import { natsUrls, NATS_REPLICAS } from './nats-cluster.js';
+import { natsUrls } from './nats-cluster.js';
 
 /**
  * `install --ha`: the collector as a tier of replicas on NATS JetStream. Each replica is the
@@ -10,17 +10,19 @@ import { natsUrls, NATS_REPLICAS } from './nats-cluster.js';
  * no volume ties them to a node.
  */
 
-/** The stream's and the KV bucket's replicas: every NATS server holds a copy, a quorum acknowledges. */
-export const STREAM_REPLICAS = NATS_REPLICAS;
-
 type Volume = { name: string; [source: string]: unknown };
 type PodTemplate = { metadata: { labels: Record<string, string> }; spec: { containers: Array<{ name: string; args: string[] }>; volumes: Volume[]; [k: string]: unknown } };
 
-/** The collector's arguments in a tier: the embedded store's own, then where JetStream is and how its stream and bucket are replicated. */
-export function tierArgs(o: InstallOptions, args: readonly string[]): string[] {
-  return [...args, '--jetstream', natsUrls(o.namespace).join(','), '--jetstream-replicas', String(STREAM_REPLICAS)];
+/**
+ * The collector's arguments in a tier: the single collector's, then every NATS server by its
+ * stable name. The collectors create the stream and buckets themselves, on file storage with one
+ * replica on each of the NATS_REPLICAS servers (a quorum acknowledges a publish).
+ */
+function tierArgs(o: InstallOptions, args: readonly string[]): string[] {
+  return [...args, '--jetstream', natsUrls(o.namespace).join(',')];
 }
 
+/** The collector objects of `install --ha`: the single collector's, its store volume gone, its Deployment made a tier, and a PodDisruptionBudget. */
 export function collectorTier(o: InstallOptions): KubeObject[] {
   const objects = collector(o).filter((x) => !(x.kind === 'PersistentVolumeClaim' && x.metadata.name === `${COLLECTOR}-store`));
   const deployment = objects.find((x) => x.kind === 'Deployment' && x.metadata.name === COLLECTOR);
