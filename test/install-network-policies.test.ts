@@ -2,31 +2,10 @@ import test from 'ava';
 import { renderInstall } from '../control/install/render-install.js';
 import { installOptions } from '../control/cli/install.js';
 import { schemaErrors } from './helpers/kube-schema.js';
+import { allows, type Peer, type Policy } from './helpers/network-policy.js';
 
-// The NetworkPolicies `auditmesh install` renders for the control plane, read as a CNI reads them:
-// which source may reach which port of which pod.
-
-interface Peer {
-  namespace: string;
-  namespaceLabels: Record<string, string>;
-}
-
-type Rule = { from?: Array<{ namespaceSelector?: { matchLabels?: Record<string, string> }; podSelector?: object }>; ports: Array<{ port: number }> };
-type Policy = { kind: string; metadata: { namespace: string }; spec: { podSelector: { matchLabels: Record<string, string> }; ingress: Rule[] } };
-
-/** Whether `peer` may reach `port` of the pod named `app` under these policies (the pod is selected by one, so only what is listed passes). */
-function allows(policies: Policy[], app: string, port: number, peer: Peer): boolean {
-  const selecting = policies.filter((p) => p.spec.podSelector.matchLabels['app.kubernetes.io/name'] === app);
-  if (selecting.length === 0) throw new Error(`no NetworkPolicy selects ${app}: everything could reach it`);
-  return selecting.some((p) =>
-    p.spec.ingress.some((rule) => rule.ports.some((r) => r.port === port) && (rule.from === undefined || rule.from.some((f) => fromMatches(f, p.metadata.namespace, peer)))),
-  );
-}
-
-function fromMatches(f: NonNullable<Rule['from']>[number], policyNamespace: string, peer: Peer): boolean {
-  if (f.namespaceSelector === undefined) return peer.namespace === policyNamespace;
-  return Object.entries(f.namespaceSelector.matchLabels ?? {}).every(([k, v]) => peer.namespaceLabels[k] === v);
-}
+// The NetworkPolicies `auditmesh install` renders for the control plane, read as a CNI reads them
+// (test/helpers/network-policy.ts).
 
 test('install renders NetworkPolicies: ingest from any namespace, the query API only from the control plane and labelled namespaces, the webhook from anywhere, metrics from monitoring', async (t) => {
   const objects = await renderInstall(installOptions([]));

@@ -5,11 +5,19 @@ import { choice, decimal, flag, flagsOf, optionalText, readSettings, text, whole
 import { INJECT_FLAGS, injectOptionsFromFlags } from '../injector/inject-flags.js';
 import { collectorAddress, DEFAULT_NAMESPACE, type InstallOptions } from '../install/install-options.js';
 import { renderInstall } from '../install/render-install.js';
+import { quantityBytes } from '../injector/journal-limit.js';
 import { monitoring } from '../install/monitoring.js';
 import { dashboardFiles } from '../install/grafana/dashboards.js';
 import { VERSION } from '../../command/version.js';
 import type { CommandIO } from '../../command/io.js';
 import { OUTPUT_FLAG, writeObjects } from './manifest-output.js';
+
+/** The last 2.9 release of the official image; the tests run Debian's nats-server 2.9.10. */
+const NATS_IMAGE = 'nats:2.9.25';
+
+const quantity = (flag: string) => (value: string): void => {
+  if ((quantityBytes(value) ?? 0) <= 0) throw new UsageError(`--${flag}: expected a quantity such as 20Gi, got ${JSON.stringify(value)}`);
+};
 
 // No environment fallbacks: the same command line must always render the same manifests.
 const POLICY_FLAGS: readonly FlagSpec[] = INJECT_FLAGS.map((f) => ({ ...f, env: false }));
@@ -35,6 +43,16 @@ const INSTALL_SETTINGS = {
   monitoringOnly: flag({ name: 'monitoring-only', help: 'print only the monitoring objects, to add them to an existing install', env: false }),
   dashboardsDir: optionalText({ name: 'dashboards-dir', help: 'also write the Grafana dashboards into this folder as JSON files, to import them by hand', env: false }),
   mandatoryAuditPolicy: flag({ name: 'mandatory-audit-policy', help: 'add a ValidatingAdmissionPolicy refusing pods without the sidecar in namespaces labelled auditmesh.io/audit=mandatory (Kubernetes >= 1.30)', env: false }),
+  ha: flag({ name: 'ha', help: 'the collector as a tier of replicas on a 3-server NATS JetStream cluster (StatefulSet), instead of one replica on its own volume', env: false }),
+  collectorReplicas: whole({ name: 'collector-replicas', default: 3, help: 'collector replicas of the --ha tier', env: false }, 2),
+  nats: {
+    image: text({ name: 'nats-image', default: NATS_IMAGE, help: 'the NATS server image of the --ha tier (nats-server 2.9 or later)', env: false }),
+    storage: text({ name: 'nats-storage', default: '20Gi', help: "size of each NATS server's PersistentVolumeClaim (--ha); JetStream may fill 90% of it", env: false }, quantity('nats-storage')),
+    resources: {
+      cpu: text({ name: 'nats-cpu', default: '500m', help: 'NATS server CPU request (--ha)', env: false }),
+      memory: text({ name: 'nats-memory', default: '2Gi', help: 'NATS server memory request and limit (--ha)', env: false }, quantity('nats-memory')),
+    },
+  },
   output: choice<'yaml' | 'json'>({ ...OUTPUT_FLAG }),
 };
 
@@ -42,7 +60,7 @@ const INSTALL_FLAGS: readonly FlagSpec[] = [...flagsOf(INSTALL_SETTINGS), ...POL
 
 export const INSTALL_HELP = formatHelp(
   'auditmesh install [flags] | kubectl apply -f -',
-  "Prints the control plane's Kubernetes manifests: namespace, service accounts, collector (with its\nstore's PersistentVolumeClaim), injector, its MutatingWebhookConfiguration and certificate, and\noptionally monitoring and a mandatory-audit policy. The --image ... --collector flags configure\nthe sidecars the injector adds (default collector: the one installed here).",
+  "Prints the control plane's Kubernetes manifests: namespace, service accounts, collector (with its\nstore's PersistentVolumeClaim), injector, its MutatingWebhookConfiguration and certificate, and\noptionally monitoring and a mandatory-audit policy. --ha renders the collector as a tier of\nreplicas on a NATS JetStream cluster instead. The --image ... --collector flags configure\nthe sidecars the injector adds (default collector: the one installed here).",
   INSTALL_FLAGS,
 );
 
@@ -105,6 +123,9 @@ export function installOptionsFromFlags(values: FlagValues): InstallOptions {
     mandatoryAuditPolicy: settings.mandatoryAuditPolicy,
     inject,
     injectArgs,
+    ha: settings.ha,
+    collectorReplicas: settings.collectorReplicas,
+    nats: settings.nats,
   };
 }
 

@@ -31,6 +31,12 @@ export interface InstallOptions {
   inject: InjectOptions;
   /** The same, as `--flag value` arguments for the injector's container. */
   injectArgs: readonly string[];
+  /** `--ha`: the collector as a tier of replicas on a NATS JetStream cluster instead of one replica on its own store. */
+  ha: boolean;
+  /** The tier's collector replicas (with `ha`). */
+  collectorReplicas: number;
+  /** The NATS cluster (with `ha`): image, each server's volume size and resources. */
+  nats: { image: string; storage: string; resources: Resources };
 }
 
 /** A Kubernetes object as rendered: plain data, serialised to YAML or JSON by the CLI. */

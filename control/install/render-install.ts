@@ -5,6 +5,8 @@ import { mandatoryAuditPolicy } from './mandatory-audit-policy.js';
 import { webhookObjects } from './webhook-config.js';
 import { networkPolicies } from './network-policies.js';
 import { readPolicyObjects } from './read-policy-config.js';
+import { collectorTier } from './collector-tier.js';
+import { natsCluster, natsNetworkPolicy } from './nats-cluster.js';
 
 /**
  * The control plane's manifests, in the order `kubectl apply` should meet them: the namespace and
@@ -20,9 +22,10 @@ export async function renderInstall(o: InstallOptions): Promise<KubeObject[]> {
     ...serviceAccounts(o),
     ...webhook.filter((x) => x.kind !== 'MutatingWebhookConfiguration'),
     ...readPolicyObjects(o),
-    ...collector(o),
+    ...(o.ha ? [...natsCluster(o), ...collectorTier(o)] : collector(o)),
     ...injector(o),
     ...networkPolicies(o),
+    ...(o.ha ? [natsNetworkPolicy(o)] : []),
     ...config,
     ...(o.mandatoryAuditPolicy ? mandatoryAuditPolicy(o) : []),
     ...(o.monitoring ? monitoring(o) : []),

@@ -12,7 +12,7 @@ import { ObjectStore, type KubeObject } from './objects.js';
 import type { PodInfo, PodSpec } from './pod-fields.js';
 import { createPodNetwork, type PodNetwork } from './pod-network.js';
 import { createTokenIssuer, type TokenIssuer } from './token-issuer.js';
-import { podsOf, serviceAccountOf, withKubeApiAccess } from './workloads.js';
+import { claimsOf, podsOf, serviceAccountOf, withKubeApiAccess } from './workloads.js';
 
 /**
  * A cluster of one node, played by the test: `apply` takes objects as `auditmesh install` and
@@ -28,6 +28,8 @@ export interface Cluster {
   /** Adds the objects and runs their pods; resolves once every new pod is ready. */
   apply(objects: KubeObject[]): Promise<PodHandle[]>;
   pods: PodHandle[];
+  /** Every pod the harness started, ready or not (a pod whose container failed is here, not in `pods`). */
+  started: PodHandle[];
   /** The one pod whose name starts with `prefix` (a Deployment's name). */
   pod(namespace: string, prefix: string): PodHandle;
   /** Host folder of a PersistentVolumeClaim's volume. */
@@ -51,6 +53,7 @@ export async function startCluster(t: ExecutionContext, options: ClusterOptions 
   const images: ImageRegistry = defaultRegistry(options.images);
   const serviceHosts: string[] = [];
   const pods: PodHandle[] = [];
+  const startedPods: PodHandle[] = [];
 
   // The API server (issuer discovery only), behind the `kubernetes` Service: the first ClusterIP.
   const certs = await createWebhookCertificates(API_SERVER_NAMES, 1);
@@ -75,6 +78,7 @@ export async function startCluster(t: ExecutionContext, options: ClusterOptions 
   async function apply(objects: KubeObject[]): Promise<PodHandle[]> {
     store.add(objects);
     for (const ns of objects.filter((o) => o.kind === 'Namespace')) store.add([rootCa(ns.metadata.name)]);
+    store.add(objects.flatMap(claimsOf));
     // Schedule: every new pod gets its namespace and address before any container starts.
     const scheduled: Array<{ info: PodInfo; netns: string }> = [];
     for (const o of objects) {
@@ -90,24 +94,39 @@ export async function startCluster(t: ExecutionContext, options: ClusterOptions 
       scheduled.map(async ({ info, netns }) => {
         const podDir = join(dir, 'pods', info.namespace, info.name);
         await mkdir(podDir, { recursive: true });
-        return runPod({ t, store, issuer, images, request, dir: podDir, hosts: hostsFor(info.namespace), kubernetesService, claimDir }, info, netns);
+        return runPod({ t, store, issuer, images, request, dir: podDir, hosts: hostsFor(info.namespace), kubernetesService, claimDir, onStart: (h) => startedPods.push(h) }, info, netns);
       }),
     );
     pods.push(...started);
     return started;
   }
 
-  /** A ClusterIP for the Service, DNAT to the first pod its selector matches (one replica is enough here). */
+  /**
+   * A ClusterIP for the Service, DNAT to the first pod its selector matches (one replica is enough
+   * here); for a headless Service, the DNS names of the pods it governs (hostname.subdomain).
+   */
   async function addService(svc: KubeObject, candidates: PodInfo[]): Promise<void> {
-    const spec = svc.spec as { selector?: Record<string, string>; ports: Array<{ port: number; targetPort?: number | string }> };
+    const spec = svc.spec as { clusterIP?: string; selector?: Record<string, string>; ports: Array<{ port: number; targetPort?: number | string }> };
     const selector = Object.entries(spec.selector ?? {});
-    const target = [...candidates, ...pods.map((p) => p.info)].find((p) => p.namespace === svc.metadata.namespace && selector.every(([k, v]) => p.object.metadata.labels?.[k] === v));
+    const matching = [...candidates, ...pods.map((p) => p.info)].filter((p) => p.namespace === svc.metadata.namespace && selector.every(([k, v]) => p.object.metadata.labels?.[k] === v));
+    if (spec.clusterIP === 'None') return addHeadless(svc, matching);
+    const target = matching[0];
     if (target === undefined) throw new Error(`service ${svc.metadata.namespace}/${svc.metadata.name}: no pod matches its selector`);
     const containers = [...(target.object.spec.initContainers ?? []), ...target.object.spec.containers];
     const port = (p: number | string | undefined, fallback: number): number => (typeof p === 'string' ? containers.flatMap((c) => c.ports ?? []).find((x) => x.name === p)?.containerPort ?? NaN : (p ?? fallback));
     const ip = await network.addService(spec.ports.map((p) => ({ port: p.port, targetIp: target.ip, targetPort: port(p.targetPort, p.port) })));
     const { name, namespace } = svc.metadata;
     serviceHosts.push(`${ip}\t${name}.${namespace}.svc.cluster.local ${name}.${namespace}.svc ${name}.${namespace} ${namespace}:${name}`);
+  }
+
+  function addHeadless(svc: KubeObject, matching: PodInfo[]): void {
+    const { name, namespace } = svc.metadata;
+    const governed = matching.filter((p) => p.object.spec.subdomain === name && p.object.spec.hostname !== undefined);
+    if (governed.length === 0) throw new Error(`headless service ${namespace}/${name}: no pod has it as subdomain`);
+    for (const p of governed) {
+      const host = `${p.object.spec.hostname}.${name}.${namespace}`;
+      serviceHosts.push(`${p.ip}\t${host}.svc.cluster.local ${host}.svc ${host}`);
+    }
   }
 
   /** /etc/hosts lines: every Service by its full names, and by its short name in its own namespace. */
@@ -122,6 +141,7 @@ export async function startCluster(t: ExecutionContext, options: ClusterOptions 
     request,
     apply,
     pods,
+    started: startedPods,
     claimDir,
     pod(namespace, prefix) {
       const found = pods.filter((p) => p.namespace === namespace && p.name.startsWith(prefix));

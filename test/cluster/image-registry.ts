@@ -17,6 +17,9 @@ export interface Image {
 /** The PATH of the node:20-bookworm-slim base image. */
 const IMAGE_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
+/** Where Debian's package puts nats-server. */
+export const NATS_SERVER = '/usr/sbin/nats-server';
+
 /** Image references → images. The auditmesh image is the production install of deploy/Dockerfile, pruned (test/helpers/production-image.ts). */
 export type ImageRegistry = (reference: string) => Promise<Image>;
 
@@ -40,6 +43,11 @@ export function defaultRegistry(extra: Record<string, Image> = {}): ImageRegistr
       const image = await productionImage();
       const user = image.user === undefined ? undefined : Number(image.user);
       return { binds: [{ host: image.dir, path: image.workdir }], entrypoint: image.entrypoint, workdir: image.workdir, user, env: { PATH: IMAGE_PATH } };
+    }
+    // The official NATS image (scratch variant: the binary at /nats-server, no USER) is the host's
+    // nats-server, Debian's 2.9.10 as CI installs it: any 2.9 tag the install renders runs it.
+    if (/^(docker\.io\/)?(library\/)?nats:2\.9\.\d+(-[a-z0-9.]+)?$/.test(reference)) {
+      return { binds: [{ host: NATS_SERVER, path: '/nats-server' }], entrypoint: ['/nats-server'], workdir: '/', user: undefined, env: { PATH: IMAGE_PATH } };
     }
     const app = extra[reference] ?? APPS[reference];
     if (app === undefined) throw new Error(`image ${reference} is not in the harness' registry (test/cluster/image-registry.ts)`);

@@ -55,6 +55,8 @@ export interface KubeletDeps {
   hosts: string;
   kubernetesService: string;
   claimDir(namespace: string, claim: string): Promise<string>;
+  /** Told of the pod as soon as its handle exists, before its containers start. */
+  onStart?(pod: PodHandle): void;
 }
 
 const EVICTION_CHECK_MS = 2000;
@@ -82,6 +84,7 @@ export async function runPod(deps: KubeletDeps, pod: PodInfo, netns: string): Pr
     },
     stop: () => stopPod(handle, controller),
   };
+  deps.onStart?.(handle);
   deps.t.teardown(() => controller.abort());
   watchVolumes(handle, controller.signal);
   scheduleRotation(handle, controller.signal);
@@ -124,7 +127,7 @@ async function startContainer(deps: KubeletDeps, pod: PodHandle, c: Container, s
     ['readiness', c.readinessProbe],
     ['liveness', c.livenessProbe],
   ];
-  const records = Object.fromEntries(kinds.filter(([, p]) => p !== undefined).map(([kind]) => [kind, { container: c.name, kind, passed: 0, failed: 0, failedAfterPass: 0, last: '' } as ProbeRecord]));
+  const records = Object.fromEntries(kinds.filter(([, p]) => p !== undefined).map(([kind, p]) => [kind, { container: c.name, kind, passed: 0, failed: 0, failedAfterPass: 0, failureRunAfterPass: 0, threshold: p!.failureThreshold ?? 3, lastFailure: '', last: '' } as ProbeRecord]));
   pod.probes.push(...Object.values(records));
   const died = running.done.then((f) => {
     if (!signal.aborted) throw new Error(`pod ${pod.namespace}/${pod.name}: container ${c.name} exited ${f.code}:\n${f.stdout}${f.stderr}`);

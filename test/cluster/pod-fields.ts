@@ -54,6 +54,9 @@ export interface PodSpec {
   securityContext?: SecurityContext;
   serviceAccountName?: string;
   automountServiceAccountToken?: boolean;
+  /** Set by the StatefulSet controller: HOSTNAME.SUBDOMAIN.NAMESPACE.svc names the pod. */
+  hostname?: string;
+  subdomain?: string;
 }
 
 /** The value of a downward-API fieldPath (env fieldRef and downwardAPI volume items). */

@@ -11,6 +11,12 @@ export interface ProbeRecord {
   failed: number;
   /** Failures after its first pass (a container not yet listening fails a readiness probe, as in a cluster). */
   failedAfterPass: number;
+  /** The longest run of consecutive failures after its first pass: at failureThreshold the kubelet acts (unready, restart). */
+  failureRunAfterPass: number;
+  /** Consecutive failures at which the kubelet acts (the probe's failureThreshold). */
+  threshold: number;
+  /** What the last failure said. */
+  lastFailure: string;
   last: string;
 }
 
@@ -55,8 +61,13 @@ export async function runProbe(request: NodeRequest, podIp: string, c: Container
       if (kind === 'startup') return;
     } else {
       record.failed++;
-      if (record.passed > 0) record.failedAfterPass++;
-      if (++failures >= (probe.failureThreshold ?? 3) && kind === 'startup') throw new Error(`container ${c.name}: startup probe failed ${failures} times (${detail})`);
+      record.lastFailure = detail;
+      ++failures;
+      if (record.passed > 0) {
+        record.failedAfterPass++;
+        record.failureRunAfterPass = Math.max(record.failureRunAfterPass, failures);
+      }
+      if (failures >= (probe.failureThreshold ?? 3) && kind === 'startup') throw new Error(`container ${c.name}: startup probe failed ${failures} times (${detail})`);
     }
     await sleep((probe.periodSeconds ?? 10) * 1000, signal);
   }

@@ -26,10 +26,31 @@ export function podsOf(o: KubeObject): PodObject[] {
     case 'Job':
       return Array.from({ length: o.kind === 'ReplicaSet' ? (spec!.replicas ?? 1) : 1 }, () => make(`${o.metadata.name}-${suffix(5)}`, spec!.template!));
     case 'StatefulSet':
-      return Array.from({ length: spec!.replicas ?? 1 }, (_, i) => make(`${o.metadata.name}-${i}`, spec!.template!));
+      return Array.from({ length: spec!.replicas ?? 1 }, (_, i) => statefulPod(o, make(`${o.metadata.name}-${i}`, spec!.template!)));
     default:
       return [];
   }
+}
+
+type StatefulSetSpec = { serviceName?: string; volumeClaimTemplates?: Array<{ metadata: { name: string; labels?: Record<string, string> }; spec: unknown }> };
+
+/** What the StatefulSet controller adds to each pod: its stable hostname under the governing Service, and a claim per template. */
+function statefulPod(set: KubeObject, pod: PodObject): PodObject {
+  const spec = set.spec as StatefulSetSpec;
+  const claims = (spec.volumeClaimTemplates ?? []).map((c) => ({ name: c.metadata.name, persistentVolumeClaim: { claimName: `${c.metadata.name}-${pod.metadata.name}` } }));
+  pod.spec.hostname = pod.metadata.name;
+  if (spec.serviceName !== undefined) pod.spec.subdomain = spec.serviceName;
+  pod.spec.volumes = [...(pod.spec.volumes ?? []).filter((v) => !claims.some((c) => c.name === v.name)), ...claims];
+  return pod;
+}
+
+/** The PersistentVolumeClaims a StatefulSet's controller creates (`TEMPLATE-SET-i`), kept when its pods go. */
+export function claimsOf(o: KubeObject): KubeObject[] {
+  if (o.kind !== 'StatefulSet') return [];
+  const spec = o.spec as StatefulSetSpec & { replicas?: number };
+  return Array.from({ length: spec.replicas ?? 1 }, (_, i) =>
+    (spec.volumeClaimTemplates ?? []).map((c): KubeObject => ({ apiVersion: 'v1', kind: 'PersistentVolumeClaim', metadata: { ...structuredClone(c.metadata), name: `${c.metadata.name}-${o.metadata.name}-${i}`, namespace: o.metadata.namespace }, spec: structuredClone(c.spec) })),
+  ).flat();
 }
 
 const defaultAccounts = new Map<string, string>();
