@@ -9,8 +9,13 @@ import type { SidecarChain } from '../ingest/sidecar-chain.js';
 
 export const HEARTBEAT_GRACE_INTERVALS = 3;
 
+/** One chain of a sidecar: with ServiceAccount tokens, one per incarnation (pod uid) of its id. */
 export interface SidecarStatus {
   id: string;
+  /** The pod uid of this chain's incarnation; null: none (a shared token, --insecure). */
+  incarnation: string | null;
+  /** This is the newest incarnation of its sidecar id (the one first seen last); earlier ones may still drain. */
+  current: boolean;
   service: string;
   key_id: string;
   first_batch: number;
@@ -39,6 +44,8 @@ export function sidecarStatus(chain: SidecarChain, intervalMs: number, nowUnixMs
   const { position } = state;
   return {
     id: state.id,
+    incarnation: state.incarnation ?? null,
+    current: true,
     service: state.service,
     key_id: state.key_id,
     first_batch: state.first_batch,
@@ -52,6 +59,20 @@ export function sidecarStatus(chain: SidecarChain, intervalMs: number, nowUnixMs
     last_refusal: refusal === undefined ? null : { code: refusal.code, reason: refusal.reason, at: iso(refusal.unix_ms) },
     lost: (state.lost ?? []).map((l) => ({ from_batch: l.from_batch, to_batch: l.to_batch, recorded: iso(l.recorded_unix_ms) })),
   };
+}
+
+/**
+ * Every chain's status, each chain's `current` set: false for an incarnation of a sidecar id
+ * that a later-seen incarnation of the same id followed (first seen later; ties by chain key).
+ */
+export function sidecarStatuses(chains: Iterable<SidecarChain>, intervalMs: number, nowUnixMs: number): SidecarStatus[] {
+  const all = Array.from(chains);
+  const newest = new Map<string, SidecarChain>();
+  for (const c of all) {
+    const n = newest.get(c.state.id);
+    if (n === undefined || c.state.first_seen_unix_ms > n.state.first_seen_unix_ms || (c.state.first_seen_unix_ms === n.state.first_seen_unix_ms && c.chainKey > n.chainKey)) newest.set(c.state.id, c);
+  }
+  return all.map((c) => ({ ...sidecarStatus(c, intervalMs, nowUnixMs), current: newest.get(c.state.id) === c }));
 }
 
 /** Sidecars with current heartbeats, and those seen alive since this collector started whose heartbeats stopped. */
