@@ -53,6 +53,9 @@ export function parseStatus(text: string): StatusFilter {
   throw new QueryError(`status: expected 5xx (a class), ok, error or a status code such as 503, got ${JSON.stringify(text)}`);
 }
 
+/** Longer than any SPIFFE ID a token or certificate of the mesh proves (a namespace is 63 characters, a service account 253), and well inside an LMDB key. */
+const MAX_IDENTITY_CHARS = 512;
+
 const PARAMS = new Set(['correlation_id', 'trace_id', 'service', 'peer', 'identity', 'since', 'until', 'status', 'namespace', 'limit']);
 
 /** /v1/records parameters -> query. Throws QueryError naming the parameter at fault. */
@@ -76,7 +79,7 @@ export function parseRecordQuery(params: URLSearchParams, nowUnixMs = Date.now()
   q.peer = get('peer');
   const identity = get('identity');
   if (identity !== undefined) {
-    if (parseSpiffeId(identity) === null) throw new QueryError(`identity: expected a workload SPIFFE ID, spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT, got ${JSON.stringify(identity)}`);
+    if (identity.length > MAX_IDENTITY_CHARS || parseSpiffeId(identity) === null) throw new QueryError(`identity: expected a workload SPIFFE ID, spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT, got ${JSON.stringify(identity)}`);
     q.identity = identity;
   }
   const since = get('since');

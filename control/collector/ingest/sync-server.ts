@@ -154,7 +154,7 @@ class SyncSession {
       }
       // The pod uid is the incarnation: a recreated pod of the same name ships a chain of its own.
       const incarnation = this.#identity?.podUid ?? '';
-      const known = ingest.chains.has(chainKey(msg.hello.sidecar_id, incarnation));
+      const known = ingest.chains.has(chainKey(String(msg.hello?.sidecar_id), incarnation));
       const chain = await ingest.hello(msg.hello, incarnation);
       if (!known && incarnation !== '') {
         const earlier = Array.from(ingest.chains.values(), (c) => c.state).filter((s) => s.id === chain.state.id && s.incarnation !== incarnation);
