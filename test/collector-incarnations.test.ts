@@ -2,6 +2,9 @@ import test, { type ExecutionContext } from 'ava';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
+import { open } from 'lmdb';
+import { openCollectorStores } from '../control/collector/store/store-layout.js';
+import { verifyStoreDir } from '../control/collector/store/verify-store.js';
 import { ephemeralSigningKey, type SigningKey } from '../ledger/keys.js';
 import type { CollectorMessage } from '../wire/sync-wire.js';
 import type { SidecarStatus } from '../control/collector/api/sidecar-status.js';
@@ -171,4 +174,35 @@ test('a real sidecar whose pod is recreated (journal and key gone, a token of a 
   t.is(verify.code, 0, verify.stdout + verify.stderr);
   t.regex(verify.stdout, /^ok +shop\/ledger-0@uid-1 +key \w+ +3 records/m);
   t.regex(verify.stdout, /^ok +shop\/ledger-0@uid-2 +key \w+ +2 records/m);
+});
+
+test("verify fails a store whose identity stamp names a batch its chain does not hold, or whose chain's state was moved under another incarnation's key", async (t) => {
+  const issuer = await createTokenIssuer();
+  const collector = await startTokenCollector(t, issuer);
+  const s = await shipment(t, ephemeralSigningKey(), 'one');
+  const peer = openSync(t, collector.grpcAddress, await sidecarToken(issuer, ledgerPod('uid-1')));
+  peer.send({ hello: s.hello });
+  await peer.next();
+  t.true((await sendAll(peer, s.segments)).every((a) => a.body === 'ack'));
+  await collector.close();
+  t.true((await verifyStoreDir(collector.storeDir)).ok);
+
+  const tamper = async (edit: (stores: ReturnType<typeof openCollectorStores>) => void): Promise<void> => {
+    const stores = openCollectorStores(open({ path: collector.storeDir }));
+    edit(stores);
+    await stores.env.close();
+  };
+  await tamper((stores) => stores.identities.putSync([`${ID}@uid-1`, 999], LEDGER_IDENTITY));
+  const stamped = await verifyStoreDir(collector.storeDir);
+  t.false(stamped.ok);
+  t.like(stamped.failure, { sidecar: `${ID}@uid-1`, batch: 999 });
+  t.regex(stamped.failure?.problem ?? '', /an identity stamp \(spiffe:\/\/cluster\.local\/ns\/shop\/sa\/ledger\) names batch 999, whose records this chain does not hold/);
+
+  await tamper((stores) => {
+    stores.identities.removeSync([`${ID}@uid-1`, 999]);
+    stores.sidecars.putSync(`${ID}@uid-2`, stores.sidecars.get(`${ID}@uid-1`)!);
+  });
+  const moved = await verifyStoreDir(collector.storeDir);
+  t.false(moved.ok);
+  t.regex(moved.failure?.problem ?? '', /the chain stored as shop\/ledger-0@uid-2 names itself sidecar shop\/ledger-0, incarnation uid-1/);
 });
