@@ -13,7 +13,7 @@ import { journalShipment, openSync, signedHello, type JournalShipment, type Sync
 import { createTokenIssuer, sidecarToken, startTokenCollector } from './helpers/identity.js';
 import { makeRecord, writeJournal } from './helpers/journal.js';
 import { eventually, startShippingSidecar } from './helpers/shipping.js';
-import { tempDir } from './helpers/sidecar.js';
+import { metricValue, tempDir } from './helpers/sidecar.js';
 import type { TokenSubject } from './cluster/token-issuer.js';
 
 // Issue 24: a sidecar's id is bound to its pod (NS/POD) and its incarnation to the pod's uid. A
@@ -135,7 +135,7 @@ test("a sidecar id holding '@' (the incarnation separator of chain keys) is refu
 
 test('a real sidecar whose pod is recreated (journal and key gone, a token of a new uid) ships again: both chains verify and both are queryable', async (t) => {
   const issuer = await createTokenIssuer();
-  const collector = await startTokenCollector(t, issuer);
+  const collector = await startTokenCollector(t, issuer, { heartbeatIntervalMs: 1000 });
   const dir = await tempDir(t);
   const identityTokenFile = join(dir, 'identity-token');
   const start = async (uid: string) => {
@@ -165,6 +165,10 @@ test('a real sidecar whose pod is recreated (journal and key gone, a token of a 
   const ids = (uid: string): string[] => all.filter((r) => r['audit.incarnation'] === uid).map((r) => String(r['audit.request_id'])).sort();
   t.deepEqual(ids('uid-1'), ['a1', 'a2', 'a3']);
   t.deepEqual(ids('uid-2'), ['b1', 'b2']);
+  // Once the new incarnation's heartbeats stop too, it alone is stale: the replaced one's silence is expected.
+  await eventually('uid-2 stale', async () => (await sidecars(collector)).some((c) => c.incarnation === 'uid-2' && c.last_heartbeat !== null && !c.heartbeat_current));
+  const gauge = await (await fetch(`${collector.httpUrl}/metrics`)).text();
+  t.is(metricValue(gauge, 'auditmesh_collector_sidecars', { state: 'stale' }), 1);
   const query = await runCli(['query', '--collector', collector.httpUrl, ...collector.readerArgs, '--service', 'ledger', '-o', 'json']);
   t.is(query.code, 0, query.stderr);
   t.deepEqual(query.stdout.trim().split('\n').map((l) => (JSON.parse(l) as Record<string, unknown>)['audit.incarnation']).sort(), ['uid-1', 'uid-1', 'uid-1', 'uid-2', 'uid-2']);
