@@ -1,10 +1,9 @@
 import test, { type ExecutionContext } from 'ava';
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { ephemeralSigningKey } from '../ledger/keys.js';
-import { openSync, signedHello, startTestCollector } from './helpers/collector.js';
-import { metricValue, tempDir } from './helpers/sidecar.js';
+import { openSync, signedHello } from './helpers/collector.js';
+import { startTokenCollector } from './helpers/identity.js';
+import { metricValue } from './helpers/sidecar.js';
 import { createTokenIssuer, type TokenIssuer, type TokenOptions } from './cluster/token-issuer.js';
 
 // Real projected-token-shaped JWTs, signed as the API server signs them, against a real collector
@@ -13,12 +12,7 @@ import { createTokenIssuer, type TokenIssuer, type TokenOptions } from './cluste
 const POD = { namespace: 'shop', pod: { name: 'orders-7d9f8b6c5d-x2x7q', uid: 'a1b2' }, serviceAccount: { name: 'default', uid: 'c3d4' } };
 const SIDECAR_ID = 'shop/orders-7d9f8b6c5d-x2x7q';
 
-async function collectorTrusting(t: ExecutionContext, issuer: TokenIssuer) {
-  const dir = await tempDir(t);
-  const jwks = join(dir, 'jwks.json');
-  await writeFile(jwks, JSON.stringify(issuer.jwks()));
-  return startTestCollector(t, { token: 'shared-local-token', serviceAccounts: { jwks, issuer: issuer.issuer } });
-}
+const collectorTrusting = (t: ExecutionContext, issuer: TokenIssuer) => startTokenCollector(t, issuer);
 
 const now = (): number => Math.floor(Date.now() / 1000);
 const valid: TokenOptions = { audience: 'auditmesh', expirationSeconds: 3600 };

@@ -1,11 +1,10 @@
 import test, { type ExecutionContext } from 'ava';
-import http from 'node:http';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Agent, fetch as undiciFetch } from 'undici';
-import { takeSseEvents } from '../control/cli/sse.js';
 import { createWebhookCertificates } from '../control/install/webhook-certificates.js';
 import { runCli } from './helpers/child.js';
+import { followTail } from './helpers/tail.js';
 import { startTestCollector, type TestCollector } from './helpers/collector.js';
 import { eventually, startShippingSidecar, type ShippingSidecar } from './helpers/shipping.js';
 import { metricValue, tempDir } from './helpers/sidecar.js';
@@ -81,28 +80,11 @@ test('a reader scoped to namespace a reads only a; a * reader reads both; no cre
   t.is(metricValue(metrics, 'auditmesh_collector_read_refusals_total', { reason: 'out-of-scope' }), 4);
 });
 
-/** Follows /v1/tail with `token`; collects the request ids of the records streamed. */
-async function tailAs(t: ExecutionContext, c: TestCollector, token: string): Promise<string[]> {
-  const seen: string[] = [];
-  const controller = new AbortController();
-  t.teardown(() => controller.abort());
-  await new Promise<void>((resolve, reject) => {
-    http
-      .get(`${c.httpUrl}/v1/tail`, { headers: { authorization: `Bearer ${token}` }, signal: controller.signal }, (res) => {
-        if (res.statusCode !== 200) return reject(new Error(`tail answered ${res.statusCode}`));
-        let buffer = '';
-        res.setEncoding('utf8');
-        res.on('data', (chunk: string) => {
-          const { data, rest } = takeSseEvents(buffer + chunk);
-          buffer = rest;
-          for (const d of data) seen.push((JSON.parse(d) as Record<string, string>)['audit.request_id']);
-        });
-        res.on('error', () => {});
-        resolve();
-      })
-      .on('error', (err) => (controller.signal.aborted ? undefined : reject(err)));
-  });
-  return seen;
+/** Follows /v1/tail with `token`; the request ids of the records streamed, as they arrive. */
+async function tailAs(t: ExecutionContext, c: TestCollector, token: string): Promise<{ includes(id: string): boolean; ids(): string[] }> {
+  const seen = await followTail(t, c.httpUrl, token);
+  const ids = (): string[] => seen.map((r) => r['audit.request_id'] as string);
+  return { includes: (id) => ids().includes(id), ids };
 }
 
 test('/v1/tail streams a reader only the records of its namespaces', async (t) => {
@@ -114,7 +96,7 @@ test('/v1/tail streams a reader only the records of its namespaces', async (t) =
   // The stream is ordered: once a later record of a arrives, any of b published before it would have too.
   await m.a.send('req-a2');
   await eventually('the a reader saw the later record', () => onlyA.includes('req-a2'));
-  t.deepEqual(onlyA.filter((id) => id !== undefined).sort(), ['req-a1', 'req-a2']);
+  t.deepEqual(onlyA.ids().filter((id) => id !== undefined).sort(), ['req-a1', 'req-a2']);
 });
 
 test('ServiceAccount tokens with audience auditmesh-read read what the read policy grants; a wrong audience is 401 with the reason', async (t) => {

@@ -59,6 +59,11 @@ function plan(): Planned[] {
   return all;
 }
 
+const ORDERS = 'spiffe://cluster.local/ns/shop/sa/orders';
+const CHECKOUT = 'spiffe://cluster.local/ns/shop/sa/checkout';
+/** The identity pod-a's stream proved: one for its first append, another after; pod-b proves none (a shared token). */
+const identityOf = (p: Pick<Planned, 'sidecar' | 'seq'>): string | undefined => (p.sidecar !== 'pod-a' ? undefined : p.seq <= 4 * BATCH ? ORDERS : CHECKOUT);
+
 /** A sidecar's state as first contact stores it, with a real pinned key. */
 function sidecarState(id: string): SidecarState {
   const key = ephemeralSigningKey();
@@ -79,7 +84,9 @@ async function filledStore(dir: string, planned: Planned[]): Promise<void> {
       for (let at = 0; at < records.length; at += BATCH) {
         links.push({ batch: (records[at].seq - 1) / BATCH + 1, first_seq: records[at].seq, count: Math.min(BATCH, records.length - at), kind: 'records', root: '', sealed_unix_ms: 0, epoch: 1, head: '' });
       }
-      await store.append({ sidecar: states.get(sidecar)!, links, batches: encodeLinks(sidecar, links, records) });
+      const identity = identityOf(mine[from]);
+      const batches = encodeLinks(sidecar, links, records).map((b) => (identity === undefined ? b : { ...b, identity }));
+      await store.append({ sidecar: states.get(sidecar)!, links, batches });
     }
   }
   await store.close();
@@ -101,13 +108,13 @@ async function answer(from: string | ReturnType<typeof openLmdbStore>, params: s
 function expected(planned: Planned[], params: string): string[] {
   const q = parseRecordQuery(new URLSearchParams(params), T0);
   return planned
-    .filter((p) => matchesQuery({ ...(JSON.parse(recordBytes(p).toString()) as CollectedRecord), 'audit.seq': p.seq }, q))
+    .filter((p) => matchesQuery({ ...(JSON.parse(recordBytes(p).toString()) as CollectedRecord), 'audit.seq': p.seq, ...(identityOf(p) === undefined ? {} : { 'audit.identity': identityOf(p) }) }, q))
     .sort((a, b) => b.start - a.start || (a.sidecar < b.sidecar ? 1 : a.sidecar > b.sidecar ? -1 : b.seq - a.seq))
     .slice(0, q.limit)
     .map((p) => `${p.sidecar}/${p.seq}`);
 }
 
-test('collector store: time, service, id and error queries over batches answer exactly what a full sort and filter does', async (t) => {
+test('collector store: time, service, identity, id and error queries over batches answer exactly what a full sort and filter does', async (t) => {
   const dir = join(await tempDir(t), 'store');
   const planned = plan();
   await filledStore(dir, planned);
@@ -125,6 +132,11 @@ test('collector store: time, service, id and error queries over batches answer e
     'correlation_id=req-5&limit=10000',
     'trace_id=trace-req-7&limit=10000',
     `correlation_id=req-5&until=${T0 + 600}&limit=10000`,
+    `identity=${ORDERS}&limit=10000`,
+    `identity=${CHECKOUT}&limit=7`,
+    `identity=${CHECKOUT}&since=${T0 + 600}&until=${T0 + 900}&limit=10000`,
+    `identity=${ORDERS}&status=error&limit=10000`,
+    `identity=${ORDERS}&service=inventory&limit=10000`,
   ];
   for (const params of queries) {
     const want = expected(planned, params);

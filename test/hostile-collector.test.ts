@@ -60,6 +60,8 @@ const HOSTILE: Array<[string, string, number]> = [
   ['since after until', get('/v1/records?since=2030-01-01&until=2020-01-01'), 400],
   ['a status that is not one', get('/v1/records?status=7xx'), 400],
   ['an empty parameter', get('/v1/records?service='), 400],
+  ['an identity that is not a SPIFFE ID', get('/v1/records?identity=orders'), 400],
+  ['an identity longer than any the mesh proves (past an LMDB key)', get(`/v1/records?identity=spiffe://cluster.local/ns/a/sa/${'x'.repeat(4000)}`), 400],
   ['a POST with a body', 'POST /v1/records HTTP/1.1\r\nHost: collector\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello', 405],
   ['a request line that is not HTTP', 'HELLO\r\n\r\n', 400],
 ];

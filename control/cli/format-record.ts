@@ -27,8 +27,11 @@ export function formatRecordLine(rec: AuditRecord | JournalRecord): string {
   const error = rec['error.type'] === undefined ? '' : `  ${rec['error.type']}`;
   const phase = rec['audit.phase'] === 'request' ? ' (request)' : '';
   const trace = rec['trace.id'] === undefined ? '' : `  trace ${rec['trace.id'].slice(0, 8)}…`;
+  // The collector's verdict that the claimed service is not the writer's proven service account.
+  const proven = rec as { 'audit.identity'?: unknown; 'audit.identity_mismatch'?: unknown };
+  const mismatch = proven['audit.identity_mismatch'] === true ? `  IDENTITY MISMATCH: written by ${String(proven['audit.identity'])}` : '';
   const by = `${self.slice(0, 12).padEnd(12)} ${rec['audit.direction'] === 'inbound' ? 'in ' : 'out'}`;
-  return `${time} ${by} ${seq.padEnd(6)} ${edge.padEnd(26)} ${what.padEnd(PATH_COLUMN_CHARS + 8)} ${String(status).padStart(3)} ${duration.padStart(8)}${error}${phase}${trace}`;
+  return `${time} ${by} ${seq.padEnd(6)} ${edge.padEnd(26)} ${what.padEnd(PATH_COLUMN_CHARS + 8)} ${String(status).padStart(3)} ${duration.padStart(8)}${error}${phase}${trace}${mismatch}`;
 }
 
 function truncate(text: string, max: number): string {

@@ -3,6 +3,7 @@ import { choice, flagsOf, optionalText, readSettings, whole } from '../../comman
 import { isErrorRecord } from '../collector/store/record-index.js';
 import { MAX_QUERY_LIMIT, parseStatus, parseTimeBound, QueryError, type CollectedRecord } from '../collector/api/record-query.js';
 import { formatRecordLine } from './format-record.js';
+import { parseSpiffeId } from '../../ledger/spiffe-id.js';
 import type { CommandIO } from '../../command/io.js';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { READER_SETTINGS, readerCredentials, refusalAdvice, unreachableAdvice, type ReaderCredentials } from './reader-credentials.js';
@@ -13,6 +14,7 @@ const FILTERS = {
   trace_id: optionalText({ name: 'trace-id', help: 'records of this trace, across all services', env: false }),
   service: optionalText({ name: 'service', help: 'records where this service is either side', env: false }),
   peer: optionalText({ name: 'peer', help: 'with --service: only its exchanges with this peer', env: false }),
+  identity: optionalText({ name: 'identity', help: 'records written by this proven workload identity (spiffe://TRUST_DOMAIN/ns/NS/sa/SA)', env: false }),
   since: optionalText({ name: 'since', help: 'from this long ago (10m, 2h, 7d) or this time (ISO 8601, Unix ms)', env: false }),
   until: optionalText({ name: 'until', help: 'up to this time (same forms)', env: false }),
   status: optionalText({ name: 'status', help: '5xx (a class), ok, error, or a status code such as 503', env: false }),
@@ -30,7 +32,7 @@ const QUERY_SETTINGS = {
 export const QUERY_FLAGS: readonly FlagSpec[] = flagsOf(QUERY_SETTINGS);
 
 export const QUERY_HELP = formatHelp(
-  'auditmesh query --collector URL [--correlation-id ID] [--trace-id ID] [--service NAME] [--peer NAME] [--since 10m|TIME] [--until TIME] [--status 5xx|ok|error|NNN] [--namespace NS] [--limit N] [--token-file FILE] [--ca-file FILE] [-o json]',
+  'auditmesh query --collector URL [--correlation-id ID] [--trace-id ID] [--service NAME] [--peer NAME] [--identity SPIFFE_ID] [--since 10m|TIME] [--until TIME] [--status 5xx|ok|error|NNN] [--namespace NS] [--limit N] [--token-file FILE] [--ca-file FILE] [-o json]',
   "Searches the collector's verified records, newest first. Exit 0 when none of the records found\nis an error, 1 when one is (an error type, a 5xx, a gRPC status other than OK, a gap), 2 on bad usage\n(and when the collector refuses the credential, 401, or the reader, 403).",
   QUERY_FLAGS,
 );
@@ -48,6 +50,10 @@ function queryUrl(argv: readonly string[], io: CommandIO): { url: URL; json: boo
     since: (v) => String(parseTimeBound('--since', v, now)),
     until: (v) => String(parseTimeBound('--until', v, now)),
     status: (v) => (parseStatus(v), v),
+    identity: (v) => {
+      if (parseSpiffeId(v) === null) throw new QueryError(`--identity: expected a workload SPIFFE ID, spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT, got ${JSON.stringify(v)}`);
+      return v;
+    },
   };
   try {
     for (const [param, v] of Object.entries(filters) as [keyof typeof FILTERS, string | undefined][]) {

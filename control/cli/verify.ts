@@ -23,7 +23,7 @@ const VERIFY_FLAGS: readonly FlagSpec[] = flagsOf(VERIFY_SETTINGS);
 
 export const VERIFY_HELP = formatHelp(
   'auditmesh verify PATH [--expect-head HASH] [--expect-key ID] [--ca-file FILE] [--record SEQ] [-o json]',
-  'Verifies a sidecar journal offline: every record, Merkle root, chain link and signature, and that\nsequence numbers run on without a hole. Every key change (a boot epoch with a new key) must be\nendorsed, by the previous key or (with --ca-file) by a mesh CA certificate of the new key; the\nprune mark must be signed by a key of the chain. Reads one consistent snapshot, so a journal being written\nmeanwhile is fine. PATH may also be a collector store (--store of `auditmesh collector`): then\nevery sidecar chain in it is verified end to end with the key the collector pinned (the --expect-*\nand --record flags are for journals). Exit 0 if everything verifies, 1 naming the first sidecar,\nbatch or record that does not.',
+  'Verifies a sidecar journal offline: every record, Merkle root, chain link and signature, and that\nsequence numbers run on without a hole. Every key change (a boot epoch with a new key) must be\nendorsed, by the previous key or (with --ca-file) by a mesh CA certificate of the new key; the\nprune mark must be signed by a key of the chain. Reads one consistent snapshot, so a journal being written\nmeanwhile is fine. PATH may also be a collector store (--store of `auditmesh collector`): then\nevery chain in it, one per sidecar incarnation (ID@POD_UID), is verified end to end with the\nkey the collector pinned (the --expect-* and --record flags are for journals). Exit 0 if everything verifies, 1 naming the first sidecar,\nbatch or record that does not.',
   VERIFY_FLAGS,
 );
 
@@ -87,18 +87,20 @@ async function verifyStoreMain(args: { path: string; opts: VerifyOptions; json: 
   return report.ok ? 0 : 1;
 }
 
-/** One line per sidecar chain, then the verdict naming the first failure. */
+/** One line per chain (a sidecar's incarnation as `ID@POD_UID`), then the verdict naming the first failure. */
 export function formatStoreReport(r: StoreReport): string {
   const lines = r.sidecars.map((s) => {
     const state = s.ok ? 'ok    ' : 'FAILED';
-    return `${state} ${s.id.padEnd(24)} key ${s.key_id}  ${s.records} records in ${s.links} links, batches ${s.first_batch}-${s.last_batch}, seq ${s.last_seq ?? '-'}, head ${s.head}`;
+    return `${state} ${s.chain.padEnd(24)} key ${s.key_id}  ${s.records} records in ${s.links} links, batches ${s.first_batch}-${s.last_batch}, seq ${s.last_seq ?? '-'}, head ${s.head}`;
   });
   if (r.failure !== undefined) {
     const { sidecar, seq, batch, problem } = r.failure;
     const where = seq !== undefined ? `record ${seq}` : batch !== undefined ? `batch ${batch}` : 'its chain';
     lines.push(`verification FAILED: sidecar ${sidecar}, ${where}: ${problem}`);
   } else {
-    lines.push(`collector store verified: ${r.records} records of ${r.sidecars.length} sidecars, every chain end to end`);
+    const sidecars = new Set(r.sidecars.map((s) => s.id)).size;
+    const chains = r.sidecars.length === sidecars ? '' : ` in ${r.sidecars.length} chains (incarnations)`;
+    lines.push(`collector store verified: ${r.records} records of ${sidecars} sidecars${chains}, every chain end to end`);
   }
   return lines.join('\n') + '\n';
 }

@@ -17,9 +17,16 @@ import type { EncodedBatch } from './store/encoded-batch.js';
  */
 export type StoredLink = BatchHeader & { leaves?: Buffer };
 
-/** What the collector knows of one sidecar: its pinned key and how far its chain is stored. */
+/**
+ * What the collector knows of one chain of a sidecar: its pinned key and how far it is stored.
+ * A sidecar has one chain per incarnation (store/chain-key.ts); it is stored under
+ * chainKeyOf(state).
+ */
 export interface SidecarState {
+  /** The sidecar id (`NS/POD` with a ServiceAccount token), not the chain key. */
   id: string;
+  /** The pod uid of the token that opened this chain: its incarnation. Absent: none (a shared token, --insecure). */
+  incarnation?: string;
   service: string;
   /** Pinned on first contact; another key is taken only through an endorsed epoch link (previous_keys). */
   key_id: string;
@@ -65,6 +72,8 @@ export interface VerifiedAppend {
 export interface Evidence {
   received_unix_ms: number;
   sidecar_id: string;
+  /** Its chain's incarnation, when it has one. */
+  incarnation?: string;
   code: RefusalCode;
   reason: string;
   batch: number;
@@ -73,11 +82,16 @@ export interface Evidence {
   truncated: boolean;
 }
 
-/** A stored record, addressed by its sidecar and sequence number. */
+/** A stored record, addressed by its chain and sequence number. */
 export interface StoredRecord {
+  /** The sidecar id of its chain. */
   sidecar: string;
+  /** Its chain's incarnation ('' for none). */
+  incarnation: string;
   seq: number;
   bytes: Buffer;
+  /** The SPIFFE ID the writer's stream proved when its batch was stored (the collector's stamp), if any. */
+  identity?: string;
 }
 
 /** `5xx`, `4xx`, ...: a status class; `error`: isErrorRecord; `ok`: not an error; a number: that HTTP or gRPC status. */
@@ -93,6 +107,8 @@ export interface RecordQuery {
   sinceUnixMs?: number;
   untilUnixMs?: number;
   status?: StatusFilter;
+  /** Only records stamped with this writer identity (a SPIFFE ID). */
+  identity?: string;
   /** Only records of these namespaces (record-namespace.ts); records without one never match. */
   namespaces?: ReadonlySet<string>;
   limit: number;
@@ -101,11 +117,11 @@ export interface RecordQuery {
 export interface CollectorStore {
   /** Every sidecar known, as stored. */
   sidecars(): Promise<SidecarState[]>;
-  /** The stored link `batch` of a sidecar (for dedupe), or undefined. */
-  link(sidecarId: string, batch: number): Promise<StoredLink | undefined>;
+  /** The stored link `batch` of a chain (by its chain key, store/chain-key.ts; for dedupe), or undefined. */
+  link(chainKey: string, batch: number): Promise<StoredLink | undefined>;
   /** Stores a verified run durably; resolves once it is. */
   append(run: VerifiedAppend): Promise<void>;
-  /** Stores the sidecar's state alone (first contact, last seen). */
+  /** Stores a chain's state alone (first contact, last seen), under its chain key. */
   putSidecar(state: SidecarState): Promise<void>;
   keepEvidence(evidence: Evidence): Promise<void>;
   /** The evidence kept, oldest first. */

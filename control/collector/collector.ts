@@ -22,7 +22,7 @@ import { Ingest } from './ingest/ingest.js';
 import { openLmdbStore } from './store/lmdb-store.js';
 import { logIfUnpatched } from '../../ledger/lmdb-build.js';
 import type { StoredRun } from './ingest/sidecar-chain.js';
-import { heartbeatTally, sidecarStatus, type SidecarStatus } from './api/sidecar-status.js';
+import { heartbeatTally, sidecarStatuses, type SidecarStatus } from './api/sidecar-status.js';
 import { createSyncHandler } from './ingest/sync-server.js';
 import { FLOW_WINDOW_OPTION, widenFlowWindow } from './ingest/flow-window.js';
 import { createTokenCheck } from './ingest/token-auth.js';
@@ -153,7 +153,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     feed.publish(run);
   });
   const metrics = createCollectorMetrics({ storeBytes: () => store.usedBytes(), sidecars: () => heartbeatTally(ingest.chains.values(), heartbeatIntervalMs, Date.now()) });
-  const sidecars = (): SidecarStatus[] => Array.from(ingest.chains.values(), (c) => sidecarStatus(c, heartbeatIntervalMs, Date.now()));
+  const sidecars = (): SidecarStatus[] => sidecarStatuses(ingest.chains.values(), heartbeatIntervalMs, Date.now());
   const alerts = config.alerts ?? defaultAlertOptions();
   if (alerts.intervalMs > 0) fleetAlerts = createFleetAlerts({ options: alerts, metrics, log });
 
@@ -164,7 +164,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     'grpc.keepalive_timeout_ms': KEEPALIVE_TIMEOUT_MS,
     ...FLOW_WINDOW_OPTION,
   });
-  grpcServer.addService(COLLECTOR_SERVICE, { Sync: createSyncHandler({ ingest, store, metrics, auth, peer, serving, log }) });
+  grpcServer.addService(COLLECTOR_SERVICE, { Sync: createSyncHandler({ ingest, store, metrics, auth, peer, serving, trustDomain, log }) });
   if (ca !== null) {
     const certify = createCertifyHandler({ ca, serviceAccounts, trustDomain, certTtlMs, issued: () => metrics.certificatesIssued.inc(), refused: (reason) => metrics.identityRefusals.inc({ reason }), log });
     grpcServer.addService(IDENTITY_SERVICE, { Certify: certify });

@@ -16,11 +16,22 @@ export const ORDERS_POD: TokenSubject = { namespace: 'shop', pod: { name: 'order
 /** A collector with a mesh CA (created in a temp --ca-dir) that trusts `issuer`'s ServiceAccount tokens. */
 export async function startIdentityCollector(t: ExecutionContext, issuer: TokenIssuer, opts: TestCollectorOptions = {}): Promise<TestCollector & { caDir: string }> {
   const dir = await tempDir(t, 'auditmesh-identity-');
+  const caDir = join(dir, 'ca');
+  const collector = await startTokenCollector(t, issuer, { identity: { caDir, createCa: true }, ...opts });
+  return Object.assign(collector, { caDir });
+}
+
+/** A collector that trusts `issuer`'s ServiceAccount tokens and the shared token `shared-local-token`; plaintext gRPC unless `opts.identity` gives it a mesh CA. */
+export async function startTokenCollector(t: ExecutionContext, issuer: TokenIssuer, opts: TestCollectorOptions = {}): Promise<TestCollector> {
+  const dir = await tempDir(t, 'auditmesh-identity-');
   const jwks = join(dir, 'jwks.json');
   await writeFile(jwks, JSON.stringify(issuer.jwks()));
-  const caDir = join(dir, 'ca');
-  const collector = await startTestCollector(t, { token: 'shared-local-token', serviceAccounts: { jwks, issuer: issuer.issuer }, identity: { caDir, createCa: true }, ...opts });
-  return Object.assign(collector, { caDir });
+  return startTestCollector(t, { token: 'shared-local-token', serviceAccounts: { jwks, issuer: issuer.issuer }, ...opts });
+}
+
+/** A projected token of `subject` for the collector (audience auditmesh, an hour). */
+export function sidecarToken(issuer: TokenIssuer, subject: TokenSubject): Promise<string> {
+  return issuer.sign(subject, { audience: 'auditmesh', expirationSeconds: 3600 });
 }
 
 export { createTokenIssuer };

@@ -12,6 +12,8 @@ import type { SidecarStatus } from './sidecar-status.js';
 import type { ReadAccess } from './read-access.js';
 import { EVERY_NAMESPACE, inScope, recordNamespace, sidecarNamespace, type ReadScope } from './record-namespace.js';
 import { readerScope, scopedQuery } from './read-gate.js';
+import { chainKeyOf } from '../store/chain-key.js';
+import { parseSpiffeId } from '../../../ledger/spiffe-id.js';
 
 /**
  * The collector's HTTP API (README.md, The collector): /v1/records (NDJSON, newest first), /v1/tail
@@ -98,6 +100,9 @@ async function records(deps: HttpApiDeps, scope: ReadScope, params: URLSearchPar
   }
   const scoped = scopedQuery(q.namespaces, scope);
   if (!scoped.ok) return refuse(deps, res, scoped.problem);
+  // An identity names its namespace: one outside the reader's is refused as a namespace filter is.
+  const identityNs = q.identity === undefined ? null : (parseSpiffeId(q.identity)?.namespace ?? null);
+  if (identityNs !== null && !inScope(scope, identityNs)) return refuse(deps, res, `this reader may not read namespace ${identityNs}, which identity ${q.identity} is of`);
   q.namespaces = scoped.namespaces;
   const found = runQuery(deps.store, q)[Symbol.asyncIterator]();
   let next: IteratorResult<CollectedRecord>;
@@ -146,12 +151,14 @@ function tail(deps: HttpApiDeps, tails: TailStreams, scope: ReadScope, params: U
   const wanted = scoped.namespaces;
   tails.serve(res, (send) =>
     deps.subscribe((run) => {
+      const chain = chainKeyOf(run.sidecar);
+      const incarnation = run.sidecar.incarnation ?? '';
       for (const b of run.batches) {
         const blob = new BatchBlob(b.blob);
         for (let i = 0; i < blob.count; i++) {
           const seq = blob.firstSeq + i;
-          const rec = collectedRecord({ sidecar: run.sidecar.id, seq, bytes: blob.bytes(i) });
-          if (rec !== null && (wanted === undefined || wanted.has(recordNamespace(rec) ?? ''))) send(`${run.sidecar.id}:${seq}`, JSON.stringify(rec));
+          const rec = collectedRecord({ sidecar: run.sidecar.id, incarnation, seq, bytes: blob.bytes(i), ...(b.identity === undefined ? {} : { identity: b.identity }) });
+          if (rec !== null && (wanted === undefined || wanted.has(recordNamespace(rec) ?? ''))) send(`${chain}:${seq}`, JSON.stringify(rec));
         }
       }
     }),

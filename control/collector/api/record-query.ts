@@ -2,6 +2,7 @@ import type { JournalRecord } from '../../../ledger/record.js';
 import type { CollectorStore, RecordQuery, StatusFilter, StoredRecord } from '../collector-store.js';
 import { isErrorRecord } from '../store/record-index.js';
 import { recordNamespace } from './record-namespace.js';
+import { parseSpiffeId } from '../../../ledger/spiffe-id.js';
 
 /**
  * The auditors' questions as one query type: parsed from /v1/records parameters (and from
@@ -9,8 +10,22 @@ import { recordNamespace } from './record-namespace.js';
  * narrowest index and then filtered in full here, so every index only has to be a superset.
  */
 
-/** A record as the collector answers it: the journal's record plus which sidecar wrote it. */
-export type CollectedRecord = JournalRecord & { 'audit.sidecar_id': string };
+/**
+ * A record as the collector answers it: the journal's record plus what the collector knows of its
+ * writer: which sidecar and incarnation wrote it, and the identity its stream proved. These are
+ * the collector's fields, never the record's own: a value the record's bytes carry under one of
+ * their names is not believed (a claimed `audit.identity` is kept as `audit.claimed.identity`).
+ */
+export type CollectedRecord = JournalRecord & {
+  'audit.sidecar_id': string;
+  /** The pod uid of its chain, when its sidecar presented a ServiceAccount token. */
+  'audit.incarnation'?: string;
+  /** The SPIFFE ID the writer's stream proved when the collector stored it. */
+  'audit.identity'?: string;
+  /** true when `audit.service` is not the service account `audit.identity` names (identityMismatch). */
+  'audit.identity_mismatch'?: true;
+  'audit.claimed.identity'?: unknown;
+};
 
 export const DEFAULT_QUERY_LIMIT = 100;
 export const MAX_QUERY_LIMIT = 10_000;
@@ -38,7 +53,10 @@ export function parseStatus(text: string): StatusFilter {
   throw new QueryError(`status: expected 5xx (a class), ok, error or a status code such as 503, got ${JSON.stringify(text)}`);
 }
 
-const PARAMS = new Set(['correlation_id', 'trace_id', 'service', 'peer', 'since', 'until', 'status', 'namespace', 'limit']);
+/** Longer than any SPIFFE ID a token or certificate of the mesh proves (a namespace is 63 characters, a service account 253), and well inside an LMDB key. */
+const MAX_IDENTITY_CHARS = 512;
+
+const PARAMS = new Set(['correlation_id', 'trace_id', 'service', 'peer', 'identity', 'since', 'until', 'status', 'namespace', 'limit']);
 
 /** /v1/records parameters -> query. Throws QueryError naming the parameter at fault. */
 export function parseRecordQuery(params: URLSearchParams, nowUnixMs = Date.now()): RecordQuery {
@@ -59,6 +77,11 @@ export function parseRecordQuery(params: URLSearchParams, nowUnixMs = Date.now()
   q.traceId = get('trace_id');
   q.service = get('service');
   q.peer = get('peer');
+  const identity = get('identity');
+  if (identity !== undefined) {
+    if (identity.length > MAX_IDENTITY_CHARS || parseSpiffeId(identity) === null) throw new QueryError(`identity: expected a workload SPIFFE ID, spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT, got ${JSON.stringify(identity)}`);
+    q.identity = identity;
+  }
   const since = get('since');
   const until = get('until');
   if (since !== undefined) q.sinceUnixMs = parseTimeBound('since', since, nowUnixMs);
@@ -92,6 +115,7 @@ export function matchesQuery(rec: JournalRecord, q: RecordQuery): boolean {
   const peer = rec['peer.service'];
   if (q.correlationId !== undefined && rec['audit.request_id'] !== q.correlationId) return false;
   if (q.traceId !== undefined && rec['trace.id'] !== q.traceId) return false;
+  if (q.identity !== undefined && (rec as CollectedRecord)['audit.identity'] !== q.identity) return false;
   if (q.service !== undefined && q.peer !== undefined) {
     if (!((self === q.service && peer === q.peer) || (self === q.peer && peer === q.service))) return false;
   } else {
@@ -104,15 +128,32 @@ export function matchesQuery(rec: JournalRecord, q: RecordQuery): boolean {
   return q.status === undefined || matchesStatus(rec, q.status);
 }
 
-/** The record of stored bytes as answered, or null if the bytes are not a JSON object. */
+/**
+ * Whether a record's claimed service (`audit.service`) is not the service account of the
+ * identity its writer proved: the rule is that a workload runs as a service account named after
+ * its service. false when there is no proven identity to compare with.
+ */
+export function identityMismatch(service: unknown, identity: string | undefined): boolean {
+  const proven = identity === undefined ? null : parseSpiffeId(identity);
+  return proven !== null && service !== proven.serviceAccount;
+}
+
+/** The record of stored bytes as answered, with the collector's fields, or null if the bytes are not a JSON object. */
 export function collectedRecord(stored: StoredRecord): CollectedRecord | null {
+  let rec: unknown;
   try {
-    const rec = JSON.parse(stored.bytes.toString('utf8')) as unknown;
-    if (rec === null || typeof rec !== 'object' || Array.isArray(rec)) return null;
-    return { ...(rec as JournalRecord), 'audit.seq': stored.seq, 'audit.sidecar_id': stored.sidecar };
+    rec = JSON.parse(stored.bytes.toString('utf8')) as unknown;
   } catch {
     return null;
   }
+  if (rec === null || typeof rec !== 'object' || Array.isArray(rec)) return null;
+  const { 'audit.identity': claimed, 'audit.incarnation': _incarnation, 'audit.identity_mismatch': _mismatch, ...own } = rec as CollectedRecord;
+  const out: CollectedRecord = { ...own, 'audit.seq': stored.seq, 'audit.sidecar_id': stored.sidecar };
+  if (stored.incarnation !== '') out['audit.incarnation'] = stored.incarnation;
+  if (stored.identity !== undefined) out['audit.identity'] = stored.identity;
+  if (identityMismatch(own['audit.service'], stored.identity)) out['audit.identity_mismatch'] = true;
+  if (claimed !== undefined) out['audit.claimed.identity'] = claimed;
+  return out;
 }
 
 /** Runs a query: matching records, newest first, at most q.limit. */

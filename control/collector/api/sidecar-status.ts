@@ -9,8 +9,13 @@ import type { SidecarChain } from '../ingest/sidecar-chain.js';
 
 export const HEARTBEAT_GRACE_INTERVALS = 3;
 
+/** One chain of a sidecar: with ServiceAccount tokens, one per incarnation (pod uid) of its id. */
 export interface SidecarStatus {
   id: string;
+  /** The pod uid of this chain's incarnation; null: none (a shared token, --insecure). */
+  incarnation: string | null;
+  /** This is the newest incarnation of its sidecar id (the one first seen last); earlier ones may still drain. */
+  current: boolean;
   service: string;
   key_id: string;
   first_batch: number;
@@ -39,6 +44,8 @@ export function sidecarStatus(chain: SidecarChain, intervalMs: number, nowUnixMs
   const { position } = state;
   return {
     id: state.id,
+    incarnation: state.incarnation ?? null,
+    current: true,
     service: state.service,
     key_id: state.key_id,
     first_batch: state.first_batch,
@@ -54,12 +61,38 @@ export function sidecarStatus(chain: SidecarChain, intervalMs: number, nowUnixMs
   };
 }
 
-/** Sidecars with current heartbeats, and those seen alive since this collector started whose heartbeats stopped. */
+/** Per sidecar id, its newest incarnation's chain: the one first seen last (ties by chain key). */
+function newestOfEachId(chains: readonly SidecarChain[]): Set<SidecarChain> {
+  const newest = new Map<string, SidecarChain>();
+  for (const c of chains) {
+    const n = newest.get(c.state.id);
+    if (n === undefined || c.state.first_seen_unix_ms > n.state.first_seen_unix_ms || (c.state.first_seen_unix_ms === n.state.first_seen_unix_ms && c.chainKey > n.chainKey)) newest.set(c.state.id, c);
+  }
+  return new Set(newest.values());
+}
+
+/**
+ * Every chain's status, each chain's `current` set: false for an incarnation of a sidecar id
+ * that a later-seen incarnation of the same id followed.
+ */
+export function sidecarStatuses(chains: Iterable<SidecarChain>, intervalMs: number, nowUnixMs: number): SidecarStatus[] {
+  const all = Array.from(chains);
+  const current = newestOfEachId(all);
+  return all.map((c) => ({ ...sidecarStatus(c, intervalMs, nowUnixMs), current: current.has(c) }));
+}
+
+/**
+ * Sidecars with current heartbeats, and those seen alive since this collector started whose
+ * heartbeats stopped. An incarnation a newer one of the same id replaced is neither: its pod is
+ * gone, and its silence is expected.
+ */
 export function heartbeatTally(chains: Iterable<SidecarChain>, intervalMs: number, nowUnixMs: number): { current: number; stale: number } {
   let current = 0;
   let stale = 0;
-  for (const chain of chains) {
-    if (chain.heartbeat === undefined) continue;
+  const all = Array.from(chains);
+  const newest = newestOfEachId(all);
+  for (const chain of all) {
+    if (chain.heartbeat === undefined || !newest.has(chain)) continue;
     if (heartbeatCurrent(chain, intervalMs, nowUnixMs)) current++;
     else stale++;
   }

@@ -7,6 +7,7 @@ import type { HashPool } from './hash-pool.js';
 import { SidecarChain, type StoredRun } from './sidecar-chain.js';
 import { keyChangeFork, previousKey, repin } from './key-rotation.js';
 import { segmentHeaders } from './wire-links.js';
+import { chainKey, chainKeyOf } from '../store/chain-key.js';
 
 /**
  * What ingest does with each message of a Sync stream, apart from the stream itself
@@ -16,7 +17,10 @@ import { segmentHeaders } from './wire-links.js';
  * ChainBroken with the Refusal code. It depends on the store only through CollectorStore.
  */
 
-const SIDECAR_ID = /^[\w.:@/-]{1,253}$/;
+/** `@` is not among them: it separates a sidecar id from its incarnation in a chain key (store/chain-key.ts). */
+const SIDECAR_ID = /^[\w.:/-]{1,253}$/;
+/** A pod uid as the API server makes them (a UUID), or any name of that alphabet: part of a chain key. */
+const INCARNATION = /^[\w.-]{0,128}$/;
 const HEX64 = /^[0-9a-f]{64}$/;
 /** A heartbeat from further ahead than this is refused: a clock that far off is not believed. */
 const HEARTBEAT_MAX_FUTURE_MS = 5 * 60_000;
@@ -53,21 +57,27 @@ export class Ingest {
     this.#onStored = onStored;
   }
 
-  /** Loads every stored sidecar's chain state. */
+  /** Loads every stored chain's state, by chain key. */
   static async open(store: CollectorStore, hasher: HashPool, onStored: (run: StoredRun) => void): Promise<Ingest> {
     const ingest = new Ingest(store, hasher, onStored);
-    for (const state of await store.sidecars()) ingest.chains.set(state.id, new SidecarChain(state, store, onStored));
+    for (const state of await store.sidecars()) ingest.chains.set(chainKeyOf(state), new SidecarChain(state, store, onStored));
     return ingest;
   }
 
   /**
-   * First contact pins the key (and the chain's start); later ones must present the same key.
-   * Every Hello is signed with the key it presents, so a collector token alone cannot open a
-   * stream in another sidecar's name and take over its stream (the older stream of a sidecar is
-   * ended by the newer one).
+   * First contact of an incarnation pins the key (and the chain's start); later ones must present
+   * the same key, or change it only through an endorsed epoch link. `incarnation` is the pod uid
+   * the stream's ServiceAccount token names ('' for none): an incarnation never seen before
+   * starts a chain of its own, whatever the sidecar's other incarnations hold, and a known one
+   * (an older pod draining its journal included) resumes its own chain; two incarnations never
+   * share one. Every Hello is signed with the key it presents, so a collector token alone cannot
+   * open a stream in another sidecar's name and take over its stream (the older stream of a chain
+   * is ended by the newer one).
    */
-  async hello(h: Hello): Promise<SidecarChain> {
-    if (typeof h.sidecar_id !== 'string' || !SIDECAR_ID.test(h.sidecar_id)) fail({ code: 'malformed', problem: 'Hello.sidecar_id must be 1-253 letters, digits or . _ - : @ /' });
+  async hello(h: Hello, incarnation = ''): Promise<SidecarChain> {
+    if (typeof h.sidecar_id !== 'string' || !SIDECAR_ID.test(h.sidecar_id)) fail({ code: 'malformed', problem: 'Hello.sidecar_id must be 1-253 letters, digits or . _ - : /' });
+    if (!INCARNATION.test(incarnation)) fail({ code: 'unauthenticated', problem: `the token's pod uid ${JSON.stringify(incarnation.slice(0, 64))} is not a pod uid` });
+    const key = chainKey(h.sidecar_id, incarnation);
     const spki = Buffer.from(h.public_key ?? []);
     const presented = publicKeyFromSpki(spki);
     if (presented === null) return fail({ code: 'malformed', problem: 'Hello.public_key is not an Ed25519 public key (DER SubjectPublicKeyInfo)' });
@@ -81,7 +91,7 @@ export class Ingest {
     if (!verifySignature(helloSigningInput(h.sidecar_id, keyId, h.unix_ms), h.sig ?? '', presented)) {
       fail({ code: 'bad-signature', problem: `Hello for sidecar ${h.sidecar_id}: its signature does not verify with the key it presents (${keyId}); only the holder of a key opens a stream in its name` });
     }
-    let chain = this.chains.get(h.sidecar_id);
+    let chain = this.chains.get(key);
     if (chain !== undefined) {
       // Another key is taken only with the epoch link its previous key endorsed (key-rotation.ts).
       chain.presented = { keyId, spki, key: presented };
@@ -93,6 +103,7 @@ export class Ingest {
     if (firstBatch === 1 && baseHead !== GENESIS_HEAD) fail({ code: 'malformed', problem: 'Hello.base_head must be the genesis head when first_batch is 1' });
     const state: SidecarState = {
       id: h.sidecar_id,
+      ...(incarnation === '' ? {} : { incarnation }),
       service: typeof h.service === 'string' ? h.service.slice(0, 253) : '',
       key_id: keyId,
       public_key: spki.toString('base64'),
@@ -104,10 +115,10 @@ export class Ingest {
       last_seen_unix_ms: now,
     };
     await this.#store.putSidecar(state);
-    // Another stream may have pinned the same id while this one was writing.
-    chain = this.chains.get(h.sidecar_id);
-    if (chain === undefined) this.chains.set(h.sidecar_id, (chain = new SidecarChain(state, this.#store, this.#onStored)));
-    else if (chain.state.key_id !== keyId) fail({ code: 'key-mismatch', problem: `sidecar ${h.sidecar_id} is pinned to key ${chain.state.key_id}; this stream presents key ${keyId}` });
+    // Another stream may have pinned the same chain while this one was writing.
+    chain = this.chains.get(key);
+    if (chain === undefined) this.chains.set(key, (chain = new SidecarChain(state, this.#store, this.#onStored)));
+    else if (chain.state.key_id !== keyId) fail({ code: 'key-mismatch', problem: `sidecar ${key} is pinned to key ${chain.state.key_id}; this stream presents key ${keyId}` });
     return chain;
   }
 
@@ -120,7 +131,7 @@ export class Ingest {
    * proves the claim with the pinned key is the range recorded as lost, in the same write as the
    * links, and the chain goes on. A Hello alone moves nothing.
    */
-  async segment(chain: SidecarChain, segment: Segment, retained?: RetainedStart): Promise<SegmentOutcome> {
+  async segment(chain: SidecarChain, segment: Segment, retained?: RetainedStart, identity: string | null = null): Promise<SegmentOutcome> {
     const wire = segment?.links;
     const headers = segmentHeaders(wire);
     const held = headers.filter((h) => h.batch <= chain.tip.last_batch);
@@ -131,7 +142,7 @@ export class Ingest {
     // Leaf hashes, roots, index entries and the batches' values in a worker; here only roots and heads are compared.
     const tip = chain.tip;
     const toHash = headers.slice(held.length).flatMap((h, j) => (h.kind === 'records' ? [{ batch: h.batch, firstSeq: h.first_seq, records: wire[held.length + j].records }] : []));
-    const hashed = await this.#hasher.hash(chain.state.id, toHash);
+    const hashed = await this.#hasher.hash(chain.chainKey, toHash);
     let verified: { links: StoredLink[]; records: number; lost: LostRange | null };
     try {
       verified = this.#verify(chain, tip, headers, held.length, hashed.roots, hashed.leaves, retained);
@@ -141,6 +152,8 @@ export class Ingest {
       throw err;
     }
     const { links, records, lost } = verified;
+    // The writer's proven identity, stamped per batch beside its records (their bytes stay as hashed).
+    if (identity !== null) for (const b of hashed.batches) b.identity = identity;
     const sidecar: SidecarState = { ...chain.state, position: chain.tip, last_seen_unix_ms: Date.now(), ...(chain.lost.length > 0 ? { lost: chain.lost } : {}) };
     return { stored: chain.write({ sidecar, links, batches: hashed.batches }), through_batch: last.batch, head: last.head, links: headers.length, duplicates: held.length, records, lost };
   }
@@ -149,7 +162,7 @@ export class Ingest {
   #verify(chain: SidecarChain, tip: ChainPosition, headers: BatchHeader[], from: number, roots: string[], leaves: Buffer[], retained: RetainedStart | undefined): { links: StoredLink[]; records: number; lost: LostRange | null } {
     // Only this stream moves the tip between its own segments; anything else (a newer stream of the
     // same sidecar, a failed commit) makes this segment's place in the chain stale.
-    if (chain.tip !== tip) fail({ code: 'gap', batch: headers[from].batch, problem: `the chain of sidecar ${chain.state.id} moved while batch ${headers[from].batch} was verified: a newer stream took it over` });
+    if (chain.tip !== tip) fail({ code: 'gap', batch: headers[from].batch, problem: `the chain of sidecar ${chain.chainKey} moved while batch ${headers[from].batch} was verified: a newer stream took it over` });
     const first = headers[from].batch;
     const lost = from === 0 && first > chain.tip.last_batch + 1 && retained?.first_batch === first && HEX64.test(retained.base_head) ? { from_batch: chain.tip.last_batch + 1, to_batch: first - 1, base_head: retained.base_head, recorded_unix_ms: Date.now() } : null;
     // The first link after a loss sets the sequence numbers, as for a chain first seen after pruning.
@@ -179,7 +192,7 @@ export class Ingest {
     for (let i = 0; i < held.length; i++) {
       const h = held[i];
       if (h.batch < chain.state.first_batch) fail({ code: 'gap', batch: h.batch, problem: `batch ${h.batch} is before batch ${chain.state.first_batch}, where this collector's copy of the chain starts` });
-      const stored = await this.#store.link(chain.state.id, h.batch);
+      const stored = await this.#store.link(chain.chainKey, h.batch);
       if (stored === undefined) fail({ code: 'gap', batch: h.batch, problem: `batch ${h.batch} is not held although the chain is stored through batch ${chain.state.position.last_batch}` });
       if (stored!.head !== h.head) keyChangeFork(chain, h.batch);
       if (stored!.head !== h.head) fail({ code: 'fork', batch: h.batch, problem: `batch ${h.batch} differs from the batch ${h.batch} already stored (head ${h.head}, stored ${stored!.head}): the chain forked` });

@@ -3,9 +3,10 @@ import { publicKeyFromSpki } from '../../../ledger/chain.js';
 import type { ChainPosition } from '../../../ledger/link-verifier.js';
 import type { EncodedBatch } from '../store/encoded-batch.js';
 import type { CollectorStore, LostRange, SidecarState, StoredLink, VerifiedAppend } from '../collector-store.js';
+import { chainKeyOf } from '../store/chain-key.js';
 
 /**
- * One sidecar's chain as the collector holds it: what is stored (`state`), how far it is verified
+ * One chain of a sidecar (one incarnation, store/chain-key.ts) as the collector holds it: what is stored (`state`), how far it is verified
  * (`tip`, ahead of the store by what is being written), its pinned key, its heartbeats, and the
  * one stream that owns it. Verified runs are written one at a time per sidecar: while one commit
  * is in flight the next verified runs queue up and go in the next commit together, so verification
@@ -47,7 +48,7 @@ export class SidecarChain {
   refusal: { code: string; reason: string; unix_ms: number } | undefined;
   /** Last message from it on any stream (kept in memory; the store keeps the last write's time). */
   lastSeenUnixMs: number;
-  /** The stream that ships this chain now; a newer Hello for the same id takes it over. */
+  /** The stream that ships this chain now; a newer Hello for the same chain takes it over. */
   owner: { supersede(): void } | undefined;
   #store: CollectorStore;
   #onStored: (run: StoredRun) => void;
@@ -66,6 +67,11 @@ export class SidecarChain {
     this.key = key;
     this.#store = store;
     this.#onStored = onStored;
+  }
+
+  /** What the store keeps this chain under: `SIDECAR_ID@POD_UID`, or the sidecar id when it has no incarnation. */
+  get chainKey(): string {
+    return chainKeyOf(this.state);
   }
 
   /**

@@ -12,6 +12,8 @@ import type { WorkloadIdentity } from './service-account-tokens.js';
 import { sidecarIdOf, type StreamAuth } from './stream-auth.js';
 import type { PeerVerdict } from './peer-identity.js';
 import type { ServingIdentity } from './serving-identity.js';
+import { spiffeIdOf } from '../../../ledger/spiffe-id.js';
+import { chainKey } from '../store/chain-key.js';
 
 /**
  * The Sync stream, one per sidecar connection: authenticates it, hands each message to ingest in
@@ -48,6 +50,8 @@ export interface SyncDeps {
   peer: ((call: SyncServerStream) => PeerVerdict) | null;
   /** The collector's key and CA certificate, which sign Welcomes and Acks; null: they go unsigned (--insecure, no mesh CA). */
   serving: Pick<ServingIdentity, 'privateKey' | 'chainPem'> | null;
+  /** The SPIFFE trust domain (--trust-domain) a ServiceAccount token's identity is written in, without a client certificate. */
+  trustDomain: string;
   log: Logger;
 }
 
@@ -139,9 +143,14 @@ class SyncSession {
     return false;
   }
 
-  /** The SPIFFE ID this stream's writer proved, for the records it stores. */
+  /**
+   * The SPIFFE ID this stream's writer proved, stamped on the records it stores: the client
+   * certificate's, else the ServiceAccount token's in the collector's trust domain; null for a
+   * shared token or --insecure, which prove no workload.
+   */
   get spiffeId(): string | null {
-    return this.#spiffeId;
+    const id = this.#identity;
+    return this.#spiffeId ?? (id === null ? null : spiffeIdOf({ trustDomain: this.#deps.trustDomain, namespace: id.namespace, serviceAccount: id.serviceAccount }));
   }
 
   async #handle(msg: SidecarMessage): Promise<void> {
@@ -152,7 +161,14 @@ class SyncSession {
         this.#deps.metrics.tokenRefusals.inc({ reason: 'wrong-sidecar-id' });
         throw new ChainBroken({ code: 'unauthenticated', problem: `wrong-sidecar-id: the token of pod ${sidecarIdOf(this.#identity)} cannot write as sidecar ${JSON.stringify(msg.hello?.sidecar_id)}` });
       }
-      const chain = await ingest.hello(msg.hello);
+      // The pod uid is the incarnation: a recreated pod of the same name ships a chain of its own.
+      const incarnation = this.#identity?.podUid ?? '';
+      const known = ingest.chains.has(chainKey(String(msg.hello?.sidecar_id), incarnation));
+      const chain = await ingest.hello(msg.hello, incarnation);
+      if (!known && incarnation !== '') {
+        const earlier = Array.from(ingest.chains.values(), (c) => c.state).filter((s) => s.id === chain.state.id && s.incarnation !== incarnation);
+        if (earlier.length > 0) this.#deps.log('info', 'collector: a new incarnation of a sidecar starts a chain of its own; the earlier ones stay as they are', { sidecar: chain.state.id, incarnation, earlier: earlier.map((s) => s.incarnation ?? '') });
+      }
       chain.owner?.supersede();
       chain.owner = this;
       this.#chain = chain;
@@ -180,7 +196,7 @@ class SyncSession {
     metrics.batchesReceived.inc(segment?.links?.length ?? 0);
     let outcome;
     try {
-      outcome = await ingest.segment(chain, segment, this.#retained);
+      outcome = await ingest.segment(chain, segment, this.#retained, this.spiffeId);
     } catch (err) {
       if (err instanceof ChainBroken) this.#keepEvidence(err.failure, segment);
       throw err;
@@ -212,7 +228,7 @@ class SyncSession {
 
   /** A newer stream of the same sidecar took over. */
   supersede(): void {
-    this.#end(grpc.status.ABORTED, `sidecar ${this.#chain?.state.id} opened a newer stream`);
+    this.#end(grpc.status.ABORTED, `sidecar ${this.#chain?.chainKey} opened a newer stream`);
   }
 
   #write(msg: CollectorMessage): void {
@@ -223,7 +239,7 @@ class SyncSession {
     const { metrics, log } = this.#deps;
     const code = failure.code ?? 'malformed';
     metrics.verificationFailures.inc({ reason: code });
-    log('warn', 'collector refused a stream', { sidecar: this.#chain?.state.id, code, batch: failure.batch, seq: failure.seq, reason: failure.problem });
+    log('warn', 'collector refused a stream', { sidecar: this.#chain?.state.id, incarnation: this.#chain?.state.incarnation, code, batch: failure.batch, seq: failure.seq, reason: failure.problem });
     if (this.#chain !== undefined) this.#chain.refusal = { code, reason: failure.problem, unix_ms: Date.now() };
     this.#write({ refusal: { code, reason: failure.problem, batch: failure.batch ?? 0 } });
     this.#end(STATUS_OF[code], `${code}: ${failure.problem}`);
@@ -261,7 +277,8 @@ class SyncSession {
         return [r.toString('base64')];
       }),
     }));
-    const evidence = { received_unix_ms: Date.now(), sidecar_id: this.#chain?.state.id ?? '', code: failure.code ?? 'malformed', reason: failure.problem, batch: failure.batch ?? 0, links, truncated };
+    const incarnation = this.#chain?.state.incarnation;
+    const evidence = { received_unix_ms: Date.now(), sidecar_id: this.#chain?.state.id ?? '', ...(incarnation === undefined ? {} : { incarnation }), code: failure.code ?? 'malformed', reason: failure.problem, batch: failure.batch ?? 0, links, truncated };
     store.keepEvidence(evidence).catch((err: unknown) => log('error', 'collector could not keep evidence of a refused segment', { err: (err as Error)?.message }));
   }
 }

@@ -34,6 +34,14 @@ export interface EncodedBatch {
   ids: Buffer;
   /** Newest minus oldest start time of its indexed records (0 when none). */
   span: number;
+  /** The newest start time of its indexed records (the time in its by_time key; 0 when none). */
+  newest: number;
+  /**
+   * The SPIFFE ID its writer's stream proved (the client certificate's, or the ServiceAccount
+   * token's): set by ingest on the event loop, never by the worker, and stored beside the batch,
+   * not in it (the records' bytes stay as hashed).
+   */
+  identity?: string;
   /** Its records that are finished exchanges, grouped by edge, method and outcome. */
   exchanges: ExchangeGroup[];
 }
@@ -111,6 +119,7 @@ export function encodeBatch(id: string, batch: number, firstSeq: number, records
     keyDbs: Uint8Array.from(dbs),
     ids: ids.subarray(0, nIds * ENTRY_BYTES),
     span: services.size > 0 ? max - min : 0,
+    newest: services.size > 0 ? max : 0,
     exchanges: Array.from(groups.values(), ({ group, ends }) => ({ ...group, ends: Float64Array.from(ends) })),
   };
 }

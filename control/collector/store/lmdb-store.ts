@@ -7,12 +7,13 @@ import { INDEX_DBS, type EncodedBatch } from './encoded-batch.js';
 import { IdIndexWriter, lookupId, MAX_ID_MATCHES, openIdIndexDbs, TooManyIdMatches, type IdIndexDbs, type IdKind, type IdRef } from './id-index.js';
 import { QueryError } from '../api/record-query.js';
 import { openCollectorStores, refuseEarlierLayout, type CollectorStores } from './store-layout.js';
-import type { CollectorStore, RecordQuery, StoredRecord, VerifiedAppend } from '../collector-store.js';
+import { chainKeyOf } from './chain-key.js';
+import type { CollectorStore, RecordQuery, SidecarState, StoredRecord, VerifiedAppend } from '../collector-store.js';
 
 /** Refused segments kept, oldest dropped first. */
 export const EVIDENCE_MAX_ENTRIES = 1000;
 const EMPTY = Buffer.alloc(0);
-/** Sorts after every sidecar id and every number in an index key. */
+/** Sorts after every chain key and every number in an index key. */
 const HIGH = '\uffff';
 
 export interface LmdbStoreOptions {
@@ -60,8 +61,8 @@ export function openLmdbStore(dir: string, { sealEntries, onIndexError, maxIdMat
     async sidecars() {
       return Array.from(stores.sidecars.getRange(), ({ value }) => value);
     },
-    async link(sidecarId, batch) {
-      return stores.links.get([sidecarId, batch]);
+    async link(chain, batch) {
+      return stores.links.get([chain, batch]);
     },
     append(run) {
       const ticket = writer.begin();
@@ -82,7 +83,7 @@ export function openLmdbStore(dir: string, { sealEntries, onIndexError, maxIdMat
       );
     },
     putSidecar(state) {
-      return durable(stores.sidecars.put(state.id, state));
+      return durable(stores.sidecars.put(chainKeyOf(state), state));
     },
     keepEvidence(evidence) {
       return stores.env
@@ -116,7 +117,7 @@ export function openLmdbStore(dir: string, { sealEntries, onIndexError, maxIdMat
 export const MAX_SPAN = 'max_span_ms';
 
 function writeRun(stores: CollectorStores, ids: IdIndexWriter, run: VerifiedAppend, span: { ms: number }): void {
-  const id = run.sidecar.id;
+  const id = chainKeyOf(run.sidecar);
   let k = 0;
   for (const link of run.links) {
     void stores.links.put([id, link.batch], link);
@@ -129,9 +130,14 @@ function writeRun(stores: CollectorStores, ids: IdIndexWriter, run: VerifiedAppe
   void stores.sidecars.put(id, run.sidecar);
 }
 
-/** A records link's batch value and index entries, as encoded (encoded-batch.ts); its link is written by the caller. In a write transaction. */
+/** A records link's batch value, identity stamp and index entries, as encoded (encoded-batch.ts); its link is written by the caller. In a write transaction. */
 function writeBatch(stores: CollectorStores, ids: IdIndexWriter, id: string, b: EncodedBatch, span: { ms: number }): void {
   void stores.batches.put([id, b.batch], b.blob);
+  if (b.identity !== undefined) {
+    void stores.identities.put([id, b.batch], b.identity);
+    // As by_time's entry: only a batch with an indexed record (b.keys then holds its by_time key).
+    if (b.keyDbs.includes(INDEX_DBS.indexOf('byTime'))) void stores.byIdentity.put([b.identity, b.newest, id, b.batch], EMPTY);
+  }
   for (let j = 0, from = 0; j < b.keyEnds.length; from = b.keyEnds[j++]) {
     // Keys already encoded: lmdb-js writes a Uint8Array key as it is.
     void stores[INDEX_DBS[b.keyDbs[j]]].put(b.keys.subarray(from, b.keyEnds[j]) as unknown as Key, EMPTY);
@@ -142,27 +148,48 @@ function writeBatch(stores: CollectorStores, ids: IdIndexWriter, id: string, b: 
 
 interface Candidate extends StoredRecord {
   start: number;
+  chain: string;
 }
 
-/** Newest first; ties by sidecar, then sequence, both descending (the order of the per-record indexes). */
-const newestFirst = (a: Candidate, b: Candidate): number => b.start - a.start || (a.sidecar < b.sidecar ? 1 : a.sidecar > b.sidecar ? -1 : b.seq - a.seq);
+/** Newest first; ties by chain, then sequence, both descending (the order of the per-record indexes). */
+const newestFirst = (a: Candidate, b: Candidate): number => b.start - a.start || (a.chain < b.chain ? 1 : a.chain > b.chain ? -1 : b.seq - a.seq);
+
+/** One stored batch as a query reads it: its records, its chain's sidecar id and incarnation, its identity stamp. */
+interface ReadBatch {
+  blob: BatchBlob;
+  sidecar: string;
+  incarnation: string;
+  identity: string | undefined;
+}
+
+/** Record i of a batch as the store answers it. */
+function storedRecord(b: ReadBatch, i: number): StoredRecord {
+  const rec: StoredRecord = { sidecar: b.sidecar, incarnation: b.incarnation, seq: b.blob.firstSeq + i, bytes: b.blob.bytes(i) };
+  if (b.identity !== undefined) rec.identity = b.identity;
+  return rec;
+}
 
 /**
  * Records that may match `q`, newest first, from the narrowest index that applies; the caller
  * (api/record-query.ts) applies the whole filter. A correlation id or trace id query reads the id
- * index, an errors-only query the per-record errors entries; a service or time query reads whole batches, newest batch first,
- * and holds a batch's records back until no batch still to read can hold a newer one.
+ * index, an identity query the per-batch identity entries, an errors-only query the per-record
+ * errors entries; a service or time query reads whole batches, newest batch first, and an identity,
+ * service or time scan holds a batch's records back until no batch still to read can hold a newer one.
  */
 function* candidates(stores: CollectorStores, ids: IdIndexDbs, log: () => readonly Buffer[], q: RecordQuery, maxSpanMs: number, maxIdMatches: number): Iterable<StoredRecord> {
   const since = q.sinceUnixMs ?? 0;
   const until = q.untilUnixMs ?? Number.MAX_SAFE_INTEGER;
-  let last: { sidecar: string; batch: number; blob: BatchBlob | null } | undefined;
-  const blobOf = (sidecar: string, batch: number): BatchBlob | null => {
-    if (last?.sidecar !== sidecar || last.batch !== batch) {
-      const bytes = stores.batches.get([sidecar, batch]);
-      last = { sidecar, batch, blob: bytes === undefined ? null : new BatchBlob(bytes) };
+  const chains = new Map<string, SidecarState | undefined>();
+  let last: { chain: string; batch: number; read: ReadBatch | null } | undefined;
+  const batchOf = (chain: string, batch: number): ReadBatch | null => {
+    if (last?.chain !== chain || last.batch !== batch) {
+      const bytes = stores.batches.get([chain, batch]);
+      if (!chains.has(chain)) chains.set(chain, stores.sidecars.get(chain));
+      const state = chains.get(chain);
+      const read = bytes === undefined || state === undefined ? null : { blob: new BatchBlob(bytes), sidecar: state.id, incarnation: state.incarnation ?? '', identity: stores.identities.get([chain, batch]) };
+      last = { chain, batch, read };
     }
-    return last.blob;
+    return last.read;
   };
   const id: [IdKind, string] | undefined = q.correlationId !== undefined ? ['correlation', q.correlationId] : q.traceId !== undefined ? ['trace', q.traceId] : undefined;
   if (id !== undefined) {
@@ -173,26 +200,26 @@ function* candidates(stores: CollectorStores, ids: IdIndexDbs, log: () => readon
       if (!(err instanceof TooManyIdMatches)) throw err;
       throw new QueryError(`${id[0] === 'correlation' ? 'correlation_id' : 'trace_id'} ${JSON.stringify(id[1])}: ${err.message}${q.sinceUnixMs === undefined && q.untilUnixMs === undefined ? '' : ' in that time range'}; narrow it with since and until`);
     }
-    // Newest first, as the per-record indexes order: ties by sidecar, batch, place, descending.
+    // Newest first, as the per-record indexes order: ties by chain, batch, place, descending.
     refs.sort((a, b) => b.start - a.start || (a.sidecar < b.sidecar ? 1 : a.sidecar > b.sidecar ? -1 : b.batch - a.batch || b.i - a.i));
-    for (const { sidecar, batch, i } of refs) {
-      const blob = blobOf(sidecar, batch);
-      if (blob !== null && i < blob.count) yield { sidecar, seq: blob.firstSeq + i, bytes: blob.bytes(i) };
+    for (const { sidecar: chain, batch, i } of refs) {
+      const b = batchOf(chain, batch);
+      if (b !== null && i < b.blob.count) yield storedRecord(b, i);
     }
     return;
   }
-  if ((q.service ?? q.peer) === undefined && q.status !== undefined && 'error' in q.status && q.status.error) {
+  if (q.identity === undefined && (q.service ?? q.peer) === undefined && q.status !== undefined && 'error' in q.status && q.status.error) {
     // Reverse range: from the high end (inclusive of `until`) down to the low end.
     for (const key of stores.errors.getKeys({ start: [until, HIGH], end: [since], reverse: true })) {
       const k = key as (string | number)[];
-      const [sidecar, batch, i] = k.slice(-3) as [string, number, number];
-      const blob = blobOf(sidecar, batch);
-      if (blob !== null && i < blob.count) yield { sidecar, seq: blob.firstSeq + i, bytes: blob.bytes(i) };
+      const [chain, batch, i] = k.slice(-3) as [string, number, number];
+      const b = batchOf(chain, batch);
+      if (b !== null && i < b.blob.count) yield storedRecord(b, i);
     }
     return;
   }
   const side = q.service ?? q.peer;
-  const [db, prefix] = side !== undefined ? [stores.byService, [side]] : [stores.byTime, []];
+  const [db, prefix] = q.identity !== undefined ? [stores.byIdentity, [q.identity]] : side !== undefined ? [stores.byService, [side]] : [stores.byTime, []];
   // A batch keyed by its newest record may hold records up to the widest span older than that.
   const top = Math.min(Number.MAX_SAFE_INTEGER, until + maxSpanMs);
   const held: Candidate[] = [];
@@ -201,17 +228,17 @@ function* candidates(stores: CollectorStores, ids: IdIndexDbs, log: () => readon
     held.sort(newestFirst);
     let n = 0;
     while (n < held.length && held[n].start > bound) n++;
-    for (const { sidecar, seq, bytes } of held.splice(0, n)) yield { sidecar, seq, bytes };
+    for (const { start: _, chain: __, ...rec } of held.splice(0, n)) yield rec;
   }
   for (const key of db.getKeys({ start: [...prefix, top, HIGH], end: [...prefix, since], reverse: true })) {
     const k = key as (string | number)[];
-    const [max, sidecar, batch] = k.slice(-3) as [number, string, number];
+    const [max, chain, batch] = k.slice(-3) as [number, string, number];
     yield* release(max);
-    const blob = blobOf(sidecar, batch);
-    if (blob === null) continue;
-    for (let i = 0; i < blob.count; i++) {
-      const start = blob.start(i);
-      if (start >= since && start <= until) held.push({ start, sidecar, seq: blob.firstSeq + i, bytes: blob.bytes(i) });
+    const b = batchOf(chain, batch);
+    if (b === null) continue;
+    for (let i = 0; i < b.blob.count; i++) {
+      const start = b.blob.start(i);
+      if (start >= since && start <= until) held.push({ ...storedRecord(b, i), start, chain });
     }
   }
   yield* release(Number.NEGATIVE_INFINITY);

@@ -3,26 +3,33 @@ import type { Evidence, SidecarState, StoredLink } from '../collector-store.js';
 
 /**
  * The collector's embedded store: one LMDB environment (--store), so a collector runs with no
- * other server. The layout (every key an lmdb-js ordered-binary array, so ranges sort by
- * sidecar, then number or time):
+ * other server. Everything is kept per chain: a sidecar has one chain per incarnation, stored
+ * under its chain key (chain-key.ts): `SIDECAR_ID@POD_UID` when a ServiceAccount token named the
+ * pod's uid, the sidecar id alone otherwise. The layout (every key an lmdb-js ordered-binary
+ * array, so ranges sort by chain, then number or time):
  *
- *   sidecars        sidecar id -> SidecarState
- *   links           [sidecar, batch] -> StoredLink: the header exactly as verified, and its leaf hashes
- *   batches_lz4     [sidecar, batch] -> a records batch's records, bytes exactly as hashed (batch-blob.ts),
+ *   sidecars        chain -> SidecarState (its sidecar id and incarnation inside)
+ *   links           [chain, batch] -> StoredLink: the header exactly as verified, and its leaf hashes
+ *   batches_lz4     [chain, batch] -> a records batch's records, bytes exactly as hashed (batch-blob.ts),
  *                   LZ4-compressed by lmdb-js on its write threads (BATCHES_DB says why)
- *   by_time         [max_start_ms, sidecar, batch]            every records batch
- *   by_service      [service, max_start_ms, sidecar, batch]   each service a batch's records name, own or peer
- *   errors          [start_ms, sidecar, batch, i]              isErrorRecord (record-index.ts; i: its place in the batch)
+ *   identities      [chain, batch] -> the SPIFFE ID the writer's stream proved when the batch was
+ *                   stored (the collector's stamp, `audit.identity` when read); none: no entry
+ *   by_time         [max_start_ms, chain, batch]            every records batch
+ *   by_service      [service, max_start_ms, chain, batch]   each service a batch's records name, own or peer
+ *   by_identity     [spiffe_id, max_start_ms, chain, batch] every stamped records batch
+ *   errors          [start_ms, chain, batch, i]              isErrorRecord (record-index.ts; i: its place in the batch)
  *   meta            'max_span_ms' -> the widest start-time range of any batch (for time scans)
  *   evidence        [received_ms, n] -> Evidence               refused segments, bounded
- *   id_*            request ids and trace ids: a log-structured index (id-index.ts)
+ *   id_*            request ids and trace ids: a log-structured index (id-index.ts), chains by number
  *
- * A batch is one value and its time and service entries are per batch: a record costs its id
+ * A batch is one value and its time, service and identity entries are per batch: a record costs its id
  * entries only (one value and five entries per record held ingest below its target on the LMDB
- * writes alone: bench/README.md, "Figures behind the code"), and those are appended, not inserted at random places (id-index.ts). Time and service scans read whole batches and merge
+ * writes alone: bench/README.md, "Figures behind the code"), and those are appended, not inserted at random places (id-index.ts). Time, service and identity scans read whole batches and merge
  * them newest first (candidates). Index values are empty: the key is the entry. A verified run is
- * one transaction (links, batches, index entries and the sidecar's new position), so the store
- * never holds a record without its link or a position ahead of what it holds.
+ * one transaction (links, batches, stamps, index entries and the chain's new position), so the store
+ * never holds a record without its link or a position ahead of what it holds. The identity stamp
+ * is the collector's word on who wrote a batch, not the sidecar's: the chain's hashes and
+ * signatures do not cover it.
  */
 
 export interface CollectorStores {
@@ -30,8 +37,10 @@ export interface CollectorStores {
   readonly sidecars: Database<SidecarState, string>;
   readonly links: Database<StoredLink, [string, number]>;
   readonly batches: Database<Buffer, [string, number]>;
+  readonly identities: Database<string, [string, number]>;
   readonly byTime: Database<Buffer, Key>;
   readonly byService: Database<Buffer, Key>;
+  readonly byIdentity: Database<Buffer, Key>;
   readonly errors: Database<Buffer, Key>;
   readonly meta: Database<number, string>;
   readonly evidence: Database<Evidence, [number, number]>;
@@ -54,8 +63,10 @@ export function openCollectorStores(env: RootDatabase): CollectorStores {
     sidecars: env.openDB<SidecarState, string>('sidecars', { encoding: 'msgpack' }),
     links: env.openDB<StoredLink, [string, number]>('links', { encoding: 'msgpack' }),
     batches: env.openDB<Buffer, [string, number]>(BATCHES_DB, { encoding: 'binary', compression: true }),
+    identities: env.openDB<string, [string, number]>('identities', { encoding: 'string' }),
     byTime: index('by_time'),
     byService: index('by_service'),
+    byIdentity: index('by_identity'),
     errors: index('errors'),
     meta: env.openDB<number, string>('meta', { encoding: 'msgpack' }),
     evidence: env.openDB<Evidence, [number, number]>('evidence', { encoding: 'msgpack' }),

@@ -8,9 +8,12 @@ import { writerFor } from '../../../ledger/journal-writers.js';
 import { BatchBlob, BlobError } from './batch-blob.js';
 import type { LostRange, SidecarState, StoredLink } from '../collector-store.js';
 import { openCollectorStores, refuseEarlierLayout, type CollectorStores } from './store-layout.js';
+import { chainKeyOf } from './chain-key.js';
+import { parseSpiffeId } from '../../../ledger/spiffe-id.js';
 
 /**
- * `auditmesh verify STORE` for a collector store: every sidecar chain in it, end to end, through
+ * `auditmesh verify STORE` for a collector store: every chain in it (a sidecar has one per
+ * incarnation, chain-key.ts), end to end, through
  * the same link verifier ingest used, from where the collector's copy of that chain starts to the
  * position it recorded, with the key it pinned. Names the first sidecar, batch or record that
  * does not verify. Reads one snapshot.
@@ -18,6 +21,10 @@ import { openCollectorStores, refuseEarlierLayout, type CollectorStores } from '
 
 export interface SidecarChainReport {
   id: string;
+  /** The pod uid of this chain's incarnation; null: none. */
+  incarnation: string | null;
+  /** What the store keeps the chain under (`ID@INCARNATION`, or the id). */
+  chain: string;
   key_id: string;
   ok: boolean;
   records: number;
@@ -36,7 +43,7 @@ export interface StoreReport {
   kind: 'collector-store';
   sidecars: SidecarChainReport[];
   records: number;
-  /** The first sidecar that failed, and where. */
+  /** The first chain that failed (its chain key), and where. */
   failure?: VerifyFailure & { sidecar: string };
 }
 
@@ -77,24 +84,27 @@ export async function verifyStoreDir(dir: string): Promise<StoreReport> {
 
 export function verifyStore(stores: CollectorStores, transaction: Transaction): StoreReport {
   const report: StoreReport = { ok: true, kind: 'collector-store', sidecars: [], records: 0 };
-  for (const { value: state } of stores.sidecars.getRange({ transaction })) {
-    const r = verifySidecar(stores, transaction, state);
+  for (const { key, value: state } of stores.sidecars.getRange({ transaction })) {
+    const r = verifySidecar(stores, transaction, state, key);
     report.sidecars.push(r);
     report.records += r.records;
-    if (!r.ok && report.failure === undefined) report.failure = { sidecar: r.id, ...r.failure! };
+    if (!r.ok && report.failure === undefined) report.failure = { sidecar: r.chain, ...r.failure! };
   }
   report.ok = report.failure === undefined;
   return report;
 }
 
-function verifySidecar(stores: CollectorStores, transaction: Transaction, state: SidecarState): SidecarChainReport {
+function verifySidecar(stores: CollectorStores, transaction: Transaction, state: SidecarState, storedAs: string): SidecarChainReport {
   const start = { last_batch: state.first_batch - 1, last_seq: state.first_batch === 1 ? 0 : undefined, head: state.base_head, last_signed: state.first_batch - 1 };
   const lost = state.lost ?? [];
-  const r: SidecarChainReport = { id: state.id, key_id: state.key_id, ok: false, records: 0, links: 0, first_batch: state.first_batch, last_batch: start.last_batch, last_seq: start.last_seq ?? null, head: start.head, lost };
+  const chain = chainKeyOf(state);
+  const r: SidecarChainReport = { id: state.id, incarnation: state.incarnation ?? null, chain, key_id: state.key_id, ok: false, records: 0, links: 0, first_batch: state.first_batch, last_batch: start.last_batch, last_seq: start.last_seq ?? null, head: start.head, lost };
   try {
+    // A chain's state moved under another key would have its links read as another chain's.
+    if (storedAs !== chain) fail({ problem: `the chain stored as ${storedAs} names itself sidecar ${state.id}${state.incarnation === undefined ? '' : `, incarnation ${state.incarnation}`}: two incarnations' states were swapped or merged` });
     const spki = Buffer.from(state.public_key, 'base64');
     const key = publicKeyFromSpki(spki);
-    if (key === null || keyIdOf(spki) !== state.key_id) fail({ problem: `the pinned public key of sidecar ${state.id} is not an Ed25519 key with id ${state.key_id}: the key was swapped` });
+    if (key === null || keyIdOf(spki) !== state.key_id) fail({ problem: `the pinned public key of sidecar ${chain} is not an Ed25519 key with id ${state.key_id}: the key was swapped` });
     // Keys before the pinned one sign only up to an epoch link they endorsed: LinkVerifier checks that.
     const keyFor = (keyId: string, batch: number) => (keyId === state.key_id ? { spki, key: key! } : previousKey(state, keyId) ?? fail({ code: 'key-mismatch', batch, problem: `batch ${batch} names key ${keyId}, not the pinned key ${state.key_id}` }));
     let links = new LinkVerifier({ ...start, epoch_key: state.previous_keys?.[0]?.key_id ?? state.key_id }, { keyFor });
@@ -105,9 +115,11 @@ function verifySidecar(stores: CollectorStores, transaction: Transaction, state:
         ({ last_batch: r.last_batch, head: r.head } = links.position);
       }
     };
-    const batches = stores.batches.getRange({ start: [state.id, 0], end: [state.id, Number.MAX_SAFE_INTEGER], transaction })[Symbol.iterator]();
+    const batches = stores.batches.getRange({ start: [chain, 0], end: [chain, Number.MAX_SAFE_INTEGER], transaction })[Symbol.iterator]();
     let next = batches.next();
-    for (const { key: k, value: h } of stores.links.getRange({ start: [state.id, 0], end: [state.id, Number.MAX_SAFE_INTEGER], transaction })) {
+    /** Records batches of the chain, for its identity stamps. */
+    const held = new Set<number>();
+    for (const { key: k, value: h } of stores.links.getRange({ start: [chain, 0], end: [chain, Number.MAX_SAFE_INTEGER], transaction })) {
       if (h.batch !== k[1]) fail({ batch: k[1], problem: `the link stored as batch ${k[1]} names itself batch ${h.batch}` });
       crossLost(h.batch);
       if (!next.done && next.value.key[1] < h.batch) fail({ batch: next.value.key[1], problem: `records stored as batch ${next.value.key[1]} have no link: they were inserted before batch ${h.batch}` });
@@ -115,6 +127,7 @@ function verifySidecar(stores: CollectorStores, transaction: Transaction, state:
       if (h.kind === 'records') {
         if (next.done || next.value.key[1] !== h.batch) fail({ seq: h.first_seq, batch: h.batch, problem: `the records of batch ${h.batch} (${seqRange(h.first_seq, h.count)}) are missing` });
         bytes = storedRecords(h, next.value.value);
+        held.add(h.batch);
         next = batches.next();
       }
       try {
@@ -129,18 +142,19 @@ function verifySidecar(stores: CollectorStores, transaction: Transaction, state:
       r.last_seq = links.position.last_seq ?? null;
     }
     if (!next.done) fail({ batch: next.value.key[1], problem: `records stored as batch ${next.value.key[1]} have no link: they were added after the last batch (${r.last_batch})` });
+    checkStamps(stores, transaction, chain, held);
     // Ranges lost after the last link stored (nothing shipped since the sidecar reconnected).
     crossLost(Number.MAX_SAFE_INTEGER);
     const pos = state.position;
     if (pos.last_batch !== r.last_batch || pos.head !== r.head) {
-      fail({ batch: r.last_batch, problem: `the stored position of sidecar ${state.id} (batch ${pos.last_batch}, head ${pos.head}) does not match its last link (batch ${r.last_batch}, head ${r.head}): links were cut off or added` });
+      fail({ batch: r.last_batch, problem: `the stored position of sidecar ${chain} (batch ${pos.last_batch}, head ${pos.head}) does not match its last link (batch ${r.last_batch}, head ${r.head}): links were cut off or added` });
     }
     if (links.position.last_signed !== r.last_batch) fail({ batch: links.position.last_signed + 1, problem: `batches ${links.position.last_signed + 1}-${r.last_batch} come after the last signed head` });
     for (const l of lost) {
       fail({
         code: 'gap',
         batch: l.from_batch,
-        problem: `batches ${l.from_batch}-${l.to_batch} of sidecar ${state.id} never reached this store: at ${new Date(l.recorded_unix_ms).toISOString()} the sidecar no longer retained them and the collector had lost them (restored from an older copy?). The chain verifies on both sides of them, but nothing shows what they held`,
+        problem: `batches ${l.from_batch}-${l.to_batch} of sidecar ${chain} never reached this store: at ${new Date(l.recorded_unix_ms).toISOString()} the sidecar no longer retained them and the collector had lost them (restored from an older copy?). The chain verifies on both sides of them, but nothing shows what they held`,
       });
     }
     r.ok = true;
@@ -149,6 +163,14 @@ function verifySidecar(stores: CollectorStores, transaction: Transaction, state:
     r.failure = err.failure;
   }
   return r;
+}
+
+/** Every identity stamp of a chain names a workload and stamps a batch of records the chain holds. */
+function checkStamps(stores: CollectorStores, transaction: Transaction, chain: string, held: ReadonlySet<number>): void {
+  for (const { key: [, batch], value } of stores.identities.getRange({ start: [chain, 0], end: [chain, Number.MAX_SAFE_INTEGER], transaction })) {
+    if (parseSpiffeId(value) === null) fail({ batch, problem: `the identity stamp of batch ${batch} is not a workload SPIFFE ID: ${JSON.stringify(value.slice(0, 200))}` });
+    if (!held.has(batch)) fail({ batch, problem: `an identity stamp (${value}) names batch ${batch}, whose records this chain does not hold` });
+  }
 }
 
 /** A records link's stored records, which must be as many as it covers, from its first sequence number. */
