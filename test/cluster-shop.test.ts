@@ -63,6 +63,8 @@ function assertRecordsCarryProvenIdentity(t: ExecutionContext, pod: PodHandle, r
 
 test.serial('the default install ships over mTLS: every sidecar is certified by the mesh CA through its token, both ends of orders -> inventory (HTTP/1.1 and gRPC) and a lying pod’s calls reach the collector verified, every probe passes, and the store verifies', async (t) => {
   if (!requireInterception(t)) return;
+  // Three app pods and the control plane start one after another's readiness: on a loaded machine that outlasts ava's 120 s.
+  t.timeout(360_000);
   const timings: Record<string, number> = {};
   let mark = performance.now();
   const lap = (name: string): void => {
