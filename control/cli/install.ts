@@ -47,7 +47,7 @@ const INSTALL_FLAGS: readonly FlagSpec[] = [...flagsOf(INSTALL_SETTINGS), ...POL
 
 export const INSTALL_HELP = formatHelp(
   'auditmesh install [flags] | kubectl apply -f -',
-  "Prints the control plane's Kubernetes manifests: namespace, service accounts, collector (with its\nstore's PersistentVolumeClaim), the mesh CA, injector, its MutatingWebhookConfiguration and certificate, and\noptionally monitoring and a mandatory-audit policy. The --image ... --collector flags configure\nthe sidecars the injector adds (default collector: the one installed here).",
+  "Prints the control plane's Kubernetes manifests: namespace, service accounts, the mesh CA,\ncollector (with its store's PersistentVolumeClaim), injector, its MutatingWebhookConfiguration\nand certificate, and optionally monitoring and a mandatory-audit policy. The --image ...\n--collector flags configure the sidecars the injector adds (default collector: the one installed\nhere).",
   INSTALL_FLAGS,
 );
 
