@@ -10,6 +10,9 @@ import { startCluster } from './cluster/cluster.js';
 import type { PodHandle } from './cluster/kubelet.js';
 import { rendered } from './cluster/manifests.js';
 import type { KubeObject } from './cluster/objects.js';
+import { assertCarriesMeshCa } from './helpers/ca-bundle.js';
+import { applyPatch, type JsonPatchOp } from '../control/injector/json-patch.js';
+import type { Pod } from '../control/injector/pod.js';
 
 // The default install, as `auditmesh install | kubectl apply -f -` applies it, and two apps as
 // `auditmesh inject -f` renders them, run by the harness that plays kubelet (test/cluster/).
@@ -85,6 +88,17 @@ test.serial('the default install ships over mTLS: every sidecar is certified by 
   await cluster.apply(install);
   const collector = cluster.pod('auditmesh-system', 'auditmesh-collector-');
   lap('control plane ready');
+
+  // The injector as installed, called as the API server calls it (its Service name, the caBundle of
+  // the webhook configuration), embeds the mesh CA of the install's Secret in the pod it injects.
+  const injector = cluster.pod('auditmesh-system', 'auditmesh-injector-');
+  const webhook = install.find((o) => o.kind === 'MutatingWebhookConfiguration') as KubeObject & { webhooks: Array<{ clientConfig: { caBundle: string; service: { path: string } } }> };
+  const review = await readFile(join(ROOT, 'test/fixtures/admission/deployment-pod.json'), 'utf8');
+  const admitted = await cluster.request(`https://${injector.ip}:9443${webhook.webhooks[0]!.clientConfig.service.path}`, { method: 'POST', body: review, headers: { 'content-type': 'application/json' }, ca: Buffer.from(webhook.webhooks[0]!.clientConfig.caBundle, 'base64').toString(), servername: 'auditmesh-injector.auditmesh-system.svc' });
+  t.is(admitted.status, 200, JSON.stringify(admitted));
+  const { response } = JSON.parse(admitted.body!) as { response: { patch: string } };
+  const webhookPod = applyPatch((JSON.parse(review) as { request: { object: Pod } }).request.object, JSON.parse(Buffer.from(response.patch, 'base64').toString('utf8')) as JsonPatchOp[]);
+  assertCarriesMeshCa(t, webhookPod, meshCa);
   await cluster.apply(apps);
   const orders = cluster.pod('shop', 'orders-');
   const inventory = cluster.pod('shop', 'inventory-');
