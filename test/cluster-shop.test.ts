@@ -1,13 +1,15 @@
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { existsSync } from 'node:fs';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ROOT } from './helpers/child.js';
 import { runFromImage } from './helpers/image-process.js';
 import { requireInterception } from './helpers/netns.js';
 import { productionImage } from './helpers/production-image.js';
+import { metricValue, tempDir } from './helpers/sidecar.js';
 import { startCluster } from './cluster/cluster.js';
-import { rendered } from './cluster/manifests.js';
 import type { PodHandle } from './cluster/kubelet.js';
+import { rendered } from './cluster/manifests.js';
 import type { KubeObject } from './cluster/objects.js';
 
 /** Milliseconds each step of a scenario took, logged at its end (the suite's time is budgeted). */
@@ -22,25 +24,108 @@ function stopwatch(): { timings: Record<string, number>; lap(name: string): void
     },
   };
 }
+import { assertCarriesMeshCa } from './helpers/ca-bundle.js';
+import { applyPatch, type JsonPatchOp } from '../control/injector/json-patch.js';
+import type { Pod } from '../control/injector/pod.js';
 
 // The default install, as `auditmesh install | kubectl apply -f -` applies it, and two apps as
 // `auditmesh inject -f` renders them, run by the harness that plays kubelet (test/cluster/).
+// With the install's mesh CA: every sidecar has its key certified through its pod's token and
+// ships over mTLS. A third workload lies in its app label (it says it is orders) under a
+// ServiceAccount of its own.
 
-test.serial('the default install ships: both ends of orders -> inventory (HTTP/1.1 and gRPC) reach the collector verified, every probe passes, and the store verifies', async (t) => {
+type Rec = Record<string, unknown>;
+
+/** The mesh CA's pair as the install renders it in its Secret. */
+function meshCaOf(install: KubeObject[]): { certPem: string; keyPem: string } {
+  const secret = install.find((o) => o.kind === 'Secret' && o.metadata.name === 'auditmesh-mesh-ca') as (KubeObject & { data: Record<string, string> }) | undefined;
+  if (secret === undefined) throw new Error('the install renders no auditmesh-mesh-ca Secret');
+  const decode = (key: string): string => Buffer.from(secret.data[key] ?? '', 'base64').toString('utf8');
+  return { certPem: decode('ca.crt'), keyPem: decode('tls.key') };
+}
+
+/** The SPIFFE ID of the workload certificate the pod's sidecar obtained from the mesh CA, as it logged it. */
+function certifiedIdentity(pod: PodHandle): string | undefined {
+  const line = pod.containers.get('auditmesh-proxy')!.logs().split('\n').find((l) => l.includes('"msg":"workload certificate obtained"'));
+  return line === undefined ? undefined : ((JSON.parse(line) as { spiffe_id?: string }).spiffe_id ?? undefined);
+}
+
+/** Every file of the pod's volumes made from the cluster's objects and the pod's own fields (not its emptyDirs). */
+async function volumeFiles(pod: PodHandle): Promise<string[]> {
+  const files: string[] = [];
+  for (const v of [...pod.volumes.values()].filter((x) => ['secret', 'configMap', 'projected', 'downwardAPI'].includes(x.kind))) {
+    for (const e of await readdir(v.path, { withFileTypes: true, recursive: true })) if (e.isFile()) files.push(join(e.parentPath, e.name));
+  }
+  return files;
+}
+
+/**
+ * The check the identity work exists for: the records a pod wrote carry the identity its
+ * ServiceAccount proves, whatever its app label claims. The collector's records do not carry the
+ * writer's proven identity (`audit.identity`) yet; until they do, this asserts what proves it
+ * today: the pod's sidecar holds a certificate from the mesh CA for exactly that SPIFFE ID, and
+ * the collector, which takes Sync only over mTLS from a certificate naming the same namespace and
+ * ServiceAccount as the stream's token, stored these records from it. Once `audit.identity` is in
+ * the query output, it must equal `spiffeId` on every record (the line marked below).
+ */
+function assertRecordsCarryProvenIdentity(t: ExecutionContext, pod: PodHandle, records: Rec[], spiffeId: string): void {
+  t.true(records.length > 0, `no records of ${pod.namespace}/${pod.name} at the collector`);
+  t.is(certifiedIdentity(pod), spiffeId, `${pod.name}'s sidecar log:\n${pod.containers.get('auditmesh-proxy')!.logs()}`);
+  for (const r of records) {
+    t.is(r['audit.sidecar_id'], `${pod.namespace}/${pod.name}`);
+    // audit.identity: make this unconditional once the collector's query output carries it.
+    if ('audit.identity' in r) t.is(r['audit.identity'], spiffeId, JSON.stringify(r));
+  }
+}
+
+test.serial('the default install ships over mTLS: every sidecar is certified by the mesh CA through its token, both ends of orders -> inventory (HTTP/1.1 and gRPC) and a lying pod’s calls reach the collector verified, every probe passes, and the store verifies', async (t) => {
   if (!requireInterception(t)) return;
+  // Three app pods and the control plane start one after another's readiness: on a loaded machine that outlasts ava's 120 s.
+  t.timeout(360_000);
   const { timings, lap } = stopwatch();
   const cluster = await startCluster(t);
   const install = await rendered(t, ['install', '--certs', 'self-signed', '--replicas', '1']);
-  const apps = await rendered(t, ['inject', '-f', join(ROOT, 'test/fixtures/cluster/shop.yaml')]);
+  // The bundle `auditmesh inject -f` embeds in each pod: the install's CA certificate, as a user
+  // would take it from the applied Secret.
+  const meshCa = meshCaOf(install);
+  const caFile = join(await tempDir(t), 'ca.crt');
+  await writeFile(caFile, meshCa.certPem);
+  const injected = async (fixture: string): Promise<KubeObject[]> => rendered(t, ['inject', '-f', join(ROOT, 'test/fixtures/cluster', fixture), '--ca-file', caFile]);
+  const apps = [...(await injected('shop.yaml')), ...(await injected('impostor.yaml'))];
   lap('cluster and manifests');
 
   await cluster.apply(install);
   const collector = cluster.pod('auditmesh-system', 'auditmesh-collector-');
   lap('control plane ready');
+
+  // The injector as installed, called as the API server calls it (its Service name, the caBundle of
+  // the webhook configuration), embeds the mesh CA of the install's Secret in the pod it injects.
+  const injector = cluster.pod('auditmesh-system', 'auditmesh-injector-');
+  const webhook = install.find((o) => o.kind === 'MutatingWebhookConfiguration') as KubeObject & { webhooks: Array<{ clientConfig: { caBundle: string; service: { path: string } } }> };
+  const review = await readFile(join(ROOT, 'test/fixtures/admission/deployment-pod.json'), 'utf8');
+  const admitted = await cluster.request(`https://${injector.ip}:9443${webhook.webhooks[0]!.clientConfig.service.path}`, { method: 'POST', body: review, headers: { 'content-type': 'application/json' }, ca: Buffer.from(webhook.webhooks[0]!.clientConfig.caBundle, 'base64').toString(), servername: 'auditmesh-injector.auditmesh-system.svc' });
+  t.is(admitted.status, 200, JSON.stringify(admitted));
+  const { response } = JSON.parse(admitted.body!) as { response: { patch: string } };
+  const webhookPod = applyPatch((JSON.parse(review) as { request: { object: Pod } }).request.object, JSON.parse(Buffer.from(response.patch, 'base64').toString('utf8')) as JsonPatchOp[]);
+  assertCarriesMeshCa(t, webhookPod, meshCa);
   await cluster.apply(apps);
   const orders = cluster.pod('shop', 'orders-');
   const inventory = cluster.pod('shop', 'inventory-');
+  const impostor = cluster.pod('shop', 'impostor-');
   lap('apps ready');
+
+  // Each sidecar was certified before it became ready, for the ServiceAccount its token names.
+  t.is(certifiedIdentity(orders), 'spiffe://cluster.local/ns/shop/sa/default');
+  t.is(certifiedIdentity(inventory), 'spiffe://cluster.local/ns/shop/sa/default');
+  t.is(certifiedIdentity(impostor), 'spiffe://cluster.local/ns/shop/sa/impostor');
+  // What an injected pod holds of the mesh CA: its certificate, from the pod's own annotation; never its key.
+  for (const pod of [orders, inventory, impostor]) {
+    t.is(pod.containers.get('auditmesh-proxy')!.spec.env.AUDITMESH_CA_FILE, '/var/run/secrets/auditmesh.io/ca/ca.crt');
+    t.is(await readFile(join(pod.volumes.get('auditmesh-ca')!.path, 'ca.crt'), 'utf8'), meshCa.certPem.trim() + '\n');
+    const keyLine = meshCa.keyPem.trim().split('\n')[1]!;
+    t.false(JSON.stringify(pod.info.object).includes(keyLine), `${pod.name}'s spec holds the mesh CA's key`);
+    for (const file of await volumeFiles(pod)) t.false((await readFile(file, 'utf8')).includes(keyLine), `${pod.name}: ${file} holds the mesh CA's key`);
+  }
 
   const checkout = await cluster.request(`http://${orders.ip}:8080/checkout?id=42`);
   t.is(checkout.status, 200, JSON.stringify(checkout));
@@ -70,6 +155,17 @@ test.serial('the default install ships: both ends of orders -> inventory (HTTP/1
     await new Promise((r) => setTimeout(r, 250));
     found = await ends();
   }
+  // The lying pod's calls: its sidecar stamps the service its label claims.
+  const lie = await cluster.request(`http://${impostor.ip}:8080/checkout?id=66`);
+  t.is(lie.status, 200, JSON.stringify(lie));
+  let lies: Rec[] = [];
+  for (const deadline = Date.now() + 30_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 250))) {
+    lies = (await records('orders')).filter((r) => r['audit.sidecar_id'] === `shop/${impostor.name}`);
+    if (lies.some((r) => r['url.path'] === '/items/66') && lies.some((r) => r['rpc.method'] === 'Unary')) break;
+  }
+  t.true(lies.every((r) => r['audit.service'] === 'orders'), 'the impostor claims to be orders');
+  assertRecordsCarryProvenIdentity(t, impostor, lies, 'spiffe://cluster.local/ns/shop/sa/impostor');
+
   const collectorLog = collector.containers.get('collector')!.logs();
   for (const [end, record] of Object.entries(found)) t.truthy(record, `${end} never reached the collector; collector log:\n${collectorLog}\nsidecar log:\n${orders.containers.get('auditmesh-proxy')!.logs()}`);
   t.is(found.httpOut?.['http.response.status_code'], 200);
@@ -77,7 +173,10 @@ test.serial('the default install ships: both ends of orders -> inventory (HTTP/1
   lap('records at the collector');
 
   const sidecars = JSON.parse((await cluster.request(`${api}/v1/sidecars`, asReader)).body ?? '[]') as Array<{ id: string; verified: boolean }>;
-  for (const pod of [orders, inventory]) t.like(sidecars.find((s) => s.id === `shop/${pod.name}`), { verified: true }, JSON.stringify(sidecars));
+  for (const pod of [orders, inventory, impostor]) t.like(sidecars.find((s) => s.id === `shop/${pod.name}`), { verified: true }, JSON.stringify(sidecars));
+  // The mesh CA issued each sidecar its certificate (and the collector its serving one).
+  const metrics = (await cluster.request(`${api}/metrics`)).body ?? '';
+  t.true(metricValue(metrics, 'auditmesh_collector_certificates_issued_total') >= 3, metrics.split('\n').filter((l) => l.includes('certif') || l.includes('identity')).join('\n'));
 
   // Every probe the manifests declare ran from the node and passed; none failed once it had passed.
   const probes = cluster.pods.flatMap((p) => p.probes.map((r) => ({ pod: p.name, ...r })));
@@ -87,7 +186,7 @@ test.serial('the default install ships: both ends of orders -> inventory (HTTP/1
     t.is(p.failedAfterPass, 0, `${p.pod}/${p.container} ${p.kind} failed after passing (${p.last})`);
   }
 
-  for (const pod of [orders, inventory]) await pod.stop();
+  for (const pod of [orders, inventory, impostor]) await pod.stop();
   const exits = await collector.stop();
   t.is(exits.get('collector')?.code, 0, exits.get('collector')?.stderr);
   const verify = await runFromImage(t, await productionImage(), ['verify', await cluster.claimDir('auditmesh-system', 'auditmesh-collector-store')]);

@@ -6,6 +6,7 @@ import type { Container } from '../control/injector/pod.js';
 import { runCli, runInProcess } from './helpers/child.js';
 import { tempDir } from './helpers/sidecar.js';
 import { schemaErrors } from './helpers/kube-schema.js';
+import { assertCarriesMeshCa, writeMeshCa } from './helpers/ca-bundle.js';
 
 const MANIFEST = 'test/fixtures/manifests/shop.yaml';
 type Obj = { kind: string; metadata?: { name?: string }; spec?: Record<string, unknown>; items?: Obj[] };
@@ -62,4 +63,28 @@ test('auditmesh inject: container mode and policy flags apply; usage errors exit
   const dir = await tempDir(t);
   await writeFile(join(dir, 'broken.yaml'), 'kind: Pod\nspec: [unclosed\n');
   t.is((await runInProcess(['inject', '-f', join(dir, 'broken.yaml')])).code, 1);
+});
+
+test('auditmesh inject --ca-file embeds the mesh CA in every injected pod; without it, none, and stderr says so; a key file is refused', async (t) => {
+  const meshCa = await writeMeshCa(t);
+  const r = await runInProcess(['inject', '-f', MANIFEST, '-o', 'json', '--ca-file', meshCa.certFile]);
+  t.is(r.code, 0, r.stderr);
+  t.notRegex(r.stderr, /no --ca-file/);
+  const objects = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Obj);
+  const workloads = objects.flatMap((o) => (o.kind === 'List' ? o.items! : [o])).filter((o) => o.kind !== 'Service' && o.metadata?.name !== 'debug');
+  t.true(workloads.length >= 6);
+  for (const o of workloads) {
+    const template = o.kind === 'Pod' ? o : o.kind === 'CronJob' ? (o.spec as { jobTemplate: { spec: { template: Obj } } }).jobTemplate.spec.template : (o.spec as { template: Obj }).template;
+    assertCarriesMeshCa(t, { apiVersion: 'v1', kind: 'Pod', metadata: template.metadata as never, spec: podSpecOf(o) as never }, meshCa);
+  }
+
+  const without = await runInProcess(['inject', '-f', MANIFEST, '-o', 'json']);
+  t.is(without.code, 0);
+  t.regex(without.stderr, /no --ca-file: the pods get no mesh CA bundle/);
+  t.false(without.stdout.includes('auditmesh-ca') || without.stdout.includes('AUDITMESH_CA_FILE') || without.stdout.includes('auditmesh.io/ca-bundle'));
+
+  const key = await runInProcess(['inject', '-f', MANIFEST, '--ca-file', meshCa.keyFile]);
+  t.is(key.code, 1);
+  t.regex(key.stderr, /holds a private key/);
+  t.is(key.stdout, '');
 });

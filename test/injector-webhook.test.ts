@@ -7,10 +7,11 @@ import { createWebhookCertificates, type WebhookCertificates } from '../control/
 import { createAdmissionServer } from '../control/injector/admission-server.js';
 import { applyPatch } from '../control/injector/json-patch.js';
 import type { Pod } from '../control/injector/pod.js';
-import { startCli } from './helpers/child.js';
+import { runCli, startCli } from './helpers/child.js';
 import { listen } from './helpers/net.js';
 import { metricValue, scrape, tempDir } from './helpers/sidecar.js';
 import { schemaErrors } from './helpers/kube-schema.js';
+import { assertCarriesMeshCa, writeMeshCa } from './helpers/ca-bundle.js';
 
 const SERVICE_NAME = 'auditmesh-injector.auditmesh-system.svc';
 const certs = createWebhookCertificates([SERVICE_NAME], 30);
@@ -45,10 +46,10 @@ function post(port: number, ca: string, path: string, body: string | Buffer, met
   });
 }
 
-async function startInjector(t: import('ava').ExecutionContext): Promise<{ port: number; admin: number; ca: string }> {
+async function startInjector(t: import('ava').ExecutionContext, extra: string[] = []): Promise<{ port: number; admin: number; ca: string }> {
   const pair = await certs;
   const files = await writePair(await tempDir(t), pair);
-  const injector = startCli(t, ['injector', '--port', '0', '--admin-port', '0', '--bind', '127.0.0.1', '--tls-cert', files.cert, '--tls-key', files.key, '--max-body-bytes', '65536']);
+  const injector = startCli(t, ['injector', '--port', '0', '--admin-port', '0', '--bind', '127.0.0.1', '--tls-cert', files.cert, '--tls-key', files.key, '--max-body-bytes', '65536', ...extra]);
   const m = await injector.waitFor(/"msg":"injector listening","port":(\d+),"admin":(\d+)/, 45_000);
   return { port: Number(m[1]), admin: Number(m[2]), ca: pair.caCert };
 }
@@ -146,4 +147,34 @@ test('a renewed certificate pair is served without a restart; a broken pair is r
   t.is((await post(port, second.caCert, '/ok', review)).status, 200);
   await t.throwsAsync(post(port, first.caCert, '/ok', review), { message: /certificate/ });
   t.deepEqual(reloads, ['failed', 'reloaded']);
+});
+
+test('with --ca-file the webhook embeds the mesh CA in each pod it injects (annotation, downwardAPI volume, read-only mount, AUDITMESH_CA_FILE), replacing a bundle the pod came with, and never the key', async (t) => {
+  const meshCa = await writeMeshCa(t);
+  const { port, ca } = await startInjector(t, ['--ca-file', meshCa.certFile]);
+  const review = fixture('deployment-pod');
+  // A bundle of the pod author's choosing would let its sidecar trust another collector.
+  (review.request.object.metadata!.annotations ??= {})['auditmesh.io/ca-bundle'] = (await writeMeshCa(t)).certPem;
+  const answer = await post(port, ca, '/inject/namespace-enabled', JSON.stringify(review));
+  t.is(answer.status, 200);
+  const { response } = JSON.parse(answer.body);
+  t.true(response.allowed);
+  const patched = applyPatch(review.request.object, JSON.parse(Buffer.from(response.patch, 'base64').toString('utf8')));
+  assertCarriesMeshCa(t, patched, meshCa);
+});
+
+test('the injector refuses to start with a --ca-file that holds a private key, no certificate, or nothing at all, naming it', async (t) => {
+  const meshCa = await writeMeshCa(t);
+  const dir = await tempDir(t);
+  const combined = join(dir, 'combined.pem');
+  await writeFile(combined, meshCa.certPem + meshCa.keyPem);
+  const junk = join(dir, 'junk.pem');
+  await writeFile(junk, 'not a certificate\n');
+  const { cert, key } = await writePair(dir, await certs);
+  for (const [file, message] of [[meshCa.keyFile, /holds a private key/], [combined, /holds a private key/], [junk, /holds no PEM certificate/], [join(dir, 'missing.crt'), /cannot read the mesh CA bundle/]] as const) {
+    const r = await runCli(['injector', '--port', '0', '--admin-port', '0', '--bind', '127.0.0.1', '--tls-cert', cert, '--tls-key', key, '--ca-file', file]);
+    t.is(r.code, 1, file);
+    t.regex(r.stderr, message);
+    t.true(r.stderr.includes(file));
+  }
 });

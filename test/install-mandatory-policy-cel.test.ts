@@ -1,5 +1,8 @@
 import test from 'ava';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createCaFiles } from '../control/collector/ingest/mesh-ca.js';
 import { fileURLToPath } from 'node:url';
 import { parse } from '@marcbachmann/cel-js';
 import { runInProcess } from './helpers/child.js';
@@ -31,9 +34,18 @@ async function renderedPolicy(): Promise<Policy> {
   return vap.spec as Policy;
 }
 
-/** The pods the API server would see for the fixture's workloads, as `auditmesh inject -f` renders them. */
+/** A mesh CA certificate, as the install's injector embeds one in every pod. */
+const caDir = mkdtemp(join(tmpdir(), 'auditmesh-cel-'));
+test.after.always(async () => rm(await caDir, { recursive: true, force: true }));
+const caFile = (async (): Promise<string> => {
+  const file = join(await caDir, 'ca.crt');
+  await writeFile(file, (await createCaFiles()).certPem);
+  return file;
+})();
+
+/** The pods the API server would see for the fixture's workloads, as `auditmesh inject -f` renders them with the install's mesh CA. */
 async function injectedPods(): Promise<Array<{ kind: string; pod: Json }>> {
-  const objects = await jsonLines(['inject', '-f', MANIFEST, '-o', 'json']);
+  const objects = await jsonLines(['inject', '-f', MANIFEST, '-o', 'json', '--ca-file', await caFile]);
   return objects
     .filter((o) => o.kind === 'Deployment' || o.kind === 'StatefulSet' || o.kind === 'Job')
     .map((o) => {
@@ -66,6 +78,7 @@ test('a pod as the injector renders it is admitted; the same pod without the sid
   const policy = await renderedPolicy();
   const pods = await injectedPods();
   t.deepEqual(pods.map((p) => p.kind), ['Deployment', 'StatefulSet', 'Job']);
+  t.true(pods.every(({ pod }) => JSON.stringify(pod).includes('AUDITMESH_CA_FILE')), 'the pods carry the mesh CA bundle');
   for (const { kind, pod } of pods) t.deepEqual(denials(policy, pod), [], `${kind} as injected`);
   const plain = await ordersPod();
   const spec = plain.spec as { initContainers: Container[] };

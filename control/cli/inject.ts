@@ -3,6 +3,8 @@ import { parseAllDocuments } from 'yaml';
 import { formatHelp, parseFlags, UsageError, type FlagSpec } from '../../command/flags.js';
 import { INJECT_FLAGS, injectOptionsFromFlags } from '../injector/inject-flags.js';
 import { injectManifest } from '../injector/inject-manifest.js';
+import { readCaBundle } from '../injector/ca-bundle.js';
+import { MESH_CA_SECRET } from '../install/mesh-ca-secret.js';
 import type { InjectOptions } from '../injector/sidecar-containers.js';
 import type { CommandIO } from '../../command/io.js';
 import { collectorAddress, DEFAULT_NAMESPACE } from '../install/install-options.js';
@@ -11,6 +13,7 @@ import { OUTPUT_FLAG, writeObjects } from './manifest-output.js';
 const INJECT_COMMAND_FLAGS: readonly FlagSpec[] = [
   { name: 'filename', short: 'f', type: 'string', help: 'the manifest (YAML or JSON, several documents allowed); - reads stdin', env: false },
   OUTPUT_FLAG,
+  { name: 'ca-file', type: 'string', help: "the mesh CA bundle embedded in every injected pod (the install's Secret auditmesh-mesh-ca, key ca.crt); without it the pods get none and their sidecars cannot reach a collector that runs the mesh CA", env: false },
   ...INJECT_FLAGS,
 ];
 
@@ -27,6 +30,7 @@ export async function injectMain(argv: readonly string[], io: CommandIO, stdin: 
     return 0;
   }
   let file: string;
+  let caFile: string | undefined;
   let options: InjectOptions;
   let format: 'yaml' | 'json';
   try {
@@ -37,6 +41,7 @@ export async function injectMain(argv: readonly string[], io: CommandIO, stdin: 
     // Offline injection ships where the webhook's sidecars ship: the default install's collector.
     options = injectOptionsFromFlags({ ...values, collector: values.collector ?? collectorAddress(DEFAULT_NAMESPACE) });
     format = values.output as 'yaml' | 'json';
+    caFile = values['ca-file'] as string | undefined;
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
     io.stderr.write(`auditmesh inject: ${err.message}\n(see auditmesh inject --help)\n`);
@@ -52,6 +57,16 @@ export async function injectMain(argv: readonly string[], io: CommandIO, stdin: 
   } catch (err) {
     io.stderr.write(`auditmesh inject: cannot read ${file === '-' ? 'stdin' : file}: ${(err as Error).message}\n`);
     return 1;
+  }
+  if (caFile === undefined) {
+    io.stderr.write(`auditmesh inject: no --ca-file: the pods get no mesh CA bundle, and their sidecars cannot reach an install's collector, which serves the mesh CA's TLS; give its ca.crt (kubectl -n ${DEFAULT_NAMESPACE} get secret ${MESH_CA_SECRET} -o jsonpath='{.data.ca\\.crt}' | base64 -d > ca.crt)\n`);
+  } else {
+    try {
+      options = { ...options, caBundle: await readCaBundle(caFile) };
+    } catch (err) {
+      io.stderr.write(`auditmesh inject: ${(err as Error).message}\n`);
+      return 1;
+    }
   }
   const { objects: injected, entries } = injectManifest(objects, options);
   for (const e of entries) {

@@ -1,13 +1,14 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { formatHelp, parseFlags, UsageError, type FlagSpec } from '../../command/flags.js';
-import { choice, flagsOf, readSettings, tcpPort, text, whole, type SettingsOf } from '../../command/settings.js';
+import { choice, flagsOf, optionalText, readSettings, tcpPort, text, whole, type SettingsOf } from '../../command/settings.js';
 import { createLogger, type Logger } from '../../command/log.js';
 import { createAdminServer } from '../../command/admin-server.js';
 import { createAdmissionServer, type AdmissionServer } from '../injector/admission-server.js';
 import { createInjectorMetrics } from '../injector/injector-metrics.js';
 import { injectionHandlers } from '../injector/injection-webhook.js';
 import { INJECT_SETTINGS } from '../injector/inject-flags.js';
+import { readCaBundle } from '../injector/ca-bundle.js';
 import { untilAborted, type CommandIO } from '../../command/io.js';
 
 export const INJECTOR_SETTINGS = {
@@ -20,6 +21,7 @@ export const INJECTOR_SETTINGS = {
   maxBodyBytes: whole({ name: 'max-body-bytes', default: 3_145_728, help: 'larger admission requests are refused with 413' }),
   requestTimeoutMs: whole({ name: 'request-timeout-ms', default: 10_000, help: 'a request must arrive whole within this time' }),
   logLevel: choice<'info' | 'warn' | 'error' | 'silent'>({ name: 'log-level', default: 'info', choices: ['info', 'warn', 'error', 'silent'], help: 'structured log verbosity (stderr)', env: 'AUDITMESH_INJECTOR_LOG_LEVEL' }),
+  caFile: optionalText({ name: 'ca-file', help: "the mesh CA bundle (PEM certificates only) embedded in every injected pod, read at start; the install mounts its Secret's ca.crt. Without it the sidecars get none and ship without mTLS", env: 'AUDITMESH_INJECTOR_CA_FILE' }),
   policy: INJECT_SETTINGS,
 };
 
@@ -47,8 +49,15 @@ export async function injectorMain(argv: readonly string[], io: CommandIO): Prom
     io.stderr.write(`auditmesh injector: ${err.message}\n(see auditmesh injector --help)\n`);
     return 2;
   }
-  const { policy: options, ...values } = settings;
+  const { policy, caFile, ...values } = settings;
   const log = createLogger(values.logLevel, (line) => io.stderr.write(line));
+  let options = policy;
+  try {
+    if (caFile !== undefined) options = { ...policy, caBundle: await readCaBundle(caFile) };
+  } catch (err) {
+    io.stderr.write(`auditmesh injector: ${(err as Error).message}\n`);
+    return 1;
+  }
   const metrics = createInjectorMetrics();
   let admission: AdmissionServer;
   try {
@@ -75,7 +84,7 @@ export async function injectorMain(argv: readonly string[], io: CommandIO): Prom
   const admin = createAdminServer({ registry: metrics.registry, ready: () => ({ ok: true }), subscribe: null });
   const bind = values.bind;
   const ports = { port: await listen(admission.server, values.port, bind), admin: await listen(admin, values.adminPort, bind) };
-  log('info', 'injector listening', { ...ports, image: options.image, sidecar_mode: options.sidecarMode });
+  log('info', 'injector listening', { ...ports, image: options.image, sidecar_mode: options.sidecarMode, ca_bundle: options.caBundle === undefined ? 'none' : caFile });
   await untilAborted(io.signal);
   await stop(admission, admin, log);
   return 0;

@@ -6,6 +6,7 @@ import { INJECT_FLAGS, injectOptionsFromFlags } from '../injector/inject-flags.j
 import { collectorAddress, DEFAULT_NAMESPACE, type InstallOptions } from '../install/install-options.js';
 import { renderInstall } from '../install/render-install.js';
 import { quantityBytes } from '../injector/journal-limit.js';
+import { MESH_CA_SECRET } from '../install/mesh-ca-secret.js';
 import { monitoring } from '../install/monitoring.js';
 import { dashboardFiles } from '../install/grafana/dashboards.js';
 import { VERSION } from '../../command/version.js';
@@ -28,6 +29,10 @@ const INSTALL_SETTINGS = {
   replicas: whole({ name: 'replicas', default: 2, help: 'injector replicas', env: false }, 1),
   certs: choice<InstallOptions['certs']>({ name: 'certs', default: 'cert-manager', choices: ['cert-manager', 'self-signed'], help: 'webhook certificate: cert-manager issues and renews it; self-signed makes a CA now and embeds it (re-run to renew)', env: false }),
   certValidDays: whole({ name: 'cert-valid-days', default: 365, help: "the webhook certificate's lifetime", env: false }),
+  ca: optionalText({ name: 'ca', help: "the mesh CA (Secret auditmesh-mesh-ca): cert-manager issues it; self-signed makes one now and embeds it (re-rendering makes another: keep yours with --ca-dir). Default: as --certs", env: false }, (value) => {
+    if (value !== 'cert-manager' && value !== 'self-signed') throw new UsageError(`--ca: expected cert-manager or self-signed, got ${JSON.stringify(value)}`);
+  }),
+  caDir: optionalText({ name: 'ca-dir', help: 'embed the mesh CA of DIR (ca.crt, ca.key) instead of a new one: re-render an install without replacing its trust root', env: false }),
   injectorResources: {
     cpu: text({ name: 'injector-cpu', default: '50m', help: 'injector CPU request', env: false }),
     memory: text({ name: 'injector-memory', default: '128Mi', help: 'injector memory request and limit', env: false }),
@@ -60,7 +65,7 @@ const INSTALL_FLAGS: readonly FlagSpec[] = [...flagsOf(INSTALL_SETTINGS), ...POL
 
 export const INSTALL_HELP = formatHelp(
   'auditmesh install [flags] | kubectl apply -f -',
-  "Prints the control plane's Kubernetes manifests: namespace, service accounts, collector (with its\nstore's PersistentVolumeClaim), injector, its MutatingWebhookConfiguration and certificate, and\noptionally monitoring and a mandatory-audit policy. --ha renders the collector as a tier of\nreplicas on a NATS JetStream cluster instead. The --image ... --collector flags configure\nthe sidecars the injector adds (default collector: the one installed here).",
+  "Prints the control plane's Kubernetes manifests: namespace, service accounts, the mesh CA,\ncollector (with its store's PersistentVolumeClaim), injector, its MutatingWebhookConfiguration\nand certificate, and optionally monitoring and a mandatory-audit policy. --ha renders the\ncollector as a tier of replicas on a NATS JetStream cluster instead. The --image ...\n--collector flags configure the sidecars the injector adds (default collector: the one installed\nhere).",
   INSTALL_FLAGS,
 );
 
@@ -89,7 +94,17 @@ export async function installMain(argv: readonly string[], io: CommandIO): Promi
   }
   const header = `# auditmesh ${VERSION} control plane, rendered by: auditmesh install ${argv.join(' ')}\n`.replace(/ \n$/, '\n');
   if (dashboardsDir !== undefined) await writeDashboards(dashboardsDir);
-  writeObjects(io, monitoringOnly ? monitoring(options) : await renderInstall(options), format, header);
+  let objects;
+  try {
+    objects = monitoringOnly ? monitoring(options) : await renderInstall(options);
+  } catch (err) {
+    io.stderr.write(`auditmesh install: ${(err as Error).message}\n`);
+    return 1;
+  }
+  if (!monitoringOnly && options.meshCa.source === 'self-signed' && options.meshCa.dir === undefined) {
+    io.stderr.write(`auditmesh install: a new mesh CA is embedded (Secret ${MESH_CA_SECRET}); applied over a running install it replaces the trust root every sidecar holds. To keep a running one, render with --ca-dir DIR (its ca.crt and ca.key)\n`);
+  }
+  writeObjects(io, objects, format, header);
   return 0;
 }
 
@@ -106,6 +121,8 @@ export function installOptionsFromFlags(values: FlagValues): InstallOptions {
   // The sidecars ship to the collector installed here unless told otherwise.
   const policyValues: FlagValues = { ...values, collector: values.collector ?? collectorAddress(namespace) };
   const inject = injectOptionsFromFlags(policyValues);
+  const meshCa = { source: (settings.ca ?? (settings.caDir !== undefined ? 'self-signed' : settings.certs)) as InstallOptions['meshCa']['source'], dir: settings.caDir };
+  if (meshCa.source === 'cert-manager' && meshCa.dir !== undefined) throw new UsageError('--ca-dir embeds a CA of yours: it cannot go with --ca cert-manager');
   const injectArgs = POLICY_FLAGS.flatMap((f) => (policyValues[f.name] === undefined ? [] : [`--${f.name}`, String(policyValues[f.name])]));
   return {
     namespace,
@@ -118,6 +135,7 @@ export function installOptionsFromFlags(values: FlagValues): InstallOptions {
     storageClass: settings.storageClass,
     certs: settings.certs,
     certValidDays: settings.certValidDays,
+    meshCa,
     monitoring: settings.monitoring,
     alertDurationScale,
     mandatoryAuditPolicy: settings.mandatoryAuditPolicy,

@@ -32,6 +32,8 @@ export const INJECT_SETTINGS = {
     if (!/^[^:\s]+:\d+$/.test(value)) throw new UsageError(`--collector: expected HOST:PORT, got ${JSON.stringify(value)}`);
   }),
   version: fixed(VERSION),
+  // Not a flag of the policy: `auditmesh injector` and `auditmesh inject` read it from their --ca-file.
+  caBundle: fixed<string | undefined>(undefined),
 };
 
 export const INJECT_FLAGS: readonly FlagSpec[] = flagsOf(INJECT_SETTINGS);

@@ -3,6 +3,7 @@ import type { NamespaceInfo, Pod } from './pod.js';
 import { append, prepend, setInMap, type JsonPatchOp } from './json-patch.js';
 import { podSettings, type PodSettings } from './pod-settings.js';
 import { PROMETHEUS_SCRAPE, prometheusScrapeAnnotations } from './scrape-annotations.js';
+import { CA_BUNDLE_ANNOTATION, caBundleVolume } from './ca-bundle.js';
 import { dataVolume, identityVolume, initContainer, INIT_CONTAINER, proxyContainer, PROXY_CONTAINER, type InjectOptions } from './sidecar-containers.js';
 
 /** Opt-in label, on the namespace (`enabled`) and on the pod (`true`/`false` overrides). */
@@ -64,13 +65,16 @@ function buildPatch(pod: Pod, settings: PodSettings, options: InjectOptions): Js
     append(ops, '/spec/initContainers', pod.spec.initContainers, [init]);
     prepend(ops, '/spec/containers', pod.spec.containers, [proxy]);
   }
-  append(ops, '/spec/volumes', pod.spec.volumes, [dataVolume(settings), identityVolume()]);
+  const volumes = [dataVolume(settings), identityVolume(), ...(options.caBundle === undefined ? [] : [caBundleVolume()])];
+  append(ops, '/spec/volumes', pod.spec.volumes, volumes);
   if (pod.metadata === undefined) ops.push({ op: 'add', path: '/metadata', value: {} });
   setInMap(ops, '/metadata/labels', meta.labels, { [SIDECAR_LABEL]: 'true' });
-  const status = { version: options.version, mode: settings.sidecarMode, initContainers: settings.sidecarMode === 'native' ? [INIT_CONTAINER, PROXY_CONTAINER] : [INIT_CONTAINER], containers: settings.sidecarMode === 'native' ? [] : [PROXY_CONTAINER], volumes: [dataVolume(settings).name, identityVolume().name] };
+  const status = { version: options.version, mode: settings.sidecarMode, initContainers: settings.sidecarMode === 'native' ? [INIT_CONTAINER, PROXY_CONTAINER] : [INIT_CONTAINER], containers: settings.sidecarMode === 'native' ? [] : [PROXY_CONTAINER], volumes: volumes.map((v) => v.name) };
   // The app's own prometheus.io annotations win: they can name one port only, and theirs is theirs.
   const scrape = meta.annotations?.[PROMETHEUS_SCRAPE] === undefined ? prometheusScrapeAnnotations(options.adminPort) : {};
-  setInMap(ops, '/metadata/annotations', meta.annotations, { [STATUS_ANNOTATION]: JSON.stringify(status), ...scrape });
+  // The injector's bundle replaces any the pod came with: the pod's author does not choose whom its sidecar trusts.
+  const bundle: Record<string, string> = options.caBundle === undefined ? {} : { [CA_BUNDLE_ANNOTATION]: options.caBundle };
+  setInMap(ops, '/metadata/annotations', meta.annotations, { [STATUS_ANNOTATION]: JSON.stringify(status), ...scrape, ...bundle });
   return ops;
 }
 

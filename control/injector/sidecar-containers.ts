@@ -2,6 +2,7 @@ import { IDENTITY_AUDIENCE } from '../identity-audience.js';
 import type { Container } from './pod.js';
 import type { PodSettings, SettingDefaults } from './pod-settings.js';
 import { journalLimitBytes } from './journal-limit.js';
+import { CA_BUNDLE_FILE, caBundleMount } from './ca-bundle.js';
 
 /** Names of what the injector adds to a pod (README.md, Kubernetes). */
 export const PROXY_CONTAINER = 'auditmesh-proxy';
@@ -31,6 +32,8 @@ export interface InjectOptions extends SettingDefaults {
   collector: string | undefined;
   /** Recorded in the status annotation, so an upgrade can tell old injections from new. */
   version: string;
+  /** The mesh CA bundle (PEM) every injected pod carries (ca-bundle.ts); undefined: none, the sidecar ships without mTLS. */
+  caBundle: string | undefined;
 }
 
 /**
@@ -109,6 +112,8 @@ export function proxyContainer(options: InjectOptions, settings: PodSettings, se
         // The collector lets a token write only under its own pod's id.
         AUDITMESH_SIDECAR_ID: '$(POD_NAMESPACE)/$(POD_NAME)',
         AUDITMESH_IDENTITY_TOKEN_FILE: `${IDENTITY_DIR}/token`,
+        // With the bundle the sidecar has its key certified by the mesh CA and ships over mTLS.
+        AUDITMESH_CA_FILE: options.caBundle === undefined ? undefined : CA_BUNDLE_FILE,
         AUDITMESH_SERVICE: service,
         AUDITMESH_APP_PORT: settings.appPort,
         AUDITMESH_INBOUND_PORT: options.inboundPort,
@@ -135,6 +140,7 @@ export function proxyContainer(options: InjectOptions, settings: PodSettings, se
     volumeMounts: [
       { name: DATA_VOLUME, mountPath: DATA_DIR },
       { name: IDENTITY_VOLUME, mountPath: IDENTITY_DIR, readOnly: true },
+      ...(options.caBundle === undefined ? [] : [caBundleMount()]),
     ],
   };
 }

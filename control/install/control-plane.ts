@@ -16,6 +16,8 @@ import {
 } from './install-options.js';
 
 import { READ_POLICY_CONFIGMAP, READ_POLICY_DIR, READ_POLICY_FILE } from './read-policy-config.js';
+import { MESH_CA_DIR, meshCaMount, meshCaVolume } from './mesh-ca-secret.js';
+import { CA_CERT_FILE } from '../collector/ingest/mesh-ca.js';
 
 const TLS_DIR = '/etc/auditmesh/tls';
 /** Where the kubelet's kube-api-access volume would put the API token and cluster CA; the collector reads them there. */
@@ -107,13 +109,14 @@ function service(o: InstallOptions, name: string, ports: Array<{ name: string; p
 
 /** The injector: Deployment (spread over nodes, disruption-budgeted when replicated) and its Service. */
 export function injector(o: InstallOptions): KubeObject[] {
-  const args = ['injector', '--port', String(INJECTOR_PORT), '--admin-port', String(INJECTOR_ADMIN_PORT), '--tls-cert', `${TLS_DIR}/tls.crt`, '--tls-key', `${TLS_DIR}/tls.key`, ...o.injectArgs];
+  // The mesh CA's certificate (never its key), which the injector embeds in every pod.
+  const args = ['injector', '--port', String(INJECTOR_PORT), '--admin-port', String(INJECTOR_ADMIN_PORT), '--tls-cert', `${TLS_DIR}/tls.crt`, '--tls-key', `${TLS_DIR}/tls.key`, '--ca-file', `${MESH_CA_DIR}/${CA_CERT_FILE}`, ...o.injectArgs];
   const objects: KubeObject[] = [
     deployment(o, INJECTOR, o.injectorReplicas, INJECTOR_ADMIN_PORT, {
       containers: [
-        container(o, 'injector', args, o.injectorResources, INJECTOR_ADMIN_PORT, [{ name: 'https-webhook', containerPort: INJECTOR_PORT }, { name: 'http-metrics', containerPort: INJECTOR_ADMIN_PORT }], [{ name: 'tls', mountPath: TLS_DIR, readOnly: true }]),
+        container(o, 'injector', args, o.injectorResources, INJECTOR_ADMIN_PORT, [{ name: 'https-webhook', containerPort: INJECTOR_PORT }, { name: 'http-metrics', containerPort: INJECTOR_ADMIN_PORT }], [{ name: 'tls', mountPath: TLS_DIR, readOnly: true }, meshCaMount()]),
       ],
-      volumes: [{ name: 'tls', secret: { secretName: INJECTOR_TLS_SECRET } }],
+      volumes: [{ name: 'tls', secret: { secretName: INJECTOR_TLS_SECRET } }, meshCaVolume(false)],
       topologySpreadConstraints: [{ maxSkew: 1, topologyKey: 'kubernetes.io/hostname', whenUnsatisfiable: 'ScheduleAnyway', labelSelector: { matchLabels: { 'app.kubernetes.io/name': INJECTOR } } }],
     }),
     service(o, INJECTOR, [
@@ -140,6 +143,8 @@ function apiAccessVolume(): Record<string, unknown> {
       sources: [
         { serviceAccountToken: { expirationSeconds: 3607, path: 'token' } },
         { configMap: { name: 'kube-root-ca.crt', items: [{ key: 'ca.crt', path: 'ca.crt' }] } },
+        // The collector's namespace: its serving certificate names its Service in it.
+        { downwardAPI: { items: [{ path: 'namespace', fieldRef: { apiVersion: 'v1', fieldPath: 'metadata.namespace' } }] } },
       ],
     },
   };
@@ -149,10 +154,12 @@ function apiAccessVolume(): Record<string, unknown> {
  * The collector (`auditmesh collector`, its own issue): one replica, as its embedded LMDB store
  * has a single writer, on a PersistentVolumeClaim, replaced with Recreate so two never share it.
  * Sidecars present projected ServiceAccount tokens (audience auditmesh); the collector checks them
- * against the cluster issuer's keys, so nothing is to be created by hand.
+ * against the cluster issuer's keys and, with the mesh CA of its Secret (--ca-dir), certifies
+ * their keys and takes their records over mTLS only. Nothing is to be created by hand.
  */
 export function collector(o: InstallOptions): KubeObject[] {
-  const args = ['collector', '--grpc-port', String(COLLECTOR_GRPC_PORT), '--http-port', String(COLLECTOR_HTTP_PORT), '--store', STORE_DIR, '--read-policy', READ_POLICY_FILE];
+  // The mesh CA comes from its Secret only: in a pod the collector never makes one (a replica of its own would split the trust root).
+  const args = ['collector', '--grpc-port', String(COLLECTOR_GRPC_PORT), '--http-port', String(COLLECTOR_HTTP_PORT), '--store', STORE_DIR, '--read-policy', READ_POLICY_FILE, '--ca-dir', MESH_CA_DIR];
   return [
     {
       apiVersion: 'v1',
@@ -171,12 +178,14 @@ export function collector(o: InstallOptions): KubeObject[] {
             { name: 'store', mountPath: STORE_DIR },
             { name: 'kube-api-access', mountPath: API_ACCESS_DIR, readOnly: true },
             { name: 'read-policy', mountPath: READ_POLICY_DIR, readOnly: true },
+            meshCaMount(),
           ]),
         ],
         volumes: [
           { name: 'store', persistentVolumeClaim: { claimName: `${COLLECTOR}-store` } },
           apiAccessVolume(),
           { name: 'read-policy', configMap: { name: READ_POLICY_CONFIGMAP } },
+          meshCaVolume(true),
         ],
       },
       { strategy: { type: 'Recreate' } },

@@ -21,6 +21,11 @@ export interface InstallOptions {
   /** Webhook serving certificate: issued by cert-manager, or generated now and embedded. */
   certs: 'cert-manager' | 'self-signed';
   certValidDays: number;
+  /**
+   * The mesh CA's Secret: cert-manager issues it, or install embeds one (`dir`: the pair of an
+   * existing CA to keep; none: a new CA, which replaces a running cluster's trust root).
+   */
+  meshCa: { source: 'cert-manager' | 'self-signed'; dir: string | undefined };
   /** PodMonitor, ServiceMonitor and PrometheusRule (needs the Prometheus Operator's CRDs). */
   monitoring: boolean;
   /** Multiplies every duration the alert rules wait on (`for:`, shipping-lag thresholds); 1 in production. */

@@ -7,10 +7,11 @@ import { networkPolicies } from './network-policies.js';
 import { readPolicyObjects } from './read-policy-config.js';
 import { collectorTier } from './collector-tier.js';
 import { natsCluster, natsNetworkPolicy } from './nats-cluster.js';
+import { meshCaObjects, meshCaPair } from './mesh-ca-secret.js';
 
 /**
  * The control plane's manifests, in the order `kubectl apply` should meet them: the namespace and
- * identities, certificates, the collector and the injector, then the webhook configuration last
+ * identities, certificates (the webhook's, the mesh CA), the collector and the injector, then the webhook configuration last
  * (with failurePolicy Ignore it is harmless before the injector is up, but there is no point
  * calling it earlier), then the optional policy and monitoring objects.
  */
@@ -21,6 +22,7 @@ export async function renderInstall(o: InstallOptions): Promise<KubeObject[]> {
     namespace(o),
     ...serviceAccounts(o),
     ...webhook.filter((x) => x.kind !== 'MutatingWebhookConfiguration'),
+    ...meshCaObjects(o, await meshCaPair(o)),
     ...readPolicyObjects(o),
     ...(o.ha ? [...natsCluster(o), ...collectorTier(o)] : collector(o)),
     ...injector(o),

@@ -3,8 +3,8 @@ import type { ExecutionContext } from 'ava';
 import { startIn } from '../helpers/netns.js';
 
 export type AgentAnswer = { status?: number; body?: string; error?: string };
-/** An HTTP GET made from the node's network namespace. */
-export type NodeRequest = (url: string, options?: { timeoutMs?: number; headers?: Record<string, string> }) => Promise<AgentAnswer>;
+/** An HTTP(S) request (GET unless `method` says) made from the node's network namespace; https is verified against `ca` for `servername` when given, not verified otherwise (as kubelet probes). */
+export type NodeRequest = (url: string, options?: { timeoutMs?: number; headers?: Record<string, string>; ca?: string; servername?: string; method?: string; body?: string }) => Promise<AgentAnswer>;
 
 /** One long-lived client process in the node namespace (test/fixtures/cluster/node-agent.mjs), shared by probes and tests. */
 export async function startNodeAgent(t: ExecutionContext, nodeNs: string): Promise<NodeRequest> {

@@ -26,7 +26,8 @@ export async function probeOnce(request: NodeRequest, podIp: string, c: Containe
   if (get === undefined) throw new Error(`container ${c.name}: only httpGet probes are supported by the harness`);
   const port = typeof get.port === 'number' ? get.port : c.ports?.find((p) => p.name === get.port)?.containerPort;
   if (port === undefined) throw new Error(`container ${c.name}: probe port ${String(get.port)} is not a declared port name`);
-  const answer = await request(`http://${podIp}:${port}${get.path ?? '/'}`, { timeoutMs: (probe.timeoutSeconds ?? 1) * 1000 });
+  const scheme = get.scheme === 'HTTPS' ? 'https' : 'http';
+  const answer = await request(`${scheme}://${podIp}:${port}${get.path ?? '/'}`, { timeoutMs: (probe.timeoutSeconds ?? 1) * 1000 });
   const ok = answer.status !== undefined && answer.status >= 200 && answer.status < 400;
   return { ok, detail: answer.error ?? `HTTP ${answer.status}` };
 }

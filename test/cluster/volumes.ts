@@ -1,4 +1,4 @@
-import { chmod, chown, mkdir, rename, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readdir, rename, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { ObjectStore } from './objects.js';
 import { fieldValue, quantityBytes, type PodInfo } from './pod-fields.js';
@@ -63,8 +63,14 @@ export async function prepareVolumes(ctx: VolumeContext): Promise<Map<string, Pr
       }
     } else if (kind === 'secret' || kind === 'configMap') {
       await writeObjectFiles(ctx, kind, source, path);
+      await applyFsGroup(ctx, path);
     } else if (kind === 'projected') {
-      for (const s of source.sources as Source[]) await writeProjected(ctx, s, path, prepared);
+      for (const s of source.sources as Source[]) await writeProjected(ctx, s, path, prepared, source.defaultMode as number | undefined);
+      await applyFsGroup(ctx, path);
+    } else if (kind === 'downwardAPI') {
+      await mkdir(path, { recursive: true, mode: 0o755 });
+      await writeDownwardApi(ctx, source, path, source.defaultMode as number | undefined);
+      await applyFsGroup(ctx, path);
     } else {
       throw new Error(`volume ${v.name}: ${kind} volumes are not supported by the harness`);
     }
@@ -104,7 +110,40 @@ async function writeObjectFiles(ctx: VolumeContext, kind: 'secret' | 'configMap'
   }
 }
 
-async function writeProjected(ctx: VolumeContext, s: Source, dir: string, prepared: PreparedVolume): Promise<void> {
+/**
+ * What the kubelet does to the atomic-writer volumes (Secret, ConfigMap, downwardAPI, projected)
+ * of a pod with an fsGroup: every file's group becomes the fsGroup, with group read added to its
+ * mode, so a non-root container reads a Secret mounted with defaultMode 0400 or 0440.
+ */
+async function applyFsGroup(ctx: VolumeContext, dir: string): Promise<void> {
+  const fsGroup = ctx.pod.object.spec.securityContext?.fsGroup;
+  if (fsGroup === undefined) return;
+  for (const entry of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    const file = join(entry.parentPath, entry.name);
+    await chown(file, 0, fsGroup);
+    await chmod(file, ((await stat(file)).mode & 0o7777) | (entry.isDirectory() ? 0o2550 : 0o440));
+  }
+  await chown(dir, 0, fsGroup);
+}
+
+/**
+ * A downwardAPI volume's items, as the kubelet writes them: a fieldRef of one label or annotation,
+ * the name, namespace or uid as its value; `metadata.labels` or `metadata.annotations` whole as
+ * `key="value"` lines sorted by key (Go's strconv.Quote, which JSON's quoting matches for these).
+ */
+async function writeDownwardApi(ctx: VolumeContext, source: Source, dir: string, defaultMode: number | undefined): Promise<void> {
+  for (const item of (source.items as Item[] | undefined) ?? []) {
+    if (item.fieldRef === undefined) throw new Error(`pod ${ctx.pod.name}: downwardAPI item ${item.path}: only fieldRef is supported by the harness`);
+    const path = item.fieldRef.fieldPath;
+    const meta = ctx.pod.object.metadata;
+    const map = path === 'metadata.labels' ? (meta.labels ?? {}) : path === 'metadata.annotations' ? (meta.annotations ?? {}) : null;
+    const lines = (m: Record<string, string>): string => Object.keys(m).sort().map((k) => `${k}=${JSON.stringify(m[k])}`).join('\n');
+    const value = map === null ? fieldValue(ctx.pod, path) : lines(map);
+    await writeAtomic(join(dir, item.path), value, item.mode ?? defaultMode ?? 0o644);
+  }
+}
+
+async function writeProjected(ctx: VolumeContext, s: Source, dir: string, prepared: PreparedVolume, defaultMode: number | undefined): Promise<void> {
   if (s.serviceAccountToken !== undefined) {
     const t = s.serviceAccountToken as { audience?: string; expirationSeconds?: number; path: string };
     const expirationSeconds = t.expirationSeconds ?? 3600;
@@ -117,7 +156,7 @@ async function writeProjected(ctx: VolumeContext, s: Source, dir: string, prepar
     const src = s[kind] as Source;
     await writeObjectFiles(ctx, kind, { ...src, secretName: src.name }, dir);
   } else if (s.downwardAPI !== undefined) {
-    for (const item of (s.downwardAPI as { items: Item[] }).items) await writeAtomic(join(dir, item.path), fieldValue(ctx.pod, item.fieldRef!.fieldPath));
+    await writeDownwardApi(ctx, s.downwardAPI as Source, dir, defaultMode);
   } else {
     throw new Error(`pod ${ctx.pod.name}: projected source ${Object.keys(s).join(',')} is not supported by the harness`);
   }
