@@ -61,6 +61,8 @@ class SyncSession {
   #identity: WorkloadIdentity | null = null;
   /** The SPIFFE ID the client certificate proved; null without TLS. */
   #spiffeId: string | null = null;
+  /** That client certificate (DER): it may endorse a key change (key-rotation.ts). */
+  #peerCertificate: Buffer | undefined;
 
   constructor(deps: SyncDeps, call: SyncServerStream) {
     this.#deps = deps;
@@ -122,6 +124,7 @@ class SyncSession {
     const id = this.#identity;
     if (peer.ok && (id === null || (peer.parts.namespace === id.namespace && peer.parts.serviceAccount === id.serviceAccount))) {
       this.#spiffeId = peer.spiffeId;
+      this.#peerCertificate = peer.der;
       return true;
     }
     const problem = peer.ok ? `the client certificate names ${peer.spiffeId}, the token ${id?.namespace}/${id?.serviceAccount}` : peer.problem;
@@ -143,7 +146,7 @@ class SyncSession {
         this.#deps.metrics.tokenRefusals.inc({ reason: 'wrong-sidecar-id' });
         throw new ChainBroken({ code: 'unauthenticated', problem: `wrong-sidecar-id: the token of pod ${sidecarIdOf(this.#identity)} cannot write as sidecar ${JSON.stringify(msg.hello?.sidecar_id)}` });
       }
-      const chain = await ingest.hello(msg.hello);
+      const chain = await ingest.hello(msg.hello, this.#peerCertificate);
       chain.owner?.supersede();
       chain.owner = this;
       this.#chain = chain;
