@@ -207,6 +207,10 @@ class SyncSession {
   #refuse(failure: VerifyFailure): void {
     const { metrics, log } = this.#deps;
     const code = failure.code ?? 'malformed';
+    // A stream of another key than the pinned one is most likely a journal someone else reopened: say so, whatever broke first.
+    const presented = this.#chain?.presented?.keyId;
+    const pinned = this.#chain?.state.key_id;
+    if (presented !== undefined && presented !== pinned && !failure.problem.includes(presented)) failure = { ...failure, problem: `${failure.problem} (this stream presents key ${presented}, not the pinned key ${pinned})` };
     metrics.verificationFailures.inc({ reason: code });
     log('warn', 'collector refused a stream', { sidecar: this.#chain?.state.id, code, batch: failure.batch, seq: failure.seq, reason: failure.problem });
     if (this.#chain !== undefined) this.#chain.refusal = { code, reason: failure.problem, unix_ms: Date.now() };
