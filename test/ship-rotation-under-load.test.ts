@@ -11,8 +11,8 @@ import { eventually } from './helpers/shipping.js';
 import { tempDir } from './helpers/sidecar.js';
 
 // The issue's "certificates rotate under load with no refused request and no gap in the chain":
-// a collector process with --cert-ttl 4s (its own serving certificate renews every 2 s, and every
-// workload certificate it issues lives 4 s) and a sidecar process renewing at half-life, under
+// a collector process with --cert-ttl 6s (its own serving certificate renews every 3 s, and every
+// workload certificate it issues lives 6 s) and a sidecar process renewing at half-life, under
 // steady traffic on real sockets for about 12 s.
 
 const ID = 'shop/ledger-0';
@@ -42,8 +42,8 @@ test('certificates rotate under steady load: every request answered 2xx, sidecar
   await writeFile(join(dir, 'readers'), `${readerToken} *\n`, { mode: 0o600 });
   const storeDir = join(dir, 'store');
   const caDir = join(dir, 'ca');
-  const collector = startCli(t, ['collector', '--store', storeDir, '--grpc-port', '0', '--http-port', '0', '--ca-dir', caDir, '--cert-ttl', '4s', '--service-account-jwks', jwks, '--service-account-issuer', issuer.issuer, '--reader-token-file', join(dir, 'readers')]);
-  const [, grpcPort, httpUrl] = await collector.waitFor(/"grpc":"127\.0\.0\.1:(\d+)","http":"(http:\/\/127\.0\.0\.1:\d+)"/, 60_000);
+  const collector = startCli(t, ['collector', '--store', storeDir, '--grpc-port', '0', '--http-port', '0', '--ca-dir', caDir, '--cert-ttl', '6s', '--service-account-jwks', jwks, '--service-account-issuer', issuer.issuer, '--reader-token-file', join(dir, 'readers')]);
+  const [, grpcPort, httpUrl] = await collector.waitFor(/"grpc":"127\.0\.0\.1:(\d+)","http":"(http:\/\/127\.0\.0\.1:\d+)"/, 120_000);
   t.regex(collector.output().stderr, /"msg":"--cert-ttl is for tests/);
   const caFile = join(caDir, 'ca.crt');
   const caPem = await readFile(caFile, 'utf8');
