@@ -1,6 +1,6 @@
 // Ingest benchmark: verified records/s into a collector (its own process) from several concurrent
 // sidecar streams of pre-built, signed segments, against a raw LMDB put of the same bytes
-// measured in the same run.
+// measured in the same run, in plaintext and over mTLS (round by round, interleaved).
 //
 //   npm run bench:ingest      knobs: STREAMS=4 RECORDS=100000 (per stream) BATCH=256 SEGMENT=8 (batches) WINDOW=8 (segments in flight)
 //                             ROUNDS=3: rounds of the same streams, each into a fresh collector and store; the verdict is
@@ -9,21 +9,20 @@
 //                             PROFILE=1: the collector runs with --cpu-prof (bench/results/profiles/)
 //                             COLLECTOR_NODE_FLAGS='--max-semi-space-size=64': more node flags for the collector's process
 //                             SENDER=grpc-js (the sidecar's client library) or h2 (node:http2 speaking gRPC's framing, messages framed beforehand: a cheaper load generator)
+//                             MTLS=1: each round also ships the same streams into a collector serving the mesh CA's TLS 1.3, each
+//                             stream with a client certificate of its key and a token, as a sidecar with identity does (MTLS=0: plaintext only)
 //                             IDS=random (request and trace ids as a sidecar makes them, random; the default) or sequential
 //                             (counters: a best case real traffic never has, while ids were kept in B-trees)
 // After each round it opens the stopped collector's store read-only and prints its size on disk and
 // its batch values' compression, and its id index (segments by level,
 // entries in the log) and the median time of looking up one request id, which reads every segment and the log
 // (from memory, as a collector does, and from the store, as an offline reader does).
-import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, webcrypto } from 'node:crypto';
 import * as http2 from 'node:http2';
 import { statSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { open } from 'lmdb';
@@ -31,9 +30,12 @@ import { LMDB_WRITER_OPTIONS } from '../ledger/lmdb-writer.js';
 import { recordsRoot } from '../ledger/link-verifier.js';
 import { planCommit } from '../proxy/journal/plan-commit.js';
 import { GENESIS_HEAD, signHello } from '../ledger/chain.js';
-import { ephemeralSigningKey } from '../ledger/keys.js';
+import { ephemeralSigningKey, type SigningKey } from '../ledger/keys.js';
+import { ED25519 } from '../ledger/x509.js';
+import { openMeshCa } from '../control/collector/ingest/mesh-ca.js';
 import { SYNC_PROTO_PATH, type CollectorMessage } from '../wire/sync-wire.js';
 import { formatTable } from './table.js';
+import { startCollector } from './collector-process.js';
 import { spread } from './summary.js';
 import { cpuTimeMs, mainThreadCpuTimeMs, minorFaults, threadCpuMs } from './proc-stats.js';
 import { openLmdbStore } from '../control/collector/store/lmdb-store.js';
@@ -51,14 +53,15 @@ const SEGMENT = Number(process.env.SEGMENT ?? 8);
 const WINDOW = Number(process.env.WINDOW ?? 8);
 const SENDER = process.env.SENDER ?? 'grpc-js';
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
+const MTLS = process.env.MTLS !== '0';
+/** Issue 24's target: ingest over mTLS keeps at least this share of plaintext's records/s. */
+const MTLS_TARGET_RATIO = 0.9;
 /** Issue 5's target, on the 2-core reference machine. */
 const INGEST_TARGET = 100_000;
 if (!Number.isInteger(ROUNDS) || ROUNDS < 1) throw new Error(`ROUNDS: a whole number of rounds, at least 1, not ${process.env.ROUNDS}`);
 if (SENDER !== 'h2' && SENDER !== 'grpc-js') throw new Error(`SENDER: h2 or grpc-js, not ${SENDER}`);
 const IDS = process.env.IDS ?? 'random';
 if (IDS !== 'random' && IDS !== 'sequential') throw new Error(`IDS: random or sequential, not ${IDS}`);
-const SERVE_SCRIPT = fileURLToPath(new URL('./ingest-serve.ts', import.meta.url));
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 const definition = protoLoader.loadSync(SYNC_PROTO_PATH, { keepCase: true, longs: Number, defaults: true, oneofs: true });
 const sync = (definition['auditmesh.sync.v1.Collector'] as protoLoader.ServiceDefinition).Sync;
@@ -121,6 +124,8 @@ function record(stream: number, i: number, t0: number): Buffer {
  * on the 2 CPUs it shares with the collector.
  */
 interface Stream {
+  id: string;
+  signer: SigningKey;
   hello: Buffer;
   segments: Buffer[];
   count: number;
@@ -146,7 +151,27 @@ function buildStream(s: number, count = RECORDS): Stream {
   }
   const id = `bench-${s}`;
   const hello = { sidecar_id: id, service: `svc-${s}`, public_key: signer.publicKeySpki, key_id: signer.keyId, version: 'bench', base_head: GENESIS_HEAD, first_batch: 1, ...signHello(signer, id) };
-  return { hello: sync.requestSerialize({ hello }), segments, count, records: recordsOf };
+  return { id, signer, hello: sync.requestSerialize({ hello }), segments, count, records: recordsOf };
+}
+
+/** How a stream reaches an mTLS collector: the mesh CA to trust, its client certificate (of the stream's key), the token it presents. */
+interface StreamTls {
+  caPem: Buffer;
+  keyPem: Buffer;
+  chainPem: Buffer;
+  token: string;
+}
+
+/** Each stream's TLS material (MTLS=1): its journal key certified by the mesh CA of `caDir`, as Certify would. */
+async function streamTls(caDir: string, token: string, streams: Stream[]): Promise<Map<string, StreamTls>> {
+  const ca = await openMeshCa(caDir, { create: true });
+  const out = new Map<string, StreamTls>();
+  for (const s of streams) {
+    const key = await webcrypto.subtle.importKey('spki', s.signer.publicKeySpki, ED25519, true, ['verify']);
+    const issued = await ca.issue(key, { uris: [`spiffe://cluster.local/ns/bench/sa/${s.id}`] }, 3_600_000);
+    out.set(s.id, { caPem: Buffer.from(ca.certPem), keyPem: Buffer.from(s.signer.privateKey.export({ format: 'pem', type: 'pkcs8' })), chainPem: Buffer.from(issued.chainPem), token });
+  }
+  return out;
 }
 
 /**
@@ -189,14 +214,15 @@ function grpcFrame(message: Buffer): Buffer {
  * the collector about 10% more.
  * Resolves with the last ack.
  */
-function shipH2(address: string, stream: Stream): () => Promise<void> {
+function shipH2(address: string, stream: Stream, tls?: StreamTls): () => Promise<void> {
   const framed = { hello: grpcFrame(stream.hello), segments: stream.segments.map(grpcFrame) };
-  return () => shipFramed(address, framed);
+  return () => shipFramed(address, framed, tls);
 }
 
-function shipFramed(address: string, framed: { hello: Buffer; segments: Buffer[] }): Promise<void> {
-  const session = http2.connect(`http://${address}`);
-  const call = session.request({ ':method': 'POST', ':path': sync.path, 'content-type': 'application/grpc', te: 'trailers' });
+function shipFramed(address: string, framed: { hello: Buffer; segments: Buffer[] }, tls?: StreamTls): Promise<void> {
+  const session = tls === undefined ? http2.connect(`http://${address}`) : http2.connect(`https://${address}`, { ca: tls.caPem, key: tls.keyPem, cert: tls.chainPem, servername: 'localhost' });
+  const auth = tls === undefined ? {} : { authorization: `Bearer ${tls.token}` };
+  const call = session.request({ ':method': 'POST', ':path': sync.path, 'content-type': 'application/grpc', te: 'trailers', ...auth });
   return new Promise<void>((resolve, reject) => {
     let pending: Buffer = Buffer.alloc(0);
     const fail = (err: Error): void => {
@@ -231,16 +257,19 @@ function shipFramed(address: string, framed: { hello: Buffer; segments: Buffer[]
 }
 
 /** The stream's sender, ready to start: SENDER=grpc-js (default) or h2. */
-function sender(address: string, stream: Stream): () => Promise<void> {
-  return SENDER === 'h2' ? shipH2(address, stream) : () => shipGrpcJs(address, stream);
+function sender(address: string, stream: Stream, tls?: StreamTls): () => Promise<void> {
+  return SENDER === 'h2' ? shipH2(address, stream, tls) : () => shipGrpcJs(address, stream, tls);
 }
 
 /** Ships one stream with grpc-js, as a sidecar's shipper does, WINDOW segments in flight; resolves with the last ack. */
-function shipGrpcJs(address: string, stream: Stream): Promise<void> {
+function shipGrpcJs(address: string, stream: Stream, tls?: StreamTls): Promise<void> {
   const Client = grpc.makeGenericClientConstructor({ Sync: { ...sync, requestSerialize: (b: Buffer) => b } }, 'Collector');
+  const credentials = tls === undefined ? grpc.credentials.createInsecure() : grpc.credentials.createSsl(tls.caPem, tls.keyPem, tls.chainPem);
   // Its own subchannel pool: each stream on its own connection, as each sidecar has (grpc-js shares one connection between clients otherwise).
-  const client = new Client(address, grpc.credentials.createInsecure(), { 'grpc.max_send_message_length': 64 * 1024 * 1024, 'grpc.use_local_subchannel_pool': 1 });
-  const call = (client as unknown as { Sync(): grpc.ClientDuplexStream<Buffer, CollectorMessage> }).Sync();
+  const client = new Client(address, credentials, { 'grpc.max_send_message_length': 64 * 1024 * 1024, 'grpc.use_local_subchannel_pool': 1 });
+  const metadata = new grpc.Metadata();
+  if (tls !== undefined) metadata.set('authorization', `Bearer ${tls.token}`);
+  const call = (client as unknown as { Sync(m: grpc.Metadata): grpc.ClientDuplexStream<Buffer, CollectorMessage> }).Sync(metadata);
   return new Promise((resolve, reject) => {
     const window = ackWindow(
       stream.segments.length,
@@ -256,20 +285,6 @@ function shipGrpcJs(address: string, stream: Stream): Promise<void> {
     call.on('error', reject);
     call.write(stream.hello);
   });
-}
-
-async function startCollector(storeDir: string): Promise<{ address: string; http: string; pid: number; stop(): Promise<void> }> {
-  const profile = process.env.PROFILE === '1' ? ['--cpu-prof', '--cpu-prof-dir=bench/results/profiles'] : [];
-  if (process.env.COLLECTOR_NODE_FLAGS) profile.push(...process.env.COLLECTOR_NODE_FLAGS.split(' '));
-  const child = spawn(process.execPath, ['--import=tsx', ...profile, SERVE_SCRIPT, storeDir], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
-  const stop = (): Promise<void> => new Promise((resolve) => (child.exitCode !== null ? resolve() : (child.once('exit', () => resolve()), child.kill('SIGTERM'))));
-  const lines = createInterface({ input: child.stdout! });
-  const first = await lines[Symbol.asyncIterator]().next();
-  lines.close();
-  child.stdout!.resume();
-  if (first.done === true) throw new Error('the collector exited before listening (its stderr is above)');
-  const { grpc: g, http } = JSON.parse(first.value as string) as { grpc: number; http: number };
-  return { address: `127.0.0.1:${g}`, http: `http://127.0.0.1:${http}`, pid: child.pid!, stop };
 }
 
 /** Baseline 1: the same record bytes put into LMDB under the same keys, one group commit per segment. */
@@ -397,11 +412,12 @@ async function indexShape(storeDir: string, streams: Stream[]): Promise<IndexSha
   }
 }
 
-async function ingestRound(storeDir: string, streams: Stream[], warmup: Stream | null): Promise<Round> {
-  const collector = await startCollector(storeDir);
+/** With `mtls`: the collector serves the mesh CA of `caDir` and each stream presents its certificate and the token. */
+async function ingestRound(storeDir: string, streams: Stream[], warmup: Stream | null, mtls?: { serveArgs: string[]; tls: Map<string, StreamTls> }): Promise<Round> {
+  const collector = await startCollector(storeDir, mtls?.serveArgs);
   try {
-    if (warmup !== null) await sender(collector.address, warmup)();
-    const senders = streams.map((s) => sender(collector.address, s));
+    if (warmup !== null) await sender(collector.address, warmup, mtls?.tls.get(warmup.id))();
+    const senders = streams.map((s) => sender(collector.address, s, mtls?.tls.get(s.id)));
     const cpuBefore = [cpuTimeMs(collector.pid), mainThreadCpuTimeMs(collector.pid)];
     const threadsBefore = threadCpuMs(collector.pid);
     const faultsBefore = minorFaults(collector.pid);
@@ -440,33 +456,39 @@ async function main(): Promise<void> {
     const streams = Array.from({ length: STREAMS }, (_, s) => buildStream(s));
     const total = STREAMS * RECORDS;
     const warmup = WARMUP_RECORDS > 0 ? buildStream(STREAMS, WARMUP_RECORDS) : null;
+    const mtls = MTLS ? await mtlsSetup(dir, warmup === null ? streams : [...streams, warmup]) : undefined;
     const rounds: Round[] = [];
-    for (let r = 0; r < ROUNDS; r++) rounds.push(await ingestRound(join(dir, `store-${r}`), streams, warmup));
+    const mtlsRounds: Round[] = [];
+    // Interleaved, plaintext then mTLS in each round: the machine's drift lands on both.
+    for (let r = 0; r < ROUNDS; r++) {
+      rounds.push(await ingestRound(join(dir, `store-${r}`), streams, warmup));
+      if (mtls !== undefined) mtlsRounds.push(await ingestRound(join(dir, `store-mtls-${r}`), streams, warmup, mtls));
+    }
     const rawS = await rawLmdbPut(join(dir, 'raw'), streams);
     const storeS = await storeAppend(join(dir, 'store-only'), streams);
     const row = (name: string, seconds: number): string[] => [name, String(total), seconds.toFixed(2), Math.round(total / seconds).toLocaleString('en'), (rawS / seconds).toFixed(2), (storeS / seconds).toFixed(2)];
+    const numbered = (k: number): string => (ROUNDS > 1 ? ` (round ${k + 1})` : '');
     const rows = [
       row('LMDB put of the same record bytes (baseline 1)', rawS),
       row('collector store: batches + index entries (baseline 2)', storeS),
-      ...rounds.map((r, k) => row(`collector ingest: ${STREAMS} gRPC streams, verified, indexed, stored, acked${ROUNDS > 1 ? ` (round ${k + 1})` : ''}`, r.seconds)),
+      ...rounds.map((r, k) => row(`collector ingest: ${STREAMS} gRPC streams, verified, indexed, stored, acked${numbered(k)}`, r.seconds)),
+      ...mtlsRounds.map((r, k) => row(`the same over mTLS (TLS 1.3, client certificates)${numbered(k)}`, r.seconds)),
     ];
     process.stdout.write(formatTable(['path', 'records', 'seconds', 'records/s', 'vs 1', 'vs 2'], rows) + '\n');
     const rates = spread(rounds.map((r) => total / r.seconds))!;
     const range = ROUNDS > 1 ? `, median of ${ROUNDS} rounds (${Math.round(rates.min).toLocaleString('en')}..${Math.round(rates.max).toLocaleString('en')})` : '';
     process.stdout.write(`collector ingest: ${Math.round(rates.median).toLocaleString('en')} verified records/s from ${STREAMS} streams${range} (target >= ${INGEST_TARGET.toLocaleString('en')} on this machine): ${rates.median >= INGEST_TARGET ? 'met' : 'MISSED'}\n`);
-    // The CPU of the round nearest the median (the lower one of an even count).
-    const byRate = [...rounds].sort((a, b) => b.seconds - a.seconds);
-    const typical = byRate[Math.floor((byRate.length - 1) / 2)];
-    const { cpu, threads, faults, clientMs, seconds } = typical;
-    if (cpu !== null) {
-      const us = (ms: number): string => ((ms * 1000) / total).toFixed(1);
-      const which = ROUNDS > 1 ? ` (round ${rounds.indexOf(typical) + 1})` : '';
-      process.stdout.write(`collector CPU during ingest${which}: ${us(cpu.all)} µs a record (all threads), ${us(cpu.main)} on its event loop; ${(cpu.all / 1000 / seconds).toFixed(2)} of ${availableParallelism()} CPUs busy${faults === null ? '' : `; ${(faults / total).toFixed(2)} page faults a record`}\n`);
-      // Thread by thread (µs a record), busiest first: which part of the pipeline the CPU goes to.
-      const busiest = [...threads].filter(([, ms]) => ms > 0).sort((a, b) => b[1] - a[1]);
-      process.stdout.write(`  by thread: ${busiest.map(([name, ms]) => `${name} ${us(ms)}`).join(', ')}\n`);
-      process.stdout.write(`the ${STREAMS} sending streams (this process): ${us(clientMs)} µs a record; both together ${((cpu.all + clientMs) / 1000 / seconds).toFixed(2)} CPUs busy\n`);
+    if (mtlsRounds.length > 0) {
+      const tlsRates = spread(mtlsRounds.map((r) => total / r.seconds))!;
+      const ratio = tlsRates.median / rates.median;
+      const pairs = mtlsRounds.map((r, k) => (rounds[k].seconds / r.seconds).toFixed(2)).join(', ');
+      process.stdout.write(`over mTLS: ${Math.round(tlsRates.median).toLocaleString('en')} records/s, ${ratio.toFixed(2)}x plaintext (median over median; round by round ${pairs}) (target >= ${MTLS_TARGET_RATIO}x): ${ratio >= MTLS_TARGET_RATIO ? 'met' : 'MISSED'}\n`);
+      // CPU a record does not move with what the neighbours leave this VM: on a shared machine, the ratio to judge by.
+      const cpuRatios = mtlsRounds.flatMap((r, k) => (r.cpu === null || rounds[k].cpu === null ? [] : [rounds[k].cpu!.all / r.cpu.all]));
+      if (cpuRatios.length > 0) process.stdout.write(`  collector CPU a record, plaintext / mTLS (the ratio of a CPU-bound collector), round by round: ${cpuRatios.map((x) => x.toFixed(2)).join(', ')}; median ${spread(cpuRatios)!.median.toFixed(2)}\n`);
     }
+    cpuReport('plaintext', rounds, total);
+    if (mtlsRounds.length > 0) cpuReport('mTLS', mtlsRounds, total);
     for (const [k, { index }] of rounds.entries()) {
       const levels = index.levels.map((n, l) => `${n} at level ${l}`).join(', ') || 'no segments';
       const { fileBytes, storedBatchBytes, batchBytes } = rounds[k].size;
@@ -474,10 +496,34 @@ async function main(): Promise<void> {
       process.stdout.write(`store after round ${k + 1}: ${mb(fileBytes)} MB on disk (${Math.round(fileBytes / (total + (warmup?.count ?? 0)))} bytes a record); batch values ${mb(storedBatchBytes)} MB as stored for ${mb(batchBytes)} MB of records (${(batchBytes / storedBatchBytes).toFixed(2)}x)\n`);
       process.stdout.write(`id index after round ${k + 1}: ${levels}, ${index.logged.toLocaleString('en')} entries in its log; one request id looked up in ${index.lookupMs.toFixed(2)} ms as a collector does, ${index.offlineLookupMs.toFixed(2)} ms reading the log from the store (medians of 25)\n`);
     }
-    process.stdout.write(`sent with ${SENDER === 'h2' ? 'node:http2, messages framed beforehand' : 'grpc-js, as a sidecar ships'}; ${STREAMS} streams x ${RECORDS} records, ${BATCH} records a batch, ${SEGMENT} batches a segment, ${WINDOW} segments in flight a stream, ${IDS} request and trace ids, after a warm-up stream of ${WARMUP_RECORDS}, each round a fresh collector and store; ${availableParallelism()} CPUs, load average ${loadavg()[0].toFixed(1)}\n`);
+    process.stdout.write(`sent with ${SENDER === 'h2' ? 'node:http2, messages framed beforehand' : 'grpc-js, as a sidecar ships'}; ${STREAMS} streams x ${RECORDS} records, ${BATCH} records a batch, ${SEGMENT} batches a segment, ${WINDOW} segments in flight a stream, ${IDS} request and trace ids, after a warm-up stream of ${WARMUP_RECORDS}, each round a fresh collector and store${MTLS ? ' (plaintext: --insecure; mTLS: a shared token and a client certificate a stream)' : ''}; ${availableParallelism()} CPUs, load average ${loadavg()[0].toFixed(1)}\n`);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** A mesh CA, a token file and each stream's certificate; the collector's arguments for mTLS (ingest-serve.ts). */
+async function mtlsSetup(dir: string, streams: Stream[]): Promise<{ serveArgs: string[]; tls: Map<string, StreamTls> }> {
+  const caDir = join(dir, 'ca');
+  const tokens = join(dir, 'tokens');
+  const token = 'bench-ingest-token';
+  await writeFile(tokens, `${token}\n`, { mode: 0o600 });
+  return { serveArgs: ['mtls', caDir, tokens], tls: await streamTls(caDir, token, streams) };
+}
+
+/** The collector's CPU in the round nearest the median (the lower one of an even count), thread by thread. */
+function cpuReport(label: string, rounds: Round[], total: number): void {
+  const byRate = [...rounds].sort((a, b) => b.seconds - a.seconds);
+  const typical = byRate[Math.floor((byRate.length - 1) / 2)];
+  const { cpu, threads, faults, clientMs, seconds } = typical;
+  if (cpu === null) return;
+  const us = (ms: number): string => ((ms * 1000) / total).toFixed(1);
+  const which = ROUNDS > 1 ? ` (round ${rounds.indexOf(typical) + 1})` : '';
+  process.stdout.write(`${label}: collector CPU during ingest${which}: ${us(cpu.all)} µs a record (all threads), ${us(cpu.main)} on its event loop; ${(cpu.all / 1000 / seconds).toFixed(2)} of ${availableParallelism()} CPUs busy${faults === null ? '' : `; ${(faults / total).toFixed(2)} page faults a record`}\n`);
+  // Thread by thread (µs a record), busiest first: which part of the pipeline the CPU goes to.
+  const busiest = [...threads].filter(([, ms]) => ms > 0).sort((a, b) => b[1] - a[1]);
+  process.stdout.write(`  by thread: ${busiest.map(([name, ms]) => `${name} ${us(ms)}`).join(', ')}\n`);
+  process.stdout.write(`  the ${STREAMS} sending streams (this process): ${us(clientMs)} µs a record; both together ${((cpu.all + clientMs) / 1000 / seconds).toFixed(2)} CPUs busy\n`);
 }
 
 await main();

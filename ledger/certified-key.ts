@@ -1,4 +1,5 @@
 import { X509Certificate, type KeyObject } from 'node:crypto';
+import { fail } from './link-verifier.js';
 
 /**
  * Keys the mesh CA certifies (issue 24), checked against its bundle (`--ca-file`) with Node's
@@ -76,4 +77,23 @@ export function servingKeyOf(chainPem: string, ca: readonly X509Certificate[], n
   if (nowMs < Date.parse(leaf.validFrom) || nowMs > Date.parse(leaf.validTo)) return { problem: `its certificate is not valid now (${leaf.validFrom} .. ${leaf.validTo})` };
   if (leaf.publicKey.asymmetricKeyType !== 'ed25519') return { problem: `its certificate's key is ${leaf.publicKey.asymmetricKeyType}, not Ed25519` };
   return { key: leaf.publicKey, leaf };
+}
+
+/**
+ * A key change the mesh CA endorses: the new key's certificate (issued by the CA, for exactly that
+ * key) names the same SPIFFE ID as the previous key's certificate. undefined when the new key has
+ * no certificate (nothing to check: the change is unendorsed); fails with key-mismatch, naming why,
+ * when a certificate is there but does not endorse the change. One rule for every verifier: the
+ * journal's, the store's and the collector's ingest.
+ */
+export function caEndorsedIdentity(change: { batch: number; from: string; to: string }, ca: readonly X509Certificate[], next: { certificate: string | undefined; spki: Buffer }, previous: { certificate: string | undefined; spki: Buffer }): string | undefined {
+  if (next.certificate === undefined) return undefined;
+  const where = `epoch link ${change.batch}: key ${change.to}`;
+  const got = certifiedIdentity(next.certificate, ca, next.spki);
+  if ('problem' in got) return fail({ code: 'key-mismatch', batch: change.batch, problem: `${where} is not endorsed: ${got.problem}` });
+  if (previous.certificate === undefined) return fail({ code: 'key-mismatch', batch: change.batch, problem: `${where} is certified as ${got.identity}, but the previous key ${change.from} has no mesh CA certificate: no certified identity to continue, so only ${change.from} can endorse the change` });
+  const prev = certifiedIdentity(previous.certificate, ca, previous.spki);
+  if ('problem' in prev) return fail({ code: 'key-mismatch', batch: change.batch, problem: `${where} is certified as ${got.identity}, but the previous key ${change.from} is not: ${prev.problem}` });
+  if (prev.identity !== got.identity) return fail({ code: 'key-mismatch', batch: change.batch, problem: `${where} is certified as ${got.identity}, but the previous key ${change.from} as ${prev.identity}` });
+  return got.identity;
 }

@@ -1,6 +1,6 @@
 import type { X509Certificate } from 'node:crypto';
 import { inclusionProof, verifyInclusion } from './merkle.js';
-import { certifiedIdentity } from './certified-key.js';
+import { caEndorsedIdentity } from './certified-key.js';
 import { pruneMarkSigned } from './key-endorsement.js';
 import { GENESIS_HEAD, keyIdOf, publicKeyFromSpki } from './chain.js';
 import { ChainBroken, fail, LinkVerifier, seqRange as range, type KeyChange, type ResolvedKey, type VerifyFailure } from './link-verifier.js';
@@ -195,19 +195,11 @@ class ChainWalk {
     if (!pruneMarkSigned(mark, this.#keyFor(mark.key!, mark.last_batch).key)) fail({ ...where, problem: `the prune mark (batches up to ${mark.last_batch} pruned): its signature does not verify with key ${mark.key}: the mark was altered` });
   }
 
-  /** With --ca-file: the new key's certificate in the journal's key table, and its identity the previous key's. */
+  /** With --ca-file: the new key's certificate in the journal's key table, for the previous key's certified identity. */
   #certified(change: Omit<KeyChange, 'endorsed' | 'identity'>, spki: Buffer, ca: readonly X509Certificate[]): string | undefined {
     const { stores, transaction } = this.#snapshot;
-    const stored = stores.keys.get(change.to, { transaction })?.certificate;
-    if (stored === undefined) return undefined;
-    const got = certifiedIdentity(stored, ca, spki);
-    if ('problem' in got) return fail({ code: 'key-mismatch', batch: change.batch, problem: `epoch link ${change.batch}: key ${change.to} is not endorsed: ${got.problem}` });
-    const before = stores.keys.get(change.from, { transaction })?.certificate;
-    const prev = before === undefined ? undefined : certifiedIdentity(before, ca, this.#keyFor(change.from, change.batch).spki);
-    if (prev !== undefined && 'identity' in prev && prev.identity !== got.identity) {
-      fail({ code: 'key-mismatch', batch: change.batch, problem: `epoch link ${change.batch}: key ${change.to} is certified as ${got.identity}, but the previous key ${change.from} as ${prev.identity}` });
-    }
-    return got.identity;
+    const certificateOf = (keyId: string): string | undefined => stores.keys.get(keyId, { transaction })?.certificate;
+    return caEndorsedIdentity(change, ca, { certificate: certificateOf(change.to), spki }, { certificate: certificateOf(change.from), spki: this.#keyFor(change.from, change.batch).spki });
   }
 
   /** The recorded public key for `keyId`, which must hash to that id and be the expected key. */

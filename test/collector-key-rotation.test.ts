@@ -50,6 +50,7 @@ test('a key rotated with KEY.previous inside one journal is endorsed: the collec
   const store = await runCli(['verify', collector.storeDir]);
   t.is(store.code, 0, store.stdout);
   t.regex(store.stdout, new RegExp(`^ok +${ID} +key ${now.key_id}`, 'm'));
+  t.regex(store.stdout, new RegExp(`^ +${ID}: key change at epoch link \\d+ \\(epoch 2\\): ${first.key_id} -> ${now.key_id}, endorsed by the previous key ${first.key_id}$`, 'm'), 'the store lists the key change and what endorsed it');
 });
 
 test('a key swapped without endorsement inside one journal is refused by the collector (key-mismatch) and fails verify', async (t) => {

@@ -5,10 +5,10 @@ import { join } from 'node:path';
 import { createAuditPipeline } from '../proxy/audit/pipeline.js';
 import { Journal } from '../proxy/journal/journal.js';
 import { readBatches } from '../ledger/read-journal.js';
-import { HEAD_KEY, PRUNED_KEY, type PrunedMark } from '../ledger/journal-layout.js';
+import { PRUNED_KEY, type PrunedMark } from '../ledger/journal-layout.js';
 import { ephemeralSigningKey, type SigningKey } from '../ledger/keys.js';
 import { runCli } from './helpers/child.js';
-import { makeRecord, tamper, verifyDir, writeJournal } from './helpers/journal.js';
+import { makeRecord, tamper, truncateToFirstCommit, verifyDir, writeJournal } from './helpers/journal.js';
 import { createTestMeshCa } from './helpers/mesh-ca.js';
 import { tempDir } from './helpers/sidecar.js';
 
@@ -21,20 +21,9 @@ async function journalOf(t: ExecutionContext, signingKey: SigningKey): Promise<s
   return journalDir;
 }
 
-/** Cuts the journal back to the end of its first commit of records, as an attacker with write access would. */
-async function truncate(journalDir: string): Promise<void> {
-  const headers = await readBatches(journalDir);
-  const keep = headers.find((h) => h.kind === 'records' && h.sig !== undefined)!;
-  await tamper(journalDir, ({ batches, records, meta }) => {
-    for (const h of headers) if (h.batch > keep.batch) batches.removeSync(h.batch);
-    for (let seq = keep.first_seq + keep.count; seq <= 15; seq++) records.removeSync(seq);
-    meta.putSync(HEAD_KEY, { last_batch: keep.batch, last_seq: keep.first_seq + keep.count - 1, head: keep.head, epoch: keep.epoch });
-  });
-}
-
 test('a journal truncated and reopened with another key, forged records appended, fails verify at the unendorsed epoch link', async (t) => {
   const journalDir = await journalOf(t, owner);
-  await truncate(journalDir);
+  await truncateToFirstCommit(journalDir);
   await writeJournal({ journalDir, signingKey: attacker }, 1, 3, (i) => makeRecord(i, { 'url.path': '/forged' }));
   const epoch = (await readBatches(journalDir)).find((h) => h.kind === 'epoch' && h.key === attacker.keyId)!;
   const report = await verifyDir(journalDir);

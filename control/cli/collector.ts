@@ -14,6 +14,11 @@ import { IN_CLUSTER_JWKS_URL } from '../collector/ingest/service-account-tokens.
 import { podNamespace, serviceAccountKeys } from './collector-identity.js';
 import { serviceNames } from '../collector/ingest/serving-identity.js';
 
+/** The shortest --cert-ttl: renewal at half-life is at most once a second. Short lifetimes are for tests. */
+const MIN_CERT_TTL_MS = 2_000;
+/** Below this a --cert-ttl is logged as a test setting: Certify calls grow as 2/TTL per sidecar. */
+const SHORT_CERT_TTL_MS = 3_600_000;
+
 export const COLLECTOR_SETTINGS = {
   grpcPort: tcpPort({ name: 'grpc-port', default: 9400, help: 'gRPC ingest from sidecars (Sync)' }),
   httpPort: tcpPort({ name: 'http-port', default: 9401, help: 'query API, live tail, /metrics, /livez, /readyz' }),
@@ -23,7 +28,7 @@ export const COLLECTOR_SETTINGS = {
   serviceAccountJwks: optionalText({ name: 'service-account-jwks', help: `the issuer's public keys, FILE or URL (default in a pod: the API server's ${IN_CLUSTER_JWKS_URL})` }),
   trustDomain: text({ name: 'trust-domain', default: DEFAULT_TRUST_DOMAIN, help: 'the SPIFFE trust domain of issued identities' }),
   caDir: text({ name: 'ca-dir', default: './.auditmesh/ca', help: 'the mesh CA: ca.crt and ca.key (0600); in Kubernetes the Secret every replica mounts; created at first start only for local runs' }),
-  certTtlMs: duration({ name: 'cert-ttl', default: '24h', help: 'lifetime of issued workload certificates (renewed at half-life)' }),
+  certTtlMs: duration({ name: 'cert-ttl', default: '24h', help: 'lifetime of issued workload certificates and of the collector\'s own (renewed at half-life); 1h or more in production, down to 2s for tests' }),
   readerTokenFile: optionalText({ name: 'reader-token-file', help: 'reader tokens, one a line: TOKEN NAMESPACE[,NAMESPACE…] or TOKEN * (every namespace); re-read when it changes' }),
   readPolicy: optionalText({ name: 'read-policy', help: 'YAML: which ServiceAccount identities (tokens with audience auditmesh-read) may read which namespaces' }),
   insecure: flag({ name: 'insecure', default: false, help: 'accept sidecars without a token and serve reads to anyone, in plain HTTP (local, trusted setups only)' }),
@@ -56,7 +61,7 @@ export async function collectorMain(argv: readonly string[], io: CommandIO): Pro
     if (parsed.positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
     settings = readSettings(COLLECTOR_SETTINGS, parsed.values, io.env);
     serviceAccounts = serviceAccountKeys({ issuer: settings.serviceAccountIssuer, jwks: settings.serviceAccountJwks }, io.env);
-    if (settings.certTtlMs < 60_000) throw new UsageError('--cert-ttl: at least 1m');
+    if (settings.certTtlMs < MIN_CERT_TTL_MS) throw new UsageError(`--cert-ttl: at least ${MIN_CERT_TTL_MS / 1000}s (renewal is at half-life, at most once a second)`);
     if (settings.tokenFile === undefined && serviceAccounts === undefined && !settings.insecure) {
       throw new UsageError('no --token-file and no --service-account-jwks (outside a Kubernetes pod): the collector would accept records from anyone; give one, or --insecure for a local, trusted setup');
     }
@@ -67,6 +72,7 @@ export async function collectorMain(argv: readonly string[], io: CommandIO): Pro
   }
   const { logLevel, serviceAccountIssuer: _issuer, serviceAccountJwks: _jwks, trustDomain: _domain, caDir: _caDir, certTtlMs: _ttl, ...config } = settings;
   const log = createLogger(logLevel, (line) => io.stderr.write(line));
+  if (settings.certTtlMs < SHORT_CERT_TTL_MS) log('warn', '--cert-ttl is for tests: every sidecar and the collector renew their certificate every half of it (use 1h or more)', { cert_ttl_ms: settings.certTtlMs });
   let collector: Collector;
   try {
     collector = await createCollector({ ...config, ...(serviceAccounts === undefined ? {} : { serviceAccounts }), identity: meshIdentity(settings, serviceAccounts, io.env) }, log);

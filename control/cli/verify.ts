@@ -5,6 +5,7 @@ import { caBundleFrom } from '../../ledger/certified-key.js';
 import { lmdbBuild, unpatchedRisk } from '../../ledger/lmdb-build.js';
 import { withSnapshot } from '../../ledger/read-journal.js';
 import { verifySnapshot, type VerifyOptions, type VerifyReport } from '../../ledger/verify-journal.js';
+import type { KeyChange } from '../../ledger/link-verifier.js';
 import { isCollectorStore, verifyStoreDir, type StoreReport } from '../collector/store/verify-store.js';
 import type { CommandIO } from '../../command/io.js';
 
@@ -23,7 +24,7 @@ const VERIFY_FLAGS: readonly FlagSpec[] = flagsOf(VERIFY_SETTINGS);
 
 export const VERIFY_HELP = formatHelp(
   'auditmesh verify PATH [--expect-head HASH] [--expect-key ID] [--ca-file FILE] [--record SEQ] [-o json]',
-  'Verifies a sidecar journal offline: every record, Merkle root, chain link and signature, and that\nsequence numbers run on without a hole. Every key change (a boot epoch with a new key) must be\nendorsed, by the previous key or (with --ca-file) by a mesh CA certificate of the new key; the\nprune mark must be signed by a key of the chain. Reads one consistent snapshot, so a journal being written\nmeanwhile is fine. PATH may also be a collector store (--store of `auditmesh collector`): then\nevery chain in it, one per sidecar incarnation (ID@POD_UID), is verified end to end with the\nkey the collector pinned (the --expect-* and --record flags are for journals). Exit 0 if everything verifies, 1 naming the first sidecar,\nbatch or record that does not.',
+  'Verifies a sidecar journal offline: every record, Merkle root, chain link and signature, and that\nsequence numbers run on without a hole. Every key change (a boot epoch with a new key) must be\nendorsed, by the previous key or (with --ca-file) by a mesh CA certificate of the new key; the\nprune mark must be signed by a key of the chain. Reads one consistent snapshot, so a journal being written\nmeanwhile is fine. PATH may also be a collector store (--store of `auditmesh collector`): then\nevery chain in it, one per sidecar incarnation (ID@POD_UID), is verified end to end with the\nkeys the collector pinned (--ca-file applies as for a journal; the --expect-* and --record flags\nare for journals). Exit 0 if everything verifies, 1 naming the first sidecar,\nbatch or record that does not.',
   VERIFY_FLAGS,
 );
 
@@ -71,14 +72,14 @@ export async function verifyMain(argv: readonly string[], io: CommandIO): Promis
 }
 
 async function verifyStoreMain(args: { path: string; opts: VerifyOptions; json: boolean }, io: CommandIO): Promise<number> {
-  const { expectHead, expectKey, record } = args.opts;
+  const { expectHead, expectKey, record, ca } = args.opts;
   if (expectHead !== undefined || expectKey !== undefined || record !== undefined) {
     io.stderr.write(`auditmesh verify: ${args.path} is a collector store; --expect-head, --expect-key and --record apply to a sidecar journal\n`);
     return 2;
   }
   let report: StoreReport;
   try {
-    report = await verifyStoreDir(args.path);
+    report = await verifyStoreDir(args.path, { ca });
   } catch (err) {
     io.stderr.write(`auditmesh verify: cannot read the collector store at ${args.path}: ${(err as Error).message}\n`);
     return 1;
@@ -89,9 +90,10 @@ async function verifyStoreMain(args: { path: string; opts: VerifyOptions; json: 
 
 /** One line per chain (a sidecar's incarnation as `ID@POD_UID`), then the verdict naming the first failure. */
 export function formatStoreReport(r: StoreReport): string {
-  const lines = r.sidecars.map((s) => {
+  const lines = r.sidecars.flatMap((s) => {
     const state = s.ok ? 'ok    ' : 'FAILED';
-    return `${state} ${s.chain.padEnd(24)} key ${s.key_id}  ${s.records} records in ${s.links} links, batches ${s.first_batch}-${s.last_batch}, seq ${s.last_seq ?? '-'}, head ${s.head}`;
+    const changes = s.key_changes.map((c) => `       ${s.chain}: ${keyChangeLine(c)}`);
+    return [`${state} ${s.chain.padEnd(24)} key ${s.key_id}  ${s.records} records in ${s.links} links, batches ${s.first_batch}-${s.last_batch}, seq ${s.last_seq ?? '-'}, head ${s.head}`, ...changes];
   });
   if (r.failure !== undefined) {
     const { sidecar, seq, batch, problem } = r.failure;
@@ -103,6 +105,11 @@ export function formatStoreReport(r: StoreReport): string {
     lines.push(`collector store verified: ${r.records} records of ${sidecars} sidecars${chains}, every chain end to end`);
   }
   return lines.join('\n') + '\n';
+}
+
+/** One key change and what endorses it. */
+function keyChangeLine(c: KeyChange): string {
+  return `key change at epoch link ${c.batch} (epoch ${c.epoch}): ${c.from} -> ${c.to}, endorsed by ${c.endorsed === 'ca' ? `the mesh CA, as ${c.identity}` : `the previous key ${c.from}`}`;
 }
 
 /** The report for people: the inclusion proof if asked for, then one summary line. */
@@ -125,7 +132,7 @@ export function formatReport(r: VerifyReport): string {
   const pruned = r.pruned_through === undefined ? '' : `, from seq ${r.first_seq} (batches up to ${r.pruned_through.batch} pruned)`;
   const proved = p === undefined ? '' : `; record ${p.seq} is included, proved against that head`;
   const signed = r.keys.length === 0 ? 'unsigned' : `signed by ${r.keys.join(', ')}`;
-  for (const c of r.key_changes) lines.push(`key change at epoch link ${c.batch} (epoch ${c.epoch}): ${c.from} -> ${c.to}, endorsed by ${c.endorsed === 'ca' ? `the mesh CA, as ${c.identity}` : `the previous key ${c.from}`}`);
+  for (const c of r.key_changes) lines.push(keyChangeLine(c));
   lines.push(`${r.records} records in ${r.batches} batches verified, head ${r.head} (seq ${r.last_seq}), ${signed}${pruned}; ${r.epochs} boot epochs, ${r.checkpoints} checkpoints${proved}`);
   return lines.join('\n') + '\n';
 }

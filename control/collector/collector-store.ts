@@ -32,8 +32,10 @@ export interface SidecarState {
   key_id: string;
   /** DER SubjectPublicKeyInfo, base64. */
   public_key: string;
-  /** Keys the chain was signed with before `key_id`, oldest first: each change verified as endorsed (an epoch link signed by the key before). Absent: none. */
-  previous_keys?: { key_id: string; public_key: string }[];
+  /** The mesh CA certificate (DER, base64) of `key_id` a stream presented over mTLS: the chain's certified identity, which a CA-endorsed key change must continue. */
+  certificate?: string;
+  /** Keys the chain was signed with before `key_id`, oldest first: each change verified as endorsed (an epoch link signed by the key before, or the new key's mesh CA certificate naming the same identity). Absent: none. */
+  previous_keys?: { key_id: string; public_key: string; certificate?: string }[];
   /** The first batch stored (its chain starts after `base_head`). */
   first_batch: number;
   base_head: string;

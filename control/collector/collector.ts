@@ -131,7 +131,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   const ca = config.identity === undefined ? null : await openMeshCa(config.identity.caDir, { create: config.identity.createCa });
   const trustDomain = config.identity?.trustDomain ?? DEFAULT_TRUST_DOMAIN;
   const certTtlMs = config.identity?.certTtlMs ?? DEFAULT_CERT_TTL_MS;
-  const serving = ca === null || config.insecure ? null : await createServingIdentity(ca, { bind: config.bind, dns: config.identity?.serviceDns ?? [] }, certTtlMs);
+  const serving = ca === null || config.insecure ? null : await createServingIdentity(ca, { bind: config.bind, dns: config.identity?.serviceDns ?? [] }, certTtlMs, log);
   const caCert = ca === null ? null : new X509Certificate(ca.certPem);
   const peer = serving === null || caCert === null ? null : (call: { getAuthContext(): { sslPeerCertificate?: { raw?: Buffer } } }) => peerIdentity(call, caCert, trustDomain);
   const store = openLmdbStore(config.storeDir, {
@@ -151,7 +151,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
       log('error', 'fleet anomaly detection failed on a stored run', { sidecar: run.sidecar.id, err: (err as Error).message });
     }
     feed.publish(run);
-  });
+  }, serving === null || caCert === null ? null : [caCert]);
   const metrics = createCollectorMetrics({ storeBytes: () => store.usedBytes(), sidecars: () => heartbeatTally(ingest.chains.values(), heartbeatIntervalMs, Date.now()) });
   const sidecars = (): SidecarStatus[] => sidecarStatuses(ingest.chains.values(), heartbeatIntervalMs, Date.now());
   const alerts = config.alerts ?? defaultAlertOptions();

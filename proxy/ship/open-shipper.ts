@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import type { SidecarConfig } from '../config.js';
 import type { AuditPipeline } from '../audit/pipeline.js';
 import type { SidecarMetrics } from '../metrics/metrics.js';
@@ -23,6 +24,8 @@ export async function openShipper(config: SidecarConfig, audit: AuditPipeline | 
     config.caFile === undefined || config.identityTokenFile === undefined
       ? null
       : await (await import('../identity/workload-identity.js')).obtainWorkloadCertificate({ target: config.collector, tokenFile: config.identityTokenFile, caFile: config.caFile, privateKey: audit.journal.signer.privateKey, log });
+  // The journal keeps the certificate with its key: `verify --ca-file` takes it as endorsing a change to this key.
+  if (certificate !== null) await audit.journal.recordCertificate(new X509Certificate(certificate.current().chainPem).raw);
   log('info', 'shipper started', { collector: config.collector, sidecar_id: config.sidecarId, window_segments: ship.windowSegments, window_bytes: ship.windowBytes });
   const shipper = startShipper({
     target: config.collector,

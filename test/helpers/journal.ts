@@ -1,8 +1,8 @@
 import { open } from 'lmdb';
 import { createAuditPipeline, type AuditPipelineOptions } from '../../proxy/audit/pipeline.js';
 import type { AuditRecord } from '../../ledger/record.js';
-import { withSnapshot } from '../../ledger/read-journal.js';
-import { openJournalStores, type JournalStores } from '../../ledger/journal-layout.js';
+import { readBatches, withSnapshot } from '../../ledger/read-journal.js';
+import { HEAD_KEY, openJournalStores, type BatchHeader, type JournalStores } from '../../ledger/journal-layout.js';
 import { verifySnapshot, type VerifyOptions, type VerifyReport } from '../../ledger/verify-journal.js';
 
 export function makeRecord(i: number, extra: Partial<AuditRecord> = {}): AuditRecord {
@@ -53,4 +53,21 @@ export async function tamper(dir: string, edit: (stores: JournalStores) => void)
   } finally {
     await stores.env.close();
   }
+}
+
+/**
+ * Cuts a closed journal back to the end of its first signed commit of records, as an attacker
+ * with write access would: the later links and records removed, the head entry rewritten to
+ * match, so the journal looks whole. Returns the last link kept.
+ */
+export async function truncateToFirstCommit(journalDir: string): Promise<BatchHeader> {
+  const headers = await readBatches(journalDir);
+  const keep = headers.find((h) => h.kind === 'records' && h.sig !== undefined)!;
+  const lastSeq = Math.max(...headers.map((h) => h.first_seq + h.count - 1));
+  await tamper(journalDir, ({ batches, records, meta }) => {
+    for (const h of headers) if (h.batch > keep.batch) batches.removeSync(h.batch);
+    for (let seq = keep.first_seq + keep.count; seq <= lastSeq; seq++) records.removeSync(seq);
+    meta.putSync(HEAD_KEY, { last_batch: keep.batch, last_seq: keep.first_seq + keep.count - 1, head: keep.head, epoch: keep.epoch });
+  });
+  return keep;
 }

@@ -1,11 +1,12 @@
+import { X509Certificate } from 'node:crypto';
 import { GENESIS_HEAD, heartbeatSigningInput, helloSigningInput, keyIdOf, publicKeyFromSpki, verifySignature } from '../../../ledger/chain.js';
 import { ChainBroken, fail, LinkVerifier, recordsRoot, type ChainPosition, type ResolvedKey } from '../../../ledger/link-verifier.js';
 import type { BatchHeader } from '../../../ledger/journal-layout.js';
 import type { Hello, Heartbeat, Segment, WireLink } from '../../../wire/sync-wire.js';
 import type { CollectorStore, LostRange, SidecarState, StoredLink } from '../collector-store.js';
 import type { HashPool } from './hash-pool.js';
-import { SidecarChain, type StoredRun } from './sidecar-chain.js';
-import { keyChangeFork, previousKey, repin } from './key-rotation.js';
+import { SidecarChain, type PresentedKey, type StoredRun } from './sidecar-chain.js';
+import { keepCertificate, keyChangeFork, previousKey, repin, streamCertified } from './key-rotation.js';
 import { segmentHeaders } from './wire-links.js';
 import { chainKey, chainKeyOf } from '../store/chain-key.js';
 
@@ -50,16 +51,19 @@ export class Ingest {
   #store: CollectorStore;
   #hasher: HashPool;
   #onStored: (run: StoredRun) => void;
+  /** The mesh CA (with mTLS): a key change its certificate of the new key endorses is taken; null: only the previous key endorses. */
+  #ca: readonly X509Certificate[] | null;
 
-  private constructor(store: CollectorStore, hasher: HashPool, onStored: (run: StoredRun) => void) {
+  private constructor(store: CollectorStore, hasher: HashPool, onStored: (run: StoredRun) => void, ca: readonly X509Certificate[] | null) {
     this.#store = store;
     this.#hasher = hasher;
     this.#onStored = onStored;
+    this.#ca = ca;
   }
 
   /** Loads every stored chain's state, by chain key. */
-  static async open(store: CollectorStore, hasher: HashPool, onStored: (run: StoredRun) => void): Promise<Ingest> {
-    const ingest = new Ingest(store, hasher, onStored);
+  static async open(store: CollectorStore, hasher: HashPool, onStored: (run: StoredRun) => void, ca: readonly X509Certificate[] | null = null): Promise<Ingest> {
+    const ingest = new Ingest(store, hasher, onStored, ca);
     for (const state of await store.sidecars()) ingest.chains.set(chainKeyOf(state), new SidecarChain(state, store, onStored));
     return ingest;
   }
@@ -72,9 +76,10 @@ export class Ingest {
    * (an older pod draining its journal included) resumes its own chain; two incarnations never
    * share one. Every Hello is signed with the key it presents, so a collector token alone cannot
    * open a stream in another sidecar's name and take over its stream (the older stream of a chain
-   * is ended by the newer one).
+   * is ended by the newer one). `clientCertificate`: the stream's mTLS certificate (DER), already
+   * checked to be from the mesh CA; kept with the presented key as its possible certification.
    */
-  async hello(h: Hello, incarnation = ''): Promise<SidecarChain> {
+  async hello(h: Hello, incarnation = '', clientCertificate?: Buffer): Promise<SidecarChain> {
     if (typeof h.sidecar_id !== 'string' || !SIDECAR_ID.test(h.sidecar_id)) fail({ code: 'malformed', problem: 'Hello.sidecar_id must be 1-253 letters, digits or . _ - : /' });
     if (!INCARNATION.test(incarnation)) fail({ code: 'unauthenticated', problem: `the token's pod uid ${JSON.stringify(incarnation.slice(0, 64))} is not a pod uid` });
     const key = chainKey(h.sidecar_id, incarnation);
@@ -91,10 +96,11 @@ export class Ingest {
     if (!verifySignature(helloSigningInput(h.sidecar_id, keyId, h.unix_ms), h.sig ?? '', presented)) {
       fail({ code: 'bad-signature', problem: `Hello for sidecar ${h.sidecar_id}: its signature does not verify with the key it presents (${keyId}); only the holder of a key opens a stream in its name` });
     }
+    const presentedKey: PresentedKey = { keyId, spki, key: presented, ...(clientCertificate === undefined ? {} : { certificate: certificateFor(clientCertificate, spki) }) };
     let chain = this.chains.get(key);
     if (chain !== undefined) {
-      // Another key is taken only with the epoch link its previous key endorsed (key-rotation.ts).
-      chain.presented = { keyId, spki, key: presented };
+      // Another key is taken only with an endorsed epoch link (key-rotation.ts).
+      chain.presented = presentedKey;
       return chain;
     }
     const firstBatch = h.first_batch > 0 ? h.first_batch : 1;
@@ -119,6 +125,7 @@ export class Ingest {
     chain = this.chains.get(key);
     if (chain === undefined) this.chains.set(key, (chain = new SidecarChain(state, this.#store, this.#onStored)));
     else if (chain.state.key_id !== keyId) fail({ code: 'key-mismatch', problem: `sidecar ${key} is pinned to key ${chain.state.key_id}; this stream presents key ${keyId}` });
+    chain.presented = presentedKey;
     return chain;
   }
 
@@ -154,6 +161,8 @@ export class Ingest {
     const { links, records, lost } = verified;
     // The writer's proven identity, stamped per batch beside its records (their bytes stay as hashed).
     if (identity !== null) for (const b of hashed.batches) b.identity = identity;
+    // The pinned key's certificate goes in with the links: the identity a later CA-endorsed key change must continue.
+    keepCertificate(chain);
     const sidecar: SidecarState = { ...chain.state, position: chain.tip, last_seen_unix_ms: Date.now(), ...(chain.lost.length > 0 ? { lost: chain.lost } : {}) };
     return { stored: chain.write({ sidecar, links, batches: hashed.batches }), through_batch: last.batch, head: last.head, links: headers.length, duplicates: held.length, records, lost };
   }
@@ -167,7 +176,11 @@ export class Ingest {
     const lost = from === 0 && first > chain.tip.last_batch + 1 && retained?.first_batch === first && HEX64.test(retained.base_head) ? { from_batch: chain.tip.last_batch + 1, to_batch: first - 1, base_head: retained.base_head, recorded_unix_ms: Date.now() } : null;
     // The first link after a loss sets the sequence numbers, as for a chain first seen after pruning.
     const start = lost === null ? chain.tip : { last_batch: lost.to_batch, last_seq: undefined, head: lost.base_head, last_signed: lost.to_batch };
-    const verifier = new LinkVerifier({ ...start, epoch_key: start.epoch_key ?? chain.state.key_id }, { keyFor: (keyId, batch) => pinnedKey(chain, keyId, batch), onKeyChange: (change) => repin(chain, change) });
+    const verifier = new LinkVerifier({ ...start, epoch_key: start.epoch_key ?? chain.state.key_id }, {
+      keyFor: (keyId, batch) => pinnedKey(chain, keyId, batch),
+      certified: (change, spki) => streamCertified(chain, this.#ca, change, spki),
+      onKeyChange: (change) => repin(chain, change),
+    });
     const links: StoredLink[] = [];
     let records = 0;
     for (let i = from, k = 0; i < headers.length; i++) {
@@ -218,6 +231,17 @@ export class Ingest {
     if (chain.heartbeat !== undefined && hb.unix_ms <= chain.heartbeat.unix_ms) return;
     chain.heartbeat = { unix_ms: hb.unix_ms, received_unix_ms: now, last_batch: hb.last_batch, head: hb.head };
   }
+}
+
+/** The client certificate as PresentedKey keeps it; `spkiMatches` when it is a certificate of `spki`. */
+function certificateFor(der: Buffer, spki: Buffer): { der: string; spkiMatches: boolean } {
+  let spkiMatches = false;
+  try {
+    spkiMatches = new X509Certificate(der).publicKey.export({ format: 'der', type: 'spki' }).equals(spki);
+  } catch {
+    // peer-identity.ts parsed it already; unreadable here means it certifies nothing.
+  }
+  return { der: der.toString('base64'), spkiMatches };
 }
 
 function pinnedKey(chain: SidecarChain, keyId: string, batch: number): ResolvedKey {

@@ -6,7 +6,7 @@ import { parseSpiffeId, type SpiffeParts } from '../../../ledger/spiffe-id.js';
  * one (Certify must work without), so the chain to the mesh CA, the validity period and the
  * SPIFFE URI SAN are checked here. null with a reason when it proves nothing.
  */
-export type PeerVerdict = { ok: true; spiffeId: string; parts: SpiffeParts } | { ok: false; problem: string };
+export type PeerVerdict = { ok: true; spiffeId: string; parts: SpiffeParts; der: Buffer } | { ok: false; problem: string };
 
 export function peerIdentity(call: { getAuthContext(): { sslPeerCertificate?: { raw?: Buffer } } }, ca: X509Certificate, trustDomain: string, nowMs = Date.now()): PeerVerdict {
   const raw = call.getAuthContext().sslPeerCertificate?.raw;
@@ -22,5 +22,5 @@ export function peerIdentity(call: { getAuthContext(): { sslPeerCertificate?: { 
   const uri = /(?:^|, )URI:(spiffe:\/\/[^,]+)/.exec(leaf.subjectAltName ?? '')?.[1];
   const parts = uri === undefined ? null : parseSpiffeId(uri);
   if (uri === undefined || parts === null || parts.trustDomain !== trustDomain) return { ok: false, problem: `the client certificate names no workload of trust domain ${trustDomain}` };
-  return { ok: true, spiffeId: uri, parts };
+  return { ok: true, spiffeId: uri, parts, der: raw };
 }

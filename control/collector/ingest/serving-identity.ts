@@ -1,6 +1,7 @@
 import { generateKeyPairSync, webcrypto, X509Certificate, type KeyObject } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { ED25519 } from '../../../ledger/x509.js';
+import type { Logger } from '../../../command/log.js';
 import type { MeshCa } from './mesh-ca.js';
 import type { ServingTls } from '../../../command/plain-http.js';
 
@@ -30,7 +31,10 @@ export function serviceNames(namespace: string | undefined, service = 'auditmesh
   return [service, `${service}.${namespace}`, `${service}.${namespace}.svc`, `${service}.${namespace}.svc.cluster.local`];
 }
 
-export async function createServingIdentity(ca: MeshCa, names: { bind: string; dns: readonly string[] }, ttlMs: number): Promise<ServingIdentity> {
+/** A failed renewal is tried again after this (the current certificate still serves meanwhile). */
+const RENEW_RETRY_MS = 1_000;
+
+export async function createServingIdentity(ca: MeshCa, names: { bind: string; dns: readonly string[] }, ttlMs: number, log: Logger = () => {}): Promise<ServingIdentity> {
   const { privateKey, publicKey } = generateKeyPairSync('ed25519');
   const key = await webcrypto.subtle.importKey('spki', publicKey.export({ format: 'der', type: 'spki' }), ED25519, true, ['verify']);
   const ips = ['127.0.0.1', ...(isIp(names.bind) && !['0.0.0.0', '::', '127.0.0.1'].includes(names.bind) ? [names.bind] : [])];
@@ -43,14 +47,22 @@ export async function createServingIdentity(ca: MeshCa, names: { bind: string; d
   Object.assign((credentials as unknown as { _getConstructorOptions(): object })._getConstructorOptions(), { requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.3' });
   let timer: NodeJS.Timeout | undefined;
   const renewed = new Set<() => void>();
-  const schedule = (): void => {
-    timer = setTimeout(() => void renew(), Math.max(1000, (issued.notAfterUnixMs - Date.now()) / 2));
+  let closed = false;
+  const schedule = (delayMs = Math.max(1000, (issued.notAfterUnixMs - Date.now()) / 2)): void => {
+    if (closed) return;
+    timer = setTimeout(() => void renew(), delayMs);
     timer.unref();
   };
   const renew = async (): Promise<void> => {
-    issued = await issue();
-    // New handshakes take the new certificate; open connections keep theirs.
-    (credentials as unknown as { updateSecureContextOptions(o: object): void }).updateSecureContextOptions({ ca: Buffer.from(ca.certPem), cert: Buffer.from(issued.chainPem), key: keyPem });
+    try {
+      issued = await issue();
+      // New handshakes take the new certificate; open connections keep theirs.
+      (credentials as unknown as { updateSecureContextOptions(o: object): void }).updateSecureContextOptions({ ca: Buffer.from(ca.certPem), cert: Buffer.from(issued.chainPem), key: keyPem });
+    } catch (err) {
+      log('error', 'collector serving certificate not renewed; retrying', { err: (err as Error).message, retry_ms: RENEW_RETRY_MS });
+      return schedule(RENEW_RETRY_MS);
+    }
+    log('info', 'collector serving certificate renewed', { not_after_unix_ms: issued.notAfterUnixMs });
     for (const listener of renewed) listener();
     schedule();
   };
@@ -66,7 +78,10 @@ export async function createServingIdentity(ca: MeshCa, names: { bind: string; d
       renewed.add(listener);
       return () => void renewed.delete(listener);
     },
-    close: () => clearTimeout(timer),
+    close() {
+      closed = true;
+      clearTimeout(timer);
+    },
   };
 }
 

@@ -13,6 +13,14 @@ import { chainKeyOf } from '../store/chain-key.js';
  * never waits for the disk, and a failed commit can never leave a later run stored after a hole.
  */
 
+/** A key a stream's Hello presented, and the stream's mTLS client certificate (DER, base64) if it had one; `spkiMatches`: it is a certificate of that key. */
+export interface PresentedKey {
+  keyId: string;
+  spki: Buffer;
+  key: KeyObject;
+  certificate?: { der: string; spkiMatches: boolean };
+}
+
 /** The last signed heartbeat that verified. */
 export interface HeartbeatSeen {
   unix_ms: number;
@@ -42,7 +50,7 @@ export class SidecarChain {
   key: KeyObject;
   spki: Buffer;
   /** The key the newest stream's Hello presented (proved by its signature): it may differ from the pinned one only until an endorsed epoch link moves the pin to it. */
-  presented: { keyId: string; spki: Buffer; key: KeyObject } | undefined;
+  presented: PresentedKey | undefined;
   heartbeat: HeartbeatSeen | undefined;
   /** The last Refusal of one of its streams (kept in memory). */
   refusal: { code: string; reason: string; unix_ms: number } | undefined;

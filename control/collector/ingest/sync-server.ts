@@ -74,6 +74,8 @@ class SyncSession {
   #identity: WorkloadIdentity | null = null;
   /** The SPIFFE ID the client certificate proved; null without TLS. */
   #spiffeId: string | null = null;
+  /** That client certificate (DER): it may endorse a key change (key-rotation.ts). */
+  #peerCertificate: Buffer | undefined;
 
   constructor(deps: SyncDeps, call: SyncServerStream) {
     this.#deps = deps;
@@ -135,6 +137,7 @@ class SyncSession {
     const id = this.#identity;
     if (peer.ok && (id === null || (peer.parts.namespace === id.namespace && peer.parts.serviceAccount === id.serviceAccount))) {
       this.#spiffeId = peer.spiffeId;
+      this.#peerCertificate = peer.der;
       return true;
     }
     const problem = peer.ok ? `the client certificate names ${peer.spiffeId}, the token ${id?.namespace}/${id?.serviceAccount}` : peer.problem;
@@ -164,7 +167,7 @@ class SyncSession {
       // The pod uid is the incarnation: a recreated pod of the same name ships a chain of its own.
       const incarnation = this.#identity?.podUid ?? '';
       const known = ingest.chains.has(chainKey(String(msg.hello?.sidecar_id), incarnation));
-      const chain = await ingest.hello(msg.hello, incarnation);
+      const chain = await ingest.hello(msg.hello, incarnation, this.#peerCertificate);
       if (!known && incarnation !== '') {
         const earlier = Array.from(ingest.chains.values(), (c) => c.state).filter((s) => s.id === chain.state.id && s.incarnation !== incarnation);
         if (earlier.length > 0) this.#deps.log('info', 'collector: a new incarnation of a sidecar starts a chain of its own; the earlier ones stay as they are', { sidecar: chain.state.id, incarnation, earlier: earlier.map((s) => s.incarnation ?? '') });
@@ -238,6 +241,10 @@ class SyncSession {
   #refuse(failure: VerifyFailure): void {
     const { metrics, log } = this.#deps;
     const code = failure.code ?? 'malformed';
+    // A stream of another key than the pinned one is most likely a journal someone else reopened: say so, whatever broke first.
+    const presented = this.#chain?.presented?.keyId;
+    const pinned = this.#chain?.state.key_id;
+    if (presented !== undefined && presented !== pinned && !failure.problem.includes(presented)) failure = { ...failure, problem: `${failure.problem} (this stream presents key ${presented}, not the pinned key ${pinned})` };
     metrics.verificationFailures.inc({ reason: code });
     log('warn', 'collector refused a stream', { sidecar: this.#chain?.state.id, incarnation: this.#chain?.state.incarnation, code, batch: failure.batch, seq: failure.seq, reason: failure.problem });
     if (this.#chain !== undefined) this.#chain.refusal = { code, reason: failure.problem, unix_ms: Date.now() };

@@ -1,9 +1,11 @@
+import type { X509Certificate } from 'node:crypto';
 import { realpathSync } from 'node:fs';
 import { open, type Transaction } from 'lmdb';
 import { leafHash, merkleRoot } from '../../../ledger/merkle.js';
 import { keyIdOf, publicKeyFromSpki } from '../../../ledger/chain.js';
-import { previousKey } from '../ingest/key-rotation.js';
-import { ChainBroken, fail, LinkVerifier, seqRange, type VerifyFailure } from '../../../ledger/link-verifier.js';
+import { caEndorsedIdentity } from '../../../ledger/certified-key.js';
+import { certificateOf, previousKey } from '../ingest/key-rotation.js';
+import { ChainBroken, fail, LinkVerifier, seqRange, type KeyChange, type LinkVerifierOptions, type VerifyFailure } from '../../../ledger/link-verifier.js';
 import { writerFor } from '../../../ledger/journal-writers.js';
 import { BatchBlob, BlobError } from './batch-blob.js';
 import type { LostRange, SidecarState, StoredLink } from '../collector-store.js';
@@ -16,8 +18,14 @@ import { parseSpiffeId } from '../../../ledger/spiffe-id.js';
  * incarnation, chain-key.ts), end to end, through
  * the same link verifier ingest used, from where the collector's copy of that chain starts to the
  * position it recorded, with the key it pinned. Names the first sidecar, batch or record that
- * does not verify. Reads one snapshot.
+ * does not verify, and reports every key change with what endorsed it: the previous key, or (with
+ * the mesh CA bundle, --ca-file) the new key's certificate the collector kept. Reads one snapshot.
  */
+
+export interface StoreVerifyOptions {
+  /** The mesh CA bundle: a key change whose new key it certifies, for the previous key's identity, is endorsed. */
+  ca?: readonly X509Certificate[];
+}
 
 export interface SidecarChainReport {
   id: string;
@@ -35,6 +43,8 @@ export interface SidecarChainReport {
   head: string;
   /** Ranges recorded as lost at ingest: the chain verifies on both sides, the store still fails. */
   lost: LostRange[];
+  /** Every key change in the chain, with what endorses it. */
+  key_changes: KeyChange[];
   failure?: VerifyFailure;
 }
 
@@ -61,7 +71,7 @@ export async function isCollectorStore(dir: string): Promise<boolean> {
 }
 
 /** Verifies every sidecar chain of the store in `dir`, in one read snapshot. Never opens a store a collector in this process holds. */
-export async function verifyStoreDir(dir: string): Promise<StoreReport> {
+export async function verifyStoreDir(dir: string, opts: StoreVerifyOptions = {}): Promise<StoreReport> {
   const env = open({ path: realpathSync(dir), readOnly: true });
   try {
     refuseEarlierLayout(dir, Array.from(env.getKeys(), String));
@@ -73,7 +83,7 @@ export async function verifyStoreDir(dir: string): Promise<StoreReport> {
   try {
     const transaction = stores.env.useReadTransaction();
     try {
-      return verifyStore(stores, transaction);
+      return verifyStore(stores, transaction, opts);
     } finally {
       transaction.done();
     }
@@ -82,10 +92,10 @@ export async function verifyStoreDir(dir: string): Promise<StoreReport> {
   }
 }
 
-export function verifyStore(stores: CollectorStores, transaction: Transaction): StoreReport {
+export function verifyStore(stores: CollectorStores, transaction: Transaction, opts: StoreVerifyOptions = {}): StoreReport {
   const report: StoreReport = { ok: true, kind: 'collector-store', sidecars: [], records: 0 };
   for (const { key, value: state } of stores.sidecars.getRange({ transaction })) {
-    const r = verifySidecar(stores, transaction, state, key);
+    const r = verifySidecar(stores, transaction, state, key, opts);
     report.sidecars.push(r);
     report.records += r.records;
     if (!r.ok && report.failure === undefined) report.failure = { sidecar: r.chain, ...r.failure! };
@@ -94,11 +104,11 @@ export function verifyStore(stores: CollectorStores, transaction: Transaction): 
   return report;
 }
 
-function verifySidecar(stores: CollectorStores, transaction: Transaction, state: SidecarState, storedAs: string): SidecarChainReport {
+function verifySidecar(stores: CollectorStores, transaction: Transaction, state: SidecarState, storedAs: string, opts: StoreVerifyOptions): SidecarChainReport {
   const start = { last_batch: state.first_batch - 1, last_seq: state.first_batch === 1 ? 0 : undefined, head: state.base_head, last_signed: state.first_batch - 1 };
   const lost = state.lost ?? [];
   const chain = chainKeyOf(state);
-  const r: SidecarChainReport = { id: state.id, incarnation: state.incarnation ?? null, chain, key_id: state.key_id, ok: false, records: 0, links: 0, first_batch: state.first_batch, last_batch: start.last_batch, last_seq: start.last_seq ?? null, head: start.head, lost };
+  const r: SidecarChainReport = { id: state.id, incarnation: state.incarnation ?? null, chain, key_id: state.key_id, ok: false, records: 0, links: 0, first_batch: state.first_batch, last_batch: start.last_batch, last_seq: start.last_seq ?? null, head: start.head, lost, key_changes: [] };
   try {
     // A chain's state moved under another key would have its links read as another chain's.
     if (storedAs !== chain) fail({ problem: `the chain stored as ${storedAs} names itself sidecar ${state.id}${state.incarnation === undefined ? '' : `, incarnation ${state.incarnation}`}: two incarnations' states were swapped or merged` });
@@ -107,11 +117,17 @@ function verifySidecar(stores: CollectorStores, transaction: Transaction, state:
     if (key === null || keyIdOf(spki) !== state.key_id) fail({ problem: `the pinned public key of sidecar ${chain} is not an Ed25519 key with id ${state.key_id}: the key was swapped` });
     // Keys before the pinned one sign only up to an epoch link they endorsed: LinkVerifier checks that.
     const keyFor = (keyId: string, batch: number) => (keyId === state.key_id ? { spki, key: key! } : previousKey(state, keyId) ?? fail({ code: 'key-mismatch', batch, problem: `batch ${batch} names key ${keyId}, not the pinned key ${state.key_id}` }));
-    let links = new LinkVerifier({ ...start, epoch_key: state.previous_keys?.[0]?.key_id ?? state.key_id }, { keyFor });
+    const { ca } = opts;
+    const verifierOpts: LinkVerifierOptions = {
+      keyFor,
+      certified: ca === undefined ? undefined : (change, newSpki) => caEndorsedIdentity(change, ca, { certificate: certificateOf(state, change.to), spki: newSpki }, { certificate: certificateOf(state, change.from), spki: keyFor(change.from, change.batch).spki }),
+      onKeyChange: (change) => r.key_changes.push(change),
+    };
+    let links = new LinkVerifier({ ...start, epoch_key: state.previous_keys?.[0]?.key_id ?? state.key_id }, verifierOpts);
     /** Across ranges recorded as lost (one may follow another), the chain starts again from the head the sidecar presented. */
     const crossLost = (before: number): void => {
       for (let l = lost.find((x) => x.from_batch === links.position.last_batch + 1); l !== undefined && l.to_batch < before; l = lost.find((x) => x.from_batch === links.position.last_batch + 1)) {
-        links = new LinkVerifier({ last_batch: l.to_batch, last_seq: undefined, head: l.base_head, last_signed: l.to_batch }, { keyFor });
+        links = new LinkVerifier({ last_batch: l.to_batch, last_seq: undefined, head: l.base_head, last_signed: l.to_batch }, verifierOpts);
         ({ last_batch: r.last_batch, head: r.head } = links.position);
       }
     };
