@@ -29,6 +29,9 @@ import { createServiceAccountCheck, type ServiceAccountKeys } from './ingest/ser
 import { createStreamAuth } from './ingest/stream-auth.js';
 import { readAccessFrom, type ReadSettings } from './api/read-access.js';
 import type { ServingTls } from '../../command/plain-http.js';
+import { createCollectorKey } from './collector-key.js';
+import { createCollectorWitness, type CollectorWitness } from './witness/collector-witness.js';
+import type { ForkAfterWitness } from './witness/witness-dbs.js';
 
 /**
  * The collector, wired: store -> ingest -> gRPC Sync server, and the HTTP API beside it.
@@ -49,6 +52,8 @@ export interface CollectorConfig extends ReadSettings {
   insecure: boolean;
   /** The mesh CA (--ca-dir, --trust-domain, --cert-ttl); absent: no Certify. */
   identity?: IdentityConfig;
+  /** How often the collector signs a tree head of its witness log (--checkpoint-interval-ms); default CHECKPOINT_INTERVAL_MS. */
+  checkpointIntervalMs?: number;
   /** The sidecars' heartbeat (checkpoint) interval: heartbeats older than 3 of these are stale. */
   heartbeatIntervalMs?: number;
   /** Workers that hash and index records; default defaultHashThreads(). */
@@ -92,6 +97,8 @@ export interface Collector {
   readonly ca: MeshCa | null;
   /** The collector's own key and CA certificate, gRPC serves TLS with it; null without `identity` or under --insecure. */
   readonly serving: ServingIdentity | null;
+  /** The witness log of what it stores, its signed tree heads, and proofs (witness/). */
+  readonly witness: CollectorWitness;
   /** Called with every run of verified records once it is durably stored; returns unsubscribe. For fleet-wide detection. */
   onStored(listener: (run: StoredRun) => void): () => void;
   /** Fleet-wide anomalies; null when --alert-interval-ms is 0. */
@@ -138,6 +145,19 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     onIndexError: (err) => log('error', 'collector id index merge failed: its segments stay as they are and queries still find every record; the next merge tries again', { store: config.storeDir, err: err.message }),
   });
   logIfUnpatched(log);
+  let metricsLater: CollectorMetrics | undefined;
+  const witness = createCollectorWitness({
+    store,
+    signer: await createCollectorKey({ serving, storeDir: config.storeDir }),
+    checkpointIntervalMs: config.checkpointIntervalMs ?? CHECKPOINT_INTERVAL_MS,
+    ...(ca === null ? {} : { caPem: ca.certPem }),
+    onFork: (sidecar, fork) => {
+      metricsLater?.forksAfterWitness.inc();
+      log('error', 'sidecar chain no longer holds a head the collector witnessed (fork after witness): refused and kept as evidence', { sidecar, batch: fork.batch, witnessed: fork.witnessed.head, witnessed_by: fork.witnessed.by, presented: fork.presented.head, presented_by: fork.presented.by, presented_batch: fork.presented.batch });
+    },
+    onTreeHead: () => metricsLater?.treeHeadsSigned.inc(),
+    log,
+  });
   const feed = createLiveFeed<StoredRun>({ onListenerError: (err) => log('error', 'collector onStored listener threw', { err: (err as Error)?.message }) });
   const hasher = createHashPool(config.hashThreads);
   // Fleet detection is a stage of the collector, not a listener: it sees every stored run first.
@@ -149,10 +169,15 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
       // Records are stored and verified; a record the detector cannot read must not fail the ack.
       log('error', 'fleet anomaly detection failed on a stored run', { sidecar: run.sidecar.id, err: (err as Error).message });
     }
+    witness.onStored(run);
     feed.publish(run);
-  });
-  const metrics = createCollectorMetrics({ storeBytes: () => store.usedBytes(), sidecars: () => heartbeatTally(ingest.chains.values(), heartbeatIntervalMs, Date.now()) });
-  const sidecars = (): SidecarStatus[] => Array.from(ingest.chains.values(), (c) => sidecarStatus(c, heartbeatIntervalMs, Date.now()));
+  }, witness.heads);
+  // Heartbeats witnessed before a restart still count: a sidecar that never came back is stale.
+  for (const chain of ingest.chains.values()) chain.heartbeat ??= witness.heads.lastHeartbeat(chain.state.id);
+  await witness.start();
+  const metrics = createCollectorMetrics({ storeBytes: () => store.usedBytes(), sidecars: () => heartbeatTally(ingest.chains.values(), heartbeatIntervalMs, Date.now()), witnessTreeSize: () => witness.log.size });
+  metricsLater = metrics;
+  const sidecars = (): SidecarStatus[] => Array.from(ingest.chains.values(), (c) => ({ ...sidecarStatus(c, heartbeatIntervalMs, Date.now()), fork_after_witness: witness.heads.forks(c.state.id).map(forkStatus) }));
   const alerts = config.alerts ?? defaultAlertOptions();
   if (alerts.intervalMs > 0) fleetAlerts = createFleetAlerts({ options: alerts, metrics, log });
 
@@ -163,7 +188,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     'grpc.keepalive_timeout_ms': KEEPALIVE_TIMEOUT_MS,
     ...FLOW_WINDOW_OPTION,
   });
-  grpcServer.addService(COLLECTOR_SERVICE, { Sync: createSyncHandler({ ingest, store, metrics, auth, peer, log }) });
+  grpcServer.addService(COLLECTOR_SERVICE, { Sync: createSyncHandler({ ingest, store, metrics, auth, peer, log, onHello: (chain, der) => witness.certified(chain.state.id, chain.state.key_id, chain.spki, der) }) });
   if (ca !== null) {
     const certify = createCertifyHandler({ ca, serviceAccounts, trustDomain, certTtlMs, issued: () => metrics.certificatesIssued.inc(), refused: (reason) => metrics.identityRefusals.inc({ reason }), log });
     grpcServer.addService(IDENTITY_SERVICE, { Certify: certify });
@@ -172,13 +197,14 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     grpcServer.bindAsync(`${config.bind}:${config.grpcPort}`, serving?.credentials ?? grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
   );
   if (!widenFlowWindow(grpcServer)) log('warn', 'collector could not raise the HTTP/2 flow-control window of this grpc-js version: large segments arrive 64 KiB at a time', {});
-  const httpServer = createHttpApi({ store, metrics, sidecars, subscribe: (l) => feed.subscribe(l), ready: () => ({ ok: true }), anomalies: () => ({ active: fleetAlerts?.active() ?? [], recent: fleetAlerts?.recent() ?? [] }), maxTailSubscribers: config.maxTailSubscribers, readAccess, tls: config.httpTls });
+  const httpServer = createHttpApi({ store, metrics, sidecars, subscribe: (l) => feed.subscribe(l), ready: () => ({ ok: true }), anomalies: () => ({ active: fleetAlerts?.active() ?? [], recent: fleetAlerts?.recent() ?? [] }), proof: (refs, opts) => witness.proof(refs, opts), maxTailSubscribers: config.maxTailSubscribers, readAccess, tls: config.httpTls });
   let httpPort: number;
   try {
     httpPort = await listen(httpServer, config.httpPort, config.bind);
   } catch (err) {
     grpcServer.forceShutdown();
     await hasher.close();
+    await witness.close();
     await store.close();
     throw err;
   }
@@ -195,6 +221,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     store,
     ca,
     serving,
+    witness,
     onStored: (listener) => feed.subscribe(listener),
     fleetAlerts,
     get liveListeners() {
@@ -213,6 +240,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
         await Promise.all(Array.from(ingest.chains.values(), (c) => c.settled()));
         await hasher.close();
         fleetAlerts?.close();
+        await witness.close();
         await store.close();
       })();
       return closing;
@@ -229,6 +257,11 @@ function authSummary(shared: boolean, serviceAccounts: ServiceAccountKeys | unde
 /** Every record of a stored run goes through the fleet's anomaly detector, under its sidecar's service, as the hashing workers read it. */
 function observeRun(fleet: FleetAlerts, run: StoredRun): void {
   for (const b of run.batches) for (const group of b.exchanges) fleet.observeGroup(run.sidecar.service, group);
+}
+
+/** A fork after witness as /v1/sidecars shows it. */
+function forkStatus(f: ForkAfterWitness): { batch: number; witnessed_head: string; witnessed_by: string; presented_head: string; presented_by: string; presented_batch: number; detected: string } {
+  return { batch: f.batch, witnessed_head: f.witnessed.head, witnessed_by: f.witnessed.by, presented_head: f.presented.head, presented_by: f.presented.by, presented_batch: f.presented.batch, detected: new Date(f.detected_unix_ms).toISOString() };
 }
 
 function listen(server: http.Server, port: number, host: string): Promise<number> {

@@ -32,7 +32,7 @@ export function openLmdbStore(dir: string, { sealEntries, onIndexError, maxIdMat
   mkdirSync(dir, { recursive: true });
   // As the journal opens its own (ledger/lmdb-writer.ts): one explicit batch() per run, each with its own
   // `flushed`, and no overlapping sync: a commit is on disk when it resolves.
-  const env = open({ path: realpathSync(dir), maxDbs: 32, ...LMDB_WRITER_OPTIONS });
+  const env = open({ path: realpathSync(dir), maxDbs: 64, ...LMDB_WRITER_OPTIONS });
   let stores: CollectorStores;
   let ids: IdIndexDbs;
   let writer: IdIndexWriter;
@@ -153,7 +153,7 @@ const newestFirst = (a: Candidate, b: Candidate): number => b.start - a.start ||
  * index, an errors-only query the per-record errors entries; a service or time query reads whole batches, newest batch first,
  * and holds a batch's records back until no batch still to read can hold a newer one.
  */
-function* candidates(stores: CollectorStores, ids: IdIndexDbs, log: () => readonly Buffer[], q: RecordQuery, maxSpanMs: number, maxIdMatches: number): Iterable<StoredRecord> {
+export function* candidates(stores: CollectorStores, ids: IdIndexDbs, log: () => readonly Buffer[] | undefined, q: RecordQuery, maxSpanMs: number, maxIdMatches: number): Iterable<StoredRecord> {
   const since = q.sinceUnixMs ?? 0;
   const until = q.untilUnixMs ?? Number.MAX_SAFE_INTEGER;
   let last: { sidecar: string; batch: number; blob: BatchBlob | null } | undefined;
