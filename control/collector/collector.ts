@@ -145,17 +145,18 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     onIndexError: (err) => log('error', 'collector id index merge failed: its segments stay as they are and queries still find every record; the next merge tries again', { store: config.storeDir, err: err.message }),
   });
   logIfUnpatched(log);
-  let metricsLater: CollectorMetrics | undefined;
+  // The metrics are made once ingest exists (they sample its chains); the witness counts into them from then on.
+  const later: { metrics?: CollectorMetrics } = {};
   const witness = createCollectorWitness({
     store,
     signer: await createCollectorKey({ serving, storeDir: config.storeDir }),
     checkpointIntervalMs: config.checkpointIntervalMs ?? CHECKPOINT_INTERVAL_MS,
     ...(ca === null ? {} : { caPem: ca.certPem }),
     onFork: (sidecar, fork) => {
-      metricsLater?.forksAfterWitness.inc();
+      later.metrics?.forksAfterWitness.inc();
       log('error', 'sidecar chain no longer holds a head the collector witnessed (fork after witness): refused and kept as evidence', { sidecar, batch: fork.batch, witnessed: fork.witnessed.head, witnessed_by: fork.witnessed.by, presented: fork.presented.head, presented_by: fork.presented.by, presented_batch: fork.presented.batch });
     },
-    onTreeHead: () => metricsLater?.treeHeadsSigned.inc(),
+    onTreeHead: () => later.metrics?.treeHeadsSigned.inc(),
     log,
   });
   const feed = createLiveFeed<StoredRun>({ onListenerError: (err) => log('error', 'collector onStored listener threw', { err: (err as Error)?.message }) });
@@ -176,7 +177,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   for (const chain of ingest.chains.values()) chain.heartbeat ??= witness.heads.lastHeartbeat(chain.state.id);
   await witness.start();
   const metrics = createCollectorMetrics({ storeBytes: () => store.usedBytes(), sidecars: () => heartbeatTally(ingest.chains.values(), heartbeatIntervalMs, Date.now()), witnessTreeSize: () => witness.log.size });
-  metricsLater = metrics;
+  later.metrics = metrics;
   const sidecars = (): SidecarStatus[] => Array.from(ingest.chains.values(), (c) => ({ ...sidecarStatus(c, heartbeatIntervalMs, Date.now()), fork_after_witness: witness.heads.forks(c.state.id).map(forkStatus) }));
   const alerts = config.alerts ?? defaultAlertOptions();
   if (alerts.intervalMs > 0) fleetAlerts = createFleetAlerts({ options: alerts, metrics, log });
