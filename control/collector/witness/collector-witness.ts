@@ -58,7 +58,7 @@ export function createCollectorWitness(opts: CollectorWitnessOptions): Collector
     log,
     heads,
     onStored(run) {
-      stored = stored.then(() => log.logStored(opts.store, run.sidecar.id, run.links, run.sidecar.position.last_batch)).catch((err: unknown) => opts.log('error', 'collector witness log could not log a stored run; it is logged again at the next start', { sidecar: run.sidecar.id, err: (err as Error)?.message }));
+      stored = stored.then(() => log.logStored(run.sidecar.id, run.links, run.sidecar.position.last_batch, links)).catch((err: unknown) => opts.log('error', 'collector witness log could not log a stored run; it is logged again at the next start', { sidecar: run.sidecar.id, err: (err as Error)?.message }));
     },
     async start() {
       const caught = await log.catchUp(opts.store, links);

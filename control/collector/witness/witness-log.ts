@@ -31,6 +31,9 @@ interface Queued {
 
 type Frontier = Array<{ level: number; hash: Buffer }>;
 
+/** A sidecar's stored links from batch `from` through `to`, at most `limit`, in order (lost ranges have none). */
+export type StoredLinks = (sidecar: string, from: number, to: number, limit: number) => StoredLink[];
+
 /** Links logged per transaction when catching up with a store. */
 const CATCH_UP_LINKS = 20_000;
 /** Forks kept per sidecar, oldest dropped. */
@@ -112,19 +115,15 @@ export class WitnessLog {
   }
 
   /**
-   * Logs links the store holds and the log does not (a run just stored; after a crash or a failed
-   * commit, everything since the last logged link of that sidecar, read back from the store).
+   * Logs links the store holds and the log does not: a run just stored, and before it (after a
+   * crash or a failed commit) every link of that sidecar since its last logged one, read back from
+   * the store by `stored` (a range of its links).
    */
-  async logStored(store: Pick<CollectorStore, 'link'>, sidecar: string, links: readonly StoredLink[], lastBatch: number): Promise<void> {
+  async logStored(sidecar: string, links: readonly StoredLink[], lastBatch: number, stored: StoredLinks): Promise<void> {
     const s = this.sidecar(sidecar);
-    const entries: WitnessEntry[] = [];
     const first = links.find((l) => l.batch > s.logged_through)?.batch ?? lastBatch + 1;
-    // Links of this sidecar stored but not logged before `first` (a chain that starts after a lost range has none to find).
-    for (let b = s.logged_through + 1; b < first && b <= lastBatch; b++) {
-      const l = await store.link(sidecar, b);
-      if (l !== undefined) entries.push(linkEntry(sidecar, l));
-    }
-    for (const l of links) if (l.batch > s.logged_through) entries.push(linkEntry(sidecar, l));
+    const missed = first > s.logged_through + 1 ? stored(sidecar, s.logged_through + 1, Math.min(first, lastBatch + 1) - 1, Number.MAX_SAFE_INTEGER) : [];
+    const entries = [...missed, ...links.filter((l) => l.batch > s.logged_through)].map((l) => linkEntry(sidecar, l));
     if (entries.length === 0) return;
     s.logged_through = Math.max(s.logged_through, lastBatch);
     const state = { ...s };
@@ -132,14 +131,14 @@ export class WitnessLog {
   }
 
   /** At start: logs every stored link not yet logged (a store older than the log included), in bounded transactions. */
-  async catchUp(store: Pick<CollectorStore, 'sidecars' | 'link'>, links: (sidecar: string, from: number, to: number, limit: number) => StoredLink[]): Promise<number> {
+  async catchUp(store: Pick<CollectorStore, 'sidecars'>, stored: StoredLinks): Promise<number> {
     let logged = 0;
     for (const state of await store.sidecars()) {
       for (;;) {
         const s = this.sidecar(state.id);
-        const chunk = links(state.id, s.logged_through + 1, state.position.last_batch, CATCH_UP_LINKS);
+        const chunk = stored(state.id, s.logged_through + 1, state.position.last_batch, CATCH_UP_LINKS);
         if (chunk.length === 0) break;
-        await this.logStored(store, state.id, chunk, chunk[chunk.length - 1].batch);
+        await this.logStored(state.id, chunk, chunk[chunk.length - 1].batch, stored);
         logged += chunk.length;
       }
     }
