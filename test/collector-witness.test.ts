@@ -164,3 +164,38 @@ test('tree heads name their size: an altered size, root or time no longer verifi
   t.false(verifyTreeHead({ ...th, root: 'cd'.repeat(32) }, key.publicKeySpki));
   t.false(verifyTreeHead({ ...th, unix_ms: th.unix_ms + 1 }, key.publicKeySpki));
 });
+
+test('a sidecar process whose journal is put back to an older copy and goes on with the same key is flagged fork-after-witness by a collector process', async (t) => {
+  const { startCli } = await import('./helpers/child.js');
+  const { startSidecarProcess } = await import('./helpers/sidecar-process.js');
+  const { request, startUpstream } = await import('./helpers/net.js');
+  const { rm } = await import('node:fs/promises');
+  const dir = await tempDir(t);
+  const collector = startCli(t, ['collector', '--store', join(dir, 'store'), '--grpc-port', '0', '--http-port', '0', '--insecure', '--checkpoint-interval-ms', '300']);
+  const [, grpc, http] = await collector.waitFor(/"grpc":"(127\.0\.0\.1:\d+)","http":"(http:\/\/127\.0\.0\.1:\d+)"/, 90_000);
+  const app = await startUpstream();
+  t.teardown(app.close);
+  const sidecarDir = join(dir, 'sidecar');
+  const args = ['--service', 'ledger', '--collector', grpc, '--sidecar-id', 'ledger-0', '--checkpoint-interval-ms', '200'];
+  const stored = async (): Promise<number> => (await (await fetch(`${http}/v1/records?limit=1000`)).text()).split('\n').filter(Boolean).length;
+  const run = async (from: number, n: number): Promise<void> => {
+    const sidecar = await startSidecarProcess(t, { appPort: app.port, dir: sidecarDir, args });
+    for (let i = from; i < from + n; i++) t.is((await request(sidecar.ports.inbound, { path: `/items/${i}` })).status, 200);
+    await eventually(`${from + n} records stored`, async () => (await stored()) === from + n, 60_000);
+    await sidecar.stop();
+  };
+  await run(0, 3);
+  await cp(join(sidecarDir, 'journal'), join(dir, 'older-copy'), { recursive: true });
+  await run(3, 3);
+  // The journal put back to the older copy, then written on with the same key: its tail is rewritten.
+  await rm(join(sidecarDir, 'journal'), { recursive: true });
+  await cp(join(dir, 'older-copy'), join(sidecarDir, 'journal'), { recursive: true });
+  const again = await startSidecarProcess(t, { appPort: app.port, dir: sidecarDir, args });
+  t.is((await request(again.ports.inbound, { path: '/items/rewritten' })).status, 200);
+  await collector.waitFor(/fork after witness/, 60_000);
+  const sidecars = (await (await fetch(`${http}/v1/sidecars`)).json()) as Array<{ id: string; fork_after_witness?: Array<{ witnessed_by: string; presented_by: string }> }>;
+  // Its last heartbeat before and its stored links both named later heads; the new heartbeat names an earlier batch.
+  t.like(sidecars[0].fork_after_witness?.[0], { presented_by: 'heartbeat' });
+  t.true(metricValue(await (await fetch(`${http}/metrics`)).text(), 'auditmesh_collector_forks_after_witness_total') >= 1);
+  t.is(await stored(), 6, 'nothing of the rewritten tail stored');
+});
