@@ -66,6 +66,8 @@ export function buildBundle(src: ProofSource, refs: readonly RecordRef[], source
   const sidecars = new Map<string, { state: SidecarState; links: Map<number, StoredLink>; witness: Map<number, { index: number; tree_size: number }> }>();
   const heads = new Map<number, TreeHead>([[latest.tree_size, latest]]);
   const records: BundleRecord[] = [];
+  // Records of one batch are usually asked for together: its value is read and decompressed once.
+  let last: { key: string; blob: BatchBlob; leaves: Buffer[] } | undefined;
 
   /** The witness entry of a signed link, at the first tree head that covered it. */
   const witnessOf = (s: NonNullable<ReturnType<typeof sidecars.get>>, batch: number): void => {
@@ -93,9 +95,14 @@ export function buildBundle(src: ProofSource, refs: readonly RecordRef[], source
       }
     }
     const link = recordsLinkOf(src.stores, s.state, ref.seq);
-    const blob = new BatchBlob(src.stores.batches.get([ref.sidecar, link.batch])!);
+    const key = `${ref.sidecar}\u0000${link.batch}`;
+    if (last?.key !== key) {
+      const blob = new BatchBlob(src.stores.batches.get([ref.sidecar, link.batch])!);
+      const leaves = link.leaves !== undefined && link.leaves.length === link.count * 32 ? Array.from({ length: link.count }, (_, j) => link.leaves!.subarray(j * 32, j * 32 + 32)) : blob.all().map((b) => leafHash(b));
+      last = { key, blob, leaves };
+    }
+    const { blob, leaves } = last;
     const i = ref.seq - link.first_seq;
-    const leaves = link.leaves !== undefined && link.leaves.length === link.count * 32 ? Array.from({ length: link.count }, (_, j) => link.leaves!.subarray(j * 32, j * 32 + 32)) : blob.all().map((b) => leafHash(b));
     records.push({ sidecar: ref.sidecar, seq: ref.seq, batch: link.batch, index: i, bytes: Buffer.from(blob.bytes(i)).toString('base64'), path: inclusionProof(leaves, i).map((p) => p.toString('hex')) });
     // The links from its batch to the signed head that seals it.
     let l: StoredLink | undefined = link;
