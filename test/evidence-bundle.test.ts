@@ -106,7 +106,18 @@ test('GET /v1/proof proves a record up to the collector signed tree head; export
   t.is(v.code, 0, v.stdout + v.stderr);
   t.regex(v.stdout, /record shop\/ledger-0:5: leaf \d+ of \d+ in batch \d+/);
   t.regex(v.stdout, /record shop\/ledger-0:5 is proved, up to the collector's signed tree head/);
+  t.regex(v.stdout, /witness log verified: \d+ entries, \d+ signed tree heads, newest tree head of size \d+ .*; every stored link is in it/);
   t.regex(v.stdout, /collector store verified/);
+  // A stored link altered on disk no longer matches the entry the witness log holds for it.
+  const { open } = await import('lmdb');
+  const env = open({ path: mesh.storeDir, maxDbs: 64 });
+  const links = env.openDB<Record<string, unknown>, [string, number]>('links', { encoding: 'msgpack' });
+  const first = Array.from(links.getRange({ limit: 1 }))[0];
+  await links.put(first.key, { ...first.value, sealed_unix_ms: (first.value.sealed_unix_ms as number) + 1 });
+  await env.close();
+  const altered = await runInProcess(['verify', mesh.storeDir]);
+  t.is(altered.code, 1);
+  t.regex(altered.stdout, /witness log FAILED: sidecar shop\/ledger-0 batch \d+ is not the link the witness log holds for it/);
   const bad = await runInProcess(['verify', mesh.storeDir, '--record', '5']);
   t.is(bad.code, 2);
   t.regex(bad.stderr, /SIDECAR_ID:SEQ/);

@@ -11,7 +11,8 @@ import type { CommandIO } from '../../command/io.js';
 import type { X509Certificate } from 'node:crypto';
 import { verifyBundle, type BundleReport, type EvidenceBundle } from '../../ledger/evidence-bundle.js';
 import { parseRecordRef, ProofError } from '../collector/witness/bundle-builder.js';
-import { openStoreProofs } from '../collector/witness/store-proofs.js';
+import { openStoreProofs, type StoreProofs } from '../collector/witness/store-proofs.js';
+import type { WitnessReport } from '../collector/witness/verify-witness.js';
 
 const HEX_HEAD = /^[0-9a-f]{64}$/;
 
@@ -110,31 +111,43 @@ async function verifyStoreMain(args: VerifyArgs, io: CommandIO): Promise<number>
     return 2;
   }
   let report: StoreReport;
+  let witness: WitnessReport;
   let proved: { bundle: EvidenceBundle; report: BundleReport } | { problem: string } | undefined;
   try {
     report = await verifyStoreDir(args.path);
-    if (ref !== undefined) proved = await proveFromStore(args.path, ref, args.opts.ca);
+    const proofs = openStoreProofs(args.path);
+    try {
+      witness = proofs.verifyWitness();
+      if (ref !== undefined) proved = proveFrom(proofs, args.path, ref, args.opts.ca);
+    } finally {
+      await proofs.close();
+    }
   } catch (err) {
     io.stderr.write(`auditmesh verify: cannot read the collector store at ${args.path}: ${(err as Error).message}\n`);
     return 1;
   }
-  const proofOk = proved === undefined || ('report' in proved && proved.report.ok);
-  if (args.json) io.stdout.write(JSON.stringify(proved === undefined ? report : { ...report, ok: report.ok && proofOk, record: proved }) + '\n');
-  else io.stdout.write((proved === undefined ? '' : formatRecordProof(proved)) + formatStoreReport(report));
-  return report.ok && proofOk ? 0 : 1;
+  const ok = report.ok && witness.ok && (proved === undefined || ('report' in proved && proved.report.ok));
+  if (args.json) io.stdout.write(JSON.stringify({ ...report, ok, witness, ...(proved === undefined ? {} : { record: proved }) }) + '\n');
+  else io.stdout.write((proved === undefined ? '' : formatRecordProof(proved)) + formatWitnessReport(witness) + formatStoreReport(report));
+  return ok ? 0 : 1;
+}
+
+/** The witness log's verdict, one line. */
+function formatWitnessReport(w: WitnessReport): string {
+  if (!w.ok) return `witness log FAILED: ${w.failure}\n`;
+  const newest = w.newest === undefined ? 'no tree head signed yet' : `newest tree head of size ${w.newest.tree_size} (${new Date(w.newest.unix_ms).toISOString()}, collector key ${w.newest.key_id})`;
+  const unlogged = w.unlogged === 0 ? 'every stored link is in it' : `${w.unlogged} stored links not yet in it (the collector logs them after storing, and at its next start)`;
+  return `witness log verified: ${w.entries} entries, ${w.tree_heads} signed tree heads, ${newest}; ${unlogged}\n`;
 }
 
 /** One record's bundle out of the store, and its verdict; or why it cannot be proved. */
-async function proveFromStore(dir: string, ref: { sidecar: string; seq: number }, ca: readonly X509Certificate[] | undefined): Promise<{ bundle: EvidenceBundle; report: BundleReport } | { problem: string }> {
-  const proofs = openStoreProofs(dir);
+function proveFrom(proofs: StoreProofs, dir: string, ref: { sidecar: string; seq: number }, ca: readonly X509Certificate[] | undefined): { bundle: EvidenceBundle; report: BundleReport } | { problem: string } {
   try {
     const bundle = proofs.bundle([ref], `store ${dir}`);
     return { bundle, report: verifyBundle(bundle, ca) };
   } catch (err) {
     if (err instanceof ProofError) return { problem: `record ${ref.sidecar}:${ref.seq}: ${err.message}` };
     throw err;
-  } finally {
-    await proofs.close();
   }
 }
 
