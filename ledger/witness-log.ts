@@ -14,7 +14,8 @@ import { leafHash } from './merkle.js';
  *   link       0x09 0x01 || batch (8 BE) || head (32) || key_id (16 ASCII hex, or 16 '-' for an unsigned link) || sidecar (UTF-8)
  *              a link of a sidecar's chain, verified and durably stored
  *   heartbeat  0x09 0x02 || unix_ms (8 BE) || last_batch (8 BE) || head (32) || sig (64) || sidecar (UTF-8)
- *              a sidecar's signed heartbeat naming a head further on than any it named before:
+ *              a sidecar's signed heartbeat naming a head further on than any it named before and than
+ *              the stored chain:
  *              the collector saw it sign that head (chain.ts heartbeatSigningInput, `sig` over it)
  *   prune      0x09 0x03 || from_batch (8 BE) || to_batch (8 BE) || reason length (1) || reason (UTF-8) || sidecar (UTF-8)
  *              reserved: whole batches of a sidecar removed from the store (retention); their

@@ -113,7 +113,7 @@ test('GET /v1/proof proves a record up to the collector signed tree head; export
   const env = open({ path: mesh.storeDir, maxDbs: 64 });
   const links = env.openDB<Record<string, unknown>, [string, number]>('links', { encoding: 'msgpack' });
   const first = Array.from(links.getRange({ limit: 1 }))[0];
-  await links.put(first.key, { ...first.value, sealed_unix_ms: (first.value.sealed_unix_ms as number) + 1 });
+  await links.put(first.key, { ...first.value, head: 'ab'.repeat(32) });
   await env.close();
   const altered = await runInProcess(['verify', mesh.storeDir]);
   t.is(altered.code, 1);

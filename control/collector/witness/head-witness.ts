@@ -8,7 +8,8 @@ import type { ForkAfterWitness, WitnessedHead } from './witness-dbs.js';
 
 /**
  * The collector as a witness of sidecar heads: every heartbeat head that verified is kept
- * durably, and logged when it names a batch further on than any before; every later segment must
+ * durably, and logged when it names a batch further on than any before and than the stored chain
+ * (a stored head is in the log already, as its link's entry); every later segment must
  * extend it. A chain that no longer holds a head the collector witnessed (its tail rewritten after
  * the heartbeat, or cut back) is a fork after witness: recorded with both heads, counted, logged,
  * kept as evidence, and the stream refused (`fork`, reason `fork-after-witness: ...`).
@@ -101,7 +102,8 @@ export class HeadWitness {
     }
     const ahead = hb.last_batch > tip.last_batch && earlier === undefined;
     if (ahead) pending.set(hb.last_batch, seen);
-    const further = hb.last_batch > (s.logged_heartbeat_batch ?? 0);
+    // A head the store already holds is in the log as its link's entry: only heads ahead of it are news.
+    const further = ahead && hb.last_batch > (s.logged_heartbeat_batch ?? 0);
     s.heartbeat = seen;
     if (further) s.logged_heartbeat_batch = hb.last_batch;
     const state = { ...s };
