@@ -97,3 +97,22 @@ export function caEndorsedIdentity(change: { batch: number; from: string; to: st
   if (prev.identity !== got.identity) return fail({ code: 'key-mismatch', batch: change.batch, problem: `${where} is certified as ${got.identity}, but the previous key ${change.from} as ${prev.identity}` });
   return got.identity;
 }
+
+/**
+ * Whether the first certificate of `chainPem` is issued by the CA bundle for exactly `spki`:
+ * the collector's serving certificate, which names hosts (DNS and IP SANs), not a workload.
+ * Returns its subject alternative names, or the reason it does not certify the key.
+ */
+export function certifiedKey(chainPem: string, ca: readonly X509Certificate[], spki: Buffer): { names: string } | { problem: string } {
+  let cert: X509Certificate;
+  try {
+    const first = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.exec(chainPem)?.[0];
+    if (first === undefined) return { problem: 'its chain holds no PEM certificate' };
+    cert = new X509Certificate(first);
+  } catch (err) {
+    return { problem: `its certificate cannot be read (${(err as Error).message})` };
+  }
+  if (!ca.some((root) => cert.checkIssued(root) && cert.verify(root.publicKey))) return { problem: 'its certificate is not issued by the mesh CA' };
+  if (!cert.publicKey.export({ format: 'der', type: 'spki' }).equals(spki)) return { problem: 'its certificate is for another public key' };
+  return { names: cert.subjectAltName ?? '' };
+}

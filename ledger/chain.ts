@@ -23,7 +23,8 @@ import { merkleRoot } from './merkle.js';
  *   kind        1 byte   0 records, 1 epoch, 2 checkpoint
  *
  * Tags 0x04, 0x05 and 0x06 are the epoch-key root, heartbeats and Hellos, 0x09 the collector's
- * acknowledgements, below.
+ * acknowledgements, below; 0x0b and 0x0c the collector's witness log entries and tree heads
+ * (witness-log.ts). No two inputs signed by one key share a tag.
  *
  * Key changes (key-endorsement.ts). An epoch link whose key differs from the previous epoch's
  * must be endorsed, or every verifier refuses it. Either the link carries `endorsed_by` (the

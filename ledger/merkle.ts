@@ -138,3 +138,95 @@ export function verifyInclusion(
   }
   return sn === 0 && Buffer.from(r).equals(root);
 }
+
+/**
+ * MTH(D[lo:hi]) of a tree kept elsewhere (the collector's witness log in LMDB): the proof
+ * builders below ask only for ranges the RFC's recursion visits, whose `lo` is a multiple of the
+ * next power of two at or above `hi - lo`, so a store of perfect subtrees can answer each one.
+ */
+export type SubtreeHash = (lo: number, hi: number) => Buffer;
+
+/** PATH(m, D[0:n]) of RFC 9162 §2.1.3.1 over `subtree`: the inclusion proof of leaf m in a tree of n. */
+export function inclusionPathOf(subtree: SubtreeHash, m: number, n: number): Buffer[] {
+  if (!Number.isInteger(m) || m < 0 || m >= n) throw new RangeError(`leaf index ${m} outside a tree of ${n}`);
+  const out: Buffer[] = [];
+  const walk = (m: number, lo: number, hi: number): void => {
+    if (hi - lo <= 1) return;
+    const k = splitPoint(hi - lo);
+    if (m < k) {
+      walk(m, lo, lo + k);
+      out.push(subtree(lo + k, hi));
+    } else {
+      walk(m - k, lo + k, hi);
+      out.push(subtree(lo, lo + k));
+    }
+  };
+  walk(m, 0, n);
+  return out;
+}
+
+/** PROOF(m, D[0:n]) of RFC 9162 §2.1.4.1 over `subtree`: that the tree of m leaves is a prefix of the tree of n. Empty when m is n. */
+export function consistencyPathOf(subtree: SubtreeHash, m: number, n: number): Buffer[] {
+  if (!Number.isInteger(m) || !Number.isInteger(n) || m < 1 || m > n) throw new RangeError(`no consistency proof from a tree of ${m} to one of ${n}`);
+  const out: Buffer[] = [];
+  const sub = (m: number, lo: number, hi: number, b: boolean): void => {
+    if (m === hi - lo) {
+      if (!b) out.push(subtree(lo, hi));
+      return;
+    }
+    const k = splitPoint(hi - lo);
+    if (m <= k) {
+      sub(m, lo, lo + k, b);
+      out.push(subtree(lo + k, hi));
+    } else {
+      sub(m - k, lo + k, hi, false);
+      out.push(subtree(lo, lo + k));
+    }
+  };
+  sub(m, 0, n, true);
+  return out;
+}
+
+/** The tree hash of an in-memory list of leaf hashes as a SubtreeHash (tests, small trees). */
+export function subtreeOfLeaves(leaves: readonly Uint8Array[]): SubtreeHash {
+  const digests = leaves.map(toDigest);
+  return (lo, hi) => toBuffer(subtreeDigest(digests, lo, hi));
+}
+
+/**
+ * Verifies a consistency proof between a tree of `first` leaves with root `firstRoot` and one of
+ * `second` leaves with root `secondRoot`, following RFC 9162 §2.1.4.2 step by step. Returns false,
+ * never throws, on bad input.
+ */
+export function verifyConsistency(first: number, second: number, proof: readonly Uint8Array[], firstRoot: Uint8Array, secondRoot: Uint8Array): boolean {
+  if (!Number.isInteger(first) || !Number.isInteger(second) || first < 1 || first > second) return false;
+  if (first === second) return proof.length === 0 && Buffer.from(firstRoot).equals(secondRoot);
+  let path = proof;
+  // A first tree that is a perfect subtree is its own first node.
+  if (Number.isInteger(Math.log2(first))) path = [firstRoot, ...proof];
+  if (path.length === 0) return false;
+  let fn = first - 1;
+  let sn = second - 1;
+  while (fn % 2 === 1) {
+    fn = Math.floor(fn / 2);
+    sn = Math.floor(sn / 2);
+  }
+  let fr: Uint8Array = path[0];
+  let sr: Uint8Array = path[0];
+  for (const c of path.slice(1)) {
+    if (sn === 0) return false;
+    if (fn % 2 === 1 || fn === sn) {
+      fr = nodeHash(c, fr);
+      sr = nodeHash(c, sr);
+      while (fn % 2 === 0 && fn !== 0) {
+        fn = Math.floor(fn / 2);
+        sn = Math.floor(sn / 2);
+      }
+    } else {
+      sr = nodeHash(sr, c);
+    }
+    fn = Math.floor(fn / 2);
+    sn = Math.floor(sn / 2);
+  }
+  return sn === 0 && Buffer.from(fr).equals(firstRoot) && Buffer.from(sr).equals(secondRoot);
+}

@@ -79,6 +79,7 @@ const CASES: Record<string, AlertCase> = {
   AuditmeshShippingLagCritical: { series: [{ pod: SIDECAR, name: 'auditmesh_shipper_lag_seconds', incident: '0x9 2000+60x50', normal: '2x60' }], firesAt: 15, severity: 'critical', labels: POD, value: '38m 20s' },
   AuditmeshBatchesRefused: { series: [{ pod: SIDECAR, name: 'auditmesh_shipper_batches_refused_total', match: { code: 'bad-root' }, incident: RISING, normal: FLAT }], firesAt: 10, severity: 'critical', labels: [...POD, 'code'] },
   AuditmeshVerificationFailures: { series: [{ pod: COLLECTOR_POD, name: 'auditmesh_collector_verification_failures_total', match: { reason: 'bad-signature' }, incident: RISING, normal: FLAT }], firesAt: 10, severity: 'critical', labels: ['namespace', 'reason'] },
+  AuditmeshCollectorForkAfterWitness: { series: [{ pod: COLLECTOR_POD, name: 'auditmesh_collector_forks_after_witness_total', incident: '0x9 1x50', normal: FLAT }], firesAt: 10, severity: 'critical', labels: ['namespace'], value: '1' },
   AuditmeshCollectorBatchesLost: { series: [{ pod: COLLECTOR_POD, name: 'auditmesh_collector_lost_batches_total', incident: '0x9 3x50', normal: FLAT }], firesAt: 10, severity: 'critical', labels: ['namespace'], value: '3' },
   AuditmeshStaleSidecars: {
     series: [

@@ -33,6 +33,7 @@ export const COLLECTOR_SETTINGS = {
   readPolicy: optionalText({ name: 'read-policy', help: 'YAML: which ServiceAccount identities (tokens with audience auditmesh-read) may read which namespaces' }),
   insecure: flag({ name: 'insecure', default: false, help: 'accept sidecars without a token and serve reads to anyone, in plain HTTP (local, trusted setups only)' }),
   bind: derived({ name: 'bind', type: 'string', help: 'listen address (default 127.0.0.1; 0.0.0.0 in Kubernetes)' }, (values, env) => (values.bind as string | undefined) ?? (env.KUBERNETES_SERVICE_HOST !== undefined ? '0.0.0.0' : '127.0.0.1')),
+  checkpointIntervalMs: whole({ name: 'checkpoint-interval-ms', default: CHECKPOINT_INTERVAL_MS, help: 'how often the collector signs a tree head of its witness log (what it stores, the heads it witnessed)' }, 100),
   heartbeatIntervalMs: whole({ name: 'heartbeat-interval-ms', default: CHECKPOINT_INTERVAL_MS, help: "the sidecars' heartbeat interval (their --checkpoint-interval-ms): 3 missed is stale" }),
   maxTailSubscribers: whole({ name: 'max-tail-subscribers', default: DEFAULT_MAX_TAIL_SUBSCRIBERS, help: '/v1/tail subscribers at once; past it 503' }, 1),
   logLevel: choice<'info' | 'warn' | 'error' | 'silent'>({ name: 'log-level', default: 'info', choices: ['info', 'warn', 'error', 'silent'], help: 'structured log verbosity (stderr)' }),

@@ -14,7 +14,8 @@ const COMMANDS: Record<string, Command> = {
   collector: { summary: 'run the control-plane collector: gRPC ingest, verification, store, query API', run: async (argv, io) => (await import('./collector.js')).collectorMain(argv, io) },
   query: { summary: "search the collector's records (--collector URL)", run: async (argv, io) => (await import('./query.js')).queryMain(argv, io) },
   tail: { summary: 'stream records live from a sidecar (--admin URL) or the collector (--collector URL)', run: tailMain },
-  verify: { summary: 'verify a journal or a collector store offline: records, Merkle roots, hash chain, signatures', run: verifyMain },
+  verify: { summary: 'verify a journal, a collector store or an exported bundle offline: records, Merkle roots, hash chain, signatures', run: verifyMain },
+  export: { summary: 'write a portable evidence bundle (records, proofs, signed heads, keys) for offline verify', run: async (argv, io) => (await import('./export.js')).exportMain(argv, io) },
   demo: { summary: 'a whole local mesh on embedded defaults: a collector, services with sidecars shipping to it, traffic, live records', run: async (argv, io) => (await import('../demo/demo.js')).demoMain(argv, io) },
   // Loaded on use: their dependencies (TLS certificates, YAML) would slow every other command's start.
   injector: { summary: 'run the sidecar-injection admission webhook (HTTPS)', run: async (argv, io) => (await import('./injector.js')).injectorMain(argv, io) },

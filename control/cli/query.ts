@@ -8,8 +8,8 @@ import type { CommandIO } from '../../command/io.js';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { READER_SETTINGS, readerCredentials, refusalAdvice, unreachableAdvice, type ReaderCredentials } from './reader-credentials.js';
 
-/** The query's filters, by the /v1/records parameter each one sets. */
-const FILTERS = {
+/** The query's filters, by the /v1/records parameter each one sets (`auditmesh export` takes them too). */
+export const FILTERS = {
   correlation_id: optionalText({ name: 'correlation-id', help: 'records of this request id (x-request-id), across all services', env: false }),
   trace_id: optionalText({ name: 'trace-id', help: 'records of this trace, across all services', env: false }),
   service: optionalText({ name: 'service', help: 'records where this service is either side', env: false }),
@@ -44,6 +44,14 @@ function queryUrl(argv: readonly string[], io: CommandIO): { url: URL; json: boo
   const { collector, filters, limit, output, reader } = readSettings(QUERY_SETTINGS, values, io.env);
   if (collector === undefined) throw new UsageError('--collector URL is required');
   const url = new URL('/v1/records', collector.replace(/^(?!https?:\/\/)/, 'http://'));
+  setFilterParams(url, filters);
+  if (limit < 1 || limit > MAX_QUERY_LIMIT) throw new UsageError(`--limit: expected 1 to ${MAX_QUERY_LIMIT}, got ${limit}`);
+  url.searchParams.set('limit', String(limit));
+  return { url, json: output === 'json', credentials: readerCredentials(reader) };
+}
+
+/** Sets the /v1/records parameters of the filter flags on `url`; throws UsageError for one the collector would refuse. */
+export function setFilterParams(url: URL, filters: Partial<Record<keyof typeof FILTERS, string | undefined>>): void {
   const now = Date.now();
   // Relative times are resolved here, so `--since 10m` means ten minutes before the command ran.
   const convert: Partial<Record<keyof typeof FILTERS, (v: string) => string>> = {
@@ -63,9 +71,6 @@ function queryUrl(argv: readonly string[], io: CommandIO): { url: URL; json: boo
     if (err instanceof QueryError) throw new UsageError(err.message.replace(/^status:/, '--status:'));
     throw err;
   }
-  if (limit < 1 || limit > MAX_QUERY_LIMIT) throw new UsageError(`--limit: expected 1 to ${MAX_QUERY_LIMIT}, got ${limit}`);
-  url.searchParams.set('limit', String(limit));
-  return { url, json: output === 'json', credentials: readerCredentials(reader) };
 }
 
 /** `auditmesh query`: exit 0 no error record found, 1 an error record found (or the collector failed), 2 bad usage. */

@@ -31,12 +31,17 @@ export interface CollectorMetrics {
   /** Fleet-wide anomalies (api/fleet-alerts.ts): the sidecar's names, with the edge's service and direction. */
   readonly anomalyActive: Gauge<'kind' | 'service' | 'peer' | 'direction'>;
   readonly anomalies: Counter<'kind'>;
+  /** Sidecars found with a chain that no longer holds a head the collector witnessed (witness/head-witness.ts). */
+  readonly forksAfterWitness: Counter;
+  /** Leaves in the collector's witness log, and its signed tree heads. */
+  readonly witnessTreeSize: Gauge;
+  readonly treeHeadsSigned: Counter;
 }
 
 /** A segment is verified and committed in well under a millisecond to a few hundred. */
 const INGEST_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
 
-export function createCollectorMetrics(sample: { storeBytes(): number; sidecars(): { current: number; stale: number } }): CollectorMetrics {
+export function createCollectorMetrics(sample: { storeBytes(): number; sidecars(): { current: number; stale: number }; witnessTreeSize?(): number }): CollectorMetrics {
   const registry = createRegistry();
   const verificationFailures = new Counter({
     name: 'auditmesh_collector_verification_failures_total',
@@ -104,6 +109,20 @@ export function createCollectorMetrics(sample: { storeBytes(): number; sidecars(
         this.set({ state: 'stale' }, stale);
       },
     }),
+    forksAfterWitness: new Counter({
+      name: 'auditmesh_collector_forks_after_witness_total',
+      help: 'Sidecar chains found not to hold a head the collector witnessed earlier (a heartbeat head or a stored link): their tail was rewritten or cut back after the collector saw it. Refused as fork, kept as evidence; /v1/sidecars names them',
+      registers: [registry],
+    }),
+    witnessTreeSize: new Gauge({
+      name: 'auditmesh_collector_witness_tree_size',
+      help: "Entries in the collector's witness log (links stored and heads witnessed)",
+      registers: [registry],
+      collect() {
+        this.set(sample.witnessTreeSize?.() ?? 0);
+      },
+    }),
+    treeHeadsSigned: new Counter({ name: 'auditmesh_collector_tree_heads_signed_total', help: "Tree heads of the witness log the collector signed (every --checkpoint-interval-ms, and on a proof's demand)", registers: [registry] }),
     streamsActive: new Gauge({ name: 'auditmesh_collector_streams_active', help: 'Open Sync streams from sidecars', registers: [registry] }),
     anomalyActive: new Gauge({
       name: 'auditmesh_anomaly_active',

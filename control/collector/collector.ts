@@ -30,6 +30,9 @@ import { createServiceAccountCheck, type ServiceAccountKeys } from './ingest/ser
 import { createStreamAuth } from './ingest/stream-auth.js';
 import { readAccessFrom, type ReadSettings } from './api/read-access.js';
 import type { ServingTls } from '../../command/plain-http.js';
+import { createCollectorKey } from './collector-key.js';
+import { createCollectorWitness, type CollectorWitness } from './witness/collector-witness.js';
+import type { ForkAfterWitness } from './witness/witness-dbs.js';
 
 /**
  * The collector, wired: store -> ingest -> gRPC Sync server, and the HTTP API beside it.
@@ -50,6 +53,8 @@ export interface CollectorConfig extends ReadSettings {
   insecure: boolean;
   /** The mesh CA (--ca-dir, --trust-domain, --cert-ttl); absent: no Certify. */
   identity?: IdentityConfig;
+  /** How often the collector signs a tree head of its witness log (--checkpoint-interval-ms); default CHECKPOINT_INTERVAL_MS. */
+  checkpointIntervalMs?: number;
   /** The sidecars' heartbeat (checkpoint) interval: heartbeats older than 3 of these are stale. */
   heartbeatIntervalMs?: number;
   /** Workers that hash and index records; default defaultHashThreads(). */
@@ -93,6 +98,8 @@ export interface Collector {
   readonly ca: MeshCa | null;
   /** The collector's own key and CA certificate, gRPC serves TLS with it; null without `identity` or under --insecure. */
   readonly serving: ServingIdentity | null;
+  /** The witness log of what it stores, its signed tree heads, and proofs (witness/). */
+  readonly witness: CollectorWitness;
   /** Called with every run of verified records once it is durably stored; returns unsubscribe. For fleet-wide detection. */
   onStored(listener: (run: StoredRun) => void): () => void;
   /** Fleet-wide anomalies; null when --alert-interval-ms is 0. */
@@ -139,6 +146,20 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     onIndexError: (err) => log('error', 'collector id index merge failed: its segments stay as they are and queries still find every record; the next merge tries again', { store: config.storeDir, err: err.message }),
   });
   logIfUnpatched(log);
+  // The metrics are made once ingest exists (they sample its chains); the witness counts into them from then on.
+  const later: { metrics?: CollectorMetrics } = {};
+  const witness = createCollectorWitness({
+    store,
+    signer: await createCollectorKey({ serving, storeDir: config.storeDir }),
+    checkpointIntervalMs: config.checkpointIntervalMs ?? CHECKPOINT_INTERVAL_MS,
+    ...(ca === null ? {} : { caPem: ca.certPem }),
+    onFork: (sidecar, fork) => {
+      later.metrics?.forksAfterWitness.inc();
+      log('error', 'sidecar chain no longer holds a head the collector witnessed (fork after witness): refused and kept as evidence', { sidecar, batch: fork.batch, witnessed: fork.witnessed.head, witnessed_by: fork.witnessed.by, presented: fork.presented.head, presented_by: fork.presented.by, presented_batch: fork.presented.batch });
+    },
+    onTreeHead: () => later.metrics?.treeHeadsSigned.inc(),
+    log,
+  });
   const feed = createLiveFeed<StoredRun>({ onListenerError: (err) => log('error', 'collector onStored listener threw', { err: (err as Error)?.message }) });
   const hasher = createHashPool(config.hashThreads);
   // Fleet detection is a stage of the collector, not a listener: it sees every stored run first.
@@ -150,10 +171,19 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
       // Records are stored and verified; a record the detector cannot read must not fail the ack.
       log('error', 'fleet anomaly detection failed on a stored run', { sidecar: run.sidecar.id, err: (err as Error).message });
     }
+    witness.onStored(run);
     feed.publish(run);
-  }, serving === null || caCert === null ? null : [caCert]);
-  const metrics = createCollectorMetrics({ storeBytes: () => store.usedBytes(), sidecars: () => heartbeatTally(ingest.chains.values(), heartbeatIntervalMs, Date.now()) });
-  const sidecars = (): SidecarStatus[] => sidecarStatuses(ingest.chains.values(), heartbeatIntervalMs, Date.now());
+  }, serving === null || caCert === null ? null : [caCert], witness.heads);
+  // Heartbeats witnessed before a restart still count: a sidecar that never came back is stale.
+  for (const chain of ingest.chains.values()) chain.heartbeat ??= witness.heads.lastHeartbeat(chain.chainKey);
+  await witness.start();
+  const metrics = createCollectorMetrics({ storeBytes: () => store.usedBytes(), sidecars: () => heartbeatTally(ingest.chains.values(), heartbeatIntervalMs, Date.now()), witnessTreeSize: () => witness.log.size });
+  later.metrics = metrics;
+  const sidecars = (): SidecarStatus[] => {
+    const chains = Array.from(ingest.chains.values());
+    // sidecarStatuses keeps the chains' order.
+    return sidecarStatuses(chains, heartbeatIntervalMs, Date.now()).map((s, i) => ({ ...s, fork_after_witness: witness.heads.forks(chains[i]!.chainKey).map(forkStatus) }));
+  };
   const alerts = config.alerts ?? defaultAlertOptions();
   if (alerts.intervalMs > 0) fleetAlerts = createFleetAlerts({ options: alerts, metrics, log });
 
@@ -164,7 +194,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     'grpc.keepalive_timeout_ms': KEEPALIVE_TIMEOUT_MS,
     ...FLOW_WINDOW_OPTION,
   });
-  grpcServer.addService(COLLECTOR_SERVICE, { Sync: createSyncHandler({ ingest, store, metrics, auth, peer, serving, trustDomain, log }) });
+  grpcServer.addService(COLLECTOR_SERVICE, { Sync: createSyncHandler({ ingest, store, metrics, auth, peer, serving, trustDomain, log, onHello: (chain, der) => witness.certified(chain.chainKey, chain.state.key_id, chain.spki, der) }) });
   if (ca !== null) {
     const certify = createCertifyHandler({ ca, serviceAccounts, trustDomain, certTtlMs, issued: () => metrics.certificatesIssued.inc(), refused: (reason) => metrics.identityRefusals.inc({ reason }), log });
     grpcServer.addService(IDENTITY_SERVICE, { Certify: certify });
@@ -175,7 +205,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   if (!widenFlowWindow(grpcServer)) log('warn', 'collector could not raise the HTTP/2 flow-control window of this grpc-js version: large segments arrive 64 KiB at a time', {});
   // With identity on, reads are HTTPS with the serving certificate too: new handshakes take the renewed one.
   const httpTls = config.httpTls ?? serving?.tls();
-  const httpServer = createHttpApi({ store, metrics, sidecars, subscribe: (l) => feed.subscribe(l), ready: () => ({ ok: true }), anomalies: () => ({ active: fleetAlerts?.active() ?? [], recent: fleetAlerts?.recent() ?? [] }), maxTailSubscribers: config.maxTailSubscribers, readAccess, tls: httpTls });
+  const httpServer = createHttpApi({ store, metrics, sidecars, subscribe: (l) => feed.subscribe(l), ready: () => ({ ok: true }), anomalies: () => ({ active: fleetAlerts?.active() ?? [], recent: fleetAlerts?.recent() ?? [] }), proof: (refs, opts) => witness.proof(refs, opts), maxTailSubscribers: config.maxTailSubscribers, readAccess, tls: httpTls });
   if (config.httpTls === undefined && serving !== null) serving.onRenewed(() => (httpServer as unknown as TlsServer).setSecureContext(serving.tls()));
   let httpPort: number;
   try {
@@ -183,6 +213,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   } catch (err) {
     grpcServer.forceShutdown();
     await hasher.close();
+    await witness.close();
     await store.close();
     throw err;
   }
@@ -200,6 +231,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     store,
     ca,
     serving,
+    witness,
     onStored: (listener) => feed.subscribe(listener),
     fleetAlerts,
     get liveListeners() {
@@ -218,6 +250,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
         await Promise.all(Array.from(ingest.chains.values(), (c) => c.settled()));
         await hasher.close();
         fleetAlerts?.close();
+        await witness.close();
         await store.close();
       })();
       return closing;
@@ -234,6 +267,11 @@ function authSummary(shared: boolean, serviceAccounts: ServiceAccountKeys | unde
 /** Every record of a stored run goes through the fleet's anomaly detector, under its sidecar's service, as the hashing workers read it. */
 function observeRun(fleet: FleetAlerts, run: StoredRun): void {
   for (const b of run.batches) for (const group of b.exchanges) fleet.observeGroup(run.sidecar.service, group);
+}
+
+/** A fork after witness as /v1/sidecars shows it. */
+function forkStatus(f: ForkAfterWitness): { batch: number; witnessed_head: string; witnessed_by: string; presented_head: string; presented_by: string; presented_batch: number; detected: string } {
+  return { batch: f.batch, witnessed_head: f.witnessed.head, witnessed_by: f.witnessed.by, presented_head: f.presented.head, presented_by: f.presented.by, presented_batch: f.presented.batch, detected: new Date(f.detected_unix_ms).toISOString() };
 }
 
 function listen(server: http.Server, port: number, host: string): Promise<number> {

@@ -152,6 +152,13 @@ const auditTrailRules = (lagWarningS: number, lagCriticalS: number): AlertRule[]
     description: '{{ $value }} batches of sidecar chains can never reach the collector: it lacked them (lost acknowledged data, or was restored from an older copy) after the sidecars pruned them. /v1/sidecars lists the ranges; `auditmesh verify` fails the store on them.',
   },
   {
+    alert: 'AuditmeshCollectorForkAfterWitness',
+    expr: 'sum by (namespace) (increase(auditmesh_collector_forks_after_witness_total[15m])) > 0',
+    for: '0m',
+    severity: 'critical',
+    description: '{{ $value }} times a sidecar chain no longer held a head the collector had witnessed (a signed heartbeat, a stored link): its journal tail was rewritten or cut back after the collector saw it. /v1/sidecars names the sidecar (fork_after_witness); what it sent is kept as evidence.',
+  },
+  {
     alert: 'AuditmeshStaleSidecars',
     expr: 'max by (namespace) (auditmesh_collector_sidecars{state="stale"}) > 0',
     for: '15m',

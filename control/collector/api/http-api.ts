@@ -12,8 +12,10 @@ import type { SidecarStatus } from './sidecar-status.js';
 import type { ReadAccess } from './read-access.js';
 import { EVERY_NAMESPACE, inScope, recordNamespace, sidecarNamespace, type ReadScope } from './record-namespace.js';
 import { readerScope, scopedQuery } from './read-gate.js';
-import { chainKeyOf } from '../store/chain-key.js';
+import { chainKeyOf, INCARNATION_SEPARATOR } from '../store/chain-key.js';
 import { parseSpiffeId } from '../../../ledger/spiffe-id.js';
+import type { EvidenceBundle } from '../../../ledger/evidence-bundle.js';
+import { parseRecordRef, ProofError, type RecordRef } from '../witness/bundle-builder.js';
 
 /**
  * The collector's HTTP API (README.md, The collector): /v1/records (NDJSON, newest first), /v1/tail
@@ -33,6 +35,8 @@ export interface HttpApiDeps {
   ready(): { ok: boolean; reason?: string };
   /** Fleet-wide anomalies: spikes active now, and the latest raised. */
   anomalies(): { active: FleetAnomaly[]; recent: FleetAnomaly[] };
+  /** A bundle proving these records (witness/collector-witness.ts); throws ProofError for one it cannot prove. */
+  proof?(refs: readonly RecordRef[], opts: { treeSize?: number }): Promise<EvidenceBundle>;
   /** /v1/tail subscribers at once (--max-tail-subscribers); default DEFAULT_MAX_TAIL_SUBSCRIBERS. */
   maxTailSubscribers?: number;
   /** Who may read /v1/ and which namespaces; null: open reads (--insecure). */
@@ -41,7 +45,7 @@ export interface HttpApiDeps {
   tls?: ServingTls;
 }
 
-const ROUTES = '/v1/records, /v1/tail, /v1/sidecars, /v1/anomalies, /metrics, /livez, /readyz';
+const ROUTES = '/v1/records, /v1/tail, /v1/sidecars, /v1/anomalies, /v1/proof, /metrics, /livez, /readyz';
 
 export function createHttpApi(deps: HttpApiDeps): http.Server {
   const tails = createTailStreams(deps.metrics.registry, 'auditmesh_collector', { maxSubscribers: deps.maxTailSubscribers ?? DEFAULT_MAX_TAIL_SUBSCRIBERS });
@@ -58,6 +62,8 @@ export function createHttpApi(deps: HttpApiDeps): http.Server {
       case '/v1/sidecars':
         res.writeHead(200, { 'content-type': 'application/json' });
         return void res.end(JSON.stringify(deps.sidecars().filter((s) => inScope(scope, sidecarNamespace(s.id)))) + '\n');
+      case '/v1/proof':
+        return proof(deps, scope, url.searchParams, res);
       case '/v1/anomalies':
         // Anomalies are fleet-wide, by service: no namespace to scope them by.
         if (!scope.all) return refuse(deps, res, 'fleet-wide anomalies are for readers of every namespace (*)');
@@ -123,6 +129,34 @@ async function records(deps: HttpApiDeps, scope: ReadScope, params: URLSearchPar
     // Headers are sent: cut the stream so the client sees an abort, never a short answer that looks complete.
     res.destroy(err as Error);
   }
+}
+
+/**
+ * `record=SIDECAR_ID:SEQ`: the record with its proofs, as a one-record bundle (ledger/evidence-bundle.ts).
+ * The same credential and namespace scope as /v1/records: a record of another namespace is refused (403).
+ */
+async function proof(deps: HttpApiDeps, scope: ReadScope, params: URLSearchParams, res: http.ServerResponse): Promise<void> {
+  if (deps.proof === undefined) return text(res, 404, 'this collector makes no proofs\n');
+  for (const name of params.keys()) if (name !== 'record' && name !== 'tree_size') return text(res, 400, `bad proof request: unknown parameter ${JSON.stringify(name)}; known: record, tree_size\n`);
+  const wanted = params.getAll('record');
+  const size = params.get('tree_size');
+  let bundle: EvidenceBundle;
+  try {
+    if (wanted.length !== 1) throw new ProofError(400, 'record: give exactly one SIDECAR_ID:SEQ');
+    if (size !== null && !/^[1-9]\d{0,15}$/.test(size)) throw new ProofError(400, `tree_size: expected the size of a signed tree head, got ${JSON.stringify(size)}`);
+    bundle = await deps.proof([parseRecordRef(wanted[0])], { treeSize: size === null ? undefined : Number(size) });
+  } catch (err) {
+    if (err instanceof ProofError) return text(res, err.status, `${err.status === 400 ? 'bad proof request' : 'no proof'}: ${err.message}\n`);
+    return text(res, 500, `the store failed to answer: ${(err as Error)?.message}\n`);
+  }
+  const r = bundle.records[0];
+  // A proof names the record's chain (chain-key.ts); its sidecar id alone (NS/POD, bound to the pod's token) scopes it.
+  const [sidecar, incarnation = ''] = r.sidecar.split(INCARNATION_SEPARATOR);
+  const rec = collectedRecord({ sidecar: sidecar!, incarnation, seq: r.seq, bytes: Buffer.from(r.bytes, 'base64') });
+  // Out of scope answers as a record of another namespace does on /v1/records: refused, never shown.
+  if (rec === null || !inScope(scope, recordNamespace(rec))) return refuse(deps, res, `record ${r.sidecar}:${r.seq} is not in this reader's namespaces`);
+  res.writeHead(200, { 'content-type': 'application/json' });
+  res.end(JSON.stringify(bundle) + '\n');
 }
 
 /** Waits for 'drain' or 'close', whichever comes first, removing both listeners (a long answer waits many times). */

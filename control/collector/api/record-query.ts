@@ -157,7 +157,7 @@ export function collectedRecord(stored: StoredRecord): CollectedRecord | null {
 }
 
 /** Runs a query: matching records, newest first, at most q.limit. */
-export async function* runQuery(store: CollectorStore, q: RecordQuery): AsyncIterable<CollectedRecord> {
+export async function* runQuery(store: Pick<CollectorStore, 'query'>, q: RecordQuery): AsyncIterable<CollectedRecord> {
   let n = 0;
   for await (const stored of store.query(q)) {
     const rec = collectedRecord(stored);

@@ -31,6 +31,8 @@ export interface SidecarStatus {
   last_refusal: { code: string; reason: string; at: string } | null;
   /** Batches of its chain that can never arrive (../collector-store.ts LostRange), recorded when it reconnected. */
   lost: { from_batch: number; to_batch: number; recorded: string }[];
+  /** Heads the collector witnessed (a signed heartbeat, a stored link) that its chain no longer holds: its tail was rewritten or cut back (witness/head-witness.ts). */
+  fork_after_witness?: { batch: number; witnessed_head: string; witnessed_by: string; presented_head: string; presented_by: string; presented_batch: number; detected: string }[];
 }
 
 const iso = (ms: number): string => new Date(ms).toISOString();

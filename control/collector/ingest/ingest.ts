@@ -46,6 +46,14 @@ export interface SegmentOutcome {
   lost: LostRange | null;
 }
 
+/** The collector as a witness of sidecar heads (witness/head-witness.ts): both throw ChainBroken (`fork`) for a chain that contradicts a head witnessed earlier. */
+export interface HeadCheck {
+  /** Verified links about to be stored. */
+  checkLinks(sidecar: string, links: readonly BatchHeader[]): void;
+  /** A heartbeat that verified and is newer than the one before. */
+  heartbeat(chain: SidecarChain, hb: Heartbeat, receivedUnixMs: number): void;
+}
+
 export class Ingest {
   readonly chains = new Map<string, SidecarChain>();
   #store: CollectorStore;
@@ -53,17 +61,19 @@ export class Ingest {
   #onStored: (run: StoredRun) => void;
   /** The mesh CA (with mTLS): a key change its certificate of the new key endorses is taken; null: only the previous key endorses. */
   #ca: readonly X509Certificate[] | null;
+  #heads: HeadCheck | undefined;
 
-  private constructor(store: CollectorStore, hasher: HashPool, onStored: (run: StoredRun) => void, ca: readonly X509Certificate[] | null) {
+  private constructor(store: CollectorStore, hasher: HashPool, onStored: (run: StoredRun) => void, ca: readonly X509Certificate[] | null, heads: HeadCheck | undefined) {
     this.#store = store;
     this.#hasher = hasher;
     this.#onStored = onStored;
     this.#ca = ca;
+    this.#heads = heads;
   }
 
   /** Loads every stored chain's state, by chain key. */
-  static async open(store: CollectorStore, hasher: HashPool, onStored: (run: StoredRun) => void, ca: readonly X509Certificate[] | null = null): Promise<Ingest> {
-    const ingest = new Ingest(store, hasher, onStored, ca);
+  static async open(store: CollectorStore, hasher: HashPool, onStored: (run: StoredRun) => void, ca: readonly X509Certificate[] | null = null, heads?: HeadCheck): Promise<Ingest> {
+    const ingest = new Ingest(store, hasher, onStored, ca, heads);
     for (const state of await store.sidecars()) ingest.chains.set(chainKeyOf(state), new SidecarChain(state, store, onStored));
     return ingest;
   }
@@ -194,6 +204,7 @@ export class Ingest {
       links.push({ ...h, leaves: leaves[k++] });
       records += h.count;
     }
+    this.#heads?.checkLinks(chain.state.id, links);
     chain.tip = { ...verifier.position };
     if (lost !== null) chain.lost = [...chain.lost, lost];
     return { links, records, lost };
@@ -229,6 +240,7 @@ export class Ingest {
     if (!verifySignature(input, hb.sig, chain.key)) fail({ code: 'bad-signature', batch: hb.last_batch, problem: `heartbeat at ${hb.unix_ms}: its signature does not verify with the pinned key ${chain.state.key_id}` });
     if (hb.unix_ms > now + HEARTBEAT_MAX_FUTURE_MS) fail({ code: 'malformed', problem: `heartbeat at ${hb.unix_ms} is more than ${HEARTBEAT_MAX_FUTURE_MS} ms ahead of the collector's clock` });
     if (chain.heartbeat !== undefined && hb.unix_ms <= chain.heartbeat.unix_ms) return;
+    this.#heads?.heartbeat(chain, hb, now);
     chain.heartbeat = { unix_ms: hb.unix_ms, received_unix_ms: now, last_batch: hb.last_batch, head: hb.head };
   }
 }

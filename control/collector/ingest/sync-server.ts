@@ -53,6 +53,8 @@ export interface SyncDeps {
   /** The SPIFFE trust domain (--trust-domain) a ServiceAccount token's identity is written in, without a client certificate. */
   trustDomain: string;
   log: Logger;
+  /** Told of every accepted Hello, with the client certificate (DER) of an mTLS stream: the mesh CA's certification of the key it ships with. */
+  onHello?: (chain: SidecarChain, certificateDer: Buffer | undefined) => void;
 }
 
 export function createSyncHandler(deps: SyncDeps): grpc.handleBidiStreamingCall<SidecarMessage, CollectorMessage> {
@@ -175,6 +177,7 @@ class SyncSession {
       chain.owner?.supersede();
       chain.owner = this;
       this.#chain = chain;
+      this.#deps.onHello?.(chain, this.#spiffeId === null ? undefined : this.#call.getAuthContext().sslPeerCertificate?.raw);
       // What an older stream of this sidecar had in flight lands first: the Welcome is the stored truth.
       await chain.settled();
       this.#retained = { first_batch: msg.hello.first_batch, base_head: msg.hello.base_head };

@@ -33,7 +33,7 @@ export function openLmdbStore(dir: string, { sealEntries, onIndexError, maxIdMat
   mkdirSync(dir, { recursive: true });
   // As the journal opens its own (ledger/lmdb-writer.ts): one explicit batch() per run, each with its own
   // `flushed`, and no overlapping sync: a commit is on disk when it resolves.
-  const env = open({ path: realpathSync(dir), maxDbs: 32, ...LMDB_WRITER_OPTIONS });
+  const env = open({ path: realpathSync(dir), maxDbs: 64, ...LMDB_WRITER_OPTIONS });
   let stores: CollectorStores;
   let ids: IdIndexDbs;
   let writer: IdIndexWriter;
@@ -176,7 +176,7 @@ function storedRecord(b: ReadBatch, i: number): StoredRecord {
  * errors entries; a service or time query reads whole batches, newest batch first, and an identity,
  * service or time scan holds a batch's records back until no batch still to read can hold a newer one.
  */
-function* candidates(stores: CollectorStores, ids: IdIndexDbs, log: () => readonly Buffer[], q: RecordQuery, maxSpanMs: number, maxIdMatches: number): Iterable<StoredRecord> {
+export function* candidates(stores: CollectorStores, ids: IdIndexDbs, log: () => readonly Buffer[] | undefined, q: RecordQuery, maxSpanMs: number, maxIdMatches: number): Iterable<StoredRecord> {
   const since = q.sinceUnixMs ?? 0;
   const until = q.untilUnixMs ?? Number.MAX_SAFE_INTEGER;
   const chains = new Map<string, SidecarState | undefined>();

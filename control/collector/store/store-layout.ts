@@ -21,6 +21,9 @@ import type { Evidence, SidecarState, StoredLink } from '../collector-store.js';
  *   meta            'max_span_ms' -> the widest start-time range of any batch (for time scans)
  *   evidence        [received_ms, n] -> Evidence               refused segments, bounded
  *   id_*            request ids and trace ids: a log-structured index (id-index.ts), chains by number
+ *   witness_*       the collector's witness log of what this store holds, its signed tree heads and
+ *                   the heads it witnessed (../witness/witness-dbs.ts; a pruning of whole batches is
+ *                   to be appended there as a signed `prune` entry, docs/BUNDLE.md)
  *
  * A batch is one value and its time, service and identity entries are per batch: a record costs its id
  * entries only (one value and five entries per record held ingest below its target on the LMDB
