@@ -29,6 +29,11 @@ import { createServiceAccountCheck, type ServiceAccountKeys } from './ingest/ser
 import { createStreamAuth } from './ingest/stream-auth.js';
 import { readAccessFrom, type ReadSettings } from './api/read-access.js';
 import type { ServingTls } from '../../command/plain-http.js';
+import { createStoreRetention, type StoreRetention } from './store/store-retention.js';
+import type { PruneEntry } from './store/prune-log.js';
+import { watchStoreWrites } from './store/store-writes.js';
+import { createOtlpExport, type OtlpExport } from './export/otlp-export.js';
+import type { OtlpTransportConfig } from './export/otlp-transport.js';
 
 /**
  * The collector, wired: store -> ingest -> gRPC Sync server, and the HTTP API beside it.
@@ -63,7 +68,20 @@ export interface CollectorConfig extends ReadSettings {
   maxTailSubscribers?: number;
   /** The HTTP API serves HTTPS with this key and certificate (the CA-issued serving certificate). */
   httpTls?: ServingTls;
+  /** Batches sealed longer ago than this are pruned (--retention); 0: never by age. Default DEFAULT_RETENTION_MS. */
+  retentionMs?: number;
+  /** The store's bound (--store-limit-bytes): past it the oldest prunable batches go, and with none, new segments are refused. */
+  storeLimitBytes?: number;
+  /** How often retention sweeps (default SWEEP_INTERVAL_MS). */
+  retentionSweepIntervalMs?: number;
+  /** Told of every pruning once committed (the witness log signs them). */
+  onPruned?: (entry: PruneEntry) => void;
+  /** --export-otlp: export stored records as OpenTelemetry logs over OTLP. */
+  exportOtlp?: OtlpTransportConfig & { pollMs?: number; retryMaxMs?: number };
 }
+
+/** --retention's default, 90 days. */
+export const DEFAULT_RETENTION_MS = 90 * 86_400_000;
 
 export interface IdentityConfig {
   caDir: string;
@@ -96,6 +114,10 @@ export interface Collector {
   onStored(listener: (run: StoredRun) => void): () => void;
   /** Fleet-wide anomalies; null when --alert-interval-ms is 0. */
   readonly fleetAlerts: FleetAlerts | null;
+  /** The store's bounds: retention and the byte limit. */
+  readonly retention: StoreRetention;
+  /** The OTLP export; null without exportOtlp. */
+  readonly otlpExport: OtlpExport | null;
   /** Listeners attached now: open /v1/tail streams plus onStored listeners. */
   readonly liveListeners: number;
   sidecars(): SidecarStatus[];
@@ -133,11 +155,30 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   const serving = ca === null || config.insecure ? null : await createServingIdentity(ca, { bind: config.bind, dns: config.identity?.serviceDns ?? [] }, certTtlMs);
   const caCert = ca === null ? null : new X509Certificate(ca.certPem);
   const peer = serving === null || caCert === null ? null : (call: { getAuthContext(): { sslPeerCertificate?: { raw?: Buffer } } }) => peerIdentity(call, caCert, trustDomain);
-  const store = openLmdbStore(config.storeDir, {
+  const lmdbStore = openLmdbStore(config.storeDir, {
     maxIdMatches: config.maxIdMatches,
     onIndexError: (err) => log('error', 'collector id index merge failed: its segments stay as they are and queries still find every record; the next merge tries again', { store: config.storeDir, err: err.message }),
   });
   logIfUnpatched(log);
+  const metrics = createCollectorMetrics({ storeBytes: () => lmdbStore.usedBytes(), sidecars: () => heartbeatTally(ingest.chains.values(), heartbeatIntervalMs, Date.now()) });
+  const writes = watchStoreWrites(lmdbStore, metrics.registry, log);
+  const store = writes.store;
+  let otlpExport: OtlpExport | null = null;
+  const retention = createStoreRetention(lmdbStore.stores, {
+    retentionMs: config.retentionMs ?? DEFAULT_RETENTION_MS,
+    limitBytes: config.storeLimitBytes,
+    sweepIntervalMs: config.retentionSweepIntervalMs,
+    // With an exporter, nothing it has not exported is pruned, by age or by the limit.
+    keep: (sidecar) => (otlpExport === null ? Number.POSITIVE_INFINITY : otlpExport.exportedThrough(sidecar)),
+    onPruned: (entry) => config.onPruned?.(entry),
+    usedBytes: () => lmdbStore.usedBytes(),
+    registry: metrics.registry,
+    log,
+  });
+  if (config.exportOtlp !== undefined) {
+    const { pollMs, retryMaxMs, ...transport } = config.exportOtlp;
+    otlpExport = createOtlpExport(lmdbStore.stores, { transport, pollMs, retryMaxMs, registry: metrics.registry, log, onExported: () => retention.full && void retention.sweep() });
+  }
   const feed = createLiveFeed<StoredRun>({ onListenerError: (err) => log('error', 'collector onStored listener threw', { err: (err as Error)?.message }) });
   const hasher = createHashPool(config.hashThreads);
   // Fleet detection is a stage of the collector, not a listener: it sees every stored run first.
@@ -150,8 +191,9 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
       log('error', 'fleet anomaly detection failed on a stored run', { sidecar: run.sidecar.id, err: (err as Error).message });
     }
     feed.publish(run);
+    retention.stored();
+    otlpExport?.wake();
   });
-  const metrics = createCollectorMetrics({ storeBytes: () => store.usedBytes(), sidecars: () => heartbeatTally(ingest.chains.values(), heartbeatIntervalMs, Date.now()) });
   const sidecars = (): SidecarStatus[] => Array.from(ingest.chains.values(), (c) => sidecarStatus(c, heartbeatIntervalMs, Date.now()));
   const alerts = config.alerts ?? defaultAlertOptions();
   if (alerts.intervalMs > 0) fleetAlerts = createFleetAlerts({ options: alerts, metrics, log });
@@ -163,7 +205,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     'grpc.keepalive_timeout_ms': KEEPALIVE_TIMEOUT_MS,
     ...FLOW_WINDOW_OPTION,
   });
-  grpcServer.addService(COLLECTOR_SERVICE, { Sync: createSyncHandler({ ingest, store, metrics, auth, peer, log }) });
+  grpcServer.addService(COLLECTOR_SERVICE, { Sync: createSyncHandler({ ingest, store, metrics, auth, peer, log, admit: () => retention.admit() }) });
   if (ca !== null) {
     const certify = createCertifyHandler({ ca, serviceAccounts, trustDomain, certTtlMs, issued: () => metrics.certificatesIssued.inc(), refused: (reason) => metrics.identityRefusals.inc({ reason }), log });
     grpcServer.addService(IDENTITY_SERVICE, { Certify: certify });
@@ -172,13 +214,15 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     grpcServer.bindAsync(`${config.bind}:${config.grpcPort}`, serving?.credentials ?? grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
   );
   if (!widenFlowWindow(grpcServer)) log('warn', 'collector could not raise the HTTP/2 flow-control window of this grpc-js version: large segments arrive 64 KiB at a time', {});
-  const httpServer = createHttpApi({ store, metrics, sidecars, subscribe: (l) => feed.subscribe(l), ready: () => ({ ok: true }), anomalies: () => ({ active: fleetAlerts?.active() ?? [], recent: fleetAlerts?.recent() ?? [] }), maxTailSubscribers: config.maxTailSubscribers, readAccess, tls: config.httpTls });
+  const httpServer = createHttpApi({ store, metrics, sidecars, subscribe: (l) => feed.subscribe(l), ready: () => readiness(retention, writes.problem()), anomalies: () => ({ active: fleetAlerts?.active() ?? [], recent: fleetAlerts?.recent() ?? [] }), maxTailSubscribers: config.maxTailSubscribers, readAccess, tls: config.httpTls });
   let httpPort: number;
   try {
     httpPort = await listen(httpServer, config.httpPort, config.bind);
   } catch (err) {
     grpcServer.forceShutdown();
     await hasher.close();
+    await otlpExport?.close();
+    await retention.close();
     await store.close();
     throw err;
   }
@@ -197,6 +241,8 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     serving,
     onStored: (listener) => feed.subscribe(listener),
     fleetAlerts,
+    retention,
+    otlpExport,
     get liveListeners() {
       return feed.size;
     },
@@ -213,11 +259,19 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
         await Promise.all(Array.from(ingest.chains.values(), (c) => c.settled()));
         await hasher.close();
         fleetAlerts?.close();
+        await otlpExport?.close();
+        await retention.close();
         await store.close();
       })();
       return closing;
     },
   };
+}
+
+/** /readyz: not ready while the store refuses segments (at its bound) or its commits fail (a full disk). */
+function readiness(retention: StoreRetention, writeProblem: string | undefined): { ok: boolean; reason?: string } {
+  const reason = retention.problem ?? writeProblem;
+  return reason === undefined ? { ok: true } : { ok: false, reason };
 }
 
 /** For the listening line: which credentials are accepted. */

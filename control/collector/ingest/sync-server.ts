@@ -42,6 +42,8 @@ export interface SyncDeps {
   /** With the mesh CA's TLS: the identity the client certificate proves (peer-identity.ts); null: plaintext, no certificate asked. */
   peer: ((call: SyncServerStream) => PeerVerdict) | null;
   log: Logger;
+  /** Whether a new segment may be stored now: undefined if so, else why not (the store at its bound); absent: always. */
+  admit?: () => string | undefined;
 }
 
 export function createSyncHandler(deps: SyncDeps): grpc.handleBidiStreamingCall<SidecarMessage, CollectorMessage> {
@@ -159,7 +161,12 @@ class SyncSession {
     if (chain === undefined) throw new ChainBroken({ code: 'malformed', problem: `the first message of a stream must be a Hello, not ${String(msg.body)}` });
     chain.lastSeenUnixMs = Date.now();
     if (msg.body === 'heartbeat') return ingest.heartbeat(chain, msg.heartbeat);
-    if (msg.body === 'segment') return this.#segment(chain, msg.segment);
+    if (msg.body === 'segment') {
+      const full = this.#deps.admit?.();
+      // Retryable: the sidecar keeps the segment in its journal and sends it again after its backoff.
+      if (full !== undefined) return this.#end(grpc.status.RESOURCE_EXHAUSTED, full);
+      return this.#segment(chain, msg.segment);
+    }
     throw new ChainBroken({ code: 'malformed', problem: 'a message with no body' });
   }
 

@@ -3,11 +3,12 @@ import { open, type Transaction } from 'lmdb';
 import { leafHash, merkleRoot } from '../../../ledger/merkle.js';
 import { keyIdOf, publicKeyFromSpki } from '../../../ledger/chain.js';
 import { previousKey } from '../ingest/key-rotation.js';
-import { ChainBroken, fail, LinkVerifier, seqRange, type VerifyFailure } from '../../../ledger/link-verifier.js';
+import { ChainBroken, fail, LinkVerifier, seqRange, type ChainPosition, type VerifyFailure } from '../../../ledger/link-verifier.js';
 import { writerFor } from '../../../ledger/journal-writers.js';
 import { BatchBlob, BlobError } from './batch-blob.js';
 import type { LostRange, SidecarState, StoredLink } from '../collector-store.js';
 import { openCollectorStores, refuseEarlierLayout, type CollectorStores } from './store-layout.js';
+import { openPruneDbsIfAny, prunedStart, type PruneDbs } from './prune-log.js';
 
 /**
  * `auditmesh verify STORE` for a collector store: every sidecar chain in it, end to end, through
@@ -56,8 +57,9 @@ export async function isCollectorStore(dir: string): Promise<boolean> {
 /** Verifies every sidecar chain of the store in `dir`, in one read snapshot. Never opens a store a collector in this process holds. */
 export async function verifyStoreDir(dir: string): Promise<StoreReport> {
   const env = open({ path: realpathSync(dir), readOnly: true });
+  const names = Array.from(env.getKeys(), String);
   try {
-    refuseEarlierLayout(dir, Array.from(env.getKeys(), String));
+    refuseEarlierLayout(dir, names);
   } catch (err) {
     await env.close();
     throw err;
@@ -66,7 +68,7 @@ export async function verifyStoreDir(dir: string): Promise<StoreReport> {
   try {
     const transaction = stores.env.useReadTransaction();
     try {
-      return verifyStore(stores, transaction);
+      return verifyStore(stores, transaction, openPruneDbsIfAny(env, names));
     } finally {
       transaction.done();
     }
@@ -75,10 +77,11 @@ export async function verifyStoreDir(dir: string): Promise<StoreReport> {
   }
 }
 
-export function verifyStore(stores: CollectorStores, transaction: Transaction): StoreReport {
+/** `pruned`: the store's record of what retention pruned (prune-log.ts); each pruned chain is verified from where it now starts. */
+export function verifyStore(stores: CollectorStores, transaction: Transaction, pruned: PruneDbs | null = null): StoreReport {
   const report: StoreReport = { ok: true, kind: 'collector-store', sidecars: [], records: 0 };
   for (const { value: state } of stores.sidecars.getRange({ transaction })) {
-    const r = verifySidecar(stores, transaction, state);
+    const r = verifySidecar(stores, transaction, state, prunedStart(pruned, state.id, transaction));
     report.sidecars.push(r);
     report.records += r.records;
     if (!r.ok && report.failure === undefined) report.failure = { sidecar: r.id, ...r.failure! };
@@ -87,17 +90,18 @@ export function verifyStore(stores: CollectorStores, transaction: Transaction): 
   return report;
 }
 
-function verifySidecar(stores: CollectorStores, transaction: Transaction, state: SidecarState): SidecarChainReport {
-  const start = { last_batch: state.first_batch - 1, last_seq: state.first_batch === 1 ? 0 : undefined, head: state.base_head, last_signed: state.first_batch - 1 };
-  const lost = state.lost ?? [];
-  const r: SidecarChainReport = { id: state.id, key_id: state.key_id, ok: false, records: 0, links: 0, first_batch: state.first_batch, last_batch: start.last_batch, last_seq: start.last_seq ?? null, head: start.head, lost };
+function verifySidecar(stores: CollectorStores, transaction: Transaction, state: SidecarState, pruned: ChainPosition | undefined): SidecarChainReport {
+  // After retention pruned a prefix of the chain, it starts after the last link pruned (a signed one).
+  const start: ChainPosition = pruned ?? { last_batch: state.first_batch - 1, last_seq: state.first_batch === 1 ? 0 : undefined, head: state.base_head, last_signed: state.first_batch - 1, epoch_key: state.previous_keys?.[0]?.key_id ?? state.key_id };
+  const lost = (state.lost ?? []).filter((l) => l.to_batch > start.last_batch);
+  const r: SidecarChainReport = { id: state.id, key_id: state.key_id, ok: false, records: 0, links: 0, first_batch: start.last_batch + 1, last_batch: start.last_batch, last_seq: start.last_seq ?? null, head: start.head, lost };
   try {
     const spki = Buffer.from(state.public_key, 'base64');
     const key = publicKeyFromSpki(spki);
     if (key === null || keyIdOf(spki) !== state.key_id) fail({ problem: `the pinned public key of sidecar ${state.id} is not an Ed25519 key with id ${state.key_id}: the key was swapped` });
     // Keys before the pinned one sign only up to an epoch link they endorsed: LinkVerifier checks that.
     const keyFor = (keyId: string, batch: number) => (keyId === state.key_id ? { spki, key: key! } : previousKey(state, keyId) ?? fail({ code: 'key-mismatch', batch, problem: `batch ${batch} names key ${keyId}, not the pinned key ${state.key_id}` }));
-    let links = new LinkVerifier({ ...start, epoch_key: state.previous_keys?.[0]?.key_id ?? state.key_id }, { keyFor });
+    let links = new LinkVerifier(start, { keyFor });
     /** Across ranges recorded as lost (one may follow another), the chain starts again from the head the sidecar presented. */
     const crossLost = (before: number): void => {
       for (let l = lost.find((x) => x.from_batch === links.position.last_batch + 1); l !== undefined && l.to_batch < before; l = lost.find((x) => x.from_batch === links.position.last_batch + 1)) {
