@@ -50,8 +50,8 @@ function assertMapped(t: ExecutionContext, stored: CollectedRecord, log: Receive
   t.is(log.attributes['http.response.status_code'], stored['http.response.status_code']);
   t.is(log.attributes['audit.request_id'], stored['audit.request_id']);
   t.is(log.attributes['audit.seq'], stored['audit.seq']);
-  t.is(log.traceId, stored['trace.id']);
-  t.is(log.spanId, stored['span.id']);
+  t.is(log.traceId, stored['trace.id'] ?? '');
+  t.is(log.spanId, stored['span.id'] ?? '');
   t.is(log.resource['service.name'], 'ledger');
   t.is(log.resource['service.instance.id'], 'ledger-0');
   t.is(typeof log.resource['auditmesh.sidecar.key_id'], 'string');

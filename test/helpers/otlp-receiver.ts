@@ -1,4 +1,5 @@
 import http from 'node:http';
+import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -9,7 +10,9 @@ import type { ExecutionContext } from 'ava';
  * An OTLP logs receiver built from the official protobuf definitions (test/fixtures/otlp-proto):
  * gRPC (LogsService/Export, loaded with @grpc/proto-loader), HTTP with protobuf bodies (decoded
  * with protobufjs) and HTTP with JSON bodies (the spec's JSON mapping: lowerCamelCase names, trace
- * and span ids as hex). It can go away (its port closed) and come back on the same port.
+ * and span ids as hex). It can go away and come back on the same port: while away, the port
+ * resets every connection (as a host whose receiver is down answers), and stays this receiver's,
+ * so no other test's listener takes it meanwhile.
  */
 
 const ROOT = fileURLToPath(new URL('../fixtures/otlp-proto/', import.meta.url));
@@ -40,9 +43,44 @@ export interface OtlpReceiver {
   logs: ReceivedLog[];
   /** Export requests answered with success. */
   requests: number;
-  /** Closes the port: exports fail until start(). */
+  /** Goes away: every connection is reset until start(). */
   stop(): Promise<void>;
   start(): Promise<void>;
+  /** Closes the port for good. */
+  close(): Promise<void>;
+}
+
+/** Holds a port while the receiver is away: accepts and resets every connection. */
+function resetting(port: number): Promise<net.Server> {
+  const server = net.createServer((socket) => socket.resetAndDestroy());
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => resolve(server));
+  });
+}
+
+/** Goes away (a resetting port) and comes back (`listen`), the port held throughout. */
+function awayAndBack(r: { port: number }, listen: () => Promise<void>, unlisten: () => Promise<void>): Pick<OtlpReceiver, 'start' | 'stop' | 'close'> {
+  let away: net.Server | undefined;
+  const release = async (): Promise<void> => {
+    const s = away;
+    away = undefined;
+    if (s !== undefined) await new Promise<void>((resolve) => s.close(() => resolve()));
+  };
+  return {
+    async start() {
+      await release();
+      await listen();
+    },
+    async stop() {
+      await unlisten();
+      away = await resetting(r.port);
+    },
+    async close() {
+      await unlisten();
+      await release();
+    },
+  };
 }
 
 type Obj = Record<string, unknown>;
@@ -111,7 +149,7 @@ function protobufRequestType(): protobuf.Type {
 export async function startOtlpReceiver(t: ExecutionContext, protocol: ReceiverProtocol): Promise<OtlpReceiver> {
   const receiver = protocol === 'grpc' ? grpcReceiver() : httpReceiver(protocol);
   await receiver.start();
-  t.teardown(() => receiver.stop());
+  t.teardown(() => receiver.close());
   return receiver;
 }
 
@@ -120,71 +158,71 @@ function grpcReceiver(): OtlpReceiver {
   const pkg = grpc.loadPackageDefinition(definition) as unknown as { opentelemetry: { proto: { collector: { logs: { v1: { LogsService: grpc.ServiceClientConstructor } } } } } };
   const service = pkg.opentelemetry.proto.collector.logs.v1.LogsService.service;
   let server: grpc.Server | undefined;
-  const r: OtlpReceiver = {
+  const r = {
     url: '',
     port: 0,
-    logs: [],
+    logs: [] as ReceivedLog[],
     requests: 0,
-    async start() {
-      server = new grpc.Server();
-      server.addService(service, {
-        Export: (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-          r.logs.push(...receivedLogs(call.request));
-          r.requests++;
-          callback(null, {});
-        },
-      });
-      r.port = await new Promise<number>((resolve, reject) => server!.bindAsync(`127.0.0.1:${r.port}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))));
-      r.url = `http://127.0.0.1:${r.port}`;
-    },
-    async stop() {
-      server?.forceShutdown();
-      server = undefined;
-    },
   };
-  return r;
+  const listen = async (): Promise<void> => {
+    server = new grpc.Server();
+    server.addService(service, {
+      Export: (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+        r.logs.push(...receivedLogs(call.request));
+        r.requests++;
+        callback(null, {});
+      },
+    });
+    r.port = await new Promise<number>((resolve, reject) => server!.bindAsync(`127.0.0.1:${r.port}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))));
+    r.url = `http://127.0.0.1:${r.port}`;
+  };
+  const unlisten = async (): Promise<void> => {
+    server?.forceShutdown();
+    server = undefined;
+  };
+  return Object.assign(r, awayAndBack(r, listen, unlisten));
 }
 
 function httpReceiver(protocol: 'http/protobuf' | 'http/json'): OtlpReceiver {
   const type = protobufRequestType();
   let server: http.Server | undefined;
-  const r: OtlpReceiver = {
+  const r = {
     url: '',
     port: 0,
-    logs: [],
+    logs: [] as ReceivedLog[],
     requests: 0,
-    async start() {
-      server = http.createServer((req, res) => {
-        const chunks: Buffer[] = [];
-        req.on('data', (c: Buffer) => chunks.push(c));
-        req.on('end', () => {
-          const body = Buffer.concat(chunks);
-          const json = protocol === 'http/json';
-          const wanted = json ? 'application/json' : 'application/x-protobuf';
-          if (req.url !== '/v1/logs' || req.method !== 'POST' || req.headers['content-type'] !== wanted) {
-            res.writeHead(400).end(`expected POST /v1/logs with ${wanted}`);
-            return;
-          }
-          const request = json ? (JSON.parse(body.toString('utf8')) as unknown) : type.toObject(type.decode(body), { longs: String, enums: Number, oneofs: true });
-          r.logs.push(...receivedLogs(request));
-          r.requests++;
-          res.writeHead(200, { 'content-type': wanted }).end(json ? '{}' : Buffer.alloc(0));
-        });
-      });
-      await new Promise<void>((resolve, reject) => {
-        server!.once('error', reject);
-        server!.listen(r.port, '127.0.0.1', () => resolve());
-      });
-      r.port = (server.address() as { port: number }).port;
-      r.url = `http://127.0.0.1:${r.port}/v1/logs`;
-    },
-    async stop() {
-      const s = server;
-      server = undefined;
-      if (s === undefined) return;
-      s.closeAllConnections();
-      await new Promise<void>((resolve) => s.close(() => resolve()));
-    },
   };
-  return r;
+  const listen = async (): Promise<void> => {
+    server = http.createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const body = Buffer.concat(chunks);
+        const json = protocol === 'http/json';
+        const wanted = json ? 'application/json' : 'application/x-protobuf';
+        if (req.url !== '/v1/logs' || req.method !== 'POST' || req.headers['content-type'] !== wanted) {
+          res.writeHead(400).end(`expected POST /v1/logs with ${wanted}`);
+          return;
+        }
+        const request = json ? (JSON.parse(body.toString('utf8')) as unknown) : type.toObject(type.decode(body), { longs: String, enums: Number, oneofs: true });
+        r.logs.push(...receivedLogs(request));
+        r.requests++;
+        res.writeHead(200, { 'content-type': wanted }).end(json ? '{}' : Buffer.alloc(0));
+      });
+    });
+    await new Promise<void>((resolve, reject) => {
+      server!.once('error', reject);
+      server!.listen(r.port, '127.0.0.1', () => resolve());
+    });
+    r.port = (server.address() as { port: number }).port;
+    r.url = `http://127.0.0.1:${r.port}/v1/logs`;
+  };
+  const unlisten = async (): Promise<void> => {
+    const s = server;
+    server = undefined;
+    if (s === undefined) return;
+    s.closeAllConnections();
+    await new Promise<void>((resolve) => s.close(() => resolve()));
+  };
+  return Object.assign(r, awayAndBack(r, listen, unlisten));
 }

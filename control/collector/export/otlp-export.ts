@@ -59,7 +59,13 @@ export interface OtlpExport {
 
 export function createOtlpExport(stores: CollectorStores, opts: OtlpExportOptions): OtlpExport {
   const cursors: Database<ExportCursor, string> = stores.env.openDB<ExportCursor, string>('export_cursor', { encoding: 'msgpack' });
-  const exporter: LogRecordExporter = createOtlpLogExporter(opts.transport);
+  let exporter: LogRecordExporter = createOtlpLogExporter(opts.transport);
+  /** After a failure, a fresh exporter: grpc-js would otherwise wait out its channel's reconnect backoff (up to 2 min) after the receiver is back. */
+  const renewExporter = (): void => {
+    const old = exporter;
+    exporter = createOtlpLogExporter(opts.transport);
+    old.shutdown().catch(() => {});
+  };
   const through = new Map<string, number>(Array.from(cursors.getRange(), ({ key, value }) => [key, value.batch]));
   const resources = new Map<string, Resource>();
   let closed = false;
@@ -135,6 +141,7 @@ export function createOtlpExport(stores: CollectorStores, opts: OtlpExportOption
         try {
           await exportLogs(exporter, logs);
         } catch (err) {
+          renewExporter();
           throw Object.assign(new Error((err as Error)?.message ?? String(err)), { reason: 'export' as const });
         }
         metrics.exported.inc(logs.length);

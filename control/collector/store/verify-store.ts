@@ -65,10 +65,12 @@ export async function verifyStoreDir(dir: string): Promise<StoreReport> {
     throw err;
   }
   const stores = openCollectorStores(env);
+  // Opened before the read transaction: opening a database renews it.
+  const pruned = openPruneDbsIfAny(env, names);
   try {
     const transaction = stores.env.useReadTransaction();
     try {
-      return verifyStore(stores, transaction, openPruneDbsIfAny(env, names));
+      return verifyStore(stores, transaction, pruned);
     } finally {
       transaction.done();
     }
