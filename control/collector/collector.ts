@@ -32,6 +32,7 @@ import type { ServingTls } from '../../command/plain-http.js';
 import { createStoreRetention, type StoreRetention } from './store/store-retention.js';
 import type { PruneEntry } from './store/prune-log.js';
 import { watchStoreWrites } from './store/store-writes.js';
+import { DEFAULT_DISK_RESERVE_BYTES } from './store/disk-room.js';
 import { createOtlpExport, type OtlpExport } from './export/otlp-export.js';
 import type { OtlpTransportConfig } from './export/otlp-transport.js';
 
@@ -72,6 +73,8 @@ export interface CollectorConfig extends ReadSettings {
   retentionMs?: number;
   /** The store's bound (--store-limit-bytes): past it the oldest prunable batches go, and with none, new segments are refused. */
   storeLimitBytes?: number;
+  /** Room kept free on the store's disk: under it, new segments are refused (default DEFAULT_DISK_RESERVE_BYTES; 0: no check). */
+  diskReserveBytes?: number;
   /** How often retention sweeps (default SWEEP_INTERVAL_MS). */
   retentionSweepIntervalMs?: number;
   /** Told of every pruning once committed (the witness log signs them). */
@@ -172,6 +175,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     keep: (sidecar) => (otlpExport === null ? Number.POSITIVE_INFINITY : otlpExport.exportedThrough(sidecar)),
     onPruned: (entry) => config.onPruned?.(entry),
     usedBytes: () => lmdbStore.usedBytes(),
+    ...(config.diskReserveBytes === 0 ? {} : { disk: { dir: config.storeDir, reserveBytes: config.diskReserveBytes ?? DEFAULT_DISK_RESERVE_BYTES } }),
     registry: metrics.registry,
     log,
   });

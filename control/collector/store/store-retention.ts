@@ -3,6 +3,7 @@ import type { Logger } from '../../../command/log.js';
 import { initialiseLabels, labelValues } from '../../../command/label-values.js';
 import type { PruneEntry, PruneReason } from './prune-log.js';
 import { StorePruner } from './store-pruner.js';
+import { storeRoomBytes } from './disk-room.js';
 import type { CollectorStores } from './store-layout.js';
 
 /**
@@ -11,7 +12,8 @@ import type { CollectorStores } from './store-layout.js';
  * of the fleet until the store is back under LIMIT_TARGET of it. What `keep` protects (with an
  * exporter: what is not exported yet) is never pruned, by age or by the limit: if the store is
  * still at its limit, it is full, and ingest refuses new segments (retryably) until a sweep frees
- * room. Sweeps run one at a time.
+ * room. So it is, without pruning anything, while the disk under the store has less room than its
+ * reserve (disk-room.ts). Sweeps run one at a time.
  */
 
 export const DEFAULT_RETENTION = '90d';
@@ -34,6 +36,8 @@ export interface RetentionOptions {
   /** Told of each pruning once it is committed (the witness log signs them). */
   onPruned?(entry: PruneEntry): void;
   usedBytes(): number;
+  /** The store's folder and the room to keep free on its disk; absent: no disk check. */
+  disk?: { dir: string; reserveBytes: number };
   registry: Registry;
   log: Logger;
 }
@@ -68,21 +72,34 @@ export function createStoreRetention(stores: CollectorStores, opts: RetentionOpt
     },
   });
   let full = false;
+  /** Why it is full: the byte limit, or the disk. */
+  let why: 'limit' | 'disk' = 'limit';
+  let room: number | undefined;
   let running: Promise<PruneEntry[]> | undefined;
   let checkQueued = false;
   let closed = false;
   let timer: NodeJS.Timeout | undefined;
 
-  const setFull = (now: boolean, used: number): void => {
-    if (now !== full) opts.log(now ? 'error' : 'info', now ? 'collector store at its bound with nothing it may prune: new segments are refused (retryable) until room is freed' : 'collector store back under its bound: segments accepted again', { used_bytes: used, limit_bytes: opts.limitBytes });
+  /** Whether the disk under the store has less room than its reserve (checked at every look at the bound). */
+  const diskLow = (used: number): boolean => {
+    if (opts.disk === undefined) return false;
+    room = storeRoomBytes(opts.disk.dir, used);
+    return room !== undefined && room < opts.disk.reserveBytes;
+  };
+
+  const setFull = (limitFull: boolean, used: number): void => {
+    const disk = !limitFull && diskLow(used);
+    const now = limitFull || disk;
+    if (now) why = limitFull ? 'limit' : 'disk';
+    if (now !== full) opts.log(now ? 'error' : 'info', now ? `collector store ${why === 'limit' ? 'at its bound with nothing it may prune' : 'disk nearly full'}: new segments are refused (retryable) until room is freed` : 'collector store has room again: segments accepted again', { used_bytes: used, limit_bytes: opts.limitBytes, room_bytes: room, reserve_bytes: opts.disk?.reserveBytes });
     full = now;
     metrics.full.set(now ? 1 : 0);
   };
 
   const enforceLimit = async (done: PruneEntry[]): Promise<void> => {
     const limit = opts.limitBytes;
-    if (limit === undefined) return;
     let used = opts.usedBytes();
+    if (limit === undefined) return setFull(false, used);
     if (used < limit) return setFull(false, used);
     while (used > limit * LIMIT_TARGET) {
       const entry = await pruner.pruneOldest('limit');
@@ -127,7 +144,10 @@ export function createStoreRetention(stores: CollectorStores, opts: RetentionOpt
       return full;
     },
     get problem() {
-      return full ? `the store is at --store-limit-bytes (${opts.limitBytes} bytes) and holds nothing it may prune yet; new segments are refused until the exporter catches up or the limit is raised` : undefined;
+      if (!full) return undefined;
+      return why === 'limit'
+        ? `the store is at --store-limit-bytes (${opts.limitBytes} bytes) and holds nothing it may prune yet; new segments are refused until the exporter catches up or the limit is raised`
+        : `the disk under the store has ${room} bytes of room, less than the ${opts.disk?.reserveBytes} kept free; new segments are refused until space is freed`;
     },
     admit() {
       if (!full) return undefined;
@@ -135,11 +155,14 @@ export function createStoreRetention(stores: CollectorStores, opts: RetentionOpt
       return this.problem;
     },
     stored() {
-      if (opts.limitBytes === undefined || checkQueued) return;
+      if ((opts.limitBytes === undefined && opts.disk === undefined) || checkQueued) return;
       checkQueued = true;
       setImmediate(() => {
         checkQueued = false;
-        if (running === undefined && opts.usedBytes() >= opts.limitBytes!) void sweep(false);
+        if (running !== undefined) return;
+        const used = opts.usedBytes();
+        if (opts.limitBytes !== undefined && used >= opts.limitBytes) void sweep(false);
+        else setFull(false, used);
       });
     },
     sweep: () => sweep(),

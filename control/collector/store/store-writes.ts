@@ -2,6 +2,10 @@ import { Counter, type Registry } from 'prom-client';
 import type { Logger } from '../../../command/log.js';
 import { initialiseLabels } from '../../../command/label-values.js';
 import type { CollectorStore } from '../collector-store.js';
+import { rejectionOf } from '../../../ledger/lmdb-writer.js';
+
+/** How long a failed commit's cause is waited for. */
+const COMMIT_ERROR_WAIT_MS = 100;
 
 /**
  * Watches the store's verified-run commits: one that fails (a full disk: lmdb-js grows its map
@@ -15,7 +19,8 @@ export const STORE_WRITE_FAILURES = ['disk-full', 'other'] as const;
 /** A failed commit's reason label: disk-full for a full filesystem or map, else other. */
 export function writeFailureReason(err: unknown): (typeof STORE_WRITE_FAILURES)[number] {
   const text = `${(err as { code?: unknown })?.code ?? ''} ${(err as Error)?.message ?? String(err)}`;
-  return /ENOSPC|No space left|MDB_MAP_FULL|MAP_FULL|EDQUOT|quota/i.test(text) ? 'disk-full' : 'other';
+  // LMDB reports a short write (a disk with a little room left) as EIO.
+  return /ENOSPC|No space left|MDB_MAP_FULL|MAP_FULL|EDQUOT|quota|^(28|5) |Input\/output error/i.test(text) ? 'disk-full' : 'other';
 }
 
 export interface StoreWrites<S extends CollectorStore> {
@@ -36,13 +41,16 @@ export function watchStoreWrites<S extends CollectorStore>(store: S, registry: R
         if (failing !== undefined) log('info', 'collector store commits go through again', {});
         failing = undefined;
       },
-      (err: unknown) => {
-        const reason = writeFailureReason(err);
+      async (err: unknown) => {
+        // lmdb-js rejects with "Commit failed" and settles `commitError` (ENOSPC, EIO) right after.
+        const cause = await rejectionOf((err as { commitError?: Promise<unknown> })?.commitError, err, COMMIT_ERROR_WAIT_MS);
+        const reason = writeFailureReason(cause);
         failures.inc({ reason });
-        if (failing === undefined) log('error', 'collector store commit failed: segments are not acked and sidecars retry', { reason, err: (err as Error)?.message });
-        failing = `store commits are failing (${reason}): ${(err as Error)?.message}`;
+        if (failing === undefined) log('error', 'collector store commit failed: segments are not acked and sidecars retry', { reason, err: (cause as Error)?.message });
+        failing = `store commits are failing (${reason}): ${(cause as Error)?.message}`;
         throw err;
       },
     );
   return { store: watched, problem: () => failing };
 }
+
