@@ -14,6 +14,8 @@ const COMMANDS: Record<string, Command> = {
   collector: { summary: 'run the control-plane collector: gRPC ingest, verification, store, query API', run: async (argv, io) => (await import('./collector.js')).collectorMain(argv, io) },
   query: { summary: "search the collector's records (--collector URL)", run: async (argv, io) => (await import('./query.js')).queryMain(argv, io) },
   tail: { summary: 'stream records live from a sidecar (--admin URL) or the collector (--collector URL)', run: tailMain },
+  // The live half of `export`: --follow prints records as NDJSON (export-follow.ts).
+  export: { summary: 'records as they are stored, one JSON object a line, for log shippers (--follow --collector URL)', run: async (argv, io) => (await import('./export-follow.js')).exportFollowMain(argv, io) },
   verify: { summary: 'verify a journal or a collector store offline: records, Merkle roots, hash chain, signatures', run: verifyMain },
   demo: { summary: 'a whole local mesh on embedded defaults: a collector, services with sidecars shipping to it, traffic, live records', run: async (argv, io) => (await import('../demo/demo.js')).demoMain(argv, io) },
   // Loaded on use: their dependencies (TLS certificates, YAML) would slow every other command's start.
