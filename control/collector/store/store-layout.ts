@@ -16,6 +16,8 @@ import type { Evidence, SidecarState, StoredLink } from '../collector-store.js';
  *   meta            'max_span_ms' -> the widest start-time range of any batch (for time scans)
  *   evidence        [received_ms, n] -> Evidence               refused segments, bounded
  *   id_*            request ids and trace ids: a log-structured index (id-index.ts)
+ *   pruned, prunes  where each pruned chain now starts, and every pruning (prune-log.ts, store-pruner.ts)
+ *   export_cursor   sidecar id -> the last batch the OTLP receiver accepted (export/otlp-export.ts)
  *
  * A batch is one value and its time and service entries are per batch: a record costs its id
  * entries only (one value and five entries per record held ingest below its target on the LMDB
