@@ -128,7 +128,7 @@ interface Stream {
 }
 
 /** One sidecar's journal as encoded Sync messages: Hello, then segments of SEGMENT batches, each ending signed. */
-function buildStream(s: number, count = RECORDS): Stream {
+export function buildStream(s: number, count = RECORDS): Stream {
   const signer = ephemeralSigningKey();
   const t0 = Date.now() - 3_600_000;
   const recordsOf = (): Buffer[] => Array.from({ length: count }, (_, i) => record(s, i, t0));
@@ -236,7 +236,7 @@ function sender(address: string, stream: Stream): () => Promise<void> {
 }
 
 /** Ships one stream with grpc-js, as a sidecar's shipper does, WINDOW segments in flight; resolves with the last ack. */
-function shipGrpcJs(address: string, stream: Stream): Promise<void> {
+export function shipGrpcJs(address: string, stream: Stream): Promise<void> {
   const Client = grpc.makeGenericClientConstructor({ Sync: { ...sync, requestSerialize: (b: Buffer) => b } }, 'Collector');
   // Its own subchannel pool: each stream on its own connection, as each sidecar has (grpc-js shares one connection between clients otherwise).
   const client = new Client(address, grpc.credentials.createInsecure(), { 'grpc.max_send_message_length': 64 * 1024 * 1024, 'grpc.use_local_subchannel_pool': 1 });
@@ -258,7 +258,7 @@ function shipGrpcJs(address: string, stream: Stream): Promise<void> {
   });
 }
 
-async function startCollector(storeDir: string): Promise<{ address: string; http: string; pid: number; stop(): Promise<void> }> {
+export async function startCollector(storeDir: string): Promise<{ address: string; http: string; pid: number; stop(): Promise<void> }> {
   const profile = process.env.PROFILE === '1' ? ['--cpu-prof', '--cpu-prof-dir=bench/results/profiles'] : [];
   if (process.env.COLLECTOR_NODE_FLAGS) profile.push(...process.env.COLLECTOR_NODE_FLAGS.split(' '));
   const child = spawn(process.execPath, ['--import=tsx', ...profile, SERVE_SCRIPT, storeDir], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
@@ -480,4 +480,5 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+// Run as a script; bench/export.ts imports its streams and senders.
+if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) await main();

@@ -22,7 +22,7 @@ import { createOtlpLogExporter, exportLogs, type OtlpTransportConfig } from './o
  */
 
 /** Records per export request at most (a batch is never split: one larger batch goes alone). */
-export const MAX_EXPORT_RECORDS = 1024;
+export const MAX_EXPORT_RECORDS = 4096;
 /** Without a wake-up, the exporter looks for new records this often. */
 export const EXPORT_POLL_MS = 1_000;
 /** Retry after a failed export: doubling from the first to the last. */
