@@ -43,6 +43,8 @@ export interface OtlpReceiver {
   logs: ReceivedLog[];
   /** Export requests answered with success. */
   requests: number;
+  /** The headers of the last HTTP export request (HTTP protocols only). */
+  lastHeaders: http.IncomingHttpHeaders;
   /** Goes away: every connection is reset until start(). */
   stop(): Promise<void>;
   start(): Promise<void>;
@@ -163,6 +165,7 @@ function grpcReceiver(): OtlpReceiver {
     port: 0,
     logs: [] as ReceivedLog[],
     requests: 0,
+    lastHeaders: {},
   };
   const listen = async (): Promise<void> => {
     server = new grpc.Server();
@@ -191,6 +194,7 @@ function httpReceiver(protocol: 'http/protobuf' | 'http/json'): OtlpReceiver {
     port: 0,
     logs: [] as ReceivedLog[],
     requests: 0,
+    lastHeaders: {} as http.IncomingHttpHeaders,
   };
   const listen = async (): Promise<void> => {
     server = http.createServer((req, res) => {
@@ -207,6 +211,7 @@ function httpReceiver(protocol: 'http/protobuf' | 'http/json'): OtlpReceiver {
         const request = json ? (JSON.parse(body.toString('utf8')) as unknown) : type.toObject(type.decode(body), { longs: String, enums: Number, oneofs: true });
         r.logs.push(...receivedLogs(request));
         r.requests++;
+        r.lastHeaders = req.headers;
         res.writeHead(200, { 'content-type': wanted }).end(json ? '{}' : Buffer.alloc(0));
       });
     });
