@@ -72,17 +72,23 @@ test('batches older than --retention are pruned whole, each pruning recorded and
   t.is(chain.first_batch, recorded[recorded.length - 1].to_batch + 1, 'the chain is verified from after the last pruned batch');
 });
 
-test('with an exporter, nothing unexported is pruned by age; once the receiver takes it, it goes', async (t) => {
+test('with an exporter, nothing unexported is pruned by age, not even by the sweep at a restart; once the receiver takes it, it goes', async (t) => {
   const receiver = await startOtlpReceiver(t, 'http/json');
   await receiver.stop();
   const pruned: PruneEntry[] = [];
-  const collector = await startTestCollector(t, { token: 'test-token', retentionMs: 500, retentionSweepIntervalMs: 100, onPruned: (e) => pruned.push(e), exportOtlp: { protocol: 'http/json', url: receiver.url, pollMs: 100, retryMaxMs: 200, timeoutMillis: 1_000 } });
-  const { send } = await startShippingSidecar(t, collector.grpcAddress);
+  const options = { token: 'test-token', retentionMs: 500, retentionSweepIntervalMs: 100, onPruned: (e: PruneEntry) => pruned.push(e), exportOtlp: { protocol: 'http/json' as const, url: receiver.url, pollMs: 100, retryMaxMs: 200, timeoutMillis: 1_000 } };
+  const first = await startTestCollector(t, options);
+  const { send } = await startShippingSidecar(t, first.grpcAddress);
   for (let i = 0; i < 10; i++) t.is(await send(`kept-${i}`), 200);
-  await eventually('10 records stored', async () => (await metric(collector, 'auditmesh_collector_records_stored_total')) >= 10);
-  await eventually('exports failing', async () => (await metric(collector, 'auditmesh_collector_export_failures_total', { reason: 'export' })) >= 3);
+  await eventually('10 records stored', async () => (await metric(first, 'auditmesh_collector_records_stored_total')) >= 10);
+  await eventually('exports failing', async () => (await metric(first, 'auditmesh_collector_export_failures_total', { reason: 'export' })) >= 3);
   await new Promise((resolve) => setTimeout(resolve, 1_500));
-  t.deepEqual(pruned, [], 'nothing pruned while unexported');
+  t.is(pruned.reduce((n, e) => n + e.records, 0), 0, 'no record pruned while unexported');
+  await first.close();
+  // Restarted on the same store, the receiver still away: its first sweep, at start, prunes nothing unexported either.
+  const collector = await startTestCollector(t, { ...options, storeDir: first.storeDir });
+  await eventually('exports failing again', async () => (await metric(collector, 'auditmesh_collector_export_failures_total', { reason: 'export' })) >= 2);
+  t.is(pruned.reduce((n, e) => n + e.records, 0), 0, 'no record pruned at the restart');
   t.true((await storedRecords(collector)).some((r) => r['audit.request_id'] === 'kept-0'));
 
   await receiver.start();

@@ -172,7 +172,8 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     limitBytes: config.storeLimitBytes,
     sweepIntervalMs: config.retentionSweepIntervalMs,
     // With an exporter, nothing it has not exported is pruned, by age or by the limit.
-    keep: (sidecar) => (otlpExport === null ? Number.POSITIVE_INFINITY : otlpExport.exportedThrough(sidecar)),
+    // The first sweep starts before the exporter is made: until then, nothing is exported.
+    keep: (sidecar) => (config.exportOtlp === undefined ? Number.POSITIVE_INFINITY : (otlpExport?.exportedThrough(sidecar) ?? 0)),
     onPruned: (entry) => config.onPruned?.(entry),
     usedBytes: () => lmdbStore.usedBytes(),
     ...(config.diskReserveBytes === 0 ? {} : { disk: { dir: config.storeDir, reserveBytes: config.diskReserveBytes ?? DEFAULT_DISK_RESERVE_BYTES } }),
