@@ -1,5 +1,6 @@
 // The collector under test, in its own process (bench/ingest.ts and bench/certify.ts start it):
 // ports 0, its store in the folder given. Prints {"grpc":N,"http":N} once listening; stops on SIGTERM.
+// With EXPORT_OTLP_URL (bench/export.ts), it exports over OTLP http/protobuf to that receiver.
 //   ingest-serve.ts STORE_DIR                      --insecure: plaintext, no credential
 //   ingest-serve.ts STORE_DIR mtls CA_DIR TOKENS   the mesh CA of CA_DIR: gRPC over TLS 1.3, Sync needs a
 //                                                  client certificate of that CA and a token of the file TOKENS
@@ -8,7 +9,8 @@ import { createCollector, type CollectorConfig } from '../control/collector/coll
 
 const [storeDir, mode, caDir, tokenFile, jwks, issuer] = process.argv.slice(2);
 if (storeDir === undefined) throw new Error('usage: ingest-serve.ts STORE_DIR [mtls|identity CA_DIR TOKENS [JWKS ISSUER]]');
-const base: CollectorConfig = { grpcPort: 0, httpPort: 0, bind: '127.0.0.1', storeDir, insecure: true };
+const exportUrl = process.env.EXPORT_OTLP_URL;
+const base: CollectorConfig = { grpcPort: 0, httpPort: 0, bind: '127.0.0.1', storeDir, insecure: true, ...(exportUrl === undefined ? {} : { exportOtlp: { protocol: 'http/protobuf' as const, url: exportUrl, pollMs: 50 } }) };
 const config: CollectorConfig =
   mode === undefined
     ? base

@@ -17,6 +17,7 @@
 // its batch values' compression, and its id index (segments by level,
 // entries in the log) and the median time of looking up one request id, which reads every segment and the log
 // (from memory, as a collector does, and from the store, as an offline reader does).
+import { fileURLToPath } from 'node:url';
 import { createHash, webcrypto } from 'node:crypto';
 import * as http2 from 'node:http2';
 import { statSync } from 'node:fs';
@@ -133,7 +134,7 @@ interface Stream {
 }
 
 /** One sidecar's journal as encoded Sync messages: Hello, then segments of SEGMENT batches, each ending signed. */
-function buildStream(s: number, count = RECORDS): Stream {
+export function buildStream(s: number, count = RECORDS): Stream {
   const signer = ephemeralSigningKey();
   const t0 = Date.now() - 3_600_000;
   const recordsOf = (): Buffer[] => Array.from({ length: count }, (_, i) => record(s, i, t0));
@@ -262,7 +263,7 @@ function sender(address: string, stream: Stream, tls?: StreamTls): () => Promise
 }
 
 /** Ships one stream with grpc-js, as a sidecar's shipper does, WINDOW segments in flight; resolves with the last ack. */
-function shipGrpcJs(address: string, stream: Stream, tls?: StreamTls): Promise<void> {
+export function shipGrpcJs(address: string, stream: Stream, tls?: StreamTls): Promise<void> {
   const Client = grpc.makeGenericClientConstructor({ Sync: { ...sync, requestSerialize: (b: Buffer) => b } }, 'Collector');
   const credentials = tls === undefined ? grpc.credentials.createInsecure() : grpc.credentials.createSsl(tls.caPem, tls.keyPem, tls.chainPem);
   // Its own subchannel pool: each stream on its own connection, as each sidecar has (grpc-js shares one connection between clients otherwise).
@@ -526,4 +527,5 @@ function cpuReport(label: string, rounds: Round[], total: number): void {
   process.stdout.write(`  the ${STREAMS} sending streams (this process): ${us(clientMs)} µs a record; both together ${((cpu.all + clientMs) / 1000 / seconds).toFixed(2)} CPUs busy\n`);
 }
 
-await main();
+// Run as a script; bench/export.ts imports its streams and senders.
+if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) await main();

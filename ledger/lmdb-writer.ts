@@ -15,3 +15,16 @@
  *   (bench/README.md, "Figures behind the code").
  */
 export const LMDB_WRITER_OPTIONS = { eventTurnBatching: false, separateFlushed: true, overlappingSync: false } as const;
+
+/** Resolves with the promise's rejection reason, or `fallback` if it has none within waitMs. */
+export function rejectionOf(promise: PromiseLike<unknown> | undefined, fallback: unknown, waitMs: number): Promise<unknown> {
+  if (promise === undefined) return Promise.resolve(fallback);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(fallback), waitMs);
+    const settle = (value: unknown): void => {
+      clearTimeout(timer);
+      resolve(value);
+    };
+    promise.then(() => settle(fallback), settle);
+  });
+}

@@ -1,52 +1,21 @@
 import test from 'ava';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
 import http from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { readJournal } from '../ledger/read-journal.js';
+import { mountProblem, smallDisk } from './helpers/small-disk.js';
 import { request, startUpstream, type Reply } from './helpers/net.js';
 import { metricValue, scrape, startTestSidecar, until } from './helpers/sidecar.js';
 import { verifyDir } from './helpers/journal.js';
 
-// A real full disk: the journal on a 2 MiB tmpfs, half of it taken by a filler file. Mounting
-// needs root, which CI has (.ci/run runs as root); a developer's machine may not.
+// A real full disk: the journal on a 2 MiB tmpfs, half of it taken by a filler file.
 const TMPFS_BYTES = 2 * 1024 * 1024;
 const FILLER_BYTES = 1024 * 1024;
 
-function mountProblem(): string | null {
-  if (process.platform !== 'linux') return 'a tmpfs mount needs Linux';
-  if (process.getuid?.() !== 0) return 'mounting a tmpfs needs root';
-  const probe = mkdtempSync(join(tmpdir(), 'auditmesh-tmpfs-probe-'));
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', probe], { stdio: 'pipe' });
-    execFileSync('umount', [probe]);
-    return null;
-  } catch (err) {
-    return `mount -t tmpfs failed: ${(err as { stderr?: Buffer }).stderr?.toString().trim() || (err as Error).message}`;
-  } finally {
-    rmSync(probe, { recursive: true, force: true });
-  }
-}
-
 const problem = mountProblem();
 
-async function smallDisk(t: ExecutionContext): Promise<{ dir: string; freeUp: () => void }> {
-  const dir = mkdtempSync(join(tmpdir(), 'auditmesh-tmpfs-'));
-  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${TMPFS_BYTES}`, 'tmpfs', dir]);
-  t.teardown(async () => {
-    execFileSync('umount', ['--lazy', dir]);
-    await rm(dir, { recursive: true, force: true });
-  });
-  const filler = join(dir, 'filler');
-  writeFileSync(filler, Buffer.alloc(FILLER_BYTES));
-  return { dir, freeUp: () => rmSync(filler) };
-}
-
 async function sidecarOnSmallDisk(t: ExecutionContext, onJournalFull: 'reject' | 'pass') {
-  const disk = await smallDisk(t);
+  const disk = await smallDisk(t, TMPFS_BYTES, FILLER_BYTES);
   const app = await startUpstream();
   t.teardown(app.close);
   const sidecar = await startTestSidecar(t, { appPort: app.port, journalDir: join(disk.dir, 'journal'), onJournalFull, checkpointIntervalMs: 100 });

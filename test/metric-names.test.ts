@@ -22,7 +22,8 @@ test('every metric a rule or dashboard uses is on the /metrics of the component 
   const injectorAdmin = createAdminServer({ registry: createInjectorMetrics().registry, ready: () => ({ ok: true }), subscribe: null });
   await new Promise<void>((resolve) => injectorAdmin.listen(0, '127.0.0.1', resolve));
   t.teardown(() => closeServer(injectorAdmin));
-  const collector = await startTestCollector(t);
+  // With an exporter (its receiver away), so the OTLP export's series exist too.
+  const collector = await startTestCollector(t, { exportOtlp: { protocol: 'http/json', url: 'http://127.0.0.1:9/v1/logs', retryMaxMs: 60_000 } });
   const scraped = [await scrape(sidecar.ports.admin), await scrape((injectorAdmin.address() as AddressInfo).port), await (await fetch(`${collector.httpUrl}/metrics`)).text()];
   const exposed = new Set(scraped.flatMap((text) => [...exposedNames(text)]));
 

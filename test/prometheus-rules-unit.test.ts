@@ -81,6 +81,10 @@ const CASES: Record<string, AlertCase> = {
   AuditmeshVerificationFailures: { series: [{ pod: COLLECTOR_POD, name: 'auditmesh_collector_verification_failures_total', match: { reason: 'bad-signature' }, incident: RISING, normal: FLAT }], firesAt: 10, severity: 'critical', labels: ['namespace', 'reason'] },
   AuditmeshCollectorForkAfterWitness: { series: [{ pod: COLLECTOR_POD, name: 'auditmesh_collector_forks_after_witness_total', incident: '0x9 1x50', normal: FLAT }], firesAt: 10, severity: 'critical', labels: ['namespace'], value: '1' },
   AuditmeshCollectorBatchesLost: { series: [{ pod: COLLECTOR_POD, name: 'auditmesh_collector_lost_batches_total', incident: '0x9 3x50', normal: FLAT }], firesAt: 10, severity: 'critical', labels: ['namespace'], value: '3' },
+  AuditmeshCollectorStoreFull: { series: [{ pod: COLLECTOR_POD, name: 'auditmesh_collector_store_full', incident: STEP, normal: FLAT }], firesAt: 10, severity: 'critical', labels: POD },
+  AuditmeshCollectorStoreWriteFailures: { series: [{ pod: COLLECTOR_POD, name: 'auditmesh_collector_store_write_failures_total', match: { reason: 'disk-full' }, incident: RISING, normal: FLAT }], firesAt: 10, severity: 'critical', labels: [...POD, 'reason'] },
+  // Lag 1000 s from 10m, growing a minute a minute: 1600 s when the 10 minutes have passed.
+  AuditmeshOtlpExportLag: { series: [{ pod: COLLECTOR_POD, name: 'auditmesh_collector_export_lag_seconds', incident: '0x9 1000+60x50', normal: '1x60' }], firesAt: 20, severity: 'warning', labels: POD, value: '26m 40s' },
   AuditmeshStaleSidecars: {
     series: [
       { pod: COLLECTOR_POD, name: 'auditmesh_collector_sidecars', match: { state: 'stale' }, incident: '0x9 2x50', normal: FLAT },
@@ -113,7 +117,8 @@ test('every shipped alert fires on the series a real sidecar, collector and inje
   });
   t.teardown(app.close);
   const sidecar = await startTestSidecar(t, { service: 'checkout', appPort: app.port });
-  const collector = await startTestCollector(t, { token: null });
+  // With an exporter (its receiver away), so the export's series exist.
+  const collector = await startTestCollector(t, { token: null, exportOtlp: { protocol: 'http/json', url: 'http://127.0.0.1:9/v1/logs', retryMaxMs: 60_000 } });
   const injectorAdmin = createAdminServer({ registry: createInjectorMetrics().registry, ready: () => ({ ok: true }), subscribe: null });
   await new Promise<void>((resolve) => injectorAdmin.listen(0, '127.0.0.1', resolve));
   t.teardown(() => closeServer(injectorAdmin));

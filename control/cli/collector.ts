@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { formatHelp, parseFlags, UsageError, type FlagSpec } from '../../command/flags.js';
-import { choice, derived, duration, flag, flagsOf, optionalText, readSettings, tcpPort, text, whole, type SettingsOf } from '../../command/settings.js';
+import { choice, derived, duration, flag, flagsOf, optionalText, optionalWhole, readSettings, tcpPort, text, whole, type SettingsOf } from '../../command/settings.js';
 import { createLogger } from '../../command/log.js';
 import { CHECKPOINT_INTERVAL_MS } from '../../ledger/chain.js';
 import { DEFAULT_TRUST_DOMAIN } from '../../ledger/spiffe-id.js';
@@ -13,6 +13,8 @@ import { DEFAULT_MAX_TAIL_SUBSCRIBERS } from '../../command/tail-streams.js';
 import { IN_CLUSTER_JWKS_URL } from '../collector/ingest/service-account-tokens.js';
 import { podNamespace, serviceAccountKeys } from './collector-identity.js';
 import { serviceNames } from '../collector/ingest/serving-identity.js';
+import { DEFAULT_RETENTION } from '../collector/store/store-retention.js';
+import { otlpProtocolFrom } from '../collector/export/otlp-transport.js';
 
 /** The shortest --cert-ttl: renewal at half-life is at most once a second. Short lifetimes are for tests. */
 const MIN_CERT_TTL_MS = 2_000;
@@ -36,6 +38,9 @@ export const COLLECTOR_SETTINGS = {
   checkpointIntervalMs: whole({ name: 'checkpoint-interval-ms', default: CHECKPOINT_INTERVAL_MS, help: 'how often the collector signs a tree head of its witness log (what it stores, the heads it witnessed)' }, 100),
   heartbeatIntervalMs: whole({ name: 'heartbeat-interval-ms', default: CHECKPOINT_INTERVAL_MS, help: "the sidecars' heartbeat interval (their --checkpoint-interval-ms): 3 missed is stale" }),
   maxTailSubscribers: whole({ name: 'max-tail-subscribers', default: DEFAULT_MAX_TAIL_SUBSCRIBERS, help: '/v1/tail subscribers at once; past it 503' }, 1),
+  exportOtlp: flag({ name: 'export-otlp', help: 'export stored records as OpenTelemetry logs over OTLP, at least once, from a cursor kept in the store; endpoint, protocol (grpc, http/protobuf, http/json), headers and timeout from the standard OTEL_EXPORTER_OTLP_LOGS_* / OTEL_EXPORTER_OTLP_* variables' }),
+  retentionMs: duration({ name: 'retention', default: DEFAULT_RETENTION, help: 'prune whole batches sealed longer ago than this (90d, 12h; 0: never); with --export-otlp never one not exported yet' }),
+  storeLimitBytes: optionalWhole({ name: 'store-limit-bytes', help: "the store's bound: past it the oldest batches are pruned (never unexported ones); with nothing to prune, new segments are refused, retryable (sidecars buffer), and /readyz says so" }, 1_048_576, 'at least 1048576 (1 MiB)'),
   logLevel: choice<'info' | 'warn' | 'error' | 'silent'>({ name: 'log-level', default: 'info', choices: ['info', 'warn', 'error', 'silent'], help: 'structured log verbosity (stderr)' }),
   // Fleet-wide spike and first-seen detection (GET /v1/anomalies), tuned like the sidecar's.
   alerts: ALERT_SETTINGS,
@@ -71,12 +76,19 @@ export async function collectorMain(argv: readonly string[], io: CommandIO): Pro
     io.stderr.write(`auditmesh collector: ${err.message}\n(see auditmesh collector --help)\n`);
     return 2;
   }
-  const { logLevel, serviceAccountIssuer: _issuer, serviceAccountJwks: _jwks, trustDomain: _domain, caDir: _caDir, certTtlMs: _ttl, ...config } = settings;
+  let protocol;
+  try {
+    protocol = settings.exportOtlp ? otlpProtocolFrom(io.env) : undefined;
+  } catch (err) {
+    io.stderr.write(`auditmesh collector: --export-otlp: ${(err as Error).message}\n`);
+    return 2;
+  }
+  const { logLevel, serviceAccountIssuer: _issuer, serviceAccountJwks: _jwks, trustDomain: _domain, caDir: _caDir, certTtlMs: _ttl, exportOtlp: _export, ...config } = settings;
   const log = createLogger(logLevel, (line) => io.stderr.write(line));
   if (settings.certTtlMs < SHORT_CERT_TTL_MS) log('warn', '--cert-ttl is for tests: every sidecar and the collector renew their certificate every half of it (use 1h or more)', { cert_ttl_ms: settings.certTtlMs });
   let collector: Collector;
   try {
-    collector = await createCollector({ ...config, ...(serviceAccounts === undefined ? {} : { serviceAccounts }), identity: meshIdentity(settings, serviceAccounts, io.env) }, log);
+    collector = await createCollector({ ...config, ...(protocol === undefined ? {} : { exportOtlp: { protocol } }), ...(serviceAccounts === undefined ? {} : { serviceAccounts }), identity: meshIdentity(settings, serviceAccounts, io.env) }, log);
   } catch (err) {
     io.stderr.write(`auditmesh collector: cannot start: ${(err as Error).message}\n`);
     return err instanceof CollectorConfigError ? 2 : 1;

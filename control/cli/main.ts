@@ -15,7 +15,8 @@ const COMMANDS: Record<string, Command> = {
   query: { summary: "search the collector's records (--collector URL)", run: async (argv, io) => (await import('./query.js')).queryMain(argv, io) },
   tail: { summary: 'stream records live from a sidecar (--admin URL) or the collector (--collector URL)', run: tailMain },
   verify: { summary: 'verify a journal, a collector store or an exported bundle offline: records, Merkle roots, hash chain, signatures', run: verifyMain },
-  export: { summary: 'write a portable evidence bundle (records, proofs, signed heads, keys) for offline verify', run: async (argv, io) => (await import('./export.js')).exportMain(argv, io) },
+  // --follow prints records as they are stored, as NDJSON for log shippers (export-follow.ts); otherwise a bundle (export.ts).
+  export: { summary: 'write a portable evidence bundle (records, proofs, signed heads, keys) for offline verify, or --follow: records as NDJSON', run: async (argv, io) => (argv.includes('--follow') ? (await import('./export-follow.js')).exportFollowMain(argv, io) : (await import('./export.js')).exportMain(argv, io)) },
   demo: { summary: 'a whole local mesh on embedded defaults: a collector, services with sidecars shipping to it, traffic, live records', run: async (argv, io) => (await import('../demo/demo.js')).demoMain(argv, io) },
   // Loaded on use: their dependencies (TLS certificates, YAML) would slow every other command's start.
   injector: { summary: 'run the sidecar-injection admission webhook (HTTPS)', run: async (argv, io) => (await import('./injector.js')).injectorMain(argv, io) },

@@ -33,6 +33,12 @@ import type { ServingTls } from '../../command/plain-http.js';
 import { createCollectorKey } from './collector-key.js';
 import { createCollectorWitness, type CollectorWitness } from './witness/collector-witness.js';
 import type { ForkAfterWitness } from './witness/witness-dbs.js';
+import { createStoreRetention, type StoreRetention } from './store/store-retention.js';
+import type { PruneEntry } from './store/prune-log.js';
+import { watchStoreWrites } from './store/store-writes.js';
+import { DEFAULT_DISK_RESERVE_BYTES } from './store/disk-room.js';
+import { createOtlpExport, type OtlpExport } from './export/otlp-export.js';
+import type { OtlpTransportConfig } from './export/otlp-transport.js';
 
 /**
  * The collector, wired: store -> ingest -> gRPC Sync server, and the HTTP API beside it.
@@ -69,7 +75,22 @@ export interface CollectorConfig extends ReadSettings {
   maxTailSubscribers?: number;
   /** The HTTP API serves HTTPS with this key and certificate; default: with a serving identity, its key and CA-issued certificate (renewed with it), else plain HTTP. */
   httpTls?: ServingTls;
+  /** Batches sealed longer ago than this are pruned (--retention); 0: never by age. Default DEFAULT_RETENTION_MS. */
+  retentionMs?: number;
+  /** The store's bound (--store-limit-bytes): past it the oldest prunable batches go, and with none, new segments are refused. */
+  storeLimitBytes?: number;
+  /** Room kept free on the store's disk: under it, new segments are refused (default DEFAULT_DISK_RESERVE_BYTES; 0: no check). */
+  diskReserveBytes?: number;
+  /** How often retention sweeps (default SWEEP_INTERVAL_MS). */
+  retentionSweepIntervalMs?: number;
+  /** Told of every pruning once committed (the witness log signs them). */
+  onPruned?: (entry: PruneEntry) => void;
+  /** --export-otlp: export stored records as OpenTelemetry logs over OTLP. */
+  exportOtlp?: OtlpTransportConfig & { pollMs?: number; retryMaxMs?: number };
 }
+
+/** --retention's default, 90 days. */
+export const DEFAULT_RETENTION_MS = 90 * 86_400_000;
 
 export interface IdentityConfig {
   caDir: string;
@@ -104,6 +125,10 @@ export interface Collector {
   onStored(listener: (run: StoredRun) => void): () => void;
   /** Fleet-wide anomalies; null when --alert-interval-ms is 0. */
   readonly fleetAlerts: FleetAlerts | null;
+  /** The store's bounds: retention and the byte limit. */
+  readonly retention: StoreRetention;
+  /** The OTLP export; null without exportOtlp. */
+  readonly otlpExport: OtlpExport | null;
   /** Listeners attached now: open /v1/tail streams plus onStored listeners. */
   readonly liveListeners: number;
   sidecars(): SidecarStatus[];
@@ -141,25 +166,56 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   const serving = ca === null || config.insecure ? null : await createServingIdentity(ca, { bind: config.bind, dns: config.identity?.serviceDns ?? [] }, certTtlMs, log);
   const caCert = ca === null ? null : new X509Certificate(ca.certPem);
   const peer = serving === null || caCert === null ? null : (call: { getAuthContext(): { sslPeerCertificate?: { raw?: Buffer } } }) => peerIdentity(call, caCert, trustDomain);
-  const store = openLmdbStore(config.storeDir, {
+  const lmdbStore = openLmdbStore(config.storeDir, {
     maxIdMatches: config.maxIdMatches,
     onIndexError: (err) => log('error', 'collector id index merge failed: its segments stay as they are and queries still find every record; the next merge tries again', { store: config.storeDir, err: err.message }),
   });
   logIfUnpatched(log);
-  // The metrics are made once ingest exists (they sample its chains); the witness counts into them from then on.
-  const later: { metrics?: CollectorMetrics } = {};
+  // The metrics sample ingest's chains and the witness log, made below; nothing reads them before.
+  const metrics = createCollectorMetrics({ storeBytes: () => lmdbStore.usedBytes(), sidecars: () => heartbeatTally(ingest.chains.values(), heartbeatIntervalMs, Date.now()), witnessTreeSize: () => witness.log.size });
+  const writes = watchStoreWrites(lmdbStore, metrics.registry, log);
+  const store = writes.store;
+  let otlpExport: OtlpExport | null = null;
+  // Prunings before the witness exists (the first sweep) wait for it.
+  const prunedEarly: PruneEntry[] = [];
+  let witnessPruning = (entry: PruneEntry): void => void prunedEarly.push(entry);
+  const retention = createStoreRetention(lmdbStore.stores, {
+    retentionMs: config.retentionMs ?? DEFAULT_RETENTION_MS,
+    limitBytes: config.storeLimitBytes,
+    sweepIntervalMs: config.retentionSweepIntervalMs,
+    // With an exporter, nothing it has not exported is pruned, by age or by the limit.
+    // The first sweep starts before the exporter is made: until then, nothing is exported.
+    keep: (sidecar) => (config.exportOtlp === undefined ? Number.POSITIVE_INFINITY : (otlpExport?.exportedThrough(sidecar) ?? 0)),
+    onPruned: (entry) => {
+      config.onPruned?.(entry);
+      witnessPruning(entry);
+    },
+    usedBytes: () => lmdbStore.usedBytes(),
+    ...(config.diskReserveBytes === 0 ? {} : { disk: { dir: config.storeDir, reserveBytes: config.diskReserveBytes ?? DEFAULT_DISK_RESERVE_BYTES } }),
+    registry: metrics.registry,
+    log,
+  });
+  if (config.exportOtlp !== undefined) {
+    const { pollMs, retryMaxMs, ...transport } = config.exportOtlp;
+    otlpExport = createOtlpExport(lmdbStore.stores, { transport, pollMs, retryMaxMs, registry: metrics.registry, log, onExported: () => retention.full && void retention.sweep() });
+  }
   const witness = createCollectorWitness({
     store,
     signer: await createCollectorKey({ serving, storeDir: config.storeDir }),
     checkpointIntervalMs: config.checkpointIntervalMs ?? CHECKPOINT_INTERVAL_MS,
     ...(ca === null ? {} : { caPem: ca.certPem }),
     onFork: (sidecar, fork) => {
-      later.metrics?.forksAfterWitness.inc();
+      metrics.forksAfterWitness.inc();
       log('error', 'sidecar chain no longer holds a head the collector witnessed (fork after witness): refused and kept as evidence', { sidecar, batch: fork.batch, witnessed: fork.witnessed.head, witnessed_by: fork.witnessed.by, presented: fork.presented.head, presented_by: fork.presented.by, presented_batch: fork.presented.batch });
     },
-    onTreeHead: () => later.metrics?.treeHeadsSigned.inc(),
+    onTreeHead: () => metrics.treeHeadsSigned.inc(),
     log,
   });
+  // Each pruning is a signed entry of the witness log (its tree heads cover it): a verifier knows what was removed, when and why.
+  const logPruning = (entry: PruneEntry): void =>
+    void witness.log.append({ entries: [{ kind: 'prune', sidecar: entry.sidecar, from_batch: entry.from_batch, to_batch: entry.to_batch, reason: entry.reason }] }).catch((err: unknown) => log('error', 'collector could not log a pruning in its witness log', { sidecar: entry.sidecar, err: (err as Error)?.message }));
+  for (const entry of prunedEarly.splice(0)) logPruning(entry);
+  witnessPruning = logPruning;
   const feed = createLiveFeed<StoredRun>({ onListenerError: (err) => log('error', 'collector onStored listener threw', { err: (err as Error)?.message }) });
   const hasher = createHashPool(config.hashThreads);
   // Fleet detection is a stage of the collector, not a listener: it sees every stored run first.
@@ -173,12 +229,12 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     }
     witness.onStored(run);
     feed.publish(run);
+    retention.stored();
+    otlpExport?.wake();
   }, serving === null || caCert === null ? null : [caCert], witness.heads);
   // Heartbeats witnessed before a restart still count: a sidecar that never came back is stale.
   for (const chain of ingest.chains.values()) chain.heartbeat ??= witness.heads.lastHeartbeat(chain.chainKey);
   await witness.start();
-  const metrics = createCollectorMetrics({ storeBytes: () => store.usedBytes(), sidecars: () => heartbeatTally(ingest.chains.values(), heartbeatIntervalMs, Date.now()), witnessTreeSize: () => witness.log.size });
-  later.metrics = metrics;
   const sidecars = (): SidecarStatus[] => {
     const chains = Array.from(ingest.chains.values());
     // sidecarStatuses keeps the chains' order.
@@ -194,7 +250,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     'grpc.keepalive_timeout_ms': KEEPALIVE_TIMEOUT_MS,
     ...FLOW_WINDOW_OPTION,
   });
-  grpcServer.addService(COLLECTOR_SERVICE, { Sync: createSyncHandler({ ingest, store, metrics, auth, peer, serving, trustDomain, log, onHello: (chain, der) => witness.certified(chain.chainKey, chain.state.key_id, chain.spki, der) }) });
+  grpcServer.addService(COLLECTOR_SERVICE, { Sync: createSyncHandler({ ingest, store, metrics, auth, peer, serving, trustDomain, log, admit: () => retention.admit(), onHello: (chain, der) => witness.certified(chain.chainKey, chain.state.key_id, chain.spki, der) }) });
   if (ca !== null) {
     const certify = createCertifyHandler({ ca, serviceAccounts, trustDomain, certTtlMs, issued: () => metrics.certificatesIssued.inc(), refused: (reason) => metrics.identityRefusals.inc({ reason }), log });
     grpcServer.addService(IDENTITY_SERVICE, { Certify: certify });
@@ -205,7 +261,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   if (!widenFlowWindow(grpcServer)) log('warn', 'collector could not raise the HTTP/2 flow-control window of this grpc-js version: large segments arrive 64 KiB at a time', {});
   // With identity on, reads are HTTPS with the serving certificate too: new handshakes take the renewed one.
   const httpTls = config.httpTls ?? serving?.tls();
-  const httpServer = createHttpApi({ store, metrics, sidecars, subscribe: (l) => feed.subscribe(l), ready: () => ({ ok: true }), anomalies: () => ({ active: fleetAlerts?.active() ?? [], recent: fleetAlerts?.recent() ?? [] }), proof: (refs, opts) => witness.proof(refs, opts), maxTailSubscribers: config.maxTailSubscribers, readAccess, tls: httpTls });
+  const httpServer = createHttpApi({ store, metrics, sidecars, subscribe: (l) => feed.subscribe(l), ready: () => readiness(retention, writes.problem()), anomalies: () => ({ active: fleetAlerts?.active() ?? [], recent: fleetAlerts?.recent() ?? [] }), proof: (refs, opts) => witness.proof(refs, opts), maxTailSubscribers: config.maxTailSubscribers, readAccess, tls: httpTls });
   if (config.httpTls === undefined && serving !== null) serving.onRenewed(() => (httpServer as unknown as TlsServer).setSecureContext(serving.tls()));
   let httpPort: number;
   try {
@@ -213,6 +269,8 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   } catch (err) {
     grpcServer.forceShutdown();
     await hasher.close();
+    await otlpExport?.close();
+    await retention.close();
     await witness.close();
     await store.close();
     throw err;
@@ -234,6 +292,8 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     witness,
     onStored: (listener) => feed.subscribe(listener),
     fleetAlerts,
+    retention,
+    otlpExport,
     get liveListeners() {
       return feed.size;
     },
@@ -250,12 +310,20 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
         await Promise.all(Array.from(ingest.chains.values(), (c) => c.settled()));
         await hasher.close();
         fleetAlerts?.close();
+        await otlpExport?.close();
+        await retention.close();
         await witness.close();
         await store.close();
       })();
       return closing;
     },
   };
+}
+
+/** /readyz: not ready while the store refuses segments (at its bound) or its commits fail (a full disk). */
+function readiness(retention: StoreRetention, writeProblem: string | undefined): { ok: boolean; reason?: string } {
+  const reason = retention.problem ?? writeProblem;
+  return reason === undefined ? { ok: true } : { ok: false, reason };
 }
 
 /** For the listening line: which credentials are accepted. */

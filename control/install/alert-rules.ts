@@ -33,6 +33,7 @@ export const SHIPPING_LAG_WARNING_S = 300;
 export const SHIPPING_LAG_CRITICAL_S = 1800;
 export const JOURNAL_NEAR_BOUND_RATIO = 0.8;
 export const EVENT_LOOP_LAG_P99_S = 0.1;
+export const EXPORT_LAG_WARNING_S = 900;
 
 const sidecarRules = (): AlertRule[] => [
   {
@@ -157,6 +158,27 @@ const auditTrailRules = (lagWarningS: number, lagCriticalS: number): AlertRule[]
     for: '0m',
     severity: 'critical',
     description: '{{ $value }} times a sidecar chain no longer held a head the collector had witnessed (a signed heartbeat, a stored link): its journal tail was rewritten or cut back after the collector saw it. /v1/sidecars names the sidecar (fork_after_witness); what it sent is kept as evidence.',
+  },
+  {
+    alert: 'AuditmeshCollectorStoreFull',
+    expr: 'max by (namespace, pod) (auditmesh_collector_store_full) > 0',
+    for: '0m',
+    severity: 'critical',
+    description: 'The collector store of {{ $labels.pod }} is at --store-limit-bytes with nothing it may prune (what is left is not exported yet): it refuses new segments, retryable, and sidecars buffer in their journals until room returns. Check the OTLP export (auditmesh_collector_export_lag_seconds) or raise the limit.',
+  },
+  {
+    alert: 'AuditmeshCollectorStoreWriteFailures',
+    expr: 'sum by (namespace, pod, reason) (increase(auditmesh_collector_store_write_failures_total[5m])) > 0',
+    for: '0m',
+    severity: 'critical',
+    description: 'The collector {{ $labels.pod }} cannot commit to its store ({{ $labels.reason }}): segments are not acked and sidecars buffer. Free or grow its volume; it recovers by itself once commits go through.',
+  },
+  {
+    alert: 'AuditmeshOtlpExportLag',
+    expr: `max by (namespace, pod) (auditmesh_collector_export_lag_seconds) > ${EXPORT_LAG_WARNING_S}`,
+    for: '10m',
+    severity: 'warning',
+    description: 'The oldest record the collector {{ $labels.pod }} has not exported over OTLP is {{ $value | humanizeDuration }} old: the receiver is away or refusing (auditmesh_collector_export_failures_total). Nothing is lost: the store keeps it, and retention prunes nothing unexported.',
   },
   {
     alert: 'AuditmeshStaleSidecars',

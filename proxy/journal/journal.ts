@@ -6,7 +6,7 @@ import type { SealedBatch } from '../audit/pool.js';
 import type { JournalRecord } from '../../ledger/record.js';
 import { CHECKPOINT_INTERVAL_MS } from '../../ledger/chain.js';
 import { ephemeralSigningKey, type SigningKey } from '../../ledger/keys.js';
-import { LMDB_WRITER_OPTIONS } from '../../ledger/lmdb-writer.js';
+import { LMDB_WRITER_OPTIONS, rejectionOf } from '../../ledger/lmdb-writer.js';
 import { readHeadFrom, readHeadersFrom, readRecordsFrom, readShippedFrom } from '../../ledger/read-journal.js';
 import { HEAD_KEY, PRUNED_KEY, SHIPPED_KEY, openJournalStores } from '../../ledger/journal-layout.js';
 import { registerWriter, unregisterWriter, writerFor } from '../../ledger/journal-writers.js';
@@ -108,19 +108,6 @@ export function journalError(message: string, cause?: unknown): ProxyError {
 
 function openError(message: string, cause?: unknown): Error {
   return Object.assign(new Error(message, { cause }), { code: 'AUDITMESH_JOURNAL_OPEN' });
-}
-
-/** Resolves with the promise's rejection reason, or `fallback` if it has none within waitMs. */
-function rejectionOf(promise: PromiseLike<unknown> | undefined, fallback: unknown, waitMs: number): Promise<unknown> {
-  if (promise === undefined) return Promise.resolve(fallback);
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(fallback), waitMs);
-    const settle = (value: unknown): void => {
-      clearTimeout(timer);
-      resolve(value);
-    };
-    promise.then(() => settle(fallback), settle);
-  });
 }
 
 export class Journal {

@@ -55,6 +55,8 @@ export interface SyncDeps {
   log: Logger;
   /** Told of every accepted Hello, with the client certificate (DER) of an mTLS stream: the mesh CA's certification of the key it ships with. */
   onHello?: (chain: SidecarChain, certificateDer: Buffer | undefined) => void;
+  /** Whether a new segment may be stored now: undefined if so, else why not (the store at its bound); absent: always. */
+  admit?: () => string | undefined;
 }
 
 export function createSyncHandler(deps: SyncDeps): grpc.handleBidiStreamingCall<SidecarMessage, CollectorMessage> {
@@ -192,7 +194,12 @@ class SyncSession {
     if (chain === undefined) throw new ChainBroken({ code: 'malformed', problem: `the first message of a stream must be a Hello, not ${String(msg.body)}` });
     chain.lastSeenUnixMs = Date.now();
     if (msg.body === 'heartbeat') return ingest.heartbeat(chain, msg.heartbeat);
-    if (msg.body === 'segment') return this.#segment(chain, msg.segment);
+    if (msg.body === 'segment') {
+      const full = this.#deps.admit?.();
+      // Retryable: the sidecar keeps the segment in its journal and sends it again after its backoff.
+      if (full !== undefined) return this.#end(grpc.status.RESOURCE_EXHAUSTED, full);
+      return this.#segment(chain, msg.segment);
+    }
     throw new ChainBroken({ code: 'malformed', problem: 'a message with no body' });
   }
 

@@ -24,6 +24,8 @@ import type { Evidence, SidecarState, StoredLink } from '../collector-store.js';
  *   witness_*       the collector's witness log of what this store holds, its signed tree heads and
  *                   the heads it witnessed (../witness/witness-dbs.ts; a pruning of whole batches is
  *                   to be appended there as a signed `prune` entry, docs/BUNDLE.md)
+ *   pruned, prunes  where each pruned chain now starts, and every pruning (prune-log.ts, store-pruner.ts)
+ *   export_cursor   chain -> the last batch the OTLP receiver accepted (export/otlp-export.ts)
  *
  * A batch is one value and its time, service and identity entries are per batch: a record costs its id
  * entries only (one value and five entries per record held ingest below its target on the LMDB

@@ -5,13 +5,14 @@ import { leafHash, merkleRoot } from '../../../ledger/merkle.js';
 import { keyIdOf, publicKeyFromSpki } from '../../../ledger/chain.js';
 import { caEndorsedIdentity } from '../../../ledger/certified-key.js';
 import { certificateOf, previousKey } from '../ingest/key-rotation.js';
-import { ChainBroken, fail, LinkVerifier, seqRange, type KeyChange, type LinkVerifierOptions, type VerifyFailure } from '../../../ledger/link-verifier.js';
+import { ChainBroken, fail, LinkVerifier, seqRange, type ChainPosition, type KeyChange, type LinkVerifierOptions, type VerifyFailure } from '../../../ledger/link-verifier.js';
 import { writerFor } from '../../../ledger/journal-writers.js';
 import { BatchBlob, BlobError } from './batch-blob.js';
 import type { LostRange, SidecarState, StoredLink } from '../collector-store.js';
 import { openCollectorStores, refuseEarlierLayout, type CollectorStores } from './store-layout.js';
 import { chainKeyOf } from './chain-key.js';
 import { parseSpiffeId } from '../../../ledger/spiffe-id.js';
+import { openPruneDbsIfAny, prunedStart, type PruneDbs } from './prune-log.js';
 
 /**
  * `auditmesh verify STORE` for a collector store: every chain in it (a sidecar has one per
@@ -73,17 +74,20 @@ export async function isCollectorStore(dir: string): Promise<boolean> {
 /** Verifies every sidecar chain of the store in `dir`, in one read snapshot. Never opens a store a collector in this process holds. */
 export async function verifyStoreDir(dir: string, opts: StoreVerifyOptions = {}): Promise<StoreReport> {
   const env = open({ path: realpathSync(dir), readOnly: true });
+  const names = Array.from(env.getKeys(), String);
   try {
-    refuseEarlierLayout(dir, Array.from(env.getKeys(), String));
+    refuseEarlierLayout(dir, names);
   } catch (err) {
     await env.close();
     throw err;
   }
   const stores = openCollectorStores(env);
+  // Opened before the read transaction: opening a database renews it.
+  const pruned = openPruneDbsIfAny(env, names);
   try {
     const transaction = stores.env.useReadTransaction();
     try {
-      return verifyStore(stores, transaction, opts);
+      return verifyStore(stores, transaction, { ...opts, pruned });
     } finally {
       transaction.done();
     }
@@ -92,10 +96,11 @@ export async function verifyStoreDir(dir: string, opts: StoreVerifyOptions = {})
   }
 }
 
-export function verifyStore(stores: CollectorStores, transaction: Transaction, opts: StoreVerifyOptions = {}): StoreReport {
+/** `opts.pruned`: the store's record of what retention pruned (prune-log.ts); each pruned chain is verified from where it now starts. */
+export function verifyStore(stores: CollectorStores, transaction: Transaction, opts: StoreVerifyOptions & { pruned?: PruneDbs | null } = {}): StoreReport {
   const report: StoreReport = { ok: true, kind: 'collector-store', sidecars: [], records: 0 };
   for (const { key, value: state } of stores.sidecars.getRange({ transaction })) {
-    const r = verifySidecar(stores, transaction, state, key, opts);
+    const r = verifySidecar(stores, transaction, state, key, opts, prunedStart(opts.pruned ?? null, key, transaction));
     report.sidecars.push(r);
     report.records += r.records;
     if (!r.ok && report.failure === undefined) report.failure = { sidecar: r.chain, ...r.failure! };
@@ -104,11 +109,12 @@ export function verifyStore(stores: CollectorStores, transaction: Transaction, o
   return report;
 }
 
-function verifySidecar(stores: CollectorStores, transaction: Transaction, state: SidecarState, storedAs: string, opts: StoreVerifyOptions): SidecarChainReport {
-  const start = { last_batch: state.first_batch - 1, last_seq: state.first_batch === 1 ? 0 : undefined, head: state.base_head, last_signed: state.first_batch - 1 };
-  const lost = state.lost ?? [];
+function verifySidecar(stores: CollectorStores, transaction: Transaction, state: SidecarState, storedAs: string, opts: StoreVerifyOptions, pruned: ChainPosition | undefined): SidecarChainReport {
+  // After retention pruned a prefix of the chain, it starts after the last link pruned (a signed one).
+  const start: ChainPosition = pruned ?? { last_batch: state.first_batch - 1, last_seq: state.first_batch === 1 ? 0 : undefined, head: state.base_head, last_signed: state.first_batch - 1, epoch_key: state.previous_keys?.[0]?.key_id ?? state.key_id };
+  const lost = (state.lost ?? []).filter((l) => l.to_batch > start.last_batch);
   const chain = chainKeyOf(state);
-  const r: SidecarChainReport = { id: state.id, incarnation: state.incarnation ?? null, chain, key_id: state.key_id, ok: false, records: 0, links: 0, first_batch: state.first_batch, last_batch: start.last_batch, last_seq: start.last_seq ?? null, head: start.head, lost, key_changes: [] };
+  const r: SidecarChainReport = { id: state.id, incarnation: state.incarnation ?? null, chain, key_id: state.key_id, ok: false, records: 0, links: 0, first_batch: start.last_batch + 1, last_batch: start.last_batch, last_seq: start.last_seq ?? null, head: start.head, lost, key_changes: [] };
   try {
     // A chain's state moved under another key would have its links read as another chain's.
     if (storedAs !== chain) fail({ problem: `the chain stored as ${storedAs} names itself sidecar ${state.id}${state.incarnation === undefined ? '' : `, incarnation ${state.incarnation}`}: two incarnations' states were swapped or merged` });
@@ -123,7 +129,7 @@ function verifySidecar(stores: CollectorStores, transaction: Transaction, state:
       certified: ca === undefined ? undefined : (change, newSpki) => caEndorsedIdentity(change, ca, { certificate: certificateOf(state, change.to), spki: newSpki }, { certificate: certificateOf(state, change.from), spki: keyFor(change.from, change.batch).spki }),
       onKeyChange: (change) => r.key_changes.push(change),
     };
-    let links = new LinkVerifier({ ...start, epoch_key: state.previous_keys?.[0]?.key_id ?? state.key_id }, verifierOpts);
+    let links = new LinkVerifier(start, verifierOpts);
     /** Across ranges recorded as lost (one may follow another), the chain starts again from the head the sidecar presented. */
     const crossLost = (before: number): void => {
       for (let l = lost.find((x) => x.from_batch === links.position.last_batch + 1); l !== undefined && l.to_batch < before; l = lost.find((x) => x.from_batch === links.position.last_batch + 1)) {

@@ -1,0 +1,240 @@
+import { chainKeyOf } from '../store/chain-key.js';
+import type { Database } from 'lmdb';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import type { Resource } from '@opentelemetry/resources';
+import type { LogRecordExporter, ReadableLogRecord } from '@opentelemetry/sdk-logs';
+import type { Logger } from '../../../command/log.js';
+import { initialiseLabels } from '../../../command/label-values.js';
+import type { SidecarState, StoredLink } from '../collector-store.js';
+import { collectedRecord } from '../api/record-query.js';
+import { BatchBlob } from '../store/batch-blob.js';
+import type { CollectorStores } from '../store/store-layout.js';
+import { sidecarResource, toLogRecord } from './otlp-log-record.js';
+import { createOtlpLogExporter, exportLogs, type OtlpTransportConfig } from './otlp-transport.js';
+
+/**
+ * `--export-otlp`: the stored records, exported as OpenTelemetry logs, at least once. The store
+ * is the buffer: the exporter reads each sidecar's chain from its cursor (the last batch the
+ * receiver accepted, kept in the store's `export_cursor` database and advanced only after an
+ * accepted export), so a restart or a receiver away for hours resumes where it stopped and
+ * loses nothing. Ingest never waits for it: a stored run only wakes it. Retention prunes
+ * nothing it has not exported (exportedThrough). A crash between an accepted export and its
+ * cursor write sends those records again (`log.record.uid` tells them apart).
+ */
+
+/** Records per export request at most (a batch is never split: one larger batch goes alone). */
+export const MAX_EXPORT_RECORDS = 4096;
+/** Without a wake-up, the exporter looks for new records this often. */
+export const EXPORT_POLL_MS = 1_000;
+/** Retry after a failed export: doubling from the first to the last. */
+export const EXPORT_RETRY_MIN_MS = 250;
+export const EXPORT_RETRY_MAX_MS = 30_000;
+
+export const EXPORT_FAILURE_REASONS = ['export', 'store'] as const;
+
+/** How far a sidecar's chain is exported: its last batch and the last sequence number in it or before. */
+export interface ExportCursor {
+  batch: number;
+  seq: number;
+}
+
+export interface OtlpExportOptions {
+  transport: OtlpTransportConfig;
+  registry: Registry;
+  log: Logger;
+  pollMs?: number;
+  retryMaxMs?: number;
+  /** Told when a cursor moved (so retention may prune what is now exported). */
+  onExported?(): void;
+}
+
+export interface OtlpExport {
+  /** The last batch of the sidecar the receiver accepted (0: none yet). */
+  exportedThrough(sidecar: string): number;
+  /** New records were stored: look now. */
+  wake(): void;
+  /** Records stored and not yet exported, over every sidecar. */
+  lagRecords(): number;
+  close(): Promise<void>;
+}
+
+export function createOtlpExport(stores: CollectorStores, opts: OtlpExportOptions): OtlpExport {
+  const cursors: Database<ExportCursor, string> = stores.env.openDB<ExportCursor, string>('export_cursor', { encoding: 'msgpack' });
+  let exporter: LogRecordExporter = createOtlpLogExporter(opts.transport);
+  /** After a failure, a fresh exporter: grpc-js would otherwise wait out its channel's reconnect backoff (up to 2 min) after the receiver is back. */
+  const renewExporter = (): void => {
+    const old = exporter;
+    exporter = createOtlpLogExporter(opts.transport);
+    old.shutdown().catch(() => {});
+  };
+  const through = new Map<string, number>(Array.from(cursors.getRange(), ({ key, value }) => [key, value.batch]));
+  const resources = new Map<string, Resource>();
+  let closed = false;
+  let wakeUp: (() => void) | undefined;
+  let woken = false;
+
+  const cursorOf = (id: string): ExportCursor => {
+    const c = cursors.get(id);
+    if (c !== undefined) return c;
+    // Never exported: from the first link held (after any pruning), whose first seq tells where the count starts.
+    for (const { value } of stores.links.getRange({ start: [id, 0], end: [id, Number.MAX_SAFE_INTEGER], limit: 1 })) return { batch: value.batch - 1, seq: value.first_seq - 1 };
+    return { batch: 0, seq: 0 };
+  };
+
+  const lagOf = (state: SidecarState): { records: number; oldestUnixMs: number | undefined } => {
+    const c = cursorOf(chainKeyOf(state));
+    if (c.batch >= state.position.last_batch) return { records: 0, oldestUnixMs: undefined };
+    let oldestUnixMs: number | undefined;
+    for (const { value } of stores.links.getRange({ start: [chainKeyOf(state), c.batch + 1], end: [chainKeyOf(state), Number.MAX_SAFE_INTEGER], limit: 1 })) oldestUnixMs = value.sealed_unix_ms;
+    return { records: Math.max(0, (state.position.last_seq ?? c.seq) - c.seq), oldestUnixMs };
+  };
+  const lag = (): { records: number; seconds: number } => {
+    let records = 0;
+    let oldest = Number.POSITIVE_INFINITY;
+    for (const { value } of stores.sidecars.getRange()) {
+      const l = lagOf(value);
+      records += l.records;
+      if (l.oldestUnixMs !== undefined) oldest = Math.min(oldest, l.oldestUnixMs);
+    }
+    return { records, seconds: Number.isFinite(oldest) ? Math.max(0, (Date.now() - oldest) / 1000) : 0 };
+  };
+  const metrics = createExportMetrics(opts.registry, lag);
+
+  const resourceOf = (state: SidecarState, identity: unknown): Resource => {
+    const key = `${chainKeyOf(state)}\u0000${typeof identity === 'string' ? identity : ''}`;
+    let r = resources.get(key);
+    if (r === undefined) resources.set(key, (r = sidecarResource(state, typeof identity === 'string' ? identity : undefined)));
+    return r;
+  };
+
+  /** The next links of a sidecar after its cursor, and their records as log records, up to MAX_EXPORT_RECORDS. */
+  const nextChunk = (state: SidecarState, c: ExportCursor): { last: StoredLink | undefined; seq: number; logs: ReadableLogRecord[] } => {
+    const logs: ReadableLogRecord[] = [];
+    let last: StoredLink | undefined;
+    let seq = c.seq;
+    for (const { value: l } of stores.links.getRange({ start: [chainKeyOf(state), c.batch + 1], end: [chainKeyOf(state), Number.MAX_SAFE_INTEGER] })) {
+      if (l.kind === 'records') {
+        if (logs.length > 0 && logs.length + l.count > MAX_EXPORT_RECORDS) break;
+        const bytes = stores.batches.get([chainKeyOf(state), l.batch]);
+        const identity = stores.identities.get([chainKeyOf(state), l.batch]);
+        if (bytes === undefined) throw new Error(`batch ${l.batch} of sidecar ${chainKeyOf(state)} has a link but no records`);
+        const blob = new BatchBlob(bytes);
+        for (let i = 0; i < blob.count; i++) {
+          const rec = collectedRecord({ sidecar: state.id, incarnation: state.incarnation ?? '', seq: blob.firstSeq + i, bytes: blob.bytes(i), ...(identity === undefined ? {} : { identity }) });
+          if (rec !== null) logs.push(toLogRecord(rec, resourceOf(state, (rec as unknown as Record<string, unknown>)['audit.identity']), l.sealed_unix_ms));
+        }
+        seq = l.first_seq + l.count - 1;
+      }
+      last = l;
+    }
+    return { last, seq, logs };
+  };
+
+  /** One pass over every sidecar; true if anything moved. Throws, tagged, on the first failure. */
+  const pass = async (): Promise<boolean> => {
+    let moved = false;
+    for (const { value: state } of stores.sidecars.getRange()) {
+      if (closed) return moved;
+      const c = cursorOf(chainKeyOf(state));
+      if (c.batch >= state.position.last_batch) continue;
+      const { last, seq, logs } = tagged('store', () => nextChunk(state, c));
+      if (last === undefined) continue;
+      if (logs.length > 0) {
+        try {
+          await exportLogs(exporter, logs);
+        } catch (err) {
+          renewExporter();
+          throw Object.assign(new Error((err as Error)?.message ?? String(err)), { reason: 'export' as const });
+        }
+        metrics.exported.inc(logs.length);
+      }
+      await tagged('store', () => cursors.put(chainKeyOf(state), { batch: last.batch, seq }));
+      through.set(chainKeyOf(state), last.batch);
+      moved = true;
+    }
+    if (moved) opts.onExported?.();
+    return moved;
+  };
+
+  const sleep = (ms: number): Promise<void> =>
+    new Promise((resolve) => {
+      if (woken || closed) return resolve();
+      const timer = setTimeout(done, ms);
+      function done(): void {
+        clearTimeout(timer);
+        wakeUp = undefined;
+        resolve();
+      }
+      wakeUp = done;
+    });
+
+  const loop = (async () => {
+    let retryMs = EXPORT_RETRY_MIN_MS;
+    let failing = false;
+    while (!closed) {
+      woken = false;
+      try {
+        if (await pass()) continue;
+        if (failing) opts.log('info', 'OTLP export resumed', {});
+        failing = false;
+        retryMs = EXPORT_RETRY_MIN_MS;
+        await sleep(opts.pollMs ?? EXPORT_POLL_MS);
+      } catch (err) {
+        const reason = (err as { reason?: (typeof EXPORT_FAILURE_REASONS)[number] }).reason ?? 'export';
+        metrics.failures.inc({ reason });
+        if (!failing) opts.log('warn', 'OTLP export failed: the records stay in the store and are sent again', { reason, err: (err as Error)?.message, retry_ms: retryMs });
+        failing = true;
+        woken = false;
+        await sleep(retryMs);
+        retryMs = Math.min(retryMs * 2, opts.retryMaxMs ?? EXPORT_RETRY_MAX_MS);
+      }
+    }
+  })();
+
+  return {
+    exportedThrough: (sidecar) => through.get(sidecar) ?? 0,
+    wake() {
+      woken = true;
+      wakeUp?.();
+    },
+    lagRecords: () => lag().records,
+    async close() {
+      closed = true;
+      wakeUp?.();
+      await loop;
+      await exporter.shutdown();
+    },
+  };
+}
+
+function tagged<T>(reason: 'store', f: () => T): T {
+  try {
+    const out = f();
+    if (out instanceof Promise) return out.catch((err: unknown) => Promise.reject(Object.assign(err as Error, { reason }))) as T;
+    return out;
+  } catch (err) {
+    throw Object.assign(err as Error, { reason });
+  }
+}
+
+function createExportMetrics(registry: Registry, lag: () => { records: number; seconds: number }) {
+  const failures = new Counter({ name: 'auditmesh_collector_export_failures_total', help: 'OTLP exports that failed, by reason: export (the receiver refused or was out of reach), store (reading the store or writing the cursor failed); retried from the cursor', labelNames: ['reason'], registers: [registry] });
+  initialiseLabels(failures, 'reason', EXPORT_FAILURE_REASONS);
+  new Gauge({
+    name: 'auditmesh_collector_export_lag_records',
+    help: 'Records stored and not yet accepted by the OTLP receiver',
+    registers: [registry],
+    collect() {
+      this.set(lag().records);
+    },
+  });
+  new Gauge({
+    name: 'auditmesh_collector_export_lag_seconds',
+    help: 'Age of the oldest batch stored and not yet accepted by the OTLP receiver (by when its sidecar sealed it); 0 when none waits',
+    registers: [registry],
+    collect() {
+      this.set(lag().seconds);
+    },
+  });
+  return { failures, exported: new Counter({ name: 'auditmesh_collector_exported_records_total', help: 'Records the OTLP receiver accepted (at least once: a record may be sent again after a restart)', registers: [registry] }) };
+}
