@@ -13,6 +13,7 @@ import { DEFAULT_MAX_TAIL_SUBSCRIBERS } from '../../command/tail-streams.js';
 import { IN_CLUSTER_JWKS_URL } from '../collector/ingest/service-account-tokens.js';
 import { podNamespace, serviceAccountKeys } from './collector-identity.js';
 import { serviceNames } from '../collector/ingest/serving-identity.js';
+import { parseJetStreamUrls, type JetStreamConfig } from '../collector/jetstream/nats-connect.js';
 
 export const COLLECTOR_SETTINGS = {
   grpcPort: tcpPort({ name: 'grpc-port', default: 9400, help: 'gRPC ingest from sidecars (Sync)' }),
@@ -30,6 +31,16 @@ export const COLLECTOR_SETTINGS = {
   bind: derived({ name: 'bind', type: 'string', help: 'listen address (default 127.0.0.1; 0.0.0.0 in Kubernetes)' }, (values, env) => (values.bind as string | undefined) ?? (env.KUBERNETES_SERVICE_HOST !== undefined ? '0.0.0.0' : '127.0.0.1')),
   heartbeatIntervalMs: whole({ name: 'heartbeat-interval-ms', default: CHECKPOINT_INTERVAL_MS, help: "the sidecars' heartbeat interval (their --checkpoint-interval-ms): 3 missed is stale" }),
   maxTailSubscribers: whole({ name: 'max-tail-subscribers', default: DEFAULT_MAX_TAIL_SUBSCRIBERS, help: '/v1/tail subscribers at once; past it 503' }, 1),
+  jetstream: optionalText({ name: 'jetstream', help: 'comma-separated NATS URLs (nats://HOST:PORT): run as one replica of a collector tier on NATS JetStream; --store then holds this replica\'s shard indexes' }, (value) => {
+    try {
+      parseJetStreamUrls(value);
+    } catch (err) {
+      throw new UsageError(`--jetstream: ${(err as Error).message}`);
+    }
+  }),
+  jetstreamCreds: optionalText({ name: 'jetstream-creds', help: 'NATS credentials file (user JWT and nkey seed) for --jetstream' }),
+  jetstreamCaFile: optionalText({ name: 'jetstream-ca-file', help: "CA bundle (PEM) the NATS servers' TLS certificates are checked against; TLS is then required" }),
+  jetstreamLeaseMs: duration({ name: 'jetstream-lease', default: '15s', help: 'how long a replica owns a shard without renewing its lease: after it dies, another takes its shards over within this' }),
   logLevel: choice<'info' | 'warn' | 'error' | 'silent'>({ name: 'log-level', default: 'info', choices: ['info', 'warn', 'error', 'silent'], help: 'structured log verbosity (stderr)' }),
   // Fleet-wide spike and first-seen detection (GET /v1/anomalies), tuned like the sidecar's.
   alerts: ALERT_SETTINGS,
@@ -39,7 +50,7 @@ export const COLLECTOR_FLAGS: readonly FlagSpec[] = flagsOf(COLLECTOR_SETTINGS);
 
 export const COLLECTOR_HELP = formatHelp(
   'auditmesh collector [flags]',
-  "Runs the control-plane collector: sidecars stream their journals to it over gRPC; it verifies\nevery batch (Merkle root, hash chain, signature, contiguous numbers), stores it in an embedded\nLMDB store, acks it, and answers queries and live tails over HTTP to readers with a credential\n(--reader-token-file, --read-policy). Sidecars present a projected\nServiceAccount token (audience auditmesh; in a pod the issuer's keys are found by themselves) or a\n--token-file token; with neither it refuses to start unless --insecure is given.",
+  "Runs the control-plane collector: sidecars stream their journals to it over gRPC; it verifies\nevery batch (Merkle root, hash chain, signature, contiguous numbers), stores it in an embedded\nLMDB store, acks it, and answers queries and live tails over HTTP to readers with a credential\n(--reader-token-file, --read-policy). Sidecars present a projected\nServiceAccount token (audience auditmesh; in a pod the issuer's keys are found by themselves) or a\n--token-file token; with neither it refuses to start unless --insecure is given. With\n--jetstream it runs as one replica of a collector tier on NATS JetStream: the stream is the\ndurable truth, chain heads live in a KV bucket, and --store holds the shards this replica indexes.",
   COLLECTOR_FLAGS,
 );
 
@@ -65,11 +76,11 @@ export async function collectorMain(argv: readonly string[], io: CommandIO): Pro
     io.stderr.write(`auditmesh collector: ${err.message}\n(see auditmesh collector --help)\n`);
     return 2;
   }
-  const { logLevel, serviceAccountIssuer: _issuer, serviceAccountJwks: _jwks, trustDomain: _domain, caDir: _caDir, certTtlMs: _ttl, ...config } = settings;
+  const { logLevel, serviceAccountIssuer: _issuer, serviceAccountJwks: _jwks, trustDomain: _domain, caDir: _caDir, certTtlMs: _ttl, jetstream: _js, jetstreamCreds: _creds, jetstreamCaFile: _jsCa, jetstreamLeaseMs: _lease, ...config } = settings;
   const log = createLogger(logLevel, (line) => io.stderr.write(line));
   let collector: Collector;
   try {
-    collector = await createCollector({ ...config, ...(serviceAccounts === undefined ? {} : { serviceAccounts }), identity: meshIdentity(settings, serviceAccounts, io.env) }, log);
+    collector = await createCollector({ ...config, ...(serviceAccounts === undefined ? {} : { serviceAccounts }), identity: meshIdentity(settings, serviceAccounts, io.env), jetstream: jetStreamOf(settings) }, log);
   } catch (err) {
     io.stderr.write(`auditmesh collector: cannot start: ${(err as Error).message}\n`);
     return err instanceof CollectorConfigError ? 2 : 1;
@@ -78,6 +89,12 @@ export async function collectorMain(argv: readonly string[], io: CommandIO): Pro
   log('info', 'stopping');
   await collector.close();
   return 0;
+}
+
+/** --jetstream and its companions; undefined: the embedded store. */
+function jetStreamOf(settings: SettingsOf<typeof COLLECTOR_SETTINGS>): JetStreamConfig | undefined {
+  if (settings.jetstream === undefined) return undefined;
+  return { urls: parseJetStreamUrls(settings.jetstream), credsFile: settings.jetstreamCreds, caFile: settings.jetstreamCaFile, leaseMs: settings.jetstreamLeaseMs };
 }
 
 /** The mesh CA proves identities from ServiceAccount tokens: on whenever those are checked. */

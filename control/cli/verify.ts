@@ -7,6 +7,8 @@ import { withSnapshot } from '../../ledger/read-journal.js';
 import { verifySnapshot, type VerifyOptions, type VerifyReport } from '../../ledger/verify-journal.js';
 import { isCollectorStore, verifyStoreDir, type StoreReport } from '../collector/store/verify-store.js';
 import type { CommandIO } from '../../command/io.js';
+import { parseJetStreamUrls, type JetStreamConfig } from '../collector/jetstream/nats-connect.js';
+import { verifyJetStream, type StreamReport } from '../collector/jetstream/verify-stream.js';
 
 const HEX_HEAD = /^[0-9a-f]{64}$/;
 
@@ -17,20 +19,31 @@ const VERIFY_SETTINGS = {
   expectKey: optionalText({ name: 'expect-key', help: 'key id every head must be signed with', env: false }),
   caFile: optionalText({ name: 'ca-file', help: 'the mesh CA bundle (PEM): a key change whose new key it certifies, for the same SPIFFE ID, is endorsed', env: false }),
   record: optionalWhole({ name: 'record', help: 'also print record SEQ, its Merkle inclusion path and the head it proves against, and check them', env: false }, 1, 'sequence numbers start at 1'),
+  jetstreamCreds: optionalText({ name: 'jetstream-creds', help: 'with nats://…: NATS credentials file', env: false }),
+  jetstreamCaFile: optionalText({ name: 'jetstream-ca-file', help: "with nats://…: CA bundle (PEM) the NATS servers' TLS certificates are checked against", env: false }),
   output: choice<'table' | 'json'>({ name: 'output', short: 'o', choices: ['table', 'json'], default: 'table', help: 'json: the result as one JSON object', env: false }),
 };
 const VERIFY_FLAGS: readonly FlagSpec[] = flagsOf(VERIFY_SETTINGS);
 
 export const VERIFY_HELP = formatHelp(
   'auditmesh verify PATH [--expect-head HASH] [--expect-key ID] [--ca-file FILE] [--record SEQ] [-o json]',
-  'Verifies a sidecar journal offline: every record, Merkle root, chain link and signature, and that\nsequence numbers run on without a hole. Every key change (a boot epoch with a new key) must be\nendorsed, by the previous key or (with --ca-file) by a mesh CA certificate of the new key; the\nprune mark must be signed by a key of the chain. Reads one consistent snapshot, so a journal being written\nmeanwhile is fine. PATH may also be a collector store (--store of `auditmesh collector`): then\nevery sidecar chain in it is verified end to end with the key the collector pinned (the --expect-*\nand --record flags are for journals). Exit 0 if everything verifies, 1 naming the first sidecar,\nbatch or record that does not.',
+  'Verifies a sidecar journal offline: every record, Merkle root, chain link and signature, and that\nsequence numbers run on without a hole. Every key change (a boot epoch with a new key) must be\nendorsed, by the previous key or (with --ca-file) by a mesh CA certificate of the new key; the\nprune mark must be signed by a key of the chain. Reads one consistent snapshot, so a journal being written\nmeanwhile is fine. PATH may also be a collector store (--store of `auditmesh collector`): then\nevery sidecar chain in it is verified end to end with the key the collector pinned (the --expect-*\nand --record flags are for journals); PATH nats://HOST:PORT[,nats://…] verifies a collector tier\non NATS JetStream the same way, from its stream. Exit 0 if everything verifies, 1 naming the first sidecar,\nbatch or record that does not.',
   VERIFY_FLAGS,
 );
 
-function parseVerifyArgs(argv: readonly string[], env: CommandIO['env']): { path: string; opts: VerifyOptions; json: boolean } {
+function parseVerifyArgs(argv: readonly string[], env: CommandIO['env']): { path: string; opts: VerifyOptions; json: boolean; jetstream?: JetStreamConfig } {
   const { values, positionals } = parseFlags(VERIFY_FLAGS, argv, env);
   if (positionals.length !== 1) throw new UsageError(positionals.length === 0 ? 'PATH (the journal folder) is required' : `unexpected argument ${JSON.stringify(positionals[1])}`);
-  const { output, caFile, ...opts } = readSettings(VERIFY_SETTINGS, values, env);
+  const { output, caFile, jetstreamCreds, jetstreamCaFile, ...opts } = readSettings(VERIFY_SETTINGS, values, env);
+  if (/^(nats|tls):\/\//.test(positionals[0])) {
+    let urls;
+    try {
+      urls = parseJetStreamUrls(positionals[0]);
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+    return { path: positionals[0], opts, json: output === 'json', jetstream: { urls, credsFile: jetstreamCreds, caFile: jetstreamCaFile } };
+  }
   if (!existsSync(positionals[0])) throw new UsageError(`no journal at ${positionals[0]}`);
   let ca;
   try {
@@ -55,6 +68,7 @@ export async function verifyMain(argv: readonly string[], io: CommandIO): Promis
     io.stderr.write(`auditmesh verify: ${err.message}\n(see auditmesh verify --help)\n`);
     return 2;
   }
+  if (args.jetstream !== undefined) return verifyTierMain(args, args.jetstream, io);
   // LMDB's ITS#9496 runs in the process that opens the environment: this one.
   const build = lmdbBuild();
   if (!build.patched) io.stderr.write(`auditmesh verify: warning: ${build.problem}. Opening a journal or store that is being written from this install: ${unpatchedRisk('its writer')}\n`);
@@ -70,12 +84,29 @@ export async function verifyMain(argv: readonly string[], io: CommandIO): Promis
   return report.ok ? 0 : 1;
 }
 
-async function verifyStoreMain(args: { path: string; opts: VerifyOptions; json: boolean }, io: CommandIO): Promise<number> {
-  const { expectHead, expectKey, record } = args.opts;
-  if (expectHead !== undefined || expectKey !== undefined || record !== undefined) {
-    io.stderr.write(`auditmesh verify: ${args.path} is a collector store; --expect-head, --expect-key and --record apply to a sidecar journal\n`);
-    return 2;
+/** A JetStream tier: every chain from its stream, the same report as for a store. */
+async function verifyTierMain(args: { path: string; opts: VerifyOptions; json: boolean }, config: JetStreamConfig, io: CommandIO): Promise<number> {
+  if (!journalOnlyFlagsAbsent(args, 'a JetStream tier', io)) return 2;
+  let report: StreamReport;
+  try {
+    report = await verifyJetStream(config);
+  } catch (err) {
+    io.stderr.write(`auditmesh verify: cannot read the JetStream tier at ${args.path}: ${(err as Error).message}\n`);
+    return 1;
   }
+  io.stdout.write(args.json ? JSON.stringify(report) + '\n' : formatStoreReport(report));
+  return report.ok ? 0 : 1;
+}
+
+function journalOnlyFlagsAbsent(args: { path: string; opts: VerifyOptions }, what: string, io: CommandIO): boolean {
+  const { expectHead, expectKey, record } = args.opts;
+  if (expectHead === undefined && expectKey === undefined && record === undefined) return true;
+  io.stderr.write(`auditmesh verify: ${args.path} is ${what}; --expect-head, --expect-key and --record apply to a sidecar journal\n`);
+  return false;
+}
+
+async function verifyStoreMain(args: { path: string; opts: VerifyOptions; json: boolean }, io: CommandIO): Promise<number> {
+  if (!journalOnlyFlagsAbsent(args, 'a collector store', io)) return 2;
   let report: StoreReport;
   try {
     report = await verifyStoreDir(args.path);
@@ -88,7 +119,7 @@ async function verifyStoreMain(args: { path: string; opts: VerifyOptions; json: 
 }
 
 /** One line per sidecar chain, then the verdict naming the first failure. */
-export function formatStoreReport(r: StoreReport): string {
+export function formatStoreReport(r: StoreReport | StreamReport): string {
   const lines = r.sidecars.map((s) => {
     const state = s.ok ? 'ok    ' : 'FAILED';
     return `${state} ${s.id.padEnd(24)} key ${s.key_id}  ${s.records} records in ${s.links} links, batches ${s.first_batch}-${s.last_batch}, seq ${s.last_seq ?? '-'}, head ${s.head}`;
@@ -98,7 +129,8 @@ export function formatStoreReport(r: StoreReport): string {
     const where = seq !== undefined ? `record ${seq}` : batch !== undefined ? `batch ${batch}` : 'its chain';
     lines.push(`verification FAILED: sidecar ${sidecar}, ${where}: ${problem}`);
   } else {
-    lines.push(`collector store verified: ${r.records} records of ${r.sidecars.length} sidecars, every chain end to end`);
+    const tier = r.kind === 'jetstream' ? `; ${r.stream_messages} stream messages, ${r.duplicates} stored twice, ${r.unacknowledged} links past the acknowledged heads` : '';
+    lines.push(`${r.kind === 'jetstream' ? 'JetStream tier' : 'collector store'} verified: ${r.records} records of ${r.sidecars.length} sidecars, every chain end to end${tier}`);
   }
   return lines.join('\n') + '\n';
 }

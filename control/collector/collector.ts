@@ -14,7 +14,7 @@ import { createCollectorMetrics, type CollectorMetrics } from './collector-metri
 import type { CollectorStore } from './collector-store.js';
 import { createHashPool } from './ingest/hash-pool.js';
 import { createHttpApi } from './api/http-api.js';
-import { createFleetAlerts, type FleetAlerts } from './api/fleet-alerts.js';
+import { createFleetAlerts, type FleetAlerts, type FleetAnomaly } from './api/fleet-alerts.js';
 import type { AlertOptions } from '../../anomalies/exchange-summary.js';
 import { defaultAlertOptions } from '../../anomalies/alert-flags.js';
 import { Ingest } from './ingest/ingest.js';
@@ -29,6 +29,8 @@ import { createServiceAccountCheck, type ServiceAccountKeys } from './ingest/ser
 import { createStreamAuth } from './ingest/stream-auth.js';
 import { readAccessFrom, type ReadSettings } from './api/read-access.js';
 import type { ServingTls } from '../../command/plain-http.js';
+import type { JetStreamConfig } from './jetstream/nats-connect.js';
+import { openTier, type Tier } from './jetstream/tier.js';
 
 /**
  * The collector, wired: store -> ingest -> gRPC Sync server, and the HTTP API beside it.
@@ -63,6 +65,8 @@ export interface CollectorConfig extends ReadSettings {
   maxTailSubscribers?: number;
   /** The HTTP API serves HTTPS with this key and certificate (the CA-issued serving certificate). */
   httpTls?: ServingTls;
+  /** Run as one replica of a collector tier on NATS JetStream (jetstream/tier.ts); `storeDir` then holds this replica's shard indexes. */
+  jetstream?: JetStreamConfig;
 }
 
 export interface IdentityConfig {
@@ -88,6 +92,8 @@ export interface Collector {
   readonly httpUrl: string;
   readonly metrics: CollectorMetrics;
   readonly store: CollectorStore;
+  /** This replica's part of the JetStream tier; null for the embedded store. */
+  readonly tier: Tier | null;
   /** The mesh CA; null without `identity`. */
   readonly ca: MeshCa | null;
   /** The collector's own key and CA certificate, gRPC serves TLS with it; null without `identity` or under --insecure. */
@@ -133,7 +139,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   const serving = ca === null || config.insecure ? null : await createServingIdentity(ca, { bind: config.bind, dns: config.identity?.serviceDns ?? [] }, certTtlMs);
   const caCert = ca === null ? null : new X509Certificate(ca.certPem);
   const peer = serving === null || caCert === null ? null : (call: { getAuthContext(): { sslPeerCertificate?: { raw?: Buffer } } }) => peerIdentity(call, caCert, trustDomain);
-  const store = openLmdbStore(config.storeDir, {
+  const local = openLmdbStore(config.storeDir, {
     maxIdMatches: config.maxIdMatches,
     onIndexError: (err) => log('error', 'collector id index merge failed: its segments stay as they are and queries still find every record; the next merge tries again', { store: config.storeDir, err: err.message }),
   });
@@ -142,13 +148,29 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   const hasher = createHashPool(config.hashThreads);
   // Fleet detection is a stage of the collector, not a listener: it sees every stored run first.
   let fleetAlerts: FleetAlerts | null = null;
-  const ingest = await Ingest.open(store, hasher, (run) => {
+  const observe = (run: StoredRun): void => {
     try {
       if (fleetAlerts !== null) observeRun(fleetAlerts, run);
     } catch (err) {
       // Records are stored and verified; a record the detector cannot read must not fail the ack.
       log('error', 'fleet anomaly detection failed on a stored run', { sidecar: run.sidecar.id, err: (err as Error).message });
     }
+  };
+  // In the tier, each run is observed once fleet-wide: by the owner of its shard, as it indexes it.
+  const anomalies = (): { active: FleetAnomaly[]; recent: FleetAnomaly[] } => ({ active: fleetAlerts?.active() ?? [], recent: fleetAlerts?.recent() ?? [] });
+  let tier: Tier | null = null;
+  if (config.jetstream !== undefined) {
+    try {
+      tier = await openTier(config.jetstream, { index: local, storeDir: config.storeDir, onIndexed: observe, localSidecars: () => sidecars(), localAnomalies: () => anomalies(), log });
+    } catch (err) {
+      await hasher.close();
+      await local.close();
+      throw err;
+    }
+  }
+  const store: CollectorStore = tier?.store ?? local;
+  const ingest = await Ingest.open(store, hasher, (run) => {
+    if (tier === null) observe(run);
     feed.publish(run);
   });
   const metrics = createCollectorMetrics({ storeBytes: () => store.usedBytes(), sidecars: () => heartbeatTally(ingest.chains.values(), heartbeatIntervalMs, Date.now()) });
@@ -172,7 +194,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     grpcServer.bindAsync(`${config.bind}:${config.grpcPort}`, serving?.credentials ?? grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
   );
   if (!widenFlowWindow(grpcServer)) log('warn', 'collector could not raise the HTTP/2 flow-control window of this grpc-js version: large segments arrive 64 KiB at a time', {});
-  const httpServer = createHttpApi({ store, metrics, sidecars, subscribe: (l) => feed.subscribe(l), ready: () => ({ ok: true }), anomalies: () => ({ active: fleetAlerts?.active() ?? [], recent: fleetAlerts?.recent() ?? [] }), maxTailSubscribers: config.maxTailSubscribers, readAccess, tls: config.httpTls });
+  const httpServer = createHttpApi({ store, metrics, sidecars: tier?.sidecars ?? sidecars, subscribe: (l) => feed.subscribe(l), ready: tier?.ready ?? (() => ({ ok: true })), anomalies: tier?.anomalies ?? anomalies, maxTailSubscribers: config.maxTailSubscribers, readAccess, tls: config.httpTls });
   let httpPort: number;
   try {
     httpPort = await listen(httpServer, config.httpPort, config.bind);
@@ -193,6 +215,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     httpUrl: `${config.httpTls === undefined ? 'http' : 'https'}://${host}:${httpPort}`,
     metrics,
     store,
+    tier,
     ca,
     serving,
     onStored: (listener) => feed.subscribe(listener),

@@ -82,6 +82,7 @@ export class Ingest {
       fail({ code: 'bad-signature', problem: `Hello for sidecar ${h.sidecar_id}: its signature does not verify with the key it presents (${keyId}); only the holder of a key opens a stream in its name` });
     }
     let chain = this.chains.get(h.sidecar_id);
+    if (this.#store.current !== undefined) chain = await this.#adopt(h.sidecar_id, chain, this.#store.current.bind(this.#store));
     if (chain !== undefined) {
       // Another key is taken only with the epoch link its previous key endorsed (key-rotation.ts).
       chain.presented = { keyId, spki, key: presented };
@@ -108,6 +109,17 @@ export class Ingest {
     chain = this.chains.get(h.sidecar_id);
     if (chain === undefined) this.chains.set(h.sidecar_id, (chain = new SidecarChain(state, this.#store, this.#onStored)));
     else if (chain.state.key_id !== keyId) fail({ code: 'key-mismatch', problem: `sidecar ${h.sidecar_id} is pinned to key ${chain.state.key_id}; this stream presents key ${keyId}` });
+    return chain;
+  }
+
+  /** On a store other collectors write too: the chain as stored now, which another collector may have moved. */
+  async #adopt(id: string, chain: SidecarChain | undefined, current: (id: string) => Promise<SidecarState | undefined>): Promise<SidecarChain | undefined> {
+    await chain?.settled();
+    const state = await current(id);
+    if (state === undefined) return chain;
+    chain = this.chains.get(id);
+    if (chain === undefined) this.chains.set(id, (chain = new SidecarChain(state, this.#store, this.#onStored)));
+    else chain.adopt(state);
     return chain;
   }
 
