@@ -1,6 +1,16 @@
 import test from 'ava';
 import { join } from 'node:path';
-import { startTestCollector } from './helpers/collector.js';
+import * as grpc from '@grpc/grpc-js';
+import { readFile } from 'node:fs/promises';
+import { connect } from '@nats-io/transport-node';
+import { Kvm } from '@nats-io/kv';
+import { LEASES_BUCKET, shardOf } from '../control/collector/jetstream/tier-layout.js';
+import { startCollectorProcess } from './helpers/collector-process.js';
+import { ephemeralSigningKey } from '../ledger/keys.js';
+import { journalShipment, openSync, startTestCollector, type SyncPeer } from './helpers/collector.js';
+import { makeRecord, writeJournal } from './helpers/journal.js';
+import { tempDir } from './helpers/sidecar.js';
+import type { CollectorMessage } from '../wire/sync-wire.js';
 import { startNatsCluster } from './helpers/nats-cluster.js';
 import { eventually, startShippingSidecar, type ShippingSidecar } from './helpers/shipping.js';
 import { runInProcess } from './helpers/child.js';
@@ -34,11 +44,12 @@ async function traffic(s: ShippingSidecar, prefix: string, n: number): Promise<s
   return ids;
 }
 
-test('records one replica ingests are answered by another, and verify nats:// checks every chain from the stream', async (t) => {
+test.serial('records one replica ingests are answered by another, and verify nats:// checks every chain from the stream', async (t) => {
   const nats = await startNatsCluster(t, 3);
   const jetstream = { urls: nats.urls.split(','), leaseMs: LEASE_MS };
   const a = await startTestCollector(t, { token: TOKEN, jetstream });
   const b = await startTestCollector(t, { token: TOKEN, jetstream });
+  await eventually('the shards are shared out', () => a.tier!.leases.owned.size === 4 && b.tier!.leases.owned.size === 4);
   const s = await startShippingSidecar(t, a.grpcAddress, { checkpointIntervalMs: 50, batchMaxRecords: 4 });
   const sent = await traffic(s, 'r', 60);
   const journal = s.sidecar.audit!.journal;
@@ -59,4 +70,104 @@ test('records one replica ingests are answered by another, and verify nats:// ch
   t.true(chain !== undefined && chain.last_batch >= target && chain.records === sent.length, JSON.stringify(chain));
   const table = await runInProcess(['verify', nats.urls]);
   t.regex(table.stdout, /JetStream tier verified/);
+});
+
+const welcomed = (m: CollectorMessage): number | undefined => (m as { welcome?: { acked_batch: number } }).welcome?.acked_batch;
+
+/** The answers of a stream until it acks batch `last` or ends: its acks, and its status if it ended. */
+async function answers(peer: SyncPeer, last: number): Promise<{ acks: number[]; status: grpc.StatusObject | null }> {
+  const acks: number[] = [];
+  while (acks.at(-1) !== last) {
+    let m: CollectorMessage;
+    try {
+      m = await peer.next(60_000);
+    } catch {
+      return { acks, status: await peer.status };
+    }
+    const { ack } = m as { ack?: { through_batch: number } };
+    if (ack !== undefined) acks.push(ack.through_batch);
+  }
+  return { acks, status: null };
+}
+
+test.serial('two replicas receiving the same sidecar\'s segments at once: one extends the chain, the other refuses retryably, the chain stays linear', async (t) => {
+  const nats = await startNatsCluster(t, 3);
+  const jetstream = { urls: nats.urls.split(','), leaseMs: LEASE_MS };
+  const a = await startTestCollector(t, { token: TOKEN, jetstream });
+  const b = await startTestCollector(t, { token: TOKEN, jetstream });
+  const journalDir = join(await tempDir(t), 'journal');
+  const key = ephemeralSigningKey();
+  await writeJournal({ journalDir, maxBatchRecords: 3, signingKey: key }, 6, 8, (i) => makeRecord(i, { 'audit.service': 'racer', 'audit.request_id': `race-${i}` }));
+  const shipment = await journalShipment(journalDir, key, 'racer-0', 'racer');
+  const last = shipment.links[shipment.links.length - 1].batch;
+  // First contact on one replica pins the chain; then a reconnect race: the same sidecar's stream
+  // open on both replicas, both welcomed from the same head.
+  const first = openSync(t, a.grpcAddress, TOKEN);
+  first.send({ hello: shipment.hello });
+  t.is(welcomed(await first.next()), 0);
+  first.close();
+  const toA = openSync(t, a.grpcAddress, TOKEN);
+  const toB = openSync(t, b.grpcAddress, TOKEN);
+  toA.send({ hello: shipment.hello });
+  toB.send({ hello: shipment.hello });
+  t.is(welcomed(await toA.next()), 0);
+  t.is(welcomed(await toB.next()), 0);
+  for (const segment of shipment.segments) {
+    toA.send({ segment });
+    toB.send({ segment });
+  }
+  const [fromA, fromB] = await Promise.all([answers(toA, last), answers(toB, last)]);
+  const outcomes = [fromA, fromB];
+  const winners = outcomes.filter((o) => o.acks.at(-1) === last);
+  const losers = outcomes.filter((o) => o.status?.code === grpc.status.UNAVAILABLE);
+  t.is(winners.length, 1, JSON.stringify(outcomes));
+  t.is(losers.length, 1, JSON.stringify(outcomes));
+  t.true(losers[0].acks.length < shipment.segments.length);
+  // The sidecar resumes from the Welcome, on the replica that lost.
+  const loser = fromA === losers[0] ? a : b;
+  const again = openSync(t, loser.grpcAddress, TOKEN);
+  again.send({ hello: { ...shipment.hello } });
+  t.is(welcomed(await again.next()), last);
+  again.close();
+  const verify = await runInProcess(['verify', nats.urls, '-o', 'json']);
+  t.is(verify.code, 0, verify.stdout + verify.stderr);
+  const report = JSON.parse(verify.stdout) as StreamReport;
+  t.is(report.duplicates, 0, 'each link stored once');
+  const chain = report.sidecars.find((x) => x.id === 'racer-0');
+  t.is(chain?.last_batch, last);
+  t.is(chain?.records, 48);
+  t.is(report.stream_messages, shipment.links.length, 'one message per link');
+});
+
+test.serial('a shard owner dies: another replica takes its shards over and answers their queries within the lease time', async (t) => {
+  const nats = await startNatsCluster(t, 3);
+  const args = ['--jetstream', nats.urls, '--jetstream-lease', `${LEASE_MS}ms`];
+  const replicas = [await startCollectorProcess(t, TOKEN, args), await startCollectorProcess(t, TOKEN, args)];
+  const nc = await connect({ servers: nats.urls.split(',') });
+  t.teardown(() => nc.close());
+  const leases = await new Kvm(nc).open(LEASES_BUCKET);
+  const ownerOf = async (shard: number): Promise<string | undefined> => {
+    const e = await leases.get(`shard.${shard}`);
+    return e === null || e.operation !== 'PUT' ? undefined : e.json<{ owner: string }>().owner;
+  };
+  const ids = await Promise.all(replicas.map(async (r) => (await readFile(join(r.storeDir, 'replica-id'), 'utf8')).trim()));
+  const shard = shardOf('ledger-0');
+  await eventually('both replicas own shards', async () => {
+    const owners = new Set(await Promise.all(Array.from({ length: 8 }, (_, i) => ownerOf(i))));
+    return ids.every((id) => owners.has(id));
+  });
+  const s = await startShippingSidecar(t, replicas[0].grpcAddress, { checkpointIntervalMs: 50, batchMaxRecords: 4 });
+  const sent = await traffic(s, 'o', 24);
+  await eventually('every record is answered', async () => (await recordIds(replicas[1].httpUrl, replicas[1].readAuth, 'ledger').catch(() => [])).length >= sent.length, 60_000);
+  const ownerId = await ownerOf(shard);
+  const owner = replicas[ids.indexOf(ownerId!)];
+  const other = replicas[1 - ids.indexOf(ownerId!)];
+  owner.kill();
+  const died = Date.now();
+  await eventually('the other replica answers the shard\'s records', async () => (await recordIds(other.httpUrl, other.readAuth, 'ledger').catch(() => [])).length >= sent.length, 6 * LEASE_MS);
+  const took = Date.now() - died;
+  t.is(await ownerOf(shard), ids[replicas.indexOf(other)], 'the lease moved to the live replica');
+  // The lease lapses after LEASE_MS unrenewed; the live replica looks every third of it.
+  t.true(took <= LEASE_MS + LEASE_MS / 3 + 1_500, `answered ${took} ms after the owner died (lease ${LEASE_MS} ms)`);
+  t.deepEqual(await recordIds(other.httpUrl, other.readAuth, 'ledger'), sent);
 });

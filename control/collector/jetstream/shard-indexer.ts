@@ -15,9 +15,8 @@ import { shardSubject, STREAM } from './tier-layout.js';
  * the local write is durable; a link already held is skipped, so a redelivery changes nothing.
  */
 
-/** Messages fetched at a time; their writes go into one LMDB transaction. */
+/** Messages delivered ahead of their acks, and written at most in one LMDB transaction. */
 const FETCH_MESSAGES = 512;
-const FETCH_EXPIRES_MS = 1_000;
 /** A consumer of a replica gone this long is removed by the servers. */
 const CONSUMER_INACTIVE_MS = 24 * 3_600_000;
 
@@ -86,21 +85,31 @@ export async function startShardIndexer({ js, jsm, index, replicaId, shard, onIn
     for (const run of runs) onIndexed(run);
   }
 
-  const loop = (async () => {
-    while (!stopped) {
+  // Messages arrive as fast as the consumer delivers them; the ones that queued while a write
+  // was in flight go into the next write together.
+  state.caughtUp = (await consumer.info()).num_pending === 0;
+  const messages = await consumer.consume({ max_messages: FETCH_MESSAGES });
+  const queue: JsMsg[] = [];
+  let draining: Promise<void> | null = null;
+  const drain = async (): Promise<void> => {
+    while (queue.length > 0 && !stopped) {
+      const msgs = queue.splice(0, FETCH_MESSAGES);
       try {
-        const batch = await consumer.fetch({ max_messages: FETCH_MESSAGES, expires: FETCH_EXPIRES_MS });
-        const msgs: JsMsg[] = [];
-        for await (const m of batch) msgs.push(m);
-        if (msgs.length > 0) await apply(msgs);
-        state.caughtUp = msgs.length === 0 || msgs[msgs.length - 1].info.pending === 0;
+        await apply(msgs);
+        state.caughtUp = msgs[msgs.length - 1].info.pending === 0;
       } catch (err) {
-        if (stopped) return;
-        log('warn', 'collector replica could not index its shard: retrying', { shard, err: (err as Error).message });
-        await new Promise((resolve) => setTimeout(resolve, FETCH_EXPIRES_MS));
+        // Unacknowledged: the consumer delivers them again after its ack wait.
+        log('warn', 'collector replica could not index messages of its shard: they come again', { shard, err: (err as Error).message });
       }
     }
-  })();
+    draining = null;
+  };
+  const loop = (async () => {
+    for await (const m of messages) {
+      queue.push(m);
+      draining ??= drain();
+    }
+  })().catch((err: unknown) => log('error', 'collector replica stopped indexing its shard', { shard, err: (err as Error).message }));
 
   return {
     get caughtUp() {
@@ -111,7 +120,9 @@ export async function startShardIndexer({ js, jsm, index, replicaId, shard, onIn
     },
     async close() {
       stopped = true;
+      await messages.close();
       await loop;
+      await draining;
     },
   };
 }

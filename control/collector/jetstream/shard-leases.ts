@@ -90,12 +90,14 @@ export function startShardLeases(opts: ShardLeasesOptions): ShardLeases {
       owned.set(shard, await kv.update(key, value, e.revision));
       return;
     }
+    // Watched even at the fair share, so a lease is known lapsed the moment the share grows.
+    const unmovedMs = e === null ? 0 : observe(key, e.revision, now);
     if (owned.size >= share) return;
     if (e === null || e.operation !== 'PUT') {
       take(shard, await kv.create(key, value), 'free');
       return;
     }
-    if (observe(key, e.revision, now) >= leaseMs) take(shard, await kv.update(key, value, e.revision), `taken over from ${e.json<{ owner: string }>().owner}`);
+    if (unmovedMs >= leaseMs) take(shard, await kv.update(key, value, e.revision), `taken over from ${e.json<{ owner: string }>().owner}`);
   }
 
   async function tick(): Promise<void> {

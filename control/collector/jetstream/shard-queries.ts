@@ -14,6 +14,8 @@ import { ASK_PREFIX, shardOf, SHARDS } from './tier-layout.js';
  */
 
 export const QUERY_TIMEOUT_MS = 10_000;
+/** An owner answers its first chunk within this, or is taken for dead (it was killed with the question in flight). */
+const FIRST_REPLY_MS = 2_000;
 /** Bytes of records per reply message, well under NATS's default 1 MiB max_payload. */
 const CHUNK_BYTES = 256 * 1024;
 
@@ -29,11 +31,21 @@ interface Chunk {
   query?: boolean;
 }
 
-/** Answers the queries of one owned shard; returns the subscription (unsubscribe on release). */
-export function serveShardQueries(nc: NatsConnection, shard: number, index: IndexStore, log: (msg: string, fields: Record<string, unknown>) => void): Subscription {
+/**
+ * Answers the queries of one owned shard; returns the subscription (unsubscribe on release). Until
+ * `caughtUp()` (the shard's index has what the stream held when it was taken over) it refuses,
+ * so a replica that has just taken a shard over never answers short.
+ */
+export function serveShardQueries(nc: NatsConnection, shard: number, index: IndexStore, caughtUp: () => boolean, log: (msg: string, fields: Record<string, unknown>) => void): Subscription {
+  // A queue group: while a lease changes hands both replicas may listen for a moment; one answers.
   return nc.subscribe(recordsSubject(shard), {
+    queue: 'shard-owner',
     callback: (err, msg) => {
       if (err !== null) return log('collector replica stopped answering a shard', { shard, err: err.message });
+      if (!caughtUp()) {
+        msg.respond(JSON.stringify({ error: `shard ${shard} is being indexed from the stream by its new owner; retry shortly` } satisfies Chunk));
+        return void msg.respond(Empty);
+      }
       void answer(msg, shardView(index, shard)).catch((e: unknown) => log('collector replica failed to answer a query', { shard, err: (e as Error).message }));
     },
   });
@@ -93,14 +105,20 @@ async function askShard(nc: NatsConnection, shard: number, payload: string): Pro
   const found: Found[] = [];
   let replies;
   try {
-    replies = await nc.requestMany(recordsSubject(shard), payload, { strategy: 'sentinel', maxWait: QUERY_TIMEOUT_MS });
+    // noMux: its own inbox, so "no responders" (a shard with no owner) fails at once instead of reading as the empty last message.
+    replies = await nc.requestMany(recordsSubject(shard), payload, { strategy: 'sentinel', maxWait: QUERY_TIMEOUT_MS, noMux: true });
   } catch (err) {
     throw ownerless(shard, err);
   }
   let complete = false;
+  let first = true;
+  const silent = setTimeout(() => (replies as unknown as { stop(err?: Error): void }).stop(new Error(`no answer within ${FIRST_REPLY_MS} ms`)), FIRST_REPLY_MS);
   try {
     for await (const m of replies) {
+      if (first) clearTimeout(silent);
+      first = false;
       if (m.data.length === 0) {
+        if (m.headers?.hasError === true) throw ownerless(shard, new Error(`status ${m.headers.code} ${m.headers.description}`));
         complete = true;
         break;
       }
@@ -114,6 +132,8 @@ async function askShard(nc: NatsConnection, shard: number, payload: string): Pro
   } catch (err) {
     if (err instanceof QueryError || (err as Error).message.startsWith(`shard ${shard}:`)) throw err;
     throw ownerless(shard, err);
+  } finally {
+    clearTimeout(silent);
   }
   if (!complete) throw ownerless(shard, new Error(`no complete answer within ${QUERY_TIMEOUT_MS} ms`));
   return found;

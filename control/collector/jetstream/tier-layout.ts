@@ -60,18 +60,35 @@ export interface TierHandles {
 export async function ensureTier(nc: NatsConnection, jsm: JetStreamManager, log: (msg: string) => void): Promise<TierHandles> {
   let replicas = PRODUCTION_REPLICAS;
   try {
-    await addStream(jsm, replicas);
+    await settling(() => addStream(jsm, replicas));
   } catch (err) {
-    // A single server cannot hold 3 replicas: a local run. Say so, and go on with one.
-    if (!(err instanceof JetStreamApiError) || !/insufficient resources|replicas/i.test(err.message)) throw err;
+    // A server that is not in a cluster cannot hold 3 replicas: a local run. Say so, and go on with one.
+    if (!(err instanceof JetStreamApiError) || !/non-clustered|replicas > 1/i.test(err.message)) throw err;
     replicas = 1;
-    log(`JetStream has fewer than ${PRODUCTION_REPLICAS} servers: the stream and buckets keep 1 replica (production runs 3 NATS nodes)`);
+    log(`JetStream runs on a single server: the stream and buckets keep 1 replica (production runs 3 NATS nodes)`);
     await addStream(jsm, replicas);
   }
   const kvm = new Kvm(nc);
-  const chains = await kvm.create(CHAINS_BUCKET, { replicas, history: 1, storage: StorageType.File });
-  const leases = await kvm.create(LEASES_BUCKET, { replicas, history: 1, storage: StorageType.File });
+  const chains = await settling(() => kvm.create(CHAINS_BUCKET, { replicas, history: 1, storage: StorageType.File }));
+  const leases = await settling(() => kvm.create(LEASES_BUCKET, { replicas, history: 1, storage: StorageType.File }));
   return { chains, leases, replicas };
+}
+
+/** How long a cluster that is still forming (no meta leader, peers not yet known) is waited for. */
+const SETTLE_MS = 60_000;
+
+/** Retries what a forming cluster refuses for a while ("no suitable peers", no meta leader yet). */
+async function settling<T>(what: () => Promise<T>): Promise<T> {
+  const started = Date.now();
+  for (;;) {
+    try {
+      return await what();
+    } catch (err) {
+      const transient = /no suitable peers|insufficient resources|timeout|no responders|jetstream not (enabled|ready)|leader/i.test((err as Error).message);
+      if (!transient || Date.now() - started > SETTLE_MS) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+  }
 }
 
 async function addStream(jsm: JetStreamManager, replicas: number): Promise<void> {

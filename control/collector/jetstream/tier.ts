@@ -76,15 +76,23 @@ async function wire(nc: NatsConnection, config: JetStreamConfig, deps: TierDeps,
   const indexers = new Map<number, Promise<ShardIndexer>>();
   const answering = new Map<number, Subscription>();
   let indexMsClosed = 0;
+  /** Indexers being stopped: the local store closes only once they have. */
+  const stopping = new Set<Promise<void>>();
   const release = (shard: number): void => {
     answering.get(shard)?.unsubscribe();
     answering.delete(shard);
     const indexer = indexers.get(shard);
     indexers.delete(shard);
-    void indexer?.then(async (i) => {
-      await i.close();
-      indexMsClosed += i.indexMs;
-    }, () => {});
+    if (indexer === undefined) return;
+    const stopped = indexer.then(
+      async (i) => {
+        await i.close();
+        indexMsClosed += i.indexMs;
+      },
+      () => {},
+    );
+    stopping.add(stopped);
+    void stopped.finally(() => stopping.delete(stopped));
   };
   const leases = startShardLeases({
     kv: leaseKv,
@@ -95,7 +103,9 @@ async function wire(nc: NatsConnection, config: JetStreamConfig, deps: TierDeps,
       const starting = startShardIndexer({ js, jsm, index, replicaId, shard, onIndexed: deps.onIndexed, log });
       starting.catch((err: unknown) => log('error', 'collector replica could not start indexing a shard it owns', { shard, err: (err as Error).message }));
       indexers.set(shard, starting);
-      answering.set(shard, serveShardQueries(nc, shard, index, (msg, fields) => log('warn', msg, fields)));
+      let indexer: ShardIndexer | undefined;
+      void starting.then((i) => (indexer = i), () => {});
+      answering.set(shard, serveShardQueries(nc, shard, index, () => indexer?.caughtUp === true, (msg, fields) => log('warn', msg, fields)));
     },
     onRelease: release,
   });
@@ -127,7 +137,7 @@ async function wire(nc: NatsConnection, config: JetStreamConfig, deps: TierDeps,
         await leases.close();
         for (const shard of [...indexers.keys()]) release(shard);
         for (const s of everyone) s.unsubscribe();
-        await Promise.all([...indexers.values()].map((p) => p.then((i) => i.close(), () => {})));
+        await Promise.all(stopping);
         await nc.drain().catch(() => {});
         await index.close();
       })();
