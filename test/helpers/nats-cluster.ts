@@ -79,6 +79,8 @@ export async function startNatsCluster(t: ExecutionContext, n = 3): Promise<Nats
     },
   };
   t.teardown(() => cluster.close());
+  // A test file ended by a timeout runs no teardown: the servers must not outlive the process.
+  process.once('exit', () => cluster.close());
   for (const node of nodes) launch(node);
   await Promise.all(nodes.map((node) => jetStreamReady(node)));
   return cluster;

@@ -79,7 +79,9 @@ export function startShardLeases(opts: ShardLeasesOptions): ShardLeases {
     const e = await kv.get(key);
     const mine = owned.get(shard);
     if (mine !== undefined) {
-      if (e === null || e.revision !== mine || e.operation !== 'PUT') return lose(shard, 'its lease was taken over');
+      if (e === null || e.operation !== 'PUT' || e.json<{ owner: string }>().owner !== replicaId) return lose(shard, 'its lease was taken over');
+      // A renewal the servers stored but whose answer was lost (a NATS node died meanwhile) moved the revision: still ours.
+      if (e.revision !== mine) owned.set(shard, e.revision);
       if (owned.size > share) {
         // Over the fair share: give it back for a replica with fewer.
         owned.delete(shard);
@@ -97,6 +99,9 @@ export function startShardLeases(opts: ShardLeasesOptions): ShardLeases {
       take(shard, await kv.create(key, value), 'free');
       return;
     }
+    const holder = e.json<{ owner: string }>().owner;
+    // Its own lease from before a restart or a lapse: nobody else may hold it meanwhile, take it back now.
+    if (holder === replicaId) return take(shard, await kv.update(key, value, e.revision), 'its own, taken back');
     if (unmovedMs >= leaseMs) take(shard, await kv.update(key, value, e.revision), `taken over from ${e.json<{ owner: string }>().owner}`);
   }
 
@@ -105,15 +110,22 @@ export function startShardLeases(opts: ShardLeasesOptions): ShardLeases {
     try {
       await countLive(now);
       const share = Math.ceil(SHARDS / live);
-      for (let shard = 0; shard < SHARDS && !stopped; shard++) {
+      // Renewals first and all at once: a slow tick must not let a held lease lapse.
+      const order = [...owned.keys(), ...Array.from({ length: SHARDS }, (_, i) => i).filter((i) => !owned.has(i))];
+      const tend = async (shard: number): Promise<void> => {
         try {
           await tendShard(shard, share, now);
         } catch (err) {
-          // Another replica won this compare-and-set: it owns the shard; nothing to undo here.
           if (!/wrong last sequence/i.test((err as Error).message)) throw err;
-          lose(shard, 'another replica won it');
+          // A write of ours whose answer timed out may have moved it; else another replica won it.
+          const e = await kv.get(shardKey(shard));
+          if (owned.has(shard) && e?.operation === 'PUT' && e.json<{ owner: string }>().owner === replicaId) owned.set(shard, e.revision);
+          else lose(shard, 'another replica won it');
         }
-      }
+      };
+      const held = order.filter((i) => owned.has(i));
+      await Promise.all(held.map(tend));
+      for (const shard of order.slice(held.length)) if (!stopped) await tend(shard);
       lastRenewedMs = now;
     } catch (err) {
       log('warn', 'collector replica could not renew its shard leases', { replica: replicaId, err: (err as Error).message });

@@ -100,8 +100,18 @@ async function wire(nc: NatsConnection, config: JetStreamConfig, deps: TierDeps,
     leaseMs: config.leaseMs,
     log,
     onAcquire(shard) {
-      const starting = startShardIndexer({ js, jsm, index, replicaId, shard, onIndexed: deps.onIndexed, log });
-      starting.catch((err: unknown) => log('error', 'collector replica could not start indexing a shard it owns', { shard, err: (err as Error).message }));
+      const starting: Promise<ShardIndexer> = (async (): Promise<ShardIndexer> => {
+        // A cluster under strain may time the consumer's creation out: try again while the shard is ours.
+        for (;;) {
+          try {
+            return await startShardIndexer({ js, jsm, index, replicaId, shard, onIndexed: deps.onIndexed, log });
+          } catch (err) {
+            if (!answering.has(shard)) throw err;
+            log('warn', 'collector replica could not start indexing a shard it owns: trying again', { shard, err: (err as Error).message });
+            await new Promise((resolve) => setTimeout(resolve, 1_000));
+          }
+        }
+      })();
       indexers.set(shard, starting);
       let indexer: ShardIndexer | undefined;
       void starting.then((i) => (indexer = i), () => {});
