@@ -11,6 +11,7 @@
 //                             SENDER=grpc-js (the sidecar's client library) or h2 (node:http2 speaking gRPC's framing, messages framed beforehand: a cheaper load generator)
 //                             IDS=random (request and trace ids as a sidecar makes them, random; the default) or sequential
 //                             (counters: a best case real traffic never has, while ids were kept in B-trees)
+//                             TIER_REPLICAS=1,2: then the JetStream tier with that many replicas (empty: skip), NATS_NODES=3
 // After each round it opens the stopped collector's store read-only and prints its size on disk and
 // its batch values' compression, and its id index (segments by level,
 // entries in the log) and the median time of looking up one request id, which reads every segment and the log
