@@ -13,6 +13,7 @@
 //                             stream with a client certificate of its key and a token, as a sidecar with identity does (MTLS=0: plaintext only)
 //                             IDS=random (request and trace ids as a sidecar makes them, random; the default) or sequential
 //                             (counters: a best case real traffic never has, while ids were kept in B-trees)
+//                             TIER_REPLICAS=1,2: then the JetStream tier with that many replicas (empty: skip), NATS_NODES=3
 // After each round it opens the stopped collector's store read-only and prints its size on disk and
 // its batch values' compression, and its id index (segments by level,
 // entries in the log) and the median time of looking up one request id, which reads every segment and the log
@@ -45,6 +46,7 @@ import { ENTRY_BYTES, lookupId, openIdIndexDbs } from '../control/collector/stor
 import type { SidecarState, StoredLink } from '../control/collector/collector-store.js';
 import { indexRecord } from '../control/collector/store/record-index.js';
 import { encodeLinks } from '../control/collector/store/encoded-batch.js';
+import { tierRound, type TierRound } from './ingest-tier.js';
 
 const STREAMS = Number(process.env.STREAMS ?? 4);
 const RECORDS = Number(process.env.RECORDS ?? 100_000);
@@ -62,6 +64,11 @@ const INGEST_TARGET = 100_000;
 if (!Number.isInteger(ROUNDS) || ROUNDS < 1) throw new Error(`ROUNDS: a whole number of rounds, at least 1, not ${process.env.ROUNDS}`);
 if (SENDER !== 'h2' && SENDER !== 'grpc-js') throw new Error(`SENDER: h2 or grpc-js, not ${SENDER}`);
 const IDS = process.env.IDS ?? 'random';
+/** Replica counts of the JetStream tier measured after the embedded rounds ('' skips the tier). */
+const TIER_REPLICAS = (process.env.TIER_REPLICAS ?? '1,2').split(',').filter((x) => x !== '').map(Number);
+const NATS_NODES = Number(process.env.NATS_NODES ?? 3);
+/** A tier replica's CPU a record, at most this many times the embedded collector's. */
+const TIER_CPU_TARGET = 1.5;
 if (IDS !== 'random' && IDS !== 'sequential') throw new Error(`IDS: random or sequential, not ${IDS}`);
 
 const definition = protoLoader.loadSync(SYNC_PROTO_PATH, { keepCase: true, longs: Number, defaults: true, oneofs: true });
@@ -497,6 +504,16 @@ async function main(): Promise<void> {
       process.stdout.write(`store after round ${k + 1}: ${mb(fileBytes)} MB on disk (${Math.round(fileBytes / (total + (warmup?.count ?? 0)))} bytes a record); batch values ${mb(storedBatchBytes)} MB as stored for ${mb(batchBytes)} MB of records (${(batchBytes / storedBatchBytes).toFixed(2)}x)\n`);
       process.stdout.write(`id index after round ${k + 1}: ${levels}, ${index.logged.toLocaleString('en')} entries in its log; one request id looked up in ${index.lookupMs.toFixed(2)} ms as a collector does, ${index.offlineLookupMs.toFixed(2)} ms reading the log from the store (medians of 25)\n`);
     }
+    // The embedded collector's CPU in its median round: what a tier replica's is judged against.
+    const cpu = [...rounds].sort((a, b) => b.seconds - a.seconds)[Math.floor((rounds.length - 1) / 2)]?.cpu ?? null;
+    if (cpu !== null && TIER_REPLICAS.length > 0) {
+      const tiers: TierRound[] = [];
+      for (const n of TIER_REPLICAS) {
+        process.stderr.write(`the JetStream tier: ${n} replica(s) on ${NATS_NODES} nats-server nodes...\n`);
+        tiers.push(await tierRound(join(dir, `tier-${n}`), n, NATS_NODES, warmup === null ? streams : [warmup, ...streams], sender));
+      }
+      printTier(tiers, total + (warmup?.count ?? 0), rates.median, cpu.all / total);
+    }
     process.stdout.write(`sent with ${SENDER === 'h2' ? 'node:http2, messages framed beforehand' : 'grpc-js, as a sidecar ships'}; ${STREAMS} streams x ${RECORDS} records, ${BATCH} records a batch, ${SEGMENT} batches a segment, ${WINDOW} segments in flight a stream, ${IDS} request and trace ids, after a warm-up stream of ${WARMUP_RECORDS}, each round a fresh collector and store${MTLS ? ' (plaintext: --insecure; mTLS: a shared token and a client certificate a stream)' : ''}; ${availableParallelism()} CPUs, load average ${loadavg()[0].toFixed(1)}\n`);
   } finally {
     await rm(dir, { recursive: true, force: true });
@@ -525,6 +542,21 @@ function cpuReport(label: string, rounds: Round[], total: number): void {
   const busiest = [...threads].filter(([, ms]) => ms > 0).sort((a, b) => b[1] - a[1]);
   process.stdout.write(`  by thread: ${busiest.map(([name, ms]) => `${name} ${us(ms)}`).join(', ')}\n`);
   process.stdout.write(`  the ${STREAMS} sending streams (this process): ${us(clientMs)} µs a record; both together ${((cpu.all + clientMs) / 1000 / seconds).toFixed(2)} CPUs busy\n`);
+}
+
+/** The tier's rows: records/s against the embedded collector's median, CPU a record against its, and where a record's time goes. */
+function printTier(tiers: TierRound[], records: number, embeddedRate: number, embeddedCpuMsPerRecord: number): void {
+  const us = (ms: number): string => ((ms * 1000) / records).toFixed(1);
+  const rows = tiers.map((r) => [`collector tier: ${r.replicas} replica(s), ${r.natsNodes} NATS nodes`, String(records), r.seconds.toFixed(2), Math.round(records / r.seconds).toLocaleString('en'), (records / r.seconds / embeddedRate).toFixed(2)]);
+  process.stdout.write(formatTable(['path (warm-up stream included)', 'records', 'seconds', 'records/s', 'vs embedded'], rows) + '\n');
+  for (const r of tiers) {
+    const perReplica = r.replicaCpuMs / records;
+    const ratio = perReplica / embeddedCpuMsPerRecord;
+    process.stdout.write(
+      `tier, ${r.replicas} replica(s): replica CPU ${us(r.replicaCpuMs)} µs a record (all replicas, ingest and index; embedded ${(embeddedCpuMsPerRecord * 1000).toFixed(1)}): ${ratio.toFixed(2)}x, target <= ${TIER_CPU_TARGET}x: ${ratio <= TIER_CPU_TARGET ? 'met' : 'MISSED'}; NATS servers ${us(r.natsCpuMs)} µs a record\n` +
+        `  a record's time in the replicas (wall, summed): publish until JetStream acked ${us(r.publishMs)} µs, head compare-and-set ${us(r.casMs)} µs, index write ${us(r.indexMs)} µs (verify: as embedded)\n`,
+    );
+  }
 }
 
 // Run as a script; bench/export.ts imports its streams and senders.

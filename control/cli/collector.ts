@@ -20,6 +20,7 @@ import { otlpProtocolFrom } from '../collector/export/otlp-transport.js';
 const MIN_CERT_TTL_MS = 2_000;
 /** Below this a --cert-ttl is logged as a test setting: Certify calls grow as 2/TTL per sidecar. */
 const SHORT_CERT_TTL_MS = 3_600_000;
+import { parseJetStreamUrls, type JetStreamConfig } from '../collector/jetstream/nats-connect.js';
 
 export const COLLECTOR_SETTINGS = {
   grpcPort: tcpPort({ name: 'grpc-port', default: 9400, help: 'gRPC ingest from sidecars (Sync)' }),
@@ -41,6 +42,16 @@ export const COLLECTOR_SETTINGS = {
   exportOtlp: flag({ name: 'export-otlp', help: 'export stored records as OpenTelemetry logs over OTLP, at least once, from a cursor kept in the store; endpoint, protocol (grpc, http/protobuf, http/json), headers and timeout from the standard OTEL_EXPORTER_OTLP_LOGS_* / OTEL_EXPORTER_OTLP_* variables' }),
   retentionMs: duration({ name: 'retention', default: DEFAULT_RETENTION, help: 'prune whole batches sealed longer ago than this (90d, 12h; 0: never); with --export-otlp never one not exported yet' }),
   storeLimitBytes: optionalWhole({ name: 'store-limit-bytes', help: "the store's bound: past it the oldest batches are pruned (never unexported ones); with nothing to prune, new segments are refused, retryable (sidecars buffer), and /readyz says so" }, 1_048_576, 'at least 1048576 (1 MiB)'),
+  jetstream: optionalText({ name: 'jetstream', help: 'comma-separated NATS URLs (nats://HOST:PORT): run as one replica of a collector tier on NATS JetStream; --store then holds this replica\'s shard indexes' }, (value) => {
+    try {
+      parseJetStreamUrls(value);
+    } catch (err) {
+      throw new UsageError(`--jetstream: ${(err as Error).message}`);
+    }
+  }),
+  jetstreamCreds: optionalText({ name: 'jetstream-creds', help: 'NATS credentials file (user JWT and nkey seed) for --jetstream' }),
+  jetstreamCaFile: optionalText({ name: 'jetstream-ca-file', help: "CA bundle (PEM) the NATS servers' TLS certificates are checked against; TLS is then required" }),
+  jetstreamLeaseMs: duration({ name: 'jetstream-lease', default: '15s', help: 'how long a replica owns a shard without renewing its lease: after it dies, another takes its shards over within this' }),
   logLevel: choice<'info' | 'warn' | 'error' | 'silent'>({ name: 'log-level', default: 'info', choices: ['info', 'warn', 'error', 'silent'], help: 'structured log verbosity (stderr)' }),
   // Fleet-wide spike and first-seen detection (GET /v1/anomalies), tuned like the sidecar's.
   alerts: ALERT_SETTINGS,
@@ -50,7 +61,7 @@ export const COLLECTOR_FLAGS: readonly FlagSpec[] = flagsOf(COLLECTOR_SETTINGS);
 
 export const COLLECTOR_HELP = formatHelp(
   'auditmesh collector [flags]',
-  "Runs the control-plane collector: sidecars stream their journals to it over gRPC; it verifies\nevery batch (Merkle root, hash chain, signature, contiguous numbers), stores it in an embedded\nLMDB store, acks it, and answers queries and live tails over HTTP to readers with a credential\n(--reader-token-file, --read-policy). Sidecars present a projected\nServiceAccount token (audience auditmesh; in a pod the issuer's keys are found by themselves) or a\n--token-file token; with neither it refuses to start unless --insecure is given.",
+  "Runs the control-plane collector: sidecars stream their journals to it over gRPC; it verifies\nevery batch (Merkle root, hash chain, signature, contiguous numbers), stores it in an embedded\nLMDB store, acks it, and answers queries and live tails over HTTP to readers with a credential\n(--reader-token-file, --read-policy). Sidecars present a projected\nServiceAccount token (audience auditmesh; in a pod the issuer's keys are found by themselves) or a\n--token-file token; with neither it refuses to start unless --insecure is given. With\n--jetstream it runs as one replica of a collector tier on NATS JetStream: the stream is the\ndurable truth, chain heads live in a KV bucket, and --store holds the shards this replica indexes.",
   COLLECTOR_FLAGS,
 );
 
@@ -83,12 +94,12 @@ export async function collectorMain(argv: readonly string[], io: CommandIO): Pro
     io.stderr.write(`auditmesh collector: --export-otlp: ${(err as Error).message}\n`);
     return 2;
   }
-  const { logLevel, serviceAccountIssuer: _issuer, serviceAccountJwks: _jwks, trustDomain: _domain, caDir: _caDir, certTtlMs: _ttl, exportOtlp: _export, ...config } = settings;
+  const { logLevel, serviceAccountIssuer: _issuer, serviceAccountJwks: _jwks, trustDomain: _domain, caDir: _caDir, certTtlMs: _ttl, exportOtlp: _export, jetstream: _js, jetstreamCreds: _creds, jetstreamCaFile: _jsCa, jetstreamLeaseMs: _lease, ...config } = settings;
   const log = createLogger(logLevel, (line) => io.stderr.write(line));
   if (settings.certTtlMs < SHORT_CERT_TTL_MS) log('warn', '--cert-ttl is for tests: every sidecar and the collector renew their certificate every half of it (use 1h or more)', { cert_ttl_ms: settings.certTtlMs });
   let collector: Collector;
   try {
-    collector = await createCollector({ ...config, ...(protocol === undefined ? {} : { exportOtlp: { protocol } }), ...(serviceAccounts === undefined ? {} : { serviceAccounts }), identity: meshIdentity(settings, serviceAccounts, io.env) }, log);
+    collector = await createCollector({ ...config, ...(protocol === undefined ? {} : { exportOtlp: { protocol } }), ...(serviceAccounts === undefined ? {} : { serviceAccounts }), identity: meshIdentity(settings, serviceAccounts, io.env), jetstream: jetStreamOf(settings) }, log);
   } catch (err) {
     io.stderr.write(`auditmesh collector: cannot start: ${(err as Error).message}\n`);
     return err instanceof CollectorConfigError ? 2 : 1;
@@ -97,6 +108,12 @@ export async function collectorMain(argv: readonly string[], io: CommandIO): Pro
   log('info', 'stopping');
   await collector.close();
   return 0;
+}
+
+/** --jetstream and its companions; undefined: the embedded store. */
+function jetStreamOf(settings: SettingsOf<typeof COLLECTOR_SETTINGS>): JetStreamConfig | undefined {
+  if (settings.jetstream === undefined) return undefined;
+  return { urls: parseJetStreamUrls(settings.jetstream), credsFile: settings.jetstreamCreds, caFile: settings.jetstreamCaFile, leaseMs: settings.jetstreamLeaseMs };
 }
 
 /** The mesh CA proves identities from ServiceAccount tokens: on whenever those are checked. */

@@ -14,6 +14,8 @@ import { verifyBundle, type BundleReport, type EvidenceBundle } from '../../ledg
 import { parseRecordRef, ProofError } from '../collector/witness/bundle-builder.js';
 import { openStoreProofs, type StoreProofs } from '../collector/witness/store-proofs.js';
 import type { WitnessReport } from '../collector/witness/verify-witness.js';
+import { parseJetStreamUrls, type JetStreamConfig } from '../collector/jetstream/nats-connect.js';
+import { verifyJetStream, type StreamReport } from '../collector/jetstream/verify-stream.js';
 
 const HEX_HEAD = /^[0-9a-f]{64}$/;
 
@@ -24,13 +26,15 @@ const VERIFY_SETTINGS = {
   expectKey: optionalText({ name: 'expect-key', help: 'key id every head must be signed with', env: false }),
   caFile: optionalText({ name: 'ca-file', help: 'the mesh CA bundle (PEM): a key change whose new key it certifies, for the same SPIFFE ID, is endorsed', env: false }),
   record: optionalText({ name: 'record', help: "also print a record, its proofs and what they prove against, and check them: SEQ in a journal, SIDECAR_ID:SEQ in a collector store (up to the collector's newest signed tree head)", env: false }),
+  jetstreamCreds: optionalText({ name: 'jetstream-creds', help: 'with nats://…: NATS credentials file', env: false }),
+  jetstreamCaFile: optionalText({ name: 'jetstream-ca-file', help: "with nats://…: CA bundle (PEM) the NATS servers' TLS certificates are checked against", env: false }),
   output: choice<'table' | 'json'>({ name: 'output', short: 'o', choices: ['table', 'json'], default: 'table', help: 'json: the result as one JSON object', env: false }),
 };
 const VERIFY_FLAGS: readonly FlagSpec[] = flagsOf(VERIFY_SETTINGS);
 
 export const VERIFY_HELP = formatHelp(
   'auditmesh verify PATH [--expect-head HASH] [--expect-key ID] [--ca-file FILE] [--record SEQ|SIDECAR_ID:SEQ] [-o json]',
-  'Verifies a sidecar journal offline: every record, Merkle root, chain link and signature, and that\nsequence numbers run on without a hole. Every key change (a boot epoch with a new key) must be\nendorsed, by the previous key or (with --ca-file) by a mesh CA certificate of the new key; the\nprune mark must be signed by a key of the chain. Reads one consistent snapshot, so a journal being written\nmeanwhile is fine. PATH may also be a collector store (--store of `auditmesh collector`): then\nevery chain in it, one per sidecar incarnation (ID@POD_UID), is verified end to end with the\nkeys the collector pinned (--ca-file applies as for a journal; the --expect-* flags are for\njournals; --record SIDECAR_ID:SEQ proves one record up to the signed tree head of the\ncollector, SIDECAR_ID with @POD_UID for an incarnation). PATH may also be a bundle file of\n`auditmesh export`: every proof in it is checked with no network (--ca-file pins the mesh CA its\ncertifications must chain to). Exit 0 if everything verifies, 1 naming the first sidecar, batch,\nrecord, key or tree head that does not.',
+  'Verifies a sidecar journal offline: every record, Merkle root, chain link and signature, and that\nsequence numbers run on without a hole. Every key change (a boot epoch with a new key) must be\nendorsed, by the previous key or (with --ca-file) by a mesh CA certificate of the new key; the\nprune mark must be signed by a key of the chain. Reads one consistent snapshot, so a journal being written\nmeanwhile is fine. PATH may also be a collector store (--store of `auditmesh collector`): then\nevery chain in it, one per sidecar incarnation (ID@POD_UID), is verified end to end with the\nkeys the collector pinned (--ca-file applies as for a journal; the --expect-* flags are for\njournals; --record SIDECAR_ID:SEQ proves one record up to the signed tree head of the\ncollector, SIDECAR_ID with @POD_UID for an incarnation). PATH may also be a bundle file of\n`auditmesh export`: every proof in it is checked with no network (--ca-file pins the mesh CA its\ncertifications must chain to). PATH nats://HOST:PORT[,nats://…] verifies a collector tier on NATS\nJetStream the same way, from its stream. Exit 0 if everything verifies, 1 naming the first sidecar, batch,\nrecord, key or tree head that does not.',
   VERIFY_FLAGS,
 );
 
@@ -40,12 +44,23 @@ interface VerifyArgs {
   /** --record as given: SEQ for a journal, SIDECAR_ID:SEQ for a store. */
   recordRef?: string;
   json: boolean;
+  jetstream?: JetStreamConfig;
 }
 
 function parseVerifyArgs(argv: readonly string[], env: CommandIO['env']): VerifyArgs {
   const { values, positionals } = parseFlags(VERIFY_FLAGS, argv, env);
   if (positionals.length !== 1) throw new UsageError(positionals.length === 0 ? 'PATH (the journal folder) is required' : `unexpected argument ${JSON.stringify(positionals[1])}`);
-  const { output, caFile, record: recordRef, ...opts } = readSettings(VERIFY_SETTINGS, values, env);
+  const { output, caFile, record: recordRef, jetstreamCreds, jetstreamCaFile, ...opts } = readSettings(VERIFY_SETTINGS, values, env);
+  if (/^(nats|tls):\/\//.test(positionals[0])) {
+    let urls;
+    try {
+      urls = parseJetStreamUrls(positionals[0]);
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+    return { path: positionals[0], opts, json: output === 'json', jetstream: { urls, credsFile: jetstreamCreds, caFile: jetstreamCaFile } };
+  }
+
   if (!existsSync(positionals[0])) throw new UsageError(`no journal at ${positionals[0]}`);
   let ca;
   try {
@@ -77,6 +92,7 @@ export async function verifyMain(argv: readonly string[], io: CommandIO): Promis
     io.stderr.write(`auditmesh verify: ${err.message}\n(see auditmesh verify --help)\n`);
     return 2;
   }
+  if (args.jetstream !== undefined) return verifyTierMain(args, args.jetstream, io);
   // LMDB's ITS#9496 runs in the process that opens the environment: this one.
   const build = lmdbBuild();
   if (!build.patched) io.stderr.write(`auditmesh verify: warning: ${build.problem}. Opening a journal or store that is being written from this install: ${unpatchedRisk('its writer')}\n`);
@@ -96,6 +112,27 @@ export async function verifyMain(argv: readonly string[], io: CommandIO): Promis
   }
   io.stdout.write(args.json ? JSON.stringify(report) + '\n' : formatReport(report));
   return report.ok ? 0 : 1;
+}
+
+/** A JetStream tier: every chain from its stream, the same report as for a store. */
+async function verifyTierMain(args: VerifyArgs, config: JetStreamConfig, io: CommandIO): Promise<number> {
+  if (!journalOnlyFlagsAbsent(args, 'a JetStream tier', io)) return 2;
+  let report: StreamReport;
+  try {
+    report = await verifyJetStream(config);
+  } catch (err) {
+    io.stderr.write(`auditmesh verify: cannot read the JetStream tier at ${args.path}: ${(err as Error).message}\n`);
+    return 1;
+  }
+  io.stdout.write(args.json ? JSON.stringify(report) + '\n' : formatStoreReport(report));
+  return report.ok ? 0 : 1;
+}
+
+function journalOnlyFlagsAbsent(args: VerifyArgs, what: string, io: CommandIO): boolean {
+  const { expectHead, expectKey } = args.opts;
+  if (expectHead === undefined && expectKey === undefined && args.recordRef === undefined) return true;
+  io.stderr.write(`auditmesh verify: ${args.path} is ${what}; --expect-head, --expect-key and --record apply to a sidecar journal or a collector store\n`);
+  return false;
 }
 
 async function verifyStoreMain(args: VerifyArgs, io: CommandIO): Promise<number> {
@@ -201,7 +238,7 @@ export function formatBundleReport(r: BundleReport): string {
 }
 
 /** One line per chain (a sidecar's incarnation as `ID@POD_UID`), then the verdict naming the first failure. */
-export function formatStoreReport(r: StoreReport): string {
+export function formatStoreReport(r: StoreReport | StreamReport): string {
   const lines = r.sidecars.flatMap((s) => {
     const state = s.ok ? 'ok    ' : 'FAILED';
     const changes = s.key_changes.map((c) => `       ${s.chain}: ${keyChangeLine(c)}`);
@@ -214,7 +251,8 @@ export function formatStoreReport(r: StoreReport): string {
   } else {
     const sidecars = new Set(r.sidecars.map((s) => s.id)).size;
     const chains = r.sidecars.length === sidecars ? '' : ` in ${r.sidecars.length} chains (incarnations)`;
-    lines.push(`collector store verified: ${r.records} records of ${sidecars} sidecars${chains}, every chain end to end`);
+    const tier = r.kind === 'jetstream' ? `; ${r.stream_messages} stream messages, ${r.duplicates} stored twice, ${r.unacknowledged} links past the acknowledged heads` : '';
+    lines.push(`${r.kind === 'jetstream' ? 'JetStream tier' : 'collector store'} verified: ${r.records} records of ${sidecars} sidecars${chains}, every chain end to end${tier}`);
   }
   return lines.join('\n') + '\n';
 }

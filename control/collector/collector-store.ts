@@ -125,6 +125,12 @@ export interface CollectorStore {
   append(run: VerifiedAppend): Promise<void>;
   /** Stores a chain's state alone (first contact, last seen), under its chain key. */
   putSidecar(state: SidecarState): Promise<void>;
+  /**
+   * A store that several collectors write (the JetStream tier): the sidecar's state as stored now,
+   * which another collector may have moved since this one read it; undefined when unknown. Absent
+   * on a store this collector alone writes.
+   */
+  current?(sidecarId: string): Promise<SidecarState | undefined>;
   keepEvidence(evidence: Evidence): Promise<void>;
   /** The evidence kept, oldest first. */
   evidence(): Promise<Evidence[]>;

@@ -15,7 +15,7 @@ import { createCollectorMetrics, type CollectorMetrics } from './collector-metri
 import type { CollectorStore } from './collector-store.js';
 import { createHashPool } from './ingest/hash-pool.js';
 import { createHttpApi } from './api/http-api.js';
-import { createFleetAlerts, type FleetAlerts } from './api/fleet-alerts.js';
+import { createFleetAlerts, type FleetAlerts, type FleetAnomaly } from './api/fleet-alerts.js';
 import type { AlertOptions } from '../../anomalies/exchange-summary.js';
 import { defaultAlertOptions } from '../../anomalies/alert-flags.js';
 import { Ingest } from './ingest/ingest.js';
@@ -39,6 +39,8 @@ import { watchStoreWrites } from './store/store-writes.js';
 import { DEFAULT_DISK_RESERVE_BYTES } from './store/disk-room.js';
 import { createOtlpExport, type OtlpExport } from './export/otlp-export.js';
 import type { OtlpTransportConfig } from './export/otlp-transport.js';
+import type { JetStreamConfig } from './jetstream/nats-connect.js';
+import { openTier, type Tier } from './jetstream/tier.js';
 
 /**
  * The collector, wired: store -> ingest -> gRPC Sync server, and the HTTP API beside it.
@@ -87,6 +89,8 @@ export interface CollectorConfig extends ReadSettings {
   onPruned?: (entry: PruneEntry) => void;
   /** --export-otlp: export stored records as OpenTelemetry logs over OTLP. */
   exportOtlp?: OtlpTransportConfig & { pollMs?: number; retryMaxMs?: number };
+  /** Run as one replica of a collector tier on NATS JetStream (jetstream/tier.ts); `storeDir` then holds this replica's shard indexes. */
+  jetstream?: JetStreamConfig;
 }
 
 /** --retention's default, 90 days. */
@@ -115,6 +119,8 @@ export interface Collector {
   readonly httpUrl: string;
   readonly metrics: CollectorMetrics;
   readonly store: CollectorStore;
+  /** This replica's part of the JetStream tier; null for the embedded store. */
+  readonly tier: Tier | null;
   /** The mesh CA; null without `identity`. */
   readonly ca: MeshCa | null;
   /** The collector's own key and CA certificate, gRPC serves TLS with it; null without `identity` or under --insecure. */
@@ -174,7 +180,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   // The metrics sample ingest's chains and the witness log, made below; nothing reads them before.
   const metrics = createCollectorMetrics({ storeBytes: () => lmdbStore.usedBytes(), sidecars: () => heartbeatTally(ingest.chains.values(), heartbeatIntervalMs, Date.now()), witnessTreeSize: () => witness.log.size });
   const writes = watchStoreWrites(lmdbStore, metrics.registry, log);
-  const store = writes.store;
+  const localStore = writes.store;
   let otlpExport: OtlpExport | null = null;
   // Prunings before the witness exists (the first sweep) wait for it.
   const prunedEarly: PruneEntry[] = [];
@@ -200,7 +206,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     otlpExport = createOtlpExport(lmdbStore.stores, { transport, pollMs, retryMaxMs, registry: metrics.registry, log, onExported: () => retention.full && void retention.sweep() });
   }
   const witness = createCollectorWitness({
-    store,
+    store: localStore,
     signer: await createCollectorKey({ serving, storeDir: config.storeDir }),
     checkpointIntervalMs: config.checkpointIntervalMs ?? CHECKPOINT_INTERVAL_MS,
     ...(ca === null ? {} : { caPem: ca.certPem }),
@@ -220,13 +226,30 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   const hasher = createHashPool(config.hashThreads);
   // Fleet detection is a stage of the collector, not a listener: it sees every stored run first.
   let fleetAlerts: FleetAlerts | null = null;
-  const ingest = await Ingest.open(store, hasher, (run) => {
+  const observe = (run: StoredRun): void => {
     try {
       if (fleetAlerts !== null) observeRun(fleetAlerts, run);
     } catch (err) {
       // Records are stored and verified; a record the detector cannot read must not fail the ack.
       log('error', 'fleet anomaly detection failed on a stored run', { sidecar: run.sidecar.id, err: (err as Error).message });
     }
+  };
+  // In the tier, each run is observed once fleet-wide: by the owner of its shard, as it indexes it.
+  const anomalies = (): { active: FleetAnomaly[]; recent: FleetAnomaly[] } => ({ active: fleetAlerts?.active() ?? [], recent: fleetAlerts?.recent() ?? [] });
+  let tier: Tier | null = null;
+  if (config.jetstream !== undefined) {
+    try {
+      tier = await openTier(config.jetstream, { index: lmdbStore, storeDir: config.storeDir, onIndexed: observe, localSidecars: () => sidecars(), localAnomalies: () => anomalies(), log });
+    } catch (err) {
+      await hasher.close();
+      await lmdbStore.close();
+      throw err;
+    }
+  }
+  // In the tier, the stream and its chain heads are the truth; this replica's LMDB store holds its shard indexes.
+  const store: CollectorStore = tier?.store ?? localStore;
+  const ingest = await Ingest.open(store, hasher, (run) => {
+    if (tier === null) observe(run);
     witness.onStored(run);
     feed.publish(run);
     retention.stored();
@@ -261,7 +284,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   if (!widenFlowWindow(grpcServer)) log('warn', 'collector could not raise the HTTP/2 flow-control window of this grpc-js version: large segments arrive 64 KiB at a time', {});
   // With identity on, reads are HTTPS with the serving certificate too: new handshakes take the renewed one.
   const httpTls = config.httpTls ?? serving?.tls();
-  const httpServer = createHttpApi({ store, metrics, sidecars, subscribe: (l) => feed.subscribe(l), ready: () => readiness(retention, writes.problem()), anomalies: () => ({ active: fleetAlerts?.active() ?? [], recent: fleetAlerts?.recent() ?? [] }), proof: (refs, opts) => witness.proof(refs, opts), maxTailSubscribers: config.maxTailSubscribers, readAccess, tls: httpTls });
+  const httpServer = createHttpApi({ store, metrics, sidecars: tier?.sidecars ?? sidecars, subscribe: (l) => feed.subscribe(l), ready: tier?.ready ?? (() => readiness(retention, writes.problem())), anomalies: tier?.anomalies ?? anomalies, proof: (refs, opts) => witness.proof(refs, opts), maxTailSubscribers: config.maxTailSubscribers, readAccess, tls: httpTls });
   if (config.httpTls === undefined && serving !== null) serving.onRenewed(() => (httpServer as unknown as TlsServer).setSecureContext(serving.tls()));
   let httpPort: number;
   try {
@@ -287,6 +310,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     httpUrl,
     metrics,
     store,
+    tier,
     ca,
     serving,
     witness,

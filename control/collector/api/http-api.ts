@@ -29,12 +29,13 @@ import { parseRecordRef, ProofError, type RecordRef } from '../witness/bundle-bu
 export interface HttpApiDeps {
   store: CollectorStore;
   metrics: CollectorMetrics;
-  sidecars(): SidecarStatus[];
+  /** Every sidecar known (in the JetStream tier, asked of every replica). */
+  sidecars(): SidecarStatus[] | Promise<SidecarStatus[]>;
   /** Runs stored from now on; returns the unsubscribe function. */
   subscribe(listener: (run: StoredRun) => void): () => void;
   ready(): { ok: boolean; reason?: string };
   /** Fleet-wide anomalies: spikes active now, and the latest raised. */
-  anomalies(): { active: FleetAnomaly[]; recent: FleetAnomaly[] };
+  anomalies(): { active: FleetAnomaly[]; recent: FleetAnomaly[] } | Promise<{ active: FleetAnomaly[]; recent: FleetAnomaly[] }>;
   /** A bundle proving these records (witness/collector-witness.ts); throws ProofError for one it cannot prove. */
   proof?(refs: readonly RecordRef[], opts: { treeSize?: number }): Promise<EvidenceBundle>;
   /** /v1/tail subscribers at once (--max-tail-subscribers); default DEFAULT_MAX_TAIL_SUBSCRIBERS. */
@@ -60,19 +61,29 @@ export function createHttpApi(deps: HttpApiDeps): http.Server {
       case '/v1/tail':
         return tail(deps, tails, scope, url.searchParams, res);
       case '/v1/sidecars':
-        res.writeHead(200, { 'content-type': 'application/json' });
-        return void res.end(JSON.stringify(deps.sidecars().filter((s) => inScope(scope, sidecarNamespace(s.id)))) + '\n');
+        return json(res, async () => (await deps.sidecars()).filter((s) => inScope(scope, sidecarNamespace(s.id))));
       case '/v1/proof':
         return proof(deps, scope, url.searchParams, res);
       case '/v1/anomalies':
         // Anomalies are fleet-wide, by service: no namespace to scope them by.
         if (!scope.all) return refuse(deps, res, 'fleet-wide anomalies are for readers of every namespace (*)');
-        res.writeHead(200, { 'content-type': 'application/json' });
-        return void res.end(JSON.stringify(deps.anomalies()) + '\n');
+        return json(res, async () => deps.anomalies());
       default:
         return text(res, 404, `not found: try ${ROUTES}\n`);
     }
   }, deps.tls);
+}
+
+/** A JSON answer; 503 when it cannot be gathered (a replica of the tier out of reach). */
+async function json(res: http.ServerResponse, gather: () => Promise<unknown>): Promise<void> {
+  let body: unknown;
+  try {
+    body = await gather();
+  } catch (err) {
+    return text(res, 503, `cannot answer now: ${(err as Error)?.message}\n`);
+  }
+  res.writeHead(200, { 'content-type': 'application/json' });
+  res.end(JSON.stringify(body) + '\n');
 }
 
 /** What answers without a credential: Prometheus and the kubelet reach these. */

@@ -108,6 +108,7 @@ export class Ingest {
     }
     const presentedKey: PresentedKey = { keyId, spki, key: presented, ...(clientCertificate === undefined ? {} : { certificate: certificateFor(clientCertificate, spki) }) };
     let chain = this.chains.get(key);
+    if (this.#store.current !== undefined) chain = await this.#adopt(key, chain, this.#store.current.bind(this.#store));
     if (chain !== undefined) {
       // Another key is taken only with an endorsed epoch link (key-rotation.ts).
       chain.presented = presentedKey;
@@ -136,6 +137,17 @@ export class Ingest {
     if (chain === undefined) this.chains.set(key, (chain = new SidecarChain(state, this.#store, this.#onStored)));
     else if (chain.state.key_id !== keyId) fail({ code: 'key-mismatch', problem: `sidecar ${key} is pinned to key ${chain.state.key_id}; this stream presents key ${keyId}` });
     chain.presented = presentedKey;
+    return chain;
+  }
+
+  /** On a store other collectors write too: the chain as stored now, which another collector may have moved. */
+  async #adopt(id: string, chain: SidecarChain | undefined, current: (id: string) => Promise<SidecarState | undefined>): Promise<SidecarChain | undefined> {
+    await chain?.settled();
+    const state = await current(id);
+    if (state === undefined) return chain;
+    chain = this.chains.get(id);
+    if (chain === undefined) this.chains.set(id, (chain = new SidecarChain(state, this.#store, this.#onStored)));
+    else chain.adopt(state);
     return chain;
   }
 

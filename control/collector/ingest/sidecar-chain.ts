@@ -83,6 +83,24 @@ export class SidecarChain {
   }
 
   /**
+   * Takes the stored state another collector moved the chain to (a store several collectors
+   * write): what a stream verifies from next. Call only once settled(); a segment of an older
+   * stream still being verified then fails its tip check.
+   */
+  adopt(state: SidecarState): void {
+    if (state.key_id !== this.state.key_id) {
+      const spki = Buffer.from(state.public_key, 'base64');
+      const key = publicKeyFromSpki(spki);
+      if (key === null) throw new Error(`stored public key of sidecar ${state.id} is not an Ed25519 key`);
+      this.spki = spki;
+      this.key = key;
+    }
+    this.state = state;
+    this.tip = { ...state.position };
+    this.lost = state.lost ?? [];
+  }
+
+  /**
    * Queues a verified run (the tip has already moved past it); resolves once it is stored. If a
    * commit fails, it and every run queued after it reject, and the tip falls back to the store.
    */

@@ -196,7 +196,7 @@ function checkStamps(stores: CollectorStores, transaction: Transaction, chain: s
 }
 
 /** A records link's stored records, which must be as many as it covers, from its first sequence number. */
-function storedRecords(h: StoredLink, value: Buffer): Buffer[] {
+export function storedRecords(h: StoredLink, value: Buffer): Buffer[] {
   let blob: BatchBlob;
   try {
     blob = new BatchBlob(value);
@@ -219,7 +219,7 @@ function storedRecords(h: StoredLink, value: Buffer): Buffer[] {
  * A batch whose records no longer hash to its root: if the leaf hashes stored with it still do,
  * the record whose leaf differs is the one that changed; fails naming it. Returns if it cannot tell.
  */
-function alteredRecord(h: StoredLink, bytes: Buffer[]): void {
+export function alteredRecord(h: StoredLink, bytes: Buffer[]): void {
   const stored = h.leaves;
   if (stored === undefined || stored.length !== bytes.length * 32) return;
   const leaves = Array.from({ length: bytes.length }, (_, i) => stored.subarray(i * 32, i * 32 + 32));
