@@ -61,20 +61,19 @@ async function volumeFiles(pod: PodHandle): Promise<string[]> {
 
 /**
  * The check the identity work exists for: the records a pod wrote carry the identity its
- * ServiceAccount proves, whatever its app label claims. The collector's records do not carry the
- * writer's proven identity (`audit.identity`) yet; until they do, this asserts what proves it
- * today: the pod's sidecar holds a certificate from the mesh CA for exactly that SPIFFE ID, and
- * the collector, which takes Sync only over mTLS from a certificate naming the same namespace and
- * ServiceAccount as the stream's token, stored these records from it. Once `audit.identity` is in
- * the query output, it must equal `spiffeId` on every record (the line marked below).
+ * ServiceAccount proves, whatever its app label claims. Its sidecar holds a certificate from the
+ * mesh CA for exactly that SPIFFE ID; the collector takes Sync only over mTLS from a certificate
+ * naming the same namespace and ServiceAccount as the stream's token, and stamps the writer's
+ * proven identity on every record it answers (`audit.identity`), and `audit.identity_mismatch`
+ * on those whose `audit.service` is not that ServiceAccount.
  */
-function assertRecordsCarryProvenIdentity(t: ExecutionContext, pod: PodHandle, records: Rec[], spiffeId: string): void {
+function assertRecordsCarryProvenIdentity(t: ExecutionContext, pod: PodHandle, records: Rec[], spiffeId: string, mismatch: boolean): void {
   t.true(records.length > 0, `no records of ${pod.namespace}/${pod.name} at the collector`);
   t.is(certifiedIdentity(pod), spiffeId, `${pod.name}'s sidecar log:\n${pod.containers.get('auditmesh-proxy')!.logs()}`);
   for (const r of records) {
     t.is(r['audit.sidecar_id'], `${pod.namespace}/${pod.name}`);
-    // audit.identity: make this unconditional once the collector's query output carries it.
-    if ('audit.identity' in r) t.is(r['audit.identity'], spiffeId, JSON.stringify(r));
+    t.is(r['audit.identity'], spiffeId, JSON.stringify(r));
+    t.is(r['audit.identity_mismatch'], mismatch ? true : undefined, JSON.stringify(r));
   }
 }
 
@@ -115,8 +114,8 @@ test.serial('the default install ships over mTLS: every sidecar is certified by 
   lap('apps ready');
 
   // Each sidecar was certified before it became ready, for the ServiceAccount its token names.
-  t.is(certifiedIdentity(orders), 'spiffe://cluster.local/ns/shop/sa/default');
-  t.is(certifiedIdentity(inventory), 'spiffe://cluster.local/ns/shop/sa/default');
+  t.is(certifiedIdentity(orders), 'spiffe://cluster.local/ns/shop/sa/orders');
+  t.is(certifiedIdentity(inventory), 'spiffe://cluster.local/ns/shop/sa/inventory');
   t.is(certifiedIdentity(impostor), 'spiffe://cluster.local/ns/shop/sa/impostor');
   // What an injected pod holds of the mesh CA: its certificate, from the pod's own annotation; never its key.
   for (const pod of [orders, inventory, impostor]) {
@@ -133,12 +132,16 @@ test.serial('the default install ships over mTLS: every sidecar is certified by 
   t.is(answer.http.status, 200, checkout.body);
   t.is(answer.grpc.text, 'echo item 42', checkout.body);
 
-  // Both ends of both calls, at the collector, from the node (as a user's port-forward would see them).
-  const api = `http://${collector.ip}:9401`;
+  // Both ends of both calls, at the collector, from the node (as a user's port-forward would see
+  // them): over HTTPS, trusting the mesh CA of the install's Secret for the collector's Service name.
+  const api = `https://${collector.ip}:9401`;
+  const tls = { ca: meshCa.certPem, servername: 'auditmesh-collector.auditmesh-system.svc' };
   // A reader as the install grants one: the auditmesh-reader ServiceAccount's token, audience auditmesh-read.
   const readerToken = await cluster.issuer.sign({ namespace: 'auditmesh-system', pod: { name: '', uid: '' }, serviceAccount: { name: 'auditmesh-reader', uid: 'r1' } }, { audience: 'auditmesh-read', expirationSeconds: 600 });
-  const asReader = { headers: { authorization: `Bearer ${readerToken}` } };
-  t.is((await cluster.request(`${api}/v1/sidecars`)).status, 401, 'no credential, no records');
+  const asReader = { ...tls, headers: { authorization: `Bearer ${readerToken}` } };
+  t.is((await cluster.request(`${api}/v1/sidecars`, tls)).status, 401, 'no credential, no records');
+  // Plain HTTP is not served on the port any more.
+  t.not((await cluster.request(`http://${collector.ip}:9401/livez`)).status, 200, 'the collector answers plain HTTP');
   const records = async (service: string): Promise<Array<Record<string, unknown>>> => {
     const r = await cluster.request(`${api}/v1/records?service=${service}&limit=1000`, asReader);
     return (r.body ?? '').split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
@@ -164,7 +167,13 @@ test.serial('the default install ships over mTLS: every sidecar is certified by 
     if (lies.some((r) => r['url.path'] === '/items/66') && lies.some((r) => r['rpc.method'] === 'Unary')) break;
   }
   t.true(lies.every((r) => r['audit.service'] === 'orders'), 'the impostor claims to be orders');
-  assertRecordsCarryProvenIdentity(t, impostor, lies, 'spiffe://cluster.local/ns/shop/sa/impostor');
+  // Its records name the ServiceAccount that wrote them, and are flagged: orders is not impostor.
+  assertRecordsCarryProvenIdentity(t, impostor, lies, 'spiffe://cluster.local/ns/shop/sa/impostor', true);
+  // The honest pods' records carry the identity their ServiceAccounts prove, unflagged.
+  for (const [pod, service] of [[orders, 'orders'], [inventory, 'inventory']] as const) {
+    const own = (await records(service)).filter((r) => r['audit.sidecar_id'] === `shop/${pod.name}`);
+    assertRecordsCarryProvenIdentity(t, pod, own, `spiffe://cluster.local/ns/shop/sa/${service}`, false);
+  }
 
   const collectorLog = collector.containers.get('collector')!.logs();
   for (const [end, record] of Object.entries(found)) t.truthy(record, `${end} never reached the collector; collector log:\n${collectorLog}\nsidecar log:\n${orders.containers.get('auditmesh-proxy')!.logs()}`);
@@ -175,7 +184,7 @@ test.serial('the default install ships over mTLS: every sidecar is certified by 
   const sidecars = JSON.parse((await cluster.request(`${api}/v1/sidecars`, asReader)).body ?? '[]') as Array<{ id: string; verified: boolean }>;
   for (const pod of [orders, inventory, impostor]) t.like(sidecars.find((s) => s.id === `shop/${pod.name}`), { verified: true }, JSON.stringify(sidecars));
   // The mesh CA issued each sidecar its certificate (and the collector its serving one).
-  const metrics = (await cluster.request(`${api}/metrics`)).body ?? '';
+  const metrics = (await cluster.request(`${api}/metrics`, tls)).body ?? '';
   t.true(metricValue(metrics, 'auditmesh_collector_certificates_issued_total') >= 3, metrics.split('\n').filter((l) => l.includes('certif') || l.includes('identity')).join('\n'));
 
   // Every probe the manifests declare ran from the node and passed; none failed once it had passed.

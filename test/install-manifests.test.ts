@@ -87,22 +87,45 @@ test('deploy/monitoring.yaml is the rendered monitoring (npm run render-deploy r
 test('control-plane pods announce their /metrics port with prometheus.io annotations, a port the pod declares', async (t) => {
   for (const name of ['auditmesh-collector', 'auditmesh-injector']) {
     const deployment = find(await install([]), 'Deployment', name) as Obj & { spec: { template: { metadata: { annotations: Record<string, string> }; spec: { containers: Array<{ ports: Array<{ containerPort: number }> }> } } } };
-    const { annotations } = deployment.spec.template.metadata;
+    const annotations: Record<string, string | undefined> = deployment.spec.template.metadata.annotations;
     t.is(annotations['prometheus.io/scrape'], 'true', name);
     t.is(annotations['prometheus.io/path'], '/metrics', name);
+    // The collector's HTTP port serves HTTPS with its mesh-CA certificate; the injector's admin port plain HTTP.
+    t.is(annotations['prometheus.io/scheme'], name === 'auditmesh-collector' ? 'https' : undefined, name);
     t.true(deployment.spec.template.spec.containers[0]!.ports.some((p) => String(p.containerPort) === annotations['prometheus.io/port']), name);
   }
 });
 
 test('the prometheus.io annotations of injected pods and control-plane pods point a Prometheus without the Operator at the port and path the PodMonitor and ServiceMonitor scrape', async (t) => {
   // Where each process would listen here; nothing is scraped.
-  const local = { sidecars: [{ service: 'checkout', namespace: 'shop', adminPort: 20001 }], collectorHttpPort: 20002, injectorAdminPort: 20003 };
+  const local = { sidecars: [{ service: 'checkout', namespace: 'shop', adminPort: 20001 }], collectorHttpPort: 20002, collectorCaFile: '/etc/prometheus/secrets/auditmesh-mesh-ca/ca.crt', injectorAdminPort: 20003 };
   const { pods, config } = await localMonitoring(local, { scrapeInterval: '30s', evaluationInterval: '30s', rulesFile: 'rules.yml' });
-  type Job = { metrics_path: string; static_configs: Array<{ targets: string[]; labels: Record<string, string> }> };
-  const byOperator = (config.scrape_configs as Job[]).flatMap((j) => j.static_configs.flatMap((g) => g.targets.map((address) => ({ pod: g.labels.pod!, address, path: j.metrics_path }))));
+  type Job = { metrics_path: string; scheme?: string; tls_config?: unknown; static_configs: Array<{ targets: string[]; labels: Record<string, string> }> };
+  const jobs = config.scrape_configs as Job[];
+  const byOperator = jobs.flatMap((j) => j.static_configs.flatMap((g) => g.targets.map((address) => ({ pod: g.labels.pod!, address, path: j.metrics_path, scheme: j.scheme ?? 'http' }))));
   const byPod = (a: { pod: string }, b: { pod: string }): number => a.pod.localeCompare(b.pod);
   t.deepEqual(annotatedTargets(pods).sort(byPod), byOperator.sort(byPod));
   t.deepEqual(byOperator.map((x) => x.address), ['127.0.0.1:20002', '127.0.0.1:20003', '127.0.0.1:20001'], 'the collector, the injector and the sidecar, each once');
+  // The collector over HTTPS, verified against the mesh CA for its Service's name; the others plain HTTP.
+  t.deepEqual(byOperator.map((x) => x.scheme), ['https', 'http', 'http']);
+  const collectorJob = jobs.find((j) => j.static_configs.some((g) => g.labels.pod === 'auditmesh-collector-0'))!;
+  t.deepEqual(collectorJob.tls_config, { ca_file: local.collectorCaFile, server_name: 'auditmesh-collector.auditmesh-system.svc' });
+});
+
+test('the ServiceMonitor scrapes the collector over HTTPS trusting the mesh CA Secret for its Service name, and the injector over HTTP', async (t) => {
+  const objects = await install(['-n', 'audit', '--monitoring', '--certs', 'self-signed']);
+  type Endpoint = { port: string; scheme?: string; tlsConfig?: unknown };
+  const { endpoints } = (find(objects, 'ServiceMonitor') as Obj & { spec: { endpoints: Endpoint[] } }).spec;
+  t.like(endpoints.find((e) => e.port === 'http'), { scheme: 'https', tlsConfig: { ca: { secret: { name: 'auditmesh-mesh-ca', key: 'ca.crt' } }, serverName: 'auditmesh-collector.audit.svc' } });
+  const injector = endpoints.find((e) => e.port === 'http-metrics')!;
+  t.is(injector.scheme, undefined);
+  t.is(injector.tlsConfig, undefined);
+  // The Secret it trusts is one the install renders (with cert-manager, one its Certificate fills), in the monitor's namespace, with that key.
+  const certificate = (await install(['-n', 'audit', '--monitoring'])).find((o) => o.kind === 'Certificate' && (o as Obj & { spec: { secretName: string } }).spec.secretName === 'auditmesh-mesh-ca');
+  t.is(certificate?.metadata.namespace, 'audit');
+  const secret = find(objects, 'Secret', 'auditmesh-mesh-ca') as Obj & { metadata: { namespace: string }; data: Record<string, string> };
+  t.is(secret.metadata.namespace, 'audit');
+  t.true('ca.crt' in secret.data);
 });
 
 test('control-plane pods get an hour to start (a large store opens or migrates) before their liveness probe applies', async (t) => {
@@ -113,6 +136,18 @@ test('control-plane pods get an hour to start (a large store opens or migrates) 
     t.is(startupProbe?.httpGet.path, '/livez', name);
     t.true(startupProbe!.periodSeconds * startupProbe!.failureThreshold >= 3600, name);
     t.is(livenessProbe?.httpGet.path, '/livez', name);
+  }
+});
+
+test("the collector's probes use HTTPS, as its HTTP port serves TLS with the mesh CA's certificate (the kubelet does not verify it); the injector's stay HTTP, in --ha too", async (t) => {
+  type Probe = { httpGet: { scheme?: string } };
+  type Container = { startupProbe: Probe; readinessProbe: Probe; livenessProbe: Probe };
+  for (const args of [[], ['--ha']]) {
+    const objects = await install(args);
+    for (const [name, scheme] of [['auditmesh-collector', 'HTTPS'], ['auditmesh-injector', undefined]] as const) {
+      const c = (find(objects, 'Deployment', name) as Obj & { spec: { template: { spec: { containers: Container[] } } } }).spec.template.spec.containers[0]!;
+      t.deepEqual([c.startupProbe, c.readinessProbe, c.livenessProbe].map((p) => p.httpGet.scheme), [scheme, scheme, scheme], `${name} ${args.join(' ')}`);
+    }
   }
 });
 

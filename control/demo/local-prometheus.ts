@@ -5,6 +5,8 @@ import { injectManifest } from '../injector/inject-manifest.js';
 import { COLLECTOR, INJECTOR, type KubeObject } from '../install/install-options.js';
 import { localPod, operatorPrometheusConfig, prometheusRules, type LocalPod, type PodLike, type PrometheusSettings } from '../install/prometheus-config.js';
 import { renderInstall } from '../install/render-install.js';
+import { MESH_CA_SECRET } from '../install/mesh-ca-secret.js';
+import { CA_CERT_FILE } from '../collector/ingest/mesh-ca.js';
 import { installOptions } from '../cli/install.js';
 
 /** auditmesh processes running on 127.0.0.1, standing in for pods of a cluster. */
@@ -12,6 +14,12 @@ export interface LocalProcesses {
   /** Each sidecar: its service (the pod's app), the pod's namespace, its admin port here. */
   sidecars: Array<{ service: string; namespace: string; adminPort: number }>;
   collectorHttpPort?: number;
+  /**
+   * The mesh CA certificate (ca.crt) of a collector that serves HTTPS, as the install's does; its
+   * serving certificate must name the Service (`serviceNames(namespace)`). Without it the collector
+   * runs --insecure, serves plain HTTP, and is scraped so.
+   */
+  collectorCaFile?: string;
   injectorAdminPort?: number;
 }
 
@@ -45,7 +53,8 @@ export async function localMonitoring(local: LocalProcesses, settings: Prometheu
   };
   controlPlane(COLLECTOR, collectorHttpContainerPort(objects), local.collectorHttpPort);
   controlPlane(INJECTOR, injectorMetricsContainerPort(objects), local.injectorAdminPort);
-  return { objects, pods, config: operatorPrometheusConfig(objects, pods, settings), rules: prometheusRules(objects) };
+  const tls: Partial<PrometheusSettings> = local.collectorCaFile === undefined ? { plainHttp: true } : { secretFiles: { [`${MESH_CA_SECRET}/${CA_CERT_FILE}`]: local.collectorCaFile } };
+  return { objects, pods, config: operatorPrometheusConfig(objects, pods, { ...settings, ...tls }), rules: prometheusRules(objects) };
 }
 
 function containerPort(objects: readonly KubeObject[], deployment: string, portName: string): number {

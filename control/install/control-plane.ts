@@ -55,8 +55,13 @@ export function serviceAccounts(o: InstallOptions): KubeObject[] {
 /** Startup probes every 5 s, up to an hour, before liveness applies. */
 const STARTUP_PROBE_FAILURES = 720;
 
-function container(o: InstallOptions, name: string, args: readonly string[], resources: Resources, adminPort: number, ports: Array<{ name: string; containerPort: number }>, mounts: Array<{ name: string; mountPath: string; readOnly?: boolean }>): Record<string, unknown> {
-  const probe = (path: string, periodSeconds: number): Record<string, unknown> => ({ httpGet: { path, port: adminPort }, periodSeconds, timeoutSeconds: 2, failureThreshold: 3 });
+/** How the kubelet and Prometheus reach a control-plane pod's probe and metrics port. */
+type Scheme = 'http' | 'https';
+
+function container(o: InstallOptions, name: string, args: readonly string[], resources: Resources, adminPort: number, scheme: Scheme, ports: Array<{ name: string; containerPort: number }>, mounts: Array<{ name: string; mountPath: string; readOnly?: boolean }>): Record<string, unknown> {
+  // The kubelet does not verify an HTTPS probe's certificate, so the collector's CA-issued one needs nothing more.
+  const httpGet = (path: string): Record<string, unknown> => ({ path, port: adminPort, ...(scheme === 'https' ? { scheme: 'HTTPS' } : {}) });
+  const probe = (path: string, periodSeconds: number): Record<string, unknown> => ({ httpGet: httpGet(path), periodSeconds, timeoutSeconds: 2, failureThreshold: 3 });
   return {
     name,
     image: o.image,
@@ -74,8 +79,8 @@ function container(o: InstallOptions, name: string, args: readonly string[], res
   };
 }
 
-/** `metricsPort`: where the pod serves /metrics, announced with prometheus.io annotations for Prometheus setups without the Operator. */
-function deployment(o: InstallOptions, name: string, replicas: number, metricsPort: number, podSpec: Record<string, unknown>, extra: Record<string, unknown> = {}): KubeObject {
+/** `metricsPort` and `scheme`: where the pod serves /metrics, announced with prometheus.io annotations for Prometheus setups without the Operator. */
+function deployment(o: InstallOptions, name: string, replicas: number, metricsPort: number, scheme: Scheme, podSpec: Record<string, unknown>, extra: Record<string, unknown> = {}): KubeObject {
   const labels = componentLabels(name);
   return {
     apiVersion: 'apps/v1',
@@ -86,7 +91,7 @@ function deployment(o: InstallOptions, name: string, replicas: number, metricsPo
       selector: { matchLabels: { 'app.kubernetes.io/name': name } },
       ...extra,
       template: {
-        metadata: { labels: { ...labels, 'auditmesh.io/inject': 'false' }, annotations: prometheusScrapeAnnotations(metricsPort) },
+        metadata: { labels: { ...labels, 'auditmesh.io/inject': 'false' }, annotations: prometheusScrapeAnnotations(metricsPort, scheme) },
         spec: {
           serviceAccountName: name,
           automountServiceAccountToken: false,
@@ -112,9 +117,9 @@ export function injector(o: InstallOptions): KubeObject[] {
   // The mesh CA's certificate (never its key), which the injector embeds in every pod.
   const args = ['injector', '--port', String(INJECTOR_PORT), '--admin-port', String(INJECTOR_ADMIN_PORT), '--tls-cert', `${TLS_DIR}/tls.crt`, '--tls-key', `${TLS_DIR}/tls.key`, '--ca-file', `${MESH_CA_DIR}/${CA_CERT_FILE}`, ...o.injectArgs];
   const objects: KubeObject[] = [
-    deployment(o, INJECTOR, o.injectorReplicas, INJECTOR_ADMIN_PORT, {
+    deployment(o, INJECTOR, o.injectorReplicas, INJECTOR_ADMIN_PORT, 'http', {
       containers: [
-        container(o, 'injector', args, o.injectorResources, INJECTOR_ADMIN_PORT, [{ name: 'https-webhook', containerPort: INJECTOR_PORT }, { name: 'http-metrics', containerPort: INJECTOR_ADMIN_PORT }], [{ name: 'tls', mountPath: TLS_DIR, readOnly: true }, meshCaMount()]),
+        container(o, 'injector', args, o.injectorResources, INJECTOR_ADMIN_PORT, 'http', [{ name: 'https-webhook', containerPort: INJECTOR_PORT }, { name: 'http-metrics', containerPort: INJECTOR_ADMIN_PORT }], [{ name: 'tls', mountPath: TLS_DIR, readOnly: true }, meshCaMount()]),
       ],
       volumes: [{ name: 'tls', secret: { secretName: INJECTOR_TLS_SECRET } }, meshCaVolume(false)],
       topologySpreadConstraints: [{ maxSkew: 1, topologyKey: 'kubernetes.io/hostname', whenUnsatisfiable: 'ScheduleAnyway', labelSelector: { matchLabels: { 'app.kubernetes.io/name': INJECTOR } } }],
@@ -155,7 +160,8 @@ function apiAccessVolume(): Record<string, unknown> {
  * has a single writer, on a PersistentVolumeClaim, replaced with Recreate so two never share it.
  * Sidecars present projected ServiceAccount tokens (audience auditmesh); the collector checks them
  * against the cluster issuer's keys and, with the mesh CA of its Secret (--ca-dir), certifies
- * their keys and takes their records over mTLS only. Nothing is to be created by hand.
+ * their keys and takes their records over mTLS only. With that CA its HTTP port (reads, /metrics,
+ * probes) serves HTTPS with its CA-issued serving certificate. Nothing is to be created by hand.
  */
 export function collector(o: InstallOptions): KubeObject[] {
   // The mesh CA comes from its Secret only: in a pod the collector never makes one (a replica of its own would split the trust root).
@@ -172,9 +178,10 @@ export function collector(o: InstallOptions): KubeObject[] {
       COLLECTOR,
       1,
       COLLECTOR_HTTP_PORT,
+      'https',
       {
         containers: [
-          container(o, 'collector', args, o.collectorResources, COLLECTOR_HTTP_PORT, [{ name: 'grpc', containerPort: COLLECTOR_GRPC_PORT }, { name: 'http', containerPort: COLLECTOR_HTTP_PORT }], [
+          container(o, 'collector', args, o.collectorResources, COLLECTOR_HTTP_PORT, 'https', [{ name: 'grpc', containerPort: COLLECTOR_GRPC_PORT }, { name: 'http', containerPort: COLLECTOR_HTTP_PORT }], [
             { name: 'store', mountPath: STORE_DIR },
             { name: 'kube-api-access', mountPath: API_ACCESS_DIR, readOnly: true },
             { name: 'read-policy', mountPath: READ_POLICY_DIR, readOnly: true },

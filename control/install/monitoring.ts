@@ -2,7 +2,9 @@ import { SIDECAR_LABEL } from '../injector/inject.js';
 import { ADMIN_PORT_NAME } from '../injector/sidecar-containers.js';
 import { promRule, ruleGroups } from './alert-rules.js';
 import { dashboardFiles } from './grafana/dashboards.js';
-import { componentLabels, type InstallOptions, type KubeObject } from './install-options.js';
+import { COLLECTOR, componentLabels, type InstallOptions, type KubeObject } from './install-options.js';
+import { MESH_CA_SECRET } from './mesh-ca-secret.js';
+import { CA_CERT_FILE } from '../collector/ingest/mesh-ca.js';
 
 /** The label Grafana's dashboard sidecar (kube-prometheus-stack, grafana helm chart) watches ConfigMaps for. */
 export const GRAFANA_DASHBOARD_LABEL = 'grafana_dashboard';
@@ -13,6 +15,15 @@ const SCRAPE_INTERVAL = '30s';
  * that label would push aside as `exported_service`. Control-plane series carry no `service`.
  */
 const DROP_SERVICE_LABEL = [{ action: 'labeldrop', regex: 'service' }];
+
+/**
+ * How Prometheus verifies the collector: the mesh CA's certificate from its Secret (in the
+ * monitor's namespace, where the Operator reads it), and the Service's name, as a scrape goes to
+ * a pod IP that the serving certificate does not name.
+ */
+function collectorTlsConfig(o: InstallOptions): Record<string, unknown> {
+  return { ca: { secret: { name: MESH_CA_SECRET, key: CA_CERT_FILE } }, serverName: `${COLLECTOR}.${o.namespace}.svc` };
+}
 
 /**
  * Prometheus Operator objects: a PodMonitor for every injected sidecar (any namespace), a
@@ -34,10 +45,11 @@ export function monitoring(o: InstallOptions): KubeObject[] {
       metadata: { name: 'auditmesh-control-plane', namespace: o.namespace, labels },
       spec: {
         selector: { matchLabels: { 'app.kubernetes.io/part-of': 'auditmesh' } },
-        // The injector's admin port, and the collector's HTTP port that also serves /metrics.
+        // The injector's admin port, and the collector's HTTP port that also serves /metrics: over
+        // HTTPS with its serving certificate, which the mesh CA issued for its Service's names.
         endpoints: [
           { port: 'http-metrics', path: '/metrics', interval: SCRAPE_INTERVAL, relabelings: DROP_SERVICE_LABEL },
-          { port: 'http', path: '/metrics', interval: SCRAPE_INTERVAL, relabelings: DROP_SERVICE_LABEL },
+          { port: 'http', path: '/metrics', interval: SCRAPE_INTERVAL, relabelings: DROP_SERVICE_LABEL, scheme: 'https', tlsConfig: collectorTlsConfig(o) },
         ],
       },
     },
