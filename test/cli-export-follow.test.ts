@@ -54,10 +54,11 @@ test('export --follow prints every stored record once as NDJSON, across a collec
   t.is(await running, 0);
 });
 
-test('export without --follow or --collector is a usage error (exit 2), naming what to give', async (t) => {
+test('export with neither --follow nor --out, or --follow without --collector, is a usage error (exit 2), naming what to give', async (t) => {
+  // Without --follow, export writes a bundle (export.ts): it needs --out.
   const a = captured();
   t.is(await dispatch(['export', '--collector', 'http://127.0.0.1:1'], a.io), 2);
-  t.regex(a.err(), /give --follow/);
+  t.regex(a.err(), /--out FILE is required/);
   const b = captured();
   t.is(await dispatch(['export', '--follow'], b.io), 2);
   t.regex(b.err(), /give --collector URL/);
