@@ -102,9 +102,10 @@ export function startShipper(opts: ShipperOptions): Shipper {
     return from;
   };
 
-  const heartbeat = () => {
+  const heartbeat = (sent: { batch: number; head: string } | null) => {
     const unixMs = Date.now();
-    const { last_batch, head = GENESIS_HEAD } = journal.head;
+    const journalHead = journal.head;
+    const { last_batch, head = GENESIS_HEAD } = sent !== null && sent.batch > journalHead.last_batch ? { last_batch: sent.batch, head: sent.head } : journalHead;
     return { unix_ms: unixMs, last_batch, head, sig: journal.signer.sign(heartbeatSigningInput(opts.sidecarId, unixMs, last_batch, head)) };
   };
 
