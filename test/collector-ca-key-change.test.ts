@@ -27,7 +27,7 @@ async function mtlsSidecar(t: ExecutionContext, collector: TestCollector, issuer
 }
 
 async function stored(collector: TestCollector): Promise<number> {
-  const res = await fetch(`${collector.httpUrl}/v1/records?service=ledger&limit=1000`, collector.readAuth);
+  const res = await collector.get('/v1/records?service=ledger&limit=1000', collector.readAuth);
   if (!res.ok) throw new Error(`/v1/records: ${res.status} ${await res.text()}`);
   return (await res.text()).split('\n').filter((l) => l !== '').length;
 }
@@ -91,7 +91,7 @@ test('over mTLS, a new key certified for another identity of the same pod is ref
   t.regex(refusal.reason, new RegExp(`is certified as spiffe://cluster.local/ns/shop/sa/intruder, but the previous key ${first.key_id} as ${LEDGER_SPIFFE}`));
   t.is(collector.sidecars().find((x) => x.id === ID)!.key_id, first.key_id);
   t.is(await stored(collector), 2, 'nothing of the new key stored');
-  const metrics = await (await fetch(`${collector.httpUrl}/metrics`)).text();
+  const metrics = await (await collector.get('/metrics')).text();
   t.regex(metrics, /auditmesh_collector_verification_failures_total\{reason="key-mismatch"\} [1-9]/);
 });
 

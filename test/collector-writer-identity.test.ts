@@ -34,7 +34,7 @@ async function meshSidecar(t: ExecutionContext, c: TestCollector, issuer: TokenI
 }
 
 async function read(c: TestCollector, path: string, token: string): Promise<{ status: number; records: Record<string, unknown>[]; body: string }> {
-  const res = await fetch(c.httpUrl + path, { headers: { authorization: `Bearer ${token}` } });
+  const res = await c.get(path, { headers: { authorization: `Bearer ${token}` } });
   const body = await res.text();
   return { status: res.status, body, records: res.status === 200 ? body.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>) : [] };
 }
@@ -46,8 +46,8 @@ test('a sidecar whose --service is a lie is stored with the identity of its serv
   const dir = await tempDir(t);
   await writeFile(join(dir, 'readers'), READERS);
   const c = await startIdentityCollector(t, issuer, { readerTokenFile: join(dir, 'readers') });
-  const tailAll = await followTail(t, c.httpUrl, 'r-all');
-  const tailPayments = await followTail(t, c.httpUrl, 'r-payments');
+  const tailAll = await followTail(t, c.httpUrl, 'r-all', c.ca?.certPem);
+  const tailPayments = await followTail(t, c.httpUrl, 'r-payments', c.ca?.certPem);
   const liar = await meshSidecar(t, c, issuer, pod('shop', 'orders-0', 'orders'), 'payments');
   const honest = await meshSidecar(t, c, issuer, pod('payments', 'payments-0', 'payments'), 'payments');
   for (const id of ['l1', 'l2', 'l3']) t.is(await liar.send(id), 200);

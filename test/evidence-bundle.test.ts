@@ -166,7 +166,7 @@ test('with the mesh CA, a bundle carries the certifications of the collector key
   await writeFile(caFile, collector.ca!.certPem);
   const s = await startShippingSidecar(t, collector.grpcAddress, { collectorTokenFile: undefined, identityTokenFile, caFile, sidecarId: 'shop/ledger-0' }, dir);
   for (const id of ['a', 'b', 'c']) t.is(await s.send(id), 200);
-  await eventually('3 records stored', async () => (await (await fetch(`${collector.httpUrl}/v1/records`, collector.readAuth)).text()).split('\n').filter(Boolean).length === 3);
+  await eventually('3 records stored', async () => (await (await collector.get('/v1/records', collector.readAuth)).text()).split('\n').filter(Boolean).length === 3);
   const file = join(dir, 'bundle.json');
   const e = await runInProcess(['export', '--collector', collector.httpUrl, ...collector.readerArgs, '--out', file]);
   t.is(e.code, 0, e.stderr);
