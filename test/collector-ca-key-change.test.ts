@@ -2,10 +2,10 @@ import test, { type ExecutionContext } from 'ava';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { runCli } from './helpers/child.js';
-import { createTokenIssuer, startIdentityCollector } from './helpers/identity.js';
+import { createTokenIssuer, startIdentityCollector, startTokenCollector } from './helpers/identity.js';
 import { eventually, startShippingSidecar, type ShippingSidecar } from './helpers/shipping.js';
 import { tempDir } from './helpers/sidecar.js';
-import { startTestCollector, type TestCollector } from './helpers/collector.js';
+import type { TestCollector } from './helpers/collector.js';
 import type { TokenIssuer, TokenSubject } from './cluster/token-issuer.js';
 
 // A key change inside one chain that the previous key did not endorse (the key file lost, no
@@ -95,18 +95,23 @@ test('over mTLS, a new key certified for another identity of the same pod is ref
   t.regex(metrics, /auditmesh_collector_verification_failures_total\{reason="key-mismatch"\} [1-9]/);
 });
 
-test('a chain whose key was never certified (shipped with a shared token) cannot be continued by a CA-certified new key: refused, saying only the previous key can endorse', async (t) => {
+// The chain is shipped with the pod's own token over plaintext gRPC: the same incarnation (pod uid) as
+// the mTLS stream after it, but with a key no certificate ever named. (A chain shipped with a shared
+// token has no incarnation: a stream with a pod uid starts a chain of its own, see collector-incarnations.)
+test('a chain whose key was never certified (shipped without mTLS) cannot be continued by a CA-certified new key: refused, saying only the previous key can endorse', async (t) => {
   const issuer = await createTokenIssuer();
   const storeDir = join(await tempDir(t), 'store');
-  const plain = await startTestCollector(t, { token: 'test-token', storeDir });
+  const plain = await startTokenCollector(t, issuer, { storeDir });
   const dir = await tempDir(t);
-  const s1 = await startShippingSidecar(t, plain.grpcAddress, { sidecarId: ID }, dir);
+  const identityTokenFile = join(dir, 'identity-token');
+  await writeFile(identityTokenFile, await issuer.sign(LEDGER, { audience: 'auditmesh', expirationSeconds: 3600 }));
+  const s1 = await startShippingSidecar(t, plain.grpcAddress, { collectorTokenFile: undefined, identityTokenFile, sidecarId: ID }, dir);
   await shipRound(s1, plain, 'a', 2, 2);
   const first = plain.sidecars().find((x) => x.id === ID)!;
+  t.is(first.incarnation, LEDGER.pod.uid);
   await plain.close();
   const collector = await startIdentityCollector(t, issuer, { storeDir });
   await rm(join(dir, 'sidecar.key'));
-  await rm(join(dir, 'token'));
   const s = await mtlsSidecar(t, collector, issuer, dir, LEDGER);
   t.is(await s.send('x'), 200);
   await eventually('the stream refused', () => refusalOf(collector) !== null);

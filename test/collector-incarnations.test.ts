@@ -76,7 +76,7 @@ test('a new pod uid starts a chain of its own from batch 0; the old incarnation 
   const drain = openSync(t, collector.grpcAddress, await sidecarToken(issuer, ledgerPod('uid-1')));
   drain.send({ hello: signedHello(k1, ID, 'ledger') });
   const resumed = s1.segments[0].links.at(-1)!;
-  t.deepEqual(await drain.next(), { body: 'welcome', welcome: { acked_batch: resumed.batch, acked_head: resumed.head } });
+  t.like(await drain.next(), { body: 'welcome', welcome: { acked_batch: resumed.batch, acked_head: resumed.head } });
   t.true((await sendAll(drain, s1.segments.slice(1))).every((a) => a.body === 'ack'));
 
   const chains = await sidecars(collector);
