@@ -16,6 +16,8 @@ const ID = 'shop/ledger-0';
 const LEDGER: TokenSubject = { namespace: 'shop', pod: { name: 'ledger-0', uid: 'u-1' }, serviceAccount: { name: 'ledger', uid: 's-1' } };
 const INTRUDER: TokenSubject = { ...LEDGER, serviceAccount: { name: 'intruder', uid: 's-2' } };
 const LEDGER_SPIFFE = 'spiffe://cluster.local/ns/shop/sa/ledger';
+/** The chain verify names: the sidecar id and its incarnation (the token's pod uid). */
+const CHAIN = `${ID}@${LEDGER.pod.uid}`;
 
 /** A sidecar of `dir` shipping over mTLS with a token naming `subject`. */
 async function mtlsSidecar(t: ExecutionContext, collector: TestCollector, issuer: TokenIssuer, dir: string, subject: TokenSubject): Promise<ShippingSidecar> {
@@ -69,10 +71,10 @@ test('over mTLS, a key change certified by the mesh CA for the chain\'s identity
   await collector.close();
   const storeBare = await runCli(['verify', collector.storeDir]);
   t.is(storeBare.code, 1);
-  t.regex(storeBare.stdout, new RegExp(`verification FAILED: sidecar ${ID}, batch \\d+: epoch link \\d+ \\(epoch 2\\) changes the key from ${first.key_id} to ${now.key_id} without endorsement`));
+  t.regex(storeBare.stdout, new RegExp(`verification FAILED: sidecar ${CHAIN}, batch \\d+: epoch link \\d+ \\(epoch 2\\) changes the key from ${first.key_id} to ${now.key_id} without endorsement`));
   const store = await runCli(['verify', collector.storeDir, '--ca-file', caFile]);
   t.is(store.code, 0, store.stdout + store.stderr);
-  t.regex(store.stdout, new RegExp(`^ok +${ID} +key ${now.key_id} +6 records`, 'm'));
+  t.regex(store.stdout, new RegExp(`^ok +${CHAIN} +key ${now.key_id} +6 records`, 'm'));
   t.regex(store.stdout, change);
 });
 
