@@ -165,6 +165,46 @@ test("witnessed heads are kept per incarnation: a new pod uid's links and heartb
   t.deepEqual(collector.sidecars().map((s) => [s.incarnation, s.fork_after_witness?.length ?? 0]).sort(), [['uid-1', 1], ['uid-2', 0]]);
 });
 
+test("a sidecar stream's heartbeats never name a batch before a link it sent, even while its journal's head lags the committed links", async (t) => {
+  const { runSyncSession } = await import('../proxy/ship/sync-session.js');
+  const { heartbeatHead } = await import('../proxy/ship/shipper.js');
+  const collector = await startTestCollector(t, { token: null });
+  const { key, original } = await forkedJournals(t, 4, 0);
+  // The journal's head as read before its later commits' callbacks ran: behind every segment after the first.
+  const stale = { last_batch: original.links[0].batch, head: original.links[0].head };
+  const last = original.links.at(-1)!;
+  const byFirst = new Map(original.segments.map((s) => [s.links[0].batch, s]));
+  let acked = 0;
+  const controller = new AbortController();
+  const outcome = runSyncSession({
+    target: collector.grpcAddress,
+    token: undefined,
+    hello: original.hello,
+    check: null,
+    timeouts: { welcomeMs: 10_000, ackMs: 30_000, heartbeatMs: 5, keepaliveMs: 30_000, keepaliveTimeoutMs: 10_000 },
+    window: { segments: 1, bytes: 1 << 20 },
+    onWelcome: (w) => w.acked_batch + 1,
+    readSegment: (from) => {
+      const s = byFirst.get(from);
+      return s === undefined ? null : { links: s.links, through: s.links.at(-1)!.batch, records: 0, bytes: 1 };
+    },
+    onCommit: () => () => {},
+    onAck: (ack) => void (acked = ack.through_batch),
+    heartbeat: (sent) => {
+      const h = heartbeatHead(stale, sent);
+      return heartbeat(key, 'pod-w', h.last_batch, h.head);
+    },
+    signal: controller.signal,
+  });
+  await eventually('every segment acknowledged', () => acked === last.batch);
+  await eventually('a heartbeat at the last batch witnessed', () => collector.witness.heads.lastHeartbeat('pod-w')?.last_batch === last.batch);
+  await sleep(100);
+  controller.abort();
+  t.is((await outcome).kind, 'closed', 'not refused');
+  t.deepEqual(collector.witness.heads.forks('pod-w'), []);
+  t.is(collector.sidecars()[0].last_refusal, null);
+});
+
 test('a heartbeat that names an earlier batch than one witnessed (a tail cut back) is flagged fork-after-witness', async (t) => {
   const collector = await startTestCollector(t, { token: null });
   const { key, original } = await forkedJournals(t, 3, 0);
