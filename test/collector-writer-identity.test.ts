@@ -73,12 +73,12 @@ test('a sidecar whose --service is a lie is stored with the identity of its serv
   t.is(bad.status, 400);
   t.regex(bad.body, /^bad query: identity: expected a workload SPIFFE ID/);
 
-  const cliJson = await runCli(['query', '--collector', c.httpUrl, '--token-file', await tokenFile(t, 'r-all'), '--identity', LIAR, '-o', 'json']);
+  const cliJson = await runCli(['query', '--collector', c.httpUrl, ...trust(c), '--token-file', await tokenFile(t, 'r-all'), '--identity', LIAR, '-o', 'json']);
   t.is(cliJson.code, 0, cliJson.stderr);
   t.deepEqual(ids(cliJson.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>)), ['l1', 'l2', 'l3']);
-  const cliTable = await runCli(['query', '--collector', c.httpUrl, '--token-file', await tokenFile(t, 'r-all'), '--identity', LIAR]);
+  const cliTable = await runCli(['query', '--collector', c.httpUrl, ...trust(c), '--token-file', await tokenFile(t, 'r-all'), '--identity', LIAR]);
   t.regex(cliTable.stdout, /IDENTITY MISMATCH: written by spiffe:\/\/cluster\.local\/ns\/shop\/sa\/orders/);
-  t.is((await runCli(['query', '--collector', c.httpUrl, '--token-file', await tokenFile(t, 'r-all'), '--identity', 'orders'])).code, 2);
+  t.is((await runCli(['query', '--collector', c.httpUrl, ...trust(c), '--token-file', await tokenFile(t, 'r-all'), '--identity', 'orders'])).code, 2);
 
   // The namespace is the proven writer's: a payments reader sees payments' own records, not the liar's.
   t.deepEqual(ids((await read(c, '/v1/records?service=payments&limit=1000', 'r-payments')).records), ['h1', 'h2']);
@@ -120,6 +120,9 @@ test("a shared-token writer proves no identity: a record's own audit.identity is
   t.deepEqual((await read(c, '/v1/records?limit=1000', 'r-payments')).records, [], 'a claimed identity gives no namespace');
   t.deepEqual((await read(c, `/v1/records?identity=${encodeURIComponent(HONEST)}`, 'r-all')).records, [], 'nor does it answer an identity query');
 });
+
+/** `--ca-file` of the mesh CA for a collector that serves its API over HTTPS. */
+const trust = (c: TestCollector): string[] => (c.caFile === null ? [] : ['--ca-file', c.caFile]);
 
 /** A reader token file for `auditmesh query --token-file`. */
 async function tokenFile(t: ExecutionContext, token: string): Promise<string> {

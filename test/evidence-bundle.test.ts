@@ -187,7 +187,7 @@ test('with the mesh CA, a bundle carries the certifications of the collector key
   };
   // The collector's certificate offered for the sidecar's key, and the other way round.
   const collectorLeaf = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.exec(bundle.collector_keys[0].chain_pem!)![0];
-  await check('sidecar certification', (b) => (b.sidecars[0].keys[0].certificate = collectorLeaf), /FAILED at sidecar shop\/ledger-0 key [0-9a-f]{16}: its certificate is for another public key/);
+  await check('sidecar certification', (b) => (b.sidecars[0].keys[0].certificate = collectorLeaf), /FAILED at sidecar shop\/ledger-0@u-1 key [0-9a-f]{16}: its certificate is for another public key/);
   await check('collector certification', (b) => (b.collector_keys[0].chain_pem = collector.ca!.certPem), /FAILED at collector key [0-9a-f]{16}: its certificate is not issued by the mesh CA|for another public key/);
-  await check('certification removed', (b) => delete b.sidecars[0].keys[0].certificate, /note: sidecar shop\/ledger-0 key [0-9a-f]{16} has no certification by the mesh CA[\s\S]*bundle verified/, 0);
+  await check('certification removed', (b) => delete b.sidecars[0].keys[0].certificate, /note: sidecar shop\/ledger-0@u-1 key [0-9a-f]{16} has no certification by the mesh CA[\s\S]*bundle verified/, 0);
 });
