@@ -2,10 +2,10 @@ import test, { type ExecutionContext } from 'ava';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { runCli } from './helpers/child.js';
-import { createTokenIssuer, startIdentityCollector } from './helpers/identity.js';
+import { createTokenIssuer, startIdentityCollector, startTokenCollector } from './helpers/identity.js';
 import { eventually, startShippingSidecar, type ShippingSidecar } from './helpers/shipping.js';
 import { tempDir } from './helpers/sidecar.js';
-import { startTestCollector, type TestCollector } from './helpers/collector.js';
+import type { TestCollector } from './helpers/collector.js';
 import type { TokenIssuer, TokenSubject } from './cluster/token-issuer.js';
 
 // A key change inside one chain that the previous key did not endorse (the key file lost, no
@@ -16,6 +16,8 @@ const ID = 'shop/ledger-0';
 const LEDGER: TokenSubject = { namespace: 'shop', pod: { name: 'ledger-0', uid: 'u-1' }, serviceAccount: { name: 'ledger', uid: 's-1' } };
 const INTRUDER: TokenSubject = { ...LEDGER, serviceAccount: { name: 'intruder', uid: 's-2' } };
 const LEDGER_SPIFFE = 'spiffe://cluster.local/ns/shop/sa/ledger';
+/** The chain verify names: the sidecar id and its incarnation (the token's pod uid). */
+const CHAIN = `${ID}@${LEDGER.pod.uid}`;
 
 /** A sidecar of `dir` shipping over mTLS with a token naming `subject`. */
 async function mtlsSidecar(t: ExecutionContext, collector: TestCollector, issuer: TokenIssuer, dir: string, subject: TokenSubject): Promise<ShippingSidecar> {
@@ -27,7 +29,7 @@ async function mtlsSidecar(t: ExecutionContext, collector: TestCollector, issuer
 }
 
 async function stored(collector: TestCollector): Promise<number> {
-  const res = await fetch(`${collector.httpUrl}/v1/records?service=ledger&limit=1000`, collector.readAuth);
+  const res = await collector.get('/v1/records?service=ledger&limit=1000', collector.readAuth);
   if (!res.ok) throw new Error(`/v1/records: ${res.status} ${await res.text()}`);
   return (await res.text()).split('\n').filter((l) => l !== '').length;
 }
@@ -69,10 +71,10 @@ test('over mTLS, a key change certified by the mesh CA for the chain\'s identity
   await collector.close();
   const storeBare = await runCli(['verify', collector.storeDir]);
   t.is(storeBare.code, 1);
-  t.regex(storeBare.stdout, new RegExp(`verification FAILED: sidecar ${ID}, batch \\d+: epoch link \\d+ \\(epoch 2\\) changes the key from ${first.key_id} to ${now.key_id} without endorsement`));
+  t.regex(storeBare.stdout, new RegExp(`verification FAILED: sidecar ${CHAIN}, batch \\d+: epoch link \\d+ \\(epoch 2\\) changes the key from ${first.key_id} to ${now.key_id} without endorsement`));
   const store = await runCli(['verify', collector.storeDir, '--ca-file', caFile]);
   t.is(store.code, 0, store.stdout + store.stderr);
-  t.regex(store.stdout, new RegExp(`^ok +${ID} +key ${now.key_id} +6 records`, 'm'));
+  t.regex(store.stdout, new RegExp(`^ok +${CHAIN} +key ${now.key_id} +6 records`, 'm'));
   t.regex(store.stdout, change);
 });
 
@@ -91,22 +93,27 @@ test('over mTLS, a new key certified for another identity of the same pod is ref
   t.regex(refusal.reason, new RegExp(`is certified as spiffe://cluster.local/ns/shop/sa/intruder, but the previous key ${first.key_id} as ${LEDGER_SPIFFE}`));
   t.is(collector.sidecars().find((x) => x.id === ID)!.key_id, first.key_id);
   t.is(await stored(collector), 2, 'nothing of the new key stored');
-  const metrics = await (await fetch(`${collector.httpUrl}/metrics`)).text();
+  const metrics = await (await collector.get('/metrics')).text();
   t.regex(metrics, /auditmesh_collector_verification_failures_total\{reason="key-mismatch"\} [1-9]/);
 });
 
-test('a chain whose key was never certified (shipped with a shared token) cannot be continued by a CA-certified new key: refused, saying only the previous key can endorse', async (t) => {
+// The chain is shipped with the pod's own token over plaintext gRPC: the same incarnation (pod uid) as
+// the mTLS stream after it, but with a key no certificate ever named. (A chain shipped with a shared
+// token has no incarnation: a stream with a pod uid starts a chain of its own, see collector-incarnations.)
+test('a chain whose key was never certified (shipped without mTLS) cannot be continued by a CA-certified new key: refused, saying only the previous key can endorse', async (t) => {
   const issuer = await createTokenIssuer();
   const storeDir = join(await tempDir(t), 'store');
-  const plain = await startTestCollector(t, { token: 'test-token', storeDir });
+  const plain = await startTokenCollector(t, issuer, { storeDir });
   const dir = await tempDir(t);
-  const s1 = await startShippingSidecar(t, plain.grpcAddress, { sidecarId: ID }, dir);
+  const identityTokenFile = join(dir, 'identity-token');
+  await writeFile(identityTokenFile, await issuer.sign(LEDGER, { audience: 'auditmesh', expirationSeconds: 3600 }));
+  const s1 = await startShippingSidecar(t, plain.grpcAddress, { collectorTokenFile: undefined, identityTokenFile, sidecarId: ID }, dir);
   await shipRound(s1, plain, 'a', 2, 2);
   const first = plain.sidecars().find((x) => x.id === ID)!;
+  t.is(first.incarnation, LEDGER.pod.uid);
   await plain.close();
   const collector = await startIdentityCollector(t, issuer, { storeDir });
   await rm(join(dir, 'sidecar.key'));
-  await rm(join(dir, 'token'));
   const s = await mtlsSidecar(t, collector, issuer, dir, LEDGER);
   t.is(await s.send('x'), 200);
   await eventually('the stream refused', () => refusalOf(collector) !== null);

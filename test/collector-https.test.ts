@@ -39,7 +39,8 @@ test('with workload identity the API serves HTTPS with the serving certificate: 
 });
 
 test('new HTTPS handshakes take the renewed serving certificate', async (t) => {
-  const collector = await startIdentityCollector(t, await createTokenIssuer(), { identity: { caDir: join(await tempDir(t), 'ca'), createCa: true, certTtlMs: 3_000 } });
+  // Renewed at half-life (5 s): a 3 s certificate (2 s once notAfter is floored to the second) expired under load before its renewal ran.
+  const collector = await startIdentityCollector(t, await createTokenIssuer(), { identity: { caDir: join(await tempDir(t), 'ca'), createCa: true, certTtlMs: 10_000 } });
   const first = await presented(collector);
   let next = first;
   await eventually('another certificate presented', async () => (next = await presented(collector)).serialNumber !== first.serialNumber);

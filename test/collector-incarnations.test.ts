@@ -68,14 +68,15 @@ test('a new pod uid starts a chain of its own from batch 0; the old incarnation 
   // Same NS/POD, uid-2, a fresh journal and a new key: a chain of its own, welcomed from nothing.
   const second = openSync(t, collector.grpcAddress, await sidecarToken(issuer, ledgerPod('uid-2')));
   second.send({ hello: s2.hello });
-  t.deepEqual(await second.next(), { body: 'welcome', welcome: { acked_batch: 0, acked_head: '0'.repeat(64) } });
+  // The Welcome also carries the collector's signed-ack fields (empty without a mesh CA); only its position is asserted here.
+  t.like(await second.next(), { body: 'welcome', welcome: { acked_batch: 0, acked_head: '0'.repeat(64) } });
   t.true((await sendAll(second, s2.segments)).every((a) => a.body === 'ack'), 'no key-mismatch');
 
   // uid-1's token again (its sidecar draining the old journal): it resumes its own chain, not uid-2's.
   const drain = openSync(t, collector.grpcAddress, await sidecarToken(issuer, ledgerPod('uid-1')));
   drain.send({ hello: signedHello(k1, ID, 'ledger') });
   const resumed = s1.segments[0].links.at(-1)!;
-  t.deepEqual(await drain.next(), { body: 'welcome', welcome: { acked_batch: resumed.batch, acked_head: resumed.head } });
+  t.like(await drain.next(), { body: 'welcome', welcome: { acked_batch: resumed.batch, acked_head: resumed.head } });
   t.true((await sendAll(drain, s1.segments.slice(1))).every((a) => a.body === 'ack'));
 
   const chains = await sidecars(collector);

@@ -17,7 +17,7 @@ import type { CollectorMessage, Heartbeat } from '../wire/sync-wire.js';
 // and every heartbeat head kept and checked against what the sidecar ships later.
 
 /** Two journals of one key that share their first `shared` commits and then differ: a tail rewritten by the key's holder. */
-async function forkedJournals(t: ExecutionContext, shared: number, after: number): Promise<{ key: SigningKey; original: JournalShipment; rewritten: JournalShipment }> {
+async function forkedJournals(t: ExecutionContext, shared: number, after: number, sidecarId = 'pod-w'): Promise<{ key: SigningKey; original: JournalShipment; rewritten: JournalShipment }> {
   const dir = await tempDir(t);
   const key = ephemeralSigningKey();
   const a = join(dir, 'a');
@@ -26,7 +26,7 @@ async function forkedJournals(t: ExecutionContext, shared: number, after: number
   await cp(a, b, { recursive: true });
   await writeJournal({ journalDir: a, maxBatchRecords: 3, signingKey: key }, after, 4, (i) => makeRecord(i, { 'audit.service': 'pod-w', 'url.path': '/original' }));
   await writeJournal({ journalDir: b, maxBatchRecords: 3, signingKey: key }, after, 4, (i) => makeRecord(i, { 'audit.service': 'pod-w', 'url.path': '/rewritten' }));
-  return { key, original: await journalShipment(a, key, 'pod-w', 'pod-w'), rewritten: await journalShipment(b, key, 'pod-w', 'pod-w') };
+  return { key, original: await journalShipment(a, key, sidecarId, 'pod-w'), rewritten: await journalShipment(b, key, sidecarId, 'pod-w') };
 }
 
 function heartbeat(key: SigningKey, sidecarId: string, lastBatch: number, head: string, unixMs = Date.now()): Heartbeat {
@@ -120,6 +120,89 @@ test('a heartbeat head followed by a rewritten tail is flagged fork-after-witnes
   do answer = await third.next();
   while ('ack' in answer);
   t.true('refusal' in answer && answer.refusal.reason.startsWith('fork-after-witness:'));
+});
+
+test("witnessed heads are kept per incarnation: a new pod uid's links and heartbeats are never checked against the older chain's, and the older chain's rewritten tail is still flagged", async (t) => {
+  const { createTokenIssuer, sidecarToken, startTokenCollector } = await import('./helpers/identity.js');
+  const issuer = await createTokenIssuer();
+  const collector = await startTokenCollector(t, issuer);
+  const id = 'shop/ledger-0';
+  const token = (uid: string): Promise<string> => sidecarToken(issuer, { namespace: 'shop', pod: { name: 'ledger-0', uid }, serviceAccount: { name: 'ledger', uid: 'sa-ledger' } });
+  const old = await forkedJournals(t, 2, 2, id);
+  const shared = old.original.segments.filter((s) => old.rewritten.segments.some((r) => r.links.at(-1)!.head === s.links.at(-1)!.head));
+  const first = openSync(t, collector.grpcAddress, await token('uid-1'));
+  t.true((await ship(first, old.original.hello, shared)).slice(1).every((a) => 'ack' in a));
+  const end = old.original.links.at(-1)!;
+  first.send({ heartbeat: heartbeat(old.key, id, end.batch, end.head) });
+  await eventually("uid-1's heartbeat head witnessed", () => collector.witness.heads.lastHeartbeat(`${id}@uid-1`)?.head === end.head);
+  first.close();
+
+  // The pod recreated: a new key and journal, the same batch numbers with other heads, and a heartbeat behind uid-1's.
+  const fresh = await forkedJournals(t, 4, 0, id);
+  t.true(fresh.original.links.at(-1)!.batch >= end.batch, "the new chain reaches the batch witnessed on uid-1's");
+  const second = openSync(t, collector.grpcAddress, await token('uid-2'));
+  t.true((await ship(second, fresh.original.hello, fresh.original.segments.slice(0, 1))).slice(1).every((a) => 'ack' in a));
+  const early = fresh.original.segments[0].links.at(-1)!;
+  second.send({ heartbeat: heartbeat(fresh.key, id, early.batch, early.head) });
+  await eventually("uid-2's heartbeat witnessed", () => collector.witness.heads.lastHeartbeat(`${id}@uid-2`)?.head === early.head);
+  for (const segment of fresh.original.segments.slice(1)) second.send({ segment });
+  for (let i = 1; i < fresh.original.segments.length; i++) t.true('ack' in (await second.next()), `segment ${i} of uid-2 acknowledged`);
+  t.deepEqual(collector.witness.heads.forks(`${id}@uid-2`), []);
+  t.is(await collectorMetric(collector, 'auditmesh_collector_forks_after_witness_total'), 0);
+  second.close();
+
+  // uid-1's tail rewritten after its witnessed heartbeat: flagged on uid-1's chain alone.
+  const third = openSync(t, collector.grpcAddress, await token('uid-1'));
+  third.send({ hello: old.rewritten.hello });
+  await third.next();
+  for (const segment of old.rewritten.segments.slice(shared.length)) third.send({ segment });
+  let refusal: CollectorMessage;
+  do refusal = await third.next();
+  while ('ack' in refusal);
+  t.true('refusal' in refusal && refusal.refusal.reason.startsWith('fork-after-witness:'), JSON.stringify(refusal));
+  t.is(collector.witness.heads.forks(`${id}@uid-1`).length, 1);
+  t.deepEqual(collector.witness.heads.forks(`${id}@uid-2`), []);
+  t.deepEqual(collector.sidecars().map((s) => [s.incarnation, s.fork_after_witness?.length ?? 0]).sort(), [['uid-1', 1], ['uid-2', 0]]);
+});
+
+test("a sidecar stream's heartbeats never name a batch before a link it sent, even while its journal's head lags the committed links", async (t) => {
+  const { runSyncSession } = await import('../proxy/ship/sync-session.js');
+  const { heartbeatHead } = await import('../proxy/ship/shipper.js');
+  const collector = await startTestCollector(t, { token: null });
+  const { key, original } = await forkedJournals(t, 4, 0);
+  // The journal's head as read before its later commits' callbacks ran: behind every segment after the first.
+  const stale = { last_batch: original.links[0].batch, head: original.links[0].head };
+  const last = original.links.at(-1)!;
+  const byFirst = new Map(original.segments.map((s) => [s.links[0].batch, s]));
+  let acked = 0;
+  const controller = new AbortController();
+  const outcome = runSyncSession({
+    target: collector.grpcAddress,
+    token: undefined,
+    hello: original.hello,
+    check: null,
+    timeouts: { welcomeMs: 10_000, ackMs: 30_000, heartbeatMs: 5, keepaliveMs: 30_000, keepaliveTimeoutMs: 10_000 },
+    window: { segments: 1, bytes: 1 << 20 },
+    onWelcome: (w) => w.acked_batch + 1,
+    readSegment: (from) => {
+      const s = byFirst.get(from);
+      return s === undefined ? null : { links: s.links, through: s.links.at(-1)!.batch, records: 0, bytes: 1 };
+    },
+    onCommit: () => () => {},
+    onAck: (ack) => void (acked = ack.through_batch),
+    heartbeat: (sent) => {
+      const h = heartbeatHead(stale, sent);
+      return heartbeat(key, 'pod-w', h.last_batch, h.head);
+    },
+    signal: controller.signal,
+  });
+  await eventually('every segment acknowledged', () => acked === last.batch);
+  await eventually('a heartbeat at the last batch witnessed', () => collector.witness.heads.lastHeartbeat('pod-w')?.last_batch === last.batch);
+  await sleep(100);
+  controller.abort();
+  t.is((await outcome).kind, 'closed', 'not refused');
+  t.deepEqual(collector.witness.heads.forks('pod-w'), []);
+  t.is(collector.sidecars()[0].last_refusal, null);
 });
 
 test('a heartbeat that names an earlier batch than one witnessed (a tail cut back) is flagged fork-after-witness', async (t) => {

@@ -34,7 +34,7 @@ async function meshSidecar(t: ExecutionContext, c: TestCollector, issuer: TokenI
 }
 
 async function read(c: TestCollector, path: string, token: string): Promise<{ status: number; records: Record<string, unknown>[]; body: string }> {
-  const res = await fetch(c.httpUrl + path, { headers: { authorization: `Bearer ${token}` } });
+  const res = await c.get(path, { headers: { authorization: `Bearer ${token}` } });
   const body = await res.text();
   return { status: res.status, body, records: res.status === 200 ? body.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>) : [] };
 }
@@ -46,8 +46,8 @@ test('a sidecar whose --service is a lie is stored with the identity of its serv
   const dir = await tempDir(t);
   await writeFile(join(dir, 'readers'), READERS);
   const c = await startIdentityCollector(t, issuer, { readerTokenFile: join(dir, 'readers') });
-  const tailAll = await followTail(t, c.httpUrl, 'r-all');
-  const tailPayments = await followTail(t, c.httpUrl, 'r-payments');
+  const tailAll = await followTail(t, c.httpUrl, 'r-all', c.ca?.certPem);
+  const tailPayments = await followTail(t, c.httpUrl, 'r-payments', c.ca?.certPem);
   const liar = await meshSidecar(t, c, issuer, pod('shop', 'orders-0', 'orders'), 'payments');
   const honest = await meshSidecar(t, c, issuer, pod('payments', 'payments-0', 'payments'), 'payments');
   for (const id of ['l1', 'l2', 'l3']) t.is(await liar.send(id), 200);
@@ -73,12 +73,12 @@ test('a sidecar whose --service is a lie is stored with the identity of its serv
   t.is(bad.status, 400);
   t.regex(bad.body, /^bad query: identity: expected a workload SPIFFE ID/);
 
-  const cliJson = await runCli(['query', '--collector', c.httpUrl, '--token-file', await tokenFile(t, 'r-all'), '--identity', LIAR, '-o', 'json']);
+  const cliJson = await runCli(['query', '--collector', c.httpUrl, ...trust(c), '--token-file', await tokenFile(t, 'r-all'), '--identity', LIAR, '-o', 'json']);
   t.is(cliJson.code, 0, cliJson.stderr);
   t.deepEqual(ids(cliJson.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>)), ['l1', 'l2', 'l3']);
-  const cliTable = await runCli(['query', '--collector', c.httpUrl, '--token-file', await tokenFile(t, 'r-all'), '--identity', LIAR]);
+  const cliTable = await runCli(['query', '--collector', c.httpUrl, ...trust(c), '--token-file', await tokenFile(t, 'r-all'), '--identity', LIAR]);
   t.regex(cliTable.stdout, /IDENTITY MISMATCH: written by spiffe:\/\/cluster\.local\/ns\/shop\/sa\/orders/);
-  t.is((await runCli(['query', '--collector', c.httpUrl, '--token-file', await tokenFile(t, 'r-all'), '--identity', 'orders'])).code, 2);
+  t.is((await runCli(['query', '--collector', c.httpUrl, ...trust(c), '--token-file', await tokenFile(t, 'r-all'), '--identity', 'orders'])).code, 2);
 
   // The namespace is the proven writer's: a payments reader sees payments' own records, not the liar's.
   t.deepEqual(ids((await read(c, '/v1/records?service=payments&limit=1000', 'r-payments')).records), ['h1', 'h2']);
@@ -120,6 +120,9 @@ test("a shared-token writer proves no identity: a record's own audit.identity is
   t.deepEqual((await read(c, '/v1/records?limit=1000', 'r-payments')).records, [], 'a claimed identity gives no namespace');
   t.deepEqual((await read(c, `/v1/records?identity=${encodeURIComponent(HONEST)}`, 'r-all')).records, [], 'nor does it answer an identity query');
 });
+
+/** `--ca-file` of the mesh CA for a collector that serves its API over HTTPS. */
+const trust = (c: TestCollector): string[] => (c.caFile === null ? [] : ['--ca-file', c.caFile]);
 
 /** A reader token file for `auditmesh query --token-file`. */
 async function tokenFile(t: ExecutionContext, token: string): Promise<string> {

@@ -166,7 +166,7 @@ test('with the mesh CA, a bundle carries the certifications of the collector key
   await writeFile(caFile, collector.ca!.certPem);
   const s = await startShippingSidecar(t, collector.grpcAddress, { collectorTokenFile: undefined, identityTokenFile, caFile, sidecarId: 'shop/ledger-0' }, dir);
   for (const id of ['a', 'b', 'c']) t.is(await s.send(id), 200);
-  await eventually('3 records stored', async () => (await (await fetch(`${collector.httpUrl}/v1/records`, collector.readAuth)).text()).split('\n').filter(Boolean).length === 3);
+  await eventually('3 records stored', async () => (await (await collector.get('/v1/records', collector.readAuth)).text()).split('\n').filter(Boolean).length === 3);
   const file = join(dir, 'bundle.json');
   const e = await runInProcess(['export', '--collector', collector.httpUrl, ...collector.readerArgs, '--out', file]);
   t.is(e.code, 0, e.stderr);
@@ -187,7 +187,7 @@ test('with the mesh CA, a bundle carries the certifications of the collector key
   };
   // The collector's certificate offered for the sidecar's key, and the other way round.
   const collectorLeaf = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.exec(bundle.collector_keys[0].chain_pem!)![0];
-  await check('sidecar certification', (b) => (b.sidecars[0].keys[0].certificate = collectorLeaf), /FAILED at sidecar shop\/ledger-0 key [0-9a-f]{16}: its certificate is for another public key/);
+  await check('sidecar certification', (b) => (b.sidecars[0].keys[0].certificate = collectorLeaf), /FAILED at sidecar shop\/ledger-0@u-1 key [0-9a-f]{16}: its certificate is for another public key/);
   await check('collector certification', (b) => (b.collector_keys[0].chain_pem = collector.ca!.certPem), /FAILED at collector key [0-9a-f]{16}: its certificate is not issued by the mesh CA|for another public key/);
-  await check('certification removed', (b) => delete b.sidecars[0].keys[0].certificate, /note: sidecar shop\/ledger-0 key [0-9a-f]{16} has no certification by the mesh CA[\s\S]*bundle verified/, 0);
+  await check('certification removed', (b) => delete b.sidecars[0].keys[0].certificate, /note: sidecar shop\/ledger-0@u-1 key [0-9a-f]{16} has no certification by the mesh CA[\s\S]*bundle verified/, 0);
 });

@@ -285,7 +285,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   // With identity on, reads are HTTPS with the serving certificate too: new handshakes take the renewed one.
   const httpTls = config.httpTls ?? serving?.tls();
   const httpServer = createHttpApi({ store, metrics, sidecars: tier?.sidecars ?? sidecars, subscribe: (l) => feed.subscribe(l), ready: tier?.ready ?? (() => readiness(retention, writes.problem())), anomalies: tier?.anomalies ?? anomalies, proof: (refs, opts) => witness.proof(refs, opts), maxTailSubscribers: config.maxTailSubscribers, readAccess, tls: httpTls });
-  if (config.httpTls === undefined && serving !== null) serving.onRenewed(() => (httpServer as unknown as TlsServer).setSecureContext(serving.tls()));
+  if (config.httpTls === undefined && serving !== null) serving.onRenewed(() => (httpServer as unknown as TlsServer).setSecureContext({ ...serving.tls(), minVersion: 'TLSv1.2' }));
   let httpPort: number;
   try {
     httpPort = await listen(httpServer, config.httpPort, config.bind);

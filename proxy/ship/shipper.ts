@@ -102,9 +102,9 @@ export function startShipper(opts: ShipperOptions): Shipper {
     return from;
   };
 
-  const heartbeat = () => {
+  const heartbeat = (sent: { batch: number; head: string } | null) => {
     const unixMs = Date.now();
-    const { last_batch, head = GENESIS_HEAD } = journal.head;
+    const { last_batch, head } = heartbeatHead(journal.head, sent);
     return { unix_ms: unixMs, last_batch, head, sig: journal.signer.sign(heartbeatSigningInput(opts.sidecarId, unixMs, last_batch, head)) };
   };
 
@@ -195,6 +195,17 @@ async function readToken(file: string | undefined, flag: string): Promise<string
   }
   if (token === '') throw new Error(`${flag} ${file} is empty`);
   return token;
+}
+
+/**
+ * The head a heartbeat names: the journal's, or the last link the stream sent when that is
+ * further on. A segment is read from the committed journal, which a reader sees before the
+ * journal's own head moves (its commit callback runs later): a heartbeat fired in between would
+ * name a batch behind one already sent, which the collector reads as a chain cut back.
+ */
+export function heartbeatHead(journal: { last_batch: number; head?: string }, sent: { batch: number; head: string } | null): { last_batch: number; head: string } {
+  if (sent !== null && sent.batch > journal.last_batch) return { last_batch: sent.batch, head: sent.head };
+  return { last_batch: journal.last_batch, head: journal.head ?? GENESIS_HEAD };
 }
 
 /** The oldest retained link at or after batch `from`. */

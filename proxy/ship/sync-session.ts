@@ -48,7 +48,13 @@ export interface SessionDeps {
   onCommit(listener: () => void): () => void;
   /** The collector acknowledged these segments (oldest first). */
   onAck(ack: Ack, segments: SentSegment[]): void;
-  heartbeat(): Heartbeat;
+  /**
+   * A signed heartbeat naming the journal's head, and never a batch before `sent` (the last link
+   * this stream sent): a segment is read from the committed journal, which a reader sees before
+   * the journal's own head moves, and a heartbeat behind a link already sent reads to the
+   * collector as a chain cut back (fork-after-witness).
+   */
+  heartbeat(sent: { batch: number; head: string } | null): Heartbeat;
   signal: AbortSignal;
 }
 
@@ -95,6 +101,8 @@ export function runSyncSession(deps: SessionDeps): Promise<SessionOutcome> {
     let ackTimer: NodeJS.Timeout | undefined;
     let heartbeatTimer: NodeJS.Timeout | undefined;
     let unsubscribe: (() => void) | undefined;
+    /** The last link this stream sent: heartbeats never name an earlier one. */
+    let lastSent: { batch: number; head: string } | null = null;
 
     const finish = (outcome: { kind: 'closed' } | { kind: 'failed'; reason: string } | ({ kind: 'unverified' } & Unverified)): void => {
       if (done) return;
@@ -131,6 +139,8 @@ export function runSyncSession(deps: SessionDeps): Promise<SessionOutcome> {
         inFlight.push(sent);
         inFlightBytes += sent.bytes;
         next = sent.through + 1;
+        const last = segment.links[segment.links.length - 1];
+        if (last !== undefined) lastSent = { batch: last.batch, head: last.head };
         if (inFlight.length === 1) armAckWatchdog();
         // write() returning false is grpc-js's backpressure (grpc/grpc-node#1332): wait for 'drain'.
         if (!call.write({ segment: { links: segment.links } })) {
@@ -165,7 +175,7 @@ export function runSyncSession(deps: SessionDeps): Promise<SessionOutcome> {
       clearTimeout(welcomeTimer);
       welcomed = true;
       next = deps.onWelcome(welcome);
-      const beat = (): void => void call.write({ heartbeat: deps.heartbeat() });
+      const beat = (): void => void call.write({ heartbeat: deps.heartbeat(lastSent) });
       beat();
       heartbeatTimer = setInterval(beat, timeouts.heartbeatMs);
       unsubscribe = deps.onCommit(pump);

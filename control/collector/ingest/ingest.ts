@@ -48,8 +48,8 @@ export interface SegmentOutcome {
 
 /** The collector as a witness of sidecar heads (witness/head-witness.ts): both throw ChainBroken (`fork`) for a chain that contradicts a head witnessed earlier. */
 export interface HeadCheck {
-  /** Verified links about to be stored. */
-  checkLinks(sidecar: string, links: readonly BatchHeader[]): void;
+  /** Verified links about to be stored, of the chain `chainKey` (SIDECAR_ID@POD_UID; never the bare sidecar id). */
+  checkLinks(chainKey: string, links: readonly BatchHeader[]): void;
   /** A heartbeat that verified and is newer than the one before. */
   heartbeat(chain: SidecarChain, hb: Heartbeat, receivedUnixMs: number): void;
 }
@@ -216,7 +216,7 @@ export class Ingest {
       links.push({ ...h, leaves: leaves[k++] });
       records += h.count;
     }
-    this.#heads?.checkLinks(chain.state.id, links);
+    this.#heads?.checkLinks(chain.chainKey, links);
     chain.tip = { ...verifier.position };
     if (lost !== null) chain.lost = [...chain.lost, lost];
     return { links, records, lost };

@@ -63,8 +63,15 @@ export async function createServingIdentity(ca: MeshCa, names: { bind: string; d
       return schedule(RENEW_RETRY_MS);
     }
     log('info', 'collector serving certificate renewed', { not_after_unix_ms: issued.notAfterUnixMs });
-    for (const listener of renewed) listener();
+    // The next renewal is scheduled whatever a listener does: one that throws must not leave the certificate to expire.
     schedule();
+    for (const listener of renewed) {
+      try {
+        listener();
+      } catch (err) {
+        log('error', 'collector serving certificate renewed, but a server could not take it', { err: (err as Error).message });
+      }
+    }
   };
   schedule();
   return {

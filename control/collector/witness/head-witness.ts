@@ -29,7 +29,11 @@ export const FORK_AFTER_WITNESS = 'fork-after-witness';
 
 export class HeadWitness {
   #deps: HeadWitnessDeps;
-  /** Per sidecar: heads heartbeats named beyond the stored chain, by batch, until a link confirms them. */
+  /**
+   * Per chain key (SIDECAR_ID@POD_UID, store/chain-key.ts; never the bare sidecar id, so one
+   * incarnation's heads are never compared with another's): heads heartbeats named beyond the
+   * stored chain, by batch, until a link confirms them. Everything this witness keeps is keyed so.
+   */
   #pending = new Map<string, Map<number, WitnessedHead>>();
 
   constructor(deps: HeadWitnessDeps) {
@@ -56,21 +60,21 @@ export class HeadWitness {
    * Verified links about to be stored: each must carry the head witnessed at its batch. Throws
    * ChainBroken (`fork`) at the first that does not; confirms (forgets) those that do.
    */
-  checkLinks(sidecar: string, links: readonly BatchHeader[]): void {
-    const pending = this.#pending.get(sidecar);
+  checkLinks(chainKey: string, links: readonly BatchHeader[]): void {
+    const pending = this.#pending.get(chainKey);
     if (pending === undefined || pending.size === 0 || links.length === 0) return;
     const confirmed: number[] = [];
     for (const l of links) {
       const w = pending.get(l.batch);
       if (w === undefined) continue;
       if (w.head !== l.head) {
-        this.#fork(sidecar, { batch: l.batch, witnessed: { head: w.head, by: 'heartbeat', unix_ms: w.unix_ms, sig: w.sig }, presented: { head: l.head, by: 'segment', batch: l.batch }, detected_unix_ms: Date.now() });
+        this.#fork(chainKey, null, { batch: l.batch, witnessed: { head: w.head, by: 'heartbeat', unix_ms: w.unix_ms, sig: w.sig }, presented: { head: l.head, by: 'segment', batch: l.batch }, detected_unix_ms: Date.now() });
       }
       confirmed.push(l.batch);
     }
     if (confirmed.length === 0) return;
     for (const b of confirmed) pending.delete(b);
-    void this.#deps.witness.append({ entries: [], also: (dbs) => confirmed.forEach((b) => void dbs.pending.remove([sidecar, b])) }).catch(() => {});
+    void this.#deps.witness.append({ entries: [], also: (dbs) => confirmed.forEach((b) => void dbs.pending.remove([chainKey, b])) }).catch(() => {});
   }
 
   /**
@@ -87,18 +91,18 @@ export class HeadWitness {
     // A chain only grows: a head at an earlier batch than one witnessed means its tail was cut back.
     const tip = chain.tip;
     if (before !== undefined && hb.last_batch < before.last_batch) {
-      this.#fork(id, { batch: before.last_batch, witnessed: { head: before.head, by: 'heartbeat', unix_ms: before.unix_ms, sig: before.sig }, presented, detected_unix_ms: Date.now() });
+      this.#fork(id, chain.state, { batch: before.last_batch, witnessed: { head: before.head, by: 'heartbeat', unix_ms: before.unix_ms, sig: before.sig }, presented, detected_unix_ms: Date.now() });
     }
     if (hb.last_batch < tip.last_batch) {
-      this.#fork(id, { batch: tip.last_batch, witnessed: { head: tip.head, by: 'link', unix_ms: chain.state.last_seen_unix_ms }, presented, detected_unix_ms: Date.now() });
+      this.#fork(id, chain.state, { batch: tip.last_batch, witnessed: { head: tip.head, by: 'link', unix_ms: chain.state.last_seen_unix_ms }, presented, detected_unix_ms: Date.now() });
     }
     if (hb.last_batch === tip.last_batch && hb.head !== tip.head) {
-      this.#fork(id, { batch: tip.last_batch, witnessed: { head: tip.head, by: 'link', unix_ms: chain.state.last_seen_unix_ms }, presented, detected_unix_ms: Date.now() });
+      this.#fork(id, chain.state, { batch: tip.last_batch, witnessed: { head: tip.head, by: 'link', unix_ms: chain.state.last_seen_unix_ms }, presented, detected_unix_ms: Date.now() });
     }
     const pending = this.#of(id);
     const earlier = pending.get(hb.last_batch);
     if (earlier !== undefined && earlier.head !== hb.head) {
-      this.#fork(id, { batch: hb.last_batch, witnessed: { head: earlier.head, by: 'heartbeat', unix_ms: earlier.unix_ms, sig: earlier.sig }, presented, detected_unix_ms: Date.now() });
+      this.#fork(id, chain.state, { batch: hb.last_batch, witnessed: { head: earlier.head, by: 'heartbeat', unix_ms: earlier.unix_ms, sig: earlier.sig }, presented, detected_unix_ms: Date.now() });
     }
     const ahead = hb.last_batch > tip.last_batch && earlier === undefined;
     if (ahead) pending.set(hb.last_batch, seen);
@@ -119,14 +123,16 @@ export class HeadWitness {
       .catch(() => {});
   }
 
-  #fork(sidecar: string, fork: ForkAfterWitness): never {
+  /** `chain`: whose evidence a heartbeat's fork is kept as (its sidecar id and incarnation, as a refused segment's). */
+  #fork(sidecar: string, chain: { id: string; incarnation?: string } | null, fork: ForkAfterWitness): never {
     this.#deps.onFork(sidecar, fork);
     void this.#deps.witness.recordFork(sidecar, fork).catch(() => {});
     const { witnessed, presented } = fork;
     const problem = `${FORK_AFTER_WITNESS}: the collector witnessed head ${witnessed.head} at batch ${fork.batch} (${witnessed.by === 'heartbeat' ? 'a signed heartbeat' : 'a stored link'}); ${presented.by === 'segment' ? `a segment now brings batch ${presented.batch} with head ${presented.head}` : `a signed heartbeat now names head ${presented.head} at batch ${presented.batch}`}: the sidecar's chain no longer holds the witnessed head (its tail was rewritten or cut back)`;
     // A segment that forks is kept as evidence by its stream (sync-server.ts); a heartbeat here, with both heads.
     if (presented.by === 'heartbeat') {
-      void this.#deps.store.keepEvidence({ received_unix_ms: fork.detected_unix_ms, sidecar_id: sidecar, code: 'fork', reason: problem, batch: fork.batch, links: [{ heartbeat: presented, witnessed }], truncated: false }).catch(() => {});
+      const who = chain === null ? { sidecar_id: sidecar } : { sidecar_id: chain.id, ...(chain.incarnation === undefined ? {} : { incarnation: chain.incarnation }) };
+      void this.#deps.store.keepEvidence({ received_unix_ms: fork.detected_unix_ms, ...who, code: 'fork', reason: problem, batch: fork.batch, links: [{ heartbeat: presented, witnessed }], truncated: false }).catch(() => {});
     }
     return fail({ code: 'fork', batch: fork.batch, problem });
   }
