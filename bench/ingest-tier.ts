@@ -31,7 +31,10 @@ interface Replica {
 }
 
 async function startReplica(storeDir: string, urls: string): Promise<Replica> {
-  const child = spawn(process.execPath, ['--import=tsx', SERVE_SCRIPT, storeDir, urls], { cwd: ROOT, stdio: ['ignore', 'pipe', 'ignore'] });
+  // As the embedded collector (collector-process.ts): PROFILE=1 writes a CPU profile of each replica, COLLECTOR_NODE_FLAGS applies too.
+  const flags = process.env.PROFILE === '1' ? ['--cpu-prof', '--cpu-prof-dir=bench/results/profiles'] : [];
+  if (process.env.COLLECTOR_NODE_FLAGS) flags.push(...process.env.COLLECTOR_NODE_FLAGS.split(' '));
+  const child = spawn(process.execPath, ['--import=tsx', ...flags, SERVE_SCRIPT, storeDir, urls], { cwd: ROOT, stdio: ['ignore', 'pipe', 'ignore'] });
   const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
   const first = await lines.next();
   if (first.done === true) throw new Error('a replica exited before listening');
