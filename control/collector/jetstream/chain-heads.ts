@@ -2,7 +2,7 @@ import { chainKeyOf } from '../store/chain-key.js';
 import type { JetStreamClient } from '@nats-io/jetstream';
 import type { KV } from '@nats-io/kv';
 import type { CollectorStore, SidecarState, StoredLink } from '../collector-store.js';
-import { encodeLinkMessage, FrameMemory } from './link-message.js';
+import { encodeLinkMessage } from './link-message.js';
 import { chainToken, linkMsgId, linkSubject, STREAM } from './tier-layout.js';
 
 /**
@@ -20,8 +20,6 @@ export class ChainMoved extends Error {}
 
 /** Per chain, the heads of this many recent batches are remembered to check a resent batch against. */
 const RECENT_HEADS = 4096;
-/** Frames' memory kept for reuse: the links of a few segments in flight. */
-const FRAME_MEMORY_BYTES = 32 * 1024 * 1024;
 
 export interface ChainHeadsDeps {
   js: JetStreamClient;
@@ -48,7 +46,6 @@ export function createChainHeads({ js, chains, maxPayload, indexed }: ChainHeads
   const revisions = new Map<string, number>();
   const recent = new Map<string, Map<number, string>>();
   const times: PublishTimes = { publishMs: 0, casMs: 0, links: 0 };
-  const memory = new FrameMemory(FRAME_MEMORY_BYTES);
 
   const remember = (id: string, links: readonly StoredLink[]): void => {
     let heads = recent.get(id);
@@ -109,15 +106,11 @@ export function createChainHeads({ js, chains, maxPayload, indexed }: ChainHeads
       let k = 0;
       const acks = run.links.map((link) => {
         const batch = link.kind === 'records' ? run.batches[k++] : null;
-        const data = encodeLinkMessage({ sidecar: run.sidecar, link, batch }, memory);
+        const data = encodeLinkMessage({ sidecar: run.sidecar, link, batch });
         if (data.length > maxPayload) {
           return Promise.reject(new Error(`batch ${link.batch} of sidecar ${id} is ${data.length} bytes as a stream message, over the NATS servers' max_payload of ${maxPayload}: raise max_payload (or lower the sidecars' --batch-max-records)`));
         }
-        // Acknowledged: the client has sent it, its memory frames a later link (link-message.ts, FrameMemory).
-        return js.publish(subject, data, { msgID: linkMsgId(id, incarnation, link.batch), expect: { streamName: STREAM } }).then((ack) => {
-          memory.give(data);
-          return ack;
-        });
+        return js.publish(subject, data, { msgID: linkMsgId(id, incarnation, link.batch), expect: { streamName: STREAM } });
       });
       await Promise.all(acks);
       const published = performance.now();

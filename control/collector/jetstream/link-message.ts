@@ -26,7 +26,7 @@ export interface LinkMessage {
 
 const EMPTY = Buffer.alloc(0);
 
-export function encodeLinkMessage({ sidecar, link, batch }: LinkMessage, memory?: FrameMemory): Uint8Array {
+export function encodeLinkMessage({ sidecar, link, batch }: LinkMessage): Uint8Array {
   const { leaves, ...header } = link;
   const head: Head = {
     sidecar,
@@ -35,7 +35,7 @@ export function encodeLinkMessage({ sidecar, link, batch }: LinkMessage, memory?
   };
   const parts: Uint8Array[] = [Buffer.from(JSON.stringify(head)), leaves ?? EMPTY];
   if (batch !== null) parts.push(batch.blob, batch.keys, u8(batch.keyEnds), batch.keyDbs, batch.ids);
-  return frame(parts, memory);
+  return frame(parts);
 }
 
 export function decodeLinkMessage(data: Uint8Array): LinkMessage {
@@ -61,49 +61,12 @@ export function decodeLinkMessage(data: Uint8Array): LinkMessage {
 
 const u8 = (a: ArrayBufferView): Buffer => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 
-/**
- * Memory for frames, handed back once the frame was sent, so the next frame is written into pages
- * already touched: a link's frame is a batch's size (about 200 KB), and fresh memory costs a minor
- * page fault every 4 KB, about 15 µs each on a VM (bench/README.md, "Fresh memory"): more than the
- * copy itself. Only a frame JetStream acknowledged may be handed back (the NATS client copied it
- * into its outbound buffer by then); one that failed or timed out may still be queued, and is
- * left to the garbage collector.
- */
-export class FrameMemory {
-  readonly #free: ArrayBuffer[] = [];
-  #bytes = 0;
-  constructor(private readonly maxBytes: number) {}
-
-  /** A buffer of `size` bytes, reused when one that fits was handed back. */
-  take(size: number): Buffer {
-    for (let i = this.#free.length - 1; i >= 0; i--) {
-      const ab = this.#free[i];
-      if (ab.byteLength < size || ab.byteLength > size * 2) continue;
-      this.#free.splice(i, 1);
-      this.#bytes -= ab.byteLength;
-      return Buffer.from(ab, 0, size);
-    }
-    // Rounded up, so the next batch of about the same size fits.
-    return Buffer.from(new ArrayBuffer(Math.ceil(size / ROUND) * ROUND), 0, size);
-  }
-
-  /** A frame from take() that is no longer referenced anywhere. */
-  give(frame: Uint8Array): void {
-    const ab = frame.buffer as ArrayBuffer;
-    if (frame.byteOffset !== 0 || this.#bytes + ab.byteLength > this.maxBytes) return;
-    this.#free.push(ab);
-    this.#bytes += ab.byteLength;
-  }
-}
-
-const ROUND = 16 * 1024;
-
-/** Parts back to back behind a table of their lengths (into `memory` when given). */
-export function frame(parts: readonly Uint8Array[], memory?: FrameMemory): Uint8Array {
+/** Parts back to back behind a table of their lengths. */
+export function frame(parts: readonly Uint8Array[]): Uint8Array {
   const table = 4 + 4 * parts.length;
   let size = table;
   for (const p of parts) size += p.length;
-  const out = memory === undefined ? Buffer.allocUnsafe(size) : memory.take(size);
+  const out = Buffer.allocUnsafe(size);
   out.writeUInt32LE(parts.length, 0);
   let at = table;
   parts.forEach((p, i) => {
