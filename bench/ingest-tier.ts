@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ExecutionContext } from 'ava';
 import { startNatsCluster } from '../test/helpers/nats-cluster.js';
-import { cpuTimeMs } from './proc-stats.js';
+import { cpuTimeMs, minorFaults } from './proc-stats.js';
 
 const SERVE_SCRIPT = fileURLToPath(new URL('./ingest-serve.ts', import.meta.url));
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -18,6 +18,8 @@ export interface TierRound {
   /** CPU of every replica process (all threads) from the first record sent until indexing went idle, ms. */
   replicaCpuMs: number;
   natsCpuMs: number;
+  /** Minor page faults of every replica process over the same span (about 15 µs each on this VM: README, "Fresh memory"). */
+  replicaFaults: number;
   /** Wall time inside the replicas: publish until JetStream acked, compare-and-set, local index writes. */
   publishMs: number;
   casMs: number;
@@ -31,7 +33,10 @@ interface Replica {
 }
 
 async function startReplica(storeDir: string, urls: string): Promise<Replica> {
-  const child = spawn(process.execPath, ['--import=tsx', SERVE_SCRIPT, storeDir, urls], { cwd: ROOT, stdio: ['ignore', 'pipe', 'ignore'] });
+  // As the embedded collector (collector-process.ts): PROFILE=1 writes a CPU profile of each replica, COLLECTOR_NODE_FLAGS applies too.
+  const flags = process.env.PROFILE === '1' ? ['--cpu-prof', '--cpu-prof-dir=bench/results/profiles'] : [];
+  if (process.env.COLLECTOR_NODE_FLAGS) flags.push(...process.env.COLLECTOR_NODE_FLAGS.split(' '));
+  const child = spawn(process.execPath, ['--import=tsx', ...flags, SERVE_SCRIPT, storeDir, urls], { cwd: ROOT, stdio: ['ignore', 'pipe', 'ignore'] });
   const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
   const first = await lines.next();
   if (first.done === true) throw new Error('a replica exited before listening');
@@ -76,15 +81,16 @@ export async function tierRound<S>(dir: string, replicas: number, natsNodes: num
     const pids = started.map((r) => r.pid);
     const cpu = (): number => pids.reduce((a, pid) => a + (cpuTimeMs(pid) ?? 0), 0);
     const natsCpu = (): number => natsPids.reduce((a, pid) => a + (cpuTimeMs(pid) ?? 0), 0);
-    const [cpu0, nats0] = [cpu(), natsCpu()];
+    const faults = (): number => pids.reduce((a, pid) => a + (minorFaults(pid) ?? 0), 0);
+    const [cpu0, nats0, faults0] = [cpu(), natsCpu(), faults()];
     const t0 = performance.now();
     await Promise.all(senders.map((s) => s()));
     const seconds = (performance.now() - t0) / 1000;
     await untilIdle(pids);
-    const [cpu1, nats1] = [cpu(), natsCpu()];
+    const [cpu1, nats1, faults1] = [cpu(), natsCpu(), faults()];
     const times = await Promise.all(started.map((r) => r.stop()));
     const sum = (k: 'publishMs' | 'casMs' | 'indexMs'): number => times.reduce((a, x) => a + (x?.[k] ?? 0), 0);
-    return { replicas, natsNodes, seconds, replicaCpuMs: cpu1 - cpu0, natsCpuMs: nats1 - nats0, publishMs: sum('publishMs'), casMs: sum('casMs'), indexMs: sum('indexMs') };
+    return { replicas, natsNodes, seconds, replicaCpuMs: cpu1 - cpu0, natsCpuMs: nats1 - nats0, replicaFaults: faults1 - faults0, publishMs: sum('publishMs'), casMs: sum('casMs'), indexMs: sum('indexMs') };
   } finally {
     for (const fn of cleanups.reverse()) await fn();
   }

@@ -553,7 +553,7 @@ function printTier(tiers: TierRound[], records: number, embeddedRate: number, em
     const perReplica = r.replicaCpuMs / records;
     const ratio = perReplica / embeddedCpuMsPerRecord;
     process.stdout.write(
-      `tier, ${r.replicas} replica(s): replica CPU ${us(r.replicaCpuMs)} µs a record (all replicas, ingest and index; embedded ${(embeddedCpuMsPerRecord * 1000).toFixed(1)}): ${ratio.toFixed(2)}x, target <= ${TIER_CPU_TARGET}x: ${ratio <= TIER_CPU_TARGET ? 'met' : 'MISSED'}; NATS servers ${us(r.natsCpuMs)} µs a record\n` +
+      `tier, ${r.replicas} replica(s): replica CPU ${us(r.replicaCpuMs)} µs a record (all replicas, ingest and index; embedded ${(embeddedCpuMsPerRecord * 1000).toFixed(1)}): ${ratio.toFixed(2)}x, target <= ${TIER_CPU_TARGET}x: ${ratio <= TIER_CPU_TARGET ? 'met' : 'MISSED'}; ${(r.replicaFaults / records).toFixed(2)} page faults a record; NATS servers ${us(r.natsCpuMs)} µs a record\n` +
         `  a record's time in the replicas (wall, summed): publish until JetStream acked ${us(r.publishMs)} µs, head compare-and-set ${us(r.casMs)} µs, index write ${us(r.indexMs)} µs (verify: as embedded)\n`,
     );
   }

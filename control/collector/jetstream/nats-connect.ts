@@ -30,6 +30,9 @@ export function connectJetStream(config: JetStreamConfig, name: string, reconnec
     maxReconnectAttempts: -1,
     reconnectTimeWait: 250,
     waitOnFirstConnect: reconnect,
+    // No error object (and stack trace) made up front for every request and publish ack, only
+    // for the ones that fail (a profile of a replica at ingest: 1-2% of its busy time went to them).
+    noAsyncTraces: true,
     ...(config.credsFile === undefined ? {} : { authenticator: credsAuthenticator(readFileSync(config.credsFile)) }),
     ...(config.caFile === undefined ? {} : { tls: { caFile: config.caFile } }),
   });

@@ -62,8 +62,10 @@ export async function startShardIndexer({ js, jsm, index, replicaId, shard, onIn
 
   async function apply(msgs: JsMsg[]): Promise<void> {
     const started = performance.now();
-    const runs: StoredRun[] = [];
-    const writes: Promise<void>[] = [];
+    // One run per chain for the whole fetched set, its links in stream order: one LMDB write
+    // each (not one a link), the chain's state as of its last new link. A link already held,
+    // in the store or earlier in this set, is skipped, so a redelivery changes nothing.
+    const byChain = new Map<string, StoredRun & { held: Set<number> }>();
     for (const m of msgs) {
       let decoded;
       try {
@@ -74,11 +76,20 @@ export async function startShardIndexer({ js, jsm, index, replicaId, shard, onIn
         continue;
       }
       const { sidecar, link, batch } = decoded;
-      if ((await index.link(chainKeyOf(sidecar), link.batch))?.head === link.head) continue;
-      const run: StoredRun = { sidecar, links: [link], batches: batch === null ? [] : [batch] };
-      writes.push(index.append(run));
-      runs.push(run);
+      const chain = chainKeyOf(sidecar);
+      const run = byChain.get(chain);
+      if (run?.held.has(link.batch) === true) continue;
+      if ((await index.link(chain, link.batch))?.head === link.head) continue;
+      if (run === undefined) byChain.set(chain, { sidecar, links: [link], batches: batch === null ? [] : [batch], held: new Set([link.batch]) });
+      else {
+        run.sidecar = sidecar;
+        run.links.push(link);
+        if (batch !== null) run.batches.push(batch);
+        run.held.add(link.batch);
+      }
     }
+    const runs: StoredRun[] = [...byChain.values()].map(({ sidecar, links, batches }) => ({ sidecar, links, batches }));
+    const writes = runs.map((run) => index.append(run));
     await Promise.all(writes);
     await index.stores.meta.put(positionKey(shard), msgs[msgs.length - 1].seq);
     state.indexMs += performance.now() - started;

@@ -4,12 +4,17 @@ import { SHARDS } from './tier-layout.js';
 /**
  * Who owns which shard, held as leases in a KV bucket. Every replica renews a presence entry and
  * the leases it holds every third of the lease time, each renewal a compare-and-set on the
- * revision it holds. An entry whose revision has not moved for a whole lease time, as this
- * replica's own clock measures it (no clocks are compared across machines), belongs to a replica
- * that died or was cut off: another takes it over with compare-and-set, so exactly one wins. A
- * replica takes shards up to its fair share of the live replicas and gives back what is over it,
- * so shards spread again when a replica comes back. A replica that could not renew for a lease
- * time stops owning anything on its own, before another may take over.
+ * revision it holds, and watches the bucket, so it sees each renewal as it happens. An entry whose
+ * revision has not moved for two renewal intervals (two thirds of the lease time) since this
+ * replica saw it move, as its own clock measures it (no clocks are compared across machines),
+ * belongs to a replica that died or was cut off: another takes it over with compare-and-set, so
+ * exactly one wins. Lapses are looked for every twelfth of the lease time, between the renewals,
+ * so the shards of a replica that died are owned again within the lease time of its death (the
+ * last third is for the takeover and the new owner's catching up). A replica takes shards up to
+ * its fair share of the live replicas and gives back what is over it, so shards spread again when
+ * a replica comes back. A replica that could not renew for half the lease time stops owning
+ * anything on its own, before another may take over (as a Kubernetes leader election's renew
+ * deadline under its lease duration).
  */
 
 export const DEFAULT_LEASE_MS = 15_000;
@@ -34,16 +39,24 @@ export interface ShardLeases {
 }
 
 const shardKey = (shard: number): string => `shard.${shard}`;
+const isShardKey = (key: string): boolean => key.startsWith('shard.');
 const replicaKey = (id: string): string => `replica.${id}`;
 
 export function startShardLeases(opts: ShardLeasesOptions): ShardLeases {
   const { kv, replicaId, onAcquire, onRelease, log } = opts;
   const leaseMs = opts.leaseMs ?? DEFAULT_LEASE_MS;
+  /** Unmoved this long since seen moving: lapsed (two renewals missed). */
+  const lapseMs = (leaseMs * 2) / 3;
+  /** Not renewed this long: this replica stops owning its shards, before another may take them. */
+  const renewDeadlineMs = leaseMs / 2;
   const owned = new Map<number, number>();
   /** Per key, the revision last seen and when (this clock) it was first seen at that revision. */
   const seen = new Map<string, { revision: number; sinceMs: number }>();
   let lastRenewedMs = Date.now();
   let live = 1;
+  let share = SHARDS;
+  /** The other replicas counted live at the last tick. */
+  let others = new Set<string>();
   let stopped = false;
 
   const observe = (key: string, revision: number, now: number): number => {
@@ -63,18 +76,24 @@ export function startShardLeases(opts: ShardLeasesOptions): ShardLeases {
   };
   const value = JSON.stringify({ owner: replicaId });
 
-  async function countLive(now: number): Promise<void> {
+  async function countLive(): Promise<void> {
     await kv.put(replicaKey(replicaId), JSON.stringify({ unix_ms: Date.now() }));
     let n = 0;
+    const counted = new Set<string>();
     for await (const key of await kv.keys('replica.*')) {
       const e = await kv.get(key);
       if (e === null || e.operation !== 'PUT') continue;
-      if (key === replicaKey(replicaId) || observe(key, e.revision, now) < leaseMs) n++;
+      if (key === replicaKey(replicaId)) n++;
+      else if (observe(key, e.revision, Date.now()) < lapseMs) {
+        n++;
+        counted.add(key);
+      }
     }
     live = Math.max(1, n);
+    others = counted;
   }
 
-  async function tendShard(shard: number, share: number, now: number): Promise<void> {
+  async function tendShard(shard: number): Promise<void> {
     const key = shardKey(shard);
     const e = await kv.get(key);
     const mine = owned.get(shard);
@@ -93,7 +112,7 @@ export function startShardLeases(opts: ShardLeasesOptions): ShardLeases {
       return;
     }
     // Watched even at the fair share, so a lease is known lapsed the moment the share grows.
-    const unmovedMs = e === null ? 0 : observe(key, e.revision, now);
+    const unmovedMs = e === null ? 0 : observe(key, e.revision, Date.now());
     if (owned.size >= share) return;
     if (e === null || e.operation !== 'PUT') {
       take(shard, await kv.create(key, value), 'free');
@@ -102,19 +121,19 @@ export function startShardLeases(opts: ShardLeasesOptions): ShardLeases {
     const holder = e.json<{ owner: string }>().owner;
     // Its own lease from before a restart or a lapse: nobody else may hold it meanwhile, take it back now.
     if (holder === replicaId) return take(shard, await kv.update(key, value, e.revision), 'its own, taken back');
-    if (unmovedMs >= leaseMs) take(shard, await kv.update(key, value, e.revision), `taken over from ${e.json<{ owner: string }>().owner}`);
+    if (unmovedMs >= lapseMs) take(shard, await kv.update(key, value, e.revision), `taken over from ${e.json<{ owner: string }>().owner}`);
   }
 
   async function tick(): Promise<void> {
     const now = Date.now();
     try {
-      await countLive(now);
-      const share = Math.ceil(SHARDS / live);
+      await countLive();
+      share = Math.ceil(SHARDS / live);
       // Renewals first and all at once: a slow tick must not let a held lease lapse.
       const order = [...owned.keys(), ...Array.from({ length: SHARDS }, (_, i) => i).filter((i) => !owned.has(i))];
       const tend = async (shard: number): Promise<void> => {
         try {
-          await tendShard(shard, share, now);
+          await tendShard(shard);
         } catch (err) {
           if (!/wrong last sequence/i.test((err as Error).message)) throw err;
           // A write of ours whose answer timed out may have moved it; else another replica won it.
@@ -129,19 +148,52 @@ export function startShardLeases(opts: ShardLeasesOptions): ShardLeases {
       lastRenewedMs = now;
     } catch (err) {
       log('warn', 'collector replica could not renew its shard leases', { replica: replicaId, err: (err as Error).message });
-      // Cut off for a lease time: another replica may take these over now; stop answering for them first.
-      if (Date.now() - lastRenewedMs >= leaseMs * 0.9) for (const shard of [...owned.keys()]) lose(shard, 'its leases could not be renewed');
+      // Cut off for half a lease time: another replica may take these over from two thirds of it; stop answering for them first.
+      if (Date.now() - lastRenewedMs >= renewDeadlineMs) for (const shard of [...owned.keys()]) lose(shard, 'its leases could not be renewed');
     }
   }
 
+  // Every entry's moves as they happen: a renewal is seen when it is written, not at the next tick.
+  let watch: { stop(): void } | undefined;
+  void kv.watch().then(
+    async (entries) => {
+      watch = entries;
+      if (stopped) entries.stop();
+      try {
+        for await (const e of entries) observe(e.key, e.revision, Date.now());
+      } catch (err) {
+        if (!stopped) log('warn', 'collector replica stopped watching the shard leases: lapses are seen at its renewals only', { replica: replicaId, err: (err as Error).message });
+      }
+    },
+    (err: unknown) => log('warn', 'collector replica cannot watch the shard leases: lapses are seen at its renewals only', { replica: replicaId, err: (err as Error).message }),
+  );
+
   let timer: NodeJS.Timeout | undefined;
+  let ticking = false;
   let running: Promise<void> = Promise.resolve();
   const loop = (): void => {
-    if (stopped) return;
+    if (stopped || ticking) return;
+    clearTimeout(timer);
+    ticking = true;
     running = tick().finally(() => {
+      ticking = false;
       if (!stopped) timer = setTimeout(loop, leaseMs / 3);
     });
   };
+  /** A lease of another replica lapsed (or a shard is free) and this one may take more: tick now, not at the next renewal. */
+  const lapsed = (): boolean => {
+    const now = Date.now();
+    const unmoved = (key: string): boolean => now - (seen.get(key)?.sinceMs ?? now) >= lapseMs;
+    // A replica counted live whose presence lapsed: the fair share grows.
+    for (const key of others) if (unmoved(key)) return true;
+    if (owned.size >= share) return false;
+    for (const key of seen.keys()) if (isShardKey(key) && !owned.has(Number(key.slice('shard.'.length))) && unmoved(key)) return true;
+    return false;
+  };
+  const checker = setInterval(() => {
+    if (!ticking && lapsed()) loop();
+  }, leaseMs / 12);
+  checker.unref();
   loop();
   return {
     get owned() {
@@ -151,6 +203,8 @@ export function startShardLeases(opts: ShardLeasesOptions): ShardLeases {
     async close() {
       stopped = true;
       clearTimeout(timer);
+      clearInterval(checker);
+      watch?.stop();
       await running;
       // Hand the shards back at once, so another replica need not wait a lease time.
       for (const [shard, revision] of owned) {
