@@ -1,8 +1,9 @@
 // The collector under benchmark in its own process (ingest-serve.ts), as bench/ingest.ts and
 // bench/certify.ts start it: PROFILE=1 runs it with --cpu-prof (bench/results/profiles/),
 // COLLECTOR_NODE_FLAGS adds node flags.
+import { Agent, fetch as undiciFetch } from 'undici';
 import { spawn } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -24,7 +25,9 @@ export async function startCollector(storeDir: string, serveArgs: string[] = [])
   child.stdout!.resume();
   if (first.done === true) throw new Error('the collector exited before listening (its stderr is above)');
   const { grpc: g, http } = JSON.parse(first.value as string) as { grpc: number; http: number };
-  return { address: `127.0.0.1:${g}`, http: `http://127.0.0.1:${http}`, pid: child.pid!, stop };
+  // With a mesh CA (mtls, identity) the collector's HTTP API serves HTTPS.
+  const scheme = serveArgs[0] === 'mtls' || serveArgs[0] === 'identity' ? 'https' : 'http';
+  return { address: `127.0.0.1:${g}`, http: `${scheme}://127.0.0.1:${http}`, pid: child.pid!, stop };
 }
 
 /** What a collector with identity needs in `dir`: a ServiceAccount token issuer and its JWKS, a shared token file, a mesh CA. */
@@ -46,4 +49,14 @@ export async function identitySetup(dir: string): Promise<IdentitySetup> {
   const caDir = join(dir, 'ca');
   const ca = await openMeshCa(caDir, { create: true });
   return { issuer, ca, caFile: join(caDir, 'ca.crt'), tokens, serveArgs: ['identity', caDir, tokens, jwks, issuer.issuer] };
+}
+
+/** The collector's /metrics text; over HTTPS trusting the mesh CA bundle `caFile`. */
+export async function collectorMetrics(http: string, caFile?: string): Promise<string> {
+  const dispatcher = caFile === undefined ? undefined : new Agent({ connect: { ca: await readFile(caFile, 'utf8') } });
+  try {
+    return await (await undiciFetch(`${http}/metrics`, { dispatcher })).text();
+  } finally {
+    await dispatcher?.close();
+  }
 }

@@ -37,7 +37,7 @@ import { ED25519 } from '../ledger/x509.js';
 import { openMeshCa } from '../control/collector/ingest/mesh-ca.js';
 import { SYNC_PROTO_PATH, type CollectorMessage } from '../wire/sync-wire.js';
 import { formatTable } from './table.js';
-import { startCollector } from './collector-process.js';
+import { collectorMetrics, startCollector } from './collector-process.js';
 import { spread } from './summary.js';
 import { cpuTimeMs, mainThreadCpuTimeMs, minorFaults, threadCpuMs } from './proc-stats.js';
 import { openLmdbStore } from '../control/collector/store/lmdb-store.js';
@@ -438,7 +438,7 @@ async function ingestRound(storeDir: string, streams: Stream[], warmup: Stream |
     const faultsAfter = minorFaults(collector.pid);
     const threads = new Map<string, number>();
     for (const [thread, ms] of threadCpuMs(collector.pid)) threads.set(thread, ms - (threadsBefore.get(thread) ?? 0));
-    const metrics = await (await fetch(`${collector.http}/metrics`)).text();
+    const metrics = await collectorMetrics(collector.http, mtls === undefined ? undefined : join(mtls.serveArgs[1]!, 'ca.crt'));
     const stored = Number(/^auditmesh_collector_records_stored_total (\d+)/m.exec(metrics)?.[1] ?? 0) - (warmup?.count ?? 0);
     const total = streams.reduce((a, s) => a + s.count, 0);
     if (stored !== total) throw new Error(`collector stored ${stored} records, expected ${total}`);
