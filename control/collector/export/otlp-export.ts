@@ -1,16 +1,15 @@
 import { chainKeyOf } from '../store/chain-key.js';
 import type { Database } from 'lmdb';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import type { Resource } from '@opentelemetry/resources';
-import type { LogRecordExporter, ReadableLogRecord } from '@opentelemetry/sdk-logs';
+import { extname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Piscina } from 'piscina';
 import type { Logger } from '../../../command/log.js';
 import { initialiseLabels } from '../../../command/label-values.js';
 import type { SidecarState, StoredLink } from '../collector-store.js';
-import { collectedRecord } from '../api/record-query.js';
-import { BatchBlob } from '../store/batch-blob.js';
 import type { CollectorStores } from '../store/store-layout.js';
-import { sidecarResource, toLogRecord } from './otlp-log-record.js';
-import { createOtlpLogExporter, exportLogs, type OtlpTransportConfig } from './otlp-transport.js';
+import type { OtlpTransportConfig } from './otlp-transport.js';
+import type { ExportChunkOutcome, ExportChunkTask, ShutdownTask } from './workers/export-chunk.js';
 
 /**
  * `--export-otlp`: the stored records, exported as OpenTelemetry logs, at least once. The store
@@ -20,6 +19,11 @@ import { createOtlpLogExporter, exportLogs, type OtlpTransportConfig } from './o
  * loses nothing. Ingest never waits for it: a stored run only wakes it. Retention prunes
  * nothing it has not exported (exportedThrough). A crash between an accepted export and its
  * cursor write sends those records again (`log.record.uid` tells them apart).
+ *
+ * Mapping a record to a log record and encoding it costs tens of microseconds; at full ingest
+ * that would take the event loop from ingest, so a worker thread (workers/export-chunk.ts) holds
+ * the official exporter and does both, and the event loop only reads stored batches and moves
+ * cursors. While the worker maps and sends one chunk, the event loop reads the next one.
  */
 
 /** Records per export request at most (a batch is never split: one larger batch goes alone). */
@@ -60,15 +64,8 @@ export interface OtlpExport {
 
 export function createOtlpExport(stores: CollectorStores, opts: OtlpExportOptions): OtlpExport {
   const cursors: Database<ExportCursor, string> = stores.env.openDB<ExportCursor, string>('export_cursor', { encoding: 'msgpack' });
-  let exporter: LogRecordExporter = createOtlpLogExporter(opts.transport);
-  /** After a failure, a fresh exporter: grpc-js would otherwise wait out its channel's reconnect backoff (up to 2 min) after the receiver is back. */
-  const renewExporter = (): void => {
-    const old = exporter;
-    exporter = createOtlpLogExporter(opts.transport);
-    old.shutdown().catch(() => {});
-  };
+  const worker = new Piscina<ExportChunkTask | ShutdownTask, ExportChunkOutcome>({ filename: workerFilename(), workerData: opts.transport, minThreads: 1, maxThreads: 1, idleTimeout: Number.POSITIVE_INFINITY });
   const through = new Map<string, number>(Array.from(cursors.getRange(), ({ key, value }) => [key, value.batch]));
-  const resources = new Map<string, Resource>();
   let closed = false;
   let wakeUp: (() => void) | undefined;
   let woken = false;
@@ -100,34 +97,37 @@ export function createOtlpExport(stores: CollectorStores, opts: OtlpExportOption
   };
   const metrics = createExportMetrics(opts.registry, lag);
 
-  const resourceOf = (state: SidecarState, identity: unknown): Resource => {
-    const key = `${chainKeyOf(state)}\u0000${typeof identity === 'string' ? identity : ''}`;
-    let r = resources.get(key);
-    if (r === undefined) resources.set(key, (r = sidecarResource(state, typeof identity === 'string' ? identity : undefined)));
-    return r;
-  };
-
-  /** The next links of a sidecar after its cursor, and their records as log records, up to MAX_EXPORT_RECORDS. */
-  const nextChunk = (state: SidecarState, c: ExportCursor): { last: StoredLink | undefined; seq: number; logs: ReadableLogRecord[] } => {
-    const logs: ReadableLogRecord[] = [];
+  /**
+   * The next links of a sidecar after its cursor, up to MAX_EXPORT_RECORDS records, and a task
+   * for the worker holding their stored batches as they are (the worker maps and sends them).
+   */
+  const nextChunk = (state: SidecarState, c: ExportCursor): { last: StoredLink | undefined; seq: number; task: ExportChunkTask | undefined } => {
+    const key = chainKeyOf(state);
+    const values: Buffer[] = [];
+    const batches: ExportChunkTask['batches'] = [];
+    let records = 0;
+    let size = 0;
     let last: StoredLink | undefined;
     let seq = c.seq;
-    for (const { value: l } of stores.links.getRange({ start: [chainKeyOf(state), c.batch + 1], end: [chainKeyOf(state), Number.MAX_SAFE_INTEGER] })) {
+    for (const { value: l } of stores.links.getRange({ start: [key, c.batch + 1], end: [key, Number.MAX_SAFE_INTEGER] })) {
       if (l.kind === 'records') {
-        if (logs.length > 0 && logs.length + l.count > MAX_EXPORT_RECORDS) break;
-        const bytes = stores.batches.get([chainKeyOf(state), l.batch]);
-        const identity = stores.identities.get([chainKeyOf(state), l.batch]);
-        if (bytes === undefined) throw new Error(`batch ${l.batch} of sidecar ${chainKeyOf(state)} has a link but no records`);
-        const blob = new BatchBlob(bytes);
-        for (let i = 0; i < blob.count; i++) {
-          const rec = collectedRecord({ sidecar: state.id, incarnation: state.incarnation ?? '', seq: blob.firstSeq + i, bytes: blob.bytes(i), ...(identity === undefined ? {} : { identity }) });
-          if (rec !== null) logs.push(toLogRecord(rec, resourceOf(state, (rec as unknown as Record<string, unknown>)['audit.identity']), l.sealed_unix_ms));
-        }
+        if (records > 0 && records + l.count > MAX_EXPORT_RECORDS) break;
+        const bytes = stores.batches.get([key, l.batch]);
+        if (bytes === undefined) throw new Error(`batch ${l.batch} of sidecar ${key} has a link but no records`);
+        values.push(bytes);
+        size += bytes.length;
+        const identity = stores.identities.get([key, l.batch]);
+        batches.push({ end: size, sealedUnixMs: l.sealed_unix_ms, ...(identity === undefined ? {} : { identity }) });
+        records += l.count;
         seq = l.first_seq + l.count - 1;
       }
       last = l;
     }
-    return { last, seq, logs };
+    if (batches.length === 0) return { last, seq, task: undefined };
+    const blobs = Buffer.allocUnsafeSlow(size);
+    let at = 0;
+    for (const v of values) at += v.copy(blobs, at);
+    return { last, seq, task: { kind: 'export', sidecar: { id: state.id, incarnation: state.incarnation ?? '', service: state.service, key_id: state.key_id }, blobs: blobs.buffer as ArrayBuffer, batches } };
   };
 
   /** One pass over every sidecar; true if anything moved. Throws, tagged, on the first failure. */
@@ -137,16 +137,18 @@ export function createOtlpExport(stores: CollectorStores, opts: OtlpExportOption
       if (closed) return moved;
       const c = cursorOf(chainKeyOf(state));
       if (c.batch >= state.position.last_batch) continue;
-      const { last, seq, logs } = tagged('store', () => nextChunk(state, c));
+      const { last, seq, task } = tagged('store', () => nextChunk(state, c));
       if (last === undefined) continue;
-      if (logs.length > 0) {
+      if (task !== undefined) {
+        let out: ExportChunkOutcome;
         try {
-          await exportLogs(exporter, logs);
+          out = await worker.run(task, { transferList: [task.blobs] });
         } catch (err) {
-          renewExporter();
-          throw Object.assign(new Error((err as Error)?.message ?? String(err)), { reason: 'export' as const });
+          // The worker died (piscina starts another): sent again from the cursor.
+          out = { ok: false, error: (err as Error)?.message ?? String(err), stage: 'export' };
         }
-        metrics.exported.inc(logs.length);
+        if (!out.ok) throw Object.assign(new Error(out.error), { reason: out.stage });
+        metrics.exported.inc(out.exported);
       }
       await tagged('store', () => cursors.put(chainKeyOf(state), { batch: last.batch, seq }));
       through.set(chainKeyOf(state), last.batch);
@@ -202,9 +204,16 @@ export function createOtlpExport(stores: CollectorStores, opts: OtlpExportOption
       closed = true;
       wakeUp?.();
       await loop;
-      await exporter.shutdown();
+      await worker.run({ kind: 'shutdown' }).catch(() => {});
+      await worker.close();
     },
   };
+}
+
+/** Same extension as this module: `.ts` under tsx (tests), `.js` from build/ (piscina needs a path that exists). */
+function workerFilename(): string {
+  const ext = extname(fileURLToPath(import.meta.url));
+  return fileURLToPath(new URL(`./workers/export-chunk${ext}`, import.meta.url));
 }
 
 function tagged<T>(reason: 'store', f: () => T): T {
