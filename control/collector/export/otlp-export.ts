@@ -28,6 +28,8 @@ import type { ExportChunkOutcome, ExportChunkTask, ShutdownTask } from './worker
 
 /** Records per export request at most (a batch is never split: one larger batch goes alone). */
 export const MAX_EXPORT_RECORDS = 4096;
+/** Chunks with the worker at once: one mapped while the one before is on the wire. */
+export const EXPORT_CHUNKS_IN_FLIGHT = 2;
 /** Without a wake-up, the exporter looks for new records this often. */
 export const EXPORT_POLL_MS = 1_000;
 /** Retry after a failed export: doubling from the first to the last. */
@@ -64,7 +66,7 @@ export interface OtlpExport {
 
 export function createOtlpExport(stores: CollectorStores, opts: OtlpExportOptions): OtlpExport {
   const cursors: Database<ExportCursor, string> = stores.env.openDB<ExportCursor, string>('export_cursor', { encoding: 'msgpack' });
-  const worker = new Piscina<ExportChunkTask | ShutdownTask, ExportChunkOutcome>({ filename: workerFilename(), workerData: opts.transport, minThreads: 1, maxThreads: 1, idleTimeout: Number.POSITIVE_INFINITY });
+  const worker = new Piscina<ExportChunkTask | ShutdownTask, ExportChunkOutcome>({ filename: workerFilename(), workerData: opts.transport, minThreads: 1, maxThreads: 1, concurrentTasksPerWorker: EXPORT_CHUNKS_IN_FLIGHT, idleTimeout: Number.POSITIVE_INFINITY });
   const through = new Map<string, number>(Array.from(cursors.getRange(), ({ key, value }) => [key, value.batch]));
   let closed = false;
   let wakeUp: (() => void) | undefined;
@@ -130,31 +132,48 @@ export function createOtlpExport(stores: CollectorStores, opts: OtlpExportOption
     return { last, seq, task: { kind: 'export', sidecar: { id: state.id, incarnation: state.incarnation ?? '', service: state.service, key_id: state.key_id }, blobs: blobs.buffer as ArrayBuffer, batches } };
   };
 
-  /** One pass over every sidecar; true if anything moved. Throws, tagged, on the first failure. */
+  /** The worker's outcome for a chunk; never rejects (a worker that died is a failed export, sent again from the cursor). */
+  const send = (task: ExportChunkTask | undefined): Promise<ExportChunkOutcome> =>
+    task === undefined
+      ? Promise.resolve({ ok: true, exported: 0 })
+      : worker.run(task, { transferList: [task.blobs] }).catch((err: unknown) => ({ ok: false as const, error: (err as Error)?.message ?? String(err), stage: 'export' as const }));
+
+  /**
+   * One pass over every sidecar, each up to where its chain ended when the pass reached it; true
+   * if anything moved. Up to EXPORT_CHUNKS_IN_FLIGHT chunks are with the worker at once (it maps
+   * one while another is on the wire), and cursors move in order, each only once its chunk and
+   * every one before it were accepted. Throws, tagged, on the first failure.
+   */
   const pass = async (): Promise<boolean> => {
     let moved = false;
-    for (const { value: state } of stores.sidecars.getRange()) {
-      if (closed) return moved;
-      const c = cursorOf(chainKeyOf(state));
-      if (c.batch >= state.position.last_batch) continue;
-      const { last, seq, task } = tagged('store', () => nextChunk(state, c));
-      if (last === undefined) continue;
-      if (task !== undefined) {
-        let out: ExportChunkOutcome;
-        try {
-          out = await worker.run(task, { transferList: [task.blobs] });
-        } catch (err) {
-          // The worker died (piscina starts another): sent again from the cursor.
-          out = { ok: false, error: (err as Error)?.message ?? String(err), stage: 'export' };
-        }
-        if (!out.ok) throw Object.assign(new Error(out.error), { reason: out.stage });
-        metrics.exported.inc(out.exported);
-      }
-      await tagged('store', () => cursors.put(chainKeyOf(state), { batch: last.batch, seq }));
-      through.set(chainKeyOf(state), last.batch);
+    const inFlight: Array<{ key: string; cursor: ExportCursor; outcome: Promise<ExportChunkOutcome> }> = [];
+    const settle = async (): Promise<void> => {
+      const { key, cursor, outcome } = inFlight.shift()!;
+      const out = await outcome;
+      if (!out.ok) throw Object.assign(new Error(out.error), { reason: out.stage });
+      metrics.exported.inc(out.exported);
+      await tagged('store', () => cursors.put(key, cursor));
+      through.set(key, cursor.batch);
       moved = true;
+    };
+    try {
+      for (const { value: state } of stores.sidecars.getRange()) {
+        const key = chainKeyOf(state);
+        let c = cursorOf(key);
+        while (!closed && c.batch < state.position.last_batch) {
+          const { last, seq, task } = tagged('store', () => nextChunk(state, c));
+          if (last === undefined) break;
+          c = { batch: last.batch, seq };
+          inFlight.push({ key, cursor: c, outcome: send(task) });
+          if (inFlight.length >= EXPORT_CHUNKS_IN_FLIGHT) await settle();
+        }
+        if (closed) break;
+      }
+      while (inFlight.length > 0) await settle();
+    } finally {
+      // After a failure the chunks still out are not waited for: their records are sent again from the cursor.
+      if (moved) opts.onExported?.();
     }
-    if (moved) opts.onExported?.();
     return moved;
   };
 
