@@ -9,7 +9,7 @@ import { initialiseLabels } from '../../../command/label-values.js';
 import type { SidecarState, StoredLink } from '../collector-store.js';
 import type { CollectorStores } from '../store/store-layout.js';
 import type { OtlpTransportConfig } from './otlp-transport.js';
-import type { ExportChunkOutcome, ExportChunkTask, ShutdownTask } from './workers/export-chunk.js';
+import type { ExportChunkOutcome, ExportChunkTask } from './workers/export-chunk.js';
 
 /**
  * `--export-otlp`: the stored records, exported as OpenTelemetry logs, at least once. The store
@@ -28,8 +28,10 @@ import type { ExportChunkOutcome, ExportChunkTask, ShutdownTask } from './worker
 
 /** Records per export request at most (a batch is never split: one larger batch goes alone). */
 export const MAX_EXPORT_RECORDS = 4096;
-/** Chunks with the worker at once: one mapped while the one before is on the wire. */
-export const EXPORT_CHUNKS_IN_FLIGHT = 2;
+/** Export workers: two, so that the mapping of one chunk is not the limit (it uses CPU the event loop and the hashing pool leave idle). */
+export const EXPORT_THREADS = 2;
+/** Chunks with the workers at once: per worker, one mapped while the one before is on the wire. */
+export const EXPORT_CHUNKS_IN_FLIGHT = 2 * EXPORT_THREADS;
 /** Without a wake-up, the exporter looks for new records this often. */
 export const EXPORT_POLL_MS = 1_000;
 /** Retry after a failed export: doubling from the first to the last. */
@@ -66,7 +68,7 @@ export interface OtlpExport {
 
 export function createOtlpExport(stores: CollectorStores, opts: OtlpExportOptions): OtlpExport {
   const cursors: Database<ExportCursor, string> = stores.env.openDB<ExportCursor, string>('export_cursor', { encoding: 'msgpack' });
-  const worker = new Piscina<ExportChunkTask | ShutdownTask, ExportChunkOutcome>({ filename: workerFilename(), workerData: opts.transport, minThreads: 1, maxThreads: 1, concurrentTasksPerWorker: EXPORT_CHUNKS_IN_FLIGHT, idleTimeout: Number.POSITIVE_INFINITY });
+  const worker = new Piscina<ExportChunkTask, ExportChunkOutcome>({ filename: workerFilename(), workerData: opts.transport, minThreads: EXPORT_THREADS, maxThreads: EXPORT_THREADS, concurrentTasksPerWorker: EXPORT_CHUNKS_IN_FLIGHT / EXPORT_THREADS, idleTimeout: Number.POSITIVE_INFINITY });
   const through = new Map<string, number>(Array.from(cursors.getRange(), ({ key, value }) => [key, value.batch]));
   let closed = false;
   let wakeUp: (() => void) | undefined;
@@ -129,7 +131,7 @@ export function createOtlpExport(stores: CollectorStores, opts: OtlpExportOption
     const blobs = Buffer.allocUnsafeSlow(size);
     let at = 0;
     for (const v of values) at += v.copy(blobs, at);
-    return { last, seq, task: { kind: 'export', sidecar: { id: state.id, incarnation: state.incarnation ?? '', service: state.service, key_id: state.key_id }, blobs: blobs.buffer as ArrayBuffer, batches } };
+    return { last, seq, task: { sidecar: { id: state.id, incarnation: state.incarnation ?? '', service: state.service, key_id: state.key_id }, blobs: blobs.buffer as ArrayBuffer, batches } };
   };
 
   /** The worker's outcome for a chunk; never rejects (a worker that died is a failed export, sent again from the cursor). */
@@ -223,7 +225,7 @@ export function createOtlpExport(stores: CollectorStores, opts: OtlpExportOption
       closed = true;
       wakeUp?.();
       await loop;
-      await worker.run({ kind: 'shutdown' }).catch(() => {});
+      // Every export was awaited: nothing is buffered in a worker, and ending the threads closes their connections.
       await worker.close();
     },
   };

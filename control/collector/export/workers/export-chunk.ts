@@ -10,23 +10,17 @@ import { createOtlpLogExporter, exportLogs, type OtlpTransportConfig } from '../
  * Piscina worker: the per-record work of the OTLP export, off the collector's event loop. It holds
  * the official exporter of the protocol chosen (workerData: the transport), maps a chunk of one
  * chain's stored batches to log records, and sends them; the event loop only reads the batches
- * from the store and moves the cursor once this answers. One worker, one chunk at a time: the
- * cursor of a chain moves in order.
+ * from the store and moves the cursor once this answers, in order (otlp-export.ts): chunks may be
+ * mapped and sent by several workers at once.
  *
  * Input (otlp-export.ts): the chunk's stored batch values, as the store holds them
  * (store/batch-blob.ts), one after another in one transferred buffer; per batch where it ends,
  * when its sidecar sealed it and the identity its stream proved.
  */
 export interface ExportChunkTask {
-  kind: 'export';
   sidecar: { id: string; incarnation: string; service: string; key_id: string };
   blobs: ArrayBuffer;
   batches: Array<{ end: number; sealedUnixMs: number; identity?: string }>;
-}
-
-/** Sends nothing more: the exporter shuts down (closing its connections). */
-export interface ShutdownTask {
-  kind: 'shutdown';
 }
 
 /** Piscina does not carry an error's code back: a refusal is a value. */
@@ -66,12 +60,7 @@ export function logRecordsOf(task: ExportChunkTask): ReadableLogRecord[] {
   return logs;
 }
 
-export default async function exportChunk(task: ExportChunkTask | ShutdownTask): Promise<ExportChunkOutcome> {
-  if (task.kind === 'shutdown') {
-    await exporter?.shutdown();
-    exporter = undefined;
-    return { ok: true, exported: 0 };
-  }
+export default async function exportChunk(task: ExportChunkTask): Promise<ExportChunkOutcome> {
   let logs: ReadableLogRecord[];
   try {
     logs = logRecordsOf(task);
