@@ -21,9 +21,9 @@ import type { ExportChunkOutcome, ExportChunkTask } from './workers/export-chunk
  * cursor write sends those records again (`log.record.uid` tells them apart).
  *
  * Mapping a record to a log record and encoding it costs tens of microseconds; at full ingest
- * that would take the event loop from ingest, so a worker thread (workers/export-chunk.ts) holds
- * the official exporter and does both, and the event loop only reads stored batches and moves
- * cursors. While the worker maps and sends one chunk, the event loop reads the next one.
+ * that would take the event loop from ingest, so worker threads (workers/export-chunk.ts) each hold
+ * the official exporter and do both, and the event loop only reads stored batches and moves
+ * cursors. While a worker maps and sends one chunk, the event loop reads the next one.
  */
 
 /** Records per export request at most (a batch is never split: one larger batch goes alone). */
