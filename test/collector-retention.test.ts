@@ -8,6 +8,11 @@ import { request } from './helpers/net.js';
 import { verifyStoreDir } from '../control/collector/store/verify-store.js';
 import { openPruneDbs, pruneEntries, type PruneEntry } from '../control/collector/store/prune-log.js';
 import type { CollectedRecord } from '../control/collector/api/record-query.js';
+import { openWitnessDbs } from '../control/collector/witness/witness-dbs.js';
+import { storedSubtree } from '../control/collector/witness/log-tree.js';
+import { encodeWitnessEntry, verifyTreeHead, witnessLeaf, type TreeHead, type WitnessEntry } from '../ledger/witness-log.js';
+import { inclusionPathOf, verifyInclusion } from '../ledger/merkle.js';
+import { runCli } from './helpers/child.js';
 
 // The collector's store is bounded: batches older than --retention and, past --store-limit-bytes,
 // the oldest batches go, whole, a prefix of each chain at a time; each pruning is recorded and
@@ -160,4 +165,56 @@ test('without an exporter, the store at --store-limit-bytes prunes its oldest ba
   await collector.close();
   assertContiguous(t, await recordedPrunes(collector.storeDir));
   t.true((await verifyStoreDir(collector.storeDir)).ok);
+});
+
+/** Where the store's witness log holds `entry`, and the newest tree head kept, verified against the collector key it names. */
+async function witnessed(t: ExecutionContext, storeDir: string, entry: WitnessEntry): Promise<{ index: number; head: TreeHead; included: boolean }> {
+  const env = open({ path: storeDir, readOnly: true, maxDbs: 64 });
+  try {
+    const w = openWitnessDbs(env);
+    const bytes = encodeWitnessEntry(entry);
+    const index = Array.from(w.entries.getRange(), ({ key, value }) => (Buffer.from(value).equals(bytes) ? key : -1)).find((k) => k >= 0) ?? -1;
+    const head = Array.from(w.heads.getRange({ reverse: true, limit: 1 }), ({ value }) => value)[0];
+    t.truthy(head, 'a tree head was signed');
+    t.true(verifyTreeHead(head, Buffer.from(w.keys.get(head.key_id)!.public_key, 'base64')), 'the tree head verifies with the collector key it names');
+    const included = index >= 0 && index < head.tree_size && verifyInclusion(witnessLeaf(entry), index, head.tree_size, inclusionPathOf(storedSubtree(w), index, head.tree_size), Buffer.from(head.root, 'hex'));
+    return { index, head, included };
+  } finally {
+    await env.close();
+  }
+}
+
+test('each pruning is a signed prune entry of the witness log (chain, batch range, reason), covered by a tree head; verify counts it and still proves a record after the pruned range', async (t) => {
+  const pruned: PruneEntry[] = [];
+  const collector = await startTestCollector(t, { token: 'test-token', retentionMs: 1_500, retentionSweepIntervalMs: 200, checkpointIntervalMs: 200, onPruned: (e) => pruned.push(e) });
+  const { send } = await startShippingSidecar(t, collector.grpcAddress);
+  for (let i = 0; i < 10; i++) t.is(await send(`old-${i}`), 200);
+  await eventually('the old records pruned', () => pruned.reduce((n, e) => n + e.records, 0) >= 10, 20_000);
+  for (let i = 0; i < 3; i++) t.is(await send(`new-${i}`), 200);
+  let fresh: CollectedRecord | undefined;
+  await eventually('the new records stored', async () => (fresh = (await storedRecords(collector)).find((r) => r['audit.request_id'] === 'new-2')) !== undefined);
+  await eventually('a tree head covers the whole log', () => collector.witness.log.latest !== undefined && collector.witness.log.latest.tree_size === collector.witness.log.size);
+  await collector.close();
+
+  const entries = pruned.map((e): WitnessEntry => ({ kind: 'prune', sidecar: e.sidecar, from_batch: e.from_batch, to_batch: e.to_batch, reason: e.reason }));
+  t.true(entries.length > 0 && entries.every((e) => e.kind === 'prune' && e.sidecar === 'ledger-0' && e.reason === 'retention'));
+  for (const entry of entries) {
+    const { index, included } = await witnessed(t, collector.storeDir, entry);
+    t.true(index >= 0, `the witness log holds the pruning of batches ${JSON.stringify(entry)}`);
+    t.true(included, 'and a signed tree head covers it, provably');
+  }
+
+  const verified = await runCli(['verify', collector.storeDir, '-o', 'json']);
+  t.is(verified.code, 0, verified.stdout + verified.stderr);
+  const report = JSON.parse(verified.stdout) as { ok: boolean; witness: { ok: boolean; prunes: number } };
+  t.true(report.ok && report.witness.ok);
+  t.is(report.witness.prunes, entries.length, 'the witness report counts every pruning');
+  t.regex((await runCli(['verify', collector.storeDir])).stdout, new RegExp(`; ${entries.length} prunings logged`));
+
+  // A record after the pruned range still proves: its link, the chain to a signed head and the log's tree head.
+  t.true(fresh!['audit.seq'] > 10);
+  const proved = await runCli(['verify', collector.storeDir, '--record', `ledger-0:${fresh!['audit.seq']}`, '-o', 'json']);
+  t.is(proved.code, 0, proved.stdout + proved.stderr);
+  const json = JSON.parse(proved.stdout) as { ok: boolean; record: { report?: { ok: boolean } } };
+  t.true(json.ok && json.record.report?.ok === true);
 });

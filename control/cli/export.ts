@@ -44,7 +44,7 @@ interface ExportArgs {
 function parseExportArgs(argv: readonly string[], io: CommandIO): ExportArgs {
   const { values, positionals } = parseFlags(EXPORT_FLAGS, argv, io.env);
   const { collector, filters, limit, out, reader } = readSettings(EXPORT_SETTINGS, values, io.env);
-  if (out === '') throw new UsageError('--out FILE is required');
+  if (out === '') throw new UsageError('--out FILE is required for a bundle (or give --follow to print records as NDJSON)');
   if (positionals.length > 1) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[1])}`);
   const store = positionals[0];
   if ((collector === undefined) === (store === undefined)) throw new UsageError('give --collector URL or a STORE folder, one of them');

@@ -175,7 +175,7 @@ function formatWitnessReport(w: WitnessReport): string {
   if (!w.ok) return `witness log FAILED: ${w.failure}\n`;
   const newest = w.newest === undefined ? 'no tree head signed yet' : `newest tree head of size ${w.newest.tree_size} (${new Date(w.newest.unix_ms).toISOString()}, collector key ${w.newest.key_id})`;
   const unlogged = w.unlogged === 0 ? 'every stored link is in it' : `${w.unlogged} stored links not yet in it (the collector logs them after storing, and at its next start)`;
-  return `witness log verified: ${w.entries} entries, ${w.tree_heads} signed tree heads, ${newest}; ${unlogged}\n`;
+  return `witness log verified: ${w.entries} entries, ${w.tree_heads} signed tree heads, ${newest}; ${unlogged}; ${w.prunes} prunings logged\n`;
 }
 
 /** One record's bundle out of the store, and its verdict; or why it cannot be proved. */

@@ -138,6 +138,9 @@ export function identityMismatch(service: unknown, identity: string | undefined)
   return proven !== null && service !== proven.serviceAccount;
 }
 
+/** Fields only the collector writes: a record's own are dropped (its claimed identity kept as audit.claimed.identity). */
+const COLLECTOR_FIELDS = ['audit.identity', 'audit.incarnation', 'audit.identity_mismatch'] as const;
+
 /** The record of stored bytes as answered, with the collector's fields, or null if the bytes are not a JSON object. */
 export function collectedRecord(stored: StoredRecord): CollectedRecord | null {
   let rec: unknown;
@@ -147,11 +150,16 @@ export function collectedRecord(stored: StoredRecord): CollectedRecord | null {
     return null;
   }
   if (rec === null || typeof rec !== 'object' || Array.isArray(rec)) return null;
-  const { 'audit.identity': claimed, 'audit.incarnation': _incarnation, 'audit.identity_mismatch': _mismatch, ...own } = rec as CollectedRecord;
-  const out: CollectedRecord = { ...own, 'audit.seq': stored.seq, 'audit.sidecar_id': stored.sidecar };
+  // The parsed object is this call's own: changed in place rather than copied (the OTLP export maps
+  // every record), with the same fields in the same order as a copy without the collector's fields.
+  const out = rec as CollectedRecord;
+  const claimed = out['audit.identity'];
+  for (const k of COLLECTOR_FIELDS) if (k in out) delete out[k];
+  out['audit.seq'] = stored.seq;
+  out['audit.sidecar_id'] = stored.sidecar;
   if (stored.incarnation !== '') out['audit.incarnation'] = stored.incarnation;
   if (stored.identity !== undefined) out['audit.identity'] = stored.identity;
-  if (identityMismatch(own['audit.service'], stored.identity)) out['audit.identity_mismatch'] = true;
+  if (identityMismatch(out['audit.service'], stored.identity)) out['audit.identity_mismatch'] = true;
   if (claimed !== undefined) out['audit.claimed.identity'] = claimed;
   return out;
 }

@@ -1,16 +1,15 @@
 import { chainKeyOf } from '../store/chain-key.js';
 import type { Database } from 'lmdb';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import type { Resource } from '@opentelemetry/resources';
-import type { LogRecordExporter, ReadableLogRecord } from '@opentelemetry/sdk-logs';
+import { extname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Piscina } from 'piscina';
 import type { Logger } from '../../../command/log.js';
 import { initialiseLabels } from '../../../command/label-values.js';
 import type { SidecarState, StoredLink } from '../collector-store.js';
-import { collectedRecord } from '../api/record-query.js';
-import { BatchBlob } from '../store/batch-blob.js';
 import type { CollectorStores } from '../store/store-layout.js';
-import { sidecarResource, toLogRecord } from './otlp-log-record.js';
-import { createOtlpLogExporter, exportLogs, type OtlpTransportConfig } from './otlp-transport.js';
+import type { OtlpTransportConfig } from './otlp-transport.js';
+import type { ExportChunkOutcome, ExportChunkTask } from './workers/export-chunk.js';
 
 /**
  * `--export-otlp`: the stored records, exported as OpenTelemetry logs, at least once. The store
@@ -20,10 +19,19 @@ import { createOtlpLogExporter, exportLogs, type OtlpTransportConfig } from './o
  * loses nothing. Ingest never waits for it: a stored run only wakes it. Retention prunes
  * nothing it has not exported (exportedThrough). A crash between an accepted export and its
  * cursor write sends those records again (`log.record.uid` tells them apart).
+ *
+ * Mapping a record to a log record and encoding it costs tens of microseconds; at full ingest
+ * that would take the event loop from ingest, so worker threads (workers/export-chunk.ts) each hold
+ * the official exporter and do both, and the event loop only reads stored batches and moves
+ * cursors. While a worker maps and sends one chunk, the event loop reads the next one.
  */
 
 /** Records per export request at most (a batch is never split: one larger batch goes alone). */
 export const MAX_EXPORT_RECORDS = 4096;
+/** Export workers: two, so that the mapping of one chunk is not the limit (it uses CPU the event loop and the hashing pool leave idle). */
+export const EXPORT_THREADS = 2;
+/** Chunks with the workers at once: per worker, one mapped while the one before is on the wire. */
+export const EXPORT_CHUNKS_IN_FLIGHT = 2 * EXPORT_THREADS;
 /** Without a wake-up, the exporter looks for new records this often. */
 export const EXPORT_POLL_MS = 1_000;
 /** Retry after a failed export: doubling from the first to the last. */
@@ -60,15 +68,8 @@ export interface OtlpExport {
 
 export function createOtlpExport(stores: CollectorStores, opts: OtlpExportOptions): OtlpExport {
   const cursors: Database<ExportCursor, string> = stores.env.openDB<ExportCursor, string>('export_cursor', { encoding: 'msgpack' });
-  let exporter: LogRecordExporter = createOtlpLogExporter(opts.transport);
-  /** After a failure, a fresh exporter: grpc-js would otherwise wait out its channel's reconnect backoff (up to 2 min) after the receiver is back. */
-  const renewExporter = (): void => {
-    const old = exporter;
-    exporter = createOtlpLogExporter(opts.transport);
-    old.shutdown().catch(() => {});
-  };
+  const worker = new Piscina<ExportChunkTask, ExportChunkOutcome>({ filename: workerFilename(), workerData: opts.transport, minThreads: EXPORT_THREADS, maxThreads: EXPORT_THREADS, concurrentTasksPerWorker: EXPORT_CHUNKS_IN_FLIGHT / EXPORT_THREADS, idleTimeout: Number.POSITIVE_INFINITY });
   const through = new Map<string, number>(Array.from(cursors.getRange(), ({ key, value }) => [key, value.batch]));
-  const resources = new Map<string, Resource>();
   let closed = false;
   let wakeUp: (() => void) | undefined;
   let woken = false;
@@ -100,59 +101,81 @@ export function createOtlpExport(stores: CollectorStores, opts: OtlpExportOption
   };
   const metrics = createExportMetrics(opts.registry, lag);
 
-  const resourceOf = (state: SidecarState, identity: unknown): Resource => {
-    const key = `${chainKeyOf(state)}\u0000${typeof identity === 'string' ? identity : ''}`;
-    let r = resources.get(key);
-    if (r === undefined) resources.set(key, (r = sidecarResource(state, typeof identity === 'string' ? identity : undefined)));
-    return r;
-  };
-
-  /** The next links of a sidecar after its cursor, and their records as log records, up to MAX_EXPORT_RECORDS. */
-  const nextChunk = (state: SidecarState, c: ExportCursor): { last: StoredLink | undefined; seq: number; logs: ReadableLogRecord[] } => {
-    const logs: ReadableLogRecord[] = [];
+  /**
+   * The next links of a sidecar after its cursor, up to MAX_EXPORT_RECORDS records, and a task
+   * for the worker holding their stored batches as they are (the worker maps and sends them).
+   */
+  const nextChunk = (state: SidecarState, c: ExportCursor): { last: StoredLink | undefined; seq: number; task: ExportChunkTask | undefined } => {
+    const key = chainKeyOf(state);
+    const values: Buffer[] = [];
+    const batches: ExportChunkTask['batches'] = [];
+    let records = 0;
+    let size = 0;
     let last: StoredLink | undefined;
     let seq = c.seq;
-    for (const { value: l } of stores.links.getRange({ start: [chainKeyOf(state), c.batch + 1], end: [chainKeyOf(state), Number.MAX_SAFE_INTEGER] })) {
+    for (const { value: l } of stores.links.getRange({ start: [key, c.batch + 1], end: [key, Number.MAX_SAFE_INTEGER] })) {
       if (l.kind === 'records') {
-        if (logs.length > 0 && logs.length + l.count > MAX_EXPORT_RECORDS) break;
-        const bytes = stores.batches.get([chainKeyOf(state), l.batch]);
-        const identity = stores.identities.get([chainKeyOf(state), l.batch]);
-        if (bytes === undefined) throw new Error(`batch ${l.batch} of sidecar ${chainKeyOf(state)} has a link but no records`);
-        const blob = new BatchBlob(bytes);
-        for (let i = 0; i < blob.count; i++) {
-          const rec = collectedRecord({ sidecar: state.id, incarnation: state.incarnation ?? '', seq: blob.firstSeq + i, bytes: blob.bytes(i), ...(identity === undefined ? {} : { identity }) });
-          if (rec !== null) logs.push(toLogRecord(rec, resourceOf(state, (rec as unknown as Record<string, unknown>)['audit.identity']), l.sealed_unix_ms));
-        }
+        if (records > 0 && records + l.count > MAX_EXPORT_RECORDS) break;
+        const bytes = stores.batches.get([key, l.batch]);
+        if (bytes === undefined) throw new Error(`batch ${l.batch} of sidecar ${key} has a link but no records`);
+        values.push(bytes);
+        size += bytes.length;
+        const identity = stores.identities.get([key, l.batch]);
+        batches.push({ end: size, sealedUnixMs: l.sealed_unix_ms, ...(identity === undefined ? {} : { identity }) });
+        records += l.count;
         seq = l.first_seq + l.count - 1;
       }
       last = l;
     }
-    return { last, seq, logs };
+    if (batches.length === 0) return { last, seq, task: undefined };
+    const blobs = Buffer.allocUnsafeSlow(size);
+    let at = 0;
+    for (const v of values) at += v.copy(blobs, at);
+    return { last, seq, task: { sidecar: { id: state.id, incarnation: state.incarnation ?? '', service: state.service, key_id: state.key_id }, blobs: blobs.buffer as ArrayBuffer, batches } };
   };
 
-  /** One pass over every sidecar; true if anything moved. Throws, tagged, on the first failure. */
+  /** The worker's outcome for a chunk; never rejects (a worker that died is a failed export, sent again from the cursor). */
+  const send = (task: ExportChunkTask | undefined): Promise<ExportChunkOutcome> =>
+    task === undefined
+      ? Promise.resolve({ ok: true, exported: 0 })
+      : worker.run(task, { transferList: [task.blobs] }).catch((err: unknown) => ({ ok: false as const, error: (err as Error)?.message ?? String(err), stage: 'export' as const }));
+
+  /**
+   * One pass over every sidecar, each up to where its chain ended when the pass reached it; true
+   * if anything moved. Up to EXPORT_CHUNKS_IN_FLIGHT chunks are with the worker at once (it maps
+   * one while another is on the wire), and cursors move in order, each only once its chunk and
+   * every one before it were accepted. Throws, tagged, on the first failure.
+   */
   const pass = async (): Promise<boolean> => {
     let moved = false;
-    for (const { value: state } of stores.sidecars.getRange()) {
-      if (closed) return moved;
-      const c = cursorOf(chainKeyOf(state));
-      if (c.batch >= state.position.last_batch) continue;
-      const { last, seq, logs } = tagged('store', () => nextChunk(state, c));
-      if (last === undefined) continue;
-      if (logs.length > 0) {
-        try {
-          await exportLogs(exporter, logs);
-        } catch (err) {
-          renewExporter();
-          throw Object.assign(new Error((err as Error)?.message ?? String(err)), { reason: 'export' as const });
-        }
-        metrics.exported.inc(logs.length);
-      }
-      await tagged('store', () => cursors.put(chainKeyOf(state), { batch: last.batch, seq }));
-      through.set(chainKeyOf(state), last.batch);
+    const inFlight: Array<{ key: string; cursor: ExportCursor; outcome: Promise<ExportChunkOutcome> }> = [];
+    const settle = async (): Promise<void> => {
+      const { key, cursor, outcome } = inFlight.shift()!;
+      const out = await outcome;
+      if (!out.ok) throw Object.assign(new Error(out.error), { reason: out.stage });
+      metrics.exported.inc(out.exported);
+      await tagged('store', () => cursors.put(key, cursor));
+      through.set(key, cursor.batch);
       moved = true;
+    };
+    try {
+      for (const { value: state } of stores.sidecars.getRange()) {
+        const key = chainKeyOf(state);
+        let c = cursorOf(key);
+        while (!closed && c.batch < state.position.last_batch) {
+          const { last, seq, task } = tagged('store', () => nextChunk(state, c));
+          if (last === undefined) break;
+          c = { batch: last.batch, seq };
+          inFlight.push({ key, cursor: c, outcome: send(task) });
+          if (inFlight.length >= EXPORT_CHUNKS_IN_FLIGHT) await settle();
+        }
+        if (closed) break;
+      }
+      while (inFlight.length > 0) await settle();
+    } finally {
+      // After a failure the chunks still out are not waited for: their records are sent again from the cursor.
+      if (moved) opts.onExported?.();
     }
-    if (moved) opts.onExported?.();
     return moved;
   };
 
@@ -202,9 +225,16 @@ export function createOtlpExport(stores: CollectorStores, opts: OtlpExportOption
       closed = true;
       wakeUp?.();
       await loop;
-      await exporter.shutdown();
+      // Every export was awaited: nothing is buffered in a worker, and ending the threads closes their connections.
+      await worker.close();
     },
   };
+}
+
+/** Same extension as this module: `.ts` under tsx (tests), `.js` from build/ (piscina needs a path that exists). */
+function workerFilename(): string {
+  const ext = extname(fileURLToPath(import.meta.url));
+  return fileURLToPath(new URL(`./workers/export-chunk${ext}`, import.meta.url));
 }
 
 function tagged<T>(reason: 'store', f: () => T): T {

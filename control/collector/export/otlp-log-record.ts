@@ -65,7 +65,9 @@ function bodyOf(rec: CollectedRecord): string {
 /** The record's fields as log attributes: scalars as they are, header maps flattened, anything else as JSON. */
 export function attributesOf(rec: CollectedRecord, traced: boolean): LogAttributes {
   const out: LogAttributes = { 'log.record.uid': `${rec['audit.sidecar_id']}:${rec['audit.seq']}` };
-  for (const [k, v] of Object.entries(rec)) {
+  // for...in, not Object.entries: no pair arrays per field of every record exported (a record is a plain parsed object).
+  for (const k in rec) {
+    const v = (rec as unknown as Record<string, unknown>)[k];
     if (v === undefined || v === null || NOT_ATTRIBUTES.has(k)) continue;
     if (traced && (k === 'trace.id' || k === 'span.id')) continue;
     out[k] = typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean' ? v : JSON.stringify(v);

@@ -45,7 +45,7 @@ export function openStoreProofs(dir: string): StoreProofs {
       bundle: () => {
         throw new ProofError(409, 'this store has no witness log yet: a collector of this version logs it at its first start');
       },
-      verifyWitness: () => ({ ok: true, entries: 0, tree_heads: 0, unlogged: stores.links.getCount() }),
+      verifyWitness: () => ({ ok: true, entries: 0, prunes: 0, tree_heads: 0, unlogged: stores.links.getCount() }),
       close: () => env.close(),
     };
   }

@@ -14,6 +14,8 @@ import type { WitnessDbs } from './witness-dbs.js';
 export interface WitnessReport {
   ok: boolean;
   entries: number;
+  /** Of the entries, the prunings: whole batches the store removed (retention, the byte limit). */
+  prunes: number;
   tree_heads: number;
   newest?: { tree_size: number; key_id: string; unix_ms: number };
   /** Stored links the log does not hold yet. */
@@ -21,8 +23,11 @@ export interface WitnessReport {
   failure?: string;
 }
 
+/** The kind byte of a prune entry (ledger/witness-log.ts). */
+const PRUNE_KIND = 0x03;
+
 export function verifyWitness(stores: CollectorStores, w: WitnessDbs): WitnessReport {
-  const r: WitnessReport = { ok: false, entries: 0, tree_heads: 0, unlogged: 0 };
+  const r: WitnessReport = { ok: false, entries: 0, prunes: 0, tree_heads: 0, unlogged: 0 };
   try {
     // Level 0 from the entries, each level above from the one below.
     let level: Buffer[] = [];
@@ -31,6 +36,7 @@ export function verifyWitness(stores: CollectorStores, w: WitnessDbs): WitnessRe
       const leaf = leafHash(value);
       if (!w.nodes.get([0, r.entries])?.equals(leaf)) throw new Error(`entry ${r.entries} does not hash to its stored leaf: the entry or its node was altered`);
       level.push(leaf);
+      if (value[1] === PRUNE_KIND) r.prunes++;
       r.entries++;
     }
     for (let l = 1; level.length > 1; l++) {
