@@ -41,15 +41,16 @@ export interface CallReconciler {
 interface OpenCall {
   outs: HeldEnd[];
   ins: HeldEnd[];
-  deadline: number;
+  /** When its first end arrived (collector clock): it is decided graceMs later, by the grace period of the collector running then. */
+  arrived: number;
 }
 
 /**
  * Both ends of every call, reconciled incrementally as runs are stored. A call is keyed by its
  * request id, trace id and span id (the caller's sidecar forwards all three, so the callee's sidecar
  * records the same); a second call under one key (a retry that reuses them) pairs in arrival order.
- * Memory holds only open calls, each decided by its deadline (the grace period from its first
- * end's arrival); decided calls go to the store's `reconciled` database, and the open ones to
+ * Memory holds only open calls, each decided once the grace period from its first end's arrival
+ * is over; decided calls go to the store's `reconciled` database, and the open ones to
  * `reconcile_open` on close, to be taken up again on the next start.
  * Without identities, a call's other end is a known sidecar when a sidecar of that service ships
  * here: an outbound call to a service no sidecar reports, or an inbound one no sidecar stamped
@@ -86,7 +87,7 @@ export function createCallReconciler(deps: { env: RootDatabase; graceMs: number;
     const t = now();
     const known = new Set(deps.services());
     for (const [key, c] of open) {
-      if (c.deadline > t) continue;
+      if (c.arrived + deps.graceMs > t) continue;
       open.delete(key);
       for (const h of c.outs) decide(h.end.peer !== undefined && known.has(h.end.peer) ? 'caller-only' : 'unpaired-external', h, undefined);
       for (const h of c.ins) {
@@ -109,7 +110,7 @@ export function createCallReconciler(deps: { env: RootDatabase; graceMs: number;
           if (b.identity !== undefined) held.identity = b.identity;
           const key = `${end.requestId}\u0000${end.traceId}\u0000${end.spanId}`;
           let c = open.get(key);
-          if (c === undefined) open.set(key, (c = { outs: [], ins: [], deadline: arrived + deps.graceMs }));
+          if (c === undefined) open.set(key, (c = { outs: [], ins: [], arrived }));
           (end.direction === 'outbound' ? c.outs : c.ins).push(held);
           pair(key, c);
         }
