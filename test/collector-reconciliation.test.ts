@@ -4,7 +4,9 @@ import net from 'node:net';
 import { closeServer, listen, rawExchange, startUpstream } from './helpers/net.js';
 import { startTestCollector, type TestCollector } from './helpers/collector.js';
 import { eventually, startShippingSidecar } from './helpers/shipping.js';
-import { metricValue, startTestSidecar } from './helpers/sidecar.js';
+import { metricValue, startTestSidecar, tempDir } from './helpers/sidecar.js';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { runCli } from './helpers/child.js';
 import type { ReconciledCall } from '../control/collector/reconcile/reconciled-call.js';
 
@@ -25,8 +27,8 @@ async function callWith(c: TestCollector, requestId: string): Promise<Reconciled
 }
 
 /** A collector, a callee `inventory` and a caller `frontend` whose sidecars both ship to it; the caller reaches the callee's sidecar as inventory:80. */
-async function twoSidecars(t: ExecutionContext, opts: { appPort?: number; graceMs?: number; to?: (callee: { port: number }) => Promise<number> } = {}) {
-  const c = await startTestCollector(t, { token: 'test-token', reconcileGraceMs: opts.graceMs ?? GRACE_MS });
+async function twoSidecars(t: ExecutionContext, opts: { appPort?: number; graceMs?: number; readerTokenFile?: string; to?: (callee: { port: number }) => Promise<number> } = {}) {
+  const c = await startTestCollector(t, { token: 'test-token', reconcileGraceMs: opts.graceMs ?? GRACE_MS, ...(opts.readerTokenFile === undefined ? {} : { readerTokenFile: opts.readerTokenFile }) });
   const calleeApp = await startUpstream();
   t.teardown(calleeApp.close);
   const callee = await startShippingSidecar(t, c.grpcAddress, { service: 'inventory', sidecarId: 'inventory-0', appPort: opts.appPort ?? calleeApp.port });
@@ -37,8 +39,13 @@ async function twoSidecars(t: ExecutionContext, opts: { appPort?: number; graceM
   return { c, callee, caller, call };
 }
 
-test('calls between two real sidecars reconcile matched, with each end named by its sidecar and seq', async (t) => {
-  const { c, call } = await twoSidecars(t);
+test('calls between two real sidecars reconcile matched, with each end named by its sidecar and seq; reads take the credential and scope of /v1/records', async (t) => {
+  const readers = join(await tempDir(t), 'readers');
+  await writeFile(readers, 'reader-all *\nreader-shop shop\n');
+  const { c, call } = await twoSidecars(t, { readerTokenFile: readers });
+  c.readAuth.headers.authorization = 'Bearer reader-all';
+  c.readerArgs.splice(0, c.readerArgs.length, '--token-file', join(readers + '-all'));
+  await writeFile(readers + '-all', 'reader-all\n');
   t.regex(await call('/items/1', 'req-matched'), /^HTTP\/1\.1 200/);
   await eventually('the call reconciled', async () => (await callWith(c, 'req-matched'))?.state === 'matched');
   const rec = (await callWith(c, 'req-matched'))!;
@@ -58,6 +65,17 @@ test('calls between two real sidecars reconcile matched, with each end named by 
   t.regex(table.stdout, /matched\s+GET \/items\/1\s+frontend frontend-0:\d+\s+inventory inventory-0:\d+/);
   t.regex(table.stderr, /1 calls: 1 matched/);
   t.is(metricValue(await (await c.get('/metrics')).text(), 'auditmesh_collector_reconciled_total', { state: 'matched' }), 1);
+
+  t.is((await c.get('/v1/reconciliation')).status, 401);
+  // The sidecars' ids name no namespace: a reader of namespace shop sees none of their calls.
+  const scoped = await c.get('/v1/reconciliation', { headers: { authorization: 'Bearer reader-shop' } });
+  t.is(scoped.status, 200);
+  t.is(await scoped.text(), '');
+  const bad = await c.get('/v1/reconciliation?state=unhappy', c.readAuth);
+  t.is(bad.status, 400);
+  t.regex(await bad.text(), /state: expected one of matched, pending, caller-only, callee-only, mismatched, unpaired-external/);
+  const usage = await runCli(['reconcile', '--collector', c.httpUrl, '--state', 'unhappy']);
+  t.is(usage.code, 2);
 });
 
 /** The call goes to a second replica of inventory whose sidecar keeps a journal only: its records never reach the collector (inventory-0 ships, so the collector knows inventory). */
