@@ -94,6 +94,8 @@ export interface CollectorConfig extends ReadSettings {
   jetstream?: JetStreamConfig;
   /** How long a one-sided call stays pending before it counts (--reconcile-grace); default DEFAULT_RECONCILE_GRACE_MS. */
   reconcileGraceMs?: number;
+  /** false: stored runs are not reconciled (the ingest benchmark's baseline; ingest's workers still read each call's end). */
+  reconcile?: boolean;
 }
 
 /** --retention's default, 90 days. */
@@ -234,7 +236,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   const reconciler = createCallReconciler({ env: lmdbStore.stores.env, graceMs: config.reconcileGraceMs ?? DEFAULT_RECONCILE_GRACE_MS, metrics: { reconciled: metrics.reconciled, disagreements: metrics.disagreements, pending: metrics.reconcilePending }, services: () => Array.from(ingest.chains.values(), (c) => c.state.service), log });
   const observe = (run: StoredRun): void => {
     try {
-      reconciler.observe(run);
+      if (config.reconcile !== false) reconciler.observe(run);
     } catch (err) {
       log('error', 'reconciliation failed on a stored run', { sidecar: run.sidecar.id, err: (err as Error).message });
     }
