@@ -9,6 +9,8 @@ import { reconciledCall, type HeldEnd, type ReconciledCall, type ReconcileState 
 
 /** --reconcile-grace's default: how long a one-sided call stays pending. */
 export const DEFAULT_RECONCILE_GRACE_MS = 120_000;
+/** The most open calls held: past it the oldest are decided before their grace period ends (logged), so memory stays bounded under any rate. */
+export const MAX_OPEN_CALLS = 500_000;
 /** The most calls one answer lists. */
 export const MAX_RECONCILED_ANSWER = 10_000;
 /** Sub-databases (store-layout.ts): decided calls, and open ends saved on close. */
@@ -86,8 +88,13 @@ export function createCallReconciler(deps: { env: RootDatabase; graceMs: number;
   const sweep = (): void => {
     const t = now();
     const known = new Set(deps.services());
+    let early = 0;
+    // A Map iterates in insertion order, which is arrival order: the first call still in its grace period ends the sweep.
     for (const [key, c] of open) {
-      if (c.arrived + deps.graceMs > t) continue;
+      if (c.arrived + deps.graceMs > t) {
+        if (open.size <= MAX_OPEN_CALLS) break;
+        early++;
+      }
       open.delete(key);
       for (const h of c.outs) decide(h.end.peer !== undefined && known.has(h.end.peer) ? 'caller-only' : 'unpaired-external', h, undefined);
       for (const h of c.ins) {
@@ -95,6 +102,7 @@ export function createCallReconciler(deps: { env: RootDatabase; graceMs: number;
         decide(caller !== undefined && known.has(caller) ? 'callee-only' : 'unpaired-external', undefined, h);
       }
     }
+    if (early > 0) deps.log('warn', 'reconciliation held more open calls than it may: the oldest were decided before their grace period ended, and may read one-sided though their other end is still on its way', { decided_early: early, max_open_calls: MAX_OPEN_CALLS, grace_ms: deps.graceMs });
     deps.metrics.pending.set(open.size);
   };
   const timer = setInterval(sweep, Math.max(50, Math.min(5_000, deps.graceMs / 4)));
@@ -115,6 +123,7 @@ export function createCallReconciler(deps: { env: RootDatabase; graceMs: number;
           pair(key, c);
         }
       }
+      if (open.size > MAX_OPEN_CALLS) sweep();
       deps.metrics.pending.set(open.size);
     },
     sweep,
