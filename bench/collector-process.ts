@@ -13,11 +13,11 @@ import { createTokenIssuer, type TokenIssuer } from '../test/cluster/token-issue
 const SERVE_SCRIPT = fileURLToPath(new URL('./ingest-serve.ts', import.meta.url));
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
-/** Starts it on `storeDir`; `serveArgs` after the store folder select mTLS or identity (ingest-serve.ts). */
-export async function startCollector(storeDir: string, serveArgs: string[] = []): Promise<{ address: string; http: string; pid: number; stop(): Promise<void> }> {
+/** Starts it on `storeDir`; `serveArgs` after the store folder select mTLS or identity (ingest-serve.ts); `env` adds to its environment (RECONCILE=0). */
+export async function startCollector(storeDir: string, serveArgs: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<{ address: string; http: string; pid: number; stop(): Promise<void> }> {
   const profile = process.env.PROFILE === '1' ? ['--cpu-prof', '--cpu-prof-dir=bench/results/profiles'] : [];
   if (process.env.COLLECTOR_NODE_FLAGS) profile.push(...process.env.COLLECTOR_NODE_FLAGS.split(' '));
-  const child = spawn(process.execPath, ['--import=tsx', ...profile, SERVE_SCRIPT, storeDir, ...serveArgs], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, ['--import=tsx', ...profile, SERVE_SCRIPT, storeDir, ...serveArgs], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
   const stop = (): Promise<void> => new Promise((resolve) => (child.exitCode !== null ? resolve() : (child.once('exit', () => resolve()), child.kill('SIGTERM'))));
   const lines = createInterface({ input: child.stdout! });
   const first = await lines[Symbol.asyncIterator]().next();

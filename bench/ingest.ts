@@ -13,6 +13,8 @@
 //                             stream with a client certificate of its key and a token, as a sidecar with identity does (MTLS=0: plaintext only)
 //                             IDS=random (request and trace ids as a sidecar makes them, random; the default) or sequential
 //                             (counters: a best case real traffic never has, while ids were kept in B-trees)
+//                             RECONCILE_OFF=1: each round also ships the same streams into a collector that does not reconcile
+//                             calls (RECONCILE=0), interleaved; prints what reconciliation costs (target <= 15%) (0: skip)
 //                             TIER_REPLICAS=1,2: then the JetStream tier with that many replicas (empty: skip), NATS_NODES=3
 // After each round it opens the stopped collector's store read-only and prints its size on disk and
 // its batch values' compression, and its id index (segments by level,
@@ -57,6 +59,9 @@ const WINDOW = Number(process.env.WINDOW ?? 8);
 const SENDER = process.env.SENDER ?? 'grpc-js';
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
 const MTLS = process.env.MTLS !== '0';
+const RECONCILE_OFF = process.env.RECONCILE_OFF !== '0';
+/** Issue 25's bound: reconciliation costs at most this share of ingest's records/s. */
+const RECONCILE_COST_TARGET = 0.15;
 /** Issue 24's target: ingest over mTLS keeps at least this share of plaintext's records/s. */
 const MTLS_TARGET_RATIO = 0.9;
 /** Issue 5's target, on the 2-core reference machine. */
@@ -94,14 +99,19 @@ function ids(stream: number, i: number): { requestId: string; traceId: string; s
 
 /** A record as a sidecar writes it (about 765 bytes of canonical JSON with random ids). */
 function record(stream: number, i: number, t0: number): Buffer {
-  const { requestId, traceId, spanId, durationMs } = ids(stream, i);
+  // Record i of stream s is one end of a call and record i of a neighbour stream the other, as two
+  // sidecars record one call: s calls s+1 when i+s is odd, and s-1 calls s when it is even.
+  // (The warm-up stream, numbered STREAMS, calls no one the timed streams know.)
+  const outbound = (i + stream) % 2 === 1;
+  const caller = outbound || stream >= STREAMS ? stream : (stream + STREAMS - 1) % STREAMS;
+  const { requestId, traceId, spanId, durationMs } = ids(caller, i);
   return Buffer.from(
     JSON.stringify({
       'audit.kind': 'http',
       'audit.phase': 'final',
-      'audit.direction': i % 2 === 0 ? 'inbound' : 'outbound',
+      'audit.direction': outbound ? 'outbound' : 'inbound',
       'audit.service': `svc-${stream}`,
-      'peer.service': `svc-${(stream + 1) % STREAMS}`,
+      'peer.service': `svc-${outbound ? (stream + 1) % STREAMS : caller}`,
       'audit.start_unix_ms': t0 + i * 0.25,
       'audit.duration_ms': durationMs,
       'audit.ttfb_ms': Math.round(durationMs * 900) / 1000,
@@ -140,10 +150,13 @@ interface Stream {
   records(): Buffer[];
 }
 
+const T0 = Date.now() - 3_600_000;
+
 /** One sidecar's journal as encoded Sync messages: Hello, then segments of SEGMENT batches, each ending signed. */
 export function buildStream(s: number, count = RECORDS): Stream {
   const signer = ephemeralSigningKey();
-  const t0 = Date.now() - 3_600_000;
+  // One clock for every stream: the two ends of a call start together.
+  const t0 = T0;
   const recordsOf = (): Buffer[] => Array.from({ length: count }, (_, i) => record(s, i, t0));
   const records = recordsOf();
   let head = { last_seq: 0, last_batch: 0, head: GENESIS_HEAD };
@@ -406,12 +419,15 @@ async function indexShape(storeDir: string, streams: Stream[]): Promise<IndexSha
     const offlineMs: number[] = [];
     for (let k = 0; k < 25; k++) {
       const s = k % streams.length;
-      const { requestId } = ids(s, Math.floor((k * streams[s].count) / 25));
+      // A call s makes (i + s odd): its outbound end, and the inbound end of stream s + 1 when the parities meet (STREAMS even).
+      const i = Math.min(2 * Math.floor((k * streams[s].count) / 50) + ((s + 1) % 2), streams[s].count - 1);
+      const { requestId } = ids(s, i);
+      const ends = ((i + s) % 2 === 1 ? 1 : 0) + ((i + ((s + 1) % streams.length)) % 2 === 0 && (i + s) % 2 === 1 ? 1 : 0);
       for (const [log, times] of [[inMemory, ms], [undefined, offlineMs]] as const) {
         const started = performance.now();
         const found = lookupId(dbs, 'correlation', requestId, { log }).length;
         times.push(performance.now() - started);
-        if (found !== 1) throw new Error(`request id ${requestId} has ${found} entries in the id index, expected 1`);
+        if (found !== ends) throw new Error(`request id ${requestId} has ${found} entries in the id index, expected ${ends}`);
       }
     }
     return { levels: Array.from(levels, (n) => n ?? 0), logged, lookupMs: spread(ms)!.median, offlineLookupMs: spread(offlineMs)!.median };
@@ -421,8 +437,8 @@ async function indexShape(storeDir: string, streams: Stream[]): Promise<IndexSha
 }
 
 /** With `mtls`: the collector serves the mesh CA of `caDir` and each stream presents its certificate and the token. */
-async function ingestRound(storeDir: string, streams: Stream[], warmup: Stream | null, mtls?: { serveArgs: string[]; tls: Map<string, StreamTls> }): Promise<Round> {
-  const collector = await startCollector(storeDir, mtls?.serveArgs);
+async function ingestRound(storeDir: string, streams: Stream[], warmup: Stream | null, mtls?: { serveArgs: string[]; tls: Map<string, StreamTls> }, env: NodeJS.ProcessEnv = {}): Promise<Round> {
+  const collector = await startCollector(storeDir, mtls?.serveArgs, env);
   try {
     if (warmup !== null) await sender(collector.address, warmup, mtls?.tls.get(warmup.id))();
     const senders = streams.map((s) => sender(collector.address, s, mtls?.tls.get(s.id)));
@@ -467,8 +483,10 @@ async function main(): Promise<void> {
     const mtls = MTLS ? await mtlsSetup(dir, warmup === null ? streams : [...streams, warmup]) : undefined;
     const rounds: Round[] = [];
     const mtlsRounds: Round[] = [];
+    const offRounds: Round[] = [];
     // Interleaved, plaintext then mTLS in each round: the machine's drift lands on both.
     for (let r = 0; r < ROUNDS; r++) {
+      if (RECONCILE_OFF) offRounds.push(await ingestRound(join(dir, `store-off-${r}`), streams, warmup, undefined, { RECONCILE: '0' }));
       rounds.push(await ingestRound(join(dir, `store-${r}`), streams, warmup));
       if (mtls !== undefined) mtlsRounds.push(await ingestRound(join(dir, `store-mtls-${r}`), streams, warmup, mtls));
     }
@@ -481,6 +499,7 @@ async function main(): Promise<void> {
       row('collector store: batches + index entries (baseline 2)', storeS),
       ...rounds.map((r, k) => row(`collector ingest: ${STREAMS} gRPC streams, verified, indexed, stored, acked${numbered(k)}`, r.seconds)),
       ...mtlsRounds.map((r, k) => row(`the same over mTLS (TLS 1.3, client certificates)${numbered(k)}`, r.seconds)),
+      ...offRounds.map((r, k) => row(`the same, calls not reconciled (RECONCILE=0)${numbered(k)}`, r.seconds)),
     ];
     process.stdout.write(formatTable(['path', 'records', 'seconds', 'records/s', 'vs 1', 'vs 2'], rows) + '\n');
     const rates = spread(rounds.map((r) => total / r.seconds))!;
@@ -495,6 +514,7 @@ async function main(): Promise<void> {
       const cpuRatios = mtlsRounds.flatMap((r, k) => (r.cpu === null || rounds[k].cpu === null ? [] : [rounds[k].cpu!.all / r.cpu.all]));
       if (cpuRatios.length > 0) process.stdout.write(`  collector CPU a record, plaintext / mTLS (the ratio of a CPU-bound collector), round by round: ${cpuRatios.map((x) => x.toFixed(2)).join(', ')}; median ${spread(cpuRatios)!.median.toFixed(2)}\n`);
     }
+    if (offRounds.length > 0) reconcileReport(rounds, offRounds, total);
     cpuReport('plaintext', rounds, total);
     if (mtlsRounds.length > 0) cpuReport('mTLS', mtlsRounds, total);
     for (const [k, { index }] of rounds.entries()) {
@@ -518,6 +538,17 @@ async function main(): Promise<void> {
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** What reconciling every call costs: records/s and collector CPU a record, against the same rounds without it. */
+function reconcileReport(on: Round[], off: Round[], total: number): void {
+  const onRate = spread(on.map((r) => total / r.seconds))!.median;
+  const offRate = spread(off.map((r) => total / r.seconds))!.median;
+  const cost = 1 - onRate / offRate;
+  const pairs = on.map((r, k) => (off[k].seconds / r.seconds).toFixed(2)).join(', ');
+  process.stdout.write(`reconciliation: ${Math.round(onRate).toLocaleString('en')} records/s with it, ${Math.round(offRate).toLocaleString('en')} without: costs ${(cost * 100).toFixed(1)}% of ingest (median over median; on/off round by round ${pairs}) (target <= ${RECONCILE_COST_TARGET * 100}%): ${cost <= RECONCILE_COST_TARGET ? 'met' : 'MISSED'}\n`);
+  const cpu = on.flatMap((r, k) => (r.cpu === null || off[k].cpu === null ? [] : [r.cpu.all / off[k].cpu!.all]));
+  if (cpu.length > 0) process.stdout.write(`  collector CPU a record, with / without, round by round: ${cpu.map((x) => x.toFixed(2)).join(', ')}; median ${spread(cpu)!.median.toFixed(2)}\n`);
 }
 
 /** A mesh CA, a token file and each stream's certificate; the collector's arguments for mTLS (ingest-serve.ts). */

@@ -80,6 +80,8 @@ const CASES: Record<string, AlertCase> = {
   AuditmeshBatchesRefused: { series: [{ pod: SIDECAR, name: 'auditmesh_shipper_batches_refused_total', match: { code: 'bad-root' }, incident: RISING, normal: FLAT }], firesAt: 10, severity: 'critical', labels: [...POD, 'code'] },
   AuditmeshVerificationFailures: { series: [{ pod: COLLECTOR_POD, name: 'auditmesh_collector_verification_failures_total', match: { reason: 'bad-signature' }, incident: RISING, normal: FLAT }], firesAt: 10, severity: 'critical', labels: ['namespace', 'reason'] },
   AuditmeshCollectorForkAfterWitness: { series: [{ pod: COLLECTOR_POD, name: 'auditmesh_collector_forks_after_witness_total', incident: '0x9 1x50', normal: FLAT }], firesAt: 10, severity: 'critical', labels: ['namespace'], value: '1' },
+  // Two calls checkout → payments found caller-only at 10m (the callee's records never arrived).
+  AuditmeshCallsUnreconciled: { series: [{ pod: COLLECTOR_POD, name: 'auditmesh_collector_reconcile_disagreements_total', match: { state: 'caller-only' }, incident: '0x9 2x50', normal: FLAT }], firesAt: 10, severity: 'warning', labels: ['namespace', 'caller', 'callee', 'state'], value: '2' },
   AuditmeshCollectorBatchesLost: { series: [{ pod: COLLECTOR_POD, name: 'auditmesh_collector_lost_batches_total', incident: '0x9 3x50', normal: FLAT }], firesAt: 10, severity: 'critical', labels: ['namespace'], value: '3' },
   AuditmeshCollectorStoreFull: { series: [{ pod: COLLECTOR_POD, name: 'auditmesh_collector_store_full', incident: STEP, normal: FLAT }], firesAt: 10, severity: 'critical', labels: POD },
   AuditmeshCollectorStoreWriteFailures: { series: [{ pod: COLLECTOR_POD, name: 'auditmesh_collector_store_write_failures_total', match: { reason: 'disk-full' }, incident: RISING, normal: FLAT }], firesAt: 10, severity: 'critical', labels: [...POD, 'reason'] },
@@ -127,6 +129,8 @@ test('every shipped alert fires on the series a real sidecar, collector and inje
   // A spike takes seconds to drive (the end-to-end test does): its gauges are set as the detectors set them, with the registries' own labels.
   sidecar.metrics.anomalyActive.set({ kind: 'rate_spike', peer: 'payments' }, 0);
   collector.metrics.anomalyActive.set({ kind: 'rate_spike', service: 'checkout', peer: 'payments', direction: 'outbound' }, 0);
+  // An edge's disagreement series exists once a call of it is decided one-sided; the reconciliation test drives that end to end.
+  collector.metrics.disagreements.inc({ state: 'caller-only', caller: 'checkout', callee: 'payments' }, 0);
 
   const dir = await tempDir(t);
   const local = { sidecars: [{ service: 'checkout', namespace: 'shop', adminPort: sidecar.ports.admin }], collectorHttpPort: collector.httpPort, injectorAdminPort: (injectorAdmin.address() as AddressInfo).port };

@@ -13,6 +13,7 @@ const COMMANDS: Record<string, Command> = {
   sidecar: { summary: 'run the sidecar in front of one app', run: sidecarMain },
   collector: { summary: 'run the control-plane collector: gRPC ingest, verification, store, query API', run: async (argv, io) => (await import('./collector.js')).collectorMain(argv, io) },
   query: { summary: "search the collector's records (--collector URL)", run: async (argv, io) => (await import('./query.js')).queryMain(argv, io) },
+  reconcile: { summary: 'which calls the two ends disagree on, from the collector (exit 1 when any is unmatched or mismatched)', run: async (argv, io) => (await import('./reconcile.js')).reconcileMain(argv, io) },
   tail: { summary: 'stream records live from a sidecar (--admin URL) or the collector (--collector URL)', run: tailMain },
   verify: { summary: 'verify a journal, a collector store or an exported bundle offline: records, Merkle roots, hash chain, signatures', run: verifyMain },
   // --follow prints records as they are stored, as NDJSON for log shippers (export-follow.ts); otherwise a bundle (export.ts).

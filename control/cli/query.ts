@@ -5,8 +5,7 @@ import { MAX_QUERY_LIMIT, parseStatus, parseTimeBound, QueryError, type Collecte
 import { formatRecordLine } from './format-record.js';
 import { parseSpiffeId } from '../../ledger/spiffe-id.js';
 import type { CommandIO } from '../../command/io.js';
-import { Agent, fetch as undiciFetch } from 'undici';
-import { READER_SETTINGS, readerCredentials, refusalAdvice, unreachableAdvice, type ReaderCredentials } from './reader-credentials.js';
+import { READER_SETTINGS, readCollector, readerCredentials, type ReaderCredentials } from './reader-credentials.js';
 
 /** The query's filters, by the /v1/records parameter each one sets (`auditmesh export` takes them too). */
 export const FILTERS = {
@@ -87,28 +86,9 @@ export async function queryMain(argv: readonly string[], io: CommandIO): Promise
     io.stderr.write(`auditmesh query: ${err.message}\n(see auditmesh query --help)\n`);
     return 2;
   }
-  let status: number;
-  let body: string;
-  try {
-    const { headers, ca } = args.credentials;
-    const dispatcher = ca === undefined ? undefined : new Agent({ connect: { ca } });
-    const res = await undiciFetch(args.url, { signal: io.signal, headers, dispatcher });
-    status = res.status;
-    body = await res.text();
-  } catch (err) {
-    const { message, usage } = unreachableAdvice(err, args.url, args.credentials);
-    io.stderr.write(`auditmesh query: ${message}\n`);
-    return usage ? 2 : 1;
-  }
-  const refused = refusalAdvice(status, body);
-  if (refused !== null) {
-    io.stderr.write(`auditmesh query: ${refused}\n`);
-    return 2;
-  }
-  if (status !== 200) {
-    io.stderr.write(`auditmesh query: the collector answered ${status}: ${body.trim()}\n`);
-    return status === 400 ? 2 : 1;
-  }
+  const answer = await readCollector('query', args.url, args.credentials, io);
+  if ('exit' in answer) return answer.exit;
+  const { body } = answer;
   const records = body
     .split('\n')
     .filter((l) => l !== '')

@@ -1,6 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { UsageError } from '../../command/flags.js';
 import { optionalText, type SettingsOf } from '../../command/settings.js';
+import { Agent, fetch as undiciFetch } from 'undici';
+import type { CommandIO } from '../../command/io.js';
 
 /**
  * How `auditmesh query` and `tail` present themselves to a collector that checks reads: a bearer
@@ -72,4 +74,35 @@ export function unreachableAdvice(err: unknown, url: URL, credentials: ReaderCre
   const why = cause?.message ?? (err as Error)?.message ?? String(err);
   const hint = url.protocol === 'http:' && ['UND_ERR_SOCKET', 'ECONNRESET'].includes(code) ? ' (a collector with workload identity on serves HTTPS: try https://)' : '';
   return { message: `cannot reach ${url.origin}: ${why}${hint}`, usage: false };
+}
+
+/**
+ * GETs `url` of the collector as a reader: its body on 200, or the exit code once the problem is
+ * written to stderr as `auditmesh COMMAND: ...` (2: a refusal, an untrusted certificate, a 400; 1:
+ * unreachable, another status).
+ */
+export async function readCollector(command: string, url: URL, credentials: ReaderCredentials, io: CommandIO): Promise<{ body: string } | { exit: number }> {
+  let status: number;
+  let body: string;
+  try {
+    const { headers, ca } = credentials;
+    const dispatcher = ca === undefined ? undefined : new Agent({ connect: { ca } });
+    const res = await undiciFetch(url, { signal: io.signal, headers, dispatcher });
+    status = res.status;
+    body = await res.text();
+  } catch (err) {
+    const { message, usage } = unreachableAdvice(err, url, credentials);
+    io.stderr.write(`auditmesh ${command}: ${message}\n`);
+    return { exit: usage ? 2 : 1 };
+  }
+  const refused = refusalAdvice(status, body);
+  if (refused !== null) {
+    io.stderr.write(`auditmesh ${command}: ${refused}\n`);
+    return { exit: 2 };
+  }
+  if (status !== 200) {
+    io.stderr.write(`auditmesh ${command}: the collector answered ${status}: ${body.trim()}\n`);
+    return { exit: status === 400 ? 2 : 1 };
+  }
+  return { body };
 }

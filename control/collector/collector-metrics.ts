@@ -36,6 +36,10 @@ export interface CollectorMetrics {
   /** Leaves in the collector's witness log, and its signed tree heads. */
   readonly witnessTreeSize: Gauge;
   readonly treeHeadsSigned: Counter;
+  /** Calls whose two ends were reconciled, by state; one-sided and mismatched ones per edge (reconcile/call-reconciler.ts). */
+  readonly reconciled: Counter<'state'>;
+  readonly disagreements: Counter<'state' | 'caller' | 'callee'>;
+  readonly reconcilePending: Gauge;
 }
 
 /** A segment is verified and committed in well under a millisecond to a few hundred. */
@@ -124,6 +128,14 @@ export function createCollectorMetrics(sample: { storeBytes(): number; sidecars(
     }),
     treeHeadsSigned: new Counter({ name: 'auditmesh_collector_tree_heads_signed_total', help: "Tree heads of the witness log the collector signed (every --checkpoint-interval-ms, and on a proof's demand)", registers: [registry] }),
     streamsActive: new Gauge({ name: 'auditmesh_collector_streams_active', help: 'Open Sync streams from sidecars', registers: [registry] }),
+    reconciled: reconciled(registry),
+    disagreements: new Counter({
+      name: 'auditmesh_collector_reconcile_disagreements_total',
+      help: 'Calls whose two ends disagree (caller-only, callee-only, mismatched) per edge: the calling and the called service (bounded labels)',
+      labelNames: ['state', 'caller', 'callee'],
+      registers: [registry],
+    }),
+    reconcilePending: new Gauge({ name: 'auditmesh_collector_reconcile_pending', help: 'Calls with one end seen, inside --reconcile-grace', registers: [registry] }),
     anomalyActive: new Gauge({
       name: 'auditmesh_anomaly_active',
       help: '1 while a fleet-wide spike is active on an edge (service, peer, direction), summed over every replica',
@@ -131,4 +143,11 @@ export function createCollectorMetrics(sample: { storeBytes(): number; sidecars(
       registers: [registry],
     }),
   };
+}
+
+/** auditmesh_collector_reconciled_total, every state at 0 from the start. */
+function reconciled(registry: Registry): Counter<'state'> {
+  const c = new Counter({ name: 'auditmesh_collector_reconciled_total', help: 'Calls reconciled, by state of their two ends (matched, caller-only, callee-only, mismatched, unpaired-external)', labelNames: ['state'], registers: [registry] });
+  for (const state of ['matched', 'caller-only', 'callee-only', 'mismatched', 'unpaired-external']) c.inc({ state }, 0);
+  return c;
 }

@@ -41,6 +41,7 @@ import { createOtlpExport, type OtlpExport } from './export/otlp-export.js';
 import type { OtlpTransportConfig } from './export/otlp-transport.js';
 import type { JetStreamConfig } from './jetstream/nats-connect.js';
 import { openTier, type Tier } from './jetstream/tier.js';
+import { createCallReconciler, DEFAULT_RECONCILE_GRACE_MS, type CallReconciler } from './reconcile/call-reconciler.js';
 
 /**
  * The collector, wired: store -> ingest -> gRPC Sync server, and the HTTP API beside it.
@@ -91,6 +92,10 @@ export interface CollectorConfig extends ReadSettings {
   exportOtlp?: OtlpTransportConfig & { pollMs?: number; retryMaxMs?: number };
   /** Run as one replica of a collector tier on NATS JetStream (jetstream/tier.ts); `storeDir` then holds this replica's shard indexes. */
   jetstream?: JetStreamConfig;
+  /** How long a one-sided call stays pending before it counts (--reconcile-grace); default DEFAULT_RECONCILE_GRACE_MS. */
+  reconcileGraceMs?: number;
+  /** false: stored runs are not reconciled (the ingest benchmark's baseline; ingest's workers still read each call's end). */
+  reconcile?: boolean;
 }
 
 /** --retention's default, 90 days. */
@@ -135,6 +140,8 @@ export interface Collector {
   readonly retention: StoreRetention;
   /** The OTLP export; null without exportOtlp. */
   readonly otlpExport: OtlpExport | null;
+  /** Both ends of every call, reconciled (reconcile/). */
+  readonly reconciler: CallReconciler;
   /** Listeners attached now: open /v1/tail streams plus onStored listeners. */
   readonly liveListeners: number;
   sidecars(): SidecarStatus[];
@@ -226,7 +233,13 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   const hasher = createHashPool(config.hashThreads);
   // Fleet detection is a stage of the collector, not a listener: it sees every stored run first.
   let fleetAlerts: FleetAlerts | null = null;
+  const reconciler = createCallReconciler({ env: lmdbStore.stores.env, graceMs: config.reconcileGraceMs ?? DEFAULT_RECONCILE_GRACE_MS, metrics: { reconciled: metrics.reconciled, disagreements: metrics.disagreements, pending: metrics.reconcilePending }, services: () => Array.from(ingest.chains.values(), (c) => c.state.service), log });
   const observe = (run: StoredRun): void => {
+    try {
+      if (config.reconcile !== false) reconciler.observe(run);
+    } catch (err) {
+      log('error', 'reconciliation failed on a stored run', { sidecar: run.sidecar.id, err: (err as Error).message });
+    }
     try {
       if (fleetAlerts !== null) observeRun(fleetAlerts, run);
     } catch (err) {
@@ -242,6 +255,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
       tier = await openTier(config.jetstream, { index: lmdbStore, storeDir: config.storeDir, onIndexed: observe, localSidecars: () => sidecars(), localAnomalies: () => anomalies(), log });
     } catch (err) {
       await hasher.close();
+      await reconciler.close();
       await lmdbStore.close();
       throw err;
     }
@@ -284,7 +298,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   if (!widenFlowWindow(grpcServer)) log('warn', 'collector could not raise the HTTP/2 flow-control window of this grpc-js version: large segments arrive 64 KiB at a time', {});
   // With identity on, reads are HTTPS with the serving certificate too: new handshakes take the renewed one.
   const httpTls = config.httpTls ?? serving?.tls();
-  const httpServer = createHttpApi({ store, metrics, sidecars: tier?.sidecars ?? sidecars, subscribe: (l) => feed.subscribe(l), ready: tier?.ready ?? (() => readiness(retention, writes.problem())), anomalies: tier?.anomalies ?? anomalies, proof: (refs, opts) => witness.proof(refs, opts), maxTailSubscribers: config.maxTailSubscribers, readAccess, tls: httpTls });
+  const httpServer = createHttpApi({ store, metrics, sidecars: tier?.sidecars ?? sidecars, subscribe: (l) => feed.subscribe(l), ready: tier?.ready ?? (() => readiness(retention, writes.problem())), anomalies: tier?.anomalies ?? anomalies, proof: (refs, opts) => witness.proof(refs, opts), reconciliation: (f) => reconciler.query(f), maxTailSubscribers: config.maxTailSubscribers, readAccess, tls: httpTls });
   if (config.httpTls === undefined && serving !== null) serving.onRenewed(() => (httpServer as unknown as TlsServer).setSecureContext({ ...serving.tls(), minVersion: 'TLSv1.2' }));
   let httpPort: number;
   try {
@@ -295,6 +309,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     await otlpExport?.close();
     await retention.close();
     await witness.close();
+    await reconciler.close();
     await store.close();
     throw err;
   }
@@ -318,6 +333,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     fleetAlerts,
     retention,
     otlpExport,
+    reconciler,
     get liveListeners() {
       return feed.size;
     },
@@ -337,6 +353,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
         await otlpExport?.close();
         await retention.close();
         await witness.close();
+        await reconciler.close();
         await store.close();
       })();
       return closing;

@@ -160,6 +160,13 @@ const auditTrailRules = (lagWarningS: number, lagCriticalS: number): AlertRule[]
     description: '{{ $value }} times a sidecar chain no longer held a head the collector had witnessed (a signed heartbeat, a stored link): its journal tail was rewritten or cut back after the collector saw it. /v1/sidecars names the sidecar (fork_after_witness); what it sent is kept as evidence.',
   },
   {
+    alert: 'AuditmeshCallsUnreconciled',
+    expr: 'sum by (namespace, caller, callee, state) (increase(auditmesh_collector_reconcile_disagreements_total[15m])) > 0',
+    for: '0m',
+    severity: 'warning',
+    description: '{{ $value }} calls {{ $labels.caller }} → {{ $labels.callee }} were {{ $labels.state }} after the grace period: one end has no record of a call the other recorded (caller-only, callee-only), or the two records disagree (mismatched). `auditmesh reconcile --service {{ $labels.callee }} --state {{ $labels.state }}` lists them, with each end and what differs.',
+  },
+  {
     alert: 'AuditmeshCollectorStoreFull',
     expr: 'max by (namespace, pod) (auditmesh_collector_store_full) > 0',
     for: '0m',

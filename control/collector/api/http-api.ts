@@ -16,6 +16,9 @@ import { chainKeyOf, INCARNATION_SEPARATOR } from '../store/chain-key.js';
 import { parseSpiffeId } from '../../../ledger/spiffe-id.js';
 import type { EvidenceBundle } from '../../../ledger/evidence-bundle.js';
 import { parseRecordRef, ProofError, type RecordRef } from '../witness/bundle-builder.js';
+import type { ReconcileFilter } from '../reconcile/call-reconciler.js';
+import { RECONCILE_STATES, type ReconciledCall, type ReconcileState } from '../reconcile/reconciled-call.js';
+import { parseTimeBound } from './record-query.js';
 
 /**
  * The collector's HTTP API (README.md, The collector): /v1/records (NDJSON, newest first), /v1/tail
@@ -38,6 +41,8 @@ export interface HttpApiDeps {
   anomalies(): { active: FleetAnomaly[]; recent: FleetAnomaly[] } | Promise<{ active: FleetAnomaly[]; recent: FleetAnomaly[] }>;
   /** A bundle proving these records (witness/collector-witness.ts); throws ProofError for one it cannot prove. */
   proof?(refs: readonly RecordRef[], opts: { treeSize?: number }): Promise<EvidenceBundle>;
+  /** Calls with the state of their two ends (reconcile/call-reconciler.ts); absent: 404. */
+  reconciliation?(filter: ReconcileFilter): ReconciledCall[];
   /** /v1/tail subscribers at once (--max-tail-subscribers); default DEFAULT_MAX_TAIL_SUBSCRIBERS. */
   maxTailSubscribers?: number;
   /** Who may read /v1/ and which namespaces; null: open reads (--insecure). */
@@ -46,7 +51,7 @@ export interface HttpApiDeps {
   tls?: ServingTls;
 }
 
-const ROUTES = '/v1/records, /v1/tail, /v1/sidecars, /v1/anomalies, /v1/proof, /metrics, /livez, /readyz';
+const ROUTES = '/v1/records, /v1/tail, /v1/sidecars, /v1/anomalies, /v1/proof, /v1/reconciliation, /metrics, /livez, /readyz';
 
 export function createHttpApi(deps: HttpApiDeps): http.Server {
   const tails = createTailStreams(deps.metrics.registry, 'auditmesh_collector', { maxSubscribers: deps.maxTailSubscribers ?? DEFAULT_MAX_TAIL_SUBSCRIBERS });
@@ -64,6 +69,8 @@ export function createHttpApi(deps: HttpApiDeps): http.Server {
         return json(res, async () => (await deps.sidecars()).filter((s) => inScope(scope, sidecarNamespace(s.id))));
       case '/v1/proof':
         return proof(deps, scope, url.searchParams, res);
+      case '/v1/reconciliation':
+        return reconciliation(deps, scope, url.searchParams, res);
       case '/v1/anomalies':
         // Anomalies are fleet-wide, by service: no namespace to scope them by.
         if (!scope.all) return refuse(deps, res, 'fleet-wide anomalies are for readers of every namespace (*)');
@@ -168,6 +175,39 @@ async function proof(deps: HttpApiDeps, scope: ReadScope, params: URLSearchParam
   if (rec === null || !inScope(scope, recordNamespace(rec))) return refuse(deps, res, `record ${r.sidecar}:${r.seq} is not in this reader's namespaces`);
   res.writeHead(200, { 'content-type': 'application/json' });
   res.end(JSON.stringify(bundle) + '\n');
+}
+
+/**
+ * `service=&since=&state=`: calls with the state of their two ends, pending ones first, then the
+ * decided ones newest first. The same credential and scope as /v1/records: a call shows only when
+ * every end it has is a record of a namespace the reader may read.
+ */
+function reconciliation(deps: HttpApiDeps, scope: ReadScope, params: URLSearchParams, res: http.ServerResponse): void {
+  if (deps.reconciliation === undefined) return text(res, 404, 'this collector does not reconcile calls\n');
+  const filter: ReconcileFilter = {};
+  for (const [name, value] of params) {
+    if (name === 'service' && value !== '') filter.service = value;
+    else if (name === 'state' && value !== '') {
+      if (!(RECONCILE_STATES as readonly string[]).includes(value)) return text(res, 400, `bad reconciliation query: state: expected one of ${RECONCILE_STATES.join(', ')}, got ${JSON.stringify(value)}\n`);
+      filter.state = value as ReconcileState;
+    } else if (name === 'since' && value !== '') {
+      try {
+        filter.sinceUnixMs = parseTimeBound('since', value, Date.now());
+      } catch (err) {
+        if (!(err instanceof QueryError)) throw err;
+        return text(res, 400, `bad reconciliation query: ${err.message}\n`);
+      }
+    } else if (name !== 'service' && name !== 'state' && name !== 'since') return text(res, 400, `bad reconciliation query: unknown parameter ${JSON.stringify(name)}; known: service, since, state\n`);
+  }
+  const visible = (call: ReconciledCall): boolean => [call.caller, call.callee].every((end) => end === undefined || inScope(scope, end['audit.identity'] === undefined ? sidecarNamespace(end['audit.sidecar_id']) : (parseSpiffeId(end['audit.identity'])?.namespace ?? null)));
+  let calls: ReconciledCall[];
+  try {
+    calls = deps.reconciliation(filter).filter(visible);
+  } catch (err) {
+    return text(res, 500, `the store failed to answer: ${(err as Error)?.message}\n`);
+  }
+  res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+  res.end(calls.map((c) => JSON.stringify(c) + '\n').join(''));
 }
 
 /** Waits for 'drain' or 'close', whichever comes first, removing both listeners (a long answer waits many times). */

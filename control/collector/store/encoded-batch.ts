@@ -3,6 +3,7 @@ import type { ExchangeSummary } from '../../../anomalies/exchange-summary.js';
 import { encodeBatchBlob } from './batch-blob.js';
 import { ENTRY_BYTES, writeIdEntry } from './id-index.js';
 import type { RecordIndex } from './record-index.js';
+import type { CallEnd } from '../reconcile/call-end.js';
 
 /**
  * One records batch ready for the store, everything per record already done: its value
@@ -44,6 +45,8 @@ export interface EncodedBatch {
   identity?: string;
   /** Its records that are finished exchanges, grouped by edge, method and outcome. */
   exchanges: ExchangeGroup[];
+  /** Its records that are ends of calls, for reconciliation (absent: none read). */
+  calls?: CallEnd[];
 }
 
 /** A record as the encoder takes it: canonical bytes and what indexRecord read of them (null: not JSON, stored unindexed). */
@@ -83,6 +86,7 @@ export function encodeBatch(id: string, batch: number, firstSeq: number, records
   const ids = Buffer.allocUnsafeSlow(records.length * 2 * ENTRY_BYTES);
   let nIds = 0;
   const groups = new Map<string, { group: Omit<ExchangeGroup, 'ends'>; ends: number[] }>();
+  const calls: CallEnd[] = [];
   for (let i = 0; i < records.length; i++) {
     const index = records[i].index;
     if (index === null) continue;
@@ -94,6 +98,7 @@ export function encodeBatch(id: string, batch: number, firstSeq: number, records
     if (index.requestId !== undefined) writeIdEntry(ids, nIds++, 'correlation', index.requestId, start, batch, i);
     if (index.traceId !== undefined) writeIdEntry(ids, nIds++, 'trace', index.traceId, start, batch, i);
     if (index.error) entry(DB.errors, [start, id, batch, i]);
+    if (index.call !== null) calls.push({ ...index.call, seq: firstSeq + i });
     const e = index.exchange;
     if (e !== null) {
       const key = `${e.peer}\u0000${e.direction}\u0000${e.method}\u0000${e.failed}`;
@@ -121,6 +126,7 @@ export function encodeBatch(id: string, batch: number, firstSeq: number, records
     span: services.size > 0 ? max - min : 0,
     newest: services.size > 0 ? max : 0,
     exchanges: Array.from(groups.values(), ({ group, ends }) => ({ ...group, ends: Float64Array.from(ends) })),
+    calls,
   };
 }
 

@@ -1,5 +1,6 @@
 import { exchangeOf, type ExchangeSummary } from '../../../anomalies/exchange-summary.js';
 import type { AuditRecord } from '../../../ledger/record.js';
+import { callEndOf, type CallEnd } from '../reconcile/call-end.js';
 
 /**
  * What the collector indexes a record by, taken from its canonical bytes once, at ingest: the
@@ -17,6 +18,8 @@ export interface RecordIndex {
   error: boolean;
   /** What fleet anomaly detection reads of it (null: not a finished exchange). */
   exchange: ExchangeSummary | null;
+  /** What reconciliation reads of it, its seq unset (null: not an end of a call). */
+  call: CallEnd | null;
 }
 
 /** Index keys are bounded: an id longer than this is not indexed (it is still stored and verified). */
@@ -53,6 +56,7 @@ export function indexRecord(bytes: Uint8Array): RecordIndex | null {
     traceId: indexable(rec['trace.id']),
     error: isErrorRecord(rec),
     exchange: isExchangeShaped(rec) ? exchangeOf(rec) : null,
+    call: callEndOf(rec, 0),
   };
 }
 

@@ -26,6 +26,9 @@ import type { Evidence, SidecarState, StoredLink } from '../collector-store.js';
  *                   to be appended there as a signed `prune` entry, docs/BUNDLE.md)
  *   pruned, prunes  where each pruned chain now starts, and every pruning (prune-log.ts, store-pruner.ts)
  *   export_cursor   chain -> the last batch the OTLP receiver accepted (export/otlp-export.ts)
+ *   reconciled      [call start_ms, chain, seq of its first end] -> a decided call (../reconcile/reconciled-call.ts)
+ *   reconcile_open  request id, trace id, span id -> a call still open when the collector closed,
+ *                   taken up and cleared at the next start (../reconcile/call-reconciler.ts)
  *
  * A batch is one value and its time, service and identity entries are per batch: a record costs its id
  * entries only (one value and five entries per record held ingest below its target on the LMDB
