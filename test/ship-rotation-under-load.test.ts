@@ -3,6 +3,7 @@ import http from 'node:http';
 import tls from 'node:tls';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Agent, fetch as undiciFetch } from 'undici';
 import { runCli, startCli } from './helpers/child.js';
 import { createTokenIssuer } from './helpers/identity.js';
 import { request, startUpstream } from './helpers/net.js';
@@ -43,7 +44,7 @@ test('certificates rotate under steady load: every request answered 2xx, sidecar
   const storeDir = join(dir, 'store');
   const caDir = join(dir, 'ca');
   const collector = startCli(t, ['collector', '--store', storeDir, '--grpc-port', '0', '--http-port', '0', '--ca-dir', caDir, '--cert-ttl', '6s', '--service-account-jwks', jwks, '--service-account-issuer', issuer.issuer, '--reader-token-file', join(dir, 'readers')]);
-  const [, grpcPort, httpUrl] = await collector.waitFor(/"grpc":"127\.0\.0\.1:(\d+)","http":"(http:\/\/127\.0\.0\.1:\d+)"/, 120_000);
+  const [, grpcPort, httpUrl] = await collector.waitFor(/"grpc":"127\.0\.0\.1:(\d+)","http":"(https:\/\/127\.0\.0\.1:\d+)"/, 120_000);
   t.regex(collector.output().stderr, /"msg":"--cert-ttl is for tests/);
   const caFile = join(caDir, 'ca.crt');
   const caPem = await readFile(caFile, 'utf8');
@@ -82,7 +83,8 @@ test('certificates rotate under steady load: every request answered 2xx, sidecar
   t.log(`${sent} requests in ${Date.now() - started} ms; workload certificate renewed ${renewals} times, serving certificate ${servingRenewals} times`);
 
   const held = async (): Promise<{ last_seq: number | null; last_refusal: unknown; lost: unknown[] } | undefined> => {
-    const res = await fetch(`${httpUrl}/v1/sidecars`, { headers: { authorization: `Bearer ${readerToken}` } });
+    // With the mesh CA the collector's API serves HTTPS with its serving certificate.
+    const res = await undiciFetch(`${httpUrl}/v1/sidecars`, { headers: { authorization: `Bearer ${readerToken}` }, dispatcher: new Agent({ connect: { ca: caPem } }) });
     return ((await res.json()) as Array<{ id: string; last_seq: number | null; last_refusal: unknown; lost: unknown[] }>).find((s) => s.id === ID);
   };
   await eventually(`the collector holding all ${sent} records`, async () => (await held())?.last_seq === sent, 60_000);
@@ -95,7 +97,8 @@ test('certificates rotate under steady load: every request answered 2xx, sidecar
   t.is((await collector.done).code, 0);
   const store = await runCli(['verify', storeDir, '--ca-file', caFile]);
   t.is(store.code, 0, store.stdout + store.stderr);
-  t.regex(store.stdout, new RegExp(`^ok +${ID} +key [0-9a-f]{16} +${sent} records in \\d+ links, batches 1-\\d+, seq ${sent},`, 'm'));
+  // The store names the chain by its incarnation: the pod uid of the token.
+  t.regex(store.stdout, new RegExp(`^ok +${ID}@u-1 +key [0-9a-f]{16} +${sent} records in \\d+ links, batches 1-\\d+, seq ${sent},`, 'm'));
   t.regex(store.stdout, new RegExp(`collector store verified: ${sent} records of 1 sidecars`));
   const journal = await runCli(['verify', sidecar.journalDir, '--ca-file', caFile]);
   t.is(journal.code, 0, journal.stdout);
