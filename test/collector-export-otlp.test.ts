@@ -1,7 +1,7 @@
+import { metric, storedRecords } from './helpers/collector-reads.js';
 import test, { type ExecutionContext } from 'ava';
 import { startTestCollector, type TestCollector } from './helpers/collector.js';
 import { eventually, startShippingSidecar } from './helpers/shipping.js';
-import { metricValue } from './helpers/sidecar.js';
 import { startOtlpReceiver, type OtlpReceiver, type ReceivedLog, type ReceiverProtocol } from './helpers/otlp-receiver.js';
 import { otlpProtocolFrom } from '../control/collector/export/otlp-transport.js';
 import { MAX_EXPORT_RECORDS } from '../control/collector/export/otlp-export.js';
@@ -16,18 +16,6 @@ import { tempDir } from './helpers/sidecar.js';
 // the store, and the lag metric comes back to 0.
 
 const FAST_EXPORT = { pollMs: 100, retryMaxMs: 300, timeoutMillis: 2_000 };
-
-async function metric(c: TestCollector, name: string, labels: Record<string, string> = {}): Promise<number> {
-  return metricValue(await (await fetch(`${c.httpUrl}/metrics`)).text(), name, labels);
-}
-
-async function storedRecords(c: TestCollector): Promise<CollectedRecord[]> {
-  const res = await fetch(`${c.httpUrl}/v1/records?limit=10000`, c.readAuth);
-  return (await res.text())
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as CollectedRecord);
-}
 
 const uidOf = (r: CollectedRecord): string => `${r['audit.sidecar_id']}:${r['audit.seq']}`;
 

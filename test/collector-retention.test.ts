@@ -1,6 +1,7 @@
+import { metric, storedRecords } from './helpers/collector-reads.js';
 import test, { type ExecutionContext } from 'ava';
 import { open } from 'lmdb';
-import { startTestCollector, type TestCollector } from './helpers/collector.js';
+import { startTestCollector } from './helpers/collector.js';
 import { eventually, startShippingSidecar } from './helpers/shipping.js';
 import { metricValue } from './helpers/sidecar.js';
 import { startOtlpReceiver } from './helpers/otlp-receiver.js';
@@ -18,18 +19,6 @@ import { runCli } from './helpers/child.js';
 // the oldest batches go, whole, a prefix of each chain at a time; each pruning is recorded and
 // handed to onPruned; with an exporter nothing unexported goes, and a store at its bound with
 // nothing it may prune refuses segments (retryably) until the exporter catches up.
-
-async function metric(c: TestCollector, name: string, labels: Record<string, string> = {}): Promise<number> {
-  return metricValue(await (await fetch(`${c.httpUrl}/metrics`)).text(), name, labels);
-}
-
-async function storedRecords(c: TestCollector): Promise<CollectedRecord[]> {
-  const res = await fetch(`${c.httpUrl}/v1/records?limit=10000`, c.readAuth);
-  return (await res.text())
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as CollectedRecord);
-}
 
 async function recordedPrunes(storeDir: string): Promise<PruneEntry[]> {
   const env = open({ path: storeDir, readOnly: true });
