@@ -77,6 +77,8 @@ test('auditmesh query and tail read the HTTPS API with --ca-file and a reader to
   // The subscription is open once the collector counts the listener; then a new record streams.
   await eventually('tail subscribed', () => collector.liveListeners > 0);
   t.is(await s.send('tailed-over-https'), 200);
-  await tail.waitFor(/"audit\.request_id":"tailed-over-https"/, 60_000);
-  t.pass();
+  const [line] = await tail.waitFor(/^\{.*"audit\.request_id":"tailed-over-https".*\}$/m, 60_000);
+  const tailed = JSON.parse(line!) as Record<string, unknown>;
+  t.is(tailed['audit.request_id'], 'tailed-over-https');
+  t.is(tailed['audit.direction'], 'inbound', 'the record the sidecar stored, streamed over HTTPS as JSON');
 });
