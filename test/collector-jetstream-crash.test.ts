@@ -56,6 +56,17 @@ async function ids(c: CollectorProcess, service: string): Promise<string[]> {
     .sort();
 }
 
+/** What each replica said about its shard leases: what a failure to answer for a shard needs to be understood. */
+function leaseLog(replicas: CollectorProcess[]): string {
+  return replicas
+    .map((r, i) => {
+      const out = r.running.output();
+      const lines = (out.stdout + out.stderr).split('\n').filter((l) => /shard|lease|replica|NATS|nats/i.test(l));
+      return `replica ${i}:\n${lines.slice(-40).join('\n')}`;
+    })
+    .join('\n');
+}
+
 async function ackedBatch(c: CollectorProcess, id: string): Promise<number> {
   const res = await fetch(`${c.httpUrl}/v1/sidecars`, c.readAuth);
   if (res.status !== 200) return 0;
@@ -112,7 +123,7 @@ test('kill -9 of a NATS node and a collector replica mid-ingest: every acknowled
       let found: string[] = [];
       let last = '';
       await eventually(`${l.service}'s records from a replica`, async () => (found = await ids(r, l.service).catch((e: Error) => ((last = e.message), []))).length >= l.sent.length, 60_000).catch((err: Error) => {
-        throw new Error(`${err.message}; last answer: ${last} (${found.length} of ${l.sent.length})`);
+        throw new Error(`${err.message}; last answer: ${last} (${found.length} of ${l.sent.length})\n${leaseLog(replicas)}`);
       });
       t.deepEqual(found, [...l.sent].sort(), `${l.service}: every record exactly once`);
     }

@@ -72,6 +72,20 @@ test.serial('records one replica ingests are answered by another, and verify nat
   t.regex(table.stdout, /JetStream tier verified/);
 });
 
+test.serial('a replica whose timers fire while it is still joining the tier starts and serves (the reconciler sweeps every 50 ms here)', async (t) => {
+  const nats = await startNatsCluster(t, 3);
+  const jetstream = { urls: nats.urls.split(','), leaseMs: LEASE_MS };
+  // Before, the first sweep during the join read the ingest before it existed and killed the process.
+  const a = await startTestCollector(t, { token: TOKEN, jetstream, reconcileGraceMs: 200 });
+  const b = await startTestCollector(t, { token: TOKEN, jetstream, reconcileGraceMs: 200 });
+  await eventually('the shards are shared out', () => a.tier!.leases.owned.size === 4 && b.tier!.leases.owned.size === 4);
+  const sidecars = await fetch(`${b.httpUrl}/v1/sidecars`, b.readAuth);
+  t.is(sidecars.status, 200);
+  t.deepEqual(await sidecars.json(), []);
+  const reconciliation = await fetch(`${a.httpUrl}/v1/reconciliation`, a.readAuth);
+  t.is(reconciliation.status, 200, await reconciliation.clone().text());
+});
+
 const welcomed = (m: CollectorMessage): number | undefined => (m as { welcome?: { acked_batch: number } }).welcome?.acked_batch;
 
 /** The answers of a stream until it acks batch `last` or ends: its acks, and its status if it ended. */

@@ -233,7 +233,9 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   const hasher = createHashPool(config.hashThreads);
   // Fleet detection is a stage of the collector, not a listener: it sees every stored run first.
   let fleetAlerts: FleetAlerts | null = null;
-  const reconciler = createCallReconciler({ env: lmdbStore.stores.env, graceMs: config.reconcileGraceMs ?? DEFAULT_RECONCILE_GRACE_MS, metrics: { reconciled: metrics.reconciled, disagreements: metrics.disagreements, pending: metrics.reconcilePending }, services: () => Array.from(ingest.chains.values(), (c) => c.state.service), log });
+  // Timers and the tier's replies start before ingest has opened (joining the tier takes seconds): until then they see no chains.
+  const opened: { ingest?: Ingest } = {};
+  const reconciler = createCallReconciler({ env: lmdbStore.stores.env, graceMs: config.reconcileGraceMs ?? DEFAULT_RECONCILE_GRACE_MS, metrics: { reconciled: metrics.reconciled, disagreements: metrics.disagreements, pending: metrics.reconcilePending }, services: () => (opened.ingest === undefined ? [] : Array.from(opened.ingest.chains.values(), (c) => c.state.service)), log });
   const observe = (run: StoredRun): void => {
     try {
       if (config.reconcile !== false) reconciler.observe(run);
@@ -252,7 +254,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   let tier: Tier | null = null;
   if (config.jetstream !== undefined) {
     try {
-      tier = await openTier(config.jetstream, { index: lmdbStore, storeDir: config.storeDir, onIndexed: observe, localSidecars: () => sidecars(), localAnomalies: () => anomalies(), log });
+      tier = await openTier(config.jetstream, { index: lmdbStore, storeDir: config.storeDir, onIndexed: observe, localSidecars: () => (opened.ingest === undefined ? [] : sidecars()), localAnomalies: () => anomalies(), log });
     } catch (err) {
       await hasher.close();
       await reconciler.close();
@@ -277,6 +279,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     // sidecarStatuses keeps the chains' order.
     return sidecarStatuses(chains, heartbeatIntervalMs, Date.now()).map((s, i) => ({ ...s, fork_after_witness: witness.heads.forks(chains[i]!.chainKey).map(forkStatus) }));
   };
+  opened.ingest = ingest;
   const alerts = config.alerts ?? defaultAlertOptions();
   if (alerts.intervalMs > 0) fleetAlerts = createFleetAlerts({ options: alerts, metrics, log });
 

@@ -5,7 +5,8 @@
 // in the window and does not re-arm), so one leak could hold CI for its whole budget. Here a file
 // fails instead, naming what it left open: when it has not exited shortly after its last test,
 // or when it is still running at a deadline no test file comes near.
-import { registerCompletionHandler } from 'ava';
+import { appendFileSync } from 'node:fs';
+import test, { registerCompletionHandler } from 'ava';
 
 const EXIT_GRACE_MS = Number(process.env.AUDITMESH_TEST_EXIT_GRACE_MS ?? 30_000);
 const FILE_DEADLINE_MS = Number(process.env.AUDITMESH_TEST_FILE_DEADLINE_MS ?? 12 * 60_000);
@@ -39,5 +40,8 @@ setTimeout(() => giveUp(`the test file is still running ${Date.now() - loadedAt}
 registerCompletionHandler(() => {
   const doneAt = Date.now();
   setTimeout(() => giveUp(`the test file did not exit ${Date.now() - doneAt} ms after its last test`, 3), EXIT_GRACE_MS).unref();
+  // Where the suite's time goes: one line per file, its wall time from load to its last test.
+  const timing = process.env.AUDITMESH_TEST_TIMING_FILE;
+  if (timing) appendFileSync(timing, `${((doneAt - loadedAt) / 1000).toFixed(1)}\t${test.meta.file.replace(/^.*\/test\//, 'test/')}\n`);
   if (process.env.AUDITMESH_TEST_EXIT_LOG) process.on('exit', () => process.stderr.write(`exit-watch: exited ${Date.now() - doneAt} ms after its last test\n`));
 });
