@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { KV } from '@nats-io/kv';
 import { SHARDS } from './tier-layout.js';
 
@@ -76,20 +77,21 @@ export function startShardLeases(opts: ShardLeasesOptions): ShardLeases {
   };
   const value = JSON.stringify({ owner: replicaId });
 
+  /** Other replicas' presence entries as the watch delivers them (a deleted one is gone: that replica closed). */
+  const presence = new Set<string>();
+  /** The bucket's revision the watch has delivered through: every entry written before it has been seen. */
+  let watchedRevision = 0;
   async function countLive(): Promise<void> {
-    await kv.put(replicaKey(replicaId), JSON.stringify({ unix_ms: Date.now() }));
-    let n = 0;
+    const mine = await kv.put(replicaKey(replicaId), JSON.stringify({ unix_ms: Date.now() }));
+    // From the watch, not a listing of the bucket: a listing is a consumer per tick, and one whose
+    // server died mid-listing never ends, which stopped every renewal and takeover of this replica.
+    // Once the watch has delivered this put, it has delivered every presence written before it.
+    const deadline = Date.now() + leaseMs / 12;
+    while (watchedRevision < mine && Date.now() < deadline && !stopped) await sleep(10);
+    const now = Date.now();
     const counted = new Set<string>();
-    for await (const key of await kv.keys('replica.*')) {
-      const e = await kv.get(key);
-      if (e === null || e.operation !== 'PUT') continue;
-      if (key === replicaKey(replicaId)) n++;
-      else if (observe(key, e.revision, Date.now()) < lapseMs) {
-        n++;
-        counted.add(key);
-      }
-    }
-    live = Math.max(1, n);
+    for (const key of presence) if (now - (seen.get(key)?.sinceMs ?? now) < lapseMs) counted.add(key);
+    live = 1 + counted.size;
     others = counted;
   }
 
@@ -160,7 +162,14 @@ export function startShardLeases(opts: ShardLeasesOptions): ShardLeases {
       watch = entries;
       if (stopped) entries.stop();
       try {
-        for await (const e of entries) observe(e.key, e.revision, Date.now());
+        for await (const e of entries) {
+          observe(e.key, e.revision, Date.now());
+          watchedRevision = Math.max(watchedRevision, e.revision);
+          if (e.key.startsWith('replica.') && e.key !== replicaKey(replicaId)) {
+            if (e.operation === 'PUT') presence.add(e.key);
+            else presence.delete(e.key);
+          }
+        }
       } catch (err) {
         if (!stopped) log('warn', 'collector replica stopped watching the shard leases: lapses are seen at its renewals only', { replica: replicaId, err: (err as Error).message });
       }
