@@ -1,6 +1,6 @@
 import test from 'ava';
 import { join } from 'node:path';
-import { CLI_FROM_SOURCE } from './helpers/child.js';
+import { CLI } from './helpers/child.js';
 import { createNamespaces, link, requireInterception, sh, startIn } from './helpers/netns.js';
 import { tempDir } from './helpers/sidecar.js';
 
@@ -23,7 +23,7 @@ test('the admin /tail answers only loopback clients; /metrics, /livez and /ready
   const ns = await createNamespaces(t, ['tailpod', 'tailpeer'] as const);
   await link(ns.tailpod, `${POD_IP}/24`, ns.tailpeer, `${OTHER}/24`, 'tl');
   const data = await tempDir(t);
-  const sidecar = startIn(t, ns.tailpod, null, [process.execPath, '--import=tsx', CLI_FROM_SOURCE, 'sidecar', '--bind', '0.0.0.0', '--admin-port', String(ADMIN_PORT), '--app-port', '8080', '--service', 'pod'], {
+  const sidecar = startIn(t, ns.tailpod, null, [process.execPath, ...CLI, 'sidecar', '--bind', '0.0.0.0', '--admin-port', String(ADMIN_PORT), '--app-port', '8080', '--service', 'pod'], {
     AUDITMESH_JOURNAL: join(data, 'journal'),
     AUDITMESH_KEY: join(data, 'sidecar.key'),
     AUDITMESH_REDACTION_KEY: join(data, 'redaction.key'),

@@ -7,7 +7,7 @@ import { otlpProtocolFrom } from '../control/collector/export/otlp-transport.js'
 import { MAX_EXPORT_RECORDS } from '../control/collector/export/otlp-export.js';
 import type { CollectedRecord } from '../control/collector/api/record-query.js';
 import { join } from 'node:path';
-import { startProcess, CLI_FROM_SOURCE } from './helpers/child.js';
+import { startProcess, CLI } from './helpers/child.js';
 import { tempDir } from './helpers/sidecar.js';
 
 // The collector exports what it stores as OTLP logs to a receiver built from the official
@@ -107,7 +107,7 @@ test('auditmesh collector --export-otlp takes its protocol, endpoint and headers
   const receiver = await startOtlpReceiver(t, 'http/json');
   const dir = await tempDir(t);
   const env = { ...process.env, OTEL_EXPORTER_OTLP_LOGS_PROTOCOL: 'http/json', OTEL_EXPORTER_OTLP_LOGS_ENDPOINT: receiver.url, OTEL_EXPORTER_OTLP_LOGS_HEADERS: 'x-audit-tenant=shop' };
-  const running = startProcess(t, process.execPath, ['--import=tsx', CLI_FROM_SOURCE, 'collector', '--store', join(dir, 'store'), '--grpc-port', '0', '--http-port', '0', '--insecure', '--export-otlp', '--retention', '30d'], env);
+  const running = startProcess(t, process.execPath, [...CLI, 'collector', '--store', join(dir, 'store'), '--grpc-port', '0', '--http-port', '0', '--insecure', '--export-otlp', '--retention', '30d'], env);
   const [, grpcAddress] = await running.waitFor(/"grpc":"(127\.0\.0\.1:\d+)"/);
   const { send } = await startShippingSidecar(t, grpcAddress);
   for (let i = 0; i < 5; i++) t.is(await send(`env-${i}`), 200);
@@ -115,7 +115,7 @@ test('auditmesh collector --export-otlp takes its protocol, endpoint and headers
   t.is(receiver.lastHeaders['x-audit-tenant'], 'shop');
   t.is(receiver.lastHeaders['content-type'], 'application/json');
 
-  const bad = startProcess(t, process.execPath, ['--import=tsx', CLI_FROM_SOURCE, 'collector', '--store', join(dir, 'other'), '--insecure', '--export-otlp'], { ...process.env, OTEL_EXPORTER_OTLP_PROTOCOL: 'thrift' });
+  const bad = startProcess(t, process.execPath, [...CLI, 'collector', '--store', join(dir, 'other'), '--insecure', '--export-otlp'], { ...process.env, OTEL_EXPORTER_OTLP_PROTOCOL: 'thrift' });
   const done = await bad.done;
   t.is(done.code, 2);
   t.regex(done.stderr, /OTEL_EXPORTER_OTLP_PROTOCOL: expected one of grpc, http\/protobuf, http\/json, got "thrift"/);

@@ -1,6 +1,6 @@
 import test from 'ava';
 import { join } from 'node:path';
-import { CLI_FROM_SOURCE, startProcess } from './helpers/child.js';
+import { CLI, startProcess } from './helpers/child.js';
 import { request, startUpstream } from './helpers/net.js';
 import { verifyDir } from './helpers/journal.js';
 import { tempDir } from './helpers/sidecar.js';
@@ -15,7 +15,7 @@ import { readJournal } from '../ledger/read-journal.js';
 /** Runs `auditmesh sidecar` on `dir`'s journal and key, expecting it to refuse; resolves with its exit. */
 async function secondSidecar(t: Parameters<typeof startProcess>[0], dir: string, appPort: number) {
   const args = ['sidecar', '--app-port', String(appPort), '--inbound-port', '0', '--outbound-port', '0', '--admin-port', '0', '--journal', join(dir, 'journal'), '--key', join(dir, 'sidecar.key'), '--redaction-key', join(dir, 'redaction.key')];
-  return startProcess(t, process.execPath, ['--import=tsx', CLI_FROM_SOURCE, ...args]).done;
+  return startProcess(t, process.execPath, [...CLI, ...args]).done;
 }
 
 test('a second sidecar process on a journal in use refuses to start with one line naming the holder; after kill -9 of the holder the next one starts', async (t) => {

@@ -2,7 +2,7 @@ import test from 'ava';
 import { mkdir, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
-import { CLI_FROM_SOURCE, startProcess } from './helpers/child.js';
+import { CLI, startProcess } from './helpers/child.js';
 import { tempDir } from './helpers/sidecar.js';
 import { startSidecarProcess } from './helpers/sidecar-process.js';
 import { loadOrCreateSecret } from '../ledger/keys.js';
@@ -14,7 +14,7 @@ import { loadOrCreateSecret } from '../ledger/keys.js';
 /** Runs `auditmesh sidecar` with the given key paths to its exit. */
 function sidecarWith(t: ExecutionContext, dir: string, key: string, redactionKey: string) {
   const args = ['sidecar', '--app-port', '9', '--inbound-port', '0', '--outbound-port', '0', '--admin-port', '0', '--journal', join(dir, 'journal'), '--key', key, '--redaction-key', redactionKey];
-  return startProcess(t, process.execPath, ['--import=tsx', CLI_FROM_SOURCE, ...args]).done;
+  return startProcess(t, process.execPath, [...CLI, ...args]).done;
 }
 
 const CASES: Array<[string, (dir: string) => Promise<{ key: string; redactionKey: string }>, RegExp]> = [

@@ -3,7 +3,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import net from 'node:net';
 import type { ExecutionContext } from 'ava';
-import { CLI_FROM_SOURCE, startProcess, type Running } from './child.js';
+import { CLI, startProcess, type Running } from './child.js';
 import { tempDir } from './sidecar.js';
 
 /** `auditmesh collector` in a process of its own (what kill -9 needs), restartable on the same ports and store. */
@@ -30,7 +30,7 @@ export async function startCollectorProcess(t: ExecutionContext, token: string, 
   await writeFile(join(dir, 'reader-tokens'), `${reader} *\n`, { mode: 0o600 });
   const storeDir = join(dir, 'store');
   const launch = async (grpcPort: number, httpPort: number): Promise<{ running: Running; grpc: number; http: number }> => {
-    const running = startProcess(t, process.execPath, ['--import=tsx', CLI_FROM_SOURCE, 'collector', '--grpc-port', String(grpcPort), '--http-port', String(httpPort), '--store', storeDir, '--token-file', tokenFile, '--reader-token-file', join(dir, 'reader-tokens'), ...args]);
+    const running = startProcess(t, process.execPath, [...CLI, 'collector', '--grpc-port', String(grpcPort), '--http-port', String(httpPort), '--store', storeDir, '--token-file', tokenFile, '--reader-token-file', join(dir, 'reader-tokens'), ...args]);
     const [line] = await running.waitFor(/^\{.*"msg":"collector listening".*\}$/m, 60_000);
     const { grpc, http } = JSON.parse(line) as { grpc: string; http: string };
     return { running, grpc: Number(grpc.split(':').pop()), http: Number(new URL(http).port) };

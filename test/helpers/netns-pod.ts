@@ -8,7 +8,7 @@ import type { Container, Pod } from '../../control/injector/pod.js';
 import { parseFlags } from '../../command/flags.js';
 import { readJournal } from '../../ledger/read-journal.js';
 import type { JournalRecord } from '../../ledger/record.js';
-import { CLI_FROM_SOURCE, type Running } from './child.js';
+import { CLI, type Running } from './child.js';
 import { tempDir } from './sidecar.js';
 import { createNamespaces, link, sh, startAgent, startIn, type Agent } from './netns.js';
 
@@ -67,7 +67,7 @@ export async function startPod(t: ExecutionContext, pod: Pod): Promise<NetnsPod>
 
   const data = await tempDir(t);
   await chown(data, PROXY_UID, PROXY_UID);
-  const sidecar = startIn(t, ns.pod, PROXY_UID, [process.execPath, '--import=tsx', CLI_FROM_SOURCE, 'sidecar'], {
+  const sidecar = startIn(t, ns.pod, PROXY_UID, [process.execPath, ...CLI, 'sidecar'], {
     ...proxyEnv,
     AUDITMESH_JOURNAL: join(data, 'journal'),
     AUDITMESH_KEY: join(data, 'sidecar.key'),

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
-import { CLI_FROM_SOURCE, startProcess, type Finished, type Running } from './child.js';
+import { CLI, CLI_FROM_SOURCE, startProcess, type Finished, type Running } from './child.js';
 import { tempDir } from './sidecar.js';
 
 /** `auditmesh sidecar` in a process of its own: what kill -9, /proc and a shifted clock need. */
@@ -29,7 +29,7 @@ export async function startSidecarProcess(t: ExecutionContext, opts: SidecarProc
   const journalDir = join(dir, 'journal');
   const args = ['sidecar', '--app-port', String(opts.appPort), '--inbound-port', '0', '--outbound-port', '0', '--admin-port', '0', '--journal', journalDir, '--key', join(dir, 'sidecar.key'), '--redaction-key', join(dir, 'redaction.key'), ...(opts.args ?? [])];
   const preload = (opts.preload ?? []).flatMap((p) => ['--import', p]);
-  const running = startProcess(t, process.execPath, ['--import=tsx', ...preload, CLI_FROM_SOURCE, ...args], { ...process.env, ...opts.env });
+  const running = startProcess(t, process.execPath, [...(preload.length === 0 ? CLI : ['--import=tsx', ...preload, CLI_FROM_SOURCE]), ...args], { ...process.env, ...opts.env });
   const [line] = await running.waitFor(/^\{.*"msg":"sidecar listening".*\}$/m, 60_000);
   const { inbound, outbound, admin } = JSON.parse(line) as { inbound: number; outbound: number; admin: number };
   return {
