@@ -37,6 +37,13 @@ test('the QUICK report prints its tables and writes well-formed JSON, SVG and te
     STREAM_MESSAGES: '200',
     JOURNAL_DURATION: '1',
     INGEST_RECORDS: '500',
+    // The ingest section's variants each cost a round: mTLS and reconciliation off are measured the
+    // same way as the plain round, so one of them shows the code runs; the tier runs on one NATS node.
+    WARMUP_RECORDS: '500',
+    MTLS: '0',
+    RECONCILE_OFF: '0',
+    TIER_REPLICAS: '1',
+    NATS_NODES: '1',
     // A test never installs packages: without nginx, the report must say it skipped it.
     NGINX_INSTALL: '0',
   };
@@ -82,6 +89,7 @@ test('the QUICK report prints its tables and writes well-formed JSON, SVG and te
   if (existsSync(new URL('../bench/ingest.ts', import.meta.url))) {
     t.is(report.ingest?.failure, null);
     t.regex(report.ingest?.stdout[0] ?? '', /records\/s/);
+    t.regex((report.ingest?.stdout ?? []).join('\n'), /collector tier: 1 replica\(s\), 1 NATS nodes/);
   } else t.regex(stdout, /^Collector ingest: not measured/m);
   // Memory as Kubernetes counts it, from each server's own cgroup (root here), or said not to be.
   t.true(report.checks.some((line) => /^sidecar-async working set under load: ([\d.]+ MiB \(target <= 64 MiB\)|not measured)/.test(line)));

@@ -211,7 +211,6 @@ test.serial('the --ha install runs: three NATS servers on their own volumes form
   const { timings, lap } = stopwatch();
   const cluster = await startCluster(t);
   const install = await rendered(t, ['install', '--ha', '--certs', 'self-signed', '--replicas', '1']);
-  const collectorHelp = await runFromImage(t, await productionImage(), ['collector', '--help']);
   // The collectors go second: the harness fails an apply whose container exits.
   const isTier = (o: KubeObject): boolean => o.metadata.name === 'auditmesh-collector' && (o.kind === 'Deployment' || o.kind === 'Service');
   lap('cluster and manifests');
@@ -235,25 +234,14 @@ test.serial('the --ha install runs: three NATS servers on their own volumes form
 
   const tier = cluster.apply(install.filter(isTier));
   const replicas = (): PodHandle[] => cluster.started.filter((p) => p.name.startsWith('auditmesh-collector-'));
-  if (collectorHelp.stdout.includes('--jetstream')) {
-    await tier;
-    t.is(replicas().length, 3);
-    for (const pod of replicas()) t.true(pod.probes.some((p) => p.kind === 'readiness' && p.passed > 0), pod.containers.get('collector')!.logs());
-    // The collectors made their stream and buckets on file, a replica on each of the three servers.
-    const jsz = JSON.parse((await cluster.request(`http://${nats[0]!.ip}:8222/jsz?accounts=true&streams=true&config=true`)).body ?? '{}') as { account_details?: Array<{ stream_detail?: Array<{ name: string; config?: { num_replicas?: number; storage?: string } }> }> };
-    const streams = (jsz.account_details ?? []).flatMap((a) => a.stream_detail ?? []);
-    t.true(streams.some((s) => s.name.startsWith('KV_')) && streams.some((s) => !s.name.startsWith('KV_')), JSON.stringify(streams));
-    for (const s of streams) t.like(s.config, { num_replicas: 3, storage: 'file' }, s.name);
-  } else {
-    // TODO: once `auditmesh collector` knows --jetstream (the tier's own change) this branch goes
-    // and the one above proves the path; until then the replicas start with the rendered args and refuse.
-    await t.throwsAsync(tier, { message: /container collector exited 2[\s\S]*--jetstream/ });
-    const deployment = install.find((o) => o.kind === 'Deployment' && o.metadata.name === 'auditmesh-collector') as KubeObject & { spec: { template: { spec: { containers: Array<{ args: string[] }> } } } };
-    const args = deployment.spec.template.spec.containers[0]!.args;
-    t.true(args.includes('--jetstream'), args.join(' '));
-    t.is(replicas().length, 3);
-    for (const pod of replicas()) t.deepEqual(pod.containers.get('collector')?.spec.argv.slice(-args.length), args, pod.name);
-  }
+  await tier;
+  t.is(replicas().length, 3);
+  for (const pod of replicas()) t.true(pod.probes.some((p) => p.kind === 'readiness' && p.passed > 0), pod.containers.get('collector')!.logs());
+  // The collectors made their stream and buckets on file, a replica on each of the three servers.
+  const jsz = JSON.parse((await cluster.request(`http://${nats[0]!.ip}:8222/jsz?accounts=true&streams=true&config=true`)).body ?? '{}') as { account_details?: Array<{ stream_detail?: Array<{ name: string; config?: { num_replicas?: number; storage?: string } }> }> };
+  const streams = (jsz.account_details ?? []).flatMap((a) => a.stream_detail ?? []);
+  t.true(streams.some((s) => s.name.startsWith('KV_')) && streams.some((s) => !s.name.startsWith('KV_')), JSON.stringify(streams));
+  for (const s of streams) t.like(s.config, { num_replicas: 3, storage: 'file' }, s.name);
   lap('collector replicas');
 
   // Every probe the NATS servers and the injector declare ran from the node and passed, and none
