@@ -18,6 +18,13 @@ test('auditmesh demo drives service-to-service traffic (HTTP and gRPC) and print
   await demo.waitFor(edge('inventory', 'outbound', 'pricing', 'grpc'));
   await demo.waitFor(edge('pricing', 'inbound', 'inventory', 'grpc'));
   await demo.waitFor(edge('frontend', 'inbound', 'unknown', 'http'));
+  // Each sidecar ships on its own, the outermost hop's last: wait for every hop of the first gRPC
+  // hop's checkout before stopping (a loaded run stopped between them). A hop that never comes fails here.
+  const [grpcLine] = await demo.waitFor(/^\{(?=.*"rpc\.service":"demo\.Pricing")(?=.*"rpc\.method":"Quote").*\}$/m);
+  const firstTrace = String((JSON.parse(grpcLine) as Rec)['trace.id']);
+  for (const [service, direction] of [['frontend', 'inbound'], ['frontend', 'outbound'], ['inventory', 'inbound'], ['inventory', 'outbound'], ['pricing', 'inbound']]) {
+    await demo.waitFor(new RegExp(`^\\{(?=.*"audit\\.service":"${service}")(?=.*"audit\\.direction":"${direction}")(?=.*"trace\\.id":"${firstTrace}").*\\}$`, 'm'));
+  }
   demo.child.kill('SIGINT');
   const exit = await demo.done;
   t.is(exit.code, 0, exit.stderr);
