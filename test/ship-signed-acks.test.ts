@@ -161,6 +161,8 @@ test("the real collector's acknowledgements verify: retention prunes what it ack
   const again = await startIdentityCollector(t, issuer, { grpcPort, storeDir, identity: { caDir, createCa: false } });
   t.false(again.serving!.privateKey.equals(firstKey), 'a new serving key');
   for (let i = 0; i < 5; i++) t.is(await s.send(`q-${i}`), 200);
+  // Records are sealed into batches after the response: the head is read once the last one is in it.
+  await eventually('the journal holds q-4', () => journal.read().some((r) => r['audit.request_id'] === 'q-4'));
   const last = journal.head.last_batch;
   await eventually('acknowledged by the restarted collector', () => journal.shippedBatch >= last);
   t.deepEqual((await stored(again)).filter((id) => id.startsWith('q-')).sort(), ['q-0', 'q-1', 'q-2', 'q-3', 'q-4']);
