@@ -53,6 +53,9 @@ export function createMeshAcceptor(opts: MeshAcceptorOptions): (socket: net.Sock
       socket.removeAllListeners('error');
       socket.on('error', () => {});
       markVerifiedPeer(socket, verdict);
+      // What tls.Server does for its sockets once secure (onServerSocketSecure): node:http2 waits for
+      // 'secureConnect', a client's event, on a TLS socket still marked secureConnecting.
+      (socket as unknown as { secureConnecting: boolean }).secureConnecting = false;
       // The decrypted connection of a verified peer sidecar: detected and proxied as any other.
       accepted(socket);
     });
