@@ -1,6 +1,9 @@
 import test from 'ava';
 import tls from 'node:tls';
 import { generateKeyPairSync } from 'node:crypto';
+import net from 'node:net';
+import http from 'node:http';
+import { WebSocketServer, WebSocket } from 'ws';
 import { closeServer, listen, startUpstream } from './helpers/net.js';
 import { createTestMeshCa } from './helpers/mesh-ca.js';
 import { directoryOf } from './helpers/mesh-workload.js';
@@ -99,4 +102,25 @@ test('a destination the directory does not list is called in plaintext, recorded
   const inb = await calleeTail.next((r) => r['url.path'] === '/plain');
   t.like(inb, { 'audit.peer.verified': false, 'audit.claimed.client': 'orders' });
   t.false('peer.identity' in inb);
+});
+
+test('a WebSocket session between two sidecars is carried inside mTLS (the http-proxy engine of every upgrade)', async (t) => {
+  const ca = await createTestMeshCa();
+  const server = http.createServer();
+  const wss = new WebSocketServer({ server });
+  wss.on('connection', (ws) => ws.on('message', (m) => ws.send(`echo:${m.toString()}`)));
+  const appPort = await listen(server);
+  t.teardown(() => closeServer(server));
+  const { tap, callerTail, calleeTail, caller } = await startPair(t, ca, { appPort });
+  // As an app whose traffic iptables sends to the outbound listener: origin-form, routed by Host.
+  const ws = new WebSocket('ws://inventory/chat', { createConnection: () => net.connect(caller.ports.outbound, '127.0.0.1') });
+  await new Promise((resolve, reject) => (ws.once('open', resolve), ws.once('error', reject)));
+  ws.send('secret-frame');
+  t.is(await new Promise<string>((resolve) => ws.once('message', (d) => resolve(d.toString()))), 'echo:secret-frame');
+  ws.close();
+  const wire = Buffer.concat(tap.sent);
+  t.is(wire[0], 0x16);
+  t.false(wire.includes('Upgrade: websocket') || wire.includes('upgrade: websocket'), 'no plaintext upgrade on the wire');
+  t.like(await callerTail.next((r) => r['audit.kind'] === 'websocket'), { 'peer.identity': INVENTORY, 'audit.peer.verified': true, 'http.response.status_code': 101 });
+  t.like(await calleeTail.next((r) => r['audit.kind'] === 'websocket'), { 'peer.identity': ORDERS, 'audit.peer.verified': true, 'http.response.status_code': 101 });
 });
