@@ -64,20 +64,22 @@ test('gRPC between two sidecars is mTLS, and both records name the other end pro
   t.like(inb, { 'audit.direction': 'inbound', 'peer.identity': ORDERS, 'audit.peer.verified': true, 'rpc.grpc.status_code': 0, 'audit.claimed.client': 'orders' });
 });
 
-test("opaque TCP (the app's own TLS) between two sidecars is carried inside mTLS and recorded proven at both ends", async (t) => {
-  const ca = await createTestMeshCa();
-  // The app's own TLS server, with a certificate of a CA the sidecars know nothing of.
-  const appCa = await createTestMeshCa('app CA');
-  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
-  const der = await appCa.certify(publicKey.export({ format: 'der', type: 'spki' }), 'spiffe://app/tls');
-  const app = tls.createServer({ key: privateKey.export({ format: 'pem', type: 'pkcs8' }), cert: `-----BEGIN CERTIFICATE-----\n${der.toString('base64')}\n-----END CERTIFICATE-----\n` }, (s) => s.on('data', (c: Buffer) => s.write(`echo:${c.toString()}`)));
-  const appPort = await listen(app);
-  t.teardown(() => closeServer(app));
-  const { tap, callerTail, calleeTail, caller } = await startPair(t, ca, { appPort });
-  const answer = await new Promise<string>((resolve, reject) => {
-    const s = tls.connect({ port: caller.ports.outbound, host: '127.0.0.1', servername: 'inventory', ca: appCa.pem, checkServerIdentity: () => undefined }, () => s.write('ping'));
-    s.once('data', (c: Buffer) => (resolve(c.toString()), s.end()));
-    s.on('error', reject);
+for (const opaquePort of [false, true]) {
+  const where = opaquePort ? ' to a port of --opaque-ports (read for a ClientHello only from a meshed address)' : '';
+  test(`opaque TCP (the app's own TLS)${where} between two sidecars is carried inside mTLS and recorded proven at both ends`, async (t) => {
+    const ca = await createTestMeshCa();
+    // The app's own TLS server, with a certificate of a CA the sidecars know nothing of.
+    const appCa = await createTestMeshCa('app CA');
+    const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+    const der = await appCa.certify(publicKey.export({ format: 'der', type: 'spki' }), 'spiffe://app/tls');
+    const app = tls.createServer({ key: privateKey.export({ format: 'pem', type: 'pkcs8' }), cert: `-----BEGIN CERTIFICATE-----\n${der.toString('base64')}\n-----END CERTIFICATE-----\n` }, (s) => s.on('data', (c: Buffer) => s.write(`echo:${c.toString()}`)));
+    const appPort = await listen(app);
+    t.teardown(() => closeServer(app));
+    const { tap, callerTail, calleeTail, caller } = await startPair(t, ca, { appPort, callee: opaquePort ? { opaquePorts: new Set([appPort]) } : {} });
+    const answer = await new Promise<string>((resolve, reject) => {
+      const s = tls.connect({ port: caller.ports.outbound, host: '127.0.0.1', servername: 'inventory', ca: appCa.pem, checkServerIdentity: () => undefined }, () => s.write('ping'));
+      s.once('data', (c: Buffer) => (resolve(c.toString()), s.end()));
+      s.on('error', reject);
   });
   t.is(answer, 'echo:ping');
   t.is(Buffer.concat(tap.sent)[0], 0x16);
@@ -87,7 +89,8 @@ test("opaque TCP (the app's own TLS) between two sidecars is carried inside mTLS
   const inb = await calleeTail.next((r) => r['audit.kind'] === 'tcp');
   t.like(inb, { 'audit.direction': 'inbound', 'peer.identity': ORDERS, 'audit.peer.verified': true });
   t.true(inb['audit.bytes_out']! > 0);
-});
+  });
+}
 
 test('a destination the directory does not list is called in plaintext, recorded unverified at both ends', async (t) => {
   const ca = await createTestMeshCa();
