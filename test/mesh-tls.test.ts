@@ -80,15 +80,15 @@ for (const opaquePort of [false, true]) {
       const s = tls.connect({ port: caller.ports.outbound, host: '127.0.0.1', servername: 'inventory', ca: appCa.pem, checkServerIdentity: () => undefined }, () => s.write('ping'));
       s.once('data', (c: Buffer) => (resolve(c.toString()), s.end()));
       s.on('error', reject);
-  });
-  t.is(answer, 'echo:ping');
-  t.is(Buffer.concat(tap.sent)[0], 0x16);
-  const out = await callerTail.next((r) => r['audit.kind'] === 'tcp');
-  t.like(out, { 'audit.direction': 'outbound', 'tls.client.server_name': 'inventory', 'peer.identity': INVENTORY, 'audit.peer.verified': true });
-  t.true(out['audit.bytes_in']! > 0);
-  const inb = await calleeTail.next((r) => r['audit.kind'] === 'tcp');
-  t.like(inb, { 'audit.direction': 'inbound', 'peer.identity': ORDERS, 'audit.peer.verified': true });
-  t.true(inb['audit.bytes_out']! > 0);
+    });
+    t.is(answer, 'echo:ping');
+    t.is(Buffer.concat(tap.sent)[0], 0x16);
+    const out = await callerTail.next((r) => r['audit.kind'] === 'tcp');
+    t.like(out, { 'audit.direction': 'outbound', 'tls.client.server_name': 'inventory', 'peer.identity': INVENTORY, 'audit.peer.verified': true });
+    t.true(out['audit.bytes_in']! > 0);
+    const inb = await calleeTail.next((r) => r['audit.kind'] === 'tcp');
+    t.like(inb, { 'audit.direction': 'inbound', 'peer.identity': ORDERS, 'audit.peer.verified': true });
+    t.true(inb['audit.bytes_out']! > 0);
   });
 }
 
