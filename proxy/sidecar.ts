@@ -116,7 +116,7 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
   }
   // Outbound routes go to mesh mTLS where the mesh directory lists the destination address.
   const outboundHandler = createExchangeHandler({ ...common, forwarder, upstreamLimit, peers: mesh.outboundPeers, maxRequestBodyBytes: config.maxRequestBodyBytes, direction: 'outbound', route: (req) => mesh.plan(routeOutbound(req, config.resolve, redirectedDestination(req.socket))) });
-  const tunnelDeps = { service: config.service, connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs, onRecord: recordOpaque('tunnel') };
+  const tunnelDeps = { service: config.service, connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs, onRecord: recordOpaque('tunnel'), plan: mesh.plan, peers: mesh.outboundPeers, mesh: mesh.connector };
   const outbound = createCaptureListener(
     {
       http1: createHttpListener(outboundHandler, listenerTimeouts, (req, socket, head) => {

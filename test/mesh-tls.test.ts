@@ -127,3 +127,27 @@ test('a WebSocket session between two sidecars is carried inside mTLS (the http-
   t.like(await callerTail.next((r) => r['audit.kind'] === 'websocket'), { 'peer.identity': INVENTORY, 'audit.peer.verified': true, 'http.response.status_code': 101 });
   t.like(await calleeTail.next((r) => r['audit.kind'] === 'websocket'), { 'peer.identity': ORDERS, 'audit.peer.verified': true, 'http.response.status_code': 101 });
 });
+
+test('a CONNECT tunnel to a meshed address is carried inside mTLS and recorded proven at both ends', async (t) => {
+  const ca = await createTestMeshCa();
+  const app = net.createServer((s) => s.on('data', (c: Buffer) => s.write(`echo:${c.toString()}`)));
+  const appPort = await listen(app);
+  t.teardown(() => closeServer(app));
+  const { tap, callerTail, calleeTail, caller } = await startPair(t, ca, { appPort });
+  const answer = await new Promise<string>((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port: caller.ports.outbound, method: 'CONNECT', path: `127.0.0.1:${tap.port}`, agent: false });
+    req.on('connect', (res, socket) => {
+      t.is(res.statusCode, 200);
+      socket.write('tunnelled-bytes');
+      socket.once('data', (c: Buffer) => (resolve(c.toString()), socket.end()));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+  t.is(answer, 'echo:tunnelled-bytes');
+  const wire = Buffer.concat(tap.sent);
+  t.is(wire[0], 0x16);
+  t.false(wire.includes('tunnelled-bytes'), 'nothing in plaintext on the wire');
+  t.like(await callerTail.next((r) => r['audit.kind'] === 'tunnel'), { 'peer.identity': INVENTORY, 'audit.peer.verified': true, 'http.response.status_code': 200 });
+  t.like(await calleeTail.next((r) => r['audit.kind'] === 'tcp'), { 'peer.identity': ORDERS, 'audit.peer.verified': true });
+});
