@@ -32,6 +32,13 @@ export type GapReason = 'journal_full' | 'journal_write' | 'journal_behind';
  * How an exchange failed, when it did. `refused`/`reset`/`timeout` are upstream failures,
  * `aborted` is the client going away, `incomplete` is a response cut short after its headers
  * were sent, `rejected` is the sidecar refusing the request itself (bad input, overload).
+ *
+ * Sidecar-to-sidecar mTLS (docs/MESH-TLS.md): `peer_untrusted` the other end's certificate does
+ * not chain to the mesh CA (or none was presented), `peer_expired` it is outside its validity
+ * period, `peer_identity_mismatch` its SPIFFE ID is not the one the mesh directory lists for the
+ * address, `peer_handshake` the TLS handshake failed otherwise (no `auditmesh/1` ALPN, an alert),
+ * `peer_reset` the mTLS connection was reset after the handshake, `unverified_peer` an inbound
+ * caller refused by `--inbound-policy`.
  */
 export type ErrorKind =
   | 'refused'
@@ -42,7 +49,13 @@ export type ErrorKind =
   | 'rejected'
   | 'unresolved'
   | 'overload'
-  | 'upstream_protocol';
+  | 'upstream_protocol'
+  | 'peer_untrusted'
+  | 'peer_expired'
+  | 'peer_identity_mismatch'
+  | 'peer_handshake'
+  | 'peer_reset'
+  | 'unverified_peer';
 
 export interface AuditRecord {
   'audit.kind': RecordKind;
@@ -52,6 +65,24 @@ export interface AuditRecord {
   'audit.service': string;
   /** The other side's service identity, when known (Host/authority for outbound, `unknown` otherwise). */
   'peer.service'?: string;
+  /**
+   * The other end's SPIFFE ID (`spiffe://TRUST_DOMAIN/ns/NS/sa/SA`), proven by its certificate in
+   * sidecar-to-sidecar mTLS: inbound, the caller's client certificate; outbound, the callee's
+   * server certificate, checked against the mesh directory. Only with `audit.peer.verified` true.
+   */
+  'peer.identity'?: string;
+  /**
+   * True when the other end was a sidecar proven over mTLS (`peer.identity`); false when it was
+   * plaintext (a destination the mesh directory does not list, a caller outside the mesh) or the
+   * mTLS handshake failed. Absent on records that have no peer (alerts, gaps).
+   */
+  'audit.peer.verified'?: boolean;
+  /**
+   * Outbound to an address the mesh directory does not list while the directory was stale (not
+   * heard from the collector within its bound): called in plaintext, as an unlisted address is,
+   * but the address may have been meshed since.
+   */
+  'audit.peer.directory_stale'?: true;
   /** Start of the exchange, milliseconds since the Unix epoch (fractional). */
   'audit.start_unix_ms': number;
   /** Whole exchange, from the first request byte to the last response byte or the failure. */
@@ -113,7 +144,11 @@ export interface AuditRecord {
   'audit.claimed.traceparent'?: string;
   /** Identity or forwarding claims from outside the mesh, kept as claimed and stripped from the wire. */
   'audit.claimed.forwarded_for'?: string;
-  /** The calling service an inbound request claimed (`x-auditmesh-client`), unauthenticated, bounded. */
+  /**
+   * The calling service an inbound request claimed (`x-auditmesh-client`), unauthenticated, bounded.
+   * Kept beside `peer.identity` when the caller is verified: a claim that contradicts the proven
+   * identity stays visible.
+   */
   'audit.claimed.client'?: string;
   /**
    * Outbound, redirected: the destination the client named (Host, `:authority` or TLS SNI), as it

@@ -6,6 +6,9 @@ import { parseResolveTable, type ResolveTable } from './routing/target.js';
 import { DEFAULT_MAX_TAIL_SUBSCRIBERS } from '../command/tail-streams.js';
 import { compileSecretParams, effectiveSecretParams } from './audit/secret-params.js';
 import { parseSecretPaths } from './audit/secret-paths.js';
+import type { InboundPolicy } from './mesh/mesh-peers.js';
+import type { MeshDirectory } from './mesh/directory.js';
+import type { WorkloadCertificateSource } from './mesh/mesh-credentials.js';
 
 /**
  * The sidecar's settings, declared once: the table below gives the config type, the flags (each
@@ -96,6 +99,8 @@ export const SIDECAR_SETTINGS = {
     keepaliveTimeoutMs: whole({ name: 'ship-keepalive-timeout-ms', default: 10_000, help: 'a keepalive ping unanswered this long drops the connection' }, 1),
     backoffMaxMs: whole({ name: 'ship-backoff-max-ms', default: 30_000, help: 'reconnect backoff cap (exponential, full jitter)' }, 1),
   },
+  /** Which plaintext callers the inbound listener refuses (sidecar-to-sidecar mTLS, proxy/mesh/). */
+  inboundPolicy: choice<InboundPolicy>({ name: 'inbound-policy', default: 'permissive', choices: ['permissive', 'verified', 'mesh-verified'], help: 'inbound callers not proven over mesh mTLS: permissive admits them; verified refuses every one (403, gRPC PERMISSION_DENIED, TCP closed); mesh-verified refuses those from addresses the mesh directory lists as meshed' }),
   auditMode: choice<AuditMode>({ name: 'audit-mode', default: 'async', choices: ['async', 'strict', 'off'], help: 'strict: forward only once the request record is durable; off: proxy without auditing (for measurement)' }),
   connectTimeoutMs: whole({ name: 'connect-timeout-ms', default: 5000, help: 'upstream TCP connect timeout (504)' }),
   responseTimeoutMs: whole({ name: 'response-timeout-ms', default: 30_000, help: 'time to upstream response headers (504)' }),
@@ -146,6 +151,16 @@ export const SIDECAR_SETTINGS = {
 export type SidecarConfig = SettingsOf<typeof SIDECAR_SETTINGS> & {
   /** Test-only fault injection, set by main.ts from AUDITMESH_TEST_SEAL_CRASH_FILE (pool.ts); never a flag. */
   testSealCrashFile?: string;
+  /**
+   * Which pod addresses are meshed and who they are (proxy/mesh/directory.ts): the collector's
+   * live directory when one is plugged in, a static one in tests; EMPTY_DIRECTORY when absent.
+   */
+  directory?: MeshDirectory;
+  /**
+   * A workload certificate of the journal key given by the embedder (tests, local runs) instead of
+   * one obtained from the mesh CA with --identity-token-file; never a flag.
+   */
+  workloadCertificate?: WorkloadCertificateSource;
 };
 /** How the shipper talks to the collector. */
 export type ShipSettings = SidecarConfig['ship'];

@@ -17,7 +17,13 @@ export type ProxyErrorCode =
   | 'AUDITMESH_HEADERS_TOO_LARGE'
   | 'AUDITMESH_HEADERS_TIMEOUT'
   | 'AUDITMESH_REQUEST_TOO_LARGE'
-  | 'AUDITMESH_UPGRADE_REFUSED';
+  | 'AUDITMESH_UPGRADE_REFUSED'
+  | 'AUDITMESH_PEER_UNTRUSTED'
+  | 'AUDITMESH_PEER_EXPIRED'
+  | 'AUDITMESH_PEER_IDENTITY'
+  | 'AUDITMESH_PEER_HANDSHAKE'
+  | 'AUDITMESH_PEER_RESET'
+  | 'AUDITMESH_UNVERIFIED_PEER';
 
 export class ProxyError extends Error {
   constructor(
@@ -56,6 +62,13 @@ const RESCUES: Record<ProxyErrorCode, Rescue> = {
   AUDITMESH_HEADERS_TIMEOUT: { status: 408, kind: 'rejected', message: 'request headers not received in time' },
   AUDITMESH_REQUEST_TOO_LARGE: { status: 413, kind: 'rejected', message: 'request larger than the configured limit' },
   AUDITMESH_UPGRADE_REFUSED: { status: 400, kind: 'rejected', message: 'upgrade to this protocol is not proxied' },
+  // Sidecar-to-sidecar mTLS (proxy/mesh/): the call fails, never falls back to plaintext.
+  AUDITMESH_PEER_UNTRUSTED: { status: 502, kind: 'peer_untrusted', message: "peer sidecar's certificate is not from the mesh CA" },
+  AUDITMESH_PEER_EXPIRED: { status: 502, kind: 'peer_expired', message: "peer sidecar's certificate is outside its validity period" },
+  AUDITMESH_PEER_IDENTITY: { status: 502, kind: 'peer_identity_mismatch', message: 'peer sidecar is not the identity the mesh directory lists' },
+  AUDITMESH_PEER_HANDSHAKE: { status: 502, kind: 'peer_handshake', message: 'mTLS handshake with the peer sidecar failed' },
+  AUDITMESH_PEER_RESET: { status: 502, kind: 'peer_reset', message: 'peer sidecar reset the mTLS connection' },
+  AUDITMESH_UNVERIFIED_PEER: { status: 403, kind: 'unverified_peer', message: 'caller not verified (--inbound-policy)' },
 };
 
 const SOCKET_CODES: Record<string, ProxyErrorCode> = {
@@ -78,18 +91,34 @@ const SOCKET_CODES: Record<string, ProxyErrorCode> = {
   UND_ERR_CONNECT_TIMEOUT: 'AUDITMESH_UPSTREAM_CONNECT_TIMEOUT',
   UND_ERR_HEADERS_TIMEOUT: 'AUDITMESH_UPSTREAM_TIMEOUT',
   UND_ERR_BODY_TIMEOUT: 'AUDITMESH_UPSTREAM_TIMEOUT',
+  // OpenSSL's verdicts on a peer sidecar's certificate (X509_V_ERR_*, as node names them).
+  CERT_HAS_EXPIRED: 'AUDITMESH_PEER_EXPIRED',
+  CERT_NOT_YET_VALID: 'AUDITMESH_PEER_EXPIRED',
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: 'AUDITMESH_PEER_UNTRUSTED',
+  UNABLE_TO_GET_ISSUER_CERT: 'AUDITMESH_PEER_UNTRUSTED',
+  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: 'AUDITMESH_PEER_UNTRUSTED',
+  SELF_SIGNED_CERT_IN_CHAIN: 'AUDITMESH_PEER_UNTRUSTED',
+  DEPTH_ZERO_SELF_SIGNED_CERT: 'AUDITMESH_PEER_UNTRUSTED',
+  CERT_SIGNATURE_FAILURE: 'AUDITMESH_PEER_UNTRUSTED',
+  CERT_UNTRUSTED: 'AUDITMESH_PEER_UNTRUSTED',
+  CERT_REJECTED: 'AUDITMESH_PEER_UNTRUSTED',
+  INVALID_CA: 'AUDITMESH_PEER_UNTRUSTED',
 };
 
 /** Maps any error from the forwarding path to a ProxyError with a stable code. */
 export function classify(err: unknown): ProxyError {
   if (err instanceof ProxyError) return err;
+  // node:http2 fails a session's streams with the error that destroyed the session as cause.
+  if ((err as { cause?: unknown } | null)?.cause instanceof ProxyError) return (err as { cause: ProxyError }).cause;
   const e = err as { code?: string; name?: string; cause?: { code?: string } } | null;
   // node:http2 wraps a session's socket error in ERR_HTTP2_* errors on its streams.
   const code = (e?.code?.startsWith('ERR_HTTP2_') ? e.cause?.code : undefined) ?? e?.code ?? '';
   // llhttp's verdict on the upstream's bytes: node:http sets an HPE_ code; undici's HTTPParserError
   // leaves it unset for some (an invalid header token).
   const unparsable = code.startsWith('HPE_') || e?.name === 'HTTPParserError';
-  const mapped = SOCKET_CODES[code] ?? (unparsable ? 'AUDITMESH_UPSTREAM_PROTOCOL' : 'AUDITMESH_UPSTREAM_RESET');
+  // Any other TLS failure (an alert, a protocol version): only mesh connections speak TLS upstream.
+  const tls = code.startsWith('ERR_SSL_') || code.startsWith('ERR_TLS_');
+  const mapped = SOCKET_CODES[code] ?? (unparsable ? 'AUDITMESH_UPSTREAM_PROTOCOL' : tls ? 'AUDITMESH_PEER_HANDSHAKE' : 'AUDITMESH_UPSTREAM_RESET');
   return new ProxyError(mapped, RESCUES[mapped].message, { cause: err });
 }
 

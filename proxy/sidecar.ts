@@ -29,6 +29,8 @@ import type { H2Deps } from './h2/h2-exchange.js';
 import { createSessionPool } from './h2/session-pool.js';
 import { keyFromFlag, loadOrCreateSecret } from '../ledger/keys.js';
 import { openShipper } from './ship/open-shipper.js';
+import { openWorkloadCertificate } from './identity/open-identity.js';
+import { openMesh } from './mesh/open-mesh.js';
 import type { Shipper } from './ship/shipper.js';
 import { createLogger, type Logger } from '../command/log.js';
 import { logIfUnpatched } from '../ledger/lmdb-build.js';
@@ -48,9 +50,10 @@ export interface Sidecar {
 }
 
 /**
- * Wires one sidecar, top to bottom: keys → audit pipeline → shipper → forwarders → capture listeners
- * (protocol detection → HTTP/1.1 | HTTP/2 and gRPC | opaque TCP) → admin server. Nothing here
- * reads process.env or installs signal handlers.
+ * Wires one sidecar, top to bottom: keys → audit pipeline → workload certificate → shipper → mesh
+ * mTLS → forwarders → capture listeners (protocol detection → HTTP/1.1 | HTTP/2 and gRPC | opaque
+ * TCP; inbound, mesh mTLS terminated first) → admin server. Nothing here reads process.env or
+ * installs signal handlers.
  */
 export async function startSidecar(config: SidecarConfig, log: Logger = createLogger(config.logLevel)): Promise<Sidecar> {
   // Redirected traffic is routed by its original destination: fail at boot, not on the first connection.
@@ -58,13 +61,24 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
   const metrics = createSidecarMetrics({ perRequest: config.requestMetrics, service: config.service });
   const redactor = createRedactor({ key: await keyFromFlag('--redaction-key', config.redactionKeyFile, (path) => loadOrCreateSecret(path)), secretHeaders: config.secretHeaders, secretParams: config.secretParams, secretPaths: config.secretPaths });
   const audit = await openAudit(config, metrics, log);
-  const shipper = await openShipper(config, audit, metrics, log);
-  const forwarder = config.forwardEngine === 'undici' ? createUndiciForwarder(config, createHttpProxyForwarder(config)) : createHttpProxyForwarder(config);
-  const upstreamLimit = createUpstreamLimit(config.maxSocketsPerUpstream, config.maxPendingPerUpstream);
-  const sessions = createSessionPool({ connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs });
+  // One certificate for the collector and for peer sidecars; each new connection takes its current one.
+  const certificate = await openWorkloadCertificate(config, audit, log);
+  const shipper = await openShipper(config, audit, metrics, log, certificate);
   const peerLabel = createPeerLabels();
   const alerting = config.alerts.intervalMs > 0 ? createAlerting({ service: config.service, options: config.alerts, metrics, peerLabel, audit, log }) : null;
   const onExchange = createExchangeSink({ metrics, peerLabel, alerting, audit });
+  const mesh = openMesh({
+    directory: config.directory,
+    certificate: config.workloadCertificate ?? certificate,
+    privateKey: audit?.journal.signer.privateKey,
+    inboundPolicy: config.inboundPolicy,
+    connectTimeoutMs: config.connectTimeoutMs,
+    service: config.service,
+    onExchange,
+  });
+  const forwarder = config.forwardEngine === 'undici' ? createUndiciForwarder(config, createHttpProxyForwarder(config, undefined, mesh.connector), mesh.connector) : createHttpProxyForwarder(config, undefined, mesh.connector);
+  const upstreamLimit = createUpstreamLimit(config.maxSocketsPerUpstream, config.maxPendingPerUpstream);
+  const sessions = createSessionPool({ connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs, mesh: mesh.connector });
   const listenerTimeouts = { ...DEFAULT_LISTENER_TIMEOUTS, idleTimeoutMs: config.idleTimeoutMs, headersTimeoutMs: config.headersTimeoutMs, maxHeaderBytes: config.maxHeaderBytes };
   const gate = createAuditGate({ audit, strict: config.auditMode === 'strict', metrics, log });
   const common = { service: config.service, mode: config.auditMode, audit, gate, redactor, metrics, onExchange, log };
@@ -74,14 +88,15 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
     sessionClosed(metrics, record['audit.direction'], kind);
     onExchange(kind, record, record['audit.bytes_in'] ?? 0, record['audit.bytes_out'] ?? 0);
   };
+  const peersOf = (direction: Direction) => (direction === 'inbound' ? mesh.inboundPeers : mesh.outboundPeers);
   const opaque = (direction: Direction, target: (socket: net.Socket, sni: string | null) => Route | null) => (socket: net.Socket, sni: string | null) => {
     // --on-journal-full reject holds for connections too: refused (closed), counted, not journalled.
     if (!gate.admits()) return void socket.destroy();
     opened(direction, 'tcp');
-    relayOpaque({ direction, service: config.service, connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs, target, onRecord: recordOpaque('tcp') }, socket, sni);
+    relayOpaque({ direction, service: config.service, connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs, target, onRecord: recordOpaque('tcp'), peers: peersOf(direction), mesh: mesh.connector }, socket, sni);
   };
   const h2 = (direction: Direction, route: H2Deps['route']) =>
-    createH2Listener({ ...common, direction, route, sessions, responseTimeoutMs: config.responseTimeoutMs, interimRecordMs: config.interimRecordMs, maxGrpcMessageBytes: config.maxGrpcMessageBytes });
+    createH2Listener({ ...common, direction, route, sessions, peers: peersOf(direction), responseTimeoutMs: config.responseTimeoutMs, interimRecordMs: config.interimRecordMs, maxGrpcMessageBytes: config.maxGrpcMessageBytes });
   const capture = { detectTimeoutMs: config.detectTimeoutMs };
   const servers: net.Server[] = [];
   /** The ports this sidecar listens on, once bound: never a destination for redirected inbound traffic. */
@@ -91,16 +106,17 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
   if (config.appPort !== undefined) {
     const app = { host: config.appHost, port: config.appPort };
     const toApp = (path: string, socket: net.Socket | undefined): Route | null => routeInbound(path, app, ownPorts, socket === undefined ? null : redirectedDestination(socket));
-    const handler = createExchangeHandler({ ...common, forwarder, upstreamLimit, maxRequestBodyBytes: config.maxRequestBodyBytes, direction: 'inbound', route: (req) => toApp(req.url ?? '/', req.socket) });
+    const handler = createExchangeHandler({ ...common, forwarder, upstreamLimit, peers: mesh.inboundPeers, maxRequestBodyBytes: config.maxRequestBodyBytes, direction: 'inbound', route: (req) => toApp(req.url ?? '/', req.socket) });
     inbound = createCaptureListener(
-      { http1: createHttpListener(handler, listenerTimeouts), h2: h2('inbound', (_authority, path, socket) => toApp(path, socket)), opaque: opaque('inbound', (socket) => toApp('', socket)) },
-      { ...capture, isOpaque: (socket) => config.opaquePorts.has(redirectedDestination(socket)?.port ?? config.appPort!) },
+      { http1: createHttpListener(handler, listenerTimeouts), h2: h2('inbound', (_authority, path, socket) => toApp(path, socket)), opaque: opaque('inbound', (socket) => toApp('', socket)), mesh: mesh.accept },
+      { ...capture, isOpaque: (socket) => config.opaquePorts.has(redirectedDestination(socket)?.port ?? config.appPort!), meshCaller: mesh.meshCaller },
     );
     countTcpConnections(metrics, inbound, 'inbound');
     servers.push(inbound);
   }
-  const outboundHandler = createExchangeHandler({ ...common, forwarder, upstreamLimit, maxRequestBodyBytes: config.maxRequestBodyBytes, direction: 'outbound', route: (req) => routeOutbound(req, config.resolve, redirectedDestination(req.socket)) });
-  const tunnelDeps = { service: config.service, connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs, onRecord: recordOpaque('tunnel') };
+  // Outbound routes go to mesh mTLS where the mesh directory lists the destination address.
+  const outboundHandler = createExchangeHandler({ ...common, forwarder, upstreamLimit, peers: mesh.outboundPeers, maxRequestBodyBytes: config.maxRequestBodyBytes, direction: 'outbound', route: (req) => mesh.plan(routeOutbound(req, config.resolve, redirectedDestination(req.socket))) });
+  const tunnelDeps = { service: config.service, connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs, onRecord: recordOpaque('tunnel'), plan: mesh.plan, peers: mesh.outboundPeers, mesh: mesh.connector };
   const outbound = createCaptureListener(
     {
       http1: createHttpListener(outboundHandler, listenerTimeouts, (req, socket, head) => {
@@ -108,10 +124,10 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
         opened('outbound', 'tunnel');
         relayConnect(tunnelDeps, req, socket, head);
       }),
-      h2: h2('outbound', (authority, path, socket) => routeByAuthority(authority, path, config.resolve, 80, socket === undefined ? null : redirectedDestination(socket))),
+      h2: h2('outbound', (authority, path, socket) => mesh.plan(routeByAuthority(authority, path, config.resolve, 80, socket === undefined ? null : redirectedDestination(socket)))),
       // A redirected connection goes to its original destination; otherwise a TLS one can still
       // be routed by its SNI. The SNI, when there is one, names the peer.
-      opaque: opaque('outbound', (socket, sni) => routeByAuthority(sni ?? undefined, '', config.resolve, 443, redirectedDestination(socket))),
+      opaque: opaque('outbound', (socket, sni) => mesh.plan(routeByAuthority(sni ?? undefined, '', config.resolve, 443, redirectedDestination(socket)))),
     },
     { ...capture, isOpaque: (socket) => config.opaquePorts.has(redirectedDestination(socket)?.port ?? 0) },
   );
@@ -163,6 +179,7 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
         forwarder.close();
         // The journal's last commits go out with the audit's close; the shipper stops before it.
         await shipper?.close();
+        certificate?.close();
         await audit?.close();
       })();
       return closing;

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { closeServer, listen, request, startUpstream } from './helpers/net.js';
 import { followTail, startTestSidecar } from './helpers/sidecar.js';
 import { detectProtocol, H2_PREFACE } from '../proxy/capture/detect.js';
-import { parseSni } from '../proxy/capture/tls-sni.js';
+import { parseClientHello, parseSni } from '../proxy/capture/tls-sni.js';
 
 const CERT = readFileSync(new URL('./fixtures/tls-cert.pem', import.meta.url));
 const KEY = readFileSync(new URL('./fixtures/tls-key.pem', import.meta.url));
@@ -35,6 +35,23 @@ test('parseSni reads the server name of a real ClientHello and returns null for 
   t.is(parseSni(hello.subarray(0, 30)), null);
   t.is(parseSni(Buffer.from([0x16, 0x03, 0x01, 0xff, 0xff, 0x01, 0x00])), null);
   t.is(parseSni(Buffer.alloc(0)), null);
+});
+
+test('parseClientHello reads the ALPN protocols a real ClientHello offers, in order, and never throws on garbage', async (t) => {
+  const helloOffering = (ALPNProtocols?: string[]) =>
+    new Promise<Buffer>((resolve) => {
+      const server = net.createServer((s) => s.once('data', (d) => (resolve(d), s.destroy(), server.close())));
+      server.listen(0, '127.0.0.1', () => {
+        const c = tls.connect({ host: '127.0.0.1', port: (server.address() as net.AddressInfo).port, servername: 'inventory', rejectUnauthorized: false, ALPNProtocols });
+        c.on('error', () => {});
+      });
+    });
+  t.deepEqual(parseClientHello(await helloOffering(['auditmesh/1'])), { sni: 'inventory', alpn: ['auditmesh/1'] });
+  t.deepEqual(parseClientHello(await helloOffering(['h2', 'http/1.1']))?.alpn, ['h2', 'http/1.1']);
+  const plain = await helloOffering();
+  t.deepEqual(parseClientHello(plain)?.alpn, []);
+  for (let cut = 0; cut < plain.length; cut += 7) t.notThrows(() => parseClientHello(plain.subarray(0, cut)));
+  t.is(parseClientHello(Buffer.from('GET / HTTP/1.1\r\n')), null);
 });
 
 test('opaque TCP is relayed byte for byte and recorded with bytes each way', async (t) => {

@@ -124,3 +124,11 @@ test('ordinary narrow exclusions and audit modes stay allowed', async (t) => {
   containersOf(pod).containers[0]!.securityContext = { runAsUser: 1000 };
   t.deepEqual(denials(policy, pod), []);
 });
+
+test('a proxy with AUDITMESH_INBOUND_POLICY (auditmesh.io/inbound-policy, as the injector renders it) stays allowed', async (t) => {
+  const policy = await renderedPolicy();
+  const pod = await ordersPod();
+  annotate(pod, 'auditmesh.io/inbound-policy', 'verified');
+  proxyOf(pod).env = [...(proxyOf(pod).env ?? []), { name: 'AUDITMESH_INBOUND_POLICY', value: 'verified' }];
+  t.deepEqual(denials(policy, pod), []);
+});

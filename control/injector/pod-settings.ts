@@ -18,7 +18,12 @@ export const ANNOTATIONS = {
   proxyMemoryLimit: 'auditmesh.io/proxy-memory-limit',
   journalSizeLimit: 'auditmesh.io/journal-size-limit',
   secretPaths: 'auditmesh.io/secret-paths',
+  inboundPolicy: 'auditmesh.io/inbound-policy',
 } as const;
+
+/** The sidecar's --inbound-policy values (proxy/mesh/mesh-peers.ts), as the annotation takes them. */
+export const INBOUND_POLICIES = ['permissive', 'verified', 'mesh-verified'] as const;
+export type PodInboundPolicy = (typeof INBOUND_POLICIES)[number];
 
 export type SidecarMode = 'native' | 'container';
 export type PodAuditMode = 'async' | 'strict' | 'off';
@@ -43,6 +48,8 @@ export interface PodSettings {
   journalSizeLimit: string;
   /** `--secret-paths` for the sidecar: comma-separated templates, or '' for none. */
   secretPaths: string;
+  /** `--inbound-policy` for the sidecar; undefined: the sidecar's default (permissive). */
+  inboundPolicy: PodInboundPolicy | undefined;
 }
 
 export interface SettingDefaults {
@@ -86,6 +93,7 @@ export function podSettings(pod: Pod, defaults: SettingDefaults): { settings: Po
     },
     journalSizeLimit: check(ANNOTATIONS.journalSizeLimit, isJournalVolumeSize, 'a quantity of at least 16Mi such as 1Gi') ?? defaults.journalSizeLimit,
     secretPaths: list(check(ANNOTATIONS.secretPaths, (v) => v.split(',').every((p) => isSecretPath(p.trim())), 'comma-separated path templates such as /hooks/{secret}')),
+    inboundPolicy: check(ANNOTATIONS.inboundPolicy, (v) => (INBOUND_POLICIES as readonly string[]).includes(v), INBOUND_POLICIES.join(', ').replace(/, ([^,]+)$/, ' or $1')) as PodInboundPolicy | undefined,
   };
   return errors.length > 0 ? { errors } : { settings };
 }

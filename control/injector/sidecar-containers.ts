@@ -128,6 +128,8 @@ export function proxyContainer(options: InjectOptions, settings: PodSettings, se
         AUDITMESH_JOURNAL_LIMIT_BYTES: journalLimitBytes(settings.journalSizeLimit),
         AUDITMESH_COLLECTOR: options.collector,
         AUDITMESH_SECRET_PATHS: settings.secretPaths,
+        // Which plaintext callers the sidecar refuses (auditmesh.io/inbound-policy); unset: permissive.
+        AUDITMESH_INBOUND_POLICY: settings.inboundPolicy,
       }),
     ],
     ports: [{ name: ADMIN_PORT_NAME, containerPort: options.adminPort, protocol: 'TCP' }],

@@ -2,7 +2,8 @@ import net from 'node:net';
 import type { Server as HttpServer } from 'node:http';
 import type { Http2Server } from 'node:http2';
 import { detectProtocol, type Detected } from './detect.js';
-import { parseSni } from './tls-sni.js';
+import { parseClientHello } from './tls-sni.js';
+import { MESH_ALPN } from '../mesh/mesh-credentials.js';
 
 /** Bytes read to decide a protocol (and find a TLS server name) before giving up and relaying. */
 const MAX_SNIFF_BYTES = 16 * 1024;
@@ -17,6 +18,11 @@ export interface CaptureHandlers {
   h2: Http2Server;
   /** Everything else, TLS included: relayed byte for byte and recorded. */
   opaque: (socket: net.Socket, sni: string | null) => void;
+  /**
+   * TLS whose ClientHello offers ALPN `auditmesh/1`: a peer sidecar's mesh mTLS (inbound only).
+   * It terminates TLS and hands the decrypted connection to `detect`, the same detection again.
+   */
+  mesh?: (socket: net.Socket, detect: (decrypted: net.Socket) => void) => void;
 }
 
 export interface CaptureOptions {
@@ -24,6 +30,12 @@ export interface CaptureOptions {
   detectTimeoutMs: number;
   /** True when this connection's destination port is configured opaque: no detection at all. */
   isOpaque: (socket: net.Socket) => boolean;
+  /**
+   * True when the connection comes from an address the mesh directory lists: a peer sidecar opens
+   * with mesh mTLS even to an opaque (server-first) port, so those first bytes are read; anyone
+   * else on an opaque port is relayed at once, as before.
+   */
+  meshCaller?: (socket: net.Socket) => boolean;
 }
 
 /**
@@ -37,9 +49,17 @@ export function createCaptureListener(handlers: CaptureHandlers, opts: CaptureOp
   handlers.http1.emit('listening');
   // noDelay as node:http sets it on its own sockets: without it, a response written in two parts
   // waits on Nagle and delayed ACKs (tens of milliseconds per request).
-  const server = net.createServer({ pauseOnConnect: true, noDelay: true }, (socket) => {
+  const detect = (socket: net.Socket, decrypted: boolean): void => {
     socket.on('error', () => {});
-    if (opts.isOpaque(socket)) return handlers.opaque(socket, null);
+    if (opts.isOpaque(socket)) {
+      const mesh = handlers.mesh;
+      if (decrypted || mesh === undefined || opts.meshCaller?.(socket) !== true) return handlers.opaque(socket, null);
+      return sniff(socket, opts.detectTimeoutMs, (detected, bytes) => {
+        socket.unshift(bytes);
+        if (detected === 'tls' && parseClientHello(bytes)?.alpn.includes(MESH_ALPN) === true) return mesh(socket, (inner) => detect(inner, true));
+        handlers.opaque(socket, null);
+      });
+    }
     sniff(socket, opts.detectTimeoutMs, (detected, bytes) => {
       socket.unshift(bytes);
       switch (detected) {
@@ -52,11 +72,17 @@ export function createCaptureListener(handlers: CaptureHandlers, opts: CaptureOp
           handlers.http1.emit('connection', socket);
           socket.resume();
           return;
-        default:
-          handlers.opaque(socket, detected === 'tls' ? parseSni(bytes) : null);
+        default: {
+          const hello = detected === 'tls' ? parseClientHello(bytes) : null;
+          // Decided from the ClientHello alone, no timeout: a peer sidecar offers our ALPN first.
+          // TLS inside a mesh connection is the app's own: relayed.
+          if (!decrypted && handlers.mesh !== undefined && hello?.alpn.includes(MESH_ALPN) === true) return handlers.mesh(socket, (inner) => detect(inner, true));
+          handlers.opaque(socket, hello?.sni ?? null);
+        }
       }
     });
-  });
+  };
+  const server = net.createServer({ pauseOnConnect: true, noDelay: true }, (socket) => detect(socket, false));
   server.on('close', () => handlers.http1.close());
   return server;
 }

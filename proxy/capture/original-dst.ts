@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import type { UpstreamTarget } from '../routing/route.js';
 import { loadNativeAddon } from '../native-addon.js';
+import { underlyingSocket } from '../mesh/peer-socket.js';
 
 /** The addon node-gyp builds from proxy/capture/original-dst.c during `npm ci` (binding.gyp at the root). */
 interface OriginalDstAddon {
@@ -24,6 +25,8 @@ export function assertOriginalDstAvailable(): void {
  * socket is simply not redirected.
  */
 export function redirectedDestination(socket: Socket): UpstreamTarget | null {
+  // A decrypted mesh connection was redirected (or not) as the TCP connection under it.
+  socket = underlyingSocket(socket);
   let known = destinations.get(socket);
   if (known === undefined) destinations.set(socket, (known = lookUp(socket)));
   return known;

@@ -9,6 +9,8 @@ export function rescueToGrpcStatus(httpStatus: number): number {
       return 8; // RESOURCE_EXHAUSTED: a message over the configured limit
     case 400:
       return 13; // INTERNAL: the sidecar could not route the call
+    case 403:
+      return 7; // PERMISSION_DENIED: the caller is not verified (--inbound-policy)
     default:
       return 14; // UNAVAILABLE: retryable by the client's policy
   }

@@ -20,6 +20,7 @@ import type { SessionPool } from './session-pool.js';
 import { createGrpcMessageCounter, parseGrpcPath, parseGrpcTimeout } from './grpc-framing.js';
 import { NO_PSEUDO, REQUEST_PSEUDO, RESPONSE_PSEUDO, forwardableH2Headers } from './h2-headers.js';
 import { grpcErrorTrailers, rescueToGrpcStatus } from './grpc-status.js';
+import type { MeshPeers } from '../mesh/mesh-peers.js';
 
 const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_FLAG_END_STREAM } = constants;
 /** After a call's deadline the sidecar gives the endpoints this long to end it themselves. */
@@ -54,6 +55,8 @@ export interface H2Deps {
   interimRecordMs: number;
   /** A gRPC message from the client declared larger than this ends the call with RESOURCE_EXHAUSTED; 0: no limit. */
   maxGrpcMessageBytes: number;
+  /** Stamps the peer's proven identity (or none); inbound, refuses callers --inbound-policy does not admit. */
+  peers: MeshPeers;
 }
 
 /** Everything one proxied HTTP/2 stream tracks until it closes. */
@@ -112,6 +115,9 @@ export function handleH2Stream(deps: H2Deps, stream: ServerHttp2Stream, headers:
   });
   stream.once('close', () => finish(call));
   if (route === null) return answerError(call, new ProxyError('AUDITMESH_NO_ROUTE', 'no upstream for this :authority'));
+  // A refused gRPC caller gets PERMISSION_DENIED, a plain HTTP/2 one 403 (the rescue table).
+  const refusal = deps.peers.refuse(stream.session?.socket as Socket | undefined);
+  if (refusal !== null) return answerError(call, refusal);
   // Refused unrecorded: the journal is what cannot take it.
   if (!deps.gate.admits()) {
     call.journal = false;
@@ -348,6 +354,7 @@ function baseRecord(deps: H2Deps, stream: ServerHttp2Stream, headers: IncomingHt
     },
     deps.redactor,
   );
+  deps.peers.stamp(record, socket as Socket | undefined, route);
   // From the path as recorded: a secret segment stays a fingerprint in the method name too.
   const rpc = grpc ? parseGrpcPath(record['url.path']) : null;
   if (rpc !== null) {

@@ -20,6 +20,7 @@ import type { ForwardOutcome, HttpForwarder, UpgradeOutcome } from './forwarder.
 import type { Route } from '../routing/route.js';
 import { peerHost } from '../routing/target.js';
 import type { UpstreamLimit } from './upstream-limit.js';
+import type { MeshPeers } from '../mesh/mesh-peers.js';
 
 /** Upgrades the sidecar relays (and records as sessions). Anything else, h2c above all, would tunnel past the audit. */
 const RELAYED_UPGRADES = new Set(['websocket']);
@@ -41,6 +42,8 @@ export interface ExchangeDeps {
   /** Where every finished exchange goes: metrics, alerts, the journal. */
   onExchange: ExchangeSink;
   log: Logger;
+  /** Stamps the peer's proven identity (or none); inbound, refuses callers --inbound-policy does not admit. */
+  peers: MeshPeers;
 }
 
 /** Handles each HTTP exchange of one listener: correlate, record, forward, complete the record. */
@@ -105,6 +108,8 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
         return;
       }
       const record = prepare(req, route, correlation);
+      const refusal = deps.peers.refuse(req.socket);
+      if (refusal !== null) return reject(res, record, t0, 403, refusal, true, 'unverified_peer');
       // llhttp takes a request line without a version as HTTP/0.9, headers and all: not proxied.
       if (req.httpVersionMajor !== 1) return reject(res, record, t0, 400, new ProxyError('AUDITMESH_BAD_REQUEST', `HTTP/${req.httpVersion} is not proxied`));
       // Refused unrecorded: the journal is what cannot take it.
@@ -154,6 +159,12 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
         return;
       }
       const record = prepare(req, route, correlation);
+      const refusal = deps.peers.refuse(req.socket);
+      if (refusal !== null) {
+        socket.end(rawAnswer(403, refusal.code));
+        complete(record, t0, { status: 403, error: refusal, upstreamResponded: false, requestBytes: 0, responseBytes: 0, errorKind: 'unverified_peer' });
+        return;
+      }
       // An upgrade keeps its Connection/Upgrade fields: they are what asks the upstream to switch.
       req.headers.connection = 'upgrade';
       req.headers.upgrade = protocol;
@@ -179,6 +190,7 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
         'client.address': socket.remoteAddress ?? '',
         'client.port': socket.remotePort ?? 0,
       };
+      deps.peers.stamp(record, socket, null);
       complete(record, performance.now(), { status: rescue(error).status, error, upstreamResponded: false, requestBytes: 0, responseBytes: 0, errorKind: 'rejected' });
     },
   };
@@ -186,7 +198,7 @@ export function createExchangeHandler(deps: ExchangeDeps): ExchangeHandler {
 
 
 function baseRecord(deps: ExchangeDeps, req: IncomingMessage, route: Route | null, c: Correlation, peer: string | undefined): AuditRecord {
-  return httpRequestRecord(
+  const record = httpRequestRecord(
     {
       kind: 'http',
       direction: deps.direction,
@@ -204,4 +216,6 @@ function baseRecord(deps: ExchangeDeps, req: IncomingMessage, route: Route | nul
     },
     deps.redactor,
   );
+  deps.peers.stamp(record, req.socket, route);
+  return record;
 }

@@ -1,6 +1,6 @@
 import http from 'node:http';
 import type { ClientRequest, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import type { Duplex } from 'node:stream';
+import { PassThrough, type Duplex } from 'node:stream';
 import httpProxy from 'http-proxy';
 import { ProxyError, classify, rawAnswer, rescue } from '../errors.js';
 import { ForwardedRequest, hasBody, headerPairs } from './forwarded-request.js';
@@ -8,6 +8,7 @@ import { forwardableResponseHeaders } from './hop-headers.js';
 import type { ForwardOutcome, ForwarderTimeouts, HttpForwarder, UpgradeOutcome } from './forwarder.js';
 import type { UpstreamTarget } from '../routing/route.js';
 import { createDeadlineSweep, sweepTickMs, type DeadlineSweep, type Swept } from './deadline-sweep.js';
+import type { MeshConnector } from '../mesh/mesh-connect.js';
 
 /** Set on the request, the response and both upstream messages: shared listeners find their exchange here. */
 const EXCHANGE = Symbol('auditmesh.exchange');
@@ -86,14 +87,18 @@ export function createHttpProxyForwarder(
   timeouts: ForwarderTimeouts,
   /** The deadlines' sweep; a test passes its own to watch what it holds. */
   sweep: DeadlineSweep = createDeadlineSweep(sweepTickMs(timeouts.responseTimeoutMs, timeouts.idleTimeoutMs)),
+  /** Connects to upstreams the mesh directory lists (mesh mTLS); without it they fail, never plaintext. */
+  mesh?: MeshConnector,
 ): HttpForwarder {
-  const agent = new http.Agent({
+  const agentOptions: http.AgentOptions = {
     keepAlive: true,
     maxSockets: timeouts.maxSocketsPerUpstream,
     // A free pooled socket closes before the app's own keep-alive timeout would (nodejs/node#39810).
     timeout: timeouts.upstreamKeepAliveMs,
     scheduling: 'lifo',
-  });
+  };
+  const agent = new http.Agent(agentOptions);
+  const meshAgent = createMeshAgent(agentOptions, mesh);
   const proxy = httpProxy.createProxyServer({ agent, selfHandleResponse: true, xfwd: false, ws: true });
   // http-proxy's deleteLength pass sets content-length: 0 on a chunked DELETE/OPTIONS and still
   // pipes the body: request smuggling (#1720). Framing is forwarded intact instead.
@@ -134,7 +139,7 @@ export function createHttpProxyForwarder(
   }
 
   function forward(ex: Exchange): void {
-    proxy.web(ex.req, ex.res, { target: { host: ex.target.host, port: ex.target.port, protocol: 'http:' } }, onForwardError);
+    proxy.web(ex.req, ex.res, { target: { host: ex.target.host, port: ex.target.port, protocol: 'http:' }, agent: ex.target.mesh === undefined ? agent : meshAgent }, onForwardError);
   }
 
   return {
@@ -151,13 +156,14 @@ export function createHttpProxyForwarder(
     },
 
     upgrade(req, socket, head, target, done) {
-      forwardUpgrade(proxy, req, socket, head, target, done);
+      forwardUpgrade(proxy, req, socket, head, target, target.mesh === undefined ? agent : meshAgent, done);
     },
 
     close() {
       sweep.close();
       proxy.close();
       agent.destroy();
+      meshAgent.destroy();
     },
   };
 }
@@ -262,6 +268,7 @@ function forwardUpgrade(
   socket: Duplex,
   head: Buffer,
   target: UpstreamTarget,
+  agent: http.Agent,
   done: (outcome: UpgradeOutcome) => void,
 ): void {
   const startedAt = performance.now();
@@ -295,7 +302,7 @@ function forwardUpgrade(
     });
   };
   proxy.on('proxyReqWs', onProxyReq);
-  proxy.ws(req, socket, head, { target: { host: target.host, port: target.port, protocol: 'http:' } }, (err) => {
+  proxy.ws(req, socket, head, { target: { host: target.host, port: target.port, protocol: 'http:' }, agent }, (err) => {
 
     proxy.off('proxyReqWs', onProxyReq);
     if (outcome.status === undefined) {
@@ -312,4 +319,20 @@ function forwardUpgrade(
       socket.destroy();
     }
   });
+}
+
+/**
+ * The pool for upstreams the mesh directory lists: its every socket is mesh mTLS (an http: request
+ * over a TLS socket, as https.Agent does it), pooled apart from plaintext ones. Without a
+ * connector (no workload certificate) its connections fail: never plaintext.
+ */
+function createMeshAgent(options: http.AgentOptions, mesh: MeshConnector | undefined): http.Agent {
+  const agent = new http.Agent(options);
+  (agent as unknown as { createConnection: (o: { host?: string; port?: number | string }) => Duplex }).createConnection = (o) => {
+    if (mesh !== undefined) return mesh({ host: String(o.host ?? ''), port: Number(o.port) });
+    const socket = new PassThrough();
+    process.nextTick(() => socket.destroy(new ProxyError('AUDITMESH_PEER_HANDSHAKE', 'this sidecar has no workload certificate for a meshed upstream')));
+    return socket;
+  };
+  return agent;
 }

@@ -7,6 +7,7 @@ import { ForwardedRequest, hasBody, headerPairs } from './forwarded-request.js';
 import { forwardableResponseHeaders } from './hop-headers.js';
 import type { ForwardOutcome, ForwarderTimeouts, HttpForwarder } from './forwarder.js';
 import type { UpstreamTarget } from '../routing/route.js';
+import { undiciMeshConnect, type MeshConnector } from '../mesh/mesh-connect.js';
 
 /**
  * HTTP/1.1 forwarding on an undici Agent (one keep-alive pool per upstream): the same contract
@@ -15,8 +16,8 @@ import type { UpstreamTarget } from '../routing/route.js';
  * becomes an abort, one replay of an idempotent request on a reset before any response), at
  * about half its CPU per request. WebSocket upgrades go to `upgrades` (the http-proxy engine).
  */
-export function createUndiciForwarder(timeouts: ForwarderTimeouts, upgrades: HttpForwarder): HttpForwarder {
-  const agent = new Agent({
+export function createUndiciForwarder(timeouts: ForwarderTimeouts, upgrades: HttpForwarder, mesh?: MeshConnector): HttpForwarder {
+  const agentOptions: Agent.Options = {
     connections: timeouts.maxSocketsPerUpstream,
     // A pooled socket closes before the app's own keep-alive timeout would: undici also honours
     // the app's `Keep-Alive: timeout=` hint, capped here.
@@ -27,7 +28,11 @@ export function createUndiciForwarder(timeouts: ForwarderTimeouts, upgrades: Htt
     headersTimeout: timeouts.responseTimeoutMs,
     bodyTimeout: timeouts.idleTimeoutMs,
     connect: { timeout: timeouts.connectTimeoutMs },
-  });
+  };
+  const agent = new Agent(agentOptions);
+  // Upstreams the mesh directory lists: a pool of its own whose every connection is mesh mTLS
+  // (an http: origin over a TLS socket), so a plaintext pooled socket is never reused for them.
+  const meshAgent = mesh === undefined ? null : new Agent({ ...agentOptions, connect: undiciMeshConnect(mesh) as unknown as Agent.Options['connect'] });
 
   function dispatch(ex: UndiciExchange): void {
     const { req, target } = ex;
@@ -38,7 +43,9 @@ export function createUndiciForwarder(timeouts: ForwarderTimeouts, upgrades: Htt
       headers: upstreamHeaders(req.headers),
       body: requestBody(ex),
     };
-    agent.dispatch(options, ex);
+    if (target.mesh === undefined) agent.dispatch(options, ex);
+    else if (meshAgent !== null) meshAgent.dispatch(options, ex);
+    else ex.fail(new ProxyError('AUDITMESH_PEER_HANDSHAKE', 'this sidecar has no workload certificate for a meshed upstream'));
   }
 
   return {
@@ -58,6 +65,7 @@ export function createUndiciForwarder(timeouts: ForwarderTimeouts, upgrades: Htt
     close() {
       upgrades.close();
       void agent.destroy();
+      void meshAgent?.destroy();
     },
   };
 }

@@ -1,6 +1,7 @@
 import type { Direction, GapReason } from '../../ledger/record.js';
 import { labelValues } from '../../command/label-values.js';
 import type { UnverifiedReason } from '../ship/collector-acks.js';
+import type { MeshFailureReason } from '../mesh/mesh-outcome.js';
 
 /*
  * The sidecar's own closed label sets (those the collector and injector share are in
@@ -14,6 +15,9 @@ export const UNRECORDED_REASONS: readonly string[] = [...GAP_REASONS, 'seal', 'e
 
 /** Why the shipper did not believe a Welcome or an Ack of the collector. */
 export const UNVERIFIED_REASONS: readonly UnverifiedReason[] = labelValues<UnverifiedReason>({ unsigned: true, 'bad-signature': true, 'untrusted-certificate': true });
+
+/** Why sidecar-to-sidecar mTLS failed or was not used (auditmesh_mesh_tls_failures_total). */
+export const MESH_FAILURE_REASONS: readonly MeshFailureReason[] = labelValues<MeshFailureReason>({ peer_untrusted: true, peer_expired: true, peer_identity_mismatch: true, peer_handshake: true, peer_reset: true, unverified_peer: true, directory_stale: true });
 
 export const DIRECTIONS: readonly Direction[] = labelValues<Direction>({ inbound: true, outbound: true });
 

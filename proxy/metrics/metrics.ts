@@ -1,7 +1,7 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { createRegistry } from '../../command/metrics-registry.js';
 import { ANOMALY_KINDS, initialiseLabels, REFUSAL_CODES } from '../../command/label-values.js';
-import { DIRECTIONS, GAP_REASONS, initialiseSessions, UNRECORDED_REASONS, UNVERIFIED_REASONS } from './label-values.js';
+import { DIRECTIONS, GAP_REASONS, initialiseSessions, MESH_FAILURE_REASONS, UNRECORDED_REASONS, UNVERIFIED_REASONS } from './label-values.js';
 
 /**
  * Every metric the sidecar exposes, defined once. Labels are bounded by construction: the
@@ -36,6 +36,8 @@ export interface SidecarMetrics {
   readonly journalRejected: Counter;
   readonly journalGapRecords: Counter<'reason'>;
   readonly journalGapExchanges: Counter<'reason'>;
+  /** Sidecar-to-sidecar mTLS failures and policy refusals, by direction and reason (mesh-outcome.ts). */
+  readonly meshTlsFailures: Counter<'direction' | 'reason'>;
   readonly shipper: ShipperMetrics;
 }
 
@@ -97,9 +99,17 @@ export function createSidecarMetrics(opts: { perRequest?: boolean; service?: str
   initialiseSessions([sessions.connections, sessions.connectionsOpened, sessions.connectionsClosed]);
   const tcp = createTcpMetrics(registry);
   for (const m of [tcp.tcpOpened, tcp.tcpClosed, tcp.tcpActive]) initialiseLabels(m, 'direction', DIRECTIONS);
+  const meshTlsFailures = new Counter({
+    name: 'auditmesh_mesh_tls_failures_total',
+    help: 'Sidecar-to-sidecar mTLS: handshakes that failed (peer_untrusted, peer_expired, peer_identity_mismatch, peer_handshake), mTLS connections reset (peer_reset), callers refused by --inbound-policy (unverified_peer), plaintext calls while the mesh directory was stale (directory_stale)',
+    labelNames: ['direction', 'reason'],
+    registers: [registry],
+  });
+  for (const direction of DIRECTIONS) for (const reason of MESH_FAILURE_REASONS) meshTlsFailures.inc({ direction, reason }, 0);
   return {
     registry,
     perRequest: opts.perRequest ?? true,
+    meshTlsFailures,
     journalRecords,
     journalUnrecorded,
     anomalies,

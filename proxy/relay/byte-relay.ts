@@ -1,4 +1,5 @@
 import net from 'node:net';
+import type tls from 'node:tls';
 import type { ErrorKind } from '../../ledger/record.js';
 import { classify, rescue, type Rescue } from '../errors.js';
 import type { UpstreamTarget } from '../routing/route.js';
@@ -24,6 +25,8 @@ export interface RelayOptions {
   head?: Buffer;
   /** Called once the upstream is connected, before any byte is relayed. */
   onConnect?: () => void;
+  /** Dials the upstream instead of plain TCP: mesh mTLS, ready at 'secureConnect' (proxy/mesh/). */
+  connect?: (target: UpstreamTarget) => tls.TLSSocket;
 }
 
 /**
@@ -46,12 +49,13 @@ export function relayBytes(client: net.Socket, target: UpstreamTarget, opts: Rel
   };
   // Read when the client's FIN is emitted: the listener's sockets would otherwise end both ways.
   client.allowHalfOpen = true;
-  const upstream = net.connect({ host: target.host, port: target.port, allowHalfOpen: true });
+  const upstream: net.Socket = opts.connect?.(target) ?? net.connect({ host: target.host, port: target.port, allowHalfOpen: true });
+  upstream.allowHalfOpen = true;
   const connectTimer = setTimeout(() => upstream.destroy(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' })), opts.connectTimeoutMs);
   client.on('error', () => {});
   client.setTimeout(opts.idleTimeoutMs, () => client.destroy());
   upstream.setTimeout(opts.idleTimeoutMs, () => upstream.destroy());
-  upstream.once('connect', () => {
+  upstream.once(opts.connect === undefined ? 'connect' : 'secureConnect', () => {
     clearTimeout(connectTimer);
     outcome.connected = true;
     outcome.connectMs = performance.now() - t0;

@@ -7,6 +7,9 @@ import { serviceOfHost } from '../../anomalies/peer-label.js';
 import { correlate } from '../correlation/correlate.js';
 import { relayBytes } from './byte-relay.js';
 import { completeOpaqueRecord } from './opaque-record.js';
+import type { Route } from '../routing/route.js';
+import type { MeshPeers } from '../mesh/mesh-peers.js';
+import type { MeshConnector } from '../mesh/mesh-connect.js';
 
 export interface TunnelDeps {
   service: string;
@@ -14,6 +17,12 @@ export interface TunnelDeps {
   idleTimeoutMs: number;
   /** Called once when the tunnel closes, with its record. */
   onRecord: (record: AuditRecord) => void;
+  /** Upgrades the tunnel's route to mesh mTLS when the mesh directory lists its address. */
+  plan: (route: Route | null) => Route | null;
+  /** Stamps the peer's proven identity (or none). */
+  peers: MeshPeers;
+  /** Dials upstreams the mesh directory lists (mesh mTLS). */
+  mesh?: MeshConnector;
 }
 
 /**
@@ -23,7 +32,9 @@ export interface TunnelDeps {
  */
 export function relayConnect(deps: TunnelDeps, req: IncomingMessage, client: net.Socket, head: Buffer): void {
   const t0 = performance.now();
-  const target = parseAuthority(req.url, 443);
+  const asked = parseAuthority(req.url, 443);
+  const route = deps.plan(asked === null ? null : { target: asked, host: asked.host, port: asked.port, path: '' });
+  const target = route?.target ?? null;
   const correlation = correlate(req.headers);
   const record: AuditRecord = {
     'audit.kind': 'tunnel',
@@ -39,6 +50,7 @@ export function relayConnect(deps: TunnelDeps, req: IncomingMessage, client: net
     'trace.id': correlation.traceId,
     'audit.request_id': correlation.requestId,
   };
+  deps.peers.stamp(record, client, route);
   client.on('error', () => {});
   if (target === null) {
     record['http.response.status_code'] = 400;
@@ -52,7 +64,9 @@ export function relayConnect(deps: TunnelDeps, req: IncomingMessage, client: net
     record['http.response.status_code'] = 200;
     client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
   };
-  relayBytes(client, target, { connectTimeoutMs: deps.connectTimeoutMs, idleTimeoutMs: deps.idleTimeoutMs, head, onConnect }, (outcome) => {
+  // A listed address: the tunnel is carried inside mesh mTLS (plan() lists it only when a connector exists).
+  const connect = target.mesh === undefined ? undefined : deps.mesh;
+  relayBytes(client, target, { connectTimeoutMs: deps.connectTimeoutMs, idleTimeoutMs: deps.idleTimeoutMs, head, onConnect, connect }, (outcome) => {
     if (outcome.rescue !== undefined) {
       record['http.response.status_code'] = outcome.rescue.status;
       client.end(rawAnswer(outcome.rescue.status));

@@ -1,7 +1,14 @@
+import type { MeshPeer } from '../mesh/directory.js';
+
 /** Where one request or connection goes: an address and port. */
 export interface UpstreamTarget {
   host: string;
   port: number;
+  /**
+   * Set when the mesh directory lists this address as a meshed pod: the connection is mTLS to its
+   * sidecar (proxy/mesh/), which must prove this identity; it is never sent in plaintext.
+   */
+  mesh?: MeshPeer;
 }
 
 /** Where an outbound request goes, and the origin-form path to send it with. */
@@ -22,4 +29,6 @@ export interface Route {
    * null when the claim does not parse as `host[:port]`.
    */
   claimed?: { authority: string; host: string | null };
+  /** Outbound to an address the mesh directory does not list while it is stale (proxy/mesh/). */
+  directoryStale?: true;
 }

@@ -4,6 +4,7 @@ import type { AuditPipeline } from '../audit/pipeline.js';
 import type { SidecarMetrics } from '../metrics/metrics.js';
 import type { Logger } from '../../command/log.js';
 import type { Shipper } from './shipper.js';
+import type { WorkloadCertificate } from '../identity/workload-identity.js';
 
 /** First reconnect delay ceiling; it doubles per failed attempt up to --ship-backoff-max-ms. */
 const BACKOFF_BASE_MS = 200;
@@ -13,17 +14,13 @@ const SEGMENT_TARGET_LINKS = 512;
 
 /**
  * The sidecar's shipper from its config; null without --collector or without auditing. Loaded
- * only then: a sidecar without a collector does not pay for loading grpc-js at start.
+ * only then: a sidecar without a collector does not pay for loading grpc-js at start. With
+ * identity, `certificate` (proxy/identity/open-identity.ts) authenticates it to the collector.
  */
-export async function openShipper(config: SidecarConfig, audit: AuditPipeline | null, metrics: SidecarMetrics, log: Logger): Promise<Shipper | null> {
+export async function openShipper(config: SidecarConfig, audit: AuditPipeline | null, metrics: SidecarMetrics, log: Logger, certificate: WorkloadCertificate | null): Promise<Shipper | null> {
   if (config.collector === undefined || audit === null) return null;
   const { startShipper } = await import('./shipper.js');
   const { ship } = config;
-  // With identity: the journal key certified by the mesh CA before the sidecar serves (so before /readyz).
-  const certificate =
-    config.caFile === undefined || config.identityTokenFile === undefined
-      ? null
-      : await (await import('../identity/workload-identity.js')).obtainWorkloadCertificate({ target: config.collector, tokenFile: config.identityTokenFile, caFile: config.caFile, privateKey: audit.journal.signer.privateKey, log });
   // The journal keeps the certificate with its key: `verify --ca-file` takes it as endorsing a change to this key.
   if (certificate !== null) await audit.journal.recordCertificate(new X509Certificate(certificate.current().chainPem).raw);
   log('info', 'shipper started', { collector: config.collector, sidecar_id: config.sidecarId, window_segments: ship.windowSegments, window_bytes: ship.windowBytes });
@@ -50,6 +47,5 @@ export async function openShipper(config: SidecarConfig, audit: AuditPipeline | 
     backoffBaseMs: BACKOFF_BASE_MS,
     backoffMaxMs: ship.backoffMaxMs,
   });
-  if (certificate === null) return shipper;
-  return { status: () => shipper.status(), close: () => (certificate.close(), shipper.close()) };
+  return shipper;
 }

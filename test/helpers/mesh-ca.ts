@@ -9,8 +9,8 @@ const ECDSA = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
 /** A test mesh CA (ECDSA P-256, as the collector's) that certifies Ed25519 workload keys with a SPIFFE ID. */
 export interface TestMeshCa {
   pem: string;
-  /** DER of a leaf for the Ed25519 public key `spki`, URI SAN `spiffeId`. */
-  certify(spki: Uint8Array, spiffeId: string): Promise<Buffer>;
+  /** DER of a leaf for the Ed25519 public key `spki`, URI SAN `spiffeId`; valid for a day unless `validity` says otherwise. */
+  certify(spki: Uint8Array, spiffeId: string, validity?: { notBefore: Date; notAfter: Date }): Promise<Buffer>;
 }
 
 export async function createTestMeshCa(name = 'auditmesh test CA'): Promise<TestMeshCa> {
@@ -29,14 +29,14 @@ export async function createTestMeshCa(name = 'auditmesh test CA'): Promise<Test
   let serial = 1;
   return {
     pem: ca.toString('pem'),
-    async certify(spki, spiffeId) {
+    async certify(spki, spiffeId, validity = { notBefore, notAfter }) {
       const publicKey = await webcrypto.subtle.importKey('spki', spki, { name: 'Ed25519' }, true, ['verify']);
       const leaf = await x509.X509CertificateGenerator.create({
         serialNumber: (++serial).toString(16).padStart(2, '0'),
         issuer: ca.subject,
         subject: 'CN=workload',
-        notBefore,
-        notAfter,
+        notBefore: validity.notBefore,
+        notAfter: validity.notAfter,
         publicKey,
         signingKey: keys.privateKey,
         signingAlgorithm: ECDSA,
