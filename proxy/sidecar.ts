@@ -30,6 +30,7 @@ import { createSessionPool } from './h2/session-pool.js';
 import { keyFromFlag, loadOrCreateSecret } from '../ledger/keys.js';
 import { openShipper } from './ship/open-shipper.js';
 import type { Shipper } from './ship/shipper.js';
+import { EMPTY_DIRECTORY, type MeshDirectory } from './mesh/directory.js';
 import { createLogger, type Logger } from '../command/log.js';
 import { logIfUnpatched } from '../ledger/lmdb-build.js';
 
@@ -44,6 +45,8 @@ export interface Sidecar {
   readonly metrics: SidecarMetrics;
   /** Ships the journal to --collector; null without one. */
   readonly shipper: Shipper | null;
+  /** The mesh directory watched from --collector (proxy/mesh/directory-watch.ts); EMPTY_DIRECTORY without a collector or without auditing. */
+  readonly directory: MeshDirectory;
   close(): Promise<void>;
 }
 
@@ -153,6 +156,7 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
     audit,
     metrics,
     shipper,
+    directory: shipper?.directory ?? EMPTY_DIRECTORY,
     close() {
       closing ??= (async () => {
         const closed = Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
