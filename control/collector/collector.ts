@@ -5,7 +5,7 @@ import { createLiveFeed } from '../../command/live-feed.js';
 import { CHECKPOINT_INTERVAL_MS } from '../../ledger/chain.js';
 import type { Logger } from '../../command/log.js';
 import { COLLECTOR_SERVICE, DIRECTORY_SERVICE, IDENTITY_SERVICE } from '../../wire/sync-wire.js';
-import { createMeshDirectory, type MeshDirectoryBook } from './directory/mesh-directory.js';
+import { createMeshDirectory, type DirectoryView, type MeshDirectoryBook } from './directory/mesh-directory.js';
 import { createWatchServer } from './directory/watch-server.js';
 import { createCertifyHandler } from './ingest/certify.js';
 import { openMeshCa, type MeshCa } from './ingest/mesh-ca.js';
@@ -150,8 +150,10 @@ export interface Collector {
   readonly otlpExport: OtlpExport | null;
   /** Both ends of every call, reconciled (reconcile/). */
   readonly reconciler: CallReconciler;
-  /** The mesh directory: pod IP -> proven workload identity, served by Directory.Watch (directory/). */
+  /** The mesh directory this collector keeps: pod IP -> proven workload identity of the sidecars streaming to it (directory/). */
   readonly directory: MeshDirectoryBook;
+  /** What Directory.Watch serves: `directory`, or in the JetStream tier every replica's merged. */
+  readonly fleetDirectory: DirectoryView;
   /** Listeners attached now: open /v1/tail streams plus onStored listeners. */
   readonly liveListeners: number;
   sidecars(): SidecarStatus[];
@@ -265,7 +267,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   let tier: Tier | null = null;
   if (config.jetstream !== undefined) {
     try {
-      tier = await openTier(config.jetstream, { index: lmdbStore, storeDir: config.storeDir, onIndexed: observe, localSidecars: () => (opened.ingest === undefined ? [] : sidecars()), localAnomalies: () => anomalies(), log });
+      tier = await openTier(config.jetstream, { index: lmdbStore, storeDir: config.storeDir, onIndexed: observe, localSidecars: () => (opened.ingest === undefined ? [] : sidecars()), localAnomalies: () => anomalies(), directory, log });
     } catch (err) {
       await hasher.close();
       await reconciler.close();
@@ -302,7 +304,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     ...FLOW_WINDOW_OPTION,
   });
   grpcServer.addService(COLLECTOR_SERVICE, { Sync: createSyncHandler({ ingest, store, metrics, auth, peer, serving, trustDomain, log, admit: () => retention.admit(), directory, onHello: (chain, der) => witness.certified(chain.chainKey, chain.state.key_id, chain.spki, der) }) });
-  const watch = createWatchServer({ directory, peer, auth, keepaliveMs: config.directoryKeepaliveMs, registry: metrics.registry, log });
+  const watch = createWatchServer({ directory: tier?.directory ?? directory, peer, auth, keepaliveMs: config.directoryKeepaliveMs, registry: metrics.registry, log });
   grpcServer.addService(DIRECTORY_SERVICE, { Watch: watch.handler });
   if (ca !== null) {
     const certify = createCertifyHandler({ ca, serviceAccounts, trustDomain, certTtlMs, issued: () => metrics.certificatesIssued.inc(), refused: (reason) => metrics.identityRefusals.inc({ reason }), log });
@@ -351,6 +353,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     otlpExport,
     reconciler,
     directory,
+    fleetDirectory: tier?.directory ?? directory,
     get liveListeners() {
       return feed.size;
     },

@@ -38,17 +38,28 @@ export interface DirectoryListing {
   release(): void;
 }
 
-export interface MeshDirectoryBook {
-  /** Lists the claim if proven (else counts and logs why not); null when nothing is listed. */
-  claim(claim: DirectoryClaim): DirectoryListing | null;
+/** The directory as Watch serves it and reconciliation reads it: this collector's book, or in the JetStream tier the fleet's (merged-directory.ts). */
+export interface DirectoryView {
   /** Every entry now. */
   entries(): DirectoryEntry[];
   /** Whether `ip` is a listed pod (reconciliation: a peer at this address is a meshed sidecar). */
   has(ip: string): boolean;
   /** Calls back with every change (added or changed entries, removed addresses); returns unsubscribe. */
-  subscribe(listener: (change: Pick<DirectoryUpdate, 'added' | 'removed'>) => void): () => void;
+  subscribe(listener: (change: DirectoryChange) => void): () => void;
   /** Entries listed now. */
   readonly size: number;
+}
+
+export type DirectoryChange = Pick<DirectoryUpdate, 'added' | 'removed'>;
+
+/** An entry with what another replica needs to weigh it against its own: whether its stream is open, and since when it is listed. */
+export type HeldEntry = DirectoryEntry & { live: boolean; since_unix_ms: number };
+
+export interface MeshDirectoryBook extends DirectoryView {
+  /** Lists the claim if proven (else counts and logs why not); null when nothing is listed. */
+  claim(claim: DirectoryClaim): DirectoryListing | null;
+  /** Every entry with its liveness (the JetStream tier shares them between replicas). */
+  held(): HeldEntry[];
   close(): void;
 }
 
@@ -64,15 +75,15 @@ export interface MeshDirectoryOptions {
 interface Held {
   entry: DirectoryEntry;
   chainKey: string;
-  /** Streams holding it now; 0: gone since `goneAtMs`. */
+  sinceMs: number;
+  /** Streams holding it now; 0: gone, and `expiry` removes it after the grace. */
   streams: number;
-  goneAtMs: number;
   expiry: NodeJS.Timeout | undefined;
 }
 
 export function createMeshDirectory(opts: MeshDirectoryOptions): MeshDirectoryBook {
   const held = new Map<string, Held>();
-  const listeners = new Set<(change: Pick<DirectoryUpdate, 'added' | 'removed'>) => void>();
+  const listeners = new Set<(change: DirectoryChange) => void>();
   const refusals = new Counter({ name: 'auditmesh_collector_directory_refusals_total', help: `Pod IP claims of Sync streams not listed in the mesh directory, by reason (${DIRECTORY_REFUSALS.join(', ')})`, labelNames: ['reason'], registers: [opts.registry] });
   initialiseLabels(refusals, 'reason', DIRECTORY_REFUSALS);
   new Gauge({
@@ -83,7 +94,7 @@ export function createMeshDirectory(opts: MeshDirectoryOptions): MeshDirectoryBo
       this.set(held.size);
     },
   });
-  const publish = (change: Pick<DirectoryUpdate, 'added' | 'removed'>): void => {
+  const publish = (change: DirectoryChange): void => {
     for (const l of listeners) {
       try {
         l(change);
@@ -123,7 +134,7 @@ export function createMeshDirectory(opts: MeshDirectoryOptions): MeshDirectoryBo
       } else {
         // A newer incarnation (or another pod) at this address replaces what was listed there.
         if (h !== undefined) clearTimeout(h.expiry);
-        held.set(ip, (h = { entry, chainKey: claim.chainKey, streams: 1, goneAtMs: 0, expiry: undefined }));
+        held.set(ip, (h = { entry, chainKey: claim.chainKey, sinceMs: Date.now(), streams: 1, expiry: undefined }));
         // The same sidecar listed under another address it no longer streams from: it moved.
         for (const [other, o] of held) if (other !== ip && o.streams === 0 && o.entry.sidecar_id === entry.sidecar_id) remove(other);
         publish({ added: [entry], removed: [] });
@@ -135,13 +146,13 @@ export function createMeshDirectory(opts: MeshDirectoryOptions): MeshDirectoryBo
           if (released || held.get(ip) !== mine) return;
           released = true;
           if (--mine.streams > 0) return;
-          mine.goneAtMs = Date.now();
           mine.expiry = setTimeout(() => held.get(ip) === mine && mine.streams === 0 && remove(ip), opts.graceMs);
           mine.expiry.unref();
         },
       };
     },
     entries: () => Array.from(held.values(), (h) => h.entry),
+    held: () => Array.from(held.values(), (h) => ({ ...h.entry, live: h.streams > 0, since_unix_ms: h.sinceMs })),
     has: (ip) => held.has(normalIp(ip) ?? ip),
     subscribe(listener) {
       listeners.add(listener);

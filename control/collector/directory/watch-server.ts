@@ -5,7 +5,7 @@ import { initialiseLabels, labelValues } from '../../../command/label-values.js'
 import type { DirectoryUpdate, DirectoryWatch } from '../../../wire/sync-wire.js';
 import type { StreamAuth } from '../ingest/stream-auth.js';
 import type { PeerVerdict } from '../ingest/peer-identity.js';
-import type { MeshDirectoryBook } from './mesh-directory.js';
+import type { DirectoryView } from './mesh-directory.js';
 
 /**
  * Directory.Watch (wire/sync.proto): the whole directory first, then each change as it happens,
@@ -22,7 +22,7 @@ export type WatchRefusal = 'certificate' | 'credential';
 const WATCH_REFUSALS: readonly WatchRefusal[] = labelValues<WatchRefusal>({ certificate: true, credential: true });
 
 export interface WatchDeps {
-  directory: MeshDirectoryBook;
+  directory: DirectoryView;
   /** With the mesh CA's TLS: the identity the client certificate proves; null: plaintext. */
   peer: ((call: { getAuthContext(): { sslPeerCertificate?: { raw?: Buffer } } }) => PeerVerdict) | null;
   /** Without the mesh CA: the Sync credential check; null with neither (--insecure): open. */
