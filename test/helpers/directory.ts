@@ -61,7 +61,7 @@ export function openWatch(t: ExecutionContext, address: string, credentials: grp
     client.close();
   };
   t.teardown(close);
-  const next = (timeoutMs = 10_000): Promise<DirectoryUpdate> =>
+  const next = (timeoutMs = 30_000): Promise<DirectoryUpdate> =>
     new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`no directory update within ${timeoutMs} ms`)), timeoutMs);
       const check = (): void => {
@@ -73,7 +73,7 @@ export function openWatch(t: ExecutionContext, address: string, credentials: grp
     });
   return {
     next,
-    async nextChange(timeoutMs = 10_000) {
+    async nextChange(timeoutMs = 30_000) {
       const until = Date.now() + timeoutMs;
       for (;;) {
         const u = await next(Math.max(1, until - Date.now()));
