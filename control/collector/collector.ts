@@ -248,7 +248,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   const directory = createMeshDirectory({ graceMs: config.directoryGraceMs ?? 2 * heartbeatIntervalMs, trustClaimedIp: config.directoryTrustClaimedIp ?? false, registry: metrics.registry, log });
   // Timers and the tier's replies start before ingest has opened (joining the tier takes seconds): until then they see no chains.
   const opened: { ingest?: Ingest } = {};
-  const reconciler = createCallReconciler({ env: lmdbStore.stores.env, graceMs: config.reconcileGraceMs ?? DEFAULT_RECONCILE_GRACE_MS, metrics: { reconciled: metrics.reconciled, disagreements: metrics.disagreements, pending: metrics.reconcilePending }, services: () => (opened.ingest === undefined ? [] : Array.from(opened.ingest.chains.values(), (c) => c.state.service)), log });
+  const reconciler = createCallReconciler({ env: lmdbStore.stores.env, graceMs: config.reconcileGraceMs ?? DEFAULT_RECONCILE_GRACE_MS, metrics: { reconciled: metrics.reconciled, disagreements: metrics.disagreements, pending: metrics.reconcilePending }, services: () => (opened.ingest === undefined ? [] : Array.from(opened.ingest.chains.values(), (c) => c.state.service)), meshAddress: (ip) => (tier?.directory ?? directory).has(ip), log });
   const observe = (run: StoredRun): void => {
     try {
       if (config.reconcile !== false) reconciler.observe(run);
