@@ -68,7 +68,7 @@ export function openDirectory(opts: DirectoryWatchOptions): WatchedDirectory {
   };
 
   /** One Watch stream, from connect to its end; resolves with why it ended and whether it got its snapshot. */
-  const session = async (): Promise<{ snapshot: boolean; reason: string }> => {
+  const session = async (): Promise<{ snapshot: boolean; reason: string; code?: grpc.status }> => {
     await h2Preflight(opts.target, CONNECT_TIMEOUT_MS, opts.tls?.caPem);
     const metadata = new grpc.Metadata();
     if (opts.tls === undefined) {
@@ -108,7 +108,7 @@ export function openDirectory(opts: DirectoryWatchOptions): WatchedDirectory {
         controller.signal.removeEventListener('abort', abort);
         connected = false;
         client.close();
-        resolve({ snapshot, reason: `${grpc.status[status.code] ?? status.code}: ${status.details}` });
+        resolve({ snapshot, reason: `${grpc.status[status.code] ?? status.code}: ${status.details}`, code: status.code });
       });
     });
   };
@@ -116,7 +116,7 @@ export function openDirectory(opts: DirectoryWatchOptions): WatchedDirectory {
   const run = async (): Promise<void> => {
     let attempt = 0;
     while (!controller.signal.aborted) {
-      let outcome: { snapshot: boolean; reason: string };
+      let outcome: { snapshot: boolean; reason: string; code?: grpc.status };
       try {
         outcome = await session();
       } catch (err) {
@@ -124,7 +124,9 @@ export function openDirectory(opts: DirectoryWatchOptions): WatchedDirectory {
       }
       if (controller.signal.aborted) return;
       if (outcome.snapshot) attempt = 0;
-      const delayMs = fullJitterMs(attempt++, opts.backoffBaseMs ?? BACKOFF_BASE_MS, opts.backoffMaxMs ?? BACKOFF_MAX_MS);
+      const maxMs = opts.backoffMaxMs ?? BACKOFF_MAX_MS;
+      // A collector from before the directory answers UNIMPLEMENTED: ask again only at the cap.
+      const delayMs = outcome.code === grpc.status.UNIMPLEMENTED ? maxMs : fullJitterMs(attempt++, opts.backoffBaseMs ?? BACKOFF_BASE_MS, maxMs);
       opts.log('warn', 'mesh directory watch ended; reopening', { collector: opts.target, reason: outcome.reason, retry_ms: delayMs, peers_kept: peers.size });
       await sleep(delayMs, controller.signal);
     }
