@@ -4,6 +4,7 @@ import { metric } from './helpers/collector-reads.js';
 import { certifiedWorkload, claimingStream, entry, openWatch } from './helpers/directory.js';
 import { createTokenIssuer, meshCredentials, ORDERS_POD, sidecarToken, startIdentityCollector } from './helpers/identity.js';
 import { startTestCollector } from './helpers/collector.js';
+import { normalIp, sourceIp } from '../control/collector/directory/mesh-directory.js';
 
 // The collector's mesh directory: a sidecar's Sync stream over mTLS claims its pod IP in the
 // Hello; the collector lists it with the SPIFFE ID the certificate proved, only when the claim is
@@ -124,4 +125,15 @@ test('a watcher hears a keepalive every interval while nothing changes', async (
   const keepalive = await watch.next(10_000);
   t.like(keepalive, { snapshot: false, added: [], removed: [] });
   t.true(keepalive.unix_ms >= snapshot.unix_ms + 150, 'a fresh timestamp');
+});
+
+test('a claim is compared with the source address as grpc-js names it: IPv4-mapped IPv6 as IPv4, IPv6 in one canonical form', (t) => {
+  t.is(sourceIp('10.1.2.3:50000'), '10.1.2.3');
+  t.is(sourceIp('[::ffff:10.1.2.3]:50000'), '10.1.2.3', 'a dual-stack listener sees an IPv4 pod so');
+  t.is(sourceIp('[2001:DB8:0:0::1]:443'), '2001:db8::1');
+  t.is(normalIp('2001:db8::0:1'), '2001:db8::1');
+  t.is(normalIp('[fd00::7]'), 'fd00::7');
+  t.is(normalIp('10.1.2'), null);
+  t.is(normalIp('pod.example'), null);
+  t.is(sourceIp('unix:/tmp/sock'), null);
 });
