@@ -63,7 +63,12 @@ export function openWatch(t: ExecutionContext, address: string, credentials: grp
   t.teardown(close);
   const next = (timeoutMs = 30_000): Promise<DirectoryUpdate> =>
     new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no directory update within ${timeoutMs} ms`)), timeoutMs);
+      // A next() that timed out must not take the update that comes after: its waiter goes with it.
+      const timer = setTimeout(() => {
+        const at = waiters.indexOf(check);
+        if (at >= 0) waiters.splice(at, 1);
+        reject(new Error(`no directory update within ${timeoutMs} ms`));
+      }, timeoutMs);
       const check = (): void => {
         if (received.length > 0) return clearTimeout(timer), resolve(received.shift()!);
         if (ended !== undefined) return clearTimeout(timer), reject(Object.assign(new Error(`watch ended: ${ended.code} ${ended.details}`), { status: ended }));
