@@ -93,7 +93,9 @@ export function openDirectory(opts: DirectoryWatchOptions): WatchedDirectory {
       };
       const abort = (): void => call.cancel();
       arm(Math.max(CONNECT_TIMEOUT_MS, staleAfterMs));
-      controller.signal.addEventListener('abort', abort);
+      // close() may have come while the preflight or the token read was under way.
+      if (controller.signal.aborted) abort();
+      else controller.signal.addEventListener('abort', abort);
       call.on('data', (u: DirectoryUpdate) => {
         if (!snapshot && !u.snapshot) return;
         if (u.snapshot && !snapshot) opts.log('info', 'mesh directory watch open', { collector: opts.target, peers: u.added?.length ?? 0 });
