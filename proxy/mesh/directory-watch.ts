@@ -22,6 +22,7 @@ export const DIRECTORY_STALE_MS = 30_000;
 const CONNECT_TIMEOUT_MS = 10_000;
 const BACKOFF_BASE_MS = 200;
 const BACKOFF_MAX_MS = 30_000;
+const UNIMPLEMENTED_RETRY_MS = 30_000;
 const KEEPALIVE_MS = 30_000;
 const KEEPALIVE_TIMEOUT_MS = 10_000;
 
@@ -35,6 +36,7 @@ export interface DirectoryWatchOptions {
   tokenFlag?: string;
   /** Stale after this long without an update; default DIRECTORY_STALE_MS. A watch silent this long is reopened. */
   staleAfterMs?: number;
+  /** Reconnect backoff: full jitter from the base, doubling, up to the cap (the sidecar passes --ship-backoff-max-ms). */
   backoffBaseMs?: number;
   backoffMaxMs?: number;
   /** Where the directory's gauges go (the sidecar's /metrics); none: not exported. */
@@ -126,9 +128,8 @@ export function openDirectory(opts: DirectoryWatchOptions): WatchedDirectory {
       }
       if (controller.signal.aborted) return;
       if (outcome.snapshot) attempt = 0;
-      const maxMs = opts.backoffMaxMs ?? BACKOFF_MAX_MS;
-      // A collector from before the directory answers UNIMPLEMENTED: ask again only at the cap.
-      const delayMs = outcome.code === grpc.status.UNIMPLEMENTED ? maxMs : fullJitterMs(attempt++, opts.backoffBaseMs ?? BACKOFF_BASE_MS, maxMs);
+      // A collector from before the directory answers UNIMPLEMENTED: ask again only every 30 s.
+      const delayMs = outcome.code === grpc.status.UNIMPLEMENTED ? UNIMPLEMENTED_RETRY_MS : fullJitterMs(attempt++, opts.backoffBaseMs ?? BACKOFF_BASE_MS, opts.backoffMaxMs ?? BACKOFF_MAX_MS);
       opts.log('warn', 'mesh directory watch ended; reopening', { collector: opts.target, reason: outcome.reason, retry_ms: delayMs, peers_kept: peers.size });
       await sleep(delayMs, controller.signal);
     }

@@ -58,7 +58,7 @@ export async function openShipper(config: SidecarConfig, audit: AuditPipeline | 
     backoffMaxMs: ship.backoffMaxMs,
   });
   const { openDirectory } = await import('../mesh/directory-watch.js');
-  const directory = openDirectory({ target: config.collector, tls: certificate ?? undefined, tokenFile, tokenFlag, registry: metrics.registry, log });
+  const directory = openDirectory({ target: config.collector, tls: certificate ?? undefined, tokenFile, tokenFlag, backoffBaseMs: BACKOFF_BASE_MS, backoffMaxMs: ship.backoffMaxMs, registry: metrics.registry, log });
   return {
     directory,
     status: () => shipper.status(),
