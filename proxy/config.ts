@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { isAbsolute, relative, resolve } from 'node:path';
 import { type FlagSpec, UsageError, parseFlags } from '../command/flags.js';
 import { choice, defaultsOf, derived, duration, flagsOf, list, optionalPort, optionalText, parsedList, readSettings, tcpPort, text, whole, type SettingsOf } from '../command/settings.js';
@@ -87,6 +88,10 @@ export const SIDECAR_SETTINGS = {
   identityTokenFile: optionalText({ name: 'identity-token-file', help: 'a projected ServiceAccount token (audience auditmesh) presented to the collector; re-read at each connect, as the kubelet rotates it (the injector mounts one)' }),
   /** The mesh CA bundle: with --identity-token-file, ship over mTLS with a certificate from it. */
   caFile: optionalText({ name: 'ca-file', help: 'the mesh CA bundle: trusts the collector; with --identity-token-file the sidecar obtains a certificate of its key and ships over mTLS (the injector mounts one)' }),
+  /** The pod's IP (the injector sets AUDITMESH_POD_IP from status.podIP): claimed in the Hello for the mesh directory. */
+  podIp: optionalText({ name: 'pod-ip', help: "this pod's IP address, claimed to the collector for the mesh directory (listed only when it is the address the sidecar's stream comes from; the injector sets it from status.podIP)" }, (value) => {
+    if (isIP(value) === 0) throw new UsageError(`--pod-ip: ${JSON.stringify(value)} is not an IP address`);
+  }),
   /** Stable name of this sidecar at the collector: the pod name (default $HOSTNAME, else the service). */
   sidecarId: derived({ name: 'sidecar-id', type: 'string', help: "this sidecar's stable name at the collector (default: $HOSTNAME, else the service)" }, (values, env) => (values['sidecar-id'] as string | undefined) || env.HOSTNAME || serviceOf(values, env)),
   /** How the shipper talks to the collector (proxy/ship/). */

@@ -32,6 +32,7 @@ import { openShipper } from './ship/open-shipper.js';
 import { openWorkloadCertificate } from './identity/open-identity.js';
 import { openMesh } from './mesh/open-mesh.js';
 import type { Shipper } from './ship/shipper.js';
+import { EMPTY_DIRECTORY, type MeshDirectory } from './mesh/directory.js';
 import { createLogger, type Logger } from '../command/log.js';
 import { logIfUnpatched } from '../ledger/lmdb-build.js';
 
@@ -46,6 +47,8 @@ export interface Sidecar {
   readonly metrics: SidecarMetrics;
   /** Ships the journal to --collector; null without one. */
   readonly shipper: Shipper | null;
+  /** The mesh directory watched from --collector (proxy/mesh/directory-watch.ts); EMPTY_DIRECTORY without a collector or without auditing. */
+  readonly directory: MeshDirectory;
   close(): Promise<void>;
 }
 
@@ -67,8 +70,10 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
   const peerLabel = createPeerLabels();
   const alerting = config.alerts.intervalMs > 0 ? createAlerting({ service: config.service, options: config.alerts, metrics, peerLabel, audit, log }) : null;
   const onExchange = createExchangeSink({ metrics, peerLabel, alerting, audit });
+  // Which destinations are meshed: the collector's directory, watched beside the shipper (a fixed one in tests).
+  const directory = config.directory ?? shipper?.directory ?? EMPTY_DIRECTORY;
   const mesh = openMesh({
-    directory: config.directory,
+    directory,
     certificate: config.workloadCertificate ?? certificate,
     privateKey: audit?.journal.signer.privateKey,
     inboundPolicy: config.inboundPolicy,
@@ -169,6 +174,7 @@ export async function startSidecar(config: SidecarConfig, log: Logger = createLo
     audit,
     metrics,
     shipper,
+    directory,
     close() {
       closing ??= (async () => {
         const closed = Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));

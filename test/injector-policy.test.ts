@@ -116,6 +116,8 @@ const CASES: Case[] = [
       const env = proxy!.env as Array<{ name: string; valueFrom?: unknown }>;
       t.true(env.findIndex((e) => e.name === 'POD_NAMESPACE') < env.findIndex((e) => e.name === 'AUDITMESH_SIDECAR_ID'), 'defined before the reference that expands it');
       t.deepEqual(env.find((e) => e.name === 'POD_NAME')!.valueFrom, { fieldRef: { fieldPath: 'metadata.name' } });
+      // The pod IP the sidecar claims for the mesh directory comes from the kubelet, not from the pod's author.
+      t.deepEqual(env.find((e) => e.name === 'AUDITMESH_POD_IP'), { name: 'AUDITMESH_POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } });
     },
   },
 ];

@@ -25,7 +25,7 @@ function protoPath(): string {
 export const SYNC_PROTO_PATH = protoPath();
 
 const definition = protoLoader.loadSync(SYNC_PROTO_PATH, { keepCase: true, longs: Number, defaults: true, oneofs: true });
-const pkg = grpc.loadPackageDefinition(definition) as unknown as { auditmesh: { sync: { v1: { Collector: grpc.ServiceClientConstructor; Identity: grpc.ServiceClientConstructor } } } };
+const pkg = grpc.loadPackageDefinition(definition) as unknown as { auditmesh: { sync: { v1: { Collector: grpc.ServiceClientConstructor; Identity: grpc.ServiceClientConstructor; Directory: grpc.ServiceClientConstructor } } } };
 
 /** The generated client class; `CollectorClient.service` is the service definition for servers. */
 export const CollectorClient = pkg.auditmesh.sync.v1.Collector;
@@ -33,6 +33,29 @@ export const COLLECTOR_SERVICE = CollectorClient.service;
 /** The mesh CA's Certify, on the collector's gRPC port. */
 export const IdentityClient = pkg.auditmesh.sync.v1.Identity;
 export const IDENTITY_SERVICE = IdentityClient.service;
+
+/** The mesh directory's Watch, on the collector's gRPC port. */
+export const DirectoryClient = pkg.auditmesh.sync.v1.Directory;
+export const DIRECTORY_SERVICE = DirectoryClient.service;
+
+/** One meshed pod of the directory: its address, the SPIFFE ID it proved, its sidecar id and service. */
+export interface DirectoryEntry {
+  ip: string;
+  identity: string;
+  sidecar_id: string;
+  service: string;
+}
+
+/** Directory.Watch's request: nothing to ask yet (the whole directory is served). */
+export type DirectoryWatch = Record<string, never>;
+
+export interface DirectoryUpdate {
+  /** The stream's first message: `added` is the whole directory. */
+  snapshot: boolean;
+  added: DirectoryEntry[];
+  removed: string[];
+  unix_ms: number;
+}
 
 export interface CertifyRequest {
   csr_pem: string;
@@ -57,6 +80,8 @@ export interface Hello {
   unix_ms: number;
   /** Ed25519 over helloSigningInput (ledger/chain.ts) with the key presented, lowercase hex. */
   sig: string;
+  /** The pod's IP (--pod-ip); '' or absent from sidecars before the directory and outside Kubernetes. Not signed: believed only when it is the stream's source address. */
+  pod_ip?: string;
 }
 
 /** One link of the chain with its records: the journal's BatchHeader, with proto3's '' for an absent key and sig. */

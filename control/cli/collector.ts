@@ -42,6 +42,7 @@ export const COLLECTOR_SETTINGS = {
   exportOtlp: flag({ name: 'export-otlp', help: 'export stored records as OpenTelemetry logs over OTLP, at least once, from a cursor kept in the store; endpoint, protocol (grpc, http/protobuf, http/json), headers and timeout from the standard OTEL_EXPORTER_OTLP_LOGS_* / OTEL_EXPORTER_OTLP_* variables' }),
   retentionMs: duration({ name: 'retention', default: DEFAULT_RETENTION, help: 'prune whole batches sealed longer ago than this (90d, 12h; 0: never); with --export-otlp never one not exported yet' }),
   reconcileGraceMs: duration({ name: 'reconcile-grace', default: '2m', help: 'how long a call with one end seen stays pending before it counts as caller-only, callee-only or unpaired-external' }),
+  directoryTrustClaimedIp: flag({ name: 'directory-trust-claimed-ip', default: false, help: "list a sidecar's claimed pod IP in the mesh directory even when its stream comes from another address (local runs behind NAT, loopback tests; never in a cluster)" }),
   storeLimitBytes: optionalWhole({ name: 'store-limit-bytes', help: "the store's bound: past it the oldest batches are pruned (never unexported ones); with nothing to prune, new segments are refused, retryable (sidecars buffer), and /readyz says so" }, 1_048_576, 'at least 1048576 (1 MiB)'),
   jetstream: optionalText({ name: 'jetstream', help: 'comma-separated NATS URLs (nats://HOST:PORT): run as one replica of a collector tier on NATS JetStream; --store then holds this replica\'s shard indexes' }, (value) => {
     try {

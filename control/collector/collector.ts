@@ -4,7 +4,9 @@ import * as grpc from '@grpc/grpc-js';
 import { createLiveFeed } from '../../command/live-feed.js';
 import { CHECKPOINT_INTERVAL_MS } from '../../ledger/chain.js';
 import type { Logger } from '../../command/log.js';
-import { COLLECTOR_SERVICE, IDENTITY_SERVICE } from '../../wire/sync-wire.js';
+import { COLLECTOR_SERVICE, DIRECTORY_SERVICE, IDENTITY_SERVICE } from '../../wire/sync-wire.js';
+import { createMeshDirectory, type DirectoryView, type MeshDirectoryBook } from './directory/mesh-directory.js';
+import { createWatchServer } from './directory/watch-server.js';
 import { createCertifyHandler } from './ingest/certify.js';
 import { openMeshCa, type MeshCa } from './ingest/mesh-ca.js';
 import { createServingIdentity, type ServingIdentity } from './ingest/serving-identity.js';
@@ -96,6 +98,12 @@ export interface CollectorConfig extends ReadSettings {
   reconcileGraceMs?: number;
   /** false: stored runs are not reconciled (the ingest benchmark's baseline; ingest's workers still read each call's end). */
   reconcile?: boolean;
+  /** --directory-trust-claimed-ip: list a sidecar's claimed pod IP even when its stream comes from another address (local runs behind NAT, loopback tests). */
+  directoryTrustClaimedIp?: boolean;
+  /** How long a directory entry outlives its sidecar's stream; default 2 heartbeat intervals. */
+  directoryGraceMs?: number;
+  /** Directory.Watch's "still current" interval; default DIRECTORY_KEEPALIVE_MS (tests shorten it). */
+  directoryKeepaliveMs?: number;
 }
 
 /** --retention's default, 90 days. */
@@ -142,6 +150,10 @@ export interface Collector {
   readonly otlpExport: OtlpExport | null;
   /** Both ends of every call, reconciled (reconcile/). */
   readonly reconciler: CallReconciler;
+  /** The mesh directory this collector keeps: pod IP -> proven workload identity of the sidecars streaming to it (directory/). */
+  readonly directory: MeshDirectoryBook;
+  /** What Directory.Watch serves: `directory`, or in the JetStream tier every replica's merged. */
+  readonly fleetDirectory: DirectoryView;
   /** Listeners attached now: open /v1/tail streams plus onStored listeners. */
   readonly liveListeners: number;
   sidecars(): SidecarStatus[];
@@ -233,9 +245,10 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   const hasher = createHashPool(config.hashThreads);
   // Fleet detection is a stage of the collector, not a listener: it sees every stored run first.
   let fleetAlerts: FleetAlerts | null = null;
+  const directory = createMeshDirectory({ graceMs: config.directoryGraceMs ?? 2 * heartbeatIntervalMs, trustClaimedIp: config.directoryTrustClaimedIp ?? false, registry: metrics.registry, log });
   // Timers and the tier's replies start before ingest has opened (joining the tier takes seconds): until then they see no chains.
   const opened: { ingest?: Ingest } = {};
-  const reconciler = createCallReconciler({ env: lmdbStore.stores.env, graceMs: config.reconcileGraceMs ?? DEFAULT_RECONCILE_GRACE_MS, metrics: { reconciled: metrics.reconciled, disagreements: metrics.disagreements, pending: metrics.reconcilePending }, services: () => (opened.ingest === undefined ? [] : Array.from(opened.ingest.chains.values(), (c) => c.state.service)), log });
+  const reconciler = createCallReconciler({ env: lmdbStore.stores.env, graceMs: config.reconcileGraceMs ?? DEFAULT_RECONCILE_GRACE_MS, metrics: { reconciled: metrics.reconciled, disagreements: metrics.disagreements, pending: metrics.reconcilePending }, services: () => (opened.ingest === undefined ? [] : Array.from(opened.ingest.chains.values(), (c) => c.state.service)), meshAddress: (ip) => (tier?.directory ?? directory).has(ip), log });
   const observe = (run: StoredRun): void => {
     try {
       if (config.reconcile !== false) reconciler.observe(run);
@@ -254,7 +267,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   let tier: Tier | null = null;
   if (config.jetstream !== undefined) {
     try {
-      tier = await openTier(config.jetstream, { index: lmdbStore, storeDir: config.storeDir, onIndexed: observe, localSidecars: () => (opened.ingest === undefined ? [] : sidecars()), localAnomalies: () => anomalies(), log });
+      tier = await openTier(config.jetstream, { index: lmdbStore, storeDir: config.storeDir, onIndexed: observe, localSidecars: () => (opened.ingest === undefined ? [] : sidecars()), localAnomalies: () => anomalies(), directory, log });
     } catch (err) {
       await hasher.close();
       await reconciler.close();
@@ -290,7 +303,9 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     'grpc.keepalive_timeout_ms': KEEPALIVE_TIMEOUT_MS,
     ...FLOW_WINDOW_OPTION,
   });
-  grpcServer.addService(COLLECTOR_SERVICE, { Sync: createSyncHandler({ ingest, store, metrics, auth, peer, serving, trustDomain, log, admit: () => retention.admit(), onHello: (chain, der) => witness.certified(chain.chainKey, chain.state.key_id, chain.spki, der) }) });
+  grpcServer.addService(COLLECTOR_SERVICE, { Sync: createSyncHandler({ ingest, store, metrics, auth, peer, serving, trustDomain, log, admit: () => retention.admit(), directory, onHello: (chain, der) => witness.certified(chain.chainKey, chain.state.key_id, chain.spki, der) }) });
+  const watch = createWatchServer({ directory: tier?.directory ?? directory, peer, auth, keepaliveMs: config.directoryKeepaliveMs, registry: metrics.registry, log });
+  grpcServer.addService(DIRECTORY_SERVICE, { Watch: watch.handler });
   if (ca !== null) {
     const certify = createCertifyHandler({ ca, serviceAccounts, trustDomain, certTtlMs, issued: () => metrics.certificatesIssued.inc(), refused: (reason) => metrics.identityRefusals.inc({ reason }), log });
     grpcServer.addService(IDENTITY_SERVICE, { Certify: certify });
@@ -337,6 +352,8 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     retention,
     otlpExport,
     reconciler,
+    directory,
+    fleetDirectory: tier?.directory ?? directory,
     get liveListeners() {
       return feed.size;
     },
@@ -345,6 +362,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
       closing ??= (async () => {
         // Sidecar streams are long-lived: give them a moment to end, then cut them.
         serving?.close();
+        watch.close();
         const force = setTimeout(() => grpcServer.forceShutdown(), SHUTDOWN_GRACE_MS);
         await new Promise<void>((resolve) => grpcServer.tryShutdown(() => resolve()));
         clearTimeout(force);
@@ -357,6 +375,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
         await retention.close();
         await witness.close();
         await reconciler.close();
+        directory.close();
         await store.close();
       })();
       return closing;

@@ -108,6 +108,8 @@ export function proxyContainer(options: InjectOptions, settings: PodSettings, se
     env: [
       { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
       { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
+      // Claimed to the collector for the mesh directory, which lists it only as the stream's source address.
+      { name: 'AUDITMESH_POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
       ...env({
         // The collector lets a token write only under its own pod's id.
         AUDITMESH_SIDECAR_ID: '$(POD_NAMESPACE)/$(POD_NAME)',

@@ -38,6 +38,8 @@ export interface ShipperOptions {
   tls?: { caPem: string; credentials(): ChannelCredentials };
   sidecarId: string;
   service: string;
+  /** The pod's IP, claimed in every Hello for the mesh directory; undefined: none claimed. */
+  podIp?: string;
   journal: Journal;
   metrics: ShipperMetrics;
   log: Logger;
@@ -79,6 +81,7 @@ export function startShipper(opts: ShipperOptions): Shipper {
       base_head: pruned?.head ?? GENESIS_HEAD,
       first_batch: first?.batch ?? (pruned === undefined ? 1 : pruned.last_batch + 1),
       ...signHello(signer, opts.sidecarId),
+      ...(opts.podIp === undefined ? {} : { pod_ip: opts.podIp }),
     };
   };
 
@@ -185,7 +188,8 @@ export function startShipper(opts: ShipperOptions): Shipper {
   };
 }
 
-async function readToken(file: string | undefined, flag: string): Promise<string | undefined> {
+/** A credential file, trimmed, read at each connection (a rotated Secret or projected token is picked up); an unreadable or empty one names its flag. */
+export async function readToken(file: string | undefined, flag: string): Promise<string | undefined> {
   if (file === undefined) return undefined;
   let token: string;
   try {

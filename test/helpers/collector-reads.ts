@@ -2,9 +2,9 @@ import type { CollectedRecord } from '../../control/collector/api/record-query.j
 import type { TestCollector } from './collector.js';
 import { metricValue } from './sidecar.js';
 
-/** A collector metric's value, from its /metrics. */
+/** A collector metric's value, from its /metrics (over HTTPS trusting the mesh CA when it serves so). */
 export async function metric(c: TestCollector, name: string, labels: Record<string, string> = {}): Promise<number> {
-  return metricValue(await (await fetch(`${c.httpUrl}/metrics`)).text(), name, labels);
+  return metricValue(await (await c.get('/metrics')).text(), name, labels);
 }
 
 /** Every record the collector holds (up to 10,000), newest first. */

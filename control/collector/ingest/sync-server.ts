@@ -14,6 +14,7 @@ import type { PeerVerdict } from './peer-identity.js';
 import type { ServingIdentity } from './serving-identity.js';
 import { spiffeIdOf } from '../../../ledger/spiffe-id.js';
 import { chainKey } from '../store/chain-key.js';
+import type { DirectoryListing, MeshDirectoryBook } from '../directory/mesh-directory.js';
 
 /**
  * The Sync stream, one per sidecar connection: authenticates it, hands each message to ingest in
@@ -57,6 +58,8 @@ export interface SyncDeps {
   onHello?: (chain: SidecarChain, certificateDer: Buffer | undefined) => void;
   /** Whether a new segment may be stored now: undefined if so, else why not (the store at its bound); absent: always. */
   admit?: () => string | undefined;
+  /** The mesh directory: each Hello's pod IP claim, listed while the stream lasts (directory/mesh-directory.ts); absent: none kept. */
+  directory?: Pick<MeshDirectoryBook, 'claim'>;
 }
 
 export function createSyncHandler(deps: SyncDeps): grpc.handleBidiStreamingCall<SidecarMessage, CollectorMessage> {
@@ -80,6 +83,10 @@ class SyncSession {
   #spiffeId: string | null = null;
   /** That client certificate (DER): it may endorse a key change (key-rotation.ts). */
   #peerCertificate: Buffer | undefined;
+  /** This stream's entry in the mesh directory, if listed. */
+  #listing: DirectoryListing | null = null;
+  /** The call closed or was cancelled: nothing more is listed for it. */
+  #gone = false;
 
   constructor(deps: SyncDeps, call: SyncServerStream) {
     this.#deps = deps;
@@ -89,6 +96,7 @@ class SyncSession {
     const gone = (): void => {
       if (counted) deps.metrics.streamsActive.dec();
       counted = false;
+      this.#gone = true;
       this.#release();
     };
     call.on('close', gone);
@@ -180,6 +188,8 @@ class SyncSession {
       chain.owner = this;
       this.#chain = chain;
       this.#deps.onHello?.(chain, this.#spiffeId === null ? undefined : this.#call.getAuthContext().sslPeerCertificate?.raw);
+      // Listed by the certificate's identity only: a token proves a pod, not the key that answers mTLS.
+      if (!this.#over && !this.#gone) this.#listing = this.#deps.directory?.claim({ podIp: msg.hello.pod_ip, source: this.#call.getPeer(), identity: this.#spiffeId, sidecarId: chain.state.id, service: chain.state.service, chainKey: chain.chainKey }) ?? null;
       // What an older stream of this sidecar had in flight lands first: the Welcome is the stored truth.
       await chain.settled();
       this.#retained = { first_batch: msg.hello.first_batch, base_head: msg.hello.base_head };
@@ -278,6 +288,7 @@ class SyncSession {
   }
 
   #release(): void {
+    this.#listing?.release();
     // Only if still this session's: a newer stream may already own it.
     if (this.#chain?.owner === this) this.#chain.owner = undefined;
   }

@@ -17,6 +17,8 @@ export const CHAINS_BUCKET = 'auditmesh-chains';
 export const LEASES_BUCKET = 'auditmesh-shards';
 /** Request-reply subjects between replicas: queries to shard owners, sidecar status, anomalies. */
 export const ASK_PREFIX = 'auditmesh.ask';
+/** Each replica's mesh directory book (control/collector/directory/merged-directory.ts), published to every other. */
+export const DIRECTORY_SUBJECT = 'auditmesh.directory';
 /** Shards of the stream: each has one owner at a time that indexes it and answers its queries. */
 export const SHARDS = 8;
 /** Replicas of the stream and buckets in production; a single nats-server (a local run) gets 1. */

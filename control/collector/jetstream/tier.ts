@@ -14,7 +14,9 @@ import { connectJetStream, type JetStreamConfig } from './nats-connect.js';
 import { startShardIndexer, type IndexStore, type ShardIndexer } from './shard-indexer.js';
 import { startShardLeases, type ShardLeases } from './shard-leases.js';
 import { askShards, serveShardQueries } from './shard-queries.js';
-import { ASK_PREFIX, ensureTier } from './tier-layout.js';
+import { ASK_PREFIX, DIRECTORY_SUBJECT, ensureTier } from './tier-layout.js';
+import type { DirectoryView, MeshDirectoryBook } from '../directory/mesh-directory.js';
+import { createMergedDirectory, DIRECTORY_REFRESH_MS } from '../directory/merged-directory.js';
 
 /**
  * One replica of the collector tier, wired: the connection, the stream and buckets, the chain
@@ -37,6 +39,8 @@ export interface TierDeps {
   /** This replica's view: the sidecars streaming to it, the anomalies of its shards. */
   localSidecars(): SidecarStatus[];
   localAnomalies(): Anomalies;
+  /** This replica's mesh directory: shared with the others over NATS, and theirs merged in (tier.directory). */
+  directory?: MeshDirectoryBook;
   log: Logger;
 }
 
@@ -47,6 +51,8 @@ export interface Tier {
   readonly leases: ShardLeases;
   sidecars(): Promise<SidecarStatus[]>;
   anomalies(): Promise<Anomalies>;
+  /** The fleet's mesh directory (every replica's book merged); null without deps.directory. */
+  readonly directory: DirectoryView | null;
   ready(): { ok: boolean; reason?: string };
   /** Time spent so far: publish and compare-and-set on ingest, local index writes of owned shards. */
   times(): PublishTimes & { indexMs: number };
@@ -119,7 +125,18 @@ async function wire(nc: NatsConnection, config: JetStreamConfig, deps: TierDeps,
     },
     onRelease: release,
   });
+  const merged = deps.directory === undefined ? null : createMergedDirectory(deps.directory, { replicaId, publish: (book) => nc.publish(DIRECTORY_SUBJECT, JSON.stringify(book)), refreshMs: DIRECTORY_REFRESH_MS, log });
   const everyone = [
+    nc.subscribe(DIRECTORY_SUBJECT, {
+      callback: (err, m) => {
+        if (err !== null || merged === null) return;
+        try {
+          merged.received(m.json());
+        } catch {
+          log('warn', 'collector replica got a mesh directory book it cannot read: ignored', { subject: m.subject });
+        }
+      },
+    }),
     nc.subscribe(`${ASK_PREFIX}.sidecars`, { callback: (_e, m) => void m.respond(JSON.stringify(deps.localSidecars())) }),
     nc.subscribe(`${ASK_PREFIX}.anomalies`, { callback: (_e, m) => void m.respond(JSON.stringify(deps.localAnomalies())) }),
   ];
@@ -144,6 +161,7 @@ async function wire(nc: NatsConnection, config: JetStreamConfig, deps: TierDeps,
     usedBytes: () => index.usedBytes(),
     close() {
       closing ??= (async () => {
+        merged?.close();
         await leases.close();
         for (const shard of [...indexers.keys()]) release(shard);
         for (const s of everyone) s.unsubscribe();
@@ -158,6 +176,7 @@ async function wire(nc: NatsConnection, config: JetStreamConfig, deps: TierDeps,
     replicaId,
     store,
     leases,
+    directory: merged,
     async sidecars() {
       return mergeSidecars((await askAll<SidecarStatus[]>('sidecars')).flat());
     },

@@ -31,6 +31,8 @@ export interface CallEnd {
   duration?: number;
   /** Outbound: where the bytes went, `host:port`. */
   server?: string;
+  /** Inbound: the address the call came from (a meshed caller's pod IP, which the mesh directory may list). */
+  client?: string;
 }
 
 const str = (v: unknown): string | undefined => (typeof v === 'string' && v !== '' && v.length <= 256 ? v : undefined);
@@ -72,5 +74,6 @@ export function callEndOf(rec: Partial<AuditRecord>, seq: number): CallEnd | nul
   set('duration', num(rec['audit.duration_ms']));
   const host = str(rec['server.address']);
   if (direction === 'outbound' && host !== undefined) end.server = `${host}:${num(rec['server.port']) ?? ''}`;
+  if (direction === 'inbound') set('client', str(rec['client.address']));
   return end;
 }

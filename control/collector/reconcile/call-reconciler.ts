@@ -55,10 +55,12 @@ interface OpenCall {
  * is over; decided calls go to the store's `reconciled` database, and the open ones to
  * `reconcile_open` on close, to be taken up again on the next start.
  * Without identities, a call's other end is a known sidecar when a sidecar of that service ships
- * here: an outbound call to a service no sidecar reports, or an inbound one no sidecar stamped
- * as its caller, is `unpaired-external`, not a failure.
+ * here, or when its address is a pod of the mesh directory (an outbound call's destination, an
+ * inbound call's source): an outbound call to a service no sidecar reports, or an inbound one no
+ * sidecar stamped as its caller, from an address the directory does not list, is
+ * `unpaired-external`, not a failure.
  */
-export function createCallReconciler(deps: { env: RootDatabase; graceMs: number; metrics: ReconcileMetrics; services: () => Iterable<string>; log: Logger; now?: () => number }): CallReconciler {
+export function createCallReconciler(deps: { env: RootDatabase; graceMs: number; metrics: ReconcileMetrics; services: () => Iterable<string>; meshAddress?: (ip: string) => boolean; log: Logger; now?: () => number }): CallReconciler {
   const now = deps.now ?? Date.now;
   // Shared structures: a decided call's field names are stored once for the database, not in every value (bench:ingest's store: 657 -> 508 bytes a record).
   const decided: Database<ReconciledCall, [number, string, number]> = deps.env.openDB(RECONCILED_DB, { encoding: 'msgpack', sharedStructuresKey: Symbol.for('structures') });
@@ -86,6 +88,7 @@ export function createCallReconciler(deps: { env: RootDatabase; graceMs: number;
     if (c.outs.length === 0 && c.ins.length === 0) open.delete(key);
   };
 
+  const meshed = (address: string | undefined): boolean => address !== undefined && deps.meshAddress?.(address) === true;
   const sweep = (): void => {
     const t = now();
     const known = new Set(deps.services());
@@ -97,10 +100,10 @@ export function createCallReconciler(deps: { env: RootDatabase; graceMs: number;
         early++;
       }
       open.delete(key);
-      for (const h of c.outs) decide(h.end.peer !== undefined && known.has(h.end.peer) ? 'caller-only' : 'unpaired-external', h, undefined);
+      for (const h of c.outs) decide((h.end.peer !== undefined && known.has(h.end.peer)) || meshed(hostOf(h.end.server)) ? 'caller-only' : 'unpaired-external', h, undefined);
       for (const h of c.ins) {
         const caller = h.end.claimedClient ?? h.end.peer;
-        decide(caller !== undefined && known.has(caller) ? 'callee-only' : 'unpaired-external', undefined, h);
+        decide((caller !== undefined && known.has(caller)) || meshed(h.end.client) ? 'callee-only' : 'unpaired-external', undefined, h);
       }
     }
     if (early > 0) deps.log('warn', 'reconciliation held more open calls than it may: the oldest were decided before their grace period ended, and may read one-sided though their other end is still on its way', { decided_early: early, max_open_calls: MAX_OPEN_CALLS, grace_ms: deps.graceMs });
@@ -158,4 +161,11 @@ export function createCallReconciler(deps: { env: RootDatabase; graceMs: number;
       open.clear();
     },
   };
+}
+
+/** The host of `host:port` (an IPv6 host keeps its colons). */
+function hostOf(server: string | undefined): string | undefined {
+  if (server === undefined) return undefined;
+  const at = server.lastIndexOf(':');
+  return at <= 0 ? server : server.slice(0, at);
 }
