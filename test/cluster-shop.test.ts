@@ -25,6 +25,7 @@ function stopwatch(): { timings: Record<string, number>; lap(name: string): void
   };
 }
 import { assertCarriesMeshCa } from './helpers/ca-bundle.js';
+import { captureBetween } from './helpers/wire-capture.js';
 import { applyPatch, type JsonPatchOp } from '../control/injector/json-patch.js';
 import type { Pod } from '../control/injector/pod.js';
 
@@ -126,11 +127,19 @@ test.serial('the default install ships over mTLS: every sidecar is certified by 
     for (const file of await volumeFiles(pod)) t.false((await readFile(file, 'utf8')).includes(keyLine), `${pod.name}: ${file} holds the mesh CA's key`);
   }
 
+  // What crosses the node's bridge between the two pods while orders calls inventory: the Service's
+  // DNAT sends it pod to pod. Sidecar to sidecar, it must be TLS with the mesh's ALPN, nothing in clear.
+  const wire = await captureBetween(t, cluster.network.node, 'br0', orders.ip, inventory.ip);
   const checkout = await cluster.request(`http://${orders.ip}:8080/checkout?id=42`);
   t.is(checkout.status, 200, JSON.stringify(checkout));
-  const answer = JSON.parse(checkout.body!) as { http: { status: number }; grpc: { text?: string; error?: string } };
+  const answer = JSON.parse(checkout.body!) as { http: { status: number }; grpc: { text?: string; error?: string }; tcp?: { text?: string; error?: string } };
   t.is(answer.http.status, 200, checkout.body);
   t.is(answer.grpc.text, 'echo item 42', checkout.body);
+  t.is(answer.tcp?.text, 'echo item 42', checkout.body);
+  const captured = await wire.stop();
+  t.true(captured.packets > 0, 'no packet between the two pods: the capture saw nothing');
+  for (const clear of ['GET /items/42', 'HTTP/1.1', 'PRI * HTTP/2.0', 'item 42']) t.false(captured.bytes.includes(clear), `"${clear}" crossed the wire between the pods in clear`);
+  t.true(captured.bytes.includes('auditmesh/1'), 'no ClientHello offering the mesh ALPN crossed the wire');
 
   // Both ends of both calls, at the collector, from the node (as a user's port-forward would see
   // them): over HTTPS, trusting the mesh CA of the install's Secret for the collector's Service name.
@@ -151,7 +160,8 @@ test.serial('the default install ships over mTLS: every sidecar is certified by 
     const find = (list: typeof o, direction: string, match: (r: Record<string, unknown>) => boolean) => list.find((r) => r['audit.direction'] === direction && match(r));
     const http = (r: Record<string, unknown>) => r['url.path'] === '/items/42';
     const grpc = (r: Record<string, unknown>) => r['rpc.method'] === 'Unary';
-    return { httpOut: find(o, 'outbound', http), grpcOut: find(o, 'outbound', grpc), httpIn: find(i, 'inbound', http), grpcIn: find(i, 'inbound', grpc) };
+    const tcp = (r: Record<string, unknown>) => r['audit.kind'] === 'tcp' && r['server.port'] === 7070;
+    return { httpOut: find(o, 'outbound', http), grpcOut: find(o, 'outbound', grpc), tcpOut: find(o, 'outbound', tcp), httpIn: find(i, 'inbound', http), grpcIn: find(i, 'inbound', grpc), tcpIn: find(i, 'inbound', (r) => r['audit.kind'] === 'tcp') };
   };
   let found = await ends();
   for (const deadline = Date.now() + 30_000; Date.now() < deadline && Object.values(found).some((r) => r === undefined); ) {
@@ -179,6 +189,17 @@ test.serial('the default install ships over mTLS: every sidecar is certified by 
   for (const [end, record] of Object.entries(found)) t.truthy(record, `${end} never reached the collector; collector log:\n${collectorLog}\nsidecar log:\n${orders.containers.get('auditmesh-proxy')!.logs()}`);
   t.is(found.httpOut?.['http.response.status_code'], 200);
   t.is(found.grpcIn?.['rpc.grpc.status_code'], 0);
+  // Each end names the other as its certificate proved it, not as a header claimed it.
+  for (const end of ['httpOut', 'grpcOut', 'tcpOut'] as const) t.like(found[end], { 'audit.peer.verified': true, 'peer.identity': 'spiffe://cluster.local/ns/shop/sa/inventory' }, end);
+  for (const end of ['httpIn', 'grpcIn', 'tcpIn'] as const) t.like(found[end], { 'audit.peer.verified': true, 'peer.identity': 'spiffe://cluster.local/ns/shop/sa/orders' }, end);
+  // The two ends of the HTTP and gRPC calls agree at the collector (its grace period is minutes, so pending until they pair).
+  type Call = { state: string; 'audit.request_id': string };
+  let calls: Call[] = [];
+  for (const deadline = Date.now() + 30_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 250))) {
+    calls = ((await cluster.request(`${api}/v1/reconciliation?service=inventory`, asReader)).body ?? '[]').split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Call);
+    if (['42-http', '42-grpc'].every((id) => calls.some((c) => c['audit.request_id'] === id && c.state === 'matched'))) break;
+  }
+  for (const id of ['42-http', '42-grpc']) t.is(calls.find((c) => c['audit.request_id'] === id)?.state, 'matched', `${id}: ${JSON.stringify(calls)}`);
   lap('records at the collector');
 
   const sidecars = JSON.parse((await cluster.request(`${api}/v1/sidecars`, asReader)).body ?? '[]') as Array<{ id: string; verified: boolean }>;

@@ -153,7 +153,10 @@ test("the collector's probes use HTTPS, as its HTTP port serves TLS with the mes
 
 test('install options reach the objects: namespace, image, replicas, resources, storage, collector address', async (t) => {
   const objects = await install(['-n', 'audit', '--image', 'registry.example/auditmesh:9', '--replicas', '3', '--injector-memory', '256Mi', '--collector-storage', '100Gi', '--proxy-memory-limit', '1Gi']);
-  t.true(objects.filter((o) => o.kind !== 'Namespace' && o.kind !== 'MutatingWebhookConfiguration').every((o) => o.metadata.namespace === 'audit'));
+  const clusterWide = new Set(['Namespace', 'MutatingWebhookConfiguration', 'ClusterRole', 'ClusterRoleBinding']);
+  t.true(objects.filter((o) => !clusterWide.has(o.kind)).every((o) => o.metadata.namespace === 'audit'));
+  // The collector's read of Services is bound to its ServiceAccount in the install's namespace.
+  t.like(find(objects, 'ClusterRoleBinding', 'auditmesh-collector-services'), { subjects: [{ kind: 'ServiceAccount', name: 'auditmesh-collector', namespace: 'audit' }] });
   const injector = find(objects, 'Deployment', 'auditmesh-injector') as Obj & { spec: { replicas: number; template: { spec: { containers: Array<{ image: string; args: string[]; resources: unknown }> } } } };
   t.is(injector.spec.replicas, 3);
   const container = injector.spec.template.spec.containers[0]!;

@@ -37,19 +37,41 @@ export function namespace(o: InstallOptions): KubeObject {
 }
 
 /**
- * The control plane's identities. Neither has a Role: the injector never calls the API server (it
- * reads namespace opt-in from the webhook path; its certificate comes from a mounted Secret), and
- * the collector reads only the service-account issuer's public keys, which Kubernetes lets every
- * ServiceAccount read (system:service-account-issuer-discovery). No token is mounted by default;
- * the collector's pod mounts its own (collector() below).
+ * The control plane's identities. The injector has no Role: it never calls the API server (it
+ * reads namespace opt-in from the webhook path; its certificate comes from a mounted Secret). The
+ * collector reads the service-account issuer's public keys, which Kubernetes lets every
+ * ServiceAccount read (system:service-account-issuer-discovery), and lists Services and
+ * EndpointSlices, read-only, so that the mesh directory can list a ClusterIP whose pods are all
+ * meshed (directory/kube-services.ts). No token is mounted by default; the collector's pod mounts
+ * its own (collector() below).
  */
 export function serviceAccounts(o: InstallOptions): KubeObject[] {
-  return [INJECTOR, COLLECTOR].map((name) => ({
+  const accounts: KubeObject[] = [INJECTOR, COLLECTOR].map((name) => ({
     apiVersion: 'v1',
     kind: 'ServiceAccount',
     metadata: { name, namespace: o.namespace, labels: componentLabels(name) },
     automountServiceAccountToken: false,
   }));
+  const role = `${COLLECTOR}-services`;
+  return [
+    ...accounts,
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'ClusterRole',
+      metadata: { name: role, labels: componentLabels(COLLECTOR) },
+      rules: [
+        { apiGroups: [''], resources: ['services'], verbs: ['get', 'list', 'watch'] },
+        { apiGroups: ['discovery.k8s.io'], resources: ['endpointslices'], verbs: ['get', 'list', 'watch'] },
+      ],
+    },
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'ClusterRoleBinding',
+      metadata: { name: role, labels: componentLabels(COLLECTOR) },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: role },
+      subjects: [{ kind: 'ServiceAccount', name: COLLECTOR, namespace: o.namespace }],
+    },
+  ];
 }
 
 /** Startup probes every 5 s, up to an hour, before liveness applies. */

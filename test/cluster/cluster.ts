@@ -52,17 +52,19 @@ export async function startCluster(t: ExecutionContext, options: ClusterOptions 
   const store = new ObjectStore();
   const images: ImageRegistry = defaultRegistry(options.images);
   const serviceHosts: string[] = [];
+  /** What the API server lists of Services and EndpointSlices (api-server.mjs reads the file). */
+  const apiObjects: { services: object[]; endpointSlices: object[] } = { services: [], endpointSlices: [] };
   const pods: PodHandle[] = [];
   const startedPods: PodHandle[] = [];
 
   // The API server (issuer discovery only), behind the `kubernetes` Service: the first ClusterIP.
   const certs = await createWebhookCertificates(API_SERVER_NAMES, 1);
-  const files = { cert: join(dir, 'apiserver.crt'), key: join(dir, 'apiserver.key'), jwks: join(dir, 'jwks.json') };
+  const files = { cert: join(dir, 'apiserver.crt'), key: join(dir, 'apiserver.key'), jwks: join(dir, 'jwks.json'), services: join(dir, 'services.json') };
   await writeFile(files.cert, certs.cert);
   await writeFile(files.key, certs.key);
   await writeFile(files.jwks, JSON.stringify(issuer.jwks()));
   const api = await network.addPod();
-  const apiServer = startIn(t, api.ns, null, [process.execPath, 'test/fixtures/cluster/api-server.mjs', '443', files.cert, files.key, files.jwks, issuer.issuer, issuer.apiAudience]);
+  const apiServer = startIn(t, api.ns, null, [process.execPath, 'test/fixtures/cluster/api-server.mjs', '443', files.cert, files.key, files.jwks, issuer.issuer, issuer.apiAudience, files.services]);
   await apiServer.waitFor(/api-server listening/, 30_000);
   const kubernetesService = await network.addService([{ port: 443, targetIp: api.ip, targetPort: 443 }]);
   serviceHosts.push(`${kubernetesService}\t${API_SERVER_NAMES.join(' ')}`);
@@ -116,6 +118,18 @@ export async function startCluster(t: ExecutionContext, options: ClusterOptions 
     const port = (p: number | string | undefined, fallback: number): number => (typeof p === 'string' ? containers.flatMap((c) => c.ports ?? []).find((x) => x.name === p)?.containerPort ?? NaN : (p ?? fallback));
     const ip = await network.addService(spec.ports.map((p) => ({ port: p.port, targetIp: target.ip, targetPort: port(p.targetPort, p.port) })));
     const { name, namespace } = svc.metadata;
+    // As the API server lists them: the Service with its ClusterIP, and one EndpointSlice naming the pod its traffic goes to.
+    const ports = spec.ports as Array<{ name?: string; port: number; targetPort?: number | string; protocol?: string }>;
+    apiObjects.services.push({ apiVersion: 'v1', kind: 'Service', metadata: { name, namespace }, spec: { ...spec, clusterIP: ip, clusterIPs: [ip] } });
+    apiObjects.endpointSlices.push({
+      apiVersion: 'discovery.k8s.io/v1',
+      kind: 'EndpointSlice',
+      metadata: { name: `${name}-harness`, namespace, labels: { 'kubernetes.io/service-name': name } },
+      addressType: 'IPv4',
+      endpoints: [{ addresses: [target.ip], conditions: { ready: true }, targetRef: { kind: 'Pod', namespace, name: target.name } }],
+      ports: ports.map((p) => ({ ...(p.name === undefined ? {} : { name: p.name }), port: port(p.targetPort, p.port), protocol: p.protocol ?? 'TCP' })),
+    });
+    await writeFile(files.services, JSON.stringify(apiObjects));
     serviceHosts.push(`${ip}\t${name}.${namespace}.svc.cluster.local ${name}.${namespace}.svc ${name}.${namespace} ${namespace}:${name}`);
   }
 
