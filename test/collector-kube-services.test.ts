@@ -67,3 +67,54 @@ test('ClusterIPs map to the ready pods of their EndpointSlices, follow changes, 
   t.deepEqual(warnings, ['collector cannot list the cluster Services: ClusterIPs stay as last read']);
   t.deepEqual(kube.backends('10.96.0.20'), ['10.1.0.5', '10.1.0.6']);
 });
+
+test('the directory lists a ClusterIP when every ready pod behind it is a listed sidecar of one identity, and follows both the pods and the Services', async (t) => {
+  const { Registry } = await import('prom-client');
+  const { createMeshDirectory } = await import('../control/collector/directory/mesh-directory.js');
+  const { withClusterIps } = await import('../control/collector/directory/cluster-ips.js');
+  const pods = createMeshDirectory({ graceMs: 0, trustClaimedIp: false, registry: new Registry(), log: () => {} });
+  t.teardown(() => pods.close());
+  const claim = (ip: string, sa: string, pod: string): { release(): void } | null =>
+    pods.claim({ podIp: ip, source: `${ip}:40000`, identity: `spiffe://cluster.local/ns/shop/sa/${sa}`, sidecarId: `shop/${pod}`, service: sa, chainKey: `shop/${pod}@u-${pod}` });
+  const backends = new Map<string, string[]>([
+    ['10.96.0.20', ['10.1.0.5', '10.1.0.6']],
+    ['10.96.0.21', ['10.1.0.7']],
+    ['10.96.0.22', []],
+  ]);
+  const view = withClusterIps(pods, { backends: (ip) => backends.get(ip), clusterIps: () => [...backends.keys()] });
+  t.teardown(() => view.close());
+  const changes: Array<{ added: string[]; removed: string[] }> = [];
+  view.subscribe((c) => changes.push({ added: c.added.map((e) => e.ip), removed: c.removed }));
+
+  const a = claim('10.1.0.5', 'inventory', 'inventory-a');
+  t.false(view.has('10.96.0.20'), 'one of its two pods is not meshed: callers must not send it TLS');
+  claim('10.1.0.6', 'inventory', 'inventory-b');
+  t.true(view.has('10.96.0.20'));
+  t.like(view.entries().find((e) => e.ip === '10.96.0.20'), { identity: 'spiffe://cluster.local/ns/shop/sa/inventory', service: 'inventory' });
+  claim('10.1.0.7', 'orders', 'orders-a');
+  t.true(view.has('10.96.0.21'));
+  t.false(view.has('10.96.0.22'), 'a Service without ready pods is not listed');
+  t.is(view.size, 5);
+
+  // A third pod of another identity behind the inventory ClusterIP: the DNAT could pick it, so the ClusterIP leaves.
+  claim('10.1.0.8', 'payments', 'payments-a');
+  backends.set('10.96.0.20', ['10.1.0.5', '10.1.0.6', '10.1.0.8']);
+  view.refresh();
+  t.false(view.has('10.96.0.20'));
+  backends.set('10.96.0.20', ['10.1.0.5', '10.1.0.6']);
+  view.refresh();
+  t.true(view.has('10.96.0.20'));
+  // Its pod's sidecar gone (grace 0): the ClusterIP leaves with it.
+  a!.release();
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  t.false(view.has('10.1.0.5'));
+  t.false(view.has('10.96.0.20'));
+  const serviceChanges = changes.filter((c) => [...c.added, ...c.removed].some((ip) => ip.startsWith('10.96.')));
+  t.deepEqual(serviceChanges, [
+    { added: ['10.96.0.20'], removed: [] },
+    { added: ['10.96.0.21'], removed: [] },
+    { added: [], removed: ['10.96.0.20'] },
+    { added: ['10.96.0.20'], removed: [] },
+    { added: [], removed: ['10.96.0.20'] },
+  ]);
+});

@@ -44,3 +44,10 @@ export function podNamespace(env: Readonly<Record<string, string | undefined>>):
   const file = join(IN_CLUSTER_CREDENTIALS, 'namespace');
   return existsSync(file) ? readFileSync(file, 'utf8').trim() : undefined;
 }
+
+/** In a pod with its API token: where the collector lists the cluster's Services for the mesh directory (its ClusterRole allows it). */
+export function kubeServicesOf(env: Readonly<Record<string, string | undefined>>): { apiUrl: string; caFile: string; bearerTokenFile: string } | undefined {
+  const ownToken = join(IN_CLUSTER_CREDENTIALS, 'token');
+  if (env.KUBERNETES_SERVICE_HOST === undefined || !existsSync(ownToken)) return undefined;
+  return { apiUrl: 'https://kubernetes.default.svc', caFile: join(IN_CLUSTER_CREDENTIALS, 'ca.crt'), bearerTokenFile: ownToken };
+}

@@ -11,7 +11,7 @@ import type { ServiceAccountKeys } from '../collector/ingest/service-account-tok
 import { untilAborted, type CommandIO } from '../../command/io.js';
 import { DEFAULT_MAX_TAIL_SUBSCRIBERS } from '../../command/tail-streams.js';
 import { IN_CLUSTER_JWKS_URL } from '../collector/ingest/service-account-tokens.js';
-import { podNamespace, serviceAccountKeys } from './collector-identity.js';
+import { kubeServicesOf, podNamespace, serviceAccountKeys } from './collector-identity.js';
 import { serviceNames } from '../collector/ingest/serving-identity.js';
 import { DEFAULT_RETENTION } from '../collector/store/store-retention.js';
 import { otlpProtocolFrom } from '../collector/export/otlp-transport.js';
@@ -101,7 +101,7 @@ export async function collectorMain(argv: readonly string[], io: CommandIO): Pro
   if (settings.certTtlMs < SHORT_CERT_TTL_MS) log('warn', '--cert-ttl is for tests: every sidecar and the collector renew their certificate every half of it (use 1h or more)', { cert_ttl_ms: settings.certTtlMs });
   let collector: Collector;
   try {
-    collector = await createCollector({ ...config, ...(protocol === undefined ? {} : { exportOtlp: { protocol } }), ...(serviceAccounts === undefined ? {} : { serviceAccounts }), identity: meshIdentity(settings, serviceAccounts, io.env), jetstream: jetStreamOf(settings) }, log);
+    collector = await createCollector({ ...config, ...(protocol === undefined ? {} : { exportOtlp: { protocol } }), ...(serviceAccounts === undefined ? {} : { serviceAccounts }), identity: meshIdentity(settings, serviceAccounts, io.env), jetstream: jetStreamOf(settings), kubeServices: kubeServicesOf(io.env) }, log);
   } catch (err) {
     io.stderr.write(`auditmesh collector: cannot start: ${(err as Error).message}\n`);
     return err instanceof CollectorConfigError ? 2 : 1;

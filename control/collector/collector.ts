@@ -7,6 +7,8 @@ import type { Logger } from '../../command/log.js';
 import { COLLECTOR_SERVICE, DIRECTORY_SERVICE, IDENTITY_SERVICE } from '../../wire/sync-wire.js';
 import { createMeshDirectory, type DirectoryView, type MeshDirectoryBook } from './directory/mesh-directory.js';
 import { createWatchServer } from './directory/watch-server.js';
+import { withClusterIps, type DirectoryWithServices } from './directory/cluster-ips.js';
+import { DEFAULT_KUBE_SERVICES_INTERVAL_MS, watchKubeServices, type KubeServices } from './directory/kube-services.js';
 import { createCertifyHandler } from './ingest/certify.js';
 import { openMeshCa, type MeshCa } from './ingest/mesh-ca.js';
 import { createServingIdentity, type ServingIdentity } from './ingest/serving-identity.js';
@@ -104,6 +106,8 @@ export interface CollectorConfig extends ReadSettings {
   directoryGraceMs?: number;
   /** Directory.Watch's "still current" interval; default DIRECTORY_KEEPALIVE_MS (tests shorten it). */
   directoryKeepaliveMs?: number;
+  /** In a pod: where to list the cluster's Services, so the directory lists ClusterIPs whose pods are all meshed (directory/kube-services.ts). */
+  kubeServices?: { apiUrl: string; caFile?: string; bearerTokenFile?: string; intervalMs?: number };
 }
 
 /** --retention's default, 90 days. */
@@ -248,7 +252,8 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
   const directory = createMeshDirectory({ graceMs: config.directoryGraceMs ?? 2 * heartbeatIntervalMs, trustClaimedIp: config.directoryTrustClaimedIp ?? false, registry: metrics.registry, log });
   // Timers and the tier's replies start before ingest has opened (joining the tier takes seconds): until then they see no chains.
   const opened: { ingest?: Ingest } = {};
-  const reconciler = createCallReconciler({ env: lmdbStore.stores.env, graceMs: config.reconcileGraceMs ?? DEFAULT_RECONCILE_GRACE_MS, metrics: { reconciled: metrics.reconciled, disagreements: metrics.disagreements, pending: metrics.reconcilePending }, services: () => (opened.ingest === undefined ? [] : Array.from(opened.ingest.chains.values(), (c) => c.state.service)), meshAddress: (ip) => (tier?.directory ?? directory).has(ip), log });
+  const served: { view: DirectoryView; withServices?: DirectoryWithServices } = { view: directory };
+  const reconciler = createCallReconciler({ env: lmdbStore.stores.env, graceMs: config.reconcileGraceMs ?? DEFAULT_RECONCILE_GRACE_MS, metrics: { reconciled: metrics.reconciled, disagreements: metrics.disagreements, pending: metrics.reconcilePending }, services: () => (opened.ingest === undefined ? [] : Array.from(opened.ingest.chains.values(), (c) => c.state.service)), meshAddress: (ip) => served.view.has(ip), log });
   const observe = (run: StoredRun): void => {
     try {
       if (config.reconcile !== false) reconciler.observe(run);
@@ -304,7 +309,11 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     ...FLOW_WINDOW_OPTION,
   });
   grpcServer.addService(COLLECTOR_SERVICE, { Sync: createSyncHandler({ ingest, store, metrics, auth, peer, serving, trustDomain, log, admit: () => retention.admit(), directory, onHello: (chain, der) => witness.certified(chain.chainKey, chain.state.key_id, chain.spki, der) }) });
-  const watch = createWatchServer({ directory: tier?.directory ?? directory, peer, auth, keepaliveMs: config.directoryKeepaliveMs, registry: metrics.registry, log });
+  // What Watch serves and reconciliation asks: the pods (this collector's, or the tier's), and in a cluster the Services whose pods are all meshed.
+  served.view = tier?.directory ?? directory;
+  const kube: KubeServices | null = config.kubeServices === undefined ? null : watchKubeServices({ ...config.kubeServices, intervalMs: config.kubeServices.intervalMs ?? DEFAULT_KUBE_SERVICES_INTERVAL_MS, onChange: () => served.withServices?.refresh(), log });
+  if (kube !== null) served.view = served.withServices = withClusterIps(served.view, kube);
+  const watch = createWatchServer({ directory: served.view, peer, auth, keepaliveMs: config.directoryKeepaliveMs, registry: metrics.registry, log });
   grpcServer.addService(DIRECTORY_SERVICE, { Watch: watch.handler });
   if (ca !== null) {
     const certify = createCertifyHandler({ ca, serviceAccounts, trustDomain, certTtlMs, issued: () => metrics.certificatesIssued.inc(), refused: (reason) => metrics.identityRefusals.inc({ reason }), log });
@@ -353,7 +362,7 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
     otlpExport,
     reconciler,
     directory,
-    fleetDirectory: tier?.directory ?? directory,
+    fleetDirectory: served.view,
     get liveListeners() {
       return feed.size;
     },
@@ -375,6 +384,8 @@ export async function createCollector(config: CollectorConfig, log: Logger = () 
         await retention.close();
         await witness.close();
         await reconciler.close();
+        kube?.close();
+        served.withServices?.close();
         directory.close();
         await store.close();
       })();
