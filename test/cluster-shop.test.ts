@@ -78,7 +78,7 @@ function assertRecordsCarryProvenIdentity(t: ExecutionContext, pod: PodHandle, r
   }
 }
 
-test.serial('the default install ships over mTLS: every sidecar is certified by the mesh CA through its token, both ends of orders -> inventory (HTTP/1.1 and gRPC) and a lying pod’s calls reach the collector verified, every probe passes, and the store verifies', async (t) => {
+test.serial('the default install ships over mTLS: every sidecar is certified by the mesh CA through its token; orders -> inventory (HTTP/1.1, gRPC, TCP) crosses the wire sidecar to sidecar as mTLS only, both ends proven and reconciled; a lying pod’s calls reach the collector verified; every probe passes, and the store verifies', async (t) => {
   if (!requireInterception(t)) return;
   // Three app pods and the control plane start one after another's readiness: on a loaded machine that outlasts ava's 120 s.
   t.timeout(360_000);
@@ -137,7 +137,7 @@ test.serial('the default install ships over mTLS: every sidecar is certified by 
   t.is(answer.grpc.text, 'echo item 42', checkout.body);
   t.is(answer.tcp?.text, 'echo item 42', checkout.body);
   const captured = await wire.stop();
-  t.true(captured.packets > 0, 'no packet between the two pods: the capture saw nothing');
+  t.true(captured.packets > 0, `no packet between the two pods: the capture saw nothing (tcpdump: ${captured.summary})`);
   for (const clear of ['GET /items/42', 'HTTP/1.1', 'PRI * HTTP/2.0', 'item 42']) t.false(captured.bytes.includes(clear), `"${clear}" crossed the wire between the pods in clear`);
   t.true(captured.bytes.includes('auditmesh/1'), 'no ClientHello offering the mesh ALPN crossed the wire');
 

@@ -11,21 +11,25 @@ import { tempDir } from './sidecar.js';
  */
 export interface WireCapture {
   /** Stops tcpdump and returns the capture: its packet count and its bytes. */
-  stop(): Promise<{ packets: number; bytes: Buffer }>;
+  stop(): Promise<{ packets: number; bytes: Buffer; summary: string }>;
 }
 
 /** tcpdump in `netns` on `iface`, only packets between `a` and `b` (either way). Needs root and tcpdump. */
 export async function captureBetween(t: ExecutionContext, netns: string, iface: string, a: string, b: string): Promise<WireCapture> {
   const file = join(await tempDir(t), 'wire.pcap');
-  // -U: each packet written as it comes; -s 0: whole packets.
-  const dump = startIn(t, netns, null, ['tcpdump', '-i', iface, '-U', '-s', '0', '-n', '-w', file, `host ${a} and host ${b}`]);
+  // --immediate-mode: each packet read as it comes (else those in the kernel's buffer at SIGINT are
+  // dropped); -U: each written as it comes; -s 0: whole packets.
+  const dump = startIn(t, netns, null, ['tcpdump', '-i', iface, '--immediate-mode', '-U', '-s', '0', '-n', '-w', file, `host ${a} and host ${b}`]);
   await dump.waitFor(/listening on/, 30_000);
   return {
     async stop() {
+      // Packets the kernel holds for tcpdump when it is told to stop are lost: let it read them first.
+      await new Promise((resolve) => setTimeout(resolve, 300));
       dump.child.kill('SIGINT');
       await dump.done;
       const listing = await sh('tcpdump', '-n', '-r', file);
-      return { packets: listing.split('\n').filter((l) => l.trim() !== '').length, bytes: await readFile(file) };
+      const out = dump.output();
+      return { packets: listing.split('\n').filter((l) => l.trim() !== '').length, bytes: await readFile(file), summary: (out.stdout + out.stderr).trim() };
     },
   };
 }
