@@ -135,7 +135,7 @@ test('with a serving certificate the API speaks HTTPS, and reads still need the 
   const c = await startTestCollector(t, { httpTls: { key: certs.key, cert: certs.cert } });
   t.regex(c.httpUrl, /^https:\/\//);
   const dispatcher = new Agent({ connect: { ca: certs.caCert, servername: 'localhost' } });
-  t.teardown(() => dispatcher.close());
+  t.teardown(() => dispatcher.destroy());
   const get = (path: string, init: { headers?: Record<string, string> } = {}) => undiciFetch(c.httpUrl + path, { ...init, dispatcher });
   t.is((await get('/v1/sidecars', c.readAuth)).status, 200);
   t.is((await get('/v1/sidecars')).status, 401);

@@ -76,7 +76,8 @@ export async function startTestCollector(t: ExecutionContext, opts: TestCollecto
     await writeFile(caFile, collector.ca!.certPem);
     readerArgs.push('--ca-file', caFile);
     dispatcher = new Agent({ connect: { ca: collector.ca!.certPem } });
-    t.teardown(() => dispatcher!.close());
+    // destroy, not close: close waits for the collector to end its keep-alive connections, which it does only once it closes, after this.
+    t.teardown(() => dispatcher!.destroy());
   }
   const get = (path: string, init: RequestInit = {}): Promise<Response> => undiciFetch(collector.httpUrl + path, { ...init, dispatcher });
   return Object.assign(collector, { storeDir, token, tokenFile, readerToken, readAuth, readerArgs, caFile, get });
