@@ -74,7 +74,11 @@ export function createCallReconciler(deps: { env: RootDatabase; graceMs: number;
   // Decided calls wait here until the observe or sweep that decided them ends, then go to the store in one batch: one
   // put each outside a batch cost the event loop a promise and an atomic each, and LMDB's writer a transaction of a few.
   let unwritten: Array<{ key: [number, string, number]; call: ReconciledCall }> = [];
+  // And are counted there, once a state: a labelled inc() a call cost a label key built and looked up each.
+  const counted = new Map<ReconcileState, number>();
   const write = (): void => {
+    for (const [state, n] of counted) deps.metrics.reconciled.inc({ state }, n);
+    counted.clear();
     if (unwritten.length === 0) return;
     const calls = unwritten;
     unwritten = [];
@@ -88,10 +92,17 @@ export function createCallReconciler(deps: { env: RootDatabase; graceMs: number;
     const call = reconciledCall(state, caller, callee, now(), differs);
     const first = (caller ?? callee)!;
     unwritten.push({ key: [call.start_unix_ms, first.chain, first.end.seq], call });
-    deps.metrics.reconciled.inc({ state });
+    counted.set(state, (counted.get(state) ?? 0) + 1);
     if (state !== 'matched' && state !== 'unpaired-external') deps.metrics.disagreements.inc({ state, caller: callerLabel(call.caller_service), callee: calleeLabel(call.callee_service) });
   };
   const pair = (key: string, c: OpenCall): void => {
+    if (c.outs.length === 1 && c.ins.length === 1) {
+      // The common case, one end each: decided, and the call closed, without shifting either list.
+      open.delete(key);
+      const differs = compareEnds(c.outs[0], c.ins[0]);
+      decide(differs.length === 0 ? 'matched' : 'mismatched', c.outs[0], c.ins[0], differs);
+      return;
+    }
     while (c.outs.length > 0 && c.ins.length > 0) {
       const caller = c.outs.shift()!;
       const callee = c.ins.shift()!;
