@@ -516,6 +516,7 @@ async function main(): Promise<void> {
     }
     if (offRounds.length > 0) reconcileReport(rounds, offRounds, total);
     cpuReport('plaintext', rounds, total);
+    if (offRounds.length > 0) cpuReport('plaintext, calls not reconciled', offRounds, total);
     if (mtlsRounds.length > 0) cpuReport('mTLS', mtlsRounds, total);
     for (const [k, { index }] of rounds.entries()) {
       const levels = index.levels.map((n, l) => `${n} at level ${l}`).join(', ') || 'no segments';

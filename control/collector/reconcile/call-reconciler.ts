@@ -71,14 +71,38 @@ export function createCallReconciler(deps: { env: RootDatabase; graceMs: number;
   const callerLabel = createPeerLabels();
   const calleeLabel = createPeerLabels();
 
+  // Decided calls wait here until the observe or sweep that decided them ends, then go to the store in one batch: one
+  // put each outside a batch cost the event loop a promise and an atomic each, and LMDB's writer a transaction of a few.
+  let unwritten: Array<{ key: [number, string, number]; call: ReconciledCall }> = [];
+  // And are counted there, once a state: a labelled inc() a call cost a label key built and looked up each.
+  const counted = new Map<ReconcileState, number>();
+  const write = (): void => {
+    for (const [state, n] of counted) deps.metrics.reconciled.inc({ state }, n);
+    counted.clear();
+    if (unwritten.length === 0) return;
+    const calls = unwritten;
+    unwritten = [];
+    deps.env
+      .batch(() => {
+        for (const { key, call } of calls) void decided.put(key, call);
+      })
+      .catch((err: unknown) => deps.log('error', 'reconciliation could not store decided calls', { calls: calls.length, err: (err as Error)?.message }));
+  };
   const decide = (state: ReconcileState, caller: HeldEnd | undefined, callee: HeldEnd | undefined, differs?: ReturnType<typeof compareEnds>): void => {
     const call = reconciledCall(state, caller, callee, now(), differs);
     const first = (caller ?? callee)!;
-    void decided.put([call.start_unix_ms, first.chain, first.end.seq], call);
-    deps.metrics.reconciled.inc({ state });
+    unwritten.push({ key: [call.start_unix_ms, first.chain, first.end.seq], call });
+    counted.set(state, (counted.get(state) ?? 0) + 1);
     if (state !== 'matched' && state !== 'unpaired-external') deps.metrics.disagreements.inc({ state, caller: callerLabel(call.caller_service), callee: calleeLabel(call.callee_service) });
   };
   const pair = (key: string, c: OpenCall): void => {
+    if (c.outs.length === 1 && c.ins.length === 1) {
+      // The common case, one end each: decided, and the call closed, without shifting either list.
+      open.delete(key);
+      const differs = compareEnds(c.outs[0], c.ins[0]);
+      decide(differs.length === 0 ? 'matched' : 'mismatched', c.outs[0], c.ins[0], differs);
+      return;
+    }
     while (c.outs.length > 0 && c.ins.length > 0) {
       const caller = c.outs.shift()!;
       const callee = c.ins.shift()!;
@@ -106,6 +130,7 @@ export function createCallReconciler(deps: { env: RootDatabase; graceMs: number;
         decide((caller !== undefined && known.has(caller)) || meshed(h.end.client) ? 'callee-only' : 'unpaired-external', undefined, h);
       }
     }
+    write();
     if (early > 0) deps.log('warn', 'reconciliation held more open calls than it may: the oldest were decided before their grace period ended, and may read one-sided though their other end is still on its way', { decided_early: early, max_open_calls: MAX_OPEN_CALLS, grace_ms: deps.graceMs });
     deps.metrics.pending.set(open.size);
   };
@@ -116,16 +141,20 @@ export function createCallReconciler(deps: { env: RootDatabase; graceMs: number;
     observe(run) {
       const chain = chainKeyOf(run.sidecar);
       const arrived = now();
-      for (const b of run.batches) {
-        for (const end of b.calls ?? []) {
-          const held: HeldEnd = { end, sidecarId: run.sidecar.id, chain };
-          if (b.identity !== undefined) held.identity = b.identity;
-          const key = `${end.requestId}\u0000${end.traceId}\u0000${end.spanId}`;
-          let c = open.get(key);
-          if (c === undefined) open.set(key, (c = { outs: [], ins: [], arrived }));
-          (end.direction === 'outbound' ? c.outs : c.ins).push(held);
-          pair(key, c);
+      try {
+        for (const b of run.batches) {
+          for (const end of b.calls ?? []) {
+            const held: HeldEnd = { end, sidecarId: run.sidecar.id, chain };
+            if (b.identity !== undefined) held.identity = b.identity;
+            const key = `${end.requestId}\u0000${end.traceId}\u0000${end.spanId}`;
+            let c = open.get(key);
+            if (c === undefined) open.set(key, (c = { outs: [], ins: [], arrived }));
+            (end.direction === 'outbound' ? c.outs : c.ins).push(held);
+            pair(key, c);
+          }
         }
+      } finally {
+        write();
       }
       if (open.size > MAX_OPEN_CALLS) sweep();
       deps.metrics.pending.set(open.size);
@@ -154,6 +183,7 @@ export function createCallReconciler(deps: { env: RootDatabase; graceMs: number;
     },
     async close() {
       clearInterval(timer);
+      write();
       // Open calls are kept for the next start: their ends were acknowledged, and will not arrive again.
       await deps.env.transaction(() => {
         for (const [key, c] of open) void saved.put(key, c);
