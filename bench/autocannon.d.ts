@@ -6,6 +6,8 @@ declare module 'autocannon' {
     pipelining?: number;
     /** Seconds. */
     duration?: number;
+    /** Stop after this many responses instead of after `duration` (nothing left in flight). */
+    amount?: number;
     method?: string;
     headers?: Record<string, string>;
     /** Milliseconds before a request counts as a timeout. */

@@ -86,9 +86,11 @@ export interface GcTotals {
 
 /** One server (bench/serve.ts, or nginx) in its own process. */
 export interface ServerChild {
-  readonly kind: ServerKind | 'nginx';
+  readonly kind: ServerKind | 'nginx' | (string & {});
   readonly pid: number;
   readonly port: number;
+  /** Everything else on the line that gave its port (bench/mesh-serve.ts adds its admin port). */
+  readonly ready?: Readonly<Record<string, unknown>>;
   /** Its collections so far; null for a server that is not Node (nginx). */
   gc(): GcTotals | null;
   stop(): Promise<void>;
@@ -126,9 +128,18 @@ export function sidecarFlags(kind: string, deployed = true): readonly string[] {
 
 /** Starts bench/serve <kind> pinned to cpus; from source (tsx) unless told to run the compiled build. */
 export function startServerChild(kind: ServerKind, upstreamPort: number | null, cpus: string | null, nodeFlags: readonly string[], from: ServersFrom = 'source', options: ServerOptions = {}): Promise<ServerChild> {
-  const [node, ...entry] = benchEntry('serve', from, options.buildDir);
+  return startEntryChild('serve', kind, [kind, ...(upstreamPort === null ? [] : [String(upstreamPort)])], cpus, nodeFlags, from, options);
+}
+
+/**
+ * Starts another bench/ server entry (`entry`, e.g. 'mesh-serve') with `args`, as startServerChild
+ * starts bench/serve: pinned, with the sidecar's deployed V8 flags when `kind` names a sidecar,
+ * resolved once it prints {"port":N} on stdout.
+ */
+export function startEntryChild<K extends string>(entry: string, kind: K, args: readonly string[], cpus: string | null, nodeFlags: readonly string[], from: ServersFrom = 'source', options: ServerOptions = {}): Promise<ServerChild & { kind: K }> {
+  const [node, ...script] = benchEntry(entry, from, options.buildDir);
   const env = options.env ?? process.env;
-  const child = spawnPinned(cpus, [node!, '--trace-gc-nvp', ...sidecarFlags(kind, options.deployedFlags), ...nodeFlags, ...entry, kind, ...(upstreamPort === null ? [] : [String(upstreamPort)])], 'pipe', env, options.cgroup ?? null);
+  const child = spawnPinned(cpus, [node!, '--trace-gc-nvp', ...sidecarFlags(kind, options.deployedFlags), ...nodeFlags, ...script, ...args], 'pipe', env, options.cgroup ?? null);
   const gc: GcTotals = { allocatedBytes: 0, pauseMs: 0, collections: 0 };
   return new Promise((resolve, reject) => {
     const lines = createInterface({ input: child.stdout! });
@@ -146,17 +157,18 @@ export function startServerChild(kind: ServerKind, upstreamPort: number | null, 
     lines.on('line', (line) => {
       // Read to the end: the GC lines go on for the server's life (and keep its stdout drained).
       if (listening || line.includes(' allocated=')) return addGcLine(gc, line);
-      let port: unknown;
+      let ready: Record<string, unknown>;
       try {
-        port = (JSON.parse(line) as { port?: unknown }).port;
+        ready = JSON.parse(line) as Record<string, unknown>;
       } catch {
         return;
       }
+      const port = ready?.port;
       if (typeof port !== 'number') return;
       clearTimeout(timer);
       child.off('exit', onExit);
       listening = true;
-      resolve({ kind, pid: child.pid!, port, gc: () => ({ ...gc }), stop: () => stopChild(child) });
+      resolve({ kind, pid: child.pid!, port, ready, gc: () => ({ ...gc }), stop: () => stopChild(child) });
     });
   });
 }
